@@ -1,0 +1,398 @@
+/* api.c: every public entry point, the standard names that replace the
+ * system allocator (EBB_OVERRIDE), and the process-wide hooks (fork handlers,
+ * exit-time stats). The one core file that includes tcache/: it is the top of
+ * the layers and the only place that sees all of them.
+ *
+ * malloc and free are the tcache fast paths inlined here, so `malloc` costs
+ * what `ebb_malloc` costs; everything else is built on them and on large.c. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "core/background.h"
+#include "core/central.h"
+#include "core/init.h"
+#include "core/large.h"
+#include "core/meta.h"
+#include "core/options.h"
+#include "core/page_heap.h"
+#include "core/report.h"
+#include "core/stats.h"
+#include "ebbmalloc.h"
+#include "os/os.h"
+#include "tcache/tcache.h"
+
+/* ---------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------- */
+
+/* Describes an allocated block: its usable size and, for page-run blocks,
+ * its span. Reports a pointer that is not an allocated block's start (naming
+ * `func`) and returns false. */
+typedef struct block_info {
+	size_t usable;
+	span_t *large; /* NULL for small blocks */
+	unsigned cls;
+} block_info_t;
+
+static bool block_info(const void *p, const char *func, block_info_t *out)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (s != NULL && s->state == SPAN_CENTRAL) {
+		size_t off = (size_t)((const char *)p - (const char *)span_start(sb, s));
+		if (size_class_div(s->cls, off) * (size_t)size_classes[s->cls].size == off) {
+			out->usable = size_classes[s->cls].size;
+			out->large = NULL;
+			out->cls = s->cls;
+			return true;
+		}
+		report_bad_pointer(func, p, "not the start of a block");
+		return false;
+	}
+	if (s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s)) {
+		out->usable = large_usable(s);
+		out->large = s;
+		out->cls = 0;
+		return true;
+	}
+	if (s == NULL && superblock_registry[registry_index((uintptr_t)p)] == REG_NONE)
+		report_bad_pointer(func, p, "not allocated by ebbmalloc");
+	else
+		report_bad_pointer(func, p, s && s->state == SPAN_LARGE ? "not the start of a block"
+							     : "not an allocated block (already freed?)");
+	return false;
+}
+
+static void *alloc_aligned(size_t align, size_t size)
+{
+	if (align <= EBB_MIN_ALIGN)
+		return tcache_alloc(size);
+	if (size > EBB_MAX_REQUEST || align > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (EBB_UNLIKELY(!init_ensure())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* A class whose block size is a multiple of align has every block
+	 * aligned: spans start on a page and align <= one page here. */
+	unsigned cls = size_class_aligned(size, align);
+	if (cls)
+		return tcache_alloc(size_classes[cls].size);
+	return large_alloc(size, align, false);
+}
+
+static void *calloc_impl(size_t count, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(count, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (total <= EBB_SMALL_MAX) {
+		void *p = tcache_alloc(total);
+		if (p)
+			memset(p, 0, total);
+		return p;
+	}
+	if (EBB_UNLIKELY(!init_ensure())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return large_alloc(total, EBB_MIN_ALIGN, true);
+}
+
+static void *realloc_impl(void *p, size_t size)
+{
+	if (p == NULL)
+		return tcache_alloc(size);
+	if (size == 0) { /* glibc: free and return NULL */
+		tcache_free(p);
+		return NULL;
+	}
+	if (size > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	block_info_t b;
+	if (!block_info(p, "realloc", &b))
+		return NULL;
+	if (b.large == NULL) {
+		if (size <= EBB_SMALL_MAX && size_class_of(size) == b.cls)
+			return p;
+	} else if (size > EBB_SMALL_MAX) {
+		void *q = large_resize(p, b.large, size);
+		if (q)
+			return q;
+	}
+	void *q = tcache_alloc(size);
+	if (q == NULL)
+		return NULL; /* p is untouched */
+	memcpy(q, p, b.usable < size ? b.usable : size);
+	tcache_free(p);
+	return q;
+}
+
+/* ---------------------------------------------------------------------------
+ * The prefixed API
+ * ------------------------------------------------------------------------- */
+EBB_API void *ebb_malloc(size_t size)
+{
+	return tcache_alloc(size);
+}
+
+EBB_API void ebb_free(void *p)
+{
+	tcache_free(p);
+}
+
+EBB_API void *ebb_calloc(size_t count, size_t size)
+{
+	return calloc_impl(count, size);
+}
+
+EBB_API void *ebb_realloc(void *p, size_t size)
+{
+	return realloc_impl(p, size);
+}
+
+EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(count, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return realloc_impl(p, total);
+}
+
+EBB_API int ebb_posix_memalign(void **out, size_t align, size_t size)
+{
+	if (align < sizeof(void *) || !util_is_pow2(align))
+		return EINVAL;
+	int saved = errno;
+	void *p = alloc_aligned(align, size);
+	if (p == NULL) {
+		errno = saved;
+		return ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+EBB_API void *ebb_aligned_alloc(size_t align, size_t size)
+{
+	if (!util_is_pow2(align)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_aligned(align, size);
+}
+
+EBB_API void *ebb_memalign(size_t align, size_t size)
+{
+	if (align > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!util_is_pow2(align)) /* glibc rounds up to a power of two */
+		align = align < 2 ? 1 : (size_t)1 << (util_log2(align) + 1);
+	return alloc_aligned(align, size);
+}
+
+EBB_API void *ebb_valloc(size_t size)
+{
+	return alloc_aligned(EBB_PAGE_SIZE, size);
+}
+
+EBB_API void *ebb_pvalloc(size_t size)
+{
+	if (size > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t rounded = util_align_up(size ? size : 1, EBB_PAGE_SIZE);
+	return alloc_aligned(EBB_PAGE_SIZE, rounded);
+}
+
+EBB_API size_t ebb_malloc_usable_size(const void *p)
+{
+	block_info_t b;
+	if (p == NULL || !block_info(p, "malloc_usable_size", &b))
+		return 0;
+	return b.usable;
+}
+
+EBB_API void ebb_free_sized(void *p, size_t size)
+{
+	(void)size;
+	tcache_free(p);
+}
+
+EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size)
+{
+	(void)align;
+	(void)size;
+	tcache_free(p);
+}
+
+EBB_API int ebb_trim(void)
+{
+	if (!init_ensure())
+		return 0;
+	uint64_t purged_before;
+	struct ebb_stats st;
+	stats_tcache_t none = {0, 0, 0, 0};
+	stats_collect(&st, &none);
+	purged_before = st.bytes_purged + st.superblocks_unmapped;
+	tcache_flush_self();
+	background_tick(os_now_ns(), true);
+	stats_collect(&st, &none);
+	return st.bytes_purged + st.superblocks_unmapped != purged_before;
+}
+
+EBB_API void ebb_stats_get(struct ebb_stats *out)
+{
+	stats_tcache_t tc = {0, 0, 0, 0};
+	if (!init_ensure()) {
+		memset(out, 0, sizeof *out);
+		return;
+	}
+	tcache_stats(&tc.bytes, &tc.threads, &tc.refills, &tc.flushes);
+	stats_collect(out, &tc);
+}
+
+EBB_API void ebb_stats_print(FILE *f)
+{
+	struct ebb_stats s;
+	ebb_stats_get(&s);
+	stats_print(f, &s);
+}
+
+EBB_API int ebb_option_set(const char *name, const char *value)
+{
+	init_ensure();
+	if (name == NULL || value == NULL ||
+	    !options_set(name, strlen(name), value, strlen(value), false)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+EBB_API int ebb_option_get(const char *name, long long *value)
+{
+	enum option_id id;
+	init_ensure();
+	if (name == NULL || !options_lookup(name, &id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	*value = options_get(id);
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * fork: every allocator lock is taken in rank order before fork (so no
+ * structure is half-updated when the child is cloned) and re-initialized in
+ * the child, which can allocate at once.
+ * ------------------------------------------------------------------------- */
+static void api_prefork(void)
+{
+	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
+		return;
+	background_prefork();
+	tcache_prefork();
+	central_prefork();
+	page_heap_prefork();
+	meta_prefork();
+}
+
+static void api_postfork_parent(void)
+{
+	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
+		return;
+	meta_postfork_parent();
+	page_heap_postfork_parent();
+	central_postfork_parent();
+	tcache_postfork_parent();
+	background_postfork_parent();
+}
+
+static void api_postfork_child(void)
+{
+	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
+		return;
+	meta_postfork_child();
+	page_heap_postfork_child();
+	central_postfork_child();
+	tcache_postfork_child();
+	background_postfork_child();
+}
+
+/* Not needed for initialization (any first call does that); it registers
+ * the fork handlers from a context that holds no libc lock. Registering them
+ * from inside the first malloc could deadlock: that malloc may come from
+ * pthread_atfork itself, which holds the lock it would need. */
+__attribute__((constructor)) static void api_constructor(void)
+{
+	if (init_ensure())
+		os_atfork(api_prefork, api_postfork_parent, api_postfork_child);
+}
+
+__attribute__((destructor)) static void api_destructor(void)
+{
+	if (atomic_load_u32_acquire(&init_state) == INIT_DONE && options_get(OPT_STATS_ON_EXIT))
+		ebb_stats_print(stderr);
+}
+
+/* ---------------------------------------------------------------------------
+ * The standard names
+ * ------------------------------------------------------------------------- */
+#if EBB_OVERRIDE
+#include <malloc.h>
+#include <stdlib.h>
+
+EBB_API void *malloc(size_t size)
+{
+	return tcache_alloc(size);
+}
+
+EBB_API void free(void *p)
+{
+	tcache_free(p);
+}
+
+#define EBB_ALIAS(name) __attribute__((alias(#name), copy(name), used))
+
+EBB_API void *calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
+EBB_API void *realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+EBB_API void *reallocarray(void *p, size_t count, size_t size) EBB_ALIAS(ebb_reallocarray);
+EBB_API int posix_memalign(void **out, size_t align, size_t size) EBB_ALIAS(ebb_posix_memalign);
+EBB_API void *aligned_alloc(size_t align, size_t size) EBB_ALIAS(ebb_aligned_alloc);
+EBB_API void *memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign);
+EBB_API void *valloc(size_t size) EBB_ALIAS(ebb_valloc);
+EBB_API void *pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
+EBB_API size_t malloc_usable_size(void *p) EBB_ALIAS(ebb_malloc_usable_size);
+EBB_API void free_sized(void *p, size_t size) EBB_ALIAS(ebb_free_sized);
+EBB_API void free_aligned_sized(void *p, size_t align, size_t size) EBB_ALIAS(ebb_free_aligned_sized);
+EBB_API void cfree(void *p) EBB_ALIAS(free);
+
+/* glibc's internal names, used by some programs and by glibc's own code. */
+EBB_API void *__libc_malloc(size_t size) EBB_ALIAS(malloc);
+EBB_API void __libc_free(void *p) EBB_ALIAS(free);
+EBB_API void *__libc_calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
+EBB_API void *__libc_realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+EBB_API void *__libc_memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign);
+EBB_API void *__libc_valloc(size_t size) EBB_ALIAS(ebb_valloc);
+EBB_API void *__libc_pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
+
+/* glibc's malloc_trim(pad): gives memory back; 1 if any was released. */
+EBB_API int malloc_trim(size_t pad)
+{
+	(void)pad;
+	return ebb_trim();
+}
+#endif /* EBB_OVERRIDE */

@@ -1,0 +1,138 @@
+/* background.c: the decay thread (see background.h). */
+#include "core/background.h"
+
+#include "core/atomic.h"
+#include "core/central.h"
+#include "core/init.h"
+#include "core/options.h"
+#include "core/page_heap.h"
+#include "os/os.h"
+
+enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
+
+static uint32_t bg_state;
+static uint32_t bg_kicked;
+static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
+static uint64_t bg_last_drain_ns; /* last central drain / trim request */
+static uint64_t bg_trim_epoch;
+
+/* Bounds of the sleep between ticks. */
+#define TICK_MIN_NS 1000000ull       /* 1 ms */
+#define TICK_MAX_NS 1000000000ull    /* 1 s: idle checks, unmap delays */
+/* Central batches unused for this long go back to their spans, and thread
+ * caches are asked to trim. */
+#define DRAIN_INTERVAL_NS 1000000000ull
+
+bool background_running(void)
+{
+	return atomic_load_u32(&bg_state) == BG_RUNNING;
+}
+
+uint64_t background_trim_epoch(void)
+{
+	return atomic_load_u64(&bg_trim_epoch);
+}
+
+size_t background_tick(uint64_t now, bool all)
+{
+	size_t work = 0;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++)
+		work += page_heap_decay(page_heap_get(i), now, all);
+	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
+	if (all || now - last >= DRAIN_INTERVAL_NS) {
+		atomic_store_u64(&bg_last_drain_ns, now);
+		work += central_drain(!all);
+		atomic_add_u64(&bg_trim_epoch, 1);
+		/* Blocks drained from central lists may have emptied spans. */
+		if (all)
+			for (unsigned i = 0; i < n; i++)
+				work += page_heap_decay(page_heap_get(i), now, true);
+	}
+	for (unsigned i = 0; i < n; i++)
+		work += page_heap_release(page_heap_get(i), now, all);
+	return work;
+}
+
+static uint64_t next_wait(uint64_t now)
+{
+	uint64_t wait = TICK_MAX_NS;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t d = page_heap_next_due(page_heap_get(i), now);
+		if (d < wait)
+			wait = d;
+	}
+	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
+}
+
+static void *background_main(void *arg)
+{
+	(void)arg;
+	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
+		atomic_store_u32(&bg_kicked, 0);
+		uint64_t now = os_now_ns();
+		background_tick(now, false);
+		uint64_t wait = next_wait(now);
+		/* Nothing due within the longest tick: if this is the last thread of
+		 * the process (main called pthread_exit and every other thread has
+		 * ended), end too, so the process can exit. */
+		if (wait >= TICK_MAX_NS && os_thread_count() == 1)
+			break;
+		os_event_wait(wait);
+	}
+	atomic_store_u32(&bg_state, BG_OFF);
+	return NULL;
+}
+
+void background_maybe_start(void)
+{
+	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
+		return;
+	if (!options_get(OPT_BACKGROUND_THREAD) || atomic_load_u32(&init_state) != INIT_DONE)
+		return;
+	uint64_t now = os_now_ns();
+	uint64_t failed = atomic_load_u64(&bg_failed_ns);
+	if (failed && now - failed < TICK_MAX_NS)
+		return;
+	if (!atomic_cas_u32(&bg_state, BG_OFF, BG_STARTING))
+		return;
+	/* RUNNING before the thread exists, so that its loop sees it; the
+	 * thread may allocate while pthread_create sets it up, and that is
+	 * fine: no allocator lock is held here. */
+	atomic_store_u32(&bg_state, BG_RUNNING);
+	if (!os_thread_start(background_main, NULL)) {
+		atomic_store_u64(&bg_failed_ns, now);
+		atomic_store_u32(&bg_state, BG_OFF);
+	}
+}
+
+void background_kick(void)
+{
+	if (atomic_load_u32(&bg_kicked) == 0 && atomic_cas_u32(&bg_kicked, 0, 1))
+		os_event_signal();
+}
+
+void background_option_changed(void)
+{
+	if (background_running())
+		os_event_signal(); /* re-reads the option at once */
+}
+
+void background_prefork(void)
+{
+}
+
+void background_postfork_parent(void)
+{
+}
+
+void background_postfork_child(void)
+{
+	/* The thread does not exist in the child; the next slow path that wants
+	 * it starts a new one. */
+	os_event_init();
+	atomic_store_u32(&bg_state, BG_OFF);
+	atomic_store_u32(&bg_kicked, 0);
+	atomic_store_u64(&bg_failed_ns, 0);
+}

@@ -1,0 +1,346 @@
+/* central.c: refill and flush of the per-CPU central lists (see central.h). */
+#include "core/central.h"
+
+#include <errno.h>
+
+#include "core/freelist.h"
+#include "core/meta.h"
+#include "core/page_heap.h"
+#include "core/report.h"
+#include "core/size_class.h"
+#include "core/superblock.h"
+
+static central_t *central_lists; /* [cpu slot][class] */
+static unsigned central_slots;
+
+#define BATCHES_MAX (512 / 2) /* a flush carries at most bin_cap blocks, batch >= 2 */
+
+bool central_init_all(void)
+{
+	unsigned n = os_cpu_count();
+	central_slots = n < EBB_MAX_CPUS ? n : EBB_MAX_CPUS;
+	central_lists = meta_alloc((size_t)central_slots * EBB_NUM_CLASSES * sizeof(central_t),
+				   EBB_CACHELINE);
+	if (central_lists == NULL)
+		return false;
+	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
+		lock_init(&central_lists[i].lock);
+		central_lists[i].cls = (uint16_t)(i % EBB_NUM_CLASSES);
+	}
+	return true;
+}
+
+static central_t *central_get(unsigned cpu, unsigned cls)
+{
+	return &central_lists[(size_t)(cpu % central_slots) * EBB_NUM_CLASSES + cls];
+}
+
+/* ---------------------------------------------------------------------------
+ * Spans (caller holds the home's lock unless it owns the span alone)
+ * ------------------------------------------------------------------------- */
+static void partial_push_head(central_t *c, span_t *s)
+{
+	s->prev = NULL;
+	s->next = c->partial;
+	if (s->next)
+		s->next->prev = s;
+	c->partial = s;
+	s->in_partial = 1;
+}
+
+static void partial_remove(central_t *c, span_t *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->partial = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->in_partial = 0;
+}
+
+/* Carves a new span for c from the page heap of `cpu`. No lock held. */
+static span_t *span_carve(central_t *c, unsigned cpu)
+{
+	const size_class_t *k = &size_classes[c->cls];
+	span_t *s = page_heap_alloc(page_heap_for_cpu(cpu), k->pages, 1, SPAN_CENTRAL);
+	if (s == NULL)
+		return NULL;
+	s->cls = (uint8_t)c->cls;
+	s->u.central.home = c;
+	s->u.central.free_head = EBB_LIST_END;
+	s->u.central.bump = 0;
+	s->u.central.free_count = 0;
+	s->used = 0;
+	/* Before any block of the span can be freed, free() must find its class. */
+	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
+	return s;
+}
+
+/* Moves up to `want` free blocks of s onto *head. Caller holds s's home lock. */
+static unsigned span_take(span_t *s, unsigned want, void **head)
+{
+	const size_class_t *k = &size_classes[s->cls];
+	uint64_t secret = freelist_secret;
+	char *base = span_start(span_superblock(s), s);
+	char *end = base + (size_t)k->blocks * k->size;
+	void *list = *head;
+	unsigned got = 0;
+	while (got < want && s->u.central.free_count > 0) {
+		void *b = s->u.central.free_head;
+		void *next = freelist_decode(b, secret);
+		/* A link out of the span is a write into a freed block: stop
+		 * before following it. */
+		if (EBB_UNLIKELY(next != EBB_LIST_END &&
+				 ((char *)next < base || (char *)next >= end || !freelist_link_ok(next)))) {
+			freelist_corrupt("malloc", b);
+			s->u.central.free_count = 0; /* leak the rest of this list */
+			s->u.central.free_head = EBB_LIST_END;
+			break;
+		}
+		s->u.central.free_head = next;
+		s->u.central.free_count--;
+		freelist_set_next(b, list, secret);
+		list = b;
+		got++;
+	}
+	while (got < want && s->u.central.bump < k->blocks) {
+		void *b = base + (size_t)s->u.central.bump++ * k->size;
+		freelist_set_next(b, list, secret);
+		list = b;
+		got++;
+	}
+	s->used += got;
+	*head = list;
+	return got;
+}
+
+static bool span_full(const span_t *s)
+{
+	return s->u.central.free_count == 0 && s->u.central.bump == size_classes[s->cls].blocks;
+}
+
+/* ---------------------------------------------------------------------------
+ * Refill
+ * ------------------------------------------------------------------------- */
+unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head)
+{
+	central_t *c = central_get(cpu, cls);
+	const size_class_t *k = &size_classes[cls];
+	void *list = EBB_LIST_END;
+	unsigned got = 0;
+
+	lock_acquire(&c->lock);
+	c->uses++;
+	if (use_transfer && c->transfer != NULL) {
+		void *b = c->transfer;
+		c->transfer = freelist_decode((char *)b + sizeof(void *), freelist_secret);
+		c->ntransfer--;
+		lock_release(&c->lock);
+		*head = b;
+		return k->batch;
+	}
+	while (got < want) {
+		span_t *s = c->partial;
+		if (s == NULL) {
+			if (got)
+				break;
+			/* Grow without the lock: the page heap may map memory. */
+			lock_release(&c->lock);
+			s = span_carve(c, cpu);
+			lock_acquire(&c->lock);
+			if (s == NULL) {
+				lock_release(&c->lock);
+				errno = ENOMEM;
+				return 0;
+			}
+			c->spans++;
+			c->spans_carved++;
+			partial_push_head(c, s);
+			continue;
+		}
+		unsigned n = span_take(s, want - got, &list);
+		got += n;
+		c->used_blocks += n;
+		if (span_full(s))
+			partial_remove(c, s);
+	}
+	lock_release(&c->lock);
+	*head = list;
+	return got;
+}
+
+/* ---------------------------------------------------------------------------
+ * Flush
+ * ------------------------------------------------------------------------- */
+
+/* Reports a block that cannot be a free block of class cls; returns true if
+ * the block is good. Caller holds nothing. */
+static bool block_check(const void *b, unsigned cls, span_t **span_out)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(b, &sb);
+	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_CENTRAL || s->cls != cls)) {
+		report_bad_pointer("free", b, "not a block of this allocator");
+		return false;
+	}
+	size_t off = (size_t)((const char *)b - (const char *)span_start(sb, s));
+	uint32_t idx = size_class_div(cls, off);
+	if (EBB_UNLIKELY((size_t)idx * size_classes[cls].size != off)) {
+		report_bad_pointer("free", b, "not the start of a block");
+		return false;
+	}
+	*span_out = s;
+	return true;
+}
+
+/* Gives each block of the list back to its span, under its home's lock;
+ * empty spans go back to the page heap. */
+static void release_to_spans(unsigned cls, void *head)
+{
+	uint64_t secret = freelist_secret;
+	central_t *locked = NULL;
+	span_t *empties = NULL;
+	for (void *b = head, *next; b != EBB_LIST_END; b = next) {
+		next = freelist_decode(b, secret);
+		if (EBB_UNLIKELY(!freelist_link_ok(next))) {
+			freelist_corrupt("free", b);
+			next = EBB_LIST_END; /* leak the rest */
+		}
+		span_t *s;
+		if (!block_check(b, cls, &s))
+			continue;
+		central_t *home = s->u.central.home;
+		if (home != locked) {
+			if (locked)
+				lock_release(&locked->lock);
+			lock_acquire(&home->lock);
+			locked = home;
+		}
+		freelist_set_next(b, s->u.central.free_head, secret);
+		s->u.central.free_head = b;
+		s->u.central.free_count++;
+		s->used--;
+		home->used_blocks--;
+		if (s->used == 0) {
+			if (s->in_partial)
+				partial_remove(home, s);
+			home->spans--;
+			home->spans_returned++;
+			s->next = empties;
+			empties = s;
+		} else if (!s->in_partial) {
+			/* Just got its first block back: nearly full spans are handed
+			 * out first, so that emptier ones (drifting to the end of the
+			 * list) can drain completely and go back to the page heap. */
+			partial_push_head(home, s);
+		}
+	}
+	if (locked)
+		lock_release(&locked->lock);
+	/* No central lock held: hand the empty spans to the page heap. Nobody
+	 * else can reach them: all their blocks are back. */
+	for (span_t *s = empties, *next; s; s = next) {
+		next = s->next;
+		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+		page_heap_free(s);
+	}
+}
+
+void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
+{
+	const size_class_t *k = &size_classes[cls];
+	uint64_t secret = freelist_secret;
+	void *batches[BATCHES_MAX];
+	unsigned nb = 0;
+
+	/* Cut whole batches off the front before taking the lock. */
+	while (count >= k->batch && nb < BATCHES_MAX) {
+		void *last = head;
+		for (unsigned i = 1; i < k->batch; i++)
+			last = freelist_decode(last, secret);
+		void *rest = freelist_decode(last, secret);
+		freelist_set_next(last, EBB_LIST_END, secret);
+		batches[nb++] = head;
+		head = rest;
+		count -= k->batch;
+	}
+
+	central_t *c = central_get(cpu, cls);
+	unsigned pushed = 0;
+	lock_acquire(&c->lock);
+	c->uses++;
+	while (pushed < nb && c->ntransfer < k->transfer_cap) {
+		void *b = batches[pushed++];
+		freelist_set_next((char *)b + sizeof(void *), c->transfer, secret);
+		c->transfer = b;
+		c->ntransfer++;
+	}
+	lock_release(&c->lock);
+
+	for (unsigned i = pushed; i < nb; i++)
+		release_to_spans(cls, batches[i]);
+	if (count)
+		release_to_spans(cls, head);
+}
+
+size_t central_drain(bool only_idle)
+{
+	size_t moved = 0;
+	uint64_t secret = freelist_secret;
+	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
+		central_t *c = &central_lists[i];
+		lock_acquire(&c->lock);
+		void *batches = NULL;
+		if (!only_idle || c->uses == 0) {
+			batches = c->transfer;
+			moved += (size_t)c->ntransfer * size_classes[c->cls].batch;
+			c->transfer = NULL;
+			c->ntransfer = 0;
+		}
+		c->uses = 0;
+		lock_release(&c->lock);
+		while (batches != NULL) {
+			void *next = freelist_decode((char *)batches + sizeof(void *), secret);
+			release_to_spans(c->cls, batches);
+			batches = next;
+		}
+	}
+	return moved;
+}
+
+/* ---------------------------------------------------------------------------
+ * Stats and fork
+ * ------------------------------------------------------------------------- */
+void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved, uint64_t *returned)
+{
+	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
+		central_t *c = &central_lists[i];
+		lock_acquire(&c->lock);
+		central_class_stats_t *o = &out[c->cls];
+		o->spans += c->spans;
+		o->used_blocks += c->used_blocks;
+		o->transfer_blocks += (uint64_t)c->ntransfer * size_classes[c->cls].batch;
+		*carved += c->spans_carved;
+		*returned += c->spans_returned;
+		lock_release(&c->lock);
+	}
+}
+
+void central_prefork(void)
+{
+	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
+		lock_acquire(&central_lists[i].lock);
+}
+
+void central_postfork_parent(void)
+{
+	for (unsigned i = central_slots * EBB_NUM_CLASSES; i-- > 0;)
+		lock_release(&central_lists[i].lock);
+}
+
+void central_postfork_child(void)
+{
+	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
+		lock_init(&central_lists[i].lock);
+}

@@ -1,0 +1,98 @@
+// cxx_new.cpp: C++ operator new and delete in every standard form, on the
+// same fast paths as malloc and free. A failed new calls the new-handler
+// until it succeeds or there is none, then throws std::bad_alloc (the nothrow
+// forms return nullptr instead). Built only with EBB_OVERRIDE.
+#include <cstddef>
+#include <new>
+
+#include "ebbmalloc.h"
+#include "tcache/tcache.h"
+
+namespace {
+
+// The loop the standard prescribes for a failed allocation.
+template <typename Alloc>
+void *new_retry(Alloc alloc, bool nothrow)
+{
+	for (;;) {
+		void *p = alloc();
+		if (p != nullptr)
+			return p;
+		std::new_handler handler = std::get_new_handler();
+		if (handler == nullptr) {
+			if (nothrow)
+				return nullptr;
+			throw std::bad_alloc();
+		}
+		if (nothrow) {
+			try {
+				handler();
+			} catch (...) {
+				return nullptr;
+			}
+		} else {
+			handler();
+		}
+	}
+}
+
+[[gnu::noinline]] void *new_slow(std::size_t n, bool nothrow)
+{
+	return new_retry([n] { return ebb_malloc(n); }, nothrow);
+}
+
+[[gnu::noinline]] void *new_aligned(std::size_t n, std::align_val_t al, bool nothrow)
+{
+	std::size_t a = static_cast<std::size_t>(al);
+	return new_retry([n, a] { return ebb_aligned_alloc(a, n); }, nothrow);
+}
+
+inline void *new_fast(std::size_t n)
+{
+	void *p = tcache_alloc(n);
+	if (EBB_LIKELY(p != nullptr))
+		return p;
+	return new_slow(n, false);
+}
+
+inline void *new_fast_nothrow(std::size_t n) noexcept
+{
+	void *p = tcache_alloc(n);
+	if (EBB_LIKELY(p != nullptr))
+		return p;
+	return new_slow(n, true);
+}
+
+} // namespace
+
+#define EBB_CXX_API __attribute__((visibility("default")))
+
+EBB_CXX_API void *operator new(std::size_t n) { return new_fast(n); }
+EBB_CXX_API void *operator new[](std::size_t n) { return new_fast(n); }
+EBB_CXX_API void *operator new(std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
+EBB_CXX_API void *operator new[](std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
+
+EBB_CXX_API void operator delete(void *p) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p, const std::nothrow_t &) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p, const std::nothrow_t &) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p, std::size_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::size_t) noexcept { tcache_free(p); }
+
+EBB_CXX_API void *operator new(std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
+EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
+EBB_CXX_API void *operator new(std::size_t n, std::align_val_t a, const std::nothrow_t &) noexcept
+{
+	return new_aligned(n, a, true);
+}
+EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t &) noexcept
+{
+	return new_aligned(n, a, true);
+}
+
+EBB_CXX_API void operator delete(void *p, std::align_val_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::align_val_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p, std::size_t, std::align_val_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::size_t, std::align_val_t) noexcept { tcache_free(p); }

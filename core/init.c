@@ -1,0 +1,67 @@
+/* init.c: the start-up state machine (see init.h) and reactions to option
+ * changes. */
+#include "core/init.h"
+
+#include "core/background.h"
+#include "core/central.h"
+#include "core/freelist.h"
+#include "core/options.h"
+#include "core/page_heap.h"
+#include "core/report.h"
+#include "core/size_class.h"
+#include "os/os.h"
+
+uint32_t init_state;
+uint64_t freelist_secret;
+
+/* Everything the allocation paths need; calls nothing that allocates. */
+static bool init_run(void)
+{
+	size_t page = os_page_size();
+	if (page != EBB_PAGE_SIZE) {
+		report_warn("page size %zu is not supported (ebbmalloc needs 4096-byte pages); "
+			    "every allocation will fail", page);
+		return false;
+	}
+	options_init();
+	/* The low bit set: a zero word (the commonest stray write into a freed
+	 * block) decodes to a misaligned link, which the fast path rejects. */
+	freelist_secret = os_random() | 1;
+	size_class_init();
+	os_event_init();
+	page_heap_init_all(os_now_ns());
+	return central_init_all();
+}
+
+bool init_slow(void)
+{
+	for (;;) {
+		uint32_t s = atomic_load_u32_acquire(&init_state);
+		if (s == INIT_DONE)
+			return true;
+		if (s == INIT_FAILED)
+			return false;
+		if (s == INIT_NONE && atomic_cas_u32(&init_state, INIT_NONE, INIT_RUNNING))
+			break;
+		os_yield(); /* another thread is initializing */
+	}
+	bool ok = init_run();
+	atomic_store_u32_release(&init_state, ok ? INIT_DONE : INIT_FAILED);
+	return ok;
+}
+
+void options_changed(enum option_id id)
+{
+	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
+		return; /* read by init_run itself */
+	switch (id) {
+	case OPT_DECAY_MS:
+		page_heap_decay_interval_changed(os_now_ns());
+		break;
+	case OPT_BACKGROUND_THREAD:
+		background_option_changed();
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,34 @@
+/* init.h: process start-up, option changes and fork.
+ *
+ * No constructor is needed: the first call of any entry point runs
+ * init_slow() once (other threads wait for it). It is safe wherever that
+ * first call comes from (the dynamic loader, dlsym/dlerror, pthread_create, a
+ * library constructor, a thread-local destructor) because the first phase
+ * calls nothing that allocates: options from getenv, the size classes, the
+ * page heaps and central lists (memory from os_map), the thread-exit key.
+ * Only after the allocator works does the initializing thread register the
+ * fork handlers and the exit-time stats printer, which may allocate. */
+#ifndef EBB_CORE_INIT_H
+#define EBB_CORE_INIT_H
+
+#include "core/atomic.h"
+#include "core/config.h"
+
+EBB_BEGIN_DECLS
+
+enum init_state { INIT_NONE = 0, INIT_RUNNING = 1, INIT_DONE = 2, INIT_FAILED = 3 };
+extern uint32_t init_state;
+
+bool init_slow(void);
+
+/* true once the allocator can serve requests. */
+EBB_INLINE bool init_ensure(void)
+{
+	if (EBB_LIKELY(atomic_load_u32_acquire(&init_state) == INIT_DONE))
+		return true;
+	return init_slow();
+}
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_INIT_H */

@@ -1,0 +1,835 @@
+/* page_heap.c: free-run lists, coalescing, purging and unmapping. The rules
+ * (locking, run kinds, identities) are in page_heap.h. */
+#include "core/page_heap.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/background.h"
+#include "core/options.h"
+#include "os/os.h"
+
+static page_heap_t page_heaps[EBB_MAX_HEAPS];
+static unsigned page_heaps_n = 1;
+
+/* Pages of dirty runs in all heaps, and pages handed out as spans. */
+static uint64_t dirty_total_pages;
+static uint64_t inuse_total_pages;
+
+/* A purge pass takes at most this many pages out at once, so the lock is
+ * retaken (and allocating threads get their turn) every 64 MiB. */
+#define PURGE_BATCH_PAGES ((size_t)16384)
+/* A cached huge block is reused for a request if it is at most 25% + 1 MiB
+ * larger than asked. */
+#define HUGE_SLACK(pages) ((pages) / 4 + 256)
+
+/* ---------------------------------------------------------------------------
+ * Set-up
+ * ------------------------------------------------------------------------- */
+void page_heap_init_all(uint64_t now)
+{
+	unsigned n = os_cpu_count();
+	page_heaps_n = n < EBB_MAX_HEAPS ? n : EBB_MAX_HEAPS;
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		lock_init(&h->lock);
+		h->index = i;
+		decay_init(&h->decay, interval, now);
+		h->last_decay_ns = now;
+	}
+}
+
+unsigned page_heap_count(void)
+{
+	return page_heaps_n;
+}
+
+page_heap_t *page_heap_get(unsigned index)
+{
+	return &page_heaps[index];
+}
+
+void page_heap_decay_interval_changed(uint64_t now)
+{
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		lock_acquire(&h->lock);
+		decay_set_interval(&h->decay, interval, now);
+		lock_release(&h->lock);
+	}
+}
+
+size_t page_heap_dirty_total(void)
+{
+	return (size_t)atomic_load_u64(&dirty_total_pages);
+}
+
+size_t page_heap_dirty_excess_pages(void)
+{
+	uint64_t inuse = atomic_load_u64(&inuse_total_pages) << EBB_PAGE_SHIFT;
+	size_t budget = options_dirty_max_bytes(inuse) >> EBB_PAGE_SHIFT;
+	size_t dirty = page_heap_dirty_total();
+	return dirty > budget ? dirty - budget : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Run lists (caller holds h->lock)
+ * ------------------------------------------------------------------------- */
+static unsigned run_kind(const span_t *s)
+{
+	return s->state == SPAN_FREE_DIRTY ? RUN_DIRTY : RUN_PURGED;
+}
+
+static unsigned list_index(size_t npages)
+{
+	return npages >= EBB_SB_PAGES ? EBB_SB_PAGES : (unsigned)npages;
+}
+
+static void list_insert(page_heap_t *h, span_t *s)
+{
+	unsigned k = run_kind(s), i = list_index(s->npages);
+	s->prev = NULL;
+	s->next = h->runs[k][i];
+	if (s->next)
+		s->next->prev = s;
+	h->runs[k][i] = s;
+	h->nonempty[k][i >> 6] |= 1ull << (i & 63);
+}
+
+static void list_remove(page_heap_t *h, span_t *s)
+{
+	unsigned k = run_kind(s), i = list_index(s->npages);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->runs[k][i] = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	if (h->runs[k][i] == NULL)
+		h->nonempty[k][i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* Smallest non-empty list of kind k holding runs of at least `need` pages. */
+static span_t *list_find(page_heap_t *h, unsigned k, size_t need)
+{
+	if (need > EBB_SB_PAGES)
+		return NULL;
+	unsigned i = (unsigned)need;
+	unsigned w = i >> 6;
+	uint64_t bits = h->nonempty[k][w] & (~0ull << (i & 63));
+	for (;;) {
+		if (bits) {
+			unsigned idx = (w << 6) + (unsigned)__builtin_ctzll(bits);
+			/* The last list mixes sizes >= EBB_SB_PAGES; none is that big in a
+			 * normal superblock, so every run there fits. */
+			return h->runs[k][idx];
+		}
+		if (++w == EBB_RUN_WORDS)
+			return NULL;
+		bits = h->nonempty[k][w];
+	}
+}
+
+static void lru_insert_after(page_heap_t *h, span_t *pos, span_t *s)
+{
+	s->u.free.lru_prev = pos;
+	s->u.free.lru_next = pos ? pos->u.free.lru_next : h->lru_head;
+	if (s->u.free.lru_next)
+		s->u.free.lru_next->u.free.lru_prev = s;
+	else
+		h->lru_tail = s;
+	if (pos)
+		pos->u.free.lru_next = s;
+	else
+		h->lru_head = s;
+}
+
+static void lru_remove(page_heap_t *h, span_t *s)
+{
+	if (s->u.free.lru_prev)
+		s->u.free.lru_prev->u.free.lru_next = s->u.free.lru_next;
+	else
+		h->lru_head = s->u.free.lru_next;
+	if (s->u.free.lru_next)
+		s->u.free.lru_next->u.free.lru_prev = s->u.free.lru_prev;
+	else
+		h->lru_tail = s->u.free.lru_prev;
+}
+
+static void dirty_add(page_heap_t *h, size_t pages)
+{
+	h->dirty_pages += pages;
+	atomic_add_u64(&dirty_total_pages, pages);
+}
+
+static void dirty_sub(page_heap_t *h, size_t pages)
+{
+	h->dirty_pages -= pages;
+	atomic_sub_u64(&dirty_total_pages, pages);
+}
+
+static span_t *run_desc(page_heap_t *h, superblock_t *sb, unsigned page)
+{
+	uint32_t before = sb->desc_touched;
+	span_t *s = superblock_desc(sb, page);
+	if (sb->desc_touched != before)
+		h->meta_pages++;
+	return s;
+}
+
+/* Takes a free run out of its list (and the LRU), keeping the page counts of
+ * its kind in step. */
+static void run_unlist(page_heap_t *h, span_t *s)
+{
+	if (s->huge) {
+		superblock_t *sb = span_superblock(s);
+		if (sb->prev)
+			sb->prev->next = sb->next;
+		else
+			h->huge_cache = sb->next;
+		if (sb->next)
+			sb->next->prev = sb->prev;
+		h->huge_cached--;
+	} else {
+		list_remove(h, s);
+	}
+	if (s->state == SPAN_FREE_DIRTY) {
+		lru_remove(h, s);
+		dirty_sub(h, s->npages);
+	} else {
+		h->purged_pages -= s->npages;
+	}
+}
+
+/* Lists a free run (state FREE_DIRTY or FREE_PURGED, fields set). Dirty runs
+ * enter the LRU after `lru_pos` (NULL: as the newest). */
+static void run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
+{
+	if (s->huge) {
+		superblock_t *sb = span_superblock(s);
+		sb->prev = NULL;
+		sb->next = h->huge_cache;
+		if (sb->next)
+			sb->next->prev = sb;
+		h->huge_cache = sb;
+		h->huge_cached++;
+	} else {
+		list_insert(h, s);
+	}
+	if (s->state == SPAN_FREE_DIRTY) {
+		lru_insert_after(h, lru_pos, s);
+		dirty_add(h, s->npages);
+	} else {
+		h->purged_pages += s->npages;
+	}
+}
+
+static void run_tags(superblock_t *sb, const span_t *s)
+{
+	sb->pagemap[s->page] = s->page;
+	sb->pagemap[s->page + s->npages - 1] = s->page;
+}
+
+/* Makes [page, page+n) of sb a free run of `state`, merged with free
+ * neighbours of the same state, and lists it. */
+static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
+			       uint8_t state, uint8_t zeroed, uint64_t now)
+{
+	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
+	span_t *self = run_desc(h, sb, page);
+	if (page > first) {
+		span_t *l = &sb->spans[sb->pagemap[page - 1]];
+		if (l->state == state && l->page + l->npages == page) {
+			run_unlist(h, l);
+			self->state = SPAN_NONE;
+			n += l->npages;
+			page = l->page;
+			zeroed &= l->zeroed;
+			self = l;
+		}
+	}
+	unsigned right = page + (unsigned)n;
+	if (right < end) {
+		span_t *r = &sb->spans[right];
+		if (r->state == state && r->page == right) {
+			run_unlist(h, r);
+			r->state = SPAN_NONE;
+			n += r->npages;
+			zeroed &= r->zeroed;
+		}
+	}
+	self->state = state;
+	self->page = (uint16_t)page;
+	self->npages = (uint32_t)n;
+	self->zeroed = zeroed;
+	self->huge = 0;
+	if (state == SPAN_FREE_DIRTY)
+		self->u.free.freed_ns = now;
+	run_tags(sb, self);
+	run_list(h, self, NULL);
+}
+
+/* ---------------------------------------------------------------------------
+ * Allocation and free
+ * ------------------------------------------------------------------------- */
+static void maybe_decay(page_heap_t *h, uint64_t now);
+
+static bool grow(page_heap_t *h)
+{
+	superblock_t *sb = superblock_create(h);
+	if (sb == NULL)
+		return false;
+	uint64_t now = os_now_ns();
+	lock_acquire(&h->lock);
+	sb->prev = NULL;
+	sb->next = h->superblocks;
+	if (sb->next)
+		sb->next->prev = sb;
+	h->superblocks = sb;
+	h->superblocks_count++;
+	h->meta_pages += 1;
+	sb->free_pages = sb->usable_pages;
+	sb->empty_since_ns = now;
+	run_free_coalesced(h, sb, sb->first_page, sb->usable_pages, SPAN_FREE_PURGED, 1, now);
+	lock_release(&h->lock);
+	return true;
+}
+
+span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
+{
+	size_t need = npages + align_pages - 1;
+	if (need > (size_t)EBB_SB_PAGES - EBB_SB_HEADER_PAGES) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	span_t *s;
+	lock_acquire(&h->lock);
+	for (;;) {
+		s = list_find(h, RUN_DIRTY, need);
+		if (s == NULL)
+			s = list_find(h, RUN_PURGED, need);
+		if (s != NULL)
+			break;
+		lock_release(&h->lock);
+		if (!grow(h))
+			return NULL;
+		lock_acquire(&h->lock);
+	}
+
+	superblock_t *sb = span_superblock(s);
+	unsigned start = s->page;
+	size_t total = s->npages;
+	uint8_t kind_state = s->state, zeroed = s->zeroed;
+	uint64_t freed = s->u.free.freed_ns;
+	/* Take the end of the run so the front keeps its descriptor and its
+	 * place in the LRU; with alignment, the aligned start nearest the end. */
+	uintptr_t tail = (uintptr_t)superblock_page_addr(sb, start + (unsigned)(total - npages));
+	unsigned a = (unsigned)((util_align_down(tail, align_pages << EBB_PAGE_SHIFT) -
+				 (uintptr_t)sb) >> EBB_PAGE_SHIFT);
+	unsigned front = a - start;
+	unsigned back = start + (unsigned)total - (a + (unsigned)npages);
+
+	list_remove(h, s);
+	span_t *lru_pos = NULL;
+	if (front) {
+		s->npages = front;
+		run_tags(sb, s);
+		list_insert(h, s);
+		lru_pos = s;
+	} else if (kind_state == SPAN_FREE_DIRTY) {
+		lru_pos = s->u.free.lru_prev;
+		lru_remove(h, s);
+	}
+	if (back) {
+		span_t *b = run_desc(h, sb, a + (unsigned)npages);
+		b->state = kind_state;
+		b->page = (uint16_t)(a + npages);
+		b->npages = back;
+		b->zeroed = zeroed;
+		b->huge = 0;
+		b->u.free.freed_ns = freed;
+		run_tags(sb, b);
+		list_insert(h, b);
+		if (kind_state == SPAN_FREE_DIRTY)
+			lru_insert_after(h, lru_pos, b);
+	}
+	if (kind_state == SPAN_FREE_DIRTY) {
+		dirty_sub(h, npages);
+		decay_note_removed(&h->decay, npages);
+	} else {
+		h->purged_pages -= npages;
+	}
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+
+	span_t *t = run_desc(h, sb, a);
+	memset(t, 0, sizeof *t);
+	t->state = state;
+	t->page = (uint16_t)a;
+	t->npages = (uint32_t)npages;
+	t->zeroed = kind_state == SPAN_FREE_PURGED ? zeroed : 0;
+	run_tags(sb, t);
+	if (state == SPAN_CENTRAL) {
+		h->central_pages += npages;
+	} else {
+		h->large_pages += npages;
+		h->large_allocs++;
+	}
+	atomic_add_u64(&inuse_total_pages, npages);
+	lock_release(&h->lock);
+	return t;
+}
+
+void page_heap_free(span_t *s)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb->heap;
+	uint64_t now = os_now_ns();
+	size_t n = s->npages;
+	lock_acquire(&h->lock);
+	if (s->state == SPAN_CENTRAL)
+		h->central_pages -= n;
+	else
+		h->large_pages -= n;
+	atomic_sub_u64(&inuse_total_pages, n);
+	sb->free_pages += (uint32_t)n;
+	run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	if (sb->free_pages == sb->usable_pages)
+		sb->empty_since_ns = now;
+	lock_release(&h->lock);
+	maybe_decay(h, now);
+}
+
+bool page_heap_resize(span_t *s, size_t new_npages)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb->heap;
+	size_t old = s->npages;
+	if (new_npages == old)
+		return true;
+	uint64_t now = os_now_ns();
+	bool ok = false;
+	lock_acquire(&h->lock);
+	if (new_npages < old) {
+		size_t cut = old - new_npages;
+		s->npages = (uint32_t)new_npages;
+		run_tags(sb, s);
+		sb->free_pages += (uint32_t)cut;
+		h->large_pages -= cut;
+		atomic_sub_u64(&inuse_total_pages, cut);
+		run_free_coalesced(h, sb, s->page + (unsigned)new_npages, cut, SPAN_FREE_DIRTY, 0, now);
+		ok = true;
+	} else {
+		unsigned right = s->page + (unsigned)old;
+		size_t extra = new_npages - old;
+		span_t *r = right < (unsigned)sb->first_page + sb->usable_pages ? &sb->spans[right] : NULL;
+		if (r && r->page == right && (r->state == SPAN_FREE_DIRTY || r->state == SPAN_FREE_PURGED) &&
+		    r->npages >= extra) {
+			uint8_t rstate = r->state, rzeroed = r->zeroed;
+			uint64_t freed = r->u.free.freed_ns;
+			size_t rest = r->npages - extra;
+			run_unlist(h, r);
+			r->state = SPAN_NONE;
+			if (rest) {
+				/* The remainder gets a new descriptor; it counts as fresh in
+				 * the LRU (a slight under-estimate of its age). */
+				span_t *b = run_desc(h, sb, right + (unsigned)extra);
+				b->state = rstate;
+				b->page = (uint16_t)(right + extra);
+				b->npages = (uint32_t)rest;
+				b->zeroed = rzeroed;
+				b->huge = 0;
+				b->u.free.freed_ns = freed;
+				run_tags(sb, b);
+				run_list(h, b, NULL);
+			}
+			if (rstate == SPAN_FREE_DIRTY)
+				decay_note_removed(&h->decay, extra);
+			s->npages = (uint32_t)new_npages;
+			s->zeroed = 0;
+			sb->free_pages -= (uint32_t)extra;
+			sb->empty_since_ns = 0;
+			h->large_pages += extra;
+			atomic_add_u64(&inuse_total_pages, extra);
+			/* The caller fills pagemap for the new pages; tags here. */
+			run_tags(sb, s);
+			ok = true;
+		}
+	}
+	lock_release(&h->lock);
+	return ok;
+}
+
+/* ---------------------------------------------------------------------------
+ * Huge blocks
+ * ------------------------------------------------------------------------- */
+span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages)
+{
+	lock_acquire(&h->lock);
+	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		span_t *s = &sb->spans[0];
+		uintptr_t data = (uintptr_t)sb + EBB_SB_SIZE;
+		if (s->npages >= npages && s->npages - npages <= HUGE_SLACK(npages) &&
+		    (data & (align - 1)) == 0) {
+			bool was_dirty = s->state == SPAN_FREE_DIRTY;
+			run_unlist(h, s);
+			if (was_dirty)
+				decay_note_removed(&h->decay, s->npages);
+			s->zeroed = was_dirty ? 0 : s->zeroed;
+			s->state = SPAN_LARGE;
+			s->used = (uint32_t)asked_pages;
+			sb->empty_since_ns = 0;
+			h->huge_pages += s->npages;
+			h->huge_slack_pages += s->npages - asked_pages;
+			h->large_allocs++;
+			atomic_add_u64(&inuse_total_pages, s->npages);
+			lock_release(&h->lock);
+			return s;
+		}
+	}
+	lock_release(&h->lock);
+
+	superblock_t *sb = huge_create(h, npages, align);
+	if (sb == NULL)
+		return NULL;
+	span_t *s = &sb->spans[0];
+	s->used = (uint32_t)asked_pages;
+	lock_acquire(&h->lock);
+	h->huge_count++;
+	h->meta_pages += 1;
+	h->huge_pages += npages;
+	h->huge_slack_pages += npages - asked_pages;
+	h->large_allocs++;
+	atomic_add_u64(&inuse_total_pages, npages);
+	lock_release(&h->lock);
+	return s;
+}
+
+void page_heap_huge_free(span_t *s)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb->heap;
+	uint64_t now = os_now_ns();
+	lock_acquire(&h->lock);
+	h->huge_pages -= s->npages;
+	h->huge_slack_pages -= s->npages - s->used;
+	atomic_sub_u64(&inuse_total_pages, s->npages);
+	s->state = SPAN_FREE_DIRTY;
+	s->zeroed = 0;
+	s->u.free.freed_ns = now;
+	sb->empty_since_ns = now;
+	run_list(h, s, NULL);
+	lock_release(&h->lock);
+	maybe_decay(h, now);
+}
+
+span_t *page_heap_huge_resize(span_t *s, size_t npages)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb->heap;
+	size_t old = s->npages, old_asked = s->used;
+	superblock_t *nsb = huge_resize(sb, npages);
+	if (nsb == NULL)
+		return NULL;
+	span_t *ns = &nsb->spans[0];
+	ns->used = (uint32_t)npages;
+	lock_acquire(&h->lock);
+	h->huge_pages += npages;
+	h->huge_pages -= old;
+	h->huge_slack_pages -= old - old_asked;
+	if (npages > old)
+		atomic_add_u64(&inuse_total_pages, npages - old);
+	else
+		atomic_sub_u64(&inuse_total_pages, old - npages);
+	lock_release(&h->lock);
+	return ns;
+}
+
+/* ---------------------------------------------------------------------------
+ * Purging and unmapping
+ * ------------------------------------------------------------------------- */
+
+/* Called after a free: with no background thread, decay runs here, at most
+ * once per epoch; with one, only a dirty budget overrun wakes it early. */
+static void maybe_decay(page_heap_t *h, uint64_t now)
+{
+	if (background_running()) {
+		if (page_heap_dirty_excess_pages() > 0)
+			background_kick();
+		return;
+	}
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
+	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);
+	if (now - last >= epoch || page_heap_dirty_excess_pages() > 0)
+		page_heap_decay(h, now, false);
+}
+
+/* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
+ * through `next`. Caller holds the lock. */
+static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
+{
+	span_t *list = NULL;
+	*taken = 0;
+	while (*taken < want && h->lru_tail != NULL) {
+		span_t *s = h->lru_tail;
+		run_unlist(h, s);
+		dirty_add(h, s->npages); /* still resident until madvise returns */
+		s->state = SPAN_BUSY;
+		s->next = list;
+		list = s;
+		*taken += s->npages;
+	}
+	return list;
+}
+
+static void *run_addr(span_t *s)
+{
+	return span_start(span_superblock(s), s);
+}
+
+size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
+{
+	lock_acquire(&h->lock);
+	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	size_t want = all ? h->dirty_pages : decay_pages_to_purge(&h->decay, now, h->dirty_pages);
+	size_t excess = page_heap_dirty_excess_pages();
+	if (excess > want)
+		want = excess < h->dirty_pages ? excess : h->dirty_pages;
+	if (want == 0) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	bool lazy = options_get(OPT_PURGE) == 1;
+	size_t done = 0;
+	bool failed = false;
+	while (done < want && !failed) {
+		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
+		size_t taken;
+		span_t *list = take_oldest(h, batch, &taken);
+		if (list == NULL)
+			break;
+		lock_release(&h->lock);
+		/* No lock held: allocating threads never wait for the kernel. */
+		size_t calls = 0;
+		for (span_t *s = list; s; s = s->next) {
+			calls++;
+			s->purge_ok = os_purge(run_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT, lazy);
+		}
+		lock_acquire(&h->lock);
+		h->madvise_calls += calls;
+		size_t purged = 0;
+		for (span_t *s = list, *next; s; s = next) {
+			next = s->next;
+			superblock_t *sb = span_superblock(s);
+			dirty_sub(h, s->npages);
+			if (s->purge_ok) {
+				purged += s->npages;
+				if (s->huge) {
+					s->state = SPAN_FREE_PURGED;
+					s->zeroed = !lazy;
+					run_list(h, s, NULL);
+				} else {
+					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
+				}
+			} else {
+				/* The kernel refused: the pages stay resident and are listed
+				 * dirty again (with their age), and this pass stops. */
+				s->state = SPAN_FREE_DIRTY;
+				failed = true;
+				if (s->huge)
+					run_list(h, s, h->lru_tail);
+				else
+					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0,
+							   s->u.free.freed_ns);
+			}
+		}
+		decay_note_removed(&h->decay, purged);
+		h->bytes_purged += (uint64_t)purged << EBB_PAGE_SHIFT;
+		if (purged)
+			h->purges++;
+		done += purged;
+	}
+	h->purging = false;
+	lock_release(&h->lock);
+	return done;
+}
+
+/* Takes every run of an entirely free superblock out of the lists. Returns
+ * true if all of them were purged (so nothing of it is resident). */
+static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
+{
+	bool all_purged = true;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = &sb->spans[page];
+		all_purged &= s->state == SPAN_FREE_PURGED;
+		if (s->state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, s->npages);
+		run_unlist(h, s);
+		s->state = SPAN_NONE;
+		page += s->npages;
+	}
+	return all_purged;
+}
+
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+{
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	superblock_t *victims = NULL;
+	lock_acquire(&h->lock);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
+		next = sb->next;
+		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
+		    (!all && now - sb->empty_since_ns < delay))
+			continue;
+		if (sb->prev)
+			sb->prev->next = sb->next;
+		else
+			h->superblocks = sb->next;
+		if (sb->next)
+			sb->next->prev = sb->prev;
+		sb->all_purged = unlist_superblock_runs(h, sb);
+		h->superblocks_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+		next = sb->next;
+		if (!all && now - sb->empty_since_ns < delay)
+			continue;
+		if (sb->spans[0].state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, sb->spans[0].npages);
+		run_unlist(h, &sb->spans[0]);
+		h->huge_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	lock_release(&h->lock);
+
+	size_t released = 0;
+	for (superblock_t *sb = victims, *next; sb; sb = next) {
+		next = sb->next;
+		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
+		bool huge = sb->huge, purged = sb->all_purged;
+		if (superblock_destroy(sb)) {
+			released++;
+			lock_acquire(&h->lock);
+			h->meta_pages -= meta;
+			lock_release(&h->lock);
+			continue;
+		}
+		/* munmap failed: keep the superblock, as one free run. */
+		lock_acquire(&h->lock);
+		if (huge) {
+			span_t *s = &sb->spans[0];
+			s->state = SPAN_FREE_DIRTY;
+			s->u.free.freed_ns = now;
+			run_list(h, s, NULL);
+			h->huge_count++;
+		} else {
+			sb->prev = NULL;
+			sb->next = h->superblocks;
+			if (sb->next)
+				sb->next->prev = sb;
+			h->superblocks = sb;
+			h->superblocks_count++;
+			run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
+					   purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, 0, now);
+		}
+		lock_release(&h->lock);
+	}
+	lock_acquire(&h->lock);
+	h->purging = false;
+	lock_release(&h->lock);
+	return released;
+}
+
+uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
+{
+	uint64_t due = UINT64_MAX;
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	lock_acquire(&h->lock);
+	due = decay_next_due(&h->decay, now, h->dirty_pages);
+	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
+		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
+			uint64_t at = sb->empty_since_ns + delay;
+			uint64_t d = at > now ? at - now : 0;
+			if (d < due)
+				due = d;
+		}
+	}
+	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		uint64_t at = sb->empty_since_ns + delay;
+		uint64_t d = at > now ? at - now : 0;
+		if (d < due)
+			due = d;
+	}
+	lock_release(&h->lock);
+	return due;
+}
+
+/* ---------------------------------------------------------------------------
+ * Stats and fork
+ * ------------------------------------------------------------------------- */
+void page_heap_stats_add(page_heap_stats_t *acc)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		lock_acquire(&h->lock);
+		acc->central_pages += h->central_pages;
+		acc->large_pages += h->large_pages;
+		acc->huge_pages += h->huge_pages;
+		acc->huge_slack_pages += h->huge_slack_pages;
+		acc->dirty_pages += h->dirty_pages;
+		acc->purged_pages += h->purged_pages;
+		acc->meta_pages += h->meta_pages;
+		acc->purges += h->purges;
+		acc->madvise_calls += h->madvise_calls;
+		acc->bytes_purged += h->bytes_purged;
+		acc->large_allocs += h->large_allocs;
+		lock_release(&h->lock);
+	}
+}
+
+void page_heap_prefork(void)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		/* A purge in flight has runs out of the lists with the lock dropped;
+		 * the child would never get them back, so wait for it to finish. */
+		for (;;) {
+			lock_acquire(&h->lock);
+			if (!h->purging)
+				break;
+			lock_release(&h->lock);
+			os_yield();
+		}
+	}
+}
+
+void page_heap_postfork_parent(void)
+{
+	for (unsigned i = page_heaps_n; i-- > 0;)
+		lock_release(&page_heaps[i].lock);
+}
+
+void page_heap_postfork_child(void)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++)
+		lock_init(&page_heaps[i].lock);
+}

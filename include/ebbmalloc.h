@@ -1,0 +1,135 @@
+/*
+ * ebbmalloc.h: the public interface of ebbmalloc.
+ *
+ * ebbmalloc is a multithreaded allocator that gives idle memory back to the
+ * kernel on a timer. Built with EBB_OVERRIDE=ON (the default) the shared and
+ * static libraries also define the standard names (malloc, free, calloc,
+ * realloc, posix_memalign, aligned_alloc, memalign, valloc, pvalloc,
+ * malloc_usable_size, malloc_trim, the glibc __libc_* aliases and the C++
+ * operators new/delete), so linking or LD_PRELOAD replaces the system
+ * allocator. The ebb_* names below exist in every build, including sanitizer
+ * builds in which the sanitizer owns malloc.
+ *
+ * Everything here may be called from any thread at any time, including before
+ * main(): the first call initializes the allocator.
+ */
+#ifndef EBBMALLOC_H
+#define EBBMALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define EBB_API __attribute__((visibility("default")))
+#define EBB_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
+#else
+#define EBB_API
+#define EBB_MALLOC_ATTR
+#endif
+
+#define EBB_VERSION_MAJOR 0
+#define EBB_VERSION_MINOR 1
+
+/* ----------------------------------------------------------------------------
+ * The allocation API. Semantics are those of the C and POSIX functions of the
+ * same name (glibc flavour where they differ): failures return NULL (or an
+ * error number for posix_memalign) and set errno to ENOMEM for exhausted
+ * memory or impossible sizes, EINVAL for bad alignments.
+ * ------------------------------------------------------------------------- */
+EBB_API EBB_MALLOC_ATTR void *ebb_malloc(size_t size);
+EBB_API void ebb_free(void *ptr);
+EBB_API EBB_MALLOC_ATTR void *ebb_calloc(size_t count, size_t size);
+/* realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and returns NULL (glibc). */
+EBB_API void *ebb_realloc(void *ptr, size_t size);
+EBB_API void *ebb_reallocarray(void *ptr, size_t count, size_t size);
+/* alignment: a power of two and a multiple of sizeof(void *), else EINVAL. */
+EBB_API int ebb_posix_memalign(void **out, size_t alignment, size_t size);
+/* alignment: a power of two, else NULL with EINVAL. */
+EBB_API EBB_MALLOC_ATTR void *ebb_aligned_alloc(size_t alignment, size_t size);
+/* glibc memalign: an alignment that is not a power of two is rounded up to one. */
+EBB_API EBB_MALLOC_ATTR void *ebb_memalign(size_t alignment, size_t size);
+EBB_API EBB_MALLOC_ATTR void *ebb_valloc(size_t size);
+/* Page aligned, size rounded up to whole pages (pvalloc(0) is one page). */
+EBB_API EBB_MALLOC_ATTR void *ebb_pvalloc(size_t size);
+/* Bytes usable at ptr (at least what was asked for); 0 for NULL. */
+EBB_API size_t ebb_malloc_usable_size(const void *ptr);
+/* free() with the size that was asked for (C23 free_sized); size is checked
+ * against the block in debug builds only. */
+EBB_API void ebb_free_sized(void *ptr, size_t size);
+EBB_API void ebb_free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
+/* ----------------------------------------------------------------------------
+ * Memory return.
+ * ebb_trim() flushes the calling thread's cache, returns cached objects to
+ * their spans, purges every dirty free page and unmaps every free superblock
+ * now. It returns 1 if memory was given back to the kernel, 0 otherwise.
+ * ------------------------------------------------------------------------- */
+EBB_API int ebb_trim(void);
+
+/* ----------------------------------------------------------------------------
+ * Statistics. One list generates the struct and the printer, so the two cannot
+ * drift apart. Byte gauges satisfy, when no other thread is allocating:
+ *
+ *   mapped == allocated + tcache + central + dirty + purged + metadata + waste
+ *
+ * X(name, kind, description): kind is "bytes" for a gauge in bytes, "count"
+ * for a gauge that counts things, and "total" for a counter that only grows.
+ * ------------------------------------------------------------------------- */
+#define EBB_STATS_FIELDS(X)                                                              \
+	X(mapped, bytes, "mapped from the kernel (superblocks and metadata)")                \
+	X(resident, bytes, "resident in RAM, as tracked by the allocator")                   \
+	X(allocated, bytes, "in blocks the program holds (class size or whole pages)")        \
+	X(tcache, bytes, "free blocks in thread caches")                                     \
+	X(central, bytes, "free blocks in central lists and partially used spans")          \
+	X(dirty, bytes, "free pages still resident (waiting for decay)")                     \
+	X(purged, bytes, "free pages given back to the kernel but still mapped")            \
+	X(metadata, bytes, "superblock headers and allocator structures")                   \
+	X(waste, bytes, "span tails too small for a block, unused tails of huge blocks")   \
+	X(threads, count, "live thread caches")                                            \
+	X(superblocks, count, "superblocks currently mapped (huge blocks included)")       \
+	X(superblocks_mapped, total, "superblocks mapped since start")                      \
+	X(superblocks_unmapped, total, "superblocks unmapped since start")                  \
+	X(purges, total, "purge passes that gave memory back")                              \
+	X(madvise_calls, total, "madvise calls made to give pages back")                   \
+	X(bytes_purged, total, "bytes given back with madvise since start")                \
+	X(tcache_refills, total, "thread cache refills from central lists")                \
+	X(tcache_flushes, total, "thread cache flushes to central lists")                  \
+	X(spans_carved, total, "spans taken from the page heap for small blocks")         \
+	X(spans_returned, total, "empty spans given back to the page heap")              \
+	X(large_allocs, total, "allocations served by the page heap or mapped directly")
+
+struct ebb_stats {
+#define EBB_STATS_DECLARE_(name, kind, doc) uint64_t name;
+	EBB_STATS_FIELDS(EBB_STATS_DECLARE_)
+#undef EBB_STATS_DECLARE_
+};
+typedef struct ebb_stats ebb_stats_t;
+
+/* Fills *out with a snapshot. Gauges are summed from per-layer counters
+ * without stopping other threads, so under load they are momentarily
+ * inconsistent by the blocks in flight; quiescent, they add up exactly. */
+EBB_API void ebb_stats_get(struct ebb_stats *out);
+/* Prints the snapshot for people, one line per field. */
+EBB_API void ebb_stats_print(FILE *out);
+
+/* ----------------------------------------------------------------------------
+ * Options. Each is read from the environment variable EBB_OPTIONS at start-up,
+ * for example EBB_OPTIONS=decay_ms=500,background_thread=0, and can be changed
+ * later with ebb_option_set(). A wrong name or value prints a warning naming
+ * it and is ignored. docs/usage.md lists every option with its default.
+ * ------------------------------------------------------------------------- */
+/* Returns 0, or -1 with errno EINVAL for an unknown name or a bad value. */
+EBB_API int ebb_option_set(const char *name, const char *value);
+/* Stores the option's current value (numbers as numbers, choices as their
+ * index) and returns 0, or returns -1 with errno EINVAL for an unknown name. */
+EBB_API int ebb_option_get(const char *name, long long *value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EBBMALLOC_H */

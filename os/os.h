@@ -1,0 +1,91 @@
+/* os.h: everything ebbmalloc asks of the kernel, and nothing else.
+ *
+ * os_linux.c is the only file that makes system calls or uses pthreads; the
+ * unit tests link tests/support/os_fake.c instead, which implements the same
+ * contract with a virtual clock and counters. No function here allocates with
+ * malloc, so all of them are safe inside the allocator's own slow paths.
+ *
+ * Errors: functions that can fail return NULL/false and leave errno as the
+ * kernel set it; callers turn that into ENOMEM for the user. */
+#ifndef EBB_OS_OS_H
+#define EBB_OS_OS_H
+
+#include "core/config.h"
+#include "core/util.h"
+
+EBB_BEGIN_DECLS
+
+/* ---- memory ------------------------------------------------------------- */
+
+/* Fresh zero-filled read-write memory, page aligned, or NULL. */
+void *os_map(size_t size);
+/* Like os_map, aligned to `align` (a power of two >= the page size). */
+void *os_map_aligned(size_t size, size_t align);
+/* Gives [p, p+size) back entirely. false if the kernel refused. */
+bool os_unmap(void *p, size_t size);
+/* Gives the physical pages behind [p, p+size) back; the range stays mapped.
+ * lazy=false: MADV_DONTNEED, RSS drops at once and the pages read back as
+ * zero. lazy=true: MADV_FREE, the kernel reclaims under pressure only and the
+ * old contents may survive. false if the kernel refused (nothing changed). */
+bool os_purge(void *p, size_t size, bool lazy);
+/* Grows or shrinks the mapping [p, p+old) to `new_size` without moving it.
+ * false if the neighbouring range is not free. */
+bool os_remap_inplace(void *p, size_t old_size, size_t new_size);
+/* Moves the pages of [p, p+old) to [to, to+new_size), which the caller has
+ * reserved with os_map_aligned; no copying. false on failure (nothing moved). */
+bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to);
+
+/* ---- machine ------------------------------------------------------------ */
+
+size_t os_page_size(void);
+/* Number of possible CPU ids (ids are below it); at least 1. */
+unsigned os_cpu_count(void);
+/* The CPU this thread ran on a moment ago (rseq-backed sched_getcpu). Only a
+ * hint: the thread may migrate right after. Always < os_cpu_count(). */
+unsigned os_cpu_id(void);
+/* Monotonic clock in nanoseconds. */
+uint64_t os_now_ns(void);
+/* Threads in this process, from /proc/self/stat; 0 if unknown. */
+unsigned os_thread_count(void);
+/* A random 64-bit value from the kernel (getrandom), or a mix of the clock and
+ * addresses if that fails. */
+uint64_t os_random(void);
+
+/* ---- threads ------------------------------------------------------------ */
+
+void os_yield(void);
+/* Starts a detached thread running fn(arg). false on failure. */
+bool os_thread_start(void *(*fn)(void *), void *arg);
+/* Registers fn to run at the exit of every thread that called os_thread_exit_set
+ * with a non-NULL value (a pthread key destructor). Call once. */
+bool os_thread_exit_hook(void (*fn)(void *));
+/* Arms the exit hook for this thread with `value` (NULL disarms). */
+bool os_thread_exit_set(void *value);
+/* pthread_atfork. */
+bool os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
+
+/* A wake-up event for the background thread: wait sleeps until signalled or
+ * until timeout_ns passes. One waiter. Re-initialized in a forked child. */
+void os_event_init(void);
+void os_event_wait(uint64_t timeout_ns);
+void os_event_signal(void);
+
+/* ---- process ------------------------------------------------------------ */
+
+/* Writes to stderr without buffering or allocating. */
+void os_write_err(const char *buf, size_t len);
+const char *os_getenv(const char *name);
+EBB_NORETURN void os_abort(void);
+
+/* ---- fault injection (tests) -------------------------------------------- */
+
+/* Makes the calls of one kind fail: the nth next call (nth >= 1; 0 = never)
+ * and/or each call with probability ppm/1e6. Kinds: OS_FAULT_MAP (os_map,
+ * os_map_aligned, remaps), OS_FAULT_PURGE, OS_FAULT_UNMAP. Used by tests and by
+ * the hidden option fault_*. */
+enum os_fault_kind { OS_FAULT_MAP, OS_FAULT_PURGE, OS_FAULT_UNMAP, OS_FAULT_KINDS };
+void os_fault_set(enum os_fault_kind kind, uint64_t nth, uint32_t ppm);
+
+EBB_END_DECLS
+
+#endif /* EBB_OS_OS_H */

@@ -1,0 +1,355 @@
+/* os_linux.c: the Linux implementation of os.h. The only file of the allocator
+ * that makes system calls, includes <sys/mman.h> or uses pthreads. */
+#define _GNU_SOURCE
+#include "os/os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------------
+ * Fault injection. Counters are process-wide; a test arms them, the next
+ * matching call fails with ENOMEM as if the kernel had refused.
+ * ------------------------------------------------------------------------- */
+static struct {
+	uint64_t nth;      /* 0: off; else the call that fails, counted down */
+	uint32_t ppm;      /* probability of failure per call, in millionths */
+	uint64_t rng;
+} os_faults[OS_FAULT_KINDS];
+
+void os_fault_set(enum os_fault_kind kind, uint64_t nth, uint32_t ppm)
+{
+	__atomic_store_n(&os_faults[kind].nth, nth, __ATOMIC_RELAXED);
+	__atomic_store_n(&os_faults[kind].ppm, ppm, __ATOMIC_RELAXED);
+	__atomic_store_n(&os_faults[kind].rng, 0x9e3779b97f4a7c15ull ^ nth ^ ppm, __ATOMIC_RELAXED);
+}
+
+static bool os_fault_hit(enum os_fault_kind kind)
+{
+	uint64_t nth = __atomic_load_n(&os_faults[kind].nth, __ATOMIC_RELAXED);
+	uint32_t ppm = __atomic_load_n(&os_faults[kind].ppm, __ATOMIC_RELAXED);
+	if (EBB_LIKELY(nth == 0 && ppm == 0))
+		return false;
+	if (nth != 0) {
+		uint64_t left = __atomic_sub_fetch(&os_faults[kind].nth, 1, __ATOMIC_RELAXED);
+		if (left == 0) {
+			errno = ENOMEM;
+			return true;
+		}
+		if (left > nth) /* raced below zero: disarm */
+			__atomic_store_n(&os_faults[kind].nth, 0, __ATOMIC_RELAXED);
+	}
+	if (ppm != 0) {
+		/* xorshift; races between threads only perturb the sequence. */
+		uint64_t x = __atomic_load_n(&os_faults[kind].rng, __ATOMIC_RELAXED);
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		__atomic_store_n(&os_faults[kind].rng, x, __ATOMIC_RELAXED);
+		if (x % 1000000u < ppm) {
+			errno = ENOMEM;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* ---------------------------------------------------------------------------
+ * Memory
+ * ------------------------------------------------------------------------- */
+static void *os_mmap_raw(void *hint, size_t size)
+{
+	void *p = mmap(hint, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void *os_map(size_t size)
+{
+	if (os_fault_hit(OS_FAULT_MAP))
+		return NULL;
+	return os_mmap_raw(NULL, size);
+}
+
+void *os_map_aligned(size_t size, size_t align)
+{
+	if (os_fault_hit(OS_FAULT_MAP))
+		return NULL;
+	/* Most of the time the kernel places consecutive mappings next to each
+	 * other, so try the exact size first and keep it when it happens to be
+	 * aligned; otherwise over-map and trim both ends. */
+	void *p = os_mmap_raw(NULL, size);
+	if (p == NULL)
+		return NULL;
+	if (((uintptr_t)p & (align - 1)) == 0)
+		return p;
+	munmap(p, size);
+	if (size + align < size) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *raw = os_mmap_raw(NULL, size + align);
+	if (raw == NULL)
+		return NULL;
+	char *aligned = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+	size_t front = (size_t)(aligned - raw);
+	size_t back = align - front;
+	if (front)
+		munmap(raw, front);
+	if (back)
+		munmap(aligned + size, back);
+	return aligned;
+}
+
+bool os_unmap(void *p, size_t size)
+{
+	if (os_fault_hit(OS_FAULT_UNMAP))
+		return false;
+	return munmap(p, size) == 0;
+}
+
+bool os_purge(void *p, size_t size, bool lazy)
+{
+	if (os_fault_hit(OS_FAULT_PURGE))
+		return false;
+	if (lazy && madvise(p, size, MADV_FREE) == 0)
+		return true;
+	return madvise(p, size, MADV_DONTNEED) == 0;
+}
+
+bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
+{
+	if (new_size > old_size && os_fault_hit(OS_FAULT_MAP))
+		return false;
+	return mremap(p, old_size, new_size, 0) != MAP_FAILED;
+}
+
+bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
+{
+	if (os_fault_hit(OS_FAULT_MAP))
+		return false;
+	return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+}
+
+/* ---------------------------------------------------------------------------
+ * Machine
+ * ------------------------------------------------------------------------- */
+size_t os_page_size(void)
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Reads a small file into buf with plain syscalls (no stdio: it allocates). */
+static ssize_t os_read_small_file(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, cap - 1);
+	close(fd);
+	if (n >= 0)
+		buf[n] = '\0';
+	return n;
+}
+
+unsigned os_cpu_count(void)
+{
+	static unsigned cached;
+	unsigned n = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+	if (n)
+		return n;
+	/* "possible" CPUs bound every id sched_getcpu can return, also for CPUs
+	 * hot-plugged later. Format: ranges like "0-3,8-11". */
+	char buf[256];
+	unsigned maxid = 0;
+	bool found = false;
+	if (os_read_small_file("/sys/devices/system/cpu/possible", buf, sizeof buf) > 0) {
+		for (const char *s = buf; *s; s++) {
+			if (*s >= '0' && *s <= '9') {
+				unsigned v = 0;
+				while (*s >= '0' && *s <= '9')
+					v = v * 10 + (unsigned)(*s++ - '0');
+				if (v > maxid || !found)
+					maxid = v;
+				found = true;
+				s--;
+			}
+		}
+	}
+	if (found) {
+		n = maxid + 1;
+	} else {
+		cpu_set_t set;
+		n = 1;
+		if (sched_getaffinity(0, sizeof set, &set) == 0)
+			n = (unsigned)CPU_COUNT(&set);
+	}
+	if (n == 0)
+		n = 1;
+	__atomic_store_n(&cached, n, __ATOMIC_RELAXED);
+	return n;
+}
+
+unsigned os_cpu_id(void)
+{
+	int cpu = sched_getcpu();
+	if (EBB_UNLIKELY(cpu < 0))
+		return 0;
+	unsigned n = os_cpu_count();
+	return (unsigned)cpu < n ? (unsigned)cpu : (unsigned)cpu % n;
+}
+
+uint64_t os_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+unsigned os_thread_count(void)
+{
+	char buf[1024];
+	if (os_read_small_file("/proc/self/stat", buf, sizeof buf) <= 0)
+		return 0;
+	/* The command name may hold spaces and parentheses; fields after the last
+	 * ')' are: state(3) ... num_threads(20). */
+	char *s = strrchr(buf, ')');
+	if (s == NULL)
+		return 0;
+	int field = 2;
+	for (; *s && field < 20; s++)
+		if (*s == ' ')
+			field++;
+	unsigned v = 0;
+	while (*s >= '0' && *s <= '9')
+		v = v * 10 + (unsigned)(*s++ - '0');
+	return v;
+}
+
+uint64_t os_random(void)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v && v != 0)
+		return v;
+	v = os_now_ns() ^ ((uint64_t)(uintptr_t)&v << 16) ^ (uint64_t)getpid();
+	v ^= v >> 33;
+	v *= 0xff51afd7ed558ccdull;
+	v ^= v >> 33;
+	return v | 1;
+}
+
+/* ---------------------------------------------------------------------------
+ * Threads
+ * ------------------------------------------------------------------------- */
+void os_yield(void)
+{
+	sched_yield();
+}
+
+bool os_thread_start(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	pthread_t tid;
+	if (pthread_attr_init(&attr) != 0)
+		return false;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	/* The new thread must not take signals meant for the program. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&tid, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return rc == 0;
+}
+
+static pthread_key_t os_exit_key;
+
+bool os_thread_exit_hook(void (*fn)(void *))
+{
+	return pthread_key_create(&os_exit_key, fn) == 0;
+}
+
+bool os_thread_exit_set(void *value)
+{
+	return pthread_setspecific(os_exit_key, value) == 0;
+}
+
+bool os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
+{
+	return pthread_atfork(prepare, parent, child) == 0;
+}
+
+static pthread_mutex_t os_event_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t os_event_cond;
+static bool os_event_flag;
+
+void os_event_init(void)
+{
+	pthread_condattr_t attr;
+	pthread_mutex_init(&os_event_mutex, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&os_event_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	os_event_flag = false;
+}
+
+void os_event_wait(uint64_t timeout_ns)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + timeout_ns % 1000000000ull;
+	ts.tv_sec += (time_t)(timeout_ns / 1000000000ull + ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	pthread_mutex_lock(&os_event_mutex);
+	while (!os_event_flag) {
+		if (pthread_cond_timedwait(&os_event_cond, &os_event_mutex, &ts) != 0)
+			break;
+	}
+	os_event_flag = false;
+	pthread_mutex_unlock(&os_event_mutex);
+}
+
+void os_event_signal(void)
+{
+	pthread_mutex_lock(&os_event_mutex);
+	os_event_flag = true;
+	pthread_cond_signal(&os_event_cond);
+	pthread_mutex_unlock(&os_event_mutex);
+}
+
+/* ---------------------------------------------------------------------------
+ * Process
+ * ------------------------------------------------------------------------- */
+void os_write_err(const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+const char *os_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+void os_abort(void)
+{
+	abort();
+}

@@ -1,0 +1,397 @@
+/* tcache.c: thread cache slow paths: creation, refill, flush, trimming,
+ * thread exit; and the part of free() that is not the fast path. */
+#include "tcache/tcache.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/atomic.h"
+#include "core/background.h"
+#include "core/central.h"
+#include "core/init.h"
+#include "core/large.h"
+#include "core/meta.h"
+#include "core/options.h"
+#include "core/report.h"
+#include "os/os.h"
+
+#define TCACHE_STATIC_INIT                                                                 \
+	{                                                                                  \
+		.bins = {[0 ... EBB_NUM_CLASSES - 1] = {EBB_LIST_END, 0, 0}},             \
+	}
+
+/* Never written: every bin empty (malloc misses) and full (free misses). */
+tcache_t tcache_empty = TCACHE_STATIC_INIT;
+static tcache_t tcache_dead = TCACHE_STATIC_INIT;
+
+__thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec"))) = &tcache_empty;
+
+/* The list of live caches (for stats) and the pool of recycled ones. */
+static ebb_lock_t tcache_list_lock = EBB_LOCK_INITIALIZER;
+static tcache_t *tcache_live, *tcache_pool;
+static uint64_t tcache_live_count;
+static uint64_t tcache_exited_refills, tcache_exited_flushes;
+
+/* Incremental trimming: every TRIM_EVENTS slow-path events, TRIM_BINS bins. */
+#define TRIM_EVENTS 32u
+#define TRIM_BINS 8u
+
+/* ---------------------------------------------------------------------------
+ * Without a cache (before it exists, after the thread's exit hook ran, or
+ * with tcache_max_bytes=0): straight to the central lists, one block at a time.
+ * ------------------------------------------------------------------------- */
+static void *alloc_uncached(unsigned cls)
+{
+	void *b;
+	return central_refill(os_cpu_id(), cls, 1, false, &b) ? b : NULL;
+}
+
+static void free_uncached(void *p, unsigned cls)
+{
+	freelist_set_next(p, EBB_LIST_END, freelist_secret);
+	central_flush(os_cpu_id(), cls, p, 1);
+}
+
+/* ---------------------------------------------------------------------------
+ * Bins
+ * ------------------------------------------------------------------------- */
+static uint32_t bin_count(const tcache_bin_t *bin)
+{
+	return bin->max - bin->avail;
+}
+
+/* Raises the bin's bound by one batch if the cache's byte budget allows. */
+static void bin_grow(tcache_t *tc, unsigned cls)
+{
+	tcache_bin_t *bin = &tc->bins[cls];
+	const size_class_t *k = &size_classes[cls];
+	uint64_t add = (uint64_t)k->batch * k->size;
+	if (bin->max + k->batch > k->bin_cap ||
+	    tc->budget + add > (uint64_t)options_get(OPT_TCACHE_MAX_BYTES))
+		return;
+	bin->max += k->batch;
+	bin->avail += k->batch;
+	tc->budget += add;
+}
+
+static void publish(tcache_t *tc)
+{
+	uint64_t bytes = 0;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
+		bytes += (uint64_t)bin_count(&tc->bins[c]) * size_classes[c].size;
+	atomic_store_u64(&tc->published, bytes);
+}
+
+/* Gives the first n blocks of the bin to the central lists. */
+static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
+{
+	tcache_bin_t *bin = &tc->bins[cls];
+	uint64_t secret = tc->secret;
+	void *head = bin->head, *last = head;
+	for (uint32_t i = 1; i < n; i++) {
+		void *next = freelist_decode(last, secret);
+		if (EBB_UNLIKELY(!freelist_link_ok(next) || next == EBB_LIST_END)) {
+			freelist_corrupt("free", last);
+			/* Give back what was walked; drop (leak) the rest of the bin. */
+			freelist_set_next(last, EBB_LIST_END, secret);
+			central_flush(os_cpu_id(), cls, head, i);
+			bin->head = EBB_LIST_END;
+			bin->avail = bin->max;
+			return;
+		}
+		last = next;
+	}
+	void *rest = freelist_decode(last, secret);
+	freelist_set_next(last, EBB_LIST_END, secret);
+	bin->head = rest;
+	bin->avail += n;
+	atomic_store_u64(&tc->flushes, tc->flushes + 1); /* read by ebb_stats_get */
+	central_flush(os_cpu_id(), cls, head, n);
+}
+
+/* Trims one bin: under `all`, empties it; otherwise, if it has not missed
+ * since its last trim (its stock outlived its use), gives back half of its
+ * blocks and lowers its bound by a quarter, down to one batch. */
+static void bin_trim(tcache_t *tc, unsigned cls, bool all)
+{
+	tcache_bin_t *bin = &tc->bins[cls];
+	const size_class_t *k = &size_classes[cls];
+	uint32_t count = bin_count(bin);
+	if (all) {
+		if (count)
+			bin_flush(tc, cls, count);
+	} else if (tc->misses[cls] == 0 && bin->max > 0) {
+		if (count)
+			bin_flush(tc, cls, (count + 1) / 2);
+		uint32_t new_max = bin->max - bin->max / 4;
+		if (new_max < k->batch)
+			new_max = bin->max < k->batch ? bin->max : k->batch;
+		count = bin_count(bin);
+		if (new_max < count)
+			new_max = count;
+		tc->budget -= (uint64_t)(bin->max - new_max) * k->size;
+		bin->max = new_max;
+		bin->avail = new_max - count;
+	}
+	tc->misses[cls] = 0;
+}
+
+static void trim_all(tcache_t *tc, bool all)
+{
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
+		bin_trim(tc, c, all);
+	publish(tc);
+}
+
+/* Called at every refill and flush: the cache's clock for trimming. */
+static void slow_event(tcache_t *tc)
+{
+	uint64_t epoch = background_trim_epoch();
+	if (EBB_UNLIKELY(epoch != tc->trim_epoch)) {
+		tc->trim_epoch = epoch;
+		trim_all(tc, false);
+		return;
+	}
+	if (++tc->events % TRIM_EVENTS != 0)
+		return;
+	for (unsigned i = 0; i < TRIM_BINS; i++) {
+		tc->trim_cursor = tc->trim_cursor % (EBB_NUM_CLASSES - 1) + 1;
+		bin_trim(tc, tc->trim_cursor, false);
+	}
+	publish(tc);
+	background_maybe_start();
+}
+
+/* ---------------------------------------------------------------------------
+ * Life cycle
+ * ------------------------------------------------------------------------- */
+static void tcache_thread_exit(void *arg)
+{
+	tcache_t *tc = arg;
+	trim_all(tc, true);
+	tcache_tls = &tcache_dead;
+	lock_acquire(&tcache_list_lock);
+	if (tc->prev)
+		tc->prev->next = tc->next;
+	else
+		tcache_live = tc->next;
+	if (tc->next)
+		tc->next->prev = tc->prev;
+	tcache_live_count--;
+	tcache_exited_refills += tc->refills;
+	tcache_exited_flushes += tc->flushes;
+	tc->next = tcache_pool;
+	tcache_pool = tc;
+	lock_release(&tcache_list_lock);
+}
+
+/* The thread-exit hook is registered by the first cache created (once per
+ * process; pthread_key_create does not allocate). */
+static uint32_t tcache_hook_state; /* 0 none, 1 registering, 2 ready, 3 failed */
+
+static bool tcache_hook_ready(void)
+{
+	uint32_t s = atomic_load_u32_acquire(&tcache_hook_state);
+	if (EBB_LIKELY(s == 2))
+		return true;
+	if (s == 0 && atomic_cas_u32(&tcache_hook_state, 0, 1)) {
+		bool ok = os_thread_exit_hook(tcache_thread_exit);
+		atomic_store_u32_release(&tcache_hook_state, ok ? 2 : 3);
+		return ok;
+	}
+	while ((s = atomic_load_u32_acquire(&tcache_hook_state)) == 1)
+		os_yield();
+	return s == 2;
+}
+
+static tcache_t *tcache_create(void)
+{
+	/* Without the exit hook a cache's blocks would be stranded when its
+	 * thread ends: work uncached instead. */
+	if (options_get(OPT_TCACHE_MAX_BYTES) == 0 || !tcache_hook_ready())
+		return NULL;
+	lock_acquire(&tcache_list_lock);
+	tcache_t *tc = tcache_pool;
+	if (tc)
+		tcache_pool = tc->next;
+	lock_release(&tcache_list_lock);
+	if (tc == NULL && (tc = meta_alloc(sizeof(tcache_t), EBB_CACHELINE)) == NULL)
+		return NULL;
+	memset(tc, 0, sizeof *tc);
+	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++)
+		tc->bins[c].head = EBB_LIST_END;
+	tc->secret = freelist_secret;
+	tc->trim_epoch = background_trim_epoch();
+	lock_acquire(&tcache_list_lock);
+	tc->next = tcache_live;
+	if (tc->next)
+		tc->next->prev = tc;
+	tcache_live = tc;
+	tcache_live_count++;
+	lock_release(&tcache_list_lock);
+	/* TLS first: arming the exit hook may allocate (pthread_setspecific for
+	 * high key numbers), and that allocation must find this cache. */
+	tcache_tls = tc;
+	os_thread_exit_set(tc);
+	return tc;
+}
+
+/* The calling thread's cache, created on first use; NULL if it has none. */
+static tcache_t *tcache_get(void)
+{
+	tcache_t *tc = tcache_self();
+	if (EBB_LIKELY(tc != &tcache_empty))
+		return tc == &tcache_dead ? NULL : tc;
+	return tcache_create();
+}
+
+/* ---------------------------------------------------------------------------
+ * malloc slow path
+ * ------------------------------------------------------------------------- */
+static void *tcache_refill(tcache_t *tc, unsigned cls)
+{
+	tcache_bin_t *bin = &tc->bins[cls];
+	if (EBB_UNLIKELY(bin->head != EBB_LIST_END)) {
+		/* The fast path saw a misaligned head: the last block taken from
+		 * this bin carried a corrupted link. */
+		freelist_corrupt("malloc", bin->head);
+		bin->head = EBB_LIST_END;
+		bin->avail = bin->max;
+	}
+	tc->misses[cls]++;
+	bin_grow(tc, cls);
+	if (bin->max == 0) /* no room in the byte budget */
+		return alloc_uncached(cls);
+	void *list;
+	unsigned n = central_refill(os_cpu_id(), cls, size_classes[cls].batch, true, &list);
+	if (n == 0)
+		return NULL;
+	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
+	bin->head = freelist_decode(list, tc->secret);
+	bin->avail = bin->max - (n - 1);
+	slow_event(tc);
+	return list;
+}
+
+void *tcache_alloc_slow(size_t size)
+{
+	if (EBB_UNLIKELY(!init_ensure())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (size > EBB_SMALL_MAX)
+		return large_alloc(size, EBB_MIN_ALIGN, false);
+	unsigned cls = size_class_of(size);
+	tcache_t *tc = tcache_get();
+	if (tc == NULL)
+		return alloc_uncached(cls);
+	/* The cache may have been created just now: its bin may not be empty
+	 * (an allocation during creation refilled it). */
+	tcache_bin_t *bin = &tc->bins[cls];
+	if (((uintptr_t)bin->head & (EBB_MIN_ALIGN - 1)) == 0) {
+		void *b = bin->head;
+		bin->head = freelist_decode(b, tc->secret);
+		bin->avail++;
+		return b;
+	}
+	return tcache_refill(tc, cls);
+}
+
+/* ---------------------------------------------------------------------------
+ * free slow path
+ * ------------------------------------------------------------------------- */
+static void free_small_slow(void *p, unsigned cls)
+{
+	tcache_t *tc = tcache_get();
+	if (tc == NULL) {
+		free_uncached(p, cls);
+		return;
+	}
+	tcache_bin_t *bin = &tc->bins[cls];
+	if (bin->avail == 0) {
+		if (bin->max == 0)
+			bin_grow(tc, cls);
+		if (bin->max == 0) {
+			free_uncached(p, cls);
+			return;
+		}
+		if (bin->avail == 0) {
+			/* Full: give back half, in whole batches where possible. */
+			uint32_t batch = size_classes[cls].batch, count = bin_count(bin);
+			uint32_t n = (count / 2 + batch - 1) / batch * batch;
+			bin_flush(tc, cls, n < count ? n : count);
+			slow_event(tc);
+		}
+	}
+	freelist_set_next(p, bin->head, tc->secret);
+	bin->head = p;
+	bin->avail--;
+}
+
+void tcache_free_slow(void *p)
+{
+	if (p == NULL)
+		return;
+	if (superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER) {
+		unsigned cls = superblock_of(p)->page_class[superblock_page_index(p)];
+		if (cls != 0) {
+			free_small_slow(p, cls);
+			return;
+		}
+	}
+	large_free_checked(p, "free");
+}
+
+/* ---------------------------------------------------------------------------
+ * Requests from other layers, stats, fork
+ * ------------------------------------------------------------------------- */
+void tcache_flush_self(void)
+{
+	tcache_t *tc = tcache_self();
+	if (tc != &tcache_empty && tc != &tcache_dead)
+		trim_all(tc, true);
+}
+
+void tcache_stats(uint64_t *bytes, uint64_t *threads, uint64_t *refills, uint64_t *flushes)
+{
+	tcache_t *self = tcache_self();
+	if (self != &tcache_empty && self != &tcache_dead)
+		publish(self);
+	lock_acquire(&tcache_list_lock);
+	*threads = tcache_live_count;
+	*refills = tcache_exited_refills;
+	*flushes = tcache_exited_flushes;
+	*bytes = 0;
+	for (tcache_t *tc = tcache_live; tc; tc = tc->next) {
+		*bytes += atomic_load_u64(&tc->published);
+		*refills += atomic_load_u64(&tc->refills);
+		*flushes += atomic_load_u64(&tc->flushes);
+	}
+	lock_release(&tcache_list_lock);
+}
+
+void tcache_prefork(void)
+{
+	lock_acquire(&tcache_list_lock);
+}
+
+void tcache_postfork_parent(void)
+{
+	lock_release(&tcache_list_lock);
+}
+
+void tcache_postfork_child(void)
+{
+	/* Only the forking thread exists in the child: the other caches' blocks
+	 * are lost to it (a bounded, one-time leak); drop them from the list so
+	 * the stats speak of this process only. */
+	lock_init(&tcache_list_lock);
+	tcache_t *self = tcache_self();
+	tcache_live = NULL;
+	tcache_live_count = 0;
+	if (self != &tcache_empty && self != &tcache_dead) {
+		self->next = self->prev = NULL;
+		tcache_live = self;
+		tcache_live_count = 1;
+	}
+}

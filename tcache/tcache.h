@@ -1,0 +1,121 @@
+/* tcache.h: per-thread caches, and the malloc and free fast paths.
+ *
+ * Each thread has one tcache: a bin (list of free blocks) per size class,
+ * refilled from and flushed to the central lists in batches. A thread reaches
+ * its tcache through one initial-exec TLS pointer (8 bytes of static TLS:
+ * the same libebbmalloc.so works linked, preloaded and dlopen'ed). The pointer
+ * starts at `tcache_empty`, a static tcache whose bins are all empty and full
+ * at once (head = EBB_LIST_END, avail = 0), so a thread that has not
+ * allocated yet takes the slow path without a test of its own; the slow path
+ * creates the real tcache (in memory mapped by meta.c) and points TLS at it.
+ * After the thread-exit hook has flushed the cache, TLS points at
+ * `tcache_dead` (same shape), whose slow path works directly on the central
+ * lists.
+ *
+ * Ownership: a tcache is read and written only by its thread; the only
+ * exception is ebb_stats_get(), which reads other threads' `published` bytes
+ * (written with an atomic store at the thread's slow-path events). The
+ * background thread never drains another thread's bins: it advances a trim
+ * epoch, and each thread trims its own bins at its next slow path.
+ *
+ * This header holds exactly the two fast-path inlines and what they need. */
+#ifndef EBB_TCACHE_TCACHE_H
+#define EBB_TCACHE_TCACHE_H
+
+#include "core/config.h"
+#include "core/freelist.h"
+#include "core/size_class.h"
+#include "core/superblock.h"
+#include "core/util.h"
+
+EBB_BEGIN_DECLS
+
+typedef struct tcache_bin {
+	void *head;     /* first free block, EBB_LIST_END when empty */
+	uint32_t avail; /* blocks the bin may still take before it must flush */
+	uint32_t max;   /* current bound; count == max - avail */
+} tcache_bin_t;
+
+typedef struct tcache {
+	/* --- hot: the fast paths touch only these --- */
+	uint64_t secret;                    /* copy of freelist_secret */
+	tcache_bin_t bins[EBB_NUM_CLASSES]; /* bins[0] is always empty and full */
+	/* --- cold: slow paths --- */
+	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
+	uint64_t budget;                    /* sum of max * size over bins */
+	uint32_t events;                    /* refills + flushes, drives incremental trim */
+	uint32_t trim_cursor;
+	uint64_t trim_epoch;                /* last background trim request seen */
+	uint64_t refills, flushes;
+	uint64_t published;                 /* cached bytes as of the last slow event (atomic) */
+	struct tcache *next, *prev;         /* list of live tcaches (tcache_list_lock) */
+} tcache_t;
+
+extern tcache_t tcache_empty;
+extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
+
+EBB_INLINE tcache_t *tcache_self(void)
+{
+	return tcache_tls;
+}
+
+/* Slow paths: init, refill, large blocks, flush, bad pointers. */
+EBB_NOINLINE void *tcache_alloc_slow(size_t size);
+EBB_NOINLINE void tcache_free_slow(void *p);
+
+/* Fast path of malloc. Stays here when the size is small and this thread's
+ * bin of its class holds a block: a table lookup, a TLS load, a pop. No lock,
+ * no atomic, no call, no stack frame; budget about 20 x86-64 instructions
+ * (measured: docs/performance.md). The single `head & 15` test catches an
+ * empty bin (EBB_LIST_END is misaligned) and a corrupted link alike.
+ * Everything else tail-calls tcache_alloc_slow(). */
+EBB_INLINE void *tcache_alloc(size_t size)
+{
+	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
+		tcache_t *tc = tcache_self();
+		tcache_bin_t *bin = &tc->bins[size_class_of(size)];
+		void *block = bin->head;
+		if (EBB_LIKELY(((uintptr_t)block & (EBB_MIN_ALIGN - 1)) == 0)) {
+			bin->head = freelist_decode(block, tc->secret);
+			bin->avail++;
+			return block;
+		}
+	}
+	return tcache_alloc_slow(size);
+}
+
+/* Fast path of free. Stays here when p is a small block of one of our
+ * superblocks and this thread's bin of its class has room: a registry byte,
+ * a page-class byte, a push. Budget as above. NULL, foreign pointers, large
+ * blocks (page class 0; bins[0] never has room) and full bins tail-call
+ * tcache_free_slow(). */
+EBB_INLINE void tcache_free(void *p)
+{
+	if (EBB_LIKELY(superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER)) {
+		superblock_t *sb = superblock_of(p);
+		tcache_t *tc = tcache_self();
+		tcache_bin_t *bin = &tc->bins[sb->page_class[superblock_page_index(p)]];
+		if (EBB_LIKELY(bin->avail != 0)) {
+			freelist_set_next(p, bin->head, tc->secret);
+			bin->head = p;
+			bin->avail--;
+			return;
+		}
+	}
+	tcache_free_slow(p);
+}
+
+/* ---- used by the rest of the allocator (tcache.c) ---------------------- */
+
+/* Gives back every block of the calling thread's cache (ebb_trim). */
+void tcache_flush_self(void);
+/* Stats: bytes cached by all threads (the caller's own exactly, others as
+ * published), live caches, refill and flush counts. */
+void tcache_stats(uint64_t *bytes, uint64_t *threads, uint64_t *refills, uint64_t *flushes);
+void tcache_prefork(void);
+void tcache_postfork_parent(void);
+void tcache_postfork_child(void);
+
+EBB_END_DECLS
+
+#endif /* EBB_TCACHE_TCACHE_H */
