@@ -22,7 +22,7 @@
 
 #if !EBB_TSAN
 #include <ck_pr.h>
-#include <ck_spinlock.h>
+#include <spinlock/fas.h> /* only the lock we use: the others are not valid C++ */
 #endif
 
 EBB_BEGIN_DECLS

@@ -143,14 +143,18 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	while (got < want) {
 		span_t *s = c->partial;
 		if (s == NULL) {
-			if (got)
-				break;
-			/* Grow without the lock: the page heap may map memory. */
+			/* Grow without the lock: the page heap may map memory. A batch
+			 * may span several spans (a one-page span of 256-byte blocks
+			 * holds 16, a batch 32). */
 			lock_release(&c->lock);
 			s = span_carve(c, cpu);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
 				lock_release(&c->lock);
+				if (got) { /* a short batch beats none */
+					*head = list;
+					return got;
+				}
 				errno = ENOMEM;
 				return 0;
 			}

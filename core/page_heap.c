@@ -26,19 +26,27 @@ static uint64_t inuse_total_pages;
 /* ---------------------------------------------------------------------------
  * Set-up
  * ------------------------------------------------------------------------- */
+static uint64_t decay_interval_ns(void)
+{
+	long long ms = options_get(OPT_DECAY_MS);
+	return ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+}
+
+void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
+{
+	memset(h, 0, sizeof *h);
+	lock_init(&h->lock);
+	h->index = index;
+	decay_init(&h->decay, decay_interval_ns(), now);
+	h->last_decay_ns = now;
+}
+
 void page_heap_init_all(uint64_t now)
 {
 	unsigned n = os_cpu_count();
 	page_heaps_n = n < EBB_MAX_HEAPS ? n : EBB_MAX_HEAPS;
-	long long ms = options_get(OPT_DECAY_MS);
-	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
-	for (unsigned i = 0; i < page_heaps_n; i++) {
-		page_heap_t *h = &page_heaps[i];
-		lock_init(&h->lock);
-		h->index = i;
-		decay_init(&h->decay, interval, now);
-		h->last_decay_ns = now;
-	}
+	for (unsigned i = 0; i < page_heaps_n; i++)
+		page_heap_init(&page_heaps[i], i, now);
 }
 
 unsigned page_heap_count(void)
@@ -53,8 +61,7 @@ page_heap_t *page_heap_get(unsigned index)
 
 void page_heap_decay_interval_changed(uint64_t now)
 {
-	long long ms = options_get(OPT_DECAY_MS);
-	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+	uint64_t interval = decay_interval_ns();
 	for (unsigned i = 0; i < page_heaps_n; i++) {
 		page_heap_t *h = &page_heaps[i];
 		lock_acquire(&h->lock);
@@ -557,6 +564,7 @@ span_t *page_heap_huge_resize(span_t *s, size_t npages)
  * once per epoch; with one, only a dirty budget overrun wakes it early. */
 static void maybe_decay(page_heap_t *h, uint64_t now)
 {
+	background_maybe_start();
 	if (background_running()) {
 		if (page_heap_dirty_excess_pages() > 0)
 			background_kick();

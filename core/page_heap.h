@@ -72,6 +72,8 @@ typedef struct page_heap_stats {
 
 /* ---- set-up ------------------------------------------------------------ */
 void page_heap_init_all(uint64_t now);
+/* Sets up one heap (page_heap_init_all does every CPU's; tests make their own). */
+void page_heap_init(page_heap_t *h, unsigned index, uint64_t now);
 unsigned page_heap_count(void);
 page_heap_t *page_heap_get(unsigned index);
 EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)

@@ -1,0 +1,154 @@
+/* os_fake.c: the test double of os.h (see os_fake.h). The CPU count is fixed
+ * at 4 so that tests exercise several page heaps and central lists even on a
+ * 2-core machine. */
+#define _GNU_SOURCE
+#include "os/os.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tests/support/os_fake.h"
+
+#define FAKE_CPUS 4
+
+static uint64_t fake_now = 1000000000ull;
+static unsigned fake_cpu;
+static os_fake_counts_t counts;
+static struct { uint64_t nth; uint32_t ppm; uint64_t rng; } faults[OS_FAULT_KINDS];
+
+void os_fake_set_now(uint64_t ns) { __atomic_store_n(&fake_now, ns, __ATOMIC_RELAXED); }
+void os_fake_advance(uint64_t ns) { __atomic_add_fetch(&fake_now, ns, __ATOMIC_RELAXED); }
+uint64_t os_fake_now(void) { return __atomic_load_n(&fake_now, __ATOMIC_RELAXED); }
+void os_fake_set_cpu(unsigned cpu) { __atomic_store_n(&fake_cpu, cpu, __ATOMIC_RELAXED); }
+
+os_fake_counts_t os_fake_counts(void)
+{
+	os_fake_counts_t c;
+	c.maps = __atomic_load_n(&counts.maps, __ATOMIC_RELAXED);
+	c.unmaps = __atomic_load_n(&counts.unmaps, __ATOMIC_RELAXED);
+	c.purges = __atomic_load_n(&counts.purges, __ATOMIC_RELAXED);
+	c.purged_bytes = __atomic_load_n(&counts.purged_bytes, __ATOMIC_RELAXED);
+	c.failed = __atomic_load_n(&counts.failed, __ATOMIC_RELAXED);
+	return c;
+}
+
+int os_fake_resident(const void *p)
+{
+	unsigned char v = 0;
+	if (mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, &v) != 0)
+		return -1;
+	return v & 1;
+}
+
+void os_fault_set(enum os_fault_kind kind, uint64_t nth, uint32_t ppm)
+{
+	faults[kind].nth = nth;
+	faults[kind].ppm = ppm;
+	faults[kind].rng = 88172645463325252ull;
+}
+
+static int fault_hit(enum os_fault_kind kind)
+{
+	if (faults[kind].nth && --faults[kind].nth == 0)
+		goto fail;
+	if (faults[kind].ppm) {
+		uint64_t x = faults[kind].rng;
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		faults[kind].rng = x;
+		if (x % 1000000u < faults[kind].ppm)
+			goto fail;
+	}
+	return 0;
+fail:
+	__atomic_add_fetch(&counts.failed, 1, __ATOMIC_RELAXED);
+	errno = ENOMEM;
+	return 1;
+}
+
+void *os_map(size_t size)
+{
+	if (fault_hit(OS_FAULT_MAP))
+		return NULL;
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	__atomic_add_fetch(&counts.maps, 1, __ATOMIC_RELAXED);
+	return p;
+}
+
+void *os_map_aligned(size_t size, size_t align)
+{
+	if (fault_hit(OS_FAULT_MAP))
+		return NULL;
+	char *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+	if (p > raw)
+		munmap(raw, (size_t)(p - raw));
+	if (raw + size + align > p + size)
+		munmap(p + size, (size_t)(raw + size + align - (p + size)));
+	__atomic_add_fetch(&counts.maps, 1, __ATOMIC_RELAXED);
+	return p;
+}
+
+bool os_unmap(void *p, size_t size)
+{
+	if (fault_hit(OS_FAULT_UNMAP))
+		return false;
+	__atomic_add_fetch(&counts.unmaps, 1, __ATOMIC_RELAXED);
+	return munmap(p, size) == 0;
+}
+
+bool os_purge(void *p, size_t size, bool lazy)
+{
+	if (fault_hit(OS_FAULT_PURGE))
+		return false;
+	__atomic_add_fetch(&counts.purges, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&counts.purged_bytes, size, __ATOMIC_RELAXED);
+	return madvise(p, size, lazy ? MADV_FREE : MADV_DONTNEED) == 0;
+}
+
+bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
+{
+	if (new_size > old_size && fault_hit(OS_FAULT_MAP))
+		return false;
+	return mremap(p, old_size, new_size, 0) != MAP_FAILED;
+}
+
+bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
+{
+	if (fault_hit(OS_FAULT_MAP))
+		return false;
+	return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
+}
+
+size_t os_page_size(void) { return 4096; }
+unsigned os_cpu_count(void) { return FAKE_CPUS; }
+unsigned os_cpu_id(void) { return __atomic_load_n(&fake_cpu, __ATOMIC_RELAXED) % FAKE_CPUS; }
+uint64_t os_now_ns(void) { return os_fake_now(); }
+unsigned os_thread_count(void) { return 2; }
+uint64_t os_random(void) { return 0x5deece66dull; }
+void os_yield(void) { sched_yield(); }
+
+bool os_thread_start(void *(*fn)(void *), void *arg)
+{
+	(void)fn;
+	(void)arg;
+	return false; /* unit tests drive decay themselves */
+}
+
+static pthread_key_t fake_key;
+bool os_thread_exit_hook(void (*fn)(void *)) { return pthread_key_create(&fake_key, fn) == 0; }
+bool os_thread_exit_set(void *value) { return pthread_setspecific(fake_key, value) == 0; }
+bool os_atfork(void (*a)(void), void (*b)(void), void (*c)(void)) { return pthread_atfork(a, b, c) == 0; }
+void os_event_init(void) {}
+void os_event_wait(uint64_t timeout_ns) { (void)timeout_ns; }
+void os_event_signal(void) {}
+void os_write_err(const char *buf, size_t len) { (void)!write(2, buf, len); }
+const char *os_getenv(const char *name) { return getenv(name); }
+void os_abort(void) { abort(); }

@@ -1,0 +1,147 @@
+// Central lists: batches, transfer stacks, spans going home and back to the
+// page heap, CPU migration (fake CPU ids), corrupted frees.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+#include <vector>
+
+#include "core/central.h"
+#include "core/freelist.h"
+#include "core/report.h"
+#include "core/size_class.h"
+#include "core/superblock.h"
+#include "tests/support/unit.h"
+
+namespace {
+
+std::vector<void *> list_items(void *head)
+{
+	std::vector<void *> v;
+	for (void *b = head; b != EBB_LIST_END; b = freelist_decode(b, freelist_secret))
+		v.push_back(b);
+	return v;
+}
+
+void *make_list(const std::vector<void *> &v)
+{
+	void *head = EBB_LIST_END;
+	for (auto it = v.rbegin(); it != v.rend(); ++it) {
+		freelist_set_next(*it, head, freelist_secret);
+		head = *it;
+	}
+	return head;
+}
+
+central_class_stats_t class_stats(unsigned cls)
+{
+	central_class_stats_t cs[EBB_NUM_CLASSES] = {};
+	uint64_t carved = 0, returned = 0;
+	central_stats(cs, &carved, &returned);
+	return cs[cls];
+}
+
+} // namespace
+
+TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[central]")
+{
+	unit_option("decay_ms", "-1");
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(100);
+	const size_class_t &k = size_classes[cls];
+	os_fake_set_cpu(0);
+	void *head;
+	unsigned n = central_refill(0, cls, k.batch, true, &head);
+	REQUIRE(n == k.batch);
+	std::vector<void *> v = list_items(head);
+	REQUIRE(v.size() == n);
+	std::set<void *> distinct(v.begin(), v.end());
+	REQUIRE(distinct.size() == n);
+	for (void *b : v) {
+		REQUIRE(((uintptr_t)b & 15) == 0);
+		REQUIRE(superblock_of(b)->page_class[superblock_page_index(b)] == cls);
+	}
+	REQUIRE(class_stats(cls).used_blocks >= n);
+	central_flush(0, cls, make_list(v), n);
+	central_drain(false);
+}
+
+TEST_CASE("flushed batches come back from the transfer stack, newest first", "[central]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	void *head;
+	REQUIRE(central_refill(1, cls, k.batch, true, &head) == k.batch);
+	std::vector<void *> batch = list_items(head);
+	central_flush(1, cls, make_list(batch), k.batch);
+	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
+	void *again;
+	REQUIRE(central_refill(1, cls, k.batch, true, &again) == k.batch);
+	REQUIRE(list_items(again) == batch);
+	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	central_flush(1, cls, again, k.batch);
+	central_drain(false);
+}
+
+TEST_CASE("when every block is back, the span goes back to the page heap", "[central]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(4000);
+	const size_class_t &k = size_classes[cls];
+	central_drain(false);
+	uint64_t spans_before = class_stats(cls).spans;
+	// Take a whole span's worth of blocks.
+	std::vector<void *> all;
+	while (all.size() < k.blocks) {
+		void *head;
+		unsigned n = central_refill(2, cls, k.blocks - (unsigned)all.size(), false, &head);
+		REQUIRE(n > 0);
+		for (void *b : list_items(head))
+			all.push_back(b);
+	}
+	REQUIRE(class_stats(cls).spans >= spans_before + 1);
+	// Give them back one at a time, bypassing the transfer stack.
+	for (void *b : all) {
+		freelist_set_next(b, EBB_LIST_END, freelist_secret);
+		central_flush(2, cls, b, 1);
+	}
+	REQUIRE(class_stats(cls).spans == spans_before);
+	REQUIRE(class_stats(cls).used_blocks == 0);
+}
+
+TEST_CASE("blocks flushed on another CPU go home to their span's list", "[central]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(256);
+	const size_class_t &k = size_classes[cls];
+	central_drain(false);
+	void *head;
+	REQUIRE(central_refill(0, cls, k.batch, true, &head) == k.batch);
+	uint64_t spans = class_stats(cls).spans;
+	REQUIRE(spans >= 1);
+	// The thread migrated: it frees on CPU 3. The batch waits on CPU 3's
+	// transfer stack, still counted as used by its home span.
+	central_flush(3, cls, head, k.batch);
+	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
+	// Draining returns the blocks to their home (CPU 0): the span empties.
+	central_drain(false);
+	REQUIRE(class_stats(cls).used_blocks == 0);
+	REQUIRE(class_stats(cls).spans == 0);
+}
+
+TEST_CASE("a pointer into the middle of a block is reported, not freed", "[central]")
+{
+	unit_option("on_error", "warn");
+	unsigned cls = size_class_of(64);
+	void *head;
+	REQUIRE(central_refill(0, cls, 2, false, &head) == 2);
+	std::vector<void *> v = list_items(head);
+	uint64_t reports = report_count();
+	char *interior = (char *)v[0] + 16;
+	freelist_set_next(interior, EBB_LIST_END, freelist_secret);
+	central_flush(0, cls, interior, 1);
+	REQUIRE(report_count() == reports + 1);
+	central_flush(0, cls, make_list(v), 2);
+	unit_option("on_error", "abort");
+}

@@ -1,0 +1,271 @@
+// The page heap, on its own heap instance with the fake os: splitting,
+// coalescing, dirty-before-purged reuse, decay, superblock release, failures.
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "core/page_heap.h"
+#include "tests/support/unit.h"
+
+namespace {
+
+const uint64_t MS = 1000000ull;
+
+struct run_view {
+	unsigned page, npages;
+	int state;
+	bool operator==(const run_view &o) const { return page == o.page && npages == o.npages && state == o.state; }
+};
+
+// The spans of a superblock, first page to last, as their descriptors say.
+std::vector<run_view> runs_of(superblock_t *sb)
+{
+	std::vector<run_view> v;
+	unsigned end = sb->first_page + sb->usable_pages;
+	for (unsigned p = sb->first_page; p < end;) {
+		span_t *s = &sb->spans[p];
+		REQUIRE(s->page == p);
+		REQUIRE(s->npages > 0);
+		v.push_back({p, s->npages, s->state});
+		p += s->npages;
+	}
+	return v;
+}
+
+struct heap_fixture {
+	page_heap_t heap;
+	heap_fixture()
+	{
+		unit_option("decay_ms", "-1");
+		unit_option("background_thread", "0");
+		unit_option("dirty_max", "1G");
+		unit_option("unmap_delay_ms", "1000");
+		page_heap_init(&heap, 0, os_fake_now());
+	}
+	span_t *alloc(size_t pages, size_t align_pages = 1)
+	{
+		span_t *s = page_heap_alloc(&heap, pages, align_pages, SPAN_LARGE);
+		REQUIRE(s != nullptr);
+		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+		return s;
+	}
+	~heap_fixture()
+	{
+		// Give everything back so the next test starts from nothing.
+		page_heap_release(&heap, os_fake_now(), true);
+	}
+};
+
+} // namespace
+
+TEST_CASE_METHOD(heap_fixture, "a fresh superblock is one purged run; allocation splits its end", "[page_heap]")
+{
+	span_t *a = alloc(10);
+	superblock_t *sb = span_superblock(a);
+	REQUIRE(heap.superblocks_count == 1);
+	unsigned first = sb->first_page, usable = sb->usable_pages;
+	REQUIRE(a->state == SPAN_LARGE);
+	REQUIRE(a->zeroed == 1); /* fresh from mmap */
+	REQUIRE(a->page == first + usable - 10);
+	span_t *b = alloc(5);
+	REQUIRE(b->page + 5 == a->page);
+	std::vector<run_view> expect = {{first, usable - 15, SPAN_FREE_PURGED}, {b->page, 5, SPAN_LARGE},
+					{a->page, 10, SPAN_LARGE}};
+	REQUIRE(runs_of(sb) == expect);
+	REQUIRE(heap.purged_pages == usable - 15);
+	REQUIRE(heap.large_pages == 15);
+	page_heap_free(a);
+	page_heap_free(b);
+}
+
+TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left, right and both", "[page_heap]")
+{
+	span_t *a = alloc(4), *b = alloc(4), *c = alloc(4), *d = alloc(4);
+	superblock_t *sb = span_superblock(a);
+	unsigned pa = a->page, pb = b->page, pc = c->page, pd = d->page;
+	REQUIRE(pd + 4 == pc);
+	REQUIRE(pc + 4 == pb);
+	REQUIRE(pb + 4 == pa);
+
+	page_heap_free(a); // right end of the superblock: no right neighbour
+	page_heap_free(c); // between b and d: no free neighbour
+	REQUIRE(heap.dirty_pages == 8);
+	REQUIRE(sb->spans[pa].state == SPAN_FREE_DIRTY);
+	REQUIRE(sb->spans[pc].state == SPAN_FREE_DIRTY);
+
+	page_heap_free(b); // both neighbours dirty: one run c..a
+	REQUIRE(sb->spans[pc].state == SPAN_FREE_DIRTY);
+	REQUIRE(sb->spans[pc].npages == 12);
+	REQUIRE(sb->spans[pb].state == SPAN_NONE);
+	REQUIRE(sb->spans[pa].state == SPAN_NONE);
+
+	page_heap_free(d); // right neighbour dirty; left is purged: kinds never merge
+	REQUIRE(sb->spans[pd].state == SPAN_FREE_DIRTY);
+	REQUIRE(sb->spans[pd].npages == 16);
+	REQUIRE(sb->spans[sb->first_page].state == SPAN_FREE_PURGED);
+	REQUIRE(heap.dirty_pages == 16);
+	// Boundary tags name the first page at both ends.
+	REQUIRE(sb->pagemap[pd] == pd);
+	REQUIRE(sb->pagemap[pd + 15] == pd);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a dirty run merges with a left neighbour freed later", "[page_heap]")
+{
+	span_t *a = alloc(3), *b = alloc(3), *guard = alloc(1);
+	unsigned pb = b->page;
+	page_heap_free(b);
+	page_heap_free(a); // a is right of b: merges leftwards into b's run
+	REQUIRE(span_superblock(b)->spans[pb].npages == 6);
+	REQUIRE(span_superblock(b)->spans[pb].state == SPAN_FREE_DIRTY);
+	page_heap_free(guard);
+}
+
+TEST_CASE_METHOD(heap_fixture, "allocation prefers dirty runs, the most recently freed first", "[page_heap]")
+{
+	span_t *a = alloc(4), *g1 = alloc(1), *b = alloc(4), *g2 = alloc(1);
+	void *addr_a = span_start(span_superblock(a), a), *addr_b = span_start(span_superblock(b), b);
+	page_heap_free(a);
+	page_heap_free(b);
+	span_t *x = alloc(4);
+	REQUIRE(span_start(span_superblock(x), x) == addr_b); // LIFO
+	REQUIRE(x->zeroed == 0);                               // dirty: not known zero
+	span_t *y = alloc(4);
+	REQUIRE(span_start(span_superblock(y), y) == addr_a);
+	span_t *z = alloc(4); // no dirty run left: from the purged run
+	REQUIRE(z->zeroed == 1);
+	for (span_t *s : {x, y, z, g1, g2})
+		page_heap_free(s);
+}
+
+TEST_CASE_METHOD(heap_fixture, "aligned allocations start on the alignment", "[page_heap]")
+{
+	span_t *a = alloc(3, 64);
+	void *p = span_start(span_superblock(a), a);
+	REQUIRE(((uintptr_t)p & (64 * 4096 - 1)) == 0);
+	span_t *b = alloc(1, 256); // 1 MiB
+	REQUIRE(((uintptr_t)span_start(span_superblock(b), b) & (1024 * 1024 - 1)) == 0);
+	page_heap_free(a);
+	page_heap_free(b);
+	REQUIRE(page_heap_alloc(&heap, 900, 256, SPAN_LARGE) == nullptr); // cannot fit
+}
+
+TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce and read as zero", "[page_heap]")
+{
+	unit_option("decay_ms", "100");
+	page_heap_init(&heap, 0, os_fake_now());
+	span_t *a = alloc(8), *b = alloc(8);
+	char *pa = (char *)span_start(span_superblock(a), a);
+	memset(pa, 0xab, 8 * 4096);
+	REQUIRE(os_fake_resident(pa) == 1);
+	os_fake_counts_t before = os_fake_counts();
+	page_heap_free(a);
+	page_heap_free(b);
+	REQUIRE(heap.dirty_pages == 16);
+	// Right after the free nothing is due.
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), false) == 0);
+	// One interval and an epoch later, all of it.
+	os_fake_advance(120 * MS);
+	size_t purged = page_heap_decay(&heap, os_fake_now(), false);
+	REQUIRE(purged == 16);
+	REQUIRE(heap.dirty_pages == 0);
+	REQUIRE(os_fake_counts().purges > before.purges);
+	REQUIRE(os_fake_resident(pa) == 0);
+	// Whole superblock free and purged: one run again.
+	superblock_t *sb = span_superblock(a);
+	std::vector<run_view> expect = {{sb->first_page, sb->usable_pages, SPAN_FREE_PURGED}};
+	REQUIRE(runs_of(sb) == expect);
+	REQUIRE(sb->spans[sb->first_page].zeroed == 1);
+	unit_option("decay_ms", "-1");
+}
+
+TEST_CASE_METHOD(heap_fixture, "an entirely free superblock is unmapped after the unmap delay", "[page_heap]")
+{
+	span_t *a = alloc(16);
+	superblock_t *sb = span_superblock(a);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)sb)] == REG_HEADER);
+	page_heap_free(a);
+	REQUIRE(sb->free_pages == sb->usable_pages);
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 0); // too early
+	os_fake_advance(500 * MS);
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 0);
+	os_fake_advance(600 * MS);
+	os_fake_counts_t before = os_fake_counts();
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 1);
+	REQUIRE(os_fake_counts().unmaps == before.unmaps + 1);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)sb)] == REG_NONE);
+	REQUIRE(heap.superblocks_count == 0);
+	REQUIRE(heap.dirty_pages == 0);
+	REQUIRE(heap.purged_pages == 0);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a superblock with a live span is never unmapped", "[page_heap]")
+{
+	span_t *a = alloc(1);
+	os_fake_advance(5000 * MS);
+	REQUIRE(page_heap_release(&heap, os_fake_now(), true) == 0);
+	page_heap_free(a);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a failed madvise keeps the run dirty and accounted for", "[page_heap]")
+{
+	span_t *a = alloc(4), *g = alloc(1), *b = alloc(4);
+	page_heap_free(a);
+	page_heap_free(b);
+	REQUIRE(heap.dirty_pages == 8);
+	os_fault_set(OS_FAULT_PURGE, 1, 0); // the next purge fails
+	size_t purged = page_heap_decay(&heap, os_fake_now(), true);
+	REQUIRE(purged == 4); // the second run went, the failed one stays
+	REQUIRE(heap.dirty_pages == 4);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 4);
+	REQUIRE(heap.dirty_pages == 0);
+	page_heap_free(g);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a failed mmap is ENOMEM and nothing else changes", "[page_heap]")
+{
+	os_fault_set(OS_FAULT_MAP, 1, 0);
+	errno = 0;
+	REQUIRE(page_heap_alloc(&heap, 4, 1, SPAN_LARGE) == nullptr);
+	REQUIRE(errno == ENOMEM);
+	REQUIRE(heap.superblocks_count == 0);
+	span_t *a = alloc(4); // works again as soon as the kernel does
+	page_heap_free(a);
+}
+
+TEST_CASE_METHOD(heap_fixture, "large spans grow into a free right neighbour and shrink in place", "[page_heap]")
+{
+	span_t *guard = alloc(2), *a = alloc(4);
+	// a is left of guard; right of a is guard: cannot grow.
+	REQUIRE_FALSE(page_heap_resize(a, 6));
+	page_heap_free(guard);
+	REQUIRE(page_heap_resize(a, 6));
+	REQUIRE(a->npages == 6);
+	REQUIRE(heap.large_pages == 6);
+	REQUIRE(page_heap_resize(a, 2));
+	REQUIRE(heap.large_pages == 2);
+	REQUIRE(heap.dirty_pages == 4 + 0); // the cut tail, merged with the rest of guard's run
+	page_heap_free(a);
+}
+
+TEST_CASE_METHOD(heap_fixture, "huge blocks are cached for reuse, then unmapped", "[page_heap]")
+{
+	size_t pages = 2000; // ~8 MiB: more than a superblock holds
+	span_t *h = page_heap_huge_alloc(&heap, pages, EBB_SB_SIZE, pages);
+	REQUIRE(h != nullptr);
+	REQUIRE(h->huge == 1);
+	char *p = (char *)span_start(span_superblock(h), h);
+	REQUIRE(((uintptr_t)p & (EBB_SB_SIZE - 1)) == 0);
+	p[0] = 1;
+	p[pages * 4096 - 1] = 2;
+	superblock_t *sb;
+	REQUIRE(superblock_span_lookup(p, &sb) == h);
+	page_heap_huge_free(h);
+	REQUIRE(heap.dirty_pages == pages);
+	span_t *again = page_heap_huge_alloc(&heap, pages - 100, EBB_SB_SIZE, pages - 100);
+	REQUIRE(again == h); // the cached mapping, no new mmap
+	page_heap_huge_free(again);
+	os_fake_advance(2000 * MS);
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 1);
+	REQUIRE(heap.dirty_pages == 0);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)p)] == REG_NONE);
+}

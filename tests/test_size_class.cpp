@@ -1,0 +1,100 @@
+// Size classes: the waste bound for every size, the lookup table, and the
+// per-class parameters the layers above rely on.
+#include <catch2/catch.hpp>
+
+#include "core/size_class.h"
+#include "tests/support/unit.h"
+
+TEST_CASE("every small size maps to the smallest class that holds it", "[size_class]")
+{
+	unit_init();
+	for (size_t n = 0; n <= EBB_SMALL_MAX; n++) {
+		unsigned c = size_class_of(n);
+		REQUIRE(c >= 1);
+		REQUIRE(c < EBB_NUM_CLASSES);
+		REQUIRE(size_classes[c].size >= n);
+		if (c > 1)
+			REQUIRE(size_classes[c - 1].size < n);
+	}
+}
+
+TEST_CASE("internal waste is at most 15 bytes below 128 and at most 12.5% from 128 up", "[size_class]")
+{
+	unit_init();
+	size_t worst_n = 0;
+	double worst = 0;
+	for (size_t n = 1; n <= EBB_SMALL_MAX; n++) {
+		size_t block = size_classes[size_class_of(n)].size;
+		size_t waste = block - n;
+		if (n < 128) {
+			REQUIRE(waste <= 15);
+		} else {
+			INFO("size " << n << " gets a block of " << block);
+			REQUIRE(waste * 8 <= n);
+			double ratio = (double)waste / (double)n;
+			if (ratio > worst) {
+				worst = ratio;
+				worst_n = n;
+			}
+		}
+	}
+	INFO("worst waste " << worst * 100 << "% at size " << worst_n);
+	CHECK(worst <= 0.125);
+}
+
+TEST_CASE("classes are 16-byte multiples, increasing, ending at the small maximum", "[size_class]")
+{
+	unit_init();
+	REQUIRE(size_classes[1].size == 16);
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		REQUIRE(size_classes[c].size % 16 == 0);
+		if (c > 1)
+			REQUIRE(size_classes[c].size > size_classes[c - 1].size);
+	}
+	REQUIRE(size_classes[EBB_NUM_CLASSES - 1].size == EBB_SMALL_MAX);
+}
+
+TEST_CASE("spans hold at least 8 blocks and lose at most 1/16 to their tail", "[size_class]")
+{
+	unit_init();
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		const size_class_t &k = size_classes[c];
+		size_t bytes = (size_t)k.pages * EBB_PAGE_SIZE;
+		INFO("class " << c << " size " << k.size);
+		REQUIRE(k.blocks >= 8);
+		REQUIRE(k.blocks == bytes / k.size);
+		REQUIRE((bytes - (size_t)k.blocks * k.size) * 16 <= bytes);
+		REQUIRE(k.batch >= 2);
+		REQUIRE(k.bin_cap >= 2 * k.batch);
+		REQUIRE(k.transfer_cap >= 2);
+	}
+}
+
+TEST_CASE("the division by multiplication is exact for every offset in a span", "[size_class]")
+{
+	unit_init();
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		const size_class_t &k = size_classes[c];
+		size_t bytes = (size_t)k.pages * EBB_PAGE_SIZE;
+		for (size_t off = 0; off < bytes; off += 16)
+			REQUIRE(size_class_div(c, off) == off / k.size);
+	}
+}
+
+TEST_CASE("aligned classes have blocks that are multiples of the alignment", "[size_class]")
+{
+	unit_init();
+	for (size_t align = 32; align <= 4096; align *= 2) {
+		for (size_t n = 1; n <= EBB_SMALL_MAX; n += 37) {
+			unsigned c = size_class_aligned(n, align);
+			if (c == 0)
+				continue;
+			REQUIRE(size_classes[c].size >= n);
+			REQUIRE(size_classes[c].size % align == 0);
+		}
+		// A size that is a power of two up to the alignment always fits.
+		REQUIRE(size_class_aligned(align, align) != 0);
+	}
+	REQUIRE(size_class_aligned(100, 8192) == 0);
+	REQUIRE(size_class_aligned(EBB_SMALL_MAX + 1, 64) == 0);
+}

@@ -1,0 +1,79 @@
+// Superblocks, the registry and pointer lookup; huge blocks.
+#include <catch2/catch.hpp>
+
+#include "core/page_heap.h"
+#include "core/superblock.h"
+#include "tests/support/unit.h"
+
+TEST_CASE("lookup tells our spans from foreign, header and freed pointers", "[superblock]")
+{
+	unit_option("decay_ms", "-1");
+	unit_option("background_thread", "0");
+	page_heap_t heap;
+	page_heap_init(&heap, 1, os_fake_now());
+	span_t *s = page_heap_alloc(&heap, 3, 1, SPAN_LARGE);
+	REQUIRE(s != nullptr);
+	superblock_t *sb = span_superblock(s);
+	superblock_map_span(sb, s->page, s->npages, 0);
+	char *p = (char *)span_start(sb, s);
+	superblock_t *out = nullptr;
+
+	REQUIRE(superblock_span_lookup(p, &out) == s);
+	REQUIRE(out == sb);
+	REQUIRE(superblock_span_lookup(p + 3 * 4096 - 1, &out) == s); // interior: same span
+	int on_stack = 0;
+	REQUIRE(superblock_span_lookup(&on_stack, &out) == nullptr);
+	REQUIRE(superblock_span_lookup((void *)16, &out) == nullptr);
+	REQUIRE(superblock_span_lookup(sb, &out) == nullptr);                  // the header
+	REQUIRE(superblock_span_lookup((char *)sb + 8 * 4096, &out) == nullptr); // still header
+	REQUIRE(sizeof(superblock_t) <= (size_t)sb->first_page * 4096);
+
+	page_heap_free(s);
+	span_t *after = superblock_span_lookup(p, &out);
+	REQUIRE((after == nullptr || after->state == SPAN_FREE_DIRTY));
+	page_heap_release(&heap, os_fake_now(), true);
+	REQUIRE(superblock_span_lookup(p, &out) == nullptr);
+}
+
+TEST_CASE("huge blocks: data 4 MiB aligned, registered slot by slot, resized without copying", "[superblock]")
+{
+	page_heap_t heap;
+	page_heap_init(&heap, 2, os_fake_now());
+	size_t pages = 3000;
+	superblock_t *sb = huge_create(&heap, pages, EBB_SB_SIZE);
+	REQUIRE(sb != nullptr);
+	char *data = (char *)sb + EBB_SB_SIZE;
+	REQUIRE(superblock_registry[registry_index((uintptr_t)sb)] == REG_HEADER);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)data)] == REG_HUGE);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)data + EBB_SB_SIZE)] == REG_HUGE_CONT);
+	superblock_t *out;
+	REQUIRE(superblock_span_lookup(data, &out) == &sb->spans[0]);
+	REQUIRE(superblock_span_lookup(data + EBB_SB_SIZE, &out) == nullptr);
+	for (size_t i = 0; i < pages * 4096; i += 4096)
+		data[i] = (char)(i >> 12);
+
+	superblock_t *big = huge_resize(sb, 9000);
+	REQUIRE(big != nullptr);
+	char *bdata = (char *)big + EBB_SB_SIZE;
+	for (size_t i = 0; i < pages * 4096; i += 4096)
+		REQUIRE(bdata[i] == (char)(i >> 12));
+	REQUIRE(big->spans[0].npages == 9000);
+	superblock_t *small = huge_resize(big, 1500);
+	REQUIRE(small == big);
+	REQUIRE(superblock_registry[registry_index((uintptr_t)bdata + 2 * EBB_SB_SIZE)] == REG_NONE);
+	REQUIRE(superblock_destroy(small));
+	REQUIRE(superblock_registry[registry_index((uintptr_t)bdata)] == REG_NONE);
+}
+
+TEST_CASE("huge blocks honour alignments above 4 MiB", "[superblock]")
+{
+	page_heap_t heap;
+	page_heap_init(&heap, 3, os_fake_now());
+	superblock_t *sb = huge_create(&heap, 100, (size_t)16 << 20);
+	REQUIRE(sb != nullptr);
+	uintptr_t data = (uintptr_t)sb + EBB_SB_SIZE;
+	REQUIRE((data & ((16u << 20) - 1)) == 0);
+	superblock_t *out;
+	REQUIRE(superblock_span_lookup((void *)data, &out) == &sb->spans[0]);
+	REQUIRE(superblock_destroy(sb));
+}
