@@ -92,10 +92,10 @@ span_t *superblock_desc(superblock_t *sb, unsigned page)
 void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls)
 {
 	EBB_ASSERT(page + n <= EBB_SB_PAGES);
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 1; i + 1 < n; i++)
 		sb->pagemap[page + i] = (uint16_t)page;
+	for (unsigned i = 0; i < n; i++)
 		sb->page_class[page + i] = (uint8_t)cls;
-	}
 }
 
 /* ---------------------------------------------------------------------------

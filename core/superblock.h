@@ -114,7 +114,11 @@ EBB_INLINE superblock_t *span_superblock(const span_t *s)
  * now in use (for the resident-metadata figure). Caller owns the span. */
 span_t *superblock_desc(superblock_t *sb, unsigned page);
 
-/* Fills pagemap for pages [page, page+n) with `page` and page_class with cls. */
+/* Sets page_class of pages [page, page+n) to cls and pagemap of the pages
+ * strictly inside the span to `page`. The first and last pagemap entries
+ * (boundary tags) belong to the page heap and are written under its lock:
+ * coalescing reads a neighbour's tag while the neighbour's owner may be
+ * calling this. Caller owns the span. */
 void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls);
 
 /* Maps and registers a new normal superblock for `heap`. Its usable pages
