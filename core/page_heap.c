@@ -248,8 +248,8 @@ static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, 
 {
 	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
 	span_t *self = run_desc(h, sb, page);
-	if (page > first) {
-		span_t *l = &sb->spans[sb->pagemap[page - 1]];
+	if (page > first && sb->pagemap[page - 1] >= first) {
+		span_t *l = superblock_span_at(sb, sb->pagemap[page - 1]);
 		if (l->state == state && l->page + l->npages == page) {
 			run_unlist(h, l);
 			self->state = SPAN_NONE;
@@ -261,7 +261,7 @@ static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, 
 	}
 	unsigned right = page + (unsigned)n;
 	if (right < end) {
-		span_t *r = &sb->spans[right];
+		span_t *r = superblock_span_at(sb, right);
 		if (r->state == state && r->page == right) {
 			run_unlist(h, r);
 			r->state = SPAN_NONE;
@@ -433,7 +433,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 	} else {
 		unsigned right = s->page + (unsigned)old;
 		size_t extra = new_npages - old;
-		span_t *r = right < (unsigned)sb->first_page + sb->usable_pages ? &sb->spans[right] : NULL;
+		span_t *r = right < (unsigned)sb->first_page + sb->usable_pages ? superblock_span_at(sb, right) : NULL;
 		if (r && r->page == right && (r->state == SPAN_FREE_DIRTY || r->state == SPAN_FREE_PURGED) &&
 		    r->npages >= extra) {
 			uint8_t rstate = r->state, rzeroed = r->zeroed;
@@ -600,6 +600,30 @@ static void *run_addr(span_t *s)
 	return span_start(span_superblock(s), s);
 }
 
+/* An entirely free superblock whose one run is purged needs only header page
+ * 0 (the maps and that run's descriptor): the other descriptor pages, which
+ * hold only SPAN_NONE entries now, go back too. The run is BUSY meanwhile, so
+ * nothing can allocate from the superblock or write its header. Caller holds
+ * the lock and the purging flag; the lock is dropped around madvise. */
+static void trim_header(page_heap_t *h, superblock_t *sb)
+{
+	span_t *run = superblock_span_at(sb, sb->first_page);
+	if (sb->desc_touched == 1 || run->state != SPAN_FREE_PURGED || run->npages != sb->usable_pages)
+		return;
+	run_unlist(h, run);
+	run->state = SPAN_BUSY;
+	lock_release(&h->lock);
+	bool ok = os_purge((char *)sb + EBB_PAGE_SIZE, (EBB_SB_HEADER_PAGES - 1) * EBB_PAGE_SIZE, false);
+	lock_acquire(&h->lock);
+	run->state = SPAN_FREE_PURGED;
+	run_list(h, run, NULL);
+	h->madvise_calls++;
+	if (ok) {
+		h->meta_pages -= (size_t)__builtin_popcount(sb->desc_touched) - 1;
+		sb->desc_touched = 1;
+	}
+}
+
 size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 {
 	lock_acquire(&h->lock);
@@ -620,6 +644,8 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	bool lazy = options_get(OPT_PURGE) == 1;
 	size_t done = 0;
 	bool failed = false;
+	superblock_t *emptied[64];
+	unsigned nemptied = 0;
 	while (done < want && !failed) {
 		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
 		size_t taken;
@@ -648,6 +674,9 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 					run_list(h, s, NULL);
 				} else {
 					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
+					if (sb->free_pages == sb->usable_pages && sb->desc_touched != 1 &&
+					    nemptied < 64)
+						emptied[nemptied++] = sb;
 				}
 			} else {
 				/* The kernel refused: the pages stay resident and are listed
@@ -667,6 +696,8 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			h->purges++;
 		done += purged;
 	}
+	for (unsigned i = 0; i < nemptied; i++)
+		trim_header(h, emptied[i]);
 	h->purging = false;
 	lock_release(&h->lock);
 	return done;
@@ -679,7 +710,7 @@ static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
 	bool all_purged = true;
 	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
 	for (unsigned page = sb->first_page; page < end;) {
-		span_t *s = &sb->spans[page];
+		span_t *s = superblock_span_at(sb, page);
 		all_purged &= s->state == SPAN_FREE_PURGED;
 		if (s->state == SPAN_FREE_DIRTY)
 			decay_note_removed(&h->decay, s->npages);

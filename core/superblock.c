@@ -67,7 +67,7 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 		unsigned first = sb->pagemap[page];
 		if (first < sb->first_page || first > page)
 			return NULL;
-		span_t *s = &sb->spans[first];
+		span_t *s = superblock_span_at(sb, first);
 		if (s->state == SPAN_NONE || page >= first + s->npages)
 			return NULL;
 		*sb_out = sb;
@@ -83,7 +83,7 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 
 span_t *superblock_desc(superblock_t *sb, unsigned page)
 {
-	span_t *s = &sb->spans[page];
+	span_t *s = superblock_span_at(sb, page);
 	unsigned hdr_page = (unsigned)(((uintptr_t)s - (uintptr_t)sb) >> EBB_PAGE_SHIFT);
 	sb->desc_touched |= 1u << hdr_page;
 	return s;

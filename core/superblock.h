@@ -5,7 +5,7 @@
  *
  * Pointer to span in O(1), no lock:
  *   registry[p >> 22] == REG_HEADER -> sb = p & ~(4 MiB - 1)
- *   i = sb->pagemap[(p - sb) >> 12]  -> span = &sb->spans[i]
+ *   i = sb->pagemap[(p - sb) >> 12]  -> span = superblock_span_at(sb, i)
  * and for the free fast path, sb->page_class[(p - sb) >> 12] is the size
  * class of a small block (0 for anything else).
  *
@@ -23,6 +23,8 @@
  * heap fields are under the owning heap's lock. */
 #ifndef EBB_CORE_SUPERBLOCK_H
 #define EBB_CORE_SUPERBLOCK_H
+
+#include <stddef.h>
 
 #include "core/config.h"
 #include "core/span.h"
@@ -59,11 +61,23 @@ typedef struct superblock {
 	 * on the first and last page of free runs (boundary tags). */
 	uint8_t page_class[EBB_SB_PAGES];
 	uint16_t pagemap[EBB_SB_PAGES];
-	span_t spans[EBB_SB_PAGES];
+	/* Descriptors of the usable pages: spans[page - EBB_SB_HEADER_PAGES]
+	 * (superblock_span_at). The first ones share header page 0 with the maps,
+	 * so an entirely free superblock (one run) needs only that page resident;
+	 * the rest of the header is purged with its last dirty run. A huge block
+	 * uses spans[0] only. */
+	span_t spans[EBB_SB_PAGES - 17];
 } superblock_t;
 
 #define EBB_SB_MAGIC 0x6562625f73625f31ull /* "ebb_sb_1" */
-#define EBB_SB_HEADER_PAGES ((uint16_t)util_pages(sizeof(superblock_t)))
+#define EBB_SB_HEADER_PAGES 17
+#define EBB_SB_USABLE_PAGES (EBB_SB_PAGES - EBB_SB_HEADER_PAGES)
+
+#ifndef __cplusplus
+_Static_assert(sizeof(superblock_t) <= EBB_SB_HEADER_PAGES * EBB_PAGE_SIZE, "header fits its pages");
+_Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_PAGE_SIZE,
+	       "the first descriptor shares page 0 with the maps");
+#endif
 
 /* The registry: one byte per 4 MiB slot of the 47-bit address space, in
  * .bss: 32 MiB of address space whose zero pages the kernel materializes only
@@ -96,6 +110,12 @@ EBB_INLINE void *superblock_page_addr(const superblock_t *sb, unsigned page)
  * the answer is exact for pointers the program legitimately holds. For huge
  * blocks, p must be the block's start. */
 span_t *superblock_span_lookup(const void *p, superblock_t **sb_out);
+
+/* Descriptor of the span or run that starts at usable page `page`. */
+EBB_INLINE span_t *superblock_span_at(superblock_t *sb, unsigned page)
+{
+	return &sb->spans[page - EBB_SB_HEADER_PAGES];
+}
 
 /* Address of a span's first byte. */
 EBB_INLINE void *span_start(const superblock_t *sb, const span_t *s)

@@ -23,7 +23,7 @@ std::vector<run_view> runs_of(superblock_t *sb)
 	std::vector<run_view> v;
 	unsigned end = sb->first_page + sb->usable_pages;
 	for (unsigned p = sb->first_page; p < end;) {
-		span_t *s = &sb->spans[p];
+		span_t *s = superblock_span_at(sb, p);
 		REQUIRE(s->page == p);
 		REQUIRE(s->npages > 0);
 		v.push_back({p, s->npages, s->state});
@@ -90,19 +90,19 @@ TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left,
 	page_heap_free(a); // right end of the superblock: no right neighbour
 	page_heap_free(c); // between b and d: no free neighbour
 	REQUIRE(heap.dirty_pages == 8);
-	REQUIRE(sb->spans[pa].state == SPAN_FREE_DIRTY);
-	REQUIRE(sb->spans[pc].state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pa)->state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pc)->state == SPAN_FREE_DIRTY);
 
 	page_heap_free(b); // both neighbours dirty: one run c..a
-	REQUIRE(sb->spans[pc].state == SPAN_FREE_DIRTY);
-	REQUIRE(sb->spans[pc].npages == 12);
-	REQUIRE(sb->spans[pb].state == SPAN_NONE);
-	REQUIRE(sb->spans[pa].state == SPAN_NONE);
+	REQUIRE(superblock_span_at(sb, pc)->state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pc)->npages == 12);
+	REQUIRE(superblock_span_at(sb, pb)->state == SPAN_NONE);
+	REQUIRE(superblock_span_at(sb, pa)->state == SPAN_NONE);
 
 	page_heap_free(d); // right neighbour dirty; left is purged: kinds never merge
-	REQUIRE(sb->spans[pd].state == SPAN_FREE_DIRTY);
-	REQUIRE(sb->spans[pd].npages == 16);
-	REQUIRE(sb->spans[sb->first_page].state == SPAN_FREE_PURGED);
+	REQUIRE(superblock_span_at(sb, pd)->state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pd)->npages == 16);
+	REQUIRE(superblock_span_at(sb, sb->first_page)->state == SPAN_FREE_PURGED);
 	REQUIRE(heap.dirty_pages == 16);
 	// Boundary tags name the first page at both ends.
 	REQUIRE(sb->pagemap[pd] == pd);
@@ -115,8 +115,8 @@ TEST_CASE_METHOD(heap_fixture, "a dirty run merges with a left neighbour freed l
 	unsigned pb = b->page;
 	page_heap_free(b);
 	page_heap_free(a); // a is right of b: merges leftwards into b's run
-	REQUIRE(span_superblock(b)->spans[pb].npages == 6);
-	REQUIRE(span_superblock(b)->spans[pb].state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(span_superblock(b), pb)->npages == 6);
+	REQUIRE(superblock_span_at(span_superblock(b), pb)->state == SPAN_FREE_DIRTY);
 	page_heap_free(guard);
 }
 
@@ -154,19 +154,26 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce an
 	unit_option("decay_ms", "100");
 	page_heap_init(&heap, 0, os_fake_now());
 	span_t *a = alloc(8), *b = alloc(8);
+	// Touch descriptors in several header pages, as a busy superblock would.
+	std::vector<span_t *> many;
+	for (int i = 0; i < 200; i++)
+		many.push_back(alloc(1));
+	REQUIRE(span_superblock(a)->desc_touched != 1);
+	for (span_t *m : many)
+		page_heap_free(m);
 	char *pa = (char *)span_start(span_superblock(a), a);
 	memset(pa, 0xab, 8 * 4096);
 	REQUIRE(os_fake_resident(pa) == 1);
 	os_fake_counts_t before = os_fake_counts();
 	page_heap_free(a);
 	page_heap_free(b);
-	REQUIRE(heap.dirty_pages == 16);
+	REQUIRE(heap.dirty_pages == 216);
 	// Right after the free nothing is due.
 	REQUIRE(page_heap_decay(&heap, os_fake_now(), false) == 0);
 	// One interval and an epoch later, all of it.
 	os_fake_advance(120 * MS);
 	size_t purged = page_heap_decay(&heap, os_fake_now(), false);
-	REQUIRE(purged == 16);
+	REQUIRE(purged == 216);
 	REQUIRE(heap.dirty_pages == 0);
 	REQUIRE(os_fake_counts().purges > before.purges);
 	REQUIRE(os_fake_resident(pa) == 0);
@@ -174,7 +181,10 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce an
 	superblock_t *sb = span_superblock(a);
 	std::vector<run_view> expect = {{sb->first_page, sb->usable_pages, SPAN_FREE_PURGED}};
 	REQUIRE(runs_of(sb) == expect);
-	REQUIRE(sb->spans[sb->first_page].zeroed == 1);
+	REQUIRE(superblock_span_at(sb, sb->first_page)->zeroed == 1);
+	// ... and its header is back to the one page that maps and describes it.
+	REQUIRE(sb->desc_touched == 1);
+	REQUIRE(heap.meta_pages == 1);
 	unit_option("decay_ms", "-1");
 }
 
