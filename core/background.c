@@ -40,7 +40,7 @@ size_t background_tick(uint64_t now, bool all)
 	for (unsigned i = 0; i < n; i++)
 		work += page_heap_decay(page_heap_get(i), now, all);
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
-	if (all || now - last >= DRAIN_INTERVAL_NS) {
+	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
 		work += central_drain(!all);
 		atomic_add_u64(&bg_trim_epoch, 1);
@@ -93,7 +93,7 @@ void background_maybe_start(void)
 		return;
 	uint64_t now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);
-	if (failed && now - failed < TICK_MAX_NS)
+	if (failed && util_elapsed(now, failed) < TICK_MAX_NS)
 		return;
 	if (!atomic_cas_u32(&bg_state, BG_OFF, BG_STARTING))
 		return;

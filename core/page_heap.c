@@ -573,7 +573,7 @@ static void maybe_decay(page_heap_t *h, uint64_t now)
 	long long ms = options_get(OPT_DECAY_MS);
 	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
 	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);
-	if (now - last >= epoch || page_heap_dirty_excess_pages() > 0)
+	if (util_elapsed(now, last) >= epoch || page_heap_dirty_excess_pages() > 0)
 		page_heap_decay(h, now, false);
 }
 
@@ -734,7 +734,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
 		next = sb->next;
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
-		    (!all && now - sb->empty_since_ns < delay))
+		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
 			continue;
 		if (sb->prev)
 			sb->prev->next = sb->next;
@@ -749,7 +749,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	}
 	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
 		next = sb->next;
-		if (!all && now - sb->empty_since_ns < delay)
+		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
 			continue;
 		if (sb->spans[0].state == SPAN_FREE_DIRTY)
 			decay_note_removed(&h->decay, sb->spans[0].npages);

@@ -32,6 +32,14 @@ static inline bool util_is_pow2(size_t x)
 	return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* Time from `then` to `now`, 0 if `then` is later: clock readings taken by
+ * different threads are compared, and a reading taken before another may be
+ * compared with it after. */
+static inline uint64_t util_elapsed(uint64_t now, uint64_t then)
+{
+	return now > then ? now - then : 0;
+}
+
 /* Floor of log2; x must be non-zero. */
 static inline unsigned util_log2(size_t x)
 {

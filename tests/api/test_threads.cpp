@@ -1,0 +1,309 @@
+/* test_threads.cpp: threads and their ends. A thread's first allocation
+ * inside a C++ thread_local destructor and inside a pthread key destructor
+ * (after the allocator's own thread-exit hook may have run); threads that exit
+ * holding blocks that other threads free later; blocks passed between live
+ * threads. */
+#include "api_util.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <pthread.h>
+#include <thread>
+#include <vector>
+
+using namespace apitest;
+
+namespace {
+
+/* Blocks handed from dying threads to the test, without allocating. */
+struct Handed {
+	void *p;
+	size_t n;
+	unsigned seed;
+	const Api *api;
+};
+struct Handoff {
+	std::atomic<size_t> count{0};
+	Handed slot[8192];
+	void push(void *p, size_t n, unsigned seed, const Api *api)
+	{
+		size_t i = count.fetch_add(1);
+		if (i < std::size(slot)) slot[i] = {p, n, seed, api};
+	}
+	/* Verifies and frees everything handed over; returns the number of bad blocks. */
+	size_t drain()
+	{
+		size_t bad = 0, n = count.load();
+		if (n > std::size(slot)) n = std::size(slot);
+		for (size_t i = 0; i < n; i++) {
+			const Handed &h = slot[i];
+			if (!h.p || first_mismatch(h.p, h.n, h.seed) != h.n || h.api->usable_(h.p) < h.n) bad++;
+			if (h.p) h.api->free_(h.p);
+		}
+		count = 0;
+		return bad;
+	}
+};
+Handoff g_handoff;
+std::atomic<size_t> g_errors{0};
+std::atomic<unsigned> g_seed{1};
+
+/* What a dying thread does: allocate a mix of sizes (small, large, huge),
+ * free some at once, reallocate one, hand the rest over. */
+void allocate_while_dying(const Api *a)
+{
+	const size_t sizes[] = {16, 700, 5000, 40000, 300000, 5 * MiB};
+	int i = 0;
+	for (size_t n : sizes) {
+		unsigned seed = g_seed.fetch_add(1);
+		void *p = a->malloc_(n);
+		if (!p) {
+			g_errors++;
+			continue;
+		}
+		fill(p, n, seed);
+		if (i == 2) { /* grow one */
+			void *q = a->realloc_(p, n * 3);
+			if (!q || first_mismatch(q, n, seed) != n) {
+				g_errors++;
+				if (q) a->free_(q);
+				i++;
+				continue;
+			}
+			p = q;
+		}
+		if (i % 2) {
+			if (first_mismatch(p, n, seed) != n) g_errors++;
+			a->free_(p);
+		} else {
+			g_handoff.push(p, n, seed, a);
+		}
+		i++;
+	}
+	void *c = a->calloc_(100, 10);
+	if (!c || first_nonzero(c, 1000) != 1000) g_errors++;
+	a->free_(c);
+}
+
+struct DyingAllocator {
+	const Api *api = nullptr;
+	~DyingAllocator()
+	{
+		if (api) allocate_while_dying(api);
+	}
+};
+thread_local DyingAllocator t_dying;
+
+void *thread_local_body(void *arg)
+{
+	/* Touch the thread_local (registers its destructor) without allocating
+	 * through the API: the thread's first allocation is in the destructor. */
+	t_dying.api = static_cast<const Api *>(arg);
+	return nullptr;
+}
+
+pthread_key_t g_key;
+std::atomic<const Api *> g_key_api{nullptr};
+std::atomic<size_t> g_key_rounds{0};
+
+void key_destructor(void *value)
+{
+	intptr_t round = (intptr_t)value;
+	g_key_rounds++;
+	allocate_while_dying(g_key_api.load());
+	/* Re-arm: glibc calls the destructors again, after the allocator's own
+	 * thread-exit hook has run at least once. */
+	if (round < 3) pthread_setspecific(g_key, (void *)(round + 1));
+}
+
+void *key_body(void *)
+{
+	pthread_setspecific(g_key, (void *)(intptr_t)1);
+	return nullptr;
+}
+
+void run_pthreads(int n, void *(*body)(void *), void *arg)
+{
+	std::vector<pthread_t> t(n);
+	for (int i = 0; i < n; i++) REQUIRE(pthread_create(&t[i], nullptr, body, arg) == 0);
+	for (int i = 0; i < n; i++) REQUIRE(pthread_join(t[i], nullptr) == 0);
+}
+
+/* A snapshot that adds up, if the allocator's own background thread lets us
+ * see one within a few tries. */
+ebb_stats_t settled_stats()
+{
+	ebb_stats_t s = stats();
+	for (int i = 0; i < 20 && s.mapped != stats_parts(s); i++) {
+		std::this_thread::yield();
+		s = stats();
+	}
+	return s;
+}
+
+} // namespace
+
+TEST_CASE("a thread's first allocation inside a thread_local destructor works", "[threads]")
+{
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		g_errors = 0;
+		ebb_stats_t before = stats();
+		run_pthreads(24, thread_local_body, const_cast<Api *>(a));
+		CHECK(g_errors == 0);
+		CHECK(g_handoff.count.load() == 24 * 3);
+		CHECK(g_handoff.drain() == 0);
+		ebb_trim();
+		ebb_stats_t after = settled_stats();
+		INFO("before: " << stats_str(before));
+		INFO("after:  " << stats_str(after));
+		/* caches made by dead threads are gone (slack: the allocator's own thread) */
+		CHECK(after.threads <= before.threads + 1);
+		CHECK(after.mapped == stats_parts(after));
+	}
+}
+
+TEST_CASE("a thread's first allocation inside a pthread key destructor works, over several rounds",
+	  "[threads]")
+{
+	REQUIRE(pthread_key_create(&g_key, key_destructor) == 0);
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		g_errors = 0;
+		g_key_rounds = 0;
+		g_key_api = a;
+		ebb_stats_t before = stats();
+		run_pthreads(24, key_body, nullptr);
+		CHECK(g_errors == 0);
+		CHECK(g_key_rounds == 24 * 3);
+		CHECK(g_handoff.count.load() == 24 * 3 * 3);
+		CHECK(g_handoff.drain() == 0);
+		ebb_trim();
+		ebb_stats_t after = settled_stats();
+		INFO("before: " << stats_str(before));
+		INFO("after:  " << stats_str(after));
+		CHECK(after.threads <= before.threads + 1);
+		CHECK(after.mapped == stats_parts(after));
+	}
+	pthread_key_delete(g_key);
+}
+
+TEST_CASE("blocks of threads that have exited are freed and reallocated by other threads", "[threads]")
+{
+	const int producers = 8, per_thread = 400, consumers = 4;
+	std::vector<const Api *> apis = all_apis();
+	std::vector<Handed> blocks(producers * per_thread);
+	std::atomic<size_t> errors{0};
+	{
+		std::vector<std::thread> t;
+		for (int id = 0; id < producers; id++)
+			t.emplace_back([&, id] {
+				Rng rng(id + 1);
+				for (int i = 0; i < per_thread; i++) {
+					const Api *a = apis[(size_t)i % apis.size()];
+					size_t n = i % 150 == 7 ? 5 * MiB : i % 40 == 3 ? 100 * KiB + rng.below(900 * KiB)
+										  : rng.log_size(32 * KiB);
+					unsigned seed = (unsigned)(id * per_thread + i);
+					void *p = a->malloc_(n);
+					if (!p) {
+						errors++;
+						continue;
+					}
+					fill(p, n, seed);
+					blocks[(size_t)(id * per_thread + i)] = {p, n, seed, a};
+				}
+			});
+		for (auto &th : t) th.join();
+	}
+	REQUIRE(errors == 0);
+	/* every producer has exited; the consumers free (some after a realloc) */
+	{
+		std::vector<std::thread> t;
+		for (int k = 0; k < consumers; k++)
+			t.emplace_back([&, k] {
+				for (size_t i = (size_t)k; i < blocks.size(); i += consumers) {
+					Handed &h = blocks[i];
+					if (first_mismatch(h.p, h.n, h.seed) != h.n) errors++;
+					if (i % 8 == 1) {
+						void *q = h.api->realloc_(h.p, h.n + 1000);
+						if (!q || first_mismatch(q, h.n, h.seed) != h.n) errors++;
+						h.p = q;
+					}
+					if (i % 3 == 0) ebb_free(h.p); /* every API's blocks go to ebb_free too */
+					else h.api->free_(h.p);
+				}
+			});
+		for (auto &th : t) th.join();
+	}
+	CHECK(errors == 0);
+	ebb_trim();
+	ebb_stats_t s = settled_stats();
+	INFO(stats_str(s));
+	CHECK(s.mapped == stats_parts(s));
+}
+
+TEST_CASE("blocks passed between live threads are freed remotely", "[threads]")
+{
+	const int nthreads = 4, per_thread = 5000;
+	std::vector<const Api *> apis = all_apis();
+	struct Queue {
+		std::mutex m;
+		std::deque<Handed> q;
+	};
+	std::vector<Queue> queues(nthreads);
+	std::atomic<size_t> errors{0}, freed{0};
+	std::atomic<int> producing{nthreads};
+	std::vector<std::thread> t;
+	for (int id = 0; id < nthreads; id++)
+		t.emplace_back([&, id] {
+			Rng rng(100 + id);
+			Queue &mine = queues[(size_t)id], &next = queues[(size_t)(id + 1) % nthreads];
+			auto drain = [&] {
+				std::deque<Handed> got;
+				{
+					std::lock_guard<std::mutex> g(mine.m);
+					got.swap(mine.q);
+				}
+				for (Handed &h : got) {
+					if (first_mismatch(h.p, h.n, h.seed) != h.n) errors++;
+					h.api->free_(h.p);
+					freed++;
+				}
+			};
+			for (int i = 0; i < per_thread; i++) {
+				const Api *a = apis[rng.below(apis.size())];
+				size_t n = rng.below(100) == 0 ? rng.log_size(2 * MiB) : rng.log_size(4 * KiB);
+				unsigned seed = (unsigned)(id * per_thread + i);
+				void *p = a->malloc_(n);
+				if (!p) {
+					errors++;
+					continue;
+				}
+				fill(p, n, seed);
+				{
+					std::lock_guard<std::mutex> g(next.m);
+					next.q.push_back({p, n, seed, a});
+				}
+				if (i % 64 == 0) drain();
+			}
+			producing--;
+			while (producing.load() > 0) {
+				drain();
+				std::this_thread::yield();
+			}
+			drain();
+		});
+	for (auto &th : t) th.join();
+	for (Queue &q : queues)
+		for (Handed &h : q.q) {
+			if (first_mismatch(h.p, h.n, h.seed) != h.n) errors++;
+			h.api->free_(h.p);
+			freed++;
+		}
+	CHECK(errors == 0);
+	CHECK(freed == (size_t)nthreads * per_thread);
+}
