@@ -211,6 +211,22 @@ superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align)
 	return sb;
 }
 
+/* Sets the registry entries of the slots that data of `from` bytes covers
+ * and data of `to` bytes (0 < to < from) does not. */
+static void registry_set_tail(char *data, size_t to, size_t from, uint8_t kind)
+{
+	size_t keep = (to + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	size_t old = (from + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	for (size_t i = keep; i < old; i++)
+		atomic_store_u8_release(
+			&superblock_registry[registry_index((uintptr_t)data + (i << EBB_SB_SHIFT))], kind);
+}
+
+/* Address space goes back to the kernel only after its registry entries are
+ * cleared: the moment it is unmapped another thread may map it and register
+ * its own superblock there, which a late clear would wipe out. The block
+ * itself belongs to the caller (it is being realloc'ed), so nobody else reads
+ * its entries meanwhile. */
 superblock_t *huge_resize(superblock_t *sb, size_t pages)
 {
 	span_t *s = &sb->spans[0];
@@ -219,38 +235,36 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 	char *data = (char *)sb + EBB_SB_SIZE;
 	if (new_data == old_data)
 		return sb;
+	if (new_data < old_data)
+		registry_set_tail(data, new_data, old_data, REG_NONE);
 	if (os_remap_inplace(data, old_data, new_data)) {
-		if (new_data < old_data) {
-			/* Slots no longer covered stop being ours. */
-			size_t keep_slots = (new_data + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
-			size_t old_slots = (old_data + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
-			for (size_t i = keep_slots; i < old_slots; i++)
-				atomic_store_u8_release(&superblock_registry[registry_index(
-					(uintptr_t)data + (i << EBB_SB_SHIFT))], REG_NONE);
-		} else {
+		if (new_data > old_data)
 			registry_set((uintptr_t)data, new_data, REG_HUGE, REG_HUGE_CONT);
-		}
 		atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data); /* wraps for shrink */
 		sb->map_size = header_bytes() + new_data;
 		s->npages = (uint32_t)pages;
 		return sb;
 	}
-	if (new_data < old_data)
+	if (new_data < old_data) {
+		registry_set_tail(data, new_data, old_data, REG_HUGE_CONT);
 		return NULL;
+	}
 	/* Move: reserve a new aligned home and let the kernel move the page
 	 * tables there; no byte of data is copied. */
 	superblock_t *nsb = huge_map(new_data, EBB_SB_SIZE);
 	if (nsb == NULL)
 		return NULL;
 	char *ndata = (char *)nsb + EBB_SB_SIZE;
+	registry_clear_huge(sb);
 	if (!os_remap_to(data, old_data, new_data, ndata)) {
+		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+		registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
 		os_unmap(nsb, header_bytes());
 		os_unmap(ndata, new_data);
 		return NULL;
 	}
 	huge_init_header(nsb, sb->heap, pages);
 	nsb->spans[0].zeroed = s->zeroed;
-	registry_clear_huge(sb);
 	registry_set((uintptr_t)nsb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
 	registry_set((uintptr_t)ndata, new_data, REG_HUGE, REG_HUGE_CONT);
 	atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data);
