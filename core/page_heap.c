@@ -624,9 +624,26 @@ static void trim_header(page_heap_t *h, superblock_t *sb)
 	}
 }
 
+/* Takes h->lock with no purge or release pass in flight. A pass has runs out
+ * of the lists with the lock dropped; whoever must see every run (fork, trim)
+ * waits for it to put them back. */
+static void lock_idle(page_heap_t *h)
+{
+	for (;;) {
+		lock_acquire(&h->lock);
+		if (!h->purging)
+			return;
+		lock_release(&h->lock);
+		os_yield();
+	}
+}
+
 size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 {
-	lock_acquire(&h->lock);
+	if (all)
+		lock_idle(h);
+	else
+		lock_acquire(&h->lock);
 	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
 	if (h->purging) {
 		lock_release(&h->lock);
@@ -725,7 +742,10 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 {
 	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
 	superblock_t *victims = NULL;
-	lock_acquire(&h->lock);
+	if (all)
+		lock_idle(h);
+	else
+		lock_acquire(&h->lock);
 	if (h->purging) {
 		lock_release(&h->lock);
 		return 0;
@@ -848,16 +868,8 @@ void page_heap_stats_add(page_heap_stats_t *acc)
 void page_heap_prefork(void)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++) {
-		page_heap_t *h = &page_heaps[i];
-		/* A purge in flight has runs out of the lists with the lock dropped;
-		 * the child would never get them back, so wait for it to finish. */
-		for (;;) {
-			lock_acquire(&h->lock);
-			if (!h->purging)
-				break;
-			lock_release(&h->lock);
-			os_yield();
-		}
+		/* The child would never get back runs a pass has out. */
+		lock_idle(&page_heaps[i]);
 	}
 }
 
