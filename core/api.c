@@ -11,6 +11,7 @@
 
 #include "core/background.h"
 #include "core/central.h"
+#include "core/freelist.h"
 #include "core/init.h"
 #include "core/large.h"
 #include "core/meta.h"
@@ -42,6 +43,10 @@ static bool block_info(const void *p, const char *func, block_info_t *out)
 	if (s != NULL && s->state == SPAN_CENTRAL) {
 		size_t off = (size_t)((const char *)p - (const char *)span_start(sb, s));
 		if (size_class_div(s->cls, off) * (size_t)size_classes[s->cls].size == off) {
+			if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
+				report_bad_pointer(func, p, "the block was freed (it carries the free mark)");
+				return false;
+			}
 			out->usable = size_classes[s->cls].size;
 			out->large = NULL;
 			out->cls = s->cls;

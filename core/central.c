@@ -313,6 +313,30 @@ size_t central_drain(bool only_idle)
 	return moved;
 }
 
+bool central_span_holds_free(void *p)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (s == NULL || s->state != SPAN_CENTRAL)
+		return false;
+	central_t *home = s->u.central.home;
+	uint64_t secret = freelist_secret;
+	bool found = false;
+	lock_acquire(&home->lock);
+	void *b = s->u.central.free_head;
+	for (uint32_t i = 0; i < s->u.central.free_count && b != EBB_LIST_END; i++) {
+		if (b == p) {
+			found = true;
+			break;
+		}
+		b = freelist_decode(b, secret);
+		if (!freelist_link_ok(b))
+			break;
+	}
+	lock_release(&home->lock);
+	return found;
+}
+
 /* ---------------------------------------------------------------------------
  * Stats and fork
  * ------------------------------------------------------------------------- */

@@ -67,6 +67,10 @@ void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count);
  * the blocks moved. */
 size_t central_drain(bool only_idle);
 
+/* Whether block p (of a CENTRAL span) is on its span's free list; takes the
+ * home's lock. For double-free reports only: O(free blocks of the span). */
+bool central_span_holds_free(void *p);
+
 void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved, uint64_t *returned);
 void central_prefork(void);
 void central_postfork_parent(void);

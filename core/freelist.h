@@ -11,7 +11,20 @@
  *
  * The secret is chosen at start-up (os_random) and never changes, so a block
  * list can move between threads and central lists without re-encoding.
- * Building with EBB_SAFE_LINKING=0 stores plain links (to measure the cost). */
+ *
+ * Double-free mark: the second word of a free block holds freelist_mark
+ * xor the block's address (a block of 16 bytes has room for both words).
+ * free() checks it before pushing: a block that carries its mark is already
+ * free somewhere, and the slow path looks for it and reports it. malloc clears
+ * the word when it hands a block out. Keyed by address, a mark copied
+ * elsewhere (realloc or a struct copy of never-written bytes that once held a
+ * free block's mark) is not a mark at its new place, so a live block only
+ * looks freed if the program stored exactly secret ^ address there. The two
+ * keys are independent, so a mark read out of a freed block tells nothing
+ * about the link encoding.
+ *
+ * Building with EBB_CHECKS=0 stores plain links and no mark, to measure what
+ * the checks cost (docs/reliability.md). */
 #ifndef EBB_CORE_FREELIST_H
 #define EBB_CORE_FREELIST_H
 
@@ -19,25 +32,44 @@
 #include "core/span.h"
 #include "core/util.h"
 
-#ifndef EBB_SAFE_LINKING
-#define EBB_SAFE_LINKING 1
+#ifndef EBB_CHECKS
+#define EBB_CHECKS 1
 #endif
 
 EBB_BEGIN_DECLS
 
-/* Per-process secret; set once by init before any list exists. */
+/* Per-process keys; set once by init before any list exists. */
 extern uint64_t freelist_secret;
+extern uint64_t freelist_mark;
 
 EBB_INLINE void *freelist_decode(const void *block, uint64_t secret)
 {
 	uintptr_t raw = *(const uintptr_t *)block;
-	return (void *)(EBB_SAFE_LINKING ? raw ^ (uintptr_t)secret : raw);
+	return (void *)(EBB_CHECKS ? raw ^ (uintptr_t)secret : raw);
 }
 
 EBB_INLINE void freelist_set_next(void *block, void *next, uint64_t secret)
 {
 	uintptr_t v = (uintptr_t)next;
-	*(uintptr_t *)block = EBB_SAFE_LINKING ? v ^ (uintptr_t)secret : v;
+	*(uintptr_t *)block = EBB_CHECKS ? v ^ (uintptr_t)secret : v;
+}
+
+/* The double-free mark (second word of a free block). */
+EBB_INLINE bool freelist_marked(const void *block, uint64_t mark)
+{
+	return EBB_CHECKS && ((const uint64_t *)block)[1] == (mark ^ (uintptr_t)block);
+}
+
+EBB_INLINE void freelist_set_mark(void *block, uint64_t mark)
+{
+	if (EBB_CHECKS)
+		((uint64_t *)block)[1] = mark ^ (uintptr_t)block;
+}
+
+EBB_INLINE void freelist_clear_mark(void *block)
+{
+	if (EBB_CHECKS)
+		((uint64_t *)block)[1] = 0;
 }
 
 /* A decoded link is plausible if it is 16-byte aligned or the list end. */

@@ -13,6 +13,7 @@
 
 uint32_t init_state;
 uint64_t freelist_secret;
+uint64_t freelist_mark;
 
 /* Everything the allocation paths need; calls nothing that allocates. */
 static bool init_run(void)
@@ -27,6 +28,9 @@ static bool init_run(void)
 	/* The low bit set: a zero word (the commonest stray write into a freed
 	 * block) decodes to a misaligned link, which the fast path rejects. */
 	freelist_secret = os_random() | 1;
+	freelist_mark = os_random();
+	if (freelist_mark == 0 || freelist_mark == freelist_secret)
+		freelist_mark = ~freelist_secret; /* even, so neither 0 nor the secret */
 	size_class_init();
 	os_event_init();
 	page_heap_init_all(os_now_ns());

@@ -43,13 +43,39 @@ static uint64_t tcache_exited_refills, tcache_exited_flushes;
 static void *alloc_uncached(unsigned cls)
 {
 	void *b;
-	return central_refill(os_cpu_id(), cls, 1, false, &b) ? b : NULL;
+	if (!central_refill(os_cpu_id(), cls, 1, false, &b))
+		return NULL;
+	freelist_clear_mark(b);
+	return b;
 }
 
 static void free_uncached(void *p, unsigned cls)
 {
 	freelist_set_next(p, EBB_LIST_END, freelist_secret);
+	freelist_set_mark(p, freelist_mark);
 	central_flush(os_cpu_id(), cls, p, 1);
+}
+
+/* p carries the double-free mark: it is free already. Find where, for the
+ * report (the thread's own bin, or its span's free list); a block that is in
+ * another thread's cache or a transfer batch is reported all the same. */
+static EBB_COLD void double_free(tcache_t *tc, void *p, unsigned cls)
+{
+	const char *why = "double free (the block is already free)";
+	if (tc != NULL) {
+		tcache_bin_t *bin = &tc->bins[cls];
+		void *b = bin->head;
+		for (uint32_t i = 0; i < bin->max - bin->avail && freelist_link_ok(b) && b != EBB_LIST_END; i++) {
+			if (b == p) {
+				why = "double free (the block is already in this thread's cache)";
+				break;
+			}
+			b = freelist_decode(b, tc->secret);
+		}
+	}
+	if (central_span_holds_free(p))
+		why = "double free (the block is already free in its span)";
+	report_bad_pointer("free", p, why);
 }
 
 /* ---------------------------------------------------------------------------
@@ -221,6 +247,7 @@ static tcache_t *tcache_create(void)
 	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++)
 		tc->bins[c].head = EBB_LIST_END;
 	tc->secret = freelist_secret;
+	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();
 	lock_acquire(&tcache_list_lock);
 	tc->next = tcache_live;
@@ -269,6 +296,7 @@ static void *tcache_refill(tcache_t *tc, unsigned cls)
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
 	bin->head = freelist_decode(list, tc->secret);
 	bin->avail = bin->max - (n - 1);
+	freelist_clear_mark(list);
 	slow_event(tc);
 	return list;
 }
@@ -292,6 +320,7 @@ void *tcache_alloc_slow(size_t size)
 		void *b = bin->head;
 		bin->head = freelist_decode(b, tc->secret);
 		bin->avail++;
+		freelist_clear_mark(b);
 		return b;
 	}
 	return tcache_refill(tc, cls);
@@ -303,6 +332,10 @@ void *tcache_alloc_slow(size_t size)
 static void free_small_slow(void *p, unsigned cls)
 {
 	tcache_t *tc = tcache_get();
+	if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
+		double_free(tc, p, cls);
+		return;
+	}
 	if (tc == NULL) {
 		free_uncached(p, cls);
 		return;
@@ -324,6 +357,7 @@ static void free_small_slow(void *p, unsigned cls)
 		}
 	}
 	freelist_set_next(p, bin->head, tc->secret);
+	freelist_set_mark(p, tc->mark);
 	bin->head = p;
 	bin->avail--;
 }

@@ -39,6 +39,7 @@ typedef struct tcache_bin {
 typedef struct tcache {
 	/* --- hot: the fast paths touch only these --- */
 	uint64_t secret;                    /* copy of freelist_secret */
+	uint64_t mark;                      /* copy of freelist_mark */
 	tcache_bin_t bins[EBB_NUM_CLASSES]; /* bins[0] is always empty and full */
 	/* --- cold: slow paths --- */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
@@ -78,6 +79,7 @@ EBB_INLINE void *tcache_alloc(size_t size)
 		if (EBB_LIKELY(((uintptr_t)block & (EBB_MIN_ALIGN - 1)) == 0)) {
 			bin->head = freelist_decode(block, tc->secret);
 			bin->avail++;
+			freelist_clear_mark(block);
 			return block;
 		}
 	}
@@ -85,18 +87,19 @@ EBB_INLINE void *tcache_alloc(size_t size)
 }
 
 /* Fast path of free. Stays here when p is a small block of one of our
- * superblocks and this thread's bin of its class has room: a registry byte,
- * a page-class byte, a push. Budget as above. NULL, foreign pointers, large
- * blocks (page class 0; bins[0] never has room) and full bins tail-call
- * tcache_free_slow(). */
+ * superblocks, this thread's bin of its class has room, and p does not carry
+ * the double-free mark: a registry byte, a page-class byte, a push. Budget as
+ * above. NULL, foreign pointers, large blocks (page class 0; bins[0] never
+ * has room), full bins and marked blocks tail-call tcache_free_slow(). */
 EBB_INLINE void tcache_free(void *p)
 {
 	if (EBB_LIKELY(superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER)) {
 		superblock_t *sb = superblock_of(p);
 		tcache_t *tc = tcache_self();
 		tcache_bin_t *bin = &tc->bins[sb->page_class[superblock_page_index(p)]];
-		if (EBB_LIKELY(bin->avail != 0)) {
+		if (EBB_LIKELY(bin->avail != 0 && !freelist_marked(p, tc->mark))) {
 			freelist_set_next(p, bin->head, tc->secret);
+			freelist_set_mark(p, tc->mark);
 			bin->head = p;
 			bin->avail--;
 			return;

@@ -132,7 +132,15 @@ unsigned os_cpu_count(void) { return FAKE_CPUS; }
 unsigned os_cpu_id(void) { return __atomic_load_n(&fake_cpu, __ATOMIC_RELAXED) % FAKE_CPUS; }
 uint64_t os_now_ns(void) { return os_fake_now(); }
 unsigned os_thread_count(void) { return 2; }
-uint64_t os_random(void) { return 0x5deece66dull; }
+/* Deterministic, but a new value each call (splitmix64 of a counter). */
+uint64_t os_random(void)
+{
+	static uint64_t n;
+	uint64_t z = (n += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
 void os_yield(void) { sched_yield(); }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)
