@@ -54,16 +54,32 @@ EBB_INLINE void freelist_set_next(void *block, void *next, uint64_t secret)
 	*(uintptr_t *)block = EBB_CHECKS ? v ^ (uintptr_t)secret : v;
 }
 
-/* The double-free mark (second word of a free block). */
-EBB_INLINE bool freelist_marked(const void *block, uint64_t mark)
+/* The double-free mark that `block` carries while it is free (second word):
+ * computed once, then tested and stored. */
+EBB_INLINE uint64_t freelist_mark_of(const void *block, uint64_t key)
 {
-	return EBB_CHECKS && ((const uint64_t *)block)[1] == (mark ^ (uintptr_t)block);
+	return key ^ (uintptr_t)block;
 }
 
-EBB_INLINE void freelist_set_mark(void *block, uint64_t mark)
+EBB_INLINE bool freelist_has_mark(const void *block, uint64_t mark)
+{
+	return EBB_CHECKS && ((const uint64_t *)block)[1] == mark;
+}
+
+EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
 {
 	if (EBB_CHECKS)
-		((uint64_t *)block)[1] = mark ^ (uintptr_t)block;
+		((uint64_t *)block)[1] = mark;
+}
+
+EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
+{
+	return freelist_has_mark(block, freelist_mark_of(block, key));
+}
+
+EBB_INLINE void freelist_set_mark(void *block, uint64_t key)
+{
+	freelist_put_mark(block, freelist_mark_of(block, key));
 }
 
 EBB_INLINE void freelist_clear_mark(void *block)

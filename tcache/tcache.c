@@ -17,7 +17,7 @@
 
 #define TCACHE_STATIC_INIT                                                                 \
 	{                                                                                  \
-		.bins = {[0 ... EBB_NUM_CLASSES - 1] = {EBB_LIST_END, 0, 0}},             \
+		.head = {[0 ... EBB_NUM_CLASSES - 1] = EBB_LIST_END},                     \
 	}
 
 /* Never written: every bin empty (malloc misses) and full (free misses). */
@@ -63,9 +63,8 @@ static EBB_COLD void double_free(tcache_t *tc, void *p, unsigned cls)
 {
 	const char *why = "double free (the block is already free)";
 	if (tc != NULL) {
-		tcache_bin_t *bin = &tc->bins[cls];
-		void *b = bin->head;
-		for (uint32_t i = 0; i < bin->max - bin->avail && freelist_link_ok(b) && b != EBB_LIST_END; i++) {
+		void *b = tc->head[cls];
+		for (uint32_t i = 0; i < tc->max[cls] - tc->avail[cls] && freelist_link_ok(b) && b != EBB_LIST_END; i++) {
 			if (b == p) {
 				why = "double free (the block is already in this thread's cache)";
 				break;
@@ -81,22 +80,21 @@ static EBB_COLD void double_free(tcache_t *tc, void *p, unsigned cls)
 /* ---------------------------------------------------------------------------
  * Bins
  * ------------------------------------------------------------------------- */
-static uint32_t bin_count(const tcache_bin_t *bin)
+static uint32_t bin_count(const tcache_t *tc, unsigned cls)
 {
-	return bin->max - bin->avail;
+	return tc->max[cls] - tc->avail[cls];
 }
 
 /* Raises the bin's bound by one batch if the cache's byte budget allows. */
 static void bin_grow(tcache_t *tc, unsigned cls)
 {
-	tcache_bin_t *bin = &tc->bins[cls];
 	const size_class_t *k = &size_classes[cls];
 	uint64_t add = (uint64_t)k->batch * k->size;
-	if (bin->max + k->batch > k->bin_cap ||
+	if (tc->max[cls] + k->batch > k->bin_cap ||
 	    tc->budget + add > (uint64_t)options_get(OPT_TCACHE_MAX_BYTES))
 		return;
-	bin->max += k->batch;
-	bin->avail += k->batch;
+	tc->max[cls] += k->batch;
+	tc->avail[cls] += k->batch;
 	tc->budget += add;
 }
 
@@ -104,16 +102,15 @@ static void publish(tcache_t *tc)
 {
 	uint64_t bytes = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		bytes += (uint64_t)bin_count(&tc->bins[c]) * size_classes[c].size;
+		bytes += (uint64_t)bin_count(tc, c) * size_classes[c].size;
 	atomic_store_u64(&tc->published, bytes);
 }
 
 /* Gives the first n blocks of the bin to the central lists. */
 static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 {
-	tcache_bin_t *bin = &tc->bins[cls];
 	uint64_t secret = tc->secret;
-	void *head = bin->head, *last = head;
+	void *head = tc->head[cls], *last = head;
 	for (uint32_t i = 1; i < n; i++) {
 		void *next = freelist_decode(last, secret);
 		if (EBB_UNLIKELY(!freelist_link_ok(next) || next == EBB_LIST_END)) {
@@ -121,16 +118,16 @@ static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 			/* Give back what was walked; drop (leak) the rest of the bin. */
 			freelist_set_next(last, EBB_LIST_END, secret);
 			central_flush(os_cpu_id(), cls, head, i);
-			bin->head = EBB_LIST_END;
-			bin->avail = bin->max;
+			tc->head[cls] = EBB_LIST_END;
+			tc->avail[cls] = tc->max[cls];
 			return;
 		}
 		last = next;
 	}
 	void *rest = freelist_decode(last, secret);
 	freelist_set_next(last, EBB_LIST_END, secret);
-	bin->head = rest;
-	bin->avail += n;
+	tc->head[cls] = rest;
+	tc->avail[cls] += n;
 	atomic_store_u64(&tc->flushes, tc->flushes + 1); /* read by ebb_stats_get */
 	central_flush(os_cpu_id(), cls, head, n);
 }
@@ -140,24 +137,23 @@ static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
  * blocks and lowers its bound by a quarter, down to one batch. */
 static void bin_trim(tcache_t *tc, unsigned cls, bool all)
 {
-	tcache_bin_t *bin = &tc->bins[cls];
 	const size_class_t *k = &size_classes[cls];
-	uint32_t count = bin_count(bin);
+	uint32_t count = bin_count(tc, cls);
 	if (all) {
 		if (count)
 			bin_flush(tc, cls, count);
-	} else if (tc->misses[cls] == 0 && bin->max > 0) {
+	} else if (tc->misses[cls] == 0 && tc->max[cls] > 0) {
 		if (count)
 			bin_flush(tc, cls, (count + 1) / 2);
-		uint32_t new_max = bin->max - bin->max / 4;
+		uint32_t new_max = tc->max[cls] - tc->max[cls] / 4;
 		if (new_max < k->batch)
-			new_max = bin->max < k->batch ? bin->max : k->batch;
-		count = bin_count(bin);
+			new_max = tc->max[cls] < k->batch ? tc->max[cls] : k->batch;
+		count = bin_count(tc, cls);
 		if (new_max < count)
 			new_max = count;
-		tc->budget -= (uint64_t)(bin->max - new_max) * k->size;
-		bin->max = new_max;
-		bin->avail = new_max - count;
+		tc->budget -= (uint64_t)(tc->max[cls] - new_max) * k->size;
+		tc->max[cls] = new_max;
+		tc->avail[cls] = new_max - count;
 	}
 	tc->misses[cls] = 0;
 }
@@ -245,7 +241,7 @@ static tcache_t *tcache_create(void)
 		return NULL;
 	memset(tc, 0, sizeof *tc);
 	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++)
-		tc->bins[c].head = EBB_LIST_END;
+		tc->head[c] = EBB_LIST_END;
 	tc->secret = freelist_secret;
 	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();
@@ -277,25 +273,24 @@ static tcache_t *tcache_get(void)
  * ------------------------------------------------------------------------- */
 static void *tcache_refill(tcache_t *tc, unsigned cls)
 {
-	tcache_bin_t *bin = &tc->bins[cls];
-	if (EBB_UNLIKELY(bin->head != EBB_LIST_END)) {
+	if (EBB_UNLIKELY(tc->head[cls] != EBB_LIST_END)) {
 		/* The fast path saw a misaligned head: the last block taken from
 		 * this bin carried a corrupted link. */
-		freelist_corrupt("malloc", bin->head);
-		bin->head = EBB_LIST_END;
-		bin->avail = bin->max;
+		freelist_corrupt("malloc", tc->head[cls]);
+		tc->head[cls] = EBB_LIST_END;
+		tc->avail[cls] = tc->max[cls];
 	}
 	tc->misses[cls]++;
 	bin_grow(tc, cls);
-	if (bin->max == 0) /* no room in the byte budget */
+	if (tc->max[cls] == 0) /* no room in the byte budget */
 		return alloc_uncached(cls);
 	void *list;
 	unsigned n = central_refill(os_cpu_id(), cls, size_classes[cls].batch, true, &list);
 	if (n == 0)
 		return NULL;
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
-	bin->head = freelist_decode(list, tc->secret);
-	bin->avail = bin->max - (n - 1);
+	tc->head[cls] = freelist_decode(list, tc->secret);
+	tc->avail[cls] = tc->max[cls] - (n - 1);
 	freelist_clear_mark(list);
 	slow_event(tc);
 	return list;
@@ -315,11 +310,10 @@ void *tcache_alloc_slow(size_t size)
 		return alloc_uncached(cls);
 	/* The cache may have been created just now: its bin may not be empty
 	 * (an allocation during creation refilled it). */
-	tcache_bin_t *bin = &tc->bins[cls];
-	if (((uintptr_t)bin->head & (EBB_MIN_ALIGN - 1)) == 0) {
-		void *b = bin->head;
-		bin->head = freelist_decode(b, tc->secret);
-		bin->avail++;
+	if (((uintptr_t)tc->head[cls] & (EBB_MIN_ALIGN - 1)) == 0) {
+		void *b = tc->head[cls];
+		tc->head[cls] = freelist_decode(b, tc->secret);
+		tc->avail[cls]++;
 		freelist_clear_mark(b);
 		return b;
 	}
@@ -340,26 +334,25 @@ static void free_small_slow(void *p, unsigned cls)
 		free_uncached(p, cls);
 		return;
 	}
-	tcache_bin_t *bin = &tc->bins[cls];
-	if (bin->avail == 0) {
-		if (bin->max == 0)
+	if (tc->avail[cls] == 0) {
+		if (tc->max[cls] == 0)
 			bin_grow(tc, cls);
-		if (bin->max == 0) {
+		if (tc->max[cls] == 0) {
 			free_uncached(p, cls);
 			return;
 		}
-		if (bin->avail == 0) {
+		if (tc->avail[cls] == 0) {
 			/* Full: give back half, in whole batches where possible. */
-			uint32_t batch = size_classes[cls].batch, count = bin_count(bin);
+			uint32_t batch = size_classes[cls].batch, count = bin_count(tc, cls);
 			uint32_t n = (count / 2 + batch - 1) / batch * batch;
 			bin_flush(tc, cls, n < count ? n : count);
 			slow_event(tc);
 		}
 	}
-	freelist_set_next(p, bin->head, tc->secret);
+	freelist_set_next(p, tc->head[cls], tc->secret);
 	freelist_set_mark(p, tc->mark);
-	bin->head = p;
-	bin->avail--;
+	tc->head[cls] = p;
+	tc->avail[cls]--;
 }
 
 void tcache_free_slow(void *p)

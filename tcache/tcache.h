@@ -30,18 +30,18 @@
 
 EBB_BEGIN_DECLS
 
-typedef struct tcache_bin {
-	void *head;     /* first free block, EBB_LIST_END when empty */
-	uint32_t avail; /* blocks the bin may still take before it must flush */
-	uint32_t max;   /* current bound; count == max - avail */
-} tcache_bin_t;
-
+/* A bin is column `cls` of the three arrays head/avail/max: kept as arrays
+ * rather than an array of structs so that the fast paths index each with the
+ * class in one addressing mode (no multiply by the struct size). */
 typedef struct tcache {
-	/* --- hot: the fast paths touch only these --- */
+	/* --- hot: the fast paths touch only these. head first: at offset 0 its
+	 * address is plain base + 8 * class. --- */
+	void *head[EBB_NUM_CLASSES];        /* first free block, EBB_LIST_END when empty */
 	uint64_t secret;                    /* copy of freelist_secret */
 	uint64_t mark;                      /* copy of freelist_mark */
-	tcache_bin_t bins[EBB_NUM_CLASSES]; /* bins[0] is always empty and full */
+	uint32_t avail[EBB_NUM_CLASSES];    /* blocks the bin may still take before it must flush */
 	/* --- cold: slow paths --- */
+	uint32_t max[EBB_NUM_CLASSES];      /* current bound; count == max - avail */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
 	uint64_t budget;                    /* sum of max * size over bins */
 	uint32_t events;                    /* refills + flushes, drives incremental trim */
@@ -51,6 +51,7 @@ typedef struct tcache {
 	uint64_t published;                 /* cached bytes as of the last slow event (atomic) */
 	struct tcache *next, *prev;         /* list of live tcaches (tcache_list_lock) */
 } tcache_t;
+/* Class 0 ("not a small block") has a bin that is always empty and full. */
 
 extern tcache_t tcache_empty;
 extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
@@ -74,11 +75,11 @@ EBB_INLINE void *tcache_alloc(size_t size)
 {
 	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
 		tcache_t *tc = tcache_self();
-		tcache_bin_t *bin = &tc->bins[size_class_of(size)];
-		void *block = bin->head;
+		unsigned cls = size_class_of(size);
+		void *block = tc->head[cls];
 		if (EBB_LIKELY(((uintptr_t)block & (EBB_MIN_ALIGN - 1)) == 0)) {
-			bin->head = freelist_decode(block, tc->secret);
-			bin->avail++;
+			tc->head[cls] = freelist_decode(block, tc->secret);
+			tc->avail[cls]++;
 			freelist_clear_mark(block);
 			return block;
 		}
@@ -96,12 +97,13 @@ EBB_INLINE void tcache_free(void *p)
 	if (EBB_LIKELY(superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER)) {
 		superblock_t *sb = superblock_of(p);
 		tcache_t *tc = tcache_self();
-		tcache_bin_t *bin = &tc->bins[sb->page_class[superblock_page_index(p)]];
-		if (EBB_LIKELY(bin->avail != 0 && !freelist_marked(p, tc->mark))) {
-			freelist_set_next(p, bin->head, tc->secret);
-			freelist_set_mark(p, tc->mark);
-			bin->head = p;
-			bin->avail--;
+		unsigned cls = sb->page_class[superblock_page_index(p)];
+		uint64_t mark = freelist_mark_of(p, tc->mark);
+		if (EBB_LIKELY(tc->avail[cls] != 0 && !freelist_has_mark(p, mark))) {
+			freelist_set_next(p, tc->head[cls], tc->secret);
+			freelist_put_mark(p, mark);
+			tc->head[cls] = p;
+			tc->avail[cls]--;
 			return;
 		}
 	}
