@@ -314,6 +314,8 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		return NULL;
 	}
 	span_t *s;
+	bool refused = false; /* the kernel would not map a new superblock */
+	unsigned visited = 1;
 	lock_acquire(&h->lock);
 	for (;;) {
 		s = list_find(h, RUN_DIRTY, need);
@@ -322,8 +324,17 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		if (s != NULL)
 			break;
 		lock_release(&h->lock);
-		if (!grow(h))
+		if (!refused && grow(h)) {
+			lock_acquire(&h->lock);
+			continue;
+		}
+		/* Out of memory for this heap: another CPU's heap may have free
+		 * pages that fit (a span remembers its superblock's heap, so it goes
+		 * back there). errno stays ENOMEM from grow. */
+		refused = true;
+		if (visited++ >= page_heaps_n)
 			return NULL;
+		h = &page_heaps[(h->index + 1) % page_heaps_n];
 		lock_acquire(&h->lock);
 	}
 
@@ -474,44 +485,86 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 /* ---------------------------------------------------------------------------
  * Huge blocks
  * ------------------------------------------------------------------------- */
+/* Marks cached huge block s (unlisted) as handed out for `asked` pages.
+ * Caller holds the lock. */
+static void huge_take(page_heap_t *h, span_t *s, size_t asked)
+{
+	s->state = SPAN_LARGE;
+	s->used = (uint32_t)asked;
+	span_superblock(s)->empty_since_ns = 0;
+	h->huge_pages += s->npages;
+	h->huge_slack_pages += s->npages - asked;
+	h->large_allocs++;
+	atomic_add_u64(&inuse_total_pages, s->npages);
+}
+
+/* A request for a huge block reuses the cached one that fits best: one that
+ * is a little larger as it is; one much larger, shrunk in place; else the
+ * largest smaller one, grown (mremap moves its page tables if it cannot grow
+ * in place). Either way its resident pages serve the new block instead of
+ * fresh ones that must be faulted in: a program whose big buffers change
+ * size from one use to the next pays for the difference only. */
 span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages)
 {
+	span_t *fit = NULL, *below = NULL;
 	lock_acquire(&h->lock);
 	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
-		span_t *s = &sb->spans[0];
-		uintptr_t data = (uintptr_t)sb + EBB_SB_SIZE;
-		if (s->npages >= npages && s->npages - npages <= HUGE_SLACK(npages) &&
-		    (data & (align - 1)) == 0) {
-			bool was_dirty = s->state == SPAN_FREE_DIRTY;
-			run_unlist(h, s);
-			if (was_dirty)
-				decay_note_removed(&h->decay, s->npages);
-			s->zeroed = was_dirty ? 0 : s->zeroed;
-			s->state = SPAN_LARGE;
-			s->used = (uint32_t)asked_pages;
-			sb->empty_since_ns = 0;
-			h->huge_pages += s->npages;
-			h->huge_slack_pages += s->npages - asked_pages;
-			h->large_allocs++;
-			atomic_add_u64(&inuse_total_pages, s->npages);
+		span_t *c = &sb->spans[0];
+		if ((((uintptr_t)sb + EBB_SB_SIZE) & (align - 1)) != 0)
+			continue;
+		if (c->npages >= npages) {
+			if (fit == NULL || c->npages < fit->npages)
+				fit = c;
+		} else if ((below == NULL || c->npages > below->npages) && align <= EBB_SB_SIZE) {
+			below = c; /* growing may move it, keeping only 4 MiB alignment */
+		}
+	}
+	span_t *s = fit ? fit : below;
+	if (s != NULL) {
+		bool was_dirty = s->state == SPAN_FREE_DIRTY;
+		run_unlist(h, s);
+		if (was_dirty)
+			decay_note_removed(&h->decay, s->npages);
+		s->zeroed = was_dirty ? 0 : s->zeroed;
+		bool resize = s->npages < npages || s->npages - npages > HUGE_SLACK(npages);
+		s->state = SPAN_LARGE; /* ours alone now: out of every list */
+		if (!resize) {
+			huge_take(h, s, asked_pages);
 			lock_release(&h->lock);
 			return s;
 		}
+		/* Counted as cached-and-in-use while the lock is dropped; the
+		 * resize updates the mapping totals itself. */
+		lock_release(&h->lock);
+		superblock_t *nsb = huge_resize(span_superblock(s), npages);
+		lock_acquire(&h->lock);
+		if (nsb != NULL) {
+			s = &nsb->spans[0];
+			huge_take(h, s, asked_pages);
+			lock_release(&h->lock);
+			return s;
+		}
+		if (s->npages >= npages) { /* could not shrink: use it as it is */
+			huge_take(h, s, asked_pages);
+			lock_release(&h->lock);
+			return s;
+		}
+		/* Could not grow: back into the cache, and map a new one. */
+		s->state = was_dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED;
+		s->u.free.freed_ns = os_now_ns();
+		span_superblock(s)->empty_since_ns = s->u.free.freed_ns;
+		run_list(h, s, NULL);
 	}
 	lock_release(&h->lock);
 
 	superblock_t *sb = huge_create(h, npages, align);
 	if (sb == NULL)
 		return NULL;
-	span_t *s = &sb->spans[0];
-	s->used = (uint32_t)asked_pages;
+	s = &sb->spans[0];
 	lock_acquire(&h->lock);
 	h->huge_count++;
 	h->meta_pages += 1;
-	h->huge_pages += npages;
-	h->huge_slack_pages += npages - asked_pages;
-	h->large_allocs++;
-	atomic_add_u64(&inuse_total_pages, npages);
+	huge_take(h, s, asked_pages);
 	lock_release(&h->lock);
 	return s;
 }
@@ -773,6 +826,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 			continue;
 		if (sb->spans[0].state == SPAN_FREE_DIRTY)
 			decay_note_removed(&h->decay, sb->spans[0].npages);
+		sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
 		run_unlist(h, &sb->spans[0]);
 		h->huge_count--;
 		sb->next = victims;
@@ -796,7 +850,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		lock_acquire(&h->lock);
 		if (huge) {
 			span_t *s = &sb->spans[0];
-			s->state = SPAN_FREE_DIRTY;
+			s->state = purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY;
 			s->u.free.freed_ns = now;
 			run_list(h, s, NULL);
 			h->huge_count++;
