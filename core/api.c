@@ -36,8 +36,35 @@ typedef struct block_info {
 	unsigned cls;
 } block_info_t;
 
+/* The class of p if it starts a live small block, else 0 (block_info then
+ * tells what p is). The free fast path's registry and page-class bytes, then
+ * the span's first page from the pagemap (valid on every page of a CENTRAL
+ * span) for the block-start test: no lock, no call. */
+EBB_INLINE unsigned small_block_class(const void *p)
+{
+	if (superblock_registry[registry_index((uintptr_t)p)] != REG_HEADER)
+		return 0;
+	superblock_t *sb = superblock_of(p);
+	unsigned page = superblock_page_index(p);
+	unsigned cls = sb->page_class[page];
+	if (cls == 0)
+		return 0;
+	size_t off = (size_t)((const char *)p - (const char *)superblock_page_addr(sb, sb->pagemap[page]));
+	if (size_class_div(cls, off) * (size_t)size_classes[cls].size != off ||
+	    freelist_marked(p, freelist_mark))
+		return 0;
+	return cls;
+}
+
 static bool block_info(const void *p, const char *func, block_info_t *out)
 {
+	unsigned cls = small_block_class(p);
+	if (EBB_LIKELY(cls != 0)) {
+		out->usable = size_classes[cls].size;
+		out->large = NULL;
+		out->cls = cls;
+		return true;
+	}
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
 	if (s != NULL && s->state == SPAN_CENTRAL) {
@@ -125,14 +152,21 @@ static void *realloc_impl(void *p, size_t size)
 	if (!block_info(p, "realloc", &b))
 		return NULL;
 	if (b.large == NULL) {
-		if (size <= EBB_SMALL_MAX && size_class_of(size) == b.cls)
+		/* In place while the block stays at least half used. */
+		if (size <= b.usable && size >= b.usable / 2)
 			return p;
 	} else if (size > EBB_SMALL_MAX) {
 		void *q = large_resize(p, b.large, size);
 		if (q)
 			return q;
 	}
-	void *q = tcache_alloc(size);
+	/* A block that must move to grow gets 25% headroom, so that a string
+	 * grown a few bytes at a time moves (and is copied) a logarithmic number
+	 * of times instead of at every size class or page. */
+	size_t want = size;
+	if (size > b.usable && size - b.usable < b.usable / 4)
+		want = b.usable + b.usable / 4;
+	void *q = tcache_alloc(want);
 	if (q == NULL)
 		return NULL; /* p is untouched */
 	memcpy(q, p, b.usable < size ? b.usable : size);

@@ -134,9 +134,15 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	c->uses++;
 	if (use_transfer && c->transfer != NULL) {
 		void *b = c->transfer;
-		c->transfer = freelist_decode((char *)b + sizeof(void *), freelist_secret);
-		c->ntransfer--;
+		void *next = freelist_decode((char *)b + sizeof(void *), freelist_secret);
+		/* The link sits in the second word of a free block: a write after
+		 * free there must not send the next refill to an arbitrary address. */
+		bool bad = next != NULL && (!freelist_link_ok(next) || next == EBB_LIST_END);
+		c->transfer = EBB_UNLIKELY(bad) ? NULL : next; /* leak the batches below */
+		c->ntransfer = EBB_UNLIKELY(bad) ? 0 : c->ntransfer - 1;
 		lock_release(&c->lock);
+		if (EBB_UNLIKELY(bad))
+			freelist_corrupt("malloc", b);
 		*head = b;
 		return k->batch;
 	}
@@ -222,6 +228,9 @@ static void release_to_spans(unsigned cls, void *head)
 			locked = home;
 		}
 		freelist_set_next(b, s->u.central.free_head, secret);
+		/* The head of a transfer batch had its mark replaced by the
+		 * transfer link: every block in a span's free list carries one. */
+		freelist_set_mark(b, freelist_mark);
 		s->u.central.free_head = b;
 		s->u.central.free_count++;
 		s->used--;

@@ -42,33 +42,38 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	return p;
 }
 
-static const char *why_not_a_block(const void *p)
+const char *large_why_bad(const void *p, bool freeing)
 {
-	switch (superblock_registry[registry_index((uintptr_t)p)]) {
-	case REG_NONE:
-		return "not allocated by ebbmalloc";
-	case REG_HUGE_CONT:
-		return "not the start of a block (inside a huge block)";
-	default:
-		return "not an allocated block (already freed, or not a block start)";
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (s == NULL) {
+		switch (superblock_registry[registry_index((uintptr_t)p)]) {
+		case REG_NONE:
+			return "not allocated by ebbmalloc";
+		case REG_HUGE_CONT:
+			return "not the start of a block (inside a huge block)";
+		default:
+			return "not an allocated block (already freed, or not a block start)";
+		}
 	}
+	if (s->state == SPAN_CENTRAL || (s->state == SPAN_LARGE && p != span_start(sb, s)))
+		return "not the start of a block";
+	if (s->state == SPAN_LARGE)
+		return NULL;
+	/* A free run that starts here: the block's pages, freed and not yet
+	 * reused (a merge with a free neighbour left of it loses this). */
+	if (p != span_start(sb, s))
+		return "not an allocated block (already freed, or not a block start)";
+	return freeing ? "double free (the block is already free)" : "the block was freed";
 }
 
 void large_free_checked(void *p, const char *func)
 {
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
-	if (EBB_UNLIKELY(s == NULL)) {
-		report_bad_pointer(func, p, why_not_a_block(p));
-		return;
-	}
-	if (EBB_UNLIKELY(s->state != SPAN_LARGE)) {
-		report_bad_pointer(func, p, s->state == SPAN_CENTRAL ? "not the start of a block"
-								      : "double free (the block is already free)");
-		return;
-	}
-	if (EBB_UNLIKELY(p != span_start(sb, s))) {
-		report_bad_pointer(func, p, "not the start of a block");
+	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_LARGE || p != span_start(sb, s))) {
+		const char *why = large_why_bad(p, true);
+		report_bad_pointer(func, p, why ? why : "not an allocated block");
 		return;
 	}
 	if (s->huge)

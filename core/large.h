@@ -20,6 +20,10 @@ void *large_alloc(size_t size, size_t align, bool zero);
 /* free() of p, which is not a small block: checks that p starts a LARGE
  * span, reports it (naming `func`) if not, and frees it. */
 void large_free_checked(void *p, const char *func);
+/* Why p is not the start of an allocated page-run or huge block (the reason
+ * of a bad-pointer report), or NULL if it is one. `freeing`: the call frees
+ * it (a free run here is then a double free). Any thread, no lock. */
+const char *large_why_bad(const void *p, bool freeing);
 /* Usable bytes of a LARGE span. */
 size_t large_usable(const span_t *s);
 /* Resizes the large block p (span s) to hold `size` bytes without moving it,

@@ -146,8 +146,47 @@ static bool parse_value(const option_desc_t *d, const char *v, size_t len, long 
 	return false;
 }
 
+/* ---------------------------------------------------------------------------
+ * Hidden options: fault injection (os_fault_set), for tests and stress runs.
+ * Not in the table (not listed, not readable with ebb_option_get); they cost
+ * the kernel paths one predictable branch when unset.
+ *   fault_map | fault_purge | fault_unmap = off | always | <n> | <ppm>ppm
+ * <n>: the n-th next call of that kind fails; <ppm>ppm: each call fails with
+ * probability ppm / 1e6; always = 1000000ppm.
+ * ------------------------------------------------------------------------- */
+static bool fault_option_set(const char *name, size_t name_len, const char *v, size_t len)
+{
+	static const char *const kinds[OS_FAULT_KINDS] = {"fault_map", "fault_purge", "fault_unmap"};
+	unsigned kind = 0;
+	while (kind < OS_FAULT_KINDS && !word_eq(name, name_len, kinds[kind]))
+		kind++;
+	if (kind == OS_FAULT_KINDS)
+		return false;
+	long long x = 0;
+	size_t end = 0;
+	uint64_t nth = 0;
+	uint32_t ppm = 0;
+	if (word_eq(v, len, "always")) {
+		ppm = 1000000;
+	} else if (!word_eq(v, len, "off")) {
+		if (!parse_number(v, len, &x, &end) || x < 0)
+			return false;
+		if (end == len)
+			nth = (uint64_t)x;
+		else if (len - end == 3 && memcmp(v + end, "ppm", 3) == 0 && x <= 1000000)
+			ppm = (uint32_t)x;
+		else
+			return false;
+	}
+	os_fault_set((enum os_fault_kind)kind, nth, ppm);
+	return true;
+}
+
 bool options_set(const char *name, size_t name_len, const char *value, size_t value_len, bool quiet)
 {
+	if (name_len > 6 && memcmp(name, "fault_", 6) == 0 &&
+	    fault_option_set(name, name_len, value, value_len))
+		return true;
 	for (unsigned i = 0; i < OPT_COUNT; i++) {
 		const option_desc_t *d = &option_descs[i];
 		if (!word_eq(name, name_len, d->name))

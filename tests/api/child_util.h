@@ -1,0 +1,80 @@
+/* child_util.h: running a piece of a test in a forked child, for death tests
+ * (the allocator aborts on a bad pointer) and for tests that change process
+ * state for good (fault injection, on_error=warn).
+ *
+ * The child's stderr goes to a pipe the parent reads in full; the child ends
+ * with _exit(fn()) unless it dies first (125 if fn throws). Inside fn: no Catch2 macros (their
+ * exceptions would unwind into a copy of the test runner); report failures
+ * through the return value, a small number that names the check. */
+#ifndef EBB_TESTS_CHILD_UTIL_H
+#define EBB_TESTS_CHILD_UTIL_H
+
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace apitest {
+
+struct ChildResult {
+	bool exited = false; /* by _exit: code holds the status */
+	int code = -1;
+	int signal = 0; /* the signal that killed it, if it did not exit */
+	std::string err; /* everything it wrote to stderr */
+};
+
+template <class F> ChildResult run_child(F fn)
+{
+	ChildResult r;
+	int fd[2];
+	if (pipe(fd) != 0) return r;
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) return r;
+	if (pid == 0) {
+		close(fd[0]);
+		dup2(fd[1], 2);
+		close(fd[1]);
+		/* Catch2's handlers would report the abort as a test failure and
+		 * run on inside the copy of the test runner. */
+		for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE}) signal(sig, SIG_DFL);
+		int rc = 125;
+		try {
+			rc = fn();
+		} catch (const std::exception &e) { /* never back into the test runner's copy */
+			fprintf(stderr, "exception in the child: %s\n", e.what());
+		} catch (...) {
+			fprintf(stderr, "exception in the child\n");
+		}
+		_exit(rc);
+	}
+	close(fd[1]);
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(fd[0], buf, sizeof buf)) > 0) r.err.append(buf, (size_t)n);
+	close(fd[0]);
+	int st = 0;
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st)) {
+		r.exited = true;
+		r.code = WEXITSTATUS(st);
+	} else if (WIFSIGNALED(st)) {
+		r.signal = WTERMSIG(st);
+	}
+	return r;
+}
+
+/* The exact line the allocator writes for a bad pointer. */
+inline std::string bad_pointer_line(const char *func, const void *p, const char *reason)
+{
+	char buf[512];
+	snprintf(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer %p: %s\n", func, p, reason);
+	return buf;
+}
+
+} // namespace apitest
+
+#endif
