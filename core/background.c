@@ -13,15 +13,19 @@ enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
 static uint32_t bg_state;
 static uint32_t bg_kicked;
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
-static uint64_t bg_last_drain_ns; /* last central drain / trim request */
+static uint64_t bg_last_drain_ns; /* last central drain */
+static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
+static bool bg_drain_kept;        /* the last drain left batches in lists in use */
 static uint64_t bg_trim_epoch;
 
 /* Bounds of the sleep between ticks. */
 #define TICK_MIN_NS 1000000ull       /* 1 ms */
 #define TICK_MAX_NS 1000000000ull    /* 1 s: idle checks, unmap delays */
-/* Central batches unused for this long go back to their spans, and thread
- * caches are asked to trim. */
-#define DRAIN_INTERVAL_NS 1000000000ull
+/* Central lists unused for a whole drain interval give their transfer
+ * batches back to their spans (so that spans can empty and decay); thread
+ * caches are asked to trim once per trim interval. */
+#define DRAIN_INTERVAL_NS 250000000ull
+#define TRIM_INTERVAL_NS 1000000000ull
 
 bool background_running(void)
 {
@@ -42,8 +46,11 @@ size_t background_tick(uint64_t now, bool all)
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
-		work += central_drain(!all);
-		atomic_add_u64(&bg_trim_epoch, 1);
+		work += central_drain(!all, &bg_drain_kept);
+		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
+			atomic_store_u64(&bg_last_trim_ns, now);
+			atomic_add_u64(&bg_trim_epoch, 1);
+		}
 		/* Blocks drained from central lists may have emptied spans. */
 		if (all)
 			for (unsigned i = 0; i < n; i++)
@@ -63,6 +70,9 @@ static uint64_t next_wait(uint64_t now)
 		if (d < wait)
 			wait = d;
 	}
+	/* Batches kept by lists in use are drained once those go idle. */
+	if (bg_drain_kept && wait > DRAIN_INTERVAL_NS)
+		wait = DRAIN_INTERVAL_NS;
 	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
 }
 

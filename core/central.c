@@ -297,9 +297,10 @@ void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
 		release_to_spans(cls, head);
 }
 
-size_t central_drain(bool only_idle)
+size_t central_drain(bool only_idle, bool *kept)
 {
 	size_t moved = 0;
+	bool any_kept = false;
 	uint64_t secret = freelist_secret;
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
 		central_t *c = &central_lists[i];
@@ -311,6 +312,7 @@ size_t central_drain(bool only_idle)
 			c->transfer = NULL;
 			c->ntransfer = 0;
 		}
+		any_kept |= c->ntransfer != 0;
 		c->uses = 0;
 		lock_release(&c->lock);
 		while (batches != NULL) {
@@ -319,6 +321,8 @@ size_t central_drain(bool only_idle)
 			batches = next;
 		}
 	}
+	if (kept)
+		*kept = any_kept;
 	return moved;
 }
 

@@ -64,8 +64,9 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count);
 /* Returns the transfer batches of the lists of every CPU to their spans;
  * with only_idle, just of lists unused since the previous idle call. Returns
- * the blocks moved. */
-size_t central_drain(bool only_idle);
+ * the blocks moved; *kept (if not NULL) tells whether a list in use kept
+ * batches, which a later call may drain. */
+size_t central_drain(bool only_idle, bool *kept);
 
 /* Whether block p (of a CENTRAL span) is on its span's free list; takes the
  * home's lock. For double-free reports only: O(free blocks of the span). */

@@ -285,6 +285,18 @@ static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, 
  * ------------------------------------------------------------------------- */
 static void maybe_decay(page_heap_t *h, uint64_t now);
 
+/* Takes the lock of sb's heap, for an operation that may write descriptors
+ * of sb: waits while trim_descriptors has some of its header pages out. */
+static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
+{
+	lock_acquire(&h->lock);
+	while (EBB_UNLIKELY(sb->hdr_purging)) {
+		lock_release(&h->lock);
+		os_yield();
+		lock_acquire(&h->lock);
+	}
+}
+
 static bool grow(page_heap_t *h)
 {
 	superblock_t *sb = superblock_create(h);
@@ -408,7 +420,7 @@ void page_heap_free(span_t *s)
 	page_heap_t *h = sb->heap;
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
-	lock_acquire(&h->lock);
+	lock_acquire_sb(h, sb);
 	if (s->state == SPAN_CENTRAL)
 		h->central_pages -= n;
 	else
@@ -431,7 +443,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 		return true;
 	uint64_t now = os_now_ns();
 	bool ok = false;
-	lock_acquire(&h->lock);
+	lock_acquire_sb(h, sb);
 	if (new_npages < old) {
 		size_t cut = old - new_npages;
 		s->npages = (uint32_t)new_npages;
@@ -653,28 +665,94 @@ static void *run_addr(span_t *s)
 	return span_start(span_superblock(s), s);
 }
 
-/* An entirely free superblock whose one run is purged needs only header page
- * 0 (the maps and that run's descriptor): the other descriptor pages, which
- * hold only SPAN_NONE entries now, go back too. The run is BUSY meanwhile, so
- * nothing can allocate from the superblock or write its header. Caller holds
- * the lock and the purging flag; the lock is dropped around madvise. */
-static void trim_header(page_heap_t *h, superblock_t *sb)
+/* Header pages 1.. of sb that hold descriptors (desc_touched) but only
+ * SPAN_NONE ones: what the pages they describe need of them is in page 0
+ * (the maps) or in other run heads. Caller holds the lock. */
+static uint32_t idle_desc_pages(const superblock_t *sb)
 {
-	span_t *run = superblock_span_at(sb, sb->first_page);
-	if (sb->desc_touched == 1 || run->state != SPAN_FREE_PURGED || run->npages != sb->usable_pages)
-		return;
-	run_unlist(h, run);
-	run->state = SPAN_BUSY;
-	lock_release(&h->lock);
-	bool ok = os_purge((char *)sb + EBB_PAGE_SIZE, (EBB_SB_HEADER_PAGES - 1) * EBB_PAGE_SIZE, false);
-	lock_acquire(&h->lock);
-	run->state = SPAN_FREE_PURGED;
-	run_list(h, run, NULL);
-	h->madvise_calls++;
-	if (ok) {
-		h->meta_pages -= (size_t)__builtin_popcount(sb->desc_touched) - 1;
-		sb->desc_touched = 1;
+	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
+	uint32_t idle = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(sb->desc_touched & (1u << b)))
+			continue;
+		size_t i = (b * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		size_t end = ((b + 1) * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		if (end > EBB_SB_USABLE_PAGES)
+			end = EBB_SB_USABLE_PAGES;
+		while (i < end && sb->spans[i].state == SPAN_NONE)
+			i++;
+		if (i == end)
+			idle |= 1u << b;
 	}
+	return idle;
+}
+
+/* Gives back the header pages of sb that describe nothing any more (a burst's
+ * spans come and go, and each left its descriptor page resident: 17 pages of
+ * a superblock's header, 1.6% of what a burst mapped). Zeroed pages read back
+ * as SPAN_NONE descriptors, so a page needed again later simply faults in.
+ *
+ * Nobody may write a descriptor on those pages while madvise runs with the
+ * lock dropped. The writers are the page heap's own operations on sb:
+ * allocation finds no run of sb (all its free runs are taken out, BUSY),
+ * free and resize of sb's spans wait for hdr_purging to clear, and decay and
+ * release are this pass (h->purging). Span owners write only non-NONE
+ * descriptors, which are not on these pages. Only superblocks whose free runs
+ * are all purged qualify: dirty runs are purged first, by decay.
+ * Caller holds the lock and the purging flag. */
+static void trim_descriptors(page_heap_t *h, superblock_t *sb)
+{
+	uint32_t idle = idle_desc_pages(sb);
+	if (idle == 0)
+		return;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		if (s->state == SPAN_FREE_DIRTY || s->state == SPAN_BUSY)
+			return;
+		page += s->npages;
+	}
+	span_t *busy = NULL;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		page += s->npages;
+		if (s->state != SPAN_FREE_PURGED)
+			continue;
+		run_unlist(h, s);
+		s->state = SPAN_BUSY;
+		s->next = busy;
+		busy = s;
+	}
+	sb->hdr_purging = 1;
+	lock_release(&h->lock);
+	bool ok = true;
+	size_t calls = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(idle & (1u << b)))
+			continue;
+		unsigned n = 1;
+		while (b + n < EBB_SB_HEADER_PAGES && (idle & (1u << (b + n))))
+			n++;
+		calls++;
+		if (!os_purge((char *)sb + b * EBB_PAGE_SIZE, n * EBB_PAGE_SIZE, false)) {
+			/* Nothing lost: a page madvise refused is still resident and
+			 * still counted. */
+			idle &= ~(((1u << n) - 1) << b);
+			ok = false;
+		}
+		b += n - 1;
+	}
+	lock_acquire(&h->lock);
+	for (span_t *s = busy, *next; s; s = next) {
+		next = s->next;
+		s->state = SPAN_FREE_PURGED;
+		run_list(h, s, NULL);
+	}
+	sb->hdr_purging = 0;
+	h->madvise_calls += calls;
+	sb->desc_touched &= ~idle;
+	h->meta_pages -= (size_t)__builtin_popcount(idle);
+	(void)ok;
 }
 
 /* Takes h->lock with no purge or release pass in flight. A pass has runs out
@@ -714,8 +792,8 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	bool lazy = options_get(OPT_PURGE) == 1;
 	size_t done = 0;
 	bool failed = false;
-	superblock_t *emptied[64];
-	unsigned nemptied = 0;
+	superblock_t *touched[64]; /* where purged runs landed: trim_descriptors */
+	unsigned ntouched = 0;
 	while (done < want && !failed) {
 		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
 		size_t taken;
@@ -744,9 +822,11 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 					run_list(h, s, NULL);
 				} else {
 					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
-					if (sb->free_pages == sb->usable_pages && sb->desc_touched != 1 &&
-					    nemptied < 64)
-						emptied[nemptied++] = sb;
+					unsigned i = 0;
+					while (i < ntouched && touched[i] != sb)
+						i++;
+					if (i == ntouched && ntouched < 64 && sb->desc_touched != 1)
+						touched[ntouched++] = sb;
 				}
 			} else {
 				/* The kernel refused: the pages stay resident and are listed
@@ -766,8 +846,8 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			h->purges++;
 		done += purged;
 	}
-	for (unsigned i = 0; i < nemptied; i++)
-		trim_header(h, emptied[i]);
+	for (unsigned i = 0; i < ntouched; i++)
+		trim_descriptors(h, touched[i]);
 	h->purging = false;
 	lock_release(&h->lock);
 	return done;

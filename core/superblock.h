@@ -50,7 +50,9 @@ typedef struct superblock {
 	uint16_t usable_pages;  /* pages first_page .. first_page+usable_pages-1 */
 	uint8_t huge;
 	uint8_t all_purged; /* set by page_heap_release while it unmaps */
-	uint8_t pad_[2];
+	uint8_t hdr_purging; /* under heap->lock: descriptor pages are being purged
+			      * (page_heap.c trim_descriptors); frees wait */
+	uint8_t pad_[1];
 	/* under heap->lock */
 	uint32_t free_pages;          /* pages in free runs (any state) */
 	uint64_t empty_since_ns;      /* when free_pages became usable_pages; 0 if not empty */

@@ -85,13 +85,20 @@ static uint32_t bin_count(const tcache_t *tc, unsigned cls)
 	return tc->max[cls] - tc->avail[cls];
 }
 
-/* Raises the bin's bound by one batch if the cache's byte budget allows. */
+/* Raises the bin's bound by one batch if the cache's byte budget allows.
+ * A bin's first batch is granted whatever the budget says (it still counts
+ * against it): without it a class that comes into use after the budget is
+ * spent would go to the central lists one block at a time, for every malloc
+ * and free (measured on bench/churn with sizes to 32 KiB: 2x the
+ * instructions). The cache is thus bounded by the budget plus one batch (at
+ * most 64 KiB) per class in use. */
 static void bin_grow(tcache_t *tc, unsigned cls)
 {
 	const size_class_t *k = &size_classes[cls];
 	uint64_t add = (uint64_t)k->batch * k->size;
-	if (tc->max[cls] + k->batch > k->bin_cap ||
-	    tc->budget + add > (uint64_t)options_get(OPT_TCACHE_MAX_BYTES))
+	uint64_t limit = (uint64_t)options_get(OPT_TCACHE_MAX_BYTES);
+	if (tc->max[cls] + k->batch > k->bin_cap || limit == 0 ||
+	    (tc->max[cls] != 0 && tc->budget + add > limit))
 		return;
 	tc->max[cls] += k->batch;
 	tc->avail[cls] += k->batch;

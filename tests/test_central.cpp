@@ -63,7 +63,7 @@ TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[ce
 	}
 	REQUIRE(class_stats(cls).used_blocks >= n);
 	central_flush(0, cls, make_list(v), n);
-	central_drain(false);
+	central_drain(false, nullptr);
 }
 
 TEST_CASE("flushed batches come back from the transfer stack, newest first", "[central]")
@@ -81,7 +81,7 @@ TEST_CASE("flushed batches come back from the transfer stack, newest first", "[c
 	REQUIRE(list_items(again) == batch);
 	REQUIRE(class_stats(cls).transfer_blocks == 0);
 	central_flush(1, cls, again, k.batch);
-	central_drain(false);
+	central_drain(false, nullptr);
 }
 
 TEST_CASE("when every block is back, the span goes back to the page heap", "[central]")
@@ -89,7 +89,7 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 	unit_option("background_thread", "0");
 	unsigned cls = size_class_of(4000);
 	const size_class_t &k = size_classes[cls];
-	central_drain(false);
+	central_drain(false, nullptr);
 	uint64_t spans_before = class_stats(cls).spans;
 	// Take a whole span's worth of blocks.
 	std::vector<void *> all;
@@ -115,7 +115,7 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	unit_option("background_thread", "0");
 	unsigned cls = size_class_of(256);
 	const size_class_t &k = size_classes[cls];
-	central_drain(false);
+	central_drain(false, nullptr);
 	void *head;
 	REQUIRE(central_refill(0, cls, k.batch, true, &head) == k.batch);
 	uint64_t spans = class_stats(cls).spans;
@@ -125,7 +125,7 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	central_flush(3, cls, head, k.batch);
 	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
 	// Draining returns the blocks to their home (CPU 0): the span empties.
-	central_drain(false);
+	central_drain(false, nullptr);
 	REQUIRE(class_stats(cls).used_blocks == 0);
 	REQUIRE(class_stats(cls).spans == 0);
 }
