@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "core/atomic.h"
 #include "core/report.h"
 #include "os/os.h"
 
@@ -26,6 +27,24 @@ long long options_values[OPT_COUNT] = {
 	EBB_OPTIONS_TABLE(EBB_OPTION_DEFAULT_)
 #undef EBB_OPTION_DEFAULT_
 };
+
+/* Texts of the OPT_STRING options; options_values holds their lengths. The
+ * lock makes a reader's copy whole when another thread sets the option. */
+static char options_strings[OPT_COUNT][OPTIONS_STRING_MAX];
+static ebb_lock_t options_strings_lock = EBB_LOCK_INITIALIZER;
+
+size_t options_get_string(enum option_id id, char *buf, size_t cap)
+{
+	lock_acquire(&options_strings_lock);
+	size_t len = strlen(options_strings[id]);
+	if (cap > 0) {
+		size_t n = len < cap - 1 ? len : cap - 1;
+		memcpy(buf, options_strings[id], n);
+		buf[n] = '\0';
+	}
+	lock_release(&options_strings_lock);
+	return len;
+}
 
 /* Floor under a percentage dirty budget, so that programs that free and
  * reuse big blocks in phases do not purge (and re-fault) at every phase;
@@ -142,6 +161,12 @@ static bool parse_value(const option_desc_t *d, const char *v, size_t len, long 
 		}
 		return false;
 	}
+	case OPT_STRING:
+		/* A NUL inside would silently cut the text short. */
+		if (memchr(v, '\0', len) != NULL)
+			return false;
+		*out = (long long)len;
+		return true;
 	}
 	return false;
 }
@@ -187,6 +212,7 @@ bool options_set(const char *name, size_t name_len, const char *value, size_t va
 	if (name_len > 6 && memcmp(name, "fault_", 6) == 0 &&
 	    fault_option_set(name, name_len, value, value_len))
 		return true;
+
 	for (unsigned i = 0; i < OPT_COUNT; i++) {
 		const option_desc_t *d = &option_descs[i];
 		if (!word_eq(name, name_len, d->name))
@@ -197,6 +223,12 @@ bool options_set(const char *name, size_t name_len, const char *value, size_t va
 				report_warn("option %s: bad value '%.*s' ignored (%s)", d->name,
 					    (int)value_len, value, d->doc);
 			return false;
+		}
+		if (d->kind == OPT_STRING) {
+			lock_acquire(&options_strings_lock);
+			memcpy(options_strings[i], value, value_len);
+			options_strings[i][value_len] = '\0';
+			lock_release(&options_strings_lock);
 		}
 		__atomic_store_n(&options_values[i], v, __ATOMIC_RELAXED);
 		options_changed((enum option_id)i);

@@ -18,7 +18,12 @@ enum option_kind {
 	OPT_BYTES,  /* a size with an optional k/m/g suffix, in [min, max] */
 	OPT_DIRTY,  /* a size (bytes) or a percentage of allocated bytes ("25%") */
 	OPT_CHOICE, /* one of the words in `choices`, stored as its index */
+	OPT_STRING, /* text of at most `max` bytes (no ',' from EBB_OPTIONS); the value
+		     * is its length, the text is read with options_get_string() */
 };
+
+/* Longest value of an OPT_STRING option, with its terminating NUL. */
+#define OPTIONS_STRING_MAX 256
 
 /* X(ID, name, kind, default, min, max, choices, doc) */
 #define EBB_OPTIONS_TABLE(X)                                                                      \
@@ -38,7 +43,11 @@ enum option_kind {
 	X(STATS_ON_EXIT, stats_on_exit, OPT_BOOL, 0, 0, 1, NULL,                                  \
 	  "print ebb_stats_print() to stderr when the process exits")                              \
 	X(ON_ERROR, on_error, OPT_CHOICE, 0, 0, 1, "abort|warn",                                  \
-	  "after reporting a bad pointer or corruption: abort, or warn and leak the block")
+	  "after reporting a bad pointer or corruption: abort, or warn and leak the block")         \
+	X(STATS_INTERVAL_MS, stats_interval_ms, OPT_INT, 0, 0, 3600000, NULL,                     \
+	  "ms between rows of the CSV stats timeline written to stats_file (0: no timeline)")      \
+	X(STATS_FILE, stats_file, OPT_STRING, 0, 0, OPTIONS_STRING_MAX - 1, NULL,                 \
+	  "path of the CSV stats timeline; %p stands for the process id (empty: stderr)")
 
 enum option_id {
 #define EBB_OPTION_ENUM_(id, name, kind, def, min, max, choices, doc) OPT_##id,
@@ -61,6 +70,9 @@ void options_init(void);
 bool options_set(const char *name, size_t name_len, const char *value, size_t value_len,
 		 bool quiet);
 bool options_lookup(const char *name, enum option_id *out);
+/* Copies the text of OPT_STRING option `id` into buf (NUL-terminated, at most
+ * cap - 1 bytes) and returns its full length. Any thread. */
+size_t options_get_string(enum option_id id, char *buf, size_t cap);
 /* The resolved dirty byte budget for `allocated` live bytes. */
 size_t options_dirty_max_bytes(uint64_t allocated);
 /* Called after an option changed, to let the layers react (init.c). */

@@ -77,6 +77,21 @@ void os_write_err(const char *buf, size_t len);
 const char *os_getenv(const char *name);
 EBB_NORETURN void os_abort(void);
 
+/* ---- files (the stats timeline) ----------------------------------------- */
+
+/* Creates or truncates `path` for writing (mode 0644, close-on-exec) and
+ * returns a descriptor >= 0, or -1 with errno set. */
+int os_file_create(const char *path);
+/* Writes all of buf[0, len) to fd, retrying short writes and EINTR; false on
+ * any other error (the rest is dropped). */
+bool os_file_write(int fd, const char *buf, size_t len);
+void os_file_close(int fd);
+/* Resident set size of the whole process in bytes as the kernel counts it
+ * (/proc/self/statm: every mapping, not only the allocator's); 0 if unknown. */
+uint64_t os_rss_bytes(void);
+/* The calling process's id. */
+unsigned os_pid(void);
+
 /* ---- fault injection (tests) -------------------------------------------- */
 
 /* Makes the calls of one kind fail: the nth next call (nth >= 1; 0 = never)

@@ -353,3 +353,56 @@ void os_abort(void)
 {
 	abort();
 }
+
+/* ---------------------------------------------------------------------------
+ * Files (the stats timeline): plain syscalls, no stdio, nothing allocated.
+ * ------------------------------------------------------------------------- */
+int os_file_create(const char *path)
+{
+	int fd;
+	do
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	while (fd < 0 && errno == EINTR);
+	return fd;
+}
+
+bool os_file_write(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+void os_file_close(int fd)
+{
+	close(fd);
+}
+
+uint64_t os_rss_bytes(void)
+{
+	/* statm: size resident shared text lib data dt, in pages. */
+	char buf[256];
+	if (os_read_small_file("/proc/self/statm", buf, sizeof buf) <= 0)
+		return 0;
+	const char *s = buf;
+	while (*s && *s != ' ')
+		s++;
+	while (*s == ' ')
+		s++;
+	uint64_t pages = 0;
+	while (*s >= '0' && *s <= '9')
+		pages = pages * 10 + (uint64_t)(*s++ - '0');
+	return pages * (uint64_t)os_page_size();
+}
+
+unsigned os_pid(void)
+{
+	return (unsigned)getpid();
+}
