@@ -19,6 +19,7 @@
 #include "core/page_heap.h"
 #include "core/report.h"
 #include "core/stats.h"
+#include "core/track.h"
 #include "ebbmalloc.h"
 #include "os/os.h"
 #include "tcache/tcache.h"
@@ -88,15 +89,52 @@ static bool block_info(const void *p, const char *func, block_info_t *out)
 		out->cls = 0;
 		return true;
 	}
-	if (s == NULL && superblock_registry[registry_index((uintptr_t)p)] == REG_NONE)
-		report_bad_pointer(func, p, "not allocated by ebbmalloc");
-	else
-		report_bad_pointer(func, p, s && s->state == SPAN_LARGE ? "not the start of a block"
-							     : "not an allocated block (already freed?)");
+	const char *why = large_why_bad(p, false);
+	report_bad_pointer(func, p, why ? why : "not an allocated block");
 	return false;
 }
 
-static void *alloc_aligned(size_t align, size_t size)
+/* Valgrind build (core/track.h): tells memcheck that p is a new block of
+ * `size` bytes, and that the rest of it is out of bounds. */
+static void track_alloc(void *p, size_t size, int zeroed)
+{
+	(void)p;
+	(void)size;
+	(void)zeroed;
+#if EBB_VALGRIND
+	block_info_t b;
+	if (p == NULL)
+		return;
+	TRACK_ALLOC(p, size, zeroed);
+	TRACK_QUIET_BEGIN();
+	bool known = block_info(p, "malloc", &b);
+	TRACK_QUIET_END();
+	if (known && b.usable > size)
+		TRACK_NOACCESS((char *)p + size, b.usable - size);
+#endif
+}
+
+/* malloc and free: the fast paths, and what memcheck is told about them in
+ * the valgrind build (nothing otherwise). A block is untracked before free
+ * gives it back: once back, another thread may get it. */
+EBB_INLINE void *api_malloc(size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *p = tcache_alloc(size);
+	TRACK_QUIET_END();
+	track_alloc(p, size, 0);
+	return p;
+}
+
+EBB_INLINE void api_free(void *p)
+{
+	TRACK_FREE(p);
+	TRACK_QUIET_BEGIN();
+	tcache_free(p);
+	TRACK_QUIET_END();
+}
+
+static void *alloc_aligned_impl(size_t align, size_t size)
 {
 	if (align <= EBB_MIN_ALIGN)
 		return tcache_alloc(size);
@@ -114,6 +152,15 @@ static void *alloc_aligned(size_t align, size_t size)
 	if (cls)
 		return tcache_alloc(size_classes[cls].size);
 	return large_alloc(size, align, false);
+}
+
+static void *alloc_aligned(size_t align, size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *p = alloc_aligned_impl(align, size);
+	TRACK_QUIET_END();
+	track_alloc(p, size, 0);
+	return p;
 }
 
 static void *calloc_impl(size_t count, size_t size)
@@ -136,29 +183,53 @@ static void *calloc_impl(size_t count, size_t size)
 	return large_alloc(total, EBB_MIN_ALIGN, true);
 }
 
+/* The end of a realloc of p (b) to `size` that returns q, for memcheck: q
+ * is the block now (its first min(old, new) bytes defined), or, if q is NULL,
+ * p still is. Nothing in the normal build. */
+static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
+{
+	(void)p;
+	(void)b;
+	(void)size;
+	if (q == NULL) {
+		TRACK_ALLOC(p, b->usable, 0);
+		TRACK_DEFINED(p, b->usable);
+	} else {
+		track_alloc(q, size, 0);
+		TRACK_DEFINED(q, b->usable < size ? b->usable : size);
+	}
+	return q;
+}
+
 static void *realloc_impl(void *p, size_t size)
 {
-	if (p == NULL)
-		return tcache_alloc(size);
+	if (p == NULL) {
+		void *q = tcache_alloc(size);
+		track_alloc(q, size, 0);
+		return q;
+	}
+	/* Checked before anything else, so that a bad pointer is reported as
+	 * realloc's, also when realloc would only free it. */
+	block_info_t b;
+	if (!block_info(p, "realloc", &b))
+		return NULL;
+	TRACK_FREE(p); /* told again at the end if p stays */
 	if (size == 0) { /* glibc: free and return NULL */
 		tcache_free(p);
 		return NULL;
 	}
 	if (size > EBB_MAX_REQUEST) {
 		errno = ENOMEM;
-		return NULL;
+		return realloc_done(p, &b, NULL, size);
 	}
-	block_info_t b;
-	if (!block_info(p, "realloc", &b))
-		return NULL;
 	if (b.large == NULL) {
 		/* In place while the block stays at least half used. */
 		if (size <= b.usable && size >= b.usable / 2)
-			return p;
+			return realloc_done(p, &b, p, size);
 	} else if (size > EBB_SMALL_MAX) {
 		void *q = large_resize(p, b.large, size);
 		if (q)
-			return q;
+			return realloc_done(p, &b, q, size);
 	}
 	/* A block that must move to grow gets 25% headroom, so that a string
 	 * grown a few bytes at a time moves (and is copied) a logarithmic number
@@ -168,10 +239,10 @@ static void *realloc_impl(void *p, size_t size)
 		want = b.usable + b.usable / 4;
 	void *q = tcache_alloc(want);
 	if (q == NULL)
-		return NULL; /* p is untouched */
+		return realloc_done(p, &b, NULL, size); /* p is untouched */
 	memcpy(q, p, b.usable < size ? b.usable : size);
 	tcache_free(p);
-	return q;
+	return realloc_done(p, &b, q, size);
 }
 
 /* ---------------------------------------------------------------------------
@@ -179,22 +250,29 @@ static void *realloc_impl(void *p, size_t size)
  * ------------------------------------------------------------------------- */
 EBB_API void *ebb_malloc(size_t size)
 {
-	return tcache_alloc(size);
+	return api_malloc(size);
 }
 
 EBB_API void ebb_free(void *p)
 {
-	tcache_free(p);
+	api_free(p);
 }
 
 EBB_API void *ebb_calloc(size_t count, size_t size)
 {
-	return calloc_impl(count, size);
+	TRACK_QUIET_BEGIN();
+	void *p = calloc_impl(count, size);
+	TRACK_QUIET_END();
+	track_alloc(p, count * size, 1); /* no overflow when p != NULL */
+	return p;
 }
 
 EBB_API void *ebb_realloc(void *p, size_t size)
 {
-	return realloc_impl(p, size);
+	TRACK_QUIET_BEGIN();
+	void *q = realloc_impl(p, size);
+	TRACK_QUIET_END();
+	return q;
 }
 
 EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
@@ -204,7 +282,7 @@ EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return realloc_impl(p, total);
+	return ebb_realloc(p, total);
 }
 
 EBB_API int ebb_posix_memalign(void **out, size_t align, size_t size)
@@ -259,22 +337,23 @@ EBB_API void *ebb_pvalloc(size_t size)
 EBB_API size_t ebb_malloc_usable_size(const void *p)
 {
 	block_info_t b;
-	if (p == NULL || !block_info(p, "malloc_usable_size", &b))
-		return 0;
-	return b.usable;
+	TRACK_QUIET_BEGIN();
+	bool ok = p != NULL && block_info(p, "malloc_usable_size", &b);
+	TRACK_QUIET_END();
+	return ok ? b.usable : 0;
 }
 
 EBB_API void ebb_free_sized(void *p, size_t size)
 {
 	(void)size;
-	tcache_free(p);
+	api_free(p);
 }
 
 EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size)
 {
 	(void)align;
 	(void)size;
-	tcache_free(p);
+	api_free(p);
 }
 
 EBB_API int ebb_trim(void)
@@ -396,12 +475,12 @@ __attribute__((destructor)) static void api_destructor(void)
 
 EBB_API void *malloc(size_t size)
 {
-	return tcache_alloc(size);
+	return api_malloc(size);
 }
 
 EBB_API void free(void *p)
 {
-	tcache_free(p);
+	api_free(p);
 }
 
 #define EBB_ALIAS(name) __attribute__((alias(#name), copy(name), used))

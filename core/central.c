@@ -9,6 +9,7 @@
 #include "core/report.h"
 #include "core/size_class.h"
 #include "core/superblock.h"
+#include "core/track.h"
 
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
@@ -106,6 +107,7 @@ static unsigned span_take(span_t *s, unsigned want, void **head)
 	}
 	while (got < want && s->u.central.bump < k->blocks) {
 		void *b = base + (size_t)s->u.central.bump++ * k->size;
+		TRACK_CARVED(b);
 		freelist_set_next(b, list, secret);
 		list = b;
 		got++;
@@ -123,9 +125,10 @@ static bool span_full(const span_t *s)
 /* ---------------------------------------------------------------------------
  * Refill
  * ------------------------------------------------------------------------- */
-unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head)
+/* Refill from list c; without `carve`, only from what c already holds. */
+static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned want, bool use_transfer,
+			    bool carve, void **head)
 {
-	central_t *c = central_get(cpu, cls);
 	const size_class_t *k = &size_classes[cls];
 	void *list = EBB_LIST_END;
 	unsigned got = 0;
@@ -148,6 +151,8 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	}
 	while (got < want) {
 		span_t *s = c->partial;
+		if (s == NULL && !carve)
+			break;
 		if (s == NULL) {
 			/* Grow without the lock: the page heap may map memory. A batch
 			 * may span several spans (a one-page span of 256-byte blocks
@@ -178,6 +183,23 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	lock_release(&c->lock);
 	*head = list;
 	return got;
+}
+
+unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head)
+{
+	unsigned got = refill_from(central_get(cpu, cls), cpu, cls, want, use_transfer, true, head);
+	if (EBB_LIKELY(got != 0))
+		return got;
+	/* The kernel refused new memory: free blocks of this class that wait in
+	 * another CPU's list serve as well (their spans keep their home). */
+	for (unsigned i = 1; i < central_slots; i++) {
+		unsigned other = (cpu + i) % central_slots;
+		got = refill_from(central_get(other, cls), other, cls, want, use_transfer, false, head);
+		if (got != 0)
+			return got;
+	}
+	errno = ENOMEM;
+	return 0;
 }
 
 /* ---------------------------------------------------------------------------

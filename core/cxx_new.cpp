@@ -5,10 +5,26 @@
 #include <cstddef>
 #include <new>
 
+#include "core/track.h"
 #include "ebbmalloc.h"
 #include "tcache/tcache.h"
 
 namespace {
+
+// The fast paths, or (in the valgrind build) the entry points that tell
+// memcheck about each block (core/track.h).
+inline void *cxx_alloc(std::size_t n)
+{
+	return EBB_VALGRIND ? ebb_malloc(n) : tcache_alloc(n);
+}
+
+inline void cxx_free(void *p) noexcept
+{
+	if (EBB_VALGRIND)
+		ebb_free(p);
+	else
+		tcache_free(p);
+}
 
 // The loop the standard prescribes for a failed allocation.
 template <typename Alloc>
@@ -49,7 +65,7 @@ void *new_retry(Alloc alloc, bool nothrow)
 
 inline void *new_fast(std::size_t n)
 {
-	void *p = tcache_alloc(n);
+	void *p = cxx_alloc(n);
 	if (EBB_LIKELY(p != nullptr))
 		return p;
 	return new_slow(n, false);
@@ -57,7 +73,7 @@ inline void *new_fast(std::size_t n)
 
 inline void *new_fast_nothrow(std::size_t n) noexcept
 {
-	void *p = tcache_alloc(n);
+	void *p = cxx_alloc(n);
 	if (EBB_LIKELY(p != nullptr))
 		return p;
 	return new_slow(n, true);
@@ -72,12 +88,12 @@ EBB_CXX_API void *operator new[](std::size_t n) { return new_fast(n); }
 EBB_CXX_API void *operator new(std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
 EBB_CXX_API void *operator new[](std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
 
-EBB_CXX_API void operator delete(void *p) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete(void *p, const std::nothrow_t &) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p, const std::nothrow_t &) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete(void *p, std::size_t) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::size_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p, const std::nothrow_t &) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p, const std::nothrow_t &) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p, std::size_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::size_t) noexcept { cxx_free(p); }
 
 EBB_CXX_API void *operator new(std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
 EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
@@ -90,9 +106,9 @@ EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a, const std::n
 	return new_aligned(n, a, true);
 }
 
-EBB_CXX_API void operator delete(void *p, std::align_val_t) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::align_val_t) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete(void *p, std::size_t, std::align_val_t) noexcept { tcache_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::size_t, std::align_val_t) noexcept { tcache_free(p); }
+EBB_CXX_API void operator delete(void *p, std::align_val_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::align_val_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p, std::size_t, std::align_val_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete[](void *p, std::size_t, std::align_val_t) noexcept { cxx_free(p); }

@@ -15,6 +15,10 @@
  * Every fresh pointer is checked for alignment and usable size >= size, every
  * calloc block for zeros. A monitor thread calls ebb_trim() and
  * ebb_stats_get() every --trim-ms while the workers run.
+ *
+ * Fault mode (--ebb-option fault_map=NNNppm and friends, see stress_util.h
+ * st_faults): the kernel calls fail at random while all of this runs; every
+ * refused allocation must be NULL with ENOMEM and every check still pass.
  */
 #include "stress_util.h"
 
@@ -119,6 +123,8 @@ static void do_alloc(st_block *b, st_rng *r, wstats *ws, int tid)
 	}
 	uint64_t serial = ((uint64_t)(tid + 1) << 40) | ws->ops;
 	st_block_alloc(b, r, k, size, align, serial, opt_tail && st_chance(r, 100));
+	if (b->p == NULL)
+		return; /* refused in fault mode (st_refused) */
 	ws->allocs[k]++;
 	ws->bytes_allocated += size;
 }
@@ -318,6 +324,11 @@ int main(int argc, char **argv)
 		ST_CHECK(tot.received > 0 && tot.remote_frees > 0,
 		         "no block changed threads: the test did not test what it should");
 
+	if (st_faults) {
+		uint64_t refused = atomic_load(&st_enomem_count);
+		st_log("fault mode: %" PRIu64 " allocations and reallocs refused with ENOMEM", refused);
+		ST_CHECK(refused > 0, "fault mode, but the allocator never said ENOMEM: no fault was injected");
+	}
 	(void)ebb_trim();
 	st_check_stats_identity("after all blocks were freed");
 	struct ebb_stats s;

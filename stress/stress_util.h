@@ -492,6 +492,27 @@ static ST_UNUSED void st_block_check(const st_block *b, const char *where)
 }
 
 /* Checks a fresh pointer: not NULL, aligned, usable >= size. */
+/* Fault mode: a --ebb-option fault_map/fault_purge/fault_unmap other than
+ * "off" makes the allocator's kernel calls fail (the hidden options of
+ * core/options.c). Then NULL with errno ENOMEM (posix_memalign: ENOMEM) is an
+ * allowed answer from any allocation or realloc, never any other error; a
+ * failed realloc must leave the block intact (checked in full). The refusals
+ * are counted; a run in fault mode must see some. */
+static bool st_faults;
+static atomic_uint_fast64_t st_enomem_count;
+
+/* In fault mode, accepts a refusal with ENOMEM (counts it, returns true);
+ * anything else fails the run. */
+static ST_UNUSED bool st_refused(const char *call, size_t size, int err)
+{
+	if (!st_faults)
+		return false;
+	if (err != ENOMEM)
+		ST_FAIL("%s(size %zu) failed with errno %d (%s), expected ENOMEM", call, size, err, strerror(err));
+	atomic_fetch_add_explicit(&st_enomem_count, 1, memory_order_relaxed);
+	return true;
+}
+
 static ST_UNUSED void st_check_fresh(const void *p, size_t size, size_t align, const char *call, int err)
 {
 	if (p == NULL)
@@ -556,6 +577,10 @@ static ST_UNUSED void st_block_alloc(st_block *b, st_rng *r, enum st_kind kind, 
 		if (align < sizeof(void *))
 			align = sizeof(void *);
 		int rc = ebb_posix_memalign(&p, align, size);
+		if (rc != 0 && st_refused(call, size, rc)) {
+			memset(b, 0, sizeof *b);
+			return;
+		}
 		if (rc != 0)
 			ST_FAIL("posix_memalign(alignment %zu, size %zu) returned %d", align, size, rc);
 		promised = align;
@@ -585,6 +610,10 @@ static ST_UNUSED void st_block_alloc(st_block *b, st_rng *r, enum st_kind kind, 
 		break;
 	default:
 		ST_FAIL("bad allocation kind %d", (int)kind);
+	}
+	if (p == NULL && st_refused(call, size, errno)) {
+		memset(b, 0, sizeof *b); /* stays empty */
+		return;
 	}
 	st_check_fresh(p, want, promised < ST_MIN_ALIGN ? ST_MIN_ALIGN : promised, call, errno);
 	b->p = (unsigned char *)p;
@@ -643,6 +672,10 @@ static ST_UNUSED void st_block_realloc_ex(st_block *b, size_t new_size, bool use
 		q = ebb_reallocarray(b->p, new_size / elem, elem);
 	} else {
 		q = ebb_realloc(b->p, new_size);
+	}
+	if (q == NULL && st_refused(use_array ? "reallocarray" : "realloc", new_size, errno)) {
+		st_block_check(b, "after a refused realloc");
+		return;
 	}
 	if (q == NULL) {
 		st_block_describe(b, "block");
@@ -906,6 +939,8 @@ static ST_UNUSED void st_parse_args(int argc, char **argv, const char *prog, con
 			}
 			memcpy(name, val, (size_t)(e2 - val));
 			name[e2 - val] = 0;
+			if (strncmp(name, "fault_", 6) == 0 && strcmp(e2 + 1, "off") != 0)
+				st_faults = true;
 			if (ebb_option_set(name, e2 + 1) != 0) {
 				fprintf(stderr, "%s: ebb_option_set(\"%s\", \"%s\") failed: %s\n", prog, name, e2 + 1,
 				        strerror(errno));
