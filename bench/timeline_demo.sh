@@ -58,7 +58,8 @@ pid=$!
 start=$(date +%s%N)
 echo "t_ms,rss" >"$glibc"
 while read -r _ res _ 2>/dev/null <"/proc/$pid/statm"; do
-  echo "$(( ($(date +%s%N) - start) / 1000000 )),$((res * page))" >>"$glibc"
+  # a process being torn down (or a zombie) reads as 0: not a sample
+  [ "$res" -gt 0 ] && echo "$(( ($(date +%s%N) - start) / 1000000 )),$((res * page))" >>"$glibc"
   sleep 0.1
 done
 wait "$pid"
