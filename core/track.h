@@ -3,7 +3,8 @@
  * option EBB_VALGRIND=ON (which needs <valgrind/valgrind.h>); otherwise every
  * macro here compiles to nothing, so the normal build pays nothing.
  *
- * What memcheck is told, from the entry points (core/api.c) only:
+ * What memcheck is told, from the entry points (core/api.c; core/cxx_new.cpp
+ * calls them in this build) and, for TRACK_CARVED, the span carver:
  * - TRACK_ALLOC(p, size, zeroed): p now holds a block of `size` bytes (the
  *   size asked for), undefined unless `zeroed`; TRACK_NOACCESS marks the
  *   rest of the block (the class's slack) so that a write past the size asked
@@ -13,7 +14,10 @@
  *   block is free (the free-list link and the double-free mark, read and
  *   written by thread exit and the background thread, outside any entry
  *   point). A write there is caught by safe linking instead.
- * - TRACK_RESIZE(p, old, new): realloc in place.
+ * - realloc, in place or not, is a TRACK_FREE of the old block and a
+ *   TRACK_ALLOC of the new one with the kept bytes TRACK_DEFINED:
+ *   VALGRIND_RESIZEINPLACE_BLOCK would need the size memcheck was told at
+ *   allocation, which ebbmalloc does not keep.
  * - TRACK_CARVED(p): a block carved from a span that was never handed out
  *   (core/central.c): its first 16 bytes are ebbmalloc's, as above, even if
  *   memcheck last saw them inside a freed large block.
@@ -54,8 +58,6 @@
 			VALGRIND_MAKE_MEM_DEFINED((p), TRACK_FREE_HEAD);                     \
 		}                                                                            \
 	} while (0)
-#define TRACK_RESIZE(p, old_size, new_size)                                                  \
-	VALGRIND_RESIZEINPLACE_BLOCK((p), (old_size) ? (old_size) : 1, (new_size) ? (new_size) : 1, 0)
 /* Contents moved from a tracked block into a new one (realloc): defined,
  * since ebbmalloc's copy ran while memcheck's errors were suspended. */
 #define TRACK_DEFINED(p, size) VALGRIND_MAKE_MEM_DEFINED((p), (size))
@@ -65,19 +67,16 @@
 #define TRACK_CARVED(p) VALGRIND_MAKE_MEM_DEFINED((p), TRACK_FREE_HEAD)
 #define TRACK_QUIET_BEGIN() VALGRIND_DISABLE_ERROR_REPORTING
 #define TRACK_QUIET_END() VALGRIND_ENABLE_ERROR_REPORTING
-#define TRACK_ACTIVE() (RUNNING_ON_VALGRIND != 0)
 
 #else
 
 #define TRACK_ALLOC(p, size, zeroed) ((void)0)
 #define TRACK_FREE(p) ((void)0)
-#define TRACK_RESIZE(p, old_size, new_size) ((void)0)
 #define TRACK_DEFINED(p, size) ((void)0)
 #define TRACK_NOACCESS(p, size) ((void)0)
 #define TRACK_CARVED(p) ((void)0)
 #define TRACK_QUIET_BEGIN() ((void)0)
 #define TRACK_QUIET_END() ((void)0)
-#define TRACK_ACTIVE() 0
 
 #endif
 
