@@ -25,6 +25,10 @@
  * | CENTRAL      | its home central list, under the      | home's partial list while it   | last block back -> page_heap_free           |
  * |              | home's lock, for its whole life       | has free blocks                | (FREE_DIRTY)                                |
  * | LARGE        | the program, from malloc to free      | nowhere (pagemap only)         | free -> FREE_DIRTY                          |
+ * | ARENA        | its ebb_arena (u.arena.arena), under  | the arena's chunk or block     | reset/destroy, ebb_arena_free of a block    |
+ * |              | the arena's contract (arena.h)        | list                           | -> FREE_DIRTY                               |
+ * | POOL         | its ebb_pool (u.pool.pool), under     | the pool's partial or full     | last object back, destroy -> FREE_DIRTY     |
+ * |              | the pool's contract (pool.h)          | list                           |                                             |
  * | NONE         | -                                     | -                              | this page is not the first page of a span   |
  *
  * Between page_heap_alloc returning a span and its first publication (a block
@@ -35,6 +39,10 @@
  *   used + free_count + (blocks - bump) == blocks
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
+ * For a POOL span: used + |free list| + (per span - bump) == objects per span.
+ * ARENA and POOL pages are counted by the page heap with the LARGE ones
+ * (large_pages), so the stats count them as allocated, whole, from the moment
+ * the arena or pool takes them until it gives them back.
  */
 #ifndef EBB_CORE_SPAN_H
 #define EBB_CORE_SPAN_H
@@ -45,6 +53,8 @@
 EBB_BEGIN_DECLS
 
 struct central;
+struct ebb_arena;
+struct ebb_pool;
 
 enum span_state {
 	SPAN_NONE = 0,
@@ -53,6 +63,8 @@ enum span_state {
 	SPAN_BUSY,
 	SPAN_CENTRAL,
 	SPAN_LARGE,
+	SPAN_ARENA, /* a chunk or a block of an ebb_arena (core/arena.h) */
+	SPAN_POOL,  /* objects of one ebb_pool (core/pool.h) */
 };
 
 typedef struct span {
@@ -70,14 +82,24 @@ typedef struct span {
 			uint32_t bump;          /* blocks [bump, blocks) were never handed out */
 			uint32_t free_count;    /* blocks on free_head */
 		} central;
+		struct { /* ARENA */
+			struct ebb_arena *arena; /* immutable while ARENA */
+			uint8_t block;           /* one block of its own, not a bump chunk */
+		} arena;
+		struct { /* POOL */
+			void *free_head;         /* freed objects, encoded links, EBB_LIST_END */
+			struct ebb_pool *pool;   /* immutable while POOL */
+			uint32_t bump;           /* objects [bump, per span) were never handed out */
+		} pool;
 	} u;
 	uint32_t npages;
-	uint32_t used;     /* CENTRAL: blocks out of the span (see identities) */
+	uint32_t used;     /* CENTRAL: blocks out of the span (see identities); POOL:
+			    * objects out; huge LARGE/ARENA: pages asked for */
 	uint16_t page;     /* index of the first page in the superblock (1024 for huge) */
 	uint8_t state;     /* enum span_state */
 	uint8_t cls;       /* CENTRAL: size class */
 	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero */
-	uint8_t in_partial;/* CENTRAL: linked in home's partial list */
+	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */
 	uint8_t pad_[4];
