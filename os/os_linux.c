@@ -65,11 +65,25 @@ static bool os_fault_hit(enum os_fault_kind kind)
 /* ---------------------------------------------------------------------------
  * Memory
  * ------------------------------------------------------------------------- */
+/* AddressSanitizer builds: a fresh mapping may land where a thread stack
+ * was (glibc unmaps cached stacks without telling ASan, and a forked child
+ * keeps the parent's threads in ASan's registry), and would inherit that
+ * stack's stale red zones: clear them. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define OS_MAPPED(p, size) ASAN_UNPOISON_MEMORY_REGION((p), (size))
+#else
+#define OS_MAPPED(p, size) ((void)0)
+#endif
+
 static void *os_mmap_raw(void *hint, size_t size)
 {
 	void *p = mmap(hint, size, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
+	if (p == MAP_FAILED)
+		return NULL;
+	OS_MAPPED(p, size);
+	return p;
 }
 
 void *os_map(size_t size)
@@ -129,7 +143,11 @@ bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
 {
 	if (new_size > old_size && os_fault_hit(OS_FAULT_MAP))
 		return false;
-	return mremap(p, old_size, new_size, 0) != MAP_FAILED;
+	if (mremap(p, old_size, new_size, 0) == MAP_FAILED)
+		return false;
+	if (new_size > old_size)
+		OS_MAPPED((char *)p + old_size, new_size - old_size);
+	return true;
 }
 
 bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
