@@ -73,6 +73,8 @@ BENCHMARKS = [
     ("realloc", "strings and vectors grown by realloc"),
     ("large", "64 KiB to 32 MiB blocks, a working set that grows and shrinks"),
     ("aligned", "posix_memalign/aligned_alloc/memalign, alignments 64 B to 2 MiB"),
+    ("request", "per-request pattern: 100 mixed-size blocks per request, all dropped at its end (malloc/free; "
+                "under ebbmalloc the result line adds ebb_arena and ebb_pool, arena_speedup, pool_speedup)"),
     ("memreturn", "burst, free, idle: RSS over time (memory given back to the kernel)"),
     ("latency", "p50/p99/p99.9/max of single malloc and free calls"),
     ("fastpath", "instructions per malloc/free hit in the thread cache (callgrind)"),
@@ -147,6 +149,8 @@ def build_rows(quick):
          est=0.8 if q else 3.0)
     tput("aligned", "64B-2M", "aligned", ["--ops=%s" % ("15k" if q else "50k")], scale=1e3, unit="Kops/s",
          est=0.5 if q else 1.5)
+    tput("request", "8B-512B x100 t=1", "arena", ["--requests=%s" % ("100k" if q else "400k")],
+         threads=1, est=1.0 if q else 3.0)
 
     # Memory return: the idle window must reach +2 s. Scenario a at its full
     # size (50 million blocks) costs about a minute per run on a machine with

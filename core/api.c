@@ -17,6 +17,7 @@
 #include "core/meta.h"
 #include "core/options.h"
 #include "core/page_heap.h"
+#include "core/pool.h"
 #include "core/report.h"
 #include "core/stats.h"
 #include "core/track.h"
@@ -423,6 +424,7 @@ static void api_prefork(void)
 		return;
 	background_prefork();
 	tcache_prefork();
+	pool_prefork();
 	central_prefork();
 	page_heap_prefork();
 	meta_prefork();
@@ -435,6 +437,7 @@ static void api_postfork_parent(void)
 	meta_postfork_parent();
 	page_heap_postfork_parent();
 	central_postfork_parent();
+	pool_postfork_parent();
 	tcache_postfork_parent();
 	background_postfork_parent();
 }
@@ -446,6 +449,7 @@ static void api_postfork_child(void)
 	meta_postfork_child();
 	page_heap_postfork_child();
 	central_postfork_child();
+	pool_postfork_child();
 	tcache_postfork_child();
 	background_postfork_child();
 }
@@ -456,6 +460,9 @@ static void api_postfork_child(void)
  * pthread_atfork itself, which holds the lock it would need. */
 __attribute__((constructor)) static void api_constructor(void)
 {
+	/* For core/ readers of the stats (the timeline), which cannot call up
+	 * into tcache/. */
+	stats_set_tcache_source(tcache_stats);
 	if (init_ensure())
 		os_atfork(api_prefork, api_postfork_parent, api_postfork_child);
 }

@@ -6,6 +6,7 @@
 #include "core/init.h"
 #include "core/options.h"
 #include "core/page_heap.h"
+#include "core/timeline.h"
 #include "os/os.h"
 
 enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
@@ -15,7 +16,8 @@ static uint32_t bg_kicked;
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
 static uint64_t bg_last_drain_ns; /* last central drain */
 static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
-static bool bg_drain_kept;        /* the last drain left batches in lists in use */
+static uint32_t bg_drain_kept;    /* the last drain left batches in lists in use (atomic:
+				   * ebb_trim ticks too) */
 static uint64_t bg_trim_epoch;
 
 /* Bounds of the sleep between ticks. */
@@ -46,7 +48,9 @@ size_t background_tick(uint64_t now, bool all)
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
-		work += central_drain(!all, &bg_drain_kept);
+		bool kept;
+		work += central_drain(!all, &kept);
+		atomic_store_u32(&bg_drain_kept, kept);
 		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
 			atomic_store_u64(&bg_last_trim_ns, now);
 			atomic_add_u64(&bg_trim_epoch, 1);
@@ -71,7 +75,7 @@ static uint64_t next_wait(uint64_t now)
 			wait = d;
 	}
 	/* Batches kept by lists in use are drained once those go idle. */
-	if (bg_drain_kept && wait > DRAIN_INTERVAL_NS)
+	if (atomic_load_u32(&bg_drain_kept) && wait > DRAIN_INTERVAL_NS)
 		wait = DRAIN_INTERVAL_NS;
 	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
 }
@@ -79,16 +83,27 @@ static uint64_t next_wait(uint64_t now)
 static void *background_main(void *arg)
 {
 	(void)arg;
+	uint64_t alone_checked_ns = 0;
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
 		atomic_store_u32(&bg_kicked, 0);
 		uint64_t now = os_now_ns();
 		background_tick(now, false);
+		timeline_poll(os_now_ns());
 		uint64_t wait = next_wait(now);
-		/* Nothing due within the longest tick: if this is the last thread of
+		/* No decay due within the longest tick: if this is the last thread of
 		 * the process (main called pthread_exit and every other thread has
-		 * ended), end too, so the process can exit. */
-		if (wait >= TICK_MAX_NS && os_thread_count() == 1)
-			break;
+		 * ended), end too, so the process can exit; a timeline alone does not
+		 * keep it alive. Checked at most once per longest tick (it reads
+		 * /proc), since timeline rows may wake the thread more often. */
+		if (wait >= TICK_MAX_NS && util_elapsed(now, alone_checked_ns) >= TICK_MAX_NS) {
+			alone_checked_ns = now;
+			if (os_thread_count() == 1)
+				break;
+		}
+		/* Sleep until the next row when it comes before the next decay. */
+		uint64_t row = timeline_wait_ns(os_now_ns());
+		if (row < wait)
+			wait = row < TICK_MIN_NS ? TICK_MIN_NS : row;
 		os_event_wait(wait);
 	}
 	atomic_store_u32(&bg_state, BG_OFF);
@@ -99,7 +114,13 @@ void background_maybe_start(void)
 {
 	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
 		return;
-	if (!options_get(OPT_BACKGROUND_THREAD) || atomic_load_u32(&init_state) != INIT_DONE)
+	if (atomic_load_u32(&init_state) != INIT_DONE)
+		return;
+	/* No background thread (turned off, or not started yet): timeline rows
+	 * come from here, the slow paths' hook. */
+	if (timeline_enabled())
+		timeline_poll(os_now_ns());
+	if (!options_get(OPT_BACKGROUND_THREAD))
 		return;
 	uint64_t now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);
@@ -127,14 +148,18 @@ void background_option_changed(void)
 {
 	if (background_running())
 		os_event_signal(); /* re-reads the option at once */
+	else
+		background_maybe_start(); /* turned on, or a timeline row is due */
 }
 
 void background_prefork(void)
 {
+	timeline_prefork();
 }
 
 void background_postfork_parent(void)
 {
+	timeline_postfork_parent();
 }
 
 void background_postfork_child(void)
@@ -142,6 +167,7 @@ void background_postfork_child(void)
 	/* The thread does not exist in the child; the next slow path that wants
 	 * it starts a new one. */
 	os_event_init();
+	timeline_postfork_child();
 	atomic_store_u32(&bg_state, BG_OFF);
 	atomic_store_u32(&bg_kicked, 0);
 	atomic_store_u64(&bg_failed_ns, 0);

@@ -4,7 +4,8 @@
  * decay curve and above the dirty budget), returns idle central batches to
  * their spans, asks thread caches to trim, and unmaps superblocks that have
  * been empty for unmap_delay_ms. It sleeps until the next heap has work due
- * (at most a second), or until a free overruns the dirty budget and kicks it.
+ * (at most a second), until the next row of the stats timeline is due
+ * (timeline.h), or until a free overruns the dirty budget and kicks it.
  *
  * Start-up: never from the first malloc (which may run under a lock that
  * pthread_create needs, e.g. inside the dynamic loader or pthread_create

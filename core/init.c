@@ -63,6 +63,7 @@ void options_changed(enum option_id id)
 		page_heap_decay_interval_changed(os_now_ns());
 		break;
 	case OPT_BACKGROUND_THREAD:
+	case OPT_STATS_INTERVAL_MS: /* the next row may be due sooner than its sleep ends */
 		background_option_changed();
 		break;
 	default:

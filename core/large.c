@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/page_heap.h"
 #include "core/report.h"
 #include "core/superblock.h"
@@ -56,6 +57,8 @@ const char *large_why_bad(const void *p, bool freeing)
 			return "not an allocated block (already freed, or not a block start)";
 		}
 	}
+	if (s->state == SPAN_ARENA || s->state == SPAN_POOL)
+		return arena_span_reason(p, s);
 	if (s->state == SPAN_CENTRAL || (s->state == SPAN_LARGE && p != span_start(sb, s)))
 		return "not the start of a block";
 	if (s->state == SPAN_LARGE)

@@ -64,6 +64,68 @@ EBB_API void ebb_free_sized(void *ptr, size_t size);
 EBB_API void ebb_free_aligned_sized(void *ptr, size_t alignment, size_t size);
 
 /* ----------------------------------------------------------------------------
+ * Task arenas and fixed-size pools (docs/arenas.md). Their memory comes from
+ * the same page heaps as malloc's, counts as `allocated` in the statistics
+ * while they hold it, and decays to the kernel like any freed page once they
+ * give it back.
+ *
+ * Threading: an arena or pool created with flags 0 belongs to the thread that
+ * created it and takes no lock; a call from any other thread is reported
+ * ("belongs to another thread") and does nothing (under on_error=warn: NULL or
+ * no effect, errno EPERM). ebb_arena_adopt / ebb_pool_adopt make the calling
+ * thread the owner, for a hand-over the program synchronizes itself. Created
+ * with EBB_SHARED, every call takes the arena's or pool's own lock and any
+ * thread may use it. A handle that is not a live arena or pool is reported
+ * (errno EINVAL). Blocks of arenas and pools are not malloc blocks: free,
+ * realloc and malloc_usable_size report them.
+ * ------------------------------------------------------------------------- */
+#define EBB_SHARED 1u
+
+typedef struct ebb_arena ebb_arena_t;
+/* An empty arena. chunk_size: bytes of its first chunk, which holds the arena
+ * itself and is kept by ebb_arena_reset (0: 64 KiB; at most 1 MiB, else
+ * EINVAL); later chunks double up to 1 MiB. flags: 0 or EBB_SHARED (else
+ * EINVAL). NULL with ENOMEM when memory is exhausted. */
+EBB_API ebb_arena_t *ebb_arena_create(size_t chunk_size, unsigned flags);
+/* size bytes aligned to 16 (size 0 gives a distinct 1-byte block). Blocks up
+ * to 64 KiB are cut from the arena's chunks; larger ones get pages of their
+ * own. NULL with ENOMEM like malloc. */
+EBB_API EBB_MALLOC_ATTR void *ebb_arena_alloc(ebb_arena_t *arena, size_t size);
+/* alignment: any power of two (1 packs strings), else NULL with EINVAL. */
+EBB_API EBB_MALLOC_ATTR void *ebb_arena_aligned_alloc(ebb_arena_t *arena, size_t alignment, size_t size);
+/* Optional: a block with pages of its own goes back to the page heap now; the
+ * newest block of a chunk is taken back (its bytes are reused); any other
+ * block stays until reset. A pointer that is not a block of this arena is
+ * reported. NULL does nothing. */
+EBB_API void ebb_arena_free(ebb_arena_t *arena, void *ptr);
+/* Drops every block at once: all chunks but the first and every block with
+ * pages of its own go back to the page heap; the arena stays usable. */
+EBB_API void ebb_arena_reset(ebb_arena_t *arena);
+/* Gives all of the arena's memory back, including the arena. NULL does nothing. */
+EBB_API void ebb_arena_destroy(ebb_arena_t *arena);
+/* Makes the calling thread the owner (no effect on an EBB_SHARED arena). */
+EBB_API void ebb_arena_adopt(ebb_arena_t *arena);
+
+typedef struct ebb_pool ebb_pool_t;
+/* A pool of objects of `size` bytes (1 to 1 MiB) aligned to `alignment` (a
+ * power of two up to 1 MiB; 0: the largest power of two up to 16 that divides
+ * size), else EINVAL. Objects are `size` rounded up to the alignment (and to
+ * at least 8 bytes) apart, with no header: a free object holds the free-list
+ * link. flags: 0 or EBB_SHARED. NULL with ENOMEM when memory is exhausted. */
+EBB_API ebb_pool_t *ebb_pool_create(size_t size, size_t alignment, unsigned flags);
+/* One object, O(1). NULL with ENOMEM. */
+EBB_API EBB_MALLOC_ATTR void *ebb_pool_alloc(ebb_pool_t *pool);
+/* Gives an object back, O(1); a span whose last object comes back goes back
+ * to the page heap at once. A pointer that is not an object of this pool, or
+ * (for objects of 16 bytes or more) an object already free, is reported.
+ * NULL does nothing. */
+EBB_API void ebb_pool_free(ebb_pool_t *pool, void *ptr);
+/* Gives all of the pool's memory back; its objects become invalid. NULL does nothing. */
+EBB_API void ebb_pool_destroy(ebb_pool_t *pool);
+/* Makes the calling thread the owner (no effect on an EBB_SHARED pool). */
+EBB_API void ebb_pool_adopt(ebb_pool_t *pool);
+
+/* ----------------------------------------------------------------------------
  * Memory return.
  * ebb_trim() flushes the calling thread's cache, returns cached objects to
  * their spans, purges every dirty free page and unmaps every free superblock
@@ -114,7 +176,9 @@ typedef struct ebb_stats ebb_stats_t;
  * without stopping other threads, so under load they are momentarily
  * inconsistent by the blocks in flight; quiescent, they add up exactly. */
 EBB_API void ebb_stats_get(struct ebb_stats *out);
-/* Prints the snapshot for people, one line per field. */
+/* Prints the snapshot for people, one line per field, then the kernel's RSS
+ * of the process and a table of the size classes in use (spans, live
+ * objects, fragmentation); docs/usage.md explains how to read it. */
 EBB_API void ebb_stats_print(FILE *out);
 
 /* ----------------------------------------------------------------------------
@@ -126,7 +190,8 @@ EBB_API void ebb_stats_print(FILE *out);
 /* Returns 0, or -1 with errno EINVAL for an unknown name or a bad value. */
 EBB_API int ebb_option_set(const char *name, const char *value);
 /* Stores the option's current value (numbers as numbers, choices as their
- * index) and returns 0, or returns -1 with errno EINVAL for an unknown name. */
+ * index, text such as stats_file as its length) and returns 0, or returns -1
+ * with errno EINVAL for an unknown name. */
 EBB_API int ebb_option_get(const char *name, long long *value);
 
 #ifdef __cplusplus
