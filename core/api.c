@@ -44,7 +44,7 @@ typedef struct block_info {
  * span) for the block-start test: no lock, no call. */
 EBB_INLINE unsigned small_block_class(const void *p)
 {
-	if (superblock_registry[registry_index((uintptr_t)p)] != REG_HEADER)
+	if (registry_get(p) != REG_HEADER)
 		return 0;
 	superblock_t *sb = superblock_of(p);
 	unsigned page = superblock_page_index(p);

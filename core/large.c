@@ -48,7 +48,7 @@ const char *large_why_bad(const void *p, bool freeing)
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
 	if (s == NULL) {
-		switch (superblock_registry[registry_index((uintptr_t)p)]) {
+		switch (registry_get(p)) {
 		case REG_NONE:
 			return "not allocated by ebbmalloc";
 		case REG_HUGE_CONT:

@@ -184,7 +184,7 @@ static inline bool object_of_span(const ebb_pool_t *p, const span_t *s, const ch
  * caller. */
 static inline span_t *pool_span_of(const ebb_pool_t *p, const void *obj, char **base_out)
 {
-	if (EBB_UNLIKELY(superblock_registry[registry_index((uintptr_t)obj)] != REG_HEADER))
+	if (EBB_UNLIKELY(registry_get(obj) != REG_HEADER))
 		return NULL;
 	superblock_t *sb = superblock_of(obj);
 	unsigned page = superblock_page_index(obj);

@@ -92,6 +92,20 @@ EBB_INLINE size_t registry_index(uintptr_t p)
 	return (p >> EBB_SB_SHIFT) & (EBB_REGISTRY_ENTRIES - 1);
 }
 
+/* The registry byte of p's slot, read without a lock. Writers store with
+ * release, and a pointer the program got from us was published after the
+ * store that registered its slot, so a plain load sees it; that load is one
+ * cmpb on the free fast path. Under TSan, which must see every cross-thread
+ * access as atomic, it is an acquire load (the same instruction on x86-64). */
+EBB_INLINE uint8_t registry_get(const void *p)
+{
+#if EBB_TSAN
+	return __atomic_load_n(&superblock_registry[registry_index((uintptr_t)p)], __ATOMIC_ACQUIRE);
+#else
+	return superblock_registry[registry_index((uintptr_t)p)];
+#endif
+}
+
 EBB_INLINE superblock_t *superblock_of(const void *p)
 {
 	return (superblock_t *)((uintptr_t)p & ~(uintptr_t)(EBB_SB_SIZE - 1));

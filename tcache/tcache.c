@@ -247,8 +247,10 @@ static tcache_t *tcache_create(void)
 	if (tc == NULL && (tc = meta_alloc(sizeof(tcache_t), EBB_CACHELINE)) == NULL)
 		return NULL;
 	memset(tc, 0, sizeof *tc);
-	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++)
+	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
 		tc->head[c] = EBB_LIST_END;
+		tc->magic[c] = size_classes[c].div_magic;
+	}
 	tc->secret = freelist_secret;
 	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();
@@ -282,8 +284,11 @@ static void *tcache_refill(tcache_t *tc, unsigned cls)
 {
 	if (EBB_UNLIKELY(tc->head[cls] != EBB_LIST_END)) {
 		/* The fast path saw a misaligned head: the last block taken from
-		 * this bin carried a corrupted link. */
-		freelist_corrupt("malloc", tc->head[cls]);
+		 * this bin carried a corrupted link. That block is the program's
+		 * now and unknown here; the report names the value found. */
+		report_bad_pointer("malloc", tc->head[cls],
+				   "a free-list link was overwritten with this value (a write into a freed "
+				   "block of this size)");
 		tc->head[cls] = EBB_LIST_END;
 		tc->avail[cls] = tc->max[cls];
 	}
@@ -366,9 +371,16 @@ void tcache_free_slow(void *p)
 {
 	if (p == NULL)
 		return;
-	if (superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER) {
-		unsigned cls = superblock_of(p)->page_class[superblock_page_index(p)];
+	if (registry_get(p) == REG_HEADER) {
+		superblock_t *sb = superblock_of(p);
+		unsigned page = superblock_page_index(p);
+		unsigned cls = sb->page_class[page];
 		if (cls != 0) {
+			uint64_t off = (uintptr_t)p - (uintptr_t)superblock_page_addr(sb, sb->pagemap[page]);
+			if (EBB_UNLIKELY(off * size_classes[cls].div_magic >= size_classes[cls].div_magic)) {
+				report_bad_pointer("free", p, "not the start of a block");
+				return;
+			}
 			free_small_slow(p, cls);
 			return;
 		}

@@ -39,7 +39,8 @@ typedef struct tcache {
 	void *head[EBB_NUM_CLASSES];        /* first free block, EBB_LIST_END when empty */
 	uint64_t secret;                    /* copy of freelist_secret */
 	uint64_t mark;                      /* copy of freelist_mark */
-	uint32_t avail[EBB_NUM_CLASSES];    /* blocks the bin may still take before it must flush */
+	uint64_t avail[EBB_NUM_CLASSES];    /* blocks the bin may still take before it must flush */
+	uint64_t magic[EBB_NUM_CLASSES];    /* size_classes[c].div_magic: block-start test of free */
 	/* --- cold: slow paths --- */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound; count == max - avail */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
@@ -59,6 +60,18 @@ extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
 EBB_INLINE tcache_t *tcache_self(void)
 {
 	return tcache_tls;
+}
+
+/* Whether p (on page `page` of sb, a page of class cls) starts a block of
+ * its span: the offset from the span's first page (pagemap) is a multiple of
+ * the block size, tested as a multiply (n % d == 0 iff n * ceil(2^64/d) mod
+ * 2^64 < ceil(2^64/d), for n < 2^32). An interior or misaligned pointer thus
+ * never enters a bin, where the next malloc would hand it out. */
+EBB_INLINE bool tcache_block_start(const tcache_t *tc, const superblock_t *sb, unsigned page,
+				   const void *p, unsigned cls)
+{
+	uint64_t off = ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
+	return !EBB_CHECKS || off * tc->magic[cls] < tc->magic[cls];
 }
 
 /* Slow paths: init, refill, large blocks, flush, bad pointers. */
@@ -94,12 +107,15 @@ EBB_INLINE void *tcache_alloc(size_t size)
  * has room), full bins and marked blocks tail-call tcache_free_slow(). */
 EBB_INLINE void tcache_free(void *p)
 {
-	if (EBB_LIKELY(superblock_registry[registry_index((uintptr_t)p)] == REG_HEADER)) {
+	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
 		superblock_t *sb = superblock_of(p);
 		tcache_t *tc = tcache_self();
-		unsigned cls = sb->page_class[superblock_page_index(p)];
-		uint64_t mark = freelist_mark_of(p, tc->mark);
-		if (EBB_LIKELY(tc->avail[cls] != 0 && !freelist_has_mark(p, mark))) {
+		unsigned page = superblock_page_index(p);
+		unsigned cls = sb->page_class[page];
+		if (EBB_LIKELY(tc->avail[cls] != 0 && tcache_block_start(tc, sb, page, p, cls))) {
+			uint64_t mark = freelist_mark_of(p, tc->mark);
+			if (EBB_UNLIKELY(freelist_has_mark(p, mark)))
+				goto slow;
 			freelist_set_next(p, tc->head[cls], tc->secret);
 			freelist_put_mark(p, mark);
 			tc->head[cls] = p;
@@ -107,6 +123,7 @@ EBB_INLINE void tcache_free(void *p)
 			return;
 		}
 	}
+slow:
 	tcache_free_slow(p);
 }
 

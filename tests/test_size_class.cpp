@@ -98,3 +98,16 @@ TEST_CASE("aligned classes have blocks that are multiples of the alignment", "[s
 	REQUIRE(size_class_aligned(100, 8192) == 0);
 	REQUIRE(size_class_aligned(EBB_SMALL_MAX + 1, 64) == 0);
 }
+
+TEST_CASE("free's block-start test is exact for every offset of a span", "[size_class]")
+{
+	unit_init();
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		const size_class_t &k = size_classes[c];
+		INFO("class " << c << " size " << k.size);
+		// off * ceil(2^64 / size) < ceil(2^64 / size) (mod 2^64) exactly when
+		// size divides off: tcache_free's test, over a whole span.
+		for (uint64_t off = 0; off < ((uint64_t)k.pages << EBB_PAGE_SHIFT); off += 16)
+			REQUIRE((off * k.div_magic < k.div_magic) == (off % k.size == 0));
+	}
+}
