@@ -89,6 +89,14 @@ static unsigned span_take(span_t *s, unsigned want, void **head)
 	unsigned got = 0;
 	while (got < want && s->u.central.free_count > 0) {
 		void *b = s->u.central.free_head;
+		/* Every block on the list must still be free: a copy of one that
+		 * was freed twice may have been handed out (clearing its mark). */
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
+			freelist_lost_mark("malloc", b);
+			s->u.central.free_count = 0; /* leak the rest of this list */
+			s->u.central.free_head = EBB_LIST_END;
+			break;
+		}
 		void *next = freelist_decode(b, secret);
 		/* A link out of the span is a write into a freed block: stop
 		 * before following it. */
@@ -109,6 +117,7 @@ static unsigned span_take(span_t *s, unsigned want, void **head)
 		void *b = base + (size_t)s->u.central.bump++ * k->size;
 		TRACK_CARVED(b);
 		freelist_set_next(b, list, secret);
+		freelist_set_mark(b, freelist_mark); /* free blocks carry the mark */
 		list = b;
 		got++;
 	}
@@ -242,6 +251,10 @@ static void release_to_spans(unsigned cls, void *head)
 		span_t *s;
 		if (!block_check(b, cls, &s))
 			continue;
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
+			freelist_lost_mark("free", b);
+			break; /* leak the rest */
+		}
 		central_t *home = s->u.central.home;
 		if (home != locked) {
 			if (locked)
@@ -250,9 +263,6 @@ static void release_to_spans(unsigned cls, void *head)
 			locked = home;
 		}
 		freelist_set_next(b, s->u.central.free_head, secret);
-		/* The head of a transfer batch had its mark replaced by the
-		 * transfer link: every block in a span's free list carries one. */
-		freelist_set_mark(b, freelist_mark);
 		s->u.central.free_head = b;
 		s->u.central.free_count++;
 		s->used--;
@@ -339,6 +349,8 @@ size_t central_drain(bool only_idle, bool *kept)
 		lock_release(&c->lock);
 		while (batches != NULL) {
 			void *next = freelist_decode((char *)batches + sizeof(void *), secret);
+			/* The batch link took the place of the head's mark. */
+			freelist_set_mark(batches, freelist_mark);
 			release_to_spans(c->cls, batches);
 			batches = next;
 		}

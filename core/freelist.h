@@ -72,9 +72,18 @@ EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
 		((uint64_t *)block)[1] = mark;
 }
 
+/* Whether `block` looks freed already (double free, realloc of a freed
+ * block); always false without checks. */
 EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
 {
 	return freelist_has_mark(block, freelist_mark_of(block, key));
+}
+
+/* Whether a block found on a free list still carries its mark, as every free
+ * block must (see tcache_alloc); always true without checks. */
+EBB_INLINE bool freelist_mark_kept(const void *block, uint64_t mark)
+{
+	return !EBB_CHECKS || ((const uint64_t *)block)[1] == mark;
 }
 
 EBB_INLINE void freelist_set_mark(void *block, uint64_t key)
@@ -97,6 +106,11 @@ EBB_INLINE bool freelist_link_ok(const void *next)
 /* Reports a corrupted link found in `block` (a use-after-free write or a
  * wild write into a free block) and aborts, or returns under on_error=warn. */
 void freelist_corrupt(const char *func, const void *block);
+/* Reports a block found on a free list without its free mark: it was freed
+ * twice and one copy has been handed out (which cleared the mark), or the
+ * program wrote into it after freeing it. Aborts, or returns under
+ * on_error=warn (the caller then drops the rest of the list). */
+void freelist_lost_mark(const char *func, const void *block);
 
 EBB_END_DECLS
 

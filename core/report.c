@@ -142,6 +142,13 @@ void freelist_corrupt(const char *func, const void *block)
 			   "corrupted free-list link (a write into a freed block, or a double free)");
 }
 
+void freelist_lost_mark(const char *func, const void *block)
+{
+	report_bad_pointer(func, block,
+			   "double free (the block was freed twice and is about to be handed out again), "
+			   "or a write into it after it was freed");
+}
+
 void report_assert_failed(const char *file, int line, const char *cond)
 {
 	char buf[256];

@@ -114,21 +114,39 @@ static void publish(tcache_t *tc)
 }
 
 /* Gives the first n blocks of the bin to the central lists. */
+/* Gives the bin's first `good` blocks (head .. last) to the central lists
+ * and drops the rest (leaked: after a report none of it can be trusted). */
+static void bin_cut(tcache_t *tc, unsigned cls, void *head, void *last, uint32_t good)
+{
+	if (good) {
+		freelist_set_next(last, EBB_LIST_END, tc->secret);
+		central_flush(os_cpu_id(), cls, head, good);
+	}
+	tc->head[cls] = EBB_LIST_END;
+	tc->avail[cls] = tc->max[cls];
+}
+
 static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 {
 	uint64_t secret = tc->secret;
-	void *head = tc->head[cls], *last = head;
-	for (uint32_t i = 1; i < n; i++) {
+	void *head = tc->head[cls], *last = head, *prev = NULL;
+	for (uint32_t i = 1;; i++) {
+		/* Every block leaving a bin must still be free (see tcache_alloc). */
+		if (EBB_UNLIKELY(!freelist_mark_kept(last, freelist_mark_of(last, tc->mark)))) {
+			freelist_lost_mark("free", last);
+			bin_cut(tc, cls, head, prev, i - 1);
+			return;
+		}
+		if (i == n)
+			break;
 		void *next = freelist_decode(last, secret);
 		if (EBB_UNLIKELY(!freelist_link_ok(next) || next == EBB_LIST_END)) {
 			freelist_corrupt("free", last);
 			/* Give back what was walked; drop (leak) the rest of the bin. */
-			freelist_set_next(last, EBB_LIST_END, secret);
-			central_flush(os_cpu_id(), cls, head, i);
-			tc->head[cls] = EBB_LIST_END;
-			tc->avail[cls] = tc->max[cls];
+			bin_cut(tc, cls, head, last, i);
 			return;
 		}
+		prev = last;
 		last = next;
 	}
 	void *rest = freelist_decode(last, secret);
@@ -282,14 +300,20 @@ static tcache_t *tcache_get(void)
  * ------------------------------------------------------------------------- */
 static void *tcache_refill(tcache_t *tc, unsigned cls)
 {
-	if (EBB_UNLIKELY(tc->head[cls] != EBB_LIST_END)) {
-		/* The fast path saw a misaligned head: the last block taken from
-		 * this bin carried a corrupted link. That block is the program's
-		 * now and unknown here; the report names the value found. */
-		report_bad_pointer("malloc", tc->head[cls],
-				   "a free-list link was overwritten with this value (a write into a freed "
-				   "block of this size)");
-		tc->head[cls] = EBB_LIST_END;
+	void *bad = tc->head[cls];
+	if (EBB_UNLIKELY(bad != EBB_LIST_END)) {
+		if (((uintptr_t)bad & (EBB_MIN_ALIGN - 1)) != 0) {
+			/* A misaligned head: the last block taken from this bin carried
+			 * a corrupted link. That block is the program's now and unknown
+			 * here; the report names the value found. */
+			report_bad_pointer("malloc", bad,
+					   "a free-list link was overwritten with this value (a write into a "
+					   "freed block of this size)");
+		} else {
+			/* The head lost its free mark: a copy of it was handed out. */
+			freelist_lost_mark("malloc", bad);
+		}
+		tc->head[cls] = EBB_LIST_END; /* the rest of the bin is leaked */
 		tc->avail[cls] = tc->max[cls];
 	}
 	tc->misses[cls]++;
@@ -322,8 +346,8 @@ void *tcache_alloc_slow(size_t size)
 		return alloc_uncached(cls);
 	/* The cache may have been created just now: its bin may not be empty
 	 * (an allocation during creation refilled it). */
-	if (((uintptr_t)tc->head[cls] & (EBB_MIN_ALIGN - 1)) == 0) {
-		void *b = tc->head[cls];
+	void *b = tc->head[cls];
+	if (((uintptr_t)b & (EBB_MIN_ALIGN - 1)) == 0 && freelist_mark_kept(b, freelist_mark_of(b, tc->mark))) {
 		tc->head[cls] = freelist_decode(b, tc->secret);
 		tc->avail[cls]++;
 		freelist_clear_mark(b);
@@ -337,12 +361,18 @@ void *tcache_alloc_slow(size_t size)
  * ------------------------------------------------------------------------- */
 static void free_small_slow(void *p, unsigned cls)
 {
+	bool first = tcache_self() == &tcache_empty;
 	tcache_t *tc = tcache_get();
 	if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
 		double_free(tc, p, cls);
 		return;
 	}
-	if (tc == NULL) {
+	/* A thread's first free goes back to its span, not into the cache it
+	 * creates: it is typically of an object handed to the thread by its
+	 * creator, allocated next to the objects handed to its siblings, and
+	 * reusing it here would have the siblings write to one cache line for
+	 * their whole lives (passive false sharing, bench/cache_scratch). */
+	if (tc == NULL || first) {
 		free_uncached(p, cls);
 		return;
 	}

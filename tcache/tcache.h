@@ -81,16 +81,19 @@ EBB_NOINLINE void tcache_free_slow(void *p);
 /* Fast path of malloc. Stays here when the size is small and this thread's
  * bin of its class holds a block: a table lookup, a TLS load, a pop. No lock,
  * no atomic, no call, no stack frame; budget about 20 x86-64 instructions
- * (measured: docs/performance.md). The single `head & 15` test catches an
- * empty bin (EBB_LIST_END is misaligned) and a corrupted link alike.
- * Everything else tail-calls tcache_alloc_slow(). */
+ * (measured: docs/performance.md). The `head & 15` test catches an empty bin
+ * (EBB_LIST_END is misaligned) and a corrupted link alike; the block must
+ * carry its free mark (in the line the pop reads anyway), else it was freed
+ * twice and one copy is already out, or written after free. Everything else
+ * tail-calls tcache_alloc_slow(). */
 EBB_INLINE void *tcache_alloc(size_t size)
 {
 	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
 		tcache_t *tc = tcache_self();
 		unsigned cls = size_class_of(size);
 		void *block = tc->head[cls];
-		if (EBB_LIKELY(((uintptr_t)block & (EBB_MIN_ALIGN - 1)) == 0)) {
+		if (EBB_LIKELY(((uintptr_t)block & (EBB_MIN_ALIGN - 1)) == 0 &&
+			       freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
 			tc->head[cls] = freelist_decode(block, tc->secret);
 			tc->avail[cls]++;
 			freelist_clear_mark(block);
@@ -100,11 +103,15 @@ EBB_INLINE void *tcache_alloc(size_t size)
 	return tcache_alloc_slow(size);
 }
 
-/* Fast path of free. Stays here when p is a small block of one of our
- * superblocks, this thread's bin of its class has room, and p does not carry
- * the double-free mark: a registry byte, a page-class byte, a push. Budget as
- * above. NULL, foreign pointers, large blocks (page class 0; bins[0] never
- * has room), full bins and marked blocks tail-call tcache_free_slow(). */
+/* Fast path of free. Stays here when p starts a small block of one of our
+ * superblocks, this thread's bin of its class has room, and p is not the
+ * bin's head (free(p); free(p)): a registry byte, a page-class byte, the
+ * block-start test, a push that writes p's link and free mark. It reads
+ * nothing of the block itself: a free of a block whose line has left the
+ * cache does not wait for it (the mark is checked when the block is handed
+ * out again, by the pops above and in tcache.c/central.c). NULL, foreign
+ * pointers, large blocks (page class 0; bins[0] never has room), full bins
+ * and repeated frees tail-call tcache_free_slow(). */
 EBB_INLINE void tcache_free(void *p)
 {
 	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
@@ -112,18 +119,15 @@ EBB_INLINE void tcache_free(void *p)
 		tcache_t *tc = tcache_self();
 		unsigned page = superblock_page_index(p);
 		unsigned cls = sb->page_class[page];
-		if (EBB_LIKELY(tc->avail[cls] != 0 && tcache_block_start(tc, sb, page, p, cls))) {
-			uint64_t mark = freelist_mark_of(p, tc->mark);
-			if (EBB_UNLIKELY(freelist_has_mark(p, mark)))
-				goto slow;
+		if (EBB_LIKELY(tc->avail[cls] != 0 && tcache_block_start(tc, sb, page, p, cls) &&
+			       (!EBB_CHECKS || p != tc->head[cls]))) {
 			freelist_set_next(p, tc->head[cls], tc->secret);
-			freelist_put_mark(p, mark);
+			freelist_set_mark(p, tc->mark);
 			tc->head[cls] = p;
 			tc->avail[cls]--;
 			return;
 		}
 	}
-slow:
 	tcache_free_slow(p);
 }
 
