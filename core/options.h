@@ -31,7 +31,7 @@ enum option_kind {
 	  "ms a freed page stays resident before it is given back (0: at once, -1: never)")         \
 	X(DIRTY_MAX, dirty_max, OPT_DIRTY, -25, -100, (1LL << 46), NULL,                         \
 	  "most dirty bytes kept regardless of age: bytes (64M) or a share of allocated bytes "    \
-	  "(25%, never below 64 MiB); the excess is purged at once")                               \
+	  "(25%, never below 128 MiB); the excess is purged at once")                               \
 	X(UNMAP_DELAY_MS, unmap_delay_ms, OPT_INT, 5000, 0, 86400000, NULL,                       \
 	  "ms a superblock stays entirely free before it is unmapped")                             \
 	X(BACKGROUND_THREAD, background_thread, OPT_BOOL, 1, 0, 1, NULL,                          \

@@ -19,6 +19,8 @@ static uint64_t inuse_total_pages;
 /* A purge pass takes at most this many pages out at once, so the lock is
  * retaken (and allocating threads get their turn) every 64 MiB. */
 #define PURGE_BATCH_PAGES ((size_t)16384)
+/* Most runs an aligned allocation looks at before it maps a superblock. */
+#define ALIGNED_SEARCH_RUNS 256u
 /* A cached huge block is reused for a request if it is at most 25% + 1 MiB
  * larger than asked. */
 #define HUGE_SLACK(pages) ((pages) / 4 + 256)
@@ -118,6 +120,38 @@ static void list_remove(page_heap_t *h, span_t *s)
 		s->next->prev = s->prev;
 	if (h->runs[k][i] == NULL)
 		h->nonempty[k][i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* Whether free run s holds npages pages starting at a page index that is a
+ * multiple of align_pages (the placement page_heap_alloc takes). */
+static bool run_fits_aligned(const span_t *s, size_t npages, size_t align_pages)
+{
+	if (s->npages < npages)
+		return false;
+	unsigned last = s->page + (unsigned)(s->npages - npages);
+	return last - last % (unsigned)align_pages >= s->page;
+}
+
+/* A run of kind k that holds npages pages at an aligned start, among the
+ * runs of at least npages pages (smallest first), looking at no more than
+ * `budget` runs. For big alignments a run that fits is often much shorter
+ * than npages + align_pages - 1: a superblock has only one 2 MiB-aligned
+ * page, and without this search every such request mapped a superblock. */
+static span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size_t align_pages,
+				 unsigned budget)
+{
+	for (unsigned i = (unsigned)npages; i <= EBB_SB_PAGES && budget > 0; i++) {
+		uint64_t bits = h->nonempty[k][i >> 6] >> (i & 63);
+		if (bits == 0) {
+			i |= 63; /* on to the next word of the bitmap */
+			continue;
+		}
+		i += (unsigned)__builtin_ctzll(bits);
+		for (span_t *s = h->runs[k][i]; s != NULL && budget > 0; s = s->next, budget--)
+			if (run_fits_aligned(s, npages, align_pages))
+				return s;
+	}
+	return NULL;
 }
 
 /* Smallest non-empty list of kind k holding runs of at least `need` pages. */
@@ -331,8 +365,12 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	lock_acquire(&h->lock);
 	for (;;) {
 		s = list_find(h, RUN_DIRTY, need);
+		if (s == NULL && align_pages > 1)
+			s = list_find_aligned(h, RUN_DIRTY, npages, align_pages, ALIGNED_SEARCH_RUNS);
 		if (s == NULL)
 			s = list_find(h, RUN_PURGED, need);
+		if (s == NULL && align_pages > 1)
+			s = list_find_aligned(h, RUN_PURGED, npages, align_pages, ALIGNED_SEARCH_RUNS);
 		if (s != NULL)
 			break;
 		lock_release(&h->lock);

@@ -149,6 +149,31 @@ TEST_CASE_METHOD(heap_fixture, "aligned allocations start on the alignment", "[p
 	REQUIRE(page_heap_alloc(&heap, 900, 256, SPAN_LARGE) == nullptr); // cannot fit
 }
 
+TEST_CASE_METHOD(heap_fixture, "a 2 MiB-aligned request takes a short run holding page 512, not a new superblock",
+		 "[page_heap]")
+{
+	// Fill the superblock but for pages 500..539, which hold its one
+	// 2 MiB-aligned start (page 512): 40 free pages, far fewer than the
+	// 16 + 511 that would fit any placement.
+	// (Allocation takes the end of a run.)
+	span_t *right = alloc(EBB_SB_PAGES - 540);
+	span_t *gap = alloc(40);
+	span_t *left = alloc(500 - EBB_SB_HEADER_PAGES);
+	superblock_t *sb = span_superblock(left);
+	REQUIRE(span_superblock(gap) == sb);
+	REQUIRE(span_superblock(right) == sb);
+	REQUIRE(left->page == EBB_SB_HEADER_PAGES);
+	page_heap_free(gap);
+	os_fake_counts_t before = os_fake_counts();
+	span_t *a = alloc(16, 512);
+	REQUIRE(span_superblock(a) == sb);
+	REQUIRE(a->page == 512);
+	REQUIRE(os_fake_counts().maps == before.maps);
+	page_heap_free(a);
+	page_heap_free(left);
+	page_heap_free(right);
+}
+
 TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce and read as zero", "[page_heap]")
 {
 	unit_option("decay_ms", "100");
