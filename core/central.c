@@ -60,6 +60,13 @@ static void partial_remove(central_t *c, span_t *s)
 	s->in_partial = 0;
 }
 
+/* ntransfer is written under c's lock and read without it by central_flush
+ * (as a hint): relaxed atomic stores, so that both are atomic accesses. */
+static inline void transfer_count_set(central_t *c, unsigned n)
+{
+	__atomic_store_n(&c->ntransfer, (uint16_t)n, __ATOMIC_RELAXED);
+}
+
 /* Carves a new span for c from the page heap of `cpu`. No lock held. */
 static span_t *span_carve(central_t *c, unsigned cpu)
 {
@@ -151,7 +158,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 		 * free there must not send the next refill to an arbitrary address. */
 		bool bad = next != NULL && (!freelist_link_ok(next) || next == EBB_LIST_END);
 		c->transfer = EBB_UNLIKELY(bad) ? NULL : next; /* leak the batches below */
-		c->ntransfer = EBB_UNLIKELY(bad) ? 0 : c->ntransfer - 1;
+		transfer_count_set(c, EBB_UNLIKELY(bad) ? 0 : c->ntransfer - 1);
 		lock_release(&c->lock);
 		if (EBB_UNLIKELY(bad))
 			freelist_corrupt("malloc", b);
@@ -219,20 +226,25 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
  * the block is good. Caller holds nothing. */
 static bool block_check(const void *b, unsigned cls, span_t **span_out)
 {
-	superblock_t *sb;
-	span_t *s = superblock_span_lookup(b, &sb);
-	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_CENTRAL || s->cls != cls)) {
-		report_bad_pointer("free", b, "not a block of this allocator");
-		return false;
+	/* The free fast path's tests (registry byte, page class), then the
+	 * span from the pagemap: a page of class cls is a page of a CENTRAL
+	 * span of cls, whose every pagemap entry names its first page. */
+	if (EBB_LIKELY(registry_get(b) == REG_HEADER)) {
+		superblock_t *sb = superblock_of(b);
+		unsigned page = superblock_page_index(b);
+		if (EBB_LIKELY(sb->page_class[page] == cls)) {
+			span_t *s = superblock_span_at(sb, sb->pagemap[page]);
+			size_t off = (size_t)((const char *)b - (const char *)span_start(sb, s));
+			if (EBB_UNLIKELY(off * size_classes[cls].div_magic >= size_classes[cls].div_magic)) {
+				report_bad_pointer("free", b, "not the start of a block");
+				return false;
+			}
+			*span_out = s;
+			return true;
+		}
 	}
-	size_t off = (size_t)((const char *)b - (const char *)span_start(sb, s));
-	uint32_t idx = size_class_div(cls, off);
-	if (EBB_UNLIKELY((size_t)idx * size_classes[cls].size != off)) {
-		report_bad_pointer("free", b, "not the start of a block");
-		return false;
-	}
-	*span_out = s;
-	return true;
+	report_bad_pointer("free", b, "not a block of this allocator");
+	return false;
 }
 
 /* Gives each block of the list back to its span, under its home's lock;
@@ -242,16 +254,32 @@ static void release_to_spans(unsigned cls, void *head)
 	uint64_t secret = freelist_secret;
 	central_t *locked = NULL;
 	span_t *empties = NULL;
+	const size_class_t *k = &size_classes[cls];
+	span_t *s = NULL;
+	const char *lo = NULL, *hi = NULL; /* the blocks of s */
 	for (void *b = head, *next; b != EBB_LIST_END; b = next) {
 		next = freelist_decode(b, secret);
 		if (EBB_UNLIKELY(!freelist_link_ok(next))) {
 			freelist_corrupt("free", b);
 			next = EBB_LIST_END; /* leak the rest */
 		}
-		span_t *s;
-		if (!block_check(b, cls, &s))
-			continue;
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
+		/* Blocks flushed together often share a span: look it up only
+		 * when the block is outside the last one. */
+		if ((const char *)b >= lo && (const char *)b < hi) {
+			size_t off = (size_t)((const char *)b - lo);
+			if (EBB_UNLIKELY(off * k->div_magic >= k->div_magic)) {
+				report_bad_pointer("free", b, "not the start of a block");
+				continue;
+			}
+		} else {
+			if (!block_check(b, cls, &s))
+				continue;
+			lo = span_start(span_superblock(s), s);
+			hi = lo + (size_t)k->blocks * k->size;
+		}
+		/* A block that lost its mark, or one more block than the span has
+		 * out, was freed twice. */
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)) || s->used == 0)) {
 			freelist_lost_mark("free", b);
 			break; /* leak the rest */
 		}
@@ -285,10 +313,10 @@ static void release_to_spans(unsigned cls, void *head)
 		lock_release(&locked->lock);
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. */
-	for (span_t *s = empties, *next; s; s = next) {
-		next = s->next;
-		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
-		page_heap_free(s);
+	for (span_t *e = empties, *next; e; e = next) {
+		next = e->next;
+		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
+		page_heap_free(e);
 	}
 }
 
@@ -299,8 +327,15 @@ void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
 	void *batches[BATCHES_MAX];
 	unsigned nb = 0;
 
-	/* Cut whole batches off the front before taking the lock. */
-	while (count >= k->batch && nb < BATCHES_MAX) {
+	/* Cut whole batches off the front before taking the lock, as many as
+	 * the transfer stack seems to have room for (read without the lock: a
+	 * hint; a batch that finds no room after all goes to its spans). When it
+	 * is full, as in a mass free, the list goes to its spans uncut. */
+	central_t *c = central_get(cpu, cls);
+	unsigned room = k->transfer_cap - __atomic_load_n(&c->ntransfer, __ATOMIC_RELAXED);
+	if (room > k->transfer_cap)
+		room = 0; /* the racy read saw a value from a concurrent update */
+	while (count >= k->batch && nb < BATCHES_MAX && nb < room) {
 		void *last = head;
 		for (unsigned i = 1; i < k->batch; i++)
 			last = freelist_decode(last, secret);
@@ -311,7 +346,6 @@ void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
 		count -= k->batch;
 	}
 
-	central_t *c = central_get(cpu, cls);
 	unsigned pushed = 0;
 	lock_acquire(&c->lock);
 	c->uses++;
@@ -319,7 +353,7 @@ void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
 		void *b = batches[pushed++];
 		freelist_set_next((char *)b + sizeof(void *), c->transfer, secret);
 		c->transfer = b;
-		c->ntransfer++;
+		transfer_count_set(c, c->ntransfer + 1);
 	}
 	lock_release(&c->lock);
 
@@ -342,7 +376,7 @@ size_t central_drain(bool only_idle, bool *kept)
 			batches = c->transfer;
 			moved += (size_t)c->ntransfer * size_classes[c->cls].batch;
 			c->transfer = NULL;
-			c->ntransfer = 0;
+			transfer_count_set(c, 0);
 		}
 		any_kept |= c->ntransfer != 0;
 		c->uses = 0;
