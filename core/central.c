@@ -277,18 +277,25 @@ static void release_to_spans(unsigned cls, void *head)
 			lo = span_start(span_superblock(s), s);
 			hi = lo + (size_t)k->blocks * k->size;
 		}
-		/* A block that lost its mark, or one more block than the span has
-		 * out, was freed twice. */
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)) || s->used == 0)) {
+		/* A block that lost its mark was freed twice. */
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
 			freelist_lost_mark("free", b);
 			break; /* leak the rest */
 		}
+		/* The home is stable while we hold one of the span's blocks: the
+		 * span cannot empty, so it stays on its list. */
 		central_t *home = s->u.central.home;
 		if (home != locked) {
 			if (locked)
 				lock_release(&locked->lock);
 			lock_acquire(&home->lock);
 			locked = home;
+		}
+		/* One more block than the span has out: a double free. s->used
+		 * is read under the home's lock, which guards it. */
+		if (EBB_UNLIKELY(s->used == 0)) {
+			freelist_lost_mark("free", b);
+			break; /* leak the rest */
 		}
 		freelist_set_next(b, s->u.central.free_head, secret);
 		s->u.central.free_head = b;
