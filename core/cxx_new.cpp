@@ -6,8 +6,35 @@
 #include <new>
 
 #include "core/track.h"
+#include "core/report.h"
 #include "ebbmalloc.h"
 #include "tcache/tcache.h"
+
+// The C++ runtime that the slow path below needs (the new-handler, throwing
+// and catching std::bad_alloc) is referenced weakly, and the library is
+// linked with the C driver, so libebbmalloc.so does not load libstdc++ (and
+// libm, libgcc_s: about 1 MiB of RSS) into every C program it is preloaded
+// into. A program that calls operator new has a C++ runtime loaded, which
+// resolves these references; the build links with --no-undefined, so a
+// reference missing from this list fails the build rather than the load.
+// (Not covered: a C program that loads C++ code with dlopen after starting.
+// Its references stay unresolved, so a failed new there aborts with a
+// message instead of throwing.)
+asm(".weak _ZSt15get_new_handlerv\n"
+    ".weak _ZNSt9bad_allocD1Ev\n"
+    ".weak _ZTVSt9bad_alloc\n"
+    ".weak _ZTISt9bad_alloc\n"
+    ".weak _ZTVN10__cxxabiv117__class_type_infoE\n"
+    ".weak _ZTVN10__cxxabiv120__si_class_type_infoE\n"
+    ".weak __cxa_allocate_exception\n"
+    ".weak __cxa_begin_catch\n"
+    ".weak __cxa_end_catch\n"
+    ".weak __cxa_throw\n"
+    ".weak __gxx_personality_v0\n");
+
+// The same symbol under a name of our own, so that its address can be
+// tested: the compiler assumes std::get_new_handler itself is never null.
+extern "C" void *ebb_cxx_runtime_probe() __asm__("_ZSt15get_new_handlerv") __attribute__((weak));
 
 namespace {
 
@@ -34,6 +61,13 @@ void *new_retry(Alloc alloc, bool nothrow)
 		void *p = alloc();
 		if (p != nullptr)
 			return p;
+		if (ebb_cxx_runtime_probe == nullptr) {
+			// operator new called with no C++ runtime in the process
+			// (a C program calling the mangled name): nothing to throw.
+			if (nothrow)
+				return nullptr;
+			report_fatal("operator new(): out of memory, and no C++ runtime to throw std::bad_alloc");
+		}
 		std::new_handler handler = std::get_new_handler();
 		if (handler == nullptr) {
 			if (nothrow)

@@ -131,6 +131,14 @@ void report_bad_pointer(const char *func, const void *ptr, const char *reason)
 	atomic_add_u64(&report_warned, 1);
 }
 
+void report_fatal(const char *message)
+{
+	char buf[256];
+	size_t n = report_format(buf, sizeof buf, "ebbmalloc: %s\n", message);
+	report_write(buf, n, sizeof buf);
+	os_abort();
+}
+
 uint64_t report_count(void)
 {
 	return atomic_load_u64(&report_warned);

@@ -25,6 +25,10 @@ void report_warn(const char *fmt, ...);
  * leave the block alone (leak it). */
 void report_bad_pointer(const char *func, const void *ptr, const char *reason);
 
+/* "ebbmalloc: <message>\n", then abort(), whatever on_error says: for the
+ * failures after which the caller has no way to go on. */
+EBB_NORETURN void report_fatal(const char *message);
+
 /* Number of reports made under on_error=warn (tests read it). */
 uint64_t report_count(void);
 
