@@ -201,9 +201,35 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 	return got;
 }
 
+/* How many other CPUs' transfer stacks a refill looks at before it carves a
+ * new span: enough to pair each producer CPU with its consumers on a small
+ * machine; bounded so that on 64+ cores a refill that finds nothing costs a
+ * few cache-line reads, not one per CPU. */
+#define STEAL_PROBES 8
+
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head)
 {
-	unsigned got = refill_from(central_get(cpu, cls), cpu, cls, want, use_transfer, true, head);
+	central_t *c = central_get(cpu, cls);
+	unsigned got = refill_from(c, cpu, cls, want, use_transfer, false, head);
+	if (EBB_LIKELY(got != 0))
+		return got;
+	/* Nothing here. Whole batches that another CPU's threads flushed (the
+	 * consumer side of a producer/consumer pair) are cheaper to take than a
+	 * new span and keep memory bounded: look at the next few CPUs' counts
+	 * (racy reads, a hint) and lock only a list that seems to have one. */
+	if (use_transfer) {
+		unsigned probes = central_slots - 1 < STEAL_PROBES ? central_slots - 1 : STEAL_PROBES;
+		for (unsigned i = 1; i <= probes; i++) {
+			unsigned other = (cpu + i) % central_slots;
+			central_t *o = central_get(other, cls);
+			if (__atomic_load_n(&o->ntransfer, __ATOMIC_RELAXED) == 0)
+				continue;
+			got = refill_from(o, other, cls, 0, true, false, head);
+			if (got != 0)
+				return got;
+		}
+	}
+	got = refill_from(c, cpu, cls, want, use_transfer, true, head);
 	if (EBB_LIKELY(got != 0))
 		return got;
 	/* The kernel refused new memory: free blocks of this class that wait in

@@ -5,8 +5,10 @@
  *   transfer  whole batches ready to hand out, a stack of at most
  *             transfer_cap batches; pushing or popping one is O(1);
  *   spans     its partial spans: spans homed here that have free blocks.
- * A refill pops a transfer batch or gathers a batch from partial spans,
- * carving a new span from the page heap when none is left. A flush pushes
+ * A refill pops a transfer batch or gathers a batch from partial spans;
+ * when the list has neither, it takes a transfer batch of one of the next
+ * few CPUs' lists (what consumers there flushed), and only then carves a new
+ * span from the page heap. A flush pushes
  * whole batches while the transfer stack has room; the rest goes back to the
  * blocks' own spans, each under its home list's lock; a span whose blocks are
  * then all free goes back to the page heap at once.
