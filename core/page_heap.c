@@ -21,9 +21,11 @@ static uint64_t inuse_total_pages;
 #define PURGE_BATCH_PAGES ((size_t)16384)
 /* Most runs an aligned allocation looks at before it maps a superblock. */
 #define ALIGNED_SEARCH_RUNS 256u
-/* A cached huge block is reused for a request if it is at most 25% + 1 MiB
- * larger than asked. */
-#define HUGE_SLACK(pages) ((pages) / 4 + 256)
+/* A huge block serves a request (a cached one reused, a live one shrunk by
+ * realloc) as it is while it is at most twice as large as asked plus 1 MiB:
+ * its resident pages are worth more than the few the program does not use,
+ * which would have to be faulted in again when it grows back. */
+#define HUGE_SLACK(pages) ((pages) + 256)
 
 /* ---------------------------------------------------------------------------
  * Set-up
@@ -642,6 +644,14 @@ span_t *page_heap_huge_resize(span_t *s, size_t npages)
 	superblock_t *sb = span_superblock(s);
 	page_heap_t *h = sb->heap;
 	size_t old = s->npages, old_asked = s->used;
+	if (npages < old && old - npages <= HUGE_SLACK(npages)) {
+		/* Shrunk in place: the tail stays mapped, as slack. */
+		lock_acquire(&h->lock);
+		s->used = (uint32_t)npages;
+		h->huge_slack_pages += old_asked - npages;
+		lock_release(&h->lock);
+		return s;
+	}
 	superblock_t *nsb = huge_resize(sb, npages);
 	if (nsb == NULL)
 		return NULL;
