@@ -840,8 +840,9 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	bool lazy = options_get(OPT_PURGE) == 1;
 	size_t done = 0;
 	bool failed = false;
-	superblock_t *touched[64]; /* where purged runs landed: trim_descriptors */
-	unsigned ntouched = 0;
+	/* Where purged runs landed, for trim_descriptors: every such superblock,
+	 * however many (a burst's purge reaches thousands of them). */
+	superblock_t *touched = NULL;
 	while (done < want && !failed) {
 		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
 		size_t taken;
@@ -870,11 +871,11 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 					run_list(h, s, NULL);
 				} else {
 					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
-					unsigned i = 0;
-					while (i < ntouched && touched[i] != sb)
-						i++;
-					if (i == ntouched && ntouched < 64 && sb->desc_touched != 1)
-						touched[ntouched++] = sb;
+					if (!sb->trim_queued && sb->desc_touched != 1) {
+						sb->trim_queued = 1;
+						sb->trim_next = touched;
+						touched = sb;
+					}
 				}
 			} else {
 				/* The kernel refused: the pages stay resident and are listed
@@ -894,8 +895,13 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			h->purges++;
 		done += purged;
 	}
-	for (unsigned i = 0; i < ntouched; i++)
-		trim_descriptors(h, touched[i]);
+	/* No superblock of the list can be unmapped meanwhile: unmapping is a
+	 * pass of its own, excluded by h->purging. */
+	for (superblock_t *sb = touched, *next; sb; sb = next) {
+		next = sb->trim_next;
+		sb->trim_queued = 0;
+		trim_descriptors(h, sb);
+	}
 	h->purging = false;
 	lock_release(&h->lock);
 	return done;

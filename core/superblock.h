@@ -52,12 +52,13 @@ typedef struct superblock {
 	uint8_t all_purged; /* set by page_heap_release while it unmaps */
 	uint8_t hdr_purging; /* under heap->lock: descriptor pages are being purged
 			      * (page_heap.c trim_descriptors); frees wait */
-	uint8_t pad_[1];
+	uint8_t trim_queued; /* under heap->lock: on a decay pass's trim list */
 	/* under heap->lock */
 	uint32_t free_pages;          /* pages in free runs (any state) */
 	uint64_t empty_since_ns;      /* when free_pages became usable_pages; 0 if not empty */
 	struct superblock *next, *prev; /* heap's list of superblocks (or of cached huge blocks) */
 	uint32_t desc_touched;        /* bitmask: descriptor pages written (resident metadata) */
+	struct superblock *trim_next; /* decay pass's list of superblocks to trim */
 	/* Lookup tables, written by a span's owner before its blocks are
 	 * published. pagemap is valid on every page of CENTRAL and LARGE spans and
 	 * on the first and last page of free runs (boundary tags). */

@@ -213,6 +213,35 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce an
 	unit_option("decay_ms", "-1");
 }
 
+TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superblock it purged, however many",
+		 "[page_heap]")
+{
+	unit_option("decay_ms", "100");
+	page_heap_init(&heap, 0, os_fake_now());
+	// 80 superblocks, each with a descriptor on its last header page: a
+	// one-page span (taken from the end of the free run), then the rest.
+	const int n = 80;
+	std::vector<span_t *> spans;
+	std::vector<superblock_t *> sbs;
+	for (int i = 0; i < n; i++) {
+		span_t *last = alloc(1);
+		superblock_t *sb = span_superblock(last);
+		REQUIRE(sb->desc_touched != 1);
+		spans.push_back(last);
+		spans.push_back(alloc(sb->usable_pages - 1));
+		REQUIRE(span_superblock(spans.back()) == sb);
+		sbs.push_back(sb);
+	}
+	for (span_t *s : spans)
+		page_heap_free(s);
+	os_fake_advance(120 * MS);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), false) == (size_t)n * sbs[0]->usable_pages);
+	for (superblock_t *sb : sbs)
+		REQUIRE(sb->desc_touched == 1);
+	REQUIRE(heap.meta_pages == (size_t)n);
+	unit_option("decay_ms", "-1");
+}
+
 TEST_CASE_METHOD(heap_fixture, "an entirely free superblock is unmapped after the unmap delay", "[page_heap]")
 {
 	span_t *a = alloc(16);
