@@ -1162,6 +1162,8 @@ def parse_args():
     ap.add_argument("--no-build", action="store_true", help="use what is already built in build/")
     ap.add_argument("--no-install", action="store_true", help="never call apt-get")
     ap.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    ap.add_argument("--results", metavar="DIR",
+                    help="where tables, charts and logs go (default bench/results; its old results are replaced)")
     args = ap.parse_args()
     if args.reps is None:
         args.reps_given = False
@@ -1232,7 +1234,10 @@ def main():
     # arrives ignored).
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    global RESULTS
     args = parse_args()
+    if args.results:
+        RESULTS = os.path.abspath(args.results)
     if args.list:
         list_all(args)
         return
