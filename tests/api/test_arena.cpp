@@ -6,9 +6,10 @@
  * malloc_usable_size on arena and pool blocks.
  *
  * Calls that change process state (on_error=warn) or are meant to abort run
- * in a forked child (in_child below); inside it no Catch2 macro is used, the
+ * in a forked child (run_child of child_util.h); inside it no Catch2 macro is used, the
  * child returns a small number naming the first check that failed. */
 #include "api_util.h"
+#include "child_util.h"
 
 #include <catch2/catch.hpp>
 
@@ -29,45 +30,7 @@ using namespace apitest;
 
 namespace {
 
-struct Child {
-	bool exited = false;
-	int code = -1;
-	int sig = 0;
-	std::string err; /* all the child wrote to stderr */
-};
-
-/* Runs fn() in a forked child whose stderr the parent collects. */
-template <class F> Child in_child(F fn)
-{
-	Child r;
-	int fd[2];
-	if (pipe(fd) != 0) return r;
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) return r;
-	if (pid == 0) {
-		close(fd[0]);
-		dup2(fd[1], 2);
-		close(fd[1]);
-		for (int s : {SIGABRT, SIGSEGV, SIGBUS}) signal(s, SIG_DFL);
-		_exit(fn());
-	}
-	close(fd[1]);
-	char buf[4096];
-	ssize_t n;
-	while ((n = read(fd[0], buf, sizeof buf)) > 0) r.err.append(buf, (size_t)n);
-	close(fd[0]);
-	int st = 0;
-	waitpid(pid, &st, 0);
-	if (WIFEXITED(st)) {
-		r.exited = true;
-		r.code = WEXITSTATUS(st);
-	} else if (WIFSIGNALED(st)) {
-		r.sig = WTERMSIG(st);
-	}
-	return r;
-}
+using Child = ChildResult;
 
 [[maybe_unused]] std::string report_line(const char *func, const void *p, const char *reason)
 {
@@ -426,7 +389,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 					  : what == POOL_OBJ ? ebb_pool_alloc(pool)
 							     : static_cast<void *>(pool);
 				REQUIRE(p != nullptr);
-				Child c = in_child([&] {
+				Child c = run_child([&] {
 					if (op == 0) api->free_(p);
 					else if (op == 1) (void)api->realloc_(p, 200);
 					else (void)api->usable_(p);
@@ -436,7 +399,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 						     : what == HANDLE ? kArenaHandle
 						     : what == POOL_OBJ ? kPoolObject
 									: kPoolHandle;
-				CHECK(c.sig == SIGABRT);
+				CHECK(c.signal == SIGABRT);
 				CHECK(c.err == report_line(func, p, reason));
 				ebb_pool_destroy(pool);
 				ebb_arena_destroy(a);
@@ -447,7 +410,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 
 TEST_CASE("under on_error=warn, free and realloc of an arena block leave it alone", "[arena]")
 {
-	Child c = in_child([] {
+	Child c = run_child([] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		ebb_arena_t *a = ebb_arena_create(0, 0);
 		if (!a) return 2;
@@ -490,7 +453,7 @@ TEST_CASE("bad arena handles and blocks given to ebb_arena_free are reported", "
 	ebb_arena_destroy(dead);
 	REQUIRE((pa && pb && own && m));
 
-	Child c = in_child([&] {
+	Child c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		ebb_arena_free(a, pb);                            /* another arena's block */
 		ebb_arena_free(a, m);                             /* a malloc block */
@@ -536,16 +499,16 @@ TEST_CASE("an arena used from a thread that does not own it is reported; adopt h
 	REQUIRE(p != nullptr);
 
 	/* Default on_error=abort: the first wrong-thread call ends the process. */
-	Child c = in_child([&] {
+	Child c = run_child([&] {
 		std::thread t([&] { g_sink = ebb_arena_alloc(a, 10); });
 		t.join();
 		return 0;
 	});
-	CHECK(c.sig == SIGABRT);
+	CHECK(c.signal == SIGABRT);
 	CHECK(c.err == report_line("ebb_arena_alloc", a, kOtherThread));
 
 	/* on_error=warn: each call is reported and does nothing. */
-	c = in_child([&] {
+	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		int rc = 0;
 		std::thread t([&] {

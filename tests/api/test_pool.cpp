@@ -10,6 +10,7 @@
  * in a forked child; inside it no Catch2 macro is used, the child returns a
  * small number naming the first check that failed. */
 #include "api_util.h"
+#include "child_util.h"
 
 #include <catch2/catch.hpp>
 
@@ -32,45 +33,7 @@ using namespace apitest;
 
 namespace {
 
-struct Child {
-	bool exited = false;
-	int code = -1;
-	int sig = 0;
-	std::string err;
-};
-
-/* Runs fn() in a forked child whose stderr the parent collects. */
-template <class F> Child in_child(F fn)
-{
-	Child r;
-	int fd[2];
-	if (pipe(fd) != 0) return r;
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) return r;
-	if (pid == 0) {
-		close(fd[0]);
-		dup2(fd[1], 2);
-		close(fd[1]);
-		for (int s : {SIGABRT, SIGSEGV, SIGBUS}) signal(s, SIG_DFL);
-		_exit(fn());
-	}
-	close(fd[1]);
-	char buf[4096];
-	ssize_t n;
-	while ((n = read(fd[0], buf, sizeof buf)) > 0) r.err.append(buf, (size_t)n);
-	close(fd[0]);
-	int st = 0;
-	waitpid(pid, &st, 0);
-	if (WIFEXITED(st)) {
-		r.exited = true;
-		r.code = WEXITSTATUS(st);
-	} else if (WIFSIGNALED(st)) {
-		r.sig = WTERMSIG(st);
-	}
-	return r;
-}
+using Child = ChildResult;
 
 [[maybe_unused]] std::string report_line(const char *func, const void *p, const char *reason)
 {
@@ -284,15 +247,15 @@ TEST_CASE("double frees and foreign pointers given to ebb_pool_free are reported
 	ebb_pool_destroy(dead);
 
 	/* Default on_error=abort. */
-	Child c = in_child([&] {
+	Child c = run_child([&] {
 		ebb_pool_free(pool, a);
 		ebb_pool_free(pool, a);
 		return 0;
 	});
-	CHECK(c.sig == SIGABRT);
+	CHECK(c.signal == SIGABRT);
 	CHECK(c.err == report_line("ebb_pool_free", a, "double free (the object is already free)"));
 
-	c = in_child([&] {
+	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		ebb_pool_free(pool, a);
 		ebb_pool_free(pool, a);       /* double free */
@@ -337,7 +300,7 @@ TEST_CASE("double frees and foreign pointers given to ebb_pool_free are reported
 
 	/* Objects of 8 bytes have no room for the mark: a double free is not
 	 * caught there (documented), but a pointer that is not an object is. */
-	c = in_child([&] {
+	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		char *t = static_cast<char *>(ebb_pool_alloc(tiny));
 		if (!t) return 2;
@@ -361,15 +324,15 @@ TEST_CASE("a pool used from a thread that does not own it is reported; adopt han
 	void *p = ebb_pool_alloc(pool);
 	REQUIRE(p != nullptr);
 
-	Child c = in_child([&] {
+	Child c = run_child([&] {
 		std::thread t([&] { ebb_pool_free(pool, p); });
 		t.join();
 		return 0;
 	});
-	CHECK(c.sig == SIGABRT);
+	CHECK(c.signal == SIGABRT);
 	CHECK(c.err == report_line("ebb_pool_free", pool, kOtherThread));
 
-	c = in_child([&] {
+	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		int rc = 0;
 		std::thread t([&] {
