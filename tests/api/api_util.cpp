@@ -1,6 +1,8 @@
 /* api_util.cpp: see api_util.h. */
 #include "api_util.h"
 
+#include <catch2/catch.hpp>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -126,6 +128,21 @@ ebb_stats_t stats()
 uint64_t stats_parts(const ebb_stats_t &s)
 {
 	return s.allocated + s.tcache + s.central + s.dirty + s.purged + s.metadata + s.waste;
+}
+
+std::string stats_print_text()
+{
+	FILE *f = tmpfile();
+	REQUIRE(f != nullptr);
+	ebb_stats_print(f);
+	fflush(f);
+	long len = ftell(f);
+	REQUIRE(len > 0);
+	rewind(f);
+	std::string text((size_t)len, '\0');
+	REQUIRE(fread(&text[0], 1, (size_t)len, f) == (size_t)len);
+	fclose(f);
+	return text;
 }
 
 std::string stats_str(const ebb_stats_t &s)

@@ -83,6 +83,8 @@ size_t first_nonzero(const void *p, size_t n);
 ebb_stats_t stats();
 uint64_t stats_parts(const ebb_stats_t &s); /* allocated + tcache + ... + waste */
 std::string stats_str(const ebb_stats_t &s);
+/* What ebb_stats_print writes, as a string. */
+std::string stats_print_text();
 
 /* A small deterministic PRNG (xorshift64*). */
 struct Rng {

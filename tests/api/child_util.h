@@ -9,7 +9,9 @@
 #ifndef EBB_TESTS_CHILD_UTIL_H
 #define EBB_TESTS_CHILD_UTIL_H
 
+#include <cinttypes>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -67,12 +69,22 @@ template <class F> ChildResult run_child(F fn)
 	return r;
 }
 
-/* The exact line the allocator writes for a bad pointer. */
+/* The exact line the allocator writes for a bad pointer. It prints pointers
+ * as 0x<hex>, NULL too (glibc's %p would say "(nil)"). */
 inline std::string bad_pointer_line(const char *func, const void *p, const char *reason)
 {
 	char buf[512];
-	snprintf(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer %p: %s\n", func, p, reason);
+	snprintf(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer 0x%" PRIxPTR ": %s\n", func, (uintptr_t)p,
+		 reason);
 	return buf;
+}
+
+/* The pair of runs of a bad-pointer test, r[0] with on_error=abort and r[1]
+ * with on_error=warn: the first died of SIGABRT, the second went on and
+ * exited 0. */
+inline bool abort_and_warn_ok(const ChildResult &c, bool warn)
+{
+	return warn ? c.exited && c.code == 0 : c.signal == SIGABRT;
 }
 
 } // namespace apitest

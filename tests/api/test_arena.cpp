@@ -30,17 +30,6 @@ using namespace apitest;
 
 namespace {
 
-using Child = ChildResult;
-
-[[maybe_unused]] std::string report_line(const char *func, const void *p, const char *reason)
-{
-	/* The allocator prints pointers as 0x<hex>, also NULL (glibc's %p says "(nil)"). */
-	char buf[512];
-	snprintf(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer 0x%" PRIxPTR ": %s\n", func, (uintptr_t)p,
-		 reason);
-	return buf;
-}
-
 const char *const kArenaBlock =
 	"a block of an ebb_arena, not a malloc block (it goes back with ebb_arena_reset or ebb_arena_destroy)";
 const char *const kArenaHandle = "an ebb_arena handle, not a malloc block (destroy it with ebb_arena_destroy)";
@@ -389,7 +378,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 					  : what == POOL_OBJ ? ebb_pool_alloc(pool)
 							     : static_cast<void *>(pool);
 				REQUIRE(p != nullptr);
-				Child c = run_child([&] {
+				ChildResult c = run_child([&] {
 					if (op == 0) api->free_(p);
 					else if (op == 1) (void)api->realloc_(p, 200);
 					else (void)api->usable_(p);
@@ -400,7 +389,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 						     : what == POOL_OBJ ? kPoolObject
 									: kPoolHandle;
 				CHECK(c.signal == SIGABRT);
-				CHECK(c.err == report_line(func, p, reason));
+				CHECK(c.err == bad_pointer_line(func, p, reason));
 				ebb_pool_destroy(pool);
 				ebb_arena_destroy(a);
 			}
@@ -410,7 +399,7 @@ TEST_CASE("free, realloc and malloc_usable_size report arena and pool blocks and
 
 TEST_CASE("under on_error=warn, free and realloc of an arena block leave it alone", "[arena]")
 {
-	Child c = run_child([] {
+	ChildResult c = run_child([] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		ebb_arena_t *a = ebb_arena_create(0, 0);
 		if (!a) return 2;
@@ -453,7 +442,7 @@ TEST_CASE("bad arena handles and blocks given to ebb_arena_free are reported", "
 	ebb_arena_destroy(dead);
 	REQUIRE((pa && pb && own && m));
 
-	Child c = run_child([&] {
+	ChildResult c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
 		ebb_arena_free(a, pb);                            /* another arena's block */
 		ebb_arena_free(a, m);                             /* a malloc block */
@@ -477,14 +466,14 @@ TEST_CASE("bad arena handles and blocks given to ebb_arena_free are reported", "
 	});
 	CHECK(c.exited);
 	CHECK(c.code == 0);
-	std::string want = report_line("ebb_arena_free", pb, "a block of another ebb_arena") +
-			   report_line("ebb_arena_free", m, "not a block of this ebb_arena") +
-			   report_line("ebb_arena_free", static_cast<char *>(own) + 64,
+	std::string want = bad_pointer_line("ebb_arena_free", pb, "a block of another ebb_arena") +
+			   bad_pointer_line("ebb_arena_free", m, "not a block of this ebb_arena") +
+			   bad_pointer_line("ebb_arena_free", static_cast<char *>(own) + 64,
 				       "not the start of a block of this ebb_arena") +
-			   report_line("ebb_arena_free", a, "the ebb_arena itself, not one of its blocks") +
-			   report_line("ebb_arena_alloc", m, kNotArena) + report_line("ebb_arena_alloc", local, kNotArena) +
-			   report_line("ebb_arena_alloc", dead, kNotArena) + report_line("ebb_arena_alloc", nullptr, kNotArena) +
-			   report_line("ebb_arena_reset", dead, kNotArena);
+			   bad_pointer_line("ebb_arena_free", a, "the ebb_arena itself, not one of its blocks") +
+			   bad_pointer_line("ebb_arena_alloc", m, kNotArena) + bad_pointer_line("ebb_arena_alloc", local, kNotArena) +
+			   bad_pointer_line("ebb_arena_alloc", dead, kNotArena) + bad_pointer_line("ebb_arena_alloc", nullptr, kNotArena) +
+			   bad_pointer_line("ebb_arena_reset", dead, kNotArena);
 	CHECK(c.err == want);
 	ebb_free(m);
 	ebb_arena_destroy(a);
@@ -499,13 +488,13 @@ TEST_CASE("an arena used from a thread that does not own it is reported; adopt h
 	REQUIRE(p != nullptr);
 
 	/* Default on_error=abort: the first wrong-thread call ends the process. */
-	Child c = run_child([&] {
+	ChildResult c = run_child([&] {
 		std::thread t([&] { g_sink = ebb_arena_alloc(a, 10); });
 		t.join();
 		return 0;
 	});
 	CHECK(c.signal == SIGABRT);
-	CHECK(c.err == report_line("ebb_arena_alloc", a, kOtherThread));
+	CHECK(c.err == bad_pointer_line("ebb_arena_alloc", a, kOtherThread));
 
 	/* on_error=warn: each call is reported and does nothing. */
 	c = run_child([&] {
@@ -534,12 +523,12 @@ TEST_CASE("an arena used from a thread that does not own it is reported; adopt h
 	});
 	CHECK(c.exited);
 	CHECK(c.code == 0);
-	CHECK(c.err == report_line("ebb_arena_alloc", a, kOtherThread) +
-			       report_line("ebb_arena_aligned_alloc", a, kOtherThread) +
-			       report_line("ebb_arena_free", a, kOtherThread) +
-			       report_line("ebb_arena_reset", a, kOtherThread) +
-			       report_line("ebb_arena_destroy", a, kOtherThread) +
-			       report_line("ebb_arena_alloc", a, kOtherThread));
+	CHECK(c.err == bad_pointer_line("ebb_arena_alloc", a, kOtherThread) +
+			       bad_pointer_line("ebb_arena_aligned_alloc", a, kOtherThread) +
+			       bad_pointer_line("ebb_arena_free", a, kOtherThread) +
+			       bad_pointer_line("ebb_arena_reset", a, kOtherThread) +
+			       bad_pointer_line("ebb_arena_destroy", a, kOtherThread) +
+			       bad_pointer_line("ebb_arena_alloc", a, kOtherThread));
 	ebb_arena_destroy(a);
 }
 

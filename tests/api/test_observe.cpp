@@ -34,20 +34,6 @@ std::string read_file(const std::string &path)
 	return ss.str();
 }
 
-std::string print_stats()
-{
-	FILE *f = tmpfile();
-	REQUIRE(f != nullptr);
-	ebb_stats_print(f);
-	fflush(f);
-	long len = ftell(f);
-	REQUIRE(len > 0);
-	rewind(f);
-	std::string text((size_t)len, '\0');
-	REQUIRE(fread(&text[0], 1, (size_t)len, f) == (size_t)len);
-	fclose(f);
-	return text;
-}
 
 /* Complete lines only: the last one may still be being written. */
 std::vector<std::string> lines_of(const std::string &text)
@@ -231,7 +217,7 @@ TEST_CASE("ebb_stats_print lists the classes in use with their live objects and 
 	/* Blocks cached by this thread or on transfer stacks go back to their
 	 * spans, so every block still out of a span of the class is ours. */
 	ebb_trim();
-	std::string text = print_stats();
+	std::string text = stats_print_text();
 	INFO(text);
 	CHECK(text.find("rss (kernel)") != std::string::npos);
 	ClassRow total;
@@ -268,7 +254,7 @@ TEST_CASE("ebb_stats_print lists the classes in use with their live objects and 
 	}
 	b.v = keep;
 	ebb_trim();
-	text = print_stats();
+	text = stats_print_text();
 	rows = class_rows(text, nullptr);
 	r = find_size(rows, size);
 	REQUIRE(r != nullptr);
@@ -279,7 +265,7 @@ TEST_CASE("ebb_stats_print lists the classes in use with their live objects and 
 	 * the table. */
 	b.clear();
 	ebb_trim();
-	text = print_stats();
+	text = stats_print_text();
 	rows = class_rows(text, nullptr);
 	r = find_size(rows, size);
 	if (r != nullptr)

@@ -33,16 +33,6 @@ using namespace apitest;
 
 namespace {
 
-using Child = ChildResult;
-
-[[maybe_unused]] std::string report_line(const char *func, const void *p, const char *reason)
-{
-	char buf[512];
-	snprintf(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer 0x%" PRIxPTR ": %s\n", func, (uintptr_t)p,
-		 reason);
-	return buf;
-}
-
 const char *const kOtherThread =
 	"the pool belongs to another thread (create it with EBB_SHARED to share it, or hand it over with "
 	"ebb_pool_adopt)";
@@ -247,13 +237,13 @@ TEST_CASE("double frees and foreign pointers given to ebb_pool_free are reported
 	ebb_pool_destroy(dead);
 
 	/* Default on_error=abort. */
-	Child c = run_child([&] {
+	ChildResult c = run_child([&] {
 		ebb_pool_free(pool, a);
 		ebb_pool_free(pool, a);
 		return 0;
 	});
 	CHECK(c.signal == SIGABRT);
-	CHECK(c.err == report_line("ebb_pool_free", a, "double free (the object is already free)"));
+	CHECK(c.err == bad_pointer_line("ebb_pool_free", a, "double free (the object is already free)"));
 
 	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
@@ -287,16 +277,16 @@ TEST_CASE("double frees and foreign pointers given to ebb_pool_free are reported
 	});
 	CHECK(c.exited);
 	CHECK(c.code == 0);
-	CHECK(c.err == report_line("ebb_pool_free", a, "double free (the object is already free)") +
-			       report_line("ebb_pool_free", b + 1, "not the start of an object of this ebb_pool") +
-			       report_line("ebb_pool_free", never, "not the start of an object of this ebb_pool") +
-			       report_line("ebb_pool_free", o, "an object of another ebb_pool") +
-			       report_line("ebb_pool_free", m, "not an object of this ebb_pool") +
-			       report_line("ebb_pool_alloc", dead, kNotPool) +
-			       report_line("ebb_pool_alloc", nullptr, kNotPool) +
-			       report_line("ebb_pool_alloc", m, kNotPool) +
-			       report_line("ebb_pool_destroy", dead, kNotPool) +
-			       report_line("ebb_pool_free", dead, kNotPool));
+	CHECK(c.err == bad_pointer_line("ebb_pool_free", a, "double free (the object is already free)") +
+			       bad_pointer_line("ebb_pool_free", b + 1, "not the start of an object of this ebb_pool") +
+			       bad_pointer_line("ebb_pool_free", never, "not the start of an object of this ebb_pool") +
+			       bad_pointer_line("ebb_pool_free", o, "an object of another ebb_pool") +
+			       bad_pointer_line("ebb_pool_free", m, "not an object of this ebb_pool") +
+			       bad_pointer_line("ebb_pool_alloc", dead, kNotPool) +
+			       bad_pointer_line("ebb_pool_alloc", nullptr, kNotPool) +
+			       bad_pointer_line("ebb_pool_alloc", m, kNotPool) +
+			       bad_pointer_line("ebb_pool_destroy", dead, kNotPool) +
+			       bad_pointer_line("ebb_pool_free", dead, kNotPool));
 
 	/* Objects of 8 bytes have no room for the mark: a double free is not
 	 * caught there (documented), but a pointer that is not an object is. */
@@ -324,13 +314,13 @@ TEST_CASE("a pool used from a thread that does not own it is reported; adopt han
 	void *p = ebb_pool_alloc(pool);
 	REQUIRE(p != nullptr);
 
-	Child c = run_child([&] {
+	ChildResult c = run_child([&] {
 		std::thread t([&] { ebb_pool_free(pool, p); });
 		t.join();
 		return 0;
 	});
 	CHECK(c.signal == SIGABRT);
-	CHECK(c.err == report_line("ebb_pool_free", pool, kOtherThread));
+	CHECK(c.err == bad_pointer_line("ebb_pool_free", pool, kOtherThread));
 
 	c = run_child([&] {
 		if (ebb_option_set("on_error", "warn") != 0) return 1;
@@ -356,10 +346,10 @@ TEST_CASE("a pool used from a thread that does not own it is reported; adopt han
 	});
 	CHECK(c.exited);
 	CHECK(c.code == 0);
-	CHECK(c.err == report_line("ebb_pool_alloc", pool, kOtherThread) +
-			       report_line("ebb_pool_free", pool, kOtherThread) +
-			       report_line("ebb_pool_destroy", pool, kOtherThread) +
-			       report_line("ebb_pool_alloc", pool, kOtherThread));
+	CHECK(c.err == bad_pointer_line("ebb_pool_alloc", pool, kOtherThread) +
+			       bad_pointer_line("ebb_pool_free", pool, kOtherThread) +
+			       bad_pointer_line("ebb_pool_destroy", pool, kOtherThread) +
+			       bad_pointer_line("ebb_pool_alloc", pool, kOtherThread));
 	ebb_pool_free(pool, p);
 	ebb_pool_destroy(pool);
 }
