@@ -101,9 +101,16 @@ size_t report_format(char *buf, size_t cap, const char *fmt, ...)
 	return n;
 }
 
-static void report_write(const char *buf, size_t n, size_t cap)
+/* Writes a formatted report of n bytes (its text ends in '\n') from a buffer
+ * of cap bytes. A report cut short by the buffer still ends its line, so
+ * that the next report or the program's own output starts a line of its own. */
+static void report_write(char *buf, size_t n, size_t cap)
 {
-	os_write_err(buf, n < cap ? n : cap - 1);
+	if (n >= cap) {
+		n = cap - 1;
+		buf[n - 1] = '\n';
+	}
+	os_write_err(buf, n);
 }
 
 void report_warn(const char *fmt, ...)

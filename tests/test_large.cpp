@@ -1,0 +1,230 @@
+// Large and huge blocks (core/large.c) on the fake os: how sizes and
+// alignments are rounded to pages, where a block stops coming from a
+// superblock's page heap and gets a mapping of its own, large_usable,
+// zero-filling of reused pages, and the reason large_why_bad gives for each
+// kind of wrong pointer.
+#include <catch2/catch.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/large.h"
+#include "core/report.h"
+#include "core/superblock.h"
+#include "tests/api/child_util.h"
+#include "tests/support/unit.h"
+
+namespace {
+
+const size_t KiB = 1024, MiB = 1024 * KiB;
+const size_t PAGE = EBB_PAGE_SIZE;
+// The most pages one block may take from a superblock: all but its header.
+const size_t MAX_PAGES = EBB_SB_PAGES - EBB_SB_HEADER_PAGES;
+
+span_t *span_of(const void *p)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	REQUIRE(s != nullptr);
+	return s;
+}
+
+struct large_fixture {
+	large_fixture()
+	{
+		unit_option("decay_ms", "-1"); // freed runs stay as they are
+		unit_option("background_thread", "0");
+		unit_option("dirty_max", "1G");
+		os_fake_set_cpu(0);
+	}
+	void *alloc(size_t size, size_t align = 16, bool zero = false)
+	{
+		void *p = large_alloc(size, align, zero);
+		REQUIRE(p != nullptr);
+		return p;
+	}
+	void free(void *p) { large_free_checked(p, "free"); }
+};
+
+} // namespace
+
+TEST_CASE_METHOD(large_fixture, "sizes round up to whole pages; large_usable says how many", "[large]")
+{
+	struct {
+		size_t size, pages;
+	} cases[] = {{0, 1}, {1, 1}, {32 * KiB + 1, 9}, {40000, 10}, {64 * KiB, 16}, {64 * KiB + 1, 17},
+		     {MAX_PAGES * PAGE - 1, MAX_PAGES}, {MAX_PAGES * PAGE, MAX_PAGES}};
+	for (auto &c : cases) {
+		INFO("size " << c.size);
+		void *p = alloc(c.size);
+		span_t *s = span_of(p);
+		CHECK((uintptr_t)p % PAGE == 0);
+		CHECK(s->state == SPAN_LARGE);
+		CHECK_FALSE(s->huge);
+		CHECK(s->npages == c.pages);
+		CHECK(large_usable(s) == c.pages * PAGE);
+		CHECK(large_why_bad(p, true) == nullptr);
+		free(p);
+	}
+}
+
+TEST_CASE_METHOD(large_fixture, "above what a superblock holds, a block is huge: its own 4 MiB-aligned mapping", "[large]")
+{
+	for (size_t size : {MAX_PAGES * PAGE + 1, 4 * MiB, 9 * MiB + 5}) {
+		INFO("size " << size);
+		void *p = alloc(size);
+		span_t *s = span_of(p);
+		CHECK(s->huge);
+		CHECK(s->state == SPAN_LARGE);
+		CHECK((uintptr_t)p % EBB_SB_SIZE == 0);
+		CHECK(large_usable(s) == util_pages(size) * PAGE);
+		CHECK(large_usable(s) >= size);
+		std::memset(p, 0xab, size); // all of it is there
+		CHECK(large_why_bad(p, true) == nullptr);
+		free(p);
+	}
+}
+
+TEST_CASE_METHOD(large_fixture, "alignments: page-aligned at least, and the asked power of two", "[large]")
+{
+	for (size_t align : {(size_t)16, (size_t)4096, 8 * KiB, 64 * KiB, 1 * MiB, 2 * MiB}) {
+		for (size_t size : {(size_t)1, 40000 * (size_t)1, 3 * MiB}) {
+			INFO("size " << size << " align " << align);
+			void *p = alloc(size, align);
+			CHECK((uintptr_t)p % (align > PAGE ? align : PAGE) == 0);
+			span_t *s = span_of(p);
+			CHECK(large_usable(s) >= size);
+			CHECK(large_why_bad(p, true) == nullptr);
+			free(p);
+		}
+	}
+	// An alignment the superblock cannot give (size + alignment slack above
+	// what it holds): a huge block, aligned as asked.
+	void *p = alloc(100 * KiB, 8 * MiB);
+	CHECK((uintptr_t)p % (8 * MiB) == 0);
+	CHECK(span_of(p)->huge);
+	free(p);
+}
+
+TEST_CASE_METHOD(large_fixture, "requests above EBB_MAX_REQUEST fail with ENOMEM without trying", "[large]")
+{
+	auto before = os_fake_counts().maps;
+	for (auto sa : {std::pair<size_t, size_t>{EBB_MAX_REQUEST + 1, 16}, {SIZE_MAX, 16},
+			{PAGE, EBB_MAX_REQUEST * 2}}) {
+		errno = 0;
+		CHECK(large_alloc(sa.first, sa.second, false) == nullptr);
+		CHECK(errno == ENOMEM);
+	}
+	CHECK(os_fake_counts().maps == before);
+}
+
+TEST_CASE_METHOD(large_fixture, "zero = true gives zeroed bytes also from reused, dirty pages", "[large]")
+{
+	const size_t size = 20 * PAGE;
+	std::vector<void *> dirty;
+	for (int i = 0; i < 4; i++) {
+		void *p = alloc(size);
+		std::memset(p, 0x5a, size);
+		dirty.push_back(p);
+	}
+	for (void *p : dirty)
+		free(p);
+	for (int i = 0; i < 4; i++) {
+		unsigned char *p = (unsigned char *)alloc(size, 16, true);
+		size_t nonzero = 0;
+		for (size_t j = 0; j < size; j++)
+			nonzero += p[j] != 0;
+		CHECK(nonzero == 0);
+		dirty[i] = p;
+	}
+	for (void *p : dirty)
+		free(p);
+}
+
+TEST_CASE_METHOD(large_fixture, "large_why_bad names what is wrong with each kind of pointer", "[large]")
+{
+	int on_stack = 0;
+	CHECK(std::string(large_why_bad(&on_stack, true)) == "not allocated by ebbmalloc");
+	CHECK(std::string(large_why_bad(nullptr, false)) == "not allocated by ebbmalloc");
+
+	// Interior pointers of a page run: the next page, a misaligned byte.
+	char *p = (char *)alloc(10 * PAGE);
+	CHECK(large_why_bad(p, false) == nullptr);
+	CHECK(std::string(large_why_bad(p + PAGE, true)) == "not the start of a block");
+	CHECK(std::string(large_why_bad(p + 16, true)) == "not the start of a block");
+	CHECK(std::string(large_why_bad(p + 10 * PAGE - 1, false)) == "not the start of a block");
+	free(p);
+
+	// Interior pointers of a huge block: in its first 4 MiB slot, the span
+	// says so; in a later slot, the registry does.
+	char *h = (char *)alloc(9 * MiB);
+	CHECK(std::string(large_why_bad(h + PAGE, true)) == "not the start of a block");
+	CHECK(std::string(large_why_bad(h + EBB_SB_SIZE, true)) == "not the start of a block (inside a huge block)");
+	CHECK(std::string(large_why_bad(h + 2 * EBB_SB_SIZE + 16, true)) ==
+	      "not the start of a block (inside a huge block)");
+	free(h);
+}
+
+TEST_CASE_METHOD(large_fixture, "a freed run: double free while it starts there, then not a block start", "[large]")
+{
+	// Two blocks side by side in one superblock (a is left of b), so that b's
+	// freed run keeps its own start: a is allocated, nothing merges into b.
+	std::vector<char *> held;
+	char *a = nullptr, *b = nullptr;
+	for (int i = 0; i < 16 && b == nullptr; i++) {
+		char *q = (char *)alloc(8 * PAGE);
+		for (char *o : held) {
+			if (q == o + 8 * PAGE) {
+				a = o;
+				b = q;
+			} else if (o == q + 8 * PAGE) {
+				a = q;
+				b = o;
+			}
+		}
+		held.push_back(q);
+	}
+	REQUIRE(b != nullptr);
+
+	free(b);
+	CHECK(std::string(large_why_bad(b, true)) == "double free (the block is already free)");
+	CHECK(std::string(large_why_bad(b, false)) == "the block was freed");
+	CHECK(std::string(large_why_bad(b + PAGE, true)) ==
+	      "not an allocated block (already freed, or not a block start)");
+	CHECK(large_why_bad(a, true) == nullptr);
+
+	// a freed too: the free run now starts at a (or left of it), b is inside.
+	free(a);
+	CHECK(std::string(large_why_bad(b, true)) ==
+	      "not an allocated block (already freed, or not a block start)");
+	for (char *q : held)
+		if (q != a && q != b)
+			free(q);
+}
+
+TEST_CASE_METHOD(large_fixture, "large_free_checked of a wrong pointer reports it and frees nothing", "[large]")
+{
+	char *p = (char *)alloc(6 * PAGE);
+	auto r = apitest::run_child([p] {
+		unit_option("on_error", "warn");
+		uint64_t before = report_count();
+		large_free_checked(p + PAGE, "realloc"); // reported, not freed
+		large_free_checked(p, "free");           // freed
+		return report_count() == before + 1 ? 0 : 1;
+	});
+	REQUIRE(r.exited);
+	CHECK(r.code == 0);
+	CHECK(r.err == apitest::bad_pointer_line("realloc", p + PAGE, "not the start of a block"));
+
+	auto d = apitest::run_child([p] {
+		large_free_checked(p + 16, "free"); // on_error=abort
+		return 3;
+	});
+	CHECK(d.signal == SIGABRT);
+	CHECK(d.err == apitest::bad_pointer_line("free", p + 16, "not the start of a block"));
+	CHECK(large_why_bad(p, true) == nullptr); // the parent's block is untouched
+	free(p);
+}
