@@ -11,8 +11,13 @@
 
 enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
 
+/* OFF -> STARTING (a starter won the CAS) -> RUNNING (before the thread
+ * exists) -> OFF (the thread leaves: option off, alone, or retired). A
+ * retiring thread may go back OFF -> RUNNING with a CAS (work came in while
+ * it was leaving); if a starter won instead, it leaves to the new thread. */
 static uint32_t bg_state;
 static uint32_t bg_kicked;
+static uint32_t bg_tid;           /* kernel id of the last thread started; 0: none */
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
 static uint64_t bg_last_drain_ns; /* last central drain */
 static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
@@ -28,6 +33,12 @@ static uint64_t bg_trim_epoch;
  * caches are asked to trim once per trim interval. */
 #define DRAIN_INTERVAL_NS 250000000ull
 #define TRIM_INTERVAL_NS 1000000000ull
+/* The thread retires after this long with nothing to do and nothing left
+ * to give back (bg_quiet). Long enough that a program working in bursts a
+ * few hundred ms apart keeps one thread instead of creating one per burst. */
+#define RETIRE_IDLE_NS 1000000000ull
+/* How long turning the option off waits for the thread to be gone. */
+#define STOP_WAIT_NS 2000000000ull
 
 bool background_running(void)
 {
@@ -80,16 +91,69 @@ static uint64_t next_wait(uint64_t now)
 	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
 }
 
+/* Nothing is left for the thread to give back, as far as the cheap gauges
+ * tell: no dirty page that decay will purge, no transfer batch kept by a
+ * busy list at the last drain, no timeline to write, no kick pending. */
+static bool bg_quiet(void)
+{
+	return (page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) &&
+	       !atomic_load_u32(&bg_drain_kept) && !timeline_enabled() &&
+	       !atomic_load_u32(&bg_kicked);
+}
+
+/* The thread has been quiet for RETIRE_IDLE_NS: give back what only waited
+ * for time (transfer batches of idle lists; superblocks and cached huge
+ * blocks entirely free, whose pages decay has already purged, are unmapped
+ * now rather than after unmap_delay_ms, since no thread will be there to do
+ * it), then leave. Returns false if work came in meanwhile and the thread
+ * stays.
+ *
+ * No lost wake-up: a free that makes pages dirty does so under its page
+ * heap's lock, then (maybe_decay) reads bg_state and starts a thread if it
+ * is OFF. Here bg_state goes OFF first, then every heap is looked at under
+ * its lock (page_heap_next_due). Either that look comes after the free's
+ * critical section and sees the dirty pages (the thread goes back to
+ * RUNNING), or the free's section comes after the look, so after the store
+ * of OFF, and the free sees OFF and starts a new thread. */
+static bool bg_retire(uint64_t now)
+{
+	bool kept;
+	if (central_drain(true, &kept) != 0 || kept || !bg_quiet())
+		return false;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++)
+		page_heap_release(page_heap_get(i), now, true);
+	atomic_store_u32(&bg_state, BG_OFF);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bool work = !bg_quiet();
+	for (unsigned i = 0; i < n && !work; i++)
+		work = page_heap_next_due(page_heap_get(i), now) != UINT64_MAX;
+	if (work && options_get(OPT_BACKGROUND_THREAD) && atomic_cas_u32(&bg_state, BG_OFF, BG_RUNNING))
+		return false;
+	return true;
+}
+
 static void *background_main(void *arg)
 {
 	(void)arg;
+	os_thread_name("ebb-background");
+	atomic_store_u32(&bg_tid, os_thread_id());
 	uint64_t alone_checked_ns = 0;
+	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
 		atomic_store_u32(&bg_kicked, 0);
 		uint64_t now = os_now_ns();
-		background_tick(now, false);
+		size_t work = background_tick(now, false);
 		timeline_poll(os_now_ns());
+		if (work != 0 || !bg_quiet())
+			busy_ns = now;
+		else if (util_elapsed(now, busy_ns) >= RETIRE_IDLE_NS && bg_retire(now))
+			return NULL; /* bg_state is OFF, or a new thread's */
 		uint64_t wait = next_wait(now);
+		/* Quiet: wake when the idle time is up, to retire. */
+		uint64_t idle = util_elapsed(now, busy_ns);
+		if (idle < RETIRE_IDLE_NS && wait > RETIRE_IDLE_NS - idle && bg_quiet())
+			wait = RETIRE_IDLE_NS - idle + TICK_MIN_NS;
 		/* No decay due within the longest tick: if this is the last thread of
 		 * the process (main called pthread_exit and every other thread has
 		 * ended), end too, so the process can exit; a timeline alone does not
@@ -122,6 +186,11 @@ void background_maybe_start(void)
 		timeline_poll(os_now_ns());
 	if (!options_get(OPT_BACKGROUND_THREAD))
 		return;
+	/* Only when there is work for it: pages for decay to purge, or rows
+	 * to write. A program that never frees never gets a thread, and one
+	 * whose thread retired gets it back when pages turn dirty again. */
+	if ((page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline_enabled())
+		return;
 	uint64_t now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);
 	if (failed && util_elapsed(now, failed) < TICK_MAX_NS)
@@ -144,9 +213,29 @@ void background_kick(void)
 		os_event_signal();
 }
 
+/* Turned off: the thread is gone (not only told to go) when this returns,
+ * so that a program can make itself single-threaded, e.g. before
+ * unshare(CLONE_NEWUSER). Bounded: a thread blocked in the kernel is not
+ * waited for longer than STOP_WAIT_NS. */
+static void background_stop(void)
+{
+	uint64_t start = os_now_ns();
+	while (atomic_load_u32(&bg_state) != BG_OFF) {
+		if (util_elapsed(os_now_ns(), start) >= STOP_WAIT_NS)
+			return;
+		os_event_signal();
+		os_yield();
+	}
+	unsigned tid = atomic_load_u32(&bg_tid);
+	while (tid != 0 && os_thread_alive(tid) && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
+		os_yield();
+}
+
 void background_option_changed(void)
 {
-	if (background_running())
+	if (!options_get(OPT_BACKGROUND_THREAD))
+		background_stop();
+	else if (background_running())
 		os_event_signal(); /* re-reads the option at once */
 	else
 		background_maybe_start(); /* turned on, or a timeline row is due */
@@ -170,5 +259,6 @@ void background_postfork_child(void)
 	timeline_postfork_child();
 	atomic_store_u32(&bg_state, BG_OFF);
 	atomic_store_u32(&bg_kicked, 0);
+	atomic_store_u32(&bg_tid, 0);
 	atomic_store_u64(&bg_failed_ns, 0);
 }

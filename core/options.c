@@ -244,6 +244,14 @@ bool options_set(const char *name, size_t name_len, const char *value, size_t va
 
 void options_init(void)
 {
+	/* A setuid or setgid program (or one with file capabilities) runs with
+	 * rights its invoker lacks, under an environment the invoker wrote: the
+	 * options must not let that user turn aborts into warnings or aim the
+	 * timeline at a file only the program may write (glibc ignores its
+	 * tunables there, jemalloc its MALLOC_CONF). Silently: stderr may be
+	 * the invoker's too. The program itself can still call ebb_option_set. */
+	if (os_secure())
+		return;
 	const char *env = os_getenv("EBB_OPTIONS");
 	if (env == NULL)
 		return;

@@ -1,7 +1,7 @@
 /* options.h: the one table of runtime options.
  *
- * Set from EBB_OPTIONS at start-up ("name=value,name=value") and from
- * ebb_option_set(). Values are read with options_get() by any thread at any
+ * Set from EBB_OPTIONS at start-up ("name=value,name=value"; ignored in
+ * setuid/setgid programs) and from ebb_option_set(). Values are read with options_get() by any thread at any
  * time (a relaxed load of one word); a change takes effect at the next point
  * the option is consulted. A wrong name or value prints a warning that names
  * it and changes nothing. */
@@ -63,7 +63,8 @@ static inline long long options_get(enum option_id id)
 	return __atomic_load_n(&options_values[id], __ATOMIC_RELAXED);
 }
 
-/* Reads EBB_OPTIONS; called once by init. */
+/* Reads EBB_OPTIONS; called once by init. Not in a process with AT_SECURE
+ * (setuid, setgid, capabilities): there the environment is ignored. */
 void options_init(void);
 /* Parses and sets one option; false (after a warning) if name or value is
  * wrong. `quiet` suppresses the warning (the API reports through errno). */

@@ -11,10 +11,13 @@
 #include "core/stats.h"
 #include "os/os.h"
 
-/* The writer's lock: held by whoever writes a row (taken with lock_try, so a
- * second candidate skips instead of waiting), by the exit row and across
- * fork. Held around stats collection, so it ranks below the tcache-list,
- * central and page-heap locks; options_get_string's lock nests inside it. */
+/* The writer's lock: held by whoever writes a row. Nobody waits for it:
+ * row writers take it with lock_try (a second candidate skips), the exit row
+ * waits a bounded time, and fork does not take it (the child rebuilds every
+ * field below from scratch). So a writer that blocks in the kernel, or a
+ * signal handler that interrupted one, holds up no other thread and no fork.
+ * Held around stats collection, so it ranks below the tcache-list, central
+ * and page-heap locks; options_get_string's lock nests inside it. */
 static ebb_lock_t tl_lock = EBB_LOCK_INITIALIZER;
 static uint64_t tl_next_ns; /* when the next row is due; 0: at once */
 static uint32_t tl_done;    /* the exit row is written: nothing after it */
@@ -22,7 +25,8 @@ static uint32_t tl_done;    /* the exit row is written: nothing after it */
 /* Under tl_lock only. */
 #define TL_NONE (-1)
 #define TL_STDERR (-2)
-static int tl_fd = TL_NONE;                  /* TL_NONE: not open (yet, or failed) */
+static int tl_fd = TL_NONE;                  /* TL_NONE: not open (yet, or failed);
+					      * atomic: a forked child reads it */
 static bool tl_opened;                       /* tl_path was tried (opened or failed) */
 static bool tl_forked;                       /* a forked child: write only with "%p" */
 static bool tl_write_failed;                 /* warned once about a failed write */
@@ -66,17 +70,24 @@ static bool tl_expand(const char *path, char *out, size_t cap)
 	return true;
 }
 
+/* The descriptor is forgotten before it is closed: a child forked in
+ * between then leaks its copy (close-on-exec) rather than closing a number
+ * the program may have reused. */
 static void tl_close(void)
 {
-	if (tl_fd >= 0)
-		os_file_close(tl_fd);
-	tl_fd = TL_NONE;
+	int fd = __atomic_exchange_n(&tl_fd, TL_NONE, __ATOMIC_RELAXED);
+	if (fd >= 0)
+		os_file_close(fd);
 }
 
 static void tl_write(const char *buf, size_t len)
 {
 	if (tl_fd == TL_STDERR) {
-		os_write_err(buf, len);
+		/* stderr may be a pipe nobody reads or a stopped terminal: a
+		 * row that cannot go out at once is dropped, never waited for
+		 * (the writer may be a malloc caller). */
+		if (os_file_ready(2))
+			os_write_err(buf, len);
 	} else if (tl_fd >= 0 && !os_file_write(tl_fd, buf, len) && !tl_write_failed) {
 		tl_write_failed = true;
 		report_warn("stats_file %s: write failed (errno %d); rows are being lost", tl_path,
@@ -99,7 +110,7 @@ static bool tl_ensure_open(uint64_t now)
 	if (want[0] == '\0') {
 		if (tl_forked)
 			return false; /* the parent's stderr rows are the parent's */
-		tl_fd = TL_STDERR;
+		__atomic_store_n(&tl_fd, TL_STDERR, __ATOMIC_RELAXED);
 	} else {
 		char path[OPTIONS_STRING_MAX + 16];
 		if (tl_forked && strstr(want, "%p") == NULL)
@@ -110,11 +121,16 @@ static bool tl_ensure_open(uint64_t now)
 		}
 		int fd = os_file_create(path);
 		if (fd < 0) {
-			report_warn("stats_file %s: cannot create it (errno %d); no stats timeline", path,
-				    errno);
+			int err = errno;
+			const char *why = err == EEXIST ? "exists and is not an empty file of this user "
+							  "(never overwritten)"
+					  : err == ELOOP  ? "is a symbolic link (never followed)"
+					  : err == EINVAL ? "is not a regular file"
+							  : "cannot be created";
+			report_warn("stats_file %s: %s (errno %d); no stats timeline", path, why, err);
 			return false;
 		}
-		tl_fd = fd;
+		__atomic_store_n(&tl_fd, fd, __ATOMIC_RELAXED);
 	}
 	tl_start_ns = now;
 	tl_write(tl_header, sizeof tl_header - 1);
@@ -178,11 +194,23 @@ uint64_t timeline_wait_ns(uint64_t now)
 	return next > now ? next - now : 0;
 }
 
+/* How long the exit row waits for a writer that holds tl_lock. */
+#define TL_FINISH_WAIT_NS 1000000000ull
+
 void timeline_finish(void)
 {
 	if (atomic_load_u32_acquire(&init_state) != INIT_DONE || atomic_load_u32(&tl_done))
 		return;
-	lock_acquire(&tl_lock);
+	/* Bounded: the holder may be blocked in the kernel, or be the frame a
+	 * signal handler that called exit() interrupted. Then no last row. */
+	uint64_t start = os_now_ns();
+	while (!lock_try(&tl_lock)) {
+		if (util_elapsed(os_now_ns(), start) >= TL_FINISH_WAIT_NS) {
+			atomic_store_u32(&tl_done, 1);
+			return;
+		}
+		os_yield();
+	}
 	if (!atomic_load_u32(&tl_done)) {
 		atomic_store_u32(&tl_done, 1);
 		if (timeline_enabled())
@@ -199,21 +227,22 @@ __attribute__((destructor)) static void timeline_destructor(void)
 	timeline_finish();
 }
 
+/* Fork does not wait for a row being written (see tl_lock). */
 void timeline_prefork(void)
 {
-	lock_acquire(&tl_lock);
 }
 
 void timeline_postfork_parent(void)
 {
-	lock_release(&tl_lock);
 }
 
 void timeline_postfork_child(void)
 {
 	/* The child's copy of the descriptor points into the parent's file: let
 	 * go of it; the next row reopens, for the child's pid, if the name has
-	 * "%p" (tl_ensure_open refuses otherwise). */
+	 * "%p" (tl_ensure_open refuses otherwise). A row the parent was
+	 * writing at the fork is simply not the child's: every field is reset
+	 * here, and tl_path is rewritten before it is read again. */
 	tl_close();
 	tl_forked = true;
 	tl_opened = false;

@@ -6,7 +6,12 @@
  * malloc, so all of them are safe inside the allocator's own slow paths.
  *
  * Errors: functions that can fail return NULL/false and leave errno as the
- * kernel set it; callers turn that into ENOMEM for the user. */
+ * kernel set it; callers turn that into ENOMEM for the user.
+ *
+ * Cancellation: none of them is a pthread cancellation point (file and
+ * stderr I/O are raw system calls), so a thread that pthread_cancel()
+ * targets never ends inside the allocator with one of its locks held. The
+ * one exception is os_event_wait, which only the background thread calls. */
 #ifndef EBB_OS_OS_H
 #define EBB_OS_OS_H
 
@@ -56,6 +61,12 @@ uint64_t os_random(void);
 void os_yield(void);
 /* Starts a detached thread running fn(arg). false on failure. */
 bool os_thread_start(void *(*fn)(void *), void *arg);
+/* The kernel's id of the calling thread (gettid). */
+unsigned os_thread_id(void);
+/* Whether thread `tid` of this process still exists (it may be exiting). */
+bool os_thread_alive(unsigned tid);
+/* Names the calling thread (at most 15 characters; ps, top, /proc). */
+void os_thread_name(const char *name);
 /* Registers fn to run at the exit of every thread that called os_thread_exit_set
  * with a non-NULL value (a pthread key destructor). Call once. */
 bool os_thread_exit_hook(void (*fn)(void *));
@@ -79,14 +90,23 @@ EBB_NORETURN void os_abort(void);
 
 /* ---- files (the stats timeline) ----------------------------------------- */
 
-/* Creates or truncates `path` for writing (mode 0644, close-on-exec) and
- * returns a descriptor >= 0, or -1 with errno set. */
+/* Opens `path` for the timeline and returns a descriptor >= 0, or -1 with
+ * errno set. Never follows a symbolic link in the last component
+ * (ELOOP), never opens anything but a regular file (EINVAL: a FIFO, a
+ * device), never blocks, never truncates: a new file is created (mode
+ * 0644, O_EXCL); an existing one is taken only if it is empty, owned by
+ * the process's effective user and has one link, and is written in append
+ * mode (else EEXIST). Close-on-exec. */
 int os_file_create(const char *path);
 /* Writes all of buf[0, len) to fd, retrying short writes and EINTR; false on
  * any other error (the rest is dropped). */
 bool os_file_write(int fd, const char *buf, size_t len);
 void os_file_close(int fd);
 /* Resident set size of the whole process in bytes as the kernel counts it
+/* Whether the process runs with privileges its invoker lacks (AT_SECURE:
+ * setuid, setgid, file capabilities): then the environment is not to be
+ * trusted, and options are not read from it. */
+bool os_secure(void);
  * (/proc/self/statm: every mapping, not only the allocator's); 0 if unknown. */
 uint64_t os_rss_bytes(void);
 /* The calling process's id. */
@@ -97,6 +117,9 @@ unsigned os_pid(void);
 /* Makes the calls of one kind fail: the nth next call (nth >= 1; 0 = never)
  * and/or each call with probability ppm/1e6. Kinds: OS_FAULT_MAP (os_map,
  * os_map_aligned, remaps), OS_FAULT_PURGE, OS_FAULT_UNMAP. Used by tests and by
+/* Whether fd takes a write now without blocking (poll, no wait): a pipe or
+ * terminal behind stderr may be full or stopped. */
+bool os_file_ready(int fd);
  * the hidden option fault_*. */
 enum os_fault_kind { OS_FAULT_MAP, OS_FAULT_PURGE, OS_FAULT_UNMAP, OS_FAULT_KINDS };
 void os_fault_set(enum os_fault_kind kind, uint64_t nth, uint32_t ppm);

@@ -9,11 +9,47 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---------------------------------------------------------------------------
+ * Raw system calls. glibc's open, read, write, close, poll and getrandom are
+ * pthread cancellation points: a thread cancelled inside one while the
+ * allocator holds a lock would end with the lock held, and the next fork or
+ * timeline row would wait for it forever. syscall() is not a cancellation
+ * point. Each returns the result, or -1 with errno set.
+ * ------------------------------------------------------------------------- */
+static int os_sys_open(const char *path, int flags, unsigned mode)
+{
+	long r;
+	do
+		r = syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+	while (r < 0 && errno == EINTR);
+	return (int)r;
+}
+
+static ssize_t os_sys_read(int fd, void *buf, size_t len)
+{
+	return (ssize_t)syscall(SYS_read, fd, buf, len);
+}
+
+static ssize_t os_sys_write(int fd, const void *buf, size_t len)
+{
+	return (ssize_t)syscall(SYS_write, fd, buf, len);
+}
+
+static void os_sys_close(int fd)
+{
+	syscall(SYS_close, fd);
+}
 
 /* ---------------------------------------------------------------------------
  * Fault injection. Counters are process-wide; a test arms them, the next
@@ -168,11 +204,11 @@ size_t os_page_size(void)
 /* Reads a small file into buf with plain syscalls (no stdio: it allocates). */
 static ssize_t os_read_small_file(const char *path, char *buf, size_t cap)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = os_sys_open(path, O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	ssize_t n = read(fd, buf, cap - 1);
-	close(fd);
+	ssize_t n = os_sys_read(fd, buf, cap - 1);
+	os_sys_close(fd);
 	if (n >= 0)
 		buf[n] = '\0';
 	return n;
@@ -255,7 +291,7 @@ unsigned os_thread_count(void)
 uint64_t os_random(void)
 {
 	uint64_t v = 0;
-	if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v && v != 0)
+	if (syscall(SYS_getrandom, &v, sizeof v, GRND_NONBLOCK) == (long)sizeof v && v != 0)
 		return v;
 	v = os_now_ns() ^ ((uint64_t)(uintptr_t)&v << 16) ^ (uint64_t)getpid();
 	v ^= v >> 33;
@@ -288,6 +324,23 @@ bool os_thread_start(void *(*fn)(void *), void *arg)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	return rc == 0;
+}
+
+unsigned os_thread_id(void)
+{
+	return (unsigned)syscall(SYS_gettid);
+}
+
+bool os_thread_alive(unsigned tid)
+{
+	/* Signal 0 checks only that the thread exists. A thread id is reused
+	 * only after the thread is gone, and then at the end of the id space. */
+	return syscall(SYS_tgkill, getpid(), (pid_t)tid, 0) == 0 || errno != ESRCH;
+}
+
+void os_thread_name(const char *name)
+{
+	prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }
 
 static pthread_key_t os_exit_key;
@@ -352,7 +405,7 @@ void os_event_signal(void)
 void os_write_err(const char *buf, size_t len)
 {
 	while (len > 0) {
-		ssize_t n = write(STDERR_FILENO, buf, len);
+		ssize_t n = os_sys_write(STDERR_FILENO, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -377,20 +430,54 @@ void os_abort(void)
  * ------------------------------------------------------------------------- */
 int os_file_create(const char *path)
 {
-	int fd;
-	do
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	while (fd < 0 && errno == EINTR);
+	/* O_NONBLOCK: opening a FIFO must not wait for a reader (and a FIFO is
+	 * refused anyway); O_NOFOLLOW: a link planted under the name must not
+	 * redirect the rows onto another file. */
+	const int flags = O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	int fd = os_sys_open(path, flags | O_CREAT | O_EXCL, 0644);
+	if (fd >= 0 || errno != EEXIST)
+		return fd;
+	/* It exists. Look before opening, so that no device is ever opened
+	 * (opening some has effects); check again after, on what was opened. */
+	struct stat st;
+	if (fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return -1;
+	if (S_ISLNK(st.st_mode)) {
+		errno = ELOOP;
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errno = EINVAL;
+		return -1;
+	}
+	fd = os_sys_open(path, flags | O_APPEND, 0);
+	if (fd < 0)
+		return -1;
+	int err = 0;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+		err = EINVAL; /* swapped for something else since fstatat */
+	else if (st.st_uid != geteuid() || st.st_nlink != 1 || st.st_size != 0)
+		err = EEXIST; /* someone else's, a hard link, or holds data */
+	if (err) {
+		os_sys_close(fd);
+		errno = err;
+		return -1;
+	}
 	return fd;
 }
 
 bool os_file_write(int fd, const char *buf, size_t len)
 {
 	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
+		ssize_t n = os_sys_write(fd, buf, len);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
+bool os_secure(void)
+{
+	return getauxval(AT_SECURE) != 0;
+}
+
 			return false;
 		buf += n;
 		len -= (size_t)n;
@@ -400,7 +487,7 @@ bool os_file_write(int fd, const char *buf, size_t len)
 
 void os_file_close(int fd)
 {
-	close(fd);
+	os_sys_close(fd);
 }
 
 uint64_t os_rss_bytes(void)
@@ -422,5 +509,13 @@ uint64_t os_rss_bytes(void)
 
 unsigned os_pid(void)
 {
+bool os_file_ready(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+	struct timespec zero = {0, 0};
+	long r = syscall(SYS_ppoll, &p, 1, &zero, NULL, (size_t)(_NSIG / 8));
+	return r == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
 	return (unsigned)getpid();
 }

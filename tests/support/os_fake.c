@@ -150,6 +150,10 @@ bool os_thread_start(void *(*fn)(void *), void *arg)
 	return false; /* unit tests drive decay themselves */
 }
 
+unsigned os_thread_id(void) { return 1; }
+bool os_thread_alive(unsigned tid) { (void)tid; return false; }
+void os_thread_name(const char *name) { (void)name; }
+
 static pthread_key_t fake_key;
 bool os_thread_exit_hook(void (*fn)(void *)) { return pthread_key_create(&fake_key, fn) == 0; }
 bool os_thread_exit_set(void *value) { return pthread_setspecific(fake_key, value) == 0; }
@@ -159,6 +163,7 @@ void os_event_wait(uint64_t timeout_ns) { (void)timeout_ns; }
 void os_event_signal(void) {}
 void os_write_err(const char *buf, size_t len) { (void)!write(2, buf, len); }
 const char *os_getenv(const char *name) { return getenv(name); }
+bool os_secure(void) { return false; }
 void os_abort(void) { abort(); }
 
 /* Files are real (a test can read back what the timeline wrote); RSS is
@@ -166,6 +171,7 @@ void os_abort(void) { abort(); }
 #include <fcntl.h>
 int os_file_create(const char *path) { return open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); }
 bool os_file_write(int fd, const char *buf, size_t len) { return write(fd, buf, len) == (ssize_t)len; }
+bool os_file_ready(int fd) { (void)fd; return true; }
 void os_file_close(int fd) { close(fd); }
 uint64_t os_rss_bytes(void) { return 0; }
 unsigned os_pid(void) { return (unsigned)getpid(); }
