@@ -86,6 +86,10 @@ void os_event_signal(void);
 /* Writes to stderr without buffering or allocating. */
 void os_write_err(const char *buf, size_t len);
 const char *os_getenv(const char *name);
+/* Whether the process runs with privileges its invoker lacks (AT_SECURE:
+ * setuid, setgid, file capabilities): then the environment is not to be
+ * trusted, and options are not read from it. */
+bool os_secure(void);
 EBB_NORETURN void os_abort(void);
 
 /* ---- files (the stats timeline) ----------------------------------------- */
@@ -101,12 +105,11 @@ int os_file_create(const char *path);
 /* Writes all of buf[0, len) to fd, retrying short writes and EINTR; false on
  * any other error (the rest is dropped). */
 bool os_file_write(int fd, const char *buf, size_t len);
+/* Whether fd takes a write now without blocking (poll, no wait): a pipe or
+ * terminal behind stderr may be full or stopped. */
+bool os_file_ready(int fd);
 void os_file_close(int fd);
 /* Resident set size of the whole process in bytes as the kernel counts it
-/* Whether the process runs with privileges its invoker lacks (AT_SECURE:
- * setuid, setgid, file capabilities): then the environment is not to be
- * trusted, and options are not read from it. */
-bool os_secure(void);
  * (/proc/self/statm: every mapping, not only the allocator's); 0 if unknown. */
 uint64_t os_rss_bytes(void);
 /* The calling process's id. */
@@ -117,9 +120,6 @@ unsigned os_pid(void);
 /* Makes the calls of one kind fail: the nth next call (nth >= 1; 0 = never)
  * and/or each call with probability ppm/1e6. Kinds: OS_FAULT_MAP (os_map,
  * os_map_aligned, remaps), OS_FAULT_PURGE, OS_FAULT_UNMAP. Used by tests and by
-/* Whether fd takes a write now without blocking (poll, no wait): a pipe or
- * terminal behind stderr may be full or stopped. */
-bool os_file_ready(int fd);
  * the hidden option fault_*. */
 enum os_fault_kind { OS_FAULT_MAP, OS_FAULT_PURGE, OS_FAULT_UNMAP, OS_FAULT_KINDS };
 void os_fault_set(enum os_fault_kind kind, uint64_t nth, uint32_t ppm);

@@ -420,6 +420,11 @@ const char *os_getenv(const char *name)
 	return getenv(name);
 }
 
+bool os_secure(void)
+{
+	return getauxval(AT_SECURE) != 0;
+}
+
 void os_abort(void)
 {
 	abort();
@@ -473,16 +478,19 @@ bool os_file_write(int fd, const char *buf, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-bool os_secure(void)
-{
-	return getauxval(AT_SECURE) != 0;
-}
-
 			return false;
 		buf += n;
 		len -= (size_t)n;
 	}
 	return true;
+}
+
+bool os_file_ready(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
+	struct timespec zero = {0, 0};
+	long r = syscall(SYS_ppoll, &p, 1, &zero, NULL, (size_t)(_NSIG / 8));
+	return r == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP | POLLNVAL));
 }
 
 void os_file_close(int fd)
@@ -509,13 +517,5 @@ uint64_t os_rss_bytes(void)
 
 unsigned os_pid(void)
 {
-bool os_file_ready(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLOUT, .revents = 0};
-	struct timespec zero = {0, 0};
-	long r = syscall(SYS_ppoll, &p, 1, &zero, NULL, (size_t)(_NSIG / 8));
-	return r == 1 && (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP | POLLNVAL));
-}
-
 	return (unsigned)getpid();
 }
