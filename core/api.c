@@ -286,16 +286,17 @@ EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
 	return ebb_realloc(p, total);
 }
 
+/* The aligned allocators fail as glibc 2.36's do (docs/usage.md has the
+ * table): posix_memalign returns EINVAL for an alignment that is not a power
+ * of two multiple of sizeof(void *), else ENOMEM with errno also ENOMEM (as
+ * glibc leaves it); memalign and valloc/pvalloc set errno. */
 EBB_API int ebb_posix_memalign(void **out, size_t align, size_t size)
 {
 	if (align < sizeof(void *) || !util_is_pow2(align))
 		return EINVAL;
-	int saved = errno;
 	void *p = alloc_aligned(align, size);
-	if (p == NULL) {
-		errno = saved;
+	if (p == NULL)
 		return ENOMEM;
-	}
 	*out = p;
 	return 0;
 }
@@ -309,13 +310,20 @@ EBB_API void *ebb_aligned_alloc(size_t align, size_t size)
 	return alloc_aligned(align, size);
 }
 
+/* glibc rounds an alignment that is not a power of two up to the next one;
+ * above SIZE_MAX / 2 + 1 there is none, which is EINVAL (glibc's
+ * tst-memalign: memalign(-1, n)). A power of two too large to map is ENOMEM. */
 EBB_API void *ebb_memalign(size_t align, size_t size)
 {
+	if (align > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
 	if (align > EBB_MAX_REQUEST) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (!util_is_pow2(align)) /* glibc rounds up to a power of two */
+	if (!util_is_pow2(align))
 		align = align < 2 ? 1 : (size_t)1 << (util_log2(align) + 1);
 	return alloc_aligned(align, size);
 }

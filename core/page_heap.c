@@ -12,6 +12,13 @@
 static page_heap_t page_heaps[EBB_MAX_HEAPS];
 static unsigned page_heaps_n = 1;
 
+/* Heaps set up outside the table (unit tests make their own on the stack),
+ * so that the header check below accepts their superblocks: the last few
+ * page_heap_init saw, never dereferenced by the check. */
+#define OTHER_HEAPS 8
+static page_heap_t *other_heaps[OTHER_HEAPS];
+static unsigned other_heaps_next;
+
 /* Pages of dirty runs in all heaps, and pages handed out as spans. */
 static uint64_t dirty_total_pages;
 static uint64_t inuse_total_pages;
@@ -36,8 +43,30 @@ static uint64_t decay_interval_ns(void)
 	return ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
 }
 
+static bool heap_in_table(const page_heap_t *h)
+{
+	uintptr_t off = (uintptr_t)h - (uintptr_t)page_heaps;
+	return off < sizeof page_heaps && off % sizeof(page_heap_t) == 0;
+}
+
+/* Whether h is one of our page heaps: the owner pointer of a superblock
+ * header is checked against this before anything locks through it. */
+static bool heap_known(const page_heap_t *h)
+{
+	if (EBB_LIKELY(heap_in_table(h)))
+		return true;
+	for (unsigned i = 0; i < OTHER_HEAPS; i++)
+		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
+			return true;
+	return false;
+}
+
 void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
 {
+	if (!heap_in_table(h) && !heap_known(h)) {
+		unsigned i = __atomic_fetch_add(&other_heaps_next, 1, __ATOMIC_RELAXED) % OTHER_HEAPS;
+		__atomic_store_n(&other_heaps[i], h, __ATOMIC_RELAXED);
+	}
 	memset(h, 0, sizeof *h);
 	lock_init(&h->lock);
 	h->index = index;
@@ -85,6 +114,35 @@ size_t page_heap_dirty_excess_pages(void)
 	size_t budget = options_dirty_max_bytes(inuse) >> EBB_PAGE_SHIFT;
 	size_t dirty = page_heap_dirty_total();
 	return dirty > budget ? dirty - budget : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Header validation (superblock.h: the guard). Every operation that reaches a
+ * superblock through a span the caller passes in, a run of the lists or a
+ * link of a superblock list checks the header before it reads a field of it:
+ * superblock_check for what superblock.c knows, then the owner pointer
+ * against the table of heaps. Some 20 instructions and the header's first
+ * cache line, on paths that take a lock anyway.
+ * ------------------------------------------------------------------------- */
+
+/* The owner of sb, once its header has been checked. No lock needed. */
+static page_heap_t *sb_heap(superblock_t *sb, bool huge)
+{
+	superblock_check(sb, huge);
+	page_heap_t *h = sb->heap;
+	if (EBB_UNLIKELY(!heap_known(h)))
+		superblock_report_overwritten(sb, "its page heap pointer is not one of ours");
+	return h;
+}
+
+/* sb reached from h's own structures, h->lock held: also owned by h, and its
+ * lock-protected fields in range. */
+static void sb_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
+{
+	if (EBB_UNLIKELY(sb_heap(sb, huge) != h))
+		superblock_report_overwritten(sb, "it names another page heap than the one that lists it");
+	if (EBB_UNLIKELY(sb->free_pages > sb->usable_pages || (sb->all_purged | sb->hdr_purging | sb->trim_queued) > 1))
+		superblock_report_overwritten(sb, "its page counts or flags are out of range");
 }
 
 /* ---------------------------------------------------------------------------
@@ -391,6 +449,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	}
 
 	superblock_t *sb = span_superblock(s);
+	sb_check_locked(h, sb, false);
 	unsigned start = s->page;
 	size_t total = s->npages;
 	uint8_t kind_state = s->state, zeroed = s->zeroed;
@@ -457,7 +516,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 void page_heap_free(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb->heap;
+	page_heap_t *h = sb_heap(sb, false);
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
 	lock_acquire_sb(h, sb);
@@ -477,7 +536,7 @@ void page_heap_free(span_t *s)
 bool page_heap_resize(span_t *s, size_t new_npages)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb->heap;
+	page_heap_t *h = sb_heap(sb, false);
 	size_t old = s->npages;
 	if (new_npages == old)
 		return true;
@@ -561,6 +620,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	span_t *fit = NULL, *below = NULL;
 	lock_acquire(&h->lock);
 	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		sb_check_locked(h, sb, true);
 		span_t *c = &sb->spans[0];
 		if ((((uintptr_t)sb + EBB_SB_SIZE) & (align - 1)) != 0)
 			continue;
@@ -624,7 +684,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 void page_heap_huge_free(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb->heap;
+	page_heap_t *h = sb_heap(sb, true);
 	uint64_t now = os_now_ns();
 	lock_acquire(&h->lock);
 	h->huge_pages -= s->npages;
@@ -642,7 +702,7 @@ void page_heap_huge_free(span_t *s)
 span_t *page_heap_huge_resize(span_t *s, size_t npages)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb->heap;
+	page_heap_t *h = sb_heap(sb, true);
 	size_t old = s->npages, old_asked = s->used;
 	if (npages < old && old - npages <= HUGE_SLACK(npages)) {
 		/* Shrunk in place: the tail stays mapped, as slack. */
@@ -862,6 +922,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		for (span_t *s = list, *next; s; s = next) {
 			next = s->next;
 			superblock_t *sb = span_superblock(s);
+			sb_check_locked(h, sb, s->huge);
 			dirty_sub(h, s->npages);
 			if (s->purge_ok) {
 				purged += s->npages;
@@ -939,6 +1000,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	}
 	h->purging = true;
 	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
+		sb_check_locked(h, sb, false);
 		next = sb->next;
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
 		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
@@ -955,6 +1017,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		victims = sb;
 	}
 	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+		sb_check_locked(h, sb, true);
 		next = sb->next;
 		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
 			continue;
@@ -1013,6 +1076,7 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
 	lock_acquire(&h->lock);
 	due = decay_next_due(&h->decay, now, h->dirty_pages);
 	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
+		sb_check_locked(h, sb, false);
 		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
 			uint64_t at = sb->empty_since_ns + delay;
 			uint64_t d = at > now ? at - now : 0;
@@ -1021,6 +1085,7 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
 		}
 	}
 	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		sb_check_locked(h, sb, true);
 		uint64_t at = sb->empty_since_ns + delay;
 		uint64_t d = at > now ? at - now : 0;
 		if (d < due)

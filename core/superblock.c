@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/atomic.h"
+#include "core/report.h"
 #include "os/os.h"
 
 uint8_t superblock_registry[EBB_REGISTRY_ENTRIES];
@@ -60,12 +61,16 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 	uint8_t kind = atomic_load_u8_acquire(&superblock_registry[registry_index(a)]);
 	superblock_t *sb;
 	if (kind == REG_HEADER) {
+		/* The bounds of a normal superblock are constants, not read from
+		 * the header (an overflow from the slot before may have written
+		 * it); a huge block's header slot has an all-zero pagemap, which
+		 * names no span. */
 		sb = superblock_of(p);
 		unsigned page = superblock_page_index(p);
-		if (page < sb->first_page || page >= (unsigned)sb->first_page + sb->usable_pages)
+		if (page < EBB_SB_HEADER_PAGES)
 			return NULL;
 		unsigned first = sb->pagemap[page];
-		if (first < sb->first_page || first > page)
+		if (first < EBB_SB_HEADER_PAGES || first > page)
 			return NULL;
 		span_t *s = superblock_span_at(sb, first);
 		if (s->state == SPAN_NONE || page >= first + s->npages)
@@ -75,10 +80,64 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 	}
 	if (kind == REG_HUGE) {
 		sb = (superblock_t *)((uintptr_t)superblock_of(p) - EBB_SB_SIZE);
+		superblock_check(sb, true);
 		*sb_out = sb;
 		return &sb->spans[0];
 	}
 	return NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * Header validation (superblock.h: the guard)
+ * ------------------------------------------------------------------------- */
+void superblock_report_overwritten(const superblock_t *sb, const char *why)
+{
+	char msg[200];
+	report_format(msg, sizeof msg,
+		      "allocator metadata overwritten (a buffer overflow from the block before it?): "
+		      "superblock header %p: %s",
+		      (const void *)sb, why);
+	report_fatal(msg);
+}
+
+/* Why the header at sb is not one superblock_create or huge_create wrote,
+ * or NULL. Looks at memory only once the registry says the slot is ours. */
+static const char *header_why_bad(const superblock_t *sb, bool huge)
+{
+	uintptr_t a = (uintptr_t)sb;
+	if ((a & (EBB_SB_SIZE - 1)) != 0 ||
+	    atomic_load_u8_acquire(&superblock_registry[registry_index(a)]) != REG_HEADER)
+		return "not a superblock of ours (a link in a header was overwritten?)";
+	/* Eight words ORed: the red zone is zero unless something wrote it. */
+	const uint64_t *g = (const uint64_t *)sb->guard;
+	uint64_t any = 0;
+	for (unsigned i = 0; i < EBB_SB_GUARD / sizeof(uint64_t); i++)
+		any |= g[i];
+	if (any != 0)
+		return "its red zone was written";
+	if (sb->magic != EBB_SB_MAGIC)
+		return "bad magic";
+	if (sb->huge != (huge ? 1 : 0))
+		return huge ? "not a huge block's header" : "a huge block's header where a superblock's belongs";
+	if (!huge) {
+		if (sb->map_size != EBB_SB_SIZE || sb->first_page != EBB_SB_HEADER_PAGES ||
+		    sb->usable_pages != EBB_SB_USABLE_PAGES)
+			return "sizes differ from what was mapped";
+		return NULL;
+	}
+	const span_t *s = &sb->spans[0];
+	if (sb->first_page != EBB_SB_PAGES || sb->usable_pages != 0 || !s->huge ||
+	    s->page != EBB_SB_PAGES || s->npages == 0 ||
+	    sb->map_size != header_bytes() + ((size_t)s->npages << EBB_PAGE_SHIFT))
+		return "sizes differ from what was mapped";
+	return NULL;
+}
+
+void superblock_check(const superblock_t *sb, bool huge)
+{
+	const char *why = header_why_bad(sb, huge);
+	if (EBB_UNLIKELY(why != NULL))
+		superblock_report_overwritten(sb, why);
 }
 
 span_t *superblock_desc(superblock_t *sb, unsigned page)

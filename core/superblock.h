@@ -41,7 +41,28 @@ enum registry_kind {
 	REG_HUGE_CONT = 3, /* inside a huge block */
 };
 
+/* The header's guard. A header starts at a 4 MiB boundary, right after
+ * whatever ends there: often the last page of another superblock, where a
+ * 16-byte block can end exactly at the boundary, or the end of a huge block.
+ * An overflow of that block lands here first. So:
+ *   - the first EBB_SB_GUARD bytes are a red zone: zero from mmap, never
+ *     written, read by nobody but superblock_check; an overflow of up to 64
+ *     bytes overwrites nothing the allocator uses;
+ *   - every slow path validates a header before it trusts a field of it
+ *     (superblock_check: red zone still zero, magic, kind and sizes as
+ *     created; page_heap.c then checks the heap pointer against its own table
+ *     of page heaps) and reports the header's address and aborts if it fails.
+ * Not a guard page: a PROT_NONE page would catch the write itself, but costs
+ * an mprotect per superblock and splits each mapping into two VMAs (adjacent
+ * superblocks now merge into one, and vm.max_map_count is 65530 by default),
+ * for no more than the red zone catches. The red zone costs nothing: it sits
+ * on header page 0, which is resident anyway; the fast paths read page_class
+ * and pagemap at constant offsets as before. What an overflow past the
+ * checked part can still do is in docs/reliability.md. */
+#define EBB_SB_GUARD 64
+
 typedef struct superblock {
+	uint8_t guard[EBB_SB_GUARD]; /* red zone: zero, never written */
 	/* immutable while mapped */
 	uint64_t magic;
 	struct page_heap *heap; /* owner */
@@ -127,6 +148,17 @@ EBB_INLINE void *superblock_page_addr(const superblock_t *sb, unsigned page)
  * the answer is exact for pointers the program legitimately holds. For huge
  * blocks, p must be the block's start. */
 span_t *superblock_span_lookup(const void *p, superblock_t **sb_out);
+
+/* Validates the header of sb (guard, magic, registry entry, kind and sizes
+ * as created: huge or not as `huge` says) before a slow path trusts it;
+ * reports "allocator metadata overwritten" with sb's address and aborts if
+ * it fails, whatever on_error says. Reads only fields written when sb was
+ * made (and, for a huge block, by its owner as it resizes it), so whoever may
+ * use sb can call it without a lock. The heap pointer is checked by
+ * page_heap.c, which owns the table of heaps. */
+void superblock_check(const superblock_t *sb, bool huge);
+/* The report of superblock_check, for the checks other modules make. */
+EBB_NORETURN void superblock_report_overwritten(const superblock_t *sb, const char *why);
 
 /* Descriptor of the span or run that starts at usable page `page`. */
 EBB_INLINE span_t *superblock_span_at(superblock_t *sb, unsigned page)
