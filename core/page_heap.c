@@ -605,6 +605,7 @@ static void huge_take(page_heap_t *h, span_t *s, size_t asked)
 	span_superblock(s)->empty_since_ns = 0;
 	h->huge_pages += s->npages;
 	h->huge_slack_pages += s->npages - asked;
+	h->huge_live++;
 	h->large_allocs++;
 	atomic_add_u64(&inuse_total_pages, s->npages);
 }
@@ -689,6 +690,7 @@ void page_heap_huge_free(span_t *s)
 	lock_acquire(&h->lock);
 	h->huge_pages -= s->npages;
 	h->huge_slack_pages -= s->npages - s->used;
+	h->huge_live--;
 	atomic_sub_u64(&inuse_total_pages, s->npages);
 	s->state = SPAN_FREE_DIRTY;
 	s->zeroed = 0;
@@ -1107,6 +1109,7 @@ void page_heap_stats_add(page_heap_stats_t *acc)
 		acc->large_pages += h->large_pages;
 		acc->huge_pages += h->huge_pages;
 		acc->huge_slack_pages += h->huge_slack_pages;
+		acc->huge_blocks += h->huge_live;
 		acc->dirty_pages += h->dirty_pages;
 		acc->purged_pages += h->purged_pages;
 		acc->meta_pages += h->meta_pages;

@@ -60,6 +60,7 @@ typedef struct page_heap {
 	size_t huge_slack_pages;  /* pages of live huge blocks beyond what was asked */
 	size_t meta_pages;        /* header pages touched (resident metadata) */
 	size_t superblocks_count, huge_count, huge_cached;
+	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
 	/* counters */
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
 } EBB_ALIGNED(EBB_CACHELINE) page_heap_t;
@@ -67,6 +68,7 @@ typedef struct page_heap {
 typedef struct page_heap_stats {
 	uint64_t central_pages, large_pages, huge_pages, huge_slack_pages, dirty_pages,
 		purged_pages, meta_pages;
+	uint64_t huge_blocks; /* huge blocks the program holds */
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
 } page_heap_stats_t;
 

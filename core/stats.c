@@ -50,7 +50,8 @@ unsigned stats_classes(stats_class_row_t rows[EBB_NUM_CLASSES])
 	return n;
 }
 
-void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc)
+/* stats_collect, also handing back the page-heap figures it used. */
+static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_stats_t *ph_out)
 {
 	memset(out, 0, sizeof *out);
 	superblock_totals_t sb;
@@ -58,6 +59,7 @@ void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc)
 	page_heap_stats_t ph;
 	memset(&ph, 0, sizeof ph);
 	page_heap_stats_add(&ph);
+	*ph_out = ph;
 	central_class_stats_t cs[EBB_NUM_CLASSES];
 	memset(cs, 0, sizeof cs);
 	uint64_t carved = 0, returned = 0;
@@ -98,6 +100,38 @@ void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc)
 	out->spans_carved = carved;
 	out->spans_returned = returned;
 	out->large_allocs = ph.large_allocs;
+}
+
+void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc)
+{
+	page_heap_stats_t ph;
+	collect(out, tc, &ph);
+}
+
+static size_t sub_or_zero(uint64_t a, uint64_t b)
+{
+	return a > b ? (size_t)(a - b) : 0;
+}
+
+/* glibc's fields (docs/usage.md, "mallinfo"): what it keeps in its sbrk
+ * arena is here everything but the live huge blocks, which are its mmapped
+ * chunks. Derived from one snapshot, so the identities of stats.h carry
+ * over: arena = uordblks + fordblks + metadata + span tails. */
+void stats_mallinfo(struct ebb_mallinfo *out, const stats_tcache_t *tc)
+{
+	struct ebb_stats s;
+	page_heap_stats_t ph;
+	collect(&s, tc, &ph);
+	uint64_t huge = ph.huge_pages << EBB_PAGE_SHIFT;
+	uint64_t huge_asked = (ph.huge_pages - ph.huge_slack_pages) << EBB_PAGE_SHIFT;
+	memset(out, 0, sizeof *out);
+	out->arena = sub_or_zero(s.mapped, huge);
+	out->hblks = (size_t)ph.huge_blocks;
+	out->hblkhd = (size_t)huge;
+	out->fsmblks = (size_t)s.tcache;
+	out->uordblks = sub_or_zero(s.allocated, huge_asked);
+	out->fordblks = (size_t)(s.tcache + s.central + s.dirty + s.purged);
+	out->keepcost = (size_t)s.dirty;
 }
 
 void stats_print(FILE *f, const struct ebb_stats *s)

@@ -30,6 +30,9 @@ typedef struct stats_tcache {
 /* Fills *out; the thread-cache figures come from the caller (tcache/ sits
  * above core/). Takes each central and page-heap lock briefly. */
 void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc);
+/* Fills *out (include/ebbmalloc.h) from one snapshot of the same counters;
+ * the thread-cache figures come from the caller, as for stats_collect. */
+void stats_mallinfo(struct ebb_mallinfo *out, const stats_tcache_t *tc);
 /* Prints *s, the kernel's RSS next to it, and the per-class table below. */
 void stats_print(FILE *f, const struct ebb_stats *s);
 

@@ -181,6 +181,26 @@ EBB_API void ebb_stats_get(struct ebb_stats *out);
  * objects, fragmentation); docs/usage.md explains how to read it. */
 EBB_API void ebb_stats_print(FILE *out);
 
+/* The figures of glibc's mallinfo2(), from the statistics above; with
+ * EBB_OVERRIDE, mallinfo2() and mallinfo() return them (mallinfo clamps each
+ * to INT_MAX). Huge blocks (4 MiB and more) count as glibc's mmapped chunks:
+ * in hblks/hblkhd, not in arena/uordblks. docs/usage.md maps each field.
+ *   arena == uordblks + fordblks + overhead (headers, span tails) */
+struct ebb_mallinfo {
+	size_t arena;    /* mapped for superblocks and metadata (all but live huge blocks) */
+	size_t ordblks;  /* 0: free runs are not counted */
+	size_t smblks;   /* 0: no fastbins */
+	size_t hblks;    /* huge blocks the program holds */
+	size_t hblkhd;   /* bytes of those huge blocks */
+	size_t usmblks;  /* 0, as in glibc */
+	size_t fsmblks;  /* free blocks in thread caches (glibc: fastbins) */
+	size_t uordblks; /* in blocks the program holds, huge blocks aside */
+	size_t fordblks; /* free: thread caches, central lists, free pages */
+	size_t keepcost; /* free pages still resident: what ebb_trim gives back */
+};
+typedef struct ebb_mallinfo ebb_mallinfo_t;
+EBB_API void ebb_mallinfo(struct ebb_mallinfo *out);
+
 /* ----------------------------------------------------------------------------
  * Options. Each is read from the environment variable EBB_OPTIONS at start-up,
  * for example EBB_OPTIONS=decay_ms=500,background_thread=0, and can be changed
