@@ -49,6 +49,7 @@ PY
 csv=$work/python-ebbmalloc.csv
 glibc=$work/python-glibc.csv
 echo "== $py under LD_PRELOAD=$lib, timeline every 100 ms -> $csv"
+rm -f "$csv" # the timeline never overwrites a file that holds data
 EBB_OPTIONS=stats_interval_ms=100,stats_file=$csv PYTHONMALLOC=malloc LD_PRELOAD=$lib "$py" "$script"
 
 echo "== the same under glibc, RSS from /proc/PID/statm every 100 ms -> $glibc"

@@ -9,12 +9,22 @@
  *
  * Start-up: never from the first malloc (which may run under a lock that
  * pthread_create needs, e.g. inside the dynamic loader or pthread_create
- * itself), but from a later slow path that holds no allocator lock: the
- * first time a span goes back to the page heap, or a thread cache's periodic
- * trim. It is re-created lazily in a forked child, can be turned off
- * (background_thread=0: decay then runs on allocation slow paths), and exits
- * by itself when it is the last thread of the process, so it never keeps a
- * process alive after main() called pthread_exit(). */
+ * itself), but from a later slow path that holds no allocator lock and only
+ * when there is work: pages turned dirty (a span back to the page heap), or
+ * a timeline. A program that never frees memory never gets the thread.
+ *
+ * Retirement: the thread ends after RETIRE_IDLE_NS (1 s) with nothing to do
+ * and nothing left to give back (no dirty pages for decay, no transfer batch
+ * kept, no timeline), after unmapping every entirely free superblock at
+ * once, so a quiet program is single-threaded again (unshare(CLONE_NEWUSER)
+ * works, glibc's single-thread fast paths return). The next free that makes
+ * pages dirty starts a new one (see bg_retire for why none is missed).
+ *
+ * It is re-created lazily in a forked child, can be turned off
+ * (background_thread=0: decay then runs on allocation slow paths; turning
+ * it off at run time returns once the thread is gone), names itself
+ * "ebb-background", and exits when it is the last thread of the process,
+ * so it never keeps a process alive after main() called pthread_exit(). */
 #ifndef EBB_CORE_BACKGROUND_H
 #define EBB_CORE_BACKGROUND_H
 
