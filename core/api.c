@@ -1,7 +1,8 @@
 /* api.c: every public entry point, the standard names that replace the
- * system allocator (EBB_OVERRIDE), and the process-wide hooks (fork handlers,
- * exit-time stats). The one core file that includes tcache/: it is the top of
- * the layers and the only place that sees all of them.
+ * system allocator (EBB_OVERRIDE), and the process-wide hooks (registering
+ * core/fork.c's fork handlers, exit-time stats). The one core file that
+ * includes tcache/: it is the top of the layers and the only place that sees
+ * all of them.
  *
  * malloc and free are the tcache fast paths inlined here, so `malloc` costs
  * what `ebb_malloc` costs; everything else is built on them and on large.c. */
@@ -11,6 +12,7 @@
 
 #include "core/background.h"
 #include "core/central.h"
+#include "core/fork.h"
 #include "core/freelist.h"
 #include "core/init.h"
 #include "core/large.h"
@@ -432,58 +434,19 @@ EBB_API int ebb_option_get(const char *name, long long *value)
 	return 0;
 }
 
-/* ---------------------------------------------------------------------------
- * fork: every allocator lock is taken in rank order before fork (so no
- * structure is half-updated when the child is cloned) and re-initialized in
- * the child, which can allocate at once.
- * ------------------------------------------------------------------------- */
-static void api_prefork(void)
-{
-	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
-		return;
-	background_prefork();
-	tcache_prefork();
-	pool_prefork();
-	central_prefork();
-	page_heap_prefork();
-	meta_prefork();
-}
-
-static void api_postfork_parent(void)
-{
-	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
-		return;
-	meta_postfork_parent();
-	page_heap_postfork_parent();
-	central_postfork_parent();
-	pool_postfork_parent();
-	tcache_postfork_parent();
-	background_postfork_parent();
-}
-
-static void api_postfork_child(void)
-{
-	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
-		return;
-	meta_postfork_child();
-	page_heap_postfork_child();
-	central_postfork_child();
-	pool_postfork_child();
-	tcache_postfork_child();
-	background_postfork_child();
-}
-
 /* Not needed for initialization (any first call does that); it registers
- * the fork handlers from a context that holds no libc lock. Registering them
- * from inside the first malloc could deadlock: that malloc may come from
- * pthread_atfork itself, which holds the lock it would need. */
+ * the fork handlers (core/fork.c) from a context that holds no libc lock.
+ * Registering them from inside the first malloc could deadlock: that malloc
+ * may come from pthread_atfork itself, which holds the lock it would need.
+ * Here rather than in fork.c so that a static link, which takes fork.o only
+ * if something refers to it, always gets the handlers. */
 __attribute__((constructor)) static void api_constructor(void)
 {
 	/* For core/ readers of the stats (the timeline), which cannot call up
 	 * into tcache/. */
 	stats_set_tcache_source(tcache_stats);
 	if (init_ensure())
-		os_atfork(api_prefork, api_postfork_parent, api_postfork_child);
+		fork_register(tcache_prefork, tcache_postfork_parent, tcache_postfork_child);
 }
 
 __attribute__((destructor)) static void api_destructor(void)

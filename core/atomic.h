@@ -12,7 +12,14 @@
  * Lock: test-and-set with bounded spinning, then yielding the CPU, so that 32
  * threads on 2 cores do not burn whole time slices behind a preempted holder.
  * Every lock has a rank (enum lock_rank); locks are only ever nested in rank
- * order, which is also the order fork takes them in (init.c). */
+ * order, which is also the order fork takes them in (core/fork.c).
+ *
+ * Every acquire and release also counts, per thread, the allocator locks the
+ * thread holds or is waiting for (lock_depth): a fork from a signal handler
+ * reads it to tell whether the frame it interrupted holds a lock, which the
+ * prefork handler must then not wait for (core/fork.c). One add to an
+ * initial-exec TLS word per acquire and per release; the malloc/free fast
+ * paths take no lock and do not touch it. */
 #ifndef EBB_CORE_ATOMIC_H
 #define EBB_CORE_ATOMIC_H
 
@@ -43,11 +50,11 @@ enum lock_rank {
 typedef struct { unsigned int value; } ebb_lock_t;
 #define EBB_LOCK_INITIALIZER {0}
 
-static inline bool lock_try(ebb_lock_t *l)
+static inline bool lock_try_raw(ebb_lock_t *l)
 {
 	return __atomic_exchange_n(&l->value, 1u, __ATOMIC_ACQUIRE) == 0;
 }
-static inline void lock_release(ebb_lock_t *l)
+static inline void lock_release_raw(ebb_lock_t *l)
 {
 	__atomic_store_n(&l->value, 0u, __ATOMIC_RELEASE);
 }
@@ -80,8 +87,8 @@ static inline void atomic_spin_pause(void) { }
 typedef struct { ck_spinlock_fas_t fas; } ebb_lock_t;
 #define EBB_LOCK_INITIALIZER {CK_SPINLOCK_FAS_INITIALIZER}
 
-static inline bool lock_try(ebb_lock_t *l) { return ck_spinlock_fas_trylock(&l->fas); }
-static inline void lock_release(ebb_lock_t *l) { ck_spinlock_fas_unlock(&l->fas); }
+static inline bool lock_try_raw(ebb_lock_t *l) { return ck_spinlock_fas_trylock(&l->fas); }
+static inline void lock_release_raw(ebb_lock_t *l) { ck_spinlock_fas_unlock(&l->fas); }
 static inline bool lock_is_held(ebb_lock_t *l) { return ck_pr_load_uint(&l->fas.value) != 0; }
 
 static inline uint64_t atomic_load_u64(const uint64_t *p) { return ck_pr_load_64(p); }
@@ -137,13 +144,39 @@ static inline void lock_init(ebb_lock_t *l)
 	*l = (ebb_lock_t)EBB_LOCK_INITIALIZER;
 }
 
+/* How many allocator locks this thread holds or is waiting for, plus the
+ * lock-like states it holds with the lock dropped (a page heap's purge pass:
+ * lock_depth_enter/leave). Defined in init.c (every build of core/ links it).
+ *
+ * Invariant, as a signal handler on this thread sees it: whenever the thread
+ * is between the start of an acquire and the end of the matching release,
+ * lock_depth > 0. So the count goes up before the lock word is touched and
+ * down only after it is cleared; the signal fences keep the compiler from
+ * moving the plain TLS update across the lock's atomic (a handler runs on the
+ * same thread, so no CPU fence is needed). It may read > 0 a moment too long
+ * (between the release and the decrement): the reader then only skips work,
+ * it never waits for a lock it holds itself. */
+extern __thread unsigned lock_depth __attribute__((tls_model("initial-exec")));
+
+static inline void lock_depth_enter(void)
+{
+	lock_depth++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void lock_depth_leave(void)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	lock_depth--;
+}
+
 /* Spin a little (the holder usually leaves within a few hundred cycles), then
  * give the CPU away so that a preempted holder can run. */
 static EBB_NOINLINE void lock_acquire_slow(ebb_lock_t *l)
 {
 	for (;;) {
 		for (int i = 0; i < 64; i++) {
-			if (!lock_is_held(l) && lock_try(l))
+			if (!lock_is_held(l) && lock_try_raw(l))
 				return;
 			atomic_spin_pause();
 		}
@@ -153,9 +186,25 @@ static EBB_NOINLINE void lock_acquire_slow(ebb_lock_t *l)
 
 static inline void lock_acquire(ebb_lock_t *l)
 {
-	if (EBB_LIKELY(lock_try(l)))
+	lock_depth_enter();
+	if (EBB_LIKELY(lock_try_raw(l)))
 		return;
 	lock_acquire_slow(l);
+}
+
+static inline bool lock_try(ebb_lock_t *l)
+{
+	lock_depth_enter();
+	if (lock_try_raw(l))
+		return true;
+	lock_depth_leave();
+	return false;
+}
+
+static inline void lock_release(ebb_lock_t *l)
+{
+	lock_release_raw(l);
+	lock_depth_leave();
 }
 
 EBB_END_DECLS

@@ -12,6 +12,9 @@
 #include "os/os.h"
 
 uint32_t init_state;
+/* atomic.h's per-thread lock count lives here because atomic.h has no .c of
+ * its own and every build of core/ (the unit tests' too) links init.c. */
+__thread unsigned lock_depth __attribute__((tls_model("initial-exec")));
 uint64_t freelist_secret;
 uint64_t freelist_mark;
 

@@ -899,6 +899,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		return 0;
 	}
 	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/fork.c) */
 	bool lazy = options_get(OPT_PURGE) == 1;
 	size_t done = 0;
 	bool failed = false;
@@ -966,6 +967,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		trim_descriptors(h, sb);
 	}
 	h->purging = false;
+	lock_depth_leave();
 	lock_release(&h->lock);
 	return done;
 }
@@ -1001,6 +1003,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		return 0;
 	}
 	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/fork.c) */
 	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
 		sb_check_locked(h, sb, false);
 		next = sb->next;
@@ -1067,6 +1070,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	}
 	lock_acquire(&h->lock);
 	h->purging = false;
+	lock_depth_leave();
 	lock_release(&h->lock);
 	return released;
 }

@@ -81,6 +81,18 @@ void os_event_init(void);
 void os_event_wait(uint64_t timeout_ns);
 void os_event_signal(void);
 
+/* libc's stdio list lock (glibc's _IO_list_lock, held by fflush(NULL),
+ * fopen, fclose; recursive), for the prefork handler to take before the
+ * allocator's locks, in the order glibc's fork takes them (core/fork.c).
+ * Taken only where glibc's fork is known to take it too and to reset it in
+ * the child: the functions exist (weak references, so a static or non-glibc
+ * program links without them) and the process is multithreaded
+ * (__libc_single_threaded is false; glibc's fork skips the lock otherwise).
+ * true if it was taken: then release it with os_stdio_list_unlock in the
+ * parent, and not at all in the child (glibc re-initialized it). */
+bool os_stdio_list_lock(void);
+void os_stdio_list_unlock(void);
+
 /* ---- process ------------------------------------------------------------ */
 
 /* Writes to stderr without buffering or allocating. */

@@ -399,6 +399,30 @@ void os_event_signal(void)
 	pthread_mutex_unlock(&os_event_mutex);
 }
 
+/* glibc exports these (GLIBC_2.2.5, GLIBC_2.32) though no header declares
+ * them for programs. Weak: NULL where the C library has no such symbol. */
+extern void _IO_list_lock(void) __attribute__((weak));
+extern void _IO_list_unlock(void) __attribute__((weak));
+extern char __libc_single_threaded __attribute__((weak));
+
+bool os_stdio_list_lock(void)
+{
+	/* glibc's fork (2.36, checked in its code) reads __libc_single_threaded
+	 * as it starts and takes, and in the child resets, the list lock only
+	 * when it is false. 2.36 never sets it back to true, so this later read
+	 * agrees unless another prefork handler starts a thread. */
+	if (_IO_list_lock == NULL || _IO_list_unlock == NULL || &__libc_single_threaded == NULL ||
+	    __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED))
+		return false;
+	_IO_list_lock();
+	return true;
+}
+
+void os_stdio_list_unlock(void)
+{
+	_IO_list_unlock();
+}
+
 /* ---------------------------------------------------------------------------
  * Process
  * ------------------------------------------------------------------------- */
