@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/background.h"
+#include "core/block.h"
 #include "core/central.h"
 #include "core/fork.h"
 #include "core/freelist.h"
@@ -40,59 +41,35 @@ typedef struct block_info {
 	unsigned cls;
 } block_info_t;
 
-/* The class of p if it starts a live small block, else 0 (block_info then
- * tells what p is). The free fast path's registry and page-class bytes, then
- * the span's first page from the pagemap (valid on every page of a CENTRAL
- * span) for the block-start test: no lock, no call. */
-EBB_INLINE unsigned small_block_class(const void *p)
-{
-	if (registry_get(p) != REG_HEADER)
-		return 0;
-	superblock_t *sb = superblock_of(p);
-	unsigned page = superblock_page_index(p);
-	unsigned cls = sb->page_class[page];
-	if (cls == 0)
-		return 0;
-	size_t off = (size_t)((const char *)p - (const char *)superblock_page_addr(sb, sb->pagemap[page]));
-	if (size_class_div(cls, off) * (size_t)size_classes[cls].size != off ||
-	    freelist_marked(p, freelist_mark))
-		return 0;
-	return cls;
-}
-
 static bool block_info(const void *p, const char *func, block_info_t *out)
 {
-	unsigned cls = small_block_class(p);
+	/* Small blocks: the one test of core/block.h (the free fast path's). */
+	span_t *small;
+	const char *why;
+	unsigned cls = block_lookup(p, &small, &why);
 	if (EBB_LIKELY(cls != 0)) {
+		if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
+			report_bad_pointer(func, p, "the block was freed (it carries the free mark)");
+			return false;
+		}
 		out->usable = size_classes[cls].size;
 		out->large = NULL;
 		out->cls = cls;
 		return true;
 	}
-	superblock_t *sb;
-	span_t *s = superblock_span_lookup(p, &sb);
-	if (s != NULL && s->state == SPAN_CENTRAL) {
-		size_t off = (size_t)((const char *)p - (const char *)span_start(sb, s));
-		if (size_class_div(s->cls, off) * (size_t)size_classes[s->cls].size == off) {
-			if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
-				report_bad_pointer(func, p, "the block was freed (it carries the free mark)");
-				return false;
-			}
-			out->usable = size_classes[s->cls].size;
-			out->large = NULL;
-			out->cls = s->cls;
-			return true;
-		}
-		report_bad_pointer(func, p, "not the start of a block");
+	if (why != NULL) {
+		report_bad_pointer(func, p, why);
 		return false;
 	}
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
 	if (s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s)) {
 		out->usable = large_usable(s);
 		out->large = s;
 		out->cls = 0;
 		return true;
 	}
-	const char *why = large_why_bad(p, false);
+	why = large_why_bad(p, false);
 	report_bad_pointer(func, p, why ? why : "not an allocated block");
 	return false;
 }

@@ -2,7 +2,9 @@
 #include "core/central.h"
 
 #include <errno.h>
+#include <string.h>
 
+#include "core/block.h"
 #include "core/freelist.h"
 #include "core/meta.h"
 #include "core/page_heap.h"
@@ -14,7 +16,14 @@
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
 
-#define BATCHES_MAX (512 / 2) /* a flush carries at most bin_cap blocks, batch >= 2 */
+/* Most blocks a transfer stack holds: transfer_cap (<= 16) batches of at
+ * most 32 (size_class.c); central_drain copies a stack out on its stack. */
+#define TRANSFER_SLOTS_MAX 512
+
+static size_t transfer_slots(unsigned cls)
+{
+	return (size_t)size_classes[cls].transfer_cap * size_classes[cls].batch;
+}
 
 bool central_init_all(void)
 {
@@ -24,9 +33,24 @@ bool central_init_all(void)
 				   EBB_CACHELINE);
 	if (central_lists == NULL)
 		return false;
+	/* The transfer arrays of all lists in one mapping: a list's slots stay
+	 * untouched (not resident) until it keeps a batch. */
+	size_t per_cpu = 0;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		EBB_CHECK(transfer_slots(c) <= TRANSFER_SLOTS_MAX);
+		per_cpu += transfer_slots(c);
+	}
+	void **slots = meta_alloc((size_t)central_slots * per_cpu * sizeof(void *), EBB_CACHELINE);
+	if (slots == NULL)
+		return false;
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
-		lock_init(&central_lists[i].lock);
-		central_lists[i].cls = (uint16_t)(i % EBB_NUM_CLASSES);
+		central_t *c = &central_lists[i];
+		lock_init(&c->lock);
+		c->cls = (uint16_t)(i % EBB_NUM_CLASSES);
+		if (c->cls != 0) {
+			c->transfer = slots;
+			slots += transfer_slots(c->cls);
+		}
 	}
 	return true;
 }
@@ -77,97 +101,119 @@ static span_t *span_carve(central_t *c, unsigned cpu)
 	s->cls = (uint8_t)c->cls;
 	s->u.central.home = c;
 	s->u.central.free_head = EBB_LIST_END;
-	s->u.central.bump = 0;
 	s->u.central.free_count = 0;
+	/* Before the pages get their class: a stale pointer into a recycled
+	 * span must find nothing carved (block.h, rule 4). */
+	atomic_store_u32(&s->carved, 0);
 	s->used = 0;
 	/* Before any block of the span can be freed, free() must find its class. */
 	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
 	return s;
 }
 
-/* Moves up to `want` free blocks of s onto *head. Caller holds s's home lock. */
-static unsigned span_take(span_t *s, unsigned want, void **head)
+/* Whether `next`, read from a block on s's free list, may be followed: the
+ * end, or a carved block start of s (its mark is checked when it is taken). */
+static bool span_link_ok(const span_t *s, const char *base, const void *next)
+{
+	if (next == EBB_LIST_END)
+		return true;
+	const size_class_t *k = &size_classes[s->cls];
+	uint64_t off = (uint64_t)((const char *)next - base);
+	if ((const char *)next < base || off >= s->carved)
+		return false;
+	return off * k->div_magic < k->div_magic;
+}
+
+/* Drops the rest of s's free list after a report (leaked: none of it can be
+ * trusted). Caller holds s's home lock. */
+static void span_list_drop(span_t *s)
+{
+	s->u.central.free_count = 0;
+	s->u.central.free_head = EBB_LIST_END;
+}
+
+/* Moves up to `want` free blocks of s to out[], each with its bin mark.
+ * Caller holds s's home lock. */
+static unsigned span_take(span_t *s, unsigned want, void **out)
 {
 	const size_class_t *k = &size_classes[s->cls];
-	uint64_t secret = freelist_secret;
+	uint64_t key = freelist_mark;
 	char *base = span_start(span_superblock(s), s);
-	char *end = base + (size_t)k->blocks * k->size;
-	void *list = *head;
 	unsigned got = 0;
 	while (got < want && s->u.central.free_count > 0) {
 		void *b = s->u.central.free_head;
-		/* Every block on the list must still be free: a copy of one that
-		 * was freed twice may have been handed out (clearing its mark). */
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
+		/* b passed span_link_ok (or release_to_spans put it here): it is a
+		 * carved block of s. It must still carry its span mark: a copy of a
+		 * block freed twice may have been handed out (clearing it), or the
+		 * program wrote into it after freeing it. */
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_span_mark_of(b, key)))) {
 			freelist_lost_mark("malloc", b);
-			s->u.central.free_count = 0; /* leak the rest of this list */
-			s->u.central.free_head = EBB_LIST_END;
+			span_list_drop(s);
 			break;
 		}
-		void *next = freelist_decode(b, secret);
-		/* A link out of the span is a write into a freed block: stop
-		 * before following it. */
-		if (EBB_UNLIKELY(next != EBB_LIST_END &&
-				 ((char *)next < base || (char *)next >= end || !freelist_link_ok(next)))) {
+		void *next = freelist_span_next(b);
+		if (EBB_UNLIKELY(!span_link_ok(s, base, next) ||
+				 (next == EBB_LIST_END) != (s->u.central.free_count == 1))) {
+			/* A write into a freed block: report it, hand b out (it is a
+			 * block of s, and free), never follow its link. */
 			freelist_corrupt("malloc", b);
-			s->u.central.free_count = 0; /* leak the rest of this list */
-			s->u.central.free_head = EBB_LIST_END;
-			break;
+			span_list_drop(s);
+		} else {
+			s->u.central.free_head = next;
+			s->u.central.free_count--;
 		}
-		s->u.central.free_head = next;
-		s->u.central.free_count--;
-		freelist_set_next(b, list, secret);
-		list = b;
-		got++;
+		*(void **)b = NULL; /* the link is the allocator's, not the program's */
+		freelist_set_mark(b, key);
+		out[got++] = b;
 	}
-	while (got < want && s->u.central.bump < k->blocks) {
-		void *b = base + (size_t)s->u.central.bump++ * k->size;
+	uint32_t carved = s->carved, end = (uint32_t)k->blocks * k->size;
+	for (; got < want && carved < end; carved += k->size) {
+		void *b = base + carved;
 		TRACK_CARVED(b);
-		freelist_set_next(b, list, secret);
-		freelist_set_mark(b, freelist_mark); /* free blocks carry the mark */
-		list = b;
-		got++;
+		/* A recycled span's pages may hold anything from their last use. */
+		*(void **)b = NULL;
+		freelist_set_mark(b, key);
+		out[got++] = b;
 	}
+	/* Published before the blocks: free() of one of them must pass rule 4. */
+	atomic_store_u32(&s->carved, carved);
 	s->used += got;
-	*head = list;
 	return got;
 }
 
 static bool span_full(const span_t *s)
 {
-	return s->u.central.free_count == 0 && s->u.central.bump == size_classes[s->cls].blocks;
+	const size_class_t *k = &size_classes[s->cls];
+	return s->u.central.free_count == 0 && s->carved == (uint32_t)k->blocks * k->size;
 }
 
 /* ---------------------------------------------------------------------------
  * Refill
  * ------------------------------------------------------------------------- */
-/* Refill from list c; without `carve`, only from what c already holds. */
-static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned want, bool use_transfer,
-			    bool carve, void **head)
+enum refill_mode {
+	FROM_TRANSFER = 1, /* a whole batch from the transfer stack */
+	FROM_SPANS = 2,    /* blocks of the partial spans */
+	CARVE = 4,         /* new spans from the page heap */
+};
+
+/* Refill from list c, from the stores `mode` allows. */
+static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned want, unsigned mode, void **out)
 {
 	const size_class_t *k = &size_classes[cls];
-	void *list = EBB_LIST_END;
 	unsigned got = 0;
 
 	lock_acquire(&c->lock);
 	c->uses++;
-	if (use_transfer && c->transfer != NULL) {
-		void *b = c->transfer;
-		void *next = freelist_decode((char *)b + sizeof(void *), freelist_secret);
-		/* The link sits in the second word of a free block: a write after
-		 * free there must not send the next refill to an arbitrary address. */
-		bool bad = next != NULL && (!freelist_link_ok(next) || next == EBB_LIST_END);
-		c->transfer = EBB_UNLIKELY(bad) ? NULL : next; /* leak the batches below */
-		transfer_count_set(c, EBB_UNLIKELY(bad) ? 0 : c->ntransfer - 1);
+	if ((mode & FROM_TRANSFER) && want >= k->batch && c->ntransfer > 0) {
+		unsigned n = c->ntransfer - 1u;
+		memcpy(out, c->transfer + (size_t)n * k->batch, k->batch * sizeof(void *));
+		transfer_count_set(c, n);
 		lock_release(&c->lock);
-		if (EBB_UNLIKELY(bad))
-			freelist_corrupt("malloc", b);
-		*head = b;
 		return k->batch;
 	}
-	while (got < want) {
+	while (got < want && (mode & (FROM_SPANS | CARVE))) {
 		span_t *s = c->partial;
-		if (s == NULL && !carve)
+		if (s == NULL && !(mode & CARVE))
 			break;
 		if (s == NULL) {
 			/* Grow without the lock: the page heap may map memory. A batch
@@ -178,10 +224,8 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 			lock_acquire(&c->lock);
 			if (s == NULL) {
 				lock_release(&c->lock);
-				if (got) { /* a short batch beats none */
-					*head = list;
+				if (got) /* a short batch beats none */
 					return got;
-				}
 				errno = ENOMEM;
 				return 0;
 			}
@@ -190,14 +234,13 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 			partial_push_head(c, s);
 			continue;
 		}
-		unsigned n = span_take(s, want - got, &list);
+		unsigned n = span_take(s, want - got, out + got);
 		got += n;
 		c->used_blocks += n;
 		if (span_full(s))
 			partial_remove(c, s);
 	}
 	lock_release(&c->lock);
-	*head = list;
 	return got;
 }
 
@@ -207,10 +250,11 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
  * few cache-line reads, not one per CPU. */
 #define STEAL_PROBES 8
 
-unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head)
+unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out)
 {
 	central_t *c = central_get(cpu, cls);
-	unsigned got = refill_from(c, cpu, cls, want, use_transfer, false, head);
+	unsigned mode = use_transfer ? FROM_TRANSFER : 0;
+	unsigned got = refill_from(c, cpu, cls, want, mode | FROM_SPANS, out);
 	if (EBB_LIKELY(got != 0))
 		return got;
 	/* Nothing here. Whole batches that another CPU's threads flushed (the
@@ -224,19 +268,19 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 			central_t *o = central_get(other, cls);
 			if (__atomic_load_n(&o->ntransfer, __ATOMIC_RELAXED) == 0)
 				continue;
-			got = refill_from(o, other, cls, 0, true, false, head);
+			got = refill_from(o, other, cls, want, FROM_TRANSFER, out);
 			if (got != 0)
 				return got;
 		}
 	}
-	got = refill_from(c, cpu, cls, want, use_transfer, true, head);
+	got = refill_from(c, cpu, cls, want, mode | FROM_SPANS | CARVE, out);
 	if (EBB_LIKELY(got != 0))
 		return got;
 	/* The kernel refused new memory: free blocks of this class that wait in
 	 * another CPU's list serve as well (their spans keep their home). */
 	for (unsigned i = 1; i < central_slots; i++) {
 		unsigned other = (cpu + i) % central_slots;
-		got = refill_from(central_get(other, cls), other, cls, want, use_transfer, false, head);
+		got = refill_from(central_get(other, cls), other, cls, want, mode | FROM_SPANS, out);
 		if (got != 0)
 			return got;
 	}
@@ -248,65 +292,29 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
  * Flush
  * ------------------------------------------------------------------------- */
 
-/* Reports a block that cannot be a free block of class cls; returns true if
- * the block is good. Caller holds nothing. */
-static bool block_check(const void *b, unsigned cls, span_t **span_out)
+/* Gives each block back to its span, under its home's lock; empty spans go
+ * back to the page heap. Every block is checked again (block.h, and its
+ * class), and must carry its bin mark: this is what keeps the span free
+ * lists, which are linked through the blocks, clean. A bad block is
+ * reported and dropped (leaked). */
+static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 {
-	/* The free fast path's tests (registry byte, page class), then the
-	 * span from the pagemap: a page of class cls is a page of a CENTRAL
-	 * span of cls, whose every pagemap entry names its first page. */
-	if (EBB_LIKELY(registry_get(b) == REG_HEADER)) {
-		superblock_t *sb = superblock_of(b);
-		unsigned page = superblock_page_index(b);
-		if (EBB_LIKELY(sb->page_class[page] == cls)) {
-			span_t *s = superblock_span_at(sb, sb->pagemap[page]);
-			size_t off = (size_t)((const char *)b - (const char *)span_start(sb, s));
-			if (EBB_UNLIKELY(off * size_classes[cls].div_magic >= size_classes[cls].div_magic)) {
-				report_bad_pointer("free", b, "not the start of a block");
-				return false;
-			}
-			*span_out = s;
-			return true;
-		}
-	}
-	report_bad_pointer("free", b, "not a block of this allocator");
-	return false;
-}
-
-/* Gives each block of the list back to its span, under its home's lock;
- * empty spans go back to the page heap. */
-static void release_to_spans(unsigned cls, void *head)
-{
-	uint64_t secret = freelist_secret;
+	uint64_t key = freelist_mark;
 	central_t *locked = NULL;
 	span_t *empties = NULL;
-	const size_class_t *k = &size_classes[cls];
-	span_t *s = NULL;
-	const char *lo = NULL, *hi = NULL; /* the blocks of s */
-	for (void *b = head, *next; b != EBB_LIST_END; b = next) {
-		next = freelist_decode(b, secret);
-		if (EBB_UNLIKELY(!freelist_link_ok(next))) {
-			freelist_corrupt("free", b);
-			next = EBB_LIST_END; /* leak the rest */
+	for (unsigned i = 0; i < count; i++) {
+		void *b = blocks[i];
+		span_t *s = NULL;
+		const char *why;
+		if (EBB_UNLIKELY(block_lookup(b, &s, &why) != cls)) {
+			report_bad_pointer("free", b, why ? why : "not a block of this allocator");
+			continue;
 		}
-		/* Blocks flushed together often share a span: look it up only
-		 * when the block is outside the last one. */
-		if ((const char *)b >= lo && (const char *)b < hi) {
-			size_t off = (size_t)((const char *)b - lo);
-			if (EBB_UNLIKELY(off * k->div_magic >= k->div_magic)) {
-				report_bad_pointer("free", b, "not the start of a block");
-				continue;
-			}
-		} else {
-			if (!block_check(b, cls, &s))
-				continue;
-			lo = span_start(span_superblock(s), s);
-			hi = lo + (size_t)k->blocks * k->size;
-		}
-		/* A block that lost its mark was freed twice. */
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))) {
+		/* A block that lost its mark was freed twice (the other copy is
+		 * out, or already back in its span with the span mark). */
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {
 			freelist_lost_mark("free", b);
-			break; /* leak the rest */
+			continue;
 		}
 		/* The home is stable while we hold one of the span's blocks: the
 		 * span cannot empty, so it stays on its list. */
@@ -321,9 +329,9 @@ static void release_to_spans(unsigned cls, void *head)
 		 * is read under the home's lock, which guards it. */
 		if (EBB_UNLIKELY(s->used == 0)) {
 			freelist_lost_mark("free", b);
-			break; /* leak the rest */
+			continue;
 		}
-		freelist_set_next(b, s->u.central.free_head, secret);
+		freelist_span_link(b, s->u.central.free_head, key);
 		s->u.central.free_head = b;
 		s->u.central.free_count++;
 		s->used--;
@@ -353,73 +361,50 @@ static void release_to_spans(unsigned cls, void *head)
 	}
 }
 
-void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count)
+void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count)
 {
 	const size_class_t *k = &size_classes[cls];
-	uint64_t secret = freelist_secret;
-	void *batches[BATCHES_MAX];
-	unsigned nb = 0;
-
-	/* Cut whole batches off the front before taking the lock, as many as
-	 * the transfer stack seems to have room for (read without the lock: a
-	 * hint; a batch that finds no room after all goes to its spans). When it
-	 * is full, as in a mass free, the list goes to its spans uncut. */
 	central_t *c = central_get(cpu, cls);
-	unsigned room = k->transfer_cap - __atomic_load_n(&c->ntransfer, __ATOMIC_RELAXED);
-	if (room > k->transfer_cap)
-		room = 0; /* the racy read saw a value from a concurrent update */
-	while (count >= k->batch && nb < BATCHES_MAX && nb < room) {
-		void *last = head;
-		for (unsigned i = 1; i < k->batch; i++)
-			last = freelist_decode(last, secret);
-		void *rest = freelist_decode(last, secret);
-		freelist_set_next(last, EBB_LIST_END, secret);
-		batches[nb++] = head;
-		head = rest;
-		count -= k->batch;
-	}
-
 	unsigned pushed = 0;
-	lock_acquire(&c->lock);
-	c->uses++;
-	while (pushed < nb && c->ntransfer < k->transfer_cap) {
-		void *b = batches[pushed++];
-		freelist_set_next((char *)b + sizeof(void *), c->transfer, secret);
-		c->transfer = b;
-		transfer_count_set(c, c->ntransfer + 1);
-	}
-	lock_release(&c->lock);
 
-	for (unsigned i = pushed; i < nb; i++)
-		release_to_spans(cls, batches[i]);
-	if (count)
-		release_to_spans(cls, head);
+	/* Whole batches onto the transfer stack while it has room (a racy
+	 * look first: when it is full, as in a mass free, the lock is not
+	 * taken); the rest goes to the blocks' spans. */
+	if (count >= k->batch && __atomic_load_n(&c->ntransfer, __ATOMIC_RELAXED) < k->transfer_cap) {
+		lock_acquire(&c->lock);
+		c->uses++;
+		while (count - pushed >= k->batch && c->ntransfer < k->transfer_cap) {
+			memcpy(c->transfer + (size_t)c->ntransfer * k->batch, blocks + pushed,
+			       k->batch * sizeof(void *));
+			transfer_count_set(c, c->ntransfer + 1u);
+			pushed += k->batch;
+		}
+		lock_release(&c->lock);
+	}
+	if (pushed < count)
+		release_to_spans(cls, blocks + pushed, count - pushed);
 }
 
 size_t central_drain(bool only_idle, bool *kept)
 {
 	size_t moved = 0;
 	bool any_kept = false;
-	uint64_t secret = freelist_secret;
+	void *out[TRANSFER_SLOTS_MAX];
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
 		central_t *c = &central_lists[i];
+		unsigned n = 0;
 		lock_acquire(&c->lock);
-		void *batches = NULL;
-		if (!only_idle || c->uses == 0) {
-			batches = c->transfer;
-			moved += (size_t)c->ntransfer * size_classes[c->cls].batch;
-			c->transfer = NULL;
+		if ((!only_idle || c->uses == 0) && c->ntransfer != 0) {
+			n = c->ntransfer * (unsigned)size_classes[c->cls].batch;
+			memcpy(out, c->transfer, n * sizeof(void *));
 			transfer_count_set(c, 0);
 		}
 		any_kept |= c->ntransfer != 0;
 		c->uses = 0;
 		lock_release(&c->lock);
-		while (batches != NULL) {
-			void *next = freelist_decode((char *)batches + sizeof(void *), secret);
-			/* The batch link took the place of the head's mark. */
-			freelist_set_mark(batches, freelist_mark);
-			release_to_spans(c->cls, batches);
-			batches = next;
+		if (n) {
+			moved += n;
+			release_to_spans(c->cls, out, n);
 		}
 	}
 	if (kept)
@@ -434,7 +419,7 @@ bool central_span_holds_free(void *p)
 	if (s == NULL || s->state != SPAN_CENTRAL)
 		return false;
 	central_t *home = s->u.central.home;
-	uint64_t secret = freelist_secret;
+	const char *base = span_start(sb, s);
 	bool found = false;
 	lock_acquire(&home->lock);
 	void *b = s->u.central.free_head;
@@ -443,8 +428,8 @@ bool central_span_holds_free(void *p)
 			found = true;
 			break;
 		}
-		b = freelist_decode(b, secret);
-		if (!freelist_link_ok(b))
+		b = freelist_span_next(b);
+		if (!span_link_ok(s, base, b))
 			break;
 	}
 	lock_release(&home->lock);

@@ -3,7 +3,9 @@
  * A central list is where thread caches get blocks in batches (refill) and
  * give them back in batches (flush). It has two stores:
  *   transfer  whole batches ready to hand out, a stack of at most
- *             transfer_cap batches; pushing or popping one is O(1);
+ *             transfer_cap batches kept as an array of block addresses in
+ *             the list's own memory (nothing is linked through a block);
+ *             pushing or popping one copies `batch` pointers;
  *   spans     its partial spans: spans homed here that have free blocks.
  * A refill pops a transfer batch or gathers a batch from partial spans;
  * when the list has neither, it takes a transfer batch of one of the next
@@ -40,7 +42,8 @@ typedef struct central {
 	uint16_t cls;
 	uint16_t ntransfer;   /* batches on the transfer stack */
 	uint32_t uses;        /* refills + flushes since the last idle check */
-	void *transfer;       /* first block of the top batch; batches linked by word 1 */
+	void **transfer;      /* transfer_cap * batch slots (meta.c); batch i is
+			       * transfer[i * batch .. (i + 1) * batch), i < ntransfer */
 	span_t *partial;      /* spans homed here with free blocks; refills take the head */
 	/* counters, under lock */
 	uint64_t spans;       /* spans homed here */
@@ -57,13 +60,15 @@ typedef struct central_class_stats {
 /* Maps the lists of every possible CPU (lazily resident). false: no memory. */
 bool central_init_all(void);
 
-/* Up to `want` blocks of class cls for the calling thread, as a list in
- * *head (encoded links, ending with EBB_LIST_END); a whole transfer batch if
- * one is ready and use_transfer is set. Returns the count; 0 means the
+/* Up to `want` blocks of class cls for the calling thread, written to
+ * out[0 .. n); a whole transfer batch if one is ready, use_transfer is set
+ * and want >= batch. Every block carries its bin mark (freelist.h), which
+ * the taker checks and clears as it hands each out. Returns n; 0 means the
  * kernel refused memory (errno ENOMEM). Any thread. */
-unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **head);
-/* Takes back `count` blocks of class cls (a list as above). Any thread. */
-void central_flush(unsigned cpu, unsigned cls, void *head, unsigned count);
+unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
+/* Takes back `count` free blocks of class cls (addresses in blocks[], each
+ * checked by free and carrying its bin mark). Any thread. */
+void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count);
 /* Returns the transfer batches of the lists of every CPU to their spans;
  * with only_idle, just of lists unused since the previous idle call. Returns
  * the blocks moved; *kept (if not NULL) tells whether a list in use kept

@@ -1,30 +1,32 @@
-/* freelist.h: the format of every list of free blocks (thread cache bins,
- * central transfer batches, span free lists).
+/* freelist.h: what a free small block holds.
  *
- * A free block's first word holds the link to the next block, encoded as
- * next ^ secret (safe linking): a use-after-free write of a plain pointer into
- * a free block decodes to an address the attacker cannot choose without
- * knowing the per-process secret, and in 15 of 16 cases to a misaligned one,
- * which the malloc fast path's `head & 15` test sends to the slow path, where
- * freelist_corrupt() reports it instead of following it. Lists end with
- * EBB_LIST_END (span.h), never NULL.
+ * Free blocks are listed out of band where it matters for speed and safety:
+ * a thread cache bin (tcache.h) and a central transfer batch (central.h) are
+ * arrays of block addresses in the allocator's own memory, so no address the
+ * allocator pops was ever stored where the program can write. Every address
+ * that enters such an array was checked first: by free (core/block.h: one of
+ * our superblocks, a page of a span of the right class, a block start below
+ * the span's carved limit), or by the span it came from (central.c). A pop
+ * therefore needs only the mark test below.
  *
- * The secret is chosen at start-up (os_random) and never changes, so a block
- * list can move between threads and central lists without re-encoding.
+ * The double-free mark: word 1 of a free block holds a key xor the block's
+ * address. free() writes it without reading the block; every hand-out (the
+ * malloc fast path, a refill, a carve) checks it and clears it, so a block
+ * the program gets holds nothing derived from the key, and a block found
+ * without its mark is reported (it was freed twice and one copy is already
+ * out, or the program wrote into it after freeing it) instead of being
+ * handed out a second time. Keyed by address, a mark copied elsewhere (a
+ * realloc, a struct copy) is not a mark at its new place; keyed by a
+ * per-process random key, a program cannot forge one by accident or design.
  *
- * Double-free mark: the second word of a free block holds freelist_mark
- * xor the block's address (a block of 16 bytes has room for both words).
- * free() checks it before pushing: a block that carries its mark is already
- * free somewhere, and the slow path looks for it and reports it. malloc clears
- * the word when it hands a block out. Keyed by address, a mark copied
- * elsewhere (realloc or a struct copy of never-written bytes that once held a
- * free block's mark) is not a mark at its new place, so a live block only
- * looks freed if the program stored exactly secret ^ address there. The two
- * keys are independent, so a mark read out of a freed block tells nothing
- * about the link encoding.
+ * Two forms of the mark, so that a block listed twice is caught when the
+ * second copy moves: the bin mark (in a bin or a transfer batch) and the span
+ * mark (on its span's free list, the only list still linked through blocks:
+ * word 0 holds a plain link, and central.c checks every link before it
+ * follows it).
  *
- * Building with EBB_CHECKS=0 stores plain links and no mark, to measure what
- * the checks cost (docs/reliability.md). */
+ * Building with EBB_CHECKS=0 writes and tests no mark, to measure what the
+ * checks cost (docs/reliability.md). */
 #ifndef EBB_CORE_FREELIST_H
 #define EBB_CORE_FREELIST_H
 
@@ -38,32 +40,24 @@
 
 EBB_BEGIN_DECLS
 
-/* Per-process keys; set once by init before any list exists. */
+/* Per-process keys, set once by init before any block is free:
+ * freelist_mark keys the marks; freelist_secret encodes the links of pool
+ * free lists (pool.c). */
 extern uint64_t freelist_secret;
 extern uint64_t freelist_mark;
 
-EBB_INLINE void *freelist_decode(const void *block, uint64_t secret)
-{
-	uintptr_t raw = *(const uintptr_t *)block;
-	return (void *)(EBB_CHECKS ? raw ^ (uintptr_t)secret : raw);
-}
-
-EBB_INLINE void freelist_set_next(void *block, void *next, uint64_t secret)
-{
-	uintptr_t v = (uintptr_t)next;
-	*(uintptr_t *)block = EBB_CHECKS ? v ^ (uintptr_t)secret : v;
-}
-
-/* The double-free mark that `block` carries while it is free (second word):
+/* The bin mark `block` carries while it sits in a bin or a transfer batch:
  * computed once, then tested and stored. */
 EBB_INLINE uint64_t freelist_mark_of(const void *block, uint64_t key)
 {
 	return key ^ (uintptr_t)block;
 }
 
-EBB_INLINE bool freelist_has_mark(const void *block, uint64_t mark)
+/* The span mark (on its span's free list): differs from the bin mark in bit
+ * 0, which no block address has. */
+EBB_INLINE uint64_t freelist_span_mark_of(const void *block, uint64_t key)
 {
-	return EBB_CHECKS && ((const uint64_t *)block)[1] == mark;
+	return key ^ (uintptr_t)block ^ 1u;
 }
 
 EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
@@ -72,44 +66,53 @@ EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
 		((uint64_t *)block)[1] = mark;
 }
 
-/* Whether `block` looks freed already (double free, realloc of a freed
- * block); always false without checks. */
-EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
-{
-	return freelist_has_mark(block, freelist_mark_of(block, key));
-}
-
-/* Whether a block found on a free list still carries its mark, as every free
- * block must (see tcache_alloc); always true without checks. */
-EBB_INLINE bool freelist_mark_kept(const void *block, uint64_t mark)
-{
-	return !EBB_CHECKS || ((const uint64_t *)block)[1] == mark;
-}
-
 EBB_INLINE void freelist_set_mark(void *block, uint64_t key)
 {
 	freelist_put_mark(block, freelist_mark_of(block, key));
 }
 
+/* Whether `block` still carries `mark` (true without checks). */
+EBB_INLINE bool freelist_mark_kept(const void *block, uint64_t mark)
+{
+	return !EBB_CHECKS || ((const uint64_t *)block)[1] == mark;
+}
+
+/* Whether `block` is free already, in a bin, a batch or its span (double
+ * free, realloc of a freed block); always false without checks. */
+EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
+{
+	uint64_t w = ((const uint64_t *)block)[1];
+	return EBB_CHECKS && (w == freelist_mark_of(block, key) || w == freelist_span_mark_of(block, key));
+}
+
+/* A block being handed out: its mark goes, so the program sees no word
+ * derived from the key. */
 EBB_INLINE void freelist_clear_mark(void *block)
 {
 	if (EBB_CHECKS)
 		((uint64_t *)block)[1] = 0;
 }
 
-/* A decoded link is plausible if it is 16-byte aligned or the list end. */
-EBB_INLINE bool freelist_link_ok(const void *next)
+/* Span free lists: word 0 of a block on one holds the next block (plain,
+ * EBB_LIST_END at the end); central.c checks it before following it. */
+EBB_INLINE void *freelist_span_next(const void *block)
 {
-	return ((uintptr_t)next & (EBB_MIN_ALIGN - 1)) == 0 || next == EBB_LIST_END;
+	return *(void *const *)block;
+}
+
+EBB_INLINE void freelist_span_link(void *block, void *next, uint64_t key)
+{
+	*(void **)block = next;
+	((uint64_t *)block)[1] = freelist_span_mark_of(block, key);
 }
 
 /* Reports a corrupted link found in `block` (a use-after-free write or a
  * wild write into a free block) and aborts, or returns under on_error=warn. */
 void freelist_corrupt(const char *func, const void *block);
-/* Reports a block found on a free list without its free mark: it was freed
+/* Reports a block found listed free without its free mark: it was freed
  * twice and one copy has been handed out (which cleared the mark), or the
  * program wrote into it after freeing it. Aborts, or returns under
- * on_error=warn (the caller then drops the rest of the list). */
+ * on_error=warn (the caller then drops the block). */
 void freelist_lost_mark(const char *func, const void *block);
 
 EBB_END_DECLS

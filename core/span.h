@@ -36,7 +36,7 @@
  * owns it alone.
  *
  * Block identities for a CENTRAL span:
- *   used + free_count + (blocks - bump) == blocks
+ *   used + free_count + (blocks - carved / size) == blocks
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.
@@ -77,9 +77,8 @@ typedef struct span {
 			uint64_t freed_ns; /* when it last became dirty */
 		} free;
 		struct { /* CENTRAL */
-			void *free_head;        /* freed blocks, encoded links, EBB_LIST_END */
+			void *free_head;        /* freed blocks, plain links checked before use, EBB_LIST_END */
 			struct central *home;   /* immutable while CENTRAL */
-			uint32_t bump;          /* blocks [bump, blocks) were never handed out */
 			uint32_t free_count;    /* blocks on free_head */
 		} central;
 		struct { /* ARENA */
@@ -102,7 +101,11 @@ typedef struct span {
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */
-	uint8_t pad_[4];
+	uint32_t carved;   /* CENTRAL: bytes [0, carved) of the span were handed out at
+			    * least once (the bump, a multiple of the block size), the
+			    * rest never were. Written under the home's lock (span_carve
+			    * zeroes it before the span's pages get their class); read
+			    * without a lock by free (core/block.h). */
 } EBB_ALIGNED(64) span_t;
 
 #ifndef __cplusplus
@@ -110,9 +113,8 @@ _Static_assert(sizeof(span_t) == 64, "one descriptor per cache line: spans owned
 	       "different CPUs never share a line");
 #endif
 
-/* End of every block list (thread cache bins, transfer batches, span free
- * lists). Misaligned on purpose: the malloc fast path's single test
- * `head & 15` catches both an empty bin and a corrupted link. */
+/* End of the lists linked through free blocks (span free lists, pool free
+ * lists). Misaligned, so no block address ever equals it. */
 #define EBB_LIST_END ((void *)(uintptr_t)1)
 
 EBB_END_DECLS

@@ -58,6 +58,8 @@ static void totals_sub(size_t mapped, size_t header)
 span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 {
 	uintptr_t a = (uintptr_t)p;
+	if (a >> EBB_ADDR_BITS) /* outside the user address space: not ours */
+		return NULL;
 	uint8_t kind = atomic_load_u8_acquire(&superblock_registry[registry_index(a)]);
 	superblock_t *sb;
 	if (kind == REG_HEADER) {

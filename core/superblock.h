@@ -105,8 +105,10 @@ _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_PAGE_SIZE,
 
 /* The registry: one byte per 4 MiB slot of the 47-bit address space, in
  * .bss: 32 MiB of address space whose zero pages the kernel materializes only
- * where we write (one 4 KiB page covers 16 GiB of addresses). Indexes wrap
- * above 2^47, so a wild pointer never reads outside the array. */
+ * where we write (one 4 KiB page covers 16 GiB of addresses). An address at or
+ * above 2^47 (outside the user address space: a tagged or non-canonical
+ * pointer) has no slot and is never ours; it is not masked into one, which
+ * would send the caller through a pointer the CPU refuses. */
 extern uint8_t superblock_registry[EBB_REGISTRY_ENTRIES];
 
 EBB_INLINE size_t registry_index(uintptr_t p)
@@ -117,14 +119,17 @@ EBB_INLINE size_t registry_index(uintptr_t p)
 /* The registry byte of p's slot, read without a lock. Writers store with
  * release, and a pointer the program got from us was published after the
  * store that registered its slot, so a plain load sees it; that load is one
- * cmpb on the free fast path. Under TSan, which must see every cross-thread
+ * cmpb on the free fast path (after one compare for the range). Under TSan, which must see every cross-thread
  * access as atomic, it is an acquire load (the same instruction on x86-64). */
 EBB_INLINE uint8_t registry_get(const void *p)
 {
+	uintptr_t i = (uintptr_t)p >> EBB_SB_SHIFT;
+	if (EBB_UNLIKELY(i >= EBB_REGISTRY_ENTRIES))
+		return REG_NONE;
 #if EBB_TSAN
-	return __atomic_load_n(&superblock_registry[registry_index((uintptr_t)p)], __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&superblock_registry[i], __ATOMIC_ACQUIRE);
 #else
-	return superblock_registry[registry_index((uintptr_t)p)];
+	return superblock_registry[i];
 #endif
 }
 
@@ -161,7 +166,7 @@ void superblock_check(const superblock_t *sb, bool huge);
 EBB_NORETURN void superblock_report_overwritten(const superblock_t *sb, const char *why);
 
 /* Descriptor of the span or run that starts at usable page `page`. */
-EBB_INLINE span_t *superblock_span_at(superblock_t *sb, unsigned page)
+EBB_INLINE span_t *superblock_span_at(superblock_t *sb, size_t page)
 {
 	return &sb->spans[page - EBB_SB_HEADER_PAGES];
 }

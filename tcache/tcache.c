@@ -15,14 +15,10 @@
 #include "core/report.h"
 #include "os/os.h"
 
-#define TCACHE_STATIC_INIT                                                                 \
-	{                                                                                  \
-		.head = {[0 ... EBB_NUM_CLASSES - 1] = EBB_LIST_END},                     \
-	}
-
-/* Never written: every bin empty (malloc misses) and full (free misses). */
-tcache_t tcache_empty = TCACHE_STATIC_INIT;
-static tcache_t tcache_dead = TCACHE_STATIC_INIT;
+/* Never written: every bin empty (malloc misses) and full (free misses):
+ * top == empty == full == NULL. */
+tcache_t tcache_empty;
+static tcache_t tcache_dead;
 
 __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec"))) = &tcache_empty;
 
@@ -37,23 +33,62 @@ static uint64_t tcache_exited_refills, tcache_exited_flushes;
 #define TRIM_BINS 8u
 
 /* ---------------------------------------------------------------------------
+ * Bins
+ * ------------------------------------------------------------------------- */
+static uint32_t bin_count(const tcache_t *tc, unsigned cls)
+{
+	return (uint32_t)(tc->empty[cls] - tc->top[cls]);
+}
+
+static uint32_t bin_avail(const tcache_t *tc, unsigned cls)
+{
+	return (uint32_t)(tc->top[cls] - tc->full[cls]);
+}
+
+static void bin_set_max(tcache_t *tc, unsigned cls, uint32_t max)
+{
+	tc->max[cls] = max;
+	tc->full[cls] = tc->empty[cls] - max;
+}
+
+/* Takes the bin's next block, or NULL when it is empty. A block without
+ * its mark is reported and dropped (leaked): it was freed twice and a copy
+ * is out, or written after free. */
+static void *bin_pop(tcache_t *tc, unsigned cls, const char *func)
+{
+	while (tc->top[cls] != tc->empty[cls]) {
+		void *b = *tc->top[cls]++;
+		if (EBB_LIKELY(freelist_mark_kept(b, freelist_mark_of(b, tc->mark)))) {
+			freelist_clear_mark(b);
+			return b;
+		}
+		freelist_lost_mark(func, b);
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------------
  * Without a cache (before it exists, after the thread's exit hook ran, or
  * with tcache_max_bytes=0): straight to the central lists, one block at a time.
  * ------------------------------------------------------------------------- */
 static void *alloc_uncached(unsigned cls)
 {
 	void *b;
-	if (!central_refill(os_cpu_id(), cls, 1, false, &b))
-		return NULL;
+	do {
+		if (!central_refill(os_cpu_id(), cls, 1, false, &b))
+			return NULL;
+		if (EBB_LIKELY(freelist_mark_kept(b, freelist_mark_of(b, freelist_mark))))
+			break;
+		freelist_lost_mark("malloc", b);
+	} while (1);
 	freelist_clear_mark(b);
 	return b;
 }
 
 static void free_uncached(void *p, unsigned cls)
 {
-	freelist_set_next(p, EBB_LIST_END, freelist_secret);
 	freelist_set_mark(p, freelist_mark);
-	central_flush(os_cpu_id(), cls, p, 1);
+	central_flush(os_cpu_id(), cls, &p, 1);
 }
 
 /* p carries the double-free mark: it is free already. Find where, for the
@@ -63,26 +98,16 @@ static EBB_COLD void double_free(tcache_t *tc, void *p, unsigned cls)
 {
 	const char *why = "double free (the block is already free)";
 	if (tc != NULL) {
-		void *b = tc->head[cls];
-		for (uint32_t i = 0; i < tc->max[cls] - tc->avail[cls] && freelist_link_ok(b) && b != EBB_LIST_END; i++) {
-			if (b == p) {
+		for (void **b = tc->top[cls]; b != tc->empty[cls]; b++) {
+			if (*b == p) {
 				why = "double free (the block is already in this thread's cache)";
 				break;
 			}
-			b = freelist_decode(b, tc->secret);
 		}
 	}
 	if (central_span_holds_free(p))
 		why = "double free (the block is already free in its span)";
 	report_bad_pointer("free", p, why);
-}
-
-/* ---------------------------------------------------------------------------
- * Bins
- * ------------------------------------------------------------------------- */
-static uint32_t bin_count(const tcache_t *tc, unsigned cls)
-{
-	return tc->max[cls] - tc->avail[cls];
 }
 
 /* Raises the bin's bound by one batch if the cache's byte budget allows.
@@ -100,8 +125,7 @@ static void bin_grow(tcache_t *tc, unsigned cls)
 	if (tc->max[cls] + k->batch > k->bin_cap || limit == 0 ||
 	    (tc->max[cls] != 0 && tc->budget + add > limit))
 		return;
-	tc->max[cls] += k->batch;
-	tc->avail[cls] += k->batch;
+	bin_set_max(tc, cls, tc->max[cls] + k->batch);
 	tc->budget += add;
 }
 
@@ -113,48 +137,14 @@ static void publish(tcache_t *tc)
 	atomic_store_u64(&tc->published, bytes);
 }
 
-/* Gives the first n blocks of the bin to the central lists. */
-/* Gives the bin's first `good` blocks (head .. last) to the central lists
- * and drops the rest (leaked: after a report none of it can be trusted). */
-static void bin_cut(tcache_t *tc, unsigned cls, void *head, void *last, uint32_t good)
-{
-	if (good) {
-		freelist_set_next(last, EBB_LIST_END, tc->secret);
-		central_flush(os_cpu_id(), cls, head, good);
-	}
-	tc->head[cls] = EBB_LIST_END;
-	tc->avail[cls] = tc->max[cls];
-}
-
+/* Gives the bin's n most recently freed blocks to the central lists (which
+ * check each again before it goes back to its span). */
 static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 {
-	uint64_t secret = tc->secret;
-	void *head = tc->head[cls], *last = head, *prev = NULL;
-	for (uint32_t i = 1;; i++) {
-		/* Every block leaving a bin must still be free (see tcache_alloc). */
-		if (EBB_UNLIKELY(!freelist_mark_kept(last, freelist_mark_of(last, tc->mark)))) {
-			freelist_lost_mark("free", last);
-			bin_cut(tc, cls, head, prev, i - 1);
-			return;
-		}
-		if (i == n)
-			break;
-		void *next = freelist_decode(last, secret);
-		if (EBB_UNLIKELY(!freelist_link_ok(next) || next == EBB_LIST_END)) {
-			freelist_corrupt("free", last);
-			/* Give back what was walked; drop (leak) the rest of the bin. */
-			bin_cut(tc, cls, head, last, i);
-			return;
-		}
-		prev = last;
-		last = next;
-	}
-	void *rest = freelist_decode(last, secret);
-	freelist_set_next(last, EBB_LIST_END, secret);
-	tc->head[cls] = rest;
-	tc->avail[cls] += n;
+	void **top = tc->top[cls];
+	tc->top[cls] = top + n;
 	atomic_store_u64(&tc->flushes, tc->flushes + 1); /* read by ebb_stats_get */
-	central_flush(os_cpu_id(), cls, head, n);
+	central_flush(os_cpu_id(), cls, top, n);
 }
 
 /* Trims one bin: under `all`, empties it; otherwise, if it has not missed
@@ -177,8 +167,7 @@ static void bin_trim(tcache_t *tc, unsigned cls, bool all)
 		if (new_max < count)
 			new_max = count;
 		tc->budget -= (uint64_t)(tc->max[cls] - new_max) * k->size;
-		tc->max[cls] = new_max;
-		tc->avail[cls] = new_max - count;
+		bin_set_max(tc, cls, new_max);
 	}
 	tc->misses[cls] = 0;
 }
@@ -212,9 +201,17 @@ static void slow_event(tcache_t *tc)
 /* ---------------------------------------------------------------------------
  * Life cycle
  * ------------------------------------------------------------------------- */
+/* The thread-exit hook (a pthread key destructor). Its argument is the key's
+ * value, which a program bug (a stray write into libc's key table) can
+ * change: it is not trusted. The thread's cache is what its own TLS pointer
+ * says; if the argument differs, it was forged, and only our pointer is
+ * used. */
 static void tcache_thread_exit(void *arg)
 {
-	tcache_t *tc = arg;
+	(void)arg;
+	tcache_t *tc = tcache_self();
+	if (tc == &tcache_empty || tc == &tcache_dead)
+		return;
 	trim_all(tc, true);
 	tcache_tls = &tcache_dead;
 	lock_acquire(&tcache_list_lock);
@@ -251,6 +248,17 @@ static bool tcache_hook_ready(void)
 	return s == 2;
 }
 
+/* Slots of all bins of one cache: bin_cap addresses per class, and one
+ * more: the free fast path reads the slot at `top` even when the bin is
+ * empty (top == empty, the next bin's first slot, or this extra one). */
+static size_t tcache_slot_count(void)
+{
+	size_t n = 1;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
+		n += size_classes[c].bin_cap;
+	return n;
+}
+
 static tcache_t *tcache_create(void)
 {
 	/* Without the exit hook a cache's blocks would be stranded when its
@@ -262,14 +270,22 @@ static tcache_t *tcache_create(void)
 	if (tc)
 		tcache_pool = tc->next;
 	lock_release(&tcache_list_lock);
-	if (tc == NULL && (tc = meta_alloc(sizeof(tcache_t), EBB_CACHELINE)) == NULL)
-		return NULL;
+	void **slots = tc ? tc->slots : NULL;
+	if (tc == NULL) {
+		/* The slots are never cleared: a bin reads only what it wrote, so
+		 * their pages stay untouched (not resident) until a bin reaches
+		 * them. */
+		slots = meta_alloc(tcache_slot_count() * sizeof(void *), EBB_PAGE_SIZE);
+		if (slots == NULL || (tc = meta_alloc(sizeof(tcache_t), EBB_CACHELINE)) == NULL)
+			return NULL;
+	}
 	memset(tc, 0, sizeof *tc);
-	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
-		tc->head[c] = EBB_LIST_END;
+	tc->slots = slots;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		slots += size_classes[c].bin_cap;
+		tc->top[c] = tc->empty[c] = tc->full[c] = slots;
 		tc->magic[c] = size_classes[c].div_magic;
 	}
-	tc->secret = freelist_secret;
 	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();
 	lock_acquire(&tcache_list_lock);
@@ -298,38 +314,21 @@ static tcache_t *tcache_get(void)
 /* ---------------------------------------------------------------------------
  * malloc slow path
  * ------------------------------------------------------------------------- */
-static void *tcache_refill(tcache_t *tc, unsigned cls)
+/* Fills the empty bin of cls with one batch; false if the kernel refused
+ * memory. */
+static bool tcache_refill(tcache_t *tc, unsigned cls)
 {
-	void *bad = tc->head[cls];
-	if (EBB_UNLIKELY(bad != EBB_LIST_END)) {
-		if (((uintptr_t)bad & (EBB_MIN_ALIGN - 1)) != 0) {
-			/* A misaligned head: the last block taken from this bin carried
-			 * a corrupted link. That block is the program's now and unknown
-			 * here; the report names the value found. */
-			report_bad_pointer("malloc", bad,
-					   "a free-list link was overwritten with this value (a write into a "
-					   "freed block of this size)");
-		} else {
-			/* The head lost its free mark: a copy of it was handed out. */
-			freelist_lost_mark("malloc", bad);
-		}
-		tc->head[cls] = EBB_LIST_END; /* the rest of the bin is leaked */
-		tc->avail[cls] = tc->max[cls];
-	}
-	tc->misses[cls]++;
-	bin_grow(tc, cls);
-	if (tc->max[cls] == 0) /* no room in the byte budget */
-		return alloc_uncached(cls);
-	void *list;
-	unsigned n = central_refill(os_cpu_id(), cls, size_classes[cls].batch, true, &list);
+	unsigned want = size_classes[cls].batch;
+	void **at = tc->empty[cls] - want; /* max >= batch: inside the bin's slots */
+	unsigned n = central_refill(os_cpu_id(), cls, want, true, at);
 	if (n == 0)
-		return NULL;
+		return false;
+	if (n < want)
+		memmove(tc->empty[cls] - n, at, n * sizeof(void *));
+	tc->top[cls] = tc->empty[cls] - n;
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
-	tc->head[cls] = freelist_decode(list, tc->secret);
-	tc->avail[cls] = tc->max[cls] - (n - 1);
-	freelist_clear_mark(list);
 	slow_event(tc);
-	return list;
+	return true;
 }
 
 void *tcache_alloc_slow(size_t size)
@@ -344,16 +343,21 @@ void *tcache_alloc_slow(size_t size)
 	tcache_t *tc = tcache_get();
 	if (tc == NULL)
 		return alloc_uncached(cls);
-	/* The cache may have been created just now: its bin may not be empty
-	 * (an allocation during creation refilled it). */
-	void *b = tc->head[cls];
-	if (((uintptr_t)b & (EBB_MIN_ALIGN - 1)) == 0 && freelist_mark_kept(b, freelist_mark_of(b, tc->mark))) {
-		tc->head[cls] = freelist_decode(b, tc->secret);
-		tc->avail[cls]++;
-		freelist_clear_mark(b);
+	/* The bin may hold blocks: the cache may have been created just now (an
+	 * allocation during creation refilled it), or the fast path found a
+	 * block without its mark, which bin_pop reports and drops. */
+	void *b = bin_pop(tc, cls, "malloc");
+	if (b != NULL)
 		return b;
-	}
-	return tcache_refill(tc, cls);
+	tc->misses[cls]++;
+	bin_grow(tc, cls);
+	if (tc->max[cls] < size_classes[cls].batch) /* no room in the byte budget */
+		return alloc_uncached(cls);
+	do {
+		if (!tcache_refill(tc, cls))
+			return NULL;
+	} while ((b = bin_pop(tc, cls, "malloc")) == NULL);
+	return b;
 }
 
 /* ---------------------------------------------------------------------------
@@ -376,14 +380,14 @@ static void free_small_slow(void *p, unsigned cls)
 		free_uncached(p, cls);
 		return;
 	}
-	if (tc->avail[cls] == 0) {
+	if (bin_avail(tc, cls) == 0) {
 		if (tc->max[cls] == 0)
 			bin_grow(tc, cls);
 		if (tc->max[cls] == 0) {
 			free_uncached(p, cls);
 			return;
 		}
-		if (tc->avail[cls] == 0) {
+		if (bin_avail(tc, cls) == 0) {
 			/* Full: give back half, in whole batches where possible. */
 			uint32_t batch = size_classes[cls].batch, count = bin_count(tc, cls);
 			uint32_t n = (count / 2 + batch - 1) / batch * batch;
@@ -391,29 +395,24 @@ static void free_small_slow(void *p, unsigned cls)
 			slow_event(tc);
 		}
 	}
-	freelist_set_next(p, tc->head[cls], tc->secret);
 	freelist_set_mark(p, tc->mark);
-	tc->head[cls] = p;
-	tc->avail[cls]--;
+	*--tc->top[cls] = p;
 }
 
 void tcache_free_slow(void *p)
 {
 	if (p == NULL)
 		return;
-	if (registry_get(p) == REG_HEADER) {
-		superblock_t *sb = superblock_of(p);
-		unsigned page = superblock_page_index(p);
-		unsigned cls = sb->page_class[page];
-		if (cls != 0) {
-			uint64_t off = (uintptr_t)p - (uintptr_t)superblock_page_addr(sb, sb->pagemap[page]);
-			if (EBB_UNLIKELY(off * size_classes[cls].div_magic >= size_classes[cls].div_magic)) {
-				report_bad_pointer("free", p, "not the start of a block");
-				return;
-			}
-			free_small_slow(p, cls);
-			return;
-		}
+	span_t *s;
+	const char *why;
+	unsigned cls = block_lookup(p, &s, &why);
+	if (cls != 0) {
+		free_small_slow(p, cls);
+		return;
+	}
+	if (why != NULL) {
+		report_bad_pointer("free", p, why);
+		return;
 	}
 	large_free_checked(p, "free");
 }

@@ -15,22 +15,18 @@
 
 namespace {
 
-std::vector<void *> list_items(void *head)
+// Refills into a vector (blocks keep their bin marks, as in a bin).
+std::vector<void *> refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer)
 {
-	std::vector<void *> v;
-	for (void *b = head; b != EBB_LIST_END; b = freelist_decode(b, freelist_secret))
-		v.push_back(b);
+	std::vector<void *> v(want);
+	unsigned n = central_refill(cpu, cls, want, use_transfer, v.data());
+	v.resize(n);
 	return v;
 }
 
-void *make_list(const std::vector<void *> &v)
+void flush(unsigned cpu, unsigned cls, const std::vector<void *> &v)
 {
-	void *head = EBB_LIST_END;
-	for (auto it = v.rbegin(); it != v.rend(); ++it) {
-		freelist_set_next(*it, head, freelist_secret);
-		head = *it;
-	}
-	return head;
+	central_flush(cpu, cls, v.data(), (unsigned)v.size());
 }
 
 central_class_stats_t class_stats(unsigned cls)
@@ -50,11 +46,9 @@ TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[ce
 	unsigned cls = size_class_of(100);
 	const size_class_t &k = size_classes[cls];
 	os_fake_set_cpu(0);
-	void *head;
-	unsigned n = central_refill(0, cls, k.batch, true, &head);
+	std::vector<void *> v = refill(0, cls, k.batch, true);
+	unsigned n = (unsigned)v.size();
 	REQUIRE(n == k.batch);
-	std::vector<void *> v = list_items(head);
-	REQUIRE(v.size() == n);
 	std::set<void *> distinct(v.begin(), v.end());
 	REQUIRE(distinct.size() == n);
 	for (void *b : v) {
@@ -62,7 +56,7 @@ TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[ce
 		REQUIRE(superblock_of(b)->page_class[superblock_page_index(b)] == cls);
 	}
 	REQUIRE(class_stats(cls).used_blocks >= n);
-	central_flush(0, cls, make_list(v), n);
+	flush(0, cls, v);
 	central_drain(false, nullptr);
 }
 
@@ -71,16 +65,14 @@ TEST_CASE("flushed batches come back from the transfer stack, newest first", "[c
 	unit_option("background_thread", "0");
 	unsigned cls = size_class_of(48);
 	const size_class_t &k = size_classes[cls];
-	void *head;
-	REQUIRE(central_refill(1, cls, k.batch, true, &head) == k.batch);
-	std::vector<void *> batch = list_items(head);
-	central_flush(1, cls, make_list(batch), k.batch);
+	std::vector<void *> batch = refill(1, cls, k.batch, true);
+	REQUIRE(batch.size() == k.batch);
+	flush(1, cls, batch);
 	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
-	void *again;
-	REQUIRE(central_refill(1, cls, k.batch, true, &again) == k.batch);
-	REQUIRE(list_items(again) == batch);
+	std::vector<void *> again = refill(1, cls, k.batch, true);
+	REQUIRE(again == batch);
 	REQUIRE(class_stats(cls).transfer_blocks == 0);
-	central_flush(1, cls, again, k.batch);
+	flush(1, cls, again);
 	central_drain(false, nullptr);
 }
 
@@ -94,18 +86,14 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 	// Take a whole span's worth of blocks.
 	std::vector<void *> all;
 	while (all.size() < k.blocks) {
-		void *head;
-		unsigned n = central_refill(2, cls, k.blocks - (unsigned)all.size(), false, &head);
-		REQUIRE(n > 0);
-		for (void *b : list_items(head))
-			all.push_back(b);
+		std::vector<void *> got = refill(2, cls, k.blocks - (unsigned)all.size(), false);
+		REQUIRE(!got.empty());
+		all.insert(all.end(), got.begin(), got.end());
 	}
 	REQUIRE(class_stats(cls).spans >= spans_before + 1);
 	// Give them back one at a time, bypassing the transfer stack.
-	for (void *b : all) {
-		freelist_set_next(b, EBB_LIST_END, freelist_secret);
-		central_flush(2, cls, b, 1);
-	}
+	for (void *b : all)
+		central_flush(2, cls, &b, 1);
 	REQUIRE(class_stats(cls).spans == spans_before);
 	REQUIRE(class_stats(cls).used_blocks == 0);
 }
@@ -116,13 +104,13 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	unsigned cls = size_class_of(256);
 	const size_class_t &k = size_classes[cls];
 	central_drain(false, nullptr);
-	void *head;
-	REQUIRE(central_refill(0, cls, k.batch, true, &head) == k.batch);
+	std::vector<void *> v = refill(0, cls, k.batch, true);
+	REQUIRE(v.size() == k.batch);
 	uint64_t spans = class_stats(cls).spans;
 	REQUIRE(spans >= 1);
 	// The thread migrated: it frees on CPU 3. The batch waits on CPU 3's
 	// transfer stack, still counted as used by its home span.
-	central_flush(3, cls, head, k.batch);
+	flush(3, cls, v);
 	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
 	// Draining returns the blocks to their home (CPU 0): the span empties.
 	central_drain(false, nullptr);
@@ -134,14 +122,12 @@ TEST_CASE("a pointer into the middle of a block is reported, not freed", "[centr
 {
 	unit_option("on_error", "warn");
 	unsigned cls = size_class_of(64);
-	void *head;
-	REQUIRE(central_refill(0, cls, 2, false, &head) == 2);
-	std::vector<void *> v = list_items(head);
+	std::vector<void *> v = refill(0, cls, 2, false);
+	REQUIRE(v.size() == 2);
 	uint64_t reports = report_count();
-	char *interior = (char *)v[0] + 16;
-	freelist_set_next(interior, EBB_LIST_END, freelist_secret);
-	central_flush(0, cls, interior, 1);
+	void *interior = (char *)v[0] + 16;
+	central_flush(0, cls, &interior, 1);
 	REQUIRE(report_count() == reports + 1);
-	central_flush(0, cls, make_list(v), 2);
+	flush(0, cls, v);
 	unit_option("on_error", "abort");
 }

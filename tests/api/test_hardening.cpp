@@ -444,44 +444,33 @@ TEST_CASE("double free of large and huge blocks, also through realloc", "[harden
 	}
 }
 
-TEST_CASE("a corrupted link in a thread cache's list is reported, never followed", "[hardening]")
+TEST_CASE("a write into a freed block in a thread cache is harmless", "[hardening]")
 {
+	/* Bins are arrays of addresses outside the blocks (tcache.h): a block
+	 * in a bin holds no link, so a use-after-free write of an address into
+	 * it changes nothing malloc reads (it must not clobber the mark in word
+	 * 1: that case is tests/api/test_attack.cpp's). */
 	for (const Api *a : all_apis()) {
 		INFO("api " << a->name);
 		for (uintptr_t evil : {(uintptr_t)(g_global + 64), (uintptr_t)0}) {
-			INFO("link overwritten with " << (void *)evil);
-			ChildResult r[2];
-			for (int warn = 0; warn < 2; warn++) {
-				r[warn] = run_child([=] {
-					if (warn && ebb_option_set("on_error", "warn") != 0) return 90;
-					void *p = a->malloc_(80);
-					if (p == nullptr) return 95;
-					a->free_(p); /* p heads the bin; its link is the next block */
-					memcpy(p, &evil, sizeof evil); /* use after free */
-					for (int i = 0; i < 1000; i++) {
-						void *q = a->malloc_(80);
-						if (q == nullptr) return 96;
-						if ((uintptr_t)q == evil || ((uintptr_t)q & 15) != 0) return 97;
-						if (a->usable_(q) != 80) return 98;
-					}
-					return warn ? workout(a) : 0;
-				});
-			}
-			/* The address in the line is the decoded link, which depends on the
-			 * per-process secret: check the rest of the line exactly. */
-			for (int warn = 0; warn < 2; warn++) {
-				const ChildResult &c = r[warn];
-				INFO((warn ? "warn" : "abort") << " run stderr: " << c.err << " code " << c.code);
-				CHECK(abort_and_warn_ok(c, warn));
-				std::string pre = "ebbmalloc: malloc(): invalid pointer 0x";
-				std::string post = std::string(": ") + kOverwritten + "\n";
-				REQUIRE(c.err.size() > pre.size() + post.size());
-				CHECK(c.err.compare(0, pre.size(), pre) == 0);
-				CHECK(c.err.compare(c.err.size() - post.size(), post.size(), post) == 0);
-				std::string hex = c.err.substr(pre.size(), c.err.size() - pre.size() - post.size());
-				CHECK(hex.find_first_not_of("0123456789abcdef") == std::string::npos);
-				CHECK(std::count(c.err.begin(), c.err.end(), '\n') == 1);
-			}
+			INFO("word 0 overwritten with " << (void *)evil);
+			ChildResult c = run_child([=] {
+				void *p = a->malloc_(80);
+				if (p == nullptr) return 95;
+				a->free_(p);
+				memcpy(p, &evil, sizeof evil); /* use after free */
+				for (int i = 0; i < 1000; i++) {
+					void *q = a->malloc_(80);
+					if (q == nullptr) return 96;
+					if ((uintptr_t)q == evil || ((uintptr_t)q & 15) != 0) return 97;
+					if (a->usable_(q) != 80) return 98;
+				}
+				return workout(a);
+			});
+			INFO("stderr: " << c.err << " code " << c.code);
+			CHECK(c.exited);
+			CHECK(c.code == 0);
+			CHECK(c.err.empty());
 		}
 	}
 }
