@@ -1,10 +1,10 @@
 /* fork.c: what happens to the allocator at fork().
  *
  * The common case. The prefork handler takes libc's stdio list lock, then
- * every allocator lock in rank order (background/timeline, thread-cache
- * list, pool handles, central lists, page heaps once no purge pass is out,
- * metadata), so that no structure is half-updated when the child is
- * cloned. The parent handler releases them in reverse; the child handler
+ * every allocator lock in rank order (the background thread's, the
+ * thread-cache list, pool handles, central lists, page heaps once no purge
+ * pass is out, metadata), so that no structure is half-updated when the
+ * child is cloned. The parent handler releases them in reverse; the child handler
  * re-initializes them, drops the other threads' caches, and can allocate at
  * once, also from new threads.
  *

@@ -1,4 +1,4 @@
-/* init.h: process start-up, option changes and fork.
+/* init.h: process start-up and option changes (fork: core/fork.c).
  *
  * No constructor is needed: the first call of any entry point runs
  * init_slow() once (other threads wait for it). It is safe wherever that
@@ -6,8 +6,9 @@
  * library constructor, a thread-local destructor) because the first phase
  * calls nothing that allocates: options from getenv, the size classes, the
  * page heaps and central lists (memory from os_map), the thread-exit key.
- * Only after the allocator works does the initializing thread register the
- * fork handlers and the exit-time stats printer, which may allocate. */
+ * The fork handlers (core/fork.c) and the exit-time stats printer, which
+ * may allocate, are registered later, by api.c's library constructor, once
+ * the allocator works. */
 #ifndef EBB_CORE_INIT_H
 #define EBB_CORE_INIT_H
 
