@@ -115,12 +115,22 @@ double elapsed_since(std::chrono::steady_clock::time_point t0)
 	return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+/* TSan ends a child of a multithreaded fork that starts a thread: keep
+ * ebbmalloc's background thread from starting in such a child. */
+void no_thread_under_tsan()
+{
+#if EBB_TEST_TSAN
+	ebb_option_set("background_thread", "0");
+#endif
+}
+
 /* A child forked by a scenario: a malloc and a free, then _exit. alarm()
  * first, so that a child that inherited a held lock dies instead of
  * spinning for ever (an alarm is not inherited across fork). */
 [[noreturn]] void child_malloc_and_exit(const Api *a)
 {
 	alarm(10);
+	no_thread_under_tsan();
 	void *p = a->malloc_(1000);
 	if (p) static_cast<char *>(p)[999] = 1;
 	a->free_(p);
@@ -368,6 +378,7 @@ int signal_scenario()
 	pid_t pid = fork();
 	if (pid == 0) {
 		alarm(10);
+		no_thread_under_tsan();
 		void *p = a->malloc_(100000);
 		a->free_(p);
 		ebb_trim();
