@@ -145,6 +145,22 @@ static void sb_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
 		superblock_report_overwritten(sb, "its page counts or flags are out of range");
 }
 
+static bool link_ok(const superblock_t *l)
+{
+	return l == NULL || (((uintptr_t)l & (EBB_SB_SIZE - 1)) == 0 && registry_get(l) == REG_HEADER);
+}
+
+/* sb is on one of h's lists (superblocks, huge cache), h->lock held: its
+ * links are live, so they too must name superblocks of ours before a walk
+ * follows them or an unlink writes through them. (Off the lists they are
+ * stale and may name headers unmapped since: not checked there.) */
+static void sb_check_listed(page_heap_t *h, superblock_t *sb, bool huge)
+{
+	sb_check_locked(h, sb, huge);
+	if (EBB_UNLIKELY(!link_ok(sb->next) || !link_ok(sb->prev)))
+		superblock_report_overwritten(sb, "a list link in it points outside our superblocks");
+}
+
 /* ---------------------------------------------------------------------------
  * Run lists (caller holds h->lock)
  * ------------------------------------------------------------------------- */
@@ -288,6 +304,7 @@ static void run_unlist(page_heap_t *h, span_t *s)
 {
 	if (s->huge) {
 		superblock_t *sb = span_superblock(s);
+		sb_check_listed(h, sb, true);
 		if (sb->prev)
 			sb->prev->next = sb->next;
 		else
@@ -621,7 +638,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	span_t *fit = NULL, *below = NULL;
 	lock_acquire(&h->lock);
 	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
-		sb_check_locked(h, sb, true);
+		sb_check_listed(h, sb, true);
 		span_t *c = &sb->spans[0];
 		if ((((uintptr_t)sb + EBB_SB_SIZE) & (align - 1)) != 0)
 			continue;
@@ -1005,7 +1022,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	h->purging = true;
 	lock_depth_enter(); /* the pass is a lock this thread holds (core/fork.c) */
 	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
-		sb_check_locked(h, sb, false);
+		sb_check_listed(h, sb, false);
 		next = sb->next;
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
 		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
@@ -1022,7 +1039,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		victims = sb;
 	}
 	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
-		sb_check_locked(h, sb, true);
+		sb_check_listed(h, sb, true);
 		next = sb->next;
 		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
 			continue;
@@ -1082,7 +1099,7 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
 	lock_acquire(&h->lock);
 	due = decay_next_due(&h->decay, now, h->dirty_pages);
 	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
-		sb_check_locked(h, sb, false);
+		sb_check_listed(h, sb, false);
 		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
 			uint64_t at = sb->empty_since_ns + delay;
 			uint64_t d = at > now ? at - now : 0;
@@ -1091,7 +1108,7 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
 		}
 	}
 	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
-		sb_check_locked(h, sb, true);
+		sb_check_listed(h, sb, true);
 		uint64_t at = sb->empty_since_ns + delay;
 		uint64_t d = at > now ? at - now : 0;
 		if (d < due)

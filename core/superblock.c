@@ -92,8 +92,15 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 /* ---------------------------------------------------------------------------
  * Header validation (superblock.h: the guard)
  * ------------------------------------------------------------------------- */
+/* One report: another thread that finds the same header (the background
+ * thread's pass, a free) waits for the first report's abort. */
+static uint32_t overwritten_reported;
+
 void superblock_report_overwritten(const superblock_t *sb, const char *why)
 {
+	if (__atomic_exchange_n(&overwritten_reported, 1, __ATOMIC_ACQ_REL) != 0)
+		for (;;)
+			os_yield();
 	char msg[200];
 	report_format(msg, sizeof msg,
 		      "allocator metadata overwritten (a buffer overflow from the block before it?): "

@@ -183,6 +183,36 @@ TEST_CASE("a superblock or huge header overwritten through its address is report
 	check_caught(Target::Huge, How::Direct);
 }
 
+TEST_CASE("a forged list link in a cached huge block's header is caught before the unlink writes through it",
+	  "[metadata_guard]")
+{
+	/* Everything up to the links kept as it was (red zone, magic, owner,
+	 * sizes): only the prev link of the freed huge block, which sits in the
+	 * heap's cache, now points into the program's memory, the classic unlink
+	 * write. The trim's release pass (or a reuse) would unlink it. */
+	constexpr size_t kPrevOff = 120; /* core/superblock.h: next at 112, prev at 120 */
+	ChildResult r = run_child([] {
+		alarm(30);
+		char *huge = (char *)ebb_malloc(5 * MiB);
+		if (huge == nullptr) return 91;
+		char *hdr = huge - kSlot;
+		fprintf(stderr, "target header 0x%" PRIxPTR "\n", (uintptr_t)hdr);
+		ebb_free(huge);
+		void *fake = g_fake_heap + 64;
+		memcpy(hdr + kPrevOff, &fake, sizeof fake);
+		ebb_trim();
+		void *again = ebb_malloc(5 * MiB);
+		ebb_free(again);
+		return 0;
+	});
+	INFO("child stderr:\n" << r.err);
+	CHECK(r.signal == SIGABRT);
+	std::string addr = target_of(r.err);
+	REQUIRE(addr.size() > 2);
+	CHECK(r.err.find("superblock header " + addr + ": a list link in it points outside our superblocks") !=
+	      std::string::npos);
+}
+
 TEST_CASE("an overflow that stops short of a header changes nothing", "[metadata_guard]")
 {
 	/* The control: the same search and an overflow that stays inside the
