@@ -38,14 +38,14 @@ EBB_BEGIN_DECLS
 /* Where p falls in its span (p on page `page` of sb, a page of a CENTRAL
  * span): its offset from the span's start, and the span. */
 typedef struct block_pos {
-	uint32_t off;
+	uint64_t off;
 	span_t *span;
 } block_pos_t;
 
 EBB_INLINE block_pos_t block_pos(superblock_t *sb, unsigned page, const void *p)
 {
 	size_t first = sb->pagemap[page];
-	block_pos_t b = {(uint32_t)(((uintptr_t)p & (EBB_SB_SIZE - 1)) - (first << EBB_PAGE_SHIFT)),
+	block_pos_t b = {((uintptr_t)p & (EBB_SB_SIZE - 1)) - (first << EBB_PAGE_SHIFT),
 			 superblock_span_at(sb, first)};
 	return b;
 }
@@ -54,13 +54,13 @@ EBB_INLINE block_pos_t block_pos(superblock_t *sb, unsigned page, const void *p)
  * mod 2^64 < magic iff size | off, for off < 2^32). */
 EBB_INLINE bool block_pos_start(block_pos_t b, uint64_t magic)
 {
-	return (uint64_t)b.off * magic < magic;
+	return b.off * magic < magic;
 }
 
 /* Rule 4: the block at off was carved. */
 EBB_INLINE bool block_pos_carved(block_pos_t b)
 {
-	return b.off < atomic_load_u32(&b.span->carved);
+	return (uint32_t)b.off < __atomic_load_n(&b.span->carved, __ATOMIC_RELAXED);
 }
 
 /* The whole test with its reason: p's class if p starts a carved small
@@ -85,7 +85,7 @@ EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **
 	block_pos_t b = block_pos(sb, page, p);
 	if (!block_pos_start(b, k->div_magic))
 		*why = "not the start of a block";
-	else if (b.off >= (uint32_t)k->blocks * k->size)
+	else if (b.off >= (uint64_t)k->blocks * k->size)
 		*why = "not a block (the unused tail of a span)";
 	else if (!block_pos_carved(b))
 		*why = "not a block handed out by this allocator (past its span's carved blocks)";

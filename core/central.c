@@ -302,13 +302,27 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 	uint64_t key = freelist_mark;
 	central_t *locked = NULL;
 	span_t *empties = NULL;
+	const size_class_t *k = &size_classes[cls];
+	span_t *s = NULL;
+	const char *lo = NULL, *hi = NULL; /* the carved bytes of s */
 	for (unsigned i = 0; i < count; i++) {
 		void *b = blocks[i];
-		span_t *s = NULL;
-		const char *why;
-		if (EBB_UNLIKELY(block_lookup(b, &s, &why) != cls)) {
-			report_bad_pointer("free", b, why ? why : "not a block of this allocator");
-			continue;
+		/* Blocks flushed together often share a span: inside the last
+		 * one's carved bytes, only the block-start test is left. */
+		if ((const char *)b >= lo && (const char *)b < hi) {
+			if (EBB_UNLIKELY((uint64_t)((const char *)b - lo) * k->div_magic >= k->div_magic)) {
+				report_bad_pointer("free", b, "not the start of a block");
+				continue;
+			}
+		} else {
+			const char *why;
+			if (EBB_UNLIKELY(block_lookup(b, &s, &why) != cls)) {
+				report_bad_pointer("free", b, why ? why : "not a block of this allocator");
+				lo = hi = NULL;
+				continue;
+			}
+			lo = span_start(span_superblock(s), s);
+			hi = lo + s->carved; /* only grows while we hold a block of s */
 		}
 		/* A block that lost its mark was freed twice (the other copy is
 		 * out, or already back in its span with the span mark). */
