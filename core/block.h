@@ -19,7 +19,9 @@
  * carved and the block handed out before the program got it, and the span
  * cannot leave CENTRAL while the block is out. `carved` only grows during a
  * span's CENTRAL life; it is written under the home's lock and read here
- * with a relaxed atomic load (a plain mov on x86-64).
+ * with a relaxed atomic load (a plain mov on x86-64; the builtin rather than
+ * atomic.h's ck_pr_load_32, whose asm the compiler cannot fold into the
+ * compare: one instruction on the free fast path).
  *
  * Any thread, no lock. A pointer that is neither a small block nor in a
  * small-block page (block_lookup returns 0 with *why == NULL) may be a large
