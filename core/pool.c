@@ -189,7 +189,7 @@ static inline span_t *pool_span_of(const ebb_pool_t *p, const void *obj, char **
 	superblock_t *sb = superblock_of(obj);
 	unsigned page = superblock_page_index(obj);
 	unsigned first = sb->pagemap[page];
-	if (EBB_UNLIKELY(first < sb->first_page || first > page))
+	if (EBB_UNLIKELY(first < EBB_SB_HEADER_PAGES || first > page))
 		return NULL;
 	span_t *s = superblock_span_at(sb, first);
 	if (EBB_UNLIKELY(s->state != SPAN_POOL || s->u.pool.pool != p || page >= first + s->npages))
