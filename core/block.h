@@ -9,19 +9,20 @@
  *      above the user address space, e.g. a tagged pointer, is not ours);
  *   2. the page of p has a class c != 0 (only pages of CENTRAL spans do);
  *   3. off = p - (first page of its span, from the pagemap) is a multiple of
- *      the block size: one multiply by ceil(2^64 / size), whose low 64 bits
- *      are below the multiplier iff the size divides off (off < 2^32);
- *   4. off < the span's `carved` bytes: the block was handed out at least
- *      once since the span was carved. This excludes the unused tail of a
- *      span (carved <= blocks * size) and the part of a recycled span not yet
- *      carved again (a stale pointer from its previous life).
- * A pointer the program legitimately holds passes all four: its span was
- * carved and the block handed out before the program got it, and the span
- * cannot leave CENTRAL while the block is out. `carved` only grows during a
- * span's CENTRAL life; it is written under the home's lock and read here
- * with a relaxed atomic load (a plain mov on x86-64; the builtin rather than
- * atomic.h's ck_pr_load_32, whose asm the compiler cannot fold into the
- * compare: one instruction on the free fast path).
+ *      the block size and below blocks x size (not in the span's unused
+ *      tail). One multiply and one compare test both: with
+ *      M = ceil(2^64 / size) + 1 and e = size * M mod 2^64 (size <= e <
+ *      2 size), off * M mod 2^64 is q * e for off = q * size, and at least M
+ *      (> 2^49) otherwise, for every off < 2^22; so it is below blocks * e
+ *      exactly when off is one of the span's block starts
+ *      (size_classes[c].block_mul and block_limit).
+ * Every block of a span is carved when the span is (span_carve lists them
+ * all before the pages get their class), so a block start is a block that
+ * exists: no part of a span is "not yet carved", and a stale pointer into a
+ * recycled span names a block that is free on its span's list or held by
+ * someone; either way it is caught by its mark when it is handed out twice.
+ * A pointer the program legitimately holds passes all three, and the span
+ * cannot leave CENTRAL while the block is out.
  *
  * Any thread, no lock. A pointer that is neither a small block nor in a
  * small-block page (block_lookup returns 0 with *why == NULL) may be a large
@@ -29,7 +30,6 @@
 #ifndef EBB_CORE_BLOCK_H
 #define EBB_CORE_BLOCK_H
 
-#include "core/atomic.h"
 #include "core/config.h"
 #include "core/size_class.h"
 #include "core/superblock.h"
@@ -37,32 +37,17 @@
 
 EBB_BEGIN_DECLS
 
-/* Where p falls in its span (p on page `page` of sb, a page of a CENTRAL
- * span): its offset from the span's start, and the span. */
-typedef struct block_pos {
-	uint64_t off;
-	span_t *span;
-} block_pos_t;
-
-EBB_INLINE block_pos_t block_pos(superblock_t *sb, unsigned page, const void *p)
+/* Offset of p from the first page of its span (p on page `page` of sb, a
+ * page of a CENTRAL span, whose every pagemap entry names its first page). */
+EBB_INLINE uint64_t block_offset(const superblock_t *sb, unsigned page, const void *p)
 {
-	size_t first = sb->pagemap[page];
-	block_pos_t b = {((uintptr_t)p & (EBB_SB_SIZE - 1)) - (first << EBB_PAGE_SHIFT),
-			 superblock_span_at(sb, first)};
-	return b;
+	return ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
 }
 
-/* Rule 3: the size whose ceil(2^64 / size) is magic divides off (off * magic
- * mod 2^64 < magic iff size | off, for off < 2^32). */
-EBB_INLINE bool block_pos_start(block_pos_t b, uint64_t magic)
+/* Rule 3, given the class's block_mul and block_limit. */
+EBB_INLINE bool block_offset_ok(uint64_t off, uint64_t mul, uint64_t limit)
 {
-	return b.off * magic < magic;
-}
-
-/* Rule 4: the block at off was carved. */
-EBB_INLINE bool block_pos_carved(block_pos_t b)
-{
-	return (uint32_t)b.off < __atomic_load_n(&b.span->carved, __ATOMIC_RELAXED);
+	return off * mul < limit;
 }
 
 /* The whole test with its reason: p's class if p starts a carved small
@@ -84,16 +69,13 @@ EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **
 	if (cls == 0)
 		return 0;
 	const size_class_t *k = &size_classes[cls];
-	block_pos_t b = block_pos(sb, page, p);
-	if (!block_pos_start(b, k->div_magic))
-		*why = "not the start of a block";
-	else if (b.off >= (uint64_t)k->blocks * k->size)
-		*why = "not a block (the unused tail of a span)";
-	else if (!block_pos_carved(b))
-		*why = "not a block handed out by this allocator (past its span's carved blocks)";
+	uint64_t off = block_offset(sb, page, p);
+	if (!block_offset_ok(off, k->block_mul, k->block_limit))
+		*why = off * k->div_magic >= k->div_magic ? "not the start of a block"
+							  : "not a block (the unused tail of a span)";
 	if (*why)
 		return 0;
-	*span_out = b.span;
+	*span_out = superblock_span_at(sb, sb->pagemap[page]);
 	return cls;
 }
 

@@ -100,28 +100,38 @@ static span_t *span_carve(central_t *c, unsigned cpu)
 		return NULL;
 	s->cls = (uint8_t)c->cls;
 	s->u.central.home = c;
-	s->u.central.free_head = EBB_LIST_END;
-	s->u.central.free_count = 0;
-	/* Before the pages get their class: a stale pointer into a recycled
-	 * span must find nothing carved (block.h, rule 4). */
-	atomic_store_u32(&s->carved, 0);
 	s->used = 0;
+	/* Every block goes on the span's free list now, in address order (the
+	 * first refill hands out the first blocks), before the pages get their
+	 * class: free() then never meets a block start that is not a block
+	 * (core/block.h), and the fast path needs no per-span carve limit. A
+	 * recycled span's pages may hold anything from their last use: each
+	 * block's first 16 bytes are the allocator's from here on. */
+	uint64_t key = freelist_mark;
+	char *base = span_start(span_superblock(s), s);
+	void *head = EBB_LIST_END;
+	for (unsigned i = k->blocks; i-- > 0;) {
+		void *b = base + (size_t)i * k->size;
+		TRACK_CARVED(b);
+		freelist_span_link(b, head, key);
+		head = b;
+	}
+	s->u.central.free_head = head;
+	s->u.central.free_count = k->blocks;
 	/* Before any block of the span can be freed, free() must find its class. */
 	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
 	return s;
 }
 
 /* Whether `next`, read from a block on s's free list, may be followed: the
- * end, or a carved block start of s (its mark is checked when it is taken). */
+ * end, or a block start of s (its mark is checked when it is taken). */
 static bool span_link_ok(const span_t *s, const char *base, const void *next)
 {
 	if (next == EBB_LIST_END)
 		return true;
 	const size_class_t *k = &size_classes[s->cls];
 	uint64_t off = (uint64_t)((const char *)next - base);
-	if ((const char *)next < base || off >= s->carved)
-		return false;
-	return off * k->div_magic < k->div_magic;
+	return (const char *)next >= base && block_offset_ok(off, k->block_mul, k->block_limit);
 }
 
 /* Drops the rest of s's free list after a report (leaked: none of it can be
@@ -136,14 +146,13 @@ static void span_list_drop(span_t *s)
  * Caller holds s's home lock. */
 static unsigned span_take(span_t *s, unsigned want, void **out)
 {
-	const size_class_t *k = &size_classes[s->cls];
 	uint64_t key = freelist_mark;
 	char *base = span_start(span_superblock(s), s);
 	unsigned got = 0;
 	while (got < want && s->u.central.free_count > 0) {
 		void *b = s->u.central.free_head;
-		/* b passed span_link_ok (or release_to_spans put it here): it is a
-		 * carved block of s. It must still carry its span mark: a copy of a
+		/* b passed span_link_ok (or span_carve or release_to_spans put it
+		 * here): it is a block of s. It must still carry its span mark: a copy of a
 		 * block freed twice may have been handed out (clearing it), or the
 		 * program wrote into it after freeing it. */
 		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_span_mark_of(b, key)))) {
@@ -166,25 +175,13 @@ static unsigned span_take(span_t *s, unsigned want, void **out)
 		freelist_set_mark(b, key);
 		out[got++] = b;
 	}
-	uint32_t carved = s->carved, end = (uint32_t)k->blocks * k->size;
-	for (; got < want && carved < end; carved += k->size) {
-		void *b = base + carved;
-		TRACK_CARVED(b);
-		/* A recycled span's pages may hold anything from their last use. */
-		*(void **)b = NULL;
-		freelist_set_mark(b, key);
-		out[got++] = b;
-	}
-	/* Published before the blocks: free() of one of them must pass rule 4. */
-	atomic_store_u32(&s->carved, carved);
 	s->used += got;
 	return got;
 }
 
 static bool span_full(const span_t *s)
 {
-	const size_class_t *k = &size_classes[s->cls];
-	return s->u.central.free_count == 0 && s->carved == (uint32_t)k->blocks * k->size;
+	return s->u.central.free_count == 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -304,11 +301,11 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 	span_t *empties = NULL;
 	const size_class_t *k = &size_classes[cls];
 	span_t *s = NULL;
-	const char *lo = NULL, *hi = NULL; /* the carved bytes of s */
+	const char *lo = NULL, *hi = NULL; /* the blocks of s */
 	for (unsigned i = 0; i < count; i++) {
 		void *b = blocks[i];
 		/* Blocks flushed together often share a span: inside the last
-		 * one's carved bytes, only the block-start test is left. */
+		 * one's blocks, only the block-start test is left. */
 		if ((const char *)b >= lo && (const char *)b < hi) {
 			if (EBB_UNLIKELY((uint64_t)((const char *)b - lo) * k->div_magic >= k->div_magic)) {
 				report_bad_pointer("free", b, "not the start of a block");
@@ -322,7 +319,7 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 				continue;
 			}
 			lo = span_start(span_superblock(s), s);
-			hi = lo + s->carved; /* only grows while we hold a block of s */
+			hi = lo + (size_t)k->blocks * k->size;
 		}
 		/* A block that lost its mark was freed twice (the other copy is
 		 * out, or already back in its span with the span mark). */

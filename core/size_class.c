@@ -43,6 +43,8 @@ static void set_class(unsigned c, uint32_t size)
 	k->bin_cap = (uint16_t)clampu(BIN_CAP_BYTES / size, 2u * k->batch, BIN_CAP_BLOCKS);
 	k->transfer_cap = (uint16_t)clampu(TRANSFER_BYTES / (size * k->batch), 2, 16);
 	k->div_magic = UINT64_MAX / size + 1; /* == ceil(2^64 / size) for every size > 1 */
+	k->block_mul = k->div_magic + 1;
+	k->block_limit = (uint64_t)k->blocks * (size * k->block_mul); /* product mod 2^64 */
 }
 
 void size_class_init(void)

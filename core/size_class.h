@@ -28,6 +28,11 @@ typedef struct size_class {
 	uint16_t transfer_cap; /* most batches a central list keeps ready */
 	uint16_t pad_;
 	uint64_t div_magic;    /* ceil(2^64 / size): offset / size as one multiply */
+	uint64_t block_mul;    /* div_magic + 1 and ... */
+	uint64_t block_limit;  /* ... blocks * (size * block_mul mod 2^64): for an
+				* offset off < 2^22 into a span, off * block_mul mod 2^64
+				* < block_limit iff off is a block start below
+				* blocks * size (core/block.h) */
 } size_class_t;
 
 extern size_class_t size_classes[EBB_NUM_CLASSES];

@@ -36,7 +36,7 @@
  * owns it alone.
  *
  * Block identities for a CENTRAL span:
- *   used + free_count + (blocks - carved / size) == blocks
+ *   used + free_count == blocks (span_carve lists every block at once)
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.
@@ -101,11 +101,7 @@ typedef struct span {
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */
-	uint32_t carved;   /* CENTRAL: bytes [0, carved) of the span were handed out at
-			    * least once (the bump, a multiple of the block size), the
-			    * rest never were. Written under the home's lock (span_carve
-			    * zeroes it before the span's pages get their class); read
-			    * without a lock by free (core/block.h). */
+	uint8_t pad_[4];
 } EBB_ALIGNED(64) span_t;
 
 #ifndef __cplusplus

@@ -284,7 +284,8 @@ static tcache_t *tcache_create(void)
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
 		slots += size_classes[c].bin_cap;
 		tc->top[c] = tc->empty[c] = tc->full[c] = slots;
-		tc->magic[c] = size_classes[c].div_magic;
+		tc->mul[c] = size_classes[c].block_mul;
+		tc->limit[c] = size_classes[c].block_limit;
 	}
 	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();

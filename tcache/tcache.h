@@ -40,7 +40,7 @@
 
 EBB_BEGIN_DECLS
 
-/* A bin is column `cls` of the arrays top/empty/full/magic: arrays rather
+/* A bin is column `cls` of the arrays top/empty/full/mul/limit: arrays rather
  * than an array of structs so that the fast paths index each with the class
  * in one addressing mode (no multiply or shift by the struct size; measured:
  * 2 instructions per operation). */
@@ -51,7 +51,8 @@ typedef struct tcache {
 	void **empty[EBB_NUM_CLASSES];      /* end of the bin's slots: top == empty, no block */
 	void **full[EBB_NUM_CLASSES];       /* top == full: the bin holds max blocks (empty - max) */
 	uint64_t mark;                      /* copy of freelist_mark */
-	uint64_t magic[EBB_NUM_CLASSES];    /* size_classes[c].div_magic: block test of free */
+	uint64_t mul[EBB_NUM_CLASSES];      /* size_classes[c].block_mul and */
+	uint64_t limit[EBB_NUM_CLASSES];    /* .block_limit: the block test of free */
 	/* --- cold: slow paths --- */
 	void **slots;                       /* the bins' slot arrays (kept when recycled) */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
@@ -103,9 +104,9 @@ EBB_INLINE void *tcache_alloc(size_t size)
 	return tcache_alloc_slow(size);
 }
 
-/* Fast path of free. Stays here when p starts a carved small block of one
- * of our superblocks (core/block.h: registry byte, page class, block start
- * below the span's carved count) and this thread's bin of its class has
+/* Fast path of free. Stays here when p starts a small block of one of our
+ * superblocks (core/block.h: registry byte, page class, one multiply and
+ * compare for a block start outside the span's tail) and this thread's bin of its class has
  * room, and p is not the block freed last (free(p); free(p): the slot at
  * top, which is always readable, see tcache.c): then p's address is pushed
  * and its free mark written. It reads nothing of the block itself: a free of
@@ -123,8 +124,8 @@ EBB_INLINE void tcache_free(void *p)
 		unsigned cls = sb->page_class[page];
 		void **top = tc->top[cls];
 		if (EBB_LIKELY(top != tc->full[cls] && (!EBB_CHECKS || *top != p))) {
-			block_pos_t b = block_pos(sb, page, p);
-			if (EBB_LIKELY(!EBB_CHECKS || (block_pos_start(b, tc->magic[cls]) && block_pos_carved(b)))) {
+			if (EBB_LIKELY(!EBB_CHECKS ||
+				       block_offset_ok(block_offset(sb, page, p), tc->mul[cls], tc->limit[cls]))) {
 				freelist_set_mark(p, tc->mark);
 				top[-1] = p;
 				tc->top[cls] = top - 1;
