@@ -131,3 +131,28 @@ TEST_CASE("a pointer into the middle of a block is reported, not freed", "[centr
 	flush(0, cls, v);
 	unit_option("on_error", "abort");
 }
+
+TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twice is reported once",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(64);
+	std::vector<void *> v = refill(0, cls, 4, false);
+	REQUIRE(v.size() == 4);
+	for (void *b : v) {
+		REQUIRE(((void **)b)[0] == nullptr);
+		REQUIRE(((uint64_t *)b)[1] == freelist_mark_of(b, freelist_mark));
+	}
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	// The same block twice in one flush (a double free that reached the
+	// central list): the first goes home, the second lost its bin mark.
+	std::vector<void *> twice{v[0], v[0]};
+	flush(0, cls, twice);
+	REQUIRE(report_count() == reports + 1);
+	REQUIRE(class_stats(cls).used_blocks == used - 1);
+	std::vector<void *> rest(v.begin() + 1, v.end());
+	flush(0, cls, rest);
+	unit_option("on_error", "abort");
+}
