@@ -15,8 +15,8 @@
 #ifndef EBB_OS_OS_H
 #define EBB_OS_OS_H
 
-#include "core/config.h"
-#include "core/util.h"
+#include "core/base/config.h"
+#include "core/base/util.h"
 
 EBB_BEGIN_DECLS
 
@@ -83,7 +83,7 @@ void os_event_signal(void);
 
 /* libc's stdio list lock (glibc's _IO_list_lock, held by fflush(NULL),
  * fopen, fclose; recursive), for the prefork handler to take before the
- * allocator's locks, in the order glibc's fork takes them (core/fork.c).
+ * allocator's locks, in the order glibc's fork takes them (core/api/fork.c).
  * Taken only where glibc's fork is known to take it too and to reset it in
  * the child: the functions exist (weak references, so a static or non-glibc
  * program links without them) and the process is multithreaded

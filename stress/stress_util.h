@@ -494,7 +494,7 @@ static ST_UNUSED void st_block_check(const st_block *b, const char *where)
 /* Checks a fresh pointer: not NULL, aligned, usable >= size. */
 /* Fault mode: a --ebb-option fault_map/fault_purge/fault_unmap other than
  * "off" makes the allocator's kernel calls fail (the hidden options of
- * core/options.c). Then NULL with errno ENOMEM (posix_memalign: ENOMEM) is an
+ * core/runtime/options.c). Then NULL with errno ENOMEM (posix_memalign: ENOMEM) is an
  * allowed answer from any allocation or realloc, never any other error; a
  * failed realloc must leave the block intact (checked in full). The refusals
  * are counted; a run in fault mode must see some. */

@@ -5,14 +5,14 @@
 #include <errno.h>
 #include <string.h>
 
-#include "core/atomic.h"
-#include "core/background.h"
-#include "core/central.h"
-#include "core/init.h"
-#include "core/large.h"
-#include "core/meta.h"
-#include "core/options.h"
-#include "core/report.h"
+#include "core/runtime/atomic.h"
+#include "core/process/background.h"
+#include "core/blocks/central.h"
+#include "core/process/init.h"
+#include "core/pages/large.h"
+#include "core/runtime/meta.h"
+#include "core/runtime/options.h"
+#include "core/runtime/report.h"
 #include "os/os.h"
 
 /* Never written: every bin empty (malloc misses) and full (free misses):

@@ -19,7 +19,7 @@
  * max. Nothing is linked through a free block: a block only carries its
  * double-free mark (freelist.h), so no address malloc pops was ever where the
  * program can write, and every address that enters a bin was checked (free:
- * core/block.h; a refill: central.c).
+ * core/blocks/block.h; a refill: central.c).
  *
  * Ownership: a tcache is read and written only by its thread; the only
  * exception is ebb_stats_get(), which reads other threads' `published` bytes
@@ -31,12 +31,12 @@
 #ifndef EBB_TCACHE_TCACHE_H
 #define EBB_TCACHE_TCACHE_H
 
-#include "core/block.h"
-#include "core/config.h"
-#include "core/freelist.h"
-#include "core/size_class.h"
-#include "core/superblock.h"
-#include "core/util.h"
+#include "core/blocks/block.h"
+#include "core/base/config.h"
+#include "core/blocks/freelist.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/superblock.h"
+#include "core/base/util.h"
 
 EBB_BEGIN_DECLS
 
@@ -105,7 +105,7 @@ EBB_INLINE void *tcache_alloc(size_t size)
 }
 
 /* Fast path of free. Stays here when p starts a small block of one of our
- * superblocks (core/block.h: registry byte, page class, one multiply and
+ * superblocks (core/blocks/block.h: registry byte, page class, one multiply and
  * compare for a block start outside the span's tail) and this thread's bin of its class has
  * room, and p is not the block freed last (free(p); free(p): the slot at
  * top, which is always readable, see tcache.c): then p's address is pushed

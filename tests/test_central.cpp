@@ -6,11 +6,11 @@
 #include <set>
 #include <vector>
 
-#include "core/central.h"
-#include "core/freelist.h"
-#include "core/report.h"
-#include "core/size_class.h"
-#include "core/superblock.h"
+#include "core/blocks/central.h"
+#include "core/blocks/freelist.h"
+#include "core/runtime/report.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/superblock.h"
 #include "tests/support/unit.h"
 
 namespace {

@@ -1,7 +1,7 @@
 // The decay curve, driven by a virtual clock: how many dirty pages may stay.
 #include <catch2/catch.hpp>
 
-#include "core/decay.h"
+#include "core/pages/decay.h"
 
 static const uint64_t MS = 1000000ull;
 

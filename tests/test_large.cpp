@@ -1,4 +1,4 @@
-// Large and huge blocks (core/large.c) on the fake os: how sizes and
+// Large and huge blocks (core/pages/large.c) on the fake os: how sizes and
 // alignments are rounded to pages, where a block stops coming from a
 // superblock's page heap and gets a mapping of its own, large_usable,
 // zero-filling of reused pages, and the reason large_why_bad gives for each
@@ -11,9 +11,9 @@
 #include <cstring>
 #include <vector>
 
-#include "core/large.h"
-#include "core/report.h"
-#include "core/superblock.h"
+#include "core/pages/large.h"
+#include "core/runtime/report.h"
+#include "core/pages/superblock.h"
 #include "tests/api/child_util.h"
 #include "tests/support/unit.h"
 

@@ -1,4 +1,4 @@
-// Option parsing (core/options.c) on the fake os: every value form each kind
+// Option parsing (core/runtime/options.c) on the fake os: every value form each kind
 // of option takes and refuses, range checks (a value out of [min, max] is
 // refused, never clamped), unknown and hidden names, the string option,
 // EBB_OPTIONS at start-up, and the warnings ebb_option_set() prints (it is
@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "core/options.h"
+#include "core/runtime/options.h"
 #include "tests/api/child_util.h"
 #include "tests/support/unit.h"
 

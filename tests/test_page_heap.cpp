@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "core/page_heap.h"
+#include "core/pages/page_heap.h"
 #include "tests/support/unit.h"
 
 namespace {

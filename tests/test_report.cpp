@@ -1,4 +1,4 @@
-// Report formatting (core/report.c): the allocation-free printf subset, and
+// Report formatting (core/runtime/report.c): the allocation-free printf subset, and
 // the exact lines of a warning, a bad-pointer report and a fatal error, with
 // what follows each (abort, or going on under on_error=warn). Lines are read
 // from the stderr of a forked child (tests/api/child_util.h).
@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/report.h"
+#include "core/runtime/report.h"
 #include "tests/api/child_util.h"
 #include "tests/support/unit.h"
 

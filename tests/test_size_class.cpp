@@ -2,7 +2,7 @@
 // per-class parameters the layers above rely on.
 #include <catch2/catch.hpp>
 
-#include "core/size_class.h"
+#include "core/blocks/size_class.h"
 #include "tests/support/unit.h"
 
 TEST_CASE("every small size maps to the smallest class that holds it", "[size_class]")

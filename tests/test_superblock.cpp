@@ -1,8 +1,8 @@
 // Superblocks, the registry and pointer lookup; huge blocks.
 #include <catch2/catch.hpp>
 
-#include "core/page_heap.h"
-#include "core/superblock.h"
+#include "core/pages/page_heap.h"
+#include "core/pages/superblock.h"
 #include "tests/support/unit.h"
 
 TEST_CASE("lookup tells our spans from foreign, header and freed pointers", "[superblock]")

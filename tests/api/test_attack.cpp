@@ -273,7 +273,7 @@ TEST_CASE("item 4: a partial overwrite of a free block is reported, not followed
 TEST_CASE("item 6: a stale pointer into a recycled span is never handed out twice", "[attack]")
 {
 	/* 112-byte blocks: 36 to a one-page span, a refill takes 32. A span is
-	 * carved whole (core/block.h): its last 4 blocks wait on its free list,
+	 * carved whole (core/blocks/block.h): its last 4 blocks wait on its free list,
 	 * each with its mark. Freeing a stale pointer to one of them (a block of
 	 * the span's previous life) puts it in the bin as well; whichever copy
 	 * is handed out first clears the mark, and the other is reported when

@@ -1,5 +1,5 @@
 /* test_fork_hang.cpp: fork() must not hang in two odd but legal programs
- * (core/fork.c, docs/reliability.md "Fork").
+ * (core/api/fork.c, docs/reliability.md "Fork").
  *
  *   [fork_stdio]   one thread forks in a loop while others hold FILE locks
  *                  across malloc (getline, flockfile) and another calls

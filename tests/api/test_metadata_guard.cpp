@@ -9,7 +9,7 @@
  * header of ours begins), overflows the block by 8, 16 or 64 bytes of garbage,
  * or by 80 bytes that leave the red zone zero, keep the magic and forge the
  * owner pointer to a fake page heap in the program's own memory (what an
- * attacker who knows the layout of core/superblock.h writes), and then frees
+ * attacker who knows the layout of core/pages/superblock.h writes), and then frees
  * the neighbour and calls ebb_trim(). The child must die of SIGABRT after one
  * report that names the header's address: never SIGSEGV, never a hang (an
  * alarm ends it), never a normal exit. The same corruptions written straight
@@ -34,7 +34,7 @@ using namespace apitest;
 namespace {
 
 constexpr uintptr_t kSlot = 4 * MiB;
-/* core/superblock.h: the red zone, then the magic, then the owner pointer. */
+/* core/pages/superblock.h: the red zone, then the magic, then the owner pointer. */
 constexpr size_t kGuard = 64, kMagicOff = 64, kHeapOff = 72;
 
 /* A fake page heap in the program's memory, for the forged owner pointer. */
@@ -190,7 +190,7 @@ TEST_CASE("a forged list link in a cached huge block's header is caught before t
 	 * sizes): only the prev link of the freed huge block, which sits in the
 	 * heap's cache, now points into the program's memory, the classic unlink
 	 * write. The trim's release pass (or a reuse) would unlink it. */
-	constexpr size_t kPrevOff = 120; /* core/superblock.h: next at 112, prev at 120 */
+	constexpr size_t kPrevOff = 120; /* core/pages/superblock.h: next at 112, prev at 120 */
 	ChildResult r = run_child([] {
 		alarm(30);
 		char *huge = (char *)ebb_malloc(5 * MiB);

@@ -30,7 +30,7 @@ file of the tree (a system or Concurrency Kit header) is not checked. It
 fails, with one line per violation, when:
 
   (a) a file includes a header of a folder its folder's rule does not name
-      ("core/api.c:16: includes tcache/tcache.h: rule 'core: os include'
+      ("core/api/api.c:16: includes tcache/tcache.h: rule 'core: os include'
       does not allow tcache");
   (b) a folder holds sources but has no line in the rule;
   (c) modules include each other in a loop: a module is a file stem in one
@@ -46,7 +46,7 @@ Usage: check_layers.py [--root DIR] [--rule FILE] [--edges]
   --root   the repository (default: two folders above this script)
   --rule   the file holding the `layers` block (default ROOT/docs/architecture.md)
   --edges  also print every include from one folder to another, allowed or
-           not ("edge: core/api.c -> tcache/tcache.h")
+           not ("edge: core/api/api.c -> tcache/tcache.h")
 Exit status: 0 when the tree keeps the rule, 1 when it does not, 2 when the
 rule cannot be read. Python 3 standard library only.
 """

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # check_docs.sh SOURCE_DIR
 # docs/usage.md must name, as `name`, every option of EBB_OPTIONS_TABLE
-# (core/options.h), every field of EBB_STATS_FIELDS (include/ebbmalloc.h) and
-# every column of the stats timeline (core/timeline.c), so that the page
+# (core/runtime/options.h), every field of EBB_STATS_FIELDS (include/ebbmalloc.h) and
+# every column of the stats timeline (core/process/timeline.c), so that the page
 # cannot fall behind the code. api.observe.docs checks the defaults it gives.
 set -u
 src=$1
@@ -17,10 +17,10 @@ check() { # what, names...
   done
   echo "check_docs: $# ${what}s"
 }
-check option $(grep -oE '^[[:space:]]*X\([A-Z_]+, [a-z_]+,' "$src/core/options.h" | sed -E 's/.*, ([a-z_]+),$/\1/')
+check option $(grep -oE '^[[:space:]]*X\([A-Z_]+, [a-z_]+,' "$src/core/runtime/options.h" | sed -E 's/.*, ([a-z_]+),$/\1/')
 check "stats field" $(grep -oE '^[[:space:]]*X\([a-z_]+, (bytes|count|total),' "$src/include/ebbmalloc.h" |
   sed -E 's/.*X\(([a-z_]+),.*/\1/')
-cols=$(sed -n '/tl_header\[\] =/,/;/p' "$src/core/timeline.c" | grep -oE '"[^"]*"' | tr -d '"\n' | sed 's/\\n$//')
+cols=$(sed -n '/tl_header\[\] =/,/;/p' "$src/core/process/timeline.c" | grep -oE '"[^"]*"' | tr -d '"\n' | sed 's/\\n$//')
 check "timeline column" $(tr ',' ' ' <<<"$cols")
 [ $fail = 0 ] && echo "check_docs: ok"
 exit $fail

@@ -5,7 +5,7 @@
 # and the C++ operators new/delete. Also fails if any of those is missing, or
 # if the standard names carry a symbol version: a versioned malloc would not
 # interpose on programs whose references say malloc@GLIBC_2.2.5, so
-# LD_PRELOAD would silently do nothing (core/exports.map is an anonymous,
+# LD_PRELOAD would silently do nothing (core/api/exports.map is an anonymous,
 # visibility-only version script for that reason).
 set -u
 lib=$1 header=$2 override=$3 nm=${4:-nm}

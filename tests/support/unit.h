@@ -4,8 +4,8 @@
 
 #include <cstring>
 
-#include "core/init.h"
-#include "core/options.h"
+#include "core/process/init.h"
+#include "core/runtime/options.h"
 #include "tests/support/os_fake.h"
 
 /* Initializes the allocator core once (on the fake os) and sets an option. */

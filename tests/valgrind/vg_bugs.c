@@ -1,5 +1,5 @@
 /* vg_bugs.c: one deliberate memory bug per run (argv[1]), for memcheck to
- * catch through ebbmalloc's client requests (core/track.h). Run by
+ * catch through ebbmalloc's client requests (core/base/track.h). Run by
  * vg_run.sh with libebbmalloc.so preloaded; the program itself knows nothing
  * of ebbmalloc. */
 #include <dlfcn.h>

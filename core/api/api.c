@@ -1,0 +1,515 @@
+/* api.c: every public entry point, the standard names that replace the
+ * system allocator (EBB_OVERRIDE), and the process-wide hooks (registering
+ * core/api/fork.c's fork handlers, exit-time stats). The one core file that
+ * includes tcache/: it is the top of the layers and the only place that sees
+ * all of them.
+ *
+ * malloc and free are the tcache fast paths inlined here, so `malloc` costs
+ * what `ebb_malloc` costs; everything else is built on them and on large.c. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "core/process/background.h"
+#include "core/blocks/block.h"
+#include "core/blocks/central.h"
+#include "core/api/fork.h"
+#include "core/blocks/freelist.h"
+#include "core/process/init.h"
+#include "core/pages/large.h"
+#include "core/runtime/meta.h"
+#include "core/runtime/options.h"
+#include "core/pages/page_heap.h"
+#include "core/ext/pool.h"
+#include "core/runtime/report.h"
+#include "core/process/stats.h"
+#include "core/base/track.h"
+#include "ebbmalloc.h"
+#include "os/os.h"
+#include "tcache/tcache.h"
+
+/* ---------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------- */
+
+/* Describes an allocated block: its usable size and, for page-run blocks,
+ * its span. Reports a pointer that is not an allocated block's start (naming
+ * `func`) and returns false. */
+typedef struct block_info {
+	size_t usable;
+	span_t *large; /* NULL for small blocks */
+	unsigned cls;
+} block_info_t;
+
+static bool block_info(const void *p, const char *func, block_info_t *out)
+{
+	/* Small blocks: the one test of core/blocks/block.h (the free fast path's). */
+	span_t *small;
+	const char *why;
+	unsigned cls = block_lookup(p, &small, &why);
+	if (EBB_LIKELY(cls != 0)) {
+		if (EBB_UNLIKELY(freelist_marked(p, freelist_mark))) {
+			report_bad_pointer(func, p, "the block was freed (it carries the free mark)");
+			return false;
+		}
+		out->usable = size_classes[cls].size;
+		out->large = NULL;
+		out->cls = cls;
+		return true;
+	}
+	if (why != NULL) {
+		report_bad_pointer(func, p, why);
+		return false;
+	}
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s)) {
+		out->usable = large_usable(s);
+		out->large = s;
+		out->cls = 0;
+		return true;
+	}
+	why = large_why_bad(p, false);
+	report_bad_pointer(func, p, why ? why : "not an allocated block");
+	return false;
+}
+
+/* Valgrind build (core/base/track.h): tells memcheck that p is a new block of
+ * `size` bytes, and that the rest of it is out of bounds. */
+static void track_alloc(void *p, size_t size, int zeroed)
+{
+	(void)p;
+	(void)size;
+	(void)zeroed;
+#if EBB_VALGRIND
+	block_info_t b;
+	if (p == NULL)
+		return;
+	TRACK_ALLOC(p, size, zeroed);
+	TRACK_QUIET_BEGIN();
+	bool known = block_info(p, "malloc", &b);
+	TRACK_QUIET_END();
+	if (known && b.usable > size)
+		TRACK_NOACCESS((char *)p + size, b.usable - size);
+#endif
+}
+
+/* malloc and free: the fast paths, and what memcheck is told about them in
+ * the valgrind build (nothing otherwise). A block is untracked before free
+ * gives it back: once back, another thread may get it. */
+EBB_INLINE void *api_malloc(size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *p = tcache_alloc(size);
+	TRACK_QUIET_END();
+	track_alloc(p, size, 0);
+	return p;
+}
+
+EBB_INLINE void api_free(void *p)
+{
+	TRACK_FREE(p);
+	TRACK_QUIET_BEGIN();
+	tcache_free(p);
+	TRACK_QUIET_END();
+}
+
+static void *alloc_aligned_impl(size_t align, size_t size)
+{
+	if (align <= EBB_MIN_ALIGN)
+		return tcache_alloc(size);
+	if (size > EBB_MAX_REQUEST || align > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (EBB_UNLIKELY(!init_ensure())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* A class whose block size is a multiple of align has every block
+	 * aligned: spans start on a page and align <= one page here. */
+	unsigned cls = size_class_aligned(size, align);
+	if (cls)
+		return tcache_alloc(size_classes[cls].size);
+	return large_alloc(size, align, false);
+}
+
+static void *alloc_aligned(size_t align, size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *p = alloc_aligned_impl(align, size);
+	TRACK_QUIET_END();
+	track_alloc(p, size, 0);
+	return p;
+}
+
+static void *calloc_impl(size_t count, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(count, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (total <= EBB_SMALL_MAX) {
+		void *p = tcache_alloc(total);
+		if (p)
+			memset(p, 0, total);
+		return p;
+	}
+	if (EBB_UNLIKELY(!init_ensure())) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return large_alloc(total, EBB_MIN_ALIGN, true);
+}
+
+/* The end of a realloc of p (b) to `size` that returns q, for memcheck: q
+ * is the block now (its first min(old, new) bytes defined), or, if q is NULL,
+ * p still is. Nothing in the normal build. */
+static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
+{
+	(void)p;
+	(void)b;
+	(void)size;
+	if (q == NULL) {
+		TRACK_ALLOC(p, b->usable, 0);
+		TRACK_DEFINED(p, b->usable);
+	} else {
+		track_alloc(q, size, 0);
+		TRACK_DEFINED(q, b->usable < size ? b->usable : size);
+	}
+	return q;
+}
+
+static void *realloc_impl(void *p, size_t size)
+{
+	if (p == NULL) {
+		void *q = tcache_alloc(size);
+		track_alloc(q, size, 0);
+		return q;
+	}
+	/* Checked before anything else, so that a bad pointer is reported as
+	 * realloc's, also when realloc would only free it. */
+	block_info_t b;
+	if (!block_info(p, "realloc", &b))
+		return NULL;
+	TRACK_FREE(p); /* told again at the end if p stays */
+	if (size == 0) { /* glibc: free and return NULL */
+		tcache_free(p);
+		return NULL;
+	}
+	if (size > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return realloc_done(p, &b, NULL, size);
+	}
+	if (b.large == NULL) {
+		/* In place while the block stays at least half used. */
+		if (size <= b.usable && size >= b.usable / 2)
+			return realloc_done(p, &b, p, size);
+	} else if (size > EBB_SMALL_MAX) {
+		void *q = large_resize(p, b.large, size);
+		if (q)
+			return realloc_done(p, &b, q, size);
+	}
+	/* A block that must move to grow gets 25% headroom, so that a string
+	 * grown a few bytes at a time moves (and is copied) a logarithmic number
+	 * of times instead of at every size class or page. */
+	size_t want = size;
+	if (size > b.usable && size - b.usable < b.usable / 4)
+		want = b.usable + b.usable / 4;
+	void *q = tcache_alloc(want);
+	if (q == NULL)
+		return realloc_done(p, &b, NULL, size); /* p is untouched */
+	memcpy(q, p, b.usable < size ? b.usable : size);
+	tcache_free(p);
+	return realloc_done(p, &b, q, size);
+}
+
+/* ---------------------------------------------------------------------------
+ * The prefixed API
+ * ------------------------------------------------------------------------- */
+EBB_API void *ebb_malloc(size_t size)
+{
+	return api_malloc(size);
+}
+
+EBB_API void ebb_free(void *p)
+{
+	api_free(p);
+}
+
+EBB_API void *ebb_calloc(size_t count, size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *p = calloc_impl(count, size);
+	TRACK_QUIET_END();
+	track_alloc(p, count * size, 1); /* no overflow when p != NULL */
+	return p;
+}
+
+EBB_API void *ebb_realloc(void *p, size_t size)
+{
+	TRACK_QUIET_BEGIN();
+	void *q = realloc_impl(p, size);
+	TRACK_QUIET_END();
+	return q;
+}
+
+EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(count, size, &total)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return ebb_realloc(p, total);
+}
+
+/* The aligned allocators fail as glibc 2.36's do (docs/usage.md has the
+ * table): posix_memalign returns EINVAL for an alignment that is not a power
+ * of two multiple of sizeof(void *), else ENOMEM with errno also ENOMEM (as
+ * glibc leaves it); memalign and valloc/pvalloc set errno. */
+EBB_API int ebb_posix_memalign(void **out, size_t align, size_t size)
+{
+	if (align < sizeof(void *) || !util_is_pow2(align))
+		return EINVAL;
+	void *p = alloc_aligned(align, size);
+	if (p == NULL)
+		return ENOMEM;
+	*out = p;
+	return 0;
+}
+
+EBB_API void *ebb_aligned_alloc(size_t align, size_t size)
+{
+	if (!util_is_pow2(align)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_aligned(align, size);
+}
+
+/* glibc rounds an alignment that is not a power of two up to the next one;
+ * above SIZE_MAX / 2 + 1 there is none, which is EINVAL (glibc's
+ * tst-memalign: memalign(-1, n)). A power of two too large to map is ENOMEM. */
+EBB_API void *ebb_memalign(size_t align, size_t size)
+{
+	if (align > SIZE_MAX / 2 + 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (align > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!util_is_pow2(align))
+		align = align < 2 ? 1 : (size_t)1 << (util_log2(align) + 1);
+	return alloc_aligned(align, size);
+}
+
+EBB_API void *ebb_valloc(size_t size)
+{
+	return alloc_aligned(EBB_PAGE_SIZE, size);
+}
+
+EBB_API void *ebb_pvalloc(size_t size)
+{
+	if (size > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t rounded = util_align_up(size ? size : 1, EBB_PAGE_SIZE);
+	return alloc_aligned(EBB_PAGE_SIZE, rounded);
+}
+
+EBB_API size_t ebb_malloc_usable_size(const void *p)
+{
+	block_info_t b;
+	TRACK_QUIET_BEGIN();
+	bool ok = p != NULL && block_info(p, "malloc_usable_size", &b);
+	TRACK_QUIET_END();
+	return ok ? b.usable : 0;
+}
+
+EBB_API void ebb_free_sized(void *p, size_t size)
+{
+	(void)size;
+	api_free(p);
+}
+
+EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size)
+{
+	(void)align;
+	(void)size;
+	api_free(p);
+}
+
+EBB_API int ebb_trim(void)
+{
+	if (!init_ensure())
+		return 0;
+	uint64_t purged_before;
+	struct ebb_stats st;
+	stats_tcache_t none = {0, 0, 0, 0};
+	stats_collect(&st, &none);
+	purged_before = st.bytes_purged + st.superblocks_unmapped;
+	tcache_flush_self();
+	background_tick(os_now_ns(), true);
+	stats_collect(&st, &none);
+	return st.bytes_purged + st.superblocks_unmapped != purged_before;
+}
+
+EBB_API void ebb_stats_get(struct ebb_stats *out)
+{
+	stats_tcache_t tc = {0, 0, 0, 0};
+	if (!init_ensure()) {
+		memset(out, 0, sizeof *out);
+		return;
+	}
+	tcache_stats(&tc.bytes, &tc.threads, &tc.refills, &tc.flushes);
+	stats_collect(out, &tc);
+}
+
+EBB_API void ebb_mallinfo(struct ebb_mallinfo *out)
+{
+	stats_tcache_t tc = {0, 0, 0, 0};
+	if (!init_ensure()) {
+		memset(out, 0, sizeof *out);
+		return;
+	}
+	tcache_stats(&tc.bytes, &tc.threads, &tc.refills, &tc.flushes);
+	stats_mallinfo(out, &tc);
+}
+
+EBB_API void ebb_stats_print(FILE *f)
+{
+	struct ebb_stats s;
+	ebb_stats_get(&s);
+	stats_print(f, &s);
+}
+
+EBB_API int ebb_option_set(const char *name, const char *value)
+{
+	init_ensure();
+	if (name == NULL || value == NULL ||
+	    !options_set(name, strlen(name), value, strlen(value), false)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
+EBB_API int ebb_option_get(const char *name, long long *value)
+{
+	enum option_id id;
+	init_ensure();
+	if (name == NULL || !options_lookup(name, &id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	*value = options_get(id);
+	return 0;
+}
+
+/* Not needed for initialization (any first call does that); it registers
+ * the fork handlers (core/api/fork.c) from a context that holds no libc lock.
+ * Registering them from inside the first malloc could deadlock: that malloc
+ * may come from pthread_atfork itself, which holds the lock it would need.
+ * Here rather than in fork.c so that a static link, which takes fork.o only
+ * if something refers to it, always gets the handlers. */
+__attribute__((constructor)) static void api_constructor(void)
+{
+	/* For core/ readers of the stats (the timeline), which cannot call up
+	 * into tcache/. */
+	stats_set_tcache_source(tcache_stats);
+	if (init_ensure())
+		fork_register(tcache_prefork, tcache_postfork_parent, tcache_postfork_child);
+}
+
+__attribute__((destructor)) static void api_destructor(void)
+{
+	if (atomic_load_u32_acquire(&init_state) == INIT_DONE && options_get(OPT_STATS_ON_EXIT))
+		ebb_stats_print(stderr);
+}
+
+/* ---------------------------------------------------------------------------
+ * The standard names
+ * ------------------------------------------------------------------------- */
+#if EBB_OVERRIDE
+#include <limits.h>
+#include <malloc.h>
+#include <stdlib.h>
+
+EBB_API void *malloc(size_t size)
+{
+	return api_malloc(size);
+}
+
+EBB_API void free(void *p)
+{
+	api_free(p);
+}
+
+#define EBB_ALIAS(name) __attribute__((alias(#name), copy(name), used))
+
+EBB_API void *calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
+EBB_API void *realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+EBB_API void *reallocarray(void *p, size_t count, size_t size) EBB_ALIAS(ebb_reallocarray);
+EBB_API int posix_memalign(void **out, size_t align, size_t size) EBB_ALIAS(ebb_posix_memalign);
+EBB_API void *aligned_alloc(size_t align, size_t size) EBB_ALIAS(ebb_aligned_alloc);
+EBB_API void *memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign);
+EBB_API void *valloc(size_t size) EBB_ALIAS(ebb_valloc);
+EBB_API void *pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
+EBB_API size_t malloc_usable_size(void *p) EBB_ALIAS(ebb_malloc_usable_size);
+EBB_API void free_sized(void *p, size_t size) EBB_ALIAS(ebb_free_sized);
+EBB_API void free_aligned_sized(void *p, size_t align, size_t size) EBB_ALIAS(ebb_free_aligned_sized);
+EBB_API void cfree(void *p) EBB_ALIAS(free);
+
+/* glibc's internal names, used by some programs and by glibc's own code. */
+EBB_API void *__libc_malloc(size_t size) EBB_ALIAS(malloc);
+EBB_API void __libc_free(void *p) EBB_ALIAS(free);
+EBB_API void *__libc_calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
+EBB_API void *__libc_realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+EBB_API void *__libc_memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign);
+EBB_API void *__libc_valloc(size_t size) EBB_ALIAS(ebb_valloc);
+EBB_API void *__libc_pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
+
+/* glibc's malloc_trim(pad): gives memory back; 1 if any was released. */
+EBB_API int malloc_trim(size_t pad)
+{
+	(void)pad;
+	return ebb_trim();
+}
+
+/* glibc's mallinfo2() and the older mallinfo() with int fields, which glibc
+ * truncates and we clamp: ebbmalloc's figures, not glibc's empty heap. */
+EBB_API struct mallinfo2 mallinfo2(void)
+{
+	struct ebb_mallinfo m;
+	ebb_mallinfo(&m);
+	struct mallinfo2 r = {
+		.arena = m.arena, .ordblks = m.ordblks, .smblks = m.smblks, .hblks = m.hblks,
+		.hblkhd = m.hblkhd, .usmblks = m.usmblks, .fsmblks = m.fsmblks,
+		.uordblks = m.uordblks, .fordblks = m.fordblks, .keepcost = m.keepcost,
+	};
+	return r;
+}
+
+static int clamp_int(size_t v)
+{
+	return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+EBB_API struct mallinfo mallinfo(void)
+{
+	struct mallinfo2 m = mallinfo2();
+	struct mallinfo r = {
+		.arena = clamp_int(m.arena), .ordblks = clamp_int(m.ordblks),
+		.smblks = clamp_int(m.smblks), .hblks = clamp_int(m.hblks),
+		.hblkhd = clamp_int(m.hblkhd), .usmblks = clamp_int(m.usmblks),
+		.fsmblks = clamp_int(m.fsmblks), .uordblks = clamp_int(m.uordblks),
+		.fordblks = clamp_int(m.fordblks), .keepcost = clamp_int(m.keepcost),
+	};
+	return r;
+}
+#endif /* EBB_OVERRIDE */

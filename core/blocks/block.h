@@ -1,0 +1,84 @@
+/* block.h: the one answer to "does p start a small block this allocator
+ * handed out?", for every caller: the free fast path (tcache.h), its slow
+ * path (tcache.c), realloc and malloc_usable_size (block_info in api.c), the
+ * central lists (central.c) and the reports. It owns the test; nobody else
+ * repeats it.
+ *
+ * p starts a small block if and only if
+ *   1. p < 2^47 and its registry slot holds a superblock header (an address
+ *      above the user address space, e.g. a tagged pointer, is not ours);
+ *   2. the page of p has a class c != 0 (only pages of CENTRAL spans do);
+ *   3. off = p - (first page of its span, from the pagemap) is a multiple of
+ *      the block size and below blocks x size (not in the span's unused
+ *      tail). One multiply and one compare test both: with
+ *      M = ceil(2^64 / size) + 1 and e = size * M mod 2^64 (size <= e <
+ *      2 size), off * M mod 2^64 is q * e for off = q * size, and at least M
+ *      (> 2^49) otherwise, for every off < 2^22; so it is below blocks * e
+ *      exactly when off is one of the span's block starts
+ *      (size_classes[c].block_mul and block_limit).
+ * Every block of a span is carved when the span is (span_carve lists them
+ * all before the pages get their class), so a block start is a block that
+ * exists: no part of a span is "not yet carved", and a stale pointer into a
+ * recycled span names a block that is free on its span's list or held by
+ * someone; either way it is caught by its mark when it is handed out twice.
+ * A pointer the program legitimately holds passes all three, and the span
+ * cannot leave CENTRAL while the block is out.
+ *
+ * Any thread, no lock. A pointer that is neither a small block nor in a
+ * small-block page (block_lookup returns 0 with *why == NULL) may be a large
+ * block: large.c says (large_why_bad). */
+#ifndef EBB_CORE_BLOCK_H
+#define EBB_CORE_BLOCK_H
+
+#include "core/base/config.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/superblock.h"
+#include "core/base/util.h"
+
+EBB_BEGIN_DECLS
+
+/* Offset of p from the first page of its span (p on page `page` of sb, a
+ * page of a CENTRAL span, whose every pagemap entry names its first page). */
+EBB_INLINE uint64_t block_offset(const superblock_t *sb, unsigned page, const void *p)
+{
+	return ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
+}
+
+/* Rule 3, given the class's block_mul and block_limit. */
+EBB_INLINE bool block_offset_ok(uint64_t off, uint64_t mul, uint64_t limit)
+{
+	return off * mul < limit;
+}
+
+/* The whole test with its reason: p's class if p starts a carved small
+ * block (*span_out its span), else 0 with *why saying why p is bad, or
+ * *why == NULL if p is not in a small-block page at all (ask large.c). */
+EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **why)
+{
+	*why = NULL;
+	if ((uintptr_t)p >> EBB_ADDR_BITS) {
+		*why = "not a block of this allocator (outside the user address space: a tagged "
+		       "or corrupted pointer)";
+		return 0;
+	}
+	if (registry_get(p) != REG_HEADER)
+		return 0;
+	superblock_t *sb = superblock_of(p);
+	unsigned page = superblock_page_index(p);
+	unsigned cls = sb->page_class[page];
+	if (cls == 0)
+		return 0;
+	const size_class_t *k = &size_classes[cls];
+	uint64_t off = block_offset(sb, page, p);
+	if (!block_offset_ok(off, k->block_mul, k->block_limit))
+		*why = off * k->div_magic >= k->div_magic ? "not the start of a block"
+							  : "not a block (the unused tail of a span)";
+	if (*why)
+		return 0;
+	*span_out = superblock_span_at(sb, sb->pagemap[page]);
+	return cls;
+}
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_BLOCK_H */

@@ -1,0 +1,89 @@
+/* central.h: per-CPU central lists, one per (CPU, size class).
+ *
+ * A central list is where thread caches get blocks in batches (refill) and
+ * give them back in batches (flush). It has two stores:
+ *   transfer  whole batches ready to hand out, a stack of at most
+ *             transfer_cap batches kept as an array of block addresses in
+ *             the list's own memory (nothing is linked through a block);
+ *             pushing or popping one copies `batch` pointers;
+ *   spans     its partial spans: spans homed here that have free blocks.
+ * A refill pops a transfer batch or gathers a batch from partial spans;
+ * when the list has neither, it takes a transfer batch of one of the next
+ * few CPUs' lists (what consumers there flushed), and only then carves a new
+ * span from the page heap. A flush pushes
+ * whole batches while the transfer stack has room; the rest goes back to the
+ * blocks' own spans, each under its home list's lock; a span whose blocks are
+ * then all free goes back to the page heap at once.
+ *
+ * The CPU id is only a hint (the thread may migrate right after reading it):
+ * correctness comes from the list's lock. A block flushed on CPU j may sit in
+ * CPU j's transfer stack although its span is homed on CPU k; when it leaves
+ * the transfer stack for its span, it goes to k's list, under k's lock.
+ *
+ * Scaling: a thread touches a central list only once per batch (up to 32
+ * blocks), the lists of different CPUs share no cache line, and a span's
+ * blocks go back to its home, so on 64 cores the lists are as contended as
+ * the threads on one CPU make them, and the page heap (per CPU as well) only
+ * sees whole spans.
+ *
+ * Locking: one lock per list (rank LOCK_RANK_CENTRAL); at most one central
+ * lock is held at a time; no page heap call or system call under it. */
+#ifndef EBB_CORE_CENTRAL_H
+#define EBB_CORE_CENTRAL_H
+
+#include "core/runtime/atomic.h"
+#include "core/base/config.h"
+#include "core/pages/span.h"
+
+EBB_BEGIN_DECLS
+
+typedef struct central {
+	ebb_lock_t lock;
+	uint16_t cls;
+	uint16_t ntransfer;   /* batches on the transfer stack */
+	uint32_t uses;        /* refills + flushes since the last idle check */
+	void **transfer;      /* transfer_cap * batch slots (meta.c); batch i is
+			       * transfer[i * batch .. (i + 1) * batch), i < ntransfer */
+	span_t *partial;      /* spans homed here with free blocks; refills take the head */
+	/* counters, under lock */
+	uint64_t spans;       /* spans homed here */
+	uint64_t used_blocks; /* sum of `used` over those spans */
+	uint64_t spans_carved, spans_returned;
+} EBB_ALIGNED(EBB_CACHELINE) central_t;
+
+typedef struct central_class_stats {
+	uint64_t spans;           /* spans of the class */
+	uint64_t used_blocks;     /* blocks out of their spans */
+	uint64_t transfer_blocks; /* of those, blocks on transfer stacks */
+} central_class_stats_t;
+
+/* Maps the lists of every possible CPU (lazily resident). false: no memory. */
+bool central_init_all(void);
+
+/* Up to `want` blocks of class cls for the calling thread, written to
+ * out[0 .. n); a whole transfer batch if one is ready, use_transfer is set
+ * and want >= batch. Every block carries its bin mark (freelist.h), which
+ * the taker checks and clears as it hands each out. Returns n; 0 means the
+ * kernel refused memory (errno ENOMEM). Any thread. */
+unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
+/* Takes back `count` free blocks of class cls (addresses in blocks[], each
+ * checked by free and carrying its bin mark). Any thread. */
+void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count);
+/* Returns the transfer batches of the lists of every CPU to their spans;
+ * with only_idle, just of lists unused since the previous idle call. Returns
+ * the blocks moved; *kept (if not NULL) tells whether a list in use kept
+ * batches, which a later call may drain. */
+size_t central_drain(bool only_idle, bool *kept);
+
+/* Whether block p (of a CENTRAL span) is on its span's free list; takes the
+ * home's lock. For double-free reports only: O(free blocks of the span). */
+bool central_span_holds_free(void *p);
+
+void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved, uint64_t *returned);
+void central_prefork(void);
+void central_postfork_parent(void);
+void central_postfork_child(void);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_CENTRAL_H */

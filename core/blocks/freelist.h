@@ -1,0 +1,120 @@
+/* freelist.h: what a free small block holds.
+ *
+ * Free blocks are listed out of band where it matters for speed and safety:
+ * a thread cache bin (tcache.h) and a central transfer batch (central.h) are
+ * arrays of block addresses in the allocator's own memory, so no address the
+ * allocator pops was ever stored where the program can write. Every address
+ * that enters such an array was checked first: by free (core/blocks/block.h: one of
+ * our superblocks, a page of a span of the right class, a block start below
+ * the span's carved limit), or by the span it came from (central.c). A pop
+ * therefore needs only the mark test below.
+ *
+ * The double-free mark: word 1 of a free block holds a key xor the block's
+ * address. free() writes it without reading the block; every hand-out (the
+ * malloc fast path, a refill, a carve) checks it and clears it, so a block
+ * the program gets holds nothing derived from the key, and a block found
+ * without its mark is reported (it was freed twice and one copy is already
+ * out, or the program wrote into it after freeing it) instead of being
+ * handed out a second time. Keyed by address, a mark copied elsewhere (a
+ * realloc, a struct copy) is not a mark at its new place; keyed by a
+ * per-process random key, a program cannot forge one by accident or design.
+ *
+ * Two forms of the mark, so that a block listed twice is caught when the
+ * second copy moves: the bin mark (in a bin or a transfer batch) and the span
+ * mark (on its span's free list, the only list still linked through blocks:
+ * word 0 holds a plain link, and central.c checks every link before it
+ * follows it).
+ *
+ * Building with EBB_CHECKS=0 writes and tests no mark, to measure what the
+ * checks cost (docs/reliability.md). */
+#ifndef EBB_CORE_FREELIST_H
+#define EBB_CORE_FREELIST_H
+
+#include "core/base/config.h"
+#include "core/pages/span.h"
+#include "core/base/util.h"
+
+#ifndef EBB_CHECKS
+#define EBB_CHECKS 1
+#endif
+
+EBB_BEGIN_DECLS
+
+/* Per-process keys, set once by init before any block is free:
+ * freelist_mark keys the marks; freelist_secret encodes the links of pool
+ * free lists (pool.c). */
+extern uint64_t freelist_secret;
+extern uint64_t freelist_mark;
+
+/* The bin mark `block` carries while it sits in a bin or a transfer batch:
+ * computed once, then tested and stored. */
+EBB_INLINE uint64_t freelist_mark_of(const void *block, uint64_t key)
+{
+	return key ^ (uintptr_t)block;
+}
+
+/* The span mark (on its span's free list): differs from the bin mark in bit
+ * 0, which no block address has. */
+EBB_INLINE uint64_t freelist_span_mark_of(const void *block, uint64_t key)
+{
+	return key ^ (uintptr_t)block ^ 1u;
+}
+
+EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
+{
+	if (EBB_CHECKS)
+		((uint64_t *)block)[1] = mark;
+}
+
+EBB_INLINE void freelist_set_mark(void *block, uint64_t key)
+{
+	freelist_put_mark(block, freelist_mark_of(block, key));
+}
+
+/* Whether `block` still carries `mark` (true without checks). */
+EBB_INLINE bool freelist_mark_kept(const void *block, uint64_t mark)
+{
+	return !EBB_CHECKS || ((const uint64_t *)block)[1] == mark;
+}
+
+/* Whether `block` is free already, in a bin, a batch or its span (double
+ * free, realloc of a freed block); always false without checks. */
+EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
+{
+	uint64_t w = ((const uint64_t *)block)[1];
+	return EBB_CHECKS && (w == freelist_mark_of(block, key) || w == freelist_span_mark_of(block, key));
+}
+
+/* A block being handed out: its mark goes, so the program sees no word
+ * derived from the key. */
+EBB_INLINE void freelist_clear_mark(void *block)
+{
+	if (EBB_CHECKS)
+		((uint64_t *)block)[1] = 0;
+}
+
+/* Span free lists: word 0 of a block on one holds the next block (plain,
+ * EBB_LIST_END at the end); central.c checks it before following it. */
+EBB_INLINE void *freelist_span_next(const void *block)
+{
+	return *(void *const *)block;
+}
+
+EBB_INLINE void freelist_span_link(void *block, void *next, uint64_t key)
+{
+	*(void **)block = next;
+	((uint64_t *)block)[1] = freelist_span_mark_of(block, key);
+}
+
+/* Reports a corrupted link found in `block` (a use-after-free write or a
+ * wild write into a free block) and aborts, or returns under on_error=warn. */
+void freelist_corrupt(const char *func, const void *block);
+/* Reports a block found listed free without its free mark: it was freed
+ * twice and one copy has been handed out (which cleared the mark), or the
+ * program wrote into it after freeing it. Aborts, or returns under
+ * on_error=warn (the caller then drops the block). */
+void freelist_lost_mark(const char *func, const void *block);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_FREELIST_H */

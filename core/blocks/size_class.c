@@ -1,0 +1,80 @@
+/* size_class.c: generates the size-class table and the per-class parameters. */
+#include "core/blocks/size_class.h"
+
+size_class_t size_classes[EBB_NUM_CLASSES];
+uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
+
+/* Span sizing: at least 8 blocks per span and at most 1/16 of the span lost
+ * to the tail that cannot hold a block. Small classes get one-page spans, so
+ * a span empties (and goes back to the page heap) as soon as possible. */
+#define SPAN_MIN_BLOCKS 8
+/* Batches: enough blocks to amortize a central-list lock, at most 64 KiB. */
+#define BATCH_BYTES 65536u
+#define BATCH_MAX 32u
+/* A thread cache bin holds at most 512 blocks or 256 KiB. */
+#define BIN_CAP_BLOCKS 512u
+#define BIN_CAP_BYTES (256u * 1024u)
+/* A central list keeps at most 64 KiB (and 2..16 batches) ready to hand out. */
+#define TRANSFER_BYTES (64u * 1024u)
+
+static unsigned clampu(unsigned v, unsigned lo, unsigned hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+static uint16_t span_pages_for(uint32_t size)
+{
+	for (unsigned pages = 1;; pages++) {
+		size_t bytes = (size_t)pages << EBB_PAGE_SHIFT;
+		if (bytes / size < SPAN_MIN_BLOCKS)
+			continue;
+		if ((bytes % size) * 16 <= bytes)
+			return (uint16_t)pages;
+	}
+}
+
+static void set_class(unsigned c, uint32_t size)
+{
+	size_class_t *k = &size_classes[c];
+	k->size = size;
+	k->pages = span_pages_for(size);
+	k->blocks = (uint16_t)(((size_t)k->pages << EBB_PAGE_SHIFT) / size);
+	k->batch = (uint16_t)clampu(BATCH_BYTES / size, 2, BATCH_MAX);
+	k->bin_cap = (uint16_t)clampu(BIN_CAP_BYTES / size, 2u * k->batch, BIN_CAP_BLOCKS);
+	k->transfer_cap = (uint16_t)clampu(TRANSFER_BYTES / (size * k->batch), 2, 16);
+	k->div_magic = UINT64_MAX / size + 1; /* == ceil(2^64 / size) for every size > 1 */
+	k->block_mul = k->div_magic + 1;
+	k->block_limit = (uint64_t)k->blocks * (size * k->block_mul); /* product mod 2^64 */
+}
+
+void size_class_init(void)
+{
+	unsigned c = 1;
+	for (uint32_t size = 16; size <= 256; size += 16)
+		set_class(c++, size);
+	for (uint32_t base = 256; base < EBB_SMALL_MAX; base *= 2)
+		for (uint32_t step = 1; step <= 8; step++)
+			set_class(c++, base + step * (base / 8));
+	EBB_CHECK(c == EBB_NUM_CLASSES);
+	EBB_CHECK(size_classes[EBB_NUM_CLASSES - 1].size == EBB_SMALL_MAX);
+
+	/* Lookup by (size + 15) >> 4: every 16-byte bucket maps to the smallest
+	 * class that holds its largest size. */
+	unsigned k = 1;
+	for (size_t i = 0; i <= (EBB_SMALL_MAX >> 4); i++) {
+		size_t size = i << 4;
+		while (size_classes[k].size < size)
+			k++;
+		size_class_table[i] = (uint8_t)k;
+	}
+}
+
+unsigned size_class_aligned(size_t size, size_t align)
+{
+	if (size > EBB_SMALL_MAX || align > EBB_PAGE_SIZE)
+		return 0;
+	for (unsigned c = size_class_of(size); c < EBB_NUM_CLASSES; c++)
+		if (size_classes[c].size % align == 0)
+			return c;
+	return 0;
+}

@@ -1,0 +1,108 @@
+/* large.c: page-run and huge blocks (see large.h). */
+#include "core/pages/large.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/ext/arena.h"
+#include "core/pages/page_heap.h"
+#include "core/runtime/report.h"
+#include "core/pages/superblock.h"
+#include "os/os.h"
+
+/* The most pages a normal superblock can give one block. */
+#define LARGE_MAX_PAGES ((size_t)EBB_SB_PAGES - EBB_SB_HEADER_PAGES)
+
+void *large_alloc(size_t size, size_t align, bool zero)
+{
+	if (size > EBB_MAX_REQUEST || align > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	size_t pages = util_pages(size ? size : 1);
+	size_t align_pages = align > EBB_PAGE_SIZE ? align >> EBB_PAGE_SHIFT : 1;
+	page_heap_t *h = page_heap_for_cpu(os_cpu_id());
+	span_t *s;
+	void *p;
+	if (pages + align_pages - 1 <= LARGE_MAX_PAGES) {
+		s = page_heap_alloc(h, pages, align_pages, SPAN_LARGE);
+		if (s == NULL)
+			return NULL;
+		superblock_t *sb = span_superblock(s);
+		/* Every page names the first, so interior pointers are recognized. */
+		superblock_map_span(sb, s->page, s->npages, 0);
+		p = span_start(sb, s);
+	} else {
+		s = page_heap_huge_alloc(h, pages, align > EBB_SB_SIZE ? align : EBB_SB_SIZE, pages);
+		if (s == NULL)
+			return NULL;
+		p = span_start(span_superblock(s), s);
+	}
+	if (zero && !s->zeroed)
+		memset(p, 0, size);
+	return p;
+}
+
+const char *large_why_bad(const void *p, bool freeing)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (s == NULL) {
+		switch (registry_get(p)) {
+		case REG_NONE:
+			return "not allocated by ebbmalloc";
+		case REG_HUGE_CONT:
+			return "not the start of a block (inside a huge block)";
+		default:
+			return "not an allocated block (already freed, or not a block start)";
+		}
+	}
+	if (s->state == SPAN_ARENA || s->state == SPAN_POOL)
+		return arena_span_reason(p, s);
+	if (s->state == SPAN_CENTRAL || (s->state == SPAN_LARGE && p != span_start(sb, s)))
+		return "not the start of a block";
+	if (s->state == SPAN_LARGE)
+		return NULL;
+	/* A free run that starts here: the block's pages, freed and not yet
+	 * reused (a merge with a free neighbour left of it loses this). */
+	if (p != span_start(sb, s))
+		return "not an allocated block (already freed, or not a block start)";
+	return freeing ? "double free (the block is already free)" : "the block was freed";
+}
+
+void large_free_checked(void *p, const char *func)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_LARGE || p != span_start(sb, s))) {
+		const char *why = large_why_bad(p, true);
+		report_bad_pointer(func, p, why ? why : "not an allocated block");
+		return;
+	}
+	if (s->huge)
+		page_heap_huge_free(s);
+	else
+		page_heap_free(s);
+}
+
+size_t large_usable(const span_t *s)
+{
+	return (size_t)s->npages << EBB_PAGE_SHIFT;
+}
+
+void *large_resize(void *p, span_t *s, size_t size)
+{
+	size_t pages = util_pages(size);
+	if (s->huge) {
+		span_t *ns = page_heap_huge_resize(s, pages);
+		return ns ? span_start(span_superblock(ns), ns) : NULL;
+	}
+	if (pages > LARGE_MAX_PAGES)
+		return NULL;
+	size_t old = s->npages;
+	if (!page_heap_resize(s, pages))
+		return NULL;
+	if (pages > old)
+		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+	return p;
+}

@@ -1,0 +1,37 @@
+/* large.h: blocks above the largest size class, and aligned blocks that no
+ * class can hold: whole page runs from the page heap, or (above what a
+ * superblock holds) huge blocks mapped for themselves.
+ *
+ * A LARGE span belongs to the program from malloc to free; pagemap entries
+ * of all its pages name its first page, so an interior pointer is told apart
+ * from the block's start. */
+#ifndef EBB_CORE_LARGE_H
+#define EBB_CORE_LARGE_H
+
+#include "core/base/config.h"
+#include "core/pages/span.h"
+
+EBB_BEGIN_DECLS
+
+/* A block of at least `size` bytes aligned to `align` (a power of two),
+ * zero-filled if `zero` (skipping the memset when the pages are known to be
+ * fresh or purged). NULL with errno ENOMEM. Any thread. */
+void *large_alloc(size_t size, size_t align, bool zero);
+/* free() of p, which is not a small block: checks that p starts a LARGE
+ * span, reports it (naming `func`) if not, and frees it. */
+void large_free_checked(void *p, const char *func);
+/* Why p is not the start of an allocated page-run or huge block (the reason
+ * of a bad-pointer report), or NULL if it is one. `freeing`: the call frees
+ * it (a free run here is then a double free). Any thread, no lock. */
+const char *large_why_bad(const void *p, bool freeing);
+/* Usable bytes of a LARGE span. */
+size_t large_usable(const span_t *s);
+/* Resizes the large block p (span s) to hold `size` bytes without moving it,
+ * if it can: shrinking, growing into free pages right of it, or remapping a
+ * huge block. Returns p (or the huge block's new address, contents kept) or
+ * NULL if the caller must allocate, copy and free. */
+void *large_resize(void *p, span_t *s, size_t size);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_LARGE_H */

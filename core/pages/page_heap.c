@@ -1,0 +1,1163 @@
+/* page_heap.c: free-run lists, coalescing, purging and unmapping. The rules
+ * (locking, run kinds, identities) are in page_heap.h. */
+#include "core/pages/page_heap.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/process/background.h"
+#include "core/runtime/options.h"
+#include "os/os.h"
+
+static page_heap_t page_heaps[EBB_MAX_HEAPS];
+static unsigned page_heaps_n = 1;
+
+/* Heaps set up outside the table (unit tests make their own on the stack),
+ * so that the header check below accepts their superblocks: the last few
+ * page_heap_init saw, never dereferenced by the check. */
+#define OTHER_HEAPS 8
+static page_heap_t *other_heaps[OTHER_HEAPS];
+static unsigned other_heaps_next;
+
+/* Pages of dirty runs in all heaps, and pages handed out as spans. */
+static uint64_t dirty_total_pages;
+static uint64_t inuse_total_pages;
+
+/* A purge pass takes at most this many pages out at once, so the lock is
+ * retaken (and allocating threads get their turn) every 64 MiB. */
+#define PURGE_BATCH_PAGES ((size_t)16384)
+/* Most runs an aligned allocation looks at before it maps a superblock. */
+#define ALIGNED_SEARCH_RUNS 256u
+/* A huge block serves a request (a cached one reused, a live one shrunk by
+ * realloc) as it is while it is at most twice as large as asked plus 1 MiB:
+ * its resident pages are worth more than the few the program does not use,
+ * which would have to be faulted in again when it grows back. */
+#define HUGE_SLACK(pages) ((pages) + 256)
+
+/* ---------------------------------------------------------------------------
+ * Set-up
+ * ------------------------------------------------------------------------- */
+static uint64_t decay_interval_ns(void)
+{
+	long long ms = options_get(OPT_DECAY_MS);
+	return ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+}
+
+static bool heap_in_table(const page_heap_t *h)
+{
+	uintptr_t off = (uintptr_t)h - (uintptr_t)page_heaps;
+	return off < sizeof page_heaps && off % sizeof(page_heap_t) == 0;
+}
+
+/* Whether h is one of our page heaps: the owner pointer of a superblock
+ * header is checked against this before anything locks through it. */
+static bool heap_known(const page_heap_t *h)
+{
+	if (EBB_LIKELY(heap_in_table(h)))
+		return true;
+	for (unsigned i = 0; i < OTHER_HEAPS; i++)
+		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
+			return true;
+	return false;
+}
+
+void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
+{
+	if (!heap_in_table(h) && !heap_known(h)) {
+		unsigned i = __atomic_fetch_add(&other_heaps_next, 1, __ATOMIC_RELAXED) % OTHER_HEAPS;
+		__atomic_store_n(&other_heaps[i], h, __ATOMIC_RELAXED);
+	}
+	memset(h, 0, sizeof *h);
+	lock_init(&h->lock);
+	h->index = index;
+	decay_init(&h->decay, decay_interval_ns(), now);
+	h->last_decay_ns = now;
+}
+
+void page_heap_init_all(uint64_t now)
+{
+	unsigned n = os_cpu_count();
+	page_heaps_n = n < EBB_MAX_HEAPS ? n : EBB_MAX_HEAPS;
+	for (unsigned i = 0; i < page_heaps_n; i++)
+		page_heap_init(&page_heaps[i], i, now);
+}
+
+unsigned page_heap_count(void)
+{
+	return page_heaps_n;
+}
+
+page_heap_t *page_heap_get(unsigned index)
+{
+	return &page_heaps[index];
+}
+
+void page_heap_decay_interval_changed(uint64_t now)
+{
+	uint64_t interval = decay_interval_ns();
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		lock_acquire(&h->lock);
+		decay_set_interval(&h->decay, interval, now);
+		lock_release(&h->lock);
+	}
+}
+
+size_t page_heap_dirty_total(void)
+{
+	return (size_t)atomic_load_u64(&dirty_total_pages);
+}
+
+size_t page_heap_dirty_excess_pages(void)
+{
+	uint64_t inuse = atomic_load_u64(&inuse_total_pages) << EBB_PAGE_SHIFT;
+	size_t budget = options_dirty_max_bytes(inuse) >> EBB_PAGE_SHIFT;
+	size_t dirty = page_heap_dirty_total();
+	return dirty > budget ? dirty - budget : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Header validation (superblock.h: the guard). Every operation that reaches a
+ * superblock through a span the caller passes in, a run of the lists or a
+ * link of a superblock list checks the header before it reads a field of it:
+ * superblock_check for what superblock.c knows, then the owner pointer
+ * against the table of heaps. Some 20 instructions and the header's first
+ * cache line, on paths that take a lock anyway.
+ * ------------------------------------------------------------------------- */
+
+/* The owner of sb, once its header has been checked. No lock needed. */
+static page_heap_t *sb_heap(superblock_t *sb, bool huge)
+{
+	superblock_check(sb, huge);
+	page_heap_t *h = sb->heap;
+	if (EBB_UNLIKELY(!heap_known(h)))
+		superblock_report_overwritten(sb, "its page heap pointer is not one of ours");
+	return h;
+}
+
+/* sb reached from h's own structures, h->lock held: also owned by h, and its
+ * lock-protected fields in range. */
+static void sb_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
+{
+	if (EBB_UNLIKELY(sb_heap(sb, huge) != h))
+		superblock_report_overwritten(sb, "it names another page heap than the one that lists it");
+	if (EBB_UNLIKELY(sb->free_pages > sb->usable_pages || (sb->all_purged | sb->hdr_purging | sb->trim_queued) > 1))
+		superblock_report_overwritten(sb, "its page counts or flags are out of range");
+}
+
+static bool link_ok(const superblock_t *l)
+{
+	return l == NULL || (((uintptr_t)l & (EBB_SB_SIZE - 1)) == 0 && registry_get(l) == REG_HEADER);
+}
+
+/* sb is on one of h's lists (superblocks, huge cache), h->lock held: its
+ * links are live, so they too must name superblocks of ours before a walk
+ * follows them or an unlink writes through them. (Off the lists they are
+ * stale and may name headers unmapped since: not checked there.) */
+static void sb_check_listed(page_heap_t *h, superblock_t *sb, bool huge)
+{
+	sb_check_locked(h, sb, huge);
+	if (EBB_UNLIKELY(!link_ok(sb->next) || !link_ok(sb->prev)))
+		superblock_report_overwritten(sb, "a list link in it points outside our superblocks");
+}
+
+/* ---------------------------------------------------------------------------
+ * Run lists (caller holds h->lock)
+ * ------------------------------------------------------------------------- */
+static unsigned run_kind(const span_t *s)
+{
+	return s->state == SPAN_FREE_DIRTY ? RUN_DIRTY : RUN_PURGED;
+}
+
+static unsigned list_index(size_t npages)
+{
+	return npages >= EBB_SB_PAGES ? EBB_SB_PAGES : (unsigned)npages;
+}
+
+static void list_insert(page_heap_t *h, span_t *s)
+{
+	unsigned k = run_kind(s), i = list_index(s->npages);
+	s->prev = NULL;
+	s->next = h->runs[k][i];
+	if (s->next)
+		s->next->prev = s;
+	h->runs[k][i] = s;
+	h->nonempty[k][i >> 6] |= 1ull << (i & 63);
+}
+
+static void list_remove(page_heap_t *h, span_t *s)
+{
+	unsigned k = run_kind(s), i = list_index(s->npages);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		h->runs[k][i] = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	if (h->runs[k][i] == NULL)
+		h->nonempty[k][i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* Whether free run s holds npages pages starting at a page index that is a
+ * multiple of align_pages (the placement page_heap_alloc takes). */
+static bool run_fits_aligned(const span_t *s, size_t npages, size_t align_pages)
+{
+	if (s->npages < npages)
+		return false;
+	unsigned last = s->page + (unsigned)(s->npages - npages);
+	return last - last % (unsigned)align_pages >= s->page;
+}
+
+/* A run of kind k that holds npages pages at an aligned start, among the
+ * runs of at least npages pages (smallest first), looking at no more than
+ * `budget` runs. For big alignments a run that fits is often much shorter
+ * than npages + align_pages - 1: a superblock has only one 2 MiB-aligned
+ * page, and without this search every such request mapped a superblock. */
+static span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size_t align_pages,
+				 unsigned budget)
+{
+	for (unsigned i = (unsigned)npages; i <= EBB_SB_PAGES && budget > 0; i++) {
+		uint64_t bits = h->nonempty[k][i >> 6] >> (i & 63);
+		if (bits == 0) {
+			i |= 63; /* on to the next word of the bitmap */
+			continue;
+		}
+		i += (unsigned)__builtin_ctzll(bits);
+		for (span_t *s = h->runs[k][i]; s != NULL && budget > 0; s = s->next, budget--)
+			if (run_fits_aligned(s, npages, align_pages))
+				return s;
+	}
+	return NULL;
+}
+
+/* Smallest non-empty list of kind k holding runs of at least `need` pages. */
+static span_t *list_find(page_heap_t *h, unsigned k, size_t need)
+{
+	if (need > EBB_SB_PAGES)
+		return NULL;
+	unsigned i = (unsigned)need;
+	unsigned w = i >> 6;
+	uint64_t bits = h->nonempty[k][w] & (~0ull << (i & 63));
+	for (;;) {
+		if (bits) {
+			unsigned idx = (w << 6) + (unsigned)__builtin_ctzll(bits);
+			/* The last list mixes sizes >= EBB_SB_PAGES; none is that big in a
+			 * normal superblock, so every run there fits. */
+			return h->runs[k][idx];
+		}
+		if (++w == EBB_RUN_WORDS)
+			return NULL;
+		bits = h->nonempty[k][w];
+	}
+}
+
+static void lru_insert_after(page_heap_t *h, span_t *pos, span_t *s)
+{
+	s->u.free.lru_prev = pos;
+	s->u.free.lru_next = pos ? pos->u.free.lru_next : h->lru_head;
+	if (s->u.free.lru_next)
+		s->u.free.lru_next->u.free.lru_prev = s;
+	else
+		h->lru_tail = s;
+	if (pos)
+		pos->u.free.lru_next = s;
+	else
+		h->lru_head = s;
+}
+
+static void lru_remove(page_heap_t *h, span_t *s)
+{
+	if (s->u.free.lru_prev)
+		s->u.free.lru_prev->u.free.lru_next = s->u.free.lru_next;
+	else
+		h->lru_head = s->u.free.lru_next;
+	if (s->u.free.lru_next)
+		s->u.free.lru_next->u.free.lru_prev = s->u.free.lru_prev;
+	else
+		h->lru_tail = s->u.free.lru_prev;
+}
+
+static void dirty_add(page_heap_t *h, size_t pages)
+{
+	h->dirty_pages += pages;
+	atomic_add_u64(&dirty_total_pages, pages);
+}
+
+static void dirty_sub(page_heap_t *h, size_t pages)
+{
+	h->dirty_pages -= pages;
+	atomic_sub_u64(&dirty_total_pages, pages);
+}
+
+static span_t *run_desc(page_heap_t *h, superblock_t *sb, unsigned page)
+{
+	uint32_t before = sb->desc_touched;
+	span_t *s = superblock_desc(sb, page);
+	if (sb->desc_touched != before)
+		h->meta_pages++;
+	return s;
+}
+
+/* Takes a free run out of its list (and the LRU), keeping the page counts of
+ * its kind in step. */
+static void run_unlist(page_heap_t *h, span_t *s)
+{
+	if (s->huge) {
+		superblock_t *sb = span_superblock(s);
+		sb_check_listed(h, sb, true);
+		if (sb->prev)
+			sb->prev->next = sb->next;
+		else
+			h->huge_cache = sb->next;
+		if (sb->next)
+			sb->next->prev = sb->prev;
+		h->huge_cached--;
+	} else {
+		list_remove(h, s);
+	}
+	if (s->state == SPAN_FREE_DIRTY) {
+		lru_remove(h, s);
+		dirty_sub(h, s->npages);
+	} else {
+		h->purged_pages -= s->npages;
+	}
+}
+
+/* Lists a free run (state FREE_DIRTY or FREE_PURGED, fields set). Dirty runs
+ * enter the LRU after `lru_pos` (NULL: as the newest). */
+static void run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
+{
+	if (s->huge) {
+		superblock_t *sb = span_superblock(s);
+		sb->prev = NULL;
+		sb->next = h->huge_cache;
+		if (sb->next)
+			sb->next->prev = sb;
+		h->huge_cache = sb;
+		h->huge_cached++;
+	} else {
+		list_insert(h, s);
+	}
+	if (s->state == SPAN_FREE_DIRTY) {
+		lru_insert_after(h, lru_pos, s);
+		dirty_add(h, s->npages);
+	} else {
+		h->purged_pages += s->npages;
+	}
+}
+
+static void run_tags(superblock_t *sb, const span_t *s)
+{
+	sb->pagemap[s->page] = s->page;
+	sb->pagemap[s->page + s->npages - 1] = s->page;
+}
+
+/* Makes [page, page+n) of sb a free run of `state`, merged with free
+ * neighbours of the same state, and lists it. */
+static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
+			       uint8_t state, uint8_t zeroed, uint64_t now)
+{
+	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
+	span_t *self = run_desc(h, sb, page);
+	if (page > first && sb->pagemap[page - 1] >= first) {
+		span_t *l = superblock_span_at(sb, sb->pagemap[page - 1]);
+		if (l->state == state && l->page + l->npages == page) {
+			run_unlist(h, l);
+			self->state = SPAN_NONE;
+			n += l->npages;
+			page = l->page;
+			zeroed &= l->zeroed;
+			self = l;
+		}
+	}
+	unsigned right = page + (unsigned)n;
+	if (right < end) {
+		span_t *r = superblock_span_at(sb, right);
+		if (r->state == state && r->page == right) {
+			run_unlist(h, r);
+			r->state = SPAN_NONE;
+			n += r->npages;
+			zeroed &= r->zeroed;
+		}
+	}
+	self->state = state;
+	self->page = (uint16_t)page;
+	self->npages = (uint32_t)n;
+	self->zeroed = zeroed;
+	self->huge = 0;
+	if (state == SPAN_FREE_DIRTY)
+		self->u.free.freed_ns = now;
+	run_tags(sb, self);
+	run_list(h, self, NULL);
+}
+
+/* ---------------------------------------------------------------------------
+ * Allocation and free
+ * ------------------------------------------------------------------------- */
+static void maybe_decay(page_heap_t *h, uint64_t now);
+
+/* Takes the lock of sb's heap, for an operation that may write descriptors
+ * of sb: waits while trim_descriptors has some of its header pages out. */
+static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
+{
+	lock_acquire(&h->lock);
+	while (EBB_UNLIKELY(sb->hdr_purging)) {
+		lock_release(&h->lock);
+		os_yield();
+		lock_acquire(&h->lock);
+	}
+}
+
+static bool grow(page_heap_t *h)
+{
+	superblock_t *sb = superblock_create(h);
+	if (sb == NULL)
+		return false;
+	uint64_t now = os_now_ns();
+	lock_acquire(&h->lock);
+	sb->prev = NULL;
+	sb->next = h->superblocks;
+	if (sb->next)
+		sb->next->prev = sb;
+	h->superblocks = sb;
+	h->superblocks_count++;
+	h->meta_pages += 1;
+	sb->free_pages = sb->usable_pages;
+	sb->empty_since_ns = now;
+	run_free_coalesced(h, sb, sb->first_page, sb->usable_pages, SPAN_FREE_PURGED, 1, now);
+	lock_release(&h->lock);
+	return true;
+}
+
+span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
+{
+	size_t need = npages + align_pages - 1;
+	if (need > (size_t)EBB_SB_PAGES - EBB_SB_HEADER_PAGES) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	span_t *s;
+	bool refused = false; /* the kernel would not map a new superblock */
+	unsigned visited = 1;
+	lock_acquire(&h->lock);
+	for (;;) {
+		s = list_find(h, RUN_DIRTY, need);
+		if (s == NULL && align_pages > 1)
+			s = list_find_aligned(h, RUN_DIRTY, npages, align_pages, ALIGNED_SEARCH_RUNS);
+		if (s == NULL)
+			s = list_find(h, RUN_PURGED, need);
+		if (s == NULL && align_pages > 1)
+			s = list_find_aligned(h, RUN_PURGED, npages, align_pages, ALIGNED_SEARCH_RUNS);
+		if (s != NULL)
+			break;
+		lock_release(&h->lock);
+		if (!refused && grow(h)) {
+			lock_acquire(&h->lock);
+			continue;
+		}
+		/* Out of memory for this heap: another CPU's heap may have free
+		 * pages that fit (a span remembers its superblock's heap, so it goes
+		 * back there). errno stays ENOMEM from grow. */
+		refused = true;
+		if (visited++ >= page_heaps_n)
+			return NULL;
+		h = &page_heaps[(h->index + 1) % page_heaps_n];
+		lock_acquire(&h->lock);
+	}
+
+	superblock_t *sb = span_superblock(s);
+	sb_check_locked(h, sb, false);
+	unsigned start = s->page;
+	size_t total = s->npages;
+	uint8_t kind_state = s->state, zeroed = s->zeroed;
+	uint64_t freed = s->u.free.freed_ns;
+	/* Take the end of the run so the front keeps its descriptor and its
+	 * place in the LRU; with alignment, the aligned start nearest the end. */
+	uintptr_t tail = (uintptr_t)superblock_page_addr(sb, start + (unsigned)(total - npages));
+	unsigned a = (unsigned)((util_align_down(tail, align_pages << EBB_PAGE_SHIFT) -
+				 (uintptr_t)sb) >> EBB_PAGE_SHIFT);
+	unsigned front = a - start;
+	unsigned back = start + (unsigned)total - (a + (unsigned)npages);
+
+	list_remove(h, s);
+	span_t *lru_pos = NULL;
+	if (front) {
+		s->npages = front;
+		run_tags(sb, s);
+		list_insert(h, s);
+		lru_pos = s;
+	} else if (kind_state == SPAN_FREE_DIRTY) {
+		lru_pos = s->u.free.lru_prev;
+		lru_remove(h, s);
+	}
+	if (back) {
+		span_t *b = run_desc(h, sb, a + (unsigned)npages);
+		b->state = kind_state;
+		b->page = (uint16_t)(a + npages);
+		b->npages = back;
+		b->zeroed = zeroed;
+		b->huge = 0;
+		b->u.free.freed_ns = freed;
+		run_tags(sb, b);
+		list_insert(h, b);
+		if (kind_state == SPAN_FREE_DIRTY)
+			lru_insert_after(h, lru_pos, b);
+	}
+	if (kind_state == SPAN_FREE_DIRTY) {
+		dirty_sub(h, npages);
+		decay_note_removed(&h->decay, npages);
+	} else {
+		h->purged_pages -= npages;
+	}
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+
+	span_t *t = run_desc(h, sb, a);
+	memset(t, 0, sizeof *t);
+	t->state = state;
+	t->page = (uint16_t)a;
+	t->npages = (uint32_t)npages;
+	t->zeroed = kind_state == SPAN_FREE_PURGED ? zeroed : 0;
+	run_tags(sb, t);
+	if (state == SPAN_CENTRAL) {
+		h->central_pages += npages;
+	} else {
+		h->large_pages += npages;
+		h->large_allocs++;
+	}
+	atomic_add_u64(&inuse_total_pages, npages);
+	lock_release(&h->lock);
+	return t;
+}
+
+void page_heap_free(span_t *s)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb_heap(sb, false);
+	uint64_t now = os_now_ns();
+	size_t n = s->npages;
+	lock_acquire_sb(h, sb);
+	if (s->state == SPAN_CENTRAL)
+		h->central_pages -= n;
+	else
+		h->large_pages -= n;
+	atomic_sub_u64(&inuse_total_pages, n);
+	sb->free_pages += (uint32_t)n;
+	run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	if (sb->free_pages == sb->usable_pages)
+		sb->empty_since_ns = now;
+	lock_release(&h->lock);
+	maybe_decay(h, now);
+}
+
+bool page_heap_resize(span_t *s, size_t new_npages)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb_heap(sb, false);
+	size_t old = s->npages;
+	if (new_npages == old)
+		return true;
+	uint64_t now = os_now_ns();
+	bool ok = false;
+	lock_acquire_sb(h, sb);
+	if (new_npages < old) {
+		size_t cut = old - new_npages;
+		s->npages = (uint32_t)new_npages;
+		run_tags(sb, s);
+		sb->free_pages += (uint32_t)cut;
+		h->large_pages -= cut;
+		atomic_sub_u64(&inuse_total_pages, cut);
+		run_free_coalesced(h, sb, s->page + (unsigned)new_npages, cut, SPAN_FREE_DIRTY, 0, now);
+		ok = true;
+	} else {
+		unsigned right = s->page + (unsigned)old;
+		size_t extra = new_npages - old;
+		span_t *r = right < (unsigned)sb->first_page + sb->usable_pages ? superblock_span_at(sb, right) : NULL;
+		if (r && r->page == right && (r->state == SPAN_FREE_DIRTY || r->state == SPAN_FREE_PURGED) &&
+		    r->npages >= extra) {
+			uint8_t rstate = r->state, rzeroed = r->zeroed;
+			uint64_t freed = r->u.free.freed_ns;
+			size_t rest = r->npages - extra;
+			run_unlist(h, r);
+			r->state = SPAN_NONE;
+			if (rest) {
+				/* The remainder gets a new descriptor; it counts as fresh in
+				 * the LRU (a slight under-estimate of its age). */
+				span_t *b = run_desc(h, sb, right + (unsigned)extra);
+				b->state = rstate;
+				b->page = (uint16_t)(right + extra);
+				b->npages = (uint32_t)rest;
+				b->zeroed = rzeroed;
+				b->huge = 0;
+				b->u.free.freed_ns = freed;
+				run_tags(sb, b);
+				run_list(h, b, NULL);
+			}
+			if (rstate == SPAN_FREE_DIRTY)
+				decay_note_removed(&h->decay, extra);
+			s->npages = (uint32_t)new_npages;
+			s->zeroed = 0;
+			sb->free_pages -= (uint32_t)extra;
+			sb->empty_since_ns = 0;
+			h->large_pages += extra;
+			atomic_add_u64(&inuse_total_pages, extra);
+			/* The caller fills pagemap for the new pages; tags here. */
+			run_tags(sb, s);
+			ok = true;
+		}
+	}
+	lock_release(&h->lock);
+	return ok;
+}
+
+/* ---------------------------------------------------------------------------
+ * Huge blocks
+ * ------------------------------------------------------------------------- */
+/* Marks cached huge block s (unlisted) as handed out for `asked` pages.
+ * Caller holds the lock. */
+static void huge_take(page_heap_t *h, span_t *s, size_t asked)
+{
+	s->state = SPAN_LARGE;
+	s->used = (uint32_t)asked;
+	span_superblock(s)->empty_since_ns = 0;
+	h->huge_pages += s->npages;
+	h->huge_slack_pages += s->npages - asked;
+	h->huge_live++;
+	h->large_allocs++;
+	atomic_add_u64(&inuse_total_pages, s->npages);
+}
+
+/* A request for a huge block reuses the cached one that fits best: one that
+ * is a little larger as it is; one much larger, shrunk in place; else the
+ * largest smaller one, grown (mremap moves its page tables if it cannot grow
+ * in place). Either way its resident pages serve the new block instead of
+ * fresh ones that must be faulted in: a program whose big buffers change
+ * size from one use to the next pays for the difference only. */
+span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages)
+{
+	span_t *fit = NULL, *below = NULL;
+	lock_acquire(&h->lock);
+	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		sb_check_listed(h, sb, true);
+		span_t *c = &sb->spans[0];
+		if ((((uintptr_t)sb + EBB_SB_SIZE) & (align - 1)) != 0)
+			continue;
+		if (c->npages >= npages) {
+			if (fit == NULL || c->npages < fit->npages)
+				fit = c;
+		} else if ((below == NULL || c->npages > below->npages) && align <= EBB_SB_SIZE) {
+			below = c; /* growing may move it, keeping only 4 MiB alignment */
+		}
+	}
+	span_t *s = fit ? fit : below;
+	if (s != NULL) {
+		bool was_dirty = s->state == SPAN_FREE_DIRTY;
+		run_unlist(h, s);
+		if (was_dirty)
+			decay_note_removed(&h->decay, s->npages);
+		s->zeroed = was_dirty ? 0 : s->zeroed;
+		bool resize = s->npages < npages || s->npages - npages > HUGE_SLACK(npages);
+		s->state = SPAN_LARGE; /* ours alone now: out of every list */
+		if (!resize) {
+			huge_take(h, s, asked_pages);
+			lock_release(&h->lock);
+			return s;
+		}
+		/* Counted as cached-and-in-use while the lock is dropped; the
+		 * resize updates the mapping totals itself. */
+		lock_release(&h->lock);
+		superblock_t *nsb = huge_resize(span_superblock(s), npages);
+		lock_acquire(&h->lock);
+		if (nsb != NULL) {
+			s = &nsb->spans[0];
+			huge_take(h, s, asked_pages);
+			lock_release(&h->lock);
+			return s;
+		}
+		if (s->npages >= npages) { /* could not shrink: use it as it is */
+			huge_take(h, s, asked_pages);
+			lock_release(&h->lock);
+			return s;
+		}
+		/* Could not grow: back into the cache, and map a new one. */
+		s->state = was_dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED;
+		s->u.free.freed_ns = os_now_ns();
+		span_superblock(s)->empty_since_ns = s->u.free.freed_ns;
+		run_list(h, s, NULL);
+	}
+	lock_release(&h->lock);
+
+	superblock_t *sb = huge_create(h, npages, align);
+	if (sb == NULL)
+		return NULL;
+	s = &sb->spans[0];
+	lock_acquire(&h->lock);
+	h->huge_count++;
+	h->meta_pages += 1;
+	huge_take(h, s, asked_pages);
+	lock_release(&h->lock);
+	return s;
+}
+
+void page_heap_huge_free(span_t *s)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb_heap(sb, true);
+	uint64_t now = os_now_ns();
+	lock_acquire(&h->lock);
+	h->huge_pages -= s->npages;
+	h->huge_slack_pages -= s->npages - s->used;
+	h->huge_live--;
+	atomic_sub_u64(&inuse_total_pages, s->npages);
+	s->state = SPAN_FREE_DIRTY;
+	s->zeroed = 0;
+	s->u.free.freed_ns = now;
+	sb->empty_since_ns = now;
+	run_list(h, s, NULL);
+	lock_release(&h->lock);
+	maybe_decay(h, now);
+}
+
+span_t *page_heap_huge_resize(span_t *s, size_t npages)
+{
+	superblock_t *sb = span_superblock(s);
+	page_heap_t *h = sb_heap(sb, true);
+	size_t old = s->npages, old_asked = s->used;
+	if (npages < old && old - npages <= HUGE_SLACK(npages)) {
+		/* Shrunk in place: the tail stays mapped, as slack. */
+		lock_acquire(&h->lock);
+		s->used = (uint32_t)npages;
+		h->huge_slack_pages += old_asked - npages;
+		lock_release(&h->lock);
+		return s;
+	}
+	superblock_t *nsb = huge_resize(sb, npages);
+	if (nsb == NULL)
+		return NULL;
+	span_t *ns = &nsb->spans[0];
+	ns->used = (uint32_t)npages;
+	lock_acquire(&h->lock);
+	h->huge_pages += npages;
+	h->huge_pages -= old;
+	h->huge_slack_pages -= old - old_asked;
+	if (npages > old)
+		atomic_add_u64(&inuse_total_pages, npages - old);
+	else
+		atomic_sub_u64(&inuse_total_pages, old - npages);
+	lock_release(&h->lock);
+	return ns;
+}
+
+/* ---------------------------------------------------------------------------
+ * Purging and unmapping
+ * ------------------------------------------------------------------------- */
+
+/* Called after a free: with no background thread, decay runs here, at most
+ * once per epoch; with one, only a dirty budget overrun wakes it early. */
+static void maybe_decay(page_heap_t *h, uint64_t now)
+{
+	background_maybe_start();
+	if (background_running()) {
+		if (page_heap_dirty_excess_pages() > 0)
+			background_kick();
+		return;
+	}
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
+	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);
+	if (util_elapsed(now, last) >= epoch || page_heap_dirty_excess_pages() > 0)
+		page_heap_decay(h, now, false);
+}
+
+/* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
+ * through `next`. Caller holds the lock. */
+static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
+{
+	span_t *list = NULL;
+	*taken = 0;
+	while (*taken < want && h->lru_tail != NULL) {
+		span_t *s = h->lru_tail;
+		run_unlist(h, s);
+		dirty_add(h, s->npages); /* still resident until madvise returns */
+		s->state = SPAN_BUSY;
+		s->next = list;
+		list = s;
+		*taken += s->npages;
+	}
+	return list;
+}
+
+static void *run_addr(span_t *s)
+{
+	return span_start(span_superblock(s), s);
+}
+
+/* Header pages 1.. of sb that hold descriptors (desc_touched) but only
+ * SPAN_NONE ones: what the pages they describe need of them is in page 0
+ * (the maps) or in other run heads. Caller holds the lock. */
+static uint32_t idle_desc_pages(const superblock_t *sb)
+{
+	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
+	uint32_t idle = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(sb->desc_touched & (1u << b)))
+			continue;
+		size_t i = (b * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		size_t end = ((b + 1) * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		if (end > EBB_SB_USABLE_PAGES)
+			end = EBB_SB_USABLE_PAGES;
+		while (i < end && sb->spans[i].state == SPAN_NONE)
+			i++;
+		if (i == end)
+			idle |= 1u << b;
+	}
+	return idle;
+}
+
+/* Gives back the header pages of sb that describe nothing any more (a burst's
+ * spans come and go, and each left its descriptor page resident: 17 pages of
+ * a superblock's header, 1.6% of what a burst mapped). Zeroed pages read back
+ * as SPAN_NONE descriptors, so a page needed again later simply faults in.
+ *
+ * Nobody may write a descriptor on those pages while madvise runs with the
+ * lock dropped. The writers are the page heap's own operations on sb:
+ * allocation finds no run of sb (all its free runs are taken out, BUSY),
+ * free and resize of sb's spans wait for hdr_purging to clear, and decay and
+ * release are this pass (h->purging). Span owners write only non-NONE
+ * descriptors, which are not on these pages. Only superblocks whose free runs
+ * are all purged qualify: dirty runs are purged first, by decay.
+ * Caller holds the lock and the purging flag. */
+static void trim_descriptors(page_heap_t *h, superblock_t *sb)
+{
+	uint32_t idle = idle_desc_pages(sb);
+	if (idle == 0)
+		return;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		if (s->state == SPAN_FREE_DIRTY || s->state == SPAN_BUSY)
+			return;
+		page += s->npages;
+	}
+	span_t *busy = NULL;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		page += s->npages;
+		if (s->state != SPAN_FREE_PURGED)
+			continue;
+		run_unlist(h, s);
+		s->state = SPAN_BUSY;
+		s->next = busy;
+		busy = s;
+	}
+	sb->hdr_purging = 1;
+	lock_release(&h->lock);
+	bool ok = true;
+	size_t calls = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(idle & (1u << b)))
+			continue;
+		unsigned n = 1;
+		while (b + n < EBB_SB_HEADER_PAGES && (idle & (1u << (b + n))))
+			n++;
+		calls++;
+		if (!os_purge((char *)sb + b * EBB_PAGE_SIZE, n * EBB_PAGE_SIZE, false)) {
+			/* Nothing lost: a page madvise refused is still resident and
+			 * still counted. */
+			idle &= ~(((1u << n) - 1) << b);
+			ok = false;
+		}
+		b += n - 1;
+	}
+	lock_acquire(&h->lock);
+	for (span_t *s = busy, *next; s; s = next) {
+		next = s->next;
+		s->state = SPAN_FREE_PURGED;
+		run_list(h, s, NULL);
+	}
+	sb->hdr_purging = 0;
+	h->madvise_calls += calls;
+	sb->desc_touched &= ~idle;
+	h->meta_pages -= (size_t)__builtin_popcount(idle);
+	(void)ok;
+}
+
+/* Takes h->lock with no purge or release pass in flight. A pass has runs out
+ * of the lists with the lock dropped; whoever must see every run (fork, trim)
+ * waits for it to put them back. */
+static void lock_idle(page_heap_t *h)
+{
+	for (;;) {
+		lock_acquire(&h->lock);
+		if (!h->purging)
+			return;
+		lock_release(&h->lock);
+		os_yield();
+	}
+}
+
+size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
+{
+	if (all)
+		lock_idle(h);
+	else
+		lock_acquire(&h->lock);
+	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	size_t want = all ? h->dirty_pages : decay_pages_to_purge(&h->decay, now, h->dirty_pages);
+	size_t excess = page_heap_dirty_excess_pages();
+	if (excess > want)
+		want = excess < h->dirty_pages ? excess : h->dirty_pages;
+	if (want == 0) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
+	bool lazy = options_get(OPT_PURGE) == 1;
+	size_t done = 0;
+	bool failed = false;
+	/* Where purged runs landed, for trim_descriptors: every such superblock,
+	 * however many (a burst's purge reaches thousands of them). */
+	superblock_t *touched = NULL;
+	while (done < want && !failed) {
+		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
+		size_t taken;
+		span_t *list = take_oldest(h, batch, &taken);
+		if (list == NULL)
+			break;
+		lock_release(&h->lock);
+		/* No lock held: allocating threads never wait for the kernel. */
+		size_t calls = 0;
+		for (span_t *s = list; s; s = s->next) {
+			calls++;
+			s->purge_ok = os_purge(run_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT, lazy);
+		}
+		lock_acquire(&h->lock);
+		h->madvise_calls += calls;
+		size_t purged = 0;
+		for (span_t *s = list, *next; s; s = next) {
+			next = s->next;
+			superblock_t *sb = span_superblock(s);
+			sb_check_locked(h, sb, s->huge);
+			dirty_sub(h, s->npages);
+			if (s->purge_ok) {
+				purged += s->npages;
+				if (s->huge) {
+					s->state = SPAN_FREE_PURGED;
+					s->zeroed = !lazy;
+					run_list(h, s, NULL);
+				} else {
+					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
+					if (!sb->trim_queued && sb->desc_touched != 1) {
+						sb->trim_queued = 1;
+						sb->trim_next = touched;
+						touched = sb;
+					}
+				}
+			} else {
+				/* The kernel refused: the pages stay resident and are listed
+				 * dirty again (with their age), and this pass stops. */
+				s->state = SPAN_FREE_DIRTY;
+				failed = true;
+				if (s->huge)
+					run_list(h, s, h->lru_tail);
+				else
+					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0,
+							   s->u.free.freed_ns);
+			}
+		}
+		decay_note_removed(&h->decay, purged);
+		h->bytes_purged += (uint64_t)purged << EBB_PAGE_SHIFT;
+		if (purged)
+			h->purges++;
+		done += purged;
+	}
+	/* No superblock of the list can be unmapped meanwhile: unmapping is a
+	 * pass of its own, excluded by h->purging. */
+	for (superblock_t *sb = touched, *next; sb; sb = next) {
+		next = sb->trim_next;
+		sb->trim_queued = 0;
+		trim_descriptors(h, sb);
+	}
+	h->purging = false;
+	lock_depth_leave();
+	lock_release(&h->lock);
+	return done;
+}
+
+/* Takes every run of an entirely free superblock out of the lists. Returns
+ * true if all of them were purged (so nothing of it is resident). */
+static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
+{
+	bool all_purged = true;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		all_purged &= s->state == SPAN_FREE_PURGED;
+		if (s->state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, s->npages);
+		run_unlist(h, s);
+		s->state = SPAN_NONE;
+		page += s->npages;
+	}
+	return all_purged;
+}
+
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+{
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	superblock_t *victims = NULL;
+	if (all)
+		lock_idle(h);
+	else
+		lock_acquire(&h->lock);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
+	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
+		sb_check_listed(h, sb, false);
+		next = sb->next;
+		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
+		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
+			continue;
+		if (sb->prev)
+			sb->prev->next = sb->next;
+		else
+			h->superblocks = sb->next;
+		if (sb->next)
+			sb->next->prev = sb->prev;
+		sb->all_purged = unlist_superblock_runs(h, sb);
+		h->superblocks_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+		sb_check_listed(h, sb, true);
+		next = sb->next;
+		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
+			continue;
+		if (sb->spans[0].state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, sb->spans[0].npages);
+		sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
+		run_unlist(h, &sb->spans[0]);
+		h->huge_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	lock_release(&h->lock);
+
+	size_t released = 0;
+	for (superblock_t *sb = victims, *next; sb; sb = next) {
+		next = sb->next;
+		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
+		bool huge = sb->huge, purged = sb->all_purged;
+		if (superblock_destroy(sb)) {
+			released++;
+			lock_acquire(&h->lock);
+			h->meta_pages -= meta;
+			lock_release(&h->lock);
+			continue;
+		}
+		/* munmap failed: keep the superblock, as one free run. */
+		lock_acquire(&h->lock);
+		if (huge) {
+			span_t *s = &sb->spans[0];
+			s->state = purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY;
+			s->u.free.freed_ns = now;
+			run_list(h, s, NULL);
+			h->huge_count++;
+		} else {
+			sb->prev = NULL;
+			sb->next = h->superblocks;
+			if (sb->next)
+				sb->next->prev = sb;
+			h->superblocks = sb;
+			h->superblocks_count++;
+			run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
+					   purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, 0, now);
+		}
+		lock_release(&h->lock);
+	}
+	lock_acquire(&h->lock);
+	h->purging = false;
+	lock_depth_leave();
+	lock_release(&h->lock);
+	return released;
+}
+
+uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
+{
+	uint64_t due = UINT64_MAX;
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	lock_acquire(&h->lock);
+	due = decay_next_due(&h->decay, now, h->dirty_pages);
+	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
+		sb_check_listed(h, sb, false);
+		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
+			uint64_t at = sb->empty_since_ns + delay;
+			uint64_t d = at > now ? at - now : 0;
+			if (d < due)
+				due = d;
+		}
+	}
+	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		sb_check_listed(h, sb, true);
+		uint64_t at = sb->empty_since_ns + delay;
+		uint64_t d = at > now ? at - now : 0;
+		if (d < due)
+			due = d;
+	}
+	lock_release(&h->lock);
+	return due;
+}
+
+/* ---------------------------------------------------------------------------
+ * Stats and fork
+ * ------------------------------------------------------------------------- */
+void page_heap_stats_add(page_heap_stats_t *acc)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		page_heap_t *h = &page_heaps[i];
+		lock_acquire(&h->lock);
+		acc->central_pages += h->central_pages;
+		acc->large_pages += h->large_pages;
+		acc->huge_pages += h->huge_pages;
+		acc->huge_slack_pages += h->huge_slack_pages;
+		acc->huge_blocks += h->huge_live;
+		acc->dirty_pages += h->dirty_pages;
+		acc->purged_pages += h->purged_pages;
+		acc->meta_pages += h->meta_pages;
+		acc->purges += h->purges;
+		acc->madvise_calls += h->madvise_calls;
+		acc->bytes_purged += h->bytes_purged;
+		acc->large_allocs += h->large_allocs;
+		lock_release(&h->lock);
+	}
+}
+
+void page_heap_prefork(void)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++) {
+		/* The child would never get back runs a pass has out. */
+		lock_idle(&page_heaps[i]);
+	}
+}
+
+void page_heap_postfork_parent(void)
+{
+	for (unsigned i = page_heaps_n; i-- > 0;)
+		lock_release(&page_heaps[i].lock);
+}
+
+void page_heap_postfork_child(void)
+{
+	for (unsigned i = 0; i < page_heaps_n; i++)
+		lock_init(&page_heaps[i].lock);
+}

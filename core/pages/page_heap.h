@@ -1,0 +1,134 @@
+/* page_heap.h: page runs inside superblocks: hand them out, take them back
+ * and coalesce them, give idle ones back to the kernel.
+ *
+ * There is one page heap per CPU (up to EBB_MAX_HEAPS; CPUs beyond share).
+ * A superblock belongs to one heap for its whole life, so a freed span always
+ * goes back to the heap it came from; spans for small blocks and large blocks
+ * are taken from the heap of the CPU the thread runs on, so on 64 cores the
+ * page heap locks are as spread out as the central lists above them.
+ *
+ * Free runs are of two kinds that never merge with each other:
+ *   dirty   freed, still resident; kept in a size list and in the LRU
+ *           (newest first) that decay purges from the oldest end;
+ *   purged  given back with madvise (or fresh from mmap): no RAM.
+ * Allocation takes the smallest run that fits, dirty before purged, the most
+ * recently freed first (LIFO per size), from the end of the run so that the
+ * rest keeps its descriptor and its place in the LRU.
+ *
+ * Coalescing is O(1): a free run's first and last pagemap entries name its
+ * first page (boundary tags), so a freed span looks at the descriptor just
+ * left and just right of it.
+ *
+ * Locking: `lock` protects every field below and the descriptors of free
+ * runs. No system call is ever made while it is held: new superblocks are
+ * mapped, runs purged and superblocks unmapped with the lock dropped, the
+ * runs involved marked BUSY (or unlisted) meanwhile. Only one purge or release
+ * pass per heap runs at a time (`purging`).
+ *
+ * Identity per heap, in pages, at any moment the lock is free:
+ *   superblocks * usable pages == central + large + dirty + purged
+ * (huge blocks: huge + their cached dirty/purged pages). */
+#ifndef EBB_CORE_PAGE_HEAP_H
+#define EBB_CORE_PAGE_HEAP_H
+
+#include "core/runtime/atomic.h"
+#include "core/base/config.h"
+#include "core/pages/decay.h"
+#include "core/pages/span.h"
+#include "core/pages/superblock.h"
+
+EBB_BEGIN_DECLS
+
+enum { RUN_DIRTY = 0, RUN_PURGED = 1 };
+
+#define EBB_RUN_LISTS (EBB_SB_PAGES + 1)
+#define EBB_RUN_WORDS ((EBB_RUN_LISTS + 63) / 64)
+
+typedef struct page_heap {
+	ebb_lock_t lock;
+	unsigned index;
+	bool purging;                              /* a purge/release pass has runs out */
+	span_t *runs[2][EBB_RUN_LISTS];            /* free runs by kind and page count */
+	uint64_t nonempty[2][EBB_RUN_WORDS];       /* bit i: runs[k][i] is not empty */
+	span_t *lru_head, *lru_tail;               /* dirty runs, newest at the head */
+	superblock_t *superblocks;                 /* normal superblocks of this heap */
+	superblock_t *huge_cache;                  /* freed huge blocks kept for reuse */
+	decay_t decay;
+	uint64_t last_decay_ns;
+	/* page counts (identity above) */
+	size_t central_pages, large_pages, huge_pages, dirty_pages, purged_pages;
+	size_t huge_slack_pages;  /* pages of live huge blocks beyond what was asked */
+	size_t meta_pages;        /* header pages touched (resident metadata) */
+	size_t superblocks_count, huge_count, huge_cached;
+	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
+	/* counters */
+	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
+} EBB_ALIGNED(EBB_CACHELINE) page_heap_t;
+
+typedef struct page_heap_stats {
+	uint64_t central_pages, large_pages, huge_pages, huge_slack_pages, dirty_pages,
+		purged_pages, meta_pages;
+	uint64_t huge_blocks; /* huge blocks the program holds */
+	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
+} page_heap_stats_t;
+
+/* ---- set-up ------------------------------------------------------------ */
+void page_heap_init_all(uint64_t now);
+/* Sets up one heap (page_heap_init_all does every CPU's; tests make their own). */
+void page_heap_init(page_heap_t *h, unsigned index, uint64_t now);
+unsigned page_heap_count(void);
+page_heap_t *page_heap_get(unsigned index);
+EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
+{
+	return page_heap_get(cpu % page_heap_count());
+}
+
+/* ---- spans (any thread; each takes the heap's lock) -------------------- */
+
+/* A span of npages pages whose first byte is aligned to align_pages pages (a
+ * power of two), in state CENTRAL or LARGE. Its descriptor fields state,
+ * npages, page and zeroed are set, and pagemap at its first and last page;
+ * the caller fills the rest of pagemap/page_class before publishing it.
+ * NULL with errno ENOMEM if no superblock could be mapped. */
+span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
+/* Takes back a CENTRAL span (page_class already cleared by the caller) or a
+ * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
+void page_heap_free(span_t *s);
+/* Resizes a LARGE span in place: shrinking always works; growing works when
+ * the run right of it is free and large enough. */
+bool page_heap_resize(span_t *s, size_t new_npages);
+
+/* Huge blocks (more pages than a superblock has): a cached one of a fitting
+ * size, or a new mapping. NULL with ENOMEM. */
+span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages);
+void page_heap_huge_free(span_t *s);
+/* realloc of a huge block: in place or moved by the kernel (no copy). */
+span_t *page_heap_huge_resize(span_t *s, size_t npages);
+
+/* ---- giving memory back ------------------------------------------------ */
+
+/* Purges what decay and the dirty budget ask for now (all: every dirty run).
+ * Returns the pages purged. */
+size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all);
+/* Unmaps superblocks and cached huge blocks that have been entirely free for
+ * unmap_delay_ms (all: every such one now). Returns how many. */
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all);
+/* ns from now until this heap has decay or release work, UINT64_MAX if none. */
+uint64_t page_heap_next_due(page_heap_t *h, uint64_t now);
+/* Re-reads decay_ms for every heap. */
+void page_heap_decay_interval_changed(uint64_t now);
+
+/* Dirty pages of all heaps together, and pages in use by spans (the base of
+ * a percentage dirty budget); relaxed atomics. */
+size_t page_heap_dirty_total(void);
+size_t page_heap_dirty_excess_pages(void);
+
+/* ---- stats and fork ---------------------------------------------------- */
+void page_heap_stats_add(page_heap_stats_t *acc);
+void page_heap_prefork(void);
+void page_heap_postfork_parent(void);
+void page_heap_postfork_child(void);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_PAGE_HEAP_H */

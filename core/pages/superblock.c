@@ -1,0 +1,343 @@
+/* superblock.c: mapping, registering and unmapping superblocks and huge
+ * blocks; pointer-to-span lookup. */
+#include "core/pages/superblock.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/runtime/atomic.h"
+#include "core/runtime/report.h"
+#include "os/os.h"
+
+uint8_t superblock_registry[EBB_REGISTRY_ENTRIES];
+
+static superblock_totals_t sb_totals;
+
+void superblock_totals_get(superblock_totals_t *out)
+{
+	out->mapped_bytes = atomic_load_u64(&sb_totals.mapped_bytes);
+	out->header_bytes = atomic_load_u64(&sb_totals.header_bytes);
+	out->count = atomic_load_u64(&sb_totals.count);
+	out->mapped_total = atomic_load_u64(&sb_totals.mapped_total);
+	out->unmapped_total = atomic_load_u64(&sb_totals.unmapped_total);
+}
+
+static void registry_set(uintptr_t from, size_t bytes, uint8_t first_kind, uint8_t rest_kind)
+{
+	size_t slots = (bytes + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	for (size_t i = 0; i < slots; i++) {
+		uint8_t *e = &superblock_registry[registry_index(from + (i << EBB_SB_SHIFT))];
+		atomic_store_u8_release(e, i == 0 ? first_kind : rest_kind);
+	}
+}
+
+static size_t header_bytes(void)
+{
+	return (size_t)EBB_SB_HEADER_PAGES << EBB_PAGE_SHIFT;
+}
+
+static void totals_add(size_t mapped, size_t header)
+{
+	atomic_add_u64(&sb_totals.mapped_bytes, mapped);
+	atomic_add_u64(&sb_totals.header_bytes, header);
+	atomic_add_u64(&sb_totals.count, 1);
+	atomic_add_u64(&sb_totals.mapped_total, 1);
+}
+
+static void totals_sub(size_t mapped, size_t header)
+{
+	atomic_sub_u64(&sb_totals.mapped_bytes, mapped);
+	atomic_sub_u64(&sb_totals.header_bytes, header);
+	atomic_sub_u64(&sb_totals.count, 1);
+	atomic_add_u64(&sb_totals.unmapped_total, 1);
+}
+
+/* ---------------------------------------------------------------------------
+ * Lookup
+ * ------------------------------------------------------------------------- */
+span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
+{
+	uintptr_t a = (uintptr_t)p;
+	if (a >> EBB_ADDR_BITS) /* outside the user address space: not ours */
+		return NULL;
+	uint8_t kind = atomic_load_u8_acquire(&superblock_registry[registry_index(a)]);
+	superblock_t *sb;
+	if (kind == REG_HEADER) {
+		/* The bounds of a normal superblock are constants, not read from
+		 * the header (an overflow from the slot before may have written
+		 * it); a huge block's header slot has an all-zero pagemap, which
+		 * names no span. */
+		sb = superblock_of(p);
+		unsigned page = superblock_page_index(p);
+		if (page < EBB_SB_HEADER_PAGES)
+			return NULL;
+		unsigned first = sb->pagemap[page];
+		if (first < EBB_SB_HEADER_PAGES || first > page)
+			return NULL;
+		span_t *s = superblock_span_at(sb, first);
+		if (s->state == SPAN_NONE || page >= first + s->npages)
+			return NULL;
+		*sb_out = sb;
+		return s;
+	}
+	if (kind == REG_HUGE) {
+		sb = (superblock_t *)((uintptr_t)superblock_of(p) - EBB_SB_SIZE);
+		superblock_check(sb, true);
+		*sb_out = sb;
+		return &sb->spans[0];
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * Header validation (superblock.h: the guard)
+ * ------------------------------------------------------------------------- */
+/* One report: another thread that finds the same header (the background
+ * thread's pass, a free) waits for the first report's abort. */
+static uint32_t overwritten_reported;
+
+void superblock_report_overwritten(const superblock_t *sb, const char *why)
+{
+	if (__atomic_exchange_n(&overwritten_reported, 1, __ATOMIC_ACQ_REL) != 0)
+		for (;;)
+			os_yield();
+	char msg[200];
+	report_format(msg, sizeof msg,
+		      "allocator metadata overwritten (a buffer overflow from the block before it?): "
+		      "superblock header %p: %s",
+		      (const void *)sb, why);
+	report_fatal(msg);
+}
+
+/* Why the header at sb is not one superblock_create or huge_create wrote,
+ * or NULL. Looks at memory only once the registry says the slot is ours. */
+static const char *header_why_bad(const superblock_t *sb, bool huge)
+{
+	uintptr_t a = (uintptr_t)sb;
+	if ((a & (EBB_SB_SIZE - 1)) != 0 ||
+	    atomic_load_u8_acquire(&superblock_registry[registry_index(a)]) != REG_HEADER)
+		return "not a superblock of ours (a link in a header was overwritten?)";
+	/* Eight words ORed: the red zone is zero unless something wrote it. */
+	const uint64_t *g = (const uint64_t *)sb->guard;
+	uint64_t any = 0;
+	for (unsigned i = 0; i < EBB_SB_GUARD / sizeof(uint64_t); i++)
+		any |= g[i];
+	if (any != 0)
+		return "its red zone was written";
+	if (sb->magic != EBB_SB_MAGIC)
+		return "bad magic";
+	if (sb->huge != (huge ? 1 : 0))
+		return huge ? "not a huge block's header" : "a huge block's header where a superblock's belongs";
+	if (!huge) {
+		if (sb->map_size != EBB_SB_SIZE || sb->first_page != EBB_SB_HEADER_PAGES ||
+		    sb->usable_pages != EBB_SB_USABLE_PAGES)
+			return "sizes differ from what was mapped";
+		return NULL;
+	}
+	const span_t *s = &sb->spans[0];
+	if (sb->first_page != EBB_SB_PAGES || sb->usable_pages != 0 || !s->huge ||
+	    s->page != EBB_SB_PAGES || s->npages == 0 ||
+	    sb->map_size != header_bytes() + ((size_t)s->npages << EBB_PAGE_SHIFT))
+		return "sizes differ from what was mapped";
+	return NULL;
+}
+
+void superblock_check(const superblock_t *sb, bool huge)
+{
+	const char *why = header_why_bad(sb, huge);
+	if (EBB_UNLIKELY(why != NULL))
+		superblock_report_overwritten(sb, why);
+}
+
+span_t *superblock_desc(superblock_t *sb, unsigned page)
+{
+	span_t *s = superblock_span_at(sb, page);
+	unsigned hdr_page = (unsigned)(((uintptr_t)s - (uintptr_t)sb) >> EBB_PAGE_SHIFT);
+	sb->desc_touched |= 1u << hdr_page;
+	return s;
+}
+
+void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls)
+{
+	EBB_ASSERT(page + n <= EBB_SB_PAGES);
+	for (unsigned i = 1; i + 1 < n; i++)
+		sb->pagemap[page + i] = (uint16_t)page;
+	for (unsigned i = 0; i < n; i++)
+		sb->page_class[page + i] = (uint8_t)cls;
+}
+
+/* ---------------------------------------------------------------------------
+ * Normal superblocks
+ * ------------------------------------------------------------------------- */
+superblock_t *superblock_create(struct page_heap *heap)
+{
+	superblock_t *sb = os_map_aligned(EBB_SB_SIZE, EBB_SB_SIZE);
+	if (sb == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* Fresh mapping: every byte is zero, so only non-zero fields are set. */
+	sb->magic = EBB_SB_MAGIC;
+	sb->heap = heap;
+	sb->map_size = EBB_SB_SIZE;
+	sb->first_page = EBB_SB_HEADER_PAGES;
+	sb->usable_pages = (uint16_t)(EBB_SB_PAGES - EBB_SB_HEADER_PAGES);
+	sb->desc_touched = 1; /* the page holding the fixed fields and maps */
+	totals_add(EBB_SB_SIZE, header_bytes());
+	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+	return sb;
+}
+
+static void registry_clear_huge(superblock_t *sb)
+{
+	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_NONE, REG_NONE);
+	registry_set((uintptr_t)sb + EBB_SB_SIZE, sb->map_size - header_bytes(), REG_NONE, REG_NONE);
+}
+
+bool superblock_destroy(superblock_t *sb)
+{
+	size_t size = sb->map_size;
+	if (sb->huge) {
+		size_t data = size - header_bytes();
+		registry_clear_huge(sb);
+		void *data_start = (char *)sb + EBB_SB_SIZE;
+		if (!os_unmap(data_start, data)) {
+			registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+			registry_set((uintptr_t)data_start, data, REG_HUGE, REG_HUGE_CONT);
+			return false;
+		}
+		/* The data is gone; the header pages cannot fail to go in any way
+		 * that matters (if they do, we leak 68 KiB of address space). */
+		os_unmap(sb, header_bytes());
+	} else {
+		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_NONE, REG_NONE);
+		if (!os_unmap(sb, size)) {
+			registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+			return false;
+		}
+	}
+	totals_sub(size, header_bytes());
+	return true;
+}
+
+/* ---------------------------------------------------------------------------
+ * Huge blocks
+ * ------------------------------------------------------------------------- */
+
+/* Maps [header slot][data of data_bytes], the data aligned to `align` (a power
+ * of two >= 4 MiB), and returns the header slot's start; the hole between the
+ * header pages and the data is given back. */
+static superblock_t *huge_map(size_t data_bytes, size_t align)
+{
+	size_t lead = align; /* data starts `align` bytes into the reservation */
+	if (data_bytes > EBB_MAX_REQUEST + align) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *base = os_map_aligned(lead + data_bytes, align);
+	if (base == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *data = base + lead;
+	char *hdr = data - EBB_SB_SIZE;
+	if (hdr > base)
+		os_unmap(base, (size_t)(hdr - base));
+	os_unmap(hdr + header_bytes(), EBB_SB_SIZE - header_bytes());
+	return (superblock_t *)hdr;
+}
+
+static void huge_init_header(superblock_t *sb, struct page_heap *heap, size_t pages)
+{
+	sb->magic = EBB_SB_MAGIC;
+	sb->heap = heap;
+	sb->map_size = header_bytes() + (pages << EBB_PAGE_SHIFT);
+	sb->first_page = EBB_SB_PAGES; /* no usable pages inside the header slot */
+	sb->usable_pages = 0;
+	sb->huge = 1;
+	sb->desc_touched = 1;
+	span_t *s = &sb->spans[0];
+	s->npages = (uint32_t)pages;
+	s->page = EBB_SB_PAGES;
+	s->huge = 1;
+	s->state = SPAN_LARGE;
+	s->zeroed = 1;
+}
+
+superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align)
+{
+	if (align < EBB_SB_SIZE)
+		align = EBB_SB_SIZE;
+	size_t data = pages << EBB_PAGE_SHIFT;
+	superblock_t *sb = huge_map(data, align);
+	if (sb == NULL)
+		return NULL;
+	huge_init_header(sb, heap, pages);
+	totals_add(sb->map_size, header_bytes());
+	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+	registry_set((uintptr_t)sb + EBB_SB_SIZE, data, REG_HUGE, REG_HUGE_CONT);
+	return sb;
+}
+
+/* Sets the registry entries of the slots that data of `from` bytes covers
+ * and data of `to` bytes (0 < to < from) does not. */
+static void registry_set_tail(char *data, size_t to, size_t from, uint8_t kind)
+{
+	size_t keep = (to + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	size_t old = (from + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	for (size_t i = keep; i < old; i++)
+		atomic_store_u8_release(
+			&superblock_registry[registry_index((uintptr_t)data + (i << EBB_SB_SHIFT))], kind);
+}
+
+/* Address space goes back to the kernel only after its registry entries are
+ * cleared: the moment it is unmapped another thread may map it and register
+ * its own superblock there, which a late clear would wipe out. The block
+ * itself belongs to the caller (it is being realloc'ed), so nobody else reads
+ * its entries meanwhile. */
+superblock_t *huge_resize(superblock_t *sb, size_t pages)
+{
+	span_t *s = &sb->spans[0];
+	size_t old_data = (size_t)s->npages << EBB_PAGE_SHIFT;
+	size_t new_data = pages << EBB_PAGE_SHIFT;
+	char *data = (char *)sb + EBB_SB_SIZE;
+	if (new_data == old_data)
+		return sb;
+	if (new_data < old_data)
+		registry_set_tail(data, new_data, old_data, REG_NONE);
+	if (os_remap_inplace(data, old_data, new_data)) {
+		if (new_data > old_data)
+			registry_set((uintptr_t)data, new_data, REG_HUGE, REG_HUGE_CONT);
+		atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data); /* wraps for shrink */
+		sb->map_size = header_bytes() + new_data;
+		s->npages = (uint32_t)pages;
+		return sb;
+	}
+	if (new_data < old_data) {
+		registry_set_tail(data, new_data, old_data, REG_HUGE_CONT);
+		return NULL;
+	}
+	/* Move: reserve a new aligned home and let the kernel move the page
+	 * tables there; no byte of data is copied. */
+	superblock_t *nsb = huge_map(new_data, EBB_SB_SIZE);
+	if (nsb == NULL)
+		return NULL;
+	char *ndata = (char *)nsb + EBB_SB_SIZE;
+	registry_clear_huge(sb);
+	if (!os_remap_to(data, old_data, new_data, ndata)) {
+		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+		registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
+		os_unmap(nsb, header_bytes());
+		os_unmap(ndata, new_data);
+		return NULL;
+	}
+	huge_init_header(nsb, sb->heap, pages);
+	nsb->spans[0].zeroed = s->zeroed;
+	registry_set((uintptr_t)nsb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+	registry_set((uintptr_t)ndata, new_data, REG_HUGE, REG_HUGE_CONT);
+	atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data);
+	atomic_add_u64(&sb_totals.mapped_total, 1);
+	atomic_add_u64(&sb_totals.unmapped_total, 1);
+	os_unmap(sb, header_bytes());
+	return nsb;
+}

@@ -1,0 +1,226 @@
+/* superblock.h: superblocks (4 MiB aligned mappings with an out-of-band
+ * header), huge blocks (one mapping per block, header in its own slot), and the
+ * process-wide registry that says which 4 MiB slots of the address space are
+ * ours.
+ *
+ * Pointer to span in O(1), no lock:
+ *   registry[p >> 22] == REG_HEADER -> sb = p & ~(4 MiB - 1)
+ *   i = sb->pagemap[(p - sb) >> 12]  -> span = superblock_span_at(sb, i)
+ * and for the free fast path, sb->page_class[(p - sb) >> 12] is the size
+ * class of a small block (0 for anything else).
+ *
+ * Layout of a normal superblock: [header: 17 pages][1007 usable pages].
+ * Layout of a huge block: [header pages][unmapped hole to 4 MiB][data ...]:
+ * the data starts at the next 4 MiB boundary, so it is aligned to 4 MiB, its
+ * first slot is registered REG_HUGE (header one slot back) and further slots
+ * REG_HUGE_CONT (never a block start).
+ *
+ * Who writes what: the registry entries, size, kind and owner heap are
+ * written once by superblock_create/huge_create before the superblock is
+ * published (inserted into a page heap under its lock) and cleared by
+ * superblock_destroy after it has been taken out of every list; pagemap,
+ * page_class and spans[] follow the span ownership table (span.h); the page
+ * heap fields are under the owning heap's lock. */
+#ifndef EBB_CORE_SUPERBLOCK_H
+#define EBB_CORE_SUPERBLOCK_H
+
+#include <stddef.h>
+
+#include "core/base/config.h"
+#include "core/pages/span.h"
+#include "core/base/util.h"
+
+EBB_BEGIN_DECLS
+
+struct page_heap;
+
+enum registry_kind {
+	REG_NONE = 0,      /* not ours */
+	REG_HEADER = 1,    /* a superblock header starts at this slot */
+	REG_HUGE = 2,      /* a huge block starts here; header one slot back */
+	REG_HUGE_CONT = 3, /* inside a huge block */
+};
+
+/* The header's guard. A header starts at a 4 MiB boundary, right after
+ * whatever ends there: often the last page of another superblock, where a
+ * 16-byte block can end exactly at the boundary, or the end of a huge block.
+ * An overflow of that block lands here first. So:
+ *   - the first EBB_SB_GUARD bytes are a red zone: zero from mmap, never
+ *     written, read by nobody but superblock_check; an overflow of up to 64
+ *     bytes overwrites nothing the allocator uses;
+ *   - every slow path validates a header before it trusts a field of it
+ *     (superblock_check: red zone still zero, magic, kind and sizes as
+ *     created; page_heap.c then checks the heap pointer against its own table
+ *     of page heaps) and reports the header's address and aborts if it fails.
+ * Not a guard page: a PROT_NONE page would catch the write itself, but costs
+ * an mprotect per superblock and splits each mapping into two VMAs (adjacent
+ * superblocks now merge into one, and vm.max_map_count is 65530 by default),
+ * for no more than the red zone catches. The red zone costs nothing: it sits
+ * on header page 0, which is resident anyway; the fast paths read page_class
+ * and pagemap at constant offsets as before. What an overflow past the
+ * checked part can still do is in docs/reliability.md. */
+#define EBB_SB_GUARD 64
+
+typedef struct superblock {
+	uint8_t guard[EBB_SB_GUARD]; /* red zone: zero, never written */
+	/* immutable while mapped */
+	uint64_t magic;
+	struct page_heap *heap; /* owner */
+	size_t map_size;        /* bytes mapped for this superblock (header + data) */
+	uint16_t first_page;    /* first usable page */
+	uint16_t usable_pages;  /* pages first_page .. first_page+usable_pages-1 */
+	uint8_t huge;
+	uint8_t all_purged; /* set by page_heap_release while it unmaps */
+	uint8_t hdr_purging; /* under heap->lock: descriptor pages are being purged
+			      * (page_heap.c trim_descriptors); frees wait */
+	uint8_t trim_queued; /* under heap->lock: on a decay pass's trim list */
+	/* under heap->lock */
+	uint32_t free_pages;          /* pages in free runs (any state) */
+	uint64_t empty_since_ns;      /* when free_pages became usable_pages; 0 if not empty */
+	struct superblock *next, *prev; /* heap's list of superblocks (or of cached huge blocks) */
+	uint32_t desc_touched;        /* bitmask: descriptor pages written (resident metadata) */
+	struct superblock *trim_next; /* decay pass's list of superblocks to trim */
+	/* Lookup tables, written by a span's owner before its blocks are
+	 * published. pagemap is valid on every page of CENTRAL and LARGE spans and
+	 * on the first and last page of free runs (boundary tags). */
+	uint8_t page_class[EBB_SB_PAGES];
+	uint16_t pagemap[EBB_SB_PAGES];
+	/* Descriptors of the usable pages: spans[page - EBB_SB_HEADER_PAGES]
+	 * (superblock_span_at). The first ones share header page 0 with the maps,
+	 * so an entirely free superblock (one run) needs only that page resident;
+	 * the rest of the header is purged with its last dirty run. A huge block
+	 * uses spans[0] only. */
+	span_t spans[EBB_SB_PAGES - 17];
+} superblock_t;
+
+#define EBB_SB_MAGIC 0x6562625f73625f31ull /* "ebb_sb_1" */
+#define EBB_SB_HEADER_PAGES 17
+#define EBB_SB_USABLE_PAGES (EBB_SB_PAGES - EBB_SB_HEADER_PAGES)
+
+#ifndef __cplusplus
+_Static_assert(sizeof(superblock_t) <= EBB_SB_HEADER_PAGES * EBB_PAGE_SIZE, "header fits its pages");
+_Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_PAGE_SIZE,
+	       "the first descriptor shares page 0 with the maps");
+#endif
+
+/* The registry: one byte per 4 MiB slot of the 47-bit address space, in
+ * .bss: 32 MiB of address space whose zero pages the kernel materializes only
+ * where we write (one 4 KiB page covers 16 GiB of addresses). An address at or
+ * above 2^47 (outside the user address space: a tagged or non-canonical
+ * pointer) has no slot and is never ours; it is not masked into one, which
+ * would send the caller through a pointer the CPU refuses. */
+extern uint8_t superblock_registry[EBB_REGISTRY_ENTRIES];
+
+EBB_INLINE size_t registry_index(uintptr_t p)
+{
+	return (p >> EBB_SB_SHIFT) & (EBB_REGISTRY_ENTRIES - 1);
+}
+
+/* The registry byte of p's slot, read without a lock. Writers store with
+ * release, and a pointer the program got from us was published after the
+ * store that registered its slot, so a plain load sees it; that load is one
+ * cmpb on the free fast path (after one compare for the range). Under TSan, which must see every cross-thread
+ * access as atomic, it is an acquire load (the same instruction on x86-64). */
+EBB_INLINE uint8_t registry_get(const void *p)
+{
+	uintptr_t i = (uintptr_t)p >> EBB_SB_SHIFT;
+	if (EBB_UNLIKELY(i >= EBB_REGISTRY_ENTRIES))
+		return REG_NONE;
+#if EBB_TSAN
+	return __atomic_load_n(&superblock_registry[i], __ATOMIC_ACQUIRE);
+#else
+	return superblock_registry[i];
+#endif
+}
+
+EBB_INLINE superblock_t *superblock_of(const void *p)
+{
+	return (superblock_t *)((uintptr_t)p & ~(uintptr_t)(EBB_SB_SIZE - 1));
+}
+
+EBB_INLINE unsigned superblock_page_index(const void *p)
+{
+	return (unsigned)(((uintptr_t)p >> EBB_PAGE_SHIFT) & (EBB_SB_PAGES - 1));
+}
+
+EBB_INLINE void *superblock_page_addr(const superblock_t *sb, unsigned page)
+{
+	return (char *)sb + ((size_t)page << EBB_PAGE_SHIFT);
+}
+
+/* The span that contains p, or NULL if p is not inside a live span of ours
+ * (foreign pointer, header, stale page of a free run). Any thread, no lock;
+ * the answer is exact for pointers the program legitimately holds. For huge
+ * blocks, p must be the block's start. */
+span_t *superblock_span_lookup(const void *p, superblock_t **sb_out);
+
+/* Validates the header of sb (guard, magic, registry entry, kind and sizes
+ * as created: huge or not as `huge` says) before a slow path trusts it;
+ * reports "allocator metadata overwritten" with sb's address and aborts if
+ * it fails, whatever on_error says. Reads only fields written when sb was
+ * made (and, for a huge block, by its owner as it resizes it), so whoever may
+ * use sb can call it without a lock. The heap pointer is checked by
+ * page_heap.c, which owns the table of heaps. */
+void superblock_check(const superblock_t *sb, bool huge);
+/* The report of superblock_check, for the checks other modules make. */
+EBB_NORETURN void superblock_report_overwritten(const superblock_t *sb, const char *why);
+
+/* Descriptor of the span or run that starts at usable page `page`. */
+EBB_INLINE span_t *superblock_span_at(superblock_t *sb, size_t page)
+{
+	return &sb->spans[page - EBB_SB_HEADER_PAGES];
+}
+
+/* Address of a span's first byte. */
+EBB_INLINE void *span_start(const superblock_t *sb, const span_t *s)
+{
+	if (EBB_UNLIKELY(s->huge))
+		return (char *)sb + EBB_SB_SIZE;
+	return superblock_page_addr(sb, s->page);
+}
+
+EBB_INLINE superblock_t *span_superblock(const span_t *s)
+{
+	return superblock_of(s);
+}
+
+/* Descriptor at page index `page`: records that its page of the header is
+ * now in use (for the resident-metadata figure). Caller owns the span. */
+span_t *superblock_desc(superblock_t *sb, unsigned page);
+
+/* Sets page_class of pages [page, page+n) to cls and pagemap of the pages
+ * strictly inside the span to `page`. The first and last pagemap entries
+ * (boundary tags) belong to the page heap and are written under its lock:
+ * coalescing reads a neighbour's tag while the neighbour's owner may be
+ * calling this. Caller owns the span. */
+void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls);
+
+/* Maps and registers a new normal superblock for `heap`. Its usable pages
+ * are not yet in any list. NULL with errno ENOMEM if the kernel refuses. */
+superblock_t *superblock_create(struct page_heap *heap);
+/* Unregisters and unmaps. Caller has removed it from every list. false if
+ * munmap failed (then the superblock stays registered and usable). */
+bool superblock_destroy(superblock_t *sb);
+
+/* Huge blocks: a superblock whose single span (spans[0], page 1024, huge=1)
+ * covers `pages` pages starting at sb + 4 MiB (aligned to `align` if that is
+ * larger than 4 MiB). NULL with ENOMEM on failure. */
+superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align);
+/* Resizes a huge block in place (mremap) or by moving its pages to a new
+ * mapping without copying; returns the (possibly new) superblock or NULL if
+ * neither worked (the old block is untouched). */
+superblock_t *huge_resize(superblock_t *sb, size_t pages);
+
+/* Process-wide totals of mappings (for stats), atomically updated. */
+typedef struct superblock_totals {
+	uint64_t mapped_bytes;   /* all superblock and huge mappings */
+	uint64_t header_bytes;   /* header pages (metadata) */
+	uint64_t count;          /* superblocks + huge blocks mapped now */
+	uint64_t mapped_total;   /* ever mapped */
+	uint64_t unmapped_total; /* ever unmapped */
+} superblock_totals_t;
+void superblock_totals_get(superblock_totals_t *out);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_SUPERBLOCK_H */

@@ -1,0 +1,264 @@
+/* background.c: the decay thread (see background.h). */
+#include "core/process/background.h"
+
+#include "core/runtime/atomic.h"
+#include "core/blocks/central.h"
+#include "core/process/init.h"
+#include "core/runtime/options.h"
+#include "core/pages/page_heap.h"
+#include "core/process/timeline.h"
+#include "os/os.h"
+
+enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
+
+/* OFF -> STARTING (a starter won the CAS) -> RUNNING (before the thread
+ * exists) -> OFF (the thread leaves: option off, alone, or retired). A
+ * retiring thread may go back OFF -> RUNNING with a CAS (work came in while
+ * it was leaving); if a starter won instead, it leaves to the new thread. */
+static uint32_t bg_state;
+static uint32_t bg_kicked;
+static uint32_t bg_tid;           /* kernel id of the last thread started; 0: none */
+static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
+static uint64_t bg_last_drain_ns; /* last central drain */
+static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
+static uint32_t bg_drain_kept;    /* the last drain left batches in lists in use (atomic:
+				   * ebb_trim ticks too) */
+static uint64_t bg_trim_epoch;
+
+/* Bounds of the sleep between ticks. */
+#define TICK_MIN_NS 1000000ull       /* 1 ms */
+#define TICK_MAX_NS 1000000000ull    /* 1 s: idle checks, unmap delays */
+/* Central lists unused for a whole drain interval give their transfer
+ * batches back to their spans (so that spans can empty and decay); thread
+ * caches are asked to trim once per trim interval. */
+#define DRAIN_INTERVAL_NS 250000000ull
+#define TRIM_INTERVAL_NS 1000000000ull
+/* The thread retires after this long with nothing to do and nothing left
+ * to give back (bg_quiet). Long enough that a program working in bursts a
+ * few hundred ms apart keeps one thread instead of creating one per burst. */
+#define RETIRE_IDLE_NS 1000000000ull
+/* How long turning the option off waits for the thread to be gone. */
+#define STOP_WAIT_NS 2000000000ull
+
+bool background_running(void)
+{
+	return atomic_load_u32(&bg_state) == BG_RUNNING;
+}
+
+uint64_t background_trim_epoch(void)
+{
+	return atomic_load_u64(&bg_trim_epoch);
+}
+
+size_t background_tick(uint64_t now, bool all)
+{
+	size_t work = 0;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++)
+		work += page_heap_decay(page_heap_get(i), now, all);
+	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
+	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
+		atomic_store_u64(&bg_last_drain_ns, now);
+		bool kept;
+		work += central_drain(!all, &kept);
+		atomic_store_u32(&bg_drain_kept, kept);
+		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
+			atomic_store_u64(&bg_last_trim_ns, now);
+			atomic_add_u64(&bg_trim_epoch, 1);
+		}
+		/* Blocks drained from central lists may have emptied spans. */
+		if (all)
+			for (unsigned i = 0; i < n; i++)
+				work += page_heap_decay(page_heap_get(i), now, true);
+	}
+	for (unsigned i = 0; i < n; i++)
+		work += page_heap_release(page_heap_get(i), now, all);
+	return work;
+}
+
+static uint64_t next_wait(uint64_t now)
+{
+	uint64_t wait = TICK_MAX_NS;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t d = page_heap_next_due(page_heap_get(i), now);
+		if (d < wait)
+			wait = d;
+	}
+	/* Batches kept by lists in use are drained once those go idle. */
+	if (atomic_load_u32(&bg_drain_kept) && wait > DRAIN_INTERVAL_NS)
+		wait = DRAIN_INTERVAL_NS;
+	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
+}
+
+/* Nothing is left for the thread to give back, as far as the cheap gauges
+ * tell: no dirty page that decay will purge, no transfer batch kept by a
+ * busy list at the last drain, no timeline to write, no kick pending. */
+static bool bg_quiet(void)
+{
+	return (page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) &&
+	       !atomic_load_u32(&bg_drain_kept) && !timeline_enabled() &&
+	       !atomic_load_u32(&bg_kicked);
+}
+
+/* The thread has been quiet for RETIRE_IDLE_NS: give back what only waited
+ * for time (transfer batches of idle lists; superblocks and cached huge
+ * blocks entirely free, whose pages decay has already purged, are unmapped
+ * now rather than after unmap_delay_ms, since no thread will be there to do
+ * it), then leave. Returns false if work came in meanwhile and the thread
+ * stays.
+ *
+ * No lost wake-up: a free that makes pages dirty does so under its page
+ * heap's lock, then (maybe_decay) reads bg_state and starts a thread if it
+ * is OFF. Here bg_state goes OFF first, then every heap is looked at under
+ * its lock (page_heap_next_due). Either that look comes after the free's
+ * critical section and sees the dirty pages (the thread goes back to
+ * RUNNING), or the free's section comes after the look, so after the store
+ * of OFF, and the free sees OFF and starts a new thread. */
+static bool bg_retire(uint64_t now)
+{
+	bool kept;
+	if (central_drain(true, &kept) != 0 || kept || !bg_quiet())
+		return false;
+	unsigned n = page_heap_count();
+	for (unsigned i = 0; i < n; i++)
+		page_heap_release(page_heap_get(i), now, true);
+	atomic_store_u32(&bg_state, BG_OFF);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bool work = !bg_quiet();
+	for (unsigned i = 0; i < n && !work; i++)
+		work = page_heap_next_due(page_heap_get(i), now) != UINT64_MAX;
+	if (work && options_get(OPT_BACKGROUND_THREAD) && atomic_cas_u32(&bg_state, BG_OFF, BG_RUNNING))
+		return false;
+	return true;
+}
+
+static void *background_main(void *arg)
+{
+	(void)arg;
+	os_thread_name("ebb-background");
+	atomic_store_u32(&bg_tid, os_thread_id());
+	uint64_t alone_checked_ns = 0;
+	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
+	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
+		atomic_store_u32(&bg_kicked, 0);
+		uint64_t now = os_now_ns();
+		size_t work = background_tick(now, false);
+		timeline_poll(os_now_ns());
+		if (work != 0 || !bg_quiet())
+			busy_ns = now;
+		else if (util_elapsed(now, busy_ns) >= RETIRE_IDLE_NS && bg_retire(now))
+			return NULL; /* bg_state is OFF, or a new thread's */
+		uint64_t wait = next_wait(now);
+		/* Quiet: wake when the idle time is up, to retire. */
+		uint64_t idle = util_elapsed(now, busy_ns);
+		if (idle < RETIRE_IDLE_NS && wait > RETIRE_IDLE_NS - idle && bg_quiet())
+			wait = RETIRE_IDLE_NS - idle + TICK_MIN_NS;
+		/* No decay due within the longest tick: if this is the last thread of
+		 * the process (main called pthread_exit and every other thread has
+		 * ended), end too, so the process can exit; a timeline alone does not
+		 * keep it alive. Checked at most once per longest tick (it reads
+		 * /proc), since timeline rows may wake the thread more often. */
+		if (wait >= TICK_MAX_NS && util_elapsed(now, alone_checked_ns) >= TICK_MAX_NS) {
+			alone_checked_ns = now;
+			if (os_thread_count() == 1)
+				break;
+		}
+		/* Sleep until the next row when it comes before the next decay. */
+		uint64_t row = timeline_wait_ns(os_now_ns());
+		if (row < wait)
+			wait = row < TICK_MIN_NS ? TICK_MIN_NS : row;
+		os_event_wait(wait);
+	}
+	atomic_store_u32(&bg_state, BG_OFF);
+	return NULL;
+}
+
+void background_maybe_start(void)
+{
+	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
+		return;
+	if (atomic_load_u32(&init_state) != INIT_DONE)
+		return;
+	/* No background thread (turned off, or not started yet): timeline rows
+	 * come from here, the slow paths' hook. */
+	if (timeline_enabled())
+		timeline_poll(os_now_ns());
+	if (!options_get(OPT_BACKGROUND_THREAD))
+		return;
+	/* Only when there is work for it: pages for decay to purge, or rows
+	 * to write. A program that never frees never gets a thread, and one
+	 * whose thread retired gets it back when pages turn dirty again. */
+	if ((page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline_enabled())
+		return;
+	uint64_t now = os_now_ns();
+	uint64_t failed = atomic_load_u64(&bg_failed_ns);
+	if (failed && util_elapsed(now, failed) < TICK_MAX_NS)
+		return;
+	if (!atomic_cas_u32(&bg_state, BG_OFF, BG_STARTING))
+		return;
+	/* RUNNING before the thread exists, so that its loop sees it; the
+	 * thread may allocate while pthread_create sets it up, and that is
+	 * fine: no allocator lock is held here. */
+	atomic_store_u32(&bg_state, BG_RUNNING);
+	if (!os_thread_start(background_main, NULL)) {
+		atomic_store_u64(&bg_failed_ns, now);
+		atomic_store_u32(&bg_state, BG_OFF);
+	}
+}
+
+void background_kick(void)
+{
+	if (atomic_load_u32(&bg_kicked) == 0 && atomic_cas_u32(&bg_kicked, 0, 1))
+		os_event_signal();
+}
+
+/* Turned off: the thread is gone (not only told to go) when this returns,
+ * so that a program can make itself single-threaded, e.g. before
+ * unshare(CLONE_NEWUSER). Bounded: a thread blocked in the kernel is not
+ * waited for longer than STOP_WAIT_NS. */
+static void background_stop(void)
+{
+	uint64_t start = os_now_ns();
+	while (atomic_load_u32(&bg_state) != BG_OFF) {
+		if (util_elapsed(os_now_ns(), start) >= STOP_WAIT_NS)
+			return;
+		os_event_signal();
+		os_yield();
+	}
+	unsigned tid = atomic_load_u32(&bg_tid);
+	while (tid != 0 && os_thread_alive(tid) && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
+		os_yield();
+}
+
+void background_option_changed(void)
+{
+	if (!options_get(OPT_BACKGROUND_THREAD))
+		background_stop();
+	else if (background_running())
+		os_event_signal(); /* re-reads the option at once */
+	else
+		background_maybe_start(); /* turned on, or a timeline row is due */
+}
+
+void background_prefork(void)
+{
+	timeline_prefork();
+}
+
+void background_postfork_parent(void)
+{
+	timeline_postfork_parent();
+}
+
+void background_postfork_child(void)
+{
+	/* The thread does not exist in the child; the next slow path that wants
+	 * it starts a new one. */
+	os_event_init();
+	timeline_postfork_child();
+	atomic_store_u32(&bg_state, BG_OFF);
+	atomic_store_u32(&bg_kicked, 0);
+	atomic_store_u32(&bg_tid, 0);
+	atomic_store_u64(&bg_failed_ns, 0);
+}

@@ -1,0 +1,54 @@
+/* background.h: the thread that gives memory back while the program is idle.
+ *
+ * Every tick it runs decay on each page heap (purging dirty runs along the
+ * decay curve and above the dirty budget), returns idle central batches to
+ * their spans, asks thread caches to trim, and unmaps superblocks that have
+ * been empty for unmap_delay_ms. It sleeps until the next heap has work due
+ * (at most a second), until the next row of the stats timeline is due
+ * (timeline.h), or until a free overruns the dirty budget and kicks it.
+ *
+ * Start-up: never from the first malloc (which may run under a lock that
+ * pthread_create needs, e.g. inside the dynamic loader or pthread_create
+ * itself), but from a later slow path that holds no allocator lock and only
+ * when there is work: pages turned dirty (a span back to the page heap), or
+ * a timeline. A program that never frees memory never gets the thread.
+ *
+ * Retirement: the thread ends after RETIRE_IDLE_NS (1 s) with nothing to do
+ * and nothing left to give back (no dirty pages for decay, no transfer batch
+ * kept, no timeline), after unmapping every entirely free superblock at
+ * once, so a quiet program is single-threaded again (unshare(CLONE_NEWUSER)
+ * works, glibc's single-thread fast paths return). The next free that makes
+ * pages dirty starts a new one (see bg_retire for why none is missed).
+ *
+ * It is re-created lazily in a forked child, can be turned off
+ * (background_thread=0: decay then runs on allocation slow paths; turning
+ * it off at run time returns once the thread is gone), names itself
+ * "ebb-background", and exits when it is the last thread of the process,
+ * so it never keeps a process alive after main() called pthread_exit(). */
+#ifndef EBB_CORE_BACKGROUND_H
+#define EBB_CORE_BACKGROUND_H
+
+#include "core/base/config.h"
+
+EBB_BEGIN_DECLS
+
+bool background_running(void);
+/* Starts the thread if the option asks for it and it is not running; cheap
+ * when there is nothing to do. Call with no allocator lock held. */
+void background_maybe_start(void);
+/* Wakes the thread now (a free overran the dirty budget). */
+void background_kick(void);
+/* Runs one tick's work on the calling thread (ebb_trim, tests). */
+size_t background_tick(uint64_t now, bool all);
+/* Raised about once a second while the thread runs (and by ebb_trim): each
+ * thread cache trims its bins at its next slow path when it sees a new value. */
+uint64_t background_trim_epoch(void);
+void background_option_changed(void);
+
+void background_prefork(void);
+void background_postfork_parent(void);
+void background_postfork_child(void);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_BACKGROUND_H */

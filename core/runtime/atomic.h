@@ -1,0 +1,212 @@
+/* atomic.h: the atomic operations and the lock ebbmalloc uses, named for their
+ * memory order.
+ *
+ * Production builds use Concurrency Kit (ck_pr_*, ck_spinlock_fas). Under
+ * ThreadSanitizer the same names map to the compiler's __atomic builtins:
+ * even with CK_USE_CC_BUILTINS=1, CK emulates fetch-and-store with a plain
+ * load plus CAS and unlocks with a fence followed by a volatile store, which
+ * TSan reports as races on the lock word (checked: a four-thread counter under
+ * ck_spinlock_fas reports at once). The builtins say the same thing in a form
+ * TSan understands.
+ *
+ * Lock: test-and-set with bounded spinning, then yielding the CPU, so that 32
+ * threads on 2 cores do not burn whole time slices behind a preempted holder.
+ * Every lock has a rank (enum lock_rank); locks are only ever nested in rank
+ * order, which is also the order fork takes them in (core/api/fork.c).
+ *
+ * Every acquire and release also counts, per thread, the allocator locks the
+ * thread holds or is waiting for (lock_depth): a fork from a signal handler
+ * reads it to tell whether the frame it interrupted holds a lock, which the
+ * prefork handler must then not wait for (core/api/fork.c). One add to an
+ * initial-exec TLS word per acquire and per release; the malloc/free fast
+ * paths take no lock and do not touch it. */
+#ifndef EBB_CORE_ATOMIC_H
+#define EBB_CORE_ATOMIC_H
+
+#include "core/base/config.h"
+#include "core/base/util.h"
+#include "os/os.h"
+
+#if !EBB_TSAN
+#include <ck_pr.h>
+#include <spinlock/fas.h> /* only the lock we use: the others are not valid C++ */
+#endif
+
+EBB_BEGIN_DECLS
+
+/* Lock ranks, lowest taken first. A thread holding a lock of rank r only
+ * acquires locks of rank > r. */
+enum lock_rank {
+	LOCK_RANK_INIT = 0,       /* init.c: process start-up, option changes */
+	LOCK_RANK_BACKGROUND = 1, /* background.c: thread start/stop */
+	LOCK_RANK_TCACHE_LIST = 2,/* tcache.c: the list of live thread caches */
+	LOCK_RANK_CENTRAL = 3,    /* central.c: one per (cpu, class) list */
+	LOCK_RANK_PAGE_HEAP = 4,  /* page_heap.c: one per page heap */
+	LOCK_RANK_META = 5,       /* meta.c: the metadata bump allocator */
+};
+
+#if EBB_TSAN
+
+typedef struct { unsigned int value; } ebb_lock_t;
+#define EBB_LOCK_INITIALIZER {0}
+
+static inline bool lock_try_raw(ebb_lock_t *l)
+{
+	return __atomic_exchange_n(&l->value, 1u, __ATOMIC_ACQUIRE) == 0;
+}
+static inline void lock_release_raw(ebb_lock_t *l)
+{
+	__atomic_store_n(&l->value, 0u, __ATOMIC_RELEASE);
+}
+static inline bool lock_is_held(ebb_lock_t *l)
+{
+	return __atomic_load_n(&l->value, __ATOMIC_RELAXED) != 0;
+}
+
+static inline uint64_t atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t atomic_add_u64(uint64_t *p, uint64_t d) { return __atomic_fetch_add(p, d, __ATOMIC_RELAXED); }
+static inline uint64_t atomic_sub_u64(uint64_t *p, uint64_t d) { return __atomic_fetch_sub(p, d, __ATOMIC_RELAXED); }
+static inline uint32_t atomic_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint32_t atomic_load_u32_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void atomic_store_u32_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline bool atomic_cas_u32(uint32_t *p, uint32_t expect, uint32_t desired)
+{
+	return __atomic_compare_exchange_n(p, &expect, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline uint8_t atomic_load_u8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void atomic_store_u8_release(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint8_t atomic_load_u8_acquire(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void *atomic_load_ptr_acquire(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void atomic_store_ptr_release(void **p, void *v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void atomic_spin_pause(void) { }
+
+#else /* Concurrency Kit */
+
+typedef struct { ck_spinlock_fas_t fas; } ebb_lock_t;
+#define EBB_LOCK_INITIALIZER {CK_SPINLOCK_FAS_INITIALIZER}
+
+static inline bool lock_try_raw(ebb_lock_t *l) { return ck_spinlock_fas_trylock(&l->fas); }
+static inline void lock_release_raw(ebb_lock_t *l) { ck_spinlock_fas_unlock(&l->fas); }
+static inline bool lock_is_held(ebb_lock_t *l) { return ck_pr_load_uint(&l->fas.value) != 0; }
+
+static inline uint64_t atomic_load_u64(const uint64_t *p) { return ck_pr_load_64(p); }
+static inline void atomic_store_u64(uint64_t *p, uint64_t v) { ck_pr_store_64(p, v); }
+static inline uint64_t atomic_add_u64(uint64_t *p, uint64_t d) { return ck_pr_faa_64(p, d); }
+static inline uint64_t atomic_sub_u64(uint64_t *p, uint64_t d) { return ck_pr_faa_64(p, (uint64_t)0 - d); }
+static inline uint32_t atomic_load_u32(const uint32_t *p) { return ck_pr_load_32(p); }
+static inline uint32_t atomic_load_u32_acquire(const uint32_t *p)
+{
+	uint32_t v = ck_pr_load_32(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void atomic_store_u32(uint32_t *p, uint32_t v) { ck_pr_store_32(p, v); }
+static inline void atomic_store_u32_release(uint32_t *p, uint32_t v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_32(p, v);
+}
+static inline bool atomic_cas_u32(uint32_t *p, uint32_t expect, uint32_t desired)
+{
+	return ck_pr_cas_32(p, expect, desired); /* full barrier on x86 */
+}
+static inline uint8_t atomic_load_u8(const uint8_t *p) { return ck_pr_load_8(p); }
+static inline void atomic_store_u8_release(uint8_t *p, uint8_t v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_8(p, v);
+}
+static inline uint8_t atomic_load_u8_acquire(const uint8_t *p)
+{
+	uint8_t v = ck_pr_load_8(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void *atomic_load_ptr_acquire(void *const *p)
+{
+	void *v = ck_pr_load_ptr(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+static inline void atomic_store_ptr_release(void **p, void *v)
+{
+	ck_pr_fence_release();
+	ck_pr_store_ptr(p, v);
+}
+static inline void atomic_spin_pause(void) { ck_pr_stall(); }
+
+#endif
+
+static inline void lock_init(ebb_lock_t *l)
+{
+	*l = (ebb_lock_t)EBB_LOCK_INITIALIZER;
+}
+
+/* How many allocator locks this thread holds or is waiting for, plus the
+ * lock-like states it holds with the lock dropped (a page heap's purge pass:
+ * lock_depth_enter/leave). Defined in init.c (every build of core/ links it).
+ *
+ * Invariant, as a signal handler on this thread sees it: whenever the thread
+ * is between the start of an acquire and the end of the matching release,
+ * lock_depth > 0. So the count goes up before the lock word is touched and
+ * down only after it is cleared; the signal fences keep the compiler from
+ * moving the plain TLS update across the lock's atomic (a handler runs on the
+ * same thread, so no CPU fence is needed). It may read > 0 a moment too long
+ * (between the release and the decrement): the reader then only skips work,
+ * it never waits for a lock it holds itself. */
+extern __thread unsigned lock_depth __attribute__((tls_model("initial-exec")));
+
+static inline void lock_depth_enter(void)
+{
+	lock_depth++;
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+static inline void lock_depth_leave(void)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	lock_depth--;
+}
+
+/* Spin a little (the holder usually leaves within a few hundred cycles), then
+ * give the CPU away so that a preempted holder can run. */
+static EBB_NOINLINE void lock_acquire_slow(ebb_lock_t *l)
+{
+	for (;;) {
+		for (int i = 0; i < 64; i++) {
+			if (!lock_is_held(l) && lock_try_raw(l))
+				return;
+			atomic_spin_pause();
+		}
+		os_yield();
+	}
+}
+
+static inline void lock_acquire(ebb_lock_t *l)
+{
+	lock_depth_enter();
+	if (EBB_LIKELY(lock_try_raw(l)))
+		return;
+	lock_acquire_slow(l);
+}
+
+static inline bool lock_try(ebb_lock_t *l)
+{
+	lock_depth_enter();
+	if (lock_try_raw(l))
+		return true;
+	lock_depth_leave();
+	return false;
+}
+
+static inline void lock_release(ebb_lock_t *l)
+{
+	lock_release_raw(l);
+	lock_depth_leave();
+}
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_ATOMIC_H */
