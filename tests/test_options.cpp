@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/process/init.h"
 #include "core/runtime/options.h"
 #include "tests/api/child_util.h"
 #include "tests/support/unit.h"
@@ -49,7 +50,7 @@ struct keep_option {
 		if (id == OPT_STATS_FILE)
 			set("stats_file", text);
 		__atomic_store_n(&options_values[id], saved, __ATOMIC_RELAXED);
-		options_changed(id);
+		init_option_changed(id);
 	}
 };
 

@@ -20,6 +20,7 @@
 #include "core/runtime/meta.h"
 #include "core/runtime/options.h"
 #include "core/pages/page_heap.h"
+#include "core/ext/arena.h"
 #include "core/ext/pool.h"
 #include "core/runtime/report.h"
 #include "core/process/stats.h"
@@ -396,6 +397,9 @@ EBB_API int ebb_option_set(const char *name, const char *value)
 		errno = EINVAL;
 		return -1;
 	}
+	enum option_id id;
+	if (options_lookup(name, &id))
+		init_option_changed(id);
 	return 0;
 }
 
@@ -417,8 +421,15 @@ EBB_API int ebb_option_get(const char *name, long long *value)
  * may come from pthread_atfork itself, which holds the lock it would need.
  * Here rather than in fork.c so that a static link, which takes fork.o only
  * if something refers to it, always gets the handlers. */
+/* What a plain free of an arena block or a pool object reports. */
+static const char *api_ext_span_reason(const void *p, const span_t *s)
+{
+	return s->state == SPAN_POOL ? pool_span_reason(p, s) : arena_span_reason(p, s);
+}
+
 __attribute__((constructor)) static void api_constructor(void)
 {
+	large_set_ext_reason(api_ext_span_reason);
 	/* For core/ readers of the stats (the timeline), which cannot call up
 	 * into tcache/. */
 	stats_set_tcache_source(tcache_stats);

@@ -52,6 +52,7 @@
 
 #include "core/runtime/atomic.h"
 #include "core/process/background.h"
+#include "core/process/timeline.h"
 #include "core/blocks/central.h"
 #include "core/process/init.h"
 #include "core/runtime/meta.h"
@@ -115,6 +116,7 @@ static void fork_prefork(void)
 		if (os_stdio_list_lock())
 			took |= FORK_TOOK_STDIO;
 		background_prefork();
+		timeline_prefork();
 		fork_tcache_prefork();
 		pool_prefork();
 		central_prefork();
@@ -134,6 +136,7 @@ static void fork_postfork_parent(void)
 		central_postfork_parent();
 		pool_postfork_parent();
 		fork_tcache_parent();
+		timeline_postfork_parent();
 		background_postfork_parent();
 	}
 	if (took & FORK_TOOK_STDIO)
@@ -149,6 +152,7 @@ static void fork_postfork_child(void)
 		central_postfork_child();
 		pool_postfork_child();
 		fork_tcache_child();
+		timeline_postfork_child();
 		background_postfork_child();
 		/* The locks prefork counted were re-initialized, not released;
 		 * prefork ran with lock_depth == 0. */

@@ -6,7 +6,7 @@
 
 #include "core/process/init.h"
 #include "core/pages/page_heap.h"
-#include "core/ext/pool.h"
+#include "core/ext/owner.h"
 #include "core/runtime/report.h"
 #include "core/pages/superblock.h"
 #include "ebbmalloc.h"
@@ -226,7 +226,7 @@ static EBB_NOINLINE bool arena_enter_slow(ebb_arena_t *a, const char *func)
 
 EBB_INLINE bool arena_enter(ebb_arena_t *a, const char *func)
 {
-	if (EBB_LIKELY(a != NULL && a->owner == pool_thread_self()))
+	if (EBB_LIKELY(a != NULL && a->owner == owner_thread_self()))
 		return true;
 	return arena_enter_slow(a, func);
 }
@@ -274,7 +274,7 @@ EBB_API ebb_arena_t *ebb_arena_create(size_t chunk_size, unsigned flags)
 	a->next_pages = first_next_pages(pages);
 	lock_init(&a->lock);
 	a->flags = flags;
-	a->owner = (flags & EBB_SHARED) ? 0 : pool_thread_self();
+	a->owner = (flags & EBB_SHARED) ? 0 : owner_thread_self();
 	a->magic = ARENA_MAGIC;
 	return a;
 }
@@ -282,7 +282,7 @@ EBB_API ebb_arena_t *ebb_arena_create(size_t chunk_size, unsigned flags)
 /* The fast path: owner, block fits the newest chunk. */
 EBB_API void *ebb_arena_alloc(ebb_arena_t *arena, size_t size)
 {
-	if (EBB_LIKELY(arena != NULL && arena->owner == pool_thread_self() && size <= EBB_ARENA_OWN_MIN)) {
+	if (EBB_LIKELY(arena != NULL && arena->owner == owner_thread_self() && size <= EBB_ARENA_OWN_MIN)) {
 		void *p;
 		if (EBB_LIKELY(cut(arena, size + (size == 0), EBB_MIN_ALIGN, &p)))
 			return p;
@@ -296,7 +296,7 @@ EBB_API void *ebb_arena_aligned_alloc(ebb_arena_t *arena, size_t alignment, size
 		errno = EINVAL;
 		return NULL;
 	}
-	if (EBB_LIKELY(arena != NULL && arena->owner == pool_thread_self() && size <= EBB_ARENA_OWN_MIN &&
+	if (EBB_LIKELY(arena != NULL && arena->owner == owner_thread_self() && size <= EBB_ARENA_OWN_MIN &&
 		       alignment <= EBB_PAGE_SIZE)) {
 		void *p;
 		if (EBB_LIKELY(cut(arena, size + (size == 0), alignment, &p)))
@@ -350,7 +350,7 @@ EBB_API void ebb_arena_adopt(ebb_arena_t *arena)
 		return;
 	}
 	if (!(arena->flags & EBB_SHARED))
-		arena->owner = pool_thread_self();
+		arena->owner = owner_thread_self();
 }
 
 /* ---------------------------------------------------------------------------
@@ -358,8 +358,6 @@ EBB_API void ebb_arena_adopt(ebb_arena_t *arena)
  * ------------------------------------------------------------------------- */
 const char *arena_span_reason(const void *p, const span_t *s)
 {
-	if (s->state == SPAN_POOL)
-		return pool_span_reason(p, s);
 	if (!s->u.arena.block && p == (const void *)s->u.arena.arena)
 		return "an ebb_arena handle, not a malloc block (destroy it with ebb_arena_destroy)";
 	return "a block of an ebb_arena, not a malloc block (it goes back with ebb_arena_reset or "

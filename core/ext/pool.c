@@ -41,12 +41,12 @@ static struct ebb_pool pool_headers = {
 	.lock = EBB_LOCK_INITIALIZER,
 };
 
-#ifndef EBB_POOL_HAVE_TP
-static __thread char pool_thread_tag;
+#ifndef EBB_OWNER_HAVE_TP
+static __thread char owner_thread_tag;
 
-uintptr_t pool_thread_self(void)
+uintptr_t owner_thread_self(void)
 {
-	return (uintptr_t)&pool_thread_tag;
+	return (uintptr_t)&owner_thread_tag;
 }
 #endif
 
@@ -424,7 +424,7 @@ static EBB_NOINLINE bool pool_enter_slow(ebb_pool_t *p, const char *func)
 
 EBB_INLINE bool pool_enter(ebb_pool_t *p, const char *func)
 {
-	if (EBB_LIKELY(p != NULL && p->owner == pool_thread_self()))
+	if (EBB_LIKELY(p != NULL && p->owner == owner_thread_self()))
 		return true;
 	return pool_enter_slow(p, func);
 }
@@ -475,7 +475,7 @@ EBB_API ebb_pool_t *ebb_pool_create(size_t size, size_t alignment, unsigned flag
 	pool_layout(p, size, alignment);
 	lock_init(&p->lock);
 	p->flags = flags;
-	p->owner = (flags & EBB_SHARED) ? 0 : pool_thread_self();
+	p->owner = (flags & EBB_SHARED) ? 0 : owner_thread_self();
 	p->magic = POOL_MAGIC;
 	return p;
 }
@@ -502,14 +502,14 @@ static EBB_NOINLINE void pool_free_slow(ebb_pool_t *pool, void *ptr)
 EBB_API void *ebb_pool_alloc(ebb_pool_t *pool)
 {
 	void *obj;
-	if (EBB_LIKELY(pool != NULL && pool->owner == pool_thread_self() && take_fast(pool, &obj)))
+	if (EBB_LIKELY(pool != NULL && pool->owner == owner_thread_self() && take_fast(pool, &obj)))
 		return obj;
 	return pool_alloc_slow(pool);
 }
 
 EBB_API void ebb_pool_free(ebb_pool_t *pool, void *ptr)
 {
-	if (EBB_LIKELY(ptr != NULL && pool != NULL && pool->owner == pool_thread_self() && put_fast(pool, ptr)))
+	if (EBB_LIKELY(ptr != NULL && pool != NULL && pool->owner == owner_thread_self() && put_fast(pool, ptr)))
 		return;
 	pool_free_slow(pool, ptr);
 }
@@ -543,7 +543,7 @@ EBB_API void ebb_pool_adopt(ebb_pool_t *pool)
 		return;
 	}
 	if (!(pool->flags & EBB_SHARED))
-		pool->owner = pool_thread_self();
+		pool->owner = owner_thread_self();
 }
 
 /* ---------------------------------------------------------------------------

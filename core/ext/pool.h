@@ -37,6 +37,7 @@
 #include "core/base/config.h"
 #include "core/pages/span.h"
 #include "core/base/util.h"
+#include "core/ext/owner.h"
 
 EBB_BEGIN_DECLS
 
@@ -68,29 +69,6 @@ struct ebb_pool {
  * in_partial says which; a span with used == 0 is never held (but for the
  * moment between pool_grow and its first object); hot is NULL or one of
  * them. */
-
-/* ---- the owner check (pools and arenas) --------------------------------- */
-
-/* The calling thread's identity: its thread pointer (never 0), or where the
- * compiler cannot read it, the address of a thread-local byte. */
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_thread_pointer)
-#define EBB_POOL_HAVE_TP 1
-#endif
-#endif
-#if !defined(EBB_POOL_HAVE_TP) && defined(__GNUC__) && !defined(__clang__) && \
-	(defined(__x86_64__) || defined(__aarch64__))
-#define EBB_POOL_HAVE_TP 1
-#endif
-
-#if defined(EBB_POOL_HAVE_TP)
-EBB_INLINE uintptr_t pool_thread_self(void)
-{
-	return (uintptr_t)__builtin_thread_pointer();
-}
-#else
-uintptr_t pool_thread_self(void);
-#endif
 
 /* ---- any thread ---------------------------------------------------------- */
 

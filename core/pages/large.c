@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "core/ext/arena.h"
 #include "core/pages/page_heap.h"
 #include "core/runtime/report.h"
 #include "core/pages/superblock.h"
@@ -43,6 +42,13 @@ void *large_alloc(size_t size, size_t align, bool zero)
 	return p;
 }
 
+static large_span_reason_t large_ext_reason;
+
+void large_set_ext_reason(large_span_reason_t reason)
+{
+	__atomic_store_n(&large_ext_reason, reason, __ATOMIC_RELEASE);
+}
+
 const char *large_why_bad(const void *p, bool freeing)
 {
 	superblock_t *sb;
@@ -57,8 +63,11 @@ const char *large_why_bad(const void *p, bool freeing)
 			return "not an allocated block (already freed, or not a block start)";
 		}
 	}
-	if (s->state == SPAN_ARENA || s->state == SPAN_POOL)
-		return arena_span_reason(p, s);
+	if (s->state == SPAN_ARENA || s->state == SPAN_POOL) {
+		large_span_reason_t why = __atomic_load_n(&large_ext_reason, __ATOMIC_ACQUIRE);
+		return why != NULL ? why(p, s)
+				   : "a block of an ebb_arena or ebb_pool, not a malloc block";
+	}
 	if (s->state == SPAN_CENTRAL || (s->state == SPAN_LARGE && p != span_start(sb, s)))
 		return "not the start of a block";
 	if (s->state == SPAN_LARGE)

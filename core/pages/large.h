@@ -24,6 +24,11 @@ void large_free_checked(void *p, const char *func);
  * of a bad-pointer report), or NULL if it is one. `freeing`: the call frees
  * it (a free run here is then a double free). Any thread, no lock. */
 const char *large_why_bad(const void *p, bool freeing);
+/* The reason large_why_bad gives for a pointer into an ARENA or POOL span:
+ * the extensions know their own handles, and sit above this file, so the
+ * entry points register it at start-up. Without it, a generic reason. */
+typedef const char *(*large_span_reason_t)(const void *p, const span_t *s);
+void large_set_ext_reason(large_span_reason_t reason);
 /* Usable bytes of a LARGE span. */
 size_t large_usable(const span_t *s);
 /* Resizes the large block p (span s) to hold `size` bytes without moving it,

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <string.h>
 
-#include "core/process/background.h"
 #include "core/runtime/options.h"
 #include "os/os.h"
 
@@ -752,16 +751,22 @@ span_t *page_heap_huge_resize(span_t *s, size_t npages)
  * Purging and unmapping
  * ------------------------------------------------------------------------- */
 
+/* Set once by the process layer at start-up (page_heap_set_dirty_hook); the
+ * page heap never calls up into the background thread by name. */
+static page_heap_dirty_hook_t page_heap_dirty_hook;
+
+void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook)
+{
+	__atomic_store_n(&page_heap_dirty_hook, hook, __ATOMIC_RELEASE);
+}
+
 /* Called after a free: with no background thread, decay runs here, at most
  * once per epoch; with one, only a dirty budget overrun wakes it early. */
 static void maybe_decay(page_heap_t *h, uint64_t now)
 {
-	background_maybe_start();
-	if (background_running()) {
-		if (page_heap_dirty_excess_pages() > 0)
-			background_kick();
+	page_heap_dirty_hook_t hook = __atomic_load_n(&page_heap_dirty_hook, __ATOMIC_ACQUIRE);
+	if (hook != NULL && hook())
 		return;
-	}
 	long long ms = options_get(OPT_DECAY_MS);
 	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
 	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);

@@ -118,6 +118,14 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now);
 /* Re-reads decay_ms for every heap. */
 void page_heap_decay_interval_changed(uint64_t now);
 
+/* Who decays dirty pages after a free. The process layer above registers its
+ * background thread's hook at start-up; the hook returns true when a
+ * background thread runs and will decay (it wakes it early if the dirty
+ * budget is overrun), false when the freeing thread must decay in line. No
+ * hook (before start-up ends): in line. Any thread; set once. */
+typedef bool (*page_heap_dirty_hook_t)(void);
+void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook);
+
 /* Dirty pages of all heaps together, and pages in use by spans (the base of
  * a percentage dirty budget); relaxed atomics. */
 size_t page_heap_dirty_total(void);

@@ -3,7 +3,6 @@
 
 #include "core/runtime/atomic.h"
 #include "core/blocks/central.h"
-#include "core/process/init.h"
 #include "core/runtime/options.h"
 #include "core/pages/page_heap.h"
 #include "core/process/timeline.h"
@@ -16,6 +15,7 @@ enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
  * retiring thread may go back OFF -> RUNNING with a CAS (work came in while
  * it was leaving); if a starter won instead, it leaves to the new thread. */
 static uint32_t bg_state;
+static uint32_t bg_enabled;       /* start-up is over (background_enable) */
 static uint32_t bg_kicked;
 static uint32_t bg_tid;           /* kernel id of the last thread started; 0: none */
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
@@ -174,11 +174,26 @@ static void *background_main(void *arg)
 	return NULL;
 }
 
+void background_enable(void)
+{
+	atomic_store_u32_release(&bg_enabled, 1);
+}
+
+bool background_on_dirty(void)
+{
+	background_maybe_start();
+	if (!background_running())
+		return false;
+	if (page_heap_dirty_excess_pages() > 0)
+		background_kick();
+	return true;
+}
+
 void background_maybe_start(void)
 {
 	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
 		return;
-	if (atomic_load_u32(&init_state) != INIT_DONE)
+	if (!atomic_load_u32_acquire(&bg_enabled))
 		return;
 	/* No background thread (turned off, or not started yet): timeline rows
 	 * come from here, the slow paths' hook. */
@@ -243,12 +258,10 @@ void background_option_changed(void)
 
 void background_prefork(void)
 {
-	timeline_prefork();
 }
 
 void background_postfork_parent(void)
 {
-	timeline_postfork_parent();
 }
 
 void background_postfork_child(void)
@@ -256,7 +269,6 @@ void background_postfork_child(void)
 	/* The thread does not exist in the child; the next slow path that wants
 	 * it starts a new one. */
 	os_event_init();
-	timeline_postfork_child();
 	atomic_store_u32(&bg_state, BG_OFF);
 	atomic_store_u32(&bg_kicked, 0);
 	atomic_store_u32(&bg_tid, 0);

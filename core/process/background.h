@@ -36,6 +36,13 @@ bool background_running(void);
 /* Starts the thread if the option asks for it and it is not running; cheap
  * when there is nothing to do. Call with no allocator lock held. */
 void background_maybe_start(void);
+/* The page heap's dirty hook (page_heap_set_dirty_hook): starts the thread
+ * if there is work for it; true if it runs (and was kicked if the dirty
+ * budget is overrun), false if the caller must decay in line. */
+bool background_on_dirty(void);
+/* Called once by start-up after the allocator works: until then no thread is
+ * started and no timeline row is written from the slow paths. */
+void background_enable(void);
 /* Wakes the thread now (a free overran the dirty budget). */
 void background_kick(void);
 /* Runs one tick's work on the calling thread (ebb_trim, tests). */

@@ -3,6 +3,7 @@
 #include "core/process/init.h"
 
 #include "core/process/background.h"
+#include "core/process/timeline.h"
 #include "core/blocks/central.h"
 #include "core/blocks/freelist.h"
 #include "core/runtime/options.h"
@@ -54,10 +55,17 @@ bool init_slow(void)
 	}
 	bool ok = init_run();
 	atomic_store_u32_release(&init_state, ok ? INIT_DONE : INIT_FAILED);
+	if (ok) {
+		/* The layers below learn of the end of start-up from here: they
+		 * do not read init_state (they sit under this file). */
+		page_heap_set_dirty_hook(background_on_dirty);
+		timeline_enable();
+		background_enable();
+	}
 	return ok;
 }
 
-void options_changed(enum option_id id)
+void init_option_changed(enum option_id id)
 {
 	if (atomic_load_u32_acquire(&init_state) != INIT_DONE)
 		return; /* read by init_run itself */

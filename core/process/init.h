@@ -14,6 +14,7 @@
 
 #include "core/runtime/atomic.h"
 #include "core/base/config.h"
+#include "core/runtime/options.h"
 
 EBB_BEGIN_DECLS
 
@@ -21,6 +22,10 @@ enum init_state { INIT_NONE = 0, INIT_RUNNING = 1, INIT_DONE = 2, INIT_FAILED = 
 extern uint32_t init_state;
 
 bool init_slow(void);
+
+/* Lets the layers react to an option changed at run time (ebb_option_set:
+ * the options table itself calls nobody). Any thread. */
+void init_option_changed(enum option_id id);
 
 /* true once the allocator can serve requests. */
 EBB_INLINE bool init_ensure(void)

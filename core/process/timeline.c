@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "core/runtime/atomic.h"
-#include "core/process/init.h"
 #include "core/runtime/options.h"
 #include "core/runtime/report.h"
 #include "core/process/stats.h"
@@ -20,6 +19,7 @@
  * and page-heap locks; options_get_string's lock nests inside it. */
 static ebb_lock_t tl_lock = EBB_LOCK_INITIALIZER;
 static uint64_t tl_next_ns; /* when the next row is due; 0: at once */
+static uint32_t tl_enabled; /* start-up is over (timeline_enable): stats can be read */
 static uint32_t tl_done;    /* the exit row is written: nothing after it */
 
 /* Under tl_lock only. */
@@ -197,9 +197,14 @@ uint64_t timeline_wait_ns(uint64_t now)
 /* How long the exit row waits for a writer that holds tl_lock. */
 #define TL_FINISH_WAIT_NS 1000000000ull
 
+void timeline_enable(void)
+{
+	atomic_store_u32_release(&tl_enabled, 1);
+}
+
 void timeline_finish(void)
 {
-	if (atomic_load_u32_acquire(&init_state) != INIT_DONE || atomic_load_u32(&tl_done))
+	if (!atomic_load_u32_acquire(&tl_enabled) || atomic_load_u32(&tl_done))
 		return;
 	/* Bounded: the holder may be blocked in the kernel, or be the frame a
 	 * signal handler that called exit() interrupted. Then no last row. */

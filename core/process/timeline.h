@@ -46,6 +46,9 @@ void timeline_poll(uint64_t now);
  * UINT64_MAX if the timeline is off or finished. */
 uint64_t timeline_wait_ns(uint64_t now);
 /* Writes the last row and closes the file (process exit); no row after it. */
+/* Called once by start-up after the allocator works; before it, the exit
+ * row is not written (there is nothing to read the stats of). */
+void timeline_enable(void);
 void timeline_finish(void);
 
 /* Fork: no row is half-written when the child is cloned. */

@@ -234,7 +234,8 @@ bool options_set(const char *name, size_t name_len, const char *value, size_t va
 			lock_release(&options_strings_lock);
 		}
 		__atomic_store_n(&options_values[i], v, __ATOMIC_RELAXED);
-		options_changed((enum option_id)i);
+		if (i == OPT_ON_ERROR)
+			report_set_warn_only(v != 0);
 		return true;
 	}
 	if (!quiet)

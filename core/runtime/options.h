@@ -76,9 +76,6 @@ bool options_lookup(const char *name, enum option_id *out);
 size_t options_get_string(enum option_id id, char *buf, size_t cap);
 /* The resolved dirty byte budget for `allocated` live bytes. */
 size_t options_dirty_max_bytes(uint64_t allocated);
-/* Called after an option changed, to let the layers react (init.c). */
-void options_changed(enum option_id id);
-
 EBB_END_DECLS
 
 #endif /* EBB_CORE_OPTIONS_H */

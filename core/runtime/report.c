@@ -2,8 +2,6 @@
 #include "core/runtime/report.h"
 
 #include "core/runtime/atomic.h"
-#include "core/blocks/freelist.h"
-#include "core/runtime/options.h"
 #include "os/os.h"
 
 static uint64_t report_warned;
@@ -127,13 +125,23 @@ void report_warn(const char *fmt, ...)
 	os_write_err(buf, n);
 }
 
+/* on_error: 0 abort (the default), 1 warn and go on. The options table sets
+ * it (report_set_warn_only); this file reads no option itself, so that the
+ * options can report their own errors through it. */
+static uint32_t report_warn_only;
+
+void report_set_warn_only(bool warn)
+{
+	atomic_store_u32(&report_warn_only, warn ? 1 : 0);
+}
+
 void report_bad_pointer(const char *func, const void *ptr, const char *reason)
 {
 	char buf[256];
 	size_t n = report_format(buf, sizeof buf, "ebbmalloc: %s(): invalid pointer %p: %s\n",
 				 func, ptr, reason);
 	report_write(buf, n, sizeof buf);
-	if (options_get(OPT_ON_ERROR) == 0)
+	if (!atomic_load_u32(&report_warn_only))
 		os_abort();
 	atomic_add_u64(&report_warned, 1);
 }
@@ -149,19 +157,6 @@ void report_fatal(const char *message)
 uint64_t report_count(void)
 {
 	return atomic_load_u64(&report_warned);
-}
-
-void freelist_corrupt(const char *func, const void *block)
-{
-	report_bad_pointer(func, block,
-			   "corrupted free-list link (a write into a freed block, or a double free)");
-}
-
-void freelist_lost_mark(const char *func, const void *block)
-{
-	report_bad_pointer(func, block,
-			   "double free (the block was freed twice and is about to be handed out again), "
-			   "or a write into it after it was freed");
 }
 
 void report_assert_failed(const char *file, int line, const char *cond)

@@ -24,6 +24,8 @@ void report_warn(const char *fmt, ...);
  * option on_error=warn is set: then the caller gets control back and must
  * leave the block alone (leak it). */
 void report_bad_pointer(const char *func, const void *ptr, const char *reason);
+/* Set by the options table whenever on_error is stored (true: warn). */
+void report_set_warn_only(bool warn);
 
 /* "ebbmalloc: <message>\n", then abort(), whatever on_error says: for the
  * failures after which the caller has no way to go on. */
