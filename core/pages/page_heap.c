@@ -1,5 +1,17 @@
-/* page_heap.c: free-run lists, coalescing, purging and unmapping. The rules
- * (locking, run kinds, identities) are in page_heap.h. */
+/* page_heap.c: the page heaps themselves: the table of heaps, the header
+ * check of superblocks, free-run lists with their boundary tags, best-fit
+ * allocation with split, free with coalescing, in-place resize of large
+ * spans, the superblock list, stats and fork.
+ *
+ * Its neighbours in core/pages: page_heap_purge.c (decay, purge, descriptor
+ * trimming, unmapping idle superblocks) and huge.c (huge blocks and their
+ * cache). They reach the run lists through the functions of page_heap.h's
+ * "inside the page heap" section, defined here.
+ *
+ * Locking: every function here that takes no page_heap_t lock itself runs
+ * with h->lock held (the run-list helpers); the public ones take it. No
+ * system call is made with it held: grow() maps with the lock dropped. The
+ * rest of the rules (run kinds, identities) are in page_heap.h. */
 #include "core/pages/page_heap.h"
 
 #include <errno.h>
@@ -22,16 +34,8 @@ static unsigned other_heaps_next;
 static uint64_t dirty_total_pages;
 static uint64_t inuse_total_pages;
 
-/* A purge pass takes at most this many pages out at once, so the lock is
- * retaken (and allocating threads get their turn) every 64 MiB. */
-#define PURGE_BATCH_PAGES ((size_t)16384)
 /* Most runs an aligned allocation looks at before it maps a superblock. */
 #define ALIGNED_SEARCH_RUNS 256u
-/* A huge block serves a request (a cached one reused, a live one shrunk by
- * realloc) as it is while it is at most twice as large as asked plus 1 MiB:
- * its resident pages are worth more than the few the program does not use,
- * which would have to be faulted in again when it grows back. */
-#define HUGE_SLACK(pages) ((pages) + 256)
 
 /* ---------------------------------------------------------------------------
  * Set-up
@@ -115,6 +119,18 @@ size_t page_heap_dirty_excess_pages(void)
 	return dirty > budget ? dirty - budget : 0;
 }
 
+/* Spans handed out, as the base of a percentage dirty budget (huge.c counts
+ * its blocks in too). Relaxed atomics; no lock needed. */
+void page_heap_inuse_add(size_t pages)
+{
+	atomic_add_u64(&inuse_total_pages, pages);
+}
+
+void page_heap_inuse_sub(size_t pages)
+{
+	atomic_sub_u64(&inuse_total_pages, pages);
+}
+
 /* ---------------------------------------------------------------------------
  * Header validation (superblock.h: the guard). Every operation that reaches a
  * superblock through a span the caller passes in, a run of the lists or a
@@ -125,7 +141,7 @@ size_t page_heap_dirty_excess_pages(void)
  * ------------------------------------------------------------------------- */
 
 /* The owner of sb, once its header has been checked. No lock needed. */
-static page_heap_t *sb_heap(superblock_t *sb, bool huge)
+page_heap_t *page_heap_owner(superblock_t *sb, bool huge)
 {
 	superblock_check(sb, huge);
 	page_heap_t *h = sb->heap;
@@ -136,9 +152,9 @@ static page_heap_t *sb_heap(superblock_t *sb, bool huge)
 
 /* sb reached from h's own structures, h->lock held: also owned by h, and its
  * lock-protected fields in range. */
-static void sb_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
+void page_heap_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
 {
-	if (EBB_UNLIKELY(sb_heap(sb, huge) != h))
+	if (EBB_UNLIKELY(page_heap_owner(sb, huge) != h))
 		superblock_report_overwritten(sb, "it names another page heap than the one that lists it");
 	if (EBB_UNLIKELY(sb->free_pages > sb->usable_pages || (sb->all_purged | sb->hdr_purging | sb->trim_queued) > 1))
 		superblock_report_overwritten(sb, "its page counts or flags are out of range");
@@ -153,9 +169,9 @@ static bool link_ok(const superblock_t *l)
  * links are live, so they too must name superblocks of ours before a walk
  * follows them or an unlink writes through them. (Off the lists they are
  * stale and may name headers unmapped since: not checked there.) */
-static void sb_check_listed(page_heap_t *h, superblock_t *sb, bool huge)
+void page_heap_check_listed(page_heap_t *h, superblock_t *sb, bool huge)
 {
-	sb_check_locked(h, sb, huge);
+	page_heap_check_locked(h, sb, huge);
 	if (EBB_UNLIKELY(!link_ok(sb->next) || !link_ok(sb->prev)))
 		superblock_report_overwritten(sb, "a list link in it points outside our superblocks");
 }
@@ -276,13 +292,13 @@ static void lru_remove(page_heap_t *h, span_t *s)
 		h->lru_tail = s->u.free.lru_prev;
 }
 
-static void dirty_add(page_heap_t *h, size_t pages)
+void page_heap_dirty_add(page_heap_t *h, size_t pages)
 {
 	h->dirty_pages += pages;
 	atomic_add_u64(&dirty_total_pages, pages);
 }
 
-static void dirty_sub(page_heap_t *h, size_t pages)
+void page_heap_dirty_sub(page_heap_t *h, size_t pages)
 {
 	h->dirty_pages -= pages;
 	atomic_sub_u64(&dirty_total_pages, pages);
@@ -299,11 +315,11 @@ static span_t *run_desc(page_heap_t *h, superblock_t *sb, unsigned page)
 
 /* Takes a free run out of its list (and the LRU), keeping the page counts of
  * its kind in step. */
-static void run_unlist(page_heap_t *h, span_t *s)
+void page_heap_run_unlist(page_heap_t *h, span_t *s)
 {
 	if (s->huge) {
 		superblock_t *sb = span_superblock(s);
-		sb_check_listed(h, sb, true);
+		page_heap_check_listed(h, sb, true);
 		if (sb->prev)
 			sb->prev->next = sb->next;
 		else
@@ -316,7 +332,7 @@ static void run_unlist(page_heap_t *h, span_t *s)
 	}
 	if (s->state == SPAN_FREE_DIRTY) {
 		lru_remove(h, s);
-		dirty_sub(h, s->npages);
+		page_heap_dirty_sub(h, s->npages);
 	} else {
 		h->purged_pages -= s->npages;
 	}
@@ -324,7 +340,7 @@ static void run_unlist(page_heap_t *h, span_t *s)
 
 /* Lists a free run (state FREE_DIRTY or FREE_PURGED, fields set). Dirty runs
  * enter the LRU after `lru_pos` (NULL: as the newest). */
-static void run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
+void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
 {
 	if (s->huge) {
 		superblock_t *sb = span_superblock(s);
@@ -339,7 +355,7 @@ static void run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
 	}
 	if (s->state == SPAN_FREE_DIRTY) {
 		lru_insert_after(h, lru_pos, s);
-		dirty_add(h, s->npages);
+		page_heap_dirty_add(h, s->npages);
 	} else {
 		h->purged_pages += s->npages;
 	}
@@ -353,15 +369,15 @@ static void run_tags(superblock_t *sb, const span_t *s)
 
 /* Makes [page, page+n) of sb a free run of `state`, merged with free
  * neighbours of the same state, and lists it. */
-static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
-			       uint8_t state, uint8_t zeroed, uint64_t now)
+void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
+				  uint8_t state, uint8_t zeroed, uint64_t now)
 {
 	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
 	span_t *self = run_desc(h, sb, page);
 	if (page > first && sb->pagemap[page - 1] >= first) {
 		span_t *l = superblock_span_at(sb, sb->pagemap[page - 1]);
 		if (l->state == state && l->page + l->npages == page) {
-			run_unlist(h, l);
+			page_heap_run_unlist(h, l);
 			self->state = SPAN_NONE;
 			n += l->npages;
 			page = l->page;
@@ -373,7 +389,7 @@ static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, 
 	if (right < end) {
 		span_t *r = superblock_span_at(sb, right);
 		if (r->state == state && r->page == right) {
-			run_unlist(h, r);
+			page_heap_run_unlist(h, r);
 			r->state = SPAN_NONE;
 			n += r->npages;
 			zeroed &= r->zeroed;
@@ -387,13 +403,12 @@ static void run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, 
 	if (state == SPAN_FREE_DIRTY)
 		self->u.free.freed_ns = now;
 	run_tags(sb, self);
-	run_list(h, self, NULL);
+	page_heap_run_list(h, self, NULL);
 }
 
 /* ---------------------------------------------------------------------------
  * Allocation and free
  * ------------------------------------------------------------------------- */
-static void maybe_decay(page_heap_t *h, uint64_t now);
 
 /* Takes the lock of sb's heap, for an operation that may write descriptors
  * of sb: waits while trim_descriptors has some of its header pages out. */
@@ -423,7 +438,7 @@ static bool grow(page_heap_t *h)
 	h->meta_pages += 1;
 	sb->free_pages = sb->usable_pages;
 	sb->empty_since_ns = now;
-	run_free_coalesced(h, sb, sb->first_page, sb->usable_pages, SPAN_FREE_PURGED, 1, now);
+	page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages, SPAN_FREE_PURGED, 1, now);
 	lock_release(&h->lock);
 	return true;
 }
@@ -465,7 +480,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	}
 
 	superblock_t *sb = span_superblock(s);
-	sb_check_locked(h, sb, false);
+	page_heap_check_locked(h, sb, false);
 	unsigned start = s->page;
 	size_t total = s->npages;
 	uint8_t kind_state = s->state, zeroed = s->zeroed;
@@ -503,7 +518,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 			lru_insert_after(h, lru_pos, b);
 	}
 	if (kind_state == SPAN_FREE_DIRTY) {
-		dirty_sub(h, npages);
+		page_heap_dirty_sub(h, npages);
 		decay_note_removed(&h->decay, npages);
 	} else {
 		h->purged_pages -= npages;
@@ -532,7 +547,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 void page_heap_free(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb_heap(sb, false);
+	page_heap_t *h = page_heap_owner(sb, false);
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
 	lock_acquire_sb(h, sb);
@@ -542,17 +557,17 @@ void page_heap_free(span_t *s)
 		h->large_pages -= n;
 	atomic_sub_u64(&inuse_total_pages, n);
 	sb->free_pages += (uint32_t)n;
-	run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
 	if (sb->free_pages == sb->usable_pages)
 		sb->empty_since_ns = now;
 	lock_release(&h->lock);
-	maybe_decay(h, now);
+	page_heap_maybe_decay(h, now);
 }
 
 bool page_heap_resize(span_t *s, size_t new_npages)
 {
 	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb_heap(sb, false);
+	page_heap_t *h = page_heap_owner(sb, false);
 	size_t old = s->npages;
 	if (new_npages == old)
 		return true;
@@ -566,7 +581,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 		sb->free_pages += (uint32_t)cut;
 		h->large_pages -= cut;
 		atomic_sub_u64(&inuse_total_pages, cut);
-		run_free_coalesced(h, sb, s->page + (unsigned)new_npages, cut, SPAN_FREE_DIRTY, 0, now);
+		page_heap_run_free_coalesced(h, sb, s->page + (unsigned)new_npages, cut, SPAN_FREE_DIRTY, 0, now);
 		ok = true;
 	} else {
 		unsigned right = s->page + (unsigned)old;
@@ -577,7 +592,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 			uint8_t rstate = r->state, rzeroed = r->zeroed;
 			uint64_t freed = r->u.free.freed_ns;
 			size_t rest = r->npages - extra;
-			run_unlist(h, r);
+			page_heap_run_unlist(h, r);
 			r->state = SPAN_NONE;
 			if (rest) {
 				/* The remainder gets a new descriptor; it counts as fresh in
@@ -590,7 +605,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 				b->huge = 0;
 				b->u.free.freed_ns = freed;
 				run_tags(sb, b);
-				run_list(h, b, NULL);
+				page_heap_run_list(h, b, NULL);
 			}
 			if (rstate == SPAN_FREE_DIRTY)
 				decay_note_removed(&h->decay, extra);
@@ -610,287 +625,13 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 }
 
 /* ---------------------------------------------------------------------------
- * Huge blocks
+ * Stats and fork
  * ------------------------------------------------------------------------- */
-/* Marks cached huge block s (unlisted) as handed out for `asked` pages.
- * Caller holds the lock. */
-static void huge_take(page_heap_t *h, span_t *s, size_t asked)
-{
-	s->state = SPAN_LARGE;
-	s->used = (uint32_t)asked;
-	span_superblock(s)->empty_since_ns = 0;
-	h->huge_pages += s->npages;
-	h->huge_slack_pages += s->npages - asked;
-	h->huge_live++;
-	h->large_allocs++;
-	atomic_add_u64(&inuse_total_pages, s->npages);
-}
-
-/* A request for a huge block reuses the cached one that fits best: one that
- * is a little larger as it is; one much larger, shrunk in place; else the
- * largest smaller one, grown (mremap moves its page tables if it cannot grow
- * in place). Either way its resident pages serve the new block instead of
- * fresh ones that must be faulted in: a program whose big buffers change
- * size from one use to the next pays for the difference only. */
-span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages)
-{
-	span_t *fit = NULL, *below = NULL;
-	lock_acquire(&h->lock);
-	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
-		sb_check_listed(h, sb, true);
-		span_t *c = &sb->spans[0];
-		if ((((uintptr_t)sb + EBB_SB_SIZE) & (align - 1)) != 0)
-			continue;
-		if (c->npages >= npages) {
-			if (fit == NULL || c->npages < fit->npages)
-				fit = c;
-		} else if ((below == NULL || c->npages > below->npages) && align <= EBB_SB_SIZE) {
-			below = c; /* growing may move it, keeping only 4 MiB alignment */
-		}
-	}
-	span_t *s = fit ? fit : below;
-	if (s != NULL) {
-		bool was_dirty = s->state == SPAN_FREE_DIRTY;
-		run_unlist(h, s);
-		if (was_dirty)
-			decay_note_removed(&h->decay, s->npages);
-		s->zeroed = was_dirty ? 0 : s->zeroed;
-		bool resize = s->npages < npages || s->npages - npages > HUGE_SLACK(npages);
-		s->state = SPAN_LARGE; /* ours alone now: out of every list */
-		if (!resize) {
-			huge_take(h, s, asked_pages);
-			lock_release(&h->lock);
-			return s;
-		}
-		/* Counted as cached-and-in-use while the lock is dropped; the
-		 * resize updates the mapping totals itself. */
-		lock_release(&h->lock);
-		superblock_t *nsb = huge_resize(span_superblock(s), npages);
-		lock_acquire(&h->lock);
-		if (nsb != NULL) {
-			s = &nsb->spans[0];
-			huge_take(h, s, asked_pages);
-			lock_release(&h->lock);
-			return s;
-		}
-		if (s->npages >= npages) { /* could not shrink: use it as it is */
-			huge_take(h, s, asked_pages);
-			lock_release(&h->lock);
-			return s;
-		}
-		/* Could not grow: back into the cache, and map a new one. */
-		s->state = was_dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED;
-		s->u.free.freed_ns = os_now_ns();
-		span_superblock(s)->empty_since_ns = s->u.free.freed_ns;
-		run_list(h, s, NULL);
-	}
-	lock_release(&h->lock);
-
-	superblock_t *sb = huge_create(h, npages, align);
-	if (sb == NULL)
-		return NULL;
-	s = &sb->spans[0];
-	lock_acquire(&h->lock);
-	h->huge_count++;
-	h->meta_pages += 1;
-	huge_take(h, s, asked_pages);
-	lock_release(&h->lock);
-	return s;
-}
-
-void page_heap_huge_free(span_t *s)
-{
-	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb_heap(sb, true);
-	uint64_t now = os_now_ns();
-	lock_acquire(&h->lock);
-	h->huge_pages -= s->npages;
-	h->huge_slack_pages -= s->npages - s->used;
-	h->huge_live--;
-	atomic_sub_u64(&inuse_total_pages, s->npages);
-	s->state = SPAN_FREE_DIRTY;
-	s->zeroed = 0;
-	s->u.free.freed_ns = now;
-	sb->empty_since_ns = now;
-	run_list(h, s, NULL);
-	lock_release(&h->lock);
-	maybe_decay(h, now);
-}
-
-span_t *page_heap_huge_resize(span_t *s, size_t npages)
-{
-	superblock_t *sb = span_superblock(s);
-	page_heap_t *h = sb_heap(sb, true);
-	size_t old = s->npages, old_asked = s->used;
-	if (npages < old && old - npages <= HUGE_SLACK(npages)) {
-		/* Shrunk in place: the tail stays mapped, as slack. */
-		lock_acquire(&h->lock);
-		s->used = (uint32_t)npages;
-		h->huge_slack_pages += old_asked - npages;
-		lock_release(&h->lock);
-		return s;
-	}
-	superblock_t *nsb = huge_resize(sb, npages);
-	if (nsb == NULL)
-		return NULL;
-	span_t *ns = &nsb->spans[0];
-	ns->used = (uint32_t)npages;
-	lock_acquire(&h->lock);
-	h->huge_pages += npages;
-	h->huge_pages -= old;
-	h->huge_slack_pages -= old - old_asked;
-	if (npages > old)
-		atomic_add_u64(&inuse_total_pages, npages - old);
-	else
-		atomic_sub_u64(&inuse_total_pages, old - npages);
-	lock_release(&h->lock);
-	return ns;
-}
-
-/* ---------------------------------------------------------------------------
- * Purging and unmapping
- * ------------------------------------------------------------------------- */
-
-/* Set once by the process layer at start-up (page_heap_set_dirty_hook); the
- * page heap never calls up into the background thread by name. */
-static page_heap_dirty_hook_t page_heap_dirty_hook;
-
-void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook)
-{
-	__atomic_store_n(&page_heap_dirty_hook, hook, __ATOMIC_RELEASE);
-}
-
-/* Called after a free: with no background thread, decay runs here, at most
- * once per epoch; with one, only a dirty budget overrun wakes it early. */
-static void maybe_decay(page_heap_t *h, uint64_t now)
-{
-	page_heap_dirty_hook_t hook = __atomic_load_n(&page_heap_dirty_hook, __ATOMIC_ACQUIRE);
-	if (hook != NULL && hook())
-		return;
-	long long ms = options_get(OPT_DECAY_MS);
-	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
-	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);
-	if (util_elapsed(now, last) >= epoch || page_heap_dirty_excess_pages() > 0)
-		page_heap_decay(h, now, false);
-}
-
-/* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
- * through `next`. Caller holds the lock. */
-static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
-{
-	span_t *list = NULL;
-	*taken = 0;
-	while (*taken < want && h->lru_tail != NULL) {
-		span_t *s = h->lru_tail;
-		run_unlist(h, s);
-		dirty_add(h, s->npages); /* still resident until madvise returns */
-		s->state = SPAN_BUSY;
-		s->next = list;
-		list = s;
-		*taken += s->npages;
-	}
-	return list;
-}
-
-static void *run_addr(span_t *s)
-{
-	return span_start(span_superblock(s), s);
-}
-
-/* Header pages 1.. of sb that hold descriptors (desc_touched) but only
- * SPAN_NONE ones: what the pages they describe need of them is in page 0
- * (the maps) or in other run heads. Caller holds the lock. */
-static uint32_t idle_desc_pages(const superblock_t *sb)
-{
-	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
-	uint32_t idle = 0;
-	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
-		if (!(sb->desc_touched & (1u << b)))
-			continue;
-		size_t i = (b * EBB_PAGE_SIZE - base) / sizeof(span_t);
-		size_t end = ((b + 1) * EBB_PAGE_SIZE - base) / sizeof(span_t);
-		if (end > EBB_SB_USABLE_PAGES)
-			end = EBB_SB_USABLE_PAGES;
-		while (i < end && sb->spans[i].state == SPAN_NONE)
-			i++;
-		if (i == end)
-			idle |= 1u << b;
-	}
-	return idle;
-}
-
-/* Gives back the header pages of sb that describe nothing any more (a burst's
- * spans come and go, and each left its descriptor page resident: 17 pages of
- * a superblock's header, 1.6% of what a burst mapped). Zeroed pages read back
- * as SPAN_NONE descriptors, so a page needed again later simply faults in.
- *
- * Nobody may write a descriptor on those pages while madvise runs with the
- * lock dropped. The writers are the page heap's own operations on sb:
- * allocation finds no run of sb (all its free runs are taken out, BUSY),
- * free and resize of sb's spans wait for hdr_purging to clear, and decay and
- * release are this pass (h->purging). Span owners write only non-NONE
- * descriptors, which are not on these pages. Only superblocks whose free runs
- * are all purged qualify: dirty runs are purged first, by decay.
- * Caller holds the lock and the purging flag. */
-static void trim_descriptors(page_heap_t *h, superblock_t *sb)
-{
-	uint32_t idle = idle_desc_pages(sb);
-	if (idle == 0)
-		return;
-	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
-	for (unsigned page = sb->first_page; page < end;) {
-		span_t *s = superblock_span_at(sb, page);
-		if (s->state == SPAN_FREE_DIRTY || s->state == SPAN_BUSY)
-			return;
-		page += s->npages;
-	}
-	span_t *busy = NULL;
-	for (unsigned page = sb->first_page; page < end;) {
-		span_t *s = superblock_span_at(sb, page);
-		page += s->npages;
-		if (s->state != SPAN_FREE_PURGED)
-			continue;
-		run_unlist(h, s);
-		s->state = SPAN_BUSY;
-		s->next = busy;
-		busy = s;
-	}
-	sb->hdr_purging = 1;
-	lock_release(&h->lock);
-	bool ok = true;
-	size_t calls = 0;
-	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
-		if (!(idle & (1u << b)))
-			continue;
-		unsigned n = 1;
-		while (b + n < EBB_SB_HEADER_PAGES && (idle & (1u << (b + n))))
-			n++;
-		calls++;
-		if (!os_purge((char *)sb + b * EBB_PAGE_SIZE, n * EBB_PAGE_SIZE, false)) {
-			/* Nothing lost: a page madvise refused is still resident and
-			 * still counted. */
-			idle &= ~(((1u << n) - 1) << b);
-			ok = false;
-		}
-		b += n - 1;
-	}
-	lock_acquire(&h->lock);
-	for (span_t *s = busy, *next; s; s = next) {
-		next = s->next;
-		s->state = SPAN_FREE_PURGED;
-		run_list(h, s, NULL);
-	}
-	sb->hdr_purging = 0;
-	h->madvise_calls += calls;
-	sb->desc_touched &= ~idle;
-	h->meta_pages -= (size_t)__builtin_popcount(idle);
-	(void)ok;
-}
 
 /* Takes h->lock with no purge or release pass in flight. A pass has runs out
  * of the lists with the lock dropped; whoever must see every run (fork, trim)
  * waits for it to put them back. */
-static void lock_idle(page_heap_t *h)
+void page_heap_lock_idle(page_heap_t *h)
 {
 	for (;;) {
 		lock_acquire(&h->lock);
@@ -901,231 +642,6 @@ static void lock_idle(page_heap_t *h)
 	}
 }
 
-size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
-{
-	if (all)
-		lock_idle(h);
-	else
-		lock_acquire(&h->lock);
-	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
-	if (h->purging) {
-		lock_release(&h->lock);
-		return 0;
-	}
-	size_t want = all ? h->dirty_pages : decay_pages_to_purge(&h->decay, now, h->dirty_pages);
-	size_t excess = page_heap_dirty_excess_pages();
-	if (excess > want)
-		want = excess < h->dirty_pages ? excess : h->dirty_pages;
-	if (want == 0) {
-		lock_release(&h->lock);
-		return 0;
-	}
-	h->purging = true;
-	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
-	bool lazy = options_get(OPT_PURGE) == 1;
-	size_t done = 0;
-	bool failed = false;
-	/* Where purged runs landed, for trim_descriptors: every such superblock,
-	 * however many (a burst's purge reaches thousands of them). */
-	superblock_t *touched = NULL;
-	while (done < want && !failed) {
-		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
-		size_t taken;
-		span_t *list = take_oldest(h, batch, &taken);
-		if (list == NULL)
-			break;
-		lock_release(&h->lock);
-		/* No lock held: allocating threads never wait for the kernel. */
-		size_t calls = 0;
-		for (span_t *s = list; s; s = s->next) {
-			calls++;
-			s->purge_ok = os_purge(run_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT, lazy);
-		}
-		lock_acquire(&h->lock);
-		h->madvise_calls += calls;
-		size_t purged = 0;
-		for (span_t *s = list, *next; s; s = next) {
-			next = s->next;
-			superblock_t *sb = span_superblock(s);
-			sb_check_locked(h, sb, s->huge);
-			dirty_sub(h, s->npages);
-			if (s->purge_ok) {
-				purged += s->npages;
-				if (s->huge) {
-					s->state = SPAN_FREE_PURGED;
-					s->zeroed = !lazy;
-					run_list(h, s, NULL);
-				} else {
-					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
-					if (!sb->trim_queued && sb->desc_touched != 1) {
-						sb->trim_queued = 1;
-						sb->trim_next = touched;
-						touched = sb;
-					}
-				}
-			} else {
-				/* The kernel refused: the pages stay resident and are listed
-				 * dirty again (with their age), and this pass stops. */
-				s->state = SPAN_FREE_DIRTY;
-				failed = true;
-				if (s->huge)
-					run_list(h, s, h->lru_tail);
-				else
-					run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0,
-							   s->u.free.freed_ns);
-			}
-		}
-		decay_note_removed(&h->decay, purged);
-		h->bytes_purged += (uint64_t)purged << EBB_PAGE_SHIFT;
-		if (purged)
-			h->purges++;
-		done += purged;
-	}
-	/* No superblock of the list can be unmapped meanwhile: unmapping is a
-	 * pass of its own, excluded by h->purging. */
-	for (superblock_t *sb = touched, *next; sb; sb = next) {
-		next = sb->trim_next;
-		sb->trim_queued = 0;
-		trim_descriptors(h, sb);
-	}
-	h->purging = false;
-	lock_depth_leave();
-	lock_release(&h->lock);
-	return done;
-}
-
-/* Takes every run of an entirely free superblock out of the lists. Returns
- * true if all of them were purged (so nothing of it is resident). */
-static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
-{
-	bool all_purged = true;
-	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
-	for (unsigned page = sb->first_page; page < end;) {
-		span_t *s = superblock_span_at(sb, page);
-		all_purged &= s->state == SPAN_FREE_PURGED;
-		if (s->state == SPAN_FREE_DIRTY)
-			decay_note_removed(&h->decay, s->npages);
-		run_unlist(h, s);
-		s->state = SPAN_NONE;
-		page += s->npages;
-	}
-	return all_purged;
-}
-
-size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
-{
-	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
-	superblock_t *victims = NULL;
-	if (all)
-		lock_idle(h);
-	else
-		lock_acquire(&h->lock);
-	if (h->purging) {
-		lock_release(&h->lock);
-		return 0;
-	}
-	h->purging = true;
-	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
-	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
-		sb_check_listed(h, sb, false);
-		next = sb->next;
-		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
-		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
-			continue;
-		if (sb->prev)
-			sb->prev->next = sb->next;
-		else
-			h->superblocks = sb->next;
-		if (sb->next)
-			sb->next->prev = sb->prev;
-		sb->all_purged = unlist_superblock_runs(h, sb);
-		h->superblocks_count--;
-		sb->next = victims;
-		victims = sb;
-	}
-	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
-		sb_check_listed(h, sb, true);
-		next = sb->next;
-		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
-			continue;
-		if (sb->spans[0].state == SPAN_FREE_DIRTY)
-			decay_note_removed(&h->decay, sb->spans[0].npages);
-		sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
-		run_unlist(h, &sb->spans[0]);
-		h->huge_count--;
-		sb->next = victims;
-		victims = sb;
-	}
-	lock_release(&h->lock);
-
-	size_t released = 0;
-	for (superblock_t *sb = victims, *next; sb; sb = next) {
-		next = sb->next;
-		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
-		bool huge = sb->huge, purged = sb->all_purged;
-		if (superblock_destroy(sb)) {
-			released++;
-			lock_acquire(&h->lock);
-			h->meta_pages -= meta;
-			lock_release(&h->lock);
-			continue;
-		}
-		/* munmap failed: keep the superblock, as one free run. */
-		lock_acquire(&h->lock);
-		if (huge) {
-			span_t *s = &sb->spans[0];
-			s->state = purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY;
-			s->u.free.freed_ns = now;
-			run_list(h, s, NULL);
-			h->huge_count++;
-		} else {
-			sb->prev = NULL;
-			sb->next = h->superblocks;
-			if (sb->next)
-				sb->next->prev = sb;
-			h->superblocks = sb;
-			h->superblocks_count++;
-			run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
-					   purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, 0, now);
-		}
-		lock_release(&h->lock);
-	}
-	lock_acquire(&h->lock);
-	h->purging = false;
-	lock_depth_leave();
-	lock_release(&h->lock);
-	return released;
-}
-
-uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
-{
-	uint64_t due = UINT64_MAX;
-	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
-	lock_acquire(&h->lock);
-	due = decay_next_due(&h->decay, now, h->dirty_pages);
-	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
-		sb_check_listed(h, sb, false);
-		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
-			uint64_t at = sb->empty_since_ns + delay;
-			uint64_t d = at > now ? at - now : 0;
-			if (d < due)
-				due = d;
-		}
-	}
-	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
-		sb_check_listed(h, sb, true);
-		uint64_t at = sb->empty_since_ns + delay;
-		uint64_t d = at > now ? at - now : 0;
-		if (d < due)
-			due = d;
-	}
-	lock_release(&h->lock);
-	return due;
-}
-
-/* ---------------------------------------------------------------------------
- * Stats and fork
- * ------------------------------------------------------------------------- */
 void page_heap_stats_add(page_heap_stats_t *acc)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++) {
@@ -1151,7 +667,7 @@ void page_heap_prefork(void)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++) {
 		/* The child would never get back runs a pass has out. */
-		lock_idle(&page_heaps[i]);
+		page_heap_lock_idle(&page_heaps[i]);
 	}
 }
 

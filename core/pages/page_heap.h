@@ -137,6 +137,38 @@ void page_heap_prefork(void);
 void page_heap_postfork_parent(void);
 void page_heap_postfork_child(void);
 
+/* ---- inside the page heap ----------------------------------------------
+ * For page_heap.c, page_heap_purge.c and huge.c only, which are one module
+ * in three files; nothing else calls these. Unless a line says otherwise,
+ * the caller holds h->lock. */
+
+/* The owner of sb once its header is checked (superblock_check, then the
+ * owner pointer against the heaps we know); aborts on a forged one. No lock. */
+page_heap_t *page_heap_owner(superblock_t *sb, bool huge);
+/* sb reached from h's own structures: also owned by h, fields in range. */
+void page_heap_check_locked(page_heap_t *h, superblock_t *sb, bool huge);
+/* sb is on one of h's superblock lists: its links too name our superblocks. */
+void page_heap_check_listed(page_heap_t *h, superblock_t *sb, bool huge);
+/* A free run out of its list (and the LRU) / into them (dirty runs after
+ * lru_pos, NULL: as the newest), the page counts of its kind kept in step. */
+void page_heap_run_unlist(page_heap_t *h, span_t *s);
+void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos);
+/* Makes [page, page+n) of sb a free run of `state`, merged with free
+ * neighbours of the same state, and lists it. */
+void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
+				  uint8_t state, uint8_t zeroed, uint64_t now);
+/* Dirty pages of h and of all heaps together. */
+void page_heap_dirty_add(page_heap_t *h, size_t pages);
+void page_heap_dirty_sub(page_heap_t *h, size_t pages);
+/* Pages handed out, all heaps (relaxed atomic; no lock needed). */
+void page_heap_inuse_add(size_t pages);
+void page_heap_inuse_sub(size_t pages);
+/* Takes h->lock (not held before) once no purge or release pass has runs out. */
+void page_heap_lock_idle(page_heap_t *h);
+/* After a free, lock not held: decays here unless the dirty hook says a
+ * background thread will (page_heap_purge.c). */
+void page_heap_maybe_decay(page_heap_t *h, uint64_t now);
+
 EBB_END_DECLS
 
 #endif /* EBB_CORE_PAGE_HEAP_H */

@@ -1,0 +1,383 @@
+/* page_heap_purge.c: giving memory back. Dirty runs age in each heap's LRU;
+ * decay passes purge the oldest (madvise) as the decay curve and the dirty
+ * budget ask; purged superblocks give back header pages whose descriptors
+ * describe nothing any more; superblocks and cached huge blocks that stay
+ * entirely free for unmap_delay_ms are unmapped. Also when a heap next has
+ * such work (for the background thread) and who decays after a free.
+ *
+ * Locking: a pass (decay or release) takes h->lock, takes the runs it works
+ * on out of the lists (BUSY, or unlisted), sets h->purging so that no second
+ * pass starts, and makes its system calls with the lock dropped; it puts back
+ * what the kernel refused before it clears h->purging. Whoever must see every
+ * run waits for that with page_heap_lock_idle. The run lists are page_heap.c's
+ * and are used through page_heap.h's "inside the page heap" section. */
+#include "core/pages/page_heap.h"
+
+#include <stddef.h>
+
+#include "core/runtime/options.h"
+#include "os/os.h"
+
+
+/* A purge pass takes at most this many pages out at once, so the lock is
+ * retaken (and allocating threads get their turn) every 64 MiB. */
+#define PURGE_BATCH_PAGES ((size_t)16384)
+
+
+/* Set once by the process layer at start-up (page_heap_set_dirty_hook); the
+ * page heap never calls up into the background thread by name. */
+static page_heap_dirty_hook_t page_heap_dirty_hook;
+
+void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook)
+{
+	__atomic_store_n(&page_heap_dirty_hook, hook, __ATOMIC_RELEASE);
+}
+
+/* Called after a free: with no background thread, decay runs here, at most
+ * once per epoch; with one, only a dirty budget overrun wakes it early. */
+void page_heap_maybe_decay(page_heap_t *h, uint64_t now)
+{
+	page_heap_dirty_hook_t hook = __atomic_load_n(&page_heap_dirty_hook, __ATOMIC_ACQUIRE);
+	if (hook != NULL && hook())
+		return;
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);
+	uint64_t last = __atomic_load_n(&h->last_decay_ns, __ATOMIC_RELAXED);
+	if (util_elapsed(now, last) >= epoch || page_heap_dirty_excess_pages() > 0)
+		page_heap_decay(h, now, false);
+}
+
+/* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
+ * through `next`. Caller holds the lock. */
+static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
+{
+	span_t *list = NULL;
+	*taken = 0;
+	while (*taken < want && h->lru_tail != NULL) {
+		span_t *s = h->lru_tail;
+		page_heap_run_unlist(h, s);
+		page_heap_dirty_add(h, s->npages); /* still resident until madvise returns */
+		s->state = SPAN_BUSY;
+		s->next = list;
+		list = s;
+		*taken += s->npages;
+	}
+	return list;
+}
+
+static void *run_addr(span_t *s)
+{
+	return span_start(span_superblock(s), s);
+}
+
+/* Header pages 1.. of sb that hold descriptors (desc_touched) but only
+ * SPAN_NONE ones: what the pages they describe need of them is in page 0
+ * (the maps) or in other run heads. Caller holds the lock. */
+static uint32_t idle_desc_pages(const superblock_t *sb)
+{
+	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
+	uint32_t idle = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(sb->desc_touched & (1u << b)))
+			continue;
+		size_t i = (b * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		size_t end = ((b + 1) * EBB_PAGE_SIZE - base) / sizeof(span_t);
+		if (end > EBB_SB_USABLE_PAGES)
+			end = EBB_SB_USABLE_PAGES;
+		while (i < end && sb->spans[i].state == SPAN_NONE)
+			i++;
+		if (i == end)
+			idle |= 1u << b;
+	}
+	return idle;
+}
+
+/* Gives back the header pages of sb that describe nothing any more (a burst's
+ * spans come and go, and each left its descriptor page resident: 17 pages of
+ * a superblock's header, 1.6% of what a burst mapped). Zeroed pages read back
+ * as SPAN_NONE descriptors, so a page needed again later simply faults in.
+ *
+ * Nobody may write a descriptor on those pages while madvise runs with the
+ * lock dropped. The writers are the page heap's own operations on sb:
+ * allocation finds no run of sb (all its free runs are taken out, BUSY),
+ * free and resize of sb's spans wait for hdr_purging to clear, and decay and
+ * release are this pass (h->purging). Span owners write only non-NONE
+ * descriptors, which are not on these pages. Only superblocks whose free runs
+ * are all purged qualify: dirty runs are purged first, by decay.
+ * Caller holds the lock and the purging flag. */
+static void trim_descriptors(page_heap_t *h, superblock_t *sb)
+{
+	uint32_t idle = idle_desc_pages(sb);
+	if (idle == 0)
+		return;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		if (s->state == SPAN_FREE_DIRTY || s->state == SPAN_BUSY)
+			return;
+		page += s->npages;
+	}
+	span_t *busy = NULL;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		page += s->npages;
+		if (s->state != SPAN_FREE_PURGED)
+			continue;
+		page_heap_run_unlist(h, s);
+		s->state = SPAN_BUSY;
+		s->next = busy;
+		busy = s;
+	}
+	sb->hdr_purging = 1;
+	lock_release(&h->lock);
+	bool ok = true;
+	size_t calls = 0;
+	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+		if (!(idle & (1u << b)))
+			continue;
+		unsigned n = 1;
+		while (b + n < EBB_SB_HEADER_PAGES && (idle & (1u << (b + n))))
+			n++;
+		calls++;
+		if (!os_purge((char *)sb + b * EBB_PAGE_SIZE, n * EBB_PAGE_SIZE, false)) {
+			/* Nothing lost: a page madvise refused is still resident and
+			 * still counted. */
+			idle &= ~(((1u << n) - 1) << b);
+			ok = false;
+		}
+		b += n - 1;
+	}
+	lock_acquire(&h->lock);
+	for (span_t *s = busy, *next; s; s = next) {
+		next = s->next;
+		s->state = SPAN_FREE_PURGED;
+		page_heap_run_list(h, s, NULL);
+	}
+	sb->hdr_purging = 0;
+	h->madvise_calls += calls;
+	sb->desc_touched &= ~idle;
+	h->meta_pages -= (size_t)__builtin_popcount(idle);
+	(void)ok;
+}
+
+size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
+{
+	if (all)
+		page_heap_lock_idle(h);
+	else
+		lock_acquire(&h->lock);
+	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	size_t want = all ? h->dirty_pages : decay_pages_to_purge(&h->decay, now, h->dirty_pages);
+	size_t excess = page_heap_dirty_excess_pages();
+	if (excess > want)
+		want = excess < h->dirty_pages ? excess : h->dirty_pages;
+	if (want == 0) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
+	bool lazy = options_get(OPT_PURGE) == 1;
+	size_t done = 0;
+	bool failed = false;
+	/* Where purged runs landed, for trim_descriptors: every such superblock,
+	 * however many (a burst's purge reaches thousands of them). */
+	superblock_t *touched = NULL;
+	while (done < want && !failed) {
+		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
+		size_t taken;
+		span_t *list = take_oldest(h, batch, &taken);
+		if (list == NULL)
+			break;
+		lock_release(&h->lock);
+		/* No lock held: allocating threads never wait for the kernel. */
+		size_t calls = 0;
+		for (span_t *s = list; s; s = s->next) {
+			calls++;
+			s->purge_ok = os_purge(run_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT, lazy);
+		}
+		lock_acquire(&h->lock);
+		h->madvise_calls += calls;
+		size_t purged = 0;
+		for (span_t *s = list, *next; s; s = next) {
+			next = s->next;
+			superblock_t *sb = span_superblock(s);
+			page_heap_check_locked(h, sb, s->huge);
+			page_heap_dirty_sub(h, s->npages);
+			if (s->purge_ok) {
+				purged += s->npages;
+				if (s->huge) {
+					s->state = SPAN_FREE_PURGED;
+					s->zeroed = !lazy;
+					page_heap_run_list(h, s, NULL);
+				} else {
+					page_heap_run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
+					if (!sb->trim_queued && sb->desc_touched != 1) {
+						sb->trim_queued = 1;
+						sb->trim_next = touched;
+						touched = sb;
+					}
+				}
+			} else {
+				/* The kernel refused: the pages stay resident and are listed
+				 * dirty again (with their age), and this pass stops. */
+				s->state = SPAN_FREE_DIRTY;
+				failed = true;
+				if (s->huge)
+					page_heap_run_list(h, s, h->lru_tail);
+				else
+					page_heap_run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0,
+								     s->u.free.freed_ns);
+			}
+		}
+		decay_note_removed(&h->decay, purged);
+		h->bytes_purged += (uint64_t)purged << EBB_PAGE_SHIFT;
+		if (purged)
+			h->purges++;
+		done += purged;
+	}
+	/* No superblock of the list can be unmapped meanwhile: unmapping is a
+	 * pass of its own, excluded by h->purging. */
+	for (superblock_t *sb = touched, *next; sb; sb = next) {
+		next = sb->trim_next;
+		sb->trim_queued = 0;
+		trim_descriptors(h, sb);
+	}
+	h->purging = false;
+	lock_depth_leave();
+	lock_release(&h->lock);
+	return done;
+}
+
+/* Takes every run of an entirely free superblock out of the lists. Returns
+ * true if all of them were purged (so nothing of it is resident). */
+static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
+{
+	bool all_purged = true;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *s = superblock_span_at(sb, page);
+		all_purged &= s->state == SPAN_FREE_PURGED;
+		if (s->state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, s->npages);
+		page_heap_run_unlist(h, s);
+		s->state = SPAN_NONE;
+		page += s->npages;
+	}
+	return all_purged;
+}
+
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+{
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	superblock_t *victims = NULL;
+	if (all)
+		page_heap_lock_idle(h);
+	else
+		lock_acquire(&h->lock);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
+	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
+		page_heap_check_listed(h, sb, false);
+		next = sb->next;
+		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
+		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
+			continue;
+		if (sb->prev)
+			sb->prev->next = sb->next;
+		else
+			h->superblocks = sb->next;
+		if (sb->next)
+			sb->next->prev = sb->prev;
+		sb->all_purged = unlist_superblock_runs(h, sb);
+		h->superblocks_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+		page_heap_check_listed(h, sb, true);
+		next = sb->next;
+		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
+			continue;
+		if (sb->spans[0].state == SPAN_FREE_DIRTY)
+			decay_note_removed(&h->decay, sb->spans[0].npages);
+		sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
+		page_heap_run_unlist(h, &sb->spans[0]);
+		h->huge_count--;
+		sb->next = victims;
+		victims = sb;
+	}
+	lock_release(&h->lock);
+
+	size_t released = 0;
+	for (superblock_t *sb = victims, *next; sb; sb = next) {
+		next = sb->next;
+		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
+		bool huge = sb->huge, purged = sb->all_purged;
+		if (superblock_destroy(sb)) {
+			released++;
+			lock_acquire(&h->lock);
+			h->meta_pages -= meta;
+			lock_release(&h->lock);
+			continue;
+		}
+		/* munmap failed: keep the superblock, as one free run. */
+		lock_acquire(&h->lock);
+		if (huge) {
+			span_t *s = &sb->spans[0];
+			s->state = purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY;
+			s->u.free.freed_ns = now;
+			page_heap_run_list(h, s, NULL);
+			h->huge_count++;
+		} else {
+			sb->prev = NULL;
+			sb->next = h->superblocks;
+			if (sb->next)
+				sb->next->prev = sb;
+			h->superblocks = sb;
+			h->superblocks_count++;
+			page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
+						     purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, 0, now);
+		}
+		lock_release(&h->lock);
+	}
+	lock_acquire(&h->lock);
+	h->purging = false;
+	lock_depth_leave();
+	lock_release(&h->lock);
+	return released;
+}
+
+uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
+{
+	uint64_t due = UINT64_MAX;
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	lock_acquire(&h->lock);
+	due = decay_next_due(&h->decay, now, h->dirty_pages);
+	for (superblock_t *sb = h->superblocks; sb; sb = sb->next) {
+		page_heap_check_listed(h, sb, false);
+		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns) {
+			uint64_t at = sb->empty_since_ns + delay;
+			uint64_t d = at > now ? at - now : 0;
+			if (d < due)
+				due = d;
+		}
+	}
+	for (superblock_t *sb = h->huge_cache; sb; sb = sb->next) {
+		page_heap_check_listed(h, sb, true);
+		uint64_t at = sb->empty_since_ns + delay;
+		uint64_t d = at > now ? at - now : 0;
+		if (d < due)
+			due = d;
+	}
+	lock_release(&h->lock);
+	return due;
+}
