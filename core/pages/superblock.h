@@ -72,7 +72,7 @@ typedef struct superblock {
 	uint8_t huge;
 	uint8_t all_purged; /* set by page_heap_release while it unmaps */
 	uint8_t hdr_purging; /* under heap->lock: descriptor pages are being purged
-			      * (page_heap.c trim_descriptors); frees wait */
+			      * (page_heap_purge.c trim_descriptors); frees wait */
 	uint8_t trim_queued; /* under heap->lock: on a decay pass's trim list */
 	/* under heap->lock */
 	uint32_t free_pages;          /* pages in free runs (any state) */
