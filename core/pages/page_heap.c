@@ -8,10 +8,11 @@
  * cache). They reach the run lists through the functions of page_heap.h's
  * "inside the page heap" section, defined here.
  *
- * Locking: every function here that takes no page_heap_t lock itself runs
- * with h->lock held (the run-list helpers); the public ones take it. No
- * system call is made with it held: grow() maps with the lock dropped. The
- * rest of the rules (run kinds, identities) are in page_heap.h. */
+ * Locking: the run-list helpers (static, or in page_heap.h's section) run
+ * with h->lock held; the public functions take it themselves, free and
+ * resize waiting while trim_descriptors has header pages of the superblock
+ * out. No system call is made with it held: grow() maps with the lock
+ * dropped. The rest of the rules (run kinds, identities) are in page_heap.h. */
 #include "core/pages/page_heap.h"
 
 #include <errno.h>
