@@ -200,41 +200,31 @@ static bool handle_ok(const ebb_arena_t *a)
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(a, &sb);
 	return s != NULL && s->state == SPAN_ARENA && !s->u.arena.block && s->u.arena.arena == a &&
-	       span_start(sb, s) == (const void *)a && a->magic == ARENA_MAGIC;
+	       span_start(sb, s) == (const void *)a && a->own.magic == ARENA_MAGIC;
 }
 
-/* Not the owner: a shared arena (lock it), another thread's arena or not an
- * arena at all (report). Returns true with the lock held for a shared arena.
- * The handle's words are read here (the caller has read `owner`): it must be
- * readable memory; what it holds is checked. */
-static EBB_NOINLINE bool arena_enter_slow(ebb_arena_t *a, const char *func)
+static bool handle_ok_any(const void *h)
 {
-	if (EBB_LIKELY(a != NULL && a->magic == ARENA_MAGIC && (a->flags & EBB_SHARED))) {
-		lock_acquire(&a->lock);
-		return true;
-	}
-	if (a == NULL || !handle_ok(a)) {
-		report_bad_pointer(func, a, "not an ebb_arena (never created, or destroyed)");
-		errno = EINVAL;
-		return false;
-	}
-	report_bad_pointer(func, a, "the arena belongs to another thread (create it with EBB_SHARED "
-				    "to share it, or hand it over with ebb_arena_adopt)");
-	errno = EPERM;
-	return false;
+	return handle_ok((const ebb_arena_t *)h);
 }
 
+static const owner_kind_t arena_kind = {
+	.magic = ARENA_MAGIC,
+	.handle_ok = handle_ok_any,
+	.not_one = "not an ebb_arena (never created, or destroyed)",
+	.not_ours = "the arena belongs to another thread (create it with EBB_SHARED to share it, or "
+		    "hand it over with ebb_arena_adopt)",
+};
+
+/* The owner-or-lock rule (owner.h). */
 EBB_INLINE bool arena_enter(ebb_arena_t *a, const char *func)
 {
-	if (EBB_LIKELY(a != NULL && a->owner == owner_thread_self()))
-		return true;
-	return arena_enter_slow(a, func);
+	return owner_enter(a, a != NULL ? &a->own : NULL, &arena_kind, func);
 }
 
 EBB_INLINE void arena_leave(ebb_arena_t *a)
 {
-	if (a->flags & EBB_SHARED)
-		lock_release(&a->lock);
+	owner_leave(&a->own);
 }
 
 static EBB_NOINLINE void *arena_alloc_slow(ebb_arena_t *a, size_t size, size_t align, const char *func)
@@ -272,17 +262,14 @@ EBB_API ebb_arena_t *ebb_arena_create(size_t chunk_size, unsigned flags)
 	a->cur = a->first_cur;
 	a->end = (char *)a + (pages << EBB_PAGE_SHIFT);
 	a->next_pages = first_next_pages(pages);
-	lock_init(&a->lock);
-	a->flags = flags;
-	a->owner = (flags & EBB_SHARED) ? 0 : owner_thread_self();
-	a->magic = ARENA_MAGIC;
+	owner_init(&a->own, &arena_kind, flags);
 	return a;
 }
 
 /* The fast path: owner, block fits the newest chunk. */
 EBB_API void *ebb_arena_alloc(ebb_arena_t *arena, size_t size)
 {
-	if (EBB_LIKELY(arena != NULL && arena->owner == owner_thread_self() && size <= EBB_ARENA_OWN_MIN)) {
+	if (EBB_LIKELY(arena != NULL && arena->own.thread == owner_thread_self() && size <= EBB_ARENA_OWN_MIN)) {
 		void *p;
 		if (EBB_LIKELY(cut(arena, size + (size == 0), EBB_MIN_ALIGN, &p)))
 			return p;
@@ -296,7 +283,7 @@ EBB_API void *ebb_arena_aligned_alloc(ebb_arena_t *arena, size_t alignment, size
 		errno = EINVAL;
 		return NULL;
 	}
-	if (EBB_LIKELY(arena != NULL && arena->owner == owner_thread_self() && size <= EBB_ARENA_OWN_MIN &&
+	if (EBB_LIKELY(arena != NULL && arena->own.thread == owner_thread_self() && size <= EBB_ARENA_OWN_MIN &&
 		       alignment <= EBB_PAGE_SIZE)) {
 		void *p;
 		if (EBB_LIKELY(cut(arena, size + (size == 0), alignment, &p)))
@@ -336,8 +323,7 @@ EBB_API void ebb_arena_destroy(ebb_arena_t *arena)
 		return;
 	arena_reset_locked(arena);
 	span_t *first = arena->first;
-	arena->magic = 0;
-	arena->owner = 0;
+	owner_clear(&arena->own);
 	arena_leave(arena);
 	page_heap_free(first); /* the arena itself goes with it */
 }
@@ -345,12 +331,11 @@ EBB_API void ebb_arena_destroy(ebb_arena_t *arena)
 EBB_API void ebb_arena_adopt(ebb_arena_t *arena)
 {
 	if (arena == NULL || !handle_ok(arena)) {
-		report_bad_pointer("ebb_arena_adopt", arena, "not an ebb_arena (never created, or destroyed)");
+		report_bad_pointer("ebb_arena_adopt", arena, arena_kind.not_one);
 		errno = EINVAL;
 		return;
 	}
-	if (!(arena->flags & EBB_SHARED))
-		arena->owner = owner_thread_self();
+	owner_adopt(&arena->own);
 }
 
 /* ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@
  * back (cur = last); any other cut block stays until reset.
  *
  * Ownership: as for pools (pool.h): the owner thread, or the holder of
- * `lock` for an EBB_SHARED arena, is the only writer of the arena and of the
+ * `own.lock` for an EBB_SHARED arena, is the only writer of the arena and of the
  * non-page-heap fields of its spans. The fast path of ebb_arena_alloc is the
  * owner compare and a bump: no lock, no atomic, no call.
  *
@@ -29,6 +29,7 @@
 #include "core/runtime/atomic.h"
 #include "core/base/config.h"
 #include "core/pages/span.h"
+#include "core/ext/owner.h"
 
 EBB_BEGIN_DECLS
 
@@ -40,11 +41,8 @@ EBB_BEGIN_DECLS
 struct ebb_arena {
 	/* the fast path: one cache line */
 	char *cur, *end;        /* free bytes of the newest chunk */
-	uintptr_t owner;        /* owner's thread pointer; 0 when EBB_SHARED or destroyed */
+	owner_t own;            /* owner thread, magic ARENA_MAGIC, EBB_SHARED and its lock */
 	char *last;             /* start of the newest cut block, NULL if taken back */
-	uint64_t magic;         /* ARENA_MAGIC while the arena lives */
-	uint32_t flags;
-	ebb_lock_t lock;        /* EBB_SHARED only */
 	/* the slow paths */
 	span_t *first;
 	span_t *chunks;

@@ -37,18 +37,8 @@ _Static_assert(sizeof(struct ebb_pool) <= POOL_HANDLE_STRIDE, "a pool handle fit
  * process-wide lock of this file (see pool.h for its rank). Laid out on first
  * use, under the lock. */
 static struct ebb_pool pool_headers = {
-	.flags = EBB_SHARED,
-	.lock = EBB_LOCK_INITIALIZER,
+	.own = {.flags = EBB_SHARED, .lock = EBB_LOCK_INITIALIZER},
 };
-
-#ifndef EBB_OWNER_HAVE_TP
-static __thread char owner_thread_tag;
-
-uintptr_t owner_thread_self(void)
-{
-	return (uintptr_t)&owner_thread_tag;
-}
-#endif
 
 /* ---------------------------------------------------------------------------
  * Object words (memcpy: a stride need not be a multiple of 8)
@@ -398,60 +388,50 @@ static bool handle_ok(const ebb_pool_t *h)
 	if (s == NULL || s->state != SPAN_POOL || s->u.pool.pool != &pool_headers)
 		return false;
 	size_t off = (size_t)((const char *)h - (const char *)span_start(sb, s));
-	return object_index(&pool_headers, off) * POOL_HANDLE_STRIDE == off && h->magic == POOL_MAGIC;
+	return object_index(&pool_headers, off) * POOL_HANDLE_STRIDE == off && h->own.magic == POOL_MAGIC;
 }
 
-/* Not the owner: a shared pool (lock it), another thread's pool or not a
- * pool at all (report). Returns true with the lock held for a shared pool.
- * A handle's words are read here (the caller has read `owner`): it must be
- * readable memory; what it holds is checked. */
-static EBB_NOINLINE bool pool_enter_slow(ebb_pool_t *p, const char *func)
+static bool handle_ok_any(const void *h)
 {
-	if (EBB_LIKELY(p != NULL && p->magic == POOL_MAGIC && (p->flags & EBB_SHARED))) {
-		lock_acquire(&p->lock);
-		return true;
-	}
-	if (p == NULL || !handle_ok(p)) {
-		report_bad_pointer(func, p, "not an ebb_pool (never created, or destroyed)");
-		errno = EINVAL;
-		return false;
-	}
-	report_bad_pointer(func, p, "the pool belongs to another thread (create it with EBB_SHARED "
-				    "to share it, or hand it over with ebb_pool_adopt)");
-	errno = EPERM;
-	return false;
+	return handle_ok((const ebb_pool_t *)h);
 }
 
+static const owner_kind_t pool_kind = {
+	.magic = POOL_MAGIC,
+	.handle_ok = handle_ok_any,
+	.not_one = "not an ebb_pool (never created, or destroyed)",
+	.not_ours = "the pool belongs to another thread (create it with EBB_SHARED to share it, or "
+		    "hand it over with ebb_pool_adopt)",
+};
+
+/* The owner-or-lock rule (owner.h). */
 EBB_INLINE bool pool_enter(ebb_pool_t *p, const char *func)
 {
-	if (EBB_LIKELY(p != NULL && p->owner == owner_thread_self()))
-		return true;
-	return pool_enter_slow(p, func);
+	return owner_enter(p, p != NULL ? &p->own : NULL, &pool_kind, func);
 }
 
 EBB_INLINE void pool_leave(ebb_pool_t *p)
 {
-	if (p->flags & EBB_SHARED)
-		lock_release(&p->lock);
+	owner_leave(&p->own);
 }
 
 static ebb_pool_t *handle_alloc(void)
 {
-	lock_acquire(&pool_headers.lock);
+	lock_acquire(&pool_headers.own.lock);
 	if (pool_headers.stride == 0) {
 		pool_layout(&pool_headers, POOL_HANDLE_STRIDE, EBB_CACHELINE);
-		pool_headers.magic = POOL_MAGIC;
+		pool_headers.own.magic = POOL_MAGIC;
 	}
 	ebb_pool_t *h = pool_take(&pool_headers, "ebb_pool_create");
-	lock_release(&pool_headers.lock);
+	lock_release(&pool_headers.own.lock);
 	return h;
 }
 
 static void handle_free(ebb_pool_t *h)
 {
-	lock_acquire(&pool_headers.lock);
+	lock_acquire(&pool_headers.own.lock);
 	pool_put(&pool_headers, h, "ebb_pool_destroy");
-	lock_release(&pool_headers.lock);
+	lock_release(&pool_headers.own.lock);
 }
 
 /* ---------------------------------------------------------------------------
@@ -473,10 +453,7 @@ EBB_API ebb_pool_t *ebb_pool_create(size_t size, size_t alignment, unsigned flag
 		return NULL;
 	memset(p, 0, sizeof *p);
 	pool_layout(p, size, alignment);
-	lock_init(&p->lock);
-	p->flags = flags;
-	p->owner = (flags & EBB_SHARED) ? 0 : owner_thread_self();
-	p->magic = POOL_MAGIC;
+	owner_init(&p->own, &pool_kind, flags);
 	return p;
 }
 
@@ -502,14 +479,14 @@ static EBB_NOINLINE void pool_free_slow(ebb_pool_t *pool, void *ptr)
 EBB_API void *ebb_pool_alloc(ebb_pool_t *pool)
 {
 	void *obj;
-	if (EBB_LIKELY(pool != NULL && pool->owner == owner_thread_self() && take_fast(pool, &obj)))
+	if (EBB_LIKELY(pool != NULL && pool->own.thread == owner_thread_self() && take_fast(pool, &obj)))
 		return obj;
 	return pool_alloc_slow(pool);
 }
 
 EBB_API void ebb_pool_free(ebb_pool_t *pool, void *ptr)
 {
-	if (EBB_LIKELY(ptr != NULL && pool != NULL && pool->owner == owner_thread_self() && put_fast(pool, ptr)))
+	if (EBB_LIKELY(ptr != NULL && pool != NULL && pool->own.thread == owner_thread_self() && put_fast(pool, ptr)))
 		return;
 	pool_free_slow(pool, ptr);
 }
@@ -523,8 +500,7 @@ EBB_API void ebb_pool_destroy(ebb_pool_t *pool)
 	span_t *lists[2] = {pool->partial, pool->full};
 	pool->partial = pool->full = pool->hot = NULL;
 	pool->hot_base = NULL;
-	pool->magic = 0;
-	pool->owner = 0;
+	owner_clear(&pool->own);
 	pool_leave(pool);
 	for (unsigned i = 0; i < 2; i++) {
 		for (span_t *s = lists[i], *next; s; s = next) {
@@ -538,12 +514,11 @@ EBB_API void ebb_pool_destroy(ebb_pool_t *pool)
 EBB_API void ebb_pool_adopt(ebb_pool_t *pool)
 {
 	if (pool == NULL || !handle_ok(pool)) {
-		report_bad_pointer("ebb_pool_adopt", pool, "not an ebb_pool (never created, or destroyed)");
+		report_bad_pointer("ebb_pool_adopt", pool, pool_kind.not_one);
 		errno = EINVAL;
 		return;
 	}
-	if (!(pool->flags & EBB_SHARED))
-		pool->owner = owner_thread_self();
+	owner_adopt(&pool->own);
 }
 
 /* ---------------------------------------------------------------------------
@@ -559,15 +534,15 @@ const char *pool_span_reason(const void *p, const span_t *s)
 
 void pool_prefork(void)
 {
-	lock_acquire(&pool_headers.lock);
+	lock_acquire(&pool_headers.own.lock);
 }
 
 void pool_postfork_parent(void)
 {
-	lock_release(&pool_headers.lock);
+	lock_release(&pool_headers.own.lock);
 }
 
 void pool_postfork_child(void)
 {
-	lock_init(&pool_headers.lock);
+	lock_init(&pool_headers.own.lock);
 }

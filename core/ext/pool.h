@@ -16,7 +16,7 @@
  * pagemap (superblock_span_lookup), checks it, pushes. A span is on exactly
  * one of the pool's two lists: `partial` (it has an object to give) or `full`.
  *
- * Ownership: the pool (its owner thread, or whoever holds `lock` for an
+ * Ownership: the pool (its owner thread, or whoever holds `own.lock` for an
  * EBB_SHARED pool) is the only writer of the pool and of the descriptors of
  * its spans other than the fields the page heap owns (span.h). The owner is
  * identified by its thread pointer (the TLS base, unique among live threads),
@@ -47,10 +47,7 @@ EBB_BEGIN_DECLS
 
 struct ebb_pool {
 	uint64_t link_[2];     /* the link and mark while the handle is free in pool_headers */
-	uint64_t magic;        /* POOL_MAGIC while the pool lives */
-	uintptr_t owner;       /* owner's thread pointer; 0 when EBB_SHARED or destroyed */
-	ebb_lock_t lock;       /* EBB_SHARED only */
-	uint32_t flags;
+	owner_t own;           /* owner thread, magic POOL_MAGIC, EBB_SHARED and its lock */
 	uint32_t size;         /* as asked */
 	uint32_t align;
 	uint32_t stride;       /* bytes from one object to the next */
