@@ -167,24 +167,20 @@ static inline bool object_of_span(const ebb_pool_t *p, const span_t *s, const ch
 	return object_at(p, s, off);
 }
 
-/* The span of p that holds obj, or NULL. The registry byte, then the
- * pagemap (which names a live span's first page from each of its pages),
- * then the descriptor, whose state and pool reject stale entries. No lock:
- * the descriptors of p's spans are written by p's owner only, which is the
+/* The span of p that holds obj, or NULL: the one span lookup of
+ * superblock.h (pool spans are never huge, so the inline header branch),
+ * then the state and pool, which reject stale entries. No lock: the
+ * descriptors of p's spans are written by p's owner only, which is the
  * caller. */
 static inline span_t *pool_span_of(const ebb_pool_t *p, const void *obj, char **base_out)
 {
+	superblock_t *sb;
 	if (EBB_UNLIKELY(registry_get(obj) != REG_HEADER))
 		return NULL;
-	superblock_t *sb = superblock_of(obj);
-	unsigned page = superblock_page_index(obj);
-	unsigned first = sb->pagemap[page];
-	if (EBB_UNLIKELY(first < EBB_SB_HEADER_PAGES || first > page))
+	span_t *s = superblock_span_in(obj, &sb);
+	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_POOL || s->u.pool.pool != p))
 		return NULL;
-	span_t *s = superblock_span_at(sb, first);
-	if (EBB_UNLIKELY(s->state != SPAN_POOL || s->u.pool.pool != p || page >= first + s->npages))
-		return NULL;
-	*base_out = superblock_page_addr(sb, first);
+	*base_out = span_start(sb, s);
 	return s;
 }
 

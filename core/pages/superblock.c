@@ -62,24 +62,8 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out)
 		return NULL;
 	uint8_t kind = atomic_load_u8_acquire(&superblock_registry[registry_index(a)]);
 	superblock_t *sb;
-	if (kind == REG_HEADER) {
-		/* The bounds of a normal superblock are constants, not read from
-		 * the header (an overflow from the slot before may have written
-		 * it); a huge block's header slot has an all-zero pagemap, which
-		 * names no span. */
-		sb = superblock_of(p);
-		unsigned page = superblock_page_index(p);
-		if (page < EBB_SB_HEADER_PAGES)
-			return NULL;
-		unsigned first = sb->pagemap[page];
-		if (first < EBB_SB_HEADER_PAGES || first > page)
-			return NULL;
-		span_t *s = superblock_span_at(sb, first);
-		if (s->state == SPAN_NONE || page >= first + s->npages)
-			return NULL;
-		*sb_out = sb;
-		return s;
-	}
+	if (kind == REG_HEADER)
+		return superblock_span_in(p, sb_out);
 	if (kind == REG_HUGE) {
 		sb = (superblock_t *)((uintptr_t)superblock_of(p) - EBB_SB_SIZE);
 		superblock_check(sb, true);

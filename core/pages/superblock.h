@@ -188,6 +188,28 @@ EBB_INLINE superblock_t *span_superblock(const span_t *s)
  * now in use (for the resident-metadata figure). Caller owns the span. */
 span_t *superblock_desc(superblock_t *sb, unsigned page);
 
+/* The span of a normal superblock that contains p, or NULL; p's registry
+ * slot holds REG_HEADER (the caller has read it). The bounds are constants,
+ * not read from the header (an overflow from the slot before may have
+ * written it); the pagemap of a huge block's header slot is all zero and
+ * names no span. Inline for the pool's free fast path; superblock_span_lookup
+ * is this plus the registry read and huge blocks (declared above). */
+EBB_INLINE span_t *superblock_span_in(const void *p, superblock_t **sb_out)
+{
+	superblock_t *sb = superblock_of(p);
+	unsigned page = superblock_page_index(p);
+	if (page < EBB_SB_HEADER_PAGES)
+		return NULL;
+	unsigned first = sb->pagemap[page];
+	if (first < EBB_SB_HEADER_PAGES || first > page)
+		return NULL;
+	span_t *s = superblock_span_at(sb, first);
+	if (s->state == SPAN_NONE || page >= first + s->npages)
+		return NULL;
+	*sb_out = sb;
+	return s;
+}
+
 /* Sets page_class of pages [page, page+n) to cls and pagemap of the pages
  * strictly inside the span to `page`. The first and last pagemap entries
  * (boundary tags) belong to the page heap and are written under its lock:
