@@ -23,7 +23,7 @@ static tcache_t tcache_dead;
 __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec"))) = &tcache_empty;
 
 /* The list of live caches (for stats) and the pool of recycled ones. */
-static ebb_lock_t tcache_list_lock = EBB_LOCK_INITIALIZER;
+static ebb_lock_t tcache_list_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_TCACHE_LIST);
 static tcache_t *tcache_live, *tcache_pool;
 static uint64_t tcache_live_count;
 static uint64_t tcache_exited_refills, tcache_exited_flushes;

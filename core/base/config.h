@@ -61,6 +61,15 @@
 #define EBB_DEBUG 0
 #endif
 
+/* Invariant checkers (cmake -DEBB_INVARIANTS=ON): lock order, span state
+ * transitions, page-heap, central-list and thread-cache identities, checked
+ * as the code runs (core/runtime/lock_check.c, core/pages/span_check.c,
+ * core/blocks/central_check.c, tcache/tcache_check.c). 0: every check and
+ * every field it needs compile out; release builds pay nothing. */
+#ifndef EBB_INVARIANTS
+#define EBB_INVARIANTS 0
+#endif
+
 #if defined(__SANITIZE_THREAD__)
 #define EBB_TSAN 1
 #elif defined(__has_feature)

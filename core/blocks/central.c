@@ -45,7 +45,7 @@ bool central_init_all(void)
 		return false;
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
 		central_t *c = &central_lists[i];
-		lock_init(&c->lock);
+		lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
 		c->cls = (uint16_t)(i % EBB_NUM_CLASSES);
 		if (c->cls != 0) {
 			c->transfer = slots;
@@ -467,8 +467,10 @@ void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved,
 
 void central_prefork(void)
 {
+	lock_bulk_enter();
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
 		lock_acquire(&central_lists[i].lock);
+	lock_bulk_leave();
 }
 
 void central_postfork_parent(void)

@@ -17,7 +17,7 @@
  * signal handler that interrupted one, holds up no other thread and no fork.
  * Held around stats collection, so it ranks below the tcache-list, central
  * and page-heap locks; options_get_string's lock nests inside it. */
-static ebb_lock_t tl_lock = EBB_LOCK_INITIALIZER;
+static ebb_lock_t tl_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_TIMELINE);
 static uint64_t tl_next_ns; /* when the next row is due; 0: at once */
 static uint32_t tl_enabled; /* start-up is over (timeline_enable): stats can be read */
 static uint32_t tl_done;    /* the exit row is written: nothing after it */

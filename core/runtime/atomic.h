@@ -35,20 +35,41 @@
 EBB_BEGIN_DECLS
 
 /* Lock ranks, lowest taken first. A thread holding a lock of rank r only
- * acquires locks of rank > r. */
+ * acquires (waits for) locks of rank > r; lock_try never waits, so it may
+ * take any rank. Never two locks of one rank: a thread holds at most one
+ * central list, one page heap, ... at a time, except the fork handlers,
+ * which take every lock of a rank in array order (lock_bulk_enter). The
+ * EBB_INVARIANTS build checks this at every acquire (lock_check.c). */
 enum lock_rank {
-	LOCK_RANK_INIT = 0,       /* init.c: process start-up, option changes */
-	LOCK_RANK_BACKGROUND = 1, /* background.c: thread start/stop */
-	LOCK_RANK_TCACHE_LIST = 2,/* tcache.c: the list of live thread caches */
-	LOCK_RANK_CENTRAL = 3,    /* central.c: one per (cpu, class) list */
-	LOCK_RANK_PAGE_HEAP = 4,  /* page_heap.c: one per page heap */
-	LOCK_RANK_META = 5,       /* meta.c: the metadata bump allocator */
+	LOCK_RANK_NONE = 0,        /* not given a rank: not checked */
+	LOCK_RANK_TIMELINE = 1,    /* timeline.c: a row reads every stat under it */
+	LOCK_RANK_TCACHE_LIST = 2, /* tcache.c: the list of live thread caches */
+	LOCK_RANK_EXT = 3,         /* arena.c, pool.c: a shared arena's or pool's lock */
+	LOCK_RANK_POOL_HANDLES = 4,/* pool.c: the pool the ebb_pool handles come from */
+	LOCK_RANK_CENTRAL = 5,     /* central.c: one per (cpu, class) list */
+	LOCK_RANK_PAGE_HEAP = 6,   /* page_heap.c: one per page heap */
+	LOCK_RANK_META = 7,        /* meta.c: the metadata bump allocator */
+	LOCK_RANK_OPTIONS = 8,     /* options.c: the string options' texts (a leaf) */
+	LOCK_RANK_COUNT
 };
+
+/* EBB_INVARIANTS: what the lock adds to its word. The rank is set once
+ * (EBB_LOCK_INITIALIZER_RANK, lock_init_rank) and kept by lock_init; holder
+ * names the thread that holds the lock (lock_thread_self), 0 when free. */
+#if EBB_INVARIANTS
+#define EBB_LOCK_CHECK_FIELDS unsigned rank; uintptr_t holder;
+#else
+#define EBB_LOCK_CHECK_FIELDS
+#endif
 
 #if EBB_TSAN
 
-typedef struct { unsigned int value; } ebb_lock_t;
-#define EBB_LOCK_INITIALIZER {0}
+typedef struct { unsigned int value; EBB_LOCK_CHECK_FIELDS } ebb_lock_t;
+#if EBB_INVARIANTS
+#define EBB_LOCK_INITIALIZER_RANK(r) {0, (r), 0}
+#else
+#define EBB_LOCK_INITIALIZER_RANK(r) {0}
+#endif
 
 static inline bool lock_try_raw(ebb_lock_t *l)
 {
@@ -84,8 +105,12 @@ static inline void atomic_spin_pause(void) { }
 
 #else /* Concurrency Kit */
 
-typedef struct { ck_spinlock_fas_t fas; } ebb_lock_t;
-#define EBB_LOCK_INITIALIZER {CK_SPINLOCK_FAS_INITIALIZER}
+typedef struct { ck_spinlock_fas_t fas; EBB_LOCK_CHECK_FIELDS } ebb_lock_t;
+#if EBB_INVARIANTS
+#define EBB_LOCK_INITIALIZER_RANK(r) {CK_SPINLOCK_FAS_INITIALIZER, (r), 0}
+#else
+#define EBB_LOCK_INITIALIZER_RANK(r) {CK_SPINLOCK_FAS_INITIALIZER}
+#endif
 
 static inline bool lock_try_raw(ebb_lock_t *l) { return ck_spinlock_fas_trylock(&l->fas); }
 static inline void lock_release_raw(ebb_lock_t *l) { ck_spinlock_fas_unlock(&l->fas); }
@@ -139,9 +164,83 @@ static inline void atomic_spin_pause(void) { ck_pr_stall(); }
 
 #endif
 
+#define EBB_LOCK_INITIALIZER EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_NONE)
+
+/* ---------------------------------------------------------------------------
+ * The lock-order checker (EBB_INVARIANTS only; lock_check.c)
+ * ------------------------------------------------------------------------- */
+#if EBB_INVARIANTS
+/* Per thread: how many locks of each rank it holds, and whether it is in a
+ * fork handler's take-them-all loop (same rank allowed, in array order). */
+extern __thread uint16_t lock_ranks_held[LOCK_RANK_COUNT] __attribute__((tls_model("initial-exec")));
+extern __thread unsigned lock_bulk __attribute__((tls_model("initial-exec")));
+
+/* Never 0; differs between live threads. */
+static inline uintptr_t lock_thread_self(void)
+{
+	return (uintptr_t)&lock_bulk;
+}
+
+/* Before waiting for l: aborts, naming both ranks, if this thread holds a
+ * lock of l's rank or above (or l itself). */
+void lock_check_order(const ebb_lock_t *l);
+/* The report and abort: `held` is the rank found held. */
+EBB_NORETURN void lock_check_fail(const ebb_lock_t *l, unsigned held);
+
+static inline void lock_check_took(ebb_lock_t *l)
+{
+	l->holder = lock_thread_self();
+	if (l->rank != LOCK_RANK_NONE)
+		lock_ranks_held[l->rank]++;
+}
+
+static inline void lock_check_gave(ebb_lock_t *l)
+{
+	if (l->holder == lock_thread_self() && l->rank != LOCK_RANK_NONE)
+		lock_ranks_held[l->rank]--;
+	l->holder = 0;
+}
+
+/* This thread holds l (the owner checks of span.h's table). */
+static inline bool lock_held_by_self(const ebb_lock_t *l)
+{
+	return l->holder == lock_thread_self();
+}
+#endif
+
+static inline void lock_init_rank(ebb_lock_t *l, enum lock_rank rank)
+{
+	*l = (ebb_lock_t)EBB_LOCK_INITIALIZER_RANK(rank);
+	(void)rank;
+}
+
+/* Back to free (start-up, a fork child). The rank stays; a lock this thread
+ * held counts as released (the fork child re-initializes the locks its
+ * prefork took). */
 static inline void lock_init(ebb_lock_t *l)
 {
+#if EBB_INVARIANTS
+	lock_check_gave(l);
+	lock_init_rank(l, (enum lock_rank)l->rank);
+#else
 	*l = (ebb_lock_t)EBB_LOCK_INITIALIZER;
+#endif
+}
+
+/* Around a fork handler's loop that takes every lock of one rank, in array
+ * order (the one place two locks of a rank are held). */
+static inline void lock_bulk_enter(void)
+{
+#if EBB_INVARIANTS
+	lock_bulk++;
+#endif
+}
+
+static inline void lock_bulk_leave(void)
+{
+#if EBB_INVARIANTS
+	lock_bulk--;
+#endif
 }
 
 /* How many allocator locks this thread holds or is waiting for, plus the
@@ -187,22 +286,35 @@ static EBB_NOINLINE void lock_acquire_slow(ebb_lock_t *l)
 static inline void lock_acquire(ebb_lock_t *l)
 {
 	lock_depth_enter();
-	if (EBB_LIKELY(lock_try_raw(l)))
-		return;
-	lock_acquire_slow(l);
+#if EBB_INVARIANTS
+	lock_check_order(l);
+#endif
+	if (EBB_UNLIKELY(!lock_try_raw(l)))
+		lock_acquire_slow(l);
+#if EBB_INVARIANTS
+	lock_check_took(l);
+#endif
 }
 
+/* Never waits, so it may take a lock of any rank. */
 static inline bool lock_try(ebb_lock_t *l)
 {
 	lock_depth_enter();
-	if (lock_try_raw(l))
+	if (lock_try_raw(l)) {
+#if EBB_INVARIANTS
+		lock_check_took(l);
+#endif
 		return true;
+	}
 	lock_depth_leave();
 	return false;
 }
 
 static inline void lock_release(ebb_lock_t *l)
 {
+#if EBB_INVARIANTS
+	lock_check_gave(l);
+#endif
 	lock_release_raw(l);
 	lock_depth_leave();
 }

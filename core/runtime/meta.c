@@ -7,7 +7,7 @@
 
 #define META_CHUNK ((size_t)1 << 20)
 
-static ebb_lock_t meta_lock = EBB_LOCK_INITIALIZER;
+static ebb_lock_t meta_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_META);
 static char *meta_cur, *meta_end;
 static uint64_t meta_mapped;
 
