@@ -117,7 +117,7 @@ TEST_CASE("byte options take k/m/g suffixes (with i and b) and refuse the rest",
 TEST_CASE("dirty_max takes bytes or a share of allocated bytes, stored negated", "[options]")
 {
 	keep_option k("dirty_max"); // OPT_DIRTY, [-100, 2^46]
-	accepts("dirty_max", {{"25%", -25}, {"100%", -100}, {"1%", -1}, {"64M", 64LL << 20},
+	accepts("dirty_max", {{"25%", -26}, {"100%", -101}, {"1%", -2}, {"0%", -1}, {"64M", 64LL << 20},
 			      {"0", 0}, {"70368744177664", 1LL << 46}});
 	refuses("dirty_max", {"101%", "-5%", "%", "1.5%", "25 %", "25%%", "x%", "70368744177665",
 			      "65537g", "-1"});
@@ -140,13 +140,16 @@ TEST_CASE("the dirty budget: bytes as given, a share never below 128 MiB", "[opt
 	CHECK(options_dirty_max_bytes(4096 * MiB) == 0); // 0 bytes: purge every dirty page at once
 }
 
-// options.h documents a share as "never below 128 MiB", but "0%" is stored
-// as 0, which reads back as zero *bytes*: the floor does not apply to it.
-TEST_CASE("dirty_max=0% is a share too: never below 128 MiB", "[options][!mayfail]")
+// docs/usage.md promises a share "never below 128 MiB": "0%" is a share
+// (stored as -1), not zero bytes (which purges at once).
+TEST_CASE("dirty_max=0% is a share too: never below 128 MiB", "[options]")
 {
 	keep_option k("dirty_max");
 	REQUIRE(set("dirty_max", "0%"));
+	CHECK(options_dirty_max_bytes(0) == 128ull << 20);
 	CHECK(options_dirty_max_bytes(4096ull << 20) == 128ull << 20);
+	REQUIRE(set("dirty_max", "0"));
+	CHECK(options_dirty_max_bytes(4096ull << 20) == 0);
 }
 
 TEST_CASE("choice options take exactly one of their words, stored as its index", "[options]")

@@ -141,11 +141,13 @@ static bool parse_value(const option_desc_t *d, const char *v, size_t len, long 
 	case OPT_BYTES:
 		return parse_bytes(v, len, out);
 	case OPT_DIRTY:
-		/* Percentages are stored negated: -25 means 25% of allocated. */
+		/* A share p% is stored as -(p + 1), bytes as themselves: every
+		 * value says which it is, 0% (-1) included, which is a share (the
+		 * 128 MiB floor) and not 0 bytes (purge at once). */
 		if (len > 1 && v[len - 1] == '%') {
 			if (!parse_number(v, len - 1, out, &end) || end != len - 1 || *out < 0 || *out > 100)
 				return false;
-			*out = -*out;
+			*out = -*out - 1;
 			return true;
 		}
 		return parse_bytes(v, len, out);
@@ -280,6 +282,6 @@ size_t options_dirty_max_bytes(uint64_t allocated)
 	long long v = options_get(OPT_DIRTY_MAX);
 	if (v >= 0)
 		return (size_t)v;
-	size_t share = (size_t)(allocated / 100 * (uint64_t)(-v));
+	size_t share = (size_t)(allocated / 100 * (uint64_t)(-v - 1));
 	return share > DIRTY_MAX_FLOOR ? share : DIRTY_MAX_FLOOR;
 }

@@ -29,7 +29,7 @@ enum option_kind {
 #define EBB_OPTIONS_TABLE(X)                                                                      \
 	X(DECAY_MS, decay_ms, OPT_INT, 500, -1, 3600000, NULL,                                     \
 	  "ms a freed page stays resident before it is given back (0: at once, -1: never)")         \
-	X(DIRTY_MAX, dirty_max, OPT_DIRTY, -25, -100, (1LL << 46), NULL,                         \
+	X(DIRTY_MAX, dirty_max, OPT_DIRTY, -26, -101, (1LL << 46), NULL,                         \
 	  "most dirty bytes kept regardless of age: bytes (64M) or a share of allocated bytes "    \
 	  "(25%, never below 128 MiB); the excess is purged at once")                               \
 	X(UNMAP_DELAY_MS, unmap_delay_ms, OPT_INT, 5000, 0, 86400000, NULL,                       \
