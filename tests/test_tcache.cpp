@@ -1,0 +1,271 @@
+// The thread-cache bin policy (tcache/tcache.c): growth by batches under the
+// byte budget, the first batch of a bin granted outside it, the flush of a
+// full bin, trimming, and the trim epoch. Each case runs in a thread of its
+// own, so that it starts from no cache at all; the bins are read through
+// tcache_self() (tcache_t is in tcache.h).
+#include <catch2/catch.hpp>
+
+#include <exception>
+#include <thread>
+#include <vector>
+
+#include "core/blocks/size_class.h"
+#include "core/process/background.h"
+#include "os/os.h"
+#include "tcache/tcache.h"
+#include "tests/support/unit.h"
+
+namespace {
+
+struct bin_view {
+	uint32_t count, max;
+};
+
+bin_view bin(unsigned cls)
+{
+	tcache_t *tc = tcache_self();
+	return {(uint32_t)(tc->empty[cls] - tc->top[cls]), tc->max[cls]};
+}
+
+// Runs f in a new thread (a new, empty cache) and waits for it; a failed
+// REQUIRE in f is rethrown here.
+template <class F> void in_new_thread(F f)
+{
+	std::exception_ptr failed;
+	std::thread t([&] {
+		try {
+			f();
+		} catch (...) {
+			failed = std::current_exception();
+		}
+	});
+	t.join();
+	if (failed)
+		std::rethrow_exception(failed);
+}
+
+// Allocates until the bin of `size` has a bound of at least `blocks` and is
+// empty: every miss grows the bound by one batch (the budget allows it
+// here), and a refill may bring less than a batch.
+void grow_to(size_t size, uint32_t blocks, std::vector<void *> &held)
+{
+	unsigned cls = size_class_of(size);
+	while (bin(cls).max < blocks || bin(cls).count > 0)
+		held.push_back(tcache_alloc(size));
+}
+
+// Frees blocks from `from` (taking them out of it) until the bin of cls is
+// full; `freed` gets them in the order freed.
+void fill(unsigned cls, std::vector<void *> &from, std::vector<void *> &freed)
+{
+	while (bin(cls).count < bin(cls).max) {
+		REQUIRE(!from.empty());
+		freed.push_back(from.back());
+		from.pop_back();
+		tcache_free(freed.back());
+	}
+}
+
+void setup(const char *tcache_max_bytes)
+{
+	unit_option("decay_ms", "-1");
+	unit_option("background_thread", "0");
+	unit_option("tcache_max_bytes", tcache_max_bytes);
+}
+
+// Ends the current trim epoch, as the background thread does once per trim
+// interval; each cache trims at its next refill or flush.
+void next_trim_epoch()
+{
+	uint64_t before = background_trim_epoch();
+	os_fake_advance(2000000000ull);
+	background_tick(os_now_ns(), false);
+	REQUIRE(background_trim_epoch() == before + 1);
+}
+
+// Allocates until the bin of `size` has been refilled once more: one slow
+// event (a refill) in the calling thread.
+void force_refill(size_t size, std::vector<void *> &keep)
+{
+	uint64_t refills = tcache_self()->refills;
+	while (tcache_self()->refills == refills)
+		keep.push_back(tcache_alloc(size));
+}
+
+void free_all(std::vector<void *> &v)
+{
+	for (void *p : v)
+		tcache_free(p);
+	v.clear();
+}
+
+} // namespace
+
+TEST_CASE("a bin grows by one batch per miss while the byte budget allows; its first batch is "
+	  "granted outside the budget",
+	  "[tcache]")
+{
+	unit_init();
+	const size_t A = 256, C = 1024;
+	const unsigned a = size_class_of(A), c = size_class_of(C);
+	const size_class_t &ka = size_classes[a], &kc = size_classes[c];
+	REQUIRE(ka.bin_cap >= 3 * ka.batch);
+	// Room for exactly two batches of A.
+	const uint64_t limit = 2ull * ka.batch * ka.size;
+	char opt[32];
+	snprintf(opt, sizeof opt, "%llu", (unsigned long long)limit);
+	setup(opt);
+	in_new_thread([&] {
+		std::vector<void *> held;
+		held.push_back(tcache_alloc(A)); // creates the cache, first miss
+		tcache_t *tc = tcache_self();
+		CHECK(bin(a).max == ka.batch);
+		CHECK(tc->budget == (uint64_t)ka.batch * ka.size);
+		CHECK(bin(a).count < ka.batch);
+		while (bin(a).count > 0)
+			held.push_back(tcache_alloc(A));
+		held.push_back(tcache_alloc(A)); // second miss: one more batch fits
+		CHECK(bin(a).max == 2u * ka.batch);
+		CHECK(tc->budget == limit);
+		while (bin(a).count > 0)
+			held.push_back(tcache_alloc(A));
+		held.push_back(tcache_alloc(A)); // third miss: the budget is spent
+		CHECK(bin(a).max == 2u * ka.batch);
+		CHECK(tc->budget == limit);
+		// A class that comes into use after the budget is spent still gets
+		// its first batch (counted against the budget), not one block at a
+		// time from the central lists.
+		held.push_back(tcache_alloc(C));
+		CHECK(bin(c).max == kc.batch);
+		CHECK(bin(c).count < kc.batch);
+		CHECK(tc->budget == limit + (uint64_t)kc.batch * kc.size);
+		free_all(held);
+	});
+	unit_option("tcache_max_bytes", "1M");
+}
+
+TEST_CASE("a full bin gives back half its blocks, in whole batches, from its most recently freed "
+	  "end",
+	  "[tcache]")
+{
+	setup("1M");
+	const size_t A = 256;
+	const unsigned a = size_class_of(A);
+	const uint32_t batch = size_classes[a].batch;
+	// Blocks of the class from another thread's cache, to fill the bin with.
+	std::vector<void *> others;
+	for (unsigned i = 0; i < 4u * batch + 1; i++)
+		others.push_back(tcache_alloc(A));
+	in_new_thread([&] {
+		std::vector<void *> held, freed;
+		grow_to(A, 3u * batch, held);
+		const uint32_t max = bin(a).max;
+		REQUIRE(max == 3u * batch);
+		others.insert(others.end(), held.begin(), held.end());
+		fill(a, others, freed);
+		REQUIRE(bin(a).count == max);
+		tcache_t *tc = tcache_self();
+		uint64_t flushes = tc->flushes;
+		void *extra = others.back(); // the bin is full
+		others.pop_back();
+		tcache_free(extra);
+		uint32_t n = (max / 2 + batch - 1) / batch * batch;
+		CHECK(tc->flushes == flushes + 1);
+		CHECK(bin(a).max == max);
+		CHECK(bin(a).count == max - n + 1);
+		// Left in the bin, from the top: the block just freed, then the
+		// oldest max - n of the earlier frees (the n most recent went).
+		void **top = tc->top[a];
+		CHECK(top[0] == extra);
+		for (uint32_t i = 0; i < max - n; i++)
+			CHECK(top[1 + i] == freed[max - n - 1 - i]);
+	});
+	for (void *p : others)
+		tcache_free(p);
+}
+
+TEST_CASE("trimming: a bin that did not miss since its last trim gives back half and loses a "
+	  "quarter of its bound, never below one batch",
+	  "[tcache]")
+{
+	setup("1M");
+	const size_t A = 256, B = 16;
+	const unsigned a = size_class_of(A);
+	const uint32_t batch = size_classes[a].batch;
+	const uint64_t size = size_classes[a].size;
+	std::vector<void *> others;
+	for (unsigned i = 0; i < 4u * batch; i++)
+		others.push_back(tcache_alloc(A));
+	in_new_thread([&] {
+		std::vector<void *> held, keep, freed;
+		grow_to(A, 4u * batch, held);
+		others.insert(others.end(), held.begin(), held.end());
+		fill(a, others, freed); // the bin: four batches, full
+		tcache_t *tc = tcache_self();
+		REQUIRE(bin(a).max == 4u * batch);
+		REQUIRE(bin(a).count == 4u * batch);
+
+		// The epoch moves, but nothing happens until this thread's next
+		// slow event; then the bin, which missed since its last trim (it
+		// grew), is only marked as not missed.
+		next_trim_epoch();
+		CHECK(bin(a).count == 4u * batch);
+		force_refill(B, keep);
+		CHECK(tc->trim_epoch == background_trim_epoch());
+		CHECK(bin(a).max == 4u * batch);
+		CHECK(bin(a).count == 4u * batch);
+		CHECK(tc->misses[a] == 0);
+
+		// Next epoch: no miss since, so half goes back and the bound drops
+		// by a quarter.
+		const unsigned b = size_class_of(B);
+		uint64_t budget = tc->budget;
+		uint32_t b_max = bin(b).max;
+		next_trim_epoch();
+		force_refill(B, keep);
+		budget += (uint64_t)(bin(b).max - b_max) * size_classes[b].size; // B's refill grew B
+		uint32_t max = 4u * batch, count = 4u * batch;
+		uint32_t new_max = max - max / 4, new_count = count - (count + 1) / 2;
+		CHECK(bin(a).count == new_count);
+		CHECK(bin(a).max == new_max);
+		CHECK(tc->budget == budget - (uint64_t)(max - new_max) * size);
+
+		// Trim after trim: the bound shrinks to one batch and stays there.
+		for (int i = 0; i < 12; i++) {
+			uint32_t before = bin(a).max;
+			next_trim_epoch();
+			force_refill(B, keep);
+			CHECK(bin(a).max <= before);
+			CHECK(bin(a).max >= batch);
+		}
+		CHECK(bin(a).max == batch);
+		CHECK(bin(a).count == 0);
+		free_all(keep);
+	});
+	free_all(others);
+}
+
+TEST_CASE("a bin that missed since its last trim keeps its blocks and its bound", "[tcache]")
+{
+	setup("1M");
+	const size_t A = 256, B = 16;
+	const unsigned a = size_class_of(A);
+	const uint32_t batch = size_classes[a].batch;
+	in_new_thread([&] {
+		std::vector<void *> held, keep;
+		grow_to(A, 2u * batch, held);
+		next_trim_epoch();
+		force_refill(B, keep); // trims: A's misses are reset
+		REQUIRE(tcache_self()->misses[a] == 0);
+		held.push_back(tcache_alloc(A)); // A misses again (its bin is empty)
+		uint32_t max = bin(a).max, count = bin(a).count;
+		CHECK(tcache_self()->misses[a] == 1);
+		next_trim_epoch();
+		force_refill(B, keep);
+		CHECK(bin(a).max == max);
+		CHECK(bin(a).count == count);
+		CHECK(tcache_self()->misses[a] == 0);
+		free_all(held);
+		free_all(keep);
+	});
+}
