@@ -85,7 +85,7 @@ EBB_INLINE void owner_leave(owner_t *o)
  * handle is handed out. */
 EBB_INLINE void owner_init(owner_t *o, const owner_kind_t *kind, uint32_t flags)
 {
-	lock_init(&o->lock);
+	lock_init_rank(&o->lock, LOCK_RANK_EXT);
 	o->flags = flags;
 	o->thread = (flags & EBB_SHARED) ? 0 : owner_thread_self();
 	o->magic = kind->magic;

@@ -37,7 +37,7 @@ _Static_assert(sizeof(struct ebb_pool) <= POOL_HANDLE_STRIDE, "a pool handle fit
  * process-wide lock of this file (see pool.h for its rank). Laid out on first
  * use, under the lock. */
 static struct ebb_pool pool_headers = {
-	.own = {.flags = EBB_SHARED, .lock = EBB_LOCK_INITIALIZER},
+	.own = {.flags = EBB_SHARED, .lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_POOL_HANDLES)},
 };
 
 /* ---------------------------------------------------------------------------
