@@ -11,9 +11,12 @@
  *   for is reported.
  * - TRACK_FREE(p): the block is gone: memcheck reports any later access,
  *   except to its first 16 bytes, which ebbmalloc itself uses while the
- *   block is free (the free-list link and the double-free mark, read and
- *   written by thread exit and the background thread, outside any entry
- *   point). A write there is caught by safe linking instead.
+ *   block is free (word 1: the double-free mark; word 0: the span free
+ *   list's link while the block is on its span's list), read and written by
+ *   thread exit and the background thread, outside any entry point. A write
+ *   there is caught by ebbmalloc instead (core/blocks/freelist.h): a lost
+ *   mark is reported when the block is handed out again, and a span link is
+ *   checked before it is followed.
  * - realloc, in place or not, is a TRACK_FREE of the old block and a
  *   TRACK_ALLOC of the new one with the kept bytes TRACK_DEFINED:
  *   VALGRIND_RESIZEINPLACE_BLOCK would need the size memcheck was told at
