@@ -13,6 +13,7 @@
 #include "core/runtime/meta.h"
 #include "core/runtime/options.h"
 #include "core/runtime/report.h"
+#include "tcache/tcache_check.h"
 #include "os/os.h"
 
 /* Never written: every bin empty (malloc misses) and full (free misses):
@@ -177,6 +178,7 @@ static void trim_all(tcache_t *tc, bool all)
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
 		bin_trim(tc, c, all);
 	publish(tc);
+	TCACHE_CHECK(tc, 0);
 }
 
 /* Called at every refill and flush: the cache's clock for trimming. */
@@ -329,6 +331,7 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 	tc->top[cls] = tc->empty[cls] - n;
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
 	slow_event(tc);
+	TCACHE_CHECK(tc, cls);
 	return true;
 }
 
@@ -394,6 +397,7 @@ static void free_small_slow(void *p, unsigned cls)
 			uint32_t n = (count / 2 + batch - 1) / batch * batch;
 			bin_flush(tc, cls, n < count ? n : count);
 			slow_event(tc);
+			TCACHE_CHECK(tc, cls);
 		}
 	}
 	freelist_set_mark(p, tc->mark);

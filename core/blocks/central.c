@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/blocks/block.h"
+#include "core/blocks/central_check.h"
 #include "core/blocks/freelist.h"
 #include "core/runtime/meta.h"
 #include "core/pages/page_heap.h"
@@ -205,6 +206,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 		unsigned n = c->ntransfer - 1u;
 		memcpy(out, c->transfer + (size_t)n * k->batch, k->batch * sizeof(void *));
 		transfer_count_set(c, n);
+		CENTRAL_CHECK(c);
 		lock_release(&c->lock);
 		return k->batch;
 	}
@@ -216,10 +218,12 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 			/* Grow without the lock: the page heap may map memory. A batch
 			 * may span several spans (a one-page span of 256-byte blocks
 			 * holds 16, a batch 32). */
+			CENTRAL_CHECK(c);
 			lock_release(&c->lock);
 			s = span_carve(c, cpu);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
+				CENTRAL_CHECK(c);
 				lock_release(&c->lock);
 				if (got) /* a short batch beats none */
 					return got;
@@ -237,6 +241,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned cls, unsigned w
 		if (span_full(s))
 			partial_remove(c, s);
 	}
+	CENTRAL_CHECK(c);
 	lock_release(&c->lock);
 	return got;
 }
@@ -331,8 +336,10 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 		 * span cannot empty, so it stays on its list. */
 		central_t *home = s->u.central.home;
 		if (home != locked) {
-			if (locked)
+			if (locked) {
+				CENTRAL_CHECK(locked);
 				lock_release(&locked->lock);
+			}
 			lock_acquire(&home->lock);
 			locked = home;
 		}
@@ -361,8 +368,10 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 			partial_push_head(home, s);
 		}
 	}
-	if (locked)
+	if (locked) {
+		CENTRAL_CHECK(locked);
 		lock_release(&locked->lock);
+	}
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {
@@ -390,6 +399,7 @@ void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned cou
 			transfer_count_set(c, c->ntransfer + 1u);
 			pushed += k->batch;
 		}
+		CENTRAL_CHECK(c);
 		lock_release(&c->lock);
 	}
 	if (pushed < count)
@@ -412,6 +422,7 @@ size_t central_drain(bool only_idle, bool *kept)
 		}
 		any_kept |= c->ntransfer != 0;
 		c->uses = 0;
+		CENTRAL_CHECK(c);
 		lock_release(&c->lock);
 		if (n) {
 			moved += n;
@@ -461,6 +472,7 @@ void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved,
 		o->transfer_blocks += (uint64_t)c->ntransfer * size_classes[c->cls].batch;
 		*carved += c->spans_carved;
 		*returned += c->spans_returned;
+		CENTRAL_CHECK(c);
 		lock_release(&c->lock);
 	}
 }

@@ -1,0 +1,77 @@
+/* tcache_check.c: the identities of a thread cache (tcache.h), checked on
+ * its own thread's slow paths in the EBB_INVARIANTS build.
+ *
+ * Per bin c (slots [empty - bin_cap, empty), blocks [top, empty)):
+ *   empty[c] == slots + bin_cap[1] + ... + bin_cap[c] (the bins tile the
+ *     slot array in class order)
+ *   full[c] == empty[c] - max[c], max[c] <= bin_cap[c]
+ *   full[c] <= top[c] <= empty[c]: count = empty - top <= max, and the
+ *     free fast path's room, avail = top - full, is max - count
+ *   each slot in [top, empty) holds a 16-byte aligned address (the marks
+ *     of the blocks are not checked here: the program may write into a
+ *     freed block, which bin_pop reports by its own rule)
+ * Per cache: budget == sum over bins of max * size.
+ */
+#include "tcache/tcache_check.h"
+
+#include "core/blocks/size_class.h"
+#include "core/runtime/report.h"
+
+#if EBB_INVARIANTS
+
+#define TCACHE_CHECK_EVERY 32
+
+static __thread unsigned tcache_check_calls;
+
+static EBB_NORETURN void tcache_check_fail(const tcache_t *tc, unsigned cls, const char *what,
+					   uint64_t a, uint64_t b)
+{
+	char msg[256];
+	report_format(msg, sizeof msg, "thread cache %p, bin %u: %s (%llu vs %llu)", (const void *)tc,
+		      cls, what, (unsigned long long)a, (unsigned long long)b);
+	report_fatal(msg);
+}
+
+static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
+{
+	const size_class_t *k = &size_classes[cls];
+	if (tc->empty[cls] != empty)
+		tcache_check_fail(tc, cls, "empty is not where the bins' slots put it",
+				  (uint64_t)(tc->empty[cls] - tc->slots), (uint64_t)(empty - tc->slots));
+	if (tc->max[cls] > k->bin_cap)
+		tcache_check_fail(tc, cls, "max > bin_cap", tc->max[cls], k->bin_cap);
+	if (tc->full[cls] != tc->empty[cls] - tc->max[cls])
+		tcache_check_fail(tc, cls, "full != empty - max", (uint64_t)(tc->empty[cls] - tc->full[cls]),
+				  tc->max[cls]);
+	if (tc->top[cls] < tc->full[cls] || tc->top[cls] > tc->empty[cls])
+		tcache_check_fail(tc, cls, "top outside [full, empty]: count > max or < 0",
+				  (uint64_t)(tc->empty[cls] - tc->top[cls]), tc->max[cls]);
+}
+
+void tcache_check(const tcache_t *tc, unsigned cls)
+{
+	if (cls != 0) {
+		void **empty = tc->slots;
+		for (unsigned c = 1; c <= cls; c++)
+			empty += size_classes[c].bin_cap;
+		bin_check(tc, cls, empty);
+		for (void **b = tc->top[cls]; b < tc->empty[cls]; b++) {
+			if (((uintptr_t)*b & (EBB_MIN_ALIGN - 1)) != 0 || *b == NULL)
+				tcache_check_fail(tc, cls, "slot in the bin holds no block address",
+						  (uint64_t)(b - tc->top[cls]), (uint64_t)(uintptr_t)*b);
+		}
+		if (++tcache_check_calls % TCACHE_CHECK_EVERY != 0)
+			return;
+	}
+	uint64_t budget = 0;
+	void **empty = tc->slots;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		empty += size_classes[c].bin_cap;
+		bin_check(tc, c, empty);
+		budget += (uint64_t)tc->max[c] * size_classes[c].size;
+	}
+	if (tc->budget != budget)
+		tcache_check_fail(tc, 0, "budget != sum of max * size", tc->budget, budget);
+}
+
+#endif /* EBB_INVARIANTS */

@@ -1,0 +1,178 @@
+// The checkers of the EBB_INVARIANTS build fire: each test breaks one rule
+// on purpose in a forked child (lock order, a central list's counters, a
+// thread cache's bounds) and asserts that the child died of SIGABRT with the
+// checker's report naming what broke. In other builds the checkers do not
+// exist and this file is empty.
+#include <catch2/catch.hpp>
+
+#include "core/base/config.h"
+
+#if EBB_INVARIANTS
+
+#include <vector>
+
+#include "core/blocks/central.h"
+#include "core/blocks/central_check.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/superblock.h"
+#include "core/runtime/atomic.h"
+#include "tcache/tcache_check.h"
+#include "tests/api/child_util.h"
+#include "tests/support/unit.h"
+
+using apitest::run_child;
+
+namespace {
+
+bool died_saying(const apitest::ChildResult &r, const char *text)
+{
+	INFO("child stderr: " << r.err);
+	return r.signal == SIGABRT && r.err.find(text) != std::string::npos;
+}
+
+// A cache laid out as tcache_create lays it out, every bin empty, max 0.
+struct FakeCache {
+	std::vector<void *> slots;
+	tcache_t tc{};
+	FakeCache()
+	{
+		size_t n = 1;
+		for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
+			n += size_classes[c].bin_cap;
+		slots.resize(n);
+		tc.slots = slots.data();
+		void **s = tc.slots;
+		for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+			s += size_classes[c].bin_cap;
+			tc.top[c] = tc.empty[c] = tc.full[c] = s;
+		}
+	}
+};
+
+} // namespace
+
+TEST_CASE("invariants: a lock taken below a held rank aborts naming both ranks", "[invariants]")
+{
+	auto r = run_child([] {
+		static ebb_lock_t meta = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_META);
+		static ebb_lock_t central = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_CENTRAL);
+		lock_acquire(&central);
+		lock_acquire(&meta); // in order: fine
+		lock_release(&meta);
+		lock_release(&central);
+		lock_acquire(&meta);
+		lock_acquire(&central); // out of order
+		return 1;
+	});
+	CHECK(died_saying(r, "lock order: central list lock (rank 5)"));
+	CHECK(died_saying(r, "acquired while holding a metadata lock (rank 7)"));
+}
+
+TEST_CASE("invariants: two locks of one rank abort, except in a fork handler's loop", "[invariants]")
+{
+	auto r = run_child([] {
+		static ebb_lock_t a = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_PAGE_HEAP);
+		static ebb_lock_t b = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_PAGE_HEAP);
+		lock_bulk_enter();
+		lock_acquire(&a);
+		lock_acquire(&b); // allowed: taking every lock of the rank
+		lock_bulk_leave();
+		lock_release(&b);
+		lock_release(&a);
+		if (lock_ranks_held[LOCK_RANK_PAGE_HEAP] != 0)
+			return 2;
+		lock_acquire(&a);
+		lock_acquire(&b);
+		return 1;
+	});
+	CHECK(died_saying(r, "page heap lock (rank 6)"));
+	CHECK(died_saying(r, "while holding a page heap lock (rank 6)"));
+}
+
+TEST_CASE("invariants: a thread waiting for a lock it holds aborts", "[invariants]")
+{
+	auto r = run_child([] {
+		static ebb_lock_t l = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_TCACHE_LIST);
+		lock_acquire(&l);
+		if (lock_try(&l) || !lock_held_by_self(&l)) // a try never waits
+			return 2;
+		lock_acquire(&l);
+		return 1;
+	});
+	CHECK(died_saying(r, "thread-cache list lock (rank 2)"));
+	CHECK(died_saying(r, "acquired again by the thread that holds it"));
+}
+
+TEST_CASE("invariants: a central list's used_blocks off by one aborts at the next unlock", "[invariants]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(64);
+	auto r = run_child([cls] {
+		void *b[4];
+		if (central_refill(0, cls, 4, false, b) != 4)
+			return 2;
+		superblock_t *sb;
+		span_t *s = superblock_span_lookup(b[0], &sb);
+		central_t *home = s->u.central.home;
+		lock_acquire(&home->lock);
+		central_check(home, true); // whole: passes
+		lock_release(&home->lock);
+		home->used_blocks++; // a block counted that no span has out
+		lock_acquire(&home->lock);
+		central_check(home, true);
+		return 1;
+	});
+	CHECK(died_saying(r, "used_blocks != sum of the spans' used"));
+}
+
+TEST_CASE("invariants: a span's used + free_count off aborts; the check wants the lock", "[invariants]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(128);
+	auto r = run_child([cls] {
+		void *b[2];
+		if (central_refill(0, cls, 2, false, b) != 2)
+			return 2;
+		superblock_t *sb;
+		central_t *home = superblock_span_lookup(b[0], &sb)->u.central.home;
+		lock_acquire(&home->lock);
+		if (home->partial == nullptr)
+			return 3;
+		home->partial->u.central.free_count--; // a block lost from the span's list
+		central_check(home, true);
+		return 1;
+	});
+	CHECK(died_saying(r, "used + free_count != blocks per span"));
+	auto r2 = run_child([cls] {
+		void *b[1];
+		if (central_refill(0, cls, 1, false, b) != 1)
+			return 2;
+		superblock_t *sb;
+		central_check(superblock_span_lookup(b[0], &sb)->u.central.home, false);
+		return 1;
+	});
+	CHECK(died_saying(r2, "checked without its lock"));
+}
+
+TEST_CASE("invariants: thread-cache bounds and budget are checked", "[invariants]")
+{
+	FakeCache ok;
+	tcache_check(&ok.tc, 0); // an empty cache passes
+	tcache_check(&ok.tc, 5);
+	auto r = run_child([] {
+		FakeCache f;
+		f.tc.budget = size_classes[3].size; // no bin has room for it
+		tcache_check(&f.tc, 0);
+		return 1;
+	});
+	CHECK(died_saying(r, "budget != sum of max * size"));
+	auto r2 = run_child([] {
+		FakeCache f;
+		f.tc.top[7]--; // a block in a bin whose bound is 0
+		tcache_check(&f.tc, 7);
+		return 1;
+	});
+	CHECK(died_saying(r2, "bin 7: top outside [full, empty]"));
+}
+
+#endif // EBB_INVARIANTS
