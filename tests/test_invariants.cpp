@@ -14,6 +14,7 @@
 #include "core/blocks/central.h"
 #include "core/blocks/central_check.h"
 #include "core/blocks/size_class.h"
+#include "core/pages/span_check.h"
 #include "core/pages/superblock.h"
 #include "core/runtime/atomic.h"
 #include "tcache/tcache_check.h"
@@ -173,6 +174,35 @@ TEST_CASE("invariants: thread-cache bounds and budget are checked", "[invariants
 		return 1;
 	});
 	CHECK(died_saying(r2, "bin 7: top outside [full, empty]"));
+}
+
+TEST_CASE("invariants: span state writes follow span.h's table, under the heap lock", "[invariants]")
+{
+	static ebb_lock_t heap = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_PAGE_HEAP);
+	span_t s{};
+	s.state = SPAN_FREE_DIRTY;
+	lock_acquire(&heap);
+	SPAN_SET_STATE(&s, SPAN_BUSY, &heap); // purge takes it out
+	SPAN_SET_STATE(&s, SPAN_FREE_PURGED, &heap);
+	SPAN_SET_STATE(&s, SPAN_CENTRAL, &heap); // alloc
+	lock_release(&heap);
+	CHECK(s.state == SPAN_CENTRAL);
+	auto r = run_child([] {
+		span_t c{};
+		c.state = SPAN_CENTRAL;
+		c.page = 7;
+		lock_acquire(&heap);
+		SPAN_SET_STATE(&c, SPAN_BUSY, &heap); // a CENTRAL span is never purged
+		return 1;
+	});
+	CHECK(died_saying(r, "(page 7): state CENTRAL -> BUSY is not in span.h's table"));
+	auto r2 = run_child([] {
+		span_t f{};
+		f.state = SPAN_FREE_DIRTY;
+		SPAN_SET_STATE(&f, SPAN_LARGE, &heap); // not holding it
+		return 1;
+	});
+	CHECK(died_saying(r2, "state FREE_DIRTY -> LARGE written without the page heap lock"));
 }
 
 #endif // EBB_INVARIANTS
