@@ -75,6 +75,19 @@ EBB_INLINE tcache_t *tcache_self(void)
 	return tcache_tls;
 }
 
+/* Code-generation hints for the two fast paths (no effect on what they do;
+ * each saves one instruction, measured with bench/fastpath). EBB_OPAQUE(x)
+ * hides how x was computed, so gcc keeps a value it already has in a
+ * register instead of recomputing it another way. EBB_RESULT_REG(x) asks for
+ * x in the return register where it is loaded, so the hit path ends without
+ * a register move. */
+#define EBB_OPAQUE(x) __asm__("" : "+r"(x))
+#if defined(__x86_64__)
+#define EBB_RESULT_REG(x) __asm__("" : "+a"(x))
+#else
+#define EBB_RESULT_REG(x) ((void)0)
+#endif
+
 /* Slow paths: init, refill, large blocks, flush, bad pointers. */
 EBB_NOINLINE void *tcache_alloc_slow(size_t size);
 EBB_NOINLINE void tcache_free_slow(void *p);
@@ -94,6 +107,7 @@ EBB_INLINE void *tcache_alloc(size_t size)
 		void **top = tc->top[cls];
 		if (EBB_LIKELY(top != tc->empty[cls])) {
 			void *block = *top;
+			EBB_RESULT_REG(block);
 			if (EBB_LIKELY(freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
 				tc->top[cls] = top + 1;
 				freelist_clear_mark(block);
@@ -118,14 +132,21 @@ EBB_INLINE void *tcache_alloc(size_t size)
 EBB_INLINE void tcache_free(void *p)
 {
 	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
-		superblock_t *sb = superblock_of(p);
-		unsigned page = superblock_page_index(p);
+		/* The same values as superblock_of, superblock_page_index and
+		 * block_offset, derived from each other: sb from the registry
+		 * index (p >> 22 << 22), page and the block offset from p's
+		 * offset in its superblock (2 instructions fewer). */
+		uintptr_t in_sb = (uintptr_t)p & (EBB_SB_SIZE - 1);
+		uintptr_t slot = (uintptr_t)p >> EBB_SB_SHIFT;
+		EBB_OPAQUE(slot); /* else gcc rewrites the shift as p & mask: one mov more */
+		superblock_t *sb = (superblock_t *)(slot << EBB_SB_SHIFT);
+		unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
 		tcache_t *tc = tcache_self();
 		unsigned cls = sb->page_class[page];
 		void **top = tc->top[cls];
 		if (EBB_LIKELY(top != tc->full[cls] && (!EBB_CHECKS || *top != p))) {
-			if (EBB_LIKELY(!EBB_CHECKS ||
-				       block_offset_ok(block_offset(sb, page, p), tc->mul[cls], tc->limit[cls]))) {
+			if (EBB_LIKELY(!EBB_CHECKS || block_offset_ok(block_offset_in(sb, page, in_sb), tc->mul[cls],
+									 tc->limit[cls]))) {
 				freelist_set_mark(p, tc->mark);
 				top[-1] = p;
 				tc->top[cls] = top - 1;

@@ -37,11 +37,18 @@
 
 EBB_BEGIN_DECLS
 
+/* block_offset (below) from p's offset in its superblock, in_sb = p &
+ * (EBB_SB_SIZE - 1): the free fast path has in_sb already (its page index). */
+EBB_INLINE uint64_t block_offset_in(const superblock_t *sb, unsigned page, uintptr_t in_sb)
+{
+	return in_sb - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
+}
+
 /* Offset of p from the first page of its span (p on page `page` of sb, a
  * page of a CENTRAL span, whose every pagemap entry names its first page). */
 EBB_INLINE uint64_t block_offset(const superblock_t *sb, unsigned page, const void *p)
 {
-	return ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
+	return block_offset_in(sb, page, (uintptr_t)p & (EBB_SB_SIZE - 1));
 }
 
 /* Rule 3, given the class's block_mul and block_limit. */
