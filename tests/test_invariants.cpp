@@ -14,6 +14,8 @@
 #include "core/blocks/central.h"
 #include "core/blocks/central_check.h"
 #include "core/blocks/size_class.h"
+#include "core/pages/page_heap.h"
+#include "core/pages/page_heap_check.h"
 #include "core/pages/span_check.h"
 #include "core/pages/superblock.h"
 #include "core/runtime/atomic.h"
@@ -157,6 +159,7 @@ TEST_CASE("invariants: a span's used + free_count off aborts; the check wants th
 
 TEST_CASE("invariants: thread-cache bounds and budget are checked", "[invariants]")
 {
+	unit_init(); // the size classes
 	FakeCache ok;
 	tcache_check(&ok.tc, 0); // an empty cache passes
 	tcache_check(&ok.tc, 5);
@@ -203,6 +206,36 @@ TEST_CASE("invariants: span state writes follow span.h's table, under the heap l
 		return 1;
 	});
 	CHECK(died_saying(r2, "state FREE_DIRTY -> LARGE written without the page heap lock"));
+}
+
+TEST_CASE("invariants: page-heap counts that disagree with the runs abort", "[invariants]")
+{
+	unit_option("background_thread", "0");
+	auto r = run_child([] {
+		span_t *s = page_heap_alloc(page_heap_get(0), 3, 1, SPAN_LARGE);
+		if (s == nullptr)
+			return 2;
+		superblock_t *sb = span_superblock(s);
+		page_heap_t *h = sb->heap;
+		lock_acquire(&h->lock);
+		page_heap_check(h, sb); // passes
+		sb->free_pages++; // a page counted free that no run holds
+		page_heap_check(h, sb);
+		return 1;
+	});
+	CHECK(died_saying(r, "free runs' pages != the superblock's free_pages"));
+	auto r2 = run_child([] {
+		span_t *s = page_heap_alloc(page_heap_get(0), 3, 1, SPAN_LARGE);
+		if (s == nullptr)
+			return 2;
+		page_heap_t *h = span_superblock(s)->heap;
+		lock_acquire(&h->lock);
+		h->dirty_pages += 5;
+		for (int i = 0; i < 64; i++) // the whole heap is checked every 64th call
+			page_heap_check(h, nullptr);
+		return 1;
+	});
+	CHECK(died_saying(r2, "dirty_pages != dirty runs + cached dirty huge blocks"));
 }
 
 #endif // EBB_INVARIANTS

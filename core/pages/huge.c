@@ -9,6 +9,7 @@
  * the block being marked LARGE and out of every list meanwhile. The rules of
  * the page heap as a whole are in page_heap.h. */
 #include "core/pages/page_heap.h"
+#include "core/pages/span_check.h"
 
 #include "os/os.h"
 
@@ -23,7 +24,7 @@
  * Caller holds the lock. */
 static void huge_take(page_heap_t *h, span_t *s, size_t asked)
 {
-	s->state = SPAN_LARGE;
+	SPAN_SET_STATE(s, SPAN_LARGE, &h->lock);
 	s->used = (uint32_t)asked;
 	span_superblock(s)->empty_since_ns = 0;
 	h->huge_pages += s->npages;
@@ -63,7 +64,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 			decay_note_removed(&h->decay, s->npages);
 		s->zeroed = was_dirty ? 0 : s->zeroed;
 		bool resize = s->npages < npages || s->npages - npages > HUGE_SLACK(npages);
-		s->state = SPAN_LARGE; /* ours alone now: out of every list */
+		SPAN_SET_STATE(s, SPAN_LARGE, &h->lock); /* ours alone now: out of every list */
 		if (!resize) {
 			huge_take(h, s, asked_pages);
 			lock_release(&h->lock);
@@ -86,7 +87,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 			return s;
 		}
 		/* Could not grow: back into the cache, and map a new one. */
-		s->state = was_dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED;
+		SPAN_SET_STATE(s, was_dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED, &h->lock);
 		s->u.free.freed_ns = os_now_ns();
 		span_superblock(s)->empty_since_ns = s->u.free.freed_ns;
 		page_heap_run_list(h, s, NULL);
@@ -115,7 +116,7 @@ void page_heap_huge_free(span_t *s)
 	h->huge_slack_pages -= s->npages - s->used;
 	h->huge_live--;
 	page_heap_inuse_sub(s->npages);
-	s->state = SPAN_FREE_DIRTY;
+	SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
 	s->zeroed = 0;
 	s->u.free.freed_ns = now;
 	sb->empty_since_ns = now;

@@ -14,6 +14,8 @@
  * out. No system call is made with it held: grow() maps with the lock
  * dropped. The rest of the rules (run kinds, identities) are in page_heap.h. */
 #include "core/pages/page_heap.h"
+#include "core/pages/span_check.h"
+#include "core/pages/page_heap_check.h"
 
 #include <errno.h>
 #include <string.h>
@@ -72,7 +74,7 @@ void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
 		__atomic_store_n(&other_heaps[i], h, __ATOMIC_RELAXED);
 	}
 	memset(h, 0, sizeof *h);
-	lock_init(&h->lock);
+	lock_init_rank(&h->lock, LOCK_RANK_PAGE_HEAP);
 	h->index = index;
 	decay_init(&h->decay, decay_interval_ns(), now);
 	h->last_decay_ns = now;
@@ -379,7 +381,7 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 		span_t *l = superblock_span_at(sb, sb->pagemap[page - 1]);
 		if (l->state == state && l->page + l->npages == page) {
 			page_heap_run_unlist(h, l);
-			self->state = SPAN_NONE;
+			SPAN_SET_STATE(self, SPAN_NONE, &h->lock);
 			n += l->npages;
 			page = l->page;
 			zeroed &= l->zeroed;
@@ -391,12 +393,12 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 		span_t *r = superblock_span_at(sb, right);
 		if (r->state == state && r->page == right) {
 			page_heap_run_unlist(h, r);
-			r->state = SPAN_NONE;
+			SPAN_SET_STATE(r, SPAN_NONE, &h->lock);
 			n += r->npages;
 			zeroed &= r->zeroed;
 		}
 	}
-	self->state = state;
+	SPAN_SET_STATE(self, state, &h->lock);
 	self->page = (uint16_t)page;
 	self->npages = (uint32_t)n;
 	self->zeroed = zeroed;
@@ -507,7 +509,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	}
 	if (back) {
 		span_t *b = run_desc(h, sb, a + (unsigned)npages);
-		b->state = kind_state;
+		SPAN_SET_STATE(b, kind_state, &h->lock);
 		b->page = (uint16_t)(a + npages);
 		b->npages = back;
 		b->zeroed = zeroed;
@@ -529,7 +531,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 
 	span_t *t = run_desc(h, sb, a);
 	memset(t, 0, sizeof *t);
-	t->state = state;
+	SPAN_SET_STATE(t, state, &h->lock);
 	t->page = (uint16_t)a;
 	t->npages = (uint32_t)npages;
 	t->zeroed = kind_state == SPAN_FREE_PURGED ? zeroed : 0;
@@ -541,6 +543,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		h->large_allocs++;
 	}
 	atomic_add_u64(&inuse_total_pages, npages);
+	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	return t;
 }
@@ -561,6 +564,7 @@ void page_heap_free(span_t *s)
 	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
 	if (sb->free_pages == sb->usable_pages)
 		sb->empty_since_ns = now;
+	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 }
@@ -594,12 +598,12 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 			uint64_t freed = r->u.free.freed_ns;
 			size_t rest = r->npages - extra;
 			page_heap_run_unlist(h, r);
-			r->state = SPAN_NONE;
+			SPAN_SET_STATE(r, SPAN_NONE, &h->lock);
 			if (rest) {
 				/* The remainder gets a new descriptor; it counts as fresh in
 				 * the LRU (a slight under-estimate of its age). */
 				span_t *b = run_desc(h, sb, right + (unsigned)extra);
-				b->state = rstate;
+				SPAN_SET_STATE(b, rstate, &h->lock);
 				b->page = (uint16_t)(right + extra);
 				b->npages = (uint32_t)rest;
 				b->zeroed = rzeroed;
@@ -666,10 +670,12 @@ void page_heap_stats_add(page_heap_stats_t *acc)
 
 void page_heap_prefork(void)
 {
+	lock_bulk_enter();
 	for (unsigned i = 0; i < page_heaps_n; i++) {
 		/* The child would never get back runs a pass has out. */
 		page_heap_lock_idle(&page_heaps[i]);
 	}
+	lock_bulk_leave();
 }
 
 void page_heap_postfork_parent(void)

@@ -12,6 +12,7 @@
  * run waits for that with page_heap_lock_idle. The run lists are page_heap.c's
  * and are used through page_heap.h's "inside the page heap" section. */
 #include "core/pages/page_heap.h"
+#include "core/pages/span_check.h"
 
 #include <stddef.h>
 
@@ -57,7 +58,7 @@ static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
 		span_t *s = h->lru_tail;
 		page_heap_run_unlist(h, s);
 		page_heap_dirty_add(h, s->npages); /* still resident until madvise returns */
-		s->state = SPAN_BUSY;
+		SPAN_SET_STATE(s, SPAN_BUSY, &h->lock);
 		s->next = list;
 		list = s;
 		*taken += s->npages;
@@ -124,7 +125,7 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 		if (s->state != SPAN_FREE_PURGED)
 			continue;
 		page_heap_run_unlist(h, s);
-		s->state = SPAN_BUSY;
+		SPAN_SET_STATE(s, SPAN_BUSY, &h->lock);
 		s->next = busy;
 		busy = s;
 	}
@@ -150,7 +151,7 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	lock_acquire(&h->lock);
 	for (span_t *s = busy, *next; s; s = next) {
 		next = s->next;
-		s->state = SPAN_FREE_PURGED;
+		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
 		page_heap_run_list(h, s, NULL);
 	}
 	sb->hdr_purging = 0;
@@ -211,7 +212,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			if (s->purge_ok) {
 				purged += s->npages;
 				if (s->huge) {
-					s->state = SPAN_FREE_PURGED;
+					SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
 					s->zeroed = !lazy;
 					page_heap_run_list(h, s, NULL);
 				} else {
@@ -225,7 +226,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			} else {
 				/* The kernel refused: the pages stay resident and are listed
 				 * dirty again (with their age), and this pass stops. */
-				s->state = SPAN_FREE_DIRTY;
+				SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
 				failed = true;
 				if (s->huge)
 					page_heap_run_list(h, s, h->lru_tail);
@@ -265,7 +266,7 @@ static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
 		if (s->state == SPAN_FREE_DIRTY)
 			decay_note_removed(&h->decay, s->npages);
 		page_heap_run_unlist(h, s);
-		s->state = SPAN_NONE;
+		SPAN_SET_STATE(s, SPAN_NONE, &h->lock);
 		page += s->npages;
 	}
 	return all_purged;
@@ -333,7 +334,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		lock_acquire(&h->lock);
 		if (huge) {
 			span_t *s = &sb->spans[0];
-			s->state = purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY;
+			SPAN_SET_STATE(s, purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, &h->lock);
 			s->u.free.freed_ns = now;
 			page_heap_run_list(h, s, NULL);
 			h->huge_count++;

@@ -3,15 +3,20 @@
  *
  * From the table ("leaves by"), plus what the page heap's coalescing does:
  *   NONE        -> FREE_DIRTY, FREE_PURGED (a run starts at this page: a new
- *                  superblock, the rest of a split), LARGE (a huge superblock)
+ *                  superblock, the rest of a split), CENTRAL, LARGE, ARENA,
+ *                  POOL (alloc carves the span from the end of a run: its
+ *                  first page had no descriptor of its own; a huge superblock)
  *   FREE_DIRTY  -> CENTRAL, LARGE, ARENA, POOL (alloc), BUSY (purge),
  *                  FREE_PURGED (merged with a purged run into one that
  *                  keeps its kind), NONE (merged into a neighbour)
  *   FREE_PURGED -> CENTRAL, LARGE, ARENA, POOL, FREE_DIRTY (merged with a
- *                  dirty neighbour), NONE
- *   BUSY        -> FREE_PURGED, FREE_DIRTY (madvise failed)
+ *                  dirty neighbour), NONE, BUSY (held out while the header
+ *                  of its entirely purged superblock is trimmed)
+ *   BUSY        -> FREE_PURGED, FREE_DIRTY (madvise failed), NONE (given
+ *                  back straight into a free neighbour)
  *   CENTRAL, POOL -> FREE_DIRTY (freed), NONE (freed into a free neighbour)
- *   LARGE       -> FREE_DIRTY, NONE, ARENA (a huge arena block)
+ *   LARGE       -> FREE_DIRTY, NONE, ARENA (a huge arena block), LARGE (a
+ *                  new huge superblock is LARGE, then handed out)
  *   ARENA       -> FREE_DIRTY, NONE
  * Re-writing the same FREE_* state (a run re-listed) is allowed.
  */
@@ -24,14 +29,15 @@
 #define S(x) (1u << (x))
 
 static const unsigned span_next_states[] = {
-	[SPAN_NONE] = S(SPAN_FREE_DIRTY) | S(SPAN_FREE_PURGED) | S(SPAN_LARGE),
+	[SPAN_NONE] = S(SPAN_FREE_DIRTY) | S(SPAN_FREE_PURGED) | S(SPAN_CENTRAL) | S(SPAN_LARGE) |
+		      S(SPAN_ARENA) | S(SPAN_POOL),
 	[SPAN_FREE_DIRTY] = S(SPAN_CENTRAL) | S(SPAN_LARGE) | S(SPAN_ARENA) | S(SPAN_POOL) | S(SPAN_BUSY) |
 			    S(SPAN_FREE_DIRTY) | S(SPAN_FREE_PURGED) | S(SPAN_NONE),
 	[SPAN_FREE_PURGED] = S(SPAN_CENTRAL) | S(SPAN_LARGE) | S(SPAN_ARENA) | S(SPAN_POOL) |
-			     S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
-	[SPAN_BUSY] = S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY),
+			     S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_BUSY),
+	[SPAN_BUSY] = S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 	[SPAN_CENTRAL] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
-	[SPAN_LARGE] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_ARENA),
+	[SPAN_LARGE] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_ARENA) | S(SPAN_LARGE),
 	[SPAN_ARENA] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 	[SPAN_POOL] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 };
@@ -54,8 +60,9 @@ void span_check_transition(const span_t *s, unsigned to, const ebb_lock_t *lock)
 	unsigned from = s->state;
 	char msg[256];
 	if (from >= SPAN_STATES || to >= SPAN_STATES || !(span_next_states[from] & S(to))) {
-		report_format(msg, sizeof msg, "span %p (page %u): state %s -> %s is not in span.h's table",
-			      (const void *)s, (unsigned)s->page, state_name(from), state_name(to));
+		report_format(msg, sizeof msg, "span %p (page %u): state %s -> %s is not in span.h's table (written at %p)",
+			      (const void *)s, (unsigned)s->page, state_name(from), state_name(to),
+			      __builtin_return_address(0));
 		report_fatal(msg);
 	}
 	if (lock != NULL && !lock_held_by_self(lock)) {

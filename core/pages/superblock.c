@@ -1,6 +1,7 @@
 /* superblock.c: mapping, registering and unmapping superblocks and huge
  * blocks; pointer-to-span lookup. */
 #include "core/pages/superblock.h"
+#include "core/pages/span_check.h"
 
 #include <errno.h>
 #include <string.h>
@@ -244,7 +245,7 @@ static void huge_init_header(superblock_t *sb, struct page_heap *heap, size_t pa
 	s->npages = (uint32_t)pages;
 	s->page = EBB_SB_PAGES;
 	s->huge = 1;
-	s->state = SPAN_LARGE;
+	SPAN_SET_STATE(s, SPAN_LARGE, NULL);
 	s->zeroed = 1;
 }
 

@@ -1,0 +1,115 @@
+/* page_heap_check.c: the identities of a page heap (page_heap.h, span.h),
+ * checked under its lock in the EBB_INVARIANTS build.
+ *
+ * Per normal superblock, walking its spans from first_page:
+ *   each span's descriptor names its own first page and has npages >= 1,
+ *     and the spans tile [first_page, first_page + usable_pages)
+ *   each free run (FREE_DIRTY, FREE_PURGED, BUSY) has boundary tags:
+ *     pagemap[first] == pagemap[last] == first
+ *   no two adjacent free runs of one state (FREE_DIRTY or FREE_PURGED):
+ *     coalescing is complete (runs of different states stay apart)
+ *   the free runs' pages sum to free_pages
+ * Per heap, when no purge pass has runs out (h->purging clear), over its
+ * superblocks and its cache of huge blocks:
+ *   dirty_pages == dirty runs + cached dirty huge blocks
+ *   purged_pages == purged runs + cached purged huge blocks
+ *   superblocks * usable pages == central + large + dirty runs + purged runs
+ */
+#include "core/pages/page_heap_check.h"
+
+#include "core/runtime/report.h"
+
+#if EBB_INVARIANTS
+
+#define PAGE_HEAP_CHECK_EVERY 64
+
+static __thread unsigned page_heap_check_calls;
+
+static EBB_NORETURN void ph_fail(const page_heap_t *h, const void *where, const char *what, uint64_t a,
+				 uint64_t b)
+{
+	char msg[256];
+	report_format(msg, sizeof msg, "page heap %u, at %p: %s (%llu vs %llu)", h->index, where, what,
+		      (unsigned long long)a, (unsigned long long)b);
+	report_fatal(msg);
+}
+
+static bool is_free(unsigned st)
+{
+	return st == SPAN_FREE_DIRTY || st == SPAN_FREE_PURGED || st == SPAN_BUSY;
+}
+
+/* Walks sb; adds its dirty and purged run pages; returns false if a run is
+ * BUSY (out with a pass). */
+static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dirty, size_t *purged)
+{
+	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
+	uint64_t free_pages = 0;
+	unsigned prev_state = SPAN_NONE;
+	bool busy = false;
+	for (unsigned page = first; page < end;) {
+		const span_t *s = superblock_span_at(sb, page);
+		if (s->page != page || s->npages == 0 || page + s->npages > end)
+			ph_fail(h, s, "span descriptor does not name its run", s->page, page);
+		unsigned last = page + s->npages - 1;
+		if (is_free(s->state)) {
+			if (sb->pagemap[page] != page || sb->pagemap[last] != page)
+				ph_fail(h, s, "free run's boundary tags do not name it", sb->pagemap[last], page);
+			if (s->state == prev_state && s->state != SPAN_BUSY)
+				ph_fail(h, s, "two adjacent free runs of one state (coalescing incomplete)", page,
+					s->state);
+			free_pages += s->npages;
+			if (s->state == SPAN_FREE_PURGED)
+				*purged += s->npages;
+			else
+				*dirty += s->npages;
+			busy |= s->state == SPAN_BUSY;
+		} else if (s->state == SPAN_NONE) {
+			ph_fail(h, s, "a run starts at a page whose descriptor is NONE", page, 0);
+		}
+		prev_state = s->state;
+		page += s->npages;
+	}
+	if (free_pages != sb->free_pages)
+		ph_fail(h, sb, "free runs' pages != the superblock's free_pages", free_pages, sb->free_pages);
+	return !busy;
+}
+
+void page_heap_check(page_heap_t *h, superblock_t *sb)
+{
+	if (!lock_held_by_self(&h->lock))
+		ph_fail(h, h, "checked without its lock", 0, 0);
+	size_t dirty = 0, purged = 0;
+	if (sb != NULL && !sb->huge)
+		check_superblock(h, sb, &dirty, &purged);
+	if (++page_heap_check_calls % PAGE_HEAP_CHECK_EVERY != 0)
+		return;
+	bool whole = !h->purging;
+	size_t usable = 0;
+	dirty = purged = 0;
+	for (superblock_t *s = h->superblocks; s != NULL; s = s->next) {
+		whole &= check_superblock(h, s, &dirty, &purged);
+		usable += s->usable_pages;
+	}
+	if (!whole)
+		return; /* runs are out with a pass: the counts are mid-move */
+	if (usable != h->central_pages + h->large_pages + dirty + purged)
+		ph_fail(h, h, "usable pages != central + large + free runs", usable,
+			h->central_pages + h->large_pages + dirty + purged);
+	for (superblock_t *c = h->huge_cache; c != NULL; c = c->next) {
+		const span_t *s = &c->spans[0];
+		if (s->state == SPAN_FREE_PURGED)
+			purged += s->npages;
+		else if (s->state == SPAN_FREE_DIRTY)
+			dirty += s->npages;
+		else
+			ph_fail(h, c, "cached huge block is not free", s->state, SPAN_FREE_DIRTY);
+	}
+	if (dirty != h->dirty_pages)
+		ph_fail(h, h, "dirty_pages != dirty runs + cached dirty huge blocks", h->dirty_pages, dirty);
+	if (purged != h->purged_pages)
+		ph_fail(h, h, "purged_pages != purged runs + cached purged huge blocks", h->purged_pages,
+			purged);
+}
+
+#endif /* EBB_INVARIANTS */
