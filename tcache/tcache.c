@@ -13,7 +13,6 @@
 #include "core/runtime/meta.h"
 #include "core/runtime/options.h"
 #include "core/runtime/report.h"
-#include "tcache/tcache_check.h"
 #include "os/os.h"
 
 /* Never written: every bin empty (malloc misses) and full (free misses):

@@ -168,6 +168,17 @@ void tcache_prefork(void);
 void tcache_postfork_parent(void);
 void tcache_postfork_child(void);
 
+/* The invariant checker of the EBB_INVARIANTS build (tcache_check.c). */
+#if EBB_INVARIANTS
+/* Checks bin cls (its slots too), and
+ * every bin's bounds and the byte budget every TCACHE_CHECK_EVERY calls (per
+ * thread) or when cls == 0. Aborts with a report on the first that fails. */
+void tcache_check(const tcache_t *tc, unsigned cls);
+#define TCACHE_CHECK(tc, cls) tcache_check((tc), (cls))
+#else
+#define TCACHE_CHECK(tc, cls) ((void)0)
+#endif
+
 EBB_END_DECLS
 
 #endif /* EBB_TCACHE_TCACHE_H */

@@ -12,7 +12,7 @@
  *     freed block, which bin_pop reports by its own rule)
  * Per cache: budget == sum over bins of max * size.
  */
-#include "tcache/tcache_check.h"
+#include "tcache/tcache.h"
 
 #include "core/blocks/size_class.h"
 #include "core/runtime/report.h"

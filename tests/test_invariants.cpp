@@ -12,14 +12,12 @@
 #include <vector>
 
 #include "core/blocks/central.h"
-#include "core/blocks/central_check.h"
 #include "core/blocks/size_class.h"
 #include "core/pages/page_heap.h"
-#include "core/pages/page_heap_check.h"
 #include "core/pages/span_check.h"
 #include "core/pages/superblock.h"
 #include "core/runtime/atomic.h"
-#include "tcache/tcache_check.h"
+#include "tcache/tcache.h"
 #include "tests/api/child_util.h"
 #include "tests/support/unit.h"
 

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "core/blocks/block.h"
-#include "core/blocks/central_check.h"
 #include "core/blocks/freelist.h"
 #include "core/runtime/meta.h"
 #include "core/pages/page_heap.h"

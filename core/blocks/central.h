@@ -84,6 +84,17 @@ void central_prefork(void);
 void central_postfork_parent(void);
 void central_postfork_child(void);
 
+/* The invariant checker of the EBB_INVARIANTS build (central_check.c). */
+#if EBB_INVARIANTS
+/* Caller holds c's lock. Checks c's counters and transfer stack every time,
+ * its partial list span by span every CENTRAL_CHECK_EVERY calls (per thread)
+ * or when `walk`. Aborts with a report on the first identity that fails. */
+void central_check(const central_t *c, bool walk);
+#define CENTRAL_CHECK(c) central_check((c), false)
+#else
+#define CENTRAL_CHECK(c) ((void)0)
+#endif
+
 EBB_END_DECLS
 
 #endif /* EBB_CORE_CENTRAL_H */

@@ -15,7 +15,7 @@
  *     homed span not on it (a span off the list is full), with no report
  *     made (a dropped free list makes a span "full" with fewer out).
  */
-#include "core/blocks/central_check.h"
+#include "core/blocks/central.h"
 
 #include "core/blocks/size_class.h"
 #include "core/runtime/report.h"

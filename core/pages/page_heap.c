@@ -15,7 +15,6 @@
  * dropped. The rest of the rules (run kinds, identities) are in page_heap.h. */
 #include "core/pages/page_heap.h"
 #include "core/pages/span_check.h"
-#include "core/pages/page_heap_check.h"
 
 #include <errno.h>
 #include <string.h>

@@ -137,6 +137,17 @@ void page_heap_prefork(void);
 void page_heap_postfork_parent(void);
 void page_heap_postfork_child(void);
 
+/* The invariant checker of the EBB_INVARIANTS build (page_heap_check.c). */
+#if EBB_INVARIANTS
+/* Caller holds h's lock. Checks superblock sb (if not NULL) every time, and
+ * the whole heap every PAGE_HEAP_CHECK_EVERY calls (per thread). Aborts with
+ * a report on the first identity that fails. */
+void page_heap_check(page_heap_t *h, superblock_t *sb);
+#define PAGE_HEAP_CHECK(h, sb) page_heap_check((h), (sb))
+#else
+#define PAGE_HEAP_CHECK(h, sb) ((void)0)
+#endif
+
 /* ---- inside the page heap ----------------------------------------------
  * For page_heap.c, page_heap_purge.c and huge.c only, which are one module
  * in three files; nothing else calls these. Unless a line says otherwise,

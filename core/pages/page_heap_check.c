@@ -15,7 +15,7 @@
  *   purged_pages == purged runs + cached purged huge blocks
  *   superblocks * usable pages == central + large + dirty runs + purged runs
  */
-#include "core/pages/page_heap_check.h"
+#include "core/pages/page_heap.h"
 
 #include "core/runtime/report.h"
 
