@@ -90,6 +90,19 @@ TEST_CASE("invariants: two locks of one rank abort, except in a fork handler's l
 	CHECK(died_saying(r, "while holding a page heap lock (rank 6)"));
 }
 
+TEST_CASE("invariants: a lock without a rank aborts at its first acquire", "[invariants]")
+{
+	auto r = run_child([] {
+		static ebb_lock_t l = EBB_LOCK_INITIALIZER;
+		if (!lock_try(&l)) // a try never waits: not checked
+			return 2;
+		lock_release(&l);
+		lock_acquire(&l);
+		return 1;
+	});
+	CHECK(died_saying(r, "has no rank (0): give it one at init"));
+}
+
 TEST_CASE("invariants: a thread waiting for a lock it holds aborts", "[invariants]")
 {
 	auto r = run_child([] {

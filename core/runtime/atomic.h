@@ -41,7 +41,7 @@ EBB_BEGIN_DECLS
  * which take every lock of a rank in array order (lock_bulk_enter). The
  * EBB_INVARIANTS build checks this at every acquire (lock_check.c). */
 enum lock_rank {
-	LOCK_RANK_NONE = 0,        /* not given a rank: not checked */
+	LOCK_RANK_NONE = 0,        /* not given a rank: an acquire aborts (EBB_INVARIANTS) */
 	LOCK_RANK_TIMELINE = 1,    /* timeline.c: a row reads every stat under it */
 	LOCK_RANK_TCACHE_LIST = 2, /* tcache.c: the list of live thread caches */
 	LOCK_RANK_EXT = 3,         /* arena.c, pool.c: a shared arena's or pool's lock */

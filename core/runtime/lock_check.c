@@ -37,7 +37,10 @@ static const char *lock_rank_name(unsigned rank)
 EBB_NORETURN void lock_check_fail(const ebb_lock_t *l, unsigned held)
 {
 	char msg[256];
-	if (l->holder == lock_thread_self())
+	if (l->rank == LOCK_RANK_NONE || l->rank >= LOCK_RANK_COUNT)
+		report_format(msg, sizeof msg, "lock order: lock %p has no rank (%u): give it one at init",
+			      (const void *)l, l->rank);
+	else if (l->holder == lock_thread_self())
 		report_format(msg, sizeof msg,
 			      "lock order: %s lock (rank %u) %p acquired again by the thread that holds it",
 			      lock_rank_name(l->rank), l->rank, (const void *)l);
@@ -53,10 +56,8 @@ void lock_check_order(const ebb_lock_t *l)
 	if (EBB_UNLIKELY(l->holder == lock_thread_self()))
 		lock_check_fail(l, l->rank);
 	unsigned rank = l->rank;
-	if (rank == LOCK_RANK_NONE)
-		return;
-	if (EBB_UNLIKELY(rank >= LOCK_RANK_COUNT))
-		lock_check_fail(l, rank);
+	if (EBB_UNLIKELY(rank == LOCK_RANK_NONE || rank >= LOCK_RANK_COUNT))
+		lock_check_fail(l, rank); /* every lock of the allocator has a rank */
 	for (unsigned r = LOCK_RANK_COUNT - 1; r >= rank; r--) {
 		if (lock_ranks_held[r] == 0)
 			continue;
