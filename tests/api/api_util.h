@@ -31,6 +31,22 @@
 #ifndef EBB_TEST_TSAN
 #define EBB_TEST_TSAN 0
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define EBB_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EBB_TEST_ASAN 1
+#endif
+#endif
+#ifndef EBB_TEST_ASAN
+#define EBB_TEST_ASAN 0
+#endif
+/* A thread started in the child of a multithreaded fork: TSan refuses it, and
+ * gcc 12's ASan does not hold its own allocator's lock across fork, so the
+ * child's new thread can wait forever on that lock, left taken by a parent
+ * thread (seen in gdb: __sanitizer::SizeClassAllocator64::GetFromAllocator
+ * under AsanThread::ThreadStart). Neither is ebbmalloc's to fix. */
+#define EBB_TEST_THREADS_AFTER_FORK (!EBB_TEST_TSAN && !EBB_TEST_ASAN)
 
 namespace apitest {
 

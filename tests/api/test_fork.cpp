@@ -53,7 +53,7 @@ int child_work(const Api *a)
 	return 0;
 }
 
-#if !EBB_TEST_TSAN
+#if EBB_TEST_THREADS_AFTER_FORK
 void *child_thread(void *arg)
 {
 	return (void *)(intptr_t)child_work(static_cast<const Api *>(arg));
@@ -63,9 +63,13 @@ void *child_thread(void *arg)
 int child_main(const Api *a)
 {
 	alarm(30); /* a deadlock in the child ends as SIGALRM, not as a hung test */
+#if !EBB_TEST_THREADS_AFTER_FORK
+	/* Nor may ebbmalloc's background thread start here (api_util.h). */
+	ebb_option_set("background_thread", "0");
+#endif
 	int rc = child_work(a);
 	if (rc) return rc;
-#if !EBB_TEST_TSAN /* TSan does not support new threads after a multithreaded fork */
+#if EBB_TEST_THREADS_AFTER_FORK /* see api_util.h */
 	pthread_t t;
 	if (pthread_create(&t, nullptr, child_thread, const_cast<Api *>(a)) != 0) return 20;
 	void *res = nullptr;
