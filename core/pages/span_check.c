@@ -16,7 +16,9 @@
  *                  back straight into a free neighbour)
  *   CENTRAL, POOL -> FREE_DIRTY (freed), NONE (freed into a free neighbour)
  *   LARGE       -> FREE_DIRTY, NONE, ARENA (a huge arena block), LARGE (a
- *                  new huge superblock is LARGE, then handed out)
+ *                  new huge superblock is LARGE, then handed out),
+ *                  FREE_PURGED (a cached huge block taken out, put back
+ *                  into the cache as it was when it could not be grown to fit)
  *   ARENA       -> FREE_DIRTY, NONE
  * Re-writing the same FREE_* state (a run re-listed) is allowed.
  */
@@ -37,7 +39,8 @@ static const unsigned span_next_states[] = {
 			     S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_BUSY),
 	[SPAN_BUSY] = S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 	[SPAN_CENTRAL] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
-	[SPAN_LARGE] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_ARENA) | S(SPAN_LARGE),
+	[SPAN_LARGE] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_ARENA) | S(SPAN_LARGE) |
+		       S(SPAN_FREE_PURGED),
 	[SPAN_ARENA] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 	[SPAN_POOL] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
 };
