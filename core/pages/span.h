@@ -31,6 +31,15 @@
  * |              | the pool's contract (pool.h)          | list                           |                                             |
  * | NONE         | -                                     | -                              | this page is not the first page of a span   |
  *
+ * The page heap's own steps, besides those in the table: FREE_PURGED -> BUSY
+ * (a pass trims the header descriptor pages), BUSY -> NONE (the run was given
+ * back into a free neighbour), NONE -> a kind (a span cut from the end of a
+ * run), LARGE -> LARGE (a cached huge block handed out again) and LARGE ->
+ * FREE_PURGED (a cached huge block that could not be grown goes back to the
+ * cache). In the EBB_INVARIANTS build every state write goes through
+ * SPAN_SET_STATE, and span_check_transition (span_check.c) aborts on any step
+ * this comment does not name, or on a writer without the lock it names.
+ *
  * Between page_heap_alloc returning a span and its first publication (a block
  * handed out, or the span linked into a central list) the allocating thread
  * owns it alone.
