@@ -322,12 +322,7 @@ void page_heap_run_unlist(page_heap_t *h, span_t *s)
 	if (s->huge) {
 		superblock_t *sb = span_superblock(s);
 		page_heap_check_listed(h, sb, true);
-		if (sb->prev)
-			sb->prev->next = sb->next;
-		else
-			h->huge_cache = sb->next;
-		if (sb->next)
-			sb->next->prev = sb->prev;
+		page_heap_sb_unlink(&h->huge_cache, sb);
 		h->huge_cached--;
 	} else {
 		list_remove(h, s);

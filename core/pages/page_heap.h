@@ -153,6 +153,18 @@ void page_heap_check(page_heap_t *h, superblock_t *sb);
  * in three files; nothing else calls these. Unless a line says otherwise,
  * the caller holds h->lock. */
 
+/* Takes sb off the doubly linked list whose first element is *head (the
+ * heap's superblocks, or its cache of huge blocks). */
+EBB_INLINE void page_heap_sb_unlink(superblock_t **head, superblock_t *sb)
+{
+	if (sb->prev)
+		sb->prev->next = sb->next;
+	else
+		*head = sb->next;
+	if (sb->next)
+		sb->next->prev = sb->prev;
+}
+
 /* The owner of sb once its header is checked (superblock_check, then the
  * owner pointer against the heaps we know); aborts on a forged one. No lock. */
 page_heap_t *page_heap_owner(superblock_t *sb, bool huge);

@@ -292,12 +292,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
 		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
 			continue;
-		if (sb->prev)
-			sb->prev->next = sb->next;
-		else
-			h->superblocks = sb->next;
-		if (sb->next)
-			sb->next->prev = sb->prev;
+		page_heap_sb_unlink(&h->superblocks, sb);
 		sb->all_purged = unlist_superblock_runs(h, sb);
 		h->superblocks_count--;
 		sb->next = victims;

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,13 @@ std::vector<const Api *> all_apis();
 size_t page_size();
 inline bool is_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 inline bool is_pow2(size_t a) { return a && !(a & (a - 1)); }
+/* Monotonic milliseconds, for tests that wait on the allocator's clocks. */
+inline double now_ms()
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
 
 /* A pattern that depends on the seed and on the offset (so a block copied to
  * the wrong place or shifted by a page does not verify). first_mismatch

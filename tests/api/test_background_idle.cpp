@@ -28,12 +28,6 @@ using namespace apitest;
 
 namespace {
 
-double now_ms()
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
 
 /* Reads a small file into buf with plain system calls: the polling loops
  * below must not allocate, or they would keep the allocator busy (a quiet

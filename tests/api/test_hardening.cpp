@@ -184,9 +184,6 @@ const char *kCorrupt = "corrupted free-list link (a write into a freed block, or
  * block), found when a copy of the block is about to be handed out again. */
 const char *kLostMark = "double free (the block was freed twice and is about to be handed out again), "
 			"or a write into it after it was freed";
-/* A thread cache's link found corrupt when its block was already handed out:
- * the line names the value found in the link. */
-const char *kOverwritten = "a free-list link was overwritten with this value (a write into a freed block of this size)";
 
 } // namespace
 

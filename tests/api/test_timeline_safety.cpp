@@ -32,12 +32,6 @@ using namespace apitest;
 
 namespace {
 
-double now_ms()
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
 
 /* Large blocks: every free goes back to the page heap, whose slow path
  * writes a due row when no background thread runs. */
