@@ -340,12 +340,7 @@ void page_heap_run_unlist(page_heap_t *h, span_t *s)
 void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
 {
 	if (s->huge) {
-		superblock_t *sb = span_superblock(s);
-		sb->prev = NULL;
-		sb->next = h->huge_cache;
-		if (sb->next)
-			sb->next->prev = sb;
-		h->huge_cache = sb;
+		page_heap_sb_push(&h->huge_cache, span_superblock(s));
 		h->huge_cached++;
 	} else {
 		list_insert(h, s);
@@ -426,11 +421,7 @@ static bool grow(page_heap_t *h)
 		return false;
 	uint64_t now = os_now_ns();
 	lock_acquire(&h->lock);
-	sb->prev = NULL;
-	sb->next = h->superblocks;
-	if (sb->next)
-		sb->next->prev = sb;
-	h->superblocks = sb;
+	page_heap_sb_push(&h->superblocks, sb);
 	h->superblocks_count++;
 	h->meta_pages += 1;
 	sb->free_pages = sb->usable_pages;

@@ -153,8 +153,18 @@ void page_heap_check(page_heap_t *h, superblock_t *sb);
  * in three files; nothing else calls these. Unless a line says otherwise,
  * the caller holds h->lock. */
 
-/* Takes sb off the doubly linked list whose first element is *head (the
+/* Puts sb first on the doubly linked list whose first element is *head (the
  * heap's superblocks, or its cache of huge blocks). */
+EBB_INLINE void page_heap_sb_push(superblock_t **head, superblock_t *sb)
+{
+	sb->prev = NULL;
+	sb->next = *head;
+	if (sb->next)
+		sb->next->prev = sb;
+	*head = sb;
+}
+
+/* Takes sb off the list whose first element is *head. */
 EBB_INLINE void page_heap_sb_unlink(superblock_t **head, superblock_t *sb)
 {
 	if (sb->prev)

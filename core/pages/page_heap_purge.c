@@ -334,11 +334,7 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 			page_heap_run_list(h, s, NULL);
 			h->huge_count++;
 		} else {
-			sb->prev = NULL;
-			sb->next = h->superblocks;
-			if (sb->next)
-				sb->next->prev = sb;
-			h->superblocks = sb;
+			page_heap_sb_push(&h->superblocks, sb);
 			h->superblocks_count++;
 			page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
 						     purged ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY, 0, now);
