@@ -77,7 +77,8 @@ BENCHMARKS = [
                 "under ebbmalloc the result line adds ebb_arena and ebb_pool, arena_speedup, pool_speedup)"),
     ("memreturn", "burst, free, idle: RSS over time (memory given back to the kernel)"),
     ("latency", "p50/p99/p99.9/max of single malloc and free calls"),
-    ("fastpath", "instructions per malloc/free hit in the thread cache (callgrind)"),
+    ("fastpath", "instructions per malloc+free pair (callgrind): a thread-cache hit, and 100 000 blocks freed "
+                 "in random or reverse order"),
     ("redis", "redis-server under redis-benchmark (SET/GET/LPUSH, loopback)"),
     ("python", "python3 building and sorting dicts and lists in threads"),
 ]
@@ -117,18 +118,22 @@ def build_rows(quick):
         rows.append(Row(bench, label, "prog", args, "ops_per_sec", True, scale, unit, threads=threads,
                         series=series, program=program, **kw))
 
-    for t in ([4] if q else THREADS_FULL):
+    # A quick run keeps t=2 and t=32 of every threaded series (a few seconds
+    # per allocator), so Report.oversubscription has its figures in it too.
+    for t in ([2, 4, 32] if q else THREADS_FULL):
         tput("xmalloc", "t=%d" % t, "xmalloc", ["--threads=%d" % t, "--objects=%s" % ("2m" if q else "4m")],
              threads=t, series="xmalloc", est=0.3 if q else 0.8)
-    for t in ([8] if q else THREADS_FULL):
+    for t in ([2, 8, 32] if q else THREADS_FULL):
         tput("larson", "t=%d" % t, "larson", ["--threads=%d" % t, "--ops=%s" % ("4m" if q else "10m")],
              threads=t, series="larson", est=0.3 if q else 0.6)
     for b, prog in (("cache-scratch", "cache_scratch"), ("cache-thrash", "cache_thrash")):
-        for t in ([2] if q else THREADS_FULL):
+        for t in ([2, 32] if q else THREADS_FULL):
             tput(b, "t=%d" % t, prog, ["--threads=%d" % t, "--iterations=%s" % ("200k" if q else "400k")],
                  threads=t, series=b, est=0.3 if q else 0.5)
     if q:
-        tput("churn", "16B-1K ws=10K t=1", "churn", ["--slots=10000", "--ops=5m"], threads=1, est=0.3)
+        for t in (1, 2, 32):
+            tput("churn", "16B-1K ws=10K t=%d" % t, "churn", ["--threads=%d" % t, "--slots=10000", "--ops=5m"],
+                 threads=t, series="churn 16B-1K ws=10K", est=0.3)
         tput("churn", "16B-32K ws=1K t=1", "churn", ["--max-size=32K", "--slots=1000", "--ops=2m"], threads=1,
              est=0.3)
     else:
@@ -170,6 +175,14 @@ def build_rows(quick):
     for size in ([64] if q else [16, 64, 512]):
         rows.append(Row("fastpath", "%dB" % size, "fastpath", ["--size=%d" % size], "instr_pair", False, 1,
                         "instr/pair", reps=1, est=2.5))
+    # Issue 13's batch patterns, the figures bench/fastpath.expected guards:
+    # 100 000 blocks of 32 B allocated, then all freed in random or in reverse
+    # order, so most pairs go through refills and flushes. The runner's loop
+    # lengths (N1, N2) are whole rounds of the batch.
+    for order in ("random", "reverse"):
+        rows.append(Row("fastpath", "32B %s x100K" % order, "fastpath",
+                        ["--size=32", "--batch=100000", "--order=" + order], "instr_pair", False, 1,
+                        "instr/pair", reps=1, est=4.0))
     rows.append(Row("redis", "", "redis", ["--requests=%d" % (30000 if q else 100000)], "ops_per_sec", True,
                     1e3, "Kreq/s", est=1.2 if q else 2.5))
     rows.append(Row("python", "malloc", "python", (["--n=10000"] if q else []), "seconds", False, 1, "s",
@@ -380,13 +393,15 @@ class Run:
         return self.status == "ok"
 
 
-def spawn(cmd, env, timeout, logbase):
-    """Runs cmd in its own session; returns (exit status, rusage, wall, stdout, stderr, timed out)."""
+def spawn(cmd, env, timeout, logbase, cpu=None):
+    """Runs cmd in its own session (pinned to CPU cpu if given); returns (exit status, rusage, wall, stdout,
+    stderr, timed out)."""
     out_path, err_path = logbase + ".out", logbase + ".err"
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     with open(out_path, "w") as out, open(err_path, "w") as err:
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                             start_new_session=True, cwd=BENCH_DIR)
+                             start_new_session=True, cwd=BENCH_DIR, preexec_fn=pin)
         timed_out = []
 
         def kill():
@@ -508,7 +523,12 @@ class Runner:
     def callgrind(self, cmd, env, timeout, base, keep):
         out = base + ".cg"
         full = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + cmd
-        status, ru, wall, stdout, stderr, timed_out = spawn(full, env, timeout, base)
+        # Pinned: an allocator that picks per-CPU lists by sched_getcpu()
+        # (ebbmalloc) takes other paths when the process moves between CPUs
+        # mid-run, and the count stops repeating (see bench/fastpath_guard.py).
+        # Callgrind runs the threads one at a time, so the pin costs nothing.
+        status, ru, wall, stdout, stderr, timed_out = spawn(full, env, timeout, base,
+                                                            cpu=min(os.sched_getaffinity(0)))
         r = Run()
         judge(r, status, ru, wall, stdout, stderr, timed_out, keep)
         if not r.ok:
@@ -769,9 +789,11 @@ class Report:
         """Yields (title, subtitle, headers, lines) for every table, in order."""
         if summary_first:
             yield self.summary()
+            yield from self.oversubscription()
         yield from self.bench_sections()
         if not summary_first:
             yield self.summary()
+            yield from self.oversubscription()
 
     def summary(self):
         names = self.names()
@@ -790,6 +812,53 @@ class Report:
         return ("Summary", "geometric mean over rows of the ratio to the best allocator of the row "
                 "(1.00 = best in every row; time ratio uses each row's own metric, RSS ratio the peak RSS)",
                 ["allocator", "time ratio", "peak RSS ratio", "rows ok", "failed rows"], lines)
+
+    OVERSUB_FLOOR = 0.9
+
+    def oversubscription(self):
+        """Issue 13's goal: with 32 threads on this machine's CPUs no threaded
+        series falls below 0.9x its own 2-thread throughput (what a thread
+        spinning on a lock whose holder was preempted does to it). Every
+        allocator is compared with itself, so the rows' ratios to the best do
+        not enter. Yields one table, or none when no series has t=2 and a
+        higher count."""
+        names = self.names()
+        series = {}
+        for r in self.rows:
+            if r.series and r.threads and r.higher:
+                series.setdefault(r.series, {})[r.threads] = r
+        lines = []
+        worst = {a: [] for a in names}
+        low = {a: 0 for a in names}
+        for name, by_t in series.items():
+            if 2 not in by_t:
+                continue
+            for t in (8, 32):
+                if t not in by_t:
+                    continue
+                cells = []
+                for a in names:
+                    base, c = self.cell(by_t[2], a), self.cell(by_t[t], a)
+                    if not (base and base.ok and base.value and c and c.ok):
+                        cells.append("-")
+                        continue
+                    x = c.value / base.value
+                    cells.append("%.2f%s" % (x, " LOW" if x < self.OVERSUB_FLOOR else ""))
+                    if t == 32:
+                        worst[a].append(x)
+                        low[a] += x < self.OVERSUB_FLOOR
+                lines.append(["%s t=%d" % (name, t)] + cells)
+        if not lines:
+            return
+        lines.append(["worst t=32"] + ["%.2f" % min(worst[a]) if worst[a] else "-" for a in names])
+        lines.append(["t=32 rows below %.2f" % self.OVERSUB_FLOOR]
+                     + ["%d of %d" % (low[a], len(worst[a])) if worst[a] else "-" for a in names])
+        yield ("Oversubscription: throughput relative to 2 threads",
+               "each allocator's throughput at t=8 and t=32 divided by its own at t=2 (this machine: %d CPUs; "
+               "higher is better); LOW: below %.2f, issue 13's floor for t=32. Not all of a fall is contention: "
+               "churn times each thread's fill of its own working set (32 times the blocks and fresh pages at "
+               "t=32) and larson starts 20 threads per chain, work that grows with t for every allocator alike"
+               % (os.cpu_count() or 0, self.OVERSUB_FLOOR), ["series"] + names, lines)
 
     def bench_sections(self):
         names = self.names()
@@ -859,11 +928,16 @@ class Report:
             headers = ["allocator"]
             for r in brows:
                 headers += ["%s pair" % r.label, "malloc", "free"]
-            harness = [self.cell(r, a).extra.get("harness_pair") for r in brows for a in names
-                       if self.cell(r, a) and self.cell(r, a).ok]
+            harness = []
+            for r in brows:
+                h = [self.cell(r, a).extra.get("harness_pair") for a in names if self.cell(r, a) and self.cell(r, a).ok]
+                if h:
+                    harness.append("%s %s" % (r.label, fmt_num(h[0])))
             yield ("fastpath: instructions per call",
-                   "callgrind, thread-cache hits; the loop and wrapper (%s instructions per pair) are subtracted, "
-                   "the call into the allocator is counted" % (fmt_num(harness[0]) if harness else "?"),
+                   "callgrind; a size alone: the same slot taken and freed again (thread-cache hits); 'x100K': "
+                   "100 000 blocks allocated, then freed in that order (refills and flushes); the loop and wrappers "
+                   "(per pair: %s) are subtracted, the call into the allocator is counted"
+                   % (", ".join(harness) if harness else "?"),
                    headers, lines)
         elif bench == "redis":
             for r in brows:
