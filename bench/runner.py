@@ -81,6 +81,7 @@ BENCHMARKS = [
                  "in random or reverse order"),
     ("redis", "redis-server under redis-benchmark (SET/GET/LPUSH, loopback)"),
     ("python", "python3 building and sorting dicts and lists in threads"),
+    ("sqlite", "sqlite3 filling a large page cache (blocks just above 4 KiB: size-class rounding)"),
 ]
 BENCH_NAMES = [b for b, _ in BENCHMARKS]
 
@@ -93,7 +94,7 @@ class Row:
         self.bench = bench
         self.label = label
         self.id = "%s %s" % (bench, label) if label else bench
-        self.kind = kind          # prog | python | redis | fastpath
+        self.kind = kind          # prog | python | redis | sqlite | fastpath
         self.program = program    # bench_<program> for kind prog
         self.args = args
         self.metric = metric      # key of the result line
@@ -189,6 +190,8 @@ def build_rows(quick):
                     env={"PYTHONMALLOC": "malloc"}, est=0.6 if q else 1.8))
     if not q:
         rows.append(Row("python", "pymalloc", "python", [], "seconds", False, 1, "s", est=1.8))
+    rows.append(Row("sqlite", "page cache", "sqlite", ["--rows=%d" % (100000 if q else 300000)], "seconds", False,
+                    1, "s", est=0.8 if q else 2.3))
     return rows
 
 
@@ -509,6 +512,9 @@ class Runner:
             env = self.env_for(alloc, row)
         elif row.kind == "redis":
             cmd = [PYTHON, os.path.join(BENCH_DIR, "redis_bench.py"), "--alloc-lib", alloc.lib or "glibc"] + row.args
+            env = self.env_for(alloc, row, preload=False)
+        elif row.kind == "sqlite":
+            cmd = [PYTHON, os.path.join(BENCH_DIR, "sqlite_bench.py"), "--alloc-lib", alloc.lib or "glibc"] + row.args
             env = self.env_for(alloc, row, preload=False)
         else:
             raise ValueError(row.kind)
@@ -1328,6 +1334,8 @@ def main():
         pkgs += ["redis-server", "redis-tools"]
     if "fastpath" in benches:
         pkgs += ["valgrind"]
+    if "sqlite" in benches:
+        pkgs += ["sqlite3"]
     if not args.no_charts:
         pkgs += ["gnuplot-nox"]
     if not args.no_install:
@@ -1367,6 +1375,9 @@ def main():
     if "redis" in benches and not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
         say("redis: skipped (redis-server/redis-benchmark not installed)")
         rows = [r for r in rows if r.bench != "redis"]
+    if "sqlite" in benches and not shutil.which("sqlite3"):
+        say("sqlite: skipped (sqlite3 not installed)")
+        rows = [r for r in rows if r.bench != "sqlite"]
     if "fastpath" in benches and not (shutil.which("valgrind") and shutil.which("callgrind_annotate")):
         say("fastpath: skipped (valgrind not installed)")
         rows = [r for r in rows if r.bench != "fastpath"]
