@@ -22,11 +22,13 @@
 #include "core/pages/page_heap.h"
 #include "core/ext/arena.h"
 #include "core/ext/pool.h"
+#include "core/process/prof.h"
 #include "core/runtime/report.h"
 #include "core/process/stats.h"
 #include "core/base/track.h"
 #include "ebbmalloc.h"
 #include "os/os.h"
+#include "os/os_prof.h"
 #include "tcache/tcache.h"
 
 /* ---------------------------------------------------------------------------
@@ -135,8 +137,15 @@ static void *alloc_aligned_impl(size_t align, size_t size)
 	return large_alloc(size, align, false);
 }
 
+/* The prefixed API's and the aligned allocators' test of the heap profiler
+ * (core/process/prof.h; the standard names choose at load time instead). */
+#define API_PROF_ON() (!EBB_VALGRIND && __atomic_load_n(&prof_on, __ATOMIC_RELAXED))
+
 static void *alloc_aligned(size_t align, size_t size)
 {
+	if (EBB_UNLIKELY(API_PROF_ON()) && size <= EBB_MAX_REQUEST && prof_tick(size) &&
+	    prof_should_sample(size))
+		return prof_alloc(size, align, false, __builtin_return_address(0));
 	TRACK_QUIET_BEGIN();
 	void *p = alloc_aligned_impl(align, size);
 	TRACK_QUIET_END();
@@ -227,19 +236,115 @@ static void *realloc_impl(void *p, size_t size)
 }
 
 /* ---------------------------------------------------------------------------
+ * The heap profiler's variants (core/process/prof.h): what malloc, free,
+ * calloc and realloc become when prof=1. With prof off the standard names
+ * run their plain code, instruction for instruction: at start-up
+ * (api_constructor) a jump to the variant is written over the plain
+ * function's entry only when prof is on (api_prof_redirect). The prefixed
+ * API tests prof_on. Each variant passes its caller's return address on:
+ * the recorded stack starts there. A sampled block starts on a page, so a
+ * free that is not page aligned pays one test. Not in the valgrind build
+ * (the variants tell memcheck nothing).
+ * ------------------------------------------------------------------------- */
+static EBB_NOINLINE void *prof_malloc_slow(size_t size, void *ret)
+{
+	if (prof_should_sample(size))
+		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+	return tcache_alloc(size);
+}
+
+EBB_INLINE void *prof_malloc_at(size_t size, void *ret)
+{
+	if (prof_tick(size))
+		return prof_malloc_slow(size, ret);
+	return tcache_alloc(size);
+}
+
+EBB_INLINE void prof_free_at(void *p)
+{
+	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0))
+		prof_forget(p);
+	tcache_free(p);
+}
+
+static void *prof_calloc_at(size_t count, size_t size, void *ret)
+{
+	size_t total;
+	if (!__builtin_mul_overflow(count, size, &total) && total <= EBB_MAX_REQUEST && prof_tick(total) &&
+	    prof_should_sample(total))
+		return prof_alloc(total, EBB_MIN_ALIGN, true, ret);
+	return calloc_impl(count, size);
+}
+
+/* A sampled p moves out to a plain block (its sample ends), and a realloc
+ * that is sampled moves to a sampled block; the rest is realloc_impl. */
+static void *prof_realloc_at(void *p, size_t size, void *ret)
+{
+	if (p == NULL)
+		return prof_malloc_at(size, ret);
+	bool was_sampled = prof_holds(p);
+	if (size == 0 || size > EBB_MAX_REQUEST) {
+		if (size == 0 && was_sampled)
+			prof_forget(p);
+		return realloc_impl(p, size);
+	}
+	bool sample = prof_tick(size) && prof_should_sample(size);
+	if (!sample && !was_sampled)
+		return realloc_impl(p, size);
+	block_info_t b;
+	if (!block_info(p, "realloc", &b))
+		return NULL;
+	void *q = sample ? prof_alloc(size, EBB_MIN_ALIGN, false, ret) : tcache_alloc(size);
+	if (q == NULL)
+		return NULL; /* p is untouched, and still sampled if it was */
+	memcpy(q, p, b.usable < size ? b.usable : size);
+	prof_free_at(p);
+	return q;
+}
+
+#if EBB_OVERRIDE
+static void *prof_malloc(size_t size)
+{
+	return prof_malloc_at(size, __builtin_return_address(0));
+}
+
+static void prof_free(void *p)
+{
+	prof_free_at(p);
+}
+
+static void *prof_calloc(size_t count, size_t size)
+{
+	return prof_calloc_at(count, size, __builtin_return_address(0));
+}
+
+static void *prof_realloc(void *p, size_t size)
+{
+	return prof_realloc_at(p, size, __builtin_return_address(0));
+}
+#endif
+
+/* ---------------------------------------------------------------------------
  * The prefixed API
  * ------------------------------------------------------------------------- */
-EBB_API void *ebb_malloc(size_t size)
+/* The plain bodies of the standard names (their code with prof off). Not
+ * inlined anywhere: api_prof_redirect writes over their entries. */
+#if EBB_OVERRIDE
+static EBB_NOINLINE void *malloc_plain(size_t size)
 {
 	return api_malloc(size);
 }
 
-EBB_API void ebb_free(void *p)
+static EBB_NOINLINE void free_plain(void *p)
 {
 	api_free(p);
 }
 
-EBB_API void *ebb_calloc(size_t count, size_t size)
+/* The same for operator new and delete (core/api/cxx_new.cpp). */
+bool api_cxx_prof_redirect(void);
+#endif
+
+static EBB_NOINLINE void *calloc_plain(size_t count, size_t size)
 {
 	TRACK_QUIET_BEGIN();
 	void *p = calloc_impl(count, size);
@@ -248,12 +353,42 @@ EBB_API void *ebb_calloc(size_t count, size_t size)
 	return p;
 }
 
-EBB_API void *ebb_realloc(void *p, size_t size)
+static EBB_NOINLINE void *realloc_plain(void *p, size_t size)
 {
 	TRACK_QUIET_BEGIN();
 	void *q = realloc_impl(p, size);
 	TRACK_QUIET_END();
 	return q;
+}
+
+EBB_API void *ebb_malloc(size_t size)
+{
+	if (EBB_UNLIKELY(API_PROF_ON()))
+		return prof_malloc_at(size, __builtin_return_address(0));
+	return api_malloc(size);
+}
+
+EBB_API void ebb_free(void *p)
+{
+	if (EBB_UNLIKELY(API_PROF_ON())) {
+		prof_free_at(p);
+		return;
+	}
+	api_free(p);
+}
+
+EBB_API void *ebb_calloc(size_t count, size_t size)
+{
+	if (EBB_UNLIKELY(API_PROF_ON()))
+		return prof_calloc_at(count, size, __builtin_return_address(0));
+	return calloc_plain(count, size);
+}
+
+EBB_API void *ebb_realloc(void *p, size_t size)
+{
+	if (EBB_UNLIKELY(API_PROF_ON()))
+		return prof_realloc_at(p, size, __builtin_return_address(0));
+	return realloc_plain(p, size);
 }
 
 EBB_API void *ebb_reallocarray(void *p, size_t count, size_t size)
@@ -335,14 +470,14 @@ EBB_API size_t ebb_malloc_usable_size(const void *p)
 EBB_API void ebb_free_sized(void *p, size_t size)
 {
 	(void)size;
-	api_free(p);
+	ebb_free(p);
 }
 
 EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size)
 {
 	(void)align;
 	(void)size;
-	api_free(p);
+	ebb_free(p);
 }
 
 EBB_API int ebb_trim(void)
@@ -403,6 +538,11 @@ EBB_API int ebb_option_set(const char *name, const char *value)
 	return 0;
 }
 
+EBB_API int ebb_prof_dump(const char *path)
+{
+	return prof_dump(path);
+}
+
 EBB_API int ebb_option_get(const char *name, long long *value)
 {
 	enum option_id id;
@@ -427,20 +567,46 @@ static const char *api_ext_span_reason(const void *p, const span_t *s)
 	return s->state == SPAN_POOL ? pool_span_reason(p, s) : arena_span_reason(p, s);
 }
 
+/* With prof on, the standard names jump to their prof variants from now on
+ * (os_code_redirect). Not when other threads run already (libebbmalloc.so
+ * dlopen'ed by a threaded program: one may be inside malloc): then only the
+ * prefixed API samples. Before this point nothing is sampled through them. */
+static void api_prof_redirect(void)
+{
+#if EBB_OVERRIDE && !EBB_VALGRIND
+	if (os_thread_count() > 1) {
+		report_warn("prof: threads already run; malloc/free are not sampled (ebb_* are)");
+		return;
+	}
+	bool ok = os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
+		  os_code_redirect((void *)free_plain, (void *)prof_free) &&
+		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
+		  os_code_redirect((void *)realloc_plain, (void *)prof_realloc) && api_cxx_prof_redirect();
+	if (!ok)
+		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
+#endif
+}
+
 __attribute__((constructor)) static void api_constructor(void)
 {
 	large_set_ext_reason(api_ext_span_reason);
 	/* For core/ readers of the stats (the timeline), which cannot call up
 	 * into tcache/. */
 	stats_set_tcache_source(tcache_stats);
-	if (init_ensure())
+	if (init_ensure()) {
 		fork_register(tcache_prefork, tcache_postfork_parent, tcache_postfork_child);
+		/* After fork_register: the profiler's fork handler runs first. */
+		if (prof_start())
+			api_prof_redirect();
+	}
 }
 
 __attribute__((destructor)) static void api_destructor(void)
 {
 	if (atomic_load_u32_acquire(&init_state) == INIT_DONE && options_get(OPT_STATS_ON_EXIT))
 		ebb_stats_print(stderr);
+	if (atomic_load_u32_acquire(&init_state) == INIT_DONE)
+		prof_at_exit();
 }
 
 /* ---------------------------------------------------------------------------
@@ -451,20 +617,17 @@ __attribute__((destructor)) static void api_destructor(void)
 #include <malloc.h>
 #include <stdlib.h>
 
-EBB_API void *malloc(size_t size)
-{
-	return api_malloc(size);
-}
-
-EBB_API void free(void *p)
-{
-	api_free(p);
-}
-
 #define EBB_ALIAS(name) __attribute__((alias(#name), copy(name), used))
 
-EBB_API void *calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
-EBB_API void *realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+/* malloc, free, calloc and realloc (and their glibc and cfree names) are
+ * these functions; with prof on, api_prof_redirect makes each jump to its
+ * prof variant. (Not GNU ifuncs: a resolver runs while the loader relocates
+ * libc, before this library, and glibc then prints "Relink ... for IFUNC
+ * symbol" on stderr in every process.) */
+EBB_API void *malloc(size_t size) EBB_ALIAS(malloc_plain);
+EBB_API void free(void *p) EBB_ALIAS(free_plain);
+EBB_API void *calloc(size_t count, size_t size) EBB_ALIAS(calloc_plain);
+EBB_API void *realloc(void *p, size_t size) EBB_ALIAS(realloc_plain);
 EBB_API void *reallocarray(void *p, size_t count, size_t size) EBB_ALIAS(ebb_reallocarray);
 EBB_API int posix_memalign(void **out, size_t align, size_t size) EBB_ALIAS(ebb_posix_memalign);
 EBB_API void *aligned_alloc(size_t align, size_t size) EBB_ALIAS(ebb_aligned_alloc);
@@ -474,13 +637,13 @@ EBB_API void *pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
 EBB_API size_t malloc_usable_size(void *p) EBB_ALIAS(ebb_malloc_usable_size);
 EBB_API void free_sized(void *p, size_t size) EBB_ALIAS(ebb_free_sized);
 EBB_API void free_aligned_sized(void *p, size_t align, size_t size) EBB_ALIAS(ebb_free_aligned_sized);
-EBB_API void cfree(void *p) EBB_ALIAS(free);
+EBB_API void cfree(void *p) EBB_ALIAS(free_plain);
 
 /* glibc's internal names, used by some programs and by glibc's own code. */
-EBB_API void *__libc_malloc(size_t size) EBB_ALIAS(malloc);
-EBB_API void __libc_free(void *p) EBB_ALIAS(free);
-EBB_API void *__libc_calloc(size_t count, size_t size) EBB_ALIAS(ebb_calloc);
-EBB_API void *__libc_realloc(void *p, size_t size) EBB_ALIAS(ebb_realloc);
+EBB_API void *__libc_malloc(size_t size) EBB_ALIAS(malloc_plain);
+EBB_API void __libc_free(void *p) EBB_ALIAS(free_plain);
+EBB_API void *__libc_calloc(size_t count, size_t size) EBB_ALIAS(calloc_plain);
+EBB_API void *__libc_realloc(void *p, size_t size) EBB_ALIAS(realloc_plain);
 EBB_API void *__libc_memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign);
 EBB_API void *__libc_valloc(size_t size) EBB_ALIAS(ebb_valloc);
 EBB_API void *__libc_pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);

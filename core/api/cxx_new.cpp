@@ -3,11 +3,14 @@
 // until it succeeds or there is none, then throws std::bad_alloc (the nothrow
 // forms return nullptr instead). Built only with EBB_OVERRIDE.
 #include <cstddef>
+#include <cstdint>
 #include <new>
 
 #include "core/base/track.h"
+#include "core/process/prof.h"
 #include "core/runtime/report.h"
 #include "ebbmalloc.h"
+#include "os/os_prof.h"
 #include "tcache/tcache.h"
 
 // The C++ runtime that the slow path below needs (the new-handler, throwing
@@ -113,21 +116,74 @@ inline void *new_fast_nothrow(std::size_t n) noexcept
 	return new_slow(n, true);
 }
 
+// The heap profiler's variants (core/process/prof.h, core/api/api.c):
+// sample, then the same paths. Each passes its caller's return address on.
+[[gnu::noinline]] void *new_prof_slow(std::size_t n, bool nothrow, void *ret)
+{
+	if (prof_should_sample(n)) {
+		void *p = prof_alloc(n, EBB_MIN_ALIGN, false, ret);
+		if (p != nullptr)
+			return p;
+		return new_slow(n, nothrow);
+	}
+	return nothrow ? new_fast_nothrow(n) : new_fast(n);
+}
+
 } // namespace
 
+// The operators' code: new, new nothrow and delete in every form are three
+// functions under several names (the extra arguments of the other forms are
+// ignored, which the x86-64 and AArch64 calling conventions allow). With
+// prof on, api_cxx_prof_redirect makes each jump to its prof variant.
+extern "C" {
+[[gnu::noinline]] static void *cxx_new_plain(std::size_t n) { return new_fast(n); }
+[[gnu::noinline]] static void *cxx_new_nothrow_plain(std::size_t n) noexcept { return new_fast_nothrow(n); }
+[[gnu::noinline]] static void cxx_delete_plain(void *p) noexcept { cxx_free(p); }
+
+static void *cxx_new_prof(std::size_t n)
+{
+	if (EBB_UNLIKELY(prof_tick(n)))
+		return new_prof_slow(n, false, __builtin_return_address(0));
+	return new_fast(n);
+}
+
+static void *cxx_new_nothrow_prof(std::size_t n) noexcept
+{
+	if (EBB_UNLIKELY(prof_tick(n)))
+		return new_prof_slow(n, true, __builtin_return_address(0));
+	return new_fast_nothrow(n);
+}
+
+static void cxx_delete_prof(void *p) noexcept
+{
+	if (EBB_UNLIKELY((reinterpret_cast<std::uintptr_t>(p) & (EBB_PAGE_SIZE - 1)) == 0))
+		prof_forget(p);
+	cxx_free(p);
+}
+
+bool api_cxx_prof_redirect(void)
+{
+	return !EBB_VALGRIND && os_code_redirect((void *)cxx_new_plain, (void *)cxx_new_prof) &&
+	       os_code_redirect((void *)cxx_new_nothrow_plain, (void *)cxx_new_nothrow_prof) &&
+	       os_code_redirect((void *)cxx_delete_plain, (void *)cxx_delete_prof);
+}
+}
+
 #define EBB_CXX_API __attribute__((visibility("default")))
+#define EBB_CXX_ALIAS(name) __attribute__((alias(#name)))
+#pragma GCC diagnostic ignored "-Wattribute-alias"
 
-EBB_CXX_API void *operator new(std::size_t n) { return new_fast(n); }
-EBB_CXX_API void *operator new[](std::size_t n) { return new_fast(n); }
-EBB_CXX_API void *operator new(std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
-EBB_CXX_API void *operator new[](std::size_t n, const std::nothrow_t &) noexcept { return new_fast_nothrow(n); }
+EBB_CXX_API void *operator new(std::size_t n) EBB_CXX_ALIAS(cxx_new_plain);
+EBB_CXX_API void *operator new[](std::size_t n) EBB_CXX_ALIAS(cxx_new_plain);
+EBB_CXX_API void *operator new(std::size_t n, const std::nothrow_t &) noexcept EBB_CXX_ALIAS(cxx_new_nothrow_plain);
+EBB_CXX_API void *operator new[](std::size_t n, const std::nothrow_t &) noexcept EBB_CXX_ALIAS(cxx_new_nothrow_plain);
 
-EBB_CXX_API void operator delete(void *p) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete(void *p, const std::nothrow_t &) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p, const std::nothrow_t &) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete(void *p, std::size_t) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::size_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete(void *p, const std::nothrow_t &) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p, const std::nothrow_t &) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete(void *p, std::size_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p, std::size_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
 
 EBB_CXX_API void *operator new(std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
 EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a) { return new_aligned(n, a, false); }
@@ -140,9 +196,11 @@ EBB_CXX_API void *operator new[](std::size_t n, std::align_val_t a, const std::n
 	return new_aligned(n, a, true);
 }
 
-EBB_CXX_API void operator delete(void *p, std::align_val_t) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::align_val_t) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete(void *p, std::size_t, std::align_val_t) noexcept { cxx_free(p); }
-EBB_CXX_API void operator delete[](void *p, std::size_t, std::align_val_t) noexcept { cxx_free(p); }
+EBB_CXX_API void operator delete(void *p, std::align_val_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p, std::align_val_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete(void *p, std::align_val_t, const std::nothrow_t &) noexcept
+	EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p, std::align_val_t, const std::nothrow_t &) noexcept
+	EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete(void *p, std::size_t, std::align_val_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);
+EBB_CXX_API void operator delete[](void *p, std::size_t, std::align_val_t) noexcept EBB_CXX_ALIAS(cxx_delete_plain);

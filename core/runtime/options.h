@@ -47,7 +47,15 @@ enum option_kind {
 	X(STATS_INTERVAL_MS, stats_interval_ms, OPT_INT, 0, 0, 3600000, NULL,                     \
 	  "ms between rows of the CSV stats timeline written to stats_file (0: no timeline)")      \
 	X(STATS_FILE, stats_file, OPT_STRING, 0, 0, OPTIONS_STRING_MAX - 1, NULL,                 \
-	  "path of the CSV stats timeline; %p stands for the process id (empty: stderr)")
+	  "path of the CSV stats timeline; %p stands for the process id (empty: stderr)")          \
+	X(PROF, prof, OPT_BOOL, 0, 0, 1, NULL,                                                    \
+	  "sampled heap profiler (read from EBB_OPTIONS at start; docs/usage.md)")                  \
+	X(PROF_SAMPLE, prof_sample, OPT_BYTES, 524288, 1, (1LL << 40), NULL,                      \
+	  "mean bytes allocated between two samples of the heap profiler")                          \
+	X(PROF_FILE, prof_file, OPT_STRING, 0, 0, OPTIONS_STRING_MAX - 1, NULL,                   \
+	  "with prof: write the heap profile (pprof's heap_v2) here at exit; %p: the process id")   \
+	X(PROF_LEAKS, prof_leaks, OPT_BOOL, 0, 0, 1, NULL,                                        \
+	  "with prof: at exit, report the sampled blocks still live, by stack, on stderr")
 
 enum option_id {
 #define EBB_OPTION_ENUM_(id, name, kind, def, min, max, choices, doc) OPT_##id,

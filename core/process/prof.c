@@ -1,0 +1,647 @@
+/* prof.c: the sampled heap profiler: sampling decisions, the sample and site
+ * tables, the profile file and the leak report (see prof.h). */
+#include "core/process/prof.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/process/init.h"
+#include "core/pages/large.h"
+#include "core/runtime/atomic.h"
+#include "core/runtime/meta.h"
+#include "core/runtime/options.h"
+#include "core/runtime/report.h"
+#include "core/pages/superblock.h"
+#include "os/os.h"
+#include "os/os_prof.h"
+
+/* Frames kept per stack (pprof shows the innermost ones first). */
+#define PROF_DEPTH 64
+#define PROF_SAMPLE_BUCKETS (1u << 14)
+#define PROF_SITE_BUCKETS (1u << 12)
+#define PROF_COUNT_BUCKETS (1u << 14)
+#define PROF_CHUNK ((size_t)64 << 10)
+
+/* An allocation site: one distinct stack. Written under prof_lock; never
+ * freed. */
+typedef struct prof_site {
+	struct prof_site *next;       /* in its hash chain */
+	struct prof_site *all;        /* every site, newest first */
+	struct prof_count *counts;    /* its counts, one per requested size */
+	uint64_t hash;
+	uint32_t depth;
+	void *frames[PROF_DEPTH];
+} prof_site_t;
+
+/* The samples of one site and one requested size. A line of the profile
+ * each: pprof scales a line by its average size, which is then exact
+ * (lines that mixed sizes would under-count the small ones). */
+typedef struct prof_count {
+	struct prof_count *next;      /* in its hash chain */
+	struct prof_count *site_next; /* the site's counts */
+	prof_site_t *site;
+	size_t size;
+	uint64_t live_n;  /* sampled blocks not freed yet */
+	uint64_t alloc_n; /* sampled since start */
+} prof_count_t;
+
+/* A live sampled block. */
+typedef struct prof_sample {
+	struct prof_sample *next; /* in its hash chain, or the free list */
+	void *addr;
+	prof_count_t *count;
+} prof_sample_t;
+
+__thread int64_t prof_left __attribute__((tls_model("initial-exec")));
+static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
+static __thread bool prof_busy __attribute__((tls_model("initial-exec")));
+
+bool prof_on;
+static uint32_t prof_state; /* 0 options not read yet, 1 off, 2 on */
+static int64_t prof_rate;
+
+/* One lock over everything below. Not an ebb_lock_t: it ranks before every
+ * allocator lock (fork takes it first), a rank enum lock_rank does not
+ * have; it is a leaf otherwise. */
+static uint32_t prof_lock_word;
+static prof_sample_t **prof_samples; /* PROF_SAMPLE_BUCKETS heads */
+static prof_site_t **prof_sites;     /* PROF_SITE_BUCKETS heads */
+static prof_count_t **prof_counts;   /* PROF_COUNT_BUCKETS heads */
+static prof_site_t *prof_all;
+static prof_sample_t *prof_free_samples;
+static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
+static uint64_t prof_live; /* live samples; read without the lock by prof_forget */
+
+static void prof_lock(void)
+{
+	while (!atomic_cas_u32(&prof_lock_word, 0, 1))
+		os_yield();
+}
+
+static void prof_unlock(void)
+{
+	atomic_store_u32_release(&prof_lock_word, 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * The numbers: a PRNG, and the logarithm and exponential the draws and the
+ * estimates need (libm is not linked into the library).
+ * ------------------------------------------------------------------------- */
+#define PROF_LN2 0.69314718055994530942
+
+static uint64_t rng_next(void)
+{
+	uint64_t x = prof_rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	prof_rng = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* ln(x) for x > 0: exponent and mantissa m in [1, 2), ln m = 2 atanh((m-1)/(m+1)). */
+static double prof_ln(double x)
+{
+	uint64_t bits;
+	memcpy(&bits, &x, sizeof bits);
+	int e = (int)((bits >> 52) & 0x7ff) - 1023;
+	bits = (bits & ((1ull << 52) - 1)) | (1023ull << 52);
+	double m;
+	memcpy(&m, &bits, sizeof m);
+	double t = (m - 1) / (m + 1), t2 = t * t, term = t, sum = 0;
+	for (int k = 1; k < 30; k += 2) {
+		sum += term / k;
+		term *= t2;
+	}
+	return e * PROF_LN2 + 2 * sum;
+}
+
+/* exp(-x) for x >= 0. */
+static double prof_exp_neg(double x)
+{
+	if (x > 700)
+		return 0;
+	int k = (int)(x / PROF_LN2);
+	double r = x - k * PROF_LN2, term = 1, sum = 1;
+	for (int i = 1; i < 20; i++) {
+		term *= -r / i;
+		sum += term;
+	}
+	uint64_t bits = (uint64_t)(1023 - k) << 52;
+	double scale;
+	memcpy(&scale, &bits, sizeof scale);
+	return sum * scale;
+}
+
+/* Bytes to the next sample: exponential with mean prof_rate. */
+static int64_t prof_draw(void)
+{
+	double u = (double)((rng_next() >> 11) + 1) * (1.0 / 9007199254740992.0); /* (0, 1] */
+	double d = -prof_ln(u) * (double)prof_rate;
+	if (d < 1)
+		return 1;
+	if (d > 4e18)
+		return (int64_t)4e18;
+	return (int64_t)d;
+}
+
+/* pprof's unsampling (heap_v2): a sampled object of `size` bytes stands
+ * for 1 / (1 - exp(-size / rate)) objects. */
+static double prof_scale(size_t size)
+{
+	double p = 1 - prof_exp_neg((double)size / (double)prof_rate);
+	return p > 0 ? 1 / p : 1;
+}
+
+/* ---------------------------------------------------------------------------
+ * Start-up
+ * ------------------------------------------------------------------------- */
+/* Memory for samples and sites, carved from metadata chunks. Caller holds
+ * prof_lock; drops it around meta_alloc. NULL if none. */
+static void *prof_carve(size_t size)
+{
+	size = util_align_up(size, 16);
+	while (prof_chunk == NULL || prof_chunk + size > prof_chunk_end) {
+		prof_unlock();
+		char *c = meta_alloc(PROF_CHUNK, 64);
+		prof_lock();
+		if (c == NULL)
+			return NULL;
+		if (prof_chunk == NULL || prof_chunk + size > prof_chunk_end) {
+			prof_chunk = c;
+			prof_chunk_end = c + PROF_CHUNK;
+		} /* else another thread refilled meanwhile: c is left unused */
+	}
+	void *p = prof_chunk;
+	prof_chunk += size;
+	return p;
+}
+
+/* Reads the options once; true if sampling is on. */
+static bool prof_setup(void)
+{
+	uint32_t s = atomic_load_u32_acquire(&prof_state);
+	if (EBB_LIKELY(s != 0))
+		return s == 2;
+	if (!init_ensure())
+		return false;
+	bool on = options_get(OPT_PROF) != 0;
+	if (on) {
+		prof_lock();
+		if (prof_samples == NULL) {
+			prof_samples = meta_alloc(PROF_SAMPLE_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
+			prof_sites = meta_alloc(PROF_SITE_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
+			prof_counts = meta_alloc(PROF_COUNT_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
+		}
+		on = prof_samples != NULL && prof_sites != NULL && prof_counts != NULL;
+		prof_unlock();
+	}
+	long long rate = options_get(OPT_PROF_SAMPLE);
+	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&prof_on, on, __ATOMIC_RELAXED);
+	atomic_store_u32_release(&prof_state, on ? 2 : 1);
+	return on;
+}
+
+static void prof_prefork(void)
+{
+	prof_lock();
+}
+
+static void prof_postfork_parent(void)
+{
+	prof_unlock();
+}
+
+static void prof_postfork_child(void)
+{
+	/* Only this thread exists: the tables are as the lock left them whole. */
+	__atomic_store_n(&prof_lock_word, 0, __ATOMIC_RELEASE);
+}
+
+bool prof_start(void)
+{
+	if (!prof_setup())
+		return false;
+	prof_busy = true; /* dlopen allocates */
+	if (!os_unwind_load())
+		report_warn("prof: no unwinder (libgcc_s.so.1 not found): stacks will be empty");
+	prof_busy = false;
+	/* Registered after core/api/fork.c's: runs before its prefork, so this
+	 * lock is taken before every allocator lock. */
+	os_atfork(prof_prefork, prof_postfork_parent, prof_postfork_child);
+	return true;
+}
+
+/* ---------------------------------------------------------------------------
+ * Sampling
+ * ------------------------------------------------------------------------- */
+bool prof_should_sample(size_t size)
+{
+	if (prof_busy) {
+		prof_left += (int64_t)size; /* not counted: the profiler's own */
+		return false;
+	}
+	if (!prof_setup()) {
+		prof_left = INT64_MAX;
+		return false;
+	}
+	if (EBB_UNLIKELY(prof_rng == 0)) {
+		/* The thread's first allocation: seed, and count it against a
+		 * fresh distance like any other. */
+		prof_rng = os_random() | 1;
+		prof_left = prof_draw() - (int64_t)size;
+		if (prof_left >= 0)
+			return false;
+	}
+	prof_left = prof_draw();
+	return true;
+}
+
+static uint64_t stack_hash(void *const *frames, unsigned n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (unsigned i = 0; i < n; i++) {
+		h ^= (uintptr_t)frames[i];
+		h *= 0x100000001b3ull;
+		h ^= h >> 29;
+	}
+	return h ^ n;
+}
+
+static unsigned sample_bucket(const void *p)
+{
+	return (unsigned)(((uintptr_t)p >> EBB_PAGE_SHIFT) * 0x9E3779B97F4A7C15ull >> 50) &
+	       (PROF_SAMPLE_BUCKETS - 1);
+}
+
+/* Records the sampled block p. The stack is taken before the lock. */
+static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
+{
+	void *frames[PROF_DEPTH + 8];
+	unsigned n = os_unwind(frames, PROF_DEPTH + 8), start = 0;
+	/* Keep the stack from the entry point's caller outwards: the frames
+	 * inside the allocator are the same in every sample. Without a match
+	 * (an entry point that is not the caller's call), drop this function's
+	 * own frames: os_unwind, prof_record, prof_alloc. */
+	while (start < n && frames[start] != ret)
+		start++;
+	if (start == n)
+		start = n < 3 ? n : 3;
+	unsigned depth = n - start < PROF_DEPTH ? n - start : PROF_DEPTH;
+	void *const *stack = frames + start;
+	uint64_t h = stack_hash(stack, depth);
+
+	prof_lock();
+	prof_site_t *site = prof_sites[h & (PROF_SITE_BUCKETS - 1)];
+	while (site && (site->hash != h || site->depth != depth ||
+			memcmp(site->frames, stack, depth * sizeof(void *)) != 0))
+		site = site->next;
+	if (site == NULL) {
+		site = prof_carve(offsetof(prof_site_t, frames) + depth * sizeof(void *));
+		if (site == NULL) {
+			prof_unlock();
+			return;
+		}
+		site->counts = NULL;
+		site->hash = h;
+		site->depth = depth;
+		memcpy(site->frames, stack, depth * sizeof(void *));
+		/* The lock may have been dropped to map memory: another thread may
+		 * have added the same stack meanwhile; two sites for one stack
+		 * are harmless (pprof adds them up). */
+		site->next = prof_sites[h & (PROF_SITE_BUCKETS - 1)];
+		prof_sites[h & (PROF_SITE_BUCKETS - 1)] = site;
+		site->all = prof_all;
+		prof_all = site;
+	}
+	unsigned cb = (unsigned)(((uintptr_t)site ^ size * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
+		      (PROF_COUNT_BUCKETS - 1);
+	prof_count_t *c = prof_counts[cb];
+	while (c && (c->site != site || c->size != size))
+		c = c->next;
+	if (c == NULL) {
+		c = prof_carve(sizeof *c);
+		if (c == NULL) {
+			prof_unlock();
+			return;
+		}
+		c->site = site;
+		c->size = size;
+		c->live_n = c->alloc_n = 0;
+		c->next = prof_counts[cb];
+		prof_counts[cb] = c;
+		c->site_next = site->counts;
+		site->counts = c;
+	}
+	prof_sample_t *s = prof_free_samples;
+	if (s != NULL)
+		prof_free_samples = s->next;
+	else if ((s = prof_carve(sizeof *s)) == NULL) {
+		prof_unlock();
+		return;
+	}
+	s->addr = p;
+	s->count = c;
+	unsigned b = sample_bucket(p);
+	s->next = prof_samples[b];
+	prof_samples[b] = s;
+	c->live_n++;
+	c->alloc_n++;
+	atomic_store_u64(&prof_live, prof_live + 1);
+	prof_unlock();
+}
+
+void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
+{
+	prof_busy = true;
+	void *p = large_alloc(size, align, zero);
+	if (p != NULL)
+		prof_record(p, size, ret);
+	prof_busy = false;
+	return p;
+}
+
+/* Whether p starts a page-run or huge block: the only blocks that can be
+ * sampled. Reads the span without a lock, as free does. */
+static bool prof_is_large(const void *p)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	return s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s);
+}
+
+void prof_forget(void *p)
+{
+	if (atomic_load_u64(&prof_live) == 0 || p == NULL || !prof_is_large(p))
+		return;
+	prof_lock();
+	prof_sample_t **at = &prof_samples[sample_bucket(p)];
+	while (*at && (*at)->addr != p)
+		at = &(*at)->next;
+	prof_sample_t *s = *at;
+	if (s != NULL) {
+		*at = s->next;
+		s->count->live_n--;
+		s->next = prof_free_samples;
+		prof_free_samples = s;
+		atomic_store_u64(&prof_live, prof_live - 1);
+	}
+	prof_unlock();
+}
+
+bool prof_holds(const void *p)
+{
+	if (atomic_load_u64(&prof_live) == 0 || p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 ||
+	    !prof_is_large(p))
+		return false;
+	prof_lock();
+	prof_sample_t *s = prof_samples[sample_bucket(p)];
+	while (s && s->addr != p)
+		s = s->next;
+	prof_unlock();
+	return s != NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * The profile: gperftools' heap profile text format, which google-pprof and
+ * go tool pprof both read:
+ *   heap profile: <live n>: <live bytes> [<alloc n>: <alloc bytes>] @ heap_v2/<rate>
+ *   <live n>: <live bytes> [<alloc n>: <alloc bytes>] @ 0x<pc> 0x<pc> ...   (one line per site)
+ *   (blank line)
+ *   MAPPED_LIBRARIES:
+ *   <the text of /proc/self/maps>
+ * The counts are the raw samples; pprof scales them by 1 / (1 - exp(-s/rate))
+ * with s each line's average size (heap_v2).
+ * ------------------------------------------------------------------------- */
+typedef struct prof_out {
+	int fd;
+	bool ok;
+	size_t n;
+	char buf[4096];
+} prof_out_t;
+
+static void out_flush(prof_out_t *o)
+{
+	if (o->n > 0 && o->ok)
+		o->ok = os_file_write(o->fd, o->buf, o->n);
+	o->n = 0;
+}
+
+static void out_str(prof_out_t *o, const char *s)
+{
+	while (*s) {
+		if (o->n == sizeof o->buf)
+			out_flush(o);
+		o->buf[o->n++] = *s++;
+	}
+}
+
+static void out_fmt(prof_out_t *o, const char *fmt, ...)
+{
+	char line[160];
+	va_list ap;
+	va_start(ap, fmt);
+	report_vformat(line, sizeof line, fmt, ap);
+	va_end(ap);
+	out_str(o, line);
+}
+
+static void out_hex(prof_out_t *o, uintptr_t v)
+{
+	char tmp[20];
+	int n = 0;
+	do
+		tmp[n++] = "0123456789abcdef"[v & 15];
+	while ((v >>= 4) != 0);
+	char s[24] = " 0x";
+	int at = 3;
+	while (n > 0)
+		s[at++] = tmp[--n];
+	s[at] = '\0';
+	out_str(o, s);
+}
+
+int prof_dump(const char *path)
+{
+	if (!prof_setup()) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	if (path == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	int fd = os_prof_file_open(path);
+	if (fd < 0)
+		return -1;
+	static prof_out_t out; /* 4 KiB: not on a thread's stack; the lock orders its users */
+	uint64_t live_n = 0, live_bytes = 0, alloc_n = 0, alloc_bytes = 0;
+	prof_lock();
+	for (prof_site_t *s = prof_all; s; s = s->all) {
+		for (prof_count_t *c = s->counts; c; c = c->site_next) {
+			live_n += c->live_n;
+			live_bytes += c->live_n * c->size;
+			alloc_n += c->alloc_n;
+			alloc_bytes += c->alloc_n * c->size;
+		}
+	}
+	prof_out_t *o = &out;
+	o->fd = fd;
+	o->ok = true;
+	o->n = 0;
+	out_fmt(o, "heap profile: %llu: %llu [%llu: %llu] @ heap_v2/%llu\n", (unsigned long long)live_n,
+		(unsigned long long)live_bytes, (unsigned long long)alloc_n, (unsigned long long)alloc_bytes,
+		(unsigned long long)prof_rate);
+	/* The lock is held for the whole dump, so that the lines add up to the
+	 * header; nothing under it waits for anything but the file. */
+	for (prof_site_t *s = prof_all; s; s = s->all) {
+		for (prof_count_t *c = s->counts; c; c = c->site_next) {
+			out_fmt(o, "%llu: %llu [%llu: %llu] @", (unsigned long long)c->live_n,
+				(unsigned long long)(c->live_n * c->size), (unsigned long long)c->alloc_n,
+				(unsigned long long)(c->alloc_n * c->size));
+			for (uint32_t i = 0; i < s->depth; i++)
+				out_hex(o, (uintptr_t)s->frames[i]);
+			out_str(o, "\n");
+		}
+	}
+	out_str(o, "\nMAPPED_LIBRARIES:\n");
+	out_flush(o);
+	bool ok = o->ok;
+	prof_unlock();
+	ok = ok && os_prof_file_copy(fd, "/proc/self/maps");
+	int err = errno;
+	os_file_close(fd);
+	if (!ok) {
+		errno = err ? err : EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * At exit
+ * ------------------------------------------------------------------------- */
+/* "12.3 MiB" / "456 KiB" / "789 B" */
+static void fmt_bytes(char *buf, size_t cap, double v)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	unsigned u = 0;
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	unsigned long long tenths = (unsigned long long)(v * 10 + 0.5);
+	if (u == 0)
+		report_format(buf, cap, "%llu B", (unsigned long long)(v + 0.5));
+	else
+		report_format(buf, cap, "%llu.%llu %s", tenths / 10, tenths % 10, units[u]);
+}
+
+#define PROF_LEAK_SITES 10
+#define PROF_LEAK_FRAMES 12
+
+static void prof_leak_report(void)
+{
+	char line[512], sym[320], sz[32];
+	prof_site_t *top[PROF_LEAK_SITES];
+	double est[PROF_LEAK_SITES], est_n[PROF_LEAK_SITES];
+	uint64_t sampled[PROF_LEAK_SITES];
+	unsigned ntop = 0, nsites = 0;
+	double all_bytes = 0, all_n = 0;
+	prof_lock();
+	/* The largest sites by estimated live bytes, by insertion. */
+	for (prof_site_t *s = prof_all; s; s = s->all) {
+		double b = 0, n = 0;
+		for (prof_count_t *c = s->counts; c; c = c->site_next) {
+			double sc = prof_scale(c->size);
+			n += (double)c->live_n * sc;
+			b += (double)(c->live_n * c->size) * sc;
+		}
+		if (n == 0)
+			continue;
+		nsites++;
+		all_bytes += b;
+		all_n += n;
+		unsigned i = ntop < PROF_LEAK_SITES ? ntop++ : PROF_LEAK_SITES;
+		if (i == PROF_LEAK_SITES) {
+			if (b <= est[PROF_LEAK_SITES - 1])
+				continue;
+			i = PROF_LEAK_SITES - 1;
+		}
+		while (i > 0 && est[i - 1] < b) {
+			top[i] = top[i - 1];
+			est[i] = est[i - 1];
+			est_n[i] = est_n[i - 1];
+			i--;
+		}
+		top[i] = s;
+		est[i] = b;
+		est_n[i] = n;
+	}
+	/* Sites and their frames are never freed or changed: only the counts
+	 * need the lock. */
+	for (unsigned i = 0; i < ntop; i++) {
+		sampled[i] = 0;
+		for (prof_count_t *c = top[i]->counts; c; c = c->site_next)
+			sampled[i] += c->live_n;
+	}
+	prof_unlock();
+	if (nsites == 0) {
+		report_warn("prof_leaks: no sampled block is live at exit");
+		return;
+	}
+	fmt_bytes(sz, sizeof sz, all_bytes);
+	size_t n = report_format(line, sizeof line,
+				 "ebbmalloc: prof_leaks: %u allocation sites hold sampled blocks at exit: "
+				 "about %s in %llu objects (largest first%s)\n",
+				 nsites, sz, (unsigned long long)(all_n + 0.5),
+				 nsites > PROF_LEAK_SITES ? ", the first 10" : "");
+	os_write_err(line, n);
+	for (unsigned i = 0; i < ntop; i++) {
+		prof_site_t *s = top[i];
+		fmt_bytes(sz, sizeof sz, est[i]);
+		n = report_format(line, sizeof line,
+				  "ebbmalloc:   #%u: about %s in %llu objects (%llu sampled), allocated at:\n",
+				  i + 1, sz, (unsigned long long)(est_n[i] + 0.5), (unsigned long long)sampled[i]);
+		os_write_err(line, n);
+		for (uint32_t f = 0; f < s->depth && f < PROF_LEAK_FRAMES; f++) {
+			os_prof_symbol(s->frames[f], sym, sizeof sym);
+			n = report_format(line, sizeof line, "ebbmalloc:       %p %s\n", s->frames[f], sym);
+			os_write_err(line, n);
+		}
+	}
+}
+
+/* prof_file's path with %p replaced by the process id. */
+static void prof_file_path(char *buf, size_t cap)
+{
+	char pattern[OPTIONS_STRING_MAX];
+	options_get_string(OPT_PROF_FILE, pattern, sizeof pattern);
+	size_t at = 0;
+	for (const char *c = pattern; *c && at + 1 < cap; c++) {
+		if (c[0] == '%' && c[1] == 'p') {
+			at += report_format(buf + at, cap - at, "%u", os_pid());
+			c++;
+		} else {
+			buf[at++] = *c;
+		}
+	}
+	buf[at] = '\0';
+}
+
+void prof_at_exit(void)
+{
+	if (atomic_load_u32_acquire(&prof_state) != 2)
+		return;
+	prof_busy = true;
+	if (options_get(OPT_PROF_LEAKS))
+		prof_leak_report();
+	if (options_get(OPT_PROF_FILE) > 0) {
+		char path[OPTIONS_STRING_MAX + 16];
+		prof_file_path(path, sizeof path);
+		if (prof_dump(path) != 0)
+			report_warn("prof_file: cannot write the profile to %s (errno %d)", path, errno);
+	}
+	prof_busy = false;
+}

@@ -1,0 +1,81 @@
+/* prof.h: the sampled heap profiler (options prof, prof_sample, prof_file,
+ * prof_leaks; docs/usage.md says how to use it).
+ *
+ * Sampling: each thread counts down the bytes it allocates (prof_left); the
+ * allocation that takes the count below zero is sampled, and the distance
+ * to the next one is drawn from an exponential distribution of mean
+ * prof_sample bytes (a per-thread PRNG). An allocation of n bytes is thus
+ * sampled with probability 1 - exp(-n / prof_sample), whatever came before
+ * it, which is what pprof assumes when it scales samples back up (heap_v2).
+ *
+ * A sampled block is served as a page run of its own (large_alloc), so it
+ * starts on a page: a free of any pointer that is not page aligned cannot be
+ * of a sampled block and costs the profiler one test (the entry points'
+ * prof variants). The sample table maps the live sampled blocks to their
+ * allocation sites (a stack, deduplicated); sites also keep the totals
+ * sampled since start. Both live in metadata memory, never freed.
+ *
+ * Off (the default) none of this runs: core/api/api.c's standard names
+ * (malloc, free, calloc, realloc, operator new and delete) are their plain
+ * code, and only when prof=1 does the library constructor write a jump to
+ * their prof variants over their entries (os_code_redirect), so the fast
+ * paths are today's, instruction for instruction. The prefixed API tests
+ * prof_on.
+ *
+ * Locking: one lock over both tables, a leaf (nothing is called under it
+ * that takes another lock) taken without an allocator lock held; the
+ * unwinder runs before it is taken. Fork takes it before every other
+ * allocator lock (its own pthread_atfork handler, registered after
+ * fork.c's, so it runs first). A per-thread flag keeps the profiler from
+ * sampling the allocations of its own calls (dlopen of the unwinder). */
+#ifndef EBB_CORE_PROF_H
+#define EBB_CORE_PROF_H
+
+#include "core/base/config.h"
+#include "core/base/util.h"
+
+EBB_BEGIN_DECLS
+
+/* Bytes this thread may still allocate before the next sample. Starts at 0,
+ * so a thread's first allocation asks prof_should_sample, which seeds the
+ * thread (and, with prof off, sets it out of reach). */
+extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
+/* Sampling is on (set once prof_setup read the options): the prefixed API's
+ * test. */
+extern bool prof_on;
+
+/* The prof variants' only cost on an allocation: true when this one of
+ * `size` bytes crossed the sampling point (then ask prof_should_sample). */
+EBB_INLINE bool prof_tick(size_t size)
+{
+	int64_t left = prof_left - (int64_t)size;
+	prof_left = left;
+	return EBB_UNLIKELY(left < 0);
+}
+
+/* After prof_tick said true: whether this allocation is sampled (false for
+ * a thread's first count, inside the profiler, or with prof off); draws the
+ * next distance. */
+EBB_NOINLINE bool prof_should_sample(size_t size);
+/* A sampled block: a page run of at least `size` bytes aligned to `align`,
+ * zeroed if `zero`, recorded with the stack from the frame whose return
+ * address is `ret` (the entry point's caller) outwards. NULL with errno
+ * ENOMEM. */
+EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
+/* p (page aligned) is about to be freed: forgets it if it is a sampled block. */
+EBB_NOINLINE void prof_forget(void *p);
+/* Whether p is a live sampled block. */
+bool prof_holds(const void *p);
+
+/* From the library constructor: reads the options, loads the unwinder and
+ * registers the fork handlers when prof is on; whether it is. */
+bool prof_start(void);
+/* From the library destructor: the leak report (prof_leaks) and the profile
+ * (prof_file). */
+void prof_at_exit(void);
+/* ebb_prof_dump: 0, or -1 with errno (ENOTSUP when prof is off). */
+int prof_dump(const char *path);
+
+EBB_END_DECLS
+
+#endif /* EBB_CORE_PROF_H */

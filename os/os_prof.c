@@ -1,0 +1,206 @@
+/* os_prof.c: the system side of the heap profiler (see os_prof.h). */
+#define _GNU_SOURCE
+#include "os/os_prof.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <unwind.h>
+
+#include "core/base/util.h"
+
+/* ---------------------------------------------------------------------------
+ * Redirecting an entry point. x86-64 only: a 5-byte `jmp rel32` written
+ * over the first bytes of `from`, with the page made writable for the
+ * moment (it stays executable: the writer may run on the same page).
+ * ------------------------------------------------------------------------- */
+bool os_code_redirect(void *from, void *to)
+{
+#if defined(__x86_64__)
+	intptr_t rel = (intptr_t)to - ((intptr_t)from + 5);
+	if (rel != (intptr_t)(int32_t)rel)
+		return false;
+	uintptr_t first = (uintptr_t)from & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
+	size_t len = util_align_up((uintptr_t)from + 5 - first, EBB_PAGE_SIZE);
+	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+		return false;
+	unsigned char jmp[5] = {0xe9};
+	int32_t rel32 = (int32_t)rel;
+	memcpy(jmp + 1, &rel32, 4);
+	memcpy(from, jmp, sizeof jmp);
+	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
+	return true;
+#else
+	(void)from;
+	(void)to;
+	return false;
+#endif
+}
+
+/* ---------------------------------------------------------------------------
+ * The unwinder: libgcc's, which follows the DWARF call-frame information
+ * (.eh_frame) every object carries for exceptions, so it walks code built
+ * without frame pointers (Debian's -O2 binaries and libraries) as well as
+ * code built with them. Loaded with dlopen when prof is on, so that a
+ * process that never profiles maps no libgcc_s for it.
+ * ------------------------------------------------------------------------- */
+typedef _Unwind_Reason_Code (*unw_backtrace_fn)(_Unwind_Trace_Fn, void *);
+typedef _Unwind_Ptr (*unw_getip_fn)(struct _Unwind_Context *);
+static unw_backtrace_fn unw_backtrace;
+static unw_getip_fn unw_getip;
+
+bool os_unwind_load(void)
+{
+	if (__atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE) != NULL)
+		return true;
+	void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE);
+	if (h == NULL)
+		return false;
+	unw_getip_fn getip = (unw_getip_fn)dlsym(h, "_Unwind_GetIP");
+	unw_backtrace_fn bt = (unw_backtrace_fn)dlsym(h, "_Unwind_Backtrace");
+	if (getip == NULL || bt == NULL)
+		return false;
+	__atomic_store_n(&unw_getip, getip, __ATOMIC_RELAXED);
+	__atomic_store_n(&unw_backtrace, bt, __ATOMIC_RELEASE);
+	return true;
+}
+
+struct unw_walk {
+	void **out;
+	unsigned n, max;
+	unw_getip_fn getip;
+};
+
+static _Unwind_Reason_Code unw_frame(struct _Unwind_Context *ctx, void *arg)
+{
+	struct unw_walk *w = arg;
+	if (w->n == w->max)
+		return _URC_END_OF_STACK;
+	_Unwind_Ptr ip = w->getip(ctx);
+	if (ip == 0)
+		return _URC_END_OF_STACK;
+	w->out[w->n++] = (void *)ip;
+	return _URC_NO_REASON;
+}
+
+EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
+{
+	unw_backtrace_fn bt = __atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE);
+	if (bt == NULL)
+		return 0;
+	struct unw_walk w = {out, 0, max, __atomic_load_n(&unw_getip, __ATOMIC_RELAXED)};
+	bt(unw_frame, &w);
+	return w.n;
+}
+
+/* ---------------------------------------------------------------------------
+ * Symbols and files
+ * ------------------------------------------------------------------------- */
+static size_t put_str(char *buf, size_t at, size_t cap, const char *s)
+{
+	while (*s && at + 1 < cap)
+		buf[at++] = *s++;
+	return at;
+}
+
+static size_t put_hex(char *buf, size_t at, size_t cap, uintptr_t v)
+{
+	char tmp[2 + 16];
+	int n = 0;
+	do
+		tmp[n++] = "0123456789abcdef"[v & 15];
+	while ((v >>= 4) != 0);
+	at = put_str(buf, at, cap, "0x");
+	while (n > 0 && at + 1 < cap)
+		buf[at++] = tmp[--n];
+	return at;
+}
+
+void os_prof_symbol(const void *addr, char *buf, size_t cap)
+{
+	Dl_info info;
+	size_t at = 0;
+	if (cap == 0)
+		return;
+	if (dladdr(addr, &info) != 0) {
+		if (info.dli_sname != NULL) {
+			at = put_str(buf, at, cap, info.dli_sname);
+			at = put_str(buf, at, cap, "+");
+			at = put_hex(buf, at, cap, (uintptr_t)addr - (uintptr_t)info.dli_saddr);
+			at = put_str(buf, at, cap, " ");
+		}
+		if (info.dli_fname != NULL && info.dli_fname[0] != '\0') {
+			at = put_str(buf, at, cap, "(");
+			at = put_str(buf, at, cap, info.dli_fname);
+			at = put_str(buf, at, cap, ")");
+		}
+	}
+	buf[at] = '\0';
+}
+
+static int sys_open(const char *path, int flags, unsigned mode)
+{
+	long r;
+	do
+		r = syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+	while (r < 0 && errno == EINTR);
+	return (int)r;
+}
+
+int os_prof_file_open(const char *path)
+{
+	struct stat st;
+	/* Look before opening (opening a device may have effects), and again
+	 * at what was opened. */
+	if (fstatat(AT_FDCWD, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode)) {
+		errno = S_ISLNK(st.st_mode) ? ELOOP : EINVAL;
+		return -1;
+	}
+	int fd = sys_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+			  0644);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		syscall(SYS_close, fd);
+		errno = EINVAL;
+		return -1;
+	}
+	return fd;
+}
+
+bool os_prof_file_copy(int fd, const char *src)
+{
+	char buf[4096];
+	int in = sys_open(src, O_RDONLY | O_CLOEXEC, 0);
+	if (in < 0)
+		return false;
+	bool ok = true;
+	for (;;) {
+		long n = syscall(SYS_read, in, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ok = n == 0;
+			break;
+		}
+		for (long done = 0; done < n;) {
+			long w = syscall(SYS_write, fd, buf + done, (size_t)(n - done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				ok = false;
+				break;
+			}
+			done += w;
+		}
+		if (!ok)
+			break;
+	}
+	syscall(SYS_close, in);
+	return ok;
+}

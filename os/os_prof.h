@@ -1,0 +1,46 @@
+/* os_prof.h: what the heap profiler (core/process/prof.c) and its entry
+ * points (core/api/api.c) ask of the system, beside os.h: redirecting an
+ * entry point to its sampling variant, a stack unwinder that reads DWARF
+ * call-frame information, symbol names for the leak report, and the profile
+ * file. Nothing here allocates. */
+#ifndef EBB_OS_OS_PROF_H
+#define EBB_OS_OS_PROF_H
+
+#include "core/base/config.h"
+
+EBB_BEGIN_DECLS
+
+/* Makes every call of the function at `from` run `to` instead (same
+ * signature), by writing a jump over its first instruction. Only while no
+ * other thread can be running `from` (start-up). false if it cannot (not
+ * x86-64, too far, the kernel refused write access to the code). */
+bool os_code_redirect(void *from, void *to);
+
+/* Loads the unwinder (libgcc_s's _Unwind_Backtrace, with dlopen when the
+ * program has not loaded it already). Call once, from a context where
+ * dlopen may allocate (a library constructor). false if unavailable: stacks
+ * are then empty. */
+bool os_unwind_load(void);
+/* Return addresses of the calling thread's stack, innermost first (the
+ * first is inside os_unwind itself), at most `max`; returns how many. Never
+ * allocates and takes no lock of the allocator (libgcc finds each frame's
+ * call-frame information through dl_iterate_phdr, which takes only the
+ * loader's own lock). 0 before os_unwind_load succeeded. */
+unsigned os_unwind(void **out, unsigned max);
+
+/* "name+0xoff (object)" of the code at `addr` into buf (NUL-terminated),
+ * from the dynamic symbol tables (dladdr: only exported names, else the
+ * object alone). Never allocates. */
+void os_prof_symbol(const void *addr, char *buf, size_t cap);
+
+/* Opens `path` to write a profile: created (0644) or truncated; never
+ * through a symbolic link in the last component, never a FIFO or device.
+ * A descriptor, or -1 with errno set. */
+int os_prof_file_open(const char *path);
+/* Appends the contents of `src` (a /proc file, read in pieces) to fd.
+ * false on any error. */
+bool os_prof_file_copy(int fd, const char *src);
+
+EBB_END_DECLS
+
+#endif /* EBB_OS_OS_PROF_H */

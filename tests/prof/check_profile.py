@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""check_profile.py: end-to-end tests of the heap profiler (issue 15).
+
+Runs tests/prof/prof_sites (or prof_dlopen, or python3 under LD_PRELOAD)
+with EBB_OPTIONS=prof=1,..., then reads the profile with the real tools,
+google-pprof (Debian package google-perftools) and go tool pprof (golang-go),
+and checks what they say against the truth the program knows.
+
+  check_profile.py two_sites PROG        90/10 MiB sites within 10% (google-pprof --text),
+                                         --top and --svg work
+  check_profile.py go_pprof PROG         the same profile through go tool pprof -top
+  check_profile.py leaks PROG            prof_leaks=1 names leak_here, about 8 MiB
+  check_profile.py fork PROG             parent's and child's profiles, each its own sites
+  check_profile.py threads PROG          4 threads sampling while profiles are written
+  check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
+  check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
+
+Exit status: 0 pass, 1 fail, 77 a tool is missing (ctest SKIP_RETURN_CODE).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+MiB = 1 << 20
+
+
+def fail(msg):
+    print("check_profile: FAIL: " + msg)
+    sys.exit(1)
+
+
+def skip(msg):
+    print("check_profile: SKIP: " + msg)
+    sys.exit(77)
+
+
+def run(cmd, env_extra=None, check=True, **kw):
+    env = dict(os.environ)
+    env.pop("EBB_OPTIONS", None)
+    if env_extra:
+        env.update(env_extra)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        fail("%s exited %d\nstdout: %s\nstderr: %s" % (" ".join(cmd), r.returncode, r.stdout[-3000:],
+                                                          r.stderr[-3000:]))
+    return r
+
+
+def need_pprof():
+    tool = shutil.which("google-pprof") or shutil.which("pprof")
+    if tool is None:
+        skip("google-pprof not installed (apt-get install google-perftools)")
+    return tool
+
+
+def pprof_flat(tool, prog, profile, extra=()):
+    """{function: flat MiB} from google-pprof --text (inuse_space)."""
+    r = run([tool, "--text"] + list(extra) + [prog, profile])
+    flat = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)\s+[\d.]+%\s+[\d.]+%\s+[\d.]+\s+[\d.]+%\s+(\S+)", line)
+        if m:
+            flat[m.group(2)] = flat.get(m.group(2), 0.0) + float(m.group(1))
+    if not flat:
+        fail("google-pprof --text printed no rows:\n" + r.stdout + r.stderr)
+    return flat, r.stdout
+
+
+def check_near(what, got, want, tol):
+    err = abs(got - want) / want
+    print("  %-8s %7.2f MiB (truth %5.1f MiB, error %4.1f%%)" % (what, got, want, 100 * err))
+    if err > tol:
+        fail("%s: %.2f MiB, more than %d%% away from %.1f MiB" % (what, got, int(tol * 100), want))
+
+
+def two_sites(prog, tmp):
+    tool = need_pprof()
+    out = os.path.join(tmp, "two.heap")
+    run([prog, "two_sites", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    flat, text = pprof_flat(tool, prog, out)
+    print(text)
+    check_near("site_a", flat.get("site_a", 0.0), 90.0, 0.10)
+    check_near("site_b", flat.get("site_b", 0.0), 10.0, 0.10)
+    # The totals since start hold the churn too: 90 + 10 + 100 MiB.
+    aflat, atext = pprof_flat(tool, prog, out, ["--alloc_space"])
+    check_near("churn", aflat.get("churn", 0.0), 100.0, 0.10)
+    if shutil.which("dot"):
+        r = run([tool, "--svg", prog, out])
+        if "<svg" not in r.stdout or "site_a" not in r.stdout:
+            fail("google-pprof --svg gave no graph with site_a:\n" + r.stdout[:500] + r.stderr[-500:])
+        print("  --svg: ok")
+    else:
+        print("  --svg not tried (no graphviz dot)")
+
+
+def go_units(v, unit):
+    return float(v) * {"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[unit] / MiB
+
+
+def go_pprof(prog, tmp):
+    go = shutil.which("go")
+    if go is None:
+        skip("go not installed (apt-get install golang-go)")
+    out = os.path.join(tmp, "two.heap")
+    run([prog, "two_sites", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    home = os.path.join(tmp, "home")
+    os.makedirs(home)
+    env = {"HOME": home, "GOCACHE": os.path.join(home, "cache"), "GOPATH": os.path.join(home, "go"),
+           "PPROF_TMPDIR": home, "GOFLAGS": "", "GOTOOLCHAIN": "local"}
+    # go tool pprof symbolizes Go binaries only (its own object reader wants
+    # .gopclntab): for a C program it reads the profile, scales it and
+    # attributes it to addresses, which addr2line names here.
+    r = run([go, "tool", "pprof", "-top", "-addresses", "-sample_index=inuse_space", prog, out], env)
+    print(r.stdout)
+    base = None
+    with open(out) as f:
+        for line in f:
+            cols = line.split()
+            if len(cols) >= 6 and cols[2] == "00000000" and os.path.realpath(cols[5]) == os.path.realpath(prog):
+                base = int(cols[0].split("-")[0], 16)
+                break
+    if base is None:
+        fail("the profile's MAPPED_LIBRARIES has no mapping of " + prog)
+    flat = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)(B|kB|MB|GB)\s+[\d.]+%\s+[\d.]+%\s+[\d.]+(?:B|kB|MB|GB)?\s+[\d.]+%\s+"
+                     r"([0-9a-f]+)\s", line)
+        if m:
+            addr = int(m.group(3), 16) - base
+            fn = run(["addr2line", "-f", "-e", prog, "0x%x" % addr]).stdout.split("\n")[0]
+            flat[fn] = flat.get(fn, 0.0) + go_units(m.group(1), m.group(2))
+    print("  functions of the -top addresses: %s" % {k: round(v, 2) for k, v in flat.items()})
+    check_near("site_a", flat.get("site_a", 0.0), 90.0, 0.10)
+    check_near("site_b", flat.get("site_b", 0.0), 10.0, 0.10)
+
+
+def leaks(prog, tmp):
+    r = run([prog, "leak"], {"EBB_OPTIONS": "prof=1,prof_sample=4096,prof_leaks=1"})
+    print(r.stderr)
+    lines = r.stderr.splitlines()
+    head = [i for i, l in enumerate(lines) if "prof_leaks:" in l]
+    if not head:
+        fail("no prof_leaks report on stderr")
+    first = [i for i, l in enumerate(lines) if "#1:" in l]
+    if not first:
+        fail("the report lists no site")
+    # The largest site first, and its stack names leak_here.
+    block = "\n".join(lines[first[0]:first[0] + 4])
+    if "leak_here" not in block:
+        fail("the first site of the report is not leak_here:\n" + block)
+    m = re.search(r"#1: about ([\d.]+) (KiB|MiB)", lines[first[0]])
+    mib = float(m.group(1)) / (1024 if m.group(2) == "KiB" else 1) if m else 0
+    check_near("leak", mib, 8.0, 0.15)
+    if "site_b" in r.stderr:
+        fail("site_b's blocks were all freed but the report names it")
+
+
+def fork(prog, tmp):
+    tool = need_pprof()
+    out = os.path.join(tmp, "fork.heap")
+    run([prog, "fork", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    pflat, ptext = pprof_flat(tool, prog, out + ".parent")
+    cflat, ctext = pprof_flat(tool, prog, out + ".child")
+    print("parent:\n" + ptext + "child:\n" + ctext)
+    check_near("parent", pflat.get("parent_site", 0.0), 6.0, 0.15)
+    if "child_site" in pflat:
+        fail("the parent's profile shows the child's site")
+    check_near("child", cflat.get("child_site", 0.0), 12.0, 0.15)
+    check_near("inherit", cflat.get("parent_site", 0.0), 6.0, 0.15)
+
+
+def threads(prog, tmp):
+    out = os.path.join(tmp, "threads.heap")
+    run([prog, "threads", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"}, timeout=600)
+    with open(out) as f:
+        text = f.read()
+    if not text.startswith("heap profile:") or "MAPPED_LIBRARIES:" not in text:
+        fail("not a heap profile:\n" + text[:300])
+    print("  threads: profile written, %d lines" % text.count("\n"))
+
+
+def dlopen(prog, lib, tmp):
+    tool = need_pprof()
+    out = os.path.join(tmp, "dl.heap")
+    run([prog, lib, out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    flat, text = pprof_flat(tool, prog, out)
+    print(text)
+    check_near("dl_site", flat.get("dl_site", 0.0), 16.0, 0.10)
+
+
+def preload(lib, tmp):
+    tool = need_pprof()
+    # Debian's own python3 (built -O2 without frame pointers, linked -z now).
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+    live = os.path.join(tmp, "live.heap")
+    at_exit = os.path.join(tmp, "py.%p.heap")
+    code = ("import ctypes\n"
+            "x = [bytes(1000 + i %% 7) for i in range(60000)]\n"
+            "assert ctypes.CDLL(None).ebb_prof_dump(%r.encode()) == 0\n" % live)
+    r = run([py, "-c", code], {"LD_PRELOAD": lib, "EBB_OPTIONS": "prof=1,prof_file=" + at_exit})
+    if r.stderr.strip():
+        fail("python3 under LD_PRELOAD wrote to stderr:\n" + r.stderr)
+    files = [f for f in os.listdir(tmp) if f.startswith("py.") and f.endswith(".heap")]
+    if len(files) != 1:
+        fail("expected one profile written at exit (prof_file), found %s" % files)
+    flat, text = pprof_flat(tool, os.path.realpath(py), live)
+    print("\n".join(text.splitlines()[:12]))
+    total = sum(flat.values())
+    # 60000 bytes objects of ~1 KiB each, live at the dump.
+    if total < 50 or total > 90:
+        fail("python3's profile totals %.1f MiB, not the ~60 MiB it holds" % total)
+    r = run([tool, "--text", "--cum", os.path.realpath(py), live])
+    if not re.search(r"\b_?Py\w+", r.stdout):
+        fail("no Python function in python3's profile: symbols did not resolve\n" + r.stdout[:2000])
+
+
+def main():
+    if len(sys.argv) < 3:
+        print(__doc__)
+        return 2
+    mode = sys.argv[1]
+    tmp = tempfile.mkdtemp(prefix="ebb-prof.")
+    try:
+        if mode == "two_sites":
+            two_sites(sys.argv[2], tmp)
+        elif mode == "go_pprof":
+            go_pprof(sys.argv[2], tmp)
+        elif mode == "leaks":
+            leaks(sys.argv[2], tmp)
+        elif mode == "fork":
+            fork(sys.argv[2], tmp)
+        elif mode == "threads":
+            threads(sys.argv[2], tmp)
+        elif mode == "dlopen":
+            dlopen(sys.argv[2], sys.argv[3], tmp)
+        elif mode == "preload":
+            preload(sys.argv[2], tmp)
+        else:
+            print(__doc__)
+            return 2
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("check_profile: %s: ok" % mode)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+/* prof_sites.c: programs with known allocation sites for the heap profiler
+ * tests (tests/prof/check_profile.py runs them and reads what pprof says).
+ *
+ *   prof_sites two_sites OUT   site_a keeps 90 MiB, site_b 10 MiB live (plus
+ *                              churn freed at once); writes the profile to OUT
+ *   prof_sites leak            leak_here keeps 8 MiB at exit, churn frees all
+ *                              (run with prof_leaks=1)
+ *   prof_sites fork OUT        parent_site 6 MiB, then fork: the child adds
+ *                              child_site 12 MiB and writes OUT.child, the parent
+ *                              writes OUT.parent after the child ended
+ *   prof_sites threads OUT     4 threads allocate and free at random, while
+ *                              the main thread writes profiles (TSan)
+ *
+ * Built with -O2 -fomit-frame-pointer on purpose: the stacks must come out
+ * through DWARF call-frame information, as for distro binaries. Allocates
+ * through malloc/free when the library overrides them, else through
+ * ebb_malloc/ebb_free (the sanitizer builds). */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ebbmalloc.h"
+
+#if PROF_TEST_OVERRIDE
+#define T_MALLOC malloc
+#define T_FREE free
+#else
+#define T_MALLOC ebb_malloc
+#define T_FREE ebb_free
+#endif
+
+#define NOINLINE __attribute__((noinline, used)) /* exported too (-rdynamic): dladdr names them */
+
+static uint64_t rng = 88172645463325252ull;
+
+static size_t next_size(void)
+{
+	/* Sizes from 16 B to 64 KiB, small ones more often, as programs do. */
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	unsigned shift = 4 + (unsigned)(rng % 13); /* 16 B .. 64 KiB */
+	return ((size_t)1 << shift) + (size_t)(rng >> 40) % ((size_t)1 << shift);
+}
+
+typedef struct keep {
+	void **ptrs;
+	size_t n, cap;
+} keep_t;
+
+static void keep_push(keep_t *k, void *p)
+{
+	if (k->n == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 1024;
+		k->ptrs = realloc(k->ptrs, k->cap * sizeof(void *));
+		if (k->ptrs == NULL)
+			abort();
+	}
+	k->ptrs[k->n++] = p;
+}
+
+static void *checked(void *p)
+{
+	if (p == NULL) {
+		fprintf(stderr, "out of memory\n");
+		exit(2);
+	}
+	memset(p, 1, 1);
+	return p;
+}
+
+/* Allocates `bytes` in blocks of varied sizes, all kept. */
+NOINLINE void site_a(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes;) {
+		size_t n = next_size();
+		keep_push(k, checked(T_MALLOC(n)));
+		done += n;
+	}
+}
+
+NOINLINE void site_b(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes;) {
+		size_t n = next_size();
+		keep_push(k, checked(T_MALLOC(n)));
+		done += n;
+	}
+}
+
+/* Allocates and frees at once: sampled in the totals, never live. */
+NOINLINE void churn(size_t bytes)
+{
+	for (size_t done = 0; done < bytes;) {
+		size_t n = next_size();
+		T_FREE(checked(T_MALLOC(n)));
+		done += n;
+	}
+}
+
+NOINLINE void leak_here(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes; done += 1024)
+		keep_push(k, checked(T_MALLOC(1024)));
+}
+
+NOINLINE void parent_site(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes; done += 4096)
+		keep_push(k, checked(T_MALLOC(4096)));
+}
+
+NOINLINE void child_site(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes; done += 2048)
+		keep_push(k, checked(T_MALLOC(2048)));
+}
+
+static void free_all(keep_t *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		T_FREE(k->ptrs[i]);
+	k->n = 0;
+}
+
+static int dump(const char *path)
+{
+	if (ebb_prof_dump(path) != 0) {
+		perror("ebb_prof_dump");
+		return 1;
+	}
+	return 0;
+}
+
+#define MiB ((size_t)1 << 20)
+
+static void *thread_main(void *arg)
+{
+	uint64_t x = (uintptr_t)arg * 0x9E3779B97F4A7C15ull + 1;
+	void *slots[256] = {0};
+	for (int i = 0; i < 200000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		unsigned s = (unsigned)(x % 256);
+		if (slots[s]) {
+			T_FREE(slots[s]);
+			slots[s] = NULL;
+		} else {
+			slots[s] = checked(T_MALLOC(16 + (size_t)(x >> 32) % 8192));
+		}
+	}
+	for (int s = 0; s < 256; s++)
+		T_FREE(slots[s]);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	keep_t a = {0}, b = {0};
+	if (argc >= 3 && strcmp(argv[1], "two_sites") == 0) {
+		site_a(&a, 90 * MiB);
+		churn(50 * MiB);
+		site_b(&b, 10 * MiB);
+		churn(50 * MiB);
+		return dump(argv[2]);
+	}
+	if (argc >= 2 && strcmp(argv[1], "leak") == 0) {
+		keep_t noise = {0};
+		leak_here(&a, 8 * MiB);
+		site_b(&noise, 8 * MiB);
+		free_all(&noise);
+		return 0; /* a is never freed: the leak */
+	}
+	if (argc >= 3 && strcmp(argv[1], "fork") == 0) {
+		char path[4096];
+		parent_site(&a, 6 * MiB);
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid < 0)
+			return 1;
+		if (pid == 0) {
+			child_site(&b, 12 * MiB);
+			snprintf(path, sizeof path, "%s.child", argv[2]);
+			_exit(dump(path));
+		}
+		int st;
+		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			fprintf(stderr, "child failed (status %d)\n", st);
+			return 1;
+		}
+		snprintf(path, sizeof path, "%s.parent", argv[2]);
+		return dump(path);
+	}
+	if (argc >= 3 && strcmp(argv[1], "threads") == 0) {
+		pthread_t t[4];
+		for (uintptr_t i = 0; i < 4; i++)
+			if (pthread_create(&t[i], NULL, thread_main, (void *)(i + 1)) != 0)
+				return 1;
+		int rc = 0;
+		for (int i = 0; i < 5; i++)
+			rc |= dump(argv[2]);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		return rc | dump(argv[2]);
+	}
+	fprintf(stderr, "usage: prof_sites two_sites|leak|fork|threads [OUT]\n");
+	return 2;
+}
