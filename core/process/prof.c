@@ -215,8 +215,10 @@ static void prof_postfork_parent(void)
 
 static void prof_postfork_child(void)
 {
-	/* Only this thread exists: the tables are as the lock left them whole. */
+	/* Only this thread exists: the tables are as the lock left them whole.
+	 * The child draws its own sample distances, not its parent's. */
 	__atomic_store_n(&prof_lock_word, 0, __ATOMIC_RELEASE);
+	prof_rng = 0;
 }
 
 bool prof_start(void)

@@ -177,9 +177,15 @@ def threads(prog, tmp):
     run([prog, "threads", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"}, timeout=600)
     with open(out) as f:
         text = f.read()
-    if not text.startswith("heap profile:") or "MAPPED_LIBRARIES:" not in text:
+    m = re.match(r"heap profile: *(\d+): *(\d+) *\[ *(\d+): *(\d+) *\] *@ heap_v2/4096\n", text)
+    if not m or "MAPPED_LIBRARIES:" not in text:
         fail("not a heap profile:\n" + text[:300])
-    print("  threads: profile written, %d lines" % text.count("\n"))
+    # 4 threads x 100000 mallocs of 16 B to 8 KiB, about 1.6 GB: ~400000 samples.
+    if int(m.group(3)) < 10000:
+        fail("only %s allocations sampled" % m.group(3))
+    if int(m.group(1)) != 0:
+        fail("%s sampled blocks live after every thread freed all" % m.group(1))
+    print("  threads: %s allocations sampled, none live at the end" % m.group(3))
 
 
 def dlopen(prog, lib, tmp):

@@ -174,6 +174,7 @@ int main(int argc, char **argv)
 		leak_here(&a, 8 * MiB);
 		site_b(&noise, 8 * MiB);
 		free_all(&noise);
+		free(noise.ptrs);
 		return 0; /* a is never freed: the leak */
 	}
 	if (argc >= 3 && strcmp(argv[1], "fork") == 0) {
