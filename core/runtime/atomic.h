@@ -96,6 +96,12 @@ static inline bool atomic_cas_u32(uint32_t *p, uint32_t expect, uint32_t desired
 {
 	return __atomic_compare_exchange_n(p, &expect, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+static inline uint64_t atomic_load_u64_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/* On failure *expect becomes the value found (a retry loop needs no reload). */
+static inline bool atomic_cas_u64_value(uint64_t *p, uint64_t *expect, uint64_t desired)
+{
+	return __atomic_compare_exchange_n(p, expect, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 static inline uint8_t atomic_load_u8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void atomic_store_u8_release(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint8_t atomic_load_u8_acquire(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -136,6 +142,17 @@ static inline void atomic_store_u32_release(uint32_t *p, uint32_t v)
 static inline bool atomic_cas_u32(uint32_t *p, uint32_t expect, uint32_t desired)
 {
 	return ck_pr_cas_32(p, expect, desired); /* full barrier on x86 */
+}
+static inline uint64_t atomic_load_u64_acquire(const uint64_t *p)
+{
+	uint64_t v = ck_pr_load_64(p);
+	ck_pr_fence_acquire();
+	return v;
+}
+/* On failure *expect becomes the value found (a retry loop needs no reload). */
+static inline bool atomic_cas_u64_value(uint64_t *p, uint64_t *expect, uint64_t desired)
+{
+	return ck_pr_cas_64_value(p, *expect, desired, expect); /* full barrier on x86 */
 }
 static inline uint8_t atomic_load_u8(const uint8_t *p) { return ck_pr_load_8(p); }
 static inline void atomic_store_u8_release(uint8_t *p, uint8_t v)
