@@ -313,7 +313,7 @@ TEST_CASE_METHOD(heap_fixture, "large spans grow into a free right neighbour and
 
 TEST_CASE_METHOD(heap_fixture, "huge blocks are cached for reuse, then unmapped", "[page_heap]")
 {
-	size_t pages = 2000; // ~8 MiB: more than a superblock holds
+	size_t pages = 2048; // 8 MiB: more than a superblock holds, whole 2 MiB units
 	span_t *h = page_heap_huge_alloc(&heap, pages, EBB_SB_SIZE, pages);
 	REQUIRE(h != nullptr);
 	REQUIRE(h->huge == 1);
@@ -332,4 +332,91 @@ TEST_CASE_METHOD(heap_fixture, "huge blocks are cached for reuse, then unmapped"
 	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 1);
 	REQUIRE(heap.dirty_pages == 0);
 	REQUIRE(superblock_registry[registry_index((uintptr_t)p)] == REG_NONE);
+}
+
+namespace {
+
+// First byte of each page of [p, p + pages) equals v.
+bool pages_hold(const char *p, size_t pages, char v)
+{
+	for (size_t i = 0; i < pages; i++)
+		if (p[i * 4096] != v)
+			return false;
+	return true;
+}
+
+char *huge_data(span_t *s)
+{
+	return (char *)span_start(span_superblock(s), s);
+}
+
+} // namespace
+
+TEST_CASE_METHOD(heap_fixture, "a freed huge block serves requests of other sizes with its resident pages", "[page_heap]")
+{
+	// 16 MiB written, freed; then a 6 MiB and a 12 MiB request. Neither fits
+	// the cached block closely, so each is made of its pages, moved by the
+	// kernel: they keep what was written (not fresh zero pages), nothing is
+	// purged, and what the first left over serves the second.
+	span_t *a = page_heap_huge_alloc(&heap, 4096, EBB_SB_SIZE, 4096);
+	REQUIRE(a != nullptr);
+	memset(huge_data(a), 0x11, 4096 * 4096);
+	page_heap_huge_free(a);
+	REQUIRE(heap.dirty_pages == 4096);
+	os_fake_counts_t before = os_fake_counts();
+
+	span_t *c = page_heap_huge_alloc(&heap, 1536, EBB_SB_SIZE, 1536);
+	REQUIRE(c != nullptr);
+	CHECK(c->npages == 1536);
+	CHECK_FALSE(c->zeroed);
+	CHECK(pages_hold(huge_data(c), 1536, 0x11));
+	CHECK(heap.dirty_pages == 4096 - 1536); // the rest stays cached, resident
+	CHECK(heap.huge_cached == 1);
+
+	span_t *d = page_heap_huge_alloc(&heap, 3072, EBB_SB_SIZE, 3072);
+	REQUIRE(d != nullptr);
+	// 2560 pages from what a left, moved to the front; 512 fresh ones after.
+	CHECK(pages_hold(huge_data(d), 2560, 0x11));
+	CHECK(pages_hold(huge_data(d) + 2560 * 4096, 512, 0));
+	CHECK(heap.dirty_pages == 0);
+	CHECK(heap.huge_cached == 0);
+	CHECK(os_fake_counts().purges == before.purges);
+	superblock_t *sb;
+	CHECK(superblock_span_lookup(huge_data(c), &sb) == c);
+	CHECK(superblock_span_lookup(huge_data(d), &sb) == d);
+	page_heap_huge_free(c);
+	page_heap_huge_free(d);
+	CHECK(heap.dirty_pages == 1536 + 3072);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a loop of huge blocks of changing sizes reuses its pages and purges none", "[page_heap]")
+{
+	// What mimalloc-bench's malloc-large does: blocks of 5 to 25 MiB, each
+	// written, a slot replaced at a time. Once the slots are full, every
+	// request is served from the pages freed before it: no page is purged
+	// and, in this order of sizes, none is fresh.
+	unit_option("decay_ms", "500");
+	page_heap_decay_interval_changed(os_fake_now());
+	const size_t sizes[] = {1280, 6400, 3072, 5120, 2048, 4608, 1792, 6144};
+	const size_t n = sizeof sizes / sizeof sizes[0];
+	span_t *slot[4] = {};
+	os_fake_counts_t before = os_fake_counts();
+	for (unsigned i = 0; i < 64; i++) {
+		size_t want = sizes[i % n];
+		span_t *s = page_heap_huge_alloc(&heap, want, EBB_SB_SIZE, want);
+		REQUIRE(s != nullptr);
+		if (i >= 32) { // four rounds of the sizes: the pool has reached the peak
+			INFO("request " << i << " of " << want << " pages");
+			CHECK(pages_hold(huge_data(s), s->npages, 0x5a));
+		}
+		memset(huge_data(s), 0x5a, s->npages * 4096);
+		if (slot[i % 4])
+			page_heap_huge_free(slot[i % 4]);
+		slot[i % 4] = s;
+		os_fake_advance(2 * MS); // a busy loop: 2 ms per block, far below decay_ms
+		page_heap_decay(&heap, os_fake_now(), false);
+	}
+	CHECK(os_fake_counts().purges == before.purges);
+	for (span_t *s : slot)
+		page_heap_huge_free(s);
 }

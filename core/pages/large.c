@@ -32,7 +32,14 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		superblock_map_span(sb, s->page, s->npages, 0);
 		p = span_start(sb, s);
 	} else {
-		s = page_heap_huge_alloc(h, pages, align > EBB_SB_SIZE ? align : EBB_SB_SIZE, pages);
+		/* Every huge block lives in heap 0, whatever CPU asks: with a cache
+		 * per CPU, a thread that migrates frees into one cache and allocates
+		 * from another, which then maps and faults in fresh pages while the
+		 * first fills up until the dirty budget purges it. A huge request
+		 * writes megabytes; one lock for all of them costs nothing next to
+		 * that. */
+		s = page_heap_huge_alloc(page_heap_get(0), pages, align > EBB_SB_SIZE ? align : EBB_SB_SIZE,
+					 pages);
 		if (s == NULL)
 			return NULL;
 		p = span_start(span_superblock(s), s);

@@ -275,6 +275,43 @@ static void registry_set_tail(char *data, size_t to, size_t from, uint8_t kind)
 			&superblock_registry[registry_index((uintptr_t)data + (i << EBB_SB_SHIFT))], kind);
 }
 
+/* Moves the tail of a free huge block into another block being assembled;
+ * same order as huge_resize below: registry entries cleared before the
+ * kernel lets go of the address space, put back if it refuses. */
+bool huge_give_tail(superblock_t *sb, size_t pages, void *to)
+{
+	span_t *s = &sb->spans[0];
+	size_t old_data = (size_t)s->npages << EBB_PAGE_SHIFT;
+	size_t give = pages << EBB_PAGE_SHIFT;
+	char *data = (char *)sb + EBB_SB_SIZE;
+	if (give == 0 || give > old_data)
+		return false;
+	if (give == old_data)
+		registry_clear_huge(sb);
+	else
+		registry_set_tail(data, old_data - give, old_data, REG_NONE);
+	if (!os_remap_to(data + (old_data - give), give, give, to)) {
+		if (give == old_data) {
+			registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+			registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
+		} else {
+			registry_set_tail(data, old_data - give, old_data, REG_HUGE_CONT);
+		}
+		return false;
+	}
+	/* The pages now back part of `to`, which was counted as mapped when it
+	 * was reserved: only the donor's share goes from the totals. */
+	atomic_sub_u64(&sb_totals.mapped_bytes, give);
+	if (give == old_data) {
+		os_unmap(sb, header_bytes());
+		totals_sub(header_bytes(), header_bytes());
+		return true;
+	}
+	sb->map_size = header_bytes() + (old_data - give);
+	s->npages = (uint32_t)((old_data - give) >> EBB_PAGE_SHIFT);
+	return true;
+}
+
 /* Address space goes back to the kernel only after its registry entries are
  * cleared: the moment it is unmapped another thread may map it and register
  * its own superblock there, which a late clear would wipe out. The block

@@ -233,6 +233,14 @@ superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align);
  * neither worked (the old block is untouched). */
 superblock_t *huge_resize(superblock_t *sb, size_t pages);
 
+/* Moves the last `pages` pages of the free huge block sb to `to` (inside a
+ * mapping the caller reserved and owns), replacing what was mapped there:
+ * the kernel moves the page tables, so resident pages stay resident and no
+ * byte is copied. sb shrinks by as much, and is unmapped when that was all
+ * of it. Caller owns sb (out of every list). false if the kernel refused
+ * (nothing moved; on kernels before 6.17, when the tail spans two mappings). */
+bool huge_give_tail(superblock_t *sb, size_t pages, void *to);
+
 /* Process-wide totals of mappings (for stats), atomically updated. */
 typedef struct superblock_totals {
 	uint64_t mapped_bytes;   /* all superblock and huge mappings */
