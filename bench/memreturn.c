@@ -11,20 +11,31 @@
  *      from 16 B to 1 MiB, each frees its own, and they stay alive but idle
  *      (a pool of workers waiting for the next request);
  *   c  like b, but every --keep-every'th block (100th) stays allocated
- *      through the idle window: fragmentation decides how much can return.
+ *      through the idle window: fragmentation decides how much can return;
+ *   d  scattered survivors (issue 14): --threads threads (2) allocate
+ *      --bytes in total (1 GiB) of sizes 16 B to 16 KiB spread evenly over
+ *      powers of two, with one block in 500 of 64 KiB to 1 MiB instead,
+ *      writing every byte; each keeps every --keep-every'th block (100th)
+ *      and frees the rest in random order, then the threads park (blocked,
+ *      as a pool of idle workers): the few survivors are spread over almost
+ *      every span, so only pages inside partly used spans can return;
+ *   e  like d, but the threads exit after their frees (their kept blocks
+ *      are freed by the main thread after the idle window).
  *
  * Sizes in b and c are drawn so that every power-of-two size range gets the
  * same number of bytes: millions of small blocks and a few hundred large
  * ones, so both the small-block and the large-block paths hold memory.
  *
- * Reports RSS at the start, the peak, right after the frees, 1 s and 2 s into
- * the idle window and at its end, and the time from the end of the frees
+ * Reports RSS at the start, the peak, right after the frees, 1, 2, 5 and 10 s
+ * into the idle window (those that fit in it) and at its end, and the time from the end of the frees
  * until RSS is back within --slack of the start (plus the bytes still live in
  * c), or -1 if that never happens within the window. The whole timeline goes
  * to --csv (t_ms, rss_kib, phase) with t = 0 at the start of the burst.
  *
  * The blocks are chained through their first word, so the program needs no
- * pointer table whose own memory would blur the measurement.
+ * pointer table whose own memory would blur the measurement (d and e free in
+ * random order, so they keep a table, mapped outside the allocator and
+ * unmapped before the idle window).
  */
 #include "bench_util.h"
 #include <dlfcn.h>
@@ -53,12 +64,13 @@ static const char *opt_csv = NULL;
 static uint64_t opt_seed = 42;
 
 static const bu_opt options[] = {
-	{ "scenario", BU_STRING, &opt_scenario, "a (one thread, equal small blocks), b (threads, mixed sizes) or c (b keeping some)" },
+	{ "scenario", BU_STRING, &opt_scenario, "a (one thread, equal small blocks), b (threads, mixed sizes), c (b keeping some), "
+	  "d (scattered survivors, threads park) or e (d, threads exit)" },
 	{ "objects", BU_COUNT, &opt_objects, "a: blocks to allocate" },
 	{ "size", BU_SIZE, &opt_size, "a: block size" },
-	{ "bytes", BU_SIZE, &opt_bytes, "b, c: bytes to allocate in total (sizes 16 B to 1 MiB)" },
-	{ "threads", BU_COUNT, &opt_threads, "b, c: threads" },
-	{ "keep-every", BU_COUNT, &opt_keep, "c: every n-th block stays allocated" },
+	{ "bytes", BU_SIZE, &opt_bytes, "b-e: bytes to allocate in total (b, c: 512 MiB of 16 B to 1 MiB; d, e: 1 GiB)" },
+	{ "threads", BU_COUNT, &opt_threads, "b-e: threads" },
+	{ "keep-every", BU_COUNT, &opt_keep, "c-e: every n-th block stays allocated" },
 	{ "idle-ms", BU_COUNT, &opt_idle, "idle window after the frees" },
 	{ "before-ms", BU_COUNT, &opt_before, "sampling before the burst starts" },
 	{ "interval-ms", BU_COUNT, &opt_interval, "RSS sampling interval" },
@@ -166,6 +178,7 @@ typedef struct {
 } work;
 
 static pthread_barrier_t bar;
+static int bytes_given; /* --bytes was on the command line */
 
 /* A block of b or c: chained through its first word, its size in the second
  * (every size is at least 16 bytes). */
@@ -174,12 +187,71 @@ typedef struct block {
 	size_t size;
 } block;
 
+/* Scenarios d and e: the survivors are every keep'th block in allocation
+ * order, the rest is freed in random order. Returns with the survivors on
+ * w->kept and the table unmapped. */
+static void scatter_burst(work *w, bu_rng *rng)
+{
+	/* A block is at least 16 bytes: the table has room for every block. */
+	size_t cap = (size_t)(w->bytes / 16) + 1;
+	void **table = bu_map(cap * sizeof(void *));
+	size_t n = 0;
+	uint64_t got = 0;
+	while (got < w->bytes) {
+		size_t sz = bu_rng_below(rng, 500) == 0 ? bu_rng_size_log(rng, 64u << 10, 1u << 20)
+							 : bu_rng_size_log(rng, 16, 16u << 10);
+		block *p = malloc(sz);
+		BU_CHECK(p, "malloc(%zu) failed", sz);
+		memset(p, (int)(n & 0xff) | 1, sz);
+		p->size = sz;
+		table[n++] = p;
+		got += sz;
+	}
+	w->blocks = n;
+	pthread_barrier_wait(&bar); /* all allocated */
+	pthread_barrier_wait(&bar); /* phase switched to FREE */
+	/* Survivors out of the table, then the rest in a random order. */
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		block *p = table[i];
+		if (i % opt_keep == opt_keep - 1) {
+			p->next = w->kept;
+			w->kept = p;
+			w->kept_bytes += p->size;
+		} else {
+			table[m++] = p;
+		}
+	}
+	for (size_t i = m; i > 1; i--) {
+		size_t j = (size_t)bu_rng_below(rng, i);
+		void *t = table[i - 1];
+		table[i - 1] = table[j];
+		table[j] = t;
+	}
+	for (size_t i = 0; i < m; i++)
+		free(table[i]);
+	bu_unmap(table, cap * sizeof(void *));
+}
+
 static void *worker(void *arg)
 {
 	work *w = arg;
 	bu_rng rng = bu_rng_make(opt_seed, w->index);
 	int keep_some = opt_scenario[0] == 'c';
 	pthread_barrier_wait(&bar); /* start */
+	if (opt_scenario[0] == 'd' || opt_scenario[0] == 'e') {
+		scatter_burst(w, &rng);
+		pthread_barrier_wait(&bar); /* all freed */
+		if (opt_scenario[0] == 'e')
+			return NULL; /* main frees the survivors */
+		pthread_barrier_wait(&bar); /* idle window over */
+		for (block *k = w->kept; k;) {
+			block *next = k->next;
+			free(k);
+			k = next;
+		}
+		return NULL;
+	}
 	block *head = NULL;
 	uint64_t got = 0;
 	while (got < w->bytes) {
@@ -236,7 +308,11 @@ int main(int argc, char **argv)
 		      "into the idle window, and how long until it is back near the start.",
 		      options);
 	char sc = opt_scenario[0];
-	BU_CHECK((sc == 'a' || sc == 'b' || sc == 'c') && opt_scenario[1] == '\0', "--scenario must be a, b or c");
+	BU_CHECK(sc >= 'a' && sc <= 'e' && opt_scenario[1] == '\0', "--scenario must be a, b, c, d or e");
+	for (int i = 1; i < argc; i++)
+		bytes_given |= strncmp(argv[i], "--bytes", 7) == 0;
+	if ((sc == 'd' || sc == 'e') && !bytes_given)
+		opt_bytes = 1u << 30;
 	BU_CHECK(opt_size >= sizeof(void *), "--size must hold a pointer");
 	BU_CHECK(opt_threads >= 1 && opt_threads <= 1024, "--threads must be 1..1024");
 	BU_CHECK(opt_interval >= 1 && opt_keep >= 1, "--interval-ms and --keep-every must be >= 1");
@@ -289,19 +365,34 @@ int main(int argc, char **argv)
 	uint64_t rss_freed = bu_rss_kib();
 	uint64_t rss_1s = rss_at(t_free_end + 1000000000ull);
 	uint64_t rss_2s = opt_idle >= 2000 ? rss_at(t_free_end + 2000000000ull) : 0;
+	uint64_t rss_5s = opt_idle >= 5000 ? rss_at(t_free_end + 5000000000ull) : 0;
+	uint64_t rss_10s = opt_idle >= 10000 ? rss_at(t_free_end + 10000000000ull) : 0;
 	uint64_t rss_end = rss_at(t_free_end + opt_idle * 1000000ull);
 #ifdef HAVE_EBB_STATS
 	void (*stats_get)(struct ebb_stats *) = (void (*)(struct ebb_stats *))dlsym(RTLD_DEFAULT, "ebb_stats_get");
 	if (stats_get)
 		stats_get(&ebb_stats_at_end);
+	/* MEMRETURN_STATS=1: ebbmalloc's whole account (per class too) at the
+	 * same moment, on stderr. */
+	void (*stats_print)(FILE *) = (void (*)(FILE *))dlsym(RTLD_DEFAULT, "ebb_stats_print");
+	if (stats_print && getenv("MEMRETURN_STATS"))
+		stats_print(stderr);
 #endif
 	atomic_store(&cur_phase, DONE);
 	atomic_store(&stop_sampling, 1);
 	pthread_join(samp, NULL);
 	if (t) {
-		pthread_barrier_wait(&bar); /* let the workers free what they kept */
+		if (sc != 'e')
+			pthread_barrier_wait(&bar); /* let the workers free what they kept */
 		for (size_t i = 0; i < t; i++)
 			pthread_join(tids[i], NULL);
+		for (size_t i = 0; sc == 'e' && i < t; i++) {
+			for (block *k = w[i].kept; k;) {
+				block *next = k->next;
+				free(k);
+				k = next;
+			}
+		}
 	}
 
 	/* What the timeline says: the peak, and the first idle sample back
@@ -343,9 +434,13 @@ int main(int argc, char **argv)
 	double burst_s = (double)(t_free_end - t0) / 1e9;
 	printf("# memreturn %c: %" PRIu64 " blocks, alloc %.2f s, free %.2f s\n", sc, blocks,
 	       (double)(t_alloc_end - t0) / 1e9, (double)(t_free_end - t_alloc_end) / 1e9);
-	printf("# RSS MiB: start %.1f  peak %.1f  after free %.1f  +1s %.1f  +2s %.1f  end %.1f  kept %.1f\n",
-	       start_rss / 1024.0, peak / 1024.0, rss_freed / 1024.0, rss_1s / 1024.0, rss_2s / 1024.0,
-	       rss_end / 1024.0, kept_bytes / 1048576.0);
+	printf("# RSS MiB: start %.1f  peak %.1f  after free %.1f  +1s %.1f  +2s %.1f", start_rss / 1024.0,
+	       peak / 1024.0, rss_freed / 1024.0, rss_1s / 1024.0, rss_2s / 1024.0);
+	if (rss_5s)
+		printf("  +5s %.1f", rss_5s / 1024.0);
+	if (rss_10s)
+		printf("  +10s %.1f", rss_10s / 1024.0);
+	printf("  end %.1f  kept %.1f\n", rss_end / 1024.0, kept_bytes / 1048576.0);
 	if (return_ms >= 0)
 		printf("# back within %.0f MiB of the start after %" PRId64 " ms\n", opt_slack / 1048576.0, return_ms);
 	else
@@ -361,6 +456,10 @@ int main(int argc, char **argv)
 	bu_result("freed_rss_kib", "%" PRIu64, rss_freed);
 	bu_result("rss_1s_kib", "%" PRIu64, rss_1s);
 	bu_result("rss_2s_kib", "%" PRIu64, rss_2s);
+	if (rss_5s)
+		bu_result("rss_5s_kib", "%" PRIu64, rss_5s);
+	if (rss_10s)
+		bu_result("rss_10s_kib", "%" PRIu64, rss_10s);
 	bu_result("end_rss_kib", "%" PRIu64, rss_end);
 	bu_result("kept_kib", "%" PRIu64, kept_bytes / 1024);
 	bu_result("return_ms", "%" PRId64, return_ms);

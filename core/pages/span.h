@@ -23,7 +23,8 @@
  * | FREE_PURGED  | page heap, under its lock             | heap size list (purged)        | alloc -> CENTRAL/LARGE; merged -> NONE;     |
  * |              |                                       |                                | superblock unmapped                         |
  * | CENTRAL      | its home central list, under the      | home's partial list while it   | last block back -> page_heap_free           |
- * |              | home's lock, for its whole life       | has free blocks                | (FREE_DIRTY)                                |
+ * |              | home's lock, for its whole life       | has free or withheld blocks    | (FREE_DIRTY); while purging, only the       |
+ * |              |                                       |                                | purge pass retires it (central_purge.c)     |
  * | LARGE        | the program, from malloc to free      | nowhere (pagemap only)         | free -> FREE_DIRTY                          |
  * | ARENA        | its ebb_arena (u.arena.arena), under  | the arena's chunk or block     | reset/destroy, ebb_arena_free of a block    |
  * |              | the arena's contract (arena.h)        | list                           | -> FREE_DIRTY                               |
@@ -45,7 +46,10 @@
  * owns it alone.
  *
  * Block identities for a CENTRAL span:
- *   used + free_count == blocks (span_carve lists every block at once)
+ *   used + free_count + withheld == blocks (span_carve lists every block at
+ *           once; withheld blocks are free blocks whose pages were given
+ *           back, core/blocks/central_purge.c: a refill that finds the free
+ *           list empty relinks them; withheld == 0 iff given_back == 0)
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.
@@ -89,6 +93,12 @@ typedef struct span {
 			void *free_head;        /* freed blocks, plain links checked before use, EBB_LIST_END */
 			struct central *home;   /* immutable while CENTRAL */
 			uint32_t free_count;    /* blocks on free_head */
+			uint16_t withheld;      /* free blocks off the list: they touch a page in
+						 * given_back (core/blocks/central_purge.c) */
+			uint8_t purging;        /* given_back's newest pages are being given back,
+						 * home lock dropped: withheld stays off the list and
+						 * only that pass may retire the span */
+			uint64_t given_back;    /* bit i: page i of the span was given back (madvise) */
 		} central;
 		struct { /* ARENA */
 			struct ebb_arena *arena; /* immutable while ARENA */
@@ -110,7 +120,6 @@ typedef struct span {
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */
-	uint8_t pad_[4];
 } EBB_ALIGNED(64) span_t;
 
 #ifndef __cplusplus

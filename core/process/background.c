@@ -60,7 +60,14 @@ size_t background_tick(uint64_t now, bool all)
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
 		bool kept;
+		/* Free pages inside spans that keep a live block: of lists whose
+		 * spans sat unchanged for decay_ms, or, for ebb_trim, of every
+		 * list once its batches are back in its spans. */
+		if (!all)
+			work += central_purge_tick(false);
 		work += central_drain(!all, &kept);
+		if (all)
+			work += central_purge_tick(true);
 		atomic_store_u32(&bg_drain_kept, kept);
 		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
 			atomic_store_u64(&bg_last_trim_ns, now);
@@ -85,19 +92,21 @@ static uint64_t next_wait(uint64_t now)
 		if (d < wait)
 			wait = d;
 	}
-	/* Batches kept by lists in use are drained once those go idle. */
-	if (atomic_load_u32(&bg_drain_kept) && wait > DRAIN_INTERVAL_NS)
+	/* Batches kept by lists in use are drained once those go idle; lists
+	 * whose spans hold free pages are purged once they have been idle. */
+	if ((atomic_load_u32(&bg_drain_kept) || central_purge_pending()) && wait > DRAIN_INTERVAL_NS)
 		wait = DRAIN_INTERVAL_NS;
 	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
 }
 
 /* Nothing is left for the thread to give back, as far as the cheap gauges
  * tell: no dirty page that decay will purge, no transfer batch kept by a
- * busy list at the last drain, no timeline to write, no kick pending. */
+ * busy list at the last drain, no list whose spans' free pages wait to be
+ * purged, no timeline to write, no kick pending. */
 static bool bg_quiet(void)
 {
 	return (page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) &&
-	       !atomic_load_u32(&bg_drain_kept) && !timeline_enabled() &&
+	       !atomic_load_u32(&bg_drain_kept) && !central_purge_pending() && !timeline_enabled() &&
 	       !atomic_load_u32(&bg_kicked);
 }
 

@@ -1,0 +1,432 @@
+/* central_purge.c: gives back the free pages inside CENTRAL spans that still
+ * hold a live block (central.h, "Pages given back inside spans").
+ *
+ * A program that frees most of its blocks but keeps a few scattered ones
+ * (a cache that keeps every hundredth entry) leaves almost every span with a
+ * live block, so no span goes back to the page heap and decay never sees
+ * those pages. In a span of several pages, though, most pages then hold
+ * only free blocks. This pass gives those pages back:
+ *
+ *   under the home's lock, for each partial span of a class with spans of
+ *   two pages or more: the pages that only free blocks touch (the blocks on
+ *   its free list, checked as span_take checks them, and those withheld
+ *   already) and that were not given back yet. The free blocks that touch
+ *   them leave the free list and count as withheld (span.h: used +
+ *   free_count + withheld == blocks); their first 16 bytes are zeroed; the
+ *   pages join given_back and the span is marked purging;
+ *   without the lock: madvise of those pages (os_purge);
+ *   under the lock again: purging clears; a span whose blocks all came back
+ *   in the meantime (release_to_spans leaves a purging span to us) goes back
+ *   to the page heap, as release_to_spans would have sent it.
+ *
+ * A one-page span is never looked at: its page holds a live block, or the
+ * span is empty and back in the page heap already.
+ *
+ * While purging, the span cannot leave CENTRAL (nobody else returns it) and
+ * its withheld blocks are not handed out; its free list stays usable. A
+ * refill that meets a span whose free list is empty relinks all its
+ * withheld blocks first (central_purge_relink), writing each link and mark
+ * afresh. A withheld block must still read zero in its first 16 bytes
+ * (madvise zeroed the page, or the zeroing above did, and MADV_FREE keeps
+ * either): anything else was written after the block was freed (a use
+ * after free, or a double free whose copy went through a thread cache and
+ * out), so it is reported and dropped, never handed out.
+ *
+ * When: once per drain interval (250 ms) the background thread looks at
+ * every list; one whose spans have not changed (no block taken from or
+ * given back to them, no span carved or returned) for decay_ms worth of
+ * intervals (at least one) is purged, and then not again until its spans
+ * change and settle again: a list in use never pays page faults for this.
+ * ebb_trim purges every list at once. One pass at a time (the background
+ * thread, ebb_trim). */
+#include "core/blocks/central.h"
+
+#include <string.h>
+
+#include "core/blocks/block.h"
+#include "core/blocks/freelist.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/page_heap.h"
+#include "core/pages/superblock.h"
+#include "core/runtime/meta.h"
+#include "core/runtime/options.h"
+#include "os/os.h"
+
+/* Spans prepared in one hold of a list's lock, then given back in one go. */
+#define PURGE_BATCH 32
+/* Drain interval of background.c: how long one idle round is. */
+#define PURGE_ROUND_MS 250
+
+typedef struct purge_item {
+	span_t *s;
+	uint64_t pages; /* pages of s this pass gives back (bit i: page i) */
+} purge_item_t;
+
+/* The pass in flight: one at a time (purge_busy). The items are written
+ * under their home's lock, so that a fork (which holds every central lock)
+ * sees them whole and the child can clear their purging flags. */
+static uint32_t purge_busy;
+static purge_item_t purge_inflight[PURGE_BATCH];
+static unsigned purge_inflight_n;
+/* Per list: its fingerprint (list_fingerprint) at the last pass and at
+ * its last purge, and how many passes in a row saw it unchanged
+ * (saturating). */
+typedef struct purge_list {
+	uint64_t seen, purged;
+	uint8_t idle;
+} purge_list_t;
+static purge_list_t *purge_lists;
+/* Some list has changed since its last purge and holds at least
+ * PURGE_PENDING_BYTES of free blocks: the background thread keeps ticking
+ * once per drain interval, so that it counts the list's idle intervals. */
+static uint32_t purge_pending;
+#define PURGE_PENDING_BYTES ((uint64_t)64 << 10)
+
+/* Gauges and counters (relaxed atomics): pages given back from inside
+ * CENTRAL spans and still theirs; madvise calls and bytes since start. */
+static uint64_t purge_pages_out;
+static uint64_t purge_calls;
+static uint64_t purge_bytes;
+
+static uint64_t low_bits(unsigned n)
+{
+	return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+}
+
+/* The pages block i of class k touches, as a mask. */
+static uint64_t block_pages(const size_class_t *k, unsigned i)
+{
+	size_t start = (size_t)i * k->size;
+	unsigned first = (unsigned)(start >> EBB_PAGE_SHIFT);
+	unsigned last = (unsigned)((start + k->size - 1) >> EBB_PAGE_SHIFT);
+	return low_bits(last + 1) & ~low_bits(first);
+}
+
+/* The blocks of a span of class k that touch one of `pages`. */
+static uint64_t blocks_touching(const size_class_t *k, uint64_t pages)
+{
+	uint64_t m = 0;
+	for (unsigned i = 0; i < k->blocks && pages; i++)
+		if (block_pages(k, i) & pages)
+			m |= (uint64_t)1 << i;
+	return m;
+}
+
+/* Whether the pass can work on spans of class k: several pages, at most 64
+ * blocks and pages (one bit each; every class of two pages or more fits). */
+static bool class_purgeable(const size_class_t *k)
+{
+	return k->pages >= 2 && k->pages <= 64 && k->blocks <= 64;
+}
+
+/* The free list of s as a mask of block indices, every link and mark
+ * checked before it is followed; false if anything is off (span_take will
+ * meet it and report it: the pass leaves such a span alone). */
+static bool free_mask(const span_t *s, const size_class_t *k, const char *base, uint64_t key,
+		      uint64_t *out)
+{
+	uint64_t m = 0;
+	const void *b = s->u.central.free_head;
+	for (uint32_t n = 0; n < s->u.central.free_count; n++) {
+		if ((const char *)b < base)
+			return false;
+		uint64_t off = (uint64_t)((const char *)b - base);
+		if (!block_offset_ok(off, k->block_mul, k->block_limit) ||
+		    !freelist_mark_kept(b, freelist_span_mark_of(b, key)))
+			return false;
+		uint64_t bit = (uint64_t)1 << size_class_div(s->cls, off);
+		if (m & bit)
+			return false; /* a loop */
+		m |= bit;
+		b = freelist_span_next(b);
+	}
+	if (b != EBB_LIST_END)
+		return false;
+	*out = m;
+	return true;
+}
+
+/* Prepares s: withholds the free blocks on pages that only free blocks
+ * touch and that are not given back yet, and marks s purging. Caller holds
+ * s's home lock. Returns the pages to give back, 0 to leave s alone. */
+static uint64_t span_prepare(span_t *s, uint64_t key)
+{
+	const size_class_t *k = &size_classes[s->cls];
+	if (s->u.central.purging || (uint64_t)s->u.central.free_count * k->size < EBB_PAGE_SIZE)
+		return 0;
+	if ((uint64_t)s->used + s->u.central.free_count + s->u.central.withheld != k->blocks)
+		return 0; /* after a report dropped part of a list: leave it */
+	char *base = span_start(span_superblock(s), s);
+	uint64_t freed;
+	if (!free_mask(s, k, base, key, &freed))
+		return 0;
+	uint64_t gone = s->u.central.given_back;
+	uint64_t held = blocks_touching(k, gone);
+	if ((unsigned)__builtin_popcountll(held) != s->u.central.withheld || (held & freed))
+		return 0;
+	uint64_t busy = 0, touched = 0;
+	for (unsigned i = 0; i < k->blocks; i++) {
+		uint64_t p = block_pages(k, i);
+		touched |= p;
+		if (!(((freed | held) >> i) & 1))
+			busy |= p;
+	}
+	uint64_t fresh = touched & ~busy & ~gone;
+	if (fresh == 0)
+		return 0;
+	uint64_t take = blocks_touching(k, fresh) & freed;
+	/* The rest of the free list, relinked in address order. */
+	void *head = EBB_LIST_END;
+	uint32_t left = 0;
+	for (unsigned i = k->blocks; i-- > 0;) {
+		if (!((freed >> i) & 1))
+			continue;
+		char *b = base + (size_t)i * k->size;
+		if ((take >> i) & 1) {
+			memset(b, 0, 16); /* relink checks that it still reads zero */
+			continue;
+		}
+		freelist_span_link(b, head, key);
+		head = b;
+		left++;
+	}
+	s->u.central.free_head = head;
+	s->u.central.free_count = left;
+	s->u.central.withheld = (uint16_t)(s->u.central.withheld + __builtin_popcountll(take));
+	s->u.central.given_back = gone | fresh;
+	s->u.central.purging = 1;
+	atomic_add_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(fresh));
+	return fresh;
+}
+
+/* Gives back the pages of one prepared span. No lock held. */
+static void span_give_back(const purge_item_t *it, bool lazy)
+{
+	char *base = span_start(span_superblock(it->s), it->s);
+	uint64_t m = it->pages;
+	while (m) {
+		unsigned first = (unsigned)__builtin_ctzll(m);
+		unsigned n = (unsigned)__builtin_ctzll(~(m >> first));
+		if (first + n > 64)
+			n = 64 - first;
+		if (os_purge(base + ((size_t)first << EBB_PAGE_SHIFT), (size_t)n << EBB_PAGE_SHIFT, lazy)) {
+			atomic_add_u64(&purge_calls, 1);
+			atomic_add_u64(&purge_bytes, (uint64_t)n << EBB_PAGE_SHIFT);
+		}
+		m &= ~(low_bits(first + n) & ~low_bits(first));
+	}
+}
+
+/* Takes s (all of whose blocks are free) off c, as release_to_spans does
+ * with an empty span. Caller holds c's lock; then, without it, the caller
+ * hands s to the page heap. */
+static void span_retire(central_t *c, span_t *s)
+{
+	if (s->in_partial) {
+		if (s->prev)
+			s->prev->next = s->next;
+		else
+			c->partial = s->next;
+		if (s->next)
+			s->next->prev = s->prev;
+		s->in_partial = 0;
+	}
+	c->spans--;
+	c->spans_returned++;
+}
+
+/* What changes whenever a block leaves or reaches one of c's spans, or a
+ * span comes or goes (a refill from spans, a flush or drain into them, a
+ * carve): unchanged between two passes, the list's free blocks sat idle for
+ * the interval. Caller holds c's lock. */
+static uint64_t list_fingerprint(const central_t *c)
+{
+	return c->used_blocks ^ c->spans_carved << 24 ^ c->spans_returned << 44;
+}
+
+/* Purges list c: batches of spans prepared under its lock, given back
+ * without it. Returns the pages given back; *seen: c's fingerprint after. */
+static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
+{
+	uint64_t key = freelist_mark;
+	size_t pages = 0;
+	span_t *empties = NULL;
+	lock_acquire(&c->lock);
+	/* Bounded: a span that emptied and was carved again meanwhile may be
+	 * met twice. */
+	uint64_t budget = 2 * c->spans + PURGE_BATCH;
+	span_t *at = c->partial;
+	for (;;) {
+		unsigned n = 0;
+		while (at != NULL && n < PURGE_BATCH && budget > 0) {
+			budget--;
+			uint64_t m = span_prepare(at, key);
+			if (m) {
+				purge_inflight[n].s = at;
+				purge_inflight[n].pages = m;
+				n++;
+			}
+			at = at->next;
+		}
+		purge_inflight_n = n;
+		CENTRAL_CHECK(c);
+		if (n == 0)
+			break;
+		lock_release(&c->lock);
+		for (unsigned i = 0; i < n; i++) {
+			span_give_back(&purge_inflight[i], lazy);
+			pages += (size_t)__builtin_popcountll(purge_inflight[i].pages);
+		}
+		lock_acquire(&c->lock);
+		/* A purging span stays on the partial list (it has withheld
+		 * blocks, and nobody else retires it): the walk goes on after the
+		 * last one, which is on the list under this hold of the lock. */
+		at = purge_inflight[n - 1].s->next;
+		for (unsigned i = 0; i < n; i++) {
+			span_t *s = purge_inflight[i].s;
+			s->u.central.purging = 0;
+			if (s->used != 0)
+				continue;
+			if (at == s)
+				at = s->next;
+			span_retire(c, s);
+			s->next = empties;
+			empties = s;
+		}
+		purge_inflight_n = 0;
+	}
+	*seen = list_fingerprint(c);
+	CENTRAL_CHECK(c);
+	lock_release(&c->lock);
+	/* No central lock held: every block of these spans is back, nobody
+	 * else can reach them. */
+	for (span_t *e = empties, *next; e; e = next) {
+		next = e->next;
+		central_purge_forget(e);
+		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
+		page_heap_free(e);
+	}
+	return pages;
+}
+
+/* ---------------------------------------------------------------------------
+ * central.h
+ * ------------------------------------------------------------------------- */
+size_t central_purge_tick(bool all)
+{
+	/* One pass at a time. The background thread leaves it to a pass in
+	 * progress; ebb_trim waits for it (it holds no lock: nothing the pass
+	 * needs), so that what it returns has been given back. */
+	for (uint32_t idle = 0;; idle = 0) {
+		if (__atomic_compare_exchange_n(&purge_busy, &idle, 1, false, __ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			break;
+		if (!all)
+			return 0;
+		os_yield();
+	}
+	unsigned count = central_list_count();
+	if (purge_lists == NULL)
+		purge_lists = meta_alloc((size_t)count * sizeof *purge_lists, EBB_CACHELINE);
+	long long decay = options_get(OPT_DECAY_MS);
+	long long need = decay < 0 ? -1 : (decay + PURGE_ROUND_MS - 1) / PURGE_ROUND_MS;
+	if (need == 0)
+		need = 1;
+	bool lazy = options_get(OPT_PURGE) == 1;
+	size_t pages = 0;
+	bool pending = false;
+	for (unsigned i = 0; i < count && purge_lists != NULL; i++) {
+		central_t *c = central_list_at(i);
+		const size_class_t *k = &size_classes[c->cls];
+		if (c->cls == 0 || !class_purgeable(k))
+			continue;
+		purge_list_t *l = &purge_lists[i];
+		lock_acquire(&c->lock);
+		uint64_t now = list_fingerprint(c);
+		uint64_t free_bytes = (c->spans * k->blocks - c->used_blocks) * k->size;
+		lock_release(&c->lock);
+		if (!all) {
+			bool worth = now != l->purged && free_bytes >= PURGE_PENDING_BYTES;
+			pending |= worth;
+			if (now != l->seen) {
+				l->seen = now;
+				l->idle = 0;
+				continue;
+			}
+			if (l->idle < 255)
+				l->idle++;
+			if (need < 0 || l->idle < need || !worth)
+				continue;
+		}
+		pages += list_purge(c, lazy, &l->purged);
+		l->seen = l->purged;
+	}
+	if (!all)
+		atomic_store_u32(&purge_pending, pending && need >= 0);
+	__atomic_store_n(&purge_busy, 0, __ATOMIC_RELEASE);
+	return pages;
+}
+
+bool central_purge_pending(void)
+{
+	return atomic_load_u32(&purge_pending) != 0;
+}
+
+bool central_purge_relink(span_t *s)
+{
+	if (s->u.central.purging)
+		return false;
+	const size_class_t *k = &size_classes[s->cls];
+	uint64_t key = freelist_mark;
+	char *base = span_start(span_superblock(s), s);
+	uint64_t gone = s->u.central.given_back;
+	uint64_t held = blocks_touching(k, gone);
+	void *head = s->u.central.free_head;
+	uint32_t n = 0;
+	for (unsigned i = k->blocks; i-- > 0;) {
+		if (!((held >> i) & 1))
+			continue;
+		char *b = base + (size_t)i * k->size;
+		const uint64_t *w = (const uint64_t *)(const void *)b;
+		if (EBB_UNLIKELY(w[0] != 0 || w[1] != 0)) {
+			/* Written after it was freed: never hand it out. */
+			freelist_corrupt("malloc", b);
+			continue;
+		}
+		freelist_span_link(b, head, key);
+		head = b;
+		n++;
+	}
+	s->u.central.free_head = head;
+	s->u.central.free_count += n;
+	s->u.central.withheld = 0;
+	s->u.central.given_back = 0;
+	atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
+	return true;
+}
+
+void central_purge_forget(const span_t *s)
+{
+	uint64_t gone = s->u.central.given_back;
+	if (gone)
+		atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
+}
+
+void central_purge_stats(uint64_t *pages_out, uint64_t *madvise_calls, uint64_t *bytes)
+{
+	*pages_out = atomic_load_u64(&purge_pages_out);
+	*madvise_calls = atomic_load_u64(&purge_calls);
+	*bytes = atomic_load_u64(&purge_bytes);
+}
+
+void central_purge_postfork_child(void)
+{
+	/* The pass does not exist in the child: its spans are not purging any
+	 * more (their pages may or may not have been given back; withheld
+	 * blocks read zero either way). */
+	for (unsigned i = 0; i < purge_inflight_n; i++)
+		purge_inflight[i].s->u.central.purging = 0;
+	purge_inflight_n = 0;
+	purge_busy = 0;
+	purge_pending = 0;
+}
