@@ -2,32 +2,49 @@
  *
  * A central list is where thread caches get blocks in batches (refill) and
  * give them back in batches (flush). It has two stores:
- *   transfer  whole batches ready to hand out, a stack of at most
- *             transfer_cap batches kept as an array of block addresses in
- *             the list's own memory (nothing is linked through a block);
- *             pushing or popping one copies `batch` pointers;
- *   spans     its partial spans: spans homed here that have free blocks.
+ *   transfer  whole batches ready to hand out: a lock-free stack of batch
+ *             nodes, each an array of `batch` block addresses in the
+ *             allocator's metadata (nothing is linked through a block);
+ *             pushing or popping one is a copy and one CAS;
+ *   spans     its partial spans: spans homed here that have free blocks,
+ *             under the list's lock.
  * A refill pops a transfer batch or gathers a batch from partial spans;
  * when the list has neither, it takes a transfer batch of one of the next
  * few CPUs' lists (what consumers there flushed), and only then carves a new
- * span from the page heap. A flush pushes
- * whole batches while the transfer stack has room; the rest goes back to the
- * blocks' own spans, each under its home list's lock; a span whose blocks are
- * then all free goes back to the page heap at once.
+ * span from the page heap. A flush pushes whole batches while the list has a
+ * spare node; the rest goes back to the blocks' own spans: validated and
+ * chained per span outside any lock, then spliced under the home list's lock
+ * once per run of a span; a span whose blocks are then all free goes back to
+ * the page heap at once.
+ *
+ * Transfer nodes: each list owns transfer_cap nodes (an array in meta.c
+ * memory, resident once used, never unmapped: a stale pointer to a node
+ * always reads a node). A node is on exactly one of the list's two stacks
+ * (`full` or `spare`), or held by the one thread that popped it, or not yet
+ * made (index >= made). So a list never keeps more than transfer_cap batches,
+ * and a node never moves to another list: a steal pops another list's full
+ * node and pushes it back on that list's spare stack. A stack head is one
+ * 64-bit word, top node index + 1 (0: empty) | node count << 8 | generation
+ * << 16, so a push or pop is a single-word CAS (no CAS2), the generation
+ * makes an ABA (pop A, pop B, push A between another thread's read and CAS)
+ * fail the CAS, and the count read from the head is exact.
  *
  * The CPU id is only a hint (the thread may migrate right after reading it):
- * correctness comes from the list's lock. A block flushed on CPU j may sit in
- * CPU j's transfer stack although its span is homed on CPU k; when it leaves
- * the transfer stack for its span, it goes to k's list, under k's lock.
+ * correctness comes from the CAS and the list's lock. A block flushed on CPU
+ * j may sit in CPU j's transfer stack although its span is homed on CPU k;
+ * when it leaves the transfer stack for its span, it goes to k's list, under
+ * k's lock.
  *
  * Scaling: a thread touches a central list only once per batch (up to 32
- * blocks), the lists of different CPUs share no cache line, and a span's
- * blocks go back to its home, so on 64 cores the lists are as contended as
- * the threads on one CPU make them, and the page heap (per CPU as well) only
- * sees whole spans.
+ * blocks); the transfer heads and the span state of a list are on separate
+ * cache lines, the lists of different CPUs share none; a span's blocks go
+ * back to its home, so on 64 cores the lists are as contended as the threads
+ * on one CPU make them, and the page heap (per CPU as well) only sees whole
+ * spans. No transfer operation waits for a preempted thread.
  *
- * Locking: one lock per list (rank LOCK_RANK_CENTRAL); at most one central
- * lock is held at a time; no page heap call or system call under it. */
+ * Locking: one lock per list for its spans (rank LOCK_RANK_CENTRAL); at most
+ * one central lock is held at a time; no page heap call or system call under
+ * it. The transfer stacks take no lock. */
 #ifndef EBB_CORE_CENTRAL_H
 #define EBB_CORE_CENTRAL_H
 
@@ -37,15 +54,30 @@
 
 EBB_BEGIN_DECLS
 
+/* A transfer batch: `batch` block addresses, each checked (by free or by
+ * its span) before it entered, each block carrying its bin mark. */
+typedef struct transfer_node {
+	uint32_t next; /* index + 1 of the node below on its stack, 0 at the bottom (atomic) */
+	uint32_t pad_;
+	void *blocks[]; /* batch addresses */
+} transfer_node_t;
+
+/* The head word of a transfer stack (central_t.full, .spare). */
+#define TRANSFER_TOP(h) ((unsigned)((h) & 0xffu))
+#define TRANSFER_COUNT(h) ((unsigned)(((h) >> 8) & 0xffu))
+
 typedef struct central {
-	ebb_lock_t lock;
+	/* --- transfer: lock-free, one cache line --- */
+	uint64_t full;        /* stack of full batch nodes (head word, above) */
+	uint64_t spare;       /* stack of empty nodes */
+	uint32_t made;        /* nodes handed out of `nodes` so far, <= transfer_cap (atomic) */
+	uint32_t busy;        /* set by a refill or flush, cleared by central_drain (atomic) */
+	char *nodes;          /* transfer_cap nodes of node_size bytes (meta.c) */
+	uint32_t node_size;   /* sizeof(transfer_node_t) + batch block addresses */
 	uint16_t cls;
-	uint16_t ntransfer;   /* batches on the transfer stack */
-	uint32_t uses;        /* refills + flushes since the last idle check */
-	void **transfer;      /* transfer_cap * batch slots (meta.c); batch i is
-			       * transfer[i * batch .. (i + 1) * batch), i < ntransfer */
+	/* --- spans: under lock --- */
+	ebb_lock_t lock EBB_ALIGNED(EBB_CACHELINE);
 	span_t *partial;      /* spans homed here with free blocks; refills take the head */
-	/* counters, under lock */
 	uint64_t spans;       /* spans homed here */
 	uint64_t used_blocks; /* sum of `used` over those spans */
 	uint64_t spans_carved, spans_returned;
@@ -111,7 +143,8 @@ void central_postfork_child(void);
 
 /* The invariant checker of the EBB_INVARIANTS build (central_check.c). */
 #if EBB_INVARIANTS
-/* Caller holds c's lock. Checks c's counters and transfer stack every time,
+/* Caller holds c's lock. Checks c's counters every time, its transfer
+ * stacks (counts match the nodes, every address a block of c's class) and
  * its partial list span by span every CENTRAL_CHECK_EVERY calls (per thread)
  * or when `walk`. Aborts with a report on the first identity that fails. */
 void central_check(const central_t *c, bool walk);

@@ -2,8 +2,13 @@
  * checked under the list's lock in the EBB_INVARIANTS build.
  *
  *   the caller holds c's lock (lock_held_by_self)
- *   ntransfer <= transfer_cap; every slot of the kept batches is a block
- *     address (non-NULL, 16-byte aligned)
+ *   made <= transfer_cap; each stack's count <= made
+ *   (walked, and only when the head did not move during the walk: the
+ *   stacks are lock-free, so a walk that raced a push or pop proves nothing)
+ *   each stack's head count == the nodes on it, every index < made, no node
+ *     on both stacks or twice; every address in a full node is a block of
+ *     c's class (block_lookup; its mark is not checked: a double free the
+ *     program made is reported when the block is handed out, not here)
  *   used_blocks <= spans * blocks (blocks in transfer batches count in
  *     their home's used_blocks, and may sit in any CPU's list: no identity
  *     ties one list's batches to its own counters)
@@ -19,6 +24,7 @@
  */
 #include "core/blocks/central.h"
 
+#include "core/blocks/block.h"
 #include "core/blocks/size_class.h"
 #include "core/runtime/report.h"
 
@@ -38,24 +44,75 @@ static EBB_NORETURN void central_check_fail(const central_t *c, const void *span
 	report_fatal(msg);
 }
 
+/* Walks one transfer stack: its node count, or -1 if the walk found a fault
+ * (*what says which; a is the value found). seen[] marks the nodes met. */
+static int check_stack(const central_t *c, uint64_t head, uint32_t made, bool full, uint8_t *seen,
+		       const char **what, uint64_t *a)
+{
+	const size_class_t *k = &size_classes[c->cls];
+	unsigned n = 0;
+	for (unsigned top = TRANSFER_TOP(head); top != 0; n++) {
+		if (top > made || seen[top - 1]) {
+			*what = top > made ? "transfer stack holds a node not made" : "transfer node on a stack twice";
+			*a = top;
+			return -1;
+		}
+		seen[top - 1] = 1;
+		const transfer_node_t *node = (const transfer_node_t *)(c->nodes + (size_t)(top - 1) * c->node_size);
+		for (unsigned i = 0; full && i < k->batch; i++) {
+			void *b = node->blocks[i];
+			span_t *s;
+			const char *why;
+			if (block_lookup(b, &s, &why) != c->cls) {
+				*what = "transfer node holds an address that is not a block of the class";
+				*a = (uintptr_t)b;
+				return -1;
+			}
+		}
+		top = __atomic_load_n(&node->next, __ATOMIC_RELAXED);
+	}
+	return (int)n;
+}
+
+/* The transfer stacks, checked against a snapshot of their heads: a fault
+ * counts only if neither head moved during the walk. */
+static void central_check_transfer(const central_t *c, uint32_t made)
+{
+	if (c->cls == 0)
+		return;
+	for (int attempt = 0; attempt < 4; attempt++) {
+		uint8_t seen[256] = {0};
+		const char *what = NULL;
+		uint64_t a = 0;
+		uint64_t full = atomic_load_u64_acquire(&c->full), spare = atomic_load_u64_acquire(&c->spare);
+		int nf = check_stack(c, full, made, true, seen, &what, &a);
+		int ns = nf < 0 ? 0 : check_stack(c, spare, made, false, seen, &what, &a);
+		if (full != atomic_load_u64_acquire(&c->full) || spare != atomic_load_u64_acquire(&c->spare))
+			continue; /* raced a push or pop: look again */
+		if (what != NULL)
+			central_check_fail(c, NULL, what, a, made);
+		if ((unsigned)nf != TRANSFER_COUNT(full))
+			central_check_fail(c, NULL, "full stack's count != its nodes", TRANSFER_COUNT(full), (uint64_t)nf);
+		if ((unsigned)ns != TRANSFER_COUNT(spare))
+			central_check_fail(c, NULL, "spare stack's count != its nodes", TRANSFER_COUNT(spare), (uint64_t)ns);
+		return;
+	}
+}
+
 void central_check(const central_t *c, bool walk)
 {
 	const size_class_t *k = &size_classes[c->cls];
 	if (!lock_held_by_self(&c->lock))
 		central_check_fail(c, NULL, "checked without its lock", 0, 0);
-	if (c->ntransfer > k->transfer_cap)
-		central_check_fail(c, NULL, "ntransfer > transfer_cap", c->ntransfer, k->transfer_cap);
-	uint64_t in_transfer = (uint64_t)c->ntransfer * k->batch;
+	uint32_t made = atomic_load_u32(&c->made);
+	if (made > k->transfer_cap)
+		central_check_fail(c, NULL, "transfer nodes made > transfer_cap", made, k->transfer_cap);
 	if (c->used_blocks > c->spans * k->blocks)
 		central_check_fail(c, NULL, "used_blocks > spans * blocks", c->used_blocks,
 				   c->spans * k->blocks);
-	for (uint64_t i = 0; i < in_transfer; i++) {
-		uintptr_t b = (uintptr_t)c->transfer[i];
-		if (b == 0 || (b & (EBB_MIN_ALIGN - 1)) != 0)
-			central_check_fail(c, NULL, "transfer slot holds no block address", i, b);
-	}
 	if (!walk && ++central_check_calls % CENTRAL_CHECK_EVERY != 0)
 		return;
+	central_check_transfer(c, made);
 	uint64_t used = 0, listed = 0;
 	const span_t *prev = NULL;
 	for (const span_t *s = c->partial; s != NULL; prev = s, s = s->next) {
