@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <set>
 #include <vector>
 
@@ -155,4 +158,80 @@ TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twi
 	std::vector<void *> rest(v.begin() + 1, v.end());
 	flush(0, cls, rest);
 	unit_option("on_error", "abort");
+}
+
+// Many threads flushing and refilling the same lists at once, on lists they
+// pick at random (as migrating threads do): the lock-free transfer stacks,
+// steals from other CPUs' stacks and returns to spans all race. Every block a
+// refill hands out must be out nowhere else (the ownership set) and carry its
+// bin mark; when all is back, the class's counts are what they were.
+TEST_CASE("concurrent flushes and refills hand no block out twice and balance the counts", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(64);
+	const size_class_t &k = size_classes[cls];
+	central_drain(false, nullptr);
+	central_class_stats_t before = class_stats(cls);
+	uint64_t reports = report_count();
+
+	std::mutex owners_lock;
+	std::set<void *> owners;
+	std::atomic<unsigned> twice{0}, unmarked{0}, empty{0};
+	const unsigned threads = 4, rounds = 20000;
+	auto worker = [&](unsigned seed) {
+		std::vector<void *> held;
+		uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+		auto rnd = [&x] { x ^= x << 13; x ^= x >> 7; x ^= x << 17; return x; };
+		for (unsigned r = 0; r < rounds; r++) {
+			unsigned cpu = (unsigned)(rnd() % 4);
+			if (held.size() < 4u * k.batch && rnd() % 3 != 0) {
+				bool whole = rnd() % 4 != 0;
+				unsigned want = whole ? k.batch : 1 + (unsigned)(rnd() % k.batch);
+				std::vector<void *> got = refill(cpu, cls, want, whole);
+				if (got.empty())
+					empty++;
+				std::lock_guard<std::mutex> g(owners_lock);
+				for (void *b : got) {
+					if (!freelist_mark_kept(b, freelist_mark_of(b, freelist_mark)))
+						unmarked++;
+					if (!owners.insert(b).second)
+						twice++;
+					held.push_back(b);
+				}
+			} else if (!held.empty()) {
+				// A whole batch (transfer stack) or a few blocks (spans),
+				// from the middle of what this thread holds.
+				unsigned n = rnd() % 2 ? std::min<unsigned>(k.batch, (unsigned)held.size())
+						       : 1 + (unsigned)(rnd() % held.size());
+				std::vector<void *> out(held.end() - n, held.end());
+				held.resize(held.size() - n);
+				{
+					std::lock_guard<std::mutex> g(owners_lock);
+					for (void *b : out)
+						owners.erase(b);
+				}
+				flush(cpu, cls, out);
+			}
+		}
+		std::lock_guard<std::mutex> g(owners_lock);
+		for (void *b : held)
+			owners.erase(b);
+		flush(0, cls, held);
+	};
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < threads; t++)
+		ts.emplace_back(worker, t + 1);
+	for (std::thread &t : ts)
+		t.join();
+	CHECK(twice == 0);
+	CHECK(unmarked == 0);
+	CHECK(empty == 0);
+	CHECK(owners.empty());
+	CHECK(report_count() == reports);
+	central_drain(false, nullptr);
+	central_class_stats_t after = class_stats(cls);
+	CHECK(after.transfer_blocks == 0);
+	CHECK(after.used_blocks == before.used_blocks);
+	CHECK(after.spans == before.spans);
 }

@@ -441,40 +441,77 @@ static EBB_COLD void run_overflow(central_t *home, span_run_t *r, span_t **empti
 	}
 }
 
+/* The span of block b, which must be a block of class cls (block.h's test,
+ * made of its parts so that the superblock's registry check is skipped when
+ * b shares the last block's superblock, *sb_slot); *lo is set to the span's
+ * first block. NULL (after a report) if b is not such a block. */
+static inline span_t *release_lookup(void *b, unsigned cls, const size_class_t *k, uintptr_t *sb_slot,
+				     const char **lo)
+{
+	if ((uintptr_t)b >> EBB_SB_SHIFT != *sb_slot) {
+		if (EBB_UNLIKELY(registry_get(b) != REG_HEADER))
+			goto bad;
+		*sb_slot = (uintptr_t)b >> EBB_SB_SHIFT;
+	}
+	superblock_t *sb = superblock_of(b);
+	unsigned page = superblock_page_index(b);
+	if (EBB_UNLIKELY(sb->page_class[page] != cls))
+		goto bad;
+	unsigned first = sb->pagemap[page];
+	if (EBB_UNLIKELY(!block_offset_ok(block_offset(sb, page, b), k->block_mul, k->block_limit)))
+		goto bad;
+	*lo = superblock_page_addr(sb, first);
+	return superblock_span_at(sb, first);
+bad:;
+	span_t *s;
+	const char *why;
+	if (block_lookup(b, &s, &why) != cls)
+		report_bad_pointer("free", b, why ? why : "not a block of this allocator");
+	return NULL;
+}
+
 /* Gives each block back to its span; empty spans go back to the page heap.
  * Every block is checked again (block.h, and its class), and must carry its
  * bin mark: this is what keeps the span free lists, which are linked through
  * the blocks, clean. A bad block is reported and dropped (leaked). The
- * checks and the linking happen outside any lock, per chunk of blocks; then
- * each run of one span's blocks is spliced under its home's lock, which is
- * kept across runs of the same home. */
+ * checks and the linking happen outside any lock, per chunk of blocks: the
+ * blocks of one span that are consecutive in the flush become one chain (a
+ * run); then each run is spliced under its home's lock, which is kept across
+ * runs of the same home. */
 static void release_chunk(unsigned cls, void *const *blocks, unsigned count, span_t **empties)
 {
 	uint64_t key = freelist_mark;
 	const size_class_t *k = &size_classes[cls];
+	const uint64_t span_bytes = (uint64_t)k->blocks * k->size;
 	span_run_t runs[RELEASE_CHUNK];
-	span_run_t *r = runs - 1;
+	unsigned nruns = 0;
+	/* The current run, in registers: s's blocks start at lo. */
 	span_t *s = NULL;
-	const char *lo = NULL, *hi = NULL; /* the blocks of s */
+	const char *lo = NULL;
+	void *head = EBB_LIST_END, *tail = NULL;
+	unsigned n = 0;
+	uintptr_t sb_slot = UINTPTR_MAX;
 	for (unsigned i = 0; i < count; i++) {
 		void *b = blocks[i];
-		/* Blocks flushed together often share a span: inside the last
-		 * one's blocks, only the block-start test is left. */
-		if ((const char *)b >= lo && (const char *)b < hi) {
-			if (EBB_UNLIKELY((uint64_t)((const char *)b - lo) * k->div_magic >= k->div_magic)) {
+		uint64_t off = (uint64_t)((const char *)b - lo);
+		if (EBB_LIKELY(s != NULL && off < span_bytes)) {
+			/* Inside the last block's span: only the block-start test. */
+			if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit))) {
 				report_bad_pointer("free", b, "not the start of a block");
 				continue;
 			}
 		} else {
-			const char *why;
-			if (EBB_UNLIKELY(block_lookup(b, &s, &why) != cls)) {
-				report_bad_pointer("free", b, why ? why : "not a block of this allocator");
-				lo = hi = NULL;
-				s = NULL;
+			const char *nlo;
+			span_t *ns = release_lookup(b, cls, k, &sb_slot, &nlo);
+			if (EBB_UNLIKELY(ns == NULL))
 				continue;
-			}
-			lo = span_start(span_superblock(s), s);
-			hi = lo + (size_t)k->blocks * k->size;
+			if (n != 0)
+				runs[nruns++] = (span_run_t){s, head, tail, n};
+			s = ns;
+			lo = nlo;
+			head = EBB_LIST_END;
+			tail = b;
+			n = 0;
 		}
 		/* A block that lost its mark was freed twice (the other copy is
 		 * out, or already back in its span with the span mark, or earlier
@@ -484,20 +521,17 @@ static void release_chunk(unsigned cls, void *const *blocks, unsigned count, spa
 			freelist_lost_mark("free", b);
 			continue;
 		}
-		if (r < runs || r->s != s) {
-			r++;
-			r->s = s;
-			r->tail = b;
-			r->head = EBB_LIST_END;
-			r->n = 0;
-		}
-		*(void **)b = r->head;
+		if (n == 0)
+			tail = b;
+		*(void **)b = head;
 		freelist_put_mark(b, mark ^ 1u);
-		r->head = b;
-		r->n++;
+		head = b;
+		n++;
 	}
+	if (n != 0)
+		runs[nruns++] = (span_run_t){s, head, tail, n};
 	central_t *locked = NULL;
-	for (span_run_t *q = runs; q <= r; q++) {
+	for (span_run_t *q = runs; q < runs + nruns; q++) {
 		/* The home is stable while we hold one of the span's blocks: the
 		 * span cannot empty, so it stays on its list. */
 		central_t *home = q->s->u.central.home;
