@@ -103,27 +103,18 @@ static unsigned huge_pick_donors(page_heap_t *h, size_t npages, huge_donor_t *d)
 	return n;
 }
 
-/* A block of npages made of the pages of the cached blocks in d[0..n) (BUSY,
- * out of the cache), moved by the kernel into a new mapping: the pages the
- * program freed a moment ago serve a request of another size without being
- * faulted in again, where growing one cached block would fault in the
- * difference and shrinking one would give back pages the next request
- * wants. Donors that keep pages go back to the cache with their age. The
- * lock is not held. NULL (donors back in the cache) if nothing could be
- * mapped. */
-static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t asked,
-			     huge_donor_t *d, unsigned n)
+/* Moves the pages of the cached blocks in d[0..n) (BUSY, out of the cache)
+ * to `to`, one after the other, and lists again those that keep pages (with
+ * their age). Returns the pages moved; what a donor could not give stays
+ * as it was at `to` (fresh). The lock is not held. */
+static size_t huge_fill(page_heap_t *h, char *to, huge_donor_t *d, unsigned n)
 {
-	superblock_t *nsb = huge_create(h, npages, align);
-	char *to = nsb ? (char *)nsb + EBB_SB_SIZE : NULL;
 	size_t moved = 0, gone = 0;
-	for (unsigned i = 0; i < n && nsb != NULL; i++) {
+	for (unsigned i = 0; i < n && to != NULL; i++) {
 		superblock_t *dsb = span_superblock(d[i].s);
 		bool whole = d[i].take == d[i].s->npages;
-		if (!huge_give_tail(dsb, d[i].take, to + (moved << EBB_PAGE_SHIFT))) {
-			d[i].take = 0; /* refused: what it would have given faults in */
-			continue;
-		}
+		if (!huge_give_tail(dsb, d[i].take, to + (moved << EBB_PAGE_SHIFT)))
+			continue; /* refused: what it would have given faults in */
 		moved += d[i].take;
 		if (whole) {
 			d[i].s = NULL;
@@ -141,11 +132,26 @@ static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t
 	decay_note_removed(&h->decay, moved);
 	h->huge_count -= gone;
 	h->meta_pages -= gone;
-	if (nsb == NULL) {
-		lock_release(&h->lock);
+	lock_release(&h->lock);
+	return moved;
+}
+
+/* A block of npages made of the pages of the cached blocks in d[0..n) (BUSY,
+ * out of the cache), moved by the kernel into a new mapping: the pages the
+ * program freed a moment ago serve a request of another size without being
+ * faulted in again, where growing one cached block would fault in the
+ * difference and shrinking one would give back pages the next request
+ * wants. The lock is not held. NULL (donors back in the cache) if nothing
+ * could be mapped. */
+static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t asked,
+			     huge_donor_t *d, unsigned n)
+{
+	superblock_t *nsb = huge_create(h, npages, align);
+	size_t moved = huge_fill(h, nsb ? (char *)nsb + EBB_SB_SIZE : NULL, d, n);
+	if (nsb == NULL)
 		return NULL;
-	}
 	span_t *s = &nsb->spans[0];
+	lock_acquire(&h->lock);
 	s->zeroed = moved == 0;
 	h->huge_count++;
 	h->meta_pages += 1;
@@ -239,6 +245,42 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	return s;
 }
 
+superblock_t *page_heap_huge_carve(page_heap_t *h, page_heap_t *cache, bool *dirty, uint64_t *freed_ns)
+{
+	span_t *donor = NULL;
+	*dirty = false;
+	lock_acquire(&cache->lock);
+	for (superblock_t *sb = cache->huge_cache; sb; sb = sb->next) {
+		page_heap_check_listed(cache, sb, true);
+		span_t *c = &sb->spans[0];
+		if (c->state == SPAN_FREE_DIRTY && c->npages >= EBB_SB_PAGES &&
+		    (donor == NULL || c->npages < donor->npages))
+			donor = c; /* the smallest: large ones are kept for huge requests */
+	}
+	if (donor != NULL) {
+		page_heap_run_unlist(cache, donor);
+		SPAN_SET_STATE(donor, SPAN_BUSY, &cache->lock);
+		*freed_ns = donor->u.free.freed_ns;
+	}
+	lock_release(&cache->lock);
+	if (donor == NULL)
+		return superblock_create(h);
+	bool whole = donor->npages == EBB_SB_PAGES;
+	superblock_t *sb = superblock_create_from(h, span_superblock(donor), dirty);
+	lock_acquire(&cache->lock);
+	if (*dirty && whole) {
+		cache->huge_count--;
+		cache->meta_pages--;
+	} else {
+		SPAN_SET_STATE(donor, SPAN_FREE_DIRTY, &cache->lock);
+		page_heap_run_list(cache, donor, NULL);
+	}
+	if (*dirty)
+		decay_note_removed(&cache->decay, EBB_SB_PAGES);
+	lock_release(&cache->lock);
+	return sb;
+}
+
 void page_heap_huge_free(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
@@ -258,6 +300,41 @@ void page_heap_huge_free(span_t *s)
 	page_heap_maybe_decay(h, now);
 }
 
+/* realloc shrinking a huge block by more than its slack: the pages cut
+ * off go into the cache as a block of their own, resident (moved by the
+ * kernel), instead of back to the kernel: a program that shrinks a buffer
+ * and grows another, or the same one again, finds them there. false if
+ * they could not be moved (the caller shrinks the mapping). */
+static bool huge_shrink_to_cache(page_heap_t *h, span_t *s, size_t npages, size_t asked)
+{
+	size_t old = s->npages, old_asked = s->used, cut = old - npages;
+	superblock_t *tsb = huge_create(h, cut, EBB_SB_SIZE);
+	if (tsb == NULL)
+		return false;
+	if (!huge_give_tail(span_superblock(s), cut, (char *)tsb + EBB_SB_SIZE)) {
+		superblock_destroy(tsb);
+		return false;
+	}
+	uint64_t now = os_now_ns();
+	span_t *t = &tsb->spans[0];
+	lock_acquire(&h->lock);
+	s->used = (uint32_t)asked;
+	h->huge_pages -= cut;
+	h->huge_slack_pages -= old - old_asked;
+	h->huge_slack_pages += npages - asked;
+	page_heap_inuse_sub(cut);
+	h->huge_count++;
+	h->meta_pages += 1;
+	SPAN_SET_STATE(t, SPAN_FREE_DIRTY, &h->lock);
+	t->zeroed = 0;
+	t->u.free.freed_ns = now;
+	tsb->empty_since_ns = now;
+	page_heap_run_list(h, t, NULL);
+	lock_release(&h->lock);
+	page_heap_maybe_decay(h, now);
+	return true;
+}
+
 span_t *page_heap_huge_resize(span_t *s, size_t asked)
 {
 	superblock_t *sb = span_superblock(s);
@@ -273,6 +350,8 @@ span_t *page_heap_huge_resize(span_t *s, size_t asked)
 		return s;
 	}
 	size_t npages = huge_round(asked);
+	if (npages < old && huge_shrink_to_cache(h, s, npages, asked))
+		return s;
 	superblock_t *nsb = huge_resize(sb, npages);
 	if (nsb == NULL)
 		return NULL;
@@ -287,6 +366,11 @@ span_t *page_heap_huge_resize(span_t *s, size_t asked)
 		page_heap_inuse_add(npages - old);
 	else
 		page_heap_inuse_sub(old - npages);
+	/* Grown: the new pages are fresh; cached dirty ones take their place. */
+	huge_donor_t d[HUGE_DONORS];
+	unsigned n = npages > old ? huge_pick_donors(h, npages - old, d) : 0;
 	lock_release(&h->lock);
+	if (n > 0)
+		huge_fill(h, (char *)nsb + EBB_SB_SIZE + (old << EBB_PAGE_SHIFT), d, n);
 	return ns;
 }

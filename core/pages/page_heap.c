@@ -416,17 +416,20 @@ static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
 
 static bool grow(page_heap_t *h)
 {
-	superblock_t *sb = superblock_create(h);
+	/* Huge blocks live in heap 0 (large.c); a test's own heap has its own. */
+	bool dirty;
+	uint64_t now = os_now_ns(), freed = now;
+	superblock_t *sb = page_heap_huge_carve(h, heap_in_table(h) ? &page_heaps[0] : h, &dirty, &freed);
 	if (sb == NULL)
 		return false;
-	uint64_t now = os_now_ns();
 	lock_acquire(&h->lock);
 	page_heap_sb_push(&h->superblocks, sb);
 	h->superblocks_count++;
 	h->meta_pages += 1;
 	sb->free_pages = sb->usable_pages;
 	sb->empty_since_ns = now;
-	page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages, SPAN_FREE_PURGED, 1, now);
+	page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
+				     dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED, !dirty, dirty ? freed : now);
 	lock_release(&h->lock);
 	return true;
 }

@@ -196,6 +196,12 @@ void page_heap_dirty_sub(page_heap_t *h, size_t pages);
 /* Pages handed out, all heaps (relaxed atomic; no lock needed). */
 void page_heap_inuse_add(size_t pages);
 void page_heap_inuse_sub(size_t pages);
+/* A new superblock for h (lock not held). Its usable pages are, when a
+ * dirty block of at least 4 MiB waits in cache's huge cache, that block's
+ * last 4 MiB moved in by the kernel (*dirty set, *freed_ns when they were
+ * freed): resident pages the program just gave back serve the small blocks
+ * it asks for now. Otherwise fresh (superblock_create). huge.c. */
+superblock_t *page_heap_huge_carve(page_heap_t *h, page_heap_t *cache, bool *dirty, uint64_t *freed_ns);
 /* Takes h->lock (not held before) once no purge or release pass has runs out. */
 void page_heap_lock_idle(page_heap_t *h);
 /* After a free, lock not held: decays here unless the dirty hook says a

@@ -154,14 +154,11 @@ void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned c
 /* ---------------------------------------------------------------------------
  * Normal superblocks
  * ------------------------------------------------------------------------- */
-superblock_t *superblock_create(struct page_heap *heap)
+/* Sets up the header of the mapping at sb (its header pages read as zero)
+ * and registers it. */
+static superblock_t *superblock_init(superblock_t *sb, struct page_heap *heap)
 {
-	superblock_t *sb = os_map_aligned(EBB_SB_SIZE, EBB_SB_SIZE);
-	if (sb == NULL) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	/* Fresh mapping: every byte is zero, so only non-zero fields are set. */
+	/* Every header byte is zero, so only non-zero fields are set. */
 	sb->magic = EBB_SB_MAGIC;
 	sb->heap = heap;
 	sb->map_size = EBB_SB_SIZE;
@@ -171,6 +168,16 @@ superblock_t *superblock_create(struct page_heap *heap)
 	totals_add(EBB_SB_SIZE, header_bytes());
 	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
 	return sb;
+}
+
+superblock_t *superblock_create(struct page_heap *heap)
+{
+	superblock_t *sb = os_map_aligned(EBB_SB_SIZE, EBB_SB_SIZE);
+	if (sb == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return superblock_init(sb, heap);
 }
 
 static void registry_clear_huge(superblock_t *sb)
@@ -310,6 +317,21 @@ bool huge_give_tail(superblock_t *sb, size_t pages, void *to)
 	sb->map_size = header_bytes() + (old_data - give);
 	s->npages = (uint32_t)((old_data - give) >> EBB_PAGE_SHIFT);
 	return true;
+}
+
+superblock_t *superblock_create_from(struct page_heap *heap, superblock_t *donor, bool *moved)
+{
+	superblock_t *sb = os_map_aligned(EBB_SB_SIZE, EBB_SB_SIZE);
+	if (sb == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	*moved = donor->spans[0].npages >= EBB_SB_PAGES && huge_give_tail(donor, EBB_SB_PAGES, sb);
+	/* The header pages came with the rest and hold the donor's bytes; they
+	 * must read as zero, and need not be resident until written. */
+	if (*moved && !os_purge(sb, header_bytes(), false))
+		memset(sb, 0, header_bytes());
+	return superblock_init(sb, heap);
 }
 
 /* Address space goes back to the kernel only after its registry entries are

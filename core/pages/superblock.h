@@ -241,6 +241,13 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages);
  * (nothing moved; on kernels before 6.17, when the tail spans two mappings). */
 bool huge_give_tail(superblock_t *sb, size_t pages, void *to);
 
+/* Like superblock_create, but with the last 4 MiB of the free huge block
+ * donor (caller owns it, out of every list) moved in by the kernel: the
+ * usable pages are resident and hold old bytes, the header reads as zero.
+ * *moved is false if the donor could not give them (the pages are fresh);
+ * if it gave all it had, the donor is unmapped. NULL with ENOMEM. */
+superblock_t *superblock_create_from(struct page_heap *heap, superblock_t *donor, bool *moved);
+
 /* Process-wide totals of mappings (for stats), atomically updated. */
 typedef struct superblock_totals {
 	uint64_t mapped_bytes;   /* all superblock and huge mappings */
