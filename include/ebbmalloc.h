@@ -139,6 +139,15 @@ EBB_API int ebb_trim(void);
  *
  *   mapped == allocated + tcache + central + dirty + purged + metadata + waste
  *
+ * rounding_max is a part of allocated, not a term of the sum: ebbmalloc never
+ * sees the size a program asked for on its fast path, so it bounds the class
+ * rounding instead. Each small block out of its span counts its class size
+ * minus the smallest request that class serves (1 byte more than the class
+ * below); blocks sitting in thread caches count too (ebb_trim empties the
+ * caller's). Large blocks round up to whole pages (at most 4095 bytes each)
+ * and are not in it.
+ * docs/usage.md shows how to measure the true rounding of a program.
+ *
  * X(name, kind, description): kind is "bytes" for a gauge in bytes, "count"
  * for a gauge that counts things, and "total" for a counter that only grows.
  * ------------------------------------------------------------------------- */
@@ -152,6 +161,7 @@ EBB_API int ebb_trim(void);
 	X(purged, bytes, "free pages given back to the kernel but still mapped")            \
 	X(metadata, bytes, "superblock headers and allocator structures")                   \
 	X(waste, bytes, "span tails too small for a block, unused tails of huge blocks")   \
+	X(rounding_max, bytes, "at most this much of allocated is small blocks' class rounding") \
 	X(threads, count, "live thread caches")                                            \
 	X(superblocks, count, "superblocks currently mapped (huge blocks included)")       \
 	X(superblocks_mapped, total, "superblocks mapped since start")                      \
@@ -213,16 +223,6 @@ EBB_API int ebb_option_set(const char *name, const char *value);
  * index, text such as stats_file as its length) and returns 0, or returns -1
  * with errno EINVAL for an unknown name. */
 EBB_API int ebb_option_get(const char *name, long long *value);
-
-/* ----------------------------------------------------------------------------
- * Heap profile. With EBB_OPTIONS=prof=1 about one allocation per prof_sample
- * bytes (default 512 KiB) is sampled with its stack. ebb_prof_dump writes the
- * sampled blocks still live and those sampled since start to `path` (created
- * or truncated) in gperftools' heap profile format, which `google-pprof` and
- * `go tool pprof` read: `google-pprof --text ./program path`. Returns 0, or
- * -1 with errno (ENOTSUP when prof is off). docs/usage.md has the details.
- * ------------------------------------------------------------------------- */
-EBB_API int ebb_prof_dump(const char *path);
 
 #ifdef __cplusplus
 }

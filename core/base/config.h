@@ -41,7 +41,7 @@
  * caches and central lists. Larger ones are whole page runs. */
 #define EBB_SMALL_MAX ((size_t)32768)
 /* Number of size classes including class 0, which means "not a small block". */
-#define EBB_NUM_CLASSES 73
+#define EBB_NUM_CLASSES 78
 /* Every block is aligned to at least this, as malloc must be. */
 #define EBB_MIN_ALIGN ((size_t)16)
 

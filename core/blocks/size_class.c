@@ -33,11 +33,34 @@ static uint16_t span_pages_for(uint32_t size)
 	}
 }
 
-static void set_class(unsigned c, uint32_t size)
+/* The class just above a power of two b >= FIT_FROM (see size_class.h): the
+ * smallest block size of at least b + b/16 that fills a span of 8 blocks'
+ * worth of pages, or up to half again as many, exactly (span bytes / blocks,
+ * down to 16): the span's tail is then under 16 bytes a block. For 4096
+ * that is 4432 (13 pages, 12 blocks), which holds SQLite's 4368-byte
+ * page-cache entries that the step after it, 4608, rounds up by 5.5%. */
+#define FIT_FROM 1024u
+static uint32_t fit_class_for(uint32_t b, uint16_t *pages_out)
+{
+	uint32_t target = b + b / 16;
+	unsigned lo = (unsigned)(((size_t)SPAN_MIN_BLOCKS * target + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT);
+	uint32_t best = 0;
+	for (unsigned pages = lo; pages <= lo + lo / 2; pages++) {
+		size_t bytes = (size_t)pages << EBB_PAGE_SHIFT;
+		uint32_t size = (uint32_t)(bytes / (bytes / target)) & ~15u;
+		if (best == 0 || size < best) {
+			best = size;
+			*pages_out = (uint16_t)pages;
+		}
+	}
+	return best;
+}
+
+static void set_class_pages(unsigned c, uint32_t size, uint16_t pages)
 {
 	size_class_t *k = &size_classes[c];
 	k->size = size;
-	k->pages = span_pages_for(size);
+	k->pages = pages;
 	k->blocks = (uint16_t)(((size_t)k->pages << EBB_PAGE_SHIFT) / size);
 	k->batch = (uint16_t)clampu(BATCH_BYTES / size, 2, BATCH_MAX);
 	k->bin_cap = (uint16_t)clampu(BIN_CAP_BYTES / size, 2u * k->batch, BIN_CAP_BLOCKS);
@@ -47,14 +70,26 @@ static void set_class(unsigned c, uint32_t size)
 	k->block_limit = (uint64_t)k->blocks * (size * k->block_mul); /* product mod 2^64 */
 }
 
+static void set_class(unsigned c, uint32_t size)
+{
+	set_class_pages(c, size, span_pages_for(size));
+}
+
 void size_class_init(void)
 {
 	unsigned c = 1;
 	for (uint32_t size = 16; size <= 256; size += 16)
 		set_class(c++, size);
-	for (uint32_t base = 256; base < EBB_SMALL_MAX; base *= 2)
+	for (uint32_t base = 256; base < EBB_SMALL_MAX; base *= 2) {
+		if (base >= FIT_FROM) {
+			uint16_t pages = 0;
+			uint32_t size = fit_class_for(base, &pages);
+			EBB_CHECK(size > base && size < base + base / 8);
+			set_class_pages(c++, size, pages);
+		}
 		for (uint32_t step = 1; step <= 8; step++)
 			set_class(c++, base + step * (base / 8));
+	}
 	EBB_CHECK(c == EBB_NUM_CLASSES);
 	EBB_CHECK(size_classes[EBB_NUM_CLASSES - 1].size == EBB_SMALL_MAX);
 

@@ -2,10 +2,17 @@
  * (size_class_init), and the per-class parameters of the layers above.
  *
  * Classes 1..16 are 16..256 bytes in 16-byte steps; above 256 each doubling is
- * cut into 8 steps (288, 320, ..., 512, 576, ..., 32768). Waste bound, checked
- * for every size by tests/test_size_class.cpp: a request of n bytes gets a
- * block of at most n + 15 bytes below 128 bytes, and at most n + n/8 (12.5%)
- * from 128 bytes up.
+ * cut into 8 steps (288, 320, ..., 512, 576, ..., 32768). From 1 KiB up, one
+ * more class sits just above each power of two b, at about b + b/16 (1088,
+ * 2192, 4432, 8704, 17408): sizes of a power of two plus a header are common
+ * (a 4 KiB page and SQLite's header, a buffer and its length), and the first
+ * step of 8, b + b/8, rounds them up the most. That class is fitted to its
+ * span (size_class.c, fit_class_for). 77 classes; waste bound, checked for
+ * every size by tests/test_size_class.cpp: a request of n bytes gets a block
+ * of at most n + 15 bytes below 128 bytes, and at most n + n/8 (12.5%) from
+ * 128 bytes up. On a log-uniform mix of sizes the rounding is 4.1% of the
+ * bytes asked for (16 B - 16 KiB; 4.5% without the fitted classes), checked
+ * through the stats by tests/api/test_waste.cpp.
  *
  * Pure policy: no locks, no system calls, no state but the tables, which are
  * written once at start-up before any thread cache exists. Until then the

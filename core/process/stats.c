@@ -66,9 +66,15 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	central_stats(cs, &carved, &returned);
 
 	uint64_t used_bytes = 0, transfer_bytes = 0, span_free_bytes = 0, tail_bytes = 0;
+	uint64_t rounding_max = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
 		const size_class_t *k = &size_classes[c];
 		uint64_t capacity = cs[c].spans * k->blocks;
+		/* A block of class c was asked for with more than the class
+		 * below holds (at least 1 byte for class 1): its rounding is at
+		 * most the gap between the two. */
+		uint64_t below = c > 1 ? size_classes[c - 1].size : 0;
+		rounding_max += (cs[c].used_blocks - cs[c].transfer_blocks) * (k->size - below - 1);
 		used_bytes += cs[c].used_blocks * k->size;
 		transfer_bytes += cs[c].transfer_blocks * k->size;
 		span_free_bytes += (capacity - cs[c].used_blocks) * k->size;
@@ -82,6 +88,7 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	out->allocated = used_bytes - transfer_bytes - tc->bytes +
 			 ((ph.large_pages + ph.huge_pages - ph.huge_slack_pages) << EBB_PAGE_SHIFT);
 	out->waste = tail_bytes + (ph.huge_slack_pages << EBB_PAGE_SHIFT);
+	out->rounding_max = rounding_max;
 	out->dirty = ph.dirty_pages << EBB_PAGE_SHIFT;
 	out->purged = ph.purged_pages << EBB_PAGE_SHIFT;
 	/* Resident: metadata pages written, every page handed out as a span
@@ -92,14 +99,9 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	out->superblocks = sb.count;
 	out->superblocks_mapped = sb.mapped_total;
 	out->superblocks_unmapped = sb.unmapped_total;
-	/* Pages given back from inside spans that keep a live block are counted
-	 * in central_pages, but are not resident (core/blocks/central_purge.c). */
-	uint64_t in_spans_pages, in_spans_calls, in_spans_bytes;
-	central_purge_stats(&in_spans_pages, &in_spans_calls, &in_spans_bytes);
-	out->resident -= in_spans_pages << EBB_PAGE_SHIFT;
 	out->purges = ph.purges;
-	out->madvise_calls = ph.madvise_calls + in_spans_calls;
-	out->bytes_purged = ph.bytes_purged + in_spans_bytes;
+	out->madvise_calls = ph.madvise_calls;
+	out->bytes_purged = ph.bytes_purged;
 	out->tcache_refills = tc->refills;
 	out->tcache_flushes = tc->flushes;
 	out->spans_carved = carved;
