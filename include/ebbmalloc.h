@@ -224,6 +224,16 @@ EBB_API int ebb_option_set(const char *name, const char *value);
  * with errno EINVAL for an unknown name. */
 EBB_API int ebb_option_get(const char *name, long long *value);
 
+/* ----------------------------------------------------------------------------
+ * Heap profile. With EBB_OPTIONS=prof=1 about one allocation per prof_sample
+ * bytes (default 512 KiB) is sampled with its stack. ebb_prof_dump writes the
+ * sampled blocks still live and those sampled since start to `path` (created
+ * or truncated) in gperftools' heap profile format, which `google-pprof` and
+ * `go tool pprof` read: `google-pprof --text ./program path`. Returns 0, or
+ * -1 with errno (ENOTSUP when prof is off). docs/usage.md has the details.
+ * ------------------------------------------------------------------------- */
+EBB_API int ebb_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,9 +99,14 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	out->superblocks = sb.count;
 	out->superblocks_mapped = sb.mapped_total;
 	out->superblocks_unmapped = sb.unmapped_total;
+	/* Pages given back from inside spans that keep a live block are counted
+	 * in central_pages, but are not resident (core/blocks/central_purge.c). */
+	uint64_t in_spans_pages, in_spans_calls, in_spans_bytes;
+	central_purge_stats(&in_spans_pages, &in_spans_calls, &in_spans_bytes);
+	out->resident -= in_spans_pages << EBB_PAGE_SHIFT;
 	out->purges = ph.purges;
-	out->madvise_calls = ph.madvise_calls;
-	out->bytes_purged = ph.bytes_purged;
+	out->madvise_calls = ph.madvise_calls + in_spans_calls;
+	out->bytes_purged = ph.bytes_purged + in_spans_bytes;
 	out->tcache_refills = tc->refills;
 	out->tcache_flushes = tc->flushes;
 	out->spans_carved = carved;
