@@ -246,24 +246,38 @@ static void *realloc_impl(void *p, size_t size)
  * free that is not page aligned pays one test. Not in the valgrind build
  * (the variants tell memcheck nothing).
  * ------------------------------------------------------------------------- */
-static EBB_NOINLINE void *prof_malloc_slow(size_t size, void *ret)
+/* Reached by a tail call from the variant, so that its return address is
+ * the variant's caller (with no tail call, the variant itself: one frame of
+ * the allocator more at the top of the stack). Passing the address down
+ * instead costs the fast path an instruction: gcc hoists the read. */
+static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 {
 	if (prof_should_sample(size))
-		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+		return prof_alloc(size, EBB_MIN_ALIGN, false, __builtin_return_address(0));
 	return tcache_alloc(size);
 }
 
-EBB_INLINE void *prof_malloc_at(size_t size, void *ret)
+EBB_INLINE void *prof_malloc_at(size_t size)
 {
 	if (prof_tick(size))
-		return prof_malloc_slow(size, ret);
+		return prof_malloc_slow(size);
 	return tcache_alloc(size);
+}
+
+/* A tail call too: a call that returns here would make gcc save a register
+ * on the fast path. */
+static EBB_NOINLINE void prof_free_page(void *p)
+{
+	prof_forget(p);
+	tcache_free(p);
 }
 
 EBB_INLINE void prof_free_at(void *p)
 {
-	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0))
-		prof_forget(p);
+	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0)) {
+		prof_free_page(p);
+		return;
+	}
 	tcache_free(p);
 }
 
@@ -281,7 +295,8 @@ static void *prof_calloc_at(size_t count, size_t size, void *ret)
 static void *prof_realloc_at(void *p, size_t size, void *ret)
 {
 	if (p == NULL)
-		return prof_malloc_at(size, ret);
+		return prof_tick(size) && prof_should_sample(size) ? prof_alloc(size, EBB_MIN_ALIGN, false, ret)
+								      : tcache_alloc(size);
 	bool was_sampled = prof_holds(p);
 	if (size == 0 || size > EBB_MAX_REQUEST) {
 		if (size == 0 && was_sampled)
@@ -305,7 +320,7 @@ static void *prof_realloc_at(void *p, size_t size, void *ret)
 #if EBB_OVERRIDE
 static void *prof_malloc(size_t size)
 {
-	return prof_malloc_at(size, __builtin_return_address(0));
+	return prof_malloc_at(size);
 }
 
 static void prof_free(void *p)
@@ -364,7 +379,7 @@ static EBB_NOINLINE void *realloc_plain(void *p, size_t size)
 EBB_API void *ebb_malloc(size_t size)
 {
 	if (EBB_UNLIKELY(API_PROF_ON()))
-		return prof_malloc_at(size, __builtin_return_address(0));
+		return prof_malloc_at(size);
 	return api_malloc(size);
 }
 

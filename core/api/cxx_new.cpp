@@ -117,11 +117,12 @@ inline void *new_fast_nothrow(std::size_t n) noexcept
 }
 
 // The heap profiler's variants (core/process/prof.h, core/api/api.c):
-// sample, then the same paths. Each passes its caller's return address on.
-[[gnu::noinline]] void *new_prof_slow(std::size_t n, bool nothrow, void *ret)
+// sample, then the same paths. Reached by a tail call, so that the return
+// address is the operator's caller, where the recorded stack starts.
+[[gnu::noinline]] void *new_prof_slow(std::size_t n, bool nothrow)
 {
 	if (prof_should_sample(n)) {
-		void *p = prof_alloc(n, EBB_MIN_ALIGN, false, ret);
+		void *p = prof_alloc(n, EBB_MIN_ALIGN, false, __builtin_return_address(0));
 		if (p != nullptr)
 			return p;
 		return new_slow(n, nothrow);
@@ -143,21 +144,29 @@ extern "C" {
 static void *cxx_new_prof(std::size_t n)
 {
 	if (EBB_UNLIKELY(prof_tick(n)))
-		return new_prof_slow(n, false, __builtin_return_address(0));
+		return new_prof_slow(n, false);
 	return new_fast(n);
 }
 
 static void *cxx_new_nothrow_prof(std::size_t n) noexcept
 {
 	if (EBB_UNLIKELY(prof_tick(n)))
-		return new_prof_slow(n, true, __builtin_return_address(0));
+		return new_prof_slow(n, true);
 	return new_fast_nothrow(n);
+}
+
+[[gnu::noinline]] static void cxx_delete_page(void *p) noexcept
+{
+	prof_forget(p);
+	cxx_free(p);
 }
 
 static void cxx_delete_prof(void *p) noexcept
 {
-	if (EBB_UNLIKELY((reinterpret_cast<std::uintptr_t>(p) & (EBB_PAGE_SIZE - 1)) == 0))
-		prof_forget(p);
+	if (EBB_UNLIKELY((reinterpret_cast<std::uintptr_t>(p) & (EBB_PAGE_SIZE - 1)) == 0)) {
+		cxx_delete_page(p); // a tail call: nothing saved on the fast path
+		return;
+	}
 	cxx_free(p);
 }
 

@@ -615,7 +615,7 @@ static void prof_leak_report(void)
 	}
 }
 
-/* prof_file's path with %p replaced by the process id. */
+/* prof_file's path with %p replaced by the process id, %% by %. */
 static void prof_file_path(char *buf, size_t cap)
 {
 	char pattern[OPTIONS_STRING_MAX];
@@ -624,6 +624,9 @@ static void prof_file_path(char *buf, size_t cap)
 	for (const char *c = pattern; *c && at + 1 < cap; c++) {
 		if (c[0] == '%' && c[1] == 'p') {
 			at += report_format(buf + at, cap - at, "%u", os_pid());
+			c++;
+		} else if (c[0] == '%' && c[1] == '%') {
+			buf[at++] = '%';
 			c++;
 		} else {
 			buf[at++] = *c;
