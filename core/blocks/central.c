@@ -170,8 +170,11 @@ static void partial_remove(central_t *c, span_t *s)
 	s->in_partial = 0;
 }
 
-/* Carves a new span for c from the page heap of `cpu`. No lock held. */
-static span_t *span_carve(central_t *c, unsigned cpu)
+/* Carves a new span for c from the page heap of `cpu`, and hands its first
+ * `want` blocks (at most all) straight to out[], with their bin marks, as a
+ * span_take right after the carve would: they never go on the span's free
+ * list. No lock held; the span is the caller's alone until it links it. */
+static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out)
 {
 	const size_class_t *k = &size_classes[c->cls];
 	span_t *s = page_heap_alloc(page_heap_for_cpu(cpu), k->pages, 1, SPAN_CENTRAL);
@@ -179,27 +182,34 @@ static span_t *span_carve(central_t *c, unsigned cpu)
 		return NULL;
 	s->cls = (uint8_t)c->cls;
 	s->u.central.home = c;
-	s->u.central.withheld = 0;
-	s->u.central.purging = 0;
-	s->u.central.given_back = 0;
-	s->used = 0;
-	/* Every block goes on the span's free list now, in address order (the
-	 * first refill hands out the first blocks), before the pages get their
-	 * class: free() then never meets a block start that is not a block
-	 * (core/blocks/block.h), and the fast path needs no per-span carve limit. A
-	 * recycled span's pages may hold anything from their last use: each
-	 * block's first 16 bytes are the allocator's from here on. */
+	s->in_partial = 0; /* a full span is linked nowhere */
+	unsigned n = want < k->blocks ? want : k->blocks;
+	/* Every other block goes on the span's free list now, in address order
+	 * (the next refill hands out the next blocks), before the pages get
+	 * their class: free() then never meets a block start that is not a
+	 * block out or on the list (core/blocks/block.h), and the fast path
+	 * needs no per-span carve limit. A recycled span's pages may hold
+	 * anything from their last use: each block's first 16 bytes are the
+	 * allocator's from here on. */
 	uint64_t key = freelist_mark;
 	char *base = span_start(span_superblock(s), s);
 	void *head = EBB_LIST_END;
-	for (unsigned i = k->blocks; i-- > 0;) {
+	for (unsigned i = k->blocks; i-- > n;) {
 		void *b = base + (size_t)i * k->size;
 		TRACK_CARVED(b);
 		freelist_span_link(b, head, key);
 		head = b;
 	}
+	for (unsigned i = 0; i < n; i++) {
+		void *b = base + (size_t)i * k->size;
+		TRACK_CARVED(b);
+		*(void **)b = NULL;
+		freelist_set_mark(b, key);
+		out[i] = b;
+	}
+	s->used = n;
 	s->u.central.free_head = head;
-	s->u.central.free_count = k->blocks;
+	s->u.central.free_count = k->blocks - n;
 	/* Before any block of the span can be freed, free() must find its class. */
 	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
 	return s;
@@ -302,7 +312,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			lock_release(&c->lock);
-			s = span_carve(c, cpu);
+			s = span_carve(c, cpu, want - got, out + got);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
 				CENTRAL_CHECK(c);
@@ -314,7 +324,10 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			}
 			c->spans++;
 			c->spans_carved++;
-			partial_push_head(c, s);
+			got += s->used;
+			c->used_blocks += s->used;
+			if (!span_full(s))
+				partial_push_head(c, s);
 			continue;
 		}
 		unsigned n = span_take(s, want - got, out + got);
