@@ -164,7 +164,11 @@ def build_rows(quick):
     idle = 2100 if q else 3000
     for sc, extra, est in (("a", ["--objects=%s" % ("1m" if q else "50m")], 3.0 if q else 60.0),
                            ("b", ["--bytes=%s" % ("64M" if q else "512M")], 3.0 if q else 7.5),
-                           ("c", ["--bytes=%s" % ("64M" if q else "512M")], 3.0 if q else 7.5)):
+                           ("c", ["--bytes=%s" % ("64M" if q else "512M")], 3.0 if q else 7.5),
+                           # Scattered survivors (issue 14): 1 GiB, every 100th block kept, the rest
+                           # freed in random order; the threads park (d) or exit (e).
+                           ("d", ["--bytes=%s" % ("256M" if q else "1G")], 4.0 if q else 10.0),
+                           ("e", ["--bytes=%s" % ("256M" if q else "1G")], 4.0 if q else 10.0)):
         rows.append(Row("memreturn", sc, "prog", ["--scenario=" + sc, "--idle-ms=%d" % idle] + extra,
                         "seconds", False, 1, "s burst", program="memreturn",
                         reps=(1 if sc == "a" and not q else None),
@@ -900,7 +904,10 @@ class Report:
                                   fmt_mib(e.get("rss_2s_kib")), fmt_mib(e.get("end_rss_kib")), back,
                                   "%.0f%%" % e.get("returned_pct", 0)])
                 what = {"a": "one thread, equal 120 B blocks", "b": "threads, sizes 16 B-1 MiB, all freed",
-                        "c": "threads, sizes 16 B-1 MiB, every 100th kept"}.get(r.label, "")
+                        "c": "threads, sizes 16 B-1 MiB, every 100th kept",
+                        "d": "scattered survivors: 2 threads, 16 B-16 KiB (1/500 64 KiB-1 MiB), every 100th "
+                             "kept, the rest freed in random order, threads parked",
+                        "e": "scattered survivors as d, threads exited"}.get(r.label, "")
                 yield ("memreturn %s: RSS over time" % r.label,
                        "%s; MiB; 'back' = time after the frees until RSS is within 16 MiB of the start "
                        "(plus what is still allocated)" % what,
@@ -1133,7 +1140,8 @@ unset multiplot
     if panels:
         png = os.path.join(RESULTS, "memreturn.png")
         desc = {"a": "one thread, equal 120 B blocks", "b": "threads, 16 B-1 MiB, all freed",
-                "c": "threads, 16 B-1 MiB, every 100th kept"}
+                "c": "threads, 16 B-1 MiB, every 100th kept",
+                "d": "scattered survivors, threads parked", "e": "scattered survivors, threads exited"}
         body = []
         for r, lines in panels:
             body.append('set title %s' % gp_str("memreturn %s: %s" % (r.label, desc.get(r.label, ""))))
