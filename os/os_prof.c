@@ -43,31 +43,41 @@ bool os_code_redirect(void *from, void *to)
 }
 
 /* ---------------------------------------------------------------------------
- * The unwinder: libgcc's, which follows the DWARF call-frame information
- * (.eh_frame) every object carries for exceptions, so it walks code built
- * without frame pointers (Debian's -O2 binaries and libraries) as well as
- * code built with them. Loaded with dlopen when prof is on, so that a
- * process that never profiles maps no libgcc_s for it.
+ * The unwinders: libunwind's or libgcc's, both following the DWARF
+ * call-frame information (.eh_frame) every object carries for exceptions,
+ * so they walk code built without frame pointers (Debian's -O2 binaries and
+ * libraries) as well as code built with them. Loaded with dlopen when prof
+ * is on, so that a process that never profiles maps neither.
  * ------------------------------------------------------------------------- */
+typedef int (*unw_trace_fn)(void **, int);
 typedef _Unwind_Reason_Code (*unw_backtrace_fn)(_Unwind_Trace_Fn, void *);
 typedef _Unwind_Ptr (*unw_getip_fn)(struct _Unwind_Context *);
-static unw_backtrace_fn unw_backtrace;
+static unw_trace_fn unw_trace;         /* libunwind's unw_backtrace, if loaded */
+static unw_backtrace_fn unw_backtrace; /* else libgcc's */
 static unw_getip_fn unw_getip;
 
-bool os_unwind_load(void)
+const char *os_unwind_load(unsigned which)
 {
-	if (__atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE) != NULL)
-		return true;
+	if (which != 2) {
+		void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_NODELETE);
+		unw_trace_fn t = h ? (unw_trace_fn)dlsym(h, "unw_backtrace") : NULL;
+		if (t != NULL) {
+			__atomic_store_n(&unw_trace, t, __ATOMIC_RELEASE);
+			return "libunwind";
+		}
+		if (which == 1)
+			return NULL;
+	}
 	void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE);
 	if (h == NULL)
-		return false;
+		return NULL;
 	unw_getip_fn getip = (unw_getip_fn)dlsym(h, "_Unwind_GetIP");
 	unw_backtrace_fn bt = (unw_backtrace_fn)dlsym(h, "_Unwind_Backtrace");
 	if (getip == NULL || bt == NULL)
-		return false;
+		return NULL;
 	__atomic_store_n(&unw_getip, getip, __ATOMIC_RELAXED);
 	__atomic_store_n(&unw_backtrace, bt, __ATOMIC_RELEASE);
-	return true;
+	return "libgcc";
 }
 
 struct unw_walk {
@@ -90,6 +100,11 @@ static _Unwind_Reason_Code unw_frame(struct _Unwind_Context *ctx, void *arg)
 
 EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 {
+	unw_trace_fn t = __atomic_load_n(&unw_trace, __ATOMIC_ACQUIRE);
+	if (t != NULL) {
+		int n = t(out, (int)max);
+		return n > 0 ? (unsigned)n : 0;
+	}
 	unw_backtrace_fn bt = __atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE);
 	if (bt == NULL)
 		return 0;

@@ -16,16 +16,21 @@ EBB_BEGIN_DECLS
  * x86-64, too far, the kernel refused write access to the code). */
 bool os_code_redirect(void *from, void *to);
 
-/* Loads the unwinder (libgcc_s's _Unwind_Backtrace, with dlopen when the
- * program has not loaded it already). Call once, from a context where
- * dlopen may allocate (a library constructor). false if unavailable: stacks
- * are then empty. */
-bool os_unwind_load(void);
+/* Loads an unwinder with dlopen: libunwind's unw_backtrace (`which` 0 or
+ * 1: libunwind.so.8, which caches each frame's unwinding rule per return
+ * address, about 0.1-0.2 us a stack), else (`which` 0 or 2) libgcc_s's
+ * _Unwind_Backtrace (each frame's DWARF rules read anew, 2-3 us a stack).
+ * Both follow the DWARF call-frame information. Call once, from a context
+ * where dlopen may allocate (a library constructor). Returns the name of
+ * the one loaded, or NULL: stacks are then empty. */
+const char *os_unwind_load(unsigned which);
 /* Return addresses of the calling thread's stack, innermost first (the
- * first is inside os_unwind itself), at most `max`; returns how many. Never
- * allocates and takes no lock of the allocator (libgcc finds each frame's
- * call-frame information through dl_iterate_phdr, which takes only the
- * loader's own lock). 0 before os_unwind_load succeeded. */
+ * first may be inside os_unwind itself), at most `max`; returns how many.
+ * Takes no lock of the allocator. libgcc allocates nothing (it finds each
+ * frame's information with glibc's _dl_find_object); libunwind maps its
+ * per-thread cache itself, but registering it (pthread_setspecific) may
+ * call calloc once per thread, which the caller must not sample. 0 before
+ * os_unwind_load succeeded. */
 unsigned os_unwind(void **out, unsigned max);
 
 /* "name+0xoff (object)" of the code at `addr` into buf (NUL-terminated),

@@ -225,9 +225,15 @@ bool prof_start(void)
 {
 	if (!prof_setup())
 		return false;
+	unsigned which = (unsigned)options_get(OPT_PROF_UNWIND);
+	/* Under a sanitizer, libgcc's: libunwind's thread-exit destructor locks
+	 * a mutex after TSan has torn the thread down (it crashes there). */
+	if (which == 0 && (EBB_TSAN || EBB_ASAN))
+		which = 2;
 	prof_busy = true; /* dlopen allocates */
-	if (!os_unwind_load())
-		report_warn("prof: no unwinder (libgcc_s.so.1 not found): stacks will be empty");
+	if (os_unwind_load(which) == NULL)
+		report_warn("prof: no unwinder (neither libunwind.so.8 nor libgcc_s.so.1 loads): "
+			    "stacks will be empty");
 	prof_busy = false;
 	/* Registered after core/api/fork.c's: runs before its prefork, so this
 	 * lock is taken before every allocator lock. */

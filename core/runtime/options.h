@@ -55,7 +55,9 @@ enum option_kind {
 	X(PROF_FILE, prof_file, OPT_STRING, 0, 0, OPTIONS_STRING_MAX - 1, NULL,                   \
 	  "with prof: write the heap profile (pprof's heap_v2) here at exit; %p: the process id")   \
 	X(PROF_LEAKS, prof_leaks, OPT_BOOL, 0, 0, 1, NULL,                                        \
-	  "with prof: at exit, report the sampled blocks still live, by stack, on stderr")
+	  "with prof: at exit, report the sampled blocks still live, by stack, on stderr")          \
+	X(PROF_UNWIND, prof_unwind, OPT_CHOICE, 0, 0, 2, "auto|libunwind|libgcc",                 \
+	  "with prof: the stack unwinder (auto: libunwind.so.8 if installed, else libgcc_s)")
 
 enum option_id {
 #define EBB_OPTION_ENUM_(id, name, kind, def, min, max, choices, doc) OPT_##id,

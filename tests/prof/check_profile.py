@@ -7,7 +7,8 @@ google-pprof (Debian package google-perftools) and go tool pprof (golang-go),
 and checks what they say against the truth the program knows.
 
   check_profile.py two_sites PROG        90/10 MiB sites within 10% (google-pprof --text),
-                                         --top and --svg work
+                                         --alloc_space and --svg work (libunwind if installed)
+  check_profile.py two_sites_libgcc PROG the same with prof_unwind=libgcc
   check_profile.py go_pprof PROG         the same profile through go tool pprof -top
   check_profile.py leaks PROG            prof_leaks=1 names leak_here, about 8 MiB
   check_profile.py fork PROG             parent's and child's profiles, each its own sites
@@ -76,10 +77,10 @@ def check_near(what, got, want, tol):
         fail("%s: %.2f MiB, more than %d%% away from %.1f MiB" % (what, got, int(tol * 100), want))
 
 
-def two_sites(prog, tmp):
+def two_sites(prog, tmp, unwind="auto"):
     tool = need_pprof()
     out = os.path.join(tmp, "two.heap")
-    run([prog, "two_sites", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    run([prog, "two_sites", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096,prof_unwind=" + unwind})
     flat, text = pprof_flat(tool, prog, out)
     print(text)
     check_near("site_a", flat.get("site_a", 0.0), 90.0, 0.10)
@@ -183,9 +184,12 @@ def threads(prog, tmp):
     # 4 threads x 100000 mallocs of 16 B to 8 KiB, about 1.6 GB: ~400000 samples.
     if int(m.group(3)) < 10000:
         fail("only %s allocations sampled" % m.group(3))
-    if int(m.group(1)) != 0:
-        fail("%s sampled blocks live after every thread freed all" % m.group(1))
-    print("  threads: %s allocations sampled, none live at the end" % m.group(3))
+    # The threads freed all they allocated; what may remain is libc's own
+    # (a joined thread's cached stack keeps its TLS vector), a few small blocks.
+    if int(m.group(1)) > 8 or int(m.group(2)) > 65536:
+        fail("%s sampled blocks (%s bytes) live after every thread freed all" % (m.group(1), m.group(2)))
+    print("  threads: %s allocations sampled; live at the end: %s blocks, %s bytes"
+          % (m.group(3), m.group(1), m.group(2)))
 
 
 def dlopen(prog, lib, tmp):
@@ -232,6 +236,8 @@ def main():
     try:
         if mode == "two_sites":
             two_sites(sys.argv[2], tmp)
+        elif mode == "two_sites_libgcc":
+            two_sites(sys.argv[2], tmp, "libgcc")
         elif mode == "go_pprof":
             go_pprof(sys.argv[2], tmp)
         elif mode == "leaks":
