@@ -113,19 +113,57 @@ size_t page_heap_dirty_total(void)
 	return (size_t)atomic_load_u64(&dirty_total_pages);
 }
 
+/* The most pages in use at once since the current window of decay_ms began
+ * ([0]) and over the window before it ([1]); page_heap_inuse_window moves
+ * them on. */
+static uint64_t inuse_peak_pages[2];
+static uint64_t inuse_window_start;
+
+/* The dirty budget is dirty_max, or, if larger, the swing of the program's
+ * own use: how far below its peak of the last one or two decay_ms it is now,
+ * at most as much as it uses now. A loop whose buffers change size keeps
+ * the pages it comes back for at every turn (mimalloc-bench's malloc-large
+ * swings by 175 MiB around 300 MiB, over the 128 MiB of dirty_max, and had
+ * its pool purged and faulted in again on every swing), while a burst that
+ * is freed as a whole (nothing in use any more) still meets dirty_max at
+ * once. Decay still purges the swing once it stays unused. */
 size_t page_heap_dirty_excess_pages(void)
 {
-	uint64_t inuse = atomic_load_u64(&inuse_total_pages) << EBB_PAGE_SHIFT;
-	size_t budget = options_dirty_max_bytes(inuse) >> EBB_PAGE_SHIFT;
+	uint64_t inuse_pages = atomic_load_u64(&inuse_total_pages);
+	size_t budget = options_dirty_max_bytes(inuse_pages << EBB_PAGE_SHIFT) >> EBB_PAGE_SHIFT;
+	uint64_t peak = atomic_load_u64(&inuse_peak_pages[0]);
+	uint64_t before = atomic_load_u64(&inuse_peak_pages[1]);
+	if (before > peak)
+		peak = before;
+	uint64_t swing = peak > inuse_pages ? peak - inuse_pages : 0;
+	if (swing > inuse_pages)
+		swing = inuse_pages;
+	if (swing > budget)
+		budget = (size_t)swing;
 	size_t dirty = page_heap_dirty_total();
 	return dirty > budget ? dirty - budget : 0;
 }
 
+void page_heap_inuse_window(uint64_t now)
+{
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t start = atomic_load_u64(&inuse_window_start);
+	if (ms <= 0 || util_elapsed(now, start) < (uint64_t)ms * 1000000ull)
+		return;
+	if (!atomic_cas_u64_value(&inuse_window_start, &start, now))
+		return; /* another pass moved it on */
+	atomic_store_u64(&inuse_peak_pages[1], atomic_load_u64(&inuse_peak_pages[0]));
+	atomic_store_u64(&inuse_peak_pages[0], atomic_load_u64(&inuse_total_pages));
+}
+
 /* Spans handed out, as the base of a percentage dirty budget (huge.c counts
- * its blocks in too). Relaxed atomics; no lock needed. */
+ * its blocks in too), and their peak. Relaxed atomics; no lock needed. */
 void page_heap_inuse_add(size_t pages)
 {
-	atomic_add_u64(&inuse_total_pages, pages);
+	uint64_t v = atomic_add_u64(&inuse_total_pages, pages) + pages;
+	uint64_t peak = atomic_load_u64(&inuse_peak_pages[0]);
+	while (v > peak && !atomic_cas_u64_value(&inuse_peak_pages[0], &peak, v))
+		;
 }
 
 void page_heap_inuse_sub(size_t pages)
@@ -530,7 +568,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		h->large_pages += npages;
 		h->large_allocs++;
 	}
-	atomic_add_u64(&inuse_total_pages, npages);
+	page_heap_inuse_add(npages);
 	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	return t;
@@ -607,7 +645,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 			sb->free_pages -= (uint32_t)extra;
 			sb->empty_since_ns = 0;
 			h->large_pages += extra;
-			atomic_add_u64(&inuse_total_pages, extra);
+			page_heap_inuse_add(extra);
 			/* The caller fills pagemap for the new pages; tags here. */
 			run_tags(sb, s);
 			ok = true;

@@ -130,6 +130,10 @@ void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook);
  * a percentage dirty budget); relaxed atomics. */
 size_t page_heap_dirty_total(void);
 size_t page_heap_dirty_excess_pages(void);
+/* Starts a new window of the peak of pages in use once decay_ms has passed
+ * since the last (the excess above allows for the program's swing below
+ * that peak). Decay passes call it; any thread. */
+void page_heap_inuse_window(uint64_t now);
 
 /* ---- stats and fork ---------------------------------------------------- */
 void page_heap_stats_add(page_heap_stats_t *acc);
