@@ -10,6 +10,13 @@
  * Every new page of a block is written once, so the cost of fresh pages
  * (page faults, zeroing) is part of the measurement: this is where caching
  * freed large blocks, or handing them back to the kernel too eagerly, shows.
+ *
+ * --mode=malloc-large does what mimalloc-bench's malloc-large does instead:
+ * 20 slots, a random one replaced at each step by a block of 5 to 25 MiB
+ * (uniform), allocated before the old one is freed and written in full.
+ * Every block is huge and every size differs: an allocator that serves a
+ * request only from a cached block of about its size, or gives freed blocks
+ * back while the loop still swings between them, faults them in again.
  */
 #include "bench_util.h"
 #include <math.h>
@@ -21,8 +28,10 @@ static uint64_t opt_max = 32u << 20;
 static uint64_t opt_ops = 2000;
 static uint64_t opt_cycles = 2;
 static uint64_t opt_seed = 42;
+static const char *opt_mode = "cycle";
 
 static const bu_opt options[] = {
+	{ "mode", BU_STRING, &opt_mode, "cycle (the default) or malloc-large" },
 	{ "threads", BU_COUNT, &opt_threads, "threads" },
 	{ "slots", BU_COUNT, &opt_slots, "blocks held by each thread" },
 	{ "min-size", BU_SIZE, &opt_min, "smallest block" },
@@ -52,9 +61,33 @@ static size_t ceiling_at(double x)
 	return (size_t)exp2(lmin + tri * (lmax - lmin));
 }
 
+/* mimalloc-bench's malloc-large: see the top of the file. */
+static void malloc_large(work *w)
+{
+	enum { SLOTS = 20 };
+	bu_rng rng = bu_rng_make(opt_seed, w->index);
+	char *slot[SLOTS] = { 0 };
+	for (uint64_t i = 0; i < w->ops; i++) {
+		size_t k = (size_t)bu_rng_below(&rng, SLOTS);
+		size_t sz = (5u << 20) + (size_t)bu_rng_below(&rng, (20u << 20) + 1);
+		char *p = malloc(sz);
+		BU_CHECK(p, "malloc(%zu) failed", sz);
+		memset(p, 0, sz);
+		free(slot[k]);
+		slot[k] = p;
+	}
+	for (size_t k = 0; k < SLOTS; k++)
+		free(slot[k]);
+}
+
 static void *worker(void *arg)
 {
 	work *w = arg;
+	if (strcmp(opt_mode, "malloc-large") == 0) {
+		bu_gate_wait(&gate);
+		malloc_large(w);
+		return NULL;
+	}
 	bu_rng rng = bu_rng_make(opt_seed, w->index);
 	size_t n = (size_t)opt_slots;
 	char **slot = bu_map(n * sizeof(char *));
@@ -97,6 +130,8 @@ int main(int argc, char **argv)
 	BU_CHECK(opt_threads >= 1 && opt_threads <= 2048, "--threads must be 1..2048");
 	BU_CHECK(opt_min >= 1 && opt_min <= opt_max, "need 1 <= --min-size <= --max-size");
 	BU_CHECK(opt_slots >= 1 && opt_cycles >= 1, "--slots and --cycles must be >= 1");
+	BU_CHECK(strcmp(opt_mode, "cycle") == 0 || strcmp(opt_mode, "malloc-large") == 0,
+		 "--mode must be cycle or malloc-large");
 	size_t t = (size_t)opt_threads;
 	work *w = bu_map(t * sizeof(work));
 	for (size_t i = 0; i < t; i++) {
