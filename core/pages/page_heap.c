@@ -113,33 +113,39 @@ size_t page_heap_dirty_total(void)
 	return (size_t)atomic_load_u64(&dirty_total_pages);
 }
 
-/* The most pages in use at once since the current window of decay_ms began
- * ([0]) and over the window before it ([1]); page_heap_inuse_window moves
+/* The most pages in use at once since the current half of decay_ms began
+ * ([0]) and over the half before it ([1]); page_heap_inuse_window moves
  * them on. */
 static uint64_t inuse_peak_pages[2];
 static uint64_t inuse_window_start;
 
-/* The dirty budget is dirty_max, or, if larger, the swing of the program's
- * own use: how far below its peak of the last one or two decay_ms it is now,
- * at most as much as it uses now. A loop whose buffers change size keeps
- * the pages it comes back for at every turn (mimalloc-bench's malloc-large
- * swings by 175 MiB around 300 MiB, over the 128 MiB of dirty_max, and had
- * its pool purged and faulted in again on every swing), while a burst that
- * is freed as a whole (nothing in use any more) still meets dirty_max at
- * once. Decay still purges the swing once it stays unused. */
-size_t page_heap_dirty_excess_pages(void)
+/* The swing of the program's own use: how far below its peak of the last
+ * half to whole decay_ms it is now, at most as much as it uses now. A loop
+ * whose buffers change size comes back for that many pages at every turn
+ * (mimalloc-bench's malloc-large swings by up to 175 MiB around 300 MiB);
+ * a burst freed as a whole (nothing in use any more) has none. */
+size_t page_heap_swing_pages(void)
 {
-	uint64_t inuse_pages = atomic_load_u64(&inuse_total_pages);
-	size_t budget = options_dirty_max_bytes(inuse_pages << EBB_PAGE_SHIFT) >> EBB_PAGE_SHIFT;
+	uint64_t inuse = atomic_load_u64(&inuse_total_pages);
 	uint64_t peak = atomic_load_u64(&inuse_peak_pages[0]);
 	uint64_t before = atomic_load_u64(&inuse_peak_pages[1]);
 	if (before > peak)
 		peak = before;
-	uint64_t swing = peak > inuse_pages ? peak - inuse_pages : 0;
-	if (swing > inuse_pages)
-		swing = inuse_pages;
+	uint64_t swing = peak > inuse ? peak - inuse : 0;
+	return (size_t)(swing < inuse ? swing : inuse);
+}
+
+/* The dirty budget is dirty_max, or the swing if that is larger: the loop
+ * above exceeded the 128 MiB of dirty_max on every swing, and had its pool
+ * purged and faulted in again each time, while a burst freed as a whole
+ * still meets dirty_max at once. */
+size_t page_heap_dirty_excess_pages(void)
+{
+	uint64_t inuse_pages = atomic_load_u64(&inuse_total_pages);
+	size_t budget = options_dirty_max_bytes(inuse_pages << EBB_PAGE_SHIFT) >> EBB_PAGE_SHIFT;
+	size_t swing = page_heap_swing_pages();
 	if (swing > budget)
-		budget = (size_t)swing;
+		budget = swing;
 	size_t dirty = page_heap_dirty_total();
 	return dirty > budget ? dirty - budget : 0;
 }
@@ -148,7 +154,7 @@ void page_heap_inuse_window(uint64_t now)
 {
 	long long ms = options_get(OPT_DECAY_MS);
 	uint64_t start = atomic_load_u64(&inuse_window_start);
-	if (ms <= 0 || util_elapsed(now, start) < (uint64_t)ms * 1000000ull)
+	if (ms <= 0 || util_elapsed(now, start) < (uint64_t)ms * (1000000ull / 2))
 		return;
 	if (!atomic_cas_u64_value(&inuse_window_start, &start, now))
 		return; /* another pass moved it on */

@@ -174,6 +174,17 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		return 0;
 	}
 	size_t want = all ? h->dirty_pages : decay_pages_to_purge(&h->decay, now, h->dirty_pages);
+	/* Idle means idle: while the program swings below a peak it reached
+	 * within decay_ms, the dirty pages that make up the swing are what its
+	 * next turn asks for, however long ago each was freed. A program that
+	 * stops has no swing after at most one decay_ms, and the curve (whose
+	 * backlog has aged meanwhile) then purges them. */
+	if (!all && want > 0) {
+		size_t swing = page_heap_swing_pages(), dirty = page_heap_dirty_total();
+		size_t above = dirty > swing ? dirty - swing : 0;
+		if (want > above)
+			want = above;
+	}
 	size_t excess = page_heap_dirty_excess_pages();
 	if (excess > want)
 		want = excess < h->dirty_pages ? excess : h->dirty_pages;
