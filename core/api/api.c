@@ -272,9 +272,13 @@ static EBB_NOINLINE void prof_free_page(void *p)
 	tcache_free(p);
 }
 
+/* A page-aligned small block (page class not 0: the 4 KiB-multiple classes,
+ * a span's first block) cannot be sampled either: the loads of that test
+ * are the free fast path's own, which gcc shares. */
 EBB_INLINE void prof_free_at(void *p)
 {
-	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0)) {
+	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) &&
+	    (registry_get(p) != REG_HEADER || superblock_of(p)->page_class[superblock_page_index(p)] == 0)) {
 		prof_free_page(p);
 		return;
 	}
