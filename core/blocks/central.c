@@ -403,7 +403,9 @@ typedef struct span_run {
 /* Blocks release_to_spans validates before it splices them. */
 #define RELEASE_CHUNK 64
 
-/* Puts run r (linked, n blocks) on its span's free list: O(1). Caller holds
+/* Puts run r (linked, n blocks) on its span's free list: O(1). This is
+ * release_to_spans' step under the lock, and where a span whose blocks are
+ * all back (s->used == 0) leaves its list for the page heap. Caller holds
  * the home's lock; r->n <= s->used. */
 static void run_splice(central_t *home, span_run_t *r, span_t **empties)
 {
