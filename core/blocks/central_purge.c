@@ -32,11 +32,12 @@
  * after free, or a double free whose copy went through a thread cache and
  * out), so it is reported and dropped, never handed out.
  *
- * When: once per drain interval (250 ms) the background thread looks at
- * every list; one whose spans have not changed (no block taken from or
- * given back to them, no span carved or returned) for decay_ms worth of
- * intervals (at least one) is purged, and then not again until its spans
- * change and settle again: a list in use never pays page faults for this.
+ * When: once per drain interval (250 ms, later while the thread is busy
+ * purging the page heaps) the background thread looks at every list; one
+ * whose spans have not changed (no block taken from or given back to them,
+ * no span carved or returned) since a pass at least decay_ms ago is purged,
+ * and then not again until its spans change and settle again: a list in
+ * use never pays page faults for this.
  * ebb_trim purges every list at once. One pass at a time (the background
  * thread, ebb_trim). */
 #include "core/blocks/central.h"
@@ -54,8 +55,6 @@
 
 /* Spans prepared in one hold of a list's lock, then given back in one go. */
 #define PURGE_BATCH 32
-/* Drain interval of background.c: how long one idle round is. */
-#define PURGE_ROUND_MS 250
 
 typedef struct purge_item {
 	span_t *s;
@@ -69,16 +68,15 @@ static uint32_t purge_busy;
 static purge_item_t purge_inflight[PURGE_BATCH];
 static unsigned purge_inflight_n;
 /* Per list: its fingerprint (list_fingerprint) at the last pass and at
- * its last purge, and how many passes in a row saw it unchanged
- * (saturating). */
+ * its last purge, and when a pass first saw it as it is now. */
 typedef struct purge_list {
 	uint64_t seen, purged;
-	uint8_t idle;
+	uint64_t since_ns;
 } purge_list_t;
 static purge_list_t *purge_lists;
 /* Some list has changed since its last purge and holds at least
  * PURGE_PENDING_BYTES of free blocks: the background thread keeps ticking
- * once per drain interval, so that it counts the list's idle intervals. */
+ * once per drain interval, so that it sees the list settle. */
 static uint32_t purge_pending;
 #define PURGE_PENDING_BYTES ((uint64_t)64 << 10)
 
@@ -329,9 +327,7 @@ size_t central_purge_tick(bool all)
 	if (purge_lists == NULL)
 		purge_lists = meta_alloc((size_t)count * sizeof *purge_lists, EBB_CACHELINE);
 	long long decay = options_get(OPT_DECAY_MS);
-	long long need = decay < 0 ? -1 : (decay + PURGE_ROUND_MS - 1) / PURGE_ROUND_MS;
-	if (need == 0)
-		need = 1;
+	uint64_t now_ns = os_now_ns();
 	bool lazy = options_get(OPT_PURGE) == 1;
 	size_t pages = 0;
 	bool pending = false;
@@ -342,27 +338,26 @@ size_t central_purge_tick(bool all)
 			continue;
 		purge_list_t *l = &purge_lists[i];
 		lock_acquire(&c->lock);
-		uint64_t now = list_fingerprint(c);
+		uint64_t f = list_fingerprint(c);
 		uint64_t free_bytes = (c->spans * k->blocks - c->used_blocks) * k->size;
 		lock_release(&c->lock);
 		if (!all) {
-			bool worth = now != l->purged && free_bytes >= PURGE_PENDING_BYTES;
+			bool worth = f != l->purged && free_bytes >= PURGE_PENDING_BYTES;
 			pending |= worth;
-			if (now != l->seen) {
-				l->seen = now;
-				l->idle = 0;
+			if (f != l->seen) {
+				l->seen = f;
+				l->since_ns = now_ns;
 				continue;
 			}
-			if (l->idle < 255)
-				l->idle++;
-			if (need < 0 || l->idle < need || !worth)
+			/* Unchanged since since_ns (one pass ago at least). */
+			if (decay < 0 || !worth || util_elapsed(now_ns, l->since_ns) < (uint64_t)decay * 1000000u)
 				continue;
 		}
 		pages += list_purge(c, lazy, &l->purged);
 		l->seen = l->purged;
 	}
 	if (!all)
-		atomic_store_u32(&purge_pending, pending && need >= 0);
+		atomic_store_u32(&purge_pending, pending && decay >= 0);
 	__atomic_store_n(&purge_busy, 0, __ATOMIC_RELEASE);
 	return pages;
 }
