@@ -182,6 +182,9 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out)
 		return NULL;
 	s->cls = (uint8_t)c->cls;
 	s->u.central.home = c;
+	s->u.central.withheld = 0;
+	s->u.central.purging = 0;
+	s->u.central.given_back = 0;
 	s->in_partial = 0; /* a full span is linked nowhere */
 	unsigned n = want < k->blocks ? want : k->blocks;
 	/* Every other block goes on the span's free list now, in address order
