@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -222,4 +223,69 @@ TEST_CASE("scattered survivors: the background thread gives the pages back on it
 	check_blocks(kept);
 	for (const Block &b : kept)
 		ebb_free(b.p);
+}
+
+TEST_CASE("scattered survivors: purges race with threads that allocate and free", "[survivors]")
+{
+	/* Each worker keeps some blocks for a long time and churns the rest;
+	 * the main thread purges over and over (ebb_trim), so that spans are
+	 * purging while refills relink, flushes return blocks, and spans
+	 * empty. Any block handed out twice or a survivor losing its bytes
+	 * shows as a pattern mismatch. */
+	const unsigned workers = 2;
+	const double run_ms = EBB_TEST_TSAN ? 1500 : 1000;
+	std::atomic<unsigned> bad{0}, done{0};
+	std::vector<std::thread> ts;
+	for (unsigned w = 0; w < workers; w++) {
+		ts.emplace_back([&, w] {
+			Rng r(100 + w);
+			std::vector<Block> live(2048, Block{nullptr, 0, 0});
+			unsigned seed = (w + 1) << 24;
+			double start = now_ms();
+			while (now_ms() - start < run_ms) {
+				for (int k = 0; k < 256; k++) {
+					Block &b = live[r.below(live.size())];
+					if (b.p) {
+						if (first_mismatch(b.p, b.size, b.seed) != b.size)
+							bad++;
+						ebb_free(b.p);
+						b.p = nullptr;
+					} else {
+						b.size = survivor_size(r);
+						b.p = (char *)ebb_malloc(b.size);
+						if (b.p == nullptr)
+							abort();
+						b.seed = ++seed;
+						fill(b.p, b.size, b.seed);
+					}
+				}
+				/* Now and then drop most blocks, keeping every 8th. */
+				if (r.below(8) == 0)
+					for (size_t i = 0; i < live.size(); i++)
+						if (live[i].p && i % 8 != 0) {
+							if (first_mismatch(live[i].p, live[i].size, live[i].seed) != live[i].size)
+								bad++;
+							ebb_free(live[i].p);
+							live[i].p = nullptr;
+						}
+			}
+			for (Block &b : live)
+				if (b.p) {
+					if (first_mismatch(b.p, b.size, b.seed) != b.size)
+						bad++;
+					ebb_free(b.p);
+				}
+			done++;
+		});
+	}
+	unsigned trims = 0;
+	while (done.load() < workers) {
+		ebb_trim();
+		trims++;
+	}
+	for (std::thread &t : ts)
+		t.join();
+	INFO("trims " << trims);
+	CHECK(bad.load() == 0);
+	CHECK(trims > 0);
 }
