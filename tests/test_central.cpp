@@ -235,3 +235,58 @@ TEST_CASE("concurrent flushes and refills hand no block out twice and balance th
 	CHECK(after.used_blocks == before.used_blocks);
 	CHECK(after.spans == before.spans);
 }
+
+// The transfer stacks alone, hammered: threads pop a whole batch from one
+// list and push it straight back, millions of times, so that a thread is
+// often preempted between reading a head and its CAS. Word 2 of every block
+// (the program's part) carries the id of the thread holding it, set with an
+// atomic exchange that must find 0: a batch popped twice (an ABA the head's
+// generation failed to stop) shows as a block taken while held.
+TEST_CASE("transfer stacks under contention never hand one batch to two threads", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(64);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 5, threads = 4, iterations = 200000;
+	central_drain(false, nullptr);
+	// Seed the list with transfer_cap batches whose tag words are clear.
+	std::vector<std::vector<void *>> seed;
+	for (unsigned i = 0; i < k.transfer_cap; i++) {
+		std::vector<void *> v = refill(cpu, cls, k.batch, false);
+		REQUIRE(v.size() == k.batch);
+		for (void *b : v)
+			__atomic_store_n(&((uint64_t *)b)[2], 0, __ATOMIC_RELAXED);
+		seed.push_back(v);
+	}
+	for (auto &v : seed)
+		flush(cpu, cls, v);
+	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+
+	std::atomic<unsigned> twice{0}, missed{0};
+	auto worker = [&](uint64_t id) {
+		std::vector<void *> v(k.batch);
+		for (unsigned r = 0; r < iterations; r++) {
+			if (central_refill(cpu, cls, k.batch, true, v.data()) != k.batch) {
+				missed++;
+				return;
+			}
+			for (void *b : v)
+				if (__atomic_exchange_n(&((uint64_t *)b)[2], id, __ATOMIC_RELAXED) != 0)
+					twice++;
+			for (void *b : v)
+				__atomic_store_n(&((uint64_t *)b)[2], 0, __ATOMIC_RELAXED);
+			central_flush(cpu, cls, v.data(), k.batch);
+		}
+	};
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < threads; t++)
+		ts.emplace_back(worker, t + 1);
+	for (std::thread &t : ts)
+		t.join();
+	CHECK(twice == 0);
+	CHECK(missed == 0);
+	CHECK(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+	central_drain(false, nullptr);
+	CHECK(class_stats(cls).transfer_blocks == 0);
+}
