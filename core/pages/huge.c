@@ -311,12 +311,20 @@ static bool huge_shrink_to_cache(page_heap_t *h, span_t *s, size_t npages, size_
 	superblock_t *tsb = huge_create(h, cut, EBB_SB_SIZE);
 	if (tsb == NULL)
 		return false;
-	if (!huge_give_tail(span_superblock(s), cut, (char *)tsb + EBB_SB_SIZE)) {
-		superblock_destroy(tsb);
-		return false;
-	}
 	uint64_t now = os_now_ns();
 	span_t *t = &tsb->spans[0];
+	if (!huge_give_tail(span_superblock(s), cut, (char *)tsb + EBB_SB_SIZE)) {
+		/* The new mapping is fresh: cached as a purged block, the release
+		 * pass unmaps it (munmap may fail too, and must not lose it). */
+		lock_acquire(&h->lock);
+		h->huge_count++;
+		h->meta_pages += 1;
+		SPAN_SET_STATE(t, SPAN_FREE_PURGED, &h->lock);
+		tsb->empty_since_ns = now;
+		page_heap_run_list(h, t, NULL);
+		lock_release(&h->lock);
+		return false;
+	}
 	lock_acquire(&h->lock);
 	s->used = (uint32_t)asked;
 	h->huge_pages -= cut;
