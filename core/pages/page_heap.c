@@ -35,6 +35,8 @@ static unsigned other_heaps_next;
 /* Pages of dirty runs in all heaps, and pages handed out as spans. */
 static uint64_t dirty_total_pages;
 static uint64_t inuse_total_pages;
+/* Of those, the pages of large and huge blocks: what the swing is measured on. */
+static uint64_t inuse_large_pages;
 
 /* Most runs an aligned allocation looks at before it maps a superblock. */
 #define ALIGNED_SEARCH_RUNS 256u
@@ -113,26 +115,33 @@ size_t page_heap_dirty_total(void)
 	return (size_t)atomic_load_u64(&dirty_total_pages);
 }
 
-/* The most pages in use at once since the current half of decay_ms began
- * ([0]) and over the half before it ([1]); page_heap_inuse_window moves
- * them on. */
+/* The most pages of large blocks in use at once since the current half of
+ * decay_ms began ([0]) and over the half before it ([1]);
+ * page_heap_inuse_window moves them on. */
 static uint64_t inuse_peak_pages[2];
 static uint64_t inuse_window_start;
 
-/* The swing of the program's own use: how far below its peak of the last
- * half to whole decay_ms it is now, at most as much as it uses now. A loop
- * whose buffers change size comes back for that many pages at every turn
- * (mimalloc-bench's malloc-large swings by up to 175 MiB around 300 MiB);
- * a burst freed as a whole (nothing in use any more) has none. */
+/* The swing of the program's own use of large blocks: how far below its
+ * peak of the last half to whole decay_ms it is now. Small blocks have no
+ * swing here: a loop of small blocks is served by the thread caches and
+ * central lists, and their spans reach the page heap after a burst, as the
+ * central lists drain, which is no turn of a loop either. A loop whose buffers change size comes
+ * back for that many pages at every turn (mimalloc-bench's malloc-large
+ * swings by up to 175 MiB around 300 MiB). A drop larger than what is still
+ * in use is the end of a burst, not a turn of a loop, and has no swing: the
+ * memory-return promise (a burst back within 2 x decay_ms) must not wait a
+ * decay_ms more for the pages of the spans the burst left partly used
+ * (measured: 17 MiB more resident at 1 s in tests/test_memory_return.cpp's
+ * two-thread burst when the swing was capped at the use instead). */
 size_t page_heap_swing_pages(void)
 {
-	uint64_t inuse = atomic_load_u64(&inuse_total_pages);
+	uint64_t inuse = atomic_load_u64(&inuse_large_pages);
 	uint64_t peak = atomic_load_u64(&inuse_peak_pages[0]);
 	uint64_t before = atomic_load_u64(&inuse_peak_pages[1]);
 	if (before > peak)
 		peak = before;
 	uint64_t swing = peak > inuse ? peak - inuse : 0;
-	return (size_t)(swing < inuse ? swing : inuse);
+	return (size_t)(swing <= inuse ? swing : 0);
 }
 
 /* The dirty budget is dirty_max, or the swing if that is larger: the loop
@@ -159,14 +168,17 @@ void page_heap_inuse_window(uint64_t now)
 	if (!atomic_cas_u64_value(&inuse_window_start, &start, now))
 		return; /* another pass moved it on */
 	atomic_store_u64(&inuse_peak_pages[1], atomic_load_u64(&inuse_peak_pages[0]));
-	atomic_store_u64(&inuse_peak_pages[0], atomic_load_u64(&inuse_total_pages));
+	atomic_store_u64(&inuse_peak_pages[0], atomic_load_u64(&inuse_large_pages));
 }
 
-/* Spans handed out, as the base of a percentage dirty budget (huge.c counts
- * its blocks in too), and their peak. Relaxed atomics; no lock needed. */
+/* Pages of large and huge blocks handed out (huge.c counts its blocks in
+ * too) and taken back: in the base of a percentage dirty budget, and in the
+ * swing with their peak. CENTRAL spans count in the base only (alloc and
+ * free below). Relaxed atomics; no lock needed. */
 void page_heap_inuse_add(size_t pages)
 {
-	uint64_t v = atomic_add_u64(&inuse_total_pages, pages) + pages;
+	atomic_add_u64(&inuse_total_pages, pages);
+	uint64_t v = atomic_add_u64(&inuse_large_pages, pages) + pages;
 	uint64_t peak = atomic_load_u64(&inuse_peak_pages[0]);
 	while (v > peak && !atomic_cas_u64_value(&inuse_peak_pages[0], &peak, v))
 		;
@@ -175,6 +187,7 @@ void page_heap_inuse_add(size_t pages)
 void page_heap_inuse_sub(size_t pages)
 {
 	atomic_sub_u64(&inuse_total_pages, pages);
+	atomic_sub_u64(&inuse_large_pages, pages);
 }
 
 /* ---------------------------------------------------------------------------
@@ -570,11 +583,12 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	run_tags(sb, t);
 	if (state == SPAN_CENTRAL) {
 		h->central_pages += npages;
+		atomic_add_u64(&inuse_total_pages, npages);
 	} else {
 		h->large_pages += npages;
 		h->large_allocs++;
+		page_heap_inuse_add(npages);
 	}
-	page_heap_inuse_add(npages);
 	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	return t;
@@ -587,11 +601,13 @@ void page_heap_free(span_t *s)
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
 	lock_acquire_sb(h, sb);
-	if (s->state == SPAN_CENTRAL)
+	if (s->state == SPAN_CENTRAL) {
 		h->central_pages -= n;
-	else
+		atomic_sub_u64(&inuse_total_pages, n);
+	} else {
 		h->large_pages -= n;
-	atomic_sub_u64(&inuse_total_pages, n);
+		page_heap_inuse_sub(n);
+	}
 	sb->free_pages += (uint32_t)n;
 	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
 	if (sb->free_pages == sb->usable_pages)
@@ -617,7 +633,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 		run_tags(sb, s);
 		sb->free_pages += (uint32_t)cut;
 		h->large_pages -= cut;
-		atomic_sub_u64(&inuse_total_pages, cut);
+		page_heap_inuse_sub(cut);
 		page_heap_run_free_coalesced(h, sb, s->page + (unsigned)new_npages, cut, SPAN_FREE_DIRTY, 0, now);
 		ok = true;
 	} else {

@@ -130,9 +130,10 @@ void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook);
  * a percentage dirty budget); relaxed atomics. */
 size_t page_heap_dirty_total(void);
 size_t page_heap_dirty_excess_pages(void);
-/* Pages the program has in use now fewer than at its peak of the last half
- * to whole decay_ms, at most as many as it uses now: what a loop that swings
- * comes back for. Neither the dirty budget (excess above) nor the decay
+/* Pages of large blocks the program has in use now fewer than at its peak
+ * of the last half to whole decay_ms, when that is at most as many as it
+ * still uses (a larger drop ends a burst): what a loop that swings comes
+ * back for. Neither the dirty budget (excess above) nor the decay
  * curve purges dirty pages below it (page_heap_purge.c). */
 size_t page_heap_swing_pages(void);
 /* Starts a new half-decay_ms window of that peak once the last one is over.
