@@ -321,7 +321,7 @@ static void *prof_realloc_at(void *p, size_t size, void *ret)
 	return q;
 }
 
-#if EBB_OVERRIDE
+#if EBB_OVERRIDE && !EBB_VALGRIND /* the valgrind build has no profiler */
 static void *prof_malloc(size_t size)
 {
 	return prof_malloc_at(size);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/base/track.h"
 #include "core/runtime/atomic.h"
 #include "core/runtime/report.h"
 #include "os/os.h"
@@ -327,6 +328,11 @@ superblock_t *superblock_create_from(struct page_heap *heap, superblock_t *donor
 		return NULL;
 	}
 	*moved = donor->spans[0].npages >= EBB_SB_PAGES && huge_give_tail(donor, EBB_SB_PAGES, sb);
+	/* The pages came from a freed huge block, which memcheck (the valgrind
+	 * build) holds as no-access, and mremap moves that state with them: the
+	 * new superblock is as addressable as a fresh mapping. */
+	if (*moved)
+		TRACK_DEFINED(sb, EBB_SB_SIZE);
 	/* The header pages came with the rest and hold the donor's bytes; they
 	 * must read as zero, and need not be resident until written. */
 	if (*moved && !os_purge(sb, header_bytes(), false))
