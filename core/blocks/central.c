@@ -170,6 +170,14 @@ static void partial_remove(central_t *c, span_t *s)
 	s->in_partial = 0;
 }
 
+void central_span_retire(central_t *c, span_t *s)
+{
+	if (s->in_partial)
+		partial_remove(c, s);
+	c->spans--;
+	c->spans_returned++;
+}
+
 /* Carves a new span for c from the page heap of `cpu`, and hands its first
  * `want` blocks (at most all) straight to out[], with their bin marks, as a
  * span_take right after the carve would: they never go on the span's free
@@ -419,10 +427,7 @@ static void run_splice(central_t *home, span_run_t *r, span_t **empties)
 	s->used -= r->n;
 	home->used_blocks -= r->n;
 	if (s->used == 0 && !s->u.central.purging) { /* else the purge pass retires it */
-		if (s->in_partial)
-			partial_remove(home, s);
-		home->spans--;
-		home->spans_returned++;
+		central_span_retire(home, s);
 		s->next = *empties;
 		*empties = s;
 	} else if (!s->in_partial) {

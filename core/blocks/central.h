@@ -115,6 +115,10 @@ void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved,
 /* Every list, for the passes that visit them all: i < central_list_count(). */
 unsigned central_list_count(void);
 central_t *central_list_at(unsigned i);
+/* s, homed on c, has all its blocks free: takes it off c (its partial list
+ * and counts). Caller holds c's lock; then, without it, hands s to the page
+ * heap (release_to_spans, and the purge pass for a span it was purging). */
+void central_span_retire(central_t *c, span_t *s);
 
 /* Pages given back inside spans (central_purge.c): free pages of partial
  * spans that still hold a live block go back to the kernel, their free

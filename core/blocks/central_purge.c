@@ -215,24 +215,6 @@ static void span_give_back(const purge_item_t *it, bool lazy)
 	}
 }
 
-/* Takes s (all of whose blocks are free) off c, as release_to_spans does
- * with an empty span. Caller holds c's lock; then, without it, the caller
- * hands s to the page heap. */
-static void span_retire(central_t *c, span_t *s)
-{
-	if (s->in_partial) {
-		if (s->prev)
-			s->prev->next = s->next;
-		else
-			c->partial = s->next;
-		if (s->next)
-			s->next->prev = s->prev;
-		s->in_partial = 0;
-	}
-	c->spans--;
-	c->spans_returned++;
-}
-
 /* What changes whenever a block leaves or reaches one of c's spans, or a
  * span comes or goes (a refill from spans, a flush or drain into them, a
  * carve): unchanged between two passes, the list's free blocks sat idle for
@@ -287,7 +269,7 @@ static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
 				continue;
 			if (at == s)
 				at = s->next;
-			span_retire(c, s);
+			central_span_retire(c, s);
 			s->next = empties;
 			empties = s;
 		}
