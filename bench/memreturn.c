@@ -233,6 +233,16 @@ static void scatter_burst(work *w, bu_rng *rng)
 	bu_unmap(table, cap * sizeof(void *));
 }
 
+/* The survivors a worker kept, freed at the end of the idle window. */
+static void free_kept(work *w)
+{
+	for (block *k = w->kept; k;) {
+		block *next = k->next;
+		free(k);
+		k = next;
+	}
+}
+
 static void *worker(void *arg)
 {
 	work *w = arg;
@@ -245,11 +255,7 @@ static void *worker(void *arg)
 		if (opt_scenario[0] == 'e')
 			return NULL; /* main frees the survivors */
 		pthread_barrier_wait(&bar); /* idle window over */
-		for (block *k = w->kept; k;) {
-			block *next = k->next;
-			free(k);
-			k = next;
-		}
+		free_kept(w);
 		return NULL;
 	}
 	block *head = NULL;
@@ -282,11 +288,7 @@ static void *worker(void *arg)
 	}
 	pthread_barrier_wait(&bar); /* all freed */
 	pthread_barrier_wait(&bar); /* idle window over */
-	for (block *k = w->kept; k;) {
-		block *next = k->next;
-		free(k);
-		k = next;
-	}
+	free_kept(w);
 	return NULL;
 }
 

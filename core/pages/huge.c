@@ -160,6 +160,17 @@ static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t
 	return s;
 }
 
+/* s, the span of a huge superblock, goes into the cache as a dirty block
+ * freed at `now`. Caller holds h's lock. */
+static void huge_cache_dirty(page_heap_t *h, span_t *s, uint64_t now)
+{
+	SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
+	s->zeroed = 0;
+	s->u.free.freed_ns = now;
+	span_superblock(s)->empty_since_ns = now;
+	page_heap_run_list(h, s, NULL);
+}
+
 /* A request for a huge block reuses a cached one that fits closely as it
  * is. Otherwise it is made of the pages of dirty cached blocks, moved
  * (huge_assemble). With none, it takes the best of the purged ones: one
@@ -291,11 +302,7 @@ void page_heap_huge_free(span_t *s)
 	h->huge_slack_pages -= s->npages - s->used;
 	h->huge_live--;
 	page_heap_inuse_sub(s->npages);
-	SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
-	s->zeroed = 0;
-	s->u.free.freed_ns = now;
-	sb->empty_since_ns = now;
-	page_heap_run_list(h, s, NULL);
+	huge_cache_dirty(h, s, now);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 }
@@ -333,11 +340,7 @@ static bool huge_shrink_to_cache(page_heap_t *h, span_t *s, size_t npages, size_
 	page_heap_inuse_sub(cut);
 	h->huge_count++;
 	h->meta_pages += 1;
-	SPAN_SET_STATE(t, SPAN_FREE_DIRTY, &h->lock);
-	t->zeroed = 0;
-	t->u.free.freed_ns = now;
-	tsb->empty_since_ns = now;
-	page_heap_run_list(h, t, NULL);
+	huge_cache_dirty(h, t, now);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 	return true;
