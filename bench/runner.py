@@ -865,9 +865,11 @@ class Report:
                      + ["%d of %d" % (low[a], len(worst[a])) if worst[a] else "-" for a in names])
         yield ("Oversubscription: throughput relative to 2 threads",
                "each allocator's throughput at t=8 and t=32 divided by its own at t=2 (this machine: %d CPUs; "
-               "higher is better); LOW: below %.2f, issue 13's floor for t=32. Not all of a fall is contention: "
-               "churn times each thread's fill of its own working set (32 times the blocks and fresh pages at "
-               "t=32) and larson starts 20 threads per chain, work that grows with t for every allocator alike"
+               "higher is better); LOW: below %.2f, issue 13's floor for t=32. churn, larson and xmalloc time "
+               "only the steady state (no fills, thread starts or exits). Not all of a fall is contention: "
+               "churn's working set is per thread (16 times the memory at t=32, more CPU-cache misses) and "
+               "larson's threads live 16 times shorter (each starts with an empty thread cache), for every "
+               "allocator alike"
                % (os.cpu_count() or 0, self.OVERSUB_FLOOR), ["series"] + names, lines)
 
     def bench_sections(self):
