@@ -33,8 +33,9 @@ Both include PostgreSQL's shared memory as far as it is touched (the same
 for every allocator).
 
 Prints one 'result:' line: seconds (wall of initdb), peak_rss_kib,
-tree_rss_kib, driver_rss_kib, and the largest process' command
-(peak_proc=postgres|initdb|...).
+tree_rss_kib, driver_rss_kib, minflt (page faults of the whole tree, from
+wait4: pages given back too early are faulted in again), and the largest
+process' command (peak_proc=postgres|initdb|...).
 """
 import argparse
 import glob
@@ -198,8 +199,8 @@ def main():
           "tree sum %.1f MiB, driver %.1f MiB"
           % (initdb, secs, ru.ru_maxrss / 1024.0, big[0], big[1] / 1024.0, sampler.peak_sum / 1024.0,
              driver_rss / 1024.0))
-    print("result: bench=postgres seconds=%.6f peak_rss_kib=%d tree_rss_kib=%d driver_rss_kib=%d peak_proc=%s"
-          % (secs, ru.ru_maxrss, sampler.peak_sum, driver_rss, big[0]))
+    print("result: bench=postgres seconds=%.6f peak_rss_kib=%d tree_rss_kib=%d driver_rss_kib=%d minflt=%d "
+          "peak_proc=%s" % (secs, ru.ru_maxrss, sampler.peak_sum, driver_rss, ru.ru_minflt, big[0]))
     sys.stdout.flush()
 
 
