@@ -11,6 +11,7 @@ CSV and PNG charts under bench/results/.
 import argparse
 import csv
 import datetime
+import glob
 import math
 import mmap
 import os
@@ -82,6 +83,7 @@ BENCHMARKS = [
     ("redis", "redis-server under redis-benchmark (SET/GET/LPUSH, loopback)"),
     ("python", "python3 building and sorting dicts and lists in threads"),
     ("sqlite", "sqlite3 filling a large page cache (blocks just above 4 KiB: size-class rounding)"),
+    ("postgres", "PostgreSQL's initdb: peak RSS of its largest process (a backend's memory contexts)"),
 ]
 BENCH_NAMES = [b for b, _ in BENCHMARKS]
 
@@ -196,6 +198,7 @@ def build_rows(quick):
         rows.append(Row("python", "pymalloc", "python", [], "seconds", False, 1, "s", est=1.8))
     rows.append(Row("sqlite", "page cache", "sqlite", ["--rows=%d" % (100000 if q else 300000)], "seconds", False,
                     1, "s", est=0.8 if q else 2.3))
+    rows.append(Row("postgres", "initdb", "postgres", ["--no-install"], "seconds", False, 1, "s", est=3.0))
     return rows
 
 
@@ -519,6 +522,9 @@ class Runner:
             env = self.env_for(alloc, row, preload=False)
         elif row.kind == "sqlite":
             cmd = [PYTHON, os.path.join(BENCH_DIR, "sqlite_bench.py"), "--alloc-lib", alloc.lib or "glibc"] + row.args
+            env = self.env_for(alloc, row, preload=False)
+        elif row.kind == "postgres":
+            cmd = [PYTHON, os.path.join(BENCH_DIR, "postgres_bench.py"), "--alloc-lib", alloc.lib or "glibc"] + row.args
             env = self.env_for(alloc, row, preload=False)
         else:
             raise ValueError(row.kind)
@@ -1346,6 +1352,8 @@ def main():
         pkgs += ["valgrind"]
     if "sqlite" in benches:
         pkgs += ["sqlite3"]
+    if "postgres" in benches:
+        pkgs += ["postgresql"]
     if not args.no_charts:
         pkgs += ["gnuplot-nox"]
     if not args.no_install:
@@ -1388,6 +1396,10 @@ def main():
     if "sqlite" in benches and not shutil.which("sqlite3"):
         say("sqlite: skipped (sqlite3 not installed)")
         rows = [r for r in rows if r.bench != "sqlite"]
+    pg_bins = glob.glob("/usr/lib/postgresql/*/bin/initdb") + [shutil.which("initdb") or "/nonexistent"]
+    if "postgres" in benches and not any(os.path.exists(p) for p in pg_bins):
+        say("postgres: skipped (initdb not installed: apt-get install postgresql)")
+        rows = [r for r in rows if r.bench != "postgres"]
     if "fastpath" in benches and not (shutil.which("valgrind") and shutil.which("callgrind_annotate")):
         say("fastpath: skipped (valgrind not installed)")
         rows = [r for r in rows if r.bench != "fastpath"]
