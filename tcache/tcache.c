@@ -16,9 +16,19 @@
 #include "os/os.h"
 
 /* Never written: every bin empty (malloc misses) and full (free misses):
- * top == empty == full == NULL. */
-tcache_t tcache_empty;
+ * top == empty == full == the cache's one sentinel slot (tcache.h), and
+ * every size of the direct table maps to class 0. */
+#define TCACHE_STATIC(tc, slot)                                                                   \
+	{                                                                                         \
+		.top = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                                 \
+		.empty = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                               \
+		.full = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                                \
+	}
 static tcache_t tcache_dead;
+static void *tcache_empty_slot = TCACHE_SENTINEL(tcache_empty);
+static void *tcache_dead_slot = TCACHE_SENTINEL(tcache_dead);
+tcache_t tcache_empty = TCACHE_STATIC(tcache_empty, tcache_empty_slot);
+static tcache_t tcache_dead = TCACHE_STATIC(tcache_dead, tcache_dead_slot);
 
 __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec"))) = &tcache_empty;
 
@@ -249,14 +259,14 @@ static bool tcache_hook_ready(void)
 	return s == 2;
 }
 
-/* Slots of all bins of one cache: bin_cap addresses per class, and one
- * more: the free fast path reads the slot at `top` even when the bin is
- * empty (top == empty, the next bin's first slot, or this extra one). */
+/* Slots of all bins of one cache: class 0's sentinel, then per class
+ * bin_cap addresses and the bin's sentinel (at `empty`, tcache.h). Both
+ * fast paths read the slot at `top` when the bin is empty. */
 static size_t tcache_slot_count(void)
 {
 	size_t n = 1;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		n += size_classes[c].bin_cap;
+		n += size_classes[c].bin_cap + 1u;
 	return n;
 }
 
@@ -282,12 +292,16 @@ static tcache_t *tcache_create(void)
 	}
 	memset(tc, 0, sizeof *tc);
 	tc->slots = slots;
-	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
-		slots += size_classes[c].bin_cap;
-		tc->top[c] = tc->empty[c] = tc->full[c] = slots;
+	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
+		if (c != 0)
+			slots += size_classes[c].bin_cap;
+		*slots = TCACHE_SENTINEL(*tc);
+		tc->top[c] = tc->empty[c] = tc->full[c] = slots++;
 		tc->mul[c] = size_classes[c].block_mul;
 		tc->limit[c] = size_classes[c].block_limit;
 	}
+	for (size_t size = 0; size <= TCACHE_DIRECT_MAX; size++)
+		tc->class_of[size] = (uint8_t)size_class_of(size);
 	tc->mark = freelist_mark;
 	tc->trim_epoch = background_trim_epoch();
 	lock_acquire(&tcache_list_lock);
@@ -332,6 +346,16 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 	slow_event(tc);
 	TCACHE_CHECK(tc, cls);
 	return true;
+}
+
+void *tcache_alloc_mid(size_t size)
+{
+	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
+		void *block = tcache_pop(tcache_self(), size_class_of(size));
+		if (EBB_LIKELY(block != NULL))
+			return block;
+	}
+	return tcache_alloc_slow(size);
 }
 
 void *tcache_alloc_slow(size_t size)

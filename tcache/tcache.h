@@ -16,7 +16,13 @@
  * the cache's own metadata memory (tcache.c maps them with the cache; a
  * slot page is resident only once a bin reached it). The bin holds the
  * blocks [top, empty); it may hold up to its bound max, at `full` = empty -
- * max. Nothing is linked through a free block: a block only carries its
+ * max. The slot at `empty` is the bin's sentinel: it holds the address
+ * 8 bytes below the cache's `mark` field, a "block" whose mark word is the
+ * key itself and so never its mark (key ^ address, address != 0). The
+ * malloc fast path therefore needs no test for an empty bin: popping the
+ * sentinel fails the mark test, and the slow path sees top == empty.
+ * tcache_empty and tcache_dead have one such slot, shared by all their
+ * bins. Nothing is linked through a free block: a block only carries its
  * double-free mark (freelist.h), so no address malloc pops was ever where the
  * program can write, and every address that enters a bin was checked (free:
  * core/blocks/block.h; a refill: central.c).
@@ -40,6 +46,12 @@
 
 EBB_BEGIN_DECLS
 
+/* Sizes up to TCACHE_DIRECT_MAX find their class in the cache's own table,
+ * indexed by the size itself: one load, no rounding, no table address to
+ * form (1 KiB per cache). Larger small sizes take tcache_alloc_mid, which
+ * uses size_class_of. */
+#define TCACHE_DIRECT_MAX 1024
+
 /* A bin is column `cls` of the arrays top/empty/full/mul/limit: arrays rather
  * than an array of structs so that the fast paths index each with the class
  * in one addressing mode (no multiply or shift by the struct size; measured:
@@ -50,9 +62,10 @@ typedef struct tcache {
 	void **top[EBB_NUM_CLASSES];        /* next block to hand out */
 	void **empty[EBB_NUM_CLASSES];      /* end of the bin's slots: top == empty, no block */
 	void **full[EBB_NUM_CLASSES];       /* top == full: the bin holds max blocks (empty - max) */
-	uint64_t mark;                      /* copy of freelist_mark */
+	uint64_t mark;                      /* copy of freelist_mark; also the sentinel's mark word */
 	uint64_t mul[EBB_NUM_CLASSES];      /* size_classes[c].block_mul and */
 	uint64_t limit[EBB_NUM_CLASSES];    /* .block_limit: the block test of free */
+	uint8_t class_of[TCACHE_DIRECT_MAX + 1]; /* size -> class (size_class_of), by size itself */
 	/* --- cold: slow paths --- */
 	void **slots;                       /* the bins' slot arrays (kept when recycled) */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
@@ -66,6 +79,9 @@ typedef struct tcache {
 	struct tcache *next, *prev;         /* list of live tcaches (tcache_list_lock) */
 } tcache_t;
 /* Class 0 ("not a small block") has a bin that is always empty and full. */
+
+/* The sentinel of tc's bins: the value of the slot at each bin's `empty`. */
+#define TCACHE_SENTINEL(tc) ((void *)((char *)&(tc).mark - sizeof(uint64_t)))
 
 extern tcache_t tcache_empty;
 extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
@@ -91,31 +107,45 @@ EBB_INLINE tcache_t *tcache_self(void)
 /* Slow paths: init, refill, large blocks, flush, bad pointers. */
 EBB_NOINLINE void *tcache_alloc_slow(size_t size);
 EBB_NOINLINE void tcache_free_slow(void *p);
+/* Sizes above TCACHE_DIRECT_MAX: the same pop, class by size_class_of. */
+EBB_NOINLINE void *tcache_alloc_mid(size_t size);
 
-/* Fast path of malloc. Stays here when the size is small and this thread's
- * bin of its class holds a block: a table lookup, a TLS load, a pop. No lock,
- * no atomic, no call, no stack frame (measured: docs/reliability.md). The
- * popped block must carry its free mark; if it does not, it was freed twice
- * and one copy is already out, or written after free: the slow path reports
- * it. The mark is cleared as the block goes. Everything else tail-calls
- * tcache_alloc_slow(). */
+/* Pops the next block of bin cls of tc if there is one and it carries its
+ * free mark; NULL otherwise (an empty bin, whose top is its sentinel, fails
+ * the mark test too). A block without its mark was freed twice and one copy
+ * is already out, or written after free: the slow path reports it. The mark
+ * is cleared as the block goes. */
+EBB_INLINE void *tcache_pop(tcache_t *tc, unsigned cls)
+{
+	void **top = tc->top[cls];
+	void *block = *top;
+	EBB_RESULT_REG(block);
+	/* Without checks no mark is tested, and the sentinel must be caught
+	 * by its place. */
+	if (EBB_LIKELY((EBB_CHECKS || top != tc->empty[cls]) &&
+		       freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
+		tc->top[cls] = top + 1;
+		freelist_clear_mark(block);
+		return block;
+	}
+	return NULL;
+}
+
+/* Fast path of malloc. Stays here when the size is at most
+ * TCACHE_DIRECT_MAX and this thread's bin of its class holds a block: a TLS
+ * load, a table load, a pop. No lock, no atomic, no call, no stack frame
+ * (measured: docs/reliability.md). Everything else tail-calls
+ * tcache_alloc_mid() (larger sizes) or tcache_alloc_slow(). */
 EBB_INLINE void *tcache_alloc(size_t size)
 {
-	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
+	if (EBB_LIKELY(size <= TCACHE_DIRECT_MAX)) {
 		tcache_t *tc = tcache_self();
-		unsigned cls = size_class_of(size);
-		void **top = tc->top[cls];
-		if (EBB_LIKELY(top != tc->empty[cls])) {
-			void *block = *top;
-			EBB_RESULT_REG(block);
-			if (EBB_LIKELY(freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
-				tc->top[cls] = top + 1;
-				freelist_clear_mark(block);
-				return block;
-			}
-		}
+		void *block = tcache_pop(tc, tc->class_of[size]);
+		if (EBB_LIKELY(block != NULL))
+			return block;
+		return tcache_alloc_slow(size);
 	}
-	return tcache_alloc_slow(size);
+	return tcache_alloc_mid(size);
 }
 
 /* Fast path of free. Stays here when p starts a small block of one of our

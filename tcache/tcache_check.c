@@ -2,8 +2,11 @@
  * its own thread's slow paths in the EBB_INVARIANTS build.
  *
  * Per bin c (slots [empty - bin_cap, empty), blocks [top, empty)):
- *   empty[c] == slots + bin_cap[1] + ... + bin_cap[c] (the bins tile the
- *     slot array in class order)
+ *   empty[c] == slots + (bin_cap[1] + 1) + ... + (bin_cap[c] + 1) (the bins
+ *     tile the slot array in class order, each followed by its sentinel
+ *     slot, after class 0's), and the slot at empty[c] holds the sentinel.
+ *     A cache built by hand without sentinels (slots[0] is not one: the
+ *     unit tests' fixture) is checked as tiling with no slot between bins.
  *   full[c] == empty[c] - max[c], max[c] <= bin_cap[c]
  *   full[c] <= top[c] <= empty[c]: count = empty - top <= max, and the
  *     free fast path's room, avail = top - full, is max - count
@@ -32,12 +35,22 @@ static EBB_NORETURN void tcache_check_fail(const tcache_t *tc, unsigned cls, con
 	report_fatal(msg);
 }
 
+/* Slots between two bins' regions: 1 (a sentinel) in a cache tcache_create
+ * laid out. */
+static unsigned bin_gap(const tcache_t *tc)
+{
+	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? 1u : 0u;
+}
+
 static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
 {
 	const size_class_t *k = &size_classes[cls];
 	if (tc->empty[cls] != empty)
 		tcache_check_fail(tc, cls, "empty is not where the bins' slots put it",
 				  (uint64_t)(tc->empty[cls] - tc->slots), (uint64_t)(empty - tc->slots));
+	if (bin_gap(tc) && *empty != TCACHE_SENTINEL(*tc))
+		tcache_check_fail(tc, cls, "the slot at empty is not the bin's sentinel",
+				  (uint64_t)(uintptr_t)*empty, (uint64_t)(uintptr_t)TCACHE_SENTINEL(*tc));
 	if (tc->max[cls] > k->bin_cap)
 		tcache_check_fail(tc, cls, "max > bin_cap", tc->max[cls], k->bin_cap);
 	if (tc->full[cls] != tc->empty[cls] - tc->max[cls])
@@ -53,7 +66,7 @@ void tcache_check(const tcache_t *tc, unsigned cls)
 	if (cls != 0) {
 		void **empty = tc->slots;
 		for (unsigned c = 1; c <= cls; c++)
-			empty += size_classes[c].bin_cap;
+			empty += size_classes[c].bin_cap + bin_gap(tc);
 		bin_check(tc, cls, empty);
 		for (void **b = tc->top[cls]; b < tc->empty[cls]; b++) {
 			if (((uintptr_t)*b & (EBB_MIN_ALIGN - 1)) != 0 || *b == NULL)
@@ -66,7 +79,7 @@ void tcache_check(const tcache_t *tc, unsigned cls)
 	uint64_t budget = 0;
 	void **empty = tc->slots;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
-		empty += size_classes[c].bin_cap;
+		empty += size_classes[c].bin_cap + bin_gap(tc);
 		bin_check(tc, c, empty);
 		budget += (uint64_t)tc->max[c] * size_classes[c].size;
 	}
