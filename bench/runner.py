@@ -859,7 +859,11 @@ class Report:
                         cells.append("-")
                         continue
                     x = c.value / base.value
-                    cells.append("%.2f%s" % (x, " LOW" if x < self.OVERSUB_FLOOR else ""))
+                    # The same for CPU time per operation, where the program
+                    # reports it: other processes on the machine hardly move it.
+                    cb, cc = base.extra.get("cpu_ns_per_op"), c.extra.get("cpu_ns_per_op")
+                    cpu = " (cpu %.2f)" % (cb / cc) if cb and cc else ""
+                    cells.append("%.2f%s%s" % (x, " LOW" if x < self.OVERSUB_FLOOR else "", cpu))
                     if t == 32:
                         worst[a].append(x)
                         low[a] += x < self.OVERSUB_FLOOR
@@ -875,7 +879,9 @@ class Report:
                "only the steady state (no fills, thread starts or exits). Not all of a fall is contention: "
                "churn's working set is per thread (16 times the memory at t=32, more CPU-cache misses) and "
                "larson's threads live 16 times shorter (each starts with an empty thread cache), for every "
-               "allocator alike"
+               "allocator alike. (cpu x): t=2's CPU time per operation over t's; unlike the throughput ratio "
+               "it is not moved by time the threads sat idle or lost to other processes, only by what each "
+               "operation cost in CPU (spinning, cache misses, refills)"
                % (os.cpu_count() or 0, self.OVERSUB_FLOOR), ["series"] + names, lines)
 
     def bench_sections(self):
