@@ -70,7 +70,7 @@ static prof_count_t **prof_counts;   /* PROF_COUNT_BUCKETS heads */
 static prof_site_t *prof_all;
 static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
-static uint64_t prof_live; /* live samples; read without the lock by prof_forget */
+uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
 static void prof_lock(void)
 {
@@ -283,6 +283,49 @@ static unsigned sample_bucket(const void *p)
 	       (PROF_SAMPLE_BUCKETS - 1);
 }
 
+/* The count of (site, size), made if new. Caller holds prof_lock (which
+ * prof_carve may drop for a while). NULL if out of memory. */
+static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
+{
+	unsigned cb = (unsigned)(((uintptr_t)site ^ size * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
+		      (PROF_COUNT_BUCKETS - 1);
+	prof_count_t *c = prof_counts[cb];
+	while (c && (c->site != site || c->size != size))
+		c = c->next;
+	if (c == NULL) {
+		c = prof_carve(sizeof *c);
+		if (c == NULL)
+			return NULL;
+		c->site = site;
+		c->size = size;
+		c->live_n = c->alloc_n = 0;
+		c->next = prof_counts[cb];
+		prof_counts[cb] = c;
+		c->site_next = site->counts;
+		site->counts = c;
+	}
+	return c;
+}
+
+/* Lists p as a live sample of c. Caller holds prof_lock. */
+static void prof_insert(void *p, prof_count_t *c)
+{
+	prof_sample_t *s = prof_free_samples;
+	if (s != NULL)
+		prof_free_samples = s->next;
+	else if ((s = prof_carve(sizeof *s)) == NULL)
+		return;
+	s->addr = p;
+	s->count = c;
+	unsigned b = sample_bucket(p);
+	s->next = prof_samples[b];
+	prof_samples[b] = s;
+	c->live_n++;
+	uint8_t *f = &prof_filter[prof_filter_at(p)];
+	if (*f != 255)
+		__atomic_store_n(f, (uint8_t)(*f + 1), __ATOMIC_RELAXED);
+}
+
 /* Records the sampled block p. The stack is taken before the lock. */
 static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
 {
@@ -323,41 +366,21 @@ static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
 		site->all = prof_all;
 		prof_all = site;
 	}
-	unsigned cb = (unsigned)(((uintptr_t)site ^ size * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
-		      (PROF_COUNT_BUCKETS - 1);
-	prof_count_t *c = prof_counts[cb];
-	while (c && (c->site != site || c->size != size))
-		c = c->next;
-	if (c == NULL) {
-		c = prof_carve(sizeof *c);
-		if (c == NULL) {
-			prof_unlock();
-			return;
-		}
-		c->site = site;
-		c->size = size;
-		c->live_n = c->alloc_n = 0;
-		c->next = prof_counts[cb];
-		prof_counts[cb] = c;
-		c->site_next = site->counts;
-		site->counts = c;
+	prof_count_t *c = prof_count_get(site, size);
+	if (c != NULL) {
+		c->alloc_n++;
+		prof_insert(p, c);
 	}
-	prof_sample_t *s = prof_free_samples;
-	if (s != NULL)
-		prof_free_samples = s->next;
-	else if ((s = prof_carve(sizeof *s)) == NULL) {
-		prof_unlock();
-		return;
-	}
-	s->addr = p;
-	s->count = c;
-	unsigned b = sample_bucket(p);
-	s->next = prof_samples[b];
-	prof_samples[b] = s;
-	c->live_n++;
-	c->alloc_n++;
-	atomic_store_u64(&prof_live, prof_live + 1);
 	prof_unlock();
+}
+
+/* Whether p starts a page-run or huge block: the only blocks that can be
+ * sampled. Reads the span without a lock, as free does. */
+static bool prof_is_large(const void *p)
+{
+	superblock_t *sb;
+	span_t *s = superblock_span_lookup(p, &sb);
+	return s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s);
 }
 
 void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
@@ -370,19 +393,22 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 	return p;
 }
 
-/* Whether p starts a page-run or huge block: the only blocks that can be
- * sampled. Reads the span without a lock, as free does. */
-static bool prof_is_large(const void *p)
+
+bool prof_adopt(void *q, size_t size, void *ret)
 {
-	superblock_t *sb;
-	span_t *s = superblock_span_lookup(p, &sb);
-	return s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s);
+	if (((uintptr_t)q & (EBB_PAGE_SIZE - 1)) != 0 || !prof_is_large(q))
+		return false;
+	prof_busy = true;
+	prof_record(q, size, ret);
+	prof_busy = false;
+	return true;
 }
 
-void prof_forget(void *p)
+void *prof_detach(void *p)
 {
-	if (atomic_load_u64(&prof_live) == 0 || p == NULL || !prof_is_large(p))
-		return;
+	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))
+		return NULL;
+	prof_count_t *c = NULL;
 	prof_lock();
 	prof_sample_t **at = &prof_samples[sample_bucket(p)];
 	while (*at && (*at)->addr != p)
@@ -390,18 +416,33 @@ void prof_forget(void *p)
 	prof_sample_t *s = *at;
 	if (s != NULL) {
 		*at = s->next;
-		s->count->live_n--;
+		c = s->count;
+		c->live_n--;
 		s->next = prof_free_samples;
 		prof_free_samples = s;
-		atomic_store_u64(&prof_live, prof_live - 1);
+		uint8_t *f = &prof_filter[prof_filter_at(p)];
+		if (*f != 255)
+			__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
 	}
 	prof_unlock();
+	return c;
+}
+
+void prof_attach(void *p, void *from)
+{
+	prof_lock();
+	prof_insert(p, from);
+	prof_unlock();
+}
+
+void prof_forget(void *p)
+{
+	prof_detach(p);
 }
 
 bool prof_holds(const void *p)
 {
-	if (atomic_load_u64(&prof_live) == 0 || p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 ||
-	    !prof_is_large(p))
+	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))
 		return false;
 	prof_lock();
 	prof_sample_t *s = prof_samples[sample_bucket(p)];

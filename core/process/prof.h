@@ -44,6 +44,27 @@ extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
  * test. */
 extern bool prof_on;
 
+/* A filter of the live sampled blocks, lock-free to read: a counter per
+ * hash of a page address (prof_filter_at), raised and lowered under the
+ * profiler's lock as samples come and go; one that reaches 255 stays there.
+ * 0 means no live sample starts on that page: a realloc or free of a page
+ * run that is not sampled (most of them) costs a hash and a load instead of
+ * the span lookup and the lock. Readers may read it without a lock: a block
+ * reaches the program after its sample was counted here. */
+#define PROF_FILTER_BITS 16
+extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
+
+EBB_INLINE unsigned prof_filter_at(const void *p)
+{
+	return (unsigned)(((uintptr_t)p >> EBB_PAGE_SHIFT) * 0x9E3779B97F4A7C15ull >> (64 - PROF_FILTER_BITS));
+}
+
+/* false: p is not a live sampled block. */
+EBB_INLINE bool prof_may_hold(const void *p)
+{
+	return __atomic_load_n(&prof_filter[prof_filter_at(p)], __ATOMIC_RELAXED) != 0;
+}
+
 /* The prof variants' only cost on an allocation: true when this one of
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */
 EBB_INLINE bool prof_tick(size_t size)
@@ -62,8 +83,19 @@ EBB_NOINLINE bool prof_should_sample(size_t size);
  * address is `ret` (the entry point's caller) outwards. NULL with errno
  * ENOMEM. */
 EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
+/* After prof_should_sample said true for a block q of `size` bytes that
+ * was allocated already (a realloc that moved): records q as sampled if it
+ * starts a page run (it is then a sample block like prof_alloc's); false
+ * if it does not (the caller moves it into a prof_alloc block). */
+EBB_NOINLINE bool prof_adopt(void *q, size_t size, void *ret);
 /* p (page aligned) is about to be freed: forgets it if it is a sampled block. */
 EBB_NOINLINE void prof_forget(void *p);
+/* A realloc of a sampled block: prof_detach forgets p and returns its
+ * record's handle (NULL if p is not a live sampled block); prof_attach lists
+ * p as that sample again (same stack, same size) when the realloc left it
+ * where it was. */
+void *prof_detach(void *p);
+void prof_attach(void *p, void *from);
 /* Whether p is a live sampled block. */
 bool prof_holds(const void *p);
 

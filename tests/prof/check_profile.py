@@ -12,6 +12,7 @@ and checks what they say against the truth the program knows.
   check_profile.py go_pprof PROG         the same profile through go tool pprof -top
   check_profile.py leaks PROG            prof_leaks=1 names leak_here, about 8 MiB
   check_profile.py fork PROG             parent's and child's profiles, each its own sites
+  check_profile.py realloc PROG          blocks grown and shrunk by realloc: live bytes per site within 10%
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
@@ -95,6 +96,22 @@ def two_sites(prog, tmp, unwind="auto"):
         print("  --svg: ok")
     else:
         print("  --svg not tried (no graphviz dot)")
+
+
+def realloc_sites(prog, tmp):
+    """A realloc that moves is a free and a new allocation of the new size;
+    a sampled block shrunk to a small one leaves its sample (and site)."""
+    tool = need_pprof()
+    out = os.path.join(tmp, "realloc.heap")
+    run([prog, "realloc", out], {"EBB_OPTIONS": "prof=1,prof_sample=4096"})
+    flat, text = pprof_flat(tool, prog, out)
+    print(text)
+    check_near("grow", flat.get("grow_site", 0.0), 30.0, 0.10)
+    check_near("site_b", flat.get("site_b", 0.0), 10.0, 0.10)
+    shrunk = flat.get("shrink_site", 0.0)
+    print("  shrink   %7.2f MiB (truth 0.005 MiB)" % shrunk)
+    if shrunk > 0.5:
+        fail("shrink_site: %.2f MiB live, its blocks are 16 B now" % shrunk)
 
 
 def go_units(v, unit):
@@ -244,6 +261,8 @@ def main():
             leaks(sys.argv[2], tmp)
         elif mode == "fork":
             fork(sys.argv[2], tmp)
+        elif mode == "realloc":
+            realloc_sites(sys.argv[2], tmp)
         elif mode == "threads":
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":

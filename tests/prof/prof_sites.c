@@ -8,6 +8,10 @@
  *   prof_sites fork OUT        parent_site 6 MiB, then fork: the child adds
  *                              child_site 12 MiB and writes OUT.child, the parent
  *                              writes OUT.parent after the child ended
+ *   prof_sites realloc OUT     grow_site keeps 30 MiB of blocks grown by realloc
+ *                              from 1 KiB to 64 KiB (each step moves them);
+ *                              shrink_site had 20 MiB of 64 KiB blocks and
+ *                              shrank each to 16 B; site_b keeps 10 MiB
  *   prof_sites threads OUT     4 threads allocate and free at random, while
  *                              the main thread writes profiles (TSan)
  *
@@ -120,6 +124,35 @@ NOINLINE void child_site(keep_t *k, size_t bytes)
 		keep_push(k, checked(T_MALLOC(2048)));
 }
 
+#if PROF_TEST_OVERRIDE
+#define T_REALLOC realloc
+#else
+#define T_REALLOC ebb_realloc
+#endif
+
+/* Blocks of 64 KiB reached by doubling from 1 KiB: every step moves (a new
+ * size class, then a page run), so each is an allocation of its new size. */
+NOINLINE void grow_site(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes; done += 64 << 10) {
+		char *p = checked(T_MALLOC(1024));
+		for (size_t n = 2048; n <= (64 << 10); n *= 2) {
+			p = checked(T_REALLOC(p, n));
+			memset(p + n / 2, 2, n / 2);
+		}
+		keep_push(k, p);
+	}
+}
+
+/* 64 KiB blocks shrunk to 16 B: what stays live here is 16 B a block. */
+NOINLINE void shrink_site(keep_t *k, size_t bytes)
+{
+	for (size_t done = 0; done < bytes; done += 64 << 10)
+		keep_push(k, checked(T_MALLOC(64 << 10)));
+	for (size_t i = 0; i < k->n; i++)
+		k->ptrs[i] = checked(T_REALLOC(k->ptrs[i], 16));
+}
+
 static void free_all(keep_t *k)
 {
 	for (size_t i = 0; i < k->n; i++)
@@ -167,6 +200,13 @@ int main(int argc, char **argv)
 		churn(50 * MiB);
 		site_b(&b, 10 * MiB);
 		churn(50 * MiB);
+		return dump(argv[2]);
+	}
+	if (argc >= 3 && strcmp(argv[1], "realloc") == 0) {
+		keep_t c = {0};
+		grow_site(&a, 30 * MiB);
+		shrink_site(&c, 20 * MiB);
+		site_b(&b, 10 * MiB);
 		return dump(argv[2]);
 	}
 	if (argc >= 2 && strcmp(argv[1], "leak") == 0) {
