@@ -130,6 +130,7 @@ static size_t huge_fill(page_heap_t *h, char *to, huge_donor_t *d, unsigned n)
 		page_heap_run_list(h, c, NULL);
 	}
 	decay_note_removed(&h->decay, moved);
+	page_heap_reuse_add(moved);
 	h->huge_count -= gone;
 	h->meta_pages -= gone;
 	lock_release(&h->lock);
@@ -181,6 +182,7 @@ static void huge_cache_dirty(page_heap_t *h, span_t *s, uint64_t now)
 span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t asked_pages)
 {
 	npages = huge_round(npages);
+	page_heap_asked_add(npages);
 	span_t *fit = NULL, *below = NULL;
 	bool any_dirty = false;
 	lock_acquire(&h->lock);
@@ -210,8 +212,10 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	if (s != NULL) {
 		bool was_dirty = s->state == SPAN_FREE_DIRTY;
 		page_heap_run_unlist(h, s);
-		if (was_dirty)
+		if (was_dirty) {
 			decay_note_removed(&h->decay, s->npages);
+			page_heap_reuse_add(s->npages);
+		}
 		s->zeroed = was_dirty ? 0 : s->zeroed;
 		bool resize = s->npages < npages || s->npages - npages > HUGE_SLACK(npages);
 		SPAN_SET_STATE(s, SPAN_LARGE, &h->lock); /* ours alone now: out of every list */
@@ -361,6 +365,8 @@ span_t *page_heap_huge_resize(span_t *s, size_t asked)
 		return s;
 	}
 	size_t npages = huge_round(asked);
+	if (npages > old)
+		page_heap_asked_add(npages - old);
 	if (npages < old && huge_shrink_to_cache(h, s, npages, asked))
 		return s;
 	superblock_t *nsb = huge_resize(sb, npages);

@@ -132,12 +132,23 @@ size_t page_heap_dirty_total(void);
 size_t page_heap_dirty_excess_pages(void);
 /* Pages of large blocks the program has in use now fewer than at its peak
  * of the last half to whole decay_ms, when that is at most as many as it
- * still uses (a larger drop ends a burst): what a loop that swings comes
- * back for. Neither the dirty budget (excess above) nor the decay
+ * still uses (a larger drop ends a burst) or it loops (page_heap_looping):
+ * what a loop that swings comes back for. Neither the dirty budget (excess above) nor the decay
  * curve purges dirty pages below it (page_heap_purge.c). */
 size_t page_heap_swing_pages(void);
-/* Starts a new half-decay_ms window of that peak once the last one is over.
- * Decay passes call it; any thread. */
+/* Dirty pages that large and huge blocks were made of over the current or
+ * the last half decay_ms, whichever is more: part of the dirty budget. */
+size_t page_heap_reuse_pages(void);
+/* Whether large and huge blocks asked, over the current or the last half
+ * decay_ms, for at least an eighth of the dirty pages there are now (each
+ * request counted up to the dirty pages there were when it came): a loop
+ * going through its pool, none of which the decay curve purges then (the
+ * dirty budget still applies), and whose swing counts whatever its size.
+ * Relaxed atomics; any thread. */
+bool page_heap_looping(void);
+/* Starts a new half-decay_ms window of that peak and of the counts behind
+ * the two above once the last one is over. Decay passes call it; any
+ * thread. */
 void page_heap_inuse_window(uint64_t now);
 
 /* ---- stats and fork ---------------------------------------------------- */
@@ -202,6 +213,12 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 /* Dirty pages of h and of all heaps together. */
 void page_heap_dirty_add(page_heap_t *h, size_t pages);
 void page_heap_dirty_sub(page_heap_t *h, size_t pages);
+/* Dirty pages a large or huge block was made of (page_heap_reuse_pages).
+ * Relaxed atomic; no lock needed. */
+void page_heap_reuse_add(size_t pages);
+/* A request for a large or huge block of `pages` (or for that many more by
+ * a resize), before it is served (page_heap_looping). */
+void page_heap_asked_add(size_t pages);
 /* Pages handed out, all heaps (relaxed atomic; no lock needed). */
 void page_heap_inuse_add(size_t pages);
 void page_heap_inuse_sub(size_t pages);

@@ -178,7 +178,11 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	 * within decay_ms, the dirty pages that make up the swing are what its
 	 * next turn asks for, however long ago each was freed. A program that
 	 * stops has no swing after at most one decay_ms, and the curve (whose
-	 * backlog has aged meanwhile) then purges them. */
+	 * backlog has aged meanwhile) then purges them. And while it loops over
+	 * its pool (page_heap_looping), none of the pool is idle: the curve
+	 * waits until the loop stops, the dirty budget still holds. */
+	if (!all && want > 0 && page_heap_looping())
+		want = 0;
 	if (!all && want > 0) {
 		size_t swing = page_heap_swing_pages(), dirty = page_heap_dirty_total();
 		size_t above = dirty > swing ? dirty - swing : 0;
