@@ -152,13 +152,14 @@ EBB_INLINE void *tcache_alloc(size_t size)
  * superblocks (core/blocks/block.h: registry byte, page class, one multiply and
  * compare for a block start outside the span's tail) and this thread's bin of its class has
  * room, and p is not the block freed last (free(p); free(p): the slot at
- * top, which is always readable, see tcache.c): then p's address is pushed
- * and its free mark written. It reads nothing of the block itself: a free of
- * a block whose line has left the cache does not wait for it (the mark is
- * checked when the block is handed out again, which catches every other
- * double free). NULL, foreign pointers, large blocks (page class 0: bin 0 is
- * always full), full bins and anything that fails the block test tail-call
- * tcache_free_slow(), which says what is wrong. */
+ * top, which is always readable: a block or the bin's sentinel): then p's
+ * address is pushed and its free mark written. It reads nothing of the
+ * block itself: a free of a block whose line has left the cache does not
+ * wait for it (the mark is checked when the block is handed out again,
+ * which catches every other double free). NULL, foreign pointers, large
+ * blocks (page class 0: bin 0 is always full), anything that fails the
+ * block test and full bins tail-call tcache_free_slow(), which says what is
+ * wrong. */
 EBB_INLINE void tcache_free(void *p)
 {
 	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
@@ -172,11 +173,21 @@ EBB_INLINE void tcache_free(void *p)
 		superblock_t *sb = (superblock_t *)(slot << EBB_SB_SHIFT);
 		unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
 		tcache_t *tc = tcache_self();
-		unsigned cls = sb->page_class[page];
-		void **top = tc->top[cls];
-		if (EBB_LIKELY(top != tc->full[cls] && (!EBB_CHECKS || *top != p))) {
-			if (EBB_LIKELY(!EBB_CHECKS || block_offset_ok(block_offset_in(sb, page, in_sb), tc->mul[cls],
-									 tc->limit[cls]))) {
+		uint64_t off = block_offset_in(sb, page, in_sb);
+		/* The pagemap entry is loaded before the page class, so the class
+		 * can take sb's register (else a mov to keep sb). */
+		if (EBB_CHECKS)
+			__asm__("" : "+r"(off), "+r"(sb));
+		uintptr_t cls = sb->page_class[page];
+		/* The block test first, then the bin. EBB_OPAQUE(cls) between
+		 * the groups of bin fields keeps gcc from forming &tc->top[cls]
+		 * in a register of its own (an lea) for its five uses: each is
+		 * then addressed as tc + 8 * cls directly. */
+		if (EBB_LIKELY(!EBB_CHECKS || block_offset_ok(off, tc->mul[cls], tc->limit[cls]))) {
+			EBB_OPAQUE(cls);
+			void **top = tc->top[cls];
+			if (EBB_LIKELY(top != tc->full[cls] && (!EBB_CHECKS || *top != p))) {
+				EBB_OPAQUE(cls);
 				freelist_set_mark(p, tc->mark);
 				top[-1] = p;
 				tc->top[cls] = top - 1;
