@@ -144,6 +144,14 @@ def build_rows(quick):
         for t in THREADS_FULL:
             tput("churn", "16B-1K ws=10K t=%d" % t, "churn", ["--threads=%d" % t, "--slots=10000", "--ops=20m"],
                  threads=t, series="churn 16B-1K ws=10K", est=0.6)
+        # The same churn with the working set split among the threads (20 000
+        # blocks in all at every t): at t=32 the series above holds 16 times
+        # the memory of t=2, so its fall mixes CPU-cache misses with
+        # contention; this one keeps the footprint and shows contention alone.
+        for t in (2, 8, 32):
+            tput("churn", "16B-1K ws=20K/t t=%d" % t, "churn",
+                 ["--threads=%d" % t, "--slots=%d" % (20000 // t), "--ops=20m"],
+                 threads=t, series="churn 16B-1K ws=20K/t", est=0.6)
         tput("churn", "16B-1K ws=1M t=1", "churn", ["--slots=1m", "--ops=4m"], threads=1, est=2.5)
         tput("churn", "16B-32K ws=1K t=1", "churn", ["--max-size=32K", "--slots=1000", "--ops=10m"], threads=1,
              est=0.6)
@@ -877,7 +885,8 @@ class Report:
                "each allocator's throughput at t=8 and t=32 divided by its own at t=2 (this machine: %d CPUs; "
                "higher is better); LOW: below %.2f, issue 13's floor for t=32. churn, larson and xmalloc time "
                "only the steady state (no fills, thread starts or exits). Not all of a fall is contention: "
-               "churn's working set is per thread (16 times the memory at t=32, more CPU-cache misses) and "
+               "churn ws=10K's working set is per thread (16 times the memory at t=32, more CPU-cache misses; "
+               "churn ws=20K/t splits one working set among the threads to show contention alone) and "
                "larson's threads live 16 times shorter (each starts with an empty thread cache), for every "
                "allocator alike. (cpu x): t=2's CPU time per operation over t's; unlike the throughput ratio "
                "it is not moved by time the threads sat idle or lost to other processes, only by what each "
