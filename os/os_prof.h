@@ -20,9 +20,12 @@ bool os_code_redirect(void *from, void *to);
  * 1: libunwind.so.8, which caches each frame's unwinding rule per return
  * address, about 0.1-0.2 us a stack), else (`which` 0 or 2) libgcc_s's
  * _Unwind_Backtrace (each frame's DWARF rules read anew, 2-3 us a stack).
- * Both follow the DWARF call-frame information. Call once, from a context
- * where dlopen may allocate (a library constructor). Returns the name of
- * the one loaded, or NULL: stacks are then empty. */
+ * Both follow the DWARF call-frame information. `which` 0 loads both when
+ * it can: each thread then takes its first stacks with libgcc and moves to
+ * libunwind once it took enough to pay for libunwind's per-thread cache
+ * (os_prof.c says why). Call once, from a context where dlopen may allocate
+ * (a library constructor). Returns the name of what is used, or NULL:
+ * stacks are then empty. */
 const char *os_unwind_load(unsigned which);
 /* Return addresses of the calling thread's stack, innermost first (the
  * first may be inside os_unwind itself), at most `max`; returns how many.

@@ -17,9 +17,9 @@
 
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
-#define PROF_SAMPLE_BUCKETS (1u << 14)
+#define PROF_SAMPLE_BUCKETS (1u << 12)
 #define PROF_SITE_BUCKETS (1u << 12)
-#define PROF_COUNT_BUCKETS (1u << 14)
+#define PROF_COUNT_BUCKETS (1u << 12)
 #define PROF_CHUNK ((size_t)64 << 10)
 
 /* An allocation site: one distinct stack. Written under prof_lock; never
@@ -27,29 +27,36 @@
 typedef struct prof_site {
 	struct prof_site *next;       /* in its hash chain */
 	struct prof_site *all;        /* every site, newest first */
-	struct prof_count *counts;    /* its counts, one per requested size */
+	struct prof_count *counts;    /* its counts, one per size key */
 	uint64_t hash;
 	uint32_t depth;
 	void *frames[PROF_DEPTH];
 } prof_site_t;
 
-/* The samples of one site and one requested size. A line of the profile
- * each: pprof scales a line by its average size, which is then exact
- * (lines that mixed sizes would under-count the small ones). */
+/* The samples of one site and one size key (prof_key): a line of the
+ * profile each. pprof scales a line by its average size s (each sample
+ * stands for 1 / (1 - exp(-s/rate)) objects); a line that mixes sizes is
+ * then off by at most x^2/12 of its bytes, x = s/rate of its largest size
+ * (s / (1 - exp(-x)) = rate (1 + x/2 + x^2/12 ...), and the first two terms
+ * add up the same mixed or not). So sizes up to rate/16 share one line per
+ * site (off by 0.03% at most); larger sizes get a line each. (A line per
+ * size made bench churn 16B-32K's profile hold thousands of lines, and
+ * fault 400 pages more to count them.) */
 typedef struct prof_count {
 	struct prof_count *next;      /* in its hash chain */
 	struct prof_count *site_next; /* the site's counts */
 	prof_site_t *site;
-	size_t size;
-	uint64_t live_n;  /* sampled blocks not freed yet */
-	uint64_t alloc_n; /* sampled since start */
+	size_t key;
+	uint64_t live_n, live_bytes;   /* sampled blocks not freed yet */
+	uint64_t alloc_n, alloc_bytes; /* sampled since start */
 } prof_count_t;
 
 /* A live sampled block. */
 typedef struct prof_sample {
 	struct prof_sample *next; /* in its hash chain, or the free list */
 	void *addr;
-	prof_count_t *count;
+	prof_count_t *count; /* NULL: a kept block (prof_release) */
+	size_t size;
 } prof_sample_t;
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
@@ -71,6 +78,19 @@ static prof_site_t *prof_all;
 static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
 uint8_t prof_filter[1u << PROF_FILTER_BITS];
+
+/* Freed sample blocks kept for the next samples, by their pages (1 to
+ * PROF_KEEP_PAGES, samples up to 32 KiB), PROF_KEEP_EACH of each at most
+ * (576 KiB in all): a sample then takes no page heap lock and, above all,
+ * no fresh page (a page fault costs 20-35 us on the 2-CPU VM bench/ ran
+ * on: at the default rate, churn 16B-32K's samples faulted 500 pages
+ * more than the same run without prof). A kept block stays in the sample
+ * table with no count, so that a second free of it is found and reported,
+ * and its page run stays allocated: nothing else can hand it out. */
+#define PROF_KEEP_PAGES 8
+#define PROF_KEEP_EACH 4
+static void *prof_kept[PROF_KEEP_PAGES][PROF_KEEP_EACH];
+static unsigned prof_kept_n[PROF_KEEP_PAGES];
 
 static void prof_lock(void)
 {
@@ -287,18 +307,19 @@ static unsigned sample_bucket(const void *p)
  * prof_carve may drop for a while). NULL if out of memory. */
 static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 {
-	unsigned cb = (unsigned)(((uintptr_t)site ^ size * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
+	size_t key = size > (size_t)prof_rate / 16 ? size : 0;
+	unsigned cb = (unsigned)(((uintptr_t)site ^ key * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
 		      (PROF_COUNT_BUCKETS - 1);
 	prof_count_t *c = prof_counts[cb];
-	while (c && (c->site != site || c->size != size))
+	while (c && (c->site != site || c->key != key))
 		c = c->next;
 	if (c == NULL) {
 		c = prof_carve(sizeof *c);
 		if (c == NULL)
 			return NULL;
 		c->site = site;
-		c->size = size;
-		c->live_n = c->alloc_n = 0;
+		c->key = key;
+		c->live_n = c->live_bytes = c->alloc_n = c->alloc_bytes = 0;
 		c->next = prof_counts[cb];
 		prof_counts[cb] = c;
 		c->site_next = site->counts;
@@ -307,27 +328,42 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 	return c;
 }
 
-/* Lists p as a live sample of c. Caller holds prof_lock. */
-static void prof_insert(void *p, prof_count_t *c)
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size);
+
+/* Lists p as a live sample of c, of `size` bytes. Caller holds
+ * prof_lock. */
+static void prof_insert(void *p, prof_count_t *c, size_t size)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (s != NULL)
 		prof_free_samples = s->next;
 	else if ((s = prof_carve(sizeof *s)) == NULL)
 		return;
+	prof_relist(s, p, c, size);
+}
+
+/* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size)
+{
 	s->addr = p;
 	s->count = c;
+	s->size = size;
 	unsigned b = sample_bucket(p);
 	s->next = prof_samples[b];
 	prof_samples[b] = s;
 	c->live_n++;
+	c->live_bytes += size;
 	uint8_t *f = &prof_filter[prof_filter_at(p)];
 	if (*f != 255)
 		__atomic_store_n(f, (uint8_t)(*f + 1), __ATOMIC_RELAXED);
 }
 
-/* Records the sampled block p. The stack is taken before the lock. */
-static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
+static prof_sample_t **prof_find(const void *p);
+static void prof_unlist(prof_sample_t **at);
+
+/* Records the sampled block p (`kept`: p was a kept block, listed already).
+ * The stack is taken before the lock. */
+static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret, bool kept)
 {
 	void *frames[PROF_DEPTH + 8];
 	unsigned n = os_unwind(frames, PROF_DEPTH + 8), start = 0;
@@ -342,6 +378,7 @@ static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
 	unsigned depth = n - start < PROF_DEPTH ? n - start : PROF_DEPTH;
 	void *const *stack = frames + start;
 	uint64_t h = stack_hash(stack, depth);
+	prof_sample_t **at;
 
 	prof_lock();
 	prof_site_t *site = prof_sites[h & (PROF_SITE_BUCKETS - 1)];
@@ -350,10 +387,8 @@ static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
 		site = site->next;
 	if (site == NULL) {
 		site = prof_carve(offsetof(prof_site_t, frames) + depth * sizeof(void *));
-		if (site == NULL) {
-			prof_unlock();
-			return;
-		}
+		if (site == NULL)
+			goto fail;
 		site->counts = NULL;
 		site->hash = h;
 		site->depth = depth;
@@ -367,28 +402,122 @@ static EBB_NOINLINE void prof_record(void *p, size_t size, void *ret)
 		prof_all = site;
 	}
 	prof_count_t *c = prof_count_get(site, size);
-	if (c != NULL) {
-		c->alloc_n++;
-		prof_insert(p, c);
+	if (c == NULL)
+		goto fail;
+	c->alloc_n++;
+	c->alloc_bytes += size;
+	/* A kept p is listed already (unless a double free of it was reported
+	 * meanwhile, which took it out). */
+	at = kept ? prof_find(p) : NULL;
+	if (at != NULL) {
+		(*at)->count = c;
+		(*at)->size = size;
+		c->live_n++;
+		c->live_bytes += size;
+	} else {
+		prof_insert(p, c, size);
 	}
+	prof_unlock();
+	return;
+fail:
+	if (kept && (at = prof_find(p)) != NULL) /* a plain page run now, unsampled */
+		prof_unlist(at);
 	prof_unlock();
 }
 
-/* Whether p starts a page-run or huge block: the only blocks that can be
- * sampled. Reads the span without a lock, as free does. */
-static bool prof_is_large(const void *p)
+/* The pages of the page-run block p starts (a huge one counts as more
+ * than PROF_KEEP_PAGES); 0 if p starts none: only those can be sampled.
+ * Reads the span without a lock, as free does. */
+static size_t prof_run_pages(const void *p)
 {
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
-	return s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s);
+	if (s == NULL || s->state != SPAN_LARGE || p != span_start(sb, s))
+		return 0;
+	return s->huge ? SIZE_MAX : s->npages;
+}
+
+static bool prof_is_large(const void *p)
+{
+	return prof_run_pages(p) != 0;
+}
+
+/* The sample's entry of p, or NULL. Caller holds prof_lock. */
+static prof_sample_t **prof_find(const void *p)
+{
+	prof_sample_t **at = &prof_samples[sample_bucket(p)];
+	while (*at && (*at)->addr != p)
+		at = &(*at)->next;
+	return *at ? at : NULL;
+}
+
+/* Takes the entry *at out of the table, and returns it; the caller
+ * relists it or puts it on the free list. Caller holds prof_lock. */
+static prof_sample_t *prof_unlink(prof_sample_t **at)
+{
+	prof_sample_t *s = *at;
+	*at = s->next;
+	uint8_t *f = &prof_filter[prof_filter_at(s->addr)];
+	if (*f != 255)
+		__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
+	if (s->count != NULL) {
+		s->count->live_n--;
+		s->count->live_bytes -= s->size;
+	}
+	return s;
+}
+
+/* Takes the entry *at out of the table for good. */
+static void prof_unlist(prof_sample_t **at)
+{
+	prof_sample_t *s = prof_unlink(at);
+	s->next = prof_free_samples;
+	prof_free_samples = s;
+}
+
+/* Takes p off its kept stack (it is there). Caller holds prof_lock. */
+static void prof_unkeep(void *p, size_t pages)
+{
+	unsigned k = (unsigned)pages - 1;
+	for (unsigned i = 0; i < prof_kept_n[k]; i++) {
+		if (prof_kept[k][i] == p) {
+			prof_kept[k][i] = prof_kept[k][--prof_kept_n[k]];
+			return;
+		}
+	}
+}
+
+/* p, sampled and freed already, is freed or reallocated again: reported;
+ * if on_error=warn returns, the profiler lets go of p (keeps it no more),
+ * so that whatever the caller does next, p is not handed out twice. */
+static void prof_kept_again(prof_sample_t **at, size_t pages, const char *func)
+{
+	void *p = (*at)->addr;
+	prof_unkeep(p, pages);
+	prof_unlist(at);
+	prof_unlock();
+	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
 }
 
 void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 {
 	prof_busy = true;
-	void *p = large_alloc(size, align, zero);
+	void *p = NULL;
+	size_t pages = (size + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT;
+	if (align <= EBB_PAGE_SIZE && pages - 1 < PROF_KEEP_PAGES) {
+		prof_lock();
+		unsigned k = (unsigned)pages - 1;
+		if (prof_kept_n[k] > 0)
+			p = prof_kept[k][--prof_kept_n[k]];
+		prof_unlock();
+		if (p != NULL && zero)
+			memset(p, 0, size);
+	}
+	bool kept = p != NULL;
+	if (p == NULL)
+		p = large_alloc(size, align, zero);
 	if (p != NULL)
-		prof_record(p, size, ret);
+		prof_record(p, size, ret, kept);
 	prof_busy = false;
 	return p;
 }
@@ -399,45 +528,88 @@ bool prof_adopt(void *q, size_t size, void *ret)
 	if (((uintptr_t)q & (EBB_PAGE_SIZE - 1)) != 0 || !prof_is_large(q))
 		return false;
 	prof_busy = true;
-	prof_record(q, size, ret);
+	prof_record(q, size, ret, false);
 	prof_busy = false;
 	return true;
 }
 
+/* The sample of p leaves the table: its entry, out of every list (the
+ * caller puts it back or on the free list), or NULL if p is not one. A
+ * kept block (freed already) is reported as `func`'s. */
+static prof_sample_t *prof_take(void *p, const char *func)
+{
+	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p))
+		return NULL;
+	size_t pages = prof_run_pages(p);
+	if (pages == 0)
+		return NULL;
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	prof_sample_t *s = NULL;
+	if (at != NULL && (*at)->count == NULL) {
+		prof_kept_again(at, pages, func);
+		return NULL;
+	}
+	if (at != NULL)
+		s = prof_unlink(at);
+	prof_unlock();
+	return s;
+}
+
 void *prof_detach(void *p)
 {
-	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))
-		return NULL;
-	prof_count_t *c = NULL;
-	prof_lock();
-	prof_sample_t **at = &prof_samples[sample_bucket(p)];
-	while (*at && (*at)->addr != p)
-		at = &(*at)->next;
-	prof_sample_t *s = *at;
-	if (s != NULL) {
-		*at = s->next;
-		c = s->count;
-		c->live_n--;
-		s->next = prof_free_samples;
-		prof_free_samples = s;
-		uint8_t *f = &prof_filter[prof_filter_at(p)];
-		if (*f != 255)
-			__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
-	}
-	prof_unlock();
-	return c;
+	return prof_take(p, "realloc");
 }
 
 void prof_attach(void *p, void *from)
 {
+	prof_sample_t *s = from;
 	prof_lock();
-	prof_insert(p, from);
+	if (p != NULL) {
+		prof_relist(s, p, s->count, s->size);
+	} else {
+		s->next = prof_free_samples;
+		prof_free_samples = s;
+	}
 	prof_unlock();
 }
 
 void prof_forget(void *p)
 {
-	prof_detach(p);
+	prof_sample_t *s = prof_take(p, "free");
+	if (s != NULL)
+		prof_attach(NULL, s);
+}
+
+bool prof_release(void *p)
+{
+	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p))
+		return false;
+	size_t pages = prof_run_pages(p);
+	if (pages == 0)
+		return false;
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	if (at == NULL) {
+		prof_unlock();
+		return false;
+	}
+	prof_count_t *c = (*at)->count;
+	if (c == NULL) {
+		prof_kept_again(at, pages, "free");
+		return true; /* on_error=warn: p is left alone */
+	}
+	if (pages <= PROF_KEEP_PAGES && prof_kept_n[pages - 1] < PROF_KEEP_EACH) {
+		c->live_n--;
+		c->live_bytes -= (*at)->size;
+		(*at)->count = NULL;
+		prof_kept[pages - 1][prof_kept_n[pages - 1]++] = p;
+		prof_unlock();
+		return true;
+	}
+	prof_unlist(at);
+	prof_unlock();
+	return false;
 }
 
 bool prof_holds(const void *p)
@@ -445,11 +617,10 @@ bool prof_holds(const void *p)
 	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))
 		return false;
 	prof_lock();
-	prof_sample_t *s = prof_samples[sample_bucket(p)];
-	while (s && s->addr != p)
-		s = s->next;
+	prof_sample_t **at = prof_find(p);
+	bool live = at != NULL && (*at)->count != NULL;
 	prof_unlock();
-	return s != NULL;
+	return live;
 }
 
 /* ---------------------------------------------------------------------------
@@ -530,9 +701,9 @@ int prof_dump(const char *path)
 	for (prof_site_t *s = prof_all; s; s = s->all) {
 		for (prof_count_t *c = s->counts; c; c = c->site_next) {
 			live_n += c->live_n;
-			live_bytes += c->live_n * c->size;
+			live_bytes += c->live_bytes;
 			alloc_n += c->alloc_n;
-			alloc_bytes += c->alloc_n * c->size;
+			alloc_bytes += c->alloc_bytes;
 		}
 	}
 	prof_out_t *o = &out;
@@ -547,8 +718,8 @@ int prof_dump(const char *path)
 	for (prof_site_t *s = prof_all; s; s = s->all) {
 		for (prof_count_t *c = s->counts; c; c = c->site_next) {
 			out_fmt(o, "%llu: %llu [%llu: %llu] @", (unsigned long long)c->live_n,
-				(unsigned long long)(c->live_n * c->size), (unsigned long long)c->alloc_n,
-				(unsigned long long)(c->alloc_n * c->size));
+				(unsigned long long)c->live_bytes, (unsigned long long)c->alloc_n,
+				(unsigned long long)c->alloc_bytes);
 			for (uint32_t i = 0; i < s->depth; i++)
 				out_hex(o, (uintptr_t)s->frames[i]);
 			out_str(o, "\n");
@@ -603,9 +774,11 @@ static void prof_leak_report(void)
 	for (prof_site_t *s = prof_all; s; s = s->all) {
 		double b = 0, n = 0;
 		for (prof_count_t *c = s->counts; c; c = c->site_next) {
-			double sc = prof_scale(c->size);
+			if (c->live_n == 0)
+				continue;
+			double sc = prof_scale(c->live_bytes / c->live_n);
 			n += (double)c->live_n * sc;
-			b += (double)(c->live_n * c->size) * sc;
+			b += (double)c->live_bytes * sc;
 		}
 		if (n == 0)
 			continue;

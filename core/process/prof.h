@@ -51,7 +51,7 @@ extern bool prof_on;
  * run that is not sampled (most of them) costs a hash and a load instead of
  * the span lookup and the lock. Readers may read it without a lock: a block
  * reaches the program after its sample was counted here. */
-#define PROF_FILTER_BITS 16
+#define PROF_FILTER_BITS 15
 extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
 EBB_INLINE unsigned prof_filter_at(const void *p)
@@ -90,10 +90,15 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
 EBB_NOINLINE bool prof_adopt(void *q, size_t size, void *ret);
 /* p (page aligned) is about to be freed: forgets it if it is a sampled block. */
 EBB_NOINLINE void prof_forget(void *p);
+/* free's variant of prof_forget: true if the profiler took p (a sampled
+ * block it keeps for the next samples; or one freed twice, reported), and
+ * the caller must not free it; false: free it. */
+bool prof_release(void *p);
 /* A realloc of a sampled block: prof_detach forgets p and returns its
  * record's handle (NULL if p is not a live sampled block); prof_attach lists
  * p as that sample again (same stack, same size) when the realloc left it
- * where it was. */
+ * where it was, or with p NULL drops the record. Every handle goes back
+ * through prof_attach. */
 void *prof_detach(void *p);
 void prof_attach(void *p, void *from);
 /* Whether p is a live sampled block. */

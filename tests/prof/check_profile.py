@@ -13,6 +13,7 @@ and checks what they say against the truth the program knows.
   check_profile.py leaks PROG            prof_leaks=1 names leak_here, about 8 MiB
   check_profile.py fork PROG             parent's and child's profiles, each its own sites
   check_profile.py realloc PROG          blocks grown and shrunk by realloc: live bytes per site within 10%
+  check_profile.py double_free PROG      a sampled block freed twice: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
@@ -112,6 +113,22 @@ def realloc_sites(prog, tmp):
     print("  shrink   %7.2f MiB (truth 0.005 MiB)" % shrunk)
     if shrunk > 0.5:
         fail("shrink_site: %.2f MiB live, its blocks are 16 B now" % shrunk)
+
+
+def double_free(prog, tmp):
+    """A freed sample block the profiler keeps for reuse is still caught
+    when freed again."""
+    env = dict(os.environ)
+    env["EBB_OPTIONS"] = "prof=1,prof_sample=1"
+    r = subprocess.run([prog, "double_free"], env=env, capture_output=True, text=True, timeout=60)
+    m = re.search(r"block (0x[0-9a-f]+)", r.stdout)
+    print("  exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout.strip(), r.stderr.strip()[-300:]))
+    if m is None:
+        fail("the program printed no block address")
+    if r.returncode != -6:
+        fail("a double free of a sampled block: want SIGABRT (-6), got %d" % r.returncode)
+    if "double free" not in r.stderr or m.group(1) not in r.stderr:
+        fail("the report does not name the double free of %s: %r" % (m.group(1), r.stderr))
 
 
 def go_units(v, unit):
@@ -263,6 +280,8 @@ def main():
             fork(sys.argv[2], tmp)
         elif mode == "realloc":
             realloc_sites(sys.argv[2], tmp)
+        elif mode == "double_free":
+            double_free(sys.argv[2], tmp)
         elif mode == "threads":
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":

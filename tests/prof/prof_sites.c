@@ -12,6 +12,9 @@
  *                              from 1 KiB to 64 KiB (each step moves them);
  *                              shrink_site had 20 MiB of 64 KiB blocks and
  *                              shrank each to 16 B; site_b keeps 10 MiB
+ *   prof_sites double_free     frees a sampled block twice (run with
+ *                              prof_sample=1): must die by SIGABRT with a
+ *                              report naming the address it printed
  *   prof_sites threads OUT     4 threads allocate and free at random, while
  *                              the main thread writes profiles (TSan)
  *
@@ -208,6 +211,18 @@ int main(int argc, char **argv)
 		shrink_site(&c, 20 * MiB);
 		site_b(&b, 10 * MiB);
 		return dump(argv[2]);
+	}
+	if (argc >= 2 && strcmp(argv[1], "double_free") == 0) {
+		/* The first free keeps the block for the next sample: the second
+		 * must still be caught, and the block never handed out twice. */
+		char *p = checked(T_MALLOC(3000));
+		printf("block %p\n", (void *)p);
+		fflush(stdout);
+		T_FREE(p);
+		T_FREE(p);
+		char *q = checked(T_MALLOC(3000)), *r = checked(T_MALLOC(3000));
+		printf("survived: %p %p\n", (void *)q, (void *)r);
+		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "leak") == 0) {
 		keep_t noise = {0};
