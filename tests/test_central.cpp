@@ -70,11 +70,13 @@ TEST_CASE("flushed batches come back from the transfer stack, newest first", "[c
 	const size_class_t &k = size_classes[cls];
 	std::vector<void *> batch = refill(1, cls, k.batch, true);
 	REQUIRE(batch.size() == k.batch);
+	// The carve put the span's other whole batches on the stack already.
+	uint64_t carved = class_stats(cls).transfer_blocks;
 	flush(1, cls, batch);
-	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
+	REQUIRE(class_stats(cls).transfer_blocks == carved + k.batch);
 	std::vector<void *> again = refill(1, cls, k.batch, true);
 	REQUIRE(again == batch);
-	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	REQUIRE(class_stats(cls).transfer_blocks == carved);
 	flush(1, cls, again);
 	central_drain(false, nullptr);
 }
@@ -112,9 +114,11 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	uint64_t spans = class_stats(cls).spans;
 	REQUIRE(spans >= 1);
 	// The thread migrated: it frees on CPU 3. The batch waits on CPU 3's
-	// transfer stack, still counted as used by its home span.
+	// transfer stack (besides the batches the carve left on CPU 0's),
+	// still counted as used by its home span.
+	uint64_t carved = class_stats(cls).transfer_blocks;
 	flush(3, cls, v);
-	REQUIRE(class_stats(cls).transfer_blocks == k.batch);
+	REQUIRE(class_stats(cls).transfer_blocks == carved + k.batch);
 	// Draining returns the blocks to their home (CPU 0): the span empties.
 	central_drain(false, nullptr);
 	REQUIRE(class_stats(cls).used_blocks == 0);
@@ -250,15 +254,18 @@ TEST_CASE("transfer stacks under contention never hand one batch to two threads"
 	const size_class_t &k = size_classes[cls];
 	const unsigned cpu = 5, threads = 4, iterations = 200000;
 	central_drain(false, nullptr);
-	// Seed the list with transfer_cap batches whose tag words are clear.
+	// Seed the list with transfer_cap batches whose tag words are clear
+	// (the batches the carves put on the stack meanwhile go to their spans
+	// first, so that only the seed's fill it).
 	std::vector<std::vector<void *>> seed;
 	for (unsigned i = 0; i < k.transfer_cap; i++) {
-		std::vector<void *> v = refill(cpu, cls, k.batch, false);
+		std::vector<void *> v = refill(cpu, cls, k.batch, true);
 		REQUIRE(v.size() == k.batch);
 		for (void *b : v)
 			__atomic_store_n(&((uint64_t *)b)[2], 0, __ATOMIC_RELAXED);
 		seed.push_back(v);
 	}
+	central_drain(false, nullptr);
 	for (auto &v : seed)
 		flush(cpu, cls, v);
 	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
@@ -289,4 +296,53 @@ TEST_CASE("transfer stacks under contention never hand one batch to two threads"
 	CHECK(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
 	central_drain(false, nullptr);
 	CHECK(class_stats(cls).transfer_blocks == 0);
+}
+
+// A new span's blocks beyond the refill's batch: whole batches wait on the
+// transfer stack (bin marks, no link), counted as out of the span; the next
+// refills take them; all of them are the span's, each handed out once, and
+// the span goes back when they are all flushed and drained.
+TEST_CASE("a carve puts the new span's other whole batches on the transfer stack", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 6;
+	central_drain(false, nullptr);
+	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	uint64_t used0 = class_stats(cls).used_blocks, spans0 = class_stats(cls).spans;
+	const unsigned nodes = std::min<unsigned>((k.blocks - k.batch) / k.batch, k.transfer_cap);
+	REQUIRE(nodes >= 1);
+	std::set<void *> seen;
+	std::vector<void *> all;
+	for (unsigned i = 0; i <= nodes; i++) {
+		std::vector<void *> v = refill(cpu, cls, k.batch, true);
+		REQUIRE(v.size() == k.batch);
+		for (void *b : v) {
+			REQUIRE(seen.insert(b).second);
+			REQUIRE(((void **)b)[0] == nullptr);
+			REQUIRE(((uint64_t *)b)[1] == freelist_mark_of(b, freelist_mark));
+		}
+		all.insert(all.end(), v.begin(), v.end());
+		if (i == 0) {
+			CHECK(class_stats(cls).transfer_blocks == (uint64_t)nodes * k.batch);
+			CHECK(class_stats(cls).used_blocks == used0 + (uint64_t)(nodes + 1) * k.batch);
+			CHECK(class_stats(cls).spans == spans0 + 1);
+		}
+	}
+	// Every block came from that one span.
+	superblock_t *sb = superblock_of(all[0]);
+	unsigned first = sb->pagemap[superblock_page_index(all[0])];
+	for (void *b : all) {
+		REQUIRE(superblock_of(b) == sb);
+		REQUIRE(sb->pagemap[superblock_page_index(b)] == first);
+	}
+	CHECK(class_stats(cls).transfer_blocks == 0);
+	CHECK(class_stats(cls).spans == spans0 + 1);
+	for (size_t i = 0; i < all.size(); i += k.batch)
+		flush(cpu, cls, std::vector<void *>(all.begin() + i, all.begin() + i + k.batch));
+	central_drain(false, nullptr);
+	CHECK(class_stats(cls).used_blocks == used0);
+	CHECK(class_stats(cls).spans == spans0);
 }

@@ -178,11 +178,30 @@ void central_span_retire(central_t *c, span_t *s)
 	c->spans_returned++;
 }
 
+/* Most transfer nodes one refill fills from the spans it carves (a span
+ * holds at most 64 KiB of blocks: 64 batches of 1 KiB at 32 bytes). */
+#define CARVE_NODES_MAX 64
+
 /* Carves a new span for c from the page heap of `cpu`, and hands its first
- * `want` blocks (at most all) straight to out[], with their bin marks, as a
- * span_take right after the carve would: they never go on the span's free
- * list. No lock held; the span is the caller's alone until it links it. */
-static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out)
+ * `want` blocks (at most all) straight to out[] (*given of them), with
+ * their bin marks, as a span_take right after the carve would: they never
+ * go on the span's free list. Of the rest, whole batches go into transfer
+ * nodes that c has spare (at most *nnodes, held[]; *nnodes is set to the
+ * nodes filled), also with bin marks, for the caller to push on c's full
+ * stack once the span is linked; the remainder goes on the span's free
+ * list. Those blocks are out of the span (in `used`) from here on, as a
+ * flushed batch's are.
+ *
+ * Why nodes: a block listed at the carve and taken by a later refill costs
+ * about 20 instructions (its link and span mark written, then its mark and
+ * link checked and both words rewritten); one put in a node costs its mark
+ * and its address, and the refill that takes the batch copies 32 addresses.
+ * A program that builds a large structure takes every block this way.
+ *
+ * No lock held; the span is the caller's alone until it links it, and the
+ * nodes are the caller's until it pushes them. */
+static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out, unsigned *given,
+			  unsigned *held, unsigned *nnodes)
 {
 	const size_class_t *k = &size_classes[c->cls];
 	span_t *s = page_heap_alloc(page_heap_for_cpu(cpu), k->pages, 1, SPAN_CENTRAL);
@@ -195,6 +214,18 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out)
 	s->u.central.given_back = 0;
 	s->in_partial = 0; /* a full span is linked nowhere */
 	unsigned n = want < k->blocks ? want : k->blocks;
+	/* Nodes for whole batches of the rest, while the list's full stack has
+	 * room (as a flush would look). */
+	unsigned nodes = 0;
+	while (nodes < *nnodes && (nodes + 1) * k->batch <= k->blocks - n &&
+	       TRANSFER_COUNT(atomic_load_u64(&c->full)) + nodes < k->transfer_cap) {
+		int i = node_get(c);
+		if (i < 0)
+			break;
+		held[nodes++] = (unsigned)i;
+	}
+	*nnodes = nodes;
+	unsigned in_nodes = n + nodes * k->batch;
 	/* Every other block goes on the span's free list now, in address order
 	 * (the next refill hands out the next blocks), before the pages get
 	 * their class: free() then never meets a block start that is not a
@@ -205,22 +236,32 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out)
 	uint64_t key = freelist_mark;
 	char *base = span_start(span_superblock(s), s);
 	void *head = EBB_LIST_END;
-	for (unsigned i = k->blocks; i-- > n;) {
+	for (unsigned i = k->blocks; i-- > in_nodes;) {
 		void *b = base + (size_t)i * k->size;
 		TRACK_CARVED(b);
 		freelist_span_link(b, head, key);
 		head = b;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		void *b = base + (size_t)i * k->size;
+	char *b = base;
+	for (void **o = out, **end = out + n; o < end; o++, b += k->size) {
 		TRACK_CARVED(b);
 		*(void **)b = NULL;
 		freelist_set_mark(b, key);
-		out[i] = b;
+		*o = b;
 	}
-	s->used = n;
+	for (unsigned j = 0; j < nodes; j++) {
+		void **o = node_at(c, held[j])->blocks;
+		for (void **end = o + k->batch; o < end; o++, b += k->size) {
+			TRACK_CARVED(b);
+			*(void **)b = NULL;
+			freelist_set_mark(b, key);
+			*o = b;
+		}
+	}
+	s->used = in_nodes;
 	s->u.central.free_head = head;
-	s->u.central.free_count = k->blocks - n;
+	s->u.central.free_count = k->blocks - in_nodes;
+	*given = n;
 	/* Before any block of the span can be freed, free() must find its class. */
 	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
 	return s;
@@ -307,6 +348,8 @@ static bool span_full(const span_t *s)
 static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carve, void **out)
 {
 	unsigned got = 0;
+	unsigned held[CARVE_NODES_MAX]; /* nodes filled by span_carve, for c's full stack */
+	unsigned nheld = 0;
 
 	lock_acquire(&c->lock);
 	while (got < want) {
@@ -323,19 +366,18 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			lock_release(&c->lock);
-			s = span_carve(c, cpu, want - got, out + got);
+			unsigned given, nodes = CARVE_NODES_MAX - nheld;
+			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
-				CENTRAL_CHECK(c);
-				lock_release(&c->lock);
-				if (got) /* a short batch beats none */
-					return got;
-				errno = ENOMEM;
-				return 0;
+				if (got == 0) /* else a short batch beats none */
+					errno = ENOMEM;
+				break;
 			}
+			nheld += nodes;
 			c->spans++;
 			c->spans_carved++;
-			got += s->used;
+			got += given;
 			c->used_blocks += s->used;
 			if (!span_full(s))
 				partial_push_head(c, s);
@@ -349,6 +391,11 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 	}
 	CENTRAL_CHECK(c);
 	lock_release(&c->lock);
+	/* The carved batches become visible only now, with their spans linked
+	 * and counted: a block taken from one and freed finds its span as a
+	 * flushed batch's block would. */
+	for (unsigned i = 0; i < nheld; i++)
+		tstack_push(c, &c->full, held[i]);
 	return got;
 }
 
@@ -403,33 +450,49 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
  * Flush
  * ------------------------------------------------------------------------- */
 
-/* Blocks of one span, consecutive in a flush, already linked into a chain
- * (head .. tail, n blocks, span marks written) outside any lock. */
-typedef struct span_run {
-	span_t *s;
-	void *head, *tail;
-	unsigned n;
-} span_run_t;
-
-/* Blocks release_to_spans validates before it splices them. */
+/* Most blocks release_to_spans gives back under one hold of a home's lock:
+ * the lock is dropped and taken again after that many, so that a refill on
+ * the home's CPU never waits for more than one chunk's work. */
 #define RELEASE_CHUNK 64
 
-/* Puts run r (linked, n blocks) on its span's free list: O(1). This is
- * release_to_spans' step under the lock, and where a span whose blocks are
- * all back (s->used == 0) leaves its list for the page heap. Caller holds
- * the home's lock; r->n <= s->used. */
-static void run_splice(central_t *home, span_run_t *r, span_t **empties)
+/* b failed release_to_spans' test of a block of class cls: reports why
+ * (block.h's full test words it). */
+static EBB_COLD EBB_NOINLINE void release_bad(void *b, unsigned cls)
 {
-	span_t *s = r->s;
-	*(void **)r->tail = s->u.central.free_head;
-	s->u.central.free_head = r->head;
-	s->u.central.free_count += r->n;
-	s->used -= r->n;
-	home->used_blocks -= r->n;
-	if (s->used == 0 && !s->u.central.purging) { /* else the purge pass retires it */
-		central_span_retire(home, s);
-		s->next = *empties;
-		*empties = s;
+	span_t *s;
+	const char *why;
+	if (block_lookup(b, &s, &why) != cls)
+		report_bad_pointer("free", b, why ? why : "not a block of this allocator");
+	else
+		report_bad_pointer("free", b, "not a block of this allocator");
+}
+
+/* Switches the lock release_to_spans holds from `locked` (or none) to
+ * `home`. */
+static EBB_NOINLINE central_t *release_relock(central_t *locked, central_t *home)
+{
+	if (locked) {
+		CENTRAL_CHECK(locked);
+		lock_release(&locked->lock);
+	}
+	lock_acquire(&home->lock);
+	return home;
+}
+
+/* Puts the run of n blocks that release_chunk chained (head: the last one
+ * of them, its chain ending in s's old free_head) on s. Caller holds s's
+ * home's lock, `home`; n <= s->used. */
+static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n, span_t **empties)
+{
+	s->u.central.free_head = head;
+	s->u.central.free_count += n;
+	home->used_blocks -= n;
+	if ((s->used -= n) == 0) {
+		if (!s->u.central.purging) { /* else the purge pass retires it */
+			central_span_retire(home, s);
+			s->next = *empties;
+			*empties = s;
+		}
 	} else if (!s->in_partial) {
 		/* Just got its first blocks back: nearly full spans are handed
 		 * out first, so that emptier ones (drifting to the end of the
@@ -438,141 +501,107 @@ static void run_splice(central_t *home, span_run_t *r, span_t **empties)
 	}
 }
 
-/* A run longer than its span has blocks out: a double free. Splices the
- * blocks in flush order (the chain's reverse) while the span has blocks out,
- * and reports the rest, as a block-by-block return would. Caller holds the
- * home's lock. */
-static EBB_COLD void run_overflow(central_t *home, span_run_t *r, span_t **empties)
-{
-	void *chain[RELEASE_CHUNK];
-	const char *base = span_start(span_superblock(r->s), r->s);
-	const size_class_t *k = &size_classes[r->s->cls];
-	unsigned n = 0;
-	for (void *b = r->head; n < r->n; b = freelist_span_next(b)) {
-		chain[n++] = b;
-		if (b == r->tail || !span_link_in(k, base, freelist_span_next(b)))
-			break;
-	}
-	while (n-- > 0) {
-		void *b = chain[n];
-		if (r->s->used == 0) {
-			freelist_lost_mark("free", b);
-			continue;
-		}
-		span_run_t one = {r->s, b, b, 1};
-		run_splice(home, &one, empties);
-	}
-}
-
-/* The span of block b, which must be a block of class cls (block.h's test,
- * made of its parts so that the superblock's registry check is skipped when
- * b shares the last block's superblock, *sb_slot); *lo is set to the span's
- * first block. NULL (after a report) if b is not such a block. */
-static inline span_t *release_lookup(void *b, unsigned cls, const size_class_t *k, uintptr_t *sb_slot,
-				     const char **lo)
-{
-	if ((uintptr_t)b >> EBB_SB_SHIFT != *sb_slot) {
-		if (EBB_UNLIKELY(registry_get(b) != REG_HEADER))
-			goto bad;
-		*sb_slot = (uintptr_t)b >> EBB_SB_SHIFT;
-	}
-	superblock_t *sb = superblock_of(b);
-	unsigned page = superblock_page_index(b);
-	if (EBB_UNLIKELY(sb->page_class[page] != cls))
-		goto bad;
-	unsigned first = sb->pagemap[page];
-	if (EBB_UNLIKELY(!block_offset_ok(block_offset(sb, page, b), k->block_mul, k->block_limit)))
-		goto bad;
-	*lo = superblock_page_addr(sb, first);
-	return superblock_span_at(sb, first);
-bad:;
-	span_t *s;
-	const char *why;
-	if (block_lookup(b, &s, &why) != cls)
-		report_bad_pointer("free", b, why ? why : "not a block of this allocator");
-	return NULL;
-}
-
-/* Gives each block back to its span; empty spans go back to the page heap.
- * Every block is checked again (block.h, and its class), and must carry its
- * bin mark: this is what keeps the span free lists, which are linked through
- * the blocks, clean. A bad block is reported and dropped (leaked). The
- * checks and the linking happen outside any lock, per chunk of blocks: the
- * blocks of one span that are consecutive in the flush become one chain (a
- * run); then each run is spliced under its home's lock, which is kept across
- * runs of the same home. */
+/* Gives each block back to its span; a span whose blocks are then all back
+ * joins *empties (for the page heap, without the lock). Every block is
+ * checked again (block.h's test and its class) and must carry its bin mark:
+ * this is what keeps the span free lists, which are linked through the
+ * blocks, clean. A bad block is reported and dropped (leaked).
+ *
+ * One pass, under the home's lock, in flush order. A block inside the last
+ * block's span (a reverse-order flush: a whole span's worth in a row) costs
+ * the block-start test, the mark test and two stores into the block, which
+ * extend the run's chain; the descriptor is written once per run
+ * (run_close). Any other block costs the lookup (the registry read skipped
+ * while the superblock stays the same, then page class, pagemap, block
+ * start, home) and closes the previous run.
+ *
+ * Why under the lock: an earlier version tested and chained the blocks
+ * outside it and spliced one chain per run under it, to hold it for less.
+ * But a flush in random order puts almost every block on a span of its own,
+ * so each block paid the lookup, a run record written and read back, and a
+ * splice under the lock anyway: 92 instructions per block in bench/fastpath's
+ * random batch, 65 now (reverse: 27, now 26). The lock is held for at most
+ * RELEASE_CHUNK blocks; what moved under it reads lines this thread has just
+ * written (the block, whose mark free wrote) and the superblock's maps,
+ * which stay shared-clean.
+ *
+ * A double free shows as a block without its bin mark (the other copy is
+ * out, or back on its span with the span mark, or earlier in this flush),
+ * or as one block more than its span has out (read under the home's lock,
+ * which guards it): either is reported and the block dropped, exactly as a
+ * block-by-block return would. */
 static void release_chunk(unsigned cls, void *const *blocks, unsigned count, span_t **empties)
 {
-	uint64_t key = freelist_mark;
+	const uint64_t key = freelist_mark;
 	const size_class_t *k = &size_classes[cls];
 	const uint64_t span_bytes = (uint64_t)k->blocks * k->size;
-	span_run_t runs[RELEASE_CHUNK];
-	unsigned nruns = 0;
-	/* The current run, in registers: s's blocks start at lo. */
+	central_t *locked = NULL;
+	/* The run: blocks of span s (whose blocks start at lo) consecutive in
+	 * the flush, n of them, chained from head onto s's free list (n never
+	 * above s->used, which stays as it was until run_close). run_bytes is
+	 * the span's block bytes while a run is open, 0 (no offset is below
+	 * it) while none is: one compare tells a block of the run. */
 	span_t *s = NULL;
 	const char *lo = NULL;
-	void *head = EBB_LIST_END, *tail = NULL;
-	unsigned n = 0;
-	uintptr_t sb_slot = UINTPTR_MAX;
-	for (unsigned i = 0; i < count; i++) {
-		void *b = blocks[i];
+	uint64_t run_bytes = 0;
+	void *head = NULL;
+	uint32_t n = 0;
+	uintptr_t sb_seen = 1; /* the superblock whose registry slot was read */
+	for (void *const *at = blocks, *const *end = blocks + count; at < end; at++) {
+		void *b = *at;
 		uint64_t off = (uint64_t)((const char *)b - lo);
-		if (EBB_LIKELY(s != NULL && off < span_bytes)) {
-			/* Inside the last block's span: only the block-start test. */
-			if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit))) {
-				report_bad_pointer("free", b, "not the start of a block");
-				continue;
+		if (EBB_UNLIKELY(off >= run_bytes)) {
+			if (s != NULL) {
+				run_close(locked, s, head, n, empties);
+				s = NULL;
+				run_bytes = 0;
 			}
-		} else {
-			const char *nlo;
-			span_t *ns = release_lookup(b, cls, k, &sb_slot, &nlo);
-			if (EBB_UNLIKELY(ns == NULL))
-				continue;
-			if (n != 0)
-				runs[nruns++] = (span_run_t){s, head, tail, n};
+			uintptr_t in_sb = (uintptr_t)b & (EBB_SB_SIZE - 1);
+			superblock_t *sb = (superblock_t *)((uintptr_t)b - in_sb);
+			if ((uintptr_t)sb != sb_seen) {
+				if (EBB_UNLIKELY(registry_get(b) != REG_HEADER))
+					goto bad;
+				sb_seen = (uintptr_t)sb;
+			}
+			unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
+			if (EBB_UNLIKELY(sb->page_class[page] != cls))
+				goto bad;
+			unsigned first = sb->pagemap[page];
+			const char *nlo = (const char *)superblock_page_addr(sb, first);
+			off = (uint64_t)((const char *)b - nlo);
+			if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit)))
+				goto bad;
+			span_t *ns = superblock_span_at(sb, first);
+			/* The home is stable while we hold one of the span's
+			 * blocks: the span cannot empty, so it stays CENTRAL. (A
+			 * block freed twice may read a stale home; its mark or
+			 * `used` catches it below, under whichever lock.) */
+			central_t *home = ns->u.central.home;
+			if (EBB_UNLIKELY(home != locked))
+				locked = release_relock(locked, home);
 			s = ns;
 			lo = nlo;
-			head = EBB_LIST_END;
-			tail = b;
+			run_bytes = span_bytes;
+			head = s->u.central.free_head;
 			n = 0;
+		} else if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit))) {
+			goto bad;
 		}
-		/* A block that lost its mark was freed twice (the other copy is
-		 * out, or already back in its span with the span mark, or earlier
-		 * in this flush). */
 		uint64_t mark = freelist_mark_of(b, key);
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, mark))) {
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, mark) || n == s->used)) {
 			freelist_lost_mark("free", b);
 			continue;
 		}
-		if (n == 0)
-			tail = b;
 		*(void **)b = head;
 		freelist_put_mark(b, mark ^ 1u);
 		head = b;
 		n++;
+		continue;
+bad:
+		release_bad(b, cls);
 	}
-	if (n != 0)
-		runs[nruns++] = (span_run_t){s, head, tail, n};
-	central_t *locked = NULL;
-	for (span_run_t *q = runs; q < runs + nruns; q++) {
-		/* The home is stable while we hold one of the span's blocks: the
-		 * span cannot empty, so it stays on its list. */
-		central_t *home = q->s->u.central.home;
-		if (home != locked) {
-			if (locked) {
-				CENTRAL_CHECK(locked);
-				lock_release(&locked->lock);
-			}
-			lock_acquire(&home->lock);
-			locked = home;
-		}
-		/* More blocks than the span has out: a double free. s->used is
-		 * read under the home's lock, which guards it. */
-		if (EBB_UNLIKELY(q->n > q->s->used))
-			run_overflow(home, q, empties);
-		else
-			run_splice(home, q, empties);
-	}
+	if (s != NULL)
+		run_close(locked, s, head, n, empties);
 	if (locked) {
 		CENTRAL_CHECK(locked);
 		lock_release(&locked->lock);

@@ -11,11 +11,13 @@
  * A refill pops a transfer batch or gathers a batch from partial spans;
  * when the list has neither, it takes a transfer batch of one of the next
  * few CPUs' lists (what consumers there flushed), and only then carves a new
- * span from the page heap. A flush pushes whole batches while the list has a
- * spare node; the rest goes back to the blocks' own spans: validated and
- * chained per span outside any lock, then spliced under the home list's lock
- * once per run of a span; a span whose blocks are then all free goes back to
- * the page heap at once.
+ * span from the page heap (the batch asked for goes to the caller, further
+ * whole batches of the new span into spare transfer nodes, the rest onto its
+ * free list). A flush pushes whole batches while the list has a spare node;
+ * the rest goes back to the blocks' own spans, under the home list's lock:
+ * each block validated and chained with the blocks of its span that come
+ * right before it, the span's fields written once per such run; a span whose
+ * blocks are then all free goes back to the page heap at once.
  *
  * Transfer nodes: each list owns transfer_cap nodes (an array in meta.c
  * memory, resident once used, never unmapped: a stale pointer to a node
