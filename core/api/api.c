@@ -268,8 +268,8 @@ EBB_INLINE void *prof_malloc_at(size_t size)
  * on the fast path. */
 static EBB_NOINLINE void prof_free_page(void *p)
 {
-	prof_forget(p);
-	tcache_free(p);
+	if (!prof_release(p))
+		tcache_free(p);
 }
 
 /* A page-aligned small block (page class not 0: the 4 KiB-multiple classes,
@@ -294,30 +294,60 @@ static void *prof_calloc_at(size_t count, size_t size, void *ret)
 	return calloc_impl(count, size);
 }
 
-/* A sampled p moves out to a plain block (its sample ends), and a realloc
- * that is sampled moves to a sampled block; the rest is realloc_impl. */
-static void *prof_realloc_at(void *p, size_t size, void *ret)
+/* The block q a realloc moved to is sampled: recorded as it is if it is a
+ * page run, else moved once more, into a sample block (without one, q
+ * stays, unsampled). */
+static void *prof_realloc_sample(void *q, size_t size, void *ret)
+{
+	if (prof_adopt(q, size, ret))
+		return q;
+	void *s = prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+	if (s == NULL)
+		return q;
+	memcpy(s, q, size);
+	tcache_free(q);
+	return s;
+}
+
+/* A realloc allocates (is counted, and may be sampled) only when the block
+ * moves: one that grows or shrinks in place allocates nothing, as in
+ * tcmalloc. (Counting every call sampled a string grown a little at a time
+ * past a few pages at nearly every step, and each sample moved and copied
+ * it: bench realloc string ran 3 times slower.) So a sampled p resized in
+ * place stays sampled as it was (its stack and size), as in tcmalloc; one
+ * that moves is a free and a new allocation. Only a page-aligned p can be
+ * sampled. */
+static EBB_NOINLINE void *prof_realloc_page(void *p, size_t size, void *ret)
 {
 	if (p == NULL)
 		return prof_tick(size) && prof_should_sample(size) ? prof_alloc(size, EBB_MIN_ALIGN, false, ret)
 								      : tcache_alloc(size);
-	bool was_sampled = prof_holds(p);
-	if (size == 0 || size > EBB_MAX_REQUEST) {
-		if (size == 0 && was_sampled)
-			prof_forget(p);
-		return realloc_impl(p, size);
+	void *was = prof_detach(p);
+	void *q = realloc_impl(p, size);
+	if (was != NULL) {
+		if (q == p || (q == NULL && size != 0)) {
+			prof_attach(p, was); /* in place, or failed and p untouched */
+			return q;
+		}
+		prof_attach(NULL, was);
 	}
-	bool sample = prof_tick(size) && prof_should_sample(size);
-	if (!sample && !was_sampled)
-		return realloc_impl(p, size);
-	block_info_t b;
-	if (!block_info(p, "realloc", &b))
-		return NULL;
-	void *q = sample ? prof_alloc(size, EBB_MIN_ALIGN, false, ret) : tcache_alloc(size);
-	if (q == NULL)
-		return NULL; /* p is untouched, and still sampled if it was */
-	memcpy(q, p, b.usable < size ? b.usable : size);
-	prof_free_at(p);
+	if (q != NULL && q != p && prof_tick(size) && prof_should_sample(size))
+		q = prof_realloc_sample(q, size, ret);
+	return q;
+}
+
+static EBB_NOINLINE void *prof_realloc_moved(void *q, size_t size, void *ret)
+{
+	return prof_should_sample(size) ? prof_realloc_sample(q, size, ret) : q;
+}
+
+EBB_INLINE void *prof_realloc_at(void *p, size_t size, void *ret)
+{
+	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) && (p == NULL || prof_may_hold(p)))
+		return prof_realloc_page(p, size, ret);
+	void *q = realloc_impl(p, size);
+	if (EBB_UNLIKELY(q != p) && q != NULL && prof_tick(size))
+		return prof_realloc_moved(q, size, ret);
 	return q;
 }
 
