@@ -142,6 +142,8 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 		       freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
 		TCACHE_TOP_MOVE(tc->top[cls], 1);
 		freelist_clear_mark(block);
+		if (block == NULL) /* never (a bin holds block addresses): spares the caller's test */
+			__builtin_unreachable();
 		return block;
 	}
 	return NULL;
