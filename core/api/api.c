@@ -64,8 +64,10 @@ static bool block_info(const void *p, const char *func, block_info_t *out)
 		report_bad_pointer(func, p, why);
 		return false;
 	}
+	/* A page run (p's registry slot is a superblock header: block_lookup
+	 * saw it) is found inline, realloc of a long string asks this. */
 	superblock_t *sb;
-	span_t *s = superblock_span_lookup(p, &sb);
+	span_t *s = registry_get(p) == REG_HEADER ? superblock_span_in(p, &sb) : superblock_span_lookup(p, &sb);
 	if (s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s)) {
 		out->usable = large_usable(s);
 		out->large = s;
@@ -191,7 +193,18 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
 	return q;
 }
 
-static void *realloc_impl(void *p, size_t size)
+/* A block that realloc grows to at least this many bytes moves to a
+ * mapping of its own (a huge block, huge.c), if it must move: its next
+ * growth is then an mremap, which moves page tables instead of copying the
+ * contents and fills the new pages from freed huge blocks, instead of a
+ * copy into a larger page run that leaves the old one free and resident. At
+ * 1 MiB a mapping (whole 2 MiB units) is at least half used. */
+#define REALLOC_MAPPED_MIN ((size_t)1 << 20)
+
+/* Every realloc but the one realloc_impl answers itself. cls: p's class if
+ * realloc_impl found p to be a small block without a free mark, else 0 (p is
+ * then checked here, and reported if bad). */
+static EBB_NOINLINE void *realloc_slow(void *p, size_t size, unsigned cls)
 {
 	if (p == NULL) {
 		void *q = tcache_alloc(size);
@@ -200,8 +213,8 @@ static void *realloc_impl(void *p, size_t size)
 	}
 	/* Checked before anything else, so that a bad pointer is reported as
 	 * realloc's, also when realloc would only free it. */
-	block_info_t b;
-	if (!block_info(p, "realloc", &b))
+	block_info_t b = { cls ? size_classes[cls].size : 0, NULL, cls };
+	if (cls == 0 && !block_info(p, "realloc", &b))
 		return NULL;
 	TRACK_FREE(p); /* told again at the end if p stays */
 	if (size == 0) { /* glibc: free and return NULL */
@@ -212,27 +225,69 @@ static void *realloc_impl(void *p, size_t size)
 		errno = ENOMEM;
 		return realloc_done(p, &b, NULL, size);
 	}
-	if (b.large == NULL) {
-		/* In place while the block stays at least half used. */
-		if (size <= b.usable && size >= b.usable / 2)
-			return realloc_done(p, &b, p, size);
-	} else if (size > EBB_SMALL_MAX) {
-		void *q = large_resize(p, b.large, size);
+	/* A block grown by a small step gets headroom, in place or where it
+	 * moves, so that a string grown a few bytes at a time is resized (and
+	 * copied) a logarithmic number of times instead of at every size class
+	 * or page: half its size while it is a small block (copies are what
+	 * such a string costs, and the slack is at most 16 KiB), a quarter once
+	 * it is a page run. */
+	size_t room = b.large == NULL ? b.usable / 2 : b.usable / 4;
+	size_t want = size;
+	if (size > b.usable && size - b.usable < room && b.usable + room <= EBB_MAX_REQUEST)
+		want = b.usable + room;
+	/* In place while the block stays at least half used, small or a page
+	 * run: a string that grows into its headroom asks for less than the
+	 * block holds at every step, and a page run must not go back to a
+	 * class then (a string near 32 KiB would go back and forth between
+	 * the largest class and a page run, copied each time). A huge block
+	 * keeps count of what it holds beyond the size asked (huge.c): it is
+	 * always resized. */
+	if (size <= b.usable && size >= b.usable / 2 && (b.large == NULL || !b.large->huge))
+		return realloc_done(p, &b, p, size);
+	if (b.large != NULL && size > EBB_SMALL_MAX) {
+		/* Grown into free pages right of it (with headroom if they are
+		 * there), shrunk in place, or a huge block remapped: no copy. */
+		void *q = large_resize(p, b.large, want);
+		if (q == NULL && want > size)
+			q = large_resize(p, b.large, size);
 		if (q)
 			return realloc_done(p, &b, q, size);
 	}
-	/* A block that must move to grow gets 25% headroom, so that a string
-	 * grown a few bytes at a time moves (and is copied) a logarithmic number
-	 * of times instead of at every size class or page. */
-	size_t want = size;
-	if (size > b.usable && size - b.usable < b.usable / 4)
-		want = b.usable + b.usable / 4;
-	void *q = tcache_alloc(want);
+	void *q = NULL;
+	if (want >= REALLOC_MAPPED_MIN && size > b.usable)
+		q = large_alloc_mapped(want);
+	if (q == NULL)
+		q = tcache_alloc(want);
 	if (q == NULL)
 		return realloc_done(p, &b, NULL, size); /* p is untouched */
 	memcpy(q, p, b.usable < size ? b.usable : size);
 	tcache_free(p);
 	return realloc_done(p, &b, q, size);
+}
+
+/* Most reallocs of a program that grows strings a few bytes at a time keep
+ * the block's class: p is a small block (the free fast path's test,
+ * core/blocks/block.h, with no lock and no load beyond its superblock's page
+ * tables), not free (its mark), and the class holds size at no more than
+ * twice: p stays, without a stack frame. Everything else is realloc_slow,
+ * which reuses the class found here instead of looking p up again. */
+static void *realloc_impl(void *p, size_t size)
+{
+	span_t *span;
+	const char *why;
+	unsigned cls = block_lookup(p, &span, &why);
+	if (EBB_LIKELY(cls != 0)) {
+		if (EBB_UNLIKELY(freelist_marked(p, freelist_mark)))
+			return realloc_slow(p, size, 0); /* reports it */
+		size_t usable = size_classes[cls].size;
+		/* usable / 2 >= 8: size 0 (free) goes on */
+		if (EBB_LIKELY(size <= usable && size >= usable / 2)) {
+			block_info_t b = { usable, NULL, cls };
+			TRACK_FREE(p);
+			return realloc_done(p, &b, p, size);
+		}
+	}
+	return realloc_slow(p, size, cls);
 }
 
 /* ---------------------------------------------------------------------------

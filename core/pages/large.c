@@ -122,3 +122,15 @@ void *large_resize(void *p, span_t *s, size_t size)
 		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
 	return p;
 }
+
+void *large_alloc_mapped(size_t size)
+{
+	/* Heap 0, as every huge block (large_alloc says why). */
+	size_t pages = util_pages(size);
+	span_t *s = page_heap_huge_alloc(page_heap_get(0), pages, EBB_SB_SIZE, pages);
+	if (s == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return span_start(span_superblock(s), s);
+}

@@ -36,6 +36,10 @@ size_t large_usable(const span_t *s);
  * huge block. Returns p (or the huge block's new address, contents kept) or
  * NULL if the caller must allocate, copy and free. */
 void *large_resize(void *p, span_t *s, size_t size);
+/* A huge block (a mapping of its own, huge.c) of at least `size` bytes
+ * (<= EBB_MAX_REQUEST), also below the huge size: for realloc, so that the
+ * block's later growth is an mremap. NULL with errno ENOMEM. Any thread. */
+void *large_alloc_mapped(size_t size);
 
 EBB_END_DECLS
 
