@@ -14,8 +14,14 @@ uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
 /* A thread cache bin holds at most 512 blocks or 256 KiB. */
 #define BIN_CAP_BLOCKS 512u
 #define BIN_CAP_BYTES (256u * 1024u)
-/* A central list keeps at most 64 KiB (and 2..16 batches) ready to hand out. */
-#define TRANSFER_BYTES (64u * 1024u)
+/* A central list keeps at most 256 KiB (and 2..64 batches) ready to hand
+ * out. When consumers' flushes arrive in bursts (xmalloc at 32 threads), a
+ * smaller stack spilled about 20% of freed blocks to their spans one by one
+ * and emptied spans only to carve them again; at this size xmalloc t=32 used
+ * about 5% less CPU per operation with a peak RSS no higher. Idle lists are
+ * drained back to their spans by the purge pass (central_purge.c). */
+#define TRANSFER_BYTES (256u * 1024u)
+#define TRANSFER_MAX 64u
 
 static unsigned clampu(unsigned v, unsigned lo, unsigned hi)
 {
@@ -64,7 +70,7 @@ static void set_class_pages(unsigned c, uint32_t size, uint16_t pages)
 	k->blocks = (uint16_t)(((size_t)k->pages << EBB_PAGE_SHIFT) / size);
 	k->batch = (uint16_t)clampu(BATCH_BYTES / size, 2, BATCH_MAX);
 	k->bin_cap = (uint16_t)clampu(BIN_CAP_BYTES / size, 2u * k->batch, BIN_CAP_BLOCKS);
-	k->transfer_cap = (uint16_t)clampu(TRANSFER_BYTES / (size * k->batch), 2, 16);
+	k->transfer_cap = (uint16_t)clampu(TRANSFER_BYTES / (size * k->batch), 2, TRANSFER_MAX);
 	k->div_magic = UINT64_MAX / size + 1; /* == ceil(2^64 / size) for every size > 1 */
 	k->block_mul = k->div_magic + 1;
 	k->block_limit = (uint64_t)k->blocks * (size * k->block_mul); /* product mod 2^64 */
