@@ -63,9 +63,12 @@ static size_t huge_round(size_t pages)
 static superblock_t *huge_map_new(page_heap_t *h, size_t npages, size_t align)
 {
 	size_t whole = (size_t)util_align_up(npages, (size_t)EBB_SB_SIZE >> EBB_PAGE_SHIFT);
+	if (whole == npages)
+		return huge_create(h, npages, align);
 	superblock_t *sb = huge_create(h, whole, align);
-	if (sb != NULL && whole != npages)
-		(void)huge_resize(sb, npages); /* a shrink never moves the block */
+	if (sb == NULL) /* the unit more may be what fails (EBB_MAX_REQUEST) */
+		return huge_create(h, npages, align);
+	(void)huge_resize(sb, npages); /* a shrink never moves the block */
 	return sb;
 }
 
