@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "core/blocks/block.h"
 #include "core/blocks/central.h"
 #include "core/blocks/freelist.h"
 #include "core/runtime/report.h"
@@ -161,6 +162,67 @@ TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twi
 	REQUIRE(class_stats(cls).used_blocks == used - 1);
 	std::vector<void *> rest(v.begin() + 1, v.end());
 	flush(0, cls, rest);
+	unit_option("on_error", "abort");
+}
+
+// A run of blocks of one span that holds more than the span has out (a
+// double free whose blocks kept their bin marks, as a forged mark would) is
+// caught once per run: the block past the count is reported and dropped, the
+// others go home, and the span, all of its blocks back, leaves the list.
+TEST_CASE("a run of more blocks than its span has out: the block past the count is dropped", "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = 0;
+	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
+		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
+			cls = c;
+	REQUIRE(cls != 0);
+	const size_class_t &k = size_classes[cls];
+	// Refill whole spans' worth until one span has every block out here.
+	std::vector<void *> held, mine;
+	for (int tries = 0; tries < 8 && mine.empty(); tries++) {
+		std::vector<void *> v = refill(0, cls, k.blocks, false);
+		REQUIRE(!v.empty());
+		held.insert(held.end(), v.begin(), v.end());
+		span_t *s, *t;
+		const char *why;
+		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
+		std::vector<void *> in;
+		for (void *b : held)
+			if (block_lookup(b, &t, &why) == cls && t == s)
+				in.push_back(b);
+		if (in.size() == k.blocks && s->used == k.blocks)
+			mine = in;
+	}
+	REQUIRE(mine.size() == k.blocks);
+	std::vector<void *> others;
+	for (void *b : held)
+		if (std::find(mine.begin(), mine.end(), b) == mine.end())
+			others.push_back(b);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	void *x = mine.back();
+	std::vector<void *> back(mine.begin(), mine.end() - 1);
+	flush(0, cls, back); // fewer than a batch: straight to the span
+	REQUIRE(class_stats(cls).used_blocks == used - (k.blocks - 1));
+	// y is on the span's free list; give it the bin mark a block in a bin
+	// carries, and flush it after x, the span's one block out.
+	void *y = mine.front();
+	((uint64_t *)y)[1] = freelist_mark_of(y, freelist_mark);
+	std::vector<void *> run{x, y};
+	flush(0, cls, run);
+	REQUIRE(report_count() == reports + 1);
+	REQUIRE(class_stats(cls).used_blocks == used - k.blocks);
+	REQUIRE(((uint64_t *)y)[1] == freelist_mark_of(y, freelist_mark));
+	REQUIRE(((void **)y)[0] == nullptr);
+	for (size_t i = 0; i < others.size(); i += k.batch - 1) {
+		std::vector<void *> part(others.begin() + i,
+					 others.begin() + std::min(others.size(), i + k.batch - 1));
+		flush(0, cls, part);
+	}
+	REQUIRE(report_count() == reports + 1);
 	unit_option("on_error", "abort");
 }
 
