@@ -226,6 +226,61 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 	unit_option("on_error", "abort");
 }
 
+// A flush whose every block of one span lost its mark (a write after free,
+// reported and dropped under on_error=warn) brings nothing back to that span:
+// a span with all its blocks out must then stay off the partial list, where a
+// refill would find a span without a free block.
+TEST_CASE("a run whose blocks all lost their mark leaves a full span off the partial list", "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = 0;
+	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
+		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
+			cls = c;
+	REQUIRE(cls != 0);
+	const size_class_t &k = size_classes[cls];
+	std::vector<void *> held, mine;
+	span_t *s = nullptr;
+	for (int tries = 0; tries < 8 && mine.empty(); tries++) {
+		std::vector<void *> v = refill(0, cls, k.blocks, false);
+		REQUIRE(!v.empty());
+		held.insert(held.end(), v.begin(), v.end());
+		span_t *t;
+		const char *why;
+		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
+		std::vector<void *> in;
+		for (void *b : held)
+			if (block_lookup(b, &t, &why) == cls && t == s)
+				in.push_back(b);
+		if (in.size() == k.blocks && s->used == k.blocks)
+			mine = in;
+	}
+	REQUIRE(mine.size() == k.blocks);
+	REQUIRE(!s->in_partial);
+	uint64_t reports = report_count();
+	void *x = mine.back();
+	((uint64_t *)x)[1] = 0x4141414141414141ull; // its bin mark overwritten
+	std::vector<void *> run{x};
+	flush(0, cls, run);
+	REQUIRE(report_count() == reports + 1);
+	CHECK(!s->in_partial);
+	CHECK(s->u.central.free_count == 0);
+	CHECK(s->used == k.blocks);
+	// Everything else goes home; x stays dropped (its span keeps it out).
+	std::vector<void *> rest;
+	for (void *b : held)
+		if (b != x)
+			rest.push_back(b);
+	for (size_t i = 0; i < rest.size(); i += k.batch - 1) {
+		std::vector<void *> part(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1));
+		flush(0, cls, part);
+	}
+	REQUIRE(report_count() == reports + 1);
+	unit_option("on_error", "abort");
+}
+
 // Many threads flushing and refilling the same lists at once, on lists they
 // pick at random (as migrating threads do): the lock-free transfer stacks,
 // steals from other CPUs' stacks and returns to spans all race. Every block a

@@ -552,8 +552,11 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
 	if (EBB_LIKELY(!used_sub_reaches(&s->used, n))) {
 		/* Just got its first blocks back: nearly full spans are handed
 		 * out first, so that emptier ones (drifting to the end of the
-		 * list) can drain completely and go back to the page heap. */
-		if (!s->in_partial)
+		 * list) can drain completely and go back to the page heap.
+		 * n is 0 when every block of the run had lost its mark
+		 * (reported and dropped, on_error=warn): nothing came back, and
+		 * a span with no free block must not join the partial list. */
+		if (!s->in_partial && n != 0)
 			partial_push_head(home, s);
 		return;
 	}
