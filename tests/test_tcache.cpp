@@ -1,5 +1,5 @@
-// The thread-cache bin policy (tcache/tcache.c): growth by batches under the
-// byte budget, the first batch of a bin granted outside it, the flush of a
+// The thread-cache bin policy (tcache/tcache.c): a small first bound doubled
+// to one batch outside the byte budget, growth by batches under it, the flush of a
 // full bin, trimming, and the trim epoch. Each case runs in a thread of its
 // own, so that it starts from no cache at all; the bins are read through
 // tcache_self() (tcache_t is in tcache.h).
@@ -45,8 +45,9 @@ template <class F> void in_new_thread(F f)
 }
 
 // Allocates until the bin of `size` has a bound of at least `blocks` and is
-// empty: every miss grows the bound by one batch (the budget allows it
-// here), and a refill may bring less than a batch.
+// empty: every miss grows the bound (doubling to one batch, then by one
+// batch while the budget allows it, as here), and a refill may bring less
+// than its bound.
 void grow_to(size_t size, uint32_t blocks, std::vector<void *> &held)
 {
 	unsigned cls = size_class_of(size);
@@ -101,8 +102,26 @@ void free_all(std::vector<void *> &v)
 
 } // namespace
 
-TEST_CASE("a bin grows by one batch per miss while the byte budget allows; its first batch is "
-	  "granted outside the budget",
+// The bound a bin takes at its first miss (tcache.c, FIRST_REFILL_BYTES):
+// 4 KiB worth of blocks, at least one, at most one batch.
+static uint32_t first_max(const size_class_t &k)
+{
+	uint32_t n = 4096 / k.size;
+	n = n ? n : 1;
+	return n < k.batch ? n : k.batch;
+}
+
+// Empties the bin of `size`, then takes one block more: one miss.
+static void miss(size_t size, std::vector<void *> &held)
+{
+	unsigned cls = size_class_of(size);
+	while (bin(cls).count > 0)
+		held.push_back(tcache_alloc(size));
+	held.push_back(tcache_alloc(size));
+}
+
+TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget, then grows by "
+	  "one batch per miss while the byte budget allows",
 	  "[tcache]")
 {
 	unit_init();
@@ -110,6 +129,10 @@ TEST_CASE("a bin grows by one batch per miss while the byte budget allows; its f
 	const unsigned a = size_class_of(A), c = size_class_of(C);
 	const size_class_t &ka = size_classes[a], &kc = size_classes[c];
 	REQUIRE(ka.bin_cap >= 3 * ka.batch);
+	// Both start below a batch (else this case tests nothing of the first
+	// bound): 16 blocks of 256 B of a batch of 32, 4 of 1 KiB of 32.
+	REQUIRE(first_max(ka) * 2 == ka.batch);
+	REQUIRE(first_max(kc) * 8 == kc.batch);
 	// Room for exactly two batches of A.
 	const uint64_t limit = 2ull * ka.batch * ka.size;
 	char opt[32];
@@ -119,29 +142,66 @@ TEST_CASE("a bin grows by one batch per miss while the byte budget allows; its f
 		std::vector<void *> held;
 		held.push_back(tcache_alloc(A)); // creates the cache, first miss
 		tcache_t *tc = tcache_self();
+		CHECK(bin(a).max == first_max(ka));
+		CHECK(bin(a).count < first_max(ka)); // a refill brings at most the bound's worth
+		CHECK(tc->budget == (uint64_t)first_max(ka) * ka.size);
+		miss(A, held); // second miss: doubled, one batch
 		CHECK(bin(a).max == ka.batch);
 		CHECK(tc->budget == (uint64_t)ka.batch * ka.size);
-		CHECK(bin(a).count < ka.batch);
-		while (bin(a).count > 0)
-			held.push_back(tcache_alloc(A));
-		held.push_back(tcache_alloc(A)); // second miss: one more batch fits
+		miss(A, held); // third: one more batch fits
 		CHECK(bin(a).max == 2u * ka.batch);
 		CHECK(tc->budget == limit);
-		while (bin(a).count > 0)
-			held.push_back(tcache_alloc(A));
-		held.push_back(tcache_alloc(A)); // third miss: the budget is spent
+		miss(A, held); // fourth: the budget is spent
 		CHECK(bin(a).max == 2u * ka.batch);
 		CHECK(tc->budget == limit);
-		// A class that comes into use after the budget is spent still gets
-		// its first batch (counted against the budget), not one block at a
-		// time from the central lists.
+		// A class that comes into use after the budget is spent still
+		// reaches one batch (counted against the budget), not one block at
+		// a time from the central lists: 4, 8, 16, 32 blocks, then no more.
 		held.push_back(tcache_alloc(C));
+		CHECK(bin(c).max == first_max(kc));
+		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want *= 2) {
+			miss(C, held);
+			CHECK(bin(c).max == want);
+		}
+		miss(C, held);
 		CHECK(bin(c).max == kc.batch);
-		CHECK(bin(c).count < kc.batch);
 		CHECK(tc->budget == limit + (uint64_t)kc.batch * kc.size);
 		free_all(held);
 	});
 	unit_option("tcache_max_bytes", "1M");
+}
+
+TEST_CASE("classes of 2 KiB and more that a thread allocates once each pin at most 4 KiB or one "
+	  "block each in its cache, not a batch of up to 64 KiB",
+	  "[tcache]")
+{
+	unit_init();
+	setup("1M");
+	in_new_thread([&] {
+		std::vector<void *> held;
+		uint64_t cached = 0, bound = 0;
+		unsigned classes = 0;
+		for (unsigned c = size_class_of(2048); c < EBB_NUM_CLASSES; c++) {
+			const size_class_t &k = size_classes[c];
+			held.push_back(tcache_alloc(k.size));
+			CHECK(bin(c).max * k.size <= (k.size > 4096 ? k.size : 4096));
+			cached += (uint64_t)bin(c).count * k.size;
+			bound += (uint64_t)bin(c).max * k.size;
+			classes++;
+		}
+		REQUIRE(classes >= 30);
+		// One first batch each would be about 64 KiB a class (over 2 MiB).
+		CHECK(bound <= (uint64_t)classes * 32768);
+		CHECK(cached <= (uint64_t)classes * 2048);
+		// A class in use goes on to whole batches: the bin of 2 KiB, after
+		// a few misses, may hold a batch.
+		const unsigned c2 = size_class_of(2048);
+		const size_class_t &k2 = size_classes[c2];
+		while (bin(c2).max < k2.batch)
+			miss(2048, held);
+		CHECK(bin(c2).max == k2.batch);
+		free_all(held);
+	});
 }
 
 TEST_CASE("a full bin gives back half its blocks, in whole batches, from its most recently freed "
