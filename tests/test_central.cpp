@@ -186,7 +186,7 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 		std::vector<void *> v = refill(0, cls, k.blocks, false);
 		REQUIRE(!v.empty());
 		held.insert(held.end(), v.begin(), v.end());
-		span_t *s, *t;
+		span_t *s = nullptr, *t = nullptr;
 		const char *why;
 		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
 		std::vector<void *> in;
@@ -247,7 +247,7 @@ TEST_CASE("a run whose blocks all lost their mark leaves a full span off the par
 		std::vector<void *> v = refill(0, cls, k.blocks, false);
 		REQUIRE(!v.empty());
 		held.insert(held.end(), v.begin(), v.end());
-		span_t *t;
+		span_t *t = nullptr;
 		const char *why;
 		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
 		std::vector<void *> in;

@@ -66,8 +66,14 @@ static superblock_t *huge_map_new(page_heap_t *h, size_t npages, size_t align)
 	if (whole == npages)
 		return huge_create(h, npages, align);
 	superblock_t *sb = huge_create(h, whole, align);
-	if (sb == NULL) /* the unit more may be what fails (EBB_MAX_REQUEST) */
+	/* Only where the unit more is what cannot be mapped (past
+	 * EBB_MAX_REQUEST) is the block's own size tried: any other refused
+	 * mapping is the request's ENOMEM, as the caller's fault tests expect
+	 * (api.faults: the n-th mapping refused fails exactly one malloc). */
+	if (sb == NULL && ((size_t)whole << EBB_PAGE_SHIFT) > EBB_MAX_REQUEST)
 		return huge_create(h, npages, align);
+	if (sb == NULL)
+		return NULL;
 	(void)huge_resize(sb, npages); /* a shrink never moves the block */
 	return sb;
 }
