@@ -55,8 +55,21 @@ static uint32_t bin_avail(const tcache_t *tc, unsigned cls)
 	return (uint32_t)(tc->top[cls] - tc->full[cls]);
 }
 
+/* Moves bin cls (empty, never bounded: on tc's idle slot) to its own slots,
+ * with its sentinel at their end: the first time it is given a bound. */
+static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls)
+{
+	void **empty = tc->slots;
+	for (unsigned c = 1; c <= cls; c++)
+		empty += size_classes[c].bin_cap + 1;
+	*empty = TCACHE_SENTINEL(*tc);
+	tc->top[cls] = tc->empty[cls] = tc->full[cls] = empty;
+}
+
 static void bin_set_max(tcache_t *tc, unsigned cls, uint32_t max)
 {
+	if (max != 0 && tc->empty[cls] == &tc->idle_slot)
+		bin_place(tc, cls);
 	tc->max[cls] = max;
 	tc->full[cls] = tc->empty[cls] - max;
 }
@@ -321,11 +334,14 @@ static tcache_t *tcache_create(void)
 	}
 	memset(tc, 0, sizeof *tc);
 	tc->slots = slots;
+	/* Class 0's one slot is the first; every other bin waits on the idle
+	 * slot until bin_place gives it its own (only the slot pages of bins
+	 * in use become resident). */
+	*slots = TCACHE_SENTINEL(*tc);
+	tc->idle_slot = TCACHE_SENTINEL(*tc);
 	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
-		if (c != 0)
-			slots += size_classes[c].bin_cap;
-		*slots = TCACHE_SENTINEL(*tc);
-		tc->top[c] = tc->empty[c] = tc->full[c] = slots++;
+		void **at = c == 0 ? slots : &tc->idle_slot;
+		tc->top[c] = tc->empty[c] = tc->full[c] = at;
 		tc->mul[c] = size_classes[c].block_mul;
 		tc->limit[c] = size_classes[c].block_limit;
 	}

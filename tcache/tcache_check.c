@@ -7,6 +7,8 @@
  *     slot, after class 0's), and the slot at empty[c] holds the sentinel.
  *     A cache built by hand without sentinels (slots[0] is not one: the
  *     unit tests' fixture) is checked as tiling with no slot between bins.
+ *     Or, for a bin never bounded: top == empty == full == &idle_slot,
+ *     max 0, and the idle slot holds the sentinel.
  *   full[c] == empty[c] - max[c], max[c] <= bin_cap[c]
  *   full[c] <= top[c] <= empty[c]: count = empty - top <= max, and the
  *     free fast path's room, avail = top - full, is max - count
@@ -45,6 +47,15 @@ static unsigned bin_gap(const tcache_t *tc)
 static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
 {
 	const size_class_t *k = &size_classes[cls];
+	if (tc->empty[cls] == &tc->idle_slot) { /* never bounded: on the idle slot */
+		if (tc->max[cls] != 0 || tc->top[cls] != tc->empty[cls] || tc->full[cls] != tc->empty[cls])
+			tcache_check_fail(tc, cls, "a bin on the idle slot has a bound or blocks", tc->max[cls],
+					  (uint64_t)(tc->empty[cls] - tc->top[cls]));
+		if (tc->idle_slot != TCACHE_SENTINEL(*tc))
+			tcache_check_fail(tc, cls, "the idle slot is not the sentinel",
+					  (uint64_t)(uintptr_t)tc->idle_slot, (uint64_t)(uintptr_t)TCACHE_SENTINEL(*tc));
+		return;
+	}
 	if (tc->empty[cls] != empty)
 		tcache_check_fail(tc, cls, "empty is not where the bins' slots put it",
 				  (uint64_t)(tc->empty[cls] - tc->slots), (uint64_t)(empty - tc->slots));
