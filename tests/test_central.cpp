@@ -165,6 +165,40 @@ TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twi
 	unit_option("on_error", "abort");
 }
 
+// A class whose span holds 3 or more blocks but fewer than a batch (so a
+// flush of a span's blocks goes straight to the span), and one span of it
+// with every block out here: refills whole spans' worth until one is.
+// *held gets every block refilled, *span that span; returns its blocks.
+static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
+{
+	unsigned cls = 0;
+	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
+		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
+			cls = c;
+	REQUIRE(cls != 0);
+	*cls_out = cls;
+	const size_class_t &k = size_classes[cls];
+	std::vector<void *> mine;
+	for (int tries = 0; tries < 8 && mine.empty(); tries++) {
+		std::vector<void *> v = refill(0, cls, k.blocks, false);
+		REQUIRE(!v.empty());
+		held->insert(held->end(), v.begin(), v.end());
+		span_t *s = nullptr, *t = nullptr;
+		const char *why;
+		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
+		std::vector<void *> in;
+		for (void *b : *held)
+			if (block_lookup(b, &t, &why) == cls && t == s)
+				in.push_back(b);
+		if (in.size() == k.blocks && s->used == k.blocks) {
+			mine = in;
+			*span = s;
+		}
+	}
+	REQUIRE(mine.size() == k.blocks);
+	return mine;
+}
+
 // A run of blocks of one span that holds more than the span has out (a
 // double free whose blocks kept their bin marks, as a forged mark would) is
 // caught once per run: the block past the count is reported and dropped, the
@@ -174,29 +208,11 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 	unit_option("on_error", "warn");
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
-	unsigned cls = 0;
-	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
-		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
-			cls = c;
-	REQUIRE(cls != 0);
+	unsigned cls;
+	std::vector<void *> held;
+	span_t *s = nullptr;
+	std::vector<void *> mine = span_all_out(&cls, &held, &s);
 	const size_class_t &k = size_classes[cls];
-	// Refill whole spans' worth until one span has every block out here.
-	std::vector<void *> held, mine;
-	for (int tries = 0; tries < 8 && mine.empty(); tries++) {
-		std::vector<void *> v = refill(0, cls, k.blocks, false);
-		REQUIRE(!v.empty());
-		held.insert(held.end(), v.begin(), v.end());
-		span_t *s = nullptr, *t = nullptr;
-		const char *why;
-		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
-		std::vector<void *> in;
-		for (void *b : held)
-			if (block_lookup(b, &t, &why) == cls && t == s)
-				in.push_back(b);
-		if (in.size() == k.blocks && s->used == k.blocks)
-			mine = in;
-	}
-	REQUIRE(mine.size() == k.blocks);
 	std::vector<void *> others;
 	for (void *b : held)
 		if (std::find(mine.begin(), mine.end(), b) == mine.end())
@@ -235,29 +251,11 @@ TEST_CASE("a run whose blocks all lost their mark leaves a full span off the par
 	unit_option("on_error", "warn");
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
-	unsigned cls = 0;
-	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
-		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
-			cls = c;
-	REQUIRE(cls != 0);
-	const size_class_t &k = size_classes[cls];
-	std::vector<void *> held, mine;
+	unsigned cls;
+	std::vector<void *> held;
 	span_t *s = nullptr;
-	for (int tries = 0; tries < 8 && mine.empty(); tries++) {
-		std::vector<void *> v = refill(0, cls, k.blocks, false);
-		REQUIRE(!v.empty());
-		held.insert(held.end(), v.begin(), v.end());
-		span_t *t = nullptr;
-		const char *why;
-		REQUIRE(block_lookup(v.back(), &s, &why) == cls);
-		std::vector<void *> in;
-		for (void *b : held)
-			if (block_lookup(b, &t, &why) == cls && t == s)
-				in.push_back(b);
-		if (in.size() == k.blocks && s->used == k.blocks)
-			mine = in;
-	}
-	REQUIRE(mine.size() == k.blocks);
+	std::vector<void *> mine = span_all_out(&cls, &held, &s);
+	const size_class_t &k = size_classes[cls];
 	REQUIRE(!s->in_partial);
 	uint64_t reports = report_count();
 	void *x = mine.back();
