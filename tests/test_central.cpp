@@ -165,6 +165,17 @@ TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twi
 	unit_option("on_error", "abort");
 }
 
+// Flushes blocks of class cls in parts of fewer than a batch, so that each
+// goes straight back to its span (no transfer stack).
+static void flush_to_spans(unsigned cls, const std::vector<void *> &blocks)
+{
+	size_t part_max = size_classes[cls].batch - 1;
+	for (size_t i = 0; i < blocks.size(); i += part_max) {
+		std::vector<void *> part(blocks.begin() + i, blocks.begin() + std::min(blocks.size(), i + part_max));
+		flush(0, cls, part);
+	}
+}
+
 // A class whose span holds 3 or more blocks but fewer than a batch (so a
 // flush of a span's blocks goes straight to the span), and one span of it
 // with every block out here: refills whole spans' worth until one is.
@@ -233,11 +244,7 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 	REQUIRE(class_stats(cls).used_blocks == used - k.blocks);
 	REQUIRE(((uint64_t *)y)[1] == freelist_mark_of(y, freelist_mark));
 	REQUIRE(((void **)y)[0] == nullptr);
-	for (size_t i = 0; i < others.size(); i += k.batch - 1) {
-		std::vector<void *> part(others.begin() + i,
-					 others.begin() + std::min(others.size(), i + k.batch - 1));
-		flush(0, cls, part);
-	}
+	flush_to_spans(cls, others);
 	REQUIRE(report_count() == reports + 1);
 	unit_option("on_error", "abort");
 }
@@ -271,10 +278,7 @@ TEST_CASE("a run whose blocks all lost their mark leaves a full span off the par
 	for (void *b : held)
 		if (b != x)
 			rest.push_back(b);
-	for (size_t i = 0; i < rest.size(); i += k.batch - 1) {
-		std::vector<void *> part(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1));
-		flush(0, cls, part);
-	}
+	flush_to_spans(cls, rest);
 	REQUIRE(report_count() == reports + 1);
 	unit_option("on_error", "abort");
 }
