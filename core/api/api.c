@@ -271,6 +271,23 @@ static EBB_NOINLINE void *realloc_slow(void *p, size_t size, unsigned cls)
  * tables), not free (its mark), and the class holds size at no more than
  * twice: p stays, without a stack frame. Everything else is realloc_slow,
  * which reuses the class found here instead of looking p up again. */
+/* The usable size of p if it is a page-run block (not huge) that stays at
+ * least half used at `size` bytes (realloc_slow then keeps it in place),
+ * else 0. A string past the largest class grows a few bytes per realloc:
+ * this answers those calls without the slow path's second lookup. The
+ * tests are block_info's for a page run: p starts a LARGE span. */
+EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
+{
+	superblock_t *sb;
+	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || registry_get(p) != REG_HEADER)
+		return 0;
+	span_t *s = superblock_span_in(p, &sb);
+	if (s == NULL || s->state != SPAN_LARGE || s->huge || p != superblock_page_addr(sb, s->page))
+		return 0;
+	size_t usable = large_usable(s);
+	return size <= usable && size >= usable / 2 ? usable : 0;
+}
+
 static void *realloc_impl(void *p, size_t size)
 {
 	span_t *span;
@@ -286,20 +303,28 @@ static void *realloc_impl(void *p, size_t size)
 			TRACK_FREE(p);
 			return realloc_done(p, &b, p, size);
 		}
+	} else if (why == NULL && size > EBB_SMALL_MAX) {
+		size_t usable = realloc_run_stays(p, size);
+		if (usable != 0) {
+			block_info_t b = { usable, NULL, 0 };
+			TRACK_FREE(p);
+			return realloc_done(p, &b, p, size);
+		}
 	}
 	return realloc_slow(p, size, cls);
 }
 
 /* ---------------------------------------------------------------------------
- * The heap profiler's variants (core/process/prof.h): what malloc, free,
- * calloc and realloc become when prof=1. With prof off the standard names
- * run their plain code, instruction for instruction: at start-up
+ * The heap profiler's variants (core/process/prof.h): what malloc, calloc
+ * and realloc become when prof=1. With prof off the standard names run
+ * their plain code, instruction for instruction: at start-up
  * (api_constructor) a jump to the variant is written over the plain
  * function's entry only when prof is on (api_prof_redirect). The prefixed
  * API tests prof_on. Each variant passes its caller's return address on:
- * the recorded stack starts there. A sampled block starts on a page, so a
- * free that is not page aligned pays one test. Not in the valgrind build
- * (the variants tell memcheck nothing).
+ * the recorded stack starts there. free has no variant: a sampled block is
+ * a page run, which free hands to large_free_checked, where the profiler
+ * looks (its hook). Not in the valgrind build (the variants tell memcheck
+ * nothing).
  * ------------------------------------------------------------------------- */
 /* Reached by a tail call from the variant, so that its return address is
  * the variant's caller (with no tail call, the variant itself: one frame of
@@ -317,27 +342,6 @@ EBB_INLINE void *prof_malloc_at(size_t size)
 	if (prof_tick(size))
 		return prof_malloc_slow(size);
 	return tcache_alloc(size);
-}
-
-/* A tail call too: a call that returns here would make gcc save a register
- * on the fast path. */
-static EBB_NOINLINE void prof_free_page(void *p)
-{
-	if (!prof_release(p))
-		tcache_free(p);
-}
-
-/* A page-aligned small block (page class not 0: the 4 KiB-multiple classes,
- * a span's first block) cannot be sampled either: the loads of that test
- * are the free fast path's own, which gcc shares. */
-EBB_INLINE void prof_free_at(void *p)
-{
-	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) &&
-	    (registry_get(p) != REG_HEADER || superblock_of(p)->page_class[superblock_page_index(p)] == 0)) {
-		prof_free_page(p);
-		return;
-	}
-	tcache_free(p);
 }
 
 static void *prof_calloc_at(size_t count, size_t size, void *ret)
@@ -412,11 +416,6 @@ static void *prof_malloc(size_t size)
 	return prof_malloc_at(size);
 }
 
-static void prof_free(void *p)
-{
-	prof_free_at(p);
-}
-
 static void *prof_calloc(size_t count, size_t size)
 {
 	return prof_calloc_at(count, size, __builtin_return_address(0));
@@ -474,11 +473,7 @@ EBB_API void *ebb_malloc(size_t size)
 
 EBB_API void ebb_free(void *p)
 {
-	if (EBB_UNLIKELY(API_PROF_ON())) {
-		prof_free_at(p);
-		return;
-	}
-	api_free(p);
+	api_free(p); /* a sampled block: large_free_checked's hook */
 }
 
 EBB_API void *ebb_calloc(size_t count, size_t size)
@@ -683,7 +678,6 @@ static void api_prof_redirect(void)
 		return;
 	}
 	bool ok = os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
-		  os_code_redirect((void *)free_plain, (void *)prof_free) &&
 		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
 		  os_code_redirect((void *)realloc_plain, (void *)prof_realloc) && api_cxx_prof_redirect();
 	if (!ok)
@@ -724,8 +718,8 @@ __attribute__((destructor)) static void api_destructor(void)
 #define EBB_ALIAS(name) __attribute__((alias(#name), copy(name), used))
 
 /* malloc, free, calloc and realloc (and their glibc and cfree names) are
- * these functions; with prof on, api_prof_redirect makes each jump to its
- * prof variant. (Not GNU ifuncs: a resolver runs while the loader relocates
+ * these functions; with prof on, api_prof_redirect makes malloc, calloc and
+ * realloc jump to their prof variants. (Not GNU ifuncs: a resolver runs while the loader relocates
  * libc, before this library, and glibc then prints "Relink ... for IFUNC
  * symbol" on stderr in every process.) */
 EBB_API void *malloc(size_t size) EBB_ALIAS(malloc_plain);

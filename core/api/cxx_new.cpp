@@ -135,7 +135,8 @@ inline void *new_fast_nothrow(std::size_t n) noexcept
 // The operators' code: new, new nothrow and delete in every form are three
 // functions under several names (the extra arguments of the other forms are
 // ignored, which the x86-64 and AArch64 calling conventions allow). With
-// prof on, api_cxx_prof_redirect makes each jump to its prof variant.
+// prof on, api_cxx_prof_redirect makes new and new nothrow jump to their
+// prof variants.
 extern "C" {
 [[gnu::noinline]] static void *cxx_new_plain(std::size_t n) { return new_fast(n); }
 [[gnu::noinline]] static void *cxx_new_nothrow_plain(std::size_t n) noexcept { return new_fast_nothrow(n); }
@@ -155,26 +156,12 @@ static void *cxx_new_nothrow_prof(std::size_t n) noexcept
 	return new_fast_nothrow(n);
 }
 
-[[gnu::noinline]] static void cxx_delete_page(void *p) noexcept
-{
-	prof_forget(p);
-	cxx_free(p);
-}
-
-static void cxx_delete_prof(void *p) noexcept
-{
-	if (EBB_UNLIKELY((reinterpret_cast<std::uintptr_t>(p) & (EBB_PAGE_SIZE - 1)) == 0)) {
-		cxx_delete_page(p); // a tail call: nothing saved on the fast path
-		return;
-	}
-	cxx_free(p);
-}
-
+// delete has no variant: a sampled block is a page run, which the free
+// path hands to large_free_checked, where the profiler looks (its hook).
 bool api_cxx_prof_redirect(void)
 {
 	return !EBB_VALGRIND && os_code_redirect((void *)cxx_new_plain, (void *)cxx_new_prof) &&
-	       os_code_redirect((void *)cxx_new_nothrow_plain, (void *)cxx_new_nothrow_prof) &&
-	       os_code_redirect((void *)cxx_delete_plain, (void *)cxx_delete_prof);
+	       os_code_redirect((void *)cxx_new_nothrow_plain, (void *)cxx_new_nothrow_prof);
 }
 }
 

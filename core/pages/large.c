@@ -86,6 +86,13 @@ const char *large_why_bad(const void *p, bool freeing)
 	return freeing ? "double free (the block is already free)" : "the block was freed";
 }
 
+static large_free_hook_t large_free_hook;
+
+void large_set_free_hook(large_free_hook_t hook)
+{
+	__atomic_store_n(&large_free_hook, hook, __ATOMIC_RELAXED);
+}
+
 void large_free_checked(void *p, const char *func)
 {
 	superblock_t *sb;
@@ -95,15 +102,15 @@ void large_free_checked(void *p, const char *func)
 		report_bad_pointer(func, p, why ? why : "not an allocated block");
 		return;
 	}
+	/* Set before the first sample is made, which happens before its free:
+	 * a relaxed load sees it. */
+	large_free_hook_t hook = __atomic_load_n(&large_free_hook, __ATOMIC_RELAXED);
+	if (EBB_UNLIKELY(hook != NULL) && hook(p, s))
+		return;
 	if (s->huge)
 		page_heap_huge_free(s);
 	else
 		page_heap_free(s);
-}
-
-size_t large_usable(const span_t *s)
-{
-	return (size_t)s->npages << EBB_PAGE_SHIFT;
 }
 
 void *large_resize(void *p, span_t *s, size_t size)

@@ -9,6 +9,7 @@
 #define EBB_CORE_LARGE_H
 
 #include "core/base/config.h"
+#include "core/base/util.h"
 #include "core/pages/span.h"
 
 EBB_BEGIN_DECLS
@@ -29,8 +30,19 @@ const char *large_why_bad(const void *p, bool freeing);
  * entry points register it at start-up. Without it, a generic reason. */
 typedef const char *(*large_span_reason_t)(const void *p, const span_t *s);
 void large_set_ext_reason(large_span_reason_t reason);
-/* Usable bytes of a LARGE span. */
-size_t large_usable(const span_t *s);
+/* The heap profiler's look at a page-run or huge block that free is about
+ * to give back (p starts the LARGE span s; checked already): true if the
+ * profiler took p (a sample block it keeps, or reported), and free must
+ * leave it. Registered at start-up only with prof on (core/process/prof.c,
+ * above this file): otherwise the free of a page run pays one load. */
+typedef bool (*large_free_hook_t)(void *p, span_t *s);
+void large_set_free_hook(large_free_hook_t hook);
+/* Usable bytes of a LARGE span. Inline: realloc of a long string asks it
+ * at every append. */
+EBB_INLINE size_t large_usable(const span_t *s)
+{
+	return (size_t)s->npages << EBB_PAGE_SHIFT;
+}
 /* Resizes the large block p (span s) to hold `size` bytes without moving it,
  * if it can: shrinking, growing into free pages right of it, or remapping a
  * huge block. Returns p (or the huge block's new address, contents kept) or

@@ -55,7 +55,7 @@ typedef struct prof_count {
 typedef struct prof_sample {
 	struct prof_sample *next; /* in its hash chain, or the free list */
 	void *addr;
-	prof_count_t *count; /* NULL: a kept block (prof_release) */
+	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
 } prof_sample_t;
 
@@ -197,6 +197,8 @@ static void *prof_carve(size_t size)
 	return p;
 }
 
+static bool prof_free_hook(void *p, span_t *span);
+
 /* Reads the options once; true if sampling is on. */
 static bool prof_setup(void)
 {
@@ -215,6 +217,9 @@ static bool prof_setup(void)
 		}
 		on = prof_samples != NULL && prof_sites != NULL && prof_counts != NULL;
 		prof_unlock();
+		/* Before prof_on: before any sample can be made (and freed). */
+		if (on)
+			large_set_free_hook(prof_free_hook);
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
@@ -574,20 +579,14 @@ void prof_attach(void *p, void *from)
 	prof_unlock();
 }
 
-void prof_forget(void *p)
+/* large_free_checked's hook (core/pages/large.h): every free of a page
+ * run or huge block comes here, and nothing else (a sample block is a page
+ * run: the small-block fast path never sees one). */
+static bool prof_free_hook(void *p, span_t *span)
 {
-	prof_sample_t *s = prof_take(p, "free");
-	if (s != NULL)
-		prof_attach(NULL, s);
-}
-
-bool prof_release(void *p)
-{
-	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p))
+	if (!prof_may_hold(p))
 		return false;
-	size_t pages = prof_run_pages(p);
-	if (pages == 0)
-		return false;
+	size_t pages = span->huge ? SIZE_MAX : span->npages;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at == NULL) {

@@ -8,19 +8,19 @@
  * sampled with probability 1 - exp(-n / prof_sample), whatever came before
  * it, which is what pprof assumes when it scales samples back up (heap_v2).
  *
- * A sampled block is served as a page run of its own (large_alloc), so it
- * starts on a page: a free of any pointer that is not page aligned cannot be
- * of a sampled block and costs the profiler one test (the entry points'
- * prof variants). The sample table maps the live sampled blocks to their
+ * A sampled block is served as a page run of its own (large_alloc), so a
+ * free of it never stays on the small-block fast path: the profiler looks
+ * at frees only where page runs are freed (large_free_checked's hook, set
+ * when prof is on), and free has no prof variant: it costs the profiler
+ * nothing on the fast path. The sample table maps the live sampled blocks to their
  * allocation sites (a stack, deduplicated); sites also keep the totals
  * sampled since start. Both live in metadata memory, never freed.
  *
  * Off (the default) none of this runs: core/api/api.c's standard names
- * (malloc, free, calloc, realloc, operator new and delete) are their plain
- * code, and only when prof=1 does the library constructor write a jump to
- * their prof variants over their entries (os_code_redirect), so the fast
- * paths are today's, instruction for instruction. The prefixed API tests
- * prof_on.
+ * (malloc, calloc, realloc, operator new) are their plain code, and only
+ * when prof=1 does the library constructor write a jump to their prof
+ * variants over their entries (os_code_redirect), so the fast paths are
+ * today's, instruction for instruction. The prefixed API tests prof_on.
  *
  * Locking: one lock over both tables, a leaf (nothing is called under it
  * that takes another lock) taken without an allocator lock held; the
@@ -88,12 +88,6 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
  * starts a page run (it is then a sample block like prof_alloc's); false
  * if it does not (the caller moves it into a prof_alloc block). */
 EBB_NOINLINE bool prof_adopt(void *q, size_t size, void *ret);
-/* p (page aligned) is about to be freed: forgets it if it is a sampled block. */
-EBB_NOINLINE void prof_forget(void *p);
-/* free's variant of prof_forget: true if the profiler took p (a sampled
- * block it keeps for the next samples; or one freed twice, reported), and
- * the caller must not free it; false: free it. */
-bool prof_release(void *p);
 /* A realloc of a sampled block: prof_detach forgets p and returns its
  * record's handle (NULL if p is not a live sampled block); prof_attach lists
  * p as that sample again (same stack, same size) when the realloc left it

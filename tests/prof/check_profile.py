@@ -15,6 +15,8 @@ and checks what they say against the truth the program knows.
   check_profile.py realloc PROG          blocks grown and shrunk by realloc: live bytes per site within 10%
   check_profile.py double_free PROG      a sampled block freed twice: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
+  check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
+                                         through every freeing entry point
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
 
@@ -129,6 +131,33 @@ def double_free(prog, tmp):
         fail("a double free of a sampled block: want SIGABRT (-6), got %d" % r.returncode)
     if "double free" not in r.stderr or m.group(1) not in r.stderr:
         fail("the report does not name the double free of %s: %r" % (m.group(1), r.stderr))
+
+
+def live_objects(path):
+    with open(path) as f:
+        m = re.match(r"heap profile: (\d+): (\d+) \[(\d+): (\d+)\]", f.readline())
+    if m is None:
+        fail("%s: no heap profile header" % path)
+    return int(m.group(1)), int(m.group(3))
+
+
+def free_paths(prog, tmp):
+    """Every allocation sampled (prof_sample=1): 7 entry points x 8 blocks
+    are live in the second profile, and gone from the third whichever way
+    they were freed (free, free_sized, realloc(p, 0), free_aligned_sized,
+    operator delete, sized delete; ebb_* in a build without the standard
+    names)."""
+    out = os.path.join(tmp, "paths.heap")
+    # No background thread: its start (at the first freed pages) allocates
+    # its TLS in libc, a block that stays live and is sampled too.
+    run([prog, "free_paths", out], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"})
+    (l0, a0), (l1, a1), (l2, a2) = (live_objects(out + ".%d" % i) for i in range(3))
+    print("  live sampled objects: %d before, %d with the blocks, %d after; sampled since start %d" %
+          (l0, l1, l2, a2))
+    if l1 - l0 != 7 * 8:
+        fail("%d blocks live after allocating 56 (every one sampled)" % (l1 - l0))
+    if l2 != l0:
+        fail("%d sampled blocks still live after every one was freed" % (l2 - l0))
 
 
 def go_units(v, unit):
@@ -282,6 +311,8 @@ def main():
             realloc_sites(sys.argv[2], tmp)
         elif mode == "double_free":
             double_free(sys.argv[2], tmp)
+        elif mode == "free_paths":
+            free_paths(sys.argv[2], tmp)
         elif mode == "threads":
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":

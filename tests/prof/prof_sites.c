@@ -17,6 +17,10 @@
  *                              report naming the address it printed
  *   prof_sites threads OUT     4 threads allocate and free at random, while
  *                              the main thread writes profiles (TSan)
+ *   prof_sites free_paths OUT  blocks from every allocating entry point, freed
+ *                              through every freeing one (run with
+ *                              prof_sample=1): profiles OUT.0 before, OUT.1
+ *                              with them live, OUT.2 after they were freed
  *
  * Built with -O2 -fomit-frame-pointer on purpose: the stacks must come out
  * through DWARF call-frame information, as for distro binaries. Allocates
@@ -156,6 +160,76 @@ NOINLINE void shrink_site(keep_t *k, size_t bytes)
 		k->ptrs[i] = checked(T_REALLOC(k->ptrs[i], 16));
 }
 
+static int dump(const char *path);
+
+#if PROF_TEST_OVERRIDE
+/* Exported by the library; C23 and C++ names that glibc 2.36's headers do
+ * not declare to a C program. */
+void free_sized(void *p, size_t size);
+void free_aligned_sized(void *p, size_t align, size_t size);
+void *_Znwm(size_t n);         /* operator new(size_t) */
+void _ZdlPv(void *p);          /* operator delete(void *) */
+void _ZdlPvm(void *p, size_t); /* operator delete(void *, size_t) */
+#define F_CALLOC calloc
+#define F_ALIGNED aligned_alloc
+#define F_MEMALIGN posix_memalign
+#define F_FREE_SIZED free_sized
+#define F_FREE_ALIGNED free_aligned_sized
+#define F_NEW _Znwm
+#define F_DELETE _ZdlPv
+#define F_DELETE_SIZED _ZdlPvm
+#else
+#define F_CALLOC ebb_calloc
+#define F_ALIGNED ebb_aligned_alloc
+#define F_MEMALIGN ebb_posix_memalign
+#define F_FREE_SIZED ebb_free_sized
+#define F_FREE_ALIGNED ebb_free_aligned_sized
+#define F_NEW ebb_malloc
+#define F_DELETE ebb_free
+#define F_DELETE_SIZED ebb_free_sized
+#endif
+
+#define PATHS 7
+#define PATH_BLOCKS 8
+
+/* Blocks of each allocating entry point, then freed through each freeing
+ * one: a sampled block must leave the profile whichever way it goes (free
+ * has no sampling variant: the profiler sees sampled blocks where page runs
+ * are freed). Nothing here prints between the dumps (stdio allocates). */
+NOINLINE int free_paths(const char *out)
+{
+	char path[4096];
+	void *p[PATHS][PATH_BLOCKS];
+	snprintf(path, sizeof path, "%s.0", out);
+	if (dump(path))
+		return 1;
+	for (int i = 0; i < PATH_BLOCKS; i++) {
+		p[0][i] = checked(T_MALLOC(3000 + i));
+		p[1][i] = checked(F_CALLOC(3, 1000 + i));
+		p[2][i] = checked(T_REALLOC(NULL, 5000 + i));
+		p[3][i] = checked(F_ALIGNED(64, 4096));
+		p[4][i] = checked(F_NEW(6000 + i));
+		p[5][i] = checked(F_NEW(9000 + i));
+		if (F_MEMALIGN(&p[6][i], 4096, 2000 + i) != 0)
+			return 1;
+	}
+	snprintf(path, sizeof path, "%s.1", out);
+	if (dump(path))
+		return 1;
+	for (int i = 0; i < PATH_BLOCKS; i++) {
+		T_FREE(p[0][i]);
+		F_FREE_SIZED(p[1][i], 3 * (1000 + i));
+		if (T_REALLOC(p[2][i], 0) != NULL)
+			return 1;
+		F_FREE_ALIGNED(p[3][i], 64, 4096);
+		F_DELETE(p[4][i]);
+		F_DELETE_SIZED(p[5][i], 9000 + i);
+		T_FREE(p[6][i]);
+	}
+	snprintf(path, sizeof path, "%s.2", out);
+	return dump(path);
+}
+
 static void free_all(keep_t *k)
 {
 	for (size_t i = 0; i < k->n; i++)
@@ -264,6 +338,8 @@ int main(int argc, char **argv)
 			pthread_join(t[i], NULL);
 		return rc | dump(argv[2]);
 	}
-	fprintf(stderr, "usage: prof_sites two_sites|leak|fork|threads [OUT]\n");
+	if (argc >= 3 && strcmp(argv[1], "free_paths") == 0)
+		return free_paths(argv[2]);
+	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|leak|fork|threads|free_paths [OUT]\n");
 	return 2;
 }
