@@ -114,10 +114,10 @@ EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 {
 	unw_trace_fn t = __atomic_load_n(&unw_trace, __ATOMIC_ACQUIRE);
 	unw_backtrace_fn bt = __atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE);
-	if (t != NULL && (bt == NULL || unw_stacks >= UNW_SWITCH)) {
-		int n = t(out, (int)max);
-		return n > 0 ? (unsigned)n : 0;
-	}
+	/* A tail call (unw_backtrace returns a count, never below 0): this
+	 * frame is not on the stack libunwind walks. */
+	if (t != NULL && (bt == NULL || unw_stacks >= UNW_SWITCH))
+		return (unsigned)t(out, (int)max);
 	if (bt == NULL)
 		return 0;
 	unw_stacks++;
