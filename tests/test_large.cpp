@@ -134,6 +134,38 @@ TEST_CASE_METHOD(large_fixture, "alignments: page-aligned at least, and the aske
 	free(p);
 }
 
+TEST_CASE_METHOD(large_fixture, "a small block aligned to 256 KiB or more is a huge block, reused whole with no new mapping",
+		 "[large]")
+{
+	// large.c: a superblock has few places at such an alignment, and a
+	// block over one of them takes it from every such request; a huge
+	// block is 4 MiB aligned, cached whole when freed, and the next such
+	// request takes it with the pages the last one touched.
+	for (size_t align : {256 * KiB, 1 * MiB, 2 * MiB}) {
+		INFO("align " << align);
+		char *p = static_cast<char *>(alloc(100, align));
+		CHECK((uintptr_t)p % align == 0);
+		span_t *s = span_of(p);
+		CHECK(s->huge);
+		CHECK(large_usable(s) == 2 * MiB);
+		CHECK(large_why_bad(p, true) == nullptr);
+		p[0] = 1;
+		free(p);
+		uint64_t maps = os_fake_counts().maps;
+		// Another size and alignment, both served by the cached block.
+		char *q = static_cast<char *>(alloc(40 * KiB, 512 * KiB));
+		CHECK(q == p);
+		CHECK(os_fake_counts().maps == maps);
+		CHECK(span_of(q)->huge);
+		free(q);
+	}
+	// Below 256 KiB, a page run of a superblock as before.
+	void *r = alloc(100, 128 * KiB);
+	CHECK((uintptr_t)r % (128 * KiB) == 0);
+	CHECK_FALSE(span_of(r)->huge);
+	free(r);
+}
+
 TEST_CASE_METHOD(large_fixture, "requests above EBB_MAX_REQUEST fail with ENOMEM without trying", "[large]")
 {
 	auto before = os_fake_counts().maps;

@@ -87,7 +87,9 @@ static void huge_take(page_heap_t *h, span_t *s, size_t asked)
 	span_superblock(s)->empty_since_ns = 0;
 	h->huge_pages += s->npages;
 	h->huge_slack_pages += s->npages - asked;
-	h->huge_live++;
+	/* Atomic: large_alloc reads it without the lock (one writer: the
+	 * lock holder). */
+	__atomic_store_n(&h->huge_live, h->huge_live + 1, __ATOMIC_RELAXED);
 	h->large_allocs++;
 	page_heap_inuse_add(s->npages);
 }
@@ -333,7 +335,7 @@ void page_heap_huge_free(span_t *s)
 	lock_acquire(&h->lock);
 	h->huge_pages -= s->npages;
 	h->huge_slack_pages -= s->npages - s->used;
-	h->huge_live--;
+	__atomic_store_n(&h->huge_live, h->huge_live - 1, __ATOMIC_RELAXED);
 	page_heap_inuse_sub(s->npages);
 	huge_cache_dirty(h, s, now);
 	lock_release(&h->lock);
