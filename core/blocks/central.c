@@ -296,60 +296,75 @@ static void span_list_drop(span_t *s)
  * mark, which is the span mark with bit 0 flipped). The span's fields are
  * written once. Caller holds s's home lock.
  *
- * The loop tests the link of every block but the last taken as a block
- * start of s (more are taken after it); the last one's link is tested
- * after the loop (a block start if the list keeps blocks, else the end):
- * no per-block test of which kind, and the class's block test kept in
- * registers (bench/fastpath random batch: refill about 25 instructions a
- * block, was 29). */
+ * The loop takes every block but the last and tests each one's link as a
+ * block start of s (more are taken after it); the last block is taken after
+ * the loop, and its link tested as a block start if the list keeps blocks,
+ * else as the end: one loop test a block (the end of out[]), no test of
+ * which kind of link, the class's block test kept in registers, the mark
+ * flipped in place (bench/fastpath random batch: refill 24 instructions a
+ * block before this form, 29 before that). */
 static unsigned span_take(span_t *s, unsigned want, void **out)
 {
 	const size_class_t *k = &size_classes[s->cls];
-	const uint64_t key = freelist_mark;
+	/* The span mark of b is b ^ span_key (freelist.h): formed once, out
+	 * of gcc's sight, or it xors b with the key and then with 1 per block. */
+	uint64_t span_key = freelist_span_mark_of(NULL, freelist_mark);
+	__asm__("" : "+r"(span_key));
 	const uint64_t mul = k->block_mul, limit = k->block_limit;
 	const char *base = span_start(span_superblock(s), s);
 	uint32_t avail = s->u.central.free_count;
 	unsigned n = want < avail ? want : avail;
+	if (n == 0)
+		return 0;
 	void *b = s->u.central.free_head;
-	void *next = b;
-	unsigned got = 0;
-	while (got < n) {
-		/* b passed the link test (or span_carve or release_to_spans put
-		 * it here): it is a block of s. It must still carry its span
-		 * mark: a copy of a block freed twice may have been handed out
-		 * (clearing it), or the program wrote into it after freeing it. */
-		uint64_t mark = freelist_span_mark_of(b, key);
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, mark))) {
-			freelist_lost_mark("malloc", b);
-			goto drop;
-		}
-		next = freelist_span_next(b);
-		*(void **)b = NULL; /* the link is the allocator's, not the program's */
-		freelist_put_mark(b, mark ^ 1u);
-		out[got++] = b;
-		if (got == n)
-			break;
-		uint64_t off = (uint64_t)((const char *)next - base);
-		if (EBB_UNLIKELY(off >= ((uint64_t)1 << 22) || !block_offset_ok(off, mul, limit)))
-			goto corrupt;
-		b = next;
+	void *next;
+	void **o = out;
+	void **const last = out + n - 1;
+	if (o < last) {
+		do {
+			/* b passed the link test (or span_carve or
+			 * release_to_spans put it here): it is a block of s. It
+			 * must still carry its span mark: a copy of a block freed
+			 * twice may have been handed out (clearing it), or the
+			 * program wrote into it after freeing it. */
+			if (EBB_UNLIKELY(!freelist_mark_kept(b, span_key ^ (uintptr_t)b)))
+				goto lost;
+			next = freelist_span_next(b);
+			*(void **)b = NULL; /* the link is the allocator's, not the program's */
+			freelist_flip_mark(b);
+			*o++ = b;
+			uint64_t off = (uint64_t)((const char *)next - base);
+			if (EBB_UNLIKELY(off >= ((uint64_t)1 << 22) || !block_offset_ok(off, mul, limit)))
+				goto corrupt;
+			b = next;
+		} while (o < last);
 	}
+	if (EBB_UNLIKELY(!freelist_mark_kept(b, span_key ^ (uintptr_t)b)))
+		goto lost;
+	next = freelist_span_next(b);
+	*(void **)b = NULL;
+	freelist_flip_mark(b);
+	*o++ = b;
 	/* The last link: a block start of s while more are counted, else the
 	 * end. */
-	if (EBB_UNLIKELY(got < avail ? !span_link_in(k, base, next) : next != EBB_LIST_END))
-		goto corrupt;
+	if (EBB_UNLIKELY(n < avail ? !span_link_in(k, base, next) : next != EBB_LIST_END))
+		goto corrupt_last;
 	s->u.central.free_head = next;
-	s->u.central.free_count = avail - got;
-	s->used += got;
-	return got;
+	s->u.central.free_count = avail - n;
+	s->used += n;
+	return n;
 corrupt:
+corrupt_last:
 	/* A write into a freed block: report it, hand b out (it is a block of
 	 * s, and free, and in out[] already), never follow its link. */
 	freelist_corrupt("malloc", b);
+	goto drop;
+lost:
+	freelist_lost_mark("malloc", b);
 drop:
-	s->used += got;
+	s->used += (unsigned)(o - out);
 	span_list_drop(s);
-	return got;
+	return (unsigned)(o - out);
 }
 
 static bool span_full(const span_t *s)
@@ -484,10 +499,11 @@ static EBB_COLD EBB_NOINLINE void release_bad(void *b, unsigned cls)
 }
 
 /* Switches the lock release_to_spans holds from `locked` (or none) to
- * `home`. */
-static EBB_NOINLINE central_t *release_relock(central_t *locked, central_t *home)
+ * `home`; the `back` blocks that came home to `locked` leave its count. */
+static EBB_NOINLINE central_t *release_relock(central_t *locked, uint32_t back, central_t *home)
 {
 	if (locked) {
+		locked->used_blocks -= back;
 		CENTRAL_CHECK(locked);
 		lock_release(&locked->lock);
 	}
@@ -495,7 +511,7 @@ static EBB_NOINLINE central_t *release_relock(central_t *locked, central_t *home
 	return home;
 }
 
-/* The run of n blocks that release_chunk chained on s (head: the last one
+/* The run of n blocks that release_chunk_in chained on s (head: the last one
  * in flush order) holds more than s had out before it: a double free that
  * kept its bin mark. `over` = n - (the blocks s had out). The blocks past
  * s's count, in flush order, are the last `over` of the run: the first
@@ -538,17 +554,18 @@ static inline bool used_sub_reaches(uint32_t *used, uint32_t n)
 #endif
 }
 
-/* Puts the run of n blocks that release_chunk chained (head: the last one
+/* Puts the run of n blocks that release_chunk_in chained (head: the last one
  * of them, its chain ending in s's old free_head) on s. Caller holds s's
- * home's lock, `home`. A run of more blocks than s has out is a double
- * free (each block in it kept its bin mark, so none is in it twice): its
- * blocks past the count are reported and dropped here, by the borrow of
- * the run's one subtraction from `used` (no load and compare per block). */
+ * home's lock, `home`, and takes the n blocks off home->used_blocks itself
+ * (once per hold of the lock, not per run). A run of more blocks than s has
+ * out is a double free (each block in it kept its bin mark, so none is in
+ * it twice): its blocks past the count are reported and dropped here, by
+ * the borrow of the run's one subtraction from `used` (no load and compare
+ * per block). */
 static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n, span_t **empties)
 {
 	s->u.central.free_head = head;
 	s->u.central.free_count += n;
-	home->used_blocks -= n;
 	if (EBB_LIKELY(!used_sub_reaches(&s->used, n))) {
 		/* Just got its first blocks back: nearly full spans are handed
 		 * out first, so that emptier ones (drifting to the end of the
@@ -576,24 +593,39 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
 
 /* Gives each block back to its span; a span whose blocks are then all back
  * joins *empties (for the page heap, without the lock). Every block is
- * checked again (block.h's test and its class) and must carry its bin mark:
- * this is what keeps the span free lists, which are linked through the
- * blocks, clean. A bad block is reported and dropped (leaked).
+ * checked again (its page's class, and block.h's block-start test where it
+ * can have changed) and must carry its bin mark: this is what keeps the
+ * span free lists, which are linked through the blocks, clean. A bad block
+ * is reported and dropped (leaked).
  *
  * One pass, under the home's lock, in flush order. A block inside the last
  * block's span (a reverse-order flush: a whole span's worth in a row) costs
- * the block-start test, the mark test and two stores into the block, which
- * extend the run's chain; the descriptor is written once per run
- * (run_close). Any other block costs the lookup (the registry read skipped
- * while the superblock stays the same, then page class, pagemap, block
- * start, home) and closes the previous run.
+ * the mark test and two stores into the block, which extend the run's
+ * chain; the descriptor is written once per run (run_close). Any other
+ * block costs the lookup (the registry read skipped while the superblock
+ * stays the same, then page class, span, home) and closes the previous run.
+ *
+ * Why the block-start test is made only for classes of several pages
+ * (one_page false): every address in blocks[] sits in allocator metadata
+ * (a bin slot, a transfer node), where the program cannot write, and was a
+ * block start of a page of class cls when it got there (free's block test
+ * with the page's class; a refill's span; a carve). The page may have
+ * changed since only through a double free (a stale copy of an address
+ * whose span was retired and its pages reused). The page class is tested
+ * again for every run. A class whose span is one page lays that page out
+ * the same way every time (blocks from its first byte), so an address that
+ * was a block start of a page of class cls is one while the page has class
+ * cls: the test would always pass. A span of several pages may be carved
+ * again at another page (a stale address then falls inside a block), so
+ * there it stays. In bench/fastpath's random batch (32 bytes, one page)
+ * this and the span found without the pagemap are 9 instructions a block.
  *
  * Why under the lock: an earlier version tested and chained the blocks
  * outside it and spliced one chain per run under it, to hold it for less.
  * But a flush in random order puts almost every block on a span of its own,
  * so each block paid the lookup, a run record written and read back, and a
  * splice under the lock anyway: 92 instructions per block in bench/fastpath's
- * random batch, 65 now (reverse: 27, now 26). The lock is held for at most
+ * random batch, 65 then (reverse: 27, then 26). The lock is held for at most
  * RELEASE_CHUNK blocks; what moved under it reads lines this thread has just
  * written (the block, whose mark free wrote) and the superblock's maps,
  * which stay shared-clean.
@@ -604,31 +636,37 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
  * by run_close, under the home's lock, which guards `used`): either is
  * reported and the block dropped, as a block-by-block return would (the
  * same blocks, named by address). */
-static void release_chunk(unsigned cls, void *const *blocks, unsigned count, span_t **empties)
+EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned count, span_t **empties,
+				 bool one_page)
 {
 	const uint64_t key = freelist_mark;
 	const size_class_t *k = &size_classes[cls];
+	const uint64_t mul = k->block_mul, limit = k->block_limit;
 	const uint64_t span_bytes = (uint64_t)k->blocks * k->size;
 	central_t *locked = NULL;
 	/* The run: blocks of span s (whose blocks start at lo) consecutive in
 	 * the flush, n of them, chained from head onto s's free list (s->used
 	 * stays as it was until run_close, which checks n against it). run_bytes is
-	 * the span's block bytes while a run is open, 0 (no offset is below
-	 * it) while none is: one compare tells a block of the run. */
+	 * the span's block bytes while a run is open, 0 (no offset is below it)
+	 * while none is: one compare tells a block of the run. With one_page,
+	 * the bound is the page (no address in blocks[] is in a page's tail:
+	 * see above), and lo is NULL while no run is open. */
 	span_t *s = NULL;
 	const char *lo = NULL;
 	uint64_t run_bytes = 0;
 	void *head = NULL;
 	uint32_t n = 0;
+	uint32_t back = 0; /* blocks of closed runs, for locked->used_blocks */
 	uintptr_t sb_seen = 1; /* the superblock whose registry slot was read */
 	for (void *const *at = blocks, *const *end = blocks + count; at < end; at++) {
 		void *b = *at;
 		uint64_t off = (uint64_t)((const char *)b - lo);
-		if (EBB_UNLIKELY(off >= run_bytes)) {
+		if (EBB_UNLIKELY(off >= (one_page ? EBB_PAGE_SIZE : run_bytes))) {
 			if (s != NULL) {
 				run_close(locked, s, head, n, empties);
+				back += n;
 				s = NULL;
-				run_bytes = 0;
+				run_bytes = 0; /* and lo = NULL for one_page, at bad: below */
 			}
 			uintptr_t in_sb = (uintptr_t)b & (EBB_SB_SIZE - 1);
 			superblock_t *sb = (superblock_t *)((uintptr_t)b - in_sb);
@@ -640,25 +678,30 @@ static void release_chunk(unsigned cls, void *const *blocks, unsigned count, spa
 			unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
 			if (EBB_UNLIKELY(sb->page_class[page] != cls))
 				goto bad;
-			unsigned first = sb->pagemap[page];
-			const char *nlo = (const char *)superblock_page_addr(sb, first);
-			off = (uint64_t)((const char *)b - nlo);
-			if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit)))
+			/* A page of a one-page class is its span's first page. */
+			unsigned first = one_page ? page : sb->pagemap[page];
+			const char *nlo = one_page ? (const char *)((uintptr_t)b & ~(uintptr_t)(EBB_PAGE_SIZE - 1))
+						   : (const char *)superblock_page_addr(sb, first);
+			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
 				goto bad;
 			span_t *ns = superblock_span_at(sb, first);
+			/* Else gcc forms the descriptor's address twice. */
+			__asm__("" : "+r"(ns));
 			/* The home is stable while we hold one of the span's
 			 * blocks: the span cannot empty, so it stays CENTRAL. (A
 			 * block freed twice may read a stale home; its mark or
 			 * `used` catches it below, under whichever lock.) */
 			central_t *home = ns->u.central.home;
-			if (EBB_UNLIKELY(home != locked))
-				locked = release_relock(locked, home);
+			if (EBB_UNLIKELY(home != locked)) {
+				locked = release_relock(locked, back, home);
+				back = 0;
+			}
 			s = ns;
 			lo = nlo;
 			run_bytes = span_bytes;
 			head = s->u.central.free_head;
 			n = 0;
-		} else if (EBB_UNLIKELY(!block_offset_ok(off, k->block_mul, k->block_limit))) {
+		} else if (!one_page && EBB_UNLIKELY(!block_offset_ok(off, mul, limit))) {
 			goto bad;
 		}
 		uint64_t mark = freelist_mark_of(b, key);
@@ -667,27 +710,50 @@ static void release_chunk(unsigned cls, void *const *blocks, unsigned count, spa
 			continue;
 		}
 		*(void **)b = head;
-		freelist_put_mark(b, mark ^ 1u);
+		freelist_flip_mark(b);
 		head = b;
 		n++;
 		continue;
 bad:
+		/* From a new run's tests: no run is open (s == NULL). */
+		if (one_page)
+			lo = NULL;
 		release_bad(b, cls);
 	}
-	if (s != NULL)
+	if (s != NULL) {
 		run_close(locked, s, head, n, empties);
+		back += n;
+	}
 	if (locked) {
+		locked->used_blocks -= back;
 		CENTRAL_CHECK(locked);
 		lock_release(&locked->lock);
 	}
 }
 
+static EBB_NOINLINE void release_chunk_page(unsigned cls, void *const *blocks, unsigned count,
+					    span_t **empties)
+{
+	release_chunk_in(cls, blocks, count, empties, true);
+}
+
+static EBB_NOINLINE void release_chunk_pages(unsigned cls, void *const *blocks, unsigned count,
+					     span_t **empties)
+{
+	release_chunk_in(cls, blocks, count, empties, false);
+}
+
 static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 {
 	span_t *empties = NULL;
-	for (unsigned i = 0; i < count; i += RELEASE_CHUNK)
-		release_chunk(cls, blocks + i, count - i < RELEASE_CHUNK ? count - i : RELEASE_CHUNK,
-			      &empties);
+	bool one_page = size_classes[cls].pages == 1;
+	for (unsigned i = 0; i < count; i += RELEASE_CHUNK) {
+		unsigned part = count - i < RELEASE_CHUNK ? count - i : RELEASE_CHUNK;
+		if (one_page)
+			release_chunk_page(cls, blocks + i, part, &empties);
+		else
+			release_chunk_pages(cls, blocks + i, part, &empties);
+	}
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {

@@ -66,6 +66,23 @@ EBB_INLINE void freelist_put_mark(void *block, uint64_t mark)
 		((uint64_t *)block)[1] = mark;
 }
 
+/* Turns the span mark `block` carries into its bin mark or back (they
+ * differ in bit 0 only): one instruction on memory where the caller has
+ * just tested the mark, instead of forming the other and storing it. */
+EBB_INLINE void freelist_flip_mark(void *block)
+{
+	if (!EBB_CHECKS)
+		return;
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+	/* gcc would store the other mark from a register (it knows the
+	 * value): a copy and an xor more. The C form under TSan, which sees
+	 * no write inside asm. */
+	__asm__("xorq $1, %0" : "+m"(((uint64_t *)block)[1]));
+#else
+	((uint64_t *)block)[1] ^= 1u;
+#endif
+}
+
 EBB_INLINE void freelist_set_mark(void *block, uint64_t key)
 {
 	freelist_put_mark(block, freelist_mark_of(block, key));
