@@ -42,6 +42,38 @@ bool os_code_redirect(void *from, void *to)
 #endif
 }
 
+bool os_tls_patch(void *insn, int32_t placeholder, void *var)
+{
+#if defined(__x86_64__)
+	unsigned char *c = insn;
+	int32_t disp;
+	memcpy(&disp, c + 5, 4);
+	/* fs prefix, REX.W, SUB r/m64 r64, ModRM mod 00 r/m 100 (SIB), SIB
+	 * with neither base nor index: an absolute disp32 from fs. */
+	if (c[0] != 0x64 || (c[1] & 0xf8) != 0x48 || c[2] != 0x29 || (c[3] & 0xc7) != 0x04 || c[4] != 0x25 ||
+	    disp != placeholder)
+		return false;
+	uintptr_t tp;
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	intptr_t off = (intptr_t)((uintptr_t)var - tp);
+	if (off != (intptr_t)(int32_t)off)
+		return false;
+	uintptr_t first = (uintptr_t)insn & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
+	size_t len = util_align_up((uintptr_t)insn + 9 - first, EBB_PAGE_SIZE);
+	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+		return false;
+	int32_t v = (int32_t)off;
+	memcpy(c + 5, &v, 4);
+	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
+	return true;
+#else
+	(void)insn;
+	(void)placeholder;
+	(void)var;
+	return false;
+#endif
+}
+
 /* ---------------------------------------------------------------------------
  * The unwinders: libunwind's or libgcc's, both following the DWARF
  * call-frame information (.eh_frame) every object carries for exceptions,

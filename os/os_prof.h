@@ -16,6 +16,15 @@ EBB_BEGIN_DECLS
  * x86-64, too far, the kernel refused write access to the code). */
 bool os_code_redirect(void *from, void *to);
 
+/* Writes into the instruction at `insn`, `subq %reg, %fs:disp32` whose
+ * disp32 is `placeholder`, the offset of the calling thread's `var` (an
+ * initial-exec TLS variable of this library) from the thread pointer, so
+ * that it subtracts from every thread's var. The offset is the same in
+ * every thread. Only while no thread can run the instruction (start-up);
+ * false if it cannot (not that instruction, not x86-64, no write access
+ * to the code). */
+bool os_tls_patch(void *insn, int32_t placeholder, void *var);
+
 /* Loads an unwinder with dlopen: libunwind's unw_backtrace (`which` 0 or
  * 1: libunwind.so.8, which caches each frame's unwinding rule per return
  * address, about 0.1-0.2 us a stack), else (`which` 0 or 2) libgcc_s's

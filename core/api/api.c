@@ -337,9 +337,10 @@ static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 	return tcache_alloc(size);
 }
 
-EBB_INLINE void *prof_malloc_at(size_t size)
+/* patched: the redirect's variant (prof_tick_patched), else ebb_malloc. */
+EBB_INLINE void *prof_malloc_at(size_t size, bool patched)
 {
-	if (prof_tick(size))
+	if (patched ? prof_tick_patched(size) : prof_tick(size))
 		return prof_malloc_slow(size);
 	return tcache_alloc(size);
 }
@@ -413,7 +414,7 @@ EBB_INLINE void *prof_realloc_at(void *p, size_t size, void *ret)
 #if EBB_OVERRIDE && !EBB_VALGRIND /* the valgrind build has no profiler */
 static void *prof_malloc(size_t size)
 {
-	return prof_malloc_at(size);
+	return prof_malloc_at(size, true);
 }
 
 static void *prof_calloc(size_t count, size_t size)
@@ -467,7 +468,7 @@ static EBB_NOINLINE void *realloc_plain(void *p, size_t size)
 EBB_API void *ebb_malloc(size_t size)
 {
 	if (EBB_UNLIKELY(API_PROF_ON()))
-		return prof_malloc_at(size);
+		return prof_malloc_at(size, false);
 	return api_malloc(size);
 }
 
@@ -666,6 +667,23 @@ static const char *api_ext_span_reason(const void *p, const span_t *s)
 	return s->state == SPAN_POOL ? pool_span_reason(p, s) : arena_span_reason(p, s);
 }
 
+#if EBB_OVERRIDE && !EBB_VALGRIND
+/* Every prof_tick_patched of the variants (core/process/prof.h), listed by
+ * the section their asm writes; the linker defines the bounds. */
+extern void *const __start_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
+extern void *const __stop_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
+
+/* Writes prof_left's TLS offset into each: before the redirect, so none
+ * runs unpatched. */
+static bool api_prof_patch(void)
+{
+	for (void *const *at = __start_ebb_prof_ticks; at < __stop_ebb_prof_ticks; at++)
+		if (!os_tls_patch(*at, PROF_TICK_DISP, &prof_left))
+			return false;
+	return true;
+}
+#endif
+
 /* With prof on, the standard names jump to their prof variants from now on
  * (os_code_redirect). Not when other threads run already (libebbmalloc.so
  * dlopen'ed by a threaded program: one may be inside malloc): then only the
@@ -677,7 +695,7 @@ static void api_prof_redirect(void)
 		report_warn("prof: threads already run; malloc/free are not sampled (ebb_* are)");
 		return;
 	}
-	bool ok = os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
+	bool ok = api_prof_patch() && os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
 		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
 		  os_code_redirect((void *)realloc_plain, (void *)prof_realloc) && api_cxx_prof_redirect();
 	if (!ok)

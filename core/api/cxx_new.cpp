@@ -144,14 +144,14 @@ extern "C" {
 
 static void *cxx_new_prof(std::size_t n)
 {
-	if (EBB_UNLIKELY(prof_tick(n)))
+	if (prof_tick_patched(n))
 		return new_prof_slow(n, false);
 	return new_fast(n);
 }
 
 static void *cxx_new_nothrow_prof(std::size_t n) noexcept
 {
-	if (EBB_UNLIKELY(prof_tick(n)))
+	if (prof_tick_patched(n))
 		return new_prof_slow(n, true);
 	return new_fast_nothrow(n);
 }

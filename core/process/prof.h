@@ -74,6 +74,41 @@ EBB_INLINE bool prof_tick(size_t size)
 	return EBB_UNLIKELY(left < 0);
 }
 
+/* prof_tick for the variants that api_prof_redirect makes the standard
+ * names jump to (malloc, operator new), on x86-64: prof_left's offset from
+ * the thread pointer is written into the subtraction itself at start-up
+ * (os_tls_patch, before the redirect makes the code reachable), so the
+ * tick is a subtraction from memory and a jump: the GOT load of the TLS
+ * offset is gone (4 instructions per malloc with the redirect's jump, now
+ * 3). The placeholder PROF_TICK_DISP is what os_tls_patch checks it
+ * overwrites; the section ebb_prof_ticks lists the instructions. Never
+ * run unpatched: the prefixed API and everything reached before the
+ * redirect use prof_tick. */
+#define PROF_TICK_DISP 0x7e5a1f00
+#if defined(__x86_64__)
+EBB_INLINE bool prof_tick_patched(size_t size)
+{
+	__asm__ goto("1: subq %0, %%fs:%c1\n\t"
+		     ".pushsection ebb_prof_ticks, \"aw\"\n\t"
+		     ".balign 8\n\t"
+		     ".quad 1b\n\t"
+		     ".popsection\n\t"
+		     "js %l[sample]"
+		     :
+		     : "r"(size), "i"(PROF_TICK_DISP)
+		     : "cc", "memory"
+		     : sample);
+	return false;
+sample:
+	__attribute__((cold));
+	return true;
+}
+#define PROF_TICK_PATCHED 1
+#else
+#define prof_tick_patched prof_tick
+#define PROF_TICK_PATCHED 0
+#endif
+
 /* After prof_tick said true: whether this allocation is sampled (false for
  * a thread's first count, inside the profiler, or with prof off); draws the
  * next distance. */
