@@ -229,6 +229,11 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 			    (c->state == SPAN_FREE_DIRTY && fit->state != SPAN_FREE_DIRTY &&
 			     c->npages <= npages + HUGE_FIT_SLACK(npages)))
 				fit = c;
+			/* A dirty block of the very size is the best there is: the
+			 * cache may hold hundreds of small aligned blocks
+			 * (large.c), each checked as it is passed. */
+			if (fit == c && c->npages == npages && c->state == SPAN_FREE_DIRTY)
+				break;
 		} else if ((below == NULL || c->npages > below->npages) && align <= EBB_SB_SIZE) {
 			below = c; /* growing may move it, keeping only 4 MiB alignment */
 		}
