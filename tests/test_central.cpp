@@ -204,6 +204,57 @@ TEST_CASE("a flushed address whose page has left the class is reported, not writ
 	unit_option("on_error", "abort");
 }
 
+// A span's free list is linked through its blocks: a link overwritten with
+// anything but a block start of the span (inside a block, in the span's
+// tail, below the span, on the next page) is reported when a refill reaches
+// it, and never followed; the block holding it is handed out (it is free).
+TEST_CASE("a free-list link that is not a block start of its span is reported, not followed", "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks * k.size < EBB_PAGE_SIZE); // a tail to point into
+	for (int target = 0; target < 5; target++) {
+		// Blocks one at a time until the next refill takes two from
+		// one span's list (the head of the partial list).
+		std::vector<void *> v;
+		span_t *s = nullptr;
+		const char *why;
+		for (int i = 0; i < 1000; i++) {
+			std::vector<void *> one = refill(5, cls, 1, false);
+			REQUIRE(one.size() == 1);
+			v.push_back(one[0]);
+			REQUIRE(block_lookup(one[0], &s, &why) == cls);
+			if (s->u.central.free_count >= 2 && s->u.central.home->partial == s)
+				break;
+		}
+		REQUIRE(s->u.central.free_count >= 2);
+		char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
+		void *b = s->u.central.free_head;
+		void *forged[5] = { (char *)b + 16, base + (size_t)k.blocks * k.size, base - k.size,
+				    base + EBB_PAGE_SIZE, base + 3 * (size_t)k.size + 8 };
+		void *keep = ((void **)b)[0];
+		REQUIRE(keep != forged[target]);
+		((void **)b)[0] = forged[target]; // the span mark stays
+		// Inside the span's page, the target gets a span mark too (as
+		// from a forger who read the key): only the link test is left.
+		if (target == 0 || target == 1 || target == 4)
+			((uint64_t *)forged[target])[1] = freelist_span_mark_of(forged[target], freelist_mark);
+		uint64_t reports = report_count();
+		std::vector<void *> got = refill(5, cls, 2, false);
+		CHECK(report_count() == reports + 1);
+		REQUIRE(got.size() == 1);
+		CHECK(got[0] == b);
+		// The list was dropped (leaked): the span has nothing to give.
+		CHECK(s->u.central.free_count == 0);
+		v.push_back(got[0]);
+		flush(5, cls, v);
+	}
+	unit_option("on_error", "abort");
+}
+
 TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twice is reported once",
 	  "[central]")
 {

@@ -16,6 +16,39 @@
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
 
+/* The link test of span free lists (span_link_in), per class: with
+ * size = d << shift (d odd) and inv = d^-1 mod 2^64, an offset off (any 64
+ * bits, the wrapped difference of a link below the span too) is a block
+ * start, q * size with q < blocks, exactly when
+ * ror(off * inv, shift) < blocks: for off = q * size the product is
+ * q << shift and the rotation gives q back; for any other off, the rotated
+ * product r < blocks would give off = rol(r, shift) * d = r * size. One
+ * multiply, one rotation and one compare, where block.h's test (exact for
+ * off < 2^22 only) needs a range compare first. */
+static struct {
+	uint64_t inv;
+	uint32_t shift;
+	uint32_t blocks;
+} link_test[EBB_NUM_CLASSES];
+
+static void link_test_init(unsigned cls)
+{
+	uint64_t size = size_classes[cls].size;
+	unsigned shift = (unsigned)__builtin_ctzll(size);
+	uint64_t d = size >> shift, x = d; /* d * d = 1 mod 8: 3 bits right */
+	for (int i = 0; i < 5; i++)
+		x *= 2 - d * x; /* Newton: twice the bits each time */
+	link_test[cls].inv = x;
+	link_test[cls].shift = shift;
+	link_test[cls].blocks = size_classes[cls].blocks;
+}
+
+EBB_INLINE bool link_test_ok(uint64_t off, uint64_t inv, unsigned shift, uint64_t blocks)
+{
+	uint64_t p = off * inv;
+	return ((p >> shift) | (p << ((64 - shift) & 63))) < blocks;
+}
+
 /* Most blocks a transfer node holds (size_class.c: batch <= 32), and most
  * nodes a list may have (the head word's 8-bit index and count). */
 #define TRANSFER_BATCH_MAX 32
@@ -38,6 +71,7 @@ bool central_init_all(void)
 	 * (not resident) until it keeps a batch. */
 	size_t per_cpu = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		link_test_init(c);
 		EBB_CHECK(size_classes[c].batch <= TRANSFER_BATCH_MAX);
 		EBB_CHECK(size_classes[c].transfer_cap <= TRANSFER_NODES_MAX);
 		per_cpu += size_classes[c].transfer_cap * node_size(c);
@@ -269,16 +303,16 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 
 /* Whether `next`, read from a block on s's free list, is a block start of s
  * (its mark is checked when it is taken). EBB_LIST_END is not. */
-static inline bool span_link_in(const size_class_t *k, const char *base, const void *next)
+static inline bool span_link_in(unsigned cls, const char *base, const void *next)
 {
-	uint64_t off = (uint64_t)((const char *)next - base);
-	return off < ((uint64_t)1 << 22) && block_offset_ok(off, k->block_mul, k->block_limit);
+	return link_test_ok((uint64_t)((const char *)next - base), link_test[cls].inv, link_test[cls].shift,
+			    link_test[cls].blocks);
 }
 
 /* Whether `next` may be followed: the end, or a block start of s. */
 static bool span_link_ok(const span_t *s, const char *base, const void *next)
 {
-	return next == EBB_LIST_END || span_link_in(&size_classes[s->cls], base, next);
+	return next == EBB_LIST_END || span_link_in(s->cls, base, next);
 }
 
 /* Drops the rest of s's free list after a report (leaked: none of it can be
@@ -300,17 +334,17 @@ static void span_list_drop(span_t *s)
  * block start of s (more are taken after it); the last block is taken after
  * the loop, and its link tested as a block start if the list keeps blocks,
  * else as the end: one loop test a block (the end of out[]), no test of
- * which kind of link, the class's block test kept in registers, the mark
- * flipped in place (bench/fastpath random batch: refill 24 instructions a
- * block before this form, 29 before that). */
+ * which kind of link, the link test (link_test: no range compare) kept in
+ * registers, the mark flipped in place (bench/fastpath random batch: refill
+ * 24 instructions a block before this form, about 20 with it). */
 static unsigned span_take(span_t *s, unsigned want, void **out)
 {
-	const size_class_t *k = &size_classes[s->cls];
 	/* The span mark of b is b ^ span_key (freelist.h): formed once, out
 	 * of gcc's sight, or it xors b with the key and then with 1 per block. */
 	uint64_t span_key = freelist_span_mark_of(NULL, freelist_mark);
 	__asm__("" : "+r"(span_key));
-	const uint64_t mul = k->block_mul, limit = k->block_limit;
+	const uint64_t inv = link_test[s->cls].inv, blocks = link_test[s->cls].blocks;
+	const unsigned shift = link_test[s->cls].shift;
 	const char *base = span_start(span_superblock(s), s);
 	uint32_t avail = s->u.central.free_count;
 	unsigned n = want < avail ? want : avail;
@@ -333,8 +367,7 @@ static unsigned span_take(span_t *s, unsigned want, void **out)
 			*(void **)b = NULL; /* the link is the allocator's, not the program's */
 			freelist_flip_mark(b);
 			*o++ = b;
-			uint64_t off = (uint64_t)((const char *)next - base);
-			if (EBB_UNLIKELY(off >= ((uint64_t)1 << 22) || !block_offset_ok(off, mul, limit)))
+			if (EBB_UNLIKELY(!link_test_ok((uint64_t)((const char *)next - base), inv, shift, blocks)))
 				goto corrupt;
 			b = next;
 		} while (o < last);
@@ -347,7 +380,8 @@ static unsigned span_take(span_t *s, unsigned want, void **out)
 	*o++ = b;
 	/* The last link: a block start of s while more are counted, else the
 	 * end. */
-	if (EBB_UNLIKELY(n < avail ? !span_link_in(k, base, next) : next != EBB_LIST_END))
+	if (EBB_UNLIKELY(n < avail ? !link_test_ok((uint64_t)((const char *)next - base), inv, shift, blocks)
+				   : next != EBB_LIST_END))
 		goto corrupt_last;
 	s->u.central.free_head = next;
 	s->u.central.free_count = avail - n;
@@ -651,7 +685,14 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 	 * while none is: one compare tells a block of the run. With one_page,
 	 * the bound is the page (no address in blocks[] is in a page's tail:
 	 * see above), and lo is NULL while no run is open. */
-	span_t *s = NULL;
+	/* While no run is open, s is `none`, a run of no blocks on a span
+	 * that is not one of ours: closing it changes nothing (used stays 1,
+	 * in_partial 1), so closing a run needs no test that one is open. */
+	span_t none;
+	memset(&none, 0, sizeof none);
+	none.used = 1;
+	none.in_partial = 1;
+	span_t *s = &none;
 	const char *lo = NULL;
 	uint64_t run_bytes = 0;
 	void *head = NULL;
@@ -662,12 +703,11 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 		void *b = *at;
 		uint64_t off = (uint64_t)((const char *)b - lo);
 		if (EBB_UNLIKELY(off >= (one_page ? EBB_PAGE_SIZE : run_bytes))) {
-			if (s != NULL) {
-				run_close(locked, s, head, n, empties);
-				back += n;
-				s = NULL;
-				run_bytes = 0; /* and lo = NULL for one_page, at bad: below */
-			}
+			run_close(locked, s, head, n, empties);
+			back += n;
+			s = &none;
+			n = 0;
+			run_bytes = 0; /* and lo = NULL for one_page, at bad: below */
 			uintptr_t in_sb = (uintptr_t)b & (EBB_SB_SIZE - 1);
 			superblock_t *sb = (superblock_t *)((uintptr_t)b - in_sb);
 			if ((uintptr_t)sb != sb_seen) {
@@ -715,15 +755,13 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 		n++;
 		continue;
 bad:
-		/* From a new run's tests: no run is open (s == NULL). */
+		/* From a new run's tests: no run is open (s == &none). */
 		if (one_page)
 			lo = NULL;
 		release_bad(b, cls);
 	}
-	if (s != NULL) {
-		run_close(locked, s, head, n, empties);
-		back += n;
-	}
+	run_close(locked, s, head, n, empties);
+	back += n;
 	if (locked) {
 		locked->used_blocks -= back;
 		CENTRAL_CHECK(locked);
