@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 #include "core/pages/large.h"
+#include "core/pages/page_heap.h"
 #include "core/runtime/report.h"
 #include "core/pages/superblock.h"
 #include "tests/api/child_util.h"
@@ -164,6 +165,30 @@ TEST_CASE_METHOD(large_fixture, "a small block aligned to 256 KiB or more is a h
 	CHECK((uintptr_t)r % (128 * KiB) == 0);
 	CHECK_FALSE(span_of(r)->huge);
 	free(r);
+}
+
+TEST_CASE_METHOD(large_fixture, "past 1024 live huge blocks, a small aligned block is a page run again", "[large]")
+{
+	// The bound keeps a program with very many small aligned blocks from
+	// running out of kernel mappings (two per huge block).
+	std::vector<void *> v;
+	size_t huge = 0;
+	for (int i = 0; i < 1100; i++) {
+		void *p = alloc(64, 256 * KiB);
+		CHECK((uintptr_t)p % (256 * KiB) == 0);
+		huge += span_of(p)->huge;
+		v.push_back(p);
+	}
+	CHECK(huge > 0);
+	CHECK(huge <= 1024);
+	CHECK_FALSE(span_of(v.back())->huge);
+	CHECK(page_heap_get(0)->huge_live <= 1024);
+	for (void *p : v)
+		free(p);
+	// The next test starts without a thousand cached blocks.
+	page_heap_decay(page_heap_get(0), os_fake_now(), true);
+	page_heap_release(page_heap_get(0), os_fake_now(), true);
+	CHECK(page_heap_get(0)->huge_count == 0);
 }
 
 TEST_CASE_METHOD(large_fixture, "requests above EBB_MAX_REQUEST fail with ENOMEM without trying", "[large]")
