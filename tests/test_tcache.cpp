@@ -120,8 +120,8 @@ static void miss(size_t size, std::vector<void *> &held)
 	held.push_back(tcache_alloc(size));
 }
 
-TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget, then grows by "
-	  "one batch per miss while the byte budget allows",
+TEST_CASE("a bin starts small, doubles per miss to one batch, then takes a second batch whatever "
+	  "the budget, then grows by one batch per miss while the byte budget allows",
 	  "[tcache]")
 {
 	unit_init();
@@ -148,15 +148,16 @@ TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget
 		miss(A, held); // second miss: doubled, one batch
 		CHECK(bin(a).max == ka.batch);
 		CHECK(tc->budget == (uint64_t)ka.batch * ka.size);
-		miss(A, held); // third: one more batch fits
+		miss(A, held); // third: the second batch
 		CHECK(bin(a).max == 2u * ka.batch);
 		CHECK(tc->budget == limit);
 		miss(A, held); // fourth: the budget is spent
 		CHECK(bin(a).max == 2u * ka.batch);
 		CHECK(tc->budget == limit);
 		// A class that comes into use after the budget is spent still
-		// reaches one batch (counted against the budget), not one block at
-		// a time from the central lists: 4, 8, 16, 32 blocks, then no more.
+		// reaches two batches (counted against the budget), not one block
+		// at a time from the central lists: 4, 8, 16, 32, 64 blocks, then
+		// no more.
 		held.push_back(tcache_alloc(C));
 		CHECK(bin(c).max == first_max(kc));
 		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want *= 2) {
@@ -164,8 +165,10 @@ TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget
 			CHECK(bin(c).max == want);
 		}
 		miss(C, held);
-		CHECK(bin(c).max == kc.batch);
-		CHECK(tc->budget == limit + (uint64_t)kc.batch * kc.size);
+		CHECK(bin(c).max == 2u * kc.batch);
+		miss(C, held);
+		CHECK(bin(c).max == 2u * kc.batch);
+		CHECK(tc->budget == limit + 2ull * kc.batch * kc.size);
 		free_all(held);
 	});
 	unit_option("tcache_max_bytes", "1M");
@@ -242,6 +245,58 @@ TEST_CASE("a full bin gives back half its blocks, in whole batches, from its mos
 	});
 	for (void *p : others)
 		tcache_free(p);
+}
+
+TEST_CASE("a bin of two batches is left half full by a refill and by a flush; a bin that only "
+	  "receives frees keeps one batch",
+	  "[tcache]")
+{
+	unit_init();
+	setup("64K"); // spent by the first two batches: no growth past them
+	const size_t C = 1024, D = 512;
+	const unsigned c = size_class_of(C), d = size_class_of(D);
+	const uint32_t batch = size_classes[c].batch, dbatch = size_classes[d].batch;
+	REQUIRE(2ull * batch * size_classes[c].size >= 65536);
+	// Blocks of D from another thread's cache, for the new thread to free.
+	std::vector<void *> others;
+	for (unsigned i = 0; i < 4u * dbatch; i++)
+		others.push_back(tcache_alloc(D));
+	in_new_thread([&] {
+		std::vector<void *> held, freed;
+		for (int i = 0; i < 8 && bin(c).max < 2u * batch; i++)
+			miss(C, held);
+		REQUIRE(bin(c).max == 2u * batch);
+		// The miss that gave the second batch refilled one batch.
+		CHECK(bin(c).count == batch - 1);
+		miss(C, held); // empty again: one batch in, one block out
+		CHECK(bin(c).max == 2u * batch);
+		CHECK(bin(c).count == batch - 1);
+		// Fill the bin with held blocks; one free more gives back one
+		// batch (the most recent frees) and leaves one batch and that block.
+		tcache_t *tc = tcache_self();
+		fill(c, held, freed);
+		REQUIRE(bin(c).count == 2u * batch);
+		uint64_t flushes = tc->flushes;
+		void *extra = held.back();
+		held.pop_back();
+		tcache_free(extra);
+		CHECK(tc->flushes == flushes + 1);
+		CHECK(bin(c).count == batch + 1);
+		CHECK(tc->top[c][0] == extra);
+
+		// D: only frees. Its bound doubles at each full free up to one batch
+		// and stays there; each flush then gives back the whole batch.
+		std::vector<void *> dfreed;
+		while (!others.empty()) {
+			dfreed.push_back(others.back());
+			others.pop_back();
+			tcache_free(dfreed.back());
+			CHECK(bin(d).max <= dbatch);
+		}
+		CHECK(bin(d).max == dbatch);
+		free_all(held);
+	});
+	unit_option("tcache_max_bytes", "1M");
 }
 
 TEST_CASE("trimming: a bin that did not miss since its last trim gives back half and loses a "
