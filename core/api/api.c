@@ -382,15 +382,8 @@ static EBB_NOINLINE void *prof_realloc_page(void *p, size_t size, void *ret)
 	if (p == NULL)
 		return prof_tick(size) && prof_should_sample(size) ? prof_alloc(size, EBB_MIN_ALIGN, false, ret)
 								      : tcache_alloc(size);
-	void *was = prof_detach(p);
+	prof_realloc_check(p);
 	void *q = realloc_impl(p, size);
-	if (was != NULL) {
-		if (q == p || (q == NULL && size != 0)) {
-			prof_attach(p, was); /* in place, or failed and p untouched */
-			return q;
-		}
-		prof_attach(NULL, was);
-	}
 	if (q != NULL && q != p && prof_tick(size) && prof_should_sample(size))
 		q = prof_realloc_sample(q, size, ret);
 	return q;

@@ -574,43 +574,14 @@ bool prof_adopt(void *q, size_t size, void *ret)
 	return true;
 }
 
-/* The sample of p leaves the table: its entry, out of every list (the
- * caller puts it back or on the free list), or NULL if p is not one. A
- * kept block (freed already) is reported as `func`'s. */
-static prof_sample_t *prof_take(void *p, const char *func)
+void prof_realloc_check(void *p)
 {
-	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p))
-		return NULL;
-	size_t pages = prof_run_pages(p);
-	if (pages == 0)
-		return NULL;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
-	prof_sample_t *s = NULL;
 	if (at != NULL && (*at)->count == NULL) {
-		prof_kept_again(at, pages, func);
-		return NULL;
-	}
-	if (at != NULL)
-		s = prof_unlink(at);
-	prof_unlock();
-	return s;
-}
-
-void *prof_detach(void *p)
-{
-	return prof_take(p, "realloc");
-}
-
-void prof_attach(void *p, void *from)
-{
-	prof_sample_t *s = from;
-	prof_lock();
-	if (p != NULL) {
-		prof_relist(s, p, s->count, s->size);
-	} else {
-		s->next = prof_free_samples;
-		prof_free_samples = s;
+		/* Kept: its page run is allocated, so it has pages. */
+		prof_kept_again(at, prof_run_pages(p), "realloc");
+		return;
 	}
 	prof_unlock();
 }
