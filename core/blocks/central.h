@@ -15,9 +15,11 @@
  * whole batches of the new span into spare transfer nodes, the rest onto its
  * free list). A flush pushes whole batches while the list has a spare node;
  * the rest goes back to the blocks' own spans, under the home list's lock:
- * each block validated and chained with the blocks of its span that come
- * right before it, the span's fields written once per such run; a span whose
- * blocks are then all free goes back to the page heap at once.
+ * each block validated (its page's class and its bin mark; the block-start
+ * test only for classes of several pages, release_chunk_in says why) and
+ * chained with the blocks of its span that come right before it, the span's
+ * fields written once per such run; a span whose blocks are then all free
+ * goes back to the page heap at once.
  *
  * Transfer nodes: each list owns transfer_cap nodes (an array in meta.c
  * memory, resident once used, never unmapped: a stale pointer to a node
@@ -101,7 +103,8 @@ bool central_init_all(void);
  * kernel refused memory (errno ENOMEM). Any thread. */
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
 /* Takes back `count` free blocks of class cls (addresses in blocks[], each
- * checked by free and carrying its bin mark). Any thread. */
+ * checked by free as a block start of a page of class cls, and carrying its
+ * bin mark; the array is the allocator's, never the program's). Any thread. */
 void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count);
 /* Returns the transfer batches of the lists of every CPU to their spans;
  * with only_idle, just of lists unused since the previous idle call. Returns
