@@ -268,16 +268,19 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	 * anything from their last use: each block's first 16 bytes are the
 	 * allocator's from here on. */
 	uint64_t key = freelist_mark;
+	/* In a local: the stores into blocks might alias size_classes for
+	 * all gcc knows, and it would load the size again per block. */
+	const size_t size = k->size;
 	char *base = span_start(span_superblock(s), s);
 	void *head = EBB_LIST_END;
 	for (unsigned i = k->blocks; i-- > in_nodes;) {
-		void *b = base + (size_t)i * k->size;
+		void *b = base + (size_t)i * size;
 		TRACK_CARVED(b);
 		freelist_span_link(b, head, key);
 		head = b;
 	}
 	char *b = base;
-	for (void **o = out, **end = out + n; o < end; o++, b += k->size) {
+	for (void **o = out, **end = out + n; o < end; o++, b += size) {
 		TRACK_CARVED(b);
 		*(void **)b = NULL;
 		freelist_set_mark(b, key);
@@ -285,7 +288,8 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	}
 	for (unsigned j = 0; j < nodes; j++) {
 		void **o = node_at(c, held[j])->blocks;
-		for (void **end = o + k->batch; o < end; o++, b += k->size) {
+#pragma GCC unroll 2
+		for (void **end = o + k->batch; o < end; o++, b += size) {
 			TRACK_CARVED(b);
 			*(void **)b = NULL;
 			freelist_set_mark(b, key);
