@@ -255,7 +255,7 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 	unit_option("on_error", "abort");
 }
 
-TEST_CASE("refilled blocks carry their bin mark and no link; a block flushed twice is reported once",
+TEST_CASE("refilled blocks carry their bin mark and no link, a block flushed twice is reported once",
 	  "[central]")
 {
 	unit_option("on_error", "warn");

@@ -139,7 +139,7 @@ TEST_CASE("invariants: a central list's used_blocks off by one aborts at the nex
 	CHECK(died_saying(r, "used_blocks != sum of the spans' used"));
 }
 
-TEST_CASE("invariants: a span's used + free_count off aborts; the check wants the lock", "[invariants]")
+TEST_CASE("invariants: a span's used + free_count off aborts, the check wants the lock", "[invariants]")
 {
 	unit_option("background_thread", "0");
 	unsigned cls = size_class_of(128);
@@ -156,7 +156,7 @@ TEST_CASE("invariants: a span's used + free_count off aborts; the check wants th
 		central_check(home, true);
 		return 1;
 	});
-	CHECK(died_saying(r, "used + free_count != blocks per span"));
+	CHECK(died_saying(r, "used + free_count + withheld != blocks per span"));
 	auto r2 = run_child([cls] {
 		void *b[1];
 		if (central_refill(0, cls, 1, false, b) != 1)

@@ -54,7 +54,7 @@ struct large_fixture {
 
 } // namespace
 
-TEST_CASE_METHOD(large_fixture, "sizes round up to whole pages; large_usable says how many", "[large]")
+TEST_CASE_METHOD(large_fixture, "sizes round up to whole pages, large_usable says how many", "[large]")
 {
 	struct {
 		size_t size, pages;

@@ -162,7 +162,7 @@ TEST_CASE("choice options take exactly one of their words, stored as its index",
 	refuses("on_error", {"ignore", "abort ", "warn,abort"});
 }
 
-TEST_CASE("the string option stores text of at most 255 bytes; its value is the length", "[options]")
+TEST_CASE("the string option stores text of at most 255 bytes, its value is the length", "[options]")
 {
 	keep_option k("stats_file");
 	enum option_id id;
@@ -196,7 +196,7 @@ TEST_CASE("the string option stores text of at most 255 bytes; its value is the 
 	CHECK(buf[0] == '\0');
 }
 
-TEST_CASE("names match exactly; unknown and hidden names are not options", "[options]")
+TEST_CASE("names match exactly, unknown and hidden names are not options", "[options]")
 {
 	keep_option k("decay_ms");
 	REQUIRE(set("decay_ms", "1234"));

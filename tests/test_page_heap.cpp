@@ -58,7 +58,7 @@ struct heap_fixture {
 
 } // namespace
 
-TEST_CASE_METHOD(heap_fixture, "a fresh superblock is one purged run; allocation splits its end", "[page_heap]")
+TEST_CASE_METHOD(heap_fixture, "a fresh superblock is one purged run, allocation splits its end", "[page_heap]")
 {
 	span_t *a = alloc(10);
 	superblock_t *sb = span_superblock(a);
@@ -174,7 +174,7 @@ TEST_CASE_METHOD(heap_fixture, "a 2 MiB-aligned request takes a short run holdin
 	page_heap_free(right);
 }
 
-TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs; purged runs coalesce and read as zero", "[page_heap]")
+TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs, purged runs coalesce and read as zero", "[page_heap]")
 {
 	unit_option("decay_ms", "100");
 	page_heap_init(&heap, 0, os_fake_now());

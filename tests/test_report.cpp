@@ -172,7 +172,7 @@ TEST_CASE("a report too long for its buffer is cut, and still ends its line", "[
 	CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 2);
 }
 
-TEST_CASE("warnings and fatal errors: their exact lines; a fatal error aborts even under warn", "[report]")
+TEST_CASE("warnings and fatal errors: their exact lines, a fatal error aborts even under warn", "[report]")
 {
 	auto w = reporting_child("abort", [] {
 		report_warn("option %s: bad value '%.*s' ignored", "decay_ms", 3, "abcdef");

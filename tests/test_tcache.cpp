@@ -247,7 +247,7 @@ TEST_CASE("a full bin gives back half its blocks, in whole batches, from its mos
 		tcache_free(p);
 }
 
-TEST_CASE("a bin of two batches is left half full by a refill and by a flush; a bin that only "
+TEST_CASE("a bin of two batches is left half full by a refill and by a flush, a bin that only "
 	  "receives frees keeps one batch",
 	  "[tcache]")
 {
