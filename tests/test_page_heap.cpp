@@ -480,3 +480,102 @@ TEST_CASE_METHOD(heap_fixture, "a loop's pool stays resident through a trough lo
 	CHECK(heap.dirty_pages == 0);
 	unit_option("decay_ms", "-1");
 }
+
+// Waste at the peak (page_heap.c, resident_climb): a small heap, mostly
+// small blocks' spans, where a large block takes fresh pages above the
+// heap's highest mark while freed runs too small for it wait dirty, purges
+// as many of them, oldest first, before it hands the fresh pages out; below
+// the mark, for small blocks' spans, or in a heap of large blocks, nothing.
+namespace {
+
+struct climb_fixture : heap_fixture {
+	std::vector<span_t *> live, holes;
+	climb_fixture()
+	{
+		page_heap_climb_reset();
+		// 60 spans of 4 pages in a row, then every other one freed: 30
+		// dirty runs of 4 pages that cannot merge, so no 8-page request
+		// fits any of them.
+		for (int i = 0; i < 60; i++) {
+			span_t *s = page_heap_alloc(&heap, 4, 1, SPAN_CENTRAL);
+			REQUIRE(s != nullptr);
+			memset(span_start(span_superblock(s), s), 0x5a, 4 * 4096);
+			(i % 2 ? holes : live).push_back(s);
+		}
+		for (span_t *s : holes)
+			page_heap_free(s);
+		REQUIRE(heap.dirty_pages == 120);
+	}
+	span_t *take(size_t pages, uint8_t state)
+	{
+		span_t *s = page_heap_alloc(&heap, pages, 1, state);
+		REQUIRE(s != nullptr);
+		if (state != SPAN_CENTRAL)
+			superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+		live.push_back(s);
+		return s;
+	}
+	~climb_fixture()
+	{
+		for (span_t *s : live)
+			page_heap_free(s);
+	}
+};
+
+} // namespace
+
+TEST_CASE_METHOD(climb_fixture, "a small heap climbing purges its oldest dirty runs before the fresh pages", "[page_heap]")
+{
+	char *oldest = (char *)span_start(span_superblock(holes[0]), holes[0]);
+	char *newest = (char *)span_start(span_superblock(holes.back()), holes.back());
+	os_fake_counts_t before = os_fake_counts();
+	// A large block of 8 fresh pages above the mark: the two oldest holes go.
+	take(8, SPAN_LARGE);
+	REQUIRE(heap.dirty_pages == 112);
+	REQUIRE(os_fake_counts().purges == before.purges + 2);
+	REQUIRE(os_fake_resident(oldest) == 0);
+	REQUIRE(os_fake_resident(newest) == 1);
+	REQUIRE(page_heap_owed_pages() == 0);
+	// Climbing on (large blocks still at most half of the pages in use):
+	// every hole goes.
+	for (int i = 0; i < 14; i++)
+		take(8, SPAN_LARGE);
+	REQUIRE(heap.dirty_pages == 0);
+	REQUIRE(os_fake_resident(newest) == 0);
+	REQUIRE(page_heap_owed_pages() == 0);
+}
+
+TEST_CASE_METHOD(climb_fixture, "a climb below the mark or by small blocks or in a heap of large blocks purges nothing",
+		 "[page_heap]")
+{
+	os_fake_counts_t before = os_fake_counts();
+	SECTION("below the mark: the heap held this much before")
+	{
+		// The holes purged (the heap now holds 120 pages, its mark is
+		// 240), then one span freed: 4 dirty pages next to purged ones.
+		REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 120);
+		page_heap_free(live[0]);
+		live.erase(live.begin());
+		REQUIRE(heap.dirty_pages == 4);
+		before = os_fake_counts();
+		take(8, SPAN_LARGE); /* no 8-page dirty run: fresh, below the mark */
+		REQUIRE(heap.dirty_pages == 4);
+	}
+	SECTION("small blocks' spans (a churn at its plateau comes back for its runs)")
+	{
+		for (int i = 0; i < 5; i++)
+			take(8, SPAN_CENTRAL);
+		REQUIRE(heap.dirty_pages == 120);
+		// ... but they moved the mark: a large block now climbs from there.
+		take(8, SPAN_LARGE);
+		REQUIRE(heap.dirty_pages == 112);
+		before.purges += 2;
+	}
+	SECTION("a heap mostly of large blocks (a loop over them comes back for its runs)")
+	{
+		take(200, SPAN_LARGE);
+		take(8, SPAN_LARGE);
+		REQUIRE(heap.dirty_pages == 120);
+	}
+	REQUIRE(os_fake_counts().purges == before.purges);
+}

@@ -146,6 +146,15 @@ size_t page_heap_reuse_pages(void);
  * dirty budget still applies), and whose swing counts whatever its size.
  * Relaxed atomics; any thread. */
 bool page_heap_looping(void);
+/* Dirty pages owed to a purge because a large block's fresh pages would have
+ * lifted the pages held resident above their peak while they waited
+ * (page_heap.c, resident_climb); the allocating thread purges them before
+ * it touches the fresh pages, and any purge pays them off. Relaxed atomics;
+ * any thread. */
+size_t page_heap_owed_pages(void);
+/* Forgets the mark those climbs are measured from and what is owed, as in a
+ * new process (unit tests, which run many heaps in one process). */
+void page_heap_climb_reset(void);
 /* Starts a new half-decay_ms window of that peak and of the counts behind
  * the two above once the last one is over. Decay passes call it; any
  * thread. */
@@ -233,6 +242,12 @@ void page_heap_lock_idle(page_heap_t *h);
 /* After a free, lock not held: decays here unless the dirty hook says a
  * background thread will (page_heap_purge.c). */
 void page_heap_maybe_decay(page_heap_t *h, uint64_t now);
+/* Lock not held: purges the owed pages (page_heap_owed_pages), the oldest
+ * dirty runs of h first, then of the other heaps of the table; a heap whose
+ * pass is running is skipped (its pass, or the next, pays). */
+void page_heap_purge_owed(page_heap_t *h, uint64_t now);
+/* Purged pages paid off what was owed. */
+void page_heap_owed_sub(size_t pages);
 
 EBB_END_DECLS
 

@@ -3,7 +3,9 @@
  * budget ask; purged superblocks give back header pages whose descriptors
  * describe nothing any more; superblocks and cached huge blocks that stay
  * entirely free for unmap_delay_ms are unmapped. Also when a heap next has
- * such work (for the background thread) and who decays after a free.
+ * such work (for the background thread), who decays after a free, and the
+ * purge a small heap's climb owes (page_heap.c, resident_climb), made by
+ * the allocating thread itself.
  *
  * Locking: a pass (decay or release) takes h->lock, takes the runs it works
  * on out of the lists (BUSY, or unlisted), sets h->purging so that no second
@@ -49,13 +51,18 @@ void page_heap_maybe_decay(page_heap_t *h, uint64_t now)
 }
 
 /* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
- * through `next`. Caller holds the lock. */
-static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken)
+ * through `next`; runs_only: no cached huge block (see page_heap_purge_owed).
+ * Caller holds the lock. */
+static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken, bool runs_only)
 {
 	span_t *list = NULL;
+	span_t *next = h->lru_tail;
 	*taken = 0;
-	while (*taken < want && h->lru_tail != NULL) {
-		span_t *s = h->lru_tail;
+	while (*taken < want && next != NULL) {
+		span_t *s = next;
+		next = s->u.free.lru_prev;
+		if (runs_only && s->huge)
+			continue;
 		page_heap_run_unlist(h, s);
 		page_heap_dirty_add(h, s->npages); /* still resident until madvise returns */
 		SPAN_SET_STATE(s, SPAN_BUSY, &h->lock);
@@ -161,6 +168,8 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	(void)ok;
 }
 
+static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_only);
+
 size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 {
 	if (all)
@@ -196,6 +205,14 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		lock_release(&h->lock);
 		return 0;
 	}
+	return purge_oldest(h, want, now, false);
+}
+
+/* Purges up to `want` pages of h's oldest dirty runs. Caller holds the lock,
+ * and no pass of h runs; the lock is released on return. Returns the pages
+ * purged. */
+static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_only)
+{
 	h->purging = true;
 	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
 	bool lazy = options_get(OPT_PURGE) == 1;
@@ -207,7 +224,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	while (done < want && !failed) {
 		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
 		size_t taken;
-		span_t *list = take_oldest(h, batch, &taken);
+		span_t *list = take_oldest(h, batch, &taken, runs_only);
 		if (list == NULL)
 			break;
 		lock_release(&h->lock);
@@ -267,7 +284,30 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	h->purging = false;
 	lock_depth_leave();
 	lock_release(&h->lock);
+	page_heap_owed_sub(done);
 	return done;
+}
+
+void page_heap_purge_owed(page_heap_t *h, uint64_t now)
+{
+	unsigned n = page_heap_count(), tried = 0;
+	bool table = false;
+	for (unsigned i = 0; i < n; i++)
+		table |= page_heap_get(i) == h;
+	for (;;) {
+		size_t owed = page_heap_owed_pages();
+		if (owed == 0)
+			return;
+		lock_acquire(&h->lock);
+		size_t want = owed < h->dirty_pages ? owed : h->dirty_pages;
+		if (h->purging || want == 0)
+			lock_release(&h->lock);
+		else
+			purge_oldest(h, want, now, true);
+		if (!table || ++tried >= n)
+			return;
+		h = page_heap_get((h->index + 1) % n);
+	}
 }
 
 /* Takes every run of an entirely free superblock out of the lists. Returns
