@@ -15,26 +15,34 @@
 #include "core/base/util.h"
 
 /* ---------------------------------------------------------------------------
- * Redirecting an entry point. x86-64 only: a 5-byte `jmp rel32` written
- * over the first bytes of `from`, with the page made writable for the
- * moment (it stays executable: the writer may run on the same page).
+ * Writing into the library's code (x86-64 only): a redirected entry point
+ * and the patched countdowns. The pages are made writable for the moment
+ * and stay executable (the writer may run on the same page).
  * ------------------------------------------------------------------------- */
+#if defined(__x86_64__)
+static bool code_write(void *at, const void *bytes, size_t n)
+{
+	uintptr_t first = (uintptr_t)at & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
+	size_t len = util_align_up((uintptr_t)at + n - first, EBB_PAGE_SIZE);
+	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+		return false;
+	memcpy(at, bytes, n);
+	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
+	return true;
+}
+#endif
+
+/* A 5-byte `jmp rel32` over the first bytes of `from`. */
 bool os_code_redirect(void *from, void *to)
 {
 #if defined(__x86_64__)
 	intptr_t rel = (intptr_t)to - ((intptr_t)from + 5);
 	if (rel != (intptr_t)(int32_t)rel)
 		return false;
-	uintptr_t first = (uintptr_t)from & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
-	size_t len = util_align_up((uintptr_t)from + 5 - first, EBB_PAGE_SIZE);
-	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
-		return false;
 	unsigned char jmp[5] = {0xe9};
 	int32_t rel32 = (int32_t)rel;
 	memcpy(jmp + 1, &rel32, 4);
-	memcpy(from, jmp, sizeof jmp);
-	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
-	return true;
+	return code_write(from, jmp, sizeof jmp);
 #else
 	(void)from;
 	(void)to;
@@ -58,14 +66,8 @@ bool os_tls_patch(void *insn, int32_t placeholder, void *var)
 	intptr_t off = (intptr_t)((uintptr_t)var - tp);
 	if (off != (intptr_t)(int32_t)off)
 		return false;
-	uintptr_t first = (uintptr_t)insn & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
-	size_t len = util_align_up((uintptr_t)insn + 9 - first, EBB_PAGE_SIZE);
-	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
-		return false;
 	int32_t v = (int32_t)off;
-	memcpy(c + 5, &v, 4);
-	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
-	return true;
+	return code_write(c + 5, &v, sizeof v);
 #else
 	(void)insn;
 	(void)placeholder;

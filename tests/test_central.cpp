@@ -295,8 +295,13 @@ static void flush_to_spans(unsigned cls, const std::vector<void *> &blocks)
 // flush of a span's blocks goes straight to the span), and one span of it
 // with every block out here: refills whole spans' worth until one is.
 // *held gets every block refilled, *span that span; returns its blocks.
+// Sets on_error=warn (the callers' bad runs are reported, then looked at)
+// and turns off the background thread and decay, which could move the span.
 static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
 {
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
 	unsigned cls = 0;
 	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
 		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
@@ -331,9 +336,6 @@ static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *
 // others go home, and the span, all of its blocks back, leaves the list.
 TEST_CASE("a run of more blocks than its span has out: the block past the count is dropped", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
 	unsigned cls;
 	std::vector<void *> held;
 	span_t *s = nullptr;
@@ -370,9 +372,6 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 // refill would find a span without a free block.
 TEST_CASE("a run whose blocks all lost their mark leaves a full span off the partial list", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
 	unsigned cls;
 	std::vector<void *> held;
 	span_t *s = nullptr;
