@@ -107,10 +107,8 @@ sample:
 	__attribute__((cold));
 	return true;
 }
-#define PROF_TICK_PATCHED 1
 #else
 #define prof_tick_patched prof_tick
-#define PROF_TICK_PATCHED 0
 #endif
 
 /* After prof_tick said true: whether this allocation is sampled (false for
