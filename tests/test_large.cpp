@@ -114,6 +114,36 @@ TEST_CASE_METHOD(large_fixture, "a huge block of an odd number of 2 MiB units is
 	}
 }
 
+TEST_CASE_METHOD(large_fixture, "a thread moved to another CPU takes the dirty run it freed on the last one", "[large]")
+{
+	// page_heap.c, dirty_elsewhere: the heap of the new CPU has no dirty
+	// run that fits, so the block comes from the heap it left, resident,
+	// instead of a new superblock (or purged pages) faulted in again.
+	page_heap_t *h0 = page_heap_get(0), *h1 = page_heap_get(1);
+	REQUIRE(page_heap_count() > 1);
+	const size_t size = MAX_PAGES * PAGE; // no run of heap 1 but a whole free superblock's holds it
+	void *p = alloc(size);
+	REQUIRE(span_superblock(span_of(p))->heap == h0);
+	std::memset(p, 0xab, size);
+	bool h1_has_one = false;
+	for (superblock_t *sb = h1->superblocks; sb != nullptr; sb = sb->next)
+		h1_has_one |= sb->free_pages == sb->usable_pages;
+	free(p);
+	os_fake_set_cpu(1);
+	size_t h1_superblocks = h1->superblocks_count, h0_dirty = h0->dirty_pages;
+	void *q = alloc(size);
+	os_fake_set_cpu(0);
+	CHECK(h1->superblocks_count == h1_superblocks); // nothing new mapped for heap 1
+	if (!h1_has_one) {
+		CHECK(q == p);
+		CHECK(span_superblock(span_of(q))->heap == h0); // and it goes back there
+		CHECK(h0->dirty_pages == h0_dirty - MAX_PAGES);
+		CHECK(static_cast<unsigned char *>(q)[size - 1] == 0xab); // the same pages, not faulted in again
+	}
+	free(q);
+	CHECK(h0->dirty_pages == h0_dirty);
+}
+
 TEST_CASE_METHOD(large_fixture, "alignments: page-aligned at least, and the asked power of two", "[large]")
 {
 	for (size_t align : {(size_t)16, (size_t)4096, 8 * KiB, 64 * KiB, 1 * MiB, 2 * MiB}) {

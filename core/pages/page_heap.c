@@ -652,6 +652,43 @@ static bool grow(page_heap_t *h)
 	return true;
 }
 
+/* The dirty run of h that page_heap_alloc takes for npages at align_pages
+ * (need = npages + align_pages - 1), or NULL. Caller holds h->lock. */
+static span_t *dirty_fit(page_heap_t *h, size_t need, size_t npages, size_t align_pages)
+{
+	span_t *s = list_find(h, RUN_DIRTY, need);
+	if (s == NULL && align_pages > 1)
+		s = list_find_aligned(h, RUN_DIRTY, npages, align_pages, ALIGNED_SEARCH_RUNS);
+	return s;
+}
+
+/* A large block whose heap has no dirty run that fits takes one of another
+ * CPU's heap before purged pages or a new superblock of its own: a thread
+ * that the scheduler moves to another CPU finds its heap there empty, while
+ * the pages it freed a moment ago wait in the heap it left (bench/large's
+ * 64K-32M row, one thread: a run that migrated took 39-40K page faults
+ * and peaked at 157-162 MiB, one that stayed 35.3K and 142 MiB). The span
+ * goes back to its own superblock's heap when freed, as always. Small
+ * blocks' spans stay on their CPU (the central lists above are per CPU too).
+ * Lock not held; returns the heap whose dirty run *s is, locked, or NULL. */
+static page_heap_t *dirty_elsewhere(page_heap_t *h, size_t need, size_t npages, size_t align_pages,
+				    span_t **s)
+{
+	/* Fewer dirty pages in runs, all heaps together, than asked: none can
+	 * fit, and a program that only grows pays no lock of another heap. */
+	if (dirty_run_pages() < npages)
+		return NULL;
+	for (unsigned i = 1; i < page_heaps_n; i++) {
+		page_heap_t *o = &page_heaps[(h->index + i) % page_heaps_n];
+		lock_acquire(&o->lock);
+		*s = dirty_fit(o, need, npages, align_pages);
+		if (*s != NULL)
+			return o;
+		lock_release(&o->lock);
+	}
+	return NULL;
+}
+
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
 {
 	size_t need = npages + align_pages - 1;
@@ -661,14 +698,24 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	}
 	span_t *s;
 	bool refused = false; /* the kernel would not map a new superblock */
+	bool looked_elsewhere = state != SPAN_LARGE || !heap_in_table(h) || page_heaps_n == 1;
 	unsigned visited = 1;
 	if (state != SPAN_CENTRAL)
 		page_heap_asked_add(npages);
 	lock_acquire(&h->lock);
 	for (;;) {
-		s = list_find(h, RUN_DIRTY, need);
-		if (s == NULL && align_pages > 1)
-			s = list_find_aligned(h, RUN_DIRTY, npages, align_pages, ALIGNED_SEARCH_RUNS);
+		s = dirty_fit(h, need, npages, align_pages);
+		if (s == NULL && !looked_elsewhere) {
+			looked_elsewhere = true;
+			lock_release(&h->lock);
+			page_heap_t *o = dirty_elsewhere(h, need, npages, align_pages, &s);
+			if (o != NULL) {
+				h = o; /* locked, s one of its dirty runs */
+				break;
+			}
+			lock_acquire(&h->lock);
+			continue; /* its dirty runs may have changed meanwhile */
+		}
 		if (s == NULL)
 			s = list_find(h, RUN_PURGED, need);
 		if (s == NULL && align_pages > 1)
