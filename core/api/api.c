@@ -44,7 +44,7 @@ typedef struct block_info {
 	unsigned cls;
 } block_info_t;
 
-static bool block_info(const void *p, const char *func, block_info_t *out)
+EBB_INLINE bool block_info(const void *p, const char *func, block_info_t *out)
 {
 	/* Small blocks: the one test of core/blocks/block.h (the free fast path's). */
 	span_t *small;
@@ -201,11 +201,39 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
  * 1 MiB a mapping (whole 2 MiB units) is at least half used. */
 #define REALLOC_MAPPED_MIN ((size_t)1 << 20)
 
+EBB_INLINE size_t realloc_run_stays(const void *p, size_t size);
+
 /* Every realloc but the one realloc_impl answers itself. cls: p's class if
  * realloc_impl found p to be a small block without a free mark, else 0 (p is
- * then checked here, and reported if bad). */
-static EBB_NOINLINE void *realloc_slow(void *p, size_t size, unsigned cls)
+ * then checked here, and reported if bad). prof (a constant): the heap
+ * profiler's copy (realloc_slow_prof), whose caller's return address is
+ * ret. */
+EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, void *ret)
 {
+	/* A realloc allocates (is counted, and may be sampled) only when it
+	 * allocates a block: from NULL, or moving. One that resizes in place
+	 * allocates nothing, as in tcmalloc, and a sampled block resized in
+	 * place stays sampled as it was (its stack and size). */
+	if (prof && p == NULL && prof_tick(size) && prof_should_sample(size))
+		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) {
+		/* A kept sample block (freed already, core/process/prof.h) is
+		 * reported before anything is done to it. Else a page run that
+		 * stays is answered as realloc_impl answers those above
+		 * EBB_SMALL_MAX: a sampled block moved into one of a few pages
+		 * (prof_alloc_moved) and grown a few bytes at a time comes here
+		 * at every call. */
+		if (prof_may_be_kept(p)) {
+			prof_realloc_check(p);
+		} else {
+			size_t usable = realloc_run_stays(p, size);
+			if (usable != 0) {
+				block_info_t b = { usable, NULL, 0 };
+				TRACK_FREE(p);
+				return realloc_done(p, &b, p, size);
+			}
+		}
+	}
 	if (p == NULL) {
 		void *q = tcache_alloc(size);
 		track_alloc(q, size, 0);
@@ -254,7 +282,12 @@ static EBB_NOINLINE void *realloc_slow(void *p, size_t size, unsigned cls)
 			return realloc_done(p, &b, q, size);
 	}
 	void *q = NULL;
-	if (want >= REALLOC_MAPPED_MIN && size > b.usable)
+	/* The move allocates: a sampled one moves into a sample block (if
+	 * that fails, unsampled). p, if sampled, leaves its sample in its
+	 * free (large_free_checked's hook). */
+	if (prof && prof_tick(size) && prof_should_sample(size))
+		q = prof_alloc_moved(size, want, ret);
+	if (q == NULL && want >= REALLOC_MAPPED_MIN && size > b.usable)
 		q = large_alloc_mapped(want);
 	if (q == NULL)
 		q = tcache_alloc(want);
@@ -263,6 +296,21 @@ static EBB_NOINLINE void *realloc_slow(void *p, size_t size, unsigned cls)
 	memcpy(q, p, b.usable < size ? b.usable : size);
 	tcache_free(p);
 	return realloc_done(p, &b, q, size);
+}
+
+/* With prof on, api_prof_redirect writes a jump to realloc_slow_prof over
+ * its entry (noclone: every call reaches this copy). */
+static EBB_NOINLINE __attribute__((noclone)) void *realloc_slow(void *p, size_t size, unsigned cls)
+{
+	return realloc_slow_at(p, size, cls, false, NULL);
+}
+
+/* Reached by a tail call from realloc (through realloc_slow's jump) or
+ * realloc_prof, with no frame of the allocator between: its return address
+ * is the program's call. */
+static EBB_NOINLINE void *realloc_slow_prof(void *p, size_t size, unsigned cls)
+{
+	return realloc_slow_at(p, size, cls, true, __builtin_return_address(0));
 }
 
 /* Most reallocs of a program that grows strings a few bytes at a time keep
@@ -288,14 +336,18 @@ EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 	return size <= usable && size >= usable / 2 ? usable : 0;
 }
 
-static void *realloc_impl(void *p, size_t size)
+/* prof (a constant): the prefixed API's copy for the heap profiler
+ * (realloc_prof): the same but for the slow path it reaches. (A kept sample
+ * block is never resized in place here: it is at most EBB_SMALL_MAX bytes,
+ * core/process/prof.c.) */
+EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 {
 	span_t *span;
 	const char *why;
 	unsigned cls = block_lookup(p, &span, &why);
 	if (EBB_LIKELY(cls != 0)) {
 		if (EBB_UNLIKELY(freelist_marked(p, freelist_mark)))
-			return realloc_slow(p, size, 0); /* reports it */
+			return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0); /* reports it */
 		size_t usable = size_classes[cls].size;
 		/* usable / 2 >= 8: size 0 (free) goes on */
 		if (EBB_LIKELY(size <= usable && size >= usable / 2)) {
@@ -311,7 +363,12 @@ static void *realloc_impl(void *p, size_t size)
 			return realloc_done(p, &b, p, size);
 		}
 	}
-	return realloc_slow(p, size, cls);
+	return prof ? realloc_slow_prof(p, size, cls) : realloc_slow(p, size, cls);
+}
+
+static void *realloc_impl(void *p, size_t size)
+{
+	return realloc_impl_at(p, size, false);
 }
 
 /* ---------------------------------------------------------------------------
@@ -354,54 +411,20 @@ static void *prof_calloc_at(size_t count, size_t size, void *ret)
 	return calloc_impl(count, size);
 }
 
-/* The block q a realloc moved to is sampled: recorded as it is if it is a
- * page run, else moved once more, into a sample block (without one, q
- * stays, unsampled). */
-static void *prof_realloc_sample(void *q, size_t size, void *ret)
+/* realloc has no variant of its own: a realloc is counted only when it
+ * allocates, from NULL or moving, which only realloc_slow does, and the
+ * redirect is written over realloc_slow's entry (to realloc_slow_prof, its
+ * code compiled once more with the profiler's hooks), so a call that
+ * resizes in place (most of a string's growth) costs no instruction more
+ * than with prof off, and one that reaches realloc_slow costs the jump.
+ * (Counting every call sampled a string grown a little at a time past a few
+ * pages at nearly every step, and each sample moved and copied it: bench
+ * realloc string ran 3 times slower; a variant that tested whether the
+ * block moved after the call cost every call about 19 instructions.) This
+ * is the prefixed API's copy. */
+static EBB_NOINLINE void *realloc_prof(void *p, size_t size)
 {
-	if (prof_adopt(q, size, ret))
-		return q;
-	void *s = prof_alloc(size, EBB_MIN_ALIGN, false, ret);
-	if (s == NULL)
-		return q;
-	memcpy(s, q, size);
-	tcache_free(q);
-	return s;
-}
-
-/* A realloc allocates (is counted, and may be sampled) only when the block
- * moves: one that grows or shrinks in place allocates nothing, as in
- * tcmalloc. (Counting every call sampled a string grown a little at a time
- * past a few pages at nearly every step, and each sample moved and copied
- * it: bench realloc string ran 3 times slower.) So a sampled p resized in
- * place stays sampled as it was (its stack and size), as in tcmalloc; one
- * that moves is a free and a new allocation. Only a page-aligned p can be
- * sampled. */
-static EBB_NOINLINE void *prof_realloc_page(void *p, size_t size, void *ret)
-{
-	if (p == NULL)
-		return prof_tick(size) && prof_should_sample(size) ? prof_alloc(size, EBB_MIN_ALIGN, false, ret)
-								      : tcache_alloc(size);
-	prof_realloc_check(p);
-	void *q = realloc_impl(p, size);
-	if (q != NULL && q != p && prof_tick(size) && prof_should_sample(size))
-		q = prof_realloc_sample(q, size, ret);
-	return q;
-}
-
-static EBB_NOINLINE void *prof_realloc_moved(void *q, size_t size, void *ret)
-{
-	return prof_should_sample(size) ? prof_realloc_sample(q, size, ret) : q;
-}
-
-EBB_INLINE void *prof_realloc_at(void *p, size_t size, void *ret)
-{
-	if (EBB_UNLIKELY(((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) && (p == NULL || prof_may_hold(p)))
-		return prof_realloc_page(p, size, ret);
-	void *q = realloc_impl(p, size);
-	if (EBB_UNLIKELY(q != p) && q != NULL && prof_tick(size))
-		return prof_realloc_moved(q, size, ret);
-	return q;
+	return realloc_impl_at(p, size, true);
 }
 
 #if EBB_OVERRIDE && !EBB_VALGRIND /* the valgrind build has no profiler */
@@ -413,11 +436,6 @@ static void *prof_malloc(size_t size)
 static void *prof_calloc(size_t count, size_t size)
 {
 	return prof_calloc_at(count, size, __builtin_return_address(0));
-}
-
-static void *prof_realloc(void *p, size_t size)
-{
-	return prof_realloc_at(p, size, __builtin_return_address(0));
 }
 #endif
 
@@ -480,7 +498,7 @@ EBB_API void *ebb_calloc(size_t count, size_t size)
 EBB_API void *ebb_realloc(void *p, size_t size)
 {
 	if (EBB_UNLIKELY(API_PROF_ON()))
-		return prof_realloc_at(p, size, __builtin_return_address(0));
+		return realloc_prof(p, size);
 	return realloc_plain(p, size);
 }
 
@@ -690,7 +708,7 @@ static void api_prof_redirect(void)
 	}
 	bool ok = api_prof_patch() && os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
 		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
-		  os_code_redirect((void *)realloc_plain, (void *)prof_realloc) && api_cxx_prof_redirect();
+		  os_code_redirect((void *)realloc_slow, (void *)realloc_slow_prof) && api_cxx_prof_redirect();
 	if (!ok)
 		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
 #endif

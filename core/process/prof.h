@@ -69,6 +69,23 @@ EBB_INLINE bool prof_may_hold(const void *p)
 	return __atomic_load_n(&prof_filter[prof_filter_at(p)], __ATOMIC_RELAXED) != 0;
 }
 
+/* The same for the kept blocks alone (freed sample blocks the profiler
+ * keeps for the next samples, prof.c), by the page number's low bits: only
+ * a kept block needs realloc_slow_prof's look (prof_realloc_check). */
+#define PROF_KEPT_BITS 12
+extern uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
+
+EBB_INLINE unsigned prof_kept_at(const void *p)
+{
+	return (unsigned)((uintptr_t)p >> EBB_PAGE_SHIFT) & ((1u << PROF_KEPT_BITS) - 1);
+}
+
+/* false: p is not a kept sample block. */
+EBB_INLINE bool prof_may_be_kept(const void *p)
+{
+	return __atomic_load_n(&prof_kept_filter[prof_kept_at(p)], __ATOMIC_RELAXED) != 0;
+}
+
 /* The prof variants' only cost on an allocation: true when this one of
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */
 EBB_INLINE bool prof_tick(size_t size)
@@ -120,13 +137,13 @@ EBB_NOINLINE bool prof_should_sample(size_t size);
  * address is `ret` (the entry point's caller) outwards. NULL with errno
  * ENOMEM. */
 EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
-/* After prof_should_sample said true for a block q of `size` bytes that
- * was allocated already (a realloc that moved): records q as sampled if it
- * starts a page run (it is then a sample block like prof_alloc's); false
- * if it does not (the caller moves it into a prof_alloc block). */
-EBB_NOINLINE bool prof_adopt(void *q, size_t size, void *ret);
-/* Before a realloc of p, a page-aligned block that prof_may_hold: if p is
- * a kept sample block (freed already), reports it (a double free, as
+/* prof_alloc for a realloc that moves a block to `size` bytes: the block
+ * has `bytes` >= size (the headroom realloc gives a growing block, so that
+ * a sampled string is not moved again at its next few growths); the sample
+ * records size. */
+EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, void *ret);
+/* Before a realloc of p, a page-aligned block that prof_may_be_kept: if p
+ * is a kept sample block (freed already), reports it (a double free, as
  * realloc's) and lets go of it. A live sample p stays listed whatever the
  * realloc does: resized in place it stays sampled as it was (as in
  * tcmalloc); moved or freed, its free reaches the profiler through

@@ -14,6 +14,7 @@ and checks what they say against the truth the program knows.
   check_profile.py fork PROG             parent's and child's profiles, each its own sites
   check_profile.py realloc PROG          blocks grown and shrunk by realloc: live bytes per site within 10%
   check_profile.py double_free PROG      a sampled block freed twice: SIGABRT, report with its address
+  check_profile.py realloc_kept PROG     the same, the second free a realloc: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
                                          through every freeing entry point
@@ -117,12 +118,13 @@ def realloc_sites(prog, tmp):
         fail("shrink_site: %.2f MiB live, its blocks are 16 B now" % shrunk)
 
 
-def double_free(prog, tmp):
+def double_free(prog, tmp, mode="double_free"):
     """A freed sample block the profiler keeps for reuse is still caught
-    when freed again."""
+    when freed again (mode realloc_kept: by a realloc it would hold in
+    place)."""
     env = dict(os.environ)
     env["EBB_OPTIONS"] = "prof=1,prof_sample=1"
-    r = subprocess.run([prog, "double_free"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([prog, mode], env=env, capture_output=True, text=True, timeout=60)
     m = re.search(r"block (0x[0-9a-f]+)", r.stdout)
     print("  exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout.strip(), r.stderr.strip()[-300:]))
     if m is None:
@@ -311,6 +313,8 @@ def main():
             realloc_sites(sys.argv[2], tmp)
         elif mode == "double_free":
             double_free(sys.argv[2], tmp)
+        elif mode == "realloc_kept":
+            double_free(sys.argv[2], tmp, "realloc_kept")
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
         elif mode == "threads":

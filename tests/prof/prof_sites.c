@@ -298,6 +298,19 @@ int main(int argc, char **argv)
 		printf("survived: %p %p\n", (void *)q, (void *)r);
 		return 0;
 	}
+	if (argc >= 2 && strcmp(argv[1], "realloc_kept") == 0) {
+		/* The same with realloc as the second free, to a size the block
+		 * would hold in place (the page run's fast path must not answer
+		 * a kept block). */
+		char *p = checked(T_MALLOC(3000));
+		printf("block %p\n", (void *)p);
+		fflush(stdout);
+		T_FREE(p);
+		p = T_REALLOC(p, 4000);
+		char *q = checked(T_MALLOC(3000)), *r = checked(T_MALLOC(3000));
+		printf("survived: %p %p %p\n", (void *)p, (void *)q, (void *)r);
+		return 0;
+	}
 	if (argc >= 2 && strcmp(argv[1], "leak") == 0) {
 		keep_t noise = {0};
 		leak_here(&a, 8 * MiB);
@@ -340,6 +353,6 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 3 && strcmp(argv[1], "free_paths") == 0)
 		return free_paths(argv[2]);
-	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|leak|fork|threads|free_paths [OUT]\n");
+	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|realloc_kept|leak|fork|threads|free_paths [OUT]\n");
 	return 2;
 }
