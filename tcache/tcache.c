@@ -390,14 +390,36 @@ static tcache_t *tcache_get(void)
 /* ---------------------------------------------------------------------------
  * malloc slow path
  * ------------------------------------------------------------------------- */
+/* A refill into a bin whose bound grew to four batches or more (a class
+ * that kept missing: a bulk allocation, a producer thread) takes half the
+ * bound in whole batches, as a flush of a full bin gives back half, but at
+ * most this many bytes' worth: with one batch per refill, a bin that can
+ * hold 512 blocks of 32 B went to the central list every 32 mallocs of a
+ * bulk allocation, and each trip costs the slow path's fixed work (the cpu
+ * id, the list, the trim clock: some 200 instructions). Only classes below
+ * 128 B gain (one batch of 128 B is 4 KiB already), so the blocks a bulk
+ * allocation leaves in a bin when it ends are under 4 KiB more per class.
+ * perf.fastpath random 134.1 -> 125.1, reverse 104.0 -> 94.3 a pair (8192
+ * here saved about one more, and xmalloc's peak RSS looked higher, if
+ * within its noise). */
+#define REFILL_MAX_BYTES 4096u
+
 /* Fills the empty bin of cls with one batch, or up to its bound while that
- * is less (a bin's first refills, bin_grow); false if the kernel refused
- * memory. */
+ * is less (a bin's first refills, bin_grow), or more (REFILL_MAX_BYTES);
+ * false if the kernel refused memory. */
 static bool tcache_refill(tcache_t *tc, unsigned cls)
 {
-	unsigned want = size_classes[cls].batch;
-	if (tc->max[cls] < want)
+	const size_class_t *k = &size_classes[cls];
+	unsigned want = k->batch;
+	if (tc->max[cls] < want) {
 		want = tc->max[cls];
+	} else if (tc->max[cls] >= 4u * want) {
+		unsigned half = tc->max[cls] / 2, most = REFILL_MAX_BYTES / k->size;
+		if (half > most)
+			half = most;
+		if (half > want)
+			want = half / want * want;
+	}
 	void **at = tc->empty[cls] - want; /* want <= max: inside the bin's slots */
 	unsigned n = central_refill(os_cpu_id(), cls, want, true, at);
 	if (n == 0)

@@ -384,3 +384,47 @@ TEST_CASE("a bin that missed since its last trim keeps its blocks and its bound"
 		free_all(keep);
 	});
 }
+
+TEST_CASE("a bin whose bound grew past four batches is refilled with half of it, at most 4 KiB "
+	  "of blocks (tcache.c, REFILL_MAX_BYTES)",
+	  "[tcache]")
+{
+	unit_init();
+	setup("1M");
+	const size_t S = 32, L = 256;
+	const unsigned s = size_class_of(S), l = size_class_of(L);
+	const size_class_t &ks = size_classes[s], &kl = size_classes[l];
+	// 32 B: one batch is 1 KiB, so a refill can take 4 KiB (4 batches);
+	// 256 B: one batch is 8 KiB already, a refill stays one batch.
+	REQUIRE(4096 / ks.size >= 4u * ks.batch);
+	REQUIRE(ks.bin_cap >= 8u * ks.batch);
+	REQUIRE(4096 / kl.size <= kl.batch);
+	REQUIRE(kl.bin_cap >= 4u * kl.batch);
+	in_new_thread([&] {
+		std::vector<void *> held;
+		uint32_t most = 0;
+		for (int i = 0; i < 64 && bin(s).max < 8u * ks.batch; i++) {
+			miss(S, held);
+			uint32_t max = bin(s).max, in = bin(s).count + 1, want = ks.batch;
+			if (max < want)
+				want = max;
+			else if (max >= 4u * ks.batch)
+				want = (max / 2 < 4096 / ks.size ? max / 2 : 4096 / ks.size) / ks.batch * ks.batch;
+			CHECK(in <= want); // a refill may bring less (a span's last blocks)
+			most = in > most ? in : most;
+		}
+		REQUIRE(bin(s).max >= 8u * ks.batch);
+		// At a bound of 8 batches and more, refills of 4 batches.
+		for (int i = 0; i < 4; i++) {
+			miss(S, held);
+			most = bin(s).count + 1 > most ? bin(s).count + 1 : most;
+		}
+		CHECK(most == 4096 / ks.size);
+		for (int i = 0; i < 64 && bin(l).max < 4u * kl.batch; i++)
+			miss(L, held);
+		REQUIRE(bin(l).max >= 4u * kl.batch);
+		miss(L, held);
+		CHECK(bin(l).count + 1 <= kl.batch);
+		free_all(held);
+	});
+}
