@@ -31,6 +31,9 @@
  * until RSS is back within --slack of the start (plus the bytes still live in
  * c), or -1 if that never happens within the window. The whole timeline goes
  * to --csv (t_ms, rss_kib, phase) with t = 0 at the start of the burst.
+ * Beside the wall time of each phase (`seconds` is the burst: allocation
+ * and frees), the process's CPU time in it (every thread, an allocator's
+ * own included), which time lost to other processes does not move.
  *
  * The blocks are chained through their first word, so the program needs no
  * pointer table whose own memory would blur the measurement (d and e free in
@@ -135,9 +138,18 @@ static uint64_t kept_bytes;
 static struct ebb_stats ebb_stats_at_end;
 #endif
 
+/* CPU time of the whole process (every thread, the allocator's own
+ * included): what a phase cost, apart from time lost to other processes. */
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* ---- scenario a ---- */
 
-static void burst_a(uint64_t *t_alloc_end)
+static void burst_a(uint64_t *t_alloc_end, uint64_t *cpu_alloc_end)
 {
 	size_t size = (size_t)opt_size;
 	void *head = NULL;
@@ -148,6 +160,7 @@ static void burst_a(uint64_t *t_alloc_end)
 		head = p;
 	}
 	*t_alloc_end = bu_now_ns();
+	*cpu_alloc_end = cpu_ns();
 	atomic_store(&cur_phase, FREE);
 	/* Free in allocation order, the way a program tears down a structure
 	 * built front to back: reverse the chain first (it was pushed onto the
@@ -344,16 +357,17 @@ int main(int argc, char **argv)
 
 	bu_sleep_ms(opt_before);
 	uint64_t start_rss = bu_rss_kib();
-	uint64_t t0 = bu_now_ns(), t_alloc_end;
+	uint64_t t0 = bu_now_ns(), t_alloc_end, cpu0 = cpu_ns(), cpu_alloc_end;
 	atomic_store(&cur_phase, ALLOC);
 	uint64_t blocks = 0;
 	if (!t) {
-		burst_a(&t_alloc_end);
+		burst_a(&t_alloc_end, &cpu_alloc_end);
 		blocks = opt_objects;
 	} else {
 		pthread_barrier_wait(&bar); /* start */
 		pthread_barrier_wait(&bar); /* all allocated */
 		t_alloc_end = bu_now_ns();
+		cpu_alloc_end = cpu_ns();
 		atomic_store(&cur_phase, FREE);
 		pthread_barrier_wait(&bar);
 		pthread_barrier_wait(&bar); /* all freed */
@@ -362,7 +376,7 @@ int main(int argc, char **argv)
 			blocks += w[i].blocks;
 		}
 	}
-	uint64_t t_free_end = bu_now_ns();
+	uint64_t t_free_end = bu_now_ns(), cpu_free_end = cpu_ns();
 	atomic_store(&cur_phase, IDLE);
 	uint64_t rss_freed = bu_rss_kib();
 	uint64_t rss_1s = rss_at(t_free_end + 1000000000ull);
@@ -453,6 +467,8 @@ int main(int argc, char **argv)
 	bu_result("seconds", "%.6f", burst_s);
 	bu_result("alloc_seconds", "%.6f", (double)(t_alloc_end - t0) / 1e9);
 	bu_result("free_seconds", "%.6f", (double)(t_free_end - t_alloc_end) / 1e9);
+	bu_result("alloc_cpu_seconds", "%.6f", (double)(cpu_alloc_end - cpu0) / 1e9);
+	bu_result("free_cpu_seconds", "%.6f", (double)(cpu_free_end - cpu_alloc_end) / 1e9);
 	bu_result("start_rss_kib", "%" PRIu64, start_rss);
 	bu_result("burst_peak_kib", "%" PRIu64, peak);
 	bu_result("freed_rss_kib", "%" PRIu64, rss_freed);
