@@ -141,9 +141,10 @@ EBB_NOINLINE void *tcache_alloc_mid(size_t size);
  * the cache instead of waiting for memory for the load and the clear: a bin
  * can hold blocks freed long ago (a working set that shrank and grows
  * again). Two instructions (the slot load and the prefetch, which never
- * faults). bench/latency, medians of 11 interleaved runs: malloc p99 t=1
- * 281 -> 170 ns, t=4 421 -> 311 ns (p99 sums 451 -> 331, 731 -> 611);
- * prefetching two slots down measured the same. */
+ * faults), part of what the checks cost: none without them. bench/latency,
+ * medians of interleaved runs, malloc p99 without -> with: t=1 281 -> 170
+ * ns, t=4 421 -> 311 (11 runs; 9 runs later on a busier machine: 381 ->
+ * 210, 521 -> 401). Prefetching two slots down measured the same. */
 EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 {
 	EBB_OTHER_REG(cls);
@@ -154,7 +155,8 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 	 * by its place. */
 	if (EBB_LIKELY((EBB_CHECKS || top != tc->empty[cls]) &&
 		       freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
-		__builtin_prefetch(top[1], 1);
+		if (EBB_CHECKS) /* without checks no pop reads the block */
+			__builtin_prefetch(top[1], 1);
 		TCACHE_TOP_MOVE(tc->top[cls], 1);
 		freelist_clear_mark(block);
 		if (block == NULL) /* never (a bin holds block addresses): spares the caller's test */
