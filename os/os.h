@@ -33,6 +33,22 @@ bool os_unmap(void *p, size_t size);
  * zero. lazy=true: MADV_FREE, the kernel reclaims under pressure only and the
  * old contents may survive. false if the kernel refused (nothing changed). */
 bool os_purge(void *p, size_t size, bool lazy);
+/* One range of os_purge_vec. */
+typedef struct os_range {
+	void *p;
+	size_t size;
+} os_range_t;
+/* os_purge of r[0..n) in order, in as few system calls as the kernel allows:
+ * one process_madvise(2) per 64 ranges where the kernel takes the advice
+ * for the calling process (Linux 6.13 and later; probed once per advice),
+ * else one madvise per range. A burst's purge gives back thousands of runs
+ * of a few pages, and on a virtual machine each call costs 20-50 us a page
+ * however little it covers. Returns how many leading ranges were given back:
+ * n, or the index of the first range the kernel refused. That range may be
+ * partly given back (its pages then hold either their old contents or
+ * zeroes); the ranges after it are untouched. Counts as n calls of os_purge
+ * for fault injection. */
+size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy);
 /* Grows or shrinks the mapping [p, p+old) to `new_size` without moving it.
  * false if the neighbouring range is not free. */
 bool os_remap_inplace(void *p, size_t old_size, size_t new_size);

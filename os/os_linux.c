@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -173,6 +174,115 @@ bool os_purge(void *p, size_t size, bool lazy)
 	if (lazy && madvise(p, size, MADV_FREE) == 0)
 		return true;
 	return madvise(p, size, MADV_DONTNEED) == 0;
+}
+
+/* process_madvise(2) on the calling process: the pidfd sentinel for "this
+ * thread group" (Linux 6.15), so there is no descriptor to keep open, to lose
+ * to a program that closes every descriptor, or to carry into a forked
+ * child. Since Linux 6.13 it takes any advice for the caller's own mm. */
+#ifndef PIDFD_SELF_THREAD_GROUP
+#define PIDFD_SELF_THREAD_GROUP (-10001)
+#endif
+#define OS_IOV_MAX 1024 /* UIO_MAXIOV */
+
+static ssize_t os_sys_process_madvise(const struct iovec *iov, size_t n, int advice)
+{
+#ifdef SYS_process_madvise
+	return (ssize_t)syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, iov, n, advice, 0u);
+#else
+	(void)iov;
+	(void)n;
+	(void)advice;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* Whether process_madvise takes `advice` here, per advice: 0 not asked yet,
+ * 1 yes, -1 no. Racing probes store the same answer. */
+static int os_vec_ok[2];
+
+/* Asks once, on a page of its own: the call must cover the whole page and,
+ * for MADV_DONTNEED, the page must read back as zero. An older kernel
+ * refuses the advice or the sentinel (EINVAL, EBADF), a sandbox the system
+ * call (ENOSYS, EPERM): each means one madvise per range. */
+static bool os_vec_probe(bool lazy)
+{
+	int *slot = &os_vec_ok[lazy];
+	int v = __atomic_load_n(slot, __ATOMIC_RELAXED);
+	if (v != 0)
+		return v > 0;
+	int saved = errno;
+	bool ok = false;
+	size_t page = os_page_size();
+	char *p = os_mmap_raw(NULL, page);
+	if (p != NULL) {
+		p[0] = 1;
+		struct iovec iov = { p, page };
+		ok = os_sys_process_madvise(&iov, 1, lazy ? MADV_FREE : MADV_DONTNEED) == (ssize_t)page &&
+		     (lazy || __atomic_load_n(p, __ATOMIC_RELAXED) == 0);
+		munmap(p, page);
+	}
+	errno = saved;
+	__atomic_store_n(slot, ok ? 1 : -1, __ATOMIC_RELAXED);
+	return ok;
+}
+
+/* os_purge without fault injection. */
+static bool os_purge_one(void *p, size_t size, bool lazy)
+{
+	if (lazy && madvise(p, size, MADV_FREE) == 0)
+		return true;
+	return madvise(p, size, MADV_DONTNEED) == 0;
+}
+
+size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy)
+{
+	/* Fault injection as n calls of os_purge: the first range hit and
+	 * those after it are not given back. */
+	size_t want = n;
+	for (size_t i = 0; i < n; i++)
+		if (os_fault_hit(OS_FAULT_PURGE)) {
+			want = i;
+			break;
+		}
+	size_t i = 0;
+	if (want > 1 && os_vec_probe(lazy)) {
+		struct iovec iov[64];
+		while (i < want) {
+			size_t k = 0;
+			size_t bytes = 0;
+			while (k < 64 && i + k < want) {
+				iov[k].iov_base = r[i + k].p;
+				iov[k].iov_len = r[i + k].size;
+				bytes += r[i + k].size;
+				k++;
+			}
+			ssize_t got = os_sys_process_madvise(iov, k, lazy ? MADV_FREE : MADV_DONTNEED);
+			if (got == (ssize_t)bytes) {
+				i += k;
+				continue;
+			}
+			/* Partly done (or not at all): skip the ranges it covered,
+			 * finish the one it stopped in with madvise, and go on
+			 * range by range from there. */
+			size_t done = got > 0 ? (size_t)got : 0;
+			while (done >= r[i].size) {
+				done -= r[i].size;
+				i++;
+			}
+			if (done > 0) {
+				if (!os_purge_one((char *)r[i].p + done, r[i].size - done, lazy))
+					return i;
+				i++;
+			}
+			break;
+		}
+	}
+	for (; i < want; i++)
+		if (!os_purge_one(r[i].p, r[i].size, lazy))
+			return i;
+	return want;
 }
 
 bool os_remap_inplace(void *p, size_t old_size, size_t new_size)

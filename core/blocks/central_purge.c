@@ -197,8 +197,37 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	return fresh;
 }
 
-/* Gives back the pages of one prepared span. No lock held. */
-static void span_give_back(const purge_item_t *it, bool lazy)
+/* Ranges given back per os_purge_vec: a pass gives back a few pages of
+ * each of many spans, and one system call for 64 of them costs the kernel
+ * about what one for a single range does. */
+#define PURGE_VEC 64
+
+typedef struct purge_vec {
+	os_range_t r[PURGE_VEC];
+	unsigned n;
+	bool lazy;
+} purge_vec_t;
+
+/* Gives back the ranges collected in v. A range the kernel refuses is only
+ * not counted (its pages stay resident, the blocks on them are withheld
+ * either way); the ranges after it are still tried. */
+static void vec_flush(purge_vec_t *v)
+{
+	size_t at = 0;
+	while (at < v->n) {
+		size_t ok = os_purge_vec(v->r + at, v->n - at, v->lazy);
+		for (size_t i = at; i < at + ok; i++) {
+			atomic_add_u64(&purge_calls, 1);
+			atomic_add_u64(&purge_bytes, v->r[i].size);
+		}
+		at += ok + 1; /* past the refused one, if any */
+	}
+	v->n = 0;
+}
+
+/* Adds the pages of one prepared span to v, flushing it when full. No lock
+ * held. */
+static void span_give_back(const purge_item_t *it, purge_vec_t *v)
 {
 	char *base = span_start(span_superblock(it->s), it->s);
 	uint64_t m = it->pages;
@@ -207,10 +236,11 @@ static void span_give_back(const purge_item_t *it, bool lazy)
 		unsigned n = (unsigned)__builtin_ctzll(~(m >> first));
 		if (first + n > 64)
 			n = 64 - first;
-		if (os_purge(base + ((size_t)first << EBB_PAGE_SHIFT), (size_t)n << EBB_PAGE_SHIFT, lazy)) {
-			atomic_add_u64(&purge_calls, 1);
-			atomic_add_u64(&purge_bytes, (uint64_t)n << EBB_PAGE_SHIFT);
-		}
+		if (v->n == PURGE_VEC)
+			vec_flush(v);
+		v->r[v->n].p = base + ((size_t)first << EBB_PAGE_SHIFT);
+		v->r[v->n].size = (size_t)n << EBB_PAGE_SHIFT;
+		v->n++;
 		m &= ~(low_bits(first + n) & ~low_bits(first));
 	}
 }
@@ -253,10 +283,14 @@ static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
 		if (n == 0)
 			break;
 		lock_release(&c->lock);
+		purge_vec_t v;
+		v.n = 0;
+		v.lazy = lazy;
 		for (unsigned i = 0; i < n; i++) {
-			span_give_back(&purge_inflight[i], lazy);
+			span_give_back(&purge_inflight[i], &v);
 			pages += (size_t)__builtin_popcountll(purge_inflight[i].pages);
 		}
+		vec_flush(&v);
 		lock_acquire(&c->lock);
 		/* A purging span stays on the partial list (it has withheld
 		 * blocks, and nobody else retires it): the walk goes on after the

@@ -168,6 +168,41 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	(void)ok;
 }
 
+/* Runs given back per os_purge_vec: a burst leaves thousands of runs of a
+ * few pages between those purged already, and one system call for 64 of them
+ * costs the kernel about what one for a single run does. */
+#define PURGE_VEC 64
+
+/* Gives back the runs of `list` (BUSY, no lock held) and sets each one's
+ * purge_ok. Every run is tried, also after one the kernel refused, as with
+ * one call each. Returns the runs asked for (madvise_calls counts runs, as it
+ * did with one call each). */
+static size_t purge_list(span_t *list, bool lazy)
+{
+	os_range_t r[PURGE_VEC];
+	span_t *in[PURGE_VEC];
+	size_t asked = 0;
+	span_t *s = list;
+	while (s != NULL) {
+		size_t n = 0;
+		for (; s != NULL && n < PURGE_VEC; s = s->next) {
+			s->purge_ok = false;
+			in[n] = s;
+			r[n].p = run_addr(s);
+			r[n].size = (size_t)s->npages << EBB_PAGE_SHIFT;
+			n++;
+		}
+		asked += n;
+		for (size_t at = 0; at < n;) {
+			size_t ok = os_purge_vec(r + at, n - at, lazy);
+			for (size_t i = at; i < at + ok; i++)
+				in[i]->purge_ok = true;
+			at += ok + 1; /* past the refused one, if any */
+		}
+	}
+	return asked;
+}
+
 static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_only);
 
 size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
@@ -229,11 +264,7 @@ static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_
 			break;
 		lock_release(&h->lock);
 		/* No lock held: allocating threads never wait for the kernel. */
-		size_t calls = 0;
-		for (span_t *s = list; s; s = s->next) {
-			calls++;
-			s->purge_ok = os_purge(run_addr(s), (size_t)s->npages << EBB_PAGE_SHIFT, lazy);
-		}
+		size_t calls = purge_list(list, lazy);
 		lock_acquire(&h->lock);
 		h->madvise_calls += calls;
 		size_t purged = 0;

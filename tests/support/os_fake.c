@@ -113,6 +113,16 @@ bool os_purge(void *p, size_t size, bool lazy)
 	return madvise(p, size, lazy ? MADV_FREE : MADV_DONTNEED) == 0;
 }
 
+/* Counted as n calls of os_purge (the real one makes fewer system calls,
+ * the ranges are what the tests count). */
+size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!os_purge(r[i].p, r[i].size, lazy))
+			return i;
+	return n;
+}
+
 bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
 {
 	if (new_size > old_size && fault_hit(OS_FAULT_MAP))
