@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -339,4 +340,48 @@ TEST_CASE_METHOD(large_fixture, "large_free_checked of a wrong pointer reports i
 	CHECK(d.err == apitest::bad_pointer_line("free", p + 16, "not the start of a block"));
 	CHECK(large_why_bad(p, true) == nullptr); // the parent's block is untouched
 	free(p);
+}
+
+TEST_CASE_METHOD(large_fixture, "huge_resize grows a block made of two mappings by moving it, contents kept", "[large]")
+{
+	// A block assembled from a cached block's pages (huge.c: huge_fill,
+	// huge_assemble) is several mappings of the kernel side by side. mremap
+	// grows none of them (EFAULT) but moves them at their size (Linux 6.17
+	// and later): huge_resize's move must be at the old size, else it
+	// failed after mapping, cutting and unmapping the new home.
+	const size_t P = 2 * MiB / PAGE;
+	superblock_t *b = huge_create(page_heap_get(0), 2 * P, EBB_SB_SIZE);
+	superblock_t *c = huge_create(page_heap_get(0), P, EBB_SB_SIZE);
+	REQUIRE(b != nullptr);
+	REQUIRE(c != nullptr);
+	unsigned char *bd = (unsigned char *)b + EBB_SB_SIZE;
+	std::memset(bd, 0x5a, P * PAGE);
+	std::memset((char *)c + EBB_SB_SIZE, 0xa5, P * PAGE);
+	// c's pages replace b's second half: b is two mappings now (touched
+	// pages of different origins do not merge), c is gone.
+	REQUIRE(huge_give_tail(c, P, bd + P * PAGE));
+	superblock_t *nb = huge_resize(b, 3 * P);
+	if (nb == nullptr) {
+		// The kernel moves several mappings in one mremap only from 6.17.
+		std::FILE *f = std::fopen("/proc/sys/kernel/osrelease", "r");
+		unsigned major = 0, minor = 0;
+		if (f != nullptr) {
+			if (std::fscanf(f, "%u.%u", &major, &minor) != 2)
+				major = 0;
+			std::fclose(f);
+		}
+		REQUIRE((major < 6 || (major == 6 && minor < 17)));
+		superblock_destroy(b);
+		WARN("skipped: this kernel does not move several mappings in one mremap");
+		return;
+	}
+	CHECK(nb->spans[0].npages == 3 * P);
+	unsigned char *nd = (unsigned char *)nb + EBB_SB_SIZE;
+	CHECK(nd[0] == 0x5a);
+	CHECK(nd[P * PAGE - 1] == 0x5a);
+	CHECK(nd[P * PAGE] == 0xa5);
+	CHECK(nd[2 * P * PAGE - 1] == 0xa5);
+	CHECK(nd[2 * P * PAGE] == 0); // the grown part: fresh pages
+	std::memset(nd + 2 * P * PAGE, 1, P * PAGE);
+	CHECK(superblock_destroy(nb));
 }

@@ -367,14 +367,19 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 		registry_set_tail(data, new_data, old_data, REG_HUGE_CONT);
 		return NULL;
 	}
-	/* Move: reserve a new aligned home and let the kernel move the page
-	 * tables there; no byte of data is copied. */
+	/* Move: reserve a new aligned home of the new size and let the kernel
+	 * move the old pages' tables over its front; no byte of data is copied,
+	 * and the rest of the home stays the fresh mapping it is. The move is
+	 * at the old size: the kernel grows only a range that is one mapping
+	 * of its own, and a block assembled from the tails of freed ones
+	 * (huge_give_tail) is several; moving and growing in one call failed
+	 * for those, after the new home was mapped, cut and unmapped again. */
 	superblock_t *nsb = huge_map(new_data, EBB_SB_SIZE);
 	if (nsb == NULL)
 		return NULL;
 	char *ndata = (char *)nsb + EBB_SB_SIZE;
 	registry_clear_huge(sb);
-	if (!os_remap_to(data, old_data, new_data, ndata)) {
+	if (!os_remap_to(data, old_data, old_data, ndata)) {
 		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
 		registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
 		os_unmap(nsb, header_bytes());
