@@ -167,7 +167,7 @@ EBB_API int ebb_trim(void);
 	X(superblocks_mapped, total, "superblocks mapped since start")                      \
 	X(superblocks_unmapped, total, "superblocks unmapped since start")                  \
 	X(purges, total, "purge passes that gave memory back")                              \
-	X(madvise_calls, total, "madvise calls made to give pages back")                   \
+	X(madvise_calls, total, "ranges given back (one per madvise or per batched range)") \
 	X(bytes_purged, total, "bytes given back with madvise since start")                \
 	X(tcache_refills, total, "thread cache refills from central lists")                \
 	X(tcache_flushes, total, "thread cache flushes to central lists")                  \
