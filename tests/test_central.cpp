@@ -104,6 +104,67 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 	REQUIRE(class_stats(cls).used_blocks == 0);
 }
 
+// A one-page class tells the blocks of a run (consecutive in a flush, one
+// span) by the page: release_chunk_in compares a block's address with the
+// run's first block, not with its page's start. A block at a low offset of
+// the next page is closer to that first block than a page (B + 0 - (A + 64)
+// < 4096): it must still open a run of its own span, or its span's count
+// and the other's would go wrong (a span retired with a block out).
+TEST_CASE("blocks of adjacent one-page spans flushed alternately each go home to their own span", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	central_drain(false, nullptr);
+	// Refill until two whole spans on adjacent pages are out.
+	std::vector<void *> all;
+	uintptr_t a = 0;
+	for (int round = 0; round < 256 && a == 0; round++) {
+		std::vector<void *> got = refill(4, cls, k.batch, true);
+		REQUIRE(!got.empty());
+		all.insert(all.end(), got.begin(), got.end());
+		std::sort(all.begin(), all.end());
+		// all[i .. i + 2 * blocks) is two whole adjacent spans when it
+		// starts a page and ends one page further at the last block.
+		for (size_t i = 0; i + 2 * k.blocks <= all.size() && a == 0; i++) {
+			uintptr_t p = (uintptr_t)all[i];
+			if ((p & (EBB_PAGE_SIZE - 1)) == 0 &&
+			    (uintptr_t)all[i + 2 * k.blocks - 1] == p + EBB_PAGE_SIZE + (k.blocks - 1) * (uintptr_t)k.size)
+				a = p;
+		}
+	}
+	REQUIRE(a != 0);
+	uintptr_t b = a + EBB_PAGE_SIZE;
+	std::vector<void *> rest;
+	for (void *p : all)
+		if ((uintptr_t)p < a || (uintptr_t)p >= b + EBB_PAGE_SIZE)
+			rest.push_back(p);
+	flush(4, cls, rest);
+	central_drain(false, nullptr);
+	uint64_t spans = class_stats(cls).spans;
+	uint64_t used = class_stats(cls).used_blocks;
+	REQUIRE(used == 2 * k.blocks);
+	// Pairs (A's block i + 1, B's block i): in one flush of two (below a
+	// batch: straight to the spans), B's block lies less than a page after
+	// A's. A's block 0 and B's last block go alone.
+	uint64_t reports = report_count();
+	for (unsigned i = 0; i + 1 < k.blocks; i++) {
+		void *pair[2] = { (void *)(a + (i + 1) * (uintptr_t)k.size), (void *)(b + i * (uintptr_t)k.size) };
+		central_flush(4, cls, pair, 2);
+		REQUIRE(class_stats(cls).used_blocks == used - 2 * (i + 1));
+		REQUIRE(class_stats(cls).spans == spans);
+	}
+	void *first = (void *)a, *last = (void *)(b + (k.blocks - 1) * (uintptr_t)k.size);
+	central_flush(4, cls, &first, 1);
+	REQUIRE(class_stats(cls).spans == spans - 1);
+	central_flush(4, cls, &last, 1);
+	REQUIRE(class_stats(cls).spans == spans - 2);
+	REQUIRE(class_stats(cls).used_blocks == 0);
+	REQUIRE(report_count() == reports);
+}
+
 TEST_CASE("blocks flushed on another CPU go home to their span's list", "[central]")
 {
 	unit_option("background_thread", "0");

@@ -688,7 +688,10 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 	 * the span's block bytes while a run is open, 0 (no offset is below it)
 	 * while none is: one compare tells a block of the run. With one_page,
 	 * the bound is the page (no address in blocks[] is in a page's tail:
-	 * see above), and lo is NULL while no run is open. */
+	 * see above): lo is the run's first block, and a block is in the run
+	 * when its address differs from lo only in the low EBB_PAGE_SHIFT bits
+	 * (one xor: lo needs no rounding to its page); lo is NULL while no run
+	 * is open (every block address is at least a page). */
 	/* While no run is open, s is `none`, a run of no blocks on a span
 	 * that is not one of ours: closing it changes nothing (used stays 1,
 	 * in_partial 1), so closing a run needs no test that one is open. */
@@ -705,7 +708,9 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 	uintptr_t sb_seen = 1; /* the superblock whose registry slot was read */
 	for (void *const *at = blocks, *const *end = blocks + count; at < end; at++) {
 		void *b = *at;
-		uint64_t off = (uint64_t)((const char *)b - lo);
+		/* One page: b is in the run's page when it shares all but its
+		 * low EBB_PAGE_SHIFT bits with lo (see above). */
+		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
 		if (EBB_UNLIKELY(off >= (one_page ? EBB_PAGE_SIZE : run_bytes))) {
 			run_close(locked, s, head, n, empties);
 			back += n;
@@ -724,8 +729,7 @@ EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned cou
 				goto bad;
 			/* A page of a one-page class is its span's first page. */
 			unsigned first = one_page ? page : sb->pagemap[page];
-			const char *nlo = one_page ? (const char *)((uintptr_t)b & ~(uintptr_t)(EBB_PAGE_SIZE - 1))
-						   : (const char *)superblock_page_addr(sb, first);
+			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, first);
 			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
 				goto bad;
 			span_t *ns = superblock_span_at(sb, first);
