@@ -355,6 +355,24 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 			TRACK_FREE(p);
 			return realloc_done(p, &b, p, size);
 		}
+		/* Shrunk below half: moves to a smaller class, as realloc_slow
+		 * would (no headroom, no mapping, the same checks: p's block
+		 * test and mark above, q's and p's in the cache's own paths),
+		 * without the call into it. python3 with PYTHONMALLOC=malloc
+		 * (bench/run's python row): 91% of its reallocs are strings
+		 * built in an over-allocated buffer of 65-256 bytes and cut to
+		 * their length. The profiler's copy keeps the slow path, which
+		 * may sample the move. */
+		if (!prof && size != 0 && size < usable / 2) {
+			void *q = tcache_alloc(size);
+			if (EBB_LIKELY(q != NULL)) {
+				block_info_t b = { usable, NULL, cls };
+				TRACK_FREE(p);
+				memcpy(q, p, size);
+				tcache_free(p);
+				return realloc_done(p, &b, q, size);
+			}
+		}
 	} else if (why == NULL && size > EBB_SMALL_MAX) {
 		size_t usable = realloc_run_stays(p, size);
 		if (usable != 0) {

@@ -239,6 +239,36 @@ TEST_CASE("realloc within the usable size keeps the contents", "[malloc]")
 	}
 }
 
+/* realloc's shrink below half a small block's class moves the block in
+ * realloc itself (api.c), as a string cut to its length after being built
+ * in an over-allocated buffer: every length below half of each class size. */
+TEST_CASE("realloc shrinking a small block below half moves it and keeps the prefix", "[malloc]")
+{
+	for (const Api *a : all_apis()) {
+		INFO("api: " << a->name);
+		for (size_t n : {size_t(64), size_t(100), size_t(256), size_t(1000), size_t(3000)}) {
+			size_t u0 = 0;
+			for (size_t m = 1; u0 == 0 || m < u0 / 2; m++) {
+				void *p = a->malloc_(opaque(n));
+				REQUIRE(p != nullptr);
+				size_t u = a->usable_(p);
+				u0 = u;
+				fill(p, u, unsigned(m));
+				INFO("realloc " << n << " (usable " << u << ") -> " << m);
+				void *q = a->realloc_(p, opaque(m));
+				REQUIRE(q != nullptr);
+				CHECK(first_mismatch(q, m, unsigned(m)) == m);
+				CHECK(a->usable_(q) >= m);
+				CHECK(a->usable_(q) < u);
+				/* The moved-from block is free: a second free of it
+				 * would be reported (test_hardening); q is the live one. */
+				fill(q, a->usable_(q), 3);
+				a->free_(q);
+			}
+		}
+	}
+}
+
 TEST_CASE("reallocarray allocates count * size and keeps contents", "[malloc]")
 {
 	for (const Api *a : all_apis()) {
