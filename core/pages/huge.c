@@ -203,6 +203,23 @@ static void huge_cache_dirty(page_heap_t *h, span_t *s, uint64_t now)
 	page_heap_run_list(h, s, NULL);
 }
 
+/* The span s of a huge mapping made just now goes into the cache, counted
+ * with the heap's huge blocks: dirty (pages were moved into it) or, when
+ * nothing was, as a purged block, which the release pass unmaps (munmap
+ * may fail too, and must not lose it). Caller holds h's lock. */
+static void huge_cache_new(page_heap_t *h, span_t *s, bool dirty, uint64_t now)
+{
+	h->huge_count++;
+	h->meta_pages += 1;
+	if (dirty) {
+		huge_cache_dirty(h, s, now);
+		return;
+	}
+	SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
+	span_superblock(s)->empty_since_ns = now;
+	page_heap_run_list(h, s, NULL);
+}
+
 /* Serves a request of npages with the dirty cached block c (out of the
  * cache, LARGE, not counted yet, freed at `freed`), larger than the request
  * by more than its fit slack but by no more than the request itself: the
@@ -219,21 +236,8 @@ static span_t *huge_split(page_heap_t *h, span_t *c, size_t npages, size_t asked
 	superblock_t *tsb = huge_map_new(h, cut, EBB_SB_SIZE);
 	bool moved = tsb != NULL && huge_give_tail(span_superblock(c), cut, (char *)tsb + EBB_SB_SIZE);
 	lock_acquire(&h->lock);
-	if (tsb != NULL) {
-		span_t *t = &tsb->spans[0];
-		h->huge_count++;
-		h->meta_pages += 1;
-		if (moved) {
-			SPAN_SET_STATE(t, SPAN_FREE_DIRTY, &h->lock);
-			t->zeroed = 0;
-			t->u.free.freed_ns = freed;
-		} else {
-			/* Fresh and unused: the release pass unmaps it. */
-			SPAN_SET_STATE(t, SPAN_FREE_PURGED, &h->lock);
-		}
-		tsb->empty_since_ns = freed;
-		page_heap_run_list(h, t, NULL);
-	}
+	if (tsb != NULL)
+		huge_cache_new(h, &tsb->spans[0], moved, freed);
 	size_t reused = moved ? npages : c->npages;
 	decay_note_removed(&h->decay, reused);
 	page_heap_reuse_add(reused);
@@ -408,14 +412,8 @@ static bool huge_shrink_to_cache(page_heap_t *h, span_t *s, size_t npages, size_
 	uint64_t now = os_now_ns();
 	span_t *t = &tsb->spans[0];
 	if (!huge_give_tail(span_superblock(s), cut, (char *)tsb + EBB_SB_SIZE)) {
-		/* The new mapping is fresh: cached as a purged block, the release
-		 * pass unmaps it (munmap may fail too, and must not lose it). */
 		lock_acquire(&h->lock);
-		h->huge_count++;
-		h->meta_pages += 1;
-		SPAN_SET_STATE(t, SPAN_FREE_PURGED, &h->lock);
-		tsb->empty_since_ns = now;
-		page_heap_run_list(h, t, NULL);
+		huge_cache_new(h, t, false, now);
 		lock_release(&h->lock);
 		return false;
 	}
@@ -425,9 +423,7 @@ static bool huge_shrink_to_cache(page_heap_t *h, span_t *s, size_t npages, size_
 	h->huge_slack_pages -= old - old_asked;
 	h->huge_slack_pages += npages - asked;
 	page_heap_inuse_sub(cut);
-	h->huge_count++;
-	h->meta_pages += 1;
-	huge_cache_dirty(h, t, now);
+	huge_cache_new(h, t, true, now);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 	return true;
@@ -452,15 +448,9 @@ static superblock_t *huge_move_grow(page_heap_t *h, superblock_t *sb, size_t npa
 	span_t *ns = &nsb->spans[0];
 	/* sb's header goes with its last page: s is not read after this. */
 	if (!huge_give_tail(sb, old, (char *)nsb + EBB_SB_SIZE)) {
-		/* Fresh and unused: cached as a purged block, which the release
-		 * pass unmaps (as huge_shrink_to_cache does). */
 		uint64_t now = os_now_ns();
 		lock_acquire(&h->lock);
-		h->huge_count++;
-		h->meta_pages += 1;
-		SPAN_SET_STATE(ns, SPAN_FREE_PURGED, &h->lock);
-		nsb->empty_since_ns = now;
-		page_heap_run_list(h, ns, NULL);
+		huge_cache_new(h, ns, false, now);
 		lock_release(&h->lock);
 		return NULL;
 	}

@@ -45,7 +45,7 @@ extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 extern bool prof_on;
 
 /* A filter of the live sampled blocks, lock-free to read: a counter per
- * hash of a page address (prof_filter_at), raised and lowered under the
+ * hash of a page address (prof_page_slot), raised and lowered under the
  * profiler's lock as samples come and go; one that reaches 255 stays there.
  * 0 means no live sample starts on that page: a realloc or free of a page
  * run that is not sampled (most of them) costs a hash and a load instead of
@@ -54,36 +54,31 @@ extern bool prof_on;
 #define PROF_FILTER_BITS 15
 extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
-EBB_INLINE unsigned prof_filter_at(const void *p)
+/* Page p's counter in a filter of 2^bits: the page number's low bits. Pages
+ * 2^bits pages apart share a counter, which a multiplicative hash would not
+ * make rarer for the few live samples, and every page-aligned realloc
+ * computes this (3 instructions fewer than a hash). */
+EBB_INLINE unsigned prof_page_slot(const void *p, unsigned bits)
 {
-	/* The page number's low bits: pages 128 MiB apart share a counter,
-	 * which a multiplicative hash would not make rarer for the few live
-	 * samples, and every page-aligned realloc computes this (3
-	 * instructions fewer than a hash). */
-	return (unsigned)((uintptr_t)p >> EBB_PAGE_SHIFT) & ((1u << PROF_FILTER_BITS) - 1);
+	return (unsigned)((uintptr_t)p >> EBB_PAGE_SHIFT) & ((1u << bits) - 1);
 }
 
 /* false: p is not a live sampled block. */
 EBB_INLINE bool prof_may_hold(const void *p)
 {
-	return __atomic_load_n(&prof_filter[prof_filter_at(p)], __ATOMIC_RELAXED) != 0;
+	return __atomic_load_n(&prof_filter[prof_page_slot(p, PROF_FILTER_BITS)], __ATOMIC_RELAXED) != 0;
 }
 
 /* The same for the kept blocks alone (freed sample blocks the profiler
- * keeps for the next samples, prof.c), by the page number's low bits: only
- * a kept block needs realloc_slow_prof's look (prof_realloc_check). */
+ * keeps for the next samples, prof.c): only a kept block needs
+ * realloc_slow_prof's look (prof_realloc_check). */
 #define PROF_KEPT_BITS 12
 extern uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
-
-EBB_INLINE unsigned prof_kept_at(const void *p)
-{
-	return (unsigned)((uintptr_t)p >> EBB_PAGE_SHIFT) & ((1u << PROF_KEPT_BITS) - 1);
-}
 
 /* false: p is not a kept sample block. */
 EBB_INLINE bool prof_may_be_kept(const void *p)
 {
-	return __atomic_load_n(&prof_kept_filter[prof_kept_at(p)], __ATOMIC_RELAXED) != 0;
+	return __atomic_load_n(&prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)], __ATOMIC_RELAXED) != 0;
 }
 
 /* The prof variants' only cost on an allocation: true when this one of
