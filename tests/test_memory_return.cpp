@@ -114,6 +114,14 @@ TEST_CASE("5 million 120-byte blocks freed: RSS back within 16 MiB in 2 x decay_
 	REQUIRE(took >= 0);
 }
 
+// The two threads stay alive and idle after their frees, and a live thread's
+// cache is its own: nothing but the thread itself gives its bins back (the
+// background thread only asks it to trim at its next refill or flush,
+// docs/architecture.md), and each class it used keeps up to two batches.
+// Those bytes (the stats' `tcache`, about 3 MiB per thread here, measured at
+// 75228bb) are counted apart, and bounded; everything else must come back
+// to within 16 MiB. (Before, they were inside the 16 MiB: the floor at
+// 2 x decay_ms was 15.5-15.8 MiB and a third of the runs failed.)
 TEST_CASE("2 threads, 512 MiB of mixed sizes freed: RSS back within 16 MiB in 2 x decay_ms", "[memory]")
 {
 	const long long decay = option("decay_ms");
@@ -152,14 +160,18 @@ TEST_CASE("2 threads, 512 MiB of mixed sizes freed: RSS back within 16 MiB in 2 
 	done++;
 	while (done.load() < 5)
 		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	ebb_stats_t st;
+	ebb_stats_get(&st);
+	size_t cached = st.tcache; /* the idle threads' bins, which only they give back */
 	size_t last;
-	double took = wait_for_rss(rss0, 16 * MiB, 2.0 * (double)decay, &last);
-	WARN("start " << rss0 / MiB << " MiB, peak " << peak / MiB << " MiB, back to " << last / MiB
-		      << " MiB after " << took << " ms");
+	double took = wait_for_rss(rss0 + cached, 16 * MiB, 2.0 * (double)decay, &last);
+	WARN("start " << rss0 / MiB << " MiB, peak " << peak / MiB << " MiB, idle thread caches "
+		      << cached / MiB << " MiB, back to " << last / MiB << " MiB after " << took << " ms");
 	release = true;
 	for (auto &th : threads)
 		th.join();
 	CHECK(peak > rss0 + 400 * MiB);
+	CHECK(cached <= 2 * 4 * MiB);
 	REQUIRE(took >= 0);
 }
 
