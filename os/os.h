@@ -49,6 +49,11 @@ typedef struct os_range {
  * zeroes); the ranges after it are untouched. Counts as n calls of os_purge
  * for fault injection. */
 size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy);
+/* Ranges os_purge_vec hands the kernel in one call, so what a purge pass
+ * gathers before it calls: a pass gives back a few pages of each of many
+ * runs, and a call for 64 ranges costs about what one for a single range
+ * does. */
+#define OS_PURGE_VEC 64
 /* Grows or shrinks the mapping [p, p+old) to `new_size` without moving it.
  * false if the neighbouring range is not free. */
 bool os_remap_inplace(void *p, size_t old_size, size_t new_size);

@@ -248,11 +248,11 @@ size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy)
 		}
 	size_t i = 0;
 	if (want > 1 && os_vec_probe(lazy)) {
-		struct iovec iov[64];
+		struct iovec iov[OS_PURGE_VEC];
 		while (i < want) {
 			size_t k = 0;
 			size_t bytes = 0;
-			while (k < 64 && i + k < want) {
+			while (k < OS_PURGE_VEC && i + k < want) {
 				iov[k].iov_base = r[i + k].p;
 				iov[k].iov_len = r[i + k].size;
 				bytes += r[i + k].size;

@@ -197,13 +197,9 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	return fresh;
 }
 
-/* Ranges given back per os_purge_vec: a pass gives back a few pages of
- * each of many spans, and one system call for 64 of them costs the kernel
- * about what one for a single range does. */
-#define PURGE_VEC 64
-
+/* The ranges of a pass waiting for their os_purge_vec call. */
 typedef struct purge_vec {
-	os_range_t r[PURGE_VEC];
+	os_range_t r[OS_PURGE_VEC];
 	unsigned n;
 	bool lazy;
 } purge_vec_t;
@@ -236,7 +232,7 @@ static void span_give_back(const purge_item_t *it, purge_vec_t *v)
 		unsigned n = (unsigned)__builtin_ctzll(~(m >> first));
 		if (first + n > 64)
 			n = 64 - first;
-		if (v->n == PURGE_VEC)
+		if (v->n == OS_PURGE_VEC)
 			vec_flush(v);
 		v->r[v->n].p = base + ((size_t)first << EBB_PAGE_SHIFT);
 		v->r[v->n].size = (size_t)n << EBB_PAGE_SHIFT;

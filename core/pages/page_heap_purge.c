@@ -168,24 +168,19 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	(void)ok;
 }
 
-/* Runs given back per os_purge_vec: a burst leaves thousands of runs of a
- * few pages between those purged already, and one system call for 64 of them
- * costs the kernel about what one for a single run does. */
-#define PURGE_VEC 64
-
 /* Gives back the runs of `list` (BUSY, no lock held) and sets each one's
  * purge_ok. Every run is tried, also after one the kernel refused, as with
  * one call each. Returns the runs asked for (madvise_calls counts runs, as it
  * did with one call each). */
 static size_t purge_list(span_t *list, bool lazy)
 {
-	os_range_t r[PURGE_VEC];
-	span_t *in[PURGE_VEC];
+	os_range_t r[OS_PURGE_VEC];
+	span_t *in[OS_PURGE_VEC];
 	size_t asked = 0;
 	span_t *s = list;
 	while (s != NULL) {
 		size_t n = 0;
-		for (; s != NULL && n < PURGE_VEC; s = s->next) {
+		for (; s != NULL && n < OS_PURGE_VEC; s = s->next) {
 			s->purge_ok = false;
 			in[n] = s;
 			r[n].p = run_addr(s);
