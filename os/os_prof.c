@@ -3,6 +3,9 @@
 #include "os/os_prof.h"
 
 #include <dlfcn.h>
+#ifdef EBB_UNWIND_CHECK
+#include <stdio.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include <unwind.h>
 
 #include "core/base/util.h"
+#include "os/os_unwind.h"
 
 /* ---------------------------------------------------------------------------
  * Writing into the library's code (x86-64 only): a redirected entry point
@@ -101,9 +105,24 @@ static unw_getip_fn unw_getip;
 #define UNW_SWITCH 64
 static __thread unsigned unw_stacks __attribute__((tls_model("initial-exec")));
 
+/* auto (0) with the own walker (os_unwind.c): libgcc's takes only the
+ * stacks the walker gives up on, and libunwind is not loaded. */
+static bool unw_own;
+
 const char *os_unwind_load(unsigned which)
 {
 	const char *name = NULL;
+	if (which == 0 && os_unwind_own_load()) {
+		void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE);
+		unw_getip_fn getip = h ? (unw_getip_fn)dlsym(h, "_Unwind_GetIP") : NULL;
+		unw_backtrace_fn bt = h ? (unw_backtrace_fn)dlsym(h, "_Unwind_Backtrace") : NULL;
+		if (getip != NULL && bt != NULL) {
+			__atomic_store_n(&unw_getip, getip, __ATOMIC_RELAXED);
+			__atomic_store_n(&unw_backtrace, bt, __ATOMIC_RELEASE);
+		}
+		__atomic_store_n(&unw_own, true, __ATOMIC_RELEASE);
+		return bt != NULL ? "own, libgcc for the rest" : "own";
+	}
 	if (which != 2) {
 		void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_NODELETE);
 		unw_trace_fn t = h ? (unw_trace_fn)dlsym(h, "unw_backtrace") : NULL;
@@ -144,8 +163,54 @@ static _Unwind_Reason_Code unw_frame(struct _Unwind_Context *ctx, void *arg)
 	return _URC_NO_REASON;
 }
 
+#ifdef EBB_UNWIND_CHECK
+/* A checking build (-DEBB_UNWIND_CHECK): every stack the own walker takes
+ * is taken again with libgcc's and any difference is printed. libgcc's
+ * first frame is this function's own. */
+static EBB_NOINLINE void unw_check(void *const *own, unsigned n, unsigned max)
+{
+	void *gcc[80];
+	struct unw_walk w = {gcc, 0, 80, unw_getip};
+	unw_backtrace(unw_frame, &w);
+	static unsigned long stacks, diffs, gaveup;
+	stacks++;
+	bool same = n + 2 == w.n || (n == max && w.n >= n + 2);
+	for (unsigned i = 0; same && i < n; i++)
+		same = own[i] == gcc[i + 2];
+	if (n == 0)
+		gaveup++;
+	if (!same && n != 0) {
+		char buf[256];
+		diffs++;
+		dprintf(2, "unwind check: differ (own %u, libgcc %u frames)\n", n, w.n - 2);
+		for (unsigned i = 0; i < 24 && (i < n || i + 2 < w.n); i++) {
+			os_prof_symbol(i < n ? own[i] : NULL, buf, sizeof buf);
+			dprintf(2, "  own %p %-50.50s", i < n ? own[i] : NULL, buf);
+			os_prof_symbol(i + 2 < w.n ? gcc[i + 2] : NULL, buf, sizeof buf);
+			dprintf(2, " gcc %p %s\n", i + 2 < w.n ? gcc[i + 2] : NULL, buf);
+		}
+	}
+	if ((stacks & (stacks - 1)) == 0)
+		dprintf(2, "unwind check: %lu stacks, %lu differ, %lu given up\n", stacks, diffs, gaveup);
+}
+#endif
+
 EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 {
+	if (__atomic_load_n(&unw_own, __ATOMIC_ACQUIRE)) {
+		/* __builtin_frame_address gives this function a frame pointer:
+		 * fp[0] is the caller's rbp, fp[1] the return address, and the
+		 * caller's stack pointer before the call is fp + 2. */
+		uintptr_t *fp = __builtin_frame_address(0);
+		if (fp[1] == (uintptr_t)__builtin_return_address(0)) {
+			unsigned n = os_unwind_own(out, max, fp[1], (uintptr_t)(fp + 2), fp[0]);
+#ifdef EBB_UNWIND_CHECK
+			unw_check(out, n, max);
+#endif
+			if (n != 0)
+				return n;
+		}
+	}
 	unw_trace_fn t = __atomic_load_n(&unw_trace, __ATOMIC_ACQUIRE);
 	unw_backtrace_fn bt = __atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE);
 	/* A tail call (unw_backtrace returns a count, never below 0): this

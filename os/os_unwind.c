@@ -1,0 +1,540 @@
+/* os_unwind.c: the profiler's own x86-64 stack walker (see os_unwind.h). */
+#define _GNU_SOURCE
+#include "os/os_unwind.h"
+
+#include <dlfcn.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__linux__) && defined(DLFO_EH_SEGMENT_TYPE)
+#define UNW_OWN 1
+#endif
+
+#ifdef UNW_OWN
+
+typedef int (*find_object_fn)(void *, struct dl_find_object *);
+/* glibc's _dl_find_object (2.35 and later), looked up rather than linked
+ * so that the library still loads with an older glibc. */
+static find_object_fn find_object;
+/* The main thread's stack pointer at start-up (ld.so's). */
+extern void *__libc_stack_end;
+
+/* DWARF's numbers of the registers the walker follows. */
+#define DW_RBP 6
+#define DW_RSP 7
+#define DW_RA 16
+
+/* A stack whose bound cannot be found within this of its pointer, or a
+ * frame larger than UNW_FRAME_MAX, is left to libgcc. */
+#define UNW_STACK_MAX ((uintptr_t)256 << 20)
+#define UNW_FRAME_MAX ((uintptr_t)1 << 20)
+
+/* ---------------------------------------------------------------------------
+ * The rule cache: one 64-bit word per entry, so that a reader sees a whole
+ * entry or another whole one, and two threads that fill the same slot just
+ * overwrite each other. A return address pc lives in slot
+ * (pc ^ mix(pc >> 12)) mod 2^12; the slot and the tag pc >> 12 give pc back,
+ * so a tag match is an exact match. Bits: 0 valid, 1 end (no caller), 2 CFA
+ * from rbp (else rsp), 3-18 CFA offset, 19-26 rbp's save slot k (saved at
+ * CFA - 8k; 0: rbp unchanged), 29-63 the tag (user addresses below 2^47).
+ * Rules are never invalidated: a library unloaded and another loaded at
+ * the same address could meet a stale rule, which then gives a wrong stack
+ * or one the bounds check sends to libgcc, never a read outside the stack.
+ * ------------------------------------------------------------------------- */
+#define UNW_CACHE_BITS 12
+static uint64_t unw_cache[1u << UNW_CACHE_BITS];
+
+typedef struct unw_rule {
+	bool end;
+	bool cfa_rbp;
+	uint32_t cfa_off;
+	uint32_t rbp_slot;
+} unw_rule_t;
+
+static unsigned cache_slot(uintptr_t pc)
+{
+	uint32_t mix = (uint32_t)(pc >> 12) * 0x9E3779B1u >> (32 - UNW_CACHE_BITS);
+	return (unsigned)(pc ^ mix) & ((1u << UNW_CACHE_BITS) - 1);
+}
+
+static void rule_decode(uint64_t w, unw_rule_t *r)
+{
+	r->end = (w >> 1) & 1;
+	r->cfa_rbp = (w >> 2) & 1;
+	r->cfa_off = (uint32_t)(w >> 3) & 0xffff;
+	r->rbp_slot = (uint32_t)(w >> 19) & 0xff;
+}
+
+static void rule_store(uintptr_t pc, const unw_rule_t *r)
+{
+	if ((pc >> 47) != 0 || r->cfa_off > 0xffff || r->rbp_slot > 0xff)
+		return;
+	uint64_t w = 1 | (uint64_t)r->end << 1 | (uint64_t)r->cfa_rbp << 2 | (uint64_t)r->cfa_off << 3 |
+		     (uint64_t)r->rbp_slot << 19 | (uint64_t)(pc >> 12) << 29;
+	__atomic_store_n(&unw_cache[cache_slot(pc)], w, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reading .eh_frame_hdr and .eh_frame. The data belongs to a loaded object
+ * and is trusted as libgcc trusts it, but every read stays inside the
+ * record's own length; anything unusual is a failure (libgcc's turn).
+ * ------------------------------------------------------------------------- */
+typedef struct rd {
+	const uint8_t *p, *end;
+	bool bad;
+} rd_t;
+
+static uint8_t rd_u8(rd_t *r)
+{
+	if (r->p >= r->end) {
+		r->bad = true;
+		return 0;
+	}
+	return *r->p++;
+}
+
+static uint64_t rd_fixed(rd_t *r, size_t n)
+{
+	if ((size_t)(r->end - r->p) < n) {
+		r->bad = true;
+		return 0;
+	}
+	uint64_t v = 0;
+	memcpy(&v, r->p, n); /* little-endian */
+	r->p += n;
+	return v;
+}
+
+static uint64_t rd_uleb(rd_t *r)
+{
+	uint64_t v = 0;
+	for (unsigned shift = 0;; shift += 7) {
+		uint8_t b = rd_u8(r);
+		if (shift < 64)
+			v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80) || r->bad)
+			return v;
+	}
+}
+
+static int64_t rd_sleb(rd_t *r)
+{
+	uint64_t v = 0;
+	unsigned shift = 0;
+	uint8_t b;
+	do {
+		b = rd_u8(r);
+		if (shift < 64)
+			v |= (uint64_t)(b & 0x7f) << shift;
+		shift += 7;
+	} while ((b & 0x80) && !r->bad);
+	if (shift < 64 && (b & 0x40))
+		v |= ~(uint64_t)0 << shift;
+	return (int64_t)v;
+}
+
+/* A pointer in DWARF's exception-header encoding `enc`: absolute or
+ * relative to its own address (pcrel) or to `data` (datarel); indirect
+ * ones only to be skipped (`deref` false). */
+static uintptr_t rd_enc(rd_t *r, uint8_t enc, uintptr_t data)
+{
+	uintptr_t at = (uintptr_t)r->p, v;
+	if (enc == 0xff)
+		return 0;
+	switch (enc & 0x0f) {
+	case 0x00: v = (uintptr_t)rd_fixed(r, 8); break;
+	case 0x01: v = (uintptr_t)rd_uleb(r); break;
+	case 0x02: v = (uintptr_t)rd_fixed(r, 2); break;
+	case 0x03: v = (uintptr_t)rd_fixed(r, 4); break;
+	case 0x04: v = (uintptr_t)rd_fixed(r, 8); break;
+	case 0x09: v = (uintptr_t)rd_sleb(r); break;
+	case 0x0a: v = (uintptr_t)(int64_t)(int16_t)rd_fixed(r, 2); break;
+	case 0x0b: v = (uintptr_t)(int64_t)(int32_t)rd_fixed(r, 4); break;
+	case 0x0c: v = (uintptr_t)rd_fixed(r, 8); break;
+	default: r->bad = true; return 0;
+	}
+	switch (enc & 0x70) {
+	case 0x00: return v;
+	case 0x10: return v + at;
+	case 0x30: return v + data;
+	default: r->bad = true; return 0;
+	}
+}
+
+/* The FDE of the code at `pc` (a return address minus one), found through
+ * the object's .eh_frame_hdr search table. NULL if there is none or the
+ * table is not the usual sorted datarel sdata4 one. */
+static const uint8_t *fde_find(uintptr_t pc)
+{
+	struct dl_find_object fo;
+	if (find_object((void *)pc, &fo) != 0 || fo.dlfo_eh_frame == NULL)
+		return NULL;
+	const uint8_t *hdr = fo.dlfo_eh_frame;
+	if (hdr[0] != 1 || hdr[3] != 0x3b)
+		return NULL;
+	rd_t r = {hdr + 4, hdr + 4 + 2 * 8, false};
+	rd_enc(&r, hdr[1], (uintptr_t)hdr);
+	uintptr_t count = rd_enc(&r, hdr[2], (uintptr_t)hdr);
+	if (r.bad || count == 0 || ((uintptr_t)r.p & 3) != 0)
+		return NULL;
+	const int32_t *tab = (const int32_t *)(const void *)r.p;
+	/* The last entry whose start is at or below pc. */
+	uintptr_t lo = 0, hi = count;
+	while (hi - lo > 1) {
+		uintptr_t mid = lo + (hi - lo) / 2;
+		if ((uintptr_t)hdr + (intptr_t)tab[2 * mid] <= pc)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if ((uintptr_t)hdr + (intptr_t)tab[2 * lo] > pc)
+		return NULL;
+	return hdr + (intptr_t)tab[2 * lo + 1];
+}
+
+/* The rules of the CFI interpreter for the registers that matter. */
+enum { HOW_SAME, HOW_OFFSET, HOW_UNDEF, HOW_OTHER };
+typedef struct cfi_regs {
+	unsigned cfa_reg; /* DW_RSP, DW_RBP, or something else (not followed) */
+	int64_t cfa_off;
+	uint8_t rbp_how, ra_how;
+	int64_t rbp_off, ra_off;
+} cfi_regs_t;
+
+#define CFI_STATE_DEPTH 8
+
+static void cfi_set(cfi_regs_t *s, uint64_t reg, uint8_t how, int64_t off)
+{
+	if (reg == DW_RBP) {
+		s->rbp_how = how;
+		s->rbp_off = off;
+	} else if (reg == DW_RA) {
+		s->ra_how = how;
+		s->ra_off = off;
+	} else if (reg == DW_RSP) {
+		/* A rule for rsp itself: not the x86-64 convention. */
+		s->cfa_reg = ~0u;
+	}
+}
+
+static void cfi_restore(cfi_regs_t *s, const cfi_regs_t *init, uint64_t reg)
+{
+	if (reg == DW_RBP) {
+		s->rbp_how = init->rbp_how;
+		s->rbp_off = init->rbp_off;
+	} else if (reg == DW_RA) {
+		s->ra_how = init->ra_how;
+		s->ra_off = init->ra_off;
+	}
+}
+
+/* Runs the CFI program in r (starting at address *loc) up to the row that
+ * covers `target`. false on anything not understood. */
+static bool cfi_run(rd_t *r, cfi_regs_t *s, const cfi_regs_t *init, uintptr_t *loc, uintptr_t target,
+		    uint64_t code_align, int64_t data_align)
+{
+	cfi_regs_t stack[CFI_STATE_DEPTH];
+	unsigned depth = 0;
+	while (r->p < r->end && !r->bad) {
+		uint8_t op = rd_u8(r);
+		uint64_t reg, delta;
+		switch (op >> 6) {
+		case 1:
+			delta = (uint64_t)(op & 0x3f);
+			goto advance;
+		case 2:
+			cfi_set(s, op & 0x3f, HOW_OFFSET, (int64_t)rd_uleb(r) * data_align);
+			continue;
+		case 3:
+			cfi_restore(s, init, op & 0x3f);
+			continue;
+		}
+		switch (op) {
+		case 0x00: /* nop */
+			continue;
+		case 0x02: delta = rd_fixed(r, 1); goto advance;
+		case 0x03: delta = rd_fixed(r, 2); goto advance;
+		case 0x04: delta = rd_fixed(r, 4); goto advance;
+		case 0x05: /* offset_extended */
+			reg = rd_uleb(r);
+			cfi_set(s, reg, HOW_OFFSET, (int64_t)rd_uleb(r) * data_align);
+			continue;
+		case 0x06: /* restore_extended */
+			cfi_restore(s, init, rd_uleb(r));
+			continue;
+		case 0x07: /* undefined */
+			cfi_set(s, rd_uleb(r), HOW_UNDEF, 0);
+			continue;
+		case 0x08: /* same_value */
+			cfi_set(s, rd_uleb(r), HOW_SAME, 0);
+			continue;
+		case 0x09: /* register */
+			reg = rd_uleb(r);
+			rd_uleb(r);
+			cfi_set(s, reg, HOW_OTHER, 0);
+			continue;
+		case 0x0a: /* remember_state: the CFA rule with the registers */
+			if (depth == CFI_STATE_DEPTH)
+				return false;
+			stack[depth++] = *s;
+			continue;
+		case 0x0b: /* restore_state */
+			if (depth == 0)
+				return false;
+			*s = stack[--depth];
+			continue;
+		case 0x0c: /* def_cfa */
+			s->cfa_reg = (unsigned)rd_uleb(r);
+			s->cfa_off = (int64_t)rd_uleb(r);
+			continue;
+		case 0x0d: /* def_cfa_register */
+			s->cfa_reg = (unsigned)rd_uleb(r);
+			continue;
+		case 0x0e: /* def_cfa_offset */
+			s->cfa_off = (int64_t)rd_uleb(r);
+			continue;
+		case 0x0f: /* def_cfa_expression */
+			return false;
+		case 0x10: /* expression */
+		case 0x16: /* val_expression */
+			reg = rd_uleb(r);
+			delta = rd_uleb(r);
+			if (delta > (uint64_t)(r->end - r->p))
+				return false;
+			r->p += delta;
+			cfi_set(s, reg, HOW_OTHER, 0);
+			continue;
+		case 0x11: /* offset_extended_sf */
+			reg = rd_uleb(r);
+			cfi_set(s, reg, HOW_OFFSET, rd_sleb(r) * data_align);
+			continue;
+		case 0x12: /* def_cfa_sf */
+			s->cfa_reg = (unsigned)rd_uleb(r);
+			s->cfa_off = rd_sleb(r) * data_align;
+			continue;
+		case 0x13: /* def_cfa_offset_sf */
+			s->cfa_off = rd_sleb(r) * data_align;
+			continue;
+		case 0x14: /* val_offset */
+			reg = rd_uleb(r);
+			rd_uleb(r);
+			cfi_set(s, reg, HOW_OTHER, 0);
+			continue;
+		case 0x15: /* val_offset_sf */
+			reg = rd_uleb(r);
+			rd_sleb(r);
+			cfi_set(s, reg, HOW_OTHER, 0);
+			continue;
+		case 0x2e: /* GNU_args_size */
+			rd_uleb(r);
+			continue;
+		case 0x2f: /* GNU_negative_offset_extended */
+			reg = rd_uleb(r);
+			cfi_set(s, reg, HOW_OFFSET, -(int64_t)rd_uleb(r) * data_align);
+			continue;
+		default: /* set_loc and the rest */
+			return false;
+		}
+	advance:
+		*loc += delta * code_align;
+		if (*loc > target)
+			return !r->bad;
+	}
+	return !r->bad;
+}
+
+enum { RULE_OK, RULE_NONE, RULE_BAD };
+
+/* The rule for return address pc, from its FDE: RULE_NONE when there is
+ * no FDE (libgcc ends the stack there too), RULE_BAD when the walker
+ * cannot follow it. */
+static int rule_compute(uintptr_t pc, unw_rule_t *out)
+{
+	uintptr_t target = pc - 1; /* inside the call, not after it */
+	const uint8_t *fde = fde_find(target);
+	if (fde == NULL)
+		return RULE_NONE;
+	uint32_t len, cie_ptr, clen, cie_id;
+	memcpy(&len, fde, 4);
+	if (len == 0 || len == 0xffffffffu)
+		return RULE_BAD;
+	memcpy(&cie_ptr, fde + 4, 4);
+	const uint8_t *cie = fde + 4 - cie_ptr;
+	memcpy(&clen, cie, 4);
+	memcpy(&cie_id, cie + 4, 4);
+	if (cie_ptr == 0 || clen == 0 || clen == 0xffffffffu || cie_id != 0)
+		return RULE_BAD;
+
+	rd_t c = {cie + 8, cie + 4 + clen, false};
+	uint8_t version = rd_u8(&c);
+	if (version != 1 && version != 3)
+		return RULE_BAD;
+	const char *aug = (const char *)c.p;
+	size_t aug_len = strnlen(aug, (size_t)(c.end - c.p));
+	if (aug_len == (size_t)(c.end - c.p))
+		return RULE_BAD;
+	c.p += aug_len + 1;
+	uint64_t code_align = rd_uleb(&c);
+	int64_t data_align = rd_sleb(&c);
+	uint64_t ra_reg = version == 1 ? rd_u8(&c) : rd_uleb(&c);
+	if (ra_reg != DW_RA)
+		return RULE_BAD;
+	uint8_t fde_enc = 0;
+	bool has_z = aug[0] == 'z';
+	if (has_z) {
+		uint64_t n = rd_uleb(&c);
+		if (c.bad || n > (uint64_t)(c.end - c.p))
+			return RULE_BAD;
+		rd_t a = {c.p, c.p + n, false};
+		for (const char *q = aug + 1; *q; q++) {
+			if (*q == 'R') {
+				fde_enc = rd_u8(&a);
+			} else if (*q == 'L') {
+				rd_u8(&a);
+			} else if (*q == 'P') {
+				uint8_t penc = rd_u8(&a);
+				rd_enc(&a, penc & 0x7f, 0); /* skipped, never followed */
+			} else {
+				return RULE_BAD; /* S (a signal frame) and the rest */
+			}
+		}
+		if (a.bad)
+			return RULE_BAD;
+		c.p += n;
+	} else if (aug[0] != '\0') {
+		return RULE_BAD;
+	}
+	if (c.bad)
+		return RULE_BAD;
+
+	rd_t f = {fde + 8, fde + 4 + len, false};
+	uintptr_t start = rd_enc(&f, fde_enc, 0);
+	uintptr_t range = rd_enc(&f, fde_enc & 0x0f, 0);
+	if (has_z) {
+		uint64_t n = rd_uleb(&f);
+		if (n > (uint64_t)(f.end - f.p))
+			return RULE_BAD;
+		f.p += n;
+	}
+	if (f.bad)
+		return RULE_BAD;
+	if (target < start || target - start >= range)
+		return RULE_NONE;
+
+	cfi_regs_t init = {DW_RSP, 8, HOW_SAME, HOW_SAME, 0, 0}, s;
+	uintptr_t loc = start;
+	if (!cfi_run(&c, &init, &init, &loc, target, code_align, data_align))
+		return RULE_BAD;
+	s = init;
+	loc = start;
+	if (!cfi_run(&f, &s, &init, &loc, target, code_align, data_align))
+		return RULE_BAD;
+
+	memset(out, 0, sizeof *out);
+	if (s.ra_how == HOW_UNDEF) {
+		out->end = true;
+		return RULE_OK;
+	}
+	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0xffff ||
+	    (s.cfa_off & 7) != 0 || s.ra_how != HOW_OFFSET || s.ra_off != -8)
+		return RULE_BAD;
+	out->cfa_rbp = s.cfa_reg == DW_RBP;
+	out->cfa_off = (uint32_t)s.cfa_off;
+	if (s.rbp_how == HOW_OFFSET) {
+		if (s.rbp_off > -16 || s.rbp_off < -8 * 255 || (s.rbp_off & 7) != 0)
+			return RULE_BAD;
+		out->rbp_slot = (uint32_t)(-s.rbp_off / 8);
+	} else if (s.rbp_how == HOW_OTHER) {
+		return RULE_BAD;
+	}
+	return RULE_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * The walk
+ * ------------------------------------------------------------------------- */
+bool os_unwind_own_load(void)
+{
+	find_object_fn f = (find_object_fn)dlsym(RTLD_DEFAULT, "_dl_find_object");
+	if (f == NULL)
+		return false;
+	__atomic_store_n(&find_object, f, __ATOMIC_RELEASE);
+	return true;
+}
+
+/* The top of the stack that sp is on (reads below it are inside the
+ * stack), or 0. A glibc thread's stack ends below its thread control block
+ * (static TLS, then the TCB the thread pointer points at, both inside the
+ * stack mapping, even for a stack the program gave pthread_create); the
+ * main thread's ends above __libc_stack_end (argc, argv, environ, auxv),
+ * whose page is mapped. Any other stack (a coroutine's, sigaltstack's) is
+ * not bounded here. */
+static uintptr_t stack_top(uintptr_t sp)
+{
+	uintptr_t tp;
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	if (sp < tp && tp - sp <= UNW_STACK_MAX)
+		return tp;
+	uintptr_t end = ((uintptr_t)__libc_stack_end | 4095) + 1;
+	if (sp < end && end - sp <= UNW_STACK_MAX)
+		return end;
+	return 0;
+}
+
+__attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc,
+									  uintptr_t cfa, uintptr_t rbp)
+{
+	if (__atomic_load_n(&find_object, __ATOMIC_ACQUIRE) == NULL)
+		return 0;
+	uintptr_t sp = cfa, top = stack_top(sp);
+	if (top == 0 || (sp & 7) != 0)
+		return 0;
+	unsigned n = 0;
+	while (n < max && pc != 0) {
+		out[n++] = (void *)pc;
+		unw_rule_t r;
+		uint64_t w = __atomic_load_n(&unw_cache[cache_slot(pc)], __ATOMIC_RELAXED);
+		if (w != 0 && (w >> 29) == (uint64_t)(pc >> 12)) {
+			rule_decode(w, &r);
+		} else {
+			int k = rule_compute(pc, &r);
+			if (k == RULE_BAD)
+				return 0;
+			if (k == RULE_NONE)
+				r.end = true;
+			rule_store(pc, &r);
+		}
+		if (r.end)
+			break;
+		uintptr_t next = (r.cfa_rbp ? rbp : sp) + r.cfa_off;
+		if (next <= sp || next > top || next - sp > UNW_FRAME_MAX || (next & 7) != 0)
+			return 0;
+		if (r.rbp_slot != 0) {
+			uintptr_t at = next - 8 * (uintptr_t)r.rbp_slot;
+			if (at < sp)
+				return 0;
+			rbp = *(const uintptr_t *)at;
+		}
+		pc = *(const uintptr_t *)(next - 8);
+		sp = next;
+	}
+	return n;
+}
+
+#else /* !UNW_OWN */
+
+bool os_unwind_own_load(void)
+{
+	return false;
+}
+
+unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp)
+{
+	(void)out;
+	(void)max;
+	(void)pc;
+	(void)cfa;
+	(void)rbp;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,40 @@
+/* os_unwind.h: the heap profiler's own stack walker for x86-64 Linux (used
+ * by os_unwind in os_prof.c when prof_unwind=auto).
+ *
+ * It follows the same DWARF call-frame information (.eh_frame, found
+ * through .eh_frame_hdr) as libgcc's and libunwind's unwinders, so it walks
+ * code built without frame pointers, but it only needs three registers
+ * (rsp, rbp, the return address) and keeps, per return address, the rule
+ * that gives the caller's frame from this one (CFA = rsp or rbp + N, the
+ * return address at CFA - 8, rbp saved at CFA - 8k or left alone) in a
+ * small process-wide cache: after the first samples a frame costs a table
+ * lookup and two loads, where libgcc searches the FDE and interprets its
+ * CFI program at every frame of every stack.
+ *
+ * Anything it does not understand (a CFA defined by an expression, a signal
+ * frame, a stack it cannot bound, a rule that would read outside the
+ * stack) makes it give up on the whole stack: the caller then takes it with
+ * libgcc's unwinder, so the stacks are those libgcc gives. It never
+ * allocates and takes no lock: the object of an address comes from glibc's
+ * _dl_find_object (lock-free), the cache is one 64-bit word per entry. */
+#ifndef EBB_OS_OS_UNWIND_H
+#define EBB_OS_OS_UNWIND_H
+
+#include "core/base/config.h"
+
+EBB_BEGIN_DECLS
+
+/* Makes the walker usable: false if it cannot run here (not x86-64, a libc
+ * without _dl_find_object). Call once, where dlsym may allocate. */
+bool os_unwind_own_load(void);
+
+/* Walks the stack from the frame whose return address is `pc`, whose CFA
+ * (the stack pointer before the call that made the frame below it) is
+ * `cfa` and in which rbp held `rbp`: stores pc and the return addresses
+ * outwards into out, at most max, innermost first. Returns how many, or 0
+ * when it gave up (the caller takes the stack another way). */
+unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp);
+
+EBB_END_DECLS
+
+#endif /* EBB_OS_OS_UNWIND_H */
