@@ -43,34 +43,17 @@ extern void *__libc_stack_end;
 #define UNW_CACHE_BITS 12
 static uint64_t unw_cache[1u << UNW_CACHE_BITS];
 
-typedef struct unw_rule {
-	bool end;
-	bool cfa_rbp;
-	uint32_t cfa_off;
-	uint32_t rbp_slot;
-} unw_rule_t;
+#define RULE_VALID ((uint64_t)1)
+#define RULE_END ((uint64_t)1 << 1)
+#define RULE_CFA_RBP ((uint64_t)1 << 2)
+#define RULE_CFA_OFF(w) ((uint32_t)((w) >> 3) & 0xffff)
+#define RULE_RBP_SLOT(w) ((uint32_t)((w) >> 19) & 0xff)
+#define RULE_TAG_SHIFT 29
 
 static unsigned cache_slot(uintptr_t pc)
 {
 	uint32_t mix = (uint32_t)(pc >> 12) * 0x9E3779B1u >> (32 - UNW_CACHE_BITS);
 	return (unsigned)(pc ^ mix) & ((1u << UNW_CACHE_BITS) - 1);
-}
-
-static void rule_decode(uint64_t w, unw_rule_t *r)
-{
-	r->end = (w >> 1) & 1;
-	r->cfa_rbp = (w >> 2) & 1;
-	r->cfa_off = (uint32_t)(w >> 3) & 0xffff;
-	r->rbp_slot = (uint32_t)(w >> 19) & 0xff;
-}
-
-static void rule_store(uintptr_t pc, const unw_rule_t *r)
-{
-	if ((pc >> 47) != 0 || r->cfa_off > 0xffff || r->rbp_slot > 0xff)
-		return;
-	uint64_t w = 1 | (uint64_t)r->end << 1 | (uint64_t)r->cfa_rbp << 2 | (uint64_t)r->cfa_off << 3 |
-		     (uint64_t)r->rbp_slot << 19 | (uint64_t)(pc >> 12) << 29;
-	__atomic_store_n(&unw_cache[cache_slot(pc)], w, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------------------
@@ -342,48 +325,46 @@ static bool cfi_run(rd_t *r, cfi_regs_t *s, const cfi_regs_t *init, uintptr_t *l
 	return !r->bad;
 }
 
-enum { RULE_OK, RULE_NONE, RULE_BAD };
-
-/* The rule for return address pc, from its FDE: RULE_NONE when there is
- * no FDE (libgcc ends the stack there too), RULE_BAD when the walker
- * cannot follow it. */
-static int rule_compute(uintptr_t pc, unw_rule_t *out)
+/* The rule for return address pc, from its FDE, as a cache word without
+ * the tag: RULE_END also when there is no FDE (libgcc ends the stack there
+ * too), 0 when the walker cannot follow it. */
+static uint64_t rule_compute(uintptr_t pc)
 {
 	uintptr_t target = pc - 1; /* inside the call, not after it */
 	const uint8_t *fde = fde_find(target);
 	if (fde == NULL)
-		return RULE_NONE;
+		return RULE_VALID | RULE_END;
 	uint32_t len, cie_ptr, clen, cie_id;
 	memcpy(&len, fde, 4);
 	if (len == 0 || len == 0xffffffffu)
-		return RULE_BAD;
+		return 0;
 	memcpy(&cie_ptr, fde + 4, 4);
 	const uint8_t *cie = fde + 4 - cie_ptr;
 	memcpy(&clen, cie, 4);
 	memcpy(&cie_id, cie + 4, 4);
 	if (cie_ptr == 0 || clen == 0 || clen == 0xffffffffu || cie_id != 0)
-		return RULE_BAD;
+		return 0;
 
 	rd_t c = {cie + 8, cie + 4 + clen, false};
 	uint8_t version = rd_u8(&c);
 	if (version != 1 && version != 3)
-		return RULE_BAD;
+		return 0;
 	const char *aug = (const char *)c.p;
 	size_t aug_len = strnlen(aug, (size_t)(c.end - c.p));
 	if (aug_len == (size_t)(c.end - c.p))
-		return RULE_BAD;
+		return 0;
 	c.p += aug_len + 1;
 	uint64_t code_align = rd_uleb(&c);
 	int64_t data_align = rd_sleb(&c);
 	uint64_t ra_reg = version == 1 ? rd_u8(&c) : rd_uleb(&c);
 	if (ra_reg != DW_RA)
-		return RULE_BAD;
+		return 0;
 	uint8_t fde_enc = 0;
 	bool has_z = aug[0] == 'z';
 	if (has_z) {
 		uint64_t n = rd_uleb(&c);
 		if (c.bad || n > (uint64_t)(c.end - c.p))
-			return RULE_BAD;
+			return 0;
 		rd_t a = {c.p, c.p + n, false};
 		for (const char *q = aug + 1; *q; q++) {
 			if (*q == 'R') {
@@ -394,17 +375,17 @@ static int rule_compute(uintptr_t pc, unw_rule_t *out)
 				uint8_t penc = rd_u8(&a);
 				rd_enc(&a, penc & 0x7f, 0); /* skipped, never followed */
 			} else {
-				return RULE_BAD; /* S (a signal frame) and the rest */
+				return 0; /* S (a signal frame) and the rest */
 			}
 		}
 		if (a.bad)
-			return RULE_BAD;
+			return 0;
 		c.p += n;
 	} else if (aug[0] != '\0') {
-		return RULE_BAD;
+		return 0;
 	}
 	if (c.bad)
-		return RULE_BAD;
+		return 0;
 
 	rd_t f = {fde + 8, fde + 4 + len, false};
 	uintptr_t start = rd_enc(&f, fde_enc, 0);
@@ -412,41 +393,39 @@ static int rule_compute(uintptr_t pc, unw_rule_t *out)
 	if (has_z) {
 		uint64_t n = rd_uleb(&f);
 		if (n > (uint64_t)(f.end - f.p))
-			return RULE_BAD;
+			return 0;
 		f.p += n;
 	}
 	if (f.bad)
-		return RULE_BAD;
+		return 0;
 	if (target < start || target - start >= range)
-		return RULE_NONE;
+		return RULE_VALID | RULE_END;
 
 	cfi_regs_t init = {DW_RSP, 8, HOW_SAME, HOW_SAME, 0, 0}, s;
 	uintptr_t loc = start;
 	if (!cfi_run(&c, &init, &init, &loc, target, code_align, data_align))
-		return RULE_BAD;
+		return 0;
 	s = init;
 	loc = start;
 	if (!cfi_run(&f, &s, &init, &loc, target, code_align, data_align))
-		return RULE_BAD;
+		return 0;
 
-	memset(out, 0, sizeof *out);
-	if (s.ra_how == HOW_UNDEF) {
-		out->end = true;
-		return RULE_OK;
-	}
+	if (s.ra_how == HOW_UNDEF)
+		return RULE_VALID | RULE_END;
 	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0xffff ||
 	    (s.cfa_off & 7) != 0 || s.ra_how != HOW_OFFSET || s.ra_off != -8)
-		return RULE_BAD;
-	out->cfa_rbp = s.cfa_reg == DW_RBP;
-	out->cfa_off = (uint32_t)s.cfa_off;
+		return 0;
+	uint64_t w = RULE_VALID | (uint64_t)s.cfa_off << 3;
+	if (s.cfa_reg == DW_RBP)
+		w |= RULE_CFA_RBP;
 	if (s.rbp_how == HOW_OFFSET) {
 		if (s.rbp_off > -16 || s.rbp_off < -8 * 255 || (s.rbp_off & 7) != 0)
-			return RULE_BAD;
-		out->rbp_slot = (uint32_t)(-s.rbp_off / 8);
+			return 0;
+		w |= (uint64_t)(-s.rbp_off / 8) << 19;
 	} else if (s.rbp_how == HOW_OTHER) {
-		return RULE_BAD;
+		return 0;
 	}
-	return RULE_OK;
+	return w;
 }
 
 /* ---------------------------------------------------------------------------
@@ -491,25 +470,21 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 	unsigned n = 0;
 	while (n < max && pc != 0) {
 		out[n++] = (void *)pc;
-		unw_rule_t r;
-		uint64_t w = __atomic_load_n(&unw_cache[cache_slot(pc)], __ATOMIC_RELAXED);
-		if (w != 0 && (w >> 29) == (uint64_t)(pc >> 12)) {
-			rule_decode(w, &r);
-		} else {
-			int k = rule_compute(pc, &r);
-			if (k == RULE_BAD)
+		uint64_t *slot = &unw_cache[cache_slot(pc)];
+		uint64_t w = __atomic_load_n(slot, __ATOMIC_RELAXED);
+		if ((w >> RULE_TAG_SHIFT) != (uint64_t)(pc >> 12) || w == 0) {
+			if ((w = rule_compute(pc)) == 0)
 				return 0;
-			if (k == RULE_NONE)
-				r.end = true;
-			rule_store(pc, &r);
+			if ((pc >> 47) == 0)
+				__atomic_store_n(slot, w | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT, __ATOMIC_RELAXED);
 		}
-		if (r.end)
+		if (w & RULE_END)
 			break;
-		uintptr_t next = (r.cfa_rbp ? rbp : sp) + r.cfa_off;
+		uintptr_t next = ((w & RULE_CFA_RBP) ? rbp : sp) + RULE_CFA_OFF(w);
 		if (next <= sp || next > top || next - sp > UNW_FRAME_MAX || (next & 7) != 0)
 			return 0;
-		if (r.rbp_slot != 0) {
-			uintptr_t at = next - 8 * (uintptr_t)r.rbp_slot;
+		if (RULE_RBP_SLOT(w) != 0) {
+			uintptr_t at = next - 8 * (uintptr_t)RULE_RBP_SLOT(w);
 			if (at < sp)
 				return 0;
 			rbp = *(const uintptr_t *)at;
