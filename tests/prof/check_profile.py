@@ -20,6 +20,7 @@ and checks what they say against the truth the program knows.
                                          through every freeing entry point
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
+  check_profile.py unwind_same LIB       the own walker's stacks are libgcc's (python3, sqlite3)
 
 Exit status: 0 pass, 1 fail, 77 a tool is missing (ctest SKIP_RETURN_CODE).
 """
@@ -292,6 +293,71 @@ def preload(lib, tmp):
         fail("no Python function in python3's profile: symbols did not resolve\n" + r.stdout[:2000])
 
 
+def profile_stacks(path):
+    """The stacks of a profile's lines whose blocks average 64 bytes or
+    more (sampled with probability 1 - exp(-64) at prof_sample=1: always)."""
+    stacks = set()
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*\d+: \d+ \[\s*(\d+): (\d+)\] @(.*)", line)
+            if m and int(m.group(1)) > 0 and int(m.group(2)) >= 64 * int(m.group(1)):
+                stacks.add(m.group(3).strip())
+    return stacks
+
+
+def unwind_same(lib, tmp):
+    """The own walker (prof_unwind=auto) gives the stacks libgcc's unwinder
+    gives, on Debian's python3 and sqlite3 (built -O2 without frame
+    pointers) under LD_PRELOAD: every allocation sampled (prof_sample=1),
+    address randomization off (setarch -R) so that both runs have the same
+    code addresses. The programs are not exactly repeatable (python3's
+    imports, a few allocations of ld.so), so a few stacks may appear in one
+    run only; a walker that got frames wrong would differ on most."""
+    setarch = shutil.which("setarch")
+    if setarch is None or subprocess.run([setarch, "x86_64", "-R", "true"]).returncode != 0:
+        skip("setarch -R is not available here")
+    sql = ("create table t(a integer primary key, b text);\n"
+           "with recursive r(i) as (select 1 union all select i + 1 from r where i < 3000) "
+           "insert into t select i, printf('%.*c', i % 900, 'x') from r;\n"
+           "create index tb on t(b);\n"
+           "select count(*), sum(length(b)) from t group by a % 7;\n")
+    py = ("import json, sqlite3\n"
+          "d = {str(i): [i, 'x' * (i % 700)] for i in range(3000)}\n"
+          "json.loads(json.dumps(d))\n"
+          "db = sqlite3.connect(':memory:')\n"
+          "db.execute('create table t(a, b)')\n"
+          "db.executemany('insert into t values (?, ?)', ((i, 'y' * 1500) for i in range(500)))\n")
+    progs = [("python3", ["/usr/bin/python3", "-c", py], None), ("sqlite3", ["/usr/bin/sqlite3", ":memory:"], sql)]
+    tried = 0
+    for name, cmd, stdin in progs:
+        if not os.path.exists(cmd[0]):
+            print("  %s: not installed, left out" % cmd[0])
+            continue
+        tried += 1
+        got = {}
+        for unwind in ("auto", "libgcc"):
+            out = os.path.join(tmp, "%s.%s.heap" % (name, unwind))
+            env = {"LD_PRELOAD": lib, "PYTHONHASHSEED": "0",
+                   "EBB_OPTIONS": "prof=1,prof_sample=1,prof_unwind=%s,prof_file=%s" % (unwind, out)}
+            run([setarch, "x86_64", "-R"] + cmd, env, input=stdin)
+            got[unwind] = profile_stacks(out)
+        a, b = got["auto"], got["libgcc"]
+        differ = len(a ^ b)
+        deep = sum(1 for s in a if len(s.split()) >= 8)
+        print("  %s: %d stacks (%d of 8 frames or more) with auto, %d with libgcc, %d in one only"
+              % (name, len(a), deep, len(b), differ))
+        if len(a) < 100 or deep < 20:
+            fail("%s: too few stacks to compare (%d)" % (name, len(a)))
+        if differ > max(4, len(a | b) // 100):
+            for s in sorted(a - b)[:5]:
+                print("    auto only:   " + s[:300])
+            for s in sorted(b - a)[:5]:
+                print("    libgcc only: " + s[:300])
+            fail("%s: %d of %d stacks differ between the own walker and libgcc's" % (name, differ, len(a | b)))
+    if tried == 0:
+        skip("neither /usr/bin/python3 nor /usr/bin/sqlite3 is installed")
+
+
 def main():
     if len(sys.argv) < 3:
         print(__doc__)
@@ -323,6 +389,8 @@ def main():
             dlopen(sys.argv[2], sys.argv[3], tmp)
         elif mode == "preload":
             preload(sys.argv[2], tmp)
+        elif mode == "unwind_same":
+            unwind_same(sys.argv[2], tmp)
         else:
             print(__doc__)
             return 2
