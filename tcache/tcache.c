@@ -154,8 +154,9 @@ static uint32_t bin_first_max(const size_class_t *k)
 
 /* Raises the bin's bound: from 0 to its first bound, doubled from there up
  * to one batch, then to two batches, and beyond by one batch at a time if
- * the cache's byte budget allows. Bounds up to two batches are granted
- * whatever the budget says (they still count against it):
+ * the cache's byte budget allows. Bounds up to one batch are granted
+ * whatever the budget says, and so is the second batch of a bin that a free
+ * once found full (they still count against the budget):
  * - without a batch, a class that comes into use after the budget is spent
  *   would go to the central lists one block at a time, for every malloc and
  *   free (measured on bench/churn with sizes to 32 KiB: 2x the
@@ -169,11 +170,19 @@ static uint32_t bin_first_max(const size_class_t *k)
  *   refills + flushes 31.8K -> 8.6K per 300K replacements, 197 -> 166
  *   instructions per replacement, peak RSS no higher (the blocks a bin keeps
  *   are blocks the central lists no longer hold).
- * The cache is thus bounded by the budget plus two batches (at most 128
- * KiB) per class in use; a class that missed once holds at most
- * FIRST_REFILL_BYTES (or one block), and the second batch goes only to a
- * bin that missed again at one batch: a thread that only frees a class (a
- * consumer) keeps one. */
+ * The second batch serves only a class that meets both ends, so outside the
+ * budget it goes only to a bin that missed at one batch after a free found
+ * it full: a thread that only allocates a class (a burst, a producer) or
+ * only frees it (a consumer) keeps one batch once the budget is spent. A
+ * thread that allocated a burst in many classes and freed it kept two
+ * batches of each, 3 MiB (2.9-3.2) with tests/test_memory_return.cpp's mix,
+ * which the thread holds until it runs again (tcache.h); now 1.3-2.0 MiB.
+ * bench/churn 16 B - 32 KiB, whose bins take both ends, is unchanged: the
+ * instructions of 300K replacements, ws=1000 51.22M -> 51.36M, ws=100 000
+ * 90.48M -> 90.74M.
+ * The cache is thus bounded by the budget plus one batch (at most 64 KiB)
+ * per class in use, two for those whose mallocs and frees interleave; a
+ * class that missed once holds at most FIRST_REFILL_BYTES (or one block). */
 static void bin_grow(tcache_t *tc, unsigned cls)
 {
 	const size_class_t *k = &size_classes[cls];
@@ -187,6 +196,8 @@ static void bin_grow(tcache_t *tc, unsigned cls)
 		to = 2 * max < k->batch ? 2 * max : k->batch;
 	} else if (max < 2u * k->batch) {
 		to = 2u * k->batch; /* <= bin_cap (size_class.c) */
+		if (!tc->was_full[cls] && tc->budget + (uint64_t)(to - max) * k->size > limit)
+			return;
 	} else {
 		to = max + k->batch;
 		if (to > k->bin_cap || tc->budget + (uint64_t)k->batch * k->size > limit)
@@ -239,21 +250,31 @@ static void bin_trim(tcache_t *tc, unsigned cls, bool all)
 	tc->misses[cls] = 0;
 }
 
-static void trim_all(tcache_t *tc, bool all)
+/* Trims every bin; under `all` empties every bin but `keep` (0: none), which
+ * is only trimmed. */
+static void trim_all(tcache_t *tc, bool all, unsigned keep)
 {
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		bin_trim(tc, c, all);
+		bin_trim(tc, c, all && c != keep);
 	publish(tc);
 	TCACHE_CHECK(tc, 0);
 }
 
-/* Called at every refill and flush: the cache's clock for trimming. */
-static void slow_event(tcache_t *tc)
+/* Called at every refill and flush of bin cls: the cache's clock for
+ * trimming. A new trim epoch trims every bin; if the epoch moved by two or
+ * more since this cache's previous slow event, a whole trim interval passed
+ * without one: the thread was idle (or lived on its bins alone), and what
+ * its bins hold is what its last burst left, so all of it goes back but the
+ * bin being served. A thread that goes from a burst to light use thus keeps
+ * its burst's stock for one to two intervals, not until a bin that did not
+ * miss is halved again and again. */
+static void slow_event(tcache_t *tc, unsigned cls)
 {
 	uint64_t epoch = background_trim_epoch();
 	if (EBB_UNLIKELY(epoch != tc->trim_epoch)) {
+		bool idle = epoch - tc->trim_epoch >= 2;
 		tc->trim_epoch = epoch;
-		trim_all(tc, false);
+		trim_all(tc, idle, cls);
 		return;
 	}
 	if (++tc->events % TRIM_EVENTS != 0)
@@ -280,7 +301,7 @@ static void tcache_thread_exit(void *arg)
 	tcache_t *tc = tcache_self();
 	if (tc == &tcache_empty || tc == &tcache_dead)
 		return;
-	trim_all(tc, true);
+	trim_all(tc, true, 0);
 	tcache_tls = &tcache_dead;
 	lock_acquire(&tcache_list_lock);
 	if (tc->prev)
@@ -428,7 +449,7 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 		memmove(tc->empty[cls] - n, at, n * sizeof(void *));
 	tc->top[cls] = tc->empty[cls] - n;
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
-	slow_event(tc);
+	slow_event(tc, cls);
 	TCACHE_CHECK(tc, cls);
 	return true;
 }
@@ -504,7 +525,8 @@ static void free_small_slow(void *p, unsigned cls)
 			uint32_t batch = size_classes[cls].batch, count = bin_count(tc, cls);
 			uint32_t n = (count / 2 + batch - 1) / batch * batch;
 			bin_flush(tc, cls, n < count ? n : count);
-			slow_event(tc);
+			tc->was_full[cls] = 1;
+			slow_event(tc, cls);
 			TCACHE_CHECK(tc, cls);
 		}
 	}
@@ -537,7 +559,7 @@ void tcache_flush_self(void)
 {
 	tcache_t *tc = tcache_self();
 	if (tc != &tcache_empty && tc != &tcache_dead)
-		trim_all(tc, true);
+		trim_all(tc, true, 0);
 }
 
 void tcache_stats(uint64_t *bytes, uint64_t *threads, uint64_t *refills, uint64_t *flushes)

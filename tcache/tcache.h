@@ -34,7 +34,11 @@
  * exception is ebb_stats_get(), which reads other threads' `published` bytes
  * (written with an atomic store at the thread's slow-path events). The
  * background thread never drains another thread's bins: it advances a trim
- * epoch, and each thread trims its own bins at its next slow path.
+ * epoch, and each thread trims its own bins at its next slow path (all of
+ * them but the one it serves, if a whole epoch passed without one). So a
+ * thread that parks keeps its cache until it runs again: reclaiming it from
+ * outside would need the fast paths to publish or fence something
+ * (docs/memory-return.md, "Idle threads"), and they do neither.
  *
  * This header holds exactly the two fast-path inlines and what they need. */
 #ifndef EBB_TCACHE_TCACHE_H
@@ -74,6 +78,7 @@ typedef struct tcache {
 	void *idle_slot;                    /* holds the sentinel: top/empty/full of every bin never used */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
+	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
 	uint64_t budget;                    /* sum of max * size over bins */
 	uint32_t events;                    /* refills + flushes, drives incremental trim */
 	uint32_t trim_cursor;

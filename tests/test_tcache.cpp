@@ -120,8 +120,9 @@ static void miss(size_t size, std::vector<void *> &held)
 	held.push_back(tcache_alloc(size));
 }
 
-TEST_CASE("a bin starts small, doubles per miss to one batch, then takes a second batch whatever "
-	  "the budget, then grows by one batch per miss while the byte budget allows",
+TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget, takes a second "
+	  "batch if the budget allows or once a free found it full, then grows by one batch per miss "
+	  "while the byte budget allows",
 	  "[tcache]")
 {
 	unit_init();
@@ -155,15 +156,27 @@ TEST_CASE("a bin starts small, doubles per miss to one batch, then takes a secon
 		CHECK(bin(a).max == 2u * ka.batch);
 		CHECK(tc->budget == limit);
 		// A class that comes into use after the budget is spent still
-		// reaches two batches (counted against the budget), not one block
-		// at a time from the central lists: 4, 8, 16, 32, 64 blocks, then
-		// no more.
+		// reaches one batch (counted against the budget), not one block
+		// at a time from the central lists: 4, 8, 16, 32 blocks. While it
+		// only misses (a burst of mallocs), no more.
 		held.push_back(tcache_alloc(C));
 		CHECK(bin(c).max == first_max(kc));
 		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want *= 2) {
 			miss(C, held);
 			CHECK(bin(c).max == want);
 		}
+		miss(C, held);
+		CHECK(bin(c).max == kc.batch);
+		CHECK(tc->budget == limit + (uint64_t)kc.batch * kc.size);
+		// Frees fill the bin and one more finds it full (a flush): its
+		// mallocs and frees interleave, and its next miss takes the second
+		// batch, outside the budget.
+		std::vector<void *> freed;
+		fill(c, held, freed);
+		tcache_free(held.back());
+		held.pop_back();
+		CHECK(tc->was_full[c] == 1);
+		CHECK(bin(c).max == kc.batch);
 		miss(C, held);
 		CHECK(bin(c).max == 2u * kc.batch);
 		miss(C, held);
@@ -355,6 +368,49 @@ TEST_CASE("trimming: a bin that did not miss since its last trim gives back half
 		}
 		CHECK(bin(a).max == batch);
 		CHECK(bin(a).count == 0);
+		free_all(keep);
+	});
+	free_all(others);
+}
+
+// A thread that goes from a burst to light use: its bins hold what the burst
+// left, and the first slow event after a whole trim interval without one
+// gives all of it back, but for the bin it serves.
+TEST_CASE("a cache without a slow event for a whole trim interval gives back every bin but the "
+	  "one it serves at its next one",
+	  "[tcache]")
+{
+	setup("1M");
+	const size_t A = 256, B = 16;
+	const unsigned a = size_class_of(A), b = size_class_of(B);
+	const uint32_t batch = size_classes[a].batch;
+	std::vector<void *> others;
+	for (unsigned i = 0; i < 2u * batch; i++)
+		others.push_back(tcache_alloc(A));
+	in_new_thread([&] {
+		std::vector<void *> held, keep, freed;
+		grow_to(A, 2u * batch, held);
+		others.insert(others.end(), held.begin(), held.end());
+		fill(a, others, freed);
+		tcache_t *tc = tcache_self();
+		const uint32_t max = bin(a).max;
+		REQUIRE(bin(a).count == max);
+		// One epoch: A missed since its last trim (it grew), so it keeps
+		// its blocks.
+		next_trim_epoch();
+		force_refill(B, keep);
+		CHECK(bin(a).count == max);
+		// Two epochs and no slow event between them: everything but B,
+		// whose refill this is, goes back; the bounds stay.
+		next_trim_epoch();
+		next_trim_epoch();
+		force_refill(B, keep);
+		CHECK(bin(a).count == 0);
+		CHECK(bin(a).max == max);
+		CHECK(bin(b).count > 0);
+		CHECK(tc->trim_epoch == background_trim_epoch());
+		// Published by the trim, before the refill's block was handed out.
+		CHECK(tc->published == (uint64_t)(bin(b).count + 1) * size_classes[b].size);
 		free_all(keep);
 	});
 	free_all(others);
