@@ -216,15 +216,25 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	 * place stays sampled as it was (its stack and size). */
 	if (prof && p == NULL && prof_tick(size) && prof_should_sample(size))
 		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+	/* prof: p is a sampled block standing in for a small block of this
+	 * usable size (prof_class_usable), resized below as that block. */
+	size_t class_usable = 0;
 	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) {
 		/* A kept sample block (freed already, core/process/prof.h) is
-		 * reported before anything is done to it. Else a page run that
-		 * stays is answered as realloc_impl answers those above
-		 * EBB_SMALL_MAX: a sampled block moved into one of a few pages
-		 * (prof_alloc_moved) and grown a few bytes at a time comes here
-		 * at every call. */
+		 * reported before anything is done to it. A live sample of a
+		 * class stays while the class would hold size (as realloc_impl
+		 * answers a small block). Else a page run that stays is
+		 * answered as realloc_impl answers those above EBB_SMALL_MAX. A
+		 * sampled string grown a few bytes at a time comes here at
+		 * every call. */
 		if (prof_may_be_kept(p)) {
 			prof_realloc_check(p);
+		} else if (prof_may_hold(p) && (class_usable = prof_class_usable(p)) != 0) {
+			if (size <= class_usable && size >= class_usable / 2) {
+				block_info_t b = { class_usable, NULL, 0 };
+				TRACK_FREE(p);
+				return realloc_done(p, &b, p, size);
+			}
 		} else {
 			size_t usable = realloc_run_stays(p, size);
 			if (usable != 0) {
@@ -244,6 +254,15 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	block_info_t b = { cls ? size_classes[cls].size : 0, NULL, cls };
 	if (cls == 0 && !block_info(p, "realloc", &b))
 		return NULL;
+	/* What a move copies: all p holds (its page run if sampled: the
+	 * program may have used it all, malloc_usable_size says so). */
+	size_t held = b.usable;
+	if (prof && class_usable != 0) {
+		/* From here on p is the small block it stands in for: headroom
+		 * of a small block, no growth into the pages right of it. */
+		b.usable = class_usable;
+		b.large = NULL;
+	}
 	TRACK_FREE(p); /* told again at the end if p stays */
 	if (size == 0) { /* glibc: free and return NULL */
 		tcache_free(p);
@@ -293,7 +312,7 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		q = tcache_alloc(want);
 	if (q == NULL)
 		return realloc_done(p, &b, NULL, size); /* p is untouched */
-	memcpy(q, p, b.usable < size ? b.usable : size);
+	memcpy(q, p, held < size ? held : size);
 	tcache_free(p);
 	return realloc_done(p, &b, q, size);
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/blocks/size_class.h"
 #include "core/process/init.h"
 #include "core/pages/large.h"
 #include "core/runtime/atomic.h"
@@ -57,6 +58,10 @@ typedef struct prof_sample {
 	void *addr;
 	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
+	/* The usable size of the small block the allocation would have had
+	 * unsampled (its class), 0 if none (above EBB_SMALL_MAX, or aligned):
+	 * what realloc treats the block as (prof_class_usable). */
+	uint32_t class_usable;
 } prof_sample_t;
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
@@ -375,26 +380,27 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 	return c;
 }
 
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size);
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable);
 
-/* Lists p as a live sample of c, of `size` bytes. Caller holds
- * prof_lock. */
-static void prof_insert(void *p, prof_count_t *c, size_t size)
+/* Lists p as a live sample of c, of `size` bytes (class_usable: its
+ * entry's). Caller holds prof_lock. */
+static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_usable)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (s != NULL)
 		prof_free_samples = s->next;
 	else if ((s = prof_carve(sizeof *s)) == NULL)
 		return;
-	prof_relist(s, p, c, size);
+	prof_relist(s, p, c, size, class_usable);
 }
 
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size)
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable)
 {
 	s->addr = p;
 	s->count = c;
 	s->size = size;
+	s->class_usable = class_usable;
 	unsigned b = sample_bucket(p);
 	s->next = prof_samples[b];
 	prof_samples[b] = s;
@@ -558,6 +564,11 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	size_t pages = (bytes + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT;
 	unsigned k = (unsigned)pages - 1;
 	bool keepable = align <= EBB_PAGE_SIZE && pages - 1 < PROF_KEEP_PAGES;
+	/* What an unsampled allocation of `bytes` would hold: realloc goes on
+	 * from there (prof_class_usable). */
+	uint32_t class_usable = 0;
+	if (bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN)
+		class_usable = size_classes[size_class_of(bytes)].size;
 	/* One lock round when a kept block serves: the count first (the lock
 	 * may be dropped there), then the block, listed already. */
 	prof_lock();
@@ -569,6 +580,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (c != NULL) {
 			e->count = c;
 			e->size = size;
+			e->class_usable = class_usable;
 			c->live_n++;
 			c->live_bytes += size;
 			c->alloc_n++;
@@ -587,7 +599,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			prof_lock();
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_insert(p, c, size);
+			prof_insert(p, c, size, class_usable);
 			prof_unlock();
 		}
 	}
@@ -603,6 +615,15 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 void *prof_alloc_moved(size_t size, size_t bytes, void *ret)
 {
 	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, ret);
+}
+
+size_t prof_class_usable(const void *p)
+{
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	size_t usable = at != NULL && (*at)->count != NULL ? (*at)->class_usable : 0;
+	prof_unlock();
+	return usable;
 }
 
 void prof_realloc_check(void *p)

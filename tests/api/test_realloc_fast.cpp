@@ -17,7 +17,12 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 #include "api_util.h"
@@ -320,4 +325,214 @@ TEST_CASE("realloc of a freed or interior pointer is reported with its address, 
 		a->free_(p);
 		a->free_(keep);
 	}
+}
+
+/* ---------------------------------------------------------------------------
+ * The heap profiler's sampled blocks (core/process/prof.h, issue 15). Run by
+ * the ctest api.prof_realloc with EBB_OPTIONS=prof=1,prof_sample=1: every
+ * allocation is sampled, so every block below is a sample block (a page
+ * run). Each stands in for the small block it would have been unsampled,
+ * and realloc must move it at the very sizes it moves that block: the same
+ * ladder of classes. The unsampled ladder comes from a copy of this program
+ * run with prof=0 (the hidden test below); the profile must count each
+ * string once, at the size of its last move.
+ * ------------------------------------------------------------------------- */
+namespace {
+
+/* One realloc of a ladder: the size asked and whether the block moved. */
+struct Step {
+	uint32_t size;
+	uint32_t moved;
+	bool operator==(const Step &o) const { return size == o.size && moved == o.moved; }
+};
+
+constexpr size_t kLadderStrings = 5;
+
+/* kLadderStrings strings grown round robin by steps of 1..48 bytes to
+ * 1000..13000 bytes (so that no class's headroom reaches past the largest
+ * class: page runs above it may grow in place or not by where their
+ * neighbours lie), then shrunk by steps of 1..200 to at most 16 bytes.
+ * Appends every call to `steps` (reserved: no allocation in here but the
+ * strings'); `last` gets each string's size at its last move (or first
+ * allocation); `dump` (may be null) is called at the peak with `last`.
+ * Returns 0, or the number of a failed check. */
+template <class Dump>
+int ladder(const Api *a, std::vector<Step> &steps, size_t (&last)[kLadderStrings], Dump dump)
+{
+	unsigned char *s[kLadderStrings] = {};
+	size_t len[kLadderStrings] = {};
+	uint32_t x = 12345;
+	auto next = [&x](uint32_t n) {
+		x = x * 1103515245u + 12345u;
+		return 1 + (x >> 16) % n;
+	};
+	auto step = [&](size_t i, size_t to) {
+		auto *q = static_cast<unsigned char *>(a->realloc_(s[i], to));
+		if (q == nullptr) return 1;
+		if (bad_at(q, len[i] < to ? len[i] : to, (unsigned)i) != (len[i] < to ? len[i] : to)) return 2;
+		if (a->usable_(q) < to) return 3;
+		if (steps.size() == steps.capacity()) return 4;
+		steps.push_back(Step{(uint32_t)to, q != s[i]});
+		if (q != s[i]) last[i] = to;
+		put(q, len[i], to, (unsigned)i);
+		s[i] = q;
+		len[i] = to;
+		return 0;
+	};
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < kLadderStrings; i++) {
+			size_t target = 1000 + 3000 * i;
+			if (len[i] >= target) continue;
+			more = true;
+			size_t to = len[i] + next(48);
+			if (int rc = step(i, to < target ? to : target)) return rc;
+		}
+	}
+	dump(last);
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < kLadderStrings; i++) {
+			if (len[i] <= 16) continue;
+			more = true;
+			size_t down = next(200);
+			if (int rc = step(i, len[i] > down + 16 ? len[i] - down : 16)) return rc;
+		}
+	}
+	for (size_t i = 0; i < kLadderStrings; i++) a->free_(s[i]);
+	return 0;
+}
+
+const Api *api_named(const char *name)
+{
+	for (const Api *a : all_apis())
+		if (name != nullptr && strcmp(a->name, name) == 0) return a;
+	return nullptr;
+}
+
+/* The header of a profile: live objects and bytes, sampled objects and
+ * bytes since start. */
+struct ProfHead {
+	unsigned long long live_n = 0, live_bytes = 0, alloc_n = 0, alloc_bytes = 0;
+	bool ok = false;
+};
+
+ProfHead prof_head(const std::string &path)
+{
+	ProfHead h;
+	FILE *f = fopen(path.c_str(), "r");
+	if (f == nullptr) return h;
+	h.ok = fscanf(f, "heap profile: %llu: %llu [%llu: %llu]", &h.live_n, &h.live_bytes, &h.alloc_n,
+		      &h.alloc_bytes) == 4;
+	fclose(f);
+	return h;
+}
+
+} // namespace
+
+/* The unsampled ladder, for the test below: run with prof=0, writes the
+ * steps of API_TEST_LADDER_API's ladder to API_TEST_LADDER_OUT. */
+TEST_CASE("the ladder of unsampled strings (run by the profiler's test)", "[.prof_realloc_ladder]")
+{
+	const Api *a = api_named(getenv("API_TEST_LADDER_API"));
+	const char *out = getenv("API_TEST_LADDER_OUT");
+	REQUIRE(a != nullptr);
+	REQUIRE(out != nullptr);
+	std::vector<Step> steps;
+	steps.reserve(1 << 16);
+	size_t last[kLadderStrings] = {};
+	REQUIRE(ladder(a, steps, last, [](const size_t *) {}) == 0);
+	FILE *f = fopen(out, "wb");
+	REQUIRE(f != nullptr);
+	REQUIRE(fwrite(steps.data(), sizeof(Step), steps.size(), f) == steps.size());
+	REQUIRE(fclose(f) == 0);
+}
+
+TEST_CASE("a sampled block realloc'ed up and down moves where an unsampled one does, and is counted once",
+	  "[prof_realloc]")
+{
+	char dir[] = "/tmp/ebb_prof_realloc_XXXXXX";
+	REQUIRE(mkdtemp(dir) != nullptr);
+	std::string base = dir;
+	if (ebb_prof_dump((base + "/0.heap").c_str()) != 0) {
+		REQUIRE(errno == ENOTSUP);
+		rmdir(dir);
+		WARN("prof is off (run with EBB_OPTIONS=prof=1,prof_sample=1): skipped");
+		return;
+	}
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		/* The unsampled ladder: this program again, with prof off. */
+		std::string out = base + (a == &ebb_api() ? "/ladder.ebb" : "/ladder.std");
+		std::string opt = "EBB_OPTIONS=prof=0", api = std::string("API_TEST_LADDER_API=") + a->name,
+			    file = "API_TEST_LADDER_OUT=" + out;
+		std::vector<char *> env;
+		for (char **e = environ; *e; e++)
+			if (strncmp(*e, "EBB_OPTIONS=", 12) != 0) env.push_back(*e);
+		env.push_back(&opt[0]);
+		env.push_back(&api[0]);
+		env.push_back(&file[0]);
+		env.push_back(nullptr);
+		char self[] = "/proc/self/exe", tag[] = "[.prof_realloc_ladder]";
+		char *argv[] = {self, tag, nullptr};
+		pid_t pid;
+		REQUIRE(posix_spawn(&pid, self, nullptr, nullptr, argv, env.data()) == 0);
+		int st = 0;
+		REQUIRE(waitpid(pid, &st, 0) == pid);
+		REQUIRE(WIFEXITED(st));
+		REQUIRE(WEXITSTATUS(st) == 0);
+		std::vector<Step> want;
+		FILE *f = fopen(out.c_str(), "rb");
+		REQUIRE(f != nullptr);
+		Step s;
+		while (fread(&s, sizeof s, 1, f) == 1) want.push_back(s);
+		fclose(f);
+		unlink(out.c_str());
+
+		/* The same strings here, every block sampled: the profile is
+		 * dumped before, at the peak and after they are freed. Nothing
+		 * between the dumps allocates but the strings. */
+		std::string d0 = base + "/0.heap", d1 = base + "/1.heap", d2 = base + "/2.heap";
+		std::vector<Step> steps;
+		steps.reserve(1 << 16);
+		size_t last[kLadderStrings] = {}, peak[kLadderStrings] = {};
+		int dumped = ebb_prof_dump(d0.c_str());
+		int rc = ladder(a, steps, last, [&](const size_t *l) {
+			memcpy(peak, l, sizeof peak);
+			dumped |= ebb_prof_dump(d1.c_str());
+		});
+		dumped |= ebb_prof_dump(d2.c_str());
+		REQUIRE(rc == 0);
+		REQUIRE(dumped == 0);
+		REQUIRE(steps.size() == want.size());
+		size_t moves = 0, first_diff = steps.size();
+		for (size_t i = 0; i < steps.size(); i++) {
+			moves += steps[i].moved;
+			if (first_diff == steps.size() && !(steps[i] == want[i])) first_diff = i;
+		}
+		INFO("first step that differs: " << first_diff << " of " << steps.size());
+		CHECK(first_diff == steps.size());
+		/* Climbing and shrinking moves each string several times; a
+		 * sample block kept at every step would move it only when it
+		 * left its pages. */
+		CHECK(moves > 8 * kLadderStrings);
+
+		ProfHead h0 = prof_head(d0), h1 = prof_head(d1), h2 = prof_head(d2);
+		REQUIRE((h0.ok && h1.ok && h2.ok));
+		unsigned long long peak_bytes = 0;
+		for (size_t b : peak) peak_bytes += b;
+		/* At the peak: each string once, at the size of its last move
+		 * (a block resized in place stays sampled as it was). */
+		CHECK(h1.live_n - h0.live_n == kLadderStrings);
+		CHECK(h1.live_bytes - h0.live_bytes == peak_bytes);
+		/* Every move and every first allocation was a sample. */
+		CHECK(h2.alloc_n - h0.alloc_n == moves);
+		/* Freed: nothing of them is left. */
+		CHECK(h2.live_n == h0.live_n);
+		CHECK(h2.live_bytes == h0.live_bytes);
+	}
+	unlink((base + "/0.heap").c_str());
+	unlink((base + "/1.heap").c_str());
+	unlink((base + "/2.heap").c_str());
+	rmdir(dir);
 }
