@@ -34,8 +34,10 @@ extern void *__libc_stack_end;
  * overwrite each other. A return address pc lives in slot
  * (pc ^ mix(pc >> 12)) mod 2^12; the slot and the tag pc >> 12 give pc back,
  * so a tag match is an exact match. Bits: 0 valid, 1 end (no caller), 2 CFA
- * from rbp (else rsp), 3-18 CFA offset, 19-26 rbp's save slot k (saved at
- * CFA - 8k; 0: rbp unchanged), 29-63 the tag (user addresses below 2^47).
+ * from rbp (else rsp), 3-15 with the three below as 0 the CFA offset (a
+ * multiple of 8 below 2^16), 16-26 the same way the distance below the CFA
+ * at which rbp is saved (0: rbp unchanged), 29-63 the tag (user addresses
+ * below 2^47). Both fields are read with a mask alone.
  * Rules are never invalidated: a library unloaded and another loaded at
  * the same address could meet a stale rule, which then gives a wrong stack
  * or one the bounds check sends to libgcc, never a read outside the stack.
@@ -46,8 +48,8 @@ static uint64_t unw_cache[1u << UNW_CACHE_BITS];
 #define RULE_VALID ((uint64_t)1)
 #define RULE_END ((uint64_t)1 << 1)
 #define RULE_CFA_RBP ((uint64_t)1 << 2)
-#define RULE_CFA_OFF(w) ((uint32_t)((w) >> 3) & 0xffff)
-#define RULE_RBP_SLOT(w) ((uint32_t)((w) >> 19) & 0xff)
+#define RULE_CFA_OFF(w) ((uint32_t)(w) & 0xfff8)
+#define RULE_RBP_BELOW(w) ((uint32_t)((w) >> 16) & 0x7f8)
 #define RULE_TAG_SHIFT 29
 
 static unsigned cache_slot(uintptr_t pc)
@@ -415,13 +417,13 @@ static uint64_t rule_compute(uintptr_t pc)
 	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0xffff ||
 	    (s.cfa_off & 7) != 0 || s.ra_how != HOW_OFFSET || s.ra_off != -8)
 		return 0;
-	uint64_t w = RULE_VALID | (uint64_t)s.cfa_off << 3;
+	uint64_t w = RULE_VALID | (uint64_t)s.cfa_off;
 	if (s.cfa_reg == DW_RBP)
 		w |= RULE_CFA_RBP;
 	if (s.rbp_how == HOW_OFFSET) {
 		if (s.rbp_off > -16 || s.rbp_off < -8 * 255 || (s.rbp_off & 7) != 0)
 			return 0;
-		w |= (uint64_t)(-s.rbp_off / 8) << 19;
+		w |= (uint64_t)-s.rbp_off << 16;
 	} else if (s.rbp_how == HOW_OTHER) {
 		return 0;
 	}
@@ -472,7 +474,7 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 		out[n++] = (void *)pc;
 		uint64_t *slot = &unw_cache[cache_slot(pc)];
 		uint64_t w = __atomic_load_n(slot, __ATOMIC_RELAXED);
-		if ((w >> RULE_TAG_SHIFT) != (uint64_t)(pc >> 12) || w == 0) {
+		if ((w >> RULE_TAG_SHIFT) != (uint64_t)(pc >> 12)) { /* never 0 for code */
 			if ((w = rule_compute(pc)) == 0)
 				return 0;
 			if ((pc >> 47) == 0)
@@ -481,10 +483,12 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 		if (w & RULE_END)
 			break;
 		uintptr_t next = ((w & RULE_CFA_RBP) ? rbp : sp) + RULE_CFA_OFF(w);
-		if (next <= sp || next > top || next - sp > UNW_FRAME_MAX || (next & 7) != 0)
+		/* Above sp (next - sp - 1 wraps when not) by at most a frame,
+		 * within the stack, aligned (rbp may hold anything). */
+		if (next - sp - 1 >= UNW_FRAME_MAX || next > top || (next & 7) != 0)
 			return 0;
-		if (RULE_RBP_SLOT(w) != 0) {
-			uintptr_t at = next - 8 * (uintptr_t)RULE_RBP_SLOT(w);
+		if (RULE_RBP_BELOW(w) != 0) {
+			uintptr_t at = next - RULE_RBP_BELOW(w);
 			if (at < sp)
 				return 0;
 			rbp = *(const uintptr_t *)at;

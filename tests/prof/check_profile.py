@@ -295,24 +295,39 @@ def preload(lib, tmp):
 
 def profile_stacks(path):
     """The stacks of a profile's lines whose blocks average 64 bytes or
-    more (sampled with probability 1 - exp(-64) at prof_sample=1: always)."""
-    stacks = set()
+    more (sampled with probability 1 - exp(-64) at prof_sample=1: always),
+    each frame as (object, offset in its file) from the profile's mappings:
+    a library dlopen'ed later lands where the memory mapped before it left
+    room, which differs from run to run."""
+    lines, maps = [], []
     with open(path) as f:
         for line in f:
             m = re.match(r"\s*\d+: \d+ \[\s*(\d+): (\d+)\] @(.*)", line)
             if m and int(m.group(1)) > 0 and int(m.group(2)) >= 64 * int(m.group(1)):
-                stacks.add(m.group(3).strip())
-    return stacks
+                lines.append(m.group(3).split())
+                continue
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) \S+ \d+\s+(/\S+)", line)
+            if m:
+                maps.append((int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16), m.group(4)))
+
+    def where(addr):
+        a = int(addr, 16)
+        for lo, hi, off, name in maps:
+            if lo <= a < hi:
+                return "%s+%x" % (os.path.basename(name), a - lo + off)
+        return addr
+
+    return set(" ".join(where(a) for a in frames) for frames in lines)
 
 
 def unwind_same(lib, tmp):
     """The own walker (prof_unwind=auto) gives the stacks libgcc's unwinder
     gives, on Debian's python3 and sqlite3 (built -O2 without frame
     pointers) under LD_PRELOAD: every allocation sampled (prof_sample=1),
-    address randomization off (setarch -R) so that both runs have the same
-    code addresses. The programs are not exactly repeatable (python3's
-    imports, a few allocations of ld.so), so a few stacks may appear in one
-    run only; a walker that got frames wrong would differ on most."""
+    address randomization off (setarch -R), frames compared as object and
+    offset. The programs are not exactly repeatable (python3's imports, a
+    few allocations of ld.so), so a few stacks may appear in one run only;
+    a walker that got frames wrong would differ on most."""
     setarch = shutil.which("setarch")
     if setarch is None or subprocess.run([setarch, "x86_64", "-R", "true"]).returncode != 0:
         skip("setarch -R is not available here")
@@ -343,7 +358,7 @@ def unwind_same(lib, tmp):
             got[unwind] = profile_stacks(out)
         a, b = got["auto"], got["libgcc"]
         differ = len(a ^ b)
-        deep = sum(1 for s in a if len(s.split()) >= 8)
+        deep = sum(1 for st in a if len(st.split()) >= 8)
         print("  %s: %d stacks (%d of 8 frames or more) with auto, %d with libgcc, %d in one only"
               % (name, len(a), deep, len(b), differ))
         if len(a) < 100 or deep < 20:
