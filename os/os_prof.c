@@ -81,11 +81,12 @@ bool os_tls_patch(void *insn, int32_t placeholder, void *var)
 }
 
 /* ---------------------------------------------------------------------------
- * The unwinders: libunwind's or libgcc's, both following the DWARF
- * call-frame information (.eh_frame) every object carries for exceptions,
- * so they walk code built without frame pointers (Debian's -O2 binaries and
- * libraries) as well as code built with them. Loaded with dlopen when prof
- * is on, so that a process that never profiles maps neither.
+ * The unwinders: the own walker (os_unwind.c), libunwind's or libgcc's,
+ * all following the DWARF call-frame information (.eh_frame) every object
+ * carries for exceptions, so they walk code built without frame pointers
+ * (Debian's -O2 binaries and libraries) as well as code built with them.
+ * The libraries are loaded with dlopen when prof is on, so that a process
+ * that never profiles maps neither.
  * ------------------------------------------------------------------------- */
 typedef int (*unw_trace_fn)(void **, int);
 typedef _Unwind_Reason_Code (*unw_backtrace_fn)(_Unwind_Trace_Fn, void *);
@@ -94,8 +95,8 @@ static unw_trace_fn unw_trace;         /* libunwind's unw_backtrace, if loaded *
 static unw_backtrace_fn unw_backtrace; /* else libgcc's */
 static unw_getip_fn unw_getip;
 
-/* With both loaded (auto), a thread unwinds with libgcc's for its first
- * UNW_SWITCH stacks and with libunwind's after. libunwind's first stack in
+/* Without the own walker, with both loaded (auto), a thread unwinds with
+ * libgcc's for its first UNW_SWITCH stacks and with libunwind's after. libunwind's first stack in
  * a thread maps and fills a frame cache of its own (256 KiB: some 12 000
  * instructions and 64 page faults, unmapped again at thread exit), which
  * pays off only in a thread that takes many samples; libgcc's costs about
