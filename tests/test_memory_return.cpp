@@ -117,11 +117,13 @@ TEST_CASE("5 million 120-byte blocks freed: RSS back within 16 MiB in 2 x decay_
 // The two threads stay alive and idle after their frees, and a live thread's
 // cache is its own: nothing but the thread itself gives its bins back (the
 // background thread only asks it to trim at its next refill or flush,
-// docs/architecture.md), and each class it used keeps up to two batches.
-// Those bytes (the stats' `tcache`, about 3 MiB per thread here, measured at
-// 75228bb) are counted apart, and bounded; everything else must come back
-// to within 16 MiB. (Before, they were inside the 16 MiB: the floor at
-// 2 x decay_ms was 15.5-15.8 MiB and a third of the runs failed.)
+// docs/memory-return.md, "Idle threads"), and each class it used keeps up
+// to one batch (two if its mallocs and frees interleaved, tcache.c
+// bin_grow). Those bytes (the stats' `tcache`: 1.5-1.9 MiB per thread here,
+// 2.7-3.2 before the second batch needed a full bin) are counted apart and
+// bounded at 2.5 MiB a thread; everything else must come back to within
+// 16 MiB. (Before they were counted apart, they were inside the 16 MiB: the
+// floor at 2 x decay_ms was 15.5-15.8 MiB and a third of the runs failed.)
 TEST_CASE("2 threads, 512 MiB of mixed sizes freed: RSS back within 16 MiB in 2 x decay_ms", "[memory]")
 {
 	const long long decay = option("decay_ms");
@@ -166,12 +168,12 @@ TEST_CASE("2 threads, 512 MiB of mixed sizes freed: RSS back within 16 MiB in 2 
 	size_t last;
 	double took = wait_for_rss(rss0 + cached, 16 * MiB, 2.0 * (double)decay, &last);
 	WARN("start " << rss0 / MiB << " MiB, peak " << peak / MiB << " MiB, idle thread caches "
-		      << cached / MiB << " MiB, back to " << last / MiB << " MiB after " << took << " ms");
+		      << cached / 1024 << " KiB, back to " << last / MiB << " MiB after " << took << " ms");
 	release = true;
 	for (auto &th : threads)
 		th.join();
 	CHECK(peak > rss0 + 400 * MiB);
-	CHECK(cached <= 2 * 4 * MiB);
+	CHECK(cached <= 2 * 5 * MiB / 2);
 	REQUIRE(took >= 0);
 }
 
@@ -249,6 +251,10 @@ TEST_CASE("ebb_trim gives memory back at once, without the background thread", "
 	REQUIRE(ebb_option_set("background_thread", "0") == 0);
 	REQUIRE(ebb_option_set("decay_ms", "60000") == 0);
 	REQUIRE(ebb_option_set("dirty_max", "1G") == 0);
+	// What an earlier case in this process freed may still be dirty (the
+	// whole binary runs the cases in one process, ctest one per process):
+	// the burst below would reuse it and not raise RSS.
+	ebb_trim();
 	size_t rss0 = rss_bytes();
 	std::vector<void *> v;
 	for (int i = 0; i < 2000; i++) {
