@@ -328,14 +328,16 @@ static bool cfi_run(rd_t *r, cfi_regs_t *s, const cfi_regs_t *init, uintptr_t *l
 }
 
 /* The rule for return address pc, from its FDE, as a cache word without
- * the tag: RULE_END also when there is no FDE (libgcc ends the stack there
- * too), 0 when the walker cannot follow it. */
+ * the tag; 0 when the walker cannot follow it, and when no object's
+ * .eh_frame_hdr covers pc: code outside the loaded objects (a JIT's) may
+ * have registered its CFI with libgcc (__register_frame), which libgcc
+ * then follows. */
 static uint64_t rule_compute(uintptr_t pc)
 {
 	uintptr_t target = pc - 1; /* inside the call, not after it */
 	const uint8_t *fde = fde_find(target);
 	if (fde == NULL)
-		return RULE_VALID | RULE_END;
+		return 0;
 	uint32_t len, cie_ptr, clen, cie_id;
 	memcpy(&len, fde, 4);
 	if (len == 0 || len == 0xffffffffu)
@@ -401,7 +403,7 @@ static uint64_t rule_compute(uintptr_t pc)
 	if (f.bad)
 		return 0;
 	if (target < start || target - start >= range)
-		return RULE_VALID | RULE_END;
+		return 0;
 
 	cfi_regs_t init = {DW_RSP, 8, HOW_SAME, HOW_SAME, 0, 0}, s;
 	uintptr_t loc = start;

@@ -16,7 +16,9 @@
  * stack) makes it give up on the whole stack: the caller then takes it with
  * libgcc's unwinder, so the stacks are those libgcc gives. It never
  * allocates and takes no lock: the object of an address comes from glibc's
- * _dl_find_object (lock-free), the cache is one 64-bit word per entry. */
+ * _dl_find_object (lock-free), the cache is one 64-bit word per entry.
+ * A build with -DEBB_UNWIND_CHECK takes every stack with libgcc's too and
+ * prints any difference (os_prof.c). */
 #ifndef EBB_OS_OS_UNWIND_H
 #define EBB_OS_OS_UNWIND_H
 
