@@ -147,18 +147,27 @@ void expect_bad_all_calls(const Api *a, void *p, const char *reason)
 
 /* Another allocator's malloc: glibc's own when ebbmalloc replaces malloc,
  * else whatever malloc the process has (glibc's, or a sanitizer's). */
-void *(*other_malloc())(size_t)
+void *other_function(const char *name, void *own)
 {
 #if EBB_TEST_OVERRIDE
+	(void)own;
 	void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-	if (libc != nullptr) {
-		void *f = dlsym(libc, "malloc");
-		if (f != nullptr) return reinterpret_cast<void *(*)(size_t)>(f);
-	}
-	return nullptr;
+	return libc != nullptr ? dlsym(libc, name) : nullptr;
 #else
-	return ::malloc;
+	(void)name;
+	return own;
 #endif
+}
+
+void *(*other_malloc())(size_t)
+{
+	return reinterpret_cast<void *(*)(size_t)>(other_function("malloc", reinterpret_cast<void *>(::malloc)));
+}
+
+/* Its free, to give the foreign blocks back (LeakSanitizer counts them). */
+void (*other_free())(void *)
+{
+	return reinterpret_cast<void (*)(void *)>(other_function("free", reinterpret_cast<void *>(::free)));
 }
 
 void pin_to_first_cpu()
@@ -208,6 +217,10 @@ TEST_CASE("pointers ebbmalloc never returned: stack, global, another allocator's
 		expect_bad_all_calls(a, opaque(page), kNotOurs);
 	}
 	munmap(page, 4096);
+	void (*of)(void *) = other_free();
+	REQUIRE(of != nullptr);
+	of(foreign_small);
+	of(foreign_large);
 }
 
 TEST_CASE("interior and misaligned pointers into small blocks", "[hardening]")
