@@ -175,11 +175,13 @@ static uint32_t bin_first_max(const size_class_t *k)
  * it full: a thread that only allocates a class (a burst, a producer) or
  * only frees it (a consumer) keeps one batch once the budget is spent. A
  * thread that allocated a burst in many classes and freed it kept two
- * batches of each, 3 MiB (2.9-3.2) with tests/test_memory_return.cpp's mix,
- * which the thread holds until it runs again (tcache.h); now 1.3-2.0 MiB.
- * bench/churn 16 B - 32 KiB, whose bins take both ends, is unchanged: the
- * instructions of 300K replacements, ws=1000 51.22M -> 51.36M, ws=100 000
- * 90.48M -> 90.74M.
+ * batches of each, 2.7-3.2 MiB with tests/test_memory_return.cpp's mix,
+ * which the thread holds until it runs again (tcache.h); now 1.5-1.9 MiB.
+ * bench/churn 16 B - 32 KiB, whose bins take both ends, is unchanged (by
+ * callgrind, 300K replacements: ws=1000 51.27M -> 50.86M instructions,
+ * ws=100 000 90.07M -> 90.70M), and so are larson and xmalloc. A byte cap
+ * per class instead (docs/memory-return.md, "Idle threads") cost churn
+ * ws=1000 15% more instructions at 64 KiB a class.
  * The cache is thus bounded by the budget plus one batch (at most 64 KiB)
  * per class in use, two for those whose mallocs and frees interleave; a
  * class that missed once holds at most FIRST_REFILL_BYTES (or one block). */
