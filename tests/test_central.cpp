@@ -105,7 +105,7 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 }
 
 // A one-page class tells the blocks of a run (consecutive in a flush, one
-// span) by the page: release_chunk_in compares a block's address with the
+// span) by the page: release_blocks_in compares a block's address with the
 // run's first block, not with its page's start. A block at a low offset of
 // the next page is closer to that first block than a page (B + 0 - (A + 64)
 // < 4096): it must still open a run of its own span, or its span's count
@@ -187,7 +187,7 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	REQUIRE(class_stats(cls).spans == 0);
 }
 
-// Only a class of several pages: release_chunk_in makes the block-start test
+// Only a class of several pages: release_blocks_in makes the block-start test
 // for those alone. An address in a flush was tested by free as a block start
 // of a page of its class (tests/api/test_hardening.cpp: interior pointers
 // abort there), and a one-page class lays out its page the same way every
@@ -639,4 +639,153 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 	central_drain(false, nullptr);
 	CHECK(class_stats(cls).used_blocks == used0);
 	CHECK(class_stats(cls).spans == spans0);
+}
+
+// Refills whole batches of class cls on cpu until one span has every block
+// out in *held (a one-page class of more blocks than a batch: its carve and
+// the batches it leaves on the transfer stack); returns that span's blocks
+// in address order.
+static std::vector<void *> one_span_out(unsigned cpu, unsigned cls, std::vector<void *> *held)
+{
+	const size_class_t &k = size_classes[cls];
+	for (int tries = 0; tries < 64; tries++) {
+		std::vector<void *> got = refill(cpu, cls, k.batch, true);
+		REQUIRE(got.size() == k.batch);
+		held->insert(held->end(), got.begin(), got.end());
+		span_t *s = nullptr, *t = nullptr;
+		const char *why;
+		REQUIRE(block_lookup(got.back(), &s, &why) == cls);
+		std::vector<void *> in;
+		for (void *b : *held)
+			if (block_lookup(b, &t, &why) == cls && t == s)
+				in.push_back(b);
+		if (in.size() == k.blocks) {
+			std::sort(in.begin(), in.end());
+			return in;
+		}
+	}
+	FAIL("no span of the class came out whole");
+	return {};
+}
+
+// A flush goes home under a home's lock held for at most 64 blocks: a run
+// longer than that (a whole span of 32-byte blocks, 128, flushed in one
+// piece while the transfer stack is full) is closed at the chunk's end,
+// the lock dropped and taken again, and the run opened again on the same
+// span; every block comes home once and the span, all back, leaves.
+TEST_CASE("a run longer than one hold of the lock comes home whole, in either order", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks > 64);
+	const unsigned cpu = 7;
+	for (int reverse = 0; reverse < 2; reverse++) {
+		central_drain(false, nullptr);
+		REQUIRE(class_stats(cls).transfer_blocks == 0);
+		std::vector<void *> held;
+		std::vector<void *> mine = one_span_out(cpu, cls, &held);
+		std::vector<void *> others;
+		for (void *b : held)
+			if (!std::binary_search(mine.begin(), mine.end(), b))
+				others.push_back(b);
+		// Fill the list's transfer stack, so that the next flush goes
+		// to the spans: whole batches of other spans' blocks.
+		while (others.size() < (size_t)k.transfer_cap * k.batch) {
+			std::vector<void *> got = refill(cpu, cls, k.batch, true);
+			REQUIRE(got.size() == k.batch);
+			others.insert(others.end(), got.begin(), got.end());
+		}
+		REQUIRE(class_stats(cls).transfer_blocks == 0);
+		for (unsigned i = 0; i < k.transfer_cap; i++)
+			flush(cpu, cls, std::vector<void *>(others.begin() + i * k.batch,
+							    others.begin() + (i + 1) * k.batch));
+		REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t reports = report_count();
+		if (reverse)
+			std::reverse(mine.begin(), mine.end());
+		flush(cpu, cls, mine);
+		CHECK(report_count() == reports);
+		CHECK(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+		CHECK(class_stats(cls).used_blocks == used - k.blocks);
+		CHECK(class_stats(cls).spans == spans - 1);
+		flush(cpu, cls, std::vector<void *>(others.begin() + k.transfer_cap * k.batch, others.end()));
+		central_drain(false, nullptr);
+		CHECK(class_stats(cls).used_blocks == 0);
+	}
+}
+
+// A block that fails the lookup in the middle of a span's run (a block of
+// another class; an address inside a block for a class of several pages)
+// is reported and skipped; the run goes on, and the span's other blocks
+// come home (the span, all of them back, leaves), the bad one untouched.
+TEST_CASE("a bad address in the middle of a run is reported and the run goes on", "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	SECTION("a block of another class, one-page class")
+	{
+		unsigned cls = size_class_of(32), other = size_class_of(48);
+		const size_class_t &k = size_classes[cls];
+		central_drain(false, nullptr);
+		std::vector<void *> held;
+		std::vector<void *> mine = one_span_out(8, cls, &held);
+		std::vector<void *> w = refill(8, other, 1, false);
+		REQUIRE(w.size() == 1);
+		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t reports = report_count();
+		// Parts below a batch, straight to the span; w third in the first.
+		size_t part_max = k.batch - 1;
+		for (size_t i = 0; i < mine.size(); i += part_max - (i == 0)) {
+			size_t n = std::min(mine.size() - i, part_max - (i == 0));
+			std::vector<void *> part(mine.begin() + i, mine.begin() + i + n);
+			if (i == 0)
+				part.insert(part.begin() + 2, w[0]);
+			flush(8, cls, part);
+			if (i == 0) {
+				CHECK(report_count() == reports + 1);
+				CHECK(class_stats(cls).used_blocks == used - n);
+			}
+		}
+		CHECK(report_count() == reports + 1);
+		CHECK(class_stats(cls).used_blocks == used - k.blocks);
+		CHECK(class_stats(cls).spans == spans - 1);
+		CHECK(((void **)w[0])[0] == nullptr);
+		CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+		flush(8, other, w);
+		std::vector<void *> others;
+		for (void *b : held)
+			if (!std::binary_search(mine.begin(), mine.end(), b))
+				others.push_back(b);
+		flush(8, cls, others);
+		central_drain(false, nullptr);
+	}
+	SECTION("an address inside a block, class of several pages")
+	{
+		unsigned cls;
+		std::vector<void *> held;
+		span_t *s = nullptr;
+		std::vector<void *> mine = span_all_out(&cls, &held, &s);
+		const size_class_t &k = size_classes[cls];
+		REQUIRE(k.pages > 1);
+		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t reports = report_count();
+		std::vector<void *> run(mine);
+		run.insert(run.begin() + 1, (char *)mine[0] + 16);
+		flush_to_spans(cls, run);
+		CHECK(report_count() == reports + 1);
+		CHECK(class_stats(cls).used_blocks == used - k.blocks);
+		CHECK(class_stats(cls).spans == spans - 1);
+		std::vector<void *> others;
+		for (void *b : held)
+			if (std::find(mine.begin(), mine.end(), b) == mine.end())
+				others.push_back(b);
+		flush_to_spans(cls, others);
+		CHECK(report_count() == reports + 1);
+	}
+	unit_option("on_error", "abort");
 }

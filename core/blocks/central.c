@@ -536,20 +536,16 @@ static EBB_COLD EBB_NOINLINE void release_bad(void *b, unsigned cls)
 		report_bad_pointer("free", b, "not a block of this allocator");
 }
 
-/* Switches the lock release_to_spans holds from `locked` (or none) to
- * `home`; the `back` blocks that came home to `locked` leave its count. */
-static EBB_NOINLINE central_t *release_relock(central_t *locked, uint32_t back, central_t *home)
+/* Switches the lock release_to_spans holds from `locked` to `home`. */
+static EBB_NOINLINE central_t *release_relock(central_t *locked, central_t *home)
 {
-	if (locked) {
-		locked->used_blocks -= back;
-		CENTRAL_CHECK(locked);
-		lock_release(&locked->lock);
-	}
+	CENTRAL_CHECK(locked);
+	lock_release(&locked->lock);
 	lock_acquire(&home->lock);
 	return home;
 }
 
-/* The run of n blocks that release_chunk_in chained on s (head: the last one
+/* The run of n blocks that release_blocks_in chained on s (head: the last one
  * in flush order) holds more than s had out before it: a double free that
  * kept its bin mark. `over` = n - (the blocks s had out). The blocks past
  * s's count, in flush order, are the last `over` of the run: the first
@@ -579,32 +575,43 @@ static EBB_COLD EBB_NOINLINE void *run_overfreed(void *head, uint32_t over)
  * as cheap as the plain decrement it replaces; gcc makes a load, a
  * subtraction, a store and a compare of the C form. The C form under TSan,
  * which sees no write inside asm. */
-static inline bool used_sub_reaches(uint32_t *used, uint32_t n)
+static inline bool used_sub_reaches(uint32_t *used, uint64_t n)
 {
 #if defined(__x86_64__) && defined(__GCC_ASM_FLAG_OUTPUTS__) && !defined(__SANITIZE_THREAD__)
+	/* n (at most RELEASE_CHUNK) in a 64-bit register, its low half
+	 * named (%k2): no copy to a 32-bit one. */
 	bool reaches;
-	__asm__("subl %2, %0" : "+m"(*used), "=@ccbe"(reaches) : "r"(n));
+	__asm__("subl %k2, %0" : "+m"(*used), "=@ccbe"(reaches) : "r"(n));
 	return reaches;
 #else
 	uint32_t out = *used;
-	*used = out - n;
+	*used = out - (uint32_t)n;
 	return out <= n;
 #endif
 }
 
-/* Puts the run of n blocks that release_chunk_in chained (head: the last one
- * of them, its chain ending in s's old free_head) on s. Caller holds s's
- * home's lock, `home`, and takes the n blocks off home->used_blocks itself
- * (once per hold of the lock, not per run). A run of more blocks than s has
+/* Puts the run of n blocks that release_blocks_in chained (head: the last one
+ * of them, its chain ending in s's old free_head) on s, and takes them off
+ * home->used_blocks (one subtraction in memory: a count kept in a register
+ * until the lock changes hands costs the same and a register the loop
+ * lacks). Caller holds s's home's lock, `home`. A run of more blocks than s has
  * out is a double free (each block in it kept its bin mark, so none is in
  * it twice): its blocks past the count are reported and dropped here, by
  * the borrow of the run's one subtraction from `used` (no load and compare
  * per block). */
-static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n, span_t **empties)
+static inline bool run_close_reaches(central_t *home, span_t *s, void *head, uint64_t n)
 {
+	home->used_blocks -= n;
 	s->u.central.free_head = head;
-	s->u.central.free_count += n;
-	if (EBB_LIKELY(!used_sub_reaches(&s->used, n))) {
+	s->u.central.free_count += (uint32_t)n;
+	return used_sub_reaches(&s->used, n);
+}
+
+/* The rest of run_close, given what run_close_reaches returned: what a
+ * run rarely needs (release_fast leaves the overfreed case to this). */
+static void run_close_rest(central_t *home, span_t *s, void *head, uint32_t n, bool reached, span_t **empties)
+{
+	if (EBB_LIKELY(!reached)) {
 		/* Just got its first blocks back: nearly full spans are handed
 		 * out first, so that emptier ones (drifting to the end of the
 		 * list) can drain completely and go back to the page heap.
@@ -615,6 +622,12 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
 			partial_push_head(home, s);
 		return;
 	}
+	/* Nothing came back (every block of the run lost its mark, or the run
+	 * was closed once already and opened again after a bad block): a span
+	 * already empty stays as it is (it is retired already, or being
+	 * purged). */
+	if (EBB_UNLIKELY(n == 0))
+		return;
 	if (EBB_UNLIKELY(s->used != 0)) { /* wrapped: n - over were out */
 		uint32_t over = 0u - s->used;
 		s->u.central.free_head = run_overfreed(head, over);
@@ -629,6 +642,165 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
 	}
 }
 
+static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n, span_t **empties)
+{
+	run_close_rest(home, s, head, n, run_close_reaches(home, s, head, n), empties);
+}
+
+/* The span of b, a block of class cls flushed from a bin, after the tests of
+ * a new run (release_blocks_in says which and why): NULL if b fails them.
+ * *lo is set to where the run's bound is measured from (the span's first
+ * byte; with one_page, b itself). The superblock whose registry slot was
+ * read last is *sb_seen. No lock needed: the maps are read-only for a page
+ * while one of its blocks is out. */
+EBB_INLINE span_t *release_span_of(const void *b, unsigned cls, uintptr_t *sb_seen, const char **lo, bool one_page,
+				   uint64_t mul, uint64_t limit)
+{
+	uintptr_t in_sb = (uintptr_t)b & (EBB_SB_SIZE - 1);
+	superblock_t *sb = (superblock_t *)((uintptr_t)b - in_sb);
+	if (EBB_UNLIKELY((uintptr_t)sb != *sb_seen)) {
+		if (registry_get(b) != REG_HEADER)
+			return NULL;
+		*sb_seen = (uintptr_t)sb;
+	}
+	unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
+	if (EBB_UNLIKELY(sb->page_class[page] != cls))
+		return NULL;
+	/* A page of a one-page class is its span's first page. */
+	unsigned first = one_page ? page : sb->pagemap[page];
+	*lo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, first);
+	if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - *lo), mul, limit)))
+		return NULL;
+	return superblock_span_at(sb, first);
+}
+
+/* Where release_fast stopped: at the end of its blocks, or at the block
+ * st->at, which it left for release_blocks_in. */
+enum release_stop {
+	RELEASE_END,    /* st->at == st->end */
+	RELEASE_CLOSE,  /* the run is closed but for run_close_rest (st->reached) */
+	RELEASE_LOOKUP, /* the run is closed: the block needs release_span_of */
+	RELEASE_LOST,   /* the block lost its mark */
+	RELEASE_BAD,    /* the block is not a block start (several pages) */
+};
+
+/* release_blocks_in's state between blocks. The run: blocks of span s
+ * consecutive in the flush, n of them, chained from head onto s's free
+ * list (s->used stays as it was until the run is closed, which checks n
+ * against it). A block is in the run when its offset from lo is below the
+ * class's `bound` (release_blocks_in). */
+typedef struct release_state {
+	void *const *at, *const *end;
+	span_t *s;
+	const char *lo;
+	void *head;
+	uint64_t n;
+	bool reached;      /* RELEASE_CLOSE: what run_close_reaches returned */
+	central_t *locked; /* the lock held: s's home */
+	uintptr_t sb_seen; /* the superblock whose registry slot was read */
+	span_t *empties;   /* spans all of whose blocks are back */
+} release_state_t;
+
+/* The blocks of the run, and new runs that need no registry read, no other
+ * lock and no report; stops at anything else (enum release_stop). It calls
+ * nothing, so gcc keeps all of it in registers: with the reports and the
+ * relock in the same loop, it kept the class and the superblock on the
+ * stack and moved the run's registers around at every new run (bench/fastpath's
+ * random batch: 46 instructions a block that opens a run, 39 here). */
+EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, uint64_t key, bool one_page,
+					    uint64_t mul, uint64_t limit, uint64_t bound)
+{
+	void *const *at = st->at, *const *const end = st->end;
+	span_t *s = st->s;
+	const char *lo = st->lo;
+	void *head = st->head;
+	uint64_t n = st->n; /* 64 bits: used_blocks takes it with no widening */
+	central_t *const locked = st->locked;
+	const uintptr_t sb_seen = st->sb_seen;
+	enum release_stop why = RELEASE_END;
+	for (; at < end; at++) {
+		void *b = *at;
+		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
+		if (EBB_UNLIKELY(off >= bound)) {
+			/* run_close, but for a run of more blocks than its span
+			 * had out, which needs run_overfreed's call. */
+			if (EBB_UNLIKELY(run_close_reaches(locked, s, head, n))) {
+				if (n != 0) {
+					if (EBB_UNLIKELY(s->used != 0)) {
+						st->reached = true;
+						why = RELEASE_CLOSE;
+						break;
+					}
+					if (!s->u.central.purging) {
+						central_span_retire(locked, s);
+						s->next = st->empties;
+						st->empties = s;
+					}
+				}
+			} else if (EBB_UNLIKELY(!s->in_partial) && n != 0) {
+				partial_push_head(locked, s);
+			}
+			n = 0;
+			why = RELEASE_LOOKUP;
+			/* In the superblock whose registry slot was read, b's
+			 * offset in it is b ^ sb_seen (below EBB_SB_SIZE), and
+			 * in no other: one xor tests it and gives the offset. */
+			uintptr_t in_sb = (uintptr_t)b ^ sb_seen;
+			if (EBB_UNLIKELY(in_sb >= EBB_SB_SIZE))
+				break;
+			superblock_t *sb = (superblock_t *)sb_seen;
+			uintptr_t page = in_sb >> EBB_PAGE_SHIFT;
+			if (EBB_UNLIKELY(sb->page_class[page] != (uint8_t)cls))
+				break;
+			uintptr_t first = one_page ? page : sb->pagemap[page];
+			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, (unsigned)first);
+			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
+				break;
+			span_t *ns = superblock_span_at(sb, first);
+			/* Else gcc forms the descriptor's address twice. */
+			__asm__("" : "+r"(ns));
+			/* The home is stable while we hold one of the span's
+			 * blocks: the span cannot empty, so it stays CENTRAL. (A
+			 * block freed twice may read a stale home; its mark or
+			 * `used` catches it, under whichever lock.) */
+			if (EBB_UNLIKELY(ns->u.central.home != locked))
+				break;
+			why = RELEASE_END;
+			s = ns;
+			lo = nlo;
+			head = s->u.central.free_head;
+		} else if (!one_page && EBB_UNLIKELY(!block_offset_ok(off, mul, limit))) {
+			why = RELEASE_BAD;
+			break;
+		}
+		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {
+			why = RELEASE_LOST;
+			break;
+		}
+		*(void **)b = head;
+		freelist_flip_mark(b);
+		head = b;
+		n++;
+	}
+	st->at = at;
+	st->s = s;
+	st->lo = lo;
+	st->head = head;
+	st->n = n;
+	return why;
+}
+
+static EBB_NOINLINE enum release_stop release_fast_page(release_state_t *st, unsigned cls, uint64_t key)
+{
+	return release_fast_in(st, cls, key, true, 0, 0, EBB_PAGE_SIZE);
+}
+
+static EBB_NOINLINE enum release_stop release_fast_pages(release_state_t *st, unsigned cls, uint64_t key,
+							 uint64_t mul, uint64_t limit, uint64_t bound)
+{
+	return release_fast_in(st, cls, key, false, mul, limit, bound);
+}
+
 /* Gives each block back to its span; a span whose blocks are then all back
  * joins *empties (for the page heap, without the lock). Every block is
  * checked again (its page's class, and block.h's block-start test where it
@@ -639,9 +811,19 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
  * One pass, under the home's lock, in flush order. A block inside the last
  * block's span (a reverse-order flush: a whole span's worth in a row) costs
  * the mark test and two stores into the block, which extend the run's
- * chain; the descriptor is written once per run (run_close). Any other
- * block costs the lookup (the registry read skipped while the superblock
- * stays the same, then page class, span, home) and closes the previous run.
+ * chain; the descriptor is written once per run. Any other block costs the
+ * lookup (the registry read skipped while the superblock stays the same,
+ * then page class, span, home) and closes the previous run. release_fast
+ * does all that; what it leaves (the registry read, another home's lock, a
+ * report, a run of more blocks than its span had out) is done here, one
+ * block at a time, and so are the lock's drops. A block that fails the
+ * lookup leaves the run open on its span, closed, with no block yet
+ * (n = 0), so no run is ever without a span: the first good block opens
+ * the first run, and closing a run needs no test that one is open.
+ *
+ * The lock is held for at most RELEASE_CHUNK blocks: then the run is
+ * closed, the lock dropped and taken again, and the run opened again on the
+ * same span (its free list read again: a refill may have taken from it).
  *
  * Why the block-start test is made only for classes of several pages
  * (one_page false): every address in blocks[] sits in allocator metadata
@@ -663,143 +845,119 @@ static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n,
  * But a flush in random order puts almost every block on a span of its own,
  * so each block paid the lookup, a run record written and read back, and a
  * splice under the lock anyway: 92 instructions per block in bench/fastpath's
- * random batch, 65 then (reverse: 27, then 26). The lock is held for at most
- * RELEASE_CHUNK blocks; what moved under it reads lines this thread has just
- * written (the block, whose mark free wrote) and the superblock's maps,
- * which stay shared-clean.
+ * random batch, 65 then (reverse: 27, then 26). What moves under it reads
+ * lines this thread has just written (the block, whose mark free wrote) and
+ * the superblock's maps, which stay shared-clean.
  *
  * A double free shows as a block without its bin mark (the other copy is
  * out, or back on its span with the span mark, or earlier in this flush),
  * or as a run with more blocks than its span has out (tested once per run,
- * by run_close, under the home's lock, which guards `used`): either is
+ * when it is closed, under the home's lock, which guards `used`): either is
  * reported and the block dropped, as a block-by-block return would (the
  * same blocks, named by address). */
-EBB_INLINE void release_chunk_in(unsigned cls, void *const *blocks, unsigned count, span_t **empties,
-				 bool one_page)
+EBB_INLINE void release_blocks_in(unsigned cls, void *const *blocks, unsigned count, span_t **empties,
+				  bool one_page)
 {
 	const uint64_t key = freelist_mark;
 	const size_class_t *k = &size_classes[cls];
 	const uint64_t mul = k->block_mul, limit = k->block_limit;
-	const uint64_t span_bytes = (uint64_t)k->blocks * k->size;
-	central_t *locked = NULL;
-	/* The run: blocks of span s (whose blocks start at lo) consecutive in
-	 * the flush, n of them, chained from head onto s's free list (s->used
-	 * stays as it was until run_close, which checks n against it). run_bytes is
-	 * the span's block bytes while a run is open, 0 (no offset is below it)
-	 * while none is: one compare tells a block of the run. With one_page,
-	 * the bound is the page (no address in blocks[] is in a page's tail:
-	 * see above): lo is the run's first block, and a block is in the run
-	 * when its address differs from lo only in the low EBB_PAGE_SHIFT bits
-	 * (one xor: lo needs no rounding to its page); lo is NULL while no run
-	 * is open (every block address is at least a page). */
-	/* While no run is open, s is `none`, a run of no blocks on a span
-	 * that is not one of ours: closing it changes nothing (used stays 1,
-	 * in_partial 1), so closing a run needs no test that one is open. */
-	span_t none;
-	memset(&none, 0, sizeof none);
-	none.used = 1;
-	none.in_partial = 1;
-	span_t *s = &none;
-	const char *lo = NULL;
-	uint64_t run_bytes = 0;
-	void *head = NULL;
-	uint32_t n = 0;
-	uint32_t back = 0; /* blocks of closed runs, for locked->used_blocks */
-	uintptr_t sb_seen = 1; /* the superblock whose registry slot was read */
-	for (void *const *at = blocks, *const *end = blocks + count; at < end; at++) {
-		void *b = *at;
-		/* One page: b is in the run's page when it shares all but its
-		 * low EBB_PAGE_SHIFT bits with lo (see above). */
-		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
-		if (EBB_UNLIKELY(off >= (one_page ? EBB_PAGE_SIZE : run_bytes))) {
-			run_close(locked, s, head, n, empties);
-			back += n;
-			s = &none;
-			n = 0;
-			run_bytes = 0; /* and lo = NULL for one_page, at bad: below */
-			uintptr_t in_sb = (uintptr_t)b & (EBB_SB_SIZE - 1);
-			superblock_t *sb = (superblock_t *)((uintptr_t)b - in_sb);
-			if ((uintptr_t)sb != sb_seen) {
-				if (EBB_UNLIKELY(registry_get(b) != REG_HEADER))
-					goto bad;
-				sb_seen = (uintptr_t)sb;
-			}
-			unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
-			if (EBB_UNLIKELY(sb->page_class[page] != cls))
-				goto bad;
-			/* A page of a one-page class is its span's first page. */
-			unsigned first = one_page ? page : sb->pagemap[page];
-			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, first);
-			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
-				goto bad;
-			span_t *ns = superblock_span_at(sb, first);
-			/* Else gcc forms the descriptor's address twice. */
-			__asm__("" : "+r"(ns));
-			/* The home is stable while we hold one of the span's
-			 * blocks: the span cannot empty, so it stays CENTRAL. (A
-			 * block freed twice may read a stale home; its mark or
-			 * `used` catches it below, under whichever lock.) */
-			central_t *home = ns->u.central.home;
-			if (EBB_UNLIKELY(home != locked)) {
-				locked = release_relock(locked, back, home);
-				back = 0;
-			}
-			s = ns;
-			lo = nlo;
-			run_bytes = span_bytes;
-			head = s->u.central.free_head;
-			n = 0;
-		} else if (!one_page && EBB_UNLIKELY(!block_offset_ok(off, mul, limit))) {
-			goto bad;
-		}
-		uint64_t mark = freelist_mark_of(b, key);
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, mark))) {
-			freelist_lost_mark("free", b);
+	/* A block is in the run when its offset from lo is below `bound`:
+	 * the span's block bytes from its first byte, or with one_page the
+	 * page, tested by one xor with the run's first block (no address in
+	 * blocks[] is in a page's tail: see above, so lo needs no rounding to
+	 * its page). */
+	const uint64_t bound = one_page ? EBB_PAGE_SIZE : (uint64_t)k->blocks * k->size;
+	void *const *const end = blocks + count;
+	release_state_t st = { .at = blocks, .sb_seen = 1, .empties = *empties };
+	for (;; st.at++) {
+		if (st.at == end)
+			return;
+		st.s = release_span_of(*st.at, cls, &st.sb_seen, &st.lo, one_page, mul, limit);
+		if (EBB_LIKELY(st.s != NULL))
+			break;
+		release_bad(*st.at, cls);
+	}
+	/* The first run opens at the first good block, which release_fast
+	 * then takes as a block of it. */
+	st.locked = st.s->u.central.home;
+	lock_acquire(&st.locked->lock);
+	st.head = st.s->u.central.free_head;
+	st.n = 0;
+	st.end = end - st.at > RELEASE_CHUNK ? st.at + RELEASE_CHUNK : end;
+	for (;;) {
+		enum release_stop why = one_page ? release_fast_page(&st, cls, key)
+						 : release_fast_pages(&st, cls, key, mul, limit, bound);
+		if (why == RELEASE_END) {
+			run_close(st.locked, st.s, st.head, (uint32_t)st.n, &st.empties);
+			if (st.at == end)
+				break;
+			CENTRAL_CHECK(st.locked);
+			lock_release(&st.locked->lock);
+			lock_acquire(&st.locked->lock);
+			st.head = st.s->u.central.free_head;
+			st.n = 0;
+			st.end = end - st.at > RELEASE_CHUNK ? st.at + RELEASE_CHUNK : end;
 			continue;
 		}
-		*(void **)b = head;
-		freelist_flip_mark(b);
-		head = b;
-		n++;
-		continue;
-bad:
-		/* From a new run's tests: no run is open (s == &none). */
-		if (one_page)
-			lo = NULL;
-		release_bad(b, cls);
+		void *b = *st.at++;
+		if (why == RELEASE_CLOSE) {
+			run_close_rest(st.locked, st.s, st.head, (uint32_t)st.n, st.reached, &st.empties);
+			st.head = st.s->u.central.free_head; /* run_overfreed may have moved it */
+			st.n = 0;
+			why = RELEASE_LOOKUP;
+		}
+		if (why == RELEASE_LOOKUP) {
+			const char *nlo;
+			span_t *ns = release_span_of(b, cls, &st.sb_seen, &nlo, one_page, mul, limit);
+			if (EBB_UNLIKELY(ns == NULL)) {
+				release_bad(b, cls);
+				continue;
+			}
+			central_t *home = ns->u.central.home;
+			if (EBB_UNLIKELY(home != st.locked)) {
+				st.locked = release_relock(st.locked, home);
+				st.end = end - st.at >= RELEASE_CHUNK ? st.at + RELEASE_CHUNK - 1 : end;
+			}
+			st.s = ns;
+			st.lo = nlo;
+			st.head = ns->u.central.free_head;
+			if (EBB_LIKELY(freelist_mark_kept(b, freelist_mark_of(b, key)))) {
+				*(void **)b = st.head;
+				freelist_flip_mark(b);
+				st.head = b;
+				st.n = 1;
+				continue;
+			}
+			why = RELEASE_LOST;
+		}
+		if (why == RELEASE_LOST)
+			freelist_lost_mark("free", b);
+		else
+			release_bad(b, cls);
 	}
-	run_close(locked, s, head, n, empties);
-	back += n;
-	if (locked) {
-		locked->used_blocks -= back;
-		CENTRAL_CHECK(locked);
-		lock_release(&locked->lock);
-	}
+	CENTRAL_CHECK(st.locked);
+	lock_release(&st.locked->lock);
+	*empties = st.empties;
 }
 
-static EBB_NOINLINE void release_chunk_page(unsigned cls, void *const *blocks, unsigned count,
-					    span_t **empties)
+static EBB_NOINLINE void release_blocks_page(unsigned cls, void *const *blocks, unsigned count, span_t **empties)
 {
-	release_chunk_in(cls, blocks, count, empties, true);
+	release_blocks_in(cls, blocks, count, empties, true);
 }
 
-static EBB_NOINLINE void release_chunk_pages(unsigned cls, void *const *blocks, unsigned count,
-					     span_t **empties)
+static EBB_NOINLINE void release_blocks_pages(unsigned cls, void *const *blocks, unsigned count,
+					      span_t **empties)
 {
-	release_chunk_in(cls, blocks, count, empties, false);
+	release_blocks_in(cls, blocks, count, empties, false);
 }
 
 static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 {
 	span_t *empties = NULL;
-	bool one_page = size_classes[cls].pages == 1;
-	for (unsigned i = 0; i < count; i += RELEASE_CHUNK) {
-		unsigned part = count - i < RELEASE_CHUNK ? count - i : RELEASE_CHUNK;
-		if (one_page)
-			release_chunk_page(cls, blocks + i, part, &empties);
-		else
-			release_chunk_pages(cls, blocks + i, part, &empties);
-	}
+	if (size_classes[cls].pages == 1)
+		release_blocks_page(cls, blocks, count, &empties);
+	else
+		release_blocks_pages(cls, blocks, count, &empties);
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {

@@ -16,7 +16,7 @@
  * free list). A flush pushes whole batches while the list has a spare node;
  * the rest goes back to the blocks' own spans, under the home list's lock:
  * each block validated (its page's class and its bin mark; the block-start
- * test only for classes of several pages, release_chunk_in says why) and
+ * test only for classes of several pages, release_blocks_in says why) and
  * chained with the blocks of its span that come right before it, the span's
  * fields written once per such run; a span whose blocks are then all free
  * goes back to the page heap at once.
