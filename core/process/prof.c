@@ -565,10 +565,15 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	unsigned k = (unsigned)pages - 1;
 	bool keepable = align <= EBB_PAGE_SIZE && pages - 1 < PROF_KEEP_PAGES;
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
-	 * from there (prof_class_usable). */
+	 * from there (prof_class_usable), in place up to all of it, so the
+	 * pages must hold it. They do: every multiple of a page up to
+	 * EBB_SMALL_MAX is a class, so none lies between bytes and its class;
+	 * the test is for a class table that would break that. */
 	uint32_t class_usable = 0;
 	if (bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN)
 		class_usable = size_classes[size_class_of(bytes)].size;
+	if (class_usable > pages << EBB_PAGE_SHIFT)
+		class_usable = 0;
 	/* One lock round when a kept block serves: the count first (the lock
 	 * may be dropped there), then the block, listed already. */
 	prof_lock();
