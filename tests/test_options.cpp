@@ -114,6 +114,20 @@ TEST_CASE("byte options take k/m/g suffixes (with i and b) and refuse the rest",
 				     "k", "", "1 k", "1.5m", "4611686018427387904k"});
 }
 
+TEST_CASE("byte options take a t suffix: prof_sample reaches 1T, as docs/usage.md says", "[options]")
+{
+	keep_option k("prof_sample"); // OPT_BYTES, [1, 1 TiB]
+	accepts("prof_sample", {{"1", 1},
+				{"1t", 1LL << 40},
+				{"1T", 1LL << 40},
+				{"1TiB", 1LL << 40},
+				{"1tb", 1LL << 40},
+				{"1024g", 1LL << 40},
+				{"1099511627776", 1LL << 40}});
+	// Above the range, and too large to shift (2^22 T is 2^62 bytes).
+	refuses("prof_sample", {"0", "2t", "1099511627777", "1025g", "4194305t", "99999999999t", "1tx", "t"});
+}
+
 TEST_CASE("dirty_max takes bytes or a share of allocated bytes, stored negated", "[options]")
 {
 	keep_option k("dirty_max"); // OPT_DIRTY, [-100, 2^46]

@@ -106,6 +106,7 @@ static bool parse_bytes(const char *v, size_t len, long long *out)
 		case 'k': shift = 10; break;
 		case 'm': shift = 20; break;
 		case 'g': shift = 30; break;
+		case 't': shift = 40; break;
 		default: return false;
 		}
 		end++;
