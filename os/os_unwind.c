@@ -3,6 +3,8 @@
 #include "os/os_unwind.h"
 
 #include <dlfcn.h>
+#include <link.h>
+#include <stddef.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(DLFO_EH_SEGMENT_TYPE)
@@ -15,6 +17,10 @@ typedef int (*find_object_fn)(void *, struct dl_find_object *);
 /* glibc's _dl_find_object (2.35 and later), looked up rather than linked
  * so that the library still loads with an older glibc. */
 static find_object_fn find_object;
+/* The objects that are never unloaded: the program, ld.so, libc and this
+ * library (the cache goes with it), whose rules need no generation. */
+#define UNW_PERM_OBJECTS 4
+static void *unw_perm[UNW_PERM_OBJECTS];
 /* The main thread's stack pointer at start-up (ld.so's). */
 extern void *__libc_stack_end;
 
@@ -36,11 +42,23 @@ extern void *__libc_stack_end;
  * so a tag match is an exact match. Bits: 0 valid, 1 end (no caller), 2 CFA
  * from rbp (else rsp), 3-15 with the three below as 0 the CFA offset (a
  * multiple of 8 below 2^16), 16-26 the same way the distance below the CFA
- * at which rbp is saved (0: rbp unchanged), 29-63 the tag (user addresses
- * below 2^47). Both fields are read with a mask alone.
- * Rules are never invalidated: a library unloaded and another loaded at
- * the same address could meet a stale rule, which then gives a wrong stack
- * or one the bounds check sends to libgcc, never a read outside the stack.
+ * at which rbp is saved (0: rbp unchanged; bit 16, below that field's
+ * lowest, says the rule's object is never unloaded), 27-28 the generation
+ * mod 4, 29-63 the tag (user addresses below 2^47). Both fields are read
+ * with a mask alone.
+ *
+ * The generation is glibc's count of unloaded objects (dlpi_subs): a rule
+ * outlives its object otherwise, and a library loaded later at the same
+ * address would meet it (a wrong stack). A walk reads it (about 160
+ * instructions) the first time it meets a rule of an object that could be
+ * unloaded or computes a rule, and the first walk that sees a new count clears the cache
+ * before it uses it; the generation in the word rejects what a walk that
+ * started before the dlclose stores after the clear. Only a walk that
+ * spans four dlcloses could still store a rule that passes, and a wrong
+ * rule gives a wrong stack or one the bounds checks send to libgcc, never
+ * a read outside the stack. The rules of the objects never unloaded (bit
+ * 16) skip the generation: a stack of the program, libc and the allocator
+ * alone does not read it.
  * ------------------------------------------------------------------------- */
 #define UNW_CACHE_BITS 12
 static uint64_t unw_cache[1u << UNW_CACHE_BITS];
@@ -50,7 +68,11 @@ static uint64_t unw_cache[1u << UNW_CACHE_BITS];
 #define RULE_CFA_RBP ((uint64_t)1 << 2)
 #define RULE_CFA_OFF(w) ((uint32_t)(w) & 0xfff8)
 #define RULE_RBP_BELOW(w) ((uint32_t)((w) >> 16) & 0x7f8)
+#define RULE_PERM ((uint64_t)1 << 16)
+#define RULE_GEN_SHIFT 27
 #define RULE_TAG_SHIFT 29
+/* The dlpi_subs the cache was last cleared for. */
+static unsigned long long unw_gen;
 
 static unsigned cache_slot(uintptr_t pc)
 {
@@ -148,11 +170,15 @@ static uintptr_t rd_enc(rd_t *r, uint8_t enc, uintptr_t data)
 /* The FDE of the code at `pc` (a return address minus one), found through
  * the object's .eh_frame_hdr search table. NULL if there is none or the
  * table is not the usual sorted datarel sdata4 one. */
-static const uint8_t *fde_find(uintptr_t pc)
+static const uint8_t *fde_find(uintptr_t pc, bool *perm)
 {
 	struct dl_find_object fo;
 	if (find_object((void *)pc, &fo) != 0 || fo.dlfo_eh_frame == NULL)
 		return NULL;
+	*perm = false;
+	for (unsigned i = 0; i < UNW_PERM_OBJECTS; i++)
+		if (unw_perm[i] != NULL && (void *)fo.dlfo_link_map == unw_perm[i])
+			*perm = true;
 	const uint8_t *hdr = fo.dlfo_eh_frame;
 	if (hdr[0] != 1 || hdr[3] != 0x3b)
 		return NULL;
@@ -335,7 +361,8 @@ static bool cfi_run(rd_t *r, cfi_regs_t *s, const cfi_regs_t *init, uintptr_t *l
 static uint64_t rule_compute(uintptr_t pc)
 {
 	uintptr_t target = pc - 1; /* inside the call, not after it */
-	const uint8_t *fde = fde_find(target);
+	bool perm = false;
+	const uint8_t *fde = fde_find(target, &perm);
 	if (fde == NULL)
 		return 0;
 	uint32_t len, cie_ptr, clen, cie_id;
@@ -414,12 +441,13 @@ static uint64_t rule_compute(uintptr_t pc)
 	if (!cfi_run(&f, &s, &init, &loc, target, code_align, data_align))
 		return 0;
 
+	uint64_t flags = RULE_VALID | (perm ? RULE_PERM : 0);
 	if (s.ra_how == HOW_UNDEF)
-		return RULE_VALID | RULE_END;
+		return flags | RULE_END;
 	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0xffff ||
 	    (s.cfa_off & 7) != 0 || s.ra_how != HOW_OFFSET || s.ra_off != -8)
 		return 0;
-	uint64_t w = RULE_VALID | (uint64_t)s.cfa_off;
+	uint64_t w = flags | (uint64_t)s.cfa_off;
 	if (s.cfa_reg == DW_RBP)
 		w |= RULE_CFA_RBP;
 	if (s.rbp_how == HOW_OFFSET) {
@@ -440,6 +468,17 @@ bool os_unwind_own_load(void)
 	find_object_fn f = (find_object_fn)dlsym(RTLD_DEFAULT, "_dl_find_object");
 	if (f == NULL)
 		return false;
+	/* The program's link map from dlinfo; ld.so's, libc's and this
+	 * library's from an address inside each. */
+	void *self = dlopen(NULL, RTLD_NOW), *map = NULL;
+	if (self != NULL && dlinfo(self, RTLD_DI_LINKMAP, &map) == 0)
+		unw_perm[0] = map;
+	void *inside[UNW_PERM_OBJECTS - 1] = {(void *)f, (void *)dl_iterate_phdr, (void *)os_unwind_own_load};
+	for (unsigned i = 0; i < UNW_PERM_OBJECTS - 1; i++) {
+		struct dl_find_object fo;
+		if (f(inside[i], &fo) == 0)
+			unw_perm[i + 1] = fo.dlfo_link_map;
+	}
 	__atomic_store_n(&find_object, f, __ATOMIC_RELEASE);
 	return true;
 }
@@ -463,6 +502,30 @@ static uintptr_t stack_top(uintptr_t sp)
 	return 0;
 }
 
+static int subs_read(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+		*(unsigned long long *)arg = info->dlpi_subs;
+	return 1; /* the first object says it: every one carries the counts */
+}
+
+/* The generation of this walk: glibc's count of unloaded objects. The
+ * cache is cleared when it moved since the last clear. dl_iterate_phdr
+ * takes ld.so's write lock (a recursive one, held only while the object
+ * list changes and around callbacks) for one callback: about 60
+ * instructions, allocation-free. */
+static unsigned long long unw_generation(void)
+{
+	unsigned long long subs = 0;
+	dl_iterate_phdr(subs_read, &subs);
+	if (subs != __atomic_load_n(&unw_gen, __ATOMIC_ACQUIRE)) {
+		for (unsigned i = 0; i < (1u << UNW_CACHE_BITS); i++)
+			__atomic_store_n(&unw_cache[i], 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&unw_gen, subs, __ATOMIC_RELEASE);
+	}
+	return subs;
+}
+
 __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc,
 									  uintptr_t cfa, uintptr_t rbp)
 {
@@ -471,16 +534,31 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 	uintptr_t sp = cfa, top = stack_top(sp);
 	if (top == 0 || (sp & 7) != 0)
 		return 0;
+	uint64_t gen = 4; /* not read yet */
 	unsigned n = 0;
 	while (n < max && pc != 0) {
 		out[n++] = (void *)pc;
 		uint64_t *slot = &unw_cache[cache_slot(pc)];
 		uint64_t w = __atomic_load_n(slot, __ATOMIC_RELAXED);
-		if ((w >> RULE_TAG_SHIFT) != (uint64_t)(pc >> 12)) { /* never 0 for code */
+		if ((w >> RULE_TAG_SHIFT) == (uint64_t)(pc >> 12) && !(w & RULE_PERM)) { /* never 0 for code */
+			if (gen == 4) {
+				/* It may clear the cache: w is read again. */
+				gen = unw_generation() & 3;
+				w = __atomic_load_n(slot, __ATOMIC_RELAXED);
+			}
+			if ((w >> RULE_GEN_SHIFT & 3) != gen)
+				w = 0;
+		}
+		if ((w >> RULE_TAG_SHIFT) != (uint64_t)(pc >> 12)) {
+			/* Read before the rule: one computed from an object
+			 * closed after the read carries the older generation. */
+			if (gen == 4)
+				gen = unw_generation() & 3;
 			if ((w = rule_compute(pc)) == 0)
 				return 0;
 			if ((pc >> 47) == 0)
-				__atomic_store_n(slot, w | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT, __ATOMIC_RELAXED);
+				__atomic_store_n(slot, w | (gen & 3) << RULE_GEN_SHIFT | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT,
+						 __ATOMIC_RELAXED);
 		}
 		if (w & RULE_END)
 			break;

@@ -15,8 +15,12 @@
  * frame, a stack it cannot bound, a rule that would read outside the
  * stack) makes it give up on the whole stack: the caller then takes it with
  * libgcc's unwinder, so the stacks are those libgcc gives. It never
- * allocates and takes no lock: the object of an address comes from glibc's
- * _dl_find_object (lock-free), the cache is one 64-bit word per entry.
+ * allocates: the object of an address comes from glibc's _dl_find_object
+ * (lock-free), the cache is one 64-bit word per entry. Its one lock is
+ * ld.so's, for one dl_iterate_phdr callback that reads the count of
+ * dlclose'd objects, so that rules do not outlive their object: once in a
+ * stack that passes through an object other than the program, libc, ld.so
+ * and the allocator, or that needs a new rule.
  * A build with -DEBB_UNWIND_CHECK takes every stack with libgcc's too and
  * prints any difference (os_prof.c). */
 #ifndef EBB_OS_OS_UNWIND_H

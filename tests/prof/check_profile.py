@@ -19,6 +19,7 @@ and checks what they say against the truth the program knows.
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
                                          through every freeing entry point
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
+  check_profile.py reload PROG A B       stacks through a library loaded where a closed one was
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
   check_profile.py unwind_same LIB       the own walker's stacks are libgcc's (python3, sqlite3)
 
@@ -320,6 +321,32 @@ def profile_stacks(path):
     return set(" ".join(where(a) for a in frames) for frames in lines)
 
 
+def reload(prog, lib_a, lib_b, tmp):
+    """prof_reload.c: after library a was sampled through and dlclose'd,
+    library b (same code offsets, another frame size) is loaded, normally
+    at a's address. Every stack through b must name b and go on past it
+    into the program (reload_run, main): a rule cached for a and applied to
+    b's frame would end the stack inside b instead."""
+    out = os.path.join(tmp, "reload.heap")
+    r = run([prog, lib_a, lib_b, out], {"EBB_OPTIONS": "prof=1,prof_sample=1"})
+    print("  libraries: " + r.stdout.strip())
+    a_name, b_name, p_name = (os.path.basename(x) for x in (lib_a, lib_b, prog))
+    through_b = 0
+    for st in profile_stacks(out):
+        frames = [f.split("+")[0] for f in st.split()]
+        if a_name in frames:
+            fail("a live stack names the closed library %s: %s" % (a_name, st))
+        if b_name not in frames:
+            continue
+        through_b += 1
+        last_b = max(i for i, f in enumerate(frames) if f == b_name)
+        if p_name not in frames[last_b + 1:]:
+            fail("a stack through %s ends inside it (a stale rule?): %s" % (b_name, st))
+    if through_b == 0:
+        fail("no sampled stack goes through %s" % b_name)
+    print("  %d stack(s) through %s, each going on into %s" % (through_b, b_name, p_name))
+
+
 def unwind_same(lib, tmp):
     """The own walker (prof_unwind=auto) gives the stacks libgcc's unwinder
     gives, on Debian's python3 and sqlite3 (built -O2 without frame
@@ -402,6 +429,8 @@ def main():
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":
             dlopen(sys.argv[2], sys.argv[3], tmp)
+        elif mode == "reload":
+            reload(sys.argv[2], sys.argv[3], sys.argv[4], tmp)
         elif mode == "preload":
             preload(sys.argv[2], tmp)
         elif mode == "unwind_same":
