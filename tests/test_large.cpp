@@ -1,15 +1,19 @@
 // Large and huge blocks (core/pages/large.c) on the fake os: how sizes and
 // alignments are rounded to pages, where a block stops coming from a
 // superblock's page heap and gets a mapping of its own, large_usable,
-// zero-filling of reused pages, and the reason large_why_bad gives for each
-// kind of wrong pointer.
+// zero-filling of reused pages, the reason large_why_bad gives for each
+// kind of wrong pointer, and page runs resized on several threads while a
+// purge pass runs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <sys/mman.h>
@@ -384,4 +388,133 @@ TEST_CASE_METHOD(large_fixture, "huge_resize grows a block made of two mappings 
 	CHECK(nd[2 * P * PAGE] == 0); // the grown part: fresh pages
 	std::memset(nd + 2 * P * PAGE, 1, P * PAGE);
 	CHECK(superblock_destroy(nb));
+}
+
+// realloc of a page run (core/api/api.c: large_resize) on several threads while
+// a purge pass runs, as the background thread's does: a block grows into the
+// free run right of it (which the pass may have out, BUSY, or just listed
+// back, merged), shrinks and gives its tail back, or moves; every step writes
+// the block's tag over its new pages and checks what it kept. A race between
+// resize and purge on a descriptor or a boundary tag is the TSan build's to
+// report (label unit: CI runs this under TSan); here the contents, the moves
+// and the page counts must add up. All threads take heap 0 (the fake CPU is
+// one for the process), so neighbours are other threads' blocks.
+TEST_CASE_METHOD(large_fixture, "page runs resized in place on several threads while a purge pass runs", "[large]")
+{
+	const unsigned threads = 3, blocks = 6, steps = 2500;
+	const size_t min_pages = 9, max_pages = 160; // 36-640 KiB: page runs, not huge
+	page_heap_stats_t base{};
+	page_heap_stats_add(&base);
+	uint64_t purges0 = os_fake_counts().purges;
+
+	std::atomic<bool> done{false};
+	std::atomic<unsigned> bad{0};
+	std::atomic<uint64_t> grown_in_place{0}, shrunk{0}, moved{0};
+	auto tag_ok = [](const unsigned char *p, size_t bytes, unsigned char tag) {
+		// First word and last byte of every page: what a move or an overlap
+		// with another block would change.
+		for (size_t off = 0; off < bytes; off += PAGE)
+			if (p[off] != tag || p[std::min(off + PAGE, bytes) - 1] != tag)
+				return false;
+		return true;
+	};
+	auto worker = [&](unsigned id) {
+		uint64_t x = 0x9E3779B97F4A7C15ull * (id + 1);
+		auto rnd = [&x] {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			return x;
+		};
+		unsigned char *p[blocks] = {};
+		size_t len[blocks] = {};
+		for (unsigned i = 0; i < steps && bad == 0; i++) {
+			unsigned k = (unsigned)(rnd() % blocks);
+			unsigned char tag = (unsigned char)(id * blocks + k + 1);
+			// Mostly steps of a few pages (a growing buffer), now and
+			// then a jump anywhere in the range.
+			size_t pages = len[k] / PAGE;
+			size_t want = rnd() % 4 == 0 || pages == 0 ? min_pages + rnd() % (max_pages - min_pages)
+								   : pages + rnd() % 9 - 4;
+			want = std::max(min_pages, std::min(max_pages, want)) * PAGE - rnd() % 64;
+			if (p[k] == nullptr) {
+				p[k] = (unsigned char *)large_alloc(want, 16, false);
+				if (p[k] == nullptr) {
+					bad = 1;
+					break;
+				}
+				memset(p[k], tag, want);
+				len[k] = want;
+				continue;
+			}
+			superblock_t *sb;
+			span_t *s = superblock_span_lookup(p[k], &sb);
+			if (s == nullptr || s->state != SPAN_LARGE || s->huge) {
+				bad = 2;
+				break;
+			}
+			size_t old_usable = large_usable(s);
+			unsigned char *q = (unsigned char *)large_resize(p[k], s, want);
+			if (q != nullptr) {
+				if (q != p[k]) {
+					bad = 3;
+					break;
+				}
+				if (util_pages(want) * PAGE > old_usable)
+					grown_in_place++;
+				else if (util_pages(want) * PAGE < old_usable)
+					shrunk++;
+			} else {
+				// What realloc does when the pages right of it are taken.
+				q = (unsigned char *)large_alloc(want, 16, false);
+				if (q == nullptr) {
+					bad = 4;
+					break;
+				}
+				memcpy(q, p[k], std::min(len[k], want));
+				large_free_checked(p[k], "realloc");
+				moved++;
+			}
+			if (!tag_ok(q, std::min(len[k], want), tag)) {
+				bad = 5;
+				break;
+			}
+			if (want > len[k])
+				memset(q + len[k], tag, want - len[k]);
+			p[k] = q;
+			len[k] = want;
+			if (rnd() % 16 == 0) {
+				large_free_checked(q, "free");
+				p[k] = nullptr;
+				len[k] = 0;
+			}
+		}
+		for (unsigned k = 0; k < blocks; k++)
+			if (p[k] != nullptr)
+				large_free_checked(p[k], "free");
+	};
+	// The background thread's page-heap steps: purge every dirty run, unmap
+	// what stays free, over and over.
+	std::thread purger([&] {
+		while (!done) {
+			page_heap_decay(page_heap_get(0), os_fake_now(), true);
+			page_heap_release(page_heap_get(0), os_fake_now(), true);
+			std::this_thread::yield();
+		}
+	});
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < threads; t++)
+		ts.emplace_back(worker, t);
+	for (std::thread &t : ts)
+		t.join();
+	done = true;
+	purger.join();
+
+	CHECK(bad == 0);
+	INFO("grown in place " << grown_in_place << ", shrunk " << shrunk << ", moved " << moved);
+	CHECK(grown_in_place > 0);
+	CHECK(shrunk > 0);
+	CHECK(moved > 0);
+	CHECK(os_fake_counts().purges > purges0);
+	page_heap_stats_t end{};
+	page_heap_stats_add(&end);
+	CHECK(end.large_pages == base.large_pages);
 }
