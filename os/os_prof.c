@@ -124,7 +124,10 @@ const char *os_unwind_load(unsigned which)
 		__atomic_store_n(&unw_own, true, __ATOMIC_RELEASE);
 		return bt != NULL ? "own, libgcc for the rest" : "own";
 	}
-	if (which != 2) {
+	/* Under a sanitizer auto skips libunwind: its thread-exit destructor
+	 * locks a mutex after TSan has torn the thread down (it crashes
+	 * there). prof_unwind=libunwind still loads it. */
+	if (which == 1 || (which == 0 && !EBB_TSAN && !EBB_ASAN)) {
 		void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_NODELETE);
 		unw_trace_fn t = h ? (unw_trace_fn)dlsym(h, "unw_backtrace") : NULL;
 		if (t != NULL) {

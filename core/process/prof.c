@@ -297,11 +297,9 @@ bool prof_start(void)
 {
 	if (!prof_setup())
 		return false;
+	/* auto under a sanitizer still takes the own walker (os_unwind_load
+	 * leaves libunwind out there), so that the TSan runs exercise it. */
 	unsigned which = (unsigned)options_get(OPT_PROF_UNWIND);
-	/* Under a sanitizer, libgcc's: libunwind's thread-exit destructor locks
-	 * a mutex after TSan has torn the thread down (it crashes there). */
-	if (which == 0 && (EBB_TSAN || EBB_ASAN))
-		which = 2;
 	prof_busy = true; /* dlopen allocates */
 	if (os_unwind_load(which) == NULL)
 		report_warn("prof: no unwinder (neither libunwind.so.8 nor libgcc_s.so.1 loads): "
