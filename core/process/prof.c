@@ -629,6 +629,15 @@ size_t prof_class_usable(const void *p)
 	return usable;
 }
 
+bool prof_is_kept(const void *p)
+{
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	bool kept = at != NULL && (*at)->count == NULL;
+	prof_unlock();
+	return kept;
+}
+
 void prof_realloc_check(void *p)
 {
 	prof_lock();

@@ -75,10 +75,19 @@ EBB_INLINE bool prof_may_hold(const void *p)
 #define PROF_KEPT_BITS 12
 extern uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
 
-/* false: p is not a kept sample block. */
+/* Exactly whether p is a kept sample block (takes the profiler's lock). */
+bool prof_is_kept(const void *p);
+
+/* Whether p is a kept sample block: the filter answers no for most p, a
+ * hit is looked up. Not the filter alone: a live sample whose page shares
+ * a kept block's slot (pages 16 MiB apart, as the page heaps of two CPUs
+ * can be) must still be resized as the small block it stands for, and
+ * api.prof_realloc saw it moved as a page run instead (a run with CPU
+ * migrations, under TSan one in five). */
 EBB_INLINE bool prof_may_be_kept(const void *p)
 {
-	return __atomic_load_n(&prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)], __ATOMIC_RELAXED) != 0;
+	return __atomic_load_n(&prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)], __ATOMIC_RELAXED) != 0 &&
+	       prof_is_kept(p);
 }
 
 /* The prof variants' only cost on an allocation: true when this one of
