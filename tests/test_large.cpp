@@ -399,7 +399,7 @@ TEST_CASE_METHOD(large_fixture, "huge_resize grows a block made of two mappings 
 // report (label unit: CI runs this under TSan); here the contents, the moves
 // and the page counts must add up. All threads take heap 0 (the fake CPU is
 // one for the process), so neighbours are other threads' blocks.
-TEST_CASE_METHOD(large_fixture, "page runs resized in place on several threads while a purge pass runs", "[large]")
+TEST_CASE_METHOD(large_fixture, "large blocks (page runs) resized in place on several threads while a purge pass runs", "[large]")
 {
 	const unsigned threads = 3, blocks = 6, steps = 2500;
 	const size_t min_pages = 9, max_pages = 160; // 36-640 KiB: page runs, not huge
