@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "core/base/util.h"
+
 #if defined(__x86_64__) && defined(__linux__) && defined(DLFO_EH_SEGMENT_TYPE)
 #define UNW_OWN 1
 #endif
@@ -61,7 +63,7 @@ extern void *__libc_stack_end;
  * alone does not read it.
  * ------------------------------------------------------------------------- */
 #define UNW_CACHE_BITS 12
-static uint64_t unw_cache[1u << UNW_CACHE_BITS];
+static uint64_t unw_cache[1u << UNW_CACHE_BITS] EBB_BIG_ZERO;
 
 #define RULE_VALID ((uint64_t)1)
 #define RULE_END ((uint64_t)1 << 1)

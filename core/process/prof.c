@@ -82,7 +82,7 @@ static prof_count_t **prof_counts;   /* PROF_COUNT_BUCKETS heads */
 static prof_site_t *prof_all;
 static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
-uint8_t prof_filter[1u << PROF_FILTER_BITS];
+uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
 
 /* Freed sample blocks kept for the next samples, by their pages (1 to
  * PROF_KEEP_PAGES, samples up to 32 KiB), PROF_KEEP_EACH of each at most
