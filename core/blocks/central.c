@@ -15,6 +15,14 @@
 
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
+/* Slot s's lists are set up (written) once central_ready[s] is 1: a process
+ * pays for the slots of the CPUs it runs on, not for every possible CPU
+ * (78 lists of 128 bytes each, 624 KiB of lists on 64 CPUs). Code that
+ * visits every list skips the slots not set up: they hold nothing. */
+static uint8_t central_ready[EBB_MAX_CPUS];
+static ebb_lock_t central_setup_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_CENTRAL);
+static char *central_nodes; /* [cpu slot] central_nodes_per_slot bytes */
+static size_t central_nodes_per_slot;
 
 /* The link test of span free lists (span_link_in), per class: with
  * size = d << shift (d odd) and inv = d^-1 mod 2^64, an offset off (any 64
@@ -79,12 +87,13 @@ bool central_init_all(void)
 {
 	unsigned n = os_cpu_count();
 	central_slots = n < EBB_MAX_CPUS ? n : EBB_MAX_CPUS;
+	/* Both mappings stay untouched here: a slot's lists are written by
+	 * slot_setup when the slot is first used, its nodes when a list first
+	 * keeps a batch. */
 	central_lists = meta_alloc((size_t)central_slots * EBB_NUM_CLASSES * sizeof(central_t),
 				   EBB_CACHELINE);
 	if (central_lists == NULL)
 		return false;
-	/* The nodes of all lists in one mapping: a list's nodes stay untouched
-	 * (not resident) until it keeps a batch. */
 	size_t per_cpu = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
 		link_test_init(c);
@@ -92,25 +101,56 @@ bool central_init_all(void)
 		EBB_CHECK(size_classes[c].transfer_cap <= TRANSFER_NODES_MAX);
 		per_cpu += size_classes[c].transfer_cap * node_size(c);
 	}
-	char *nodes = meta_alloc((size_t)central_slots * per_cpu, EBB_CACHELINE);
-	if (nodes == NULL)
-		return false;
-	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
-		central_t *c = &central_lists[i];
-		lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
-		c->cls = (uint16_t)(i % EBB_NUM_CLASSES);
-		if (c->cls != 0) {
-			c->nodes = nodes;
-			c->node_size = (uint32_t)node_size(c->cls);
-			nodes += size_classes[c->cls].transfer_cap * node_size(c->cls);
-		}
-	}
-	return true;
+	central_nodes = meta_alloc((size_t)central_slots * per_cpu, EBB_CACHELINE);
+	central_nodes_per_slot = per_cpu;
+	return central_nodes != NULL;
 }
 
+/* Writes the lists of one slot, once (the slot's ready flag says so;
+ * setting it under central_setup_lock keeps the fork handlers' set of
+ * ready slots fixed while they hold that lock). */
+static EBB_COLD EBB_NOINLINE void slot_setup(unsigned slot)
+{
+	lock_acquire(&central_setup_lock);
+	if (atomic_load_u8(&central_ready[slot]) == 0) {
+		char *nodes = central_nodes + (size_t)slot * central_nodes_per_slot;
+		for (unsigned cls = 0; cls < EBB_NUM_CLASSES; cls++) {
+			central_t *c = &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
+			lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
+			c->cls = (uint16_t)cls;
+			if (cls != 0) {
+				c->nodes = nodes;
+				c->node_size = (uint32_t)node_size(cls);
+				nodes += size_classes[cls].transfer_cap * node_size(cls);
+			}
+		}
+		atomic_store_u8_release(&central_ready[slot], 1);
+	}
+	lock_release(&central_setup_lock);
+}
+
+static inline bool slot_ready(unsigned slot)
+{
+	return atomic_load_u8_acquire(&central_ready[slot]) != 0;
+}
+
+/* The list of (cpu, cls) for a refill or flush on cpu: sets its slot up the
+ * first time (one load and a branch taken once per slot). */
 static central_t *central_get(unsigned cpu, unsigned cls)
 {
-	return &central_lists[(size_t)(cpu % central_slots) * EBB_NUM_CLASSES + cls];
+	unsigned slot = cpu % central_slots;
+	if (EBB_UNLIKELY(!slot_ready(slot)))
+		slot_setup(slot);
+	return &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
+}
+
+/* The list of (slot, cls) if its slot is set up, else NULL: for looking at
+ * other CPUs' lists, which an unused slot has nothing in. */
+static central_t *central_peek(unsigned slot, unsigned cls)
+{
+	if (!slot_ready(slot))
+		return NULL;
+	return &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
 }
 
 unsigned central_list_count(void)
@@ -120,7 +160,7 @@ unsigned central_list_count(void)
 
 central_t *central_list_at(unsigned i)
 {
-	return &central_lists[i];
+	return central_peek(i / EBB_NUM_CLASSES, i % EBB_NUM_CLASSES);
 }
 
 /* ---------------------------------------------------------------------------
@@ -523,8 +563,8 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	if (use_transfer) {
 		unsigned probes = central_slots - 1 < STEAL_PROBES ? central_slots - 1 : STEAL_PROBES;
 		for (unsigned i = 1; i <= probes; i++) {
-			central_t *o = central_get((cpu + i) % central_slots, cls);
-			if (TRANSFER_TOP(atomic_load_u64(&o->full)) != 0 && transfer_take(o, out))
+			central_t *o = central_peek((cpu + i) % central_slots, cls);
+			if (o != NULL && TRANSFER_TOP(atomic_load_u64(&o->full)) != 0 && transfer_take(o, out))
 				return k->batch;
 		}
 	}
@@ -535,7 +575,9 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	 * another CPU's list serve as well (their spans keep their home). */
 	for (unsigned i = 1; i < central_slots; i++) {
 		unsigned other = (cpu + i) % central_slots;
-		central_t *o = central_get(other, cls);
+		central_t *o = central_peek(other, cls);
+		if (o == NULL)
+			continue;
 		if (use_transfer && transfer_take(o, out))
 			return k->batch;
 		got = refill_from(o, other, want, false, out);
@@ -1029,8 +1071,8 @@ size_t central_drain(bool only_idle, bool *kept)
 	bool any_kept = false;
 	void *out[TRANSFER_BATCH_MAX];
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
-		central_t *c = &central_lists[i];
-		if (c->cls == 0)
+		central_t *c = central_list_at(i);
+		if (c == NULL || c->cls == 0)
 			continue;
 		if (!only_idle || atomic_load_u32(&c->busy) == 0) {
 			unsigned batch = size_classes[c->cls].batch;
@@ -1078,7 +1120,9 @@ bool central_span_holds_free(void *p)
 void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved, uint64_t *returned)
 {
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++) {
-		central_t *c = &central_lists[i];
+		central_t *c = central_list_at(i);
+		if (c == NULL)
+			continue;
 		central_class_stats_t *o = &out[c->cls];
 		o->transfer_blocks += (uint64_t)TRANSFER_COUNT(atomic_load_u64(&c->full)) * size_classes[c->cls].batch;
 		lock_acquire(&c->lock);
@@ -1099,20 +1143,28 @@ void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved,
 void central_prefork(void)
 {
 	lock_bulk_enter();
+	/* Held until the fork is done: no slot becomes ready meanwhile, so the
+	 * postfork handlers see the set of slots this one locked. */
+	lock_acquire(&central_setup_lock);
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
-		lock_acquire(&central_lists[i].lock);
+		if (central_list_at(i) != NULL)
+			lock_acquire(&central_lists[i].lock);
 	lock_bulk_leave();
 }
 
 void central_postfork_parent(void)
 {
 	for (unsigned i = central_slots * EBB_NUM_CLASSES; i-- > 0;)
-		lock_release(&central_lists[i].lock);
+		if (central_list_at(i) != NULL)
+			lock_release(&central_lists[i].lock);
+	lock_release(&central_setup_lock);
 }
 
 void central_postfork_child(void)
 {
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
-		lock_init(&central_lists[i].lock);
+		if (central_list_at(i) != NULL)
+			lock_init(&central_lists[i].lock);
+	lock_init(&central_setup_lock);
 	central_purge_postfork_child();
 }

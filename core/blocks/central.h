@@ -93,7 +93,8 @@ typedef struct central_class_stats {
 	uint64_t transfer_blocks; /* of those, blocks on transfer stacks */
 } central_class_stats_t;
 
-/* Maps the lists of every possible CPU (lazily resident). false: no memory. */
+/* Maps the lists of every possible CPU; a CPU slot's lists are written the
+ * first time a refill or flush uses the slot. false: no memory. */
 bool central_init_all(void);
 
 /* Up to `want` blocks of class cls for the calling thread, written to
@@ -117,7 +118,9 @@ size_t central_drain(bool only_idle, bool *kept);
 bool central_span_holds_free(void *p);
 
 void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved, uint64_t *returned);
-/* Every list, for the passes that visit them all: i < central_list_count(). */
+/* Every list, for the passes that visit them all: i < central_list_count();
+ * central_list_at is NULL for the lists of a slot never used (not set up:
+ * they hold nothing and their lock is not initialised). */
 unsigned central_list_count(void);
 central_t *central_list_at(unsigned i);
 /* s, homed on c, has all its blocks free: takes it off c (its partial list

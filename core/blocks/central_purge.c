@@ -345,6 +345,8 @@ size_t central_purge_tick(bool all)
 	bool pending = false;
 	for (unsigned i = 0; i < count && purge_lists != NULL; i++) {
 		central_t *c = central_list_at(i);
+		if (c == NULL) /* its slot never set up: nothing to purge */
+			continue;
 		const size_class_t *k = &size_classes[c->cls];
 		if (c->cls == 0 || !class_purgeable(k))
 			continue;

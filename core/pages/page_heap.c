@@ -68,25 +68,36 @@ static bool heap_known(const page_heap_t *h)
 	return false;
 }
 
-void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
+/* zeroed: h is known to be all zero (the static table at start-up), so the
+ * run lists need no clearing: a heap then costs the page or two its first
+ * fields are on, not its ~16 KiB of list heads, until it is used. */
+static void heap_setup(page_heap_t *h, unsigned index, uint64_t now, bool zeroed)
 {
 	if (!heap_in_table(h) && !heap_known(h)) {
 		unsigned i = __atomic_fetch_add(&other_heaps_next, 1, __ATOMIC_RELAXED) % OTHER_HEAPS;
 		__atomic_store_n(&other_heaps[i], h, __ATOMIC_RELAXED);
 	}
-	memset(h, 0, sizeof *h);
+	if (!zeroed)
+		memset(h, 0, sizeof *h);
 	lock_init_rank(&h->lock, LOCK_RANK_PAGE_HEAP);
 	h->index = index;
 	decay_init(&h->decay, decay_interval_ns(), now);
 	h->last_decay_ns = now;
 }
 
+void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
+{
+	heap_setup(h, index, now, false);
+}
+
 void page_heap_init_all(uint64_t now)
 {
 	unsigned n = os_cpu_count();
 	page_heaps_n = n < EBB_MAX_HEAPS ? n : EBB_MAX_HEAPS;
+	/* Once per process, on the static (zero) table; a fork child keeps
+	 * the parent's heaps. */
 	for (unsigned i = 0; i < page_heaps_n; i++)
-		page_heap_init(&page_heaps[i], i, now);
+		heap_setup(&page_heaps[i], i, now, true);
 }
 
 unsigned page_heap_count(void)
