@@ -789,3 +789,85 @@ TEST_CASE("a bad address in the middle of a run is reported and the run goes on"
 	}
 	unit_option("on_error", "abort");
 }
+
+// A CPU slot's lists are written the first time a refill or flush uses the
+// slot, not at start-up. Run alone (one ctest per case), the slots start
+// unused: threads of the same slot race to set it up, each with a whole
+// batch to hand out, while another thread runs the passes over every list
+// (drain, stats, purge, the fork handlers), which must see a slot either
+// unused (NULL: no lock taken) or whole, never half set up.
+TEST_CASE("a CPU slot's lists are set up by its first use, once, while passes run", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	unsigned slots = central_list_count() / EBB_NUM_CLASSES;
+	REQUIRE(slots >= 1);
+	unsigned unused = 0; /* a slot above the two this test uses, not set up yet */
+	for (unsigned sl = slots; sl-- > 2 && unused == 0;)
+		if (central_list_at(sl * EBB_NUM_CLASSES + cls) == nullptr)
+			unused = sl;
+	std::atomic<bool> stop{false};
+	std::atomic<unsigned> bad_cls{0};
+	std::thread pass([&] {
+		while (!stop.load()) {
+			for (unsigned i = 0; i < central_list_count(); i++) {
+				central_t *c = central_list_at(i);
+				if (c != nullptr && c->cls != i % EBB_NUM_CLASSES)
+					bad_cls++;
+			}
+			central_drain(false, nullptr);
+			class_stats(cls);
+			central_purge_tick(true);
+			central_prefork();
+			central_postfork_parent();
+		}
+	});
+	const unsigned threads = 4;
+	std::vector<std::vector<void *>> got(threads);
+	std::vector<std::thread> ts;
+	for (unsigned t = 0; t < threads; t++)
+		ts.emplace_back([&, t] {
+			// Two threads on each of the first two slots (or all on one).
+			got[t] = refill(t % 2 % slots, cls, k.batch, true);
+		});
+	for (std::thread &t : ts)
+		t.join();
+	stop = true;
+	pass.join();
+	CHECK(bad_cls == 0);
+	// Each gets blocks (a short batch when a peer's new span left fewer on
+	// the partial list), none twice.
+	std::set<void *> all;
+	size_t total = 0;
+	for (unsigned t = 0; t < threads; t++) {
+		CHECK(!got[t].empty());
+		total += got[t].size();
+		all.insert(got[t].begin(), got[t].end());
+	}
+	CHECK(all.size() == total);
+	// The slots used are set up, every class of them, with their own lists.
+	for (unsigned s = 0; s < (slots < 2 ? slots : 2); s++)
+		for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
+			central_t *l = central_list_at(s * EBB_NUM_CLASSES + c);
+			REQUIRE(l != nullptr);
+			CHECK(l->cls == c);
+			CHECK((c == 0 || l->nodes != nullptr));
+		}
+	// Lists of different slots never share transfer nodes.
+	if (slots >= 2)
+		CHECK(central_list_at(cls)->nodes != central_list_at(EBB_NUM_CLASSES + cls)->nodes);
+	// A slot no test used stays unset (the passes did not set it up), and
+	// a flush there sets it up like a refill.
+	if (unused != 0) {
+		CHECK(central_list_at(unused * EBB_NUM_CLASSES + cls) == nullptr);
+		flush(unused, cls, got[0]);
+		CHECK(central_list_at(unused * EBB_NUM_CLASSES + cls) != nullptr);
+		got[0].clear();
+	}
+	for (unsigned t = 0; t < threads; t++)
+		flush(t % 2 % slots, cls, got[t]);
+	central_drain(false, nullptr);
+	CHECK(class_stats(cls).transfer_blocks == 0);
+}
