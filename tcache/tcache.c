@@ -24,13 +24,16 @@
 		.empty = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                               \
 		.full = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                                \
 	}
-static tcache_t tcache_dead;
 static void *tcache_empty_slot = TCACHE_SENTINEL(tcache_empty);
-static void *tcache_dead_slot = TCACHE_SENTINEL(tcache_dead);
 tcache_t tcache_empty = TCACHE_STATIC(tcache_empty, tcache_empty_slot);
-static tcache_t tcache_dead = TCACHE_STATIC(tcache_dead, tcache_dead_slot);
 
 __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec"))) = &tcache_empty;
+/* Set by the thread-exit hook, which points TLS back at tcache_empty: the
+ * thread's cache is gone, and the slow paths must not create another (they
+ * work on the central lists). A flag rather than a second static cache:
+ * each of its 3 * EBB_NUM_CLASSES bin pointers is a relocation the loader
+ * writes, which made 2 pages of the library's data private in every process. */
+static __thread bool tcache_exited __attribute__((tls_model("initial-exec")));
 
 /* The list of live caches (for stats) and the pool of recycled ones. */
 static ebb_lock_t tcache_list_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_TCACHE_LIST);
@@ -301,10 +304,11 @@ static void tcache_thread_exit(void *arg)
 {
 	(void)arg;
 	tcache_t *tc = tcache_self();
-	if (tc == &tcache_empty || tc == &tcache_dead)
+	if (tc == &tcache_empty)
 		return;
 	trim_all(tc, true, 0);
-	tcache_tls = &tcache_dead;
+	tcache_exited = true;
+	tcache_tls = &tcache_empty;
 	lock_acquire(&tcache_list_lock);
 	if (tc->prev)
 		tc->prev->next = tc->next;
@@ -406,8 +410,8 @@ static tcache_t *tcache_get(void)
 {
 	tcache_t *tc = tcache_self();
 	if (EBB_LIKELY(tc != &tcache_empty))
-		return tc == &tcache_dead ? NULL : tc;
-	return tcache_create();
+		return tc;
+	return tcache_exited ? NULL : tcache_create();
 }
 
 /* ---------------------------------------------------------------------------
@@ -560,14 +564,14 @@ void tcache_free_slow(void *p)
 void tcache_flush_self(void)
 {
 	tcache_t *tc = tcache_self();
-	if (tc != &tcache_empty && tc != &tcache_dead)
+	if (tc != &tcache_empty)
 		trim_all(tc, true, 0);
 }
 
 void tcache_stats(uint64_t *bytes, uint64_t *threads, uint64_t *refills, uint64_t *flushes)
 {
 	tcache_t *self = tcache_self();
-	if (self != &tcache_empty && self != &tcache_dead)
+	if (self != &tcache_empty)
 		publish(self);
 	lock_acquire(&tcache_list_lock);
 	*threads = tcache_live_count;
@@ -601,7 +605,7 @@ void tcache_postfork_child(void)
 	tcache_t *self = tcache_self();
 	tcache_live = NULL;
 	tcache_live_count = 0;
-	if (self != &tcache_empty && self != &tcache_dead) {
+	if (self != &tcache_empty) {
 		self->next = self->prev = NULL;
 		tcache_live = self;
 		tcache_live_count = 1;

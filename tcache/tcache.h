@@ -2,15 +2,15 @@
  *
  * Each thread has one tcache: a bin (a stack of free block addresses) per
  * size class, refilled from and flushed to the central lists in batches. A
- * thread reaches its tcache through one initial-exec TLS pointer (8 bytes of
- * static TLS: the same libebbmalloc.so works linked, preloaded and
+ * thread reaches its tcache through one initial-exec TLS pointer (with the
+ * exited flag, 9 bytes of static TLS: the same libebbmalloc.so works linked, preloaded and
  * dlopen'ed). The pointer starts at `tcache_empty`, a static tcache whose
  * bins are all empty and full at once (top == empty == full, all NULL), so a
  * thread that has not allocated yet takes the slow path without a test of
  * its own; the slow path creates the real tcache (in memory mapped by meta.c)
  * and points TLS at it. After the thread-exit hook has flushed the cache, TLS
- * points at `tcache_dead` (same shape), whose slow path works directly on the
- * central lists.
+ * points at `tcache_empty` again, and a thread-local flag (tcache.c) tells the
+ * slow path to work directly on the central lists instead of creating a cache.
  *
  * A bin lives out of band: its slots are an array of bin_cap addresses in
  * the cache's own metadata memory (tcache.c maps them with the cache; a
@@ -21,7 +21,7 @@
  * key itself and so never its mark (key ^ address, address != 0). The
  * malloc fast path therefore needs no test for an empty bin: popping the
  * sentinel fails the mark test, and the slow path sees top == empty.
- * tcache_empty and tcache_dead have one such slot, shared by all their
+ * tcache_empty has one such slot, shared by all its
  * bins; so does every bin of a cache until it is first given a bound
  * (idle_slot): writing each bin's own sentinel at creation would make a
  * page of slots resident per class and thread (measured: 4.4 MiB more peak
