@@ -142,11 +142,23 @@ static bool bg_retire(uint64_t now)
 	return true;
 }
 
+/* The thread's last touch of shared state: a release that background_stop
+ * acquires, so that everything the thread did (waits on the event's mutex
+ * included) happens before what the stopper does next, such as a fork whose
+ * child sets that mutex up again. A CAS: a thread started after this one
+ * retired owns bg_tid now. */
+static void *bg_leave(unsigned me)
+{
+	atomic_cas_u32(&bg_tid, me, 0);
+	return NULL;
+}
+
 static void *background_main(void *arg)
 {
 	(void)arg;
 	os_thread_name("ebb-background");
-	atomic_store_u32(&bg_tid, os_thread_id());
+	unsigned me = os_thread_id();
+	atomic_store_u32(&bg_tid, me);
 	uint64_t alone_checked_ns = 0;
 	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
@@ -157,7 +169,7 @@ static void *background_main(void *arg)
 		if (work != 0 || !bg_quiet())
 			busy_ns = now;
 		else if (util_elapsed(now, busy_ns) >= RETIRE_IDLE_NS && bg_retire(now))
-			return NULL; /* bg_state is OFF, or a new thread's */
+			return bg_leave(me); /* bg_state is OFF, or a new thread's */
 		uint64_t wait = next_wait(now);
 		/* Quiet: wake when the idle time is up, to retire. */
 		uint64_t idle = util_elapsed(now, busy_ns);
@@ -179,8 +191,8 @@ static void *background_main(void *arg)
 			wait = row < TICK_MIN_NS ? TICK_MIN_NS : row;
 		os_event_wait(wait);
 	}
-	atomic_store_u32(&bg_state, BG_OFF);
-	return NULL;
+	atomic_store_u32_release(&bg_state, BG_OFF);
+	return bg_leave(me);
 }
 
 void background_enable(void)
@@ -244,13 +256,16 @@ void background_kick(void)
 static void background_stop(void)
 {
 	uint64_t start = os_now_ns();
-	while (atomic_load_u32(&bg_state) != BG_OFF) {
+	while (atomic_load_u32_acquire(&bg_state) != BG_OFF) {
 		if (util_elapsed(os_now_ns(), start) >= STOP_WAIT_NS)
 			return;
 		os_event_signal();
 		os_yield();
 	}
-	unsigned tid = atomic_load_u32(&bg_tid);
+	/* First its last touch (bg_leave), then gone from the kernel too. */
+	unsigned tid = atomic_load_u32_acquire(&bg_tid);
+	while (atomic_load_u32_acquire(&bg_tid) != 0 && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
+		os_yield();
 	while (tid != 0 && os_thread_alive(tid) && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
 		os_yield();
 }

@@ -29,15 +29,20 @@ struct ChildResult {
 	std::string err; /* everything it wrote to stderr */
 };
 
-/* Under ASan the parent forks with its background thread stopped. gcc 12's
- * libasan holds none of its allocator's locks across fork, and a thread that
- * starts or retires takes them (ASan sets up and tears down its per-thread
- * cache); a child forked at that moment inherits the lock held and hangs at
- * its first allocation. That was api.attack's timeout in CI (1 run in 25 by
- * hand, the child stuck in ASan's allocator lock while freeing a std::set).
+/* Under the sanitizers the parent forks with its background thread
+ * stopped, so that the child is the child of a single-threaded process:
+ * - gcc 12's libasan holds none of its allocator's locks across fork, and a
+ *   thread that starts or retires takes them (ASan sets up and tears down its
+ *   per-thread cache); a child forked at that moment inherits the lock held
+ *   and hangs at its first allocation. That was api.attack's timeout in CI (1
+ *   run in 25 by hand, the child stuck in ASan's allocator lock while freeing
+ *   a std::set).
+ * - TSan ends a child of a multithreaded process that starts a thread (exit
+ *   code 66), and the child's own test thread, or its free of a page run
+ *   (which starts the background thread), would.
  * The child gets the parent's setting back before fn runs, so tests of the
  * background thread see it as configured. */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 inline bool child_fork_pause_background()
 {
 	long long on = 0;
