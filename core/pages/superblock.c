@@ -7,15 +7,14 @@
 #include <string.h>
 
 #include "core/base/track.h"
+#include "core/base/util.h"
 #include "core/runtime/atomic.h"
 #include "core/runtime/report.h"
 #include "os/os.h"
 
-/* In .lbss, which the linker places after all of .bss: between two small
- * globals the 32 MiB array would put them on pages of their own, one more
- * page written (one more fault) in every process. Still zero-fill and still
- * reached by the same RIP-relative addressing (the code model is unchanged). */
-uint8_t superblock_registry[EBB_REGISTRY_ENTRIES] __attribute__((section(".lbss")));
+/* After all of .bss (EBB_BIG_ZERO): the 32 MiB array would otherwise split
+ * the small globals onto pages of their own. */
+uint8_t superblock_registry[EBB_REGISTRY_ENTRIES] EBB_BIG_ZERO;
 
 static superblock_totals_t sb_totals;
 
