@@ -41,16 +41,20 @@ struct ChildResult {
  *   code 66), and the child's own test thread, or its free of a page run
  *   (which starts the background thread), would.
  * The child gets the parent's setting back before fn runs, so tests of the
- * background thread see it as configured. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+ * background thread see it as configured. Unit tests, which link the core
+ * without the public API, define EBB_CHILD_NO_PUBLIC_API and fork as they
+ * are. */
+#if (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)) && !defined(EBB_CHILD_NO_PUBLIC_API)
 inline bool child_fork_pause_background()
 {
 	long long on = 0;
 	return ebb_option_get("background_thread", &on) == 0 && on != 0 &&
 	       ebb_option_set("background_thread", "0") == 0;
 }
+inline void child_fork_resume_background() { ebb_option_set("background_thread", "1"); }
 #else
 inline bool child_fork_pause_background() { return false; }
+inline void child_fork_resume_background() {}
 #endif
 
 template <class F> ChildResult run_child(F fn)
@@ -62,7 +66,7 @@ template <class F> ChildResult run_child(F fn)
 	fflush(stderr);
 	bool paused = child_fork_pause_background();
 	pid_t pid = fork();
-	if (paused) ebb_option_set("background_thread", "1");
+	if (paused) child_fork_resume_background();
 	if (pid < 0) return r;
 	if (pid == 0) {
 		close(fd[0]);
