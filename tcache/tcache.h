@@ -3,11 +3,11 @@
  * Each thread has one tcache: a bin (a stack of free block addresses) per
  * size class, refilled from and flushed to the central lists in batches. A
  * thread reaches its tcache through one initial-exec TLS pointer (with the
- * exited flag, 9 bytes of static TLS: the same libebbmalloc.so works linked, preloaded and
- * dlopen'ed). The pointer starts at `tcache_empty`, a static tcache whose
- * bins are all empty and full at once (top == empty == full, all NULL), so a
- * thread that has not allocated yet takes the slow path without a test of
- * its own; the slow path creates the real tcache (in memory mapped by meta.c)
+ * exited flag, 9 bytes of static TLS: the same libebbmalloc.so works linked,
+ * preloaded and dlopen'ed). The pointer starts at `tcache_empty`, a static
+ * tcache whose bins are all empty and full at once (top == empty == full,
+ * all NULL), so a thread that has not allocated yet takes the slow path
+ * without a test of its own; the slow path creates the real tcache (in memory mapped by meta.c)
  * and points TLS at it. After the thread-exit hook has flushed the cache, TLS
  * points at `tcache_empty` again, and a thread-local flag (tcache.c) tells the
  * slow path to work directly on the central lists instead of creating a cache.
