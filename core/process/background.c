@@ -18,6 +18,7 @@ static uint32_t bg_state;
 static uint32_t bg_enabled;       /* start-up is over (background_enable) */
 static uint32_t bg_kicked;
 static uint32_t bg_tid;           /* kernel id of the last thread started; 0: none */
+static uint32_t bg_left_tid;      /* kernel id of the last thread that left (bg_leave) */
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
 static uint64_t bg_last_drain_ns; /* last central drain */
 static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
@@ -145,11 +146,10 @@ static bool bg_retire(uint64_t now)
 /* The thread's last touch of shared state: a release that background_stop
  * acquires, so that everything the thread did (waits on the event's mutex
  * included) happens before what the stopper does next, such as a fork whose
- * child sets that mutex up again. A CAS: a thread started after this one
- * retired owns bg_tid now. */
+ * child sets that mutex up again. */
 static void *bg_leave(unsigned me)
 {
-	atomic_cas_u32(&bg_tid, me, 0);
+	atomic_store_u32_release(&bg_left_tid, me);
 	return NULL;
 }
 
@@ -263,8 +263,9 @@ static void background_stop(void)
 		os_yield();
 	}
 	/* First its last touch (bg_leave), then gone from the kernel too. */
-	unsigned tid = atomic_load_u32_acquire(&bg_tid);
-	while (atomic_load_u32_acquire(&bg_tid) != 0 && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
+	unsigned tid = atomic_load_u32(&bg_tid);
+	while (tid != 0 && atomic_load_u32_acquire(&bg_left_tid) != tid &&
+	       util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
 		os_yield();
 	while (tid != 0 && os_thread_alive(tid) && util_elapsed(os_now_ns(), start) < STOP_WAIT_NS)
 		os_yield();
@@ -296,5 +297,6 @@ void background_postfork_child(void)
 	atomic_store_u32(&bg_state, BG_OFF);
 	atomic_store_u32(&bg_kicked, 0);
 	atomic_store_u32(&bg_tid, 0);
+	atomic_store_u32(&bg_left_tid, 0);
 	atomic_store_u64(&bg_failed_ns, 0);
 }
