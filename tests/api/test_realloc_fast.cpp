@@ -159,6 +159,52 @@ TEST_CASE("a page run keeps its address while realloc stays within its pages", "
 	}
 }
 
+/* realloc_impl tells a small block from a page run without a branch: one
+ * test keeps p if it is either and stays at least half used. What is
+ * neither must still go to the checked path: a page run's interior page
+ * (page-aligned, its pagemap entry names the run's first page) and a
+ * superblock's header page (no span); a freed run is the test above. A
+ * page run shrunk below the largest class but at least half used stays
+ * where it is (the slow path keeps it). */
+TEST_CASE("realloc's one test for small blocks and page runs lets nothing else through",
+	  "[realloc_fast]")
+{
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		auto *run = static_cast<unsigned char *>(a->malloc_(40 * KiB));
+		REQUIRE(run != nullptr);
+		size_t u = a->usable_(run);
+		put(run, 0, u, 5);
+		/* Shrunk to a small size at least half of what it holds. */
+		void *q = a->realloc_(run, opaque(u / 2 + 16));
+		CHECK(q == run);
+		CHECK(a->usable_(run) == u);
+		CHECK(bad_at(run, u / 2 + 16, 5) == u / 2 + 16);
+		/* Its second page: page-aligned, inside a LARGE span. */
+		unsigned char *inner = run + 4096;
+		ChildResult r = run_child([=] {
+			void *q2 = a->realloc_(inner, 4096);
+			return q2 == inner ? 1 : 2;
+		});
+		CHECK(r.signal == SIGABRT);
+		CHECK(r.err == bad_pointer_line("realloc", inner, "not the start of a block"));
+		/* A header page of the superblock a small block lives in. */
+		void *small = a->malloc_(64);
+		REQUIRE(small != nullptr);
+		auto *header = reinterpret_cast<unsigned char *>((uintptr_t)small & ~(uintptr_t)(4 * MiB - 1)) + 4096;
+		r = run_child([=] {
+			void *q2 = a->realloc_(header, 4096);
+			return q2 == header ? 1 : 2;
+		});
+		CHECK(r.signal == SIGABRT);
+		std::string head = bad_pointer_line("realloc", header, "");
+		head.pop_back();
+		CHECK(r.err.compare(0, head.size(), head) == 0);
+		a->free_(small);
+		a->free_(run);
+	}
+}
+
 TEST_CASE("strings grown a few bytes at a time keep every byte through all classes and into page runs",
 	  "[realloc_fast]")
 {
