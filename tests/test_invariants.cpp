@@ -139,6 +139,34 @@ TEST_CASE("invariants: a central list's used_blocks off by one aborts at the nex
 	CHECK(died_saying(r, "used_blocks != sum of the spans' used"));
 }
 
+// A lazy carve's pages without class must be given back (their blocks
+// withheld): a page of a partial span that lost its class otherwise would
+// make free() reject blocks the span hands out.
+TEST_CASE("invariants: a page of a central span without class that is not given back aborts", "[invariants]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(8192);
+	auto r = run_child([cls] {
+		void *b[1];
+		if (central_refill(3, cls, 1, false, b) != 1)
+			return 2;
+		superblock_t *sb;
+		span_t *s = superblock_span_lookup(b[0], &sb);
+		central_t *home = s->u.central.home;
+		lock_acquire(&home->lock);
+		if (!s->in_partial)
+			return 3;
+		central_check(home, true); // whole: passes
+		unsigned page = s->page;
+		if (s->u.central.given_back & 1)
+			return 4;
+		sb->page_class[page] = 0; // page 0 holds the block out: not given back
+		central_check(home, true);
+		return 1;
+	});
+	CHECK(died_saying(r, "a page without class is not given back"));
+}
+
 TEST_CASE("invariants: a span's used + free_count off aborts, the check wants the lock", "[invariants]")
 {
 	unit_option("background_thread", "0");

@@ -16,10 +16,15 @@
  *      (> 2^49) otherwise, for every off < 2^22; so it is below blocks * e
  *      exactly when off is one of the span's block starts
  *      (size_classes[c].block_mul and block_limit).
- * Every block of a span is carved when the span is (span_carve lists them
- * all before the pages get their class), so a block start is a block that
- * exists: no part of a span is "not yet carved", and a stale pointer into a
- * recycled span names a block that is free on its span's list or held by
+ * A block start on a page with a class is a block that exists: span_carve
+ * lists every block it carves before the pages get their class, and a lazy
+ * carve (a span of several pages that reads as zero, central_purge.c) leaves
+ * the pages from its first uncarved block on without class until a refill
+ * carves them, each run of them ending at a block start, so no uncarved
+ * block starts on a page with a class. So free() rejects a block that was
+ * never carved (rule 2), and a stale pointer into a recycled span names a
+ * block that is free on its span's list, withheld (given back by the purge
+ * pass: its first 16 bytes must read zero when it is relinked) or held by
  * someone; either way it is caught by its mark when it is handed out twice.
  * A pointer the program legitimately holds passes all three, and the span
  * cannot leave CENTRAL while the block is out.

@@ -304,10 +304,15 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	s->u.central.given_back = 0;
 	s->in_partial = 0; /* a full span is linked nowhere */
 	unsigned n = want < k->blocks ? want : k->blocks;
+	/* A span of several pages that reads as zero is carved lazily: blocks
+	 * [0, end) now, the pages of the rest given back from the start
+	 * (central_carve_withhold), so they stay untouched until a refill
+	 * needs them. A dirty span's pages are resident anyway. */
+	unsigned end = k->pages >= 2 && s->zeroed ? central_carve_cut(c->cls, n) : k->blocks;
 	/* Nodes for whole batches of the rest, while the list's full stack has
 	 * room (as a flush would look). */
 	unsigned nodes = 0;
-	while (nodes < *nnodes && (nodes + 1) * k->batch <= k->blocks - n &&
+	while (nodes < *nnodes && (nodes + 1) * k->batch <= end - n &&
 	       TRANSFER_COUNT(atomic_load_u64(&c->full)) + nodes < k->transfer_cap) {
 		int i = node_get(c);
 		if (i < 0)
@@ -316,20 +321,22 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	}
 	*nnodes = nodes;
 	unsigned in_nodes = n + nodes * k->batch;
-	/* Every other block goes on the span's free list now, in address order
-	 * (the next refill hands out the next blocks), before the pages get
-	 * their class: free() then never meets a block start that is not a
-	 * block out or on the list (core/blocks/block.h), and the fast path
-	 * needs no per-span carve limit. A recycled span's pages may hold
-	 * anything from their last use: each block's first 16 bytes are the
-	 * allocator's from here on. */
+	/* Every other block below `end` goes on the span's free list now, in
+	 * address order (the next refill hands out the next blocks), before
+	 * the pages get their class: free() then never meets a block start
+	 * that is not a block out or on the list (core/blocks/block.h), and
+	 * the fast path needs no per-span carve limit. The blocks from `end`
+	 * on start on pages that get no class until a refill carves them
+	 * (central_purge_relink), so free() rejects them meanwhile. A recycled
+	 * span's pages may hold anything from their last use: each block's
+	 * first 16 bytes are the allocator's from here on. */
 	uint64_t key = freelist_mark;
 	/* In a local: the stores into blocks might alias size_classes for
 	 * all gcc knows, and it would load the size again per block. */
 	const size_t size = k->size;
 	char *base = span_start(span_superblock(s), s);
 	void *head = EBB_LIST_END;
-	for (unsigned i = k->blocks; i-- > in_nodes;) {
+	for (unsigned i = end; i-- > in_nodes;) {
 		void *b = base + (size_t)i * size;
 		TRACK_CARVED(b);
 		freelist_span_link(b, head, key);
@@ -357,10 +364,12 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	}
 	s->used = in_nodes;
 	s->u.central.free_head = head;
-	s->u.central.free_count = k->blocks - in_nodes;
+	s->u.central.free_count = end - in_nodes;
 	*given = n;
 	/* Before any block of the span can be freed, free() must find its class. */
 	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
+	if (end < k->blocks)
+		central_carve_withhold(s, end);
 	return s;
 }
 
@@ -496,7 +505,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 		span_t *s = c->partial;
 		/* An empty free list on the partial list: withheld blocks, which
 		 * central_purge.c relinks unless their pages are going back now. */
-		if (s != NULL && s->u.central.free_count == 0 && !central_purge_relink(s))
+		if (s != NULL && s->u.central.free_count == 0 && !central_purge_relink(s, want - got))
 			s = NULL;
 		if (s == NULL && !carve)
 			break;

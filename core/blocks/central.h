@@ -138,10 +138,21 @@ size_t central_purge_tick(bool all);
 /* Whether the last pass left a list waiting to be idle long enough: the
  * caller should pass again within a drain interval. Any thread. */
 bool central_purge_pending(void);
-/* s (on its home's partial list) has an empty free list: relinks its
- * withheld blocks, or returns false while its pages are being given back
+/* s (on its home's partial list) has an empty free list: relinks the
+ * withheld blocks of its lowest given-back pages, enough for `want` blocks
+ * if it has them, or returns false while its pages are being given back
  * (it cannot serve now). Caller holds s's home lock. */
-bool central_purge_relink(span_t *s);
+bool central_purge_relink(span_t *s, unsigned want);
+/* The lazy carve of a span of class cls whose pages read as zero: the
+ * first block m >= n (at least 1) that starts at a page boundary, or the
+ * class's blocks if none (carve them all). */
+unsigned central_carve_cut(unsigned cls, unsigned n);
+/* s, just carved with blocks [0, m) (m from central_carve_cut, below the
+ * class's blocks), still the carver's alone, its pages mapped with their
+ * class: the pages from block m on count as given back (they were never
+ * touched), their blocks as withheld, and they lose their class, so that
+ * free() rejects a block start there until a refill carves it. */
+void central_carve_withhold(span_t *s, unsigned m);
 /* s leaves CENTRAL, all its blocks free: its given-back pages stop counting
  * as given back from inside a span. */
 void central_purge_forget(const span_t *s);

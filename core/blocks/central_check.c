@@ -15,7 +15,8 @@
  *   every span on the partial list: CENTRAL, homed here, of c's class,
  *     in_partial set, links consistent (next->prev == s), free_count > 0
  *     or withheld > 0, withheld == 0 iff given_back == 0, given_back only
- *     pages of the span, used + free_count + withheld == blocks (<= after a
+ *     pages of the span, every page of it without class (a lazy carve's)
+ *     in given_back, used + free_count + withheld == blocks (<= after a
  *     reported corruption, which drops the rest of a span's free list:
  *     those blocks are leaked)
  *   used_blocks == sum of used over the partial spans + blocks for each
@@ -26,6 +27,7 @@
 
 #include "core/blocks/block.h"
 #include "core/blocks/size_class.h"
+#include "core/pages/superblock.h"
 #include "core/runtime/report.h"
 
 #if EBB_INVARIANTS
@@ -136,6 +138,12 @@ void central_check(const central_t *c, bool walk)
 		    (s->npages < 64 && (gone >> s->npages) != 0))
 			central_check_fail(c, s, "withheld blocks and given-back pages disagree",
 					   s->u.central.withheld, gone);
+		/* A page without class (a lazy carve's) is given back: its
+		 * blocks are withheld, not on the list and not out. */
+		const superblock_t *sb = span_superblock(s);
+		for (unsigned i = 0; i < s->npages && i < 64; i++)
+			if (sb->page_class[s->page + i] == 0 && !((gone >> i) & 1))
+				central_check_fail(c, s, "a page without class is not given back", i, gone);
 		uint64_t sum = (uint64_t)s->used + s->u.central.free_count + s->u.central.withheld;
 		if (sum > k->blocks || (sum != k->blocks && report_count() == 0))
 			central_check_fail(c, s, "used + free_count + withheld != blocks per span", sum,

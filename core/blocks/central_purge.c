@@ -22,11 +22,20 @@
  * A one-page span is never looked at: its page holds a live block, or the
  * span is empty and back in the page heap already.
  *
+ * The lazy carve uses the same state: a span of several pages that reads
+ * as zero (fresh, or purged in the page heap) is carved up to a block that
+ * starts a page (central_carve_cut); the pages from there on count as given
+ * back from the start and lose their page class, so free() rejects a
+ * block start on them (a forged free there cannot put a never-carved block
+ * in a bin, from where it would be handed out and then relinked as well).
+ *
  * While purging, the span cannot leave CENTRAL (nobody else returns it) and
  * its withheld blocks are not handed out; its free list stays usable. A
- * refill that meets a span whose free list is empty relinks all its
- * withheld blocks first (central_purge_relink), writing each link and mark
- * afresh. A withheld block must still read zero in its first 16 bytes
+ * refill that meets a span whose free list is empty relinks the withheld
+ * blocks of its lowest given-back pages, as many pages as the batch it
+ * wants needs (central_purge_relink), giving pages without class theirs
+ * and writing each link and mark afresh. A withheld block must still read
+ * zero in its first 16 bytes
  * (madvise zeroed the page, or the zeroing above did, and MADV_FREE keeps
  * either): anything else was written after the block was freed (a use
  * after free, or a double free whose copy went through a thread cache and
@@ -47,6 +56,7 @@
 #include "core/blocks/block.h"
 #include "core/blocks/freelist.h"
 #include "core/blocks/size_class.h"
+#include "core/base/track.h"
 #include "core/pages/page_heap.h"
 #include "core/pages/superblock.h"
 #include "core/runtime/meta.h"
@@ -381,21 +391,83 @@ bool central_purge_pending(void)
 	return atomic_load_u32(&purge_pending) != 0;
 }
 
-bool central_purge_relink(span_t *s)
+/* Whether byte `at` of a span of class k is a block start or at or past
+ * the end of its blocks: where an uncarved run of pages may end, so that
+ * no block starting on a page without class reaches a page with one. */
+static bool carve_cut_at(const size_class_t *k, size_t at)
+{
+	return at >= (size_t)k->blocks * k->size || at % k->size == 0;
+}
+
+unsigned central_carve_cut(unsigned cls, unsigned n)
+{
+	const size_class_t *k = &size_classes[cls];
+	if (!class_purgeable(k))
+		return k->blocks;
+	for (unsigned m = n ? n : 1; m < k->blocks; m++)
+		if ((((size_t)m * k->size) & (EBB_PAGE_SIZE - 1)) == 0)
+			return m;
+	return k->blocks;
+}
+
+void central_carve_withhold(span_t *s, unsigned m)
+{
+	const size_class_t *k = &size_classes[s->cls];
+	unsigned first = (unsigned)(((size_t)m * k->size) >> EBB_PAGE_SHIFT);
+	unsigned end = (unsigned)(((size_t)k->blocks * k->size + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT);
+	superblock_t *sb = span_superblock(s);
+	/* Block m starts page `first` (central_carve_cut): no block below m
+	 * touches it, every block from m on touches only pages from it on. */
+	for (unsigned i = first; i < end; i++)
+		sb->page_class[s->page + i] = 0;
+	uint64_t pages = low_bits(end) & ~low_bits(first);
+	s->u.central.given_back = pages;
+	s->u.central.withheld = (uint16_t)(k->blocks - m);
+	atomic_add_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(pages));
+}
+
+bool central_purge_relink(span_t *s, unsigned want)
 {
 	if (s->u.central.purging)
 		return false;
 	const size_class_t *k = &size_classes[s->cls];
 	uint64_t key = freelist_mark;
-	char *base = span_start(span_superblock(s), s);
+	superblock_t *sb = span_superblock(s);
+	char *base = span_start(sb, s);
 	uint64_t gone = s->u.central.given_back;
 	uint64_t held = blocks_touching(k, gone);
+	/* The lowest given-back pages whose blocks touch no other given-back
+	 * page, until they hold `want` blocks: a span refilled a batch at a
+	 * time faults its pages in as they are needed. A run of pages without
+	 * class (a lazy carve's) is taken up to a block start (carve_cut_at). */
+	uint64_t back = 0, left = gone, take = 0;
+	while (left) {
+		unsigned p = (unsigned)__builtin_ctzll(left);
+		back |= (uint64_t)1 << p;
+		left &= left - 1;
+		if (left && sb->page_class[s->page + p] == 0 &&
+		    !carve_cut_at(k, (size_t)(p + 1) << EBB_PAGE_SHIFT))
+			continue;
+		take = held & ~blocks_touching(k, left);
+		if ((unsigned)__builtin_popcountll(take) >= want)
+			break;
+	}
+	/* Before a block of these pages can be freed, free() must find its
+	 * class (the blocks are handed out after this, under the lock). Only
+	 * the pages without one are written: a page the purge pass gave back
+	 * kept its class. */
+	for (uint64_t m = back; m; m &= m - 1) {
+		uint8_t *pc = &sb->page_class[s->page + (unsigned)__builtin_ctzll(m)];
+		if (*pc == 0)
+			*pc = (uint8_t)s->cls;
+	}
 	void *head = s->u.central.free_head;
 	uint32_t n = 0;
 	for (unsigned i = k->blocks; i-- > 0;) {
-		if (!((held >> i) & 1))
+		if (!((take >> i) & 1))
 			continue;
 		char *b = base + (size_t)i * k->size;
+		TRACK_CARVED(b);
 		const uint64_t *w = (const uint64_t *)(const void *)b;
 		if (EBB_UNLIKELY(w[0] != 0 || w[1] != 0)) {
 			/* Written after it was freed: never hand it out. */
@@ -408,9 +480,9 @@ bool central_purge_relink(span_t *s)
 	}
 	s->u.central.free_head = head;
 	s->u.central.free_count += n;
-	s->u.central.withheld = 0;
-	s->u.central.given_back = 0;
-	atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
+	s->u.central.given_back = left;
+	s->u.central.withheld = (uint16_t)__builtin_popcountll(blocks_touching(k, left));
+	atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(back));
 	return true;
 }
 

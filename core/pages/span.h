@@ -46,10 +46,12 @@
  * owns it alone.
  *
  * Block identities for a CENTRAL span:
- *   used + free_count + withheld == blocks (span_carve lists every block at
- *           once; withheld blocks are free blocks whose pages were given
- *           back, core/blocks/central_purge.c: a refill that finds the free
- *           list empty relinks them; withheld == 0 iff given_back == 0)
+ *   used + free_count + withheld == blocks (span_carve accounts for every
+ *           block at once; withheld blocks are free blocks whose pages were
+ *           given back, or never touched by a lazy carve,
+ *           core/blocks/central_purge.c: a refill that finds the free list
+ *           empty relinks those of the lowest such pages; withheld == 0 iff
+ *           given_back == 0)
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.

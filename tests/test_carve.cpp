@@ -1,0 +1,239 @@
+// The lazy carve (core/blocks/central.c span_carve, central_purge.c): a span
+// of several pages that reads as zero is carved only up to the blocks a
+// refill needs; its other pages stay untouched, count as given back and have
+// no page class until a refill carves them, a few pages at a time.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+#include <vector>
+
+#include "core/blocks/block.h"
+#include "core/blocks/central.h"
+#include "core/blocks/freelist.h"
+#include "core/blocks/size_class.h"
+#include "core/pages/page_heap.h"
+#include "core/pages/superblock.h"
+#include "core/runtime/report.h"
+#include "tcache/tcache.h"
+#include "tests/support/unit.h"
+
+namespace {
+
+std::vector<void *> take(unsigned cpu, unsigned cls, unsigned want)
+{
+	std::vector<void *> v(want);
+	unsigned n = central_refill(cpu, cls, want, false, v.data());
+	v.resize(n);
+	return v;
+}
+
+uint64_t pages_out()
+{
+	uint64_t pages, calls, bytes;
+	central_purge_stats(&pages, &calls, &bytes);
+	return pages;
+}
+
+uint64_t low_bits(unsigned n)
+{
+	return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
+}
+
+// Carves spans of cls on cpu, one block at a time, until a block is the
+// first of a span carved lazily from zeroed pages (the page heaps purged
+// first, so the next carve gets purged or fresh pages); *held gets every
+// block taken.
+span_t *lazy_span(unsigned cpu, unsigned cls, std::vector<void *> *held)
+{
+	for (unsigned i = 0; i < page_heap_count(); i++)
+		page_heap_decay(page_heap_get(i), os_fake_now(), true);
+	const size_class_t &k = size_classes[cls];
+	for (int tries = 0; tries < 64; tries++) {
+		std::vector<void *> v = take(cpu, cls, 1);
+		REQUIRE(v.size() == 1);
+		held->push_back(v[0]);
+		span_t *s = nullptr;
+		const char *why;
+		REQUIRE(block_lookup(v[0], &s, &why) == cls);
+		superblock_t *sb = span_superblock(s);
+		if (v[0] == span_start(sb, s) && s->u.central.withheld == k.blocks - 1)
+			return s;
+	}
+	FAIL("no span of the class was carved lazily");
+	return nullptr;
+}
+
+} // namespace
+
+TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without class, carved a batch at a time",
+	  "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unit_option("on_error", "warn");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.size == 8192);
+	REQUIRE(k.blocks == 8);
+	REQUIRE(k.pages == 16);
+	const unsigned cpu = 3; // its own list slot: no other test refills there
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	uint64_t out0 = pages_out();
+	span_t *s = lazy_span(cpu, cls, &held);
+	superblock_t *sb = span_superblock(s);
+	char *base = (char *)span_start(sb, s);
+	// Block 0 (pages 0 and 1) is out; pages 2..15 were never touched.
+	CHECK(s->u.central.given_back == (low_bits(16) & ~low_bits(2)));
+	CHECK(s->u.central.free_count == 0);
+	CHECK(pages_out() == out0 + 14);
+	for (unsigned i = 0; i < 16; i++)
+		CHECK(sb->page_class[s->page + i] == (i < 2 ? cls : 0));
+	span_t *t;
+	const char *why;
+	for (unsigned i = 1; i < 8; i++)
+		CHECK(block_lookup(base + (size_t)i * k.size, &t, &why) == 0);
+
+	// The next refill carves the next block only: pages 2 and 3.
+	std::vector<void *> v = take(cpu, cls, 1);
+	REQUIRE(v.size() == 1);
+	CHECK(v[0] == base + k.size);
+	held.push_back(v[0]);
+	CHECK(s->u.central.given_back == (low_bits(16) & ~low_bits(4)));
+	CHECK(s->u.central.withheld == 6);
+	CHECK(pages_out() == out0 + 12);
+	CHECK(sb->page_class[s->page + 3] == cls);
+	CHECK(sb->page_class[s->page + 4] == 0);
+
+	// A wild write into a block not carved yet: reported when its pages
+	// are carved, and the block never handed out.
+	char *wild = base + 2 * k.size;
+	((uint64_t *)wild)[0] = 0x1234;
+	uint64_t reports = report_count();
+	v = take(cpu, cls, 1);
+	REQUIRE(v.size() == 1);
+	CHECK(report_count() == reports + 1);
+	CHECK(v[0] == base + 3 * k.size);
+	held.push_back(v[0]);
+
+	// The rest in one refill: every block distinct, the span whole.
+	v = take(cpu, cls, 8);
+	REQUIRE(v.size() == 4);
+	held.insert(held.end(), v.begin(), v.end());
+	CHECK(s->u.central.given_back == 0);
+	CHECK(s->u.central.withheld == 0);
+	CHECK(pages_out() == out0);
+	std::set<void *> distinct(held.begin(), held.end());
+	CHECK(distinct.size() == held.size());
+	CHECK(distinct.count(wild) == 0);
+	for (void *b : held)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
+// The attack a lazy carve must not open: free() of a block start that was
+// never carved. The block reads zero; had free taken it into a bin, malloc
+// would hand it out (its mark cleared, so it reads zero again) and the
+// refill that carves its page would find it "untouched" and hand it out a
+// second time. Its page has no class, so free rejects it, and a flush that
+// carries it (a forged bin mark) is rejected too.
+TEST_CASE("a forged free of a block the lazy carve has not carved is reported and the block handed out once",
+	  "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unit_option("on_error", "warn");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 3; // its own list slot: no other test refills there
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	span_t *s = lazy_span(cpu, cls, &held);
+	char *base = (char *)span_start(span_superblock(s), s);
+	char *p = base + 3 * k.size; // not carved
+	REQUIRE(((uint64_t *)p)[0] == 0);
+	REQUIRE(((uint64_t *)p)[1] == 0);
+
+	os_fake_set_cpu(0); // the thread cache refills from another slot
+	uint64_t reports = report_count();
+	tcache_free(p);
+	CHECK(report_count() == reports + 1);
+	// Whatever malloc hands out of the class now, it is not p.
+	std::vector<void *> mine;
+	for (unsigned i = 0; i < 2 * k.blocks; i++) {
+		void *q = tcache_alloc(k.size);
+		REQUIRE(q != nullptr);
+		CHECK(q != p);
+		mine.push_back(q);
+	}
+	// A flush of p with the bin mark a forger would write: rejected,
+	// nothing linked through it.
+	((uint64_t *)p)[1] = freelist_mark_of(p, freelist_mark);
+	central_flush(cpu, cls, (void **)&p, 1);
+	CHECK(report_count() == reports + 2);
+	CHECK(((uint64_t *)p)[0] == 0);
+	// The copy a bin would have handed out reads zero again.
+	((uint64_t *)p)[1] = 0;
+	// The rest of the span: p comes out exactly once.
+	std::vector<void *> v = take(cpu, cls, 8);
+	held.insert(held.end(), v.begin(), v.end());
+	CHECK(std::count(held.begin(), held.end(), (void *)p) == 1);
+	CHECK(std::count(mine.begin(), mine.end(), (void *)p) == 0);
+	std::set<void *> distinct(held.begin(), held.end());
+	CHECK(distinct.size() == held.size());
+	CHECK(report_count() == reports + 2);
+	for (void *b : held)
+		central_flush(cpu, cls, &b, 1);
+	for (void *q : mine)
+		tcache_free(q);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
+// Dirty pages are resident anyway: a span carved from them lists every
+// block at once, as before.
+TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 3; // its own list slot: no other test refills there
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	span_t *s = lazy_span(cpu, cls, &held);
+	std::vector<void *> v = take(cpu, cls, 8);
+	held.insert(held.end(), v.begin(), v.end());
+	REQUIRE(s->used == k.blocks);
+	// Every block of s back: s goes to the page heap, dirty.
+	superblock_t *sb = span_superblock(s);
+	unsigned page = s->page;
+	std::vector<void *> rest;
+	for (void *b : held) {
+		span_t *t = nullptr;
+		const char *why;
+		if (block_lookup(b, &t, &why) == cls && t == s)
+			central_flush(cpu, cls, &b, 1);
+		else
+			rest.push_back(b);
+	}
+	REQUIRE(sb->page_class[page] == 0);
+	// The next carve may take those pages again (the newest dirty run):
+	// if it does, the span is carved whole.
+	v = take(cpu, cls, 1);
+	REQUIRE(v.size() == 1);
+	span_t *n = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(v[0], &n, &why) == cls);
+	if (n->page == page && span_superblock(n) == sb) {
+		CHECK(n->u.central.withheld == 0);
+		CHECK(n->u.central.given_back == 0);
+		CHECK(n->u.central.free_count == k.blocks - 1u);
+	}
+	rest.push_back(v[0]);
+	for (void *b : rest)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
+}
