@@ -564,10 +564,20 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 		}
 		if (w & RULE_END)
 			break;
-		uintptr_t next = ((w & RULE_CFA_RBP) ? rbp : sp) + RULE_CFA_OFF(w);
+		uintptr_t next = sp + RULE_CFA_OFF(w);
+		if (w & RULE_CFA_RBP) {
+			next = rbp + RULE_CFA_OFF(w);
+			/* Aligned: rbp may hold anything (sp is aligned, and so
+			 * is every offset of a rule). */
+			if ((next & 7) != 0)
+				return 0;
+		}
 		/* Above sp (next - sp - 1 wraps when not) by at most a frame,
-		 * within the stack, aligned (rbp may hold anything). */
-		if (next - sp - 1 >= UNW_FRAME_MAX || next > top || (next & 7) != 0)
+		 * within the stack. Two branches: gcc made one of the three
+		 * tests with flags and an or (3 instructions more a frame). */
+		if (next - sp - 1 >= UNW_FRAME_MAX)
+			return 0;
+		if (next > top)
 			return 0;
 		if (RULE_RBP_BELOW(w) != 0) {
 			uintptr_t at = next - RULE_RBP_BELOW(w);

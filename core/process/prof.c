@@ -84,26 +84,34 @@ static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
 uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
 
-/* Freed sample blocks kept for the next samples, by their pages (1 to
- * PROF_KEEP_PAGES, samples up to 32 KiB), PROF_KEEP_EACH of each at most
- * (576 KiB in all): a sample then takes no page heap lock and, above all,
- * no fresh page (a page fault costs 20-35 us on the 2-CPU VM bench/ ran
- * on: at the default rate, churn 16B-32K's samples faulted 500 pages
- * more than the same run without prof). A kept block stays in the sample
- * table with no count, so that a second free of it is found and reported,
- * and its page run stays allocated: nothing else can hand it out. */
+/* Every sample of up to PROF_KEEP_PAGES pages (32 KiB: every small size,
+ * aligned to a page at most) is a run of exactly PROF_KEEP_PAGES pages, and
+ * up to PROF_KEEP freed ones are kept for the next samples (512 KiB at
+ * most): a sample then takes no page heap lock and, above all, no page from
+ * the page heap, whatever its size. Runs of their own size each (1 to 8
+ * pages, 4 kept of each) left samples of a size not kept to take the end
+ * of a dirty run that large blocks then no longer fitted in: they took
+ * fresh pages and owed purges for them (page_heap.c, resident_climb), so
+ * bench realloc string (64 MB, strings of every size up to 64 KiB, about
+ * 280 samples) faulted about 550 pages more than without prof, against
+ * about 350 more with one size (medians of 9, minor faults). Only the
+ * pages a program touches are resident, so a live sample of 16 bytes
+ * costs one page as before; a kept run stays as resident as its last use
+ * left it. A kept block stays in the sample table with no count, so that a
+ * second free of it is found and reported, and its page run stays
+ * allocated: nothing else can hand it out. */
 #define PROF_KEEP_PAGES 8
-#define PROF_KEEP_EACH 4
+#define PROF_KEEP 16
 /* realloc's page-run fast path (core/api/api.c, realloc_run_stays: sizes
  * above EBB_SMALL_MAX that the block holds) never answers a kept block, so
  * that only realloc_slow, where the profiler looks, can meet one. */
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block could be resized in place");
-static prof_sample_t *prof_kept[PROF_KEEP_PAGES][PROF_KEEP_EACH]; /* their entries */
-static unsigned prof_kept_n[PROF_KEEP_PAGES];
+static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
+static unsigned prof_kept_n;
 uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
 
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
- * prof_lock. At most PROF_KEEP_PAGES * PROF_KEEP_EACH blocks are kept: a
+ * prof_lock. At most PROF_KEEP blocks are kept: a
  * counter never wraps. */
 static void prof_kept_count(const void *p, int d)
 {
@@ -527,13 +535,12 @@ static void prof_unlist(prof_sample_t **at)
 	prof_free_samples = s;
 }
 
-/* Takes p off its kept stack (it is there). Caller holds prof_lock. */
-static void prof_unkeep(void *p, size_t pages)
+/* Takes p off the kept stack (it is there). Caller holds prof_lock. */
+static void prof_unkeep(void *p)
 {
-	unsigned k = (unsigned)pages - 1;
-	for (unsigned i = 0; i < prof_kept_n[k]; i++) {
-		if (prof_kept[k][i]->addr == p) {
-			prof_kept[k][i] = prof_kept[k][--prof_kept_n[k]];
+	for (unsigned i = 0; i < prof_kept_n; i++) {
+		if (prof_kept[i]->addr == p) {
+			prof_kept[i] = prof_kept[--prof_kept_n];
 			prof_kept_count(p, -1);
 			return;
 		}
@@ -543,10 +550,10 @@ static void prof_unkeep(void *p, size_t pages)
 /* p, sampled and freed already, is freed or reallocated again: reported;
  * if on_error=warn returns, the profiler lets go of p (keeps it no more),
  * so that whatever the caller does next, p is not handed out twice. */
-static void prof_kept_again(prof_sample_t **at, size_t pages, const char *func)
+static void prof_kept_again(prof_sample_t **at, const char *func)
 {
 	void *p = (*at)->addr;
-	prof_unkeep(p, pages);
+	prof_unkeep(p);
 	prof_unlist(at);
 	prof_unlock();
 	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
@@ -560,13 +567,14 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	prof_stack_take(&st, ret);
 	void *p = NULL;
 	size_t pages = (bytes + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT;
-	unsigned k = (unsigned)pages - 1;
-	bool keepable = align <= EBB_PAGE_SIZE && pages - 1 < PROF_KEEP_PAGES;
+	bool keepable = align <= EBB_PAGE_SIZE && pages <= PROF_KEEP_PAGES;
+	if (keepable)
+		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
 	 * from there (prof_class_usable), in place up to all of it, so the
-	 * pages must hold it. They do: every multiple of a page up to
-	 * EBB_SMALL_MAX is a class, so none lies between bytes and its class;
-	 * the test is for a class table that would break that. */
+	 * pages must hold it. They do: such a block is a run of
+	 * PROF_KEEP_PAGES pages, EBB_SMALL_MAX bytes; the test is for a
+	 * configuration that would break that. */
 	uint32_t class_usable = 0;
 	if (bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN)
 		class_usable = size_classes[size_class_of(bytes)].size;
@@ -576,8 +584,8 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	 * may be dropped there), then the block, listed already. */
 	prof_lock();
 	prof_count_t *c = prof_stack_count(&st, size);
-	if (keepable && prof_kept_n[k] > 0) {
-		prof_sample_t *e = prof_kept[k][--prof_kept_n[k]];
+	if (keepable && prof_kept_n > 0) {
+		prof_sample_t *e = prof_kept[--prof_kept_n];
 		p = e->addr;
 		prof_kept_count(p, -1);
 		if (c != NULL) {
@@ -597,7 +605,9 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (zero)
 			memset(p, 0, size);
 	} else {
-		p = large_alloc(bytes, align, zero);
+		p = large_alloc(pages << EBB_PAGE_SHIFT, align, false);
+		if (p != NULL && zero)
+			memset(p, 0, size);
 		if (p != NULL && c != NULL) {
 			prof_lock();
 			c->alloc_n++;
@@ -643,8 +653,7 @@ void prof_realloc_check(void *p)
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at != NULL && (*at)->count == NULL) {
-		/* Kept: its page run is allocated, so it has pages. */
-		prof_kept_again(at, prof_run_pages(p), "realloc");
+		prof_kept_again(at, "realloc");
 		return;
 	}
 	prof_unlock();
@@ -657,7 +666,6 @@ static bool prof_free_hook(void *p, span_t *span)
 {
 	if (!prof_may_hold(p))
 		return false;
-	size_t pages = span->huge ? SIZE_MAX : span->npages;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at == NULL) {
@@ -666,14 +674,14 @@ static bool prof_free_hook(void *p, span_t *span)
 	}
 	prof_count_t *c = (*at)->count;
 	if (c == NULL) {
-		prof_kept_again(at, pages, "free");
+		prof_kept_again(at, "free");
 		return true; /* on_error=warn: p is left alone */
 	}
-	if (pages <= PROF_KEEP_PAGES && prof_kept_n[pages - 1] < PROF_KEEP_EACH) {
+	if (!span->huge && span->npages == PROF_KEEP_PAGES && prof_kept_n < PROF_KEEP) {
 		c->live_n--;
 		c->live_bytes -= (*at)->size;
 		(*at)->count = NULL;
-		prof_kept[pages - 1][prof_kept_n[pages - 1]++] = *at;
+		prof_kept[prof_kept_n++] = *at;
 		prof_kept_count(p, 1);
 		prof_unlock();
 		return true;

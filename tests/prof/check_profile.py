@@ -145,6 +145,13 @@ def live_objects(path):
     return int(m.group(1)), int(m.group(3))
 
 
+def kept_sizes(prog, tmp):
+    """Every allocation sampled (prof_sample=1): freed sample blocks serve
+    later samples of every size up to 32 KiB, without the page heap."""
+    r = run([prog, "kept_sizes"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"})
+    print("  " + r.stdout.strip().splitlines()[-1])
+
+
 def free_paths(prog, tmp):
     """Every allocation sampled (prof_sample=1): 7 entry points x 8 blocks
     are live in the second profile, and gone from the third whichever way
@@ -423,6 +430,8 @@ def main():
             double_free(sys.argv[2], tmp)
         elif mode == "realloc_kept":
             double_free(sys.argv[2], tmp, "realloc_kept")
+        elif mode == "kept_sizes":
+            kept_sizes(sys.argv[2], tmp)
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
         elif mode == "threads":

@@ -17,6 +17,10 @@
  *                              report naming the address it printed
  *   prof_sites threads OUT     4 threads allocate and free at random, while
  *                              the main thread writes profiles (TSan)
+ *   prof_sites kept_sizes      (run with prof_sample=1) sample blocks freed at
+ *                              one size serve samples of every other size up
+ *                              to 32 KiB without the page heap (stats
+ *                              large_allocs stays put), never two at once
  *   prof_sites free_paths OUT  blocks from every allocating entry point, freed
  *                              through every freeing one (run with
  *                              prof_sample=1): profiles OUT.0 before, OUT.1
@@ -297,6 +301,45 @@ int main(int argc, char **argv)
 		char *q = checked(T_MALLOC(3000)), *r = checked(T_MALLOC(3000));
 		printf("survived: %p %p\n", (void *)q, (void *)r);
 		return 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "kept_sizes") == 0) {
+		/* Every allocation is sampled: 8 live sample blocks of 16 B,
+		 * freed (kept), then rounds of 8 of other sizes up to 32 KiB.
+		 * Each round must be served by the kept runs (a sample taking
+		 * the page heap for a size not kept split its dirty runs:
+		 * prof.c), and the 8 blocks live at once must not overlap. */
+		static const size_t sizes[] = {16, 100, 3000, 5000, 9000, 17000, 25000, 32768};
+		enum { N = 8 };
+		char *b[N];
+		printf("kept_sizes\n"); /* stdout's buffer before the counts */
+		fflush(stdout);
+		for (int i = 0; i < N; i++)
+			b[i] = checked(T_MALLOC(16));
+		for (int i = 0; i < N; i++)
+			T_FREE(b[i]);
+		ebb_stats_t st;
+		ebb_stats_get(&st);
+		uint64_t before = st.large_allocs;
+		for (int round = 0; round < 64; round++) {
+			for (int i = 0; i < N; i++) {
+				size_t n = sizes[(unsigned)(i + round) % N];
+				b[i] = checked(T_MALLOC(n));
+				memset(b[i], 'a' + i, n);
+			}
+			for (int i = 0; i < N; i++) {
+				size_t n = sizes[(unsigned)(i + round) % N];
+				if (b[i][0] != 'a' + i || b[i][n - 1] != 'a' + i) {
+					printf("round %d: block %d (%p) was overwritten\n", round, i, (void *)b[i]);
+					return 1;
+				}
+			}
+			for (int i = 0; i < N; i++)
+				T_FREE(b[i]);
+		}
+		ebb_stats_get(&st);
+		printf("large_allocs before %llu after %llu\n", (unsigned long long)before,
+		       (unsigned long long)st.large_allocs);
+		return st.large_allocs == before ? 0 : 1;
 	}
 	if (argc >= 2 && strcmp(argv[1], "realloc_kept") == 0) {
 		/* The same with realloc as the second free, to a size the block
