@@ -366,10 +366,18 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	s->u.central.free_head = head;
 	s->u.central.free_count = end - in_nodes;
 	*given = n;
-	/* Before any block of the span can be freed, free() must find its class. */
-	superblock_map_span(span_superblock(s), s->page, s->npages, c->cls);
-	if (end < k->blocks)
-		central_carve_withhold(s, end);
+	/* Before any block of the span can be freed, free() must find its
+	 * class. A lazy carve's withheld pages never get it here, not even for
+	 * a moment: a forged free racing the carve must not find a block start
+	 * on them (central_carve_withhold). */
+	superblock_t *sb = span_superblock(s);
+	if (end == k->blocks) {
+		superblock_map_span(sb, s->page, s->npages, c->cls);
+	} else {
+		unsigned classed = central_carve_withhold(s, end);
+		superblock_map_span(sb, s->page, s->npages, 0);
+		memset(&sb->page_class[s->page], (int)c->cls, classed);
+	}
 	return s;
 }
 

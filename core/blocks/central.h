@@ -148,11 +148,12 @@ bool central_purge_relink(span_t *s, unsigned want);
  * class's blocks if none (carve them all). */
 unsigned central_carve_cut(unsigned cls, unsigned n);
 /* s, just carved with blocks [0, m) (m from central_carve_cut, below the
- * class's blocks), still the carver's alone, its pages mapped with their
+ * class's blocks), still the carver's alone, its pages not yet given their
  * class: the pages from block m on count as given back (they were never
- * touched), their blocks as withheld, and they lose their class, so that
- * free() rejects a block start there until a refill carves it. */
-void central_carve_withhold(span_t *s, unsigned m);
+ * touched) and their blocks as withheld. Returns how many of the span's
+ * first pages get the class now; the rest keep none, so that free()
+ * rejects a block start there until a refill carves it. */
+unsigned central_carve_withhold(span_t *s, unsigned m);
 /* s leaves CENTRAL, all its blocks free: its given-back pages stop counting
  * as given back from inside a span. */
 void central_purge_forget(const span_t *s);

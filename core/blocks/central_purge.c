@@ -410,20 +410,18 @@ unsigned central_carve_cut(unsigned cls, unsigned n)
 	return k->blocks;
 }
 
-void central_carve_withhold(span_t *s, unsigned m)
+unsigned central_carve_withhold(span_t *s, unsigned m)
 {
 	const size_class_t *k = &size_classes[s->cls];
 	unsigned first = (unsigned)(((size_t)m * k->size) >> EBB_PAGE_SHIFT);
 	unsigned end = (unsigned)(((size_t)k->blocks * k->size + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT);
-	superblock_t *sb = span_superblock(s);
 	/* Block m starts page `first` (central_carve_cut): no block below m
 	 * touches it, every block from m on touches only pages from it on. */
-	for (unsigned i = first; i < end; i++)
-		sb->page_class[s->page + i] = 0;
 	uint64_t pages = low_bits(end) & ~low_bits(first);
 	s->u.central.given_back = pages;
 	s->u.central.withheld = (uint16_t)(k->blocks - m);
 	atomic_add_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(pages));
+	return first;
 }
 
 bool central_purge_relink(span_t *s, unsigned want)
