@@ -721,6 +721,7 @@ TEST_CASE("a heap of the table is set up at its first use, and passes over every
 	background_tick(os_fake_now(), false);
 	background_tick(os_fake_now(), true); // what ebb_trim does
 	unit_option("decay_ms", "900");
+	init_option_changed(OPT_DECAY_MS); // as ebb_option_set does
 	REQUIRE(unused_heaps() == unused);
 
 	unsigned u = unused[0];
@@ -800,9 +801,10 @@ TEST_CASE("first uses of the heaps race the passes over every heap, ebb_trim and
 				go.fetch_add(1);
 				while (go.load() < users + 2) {
 				}
-				for (int i = 0; i < 4; i++)
-					unit_option("decay_ms", i % 2 ? "2000" : "3000");
-				unit_option("decay_ms", "1500");
+				for (int i = 0; i <= 40; i++) { // as ebb_option_set does
+					unit_option("decay_ms", i == 40 ? "1500" : i % 2 ? "2000" : "3000");
+					init_option_changed(OPT_DECAY_MS);
+				}
 			});
 			for (std::thread &x : th)
 				x.join();
