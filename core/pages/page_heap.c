@@ -22,7 +22,9 @@
 #include "core/runtime/options.h"
 #include "os/os.h"
 
-static page_heap_t page_heaps[EBB_MAX_HEAPS];
+/* In .lbss: 1 MiB among the small globals would spread them over more
+ * pages; a process touches only the heaps it uses. */
+static page_heap_t page_heaps[EBB_MAX_HEAPS] EBB_BIG_ZERO;
 static unsigned page_heaps_n = 1;
 /* Heap i of the table is set up (written) once page_heaps_ready[i] is 1, by
  * the first page_heap_get(i): a process on few of many possible CPUs pays
@@ -459,14 +461,22 @@ static unsigned list_index(size_t npages)
 	return npages >= EBB_SB_PAGES ? EBB_SB_PAGES : (unsigned)npages;
 }
 
+/* The head of the list of kind k for list index i. Longest runs first in
+ * memory: their heads share the heap's first page with its other fields
+ * (page_heap.h). */
+static span_t **run_head(page_heap_t *h, unsigned k, unsigned i)
+{
+	return &h->runs[EBB_SB_PAGES - i][k];
+}
+
 static void list_insert(page_heap_t *h, span_t *s)
 {
 	unsigned k = run_kind(s), i = list_index(s->npages);
 	s->prev = NULL;
-	s->next = h->runs[k][i];
+	s->next = *run_head(h, k, i);
 	if (s->next)
 		s->next->prev = s;
-	h->runs[k][i] = s;
+	*run_head(h, k, i) = s;
 	h->nonempty[k][i >> 6] |= 1ull << (i & 63);
 }
 
@@ -476,10 +486,10 @@ static void list_remove(page_heap_t *h, span_t *s)
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		h->runs[k][i] = s->next;
+		*run_head(h, k, i) = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	if (h->runs[k][i] == NULL)
+	if (*run_head(h, k, i) == NULL)
 		h->nonempty[k][i >> 6] &= ~(1ull << (i & 63));
 }
 
@@ -508,7 +518,7 @@ static span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size
 			continue;
 		}
 		i += (unsigned)__builtin_ctzll(bits);
-		for (span_t *s = h->runs[k][i]; s != NULL && budget > 0; s = s->next, budget--)
+		for (span_t *s = *run_head(h, k, i); s != NULL && budget > 0; s = s->next, budget--)
 			if (run_fits_aligned(s, npages, align_pages))
 				return s;
 	}
@@ -528,7 +538,7 @@ static span_t *list_find(page_heap_t *h, unsigned k, size_t need)
 			unsigned idx = (w << 6) + (unsigned)__builtin_ctzll(bits);
 			/* The last list mixes sizes >= EBB_SB_PAGES; none is that big in a
 			 * normal superblock, so every run there fits. */
-			return h->runs[k][idx];
+			return *run_head(h, k, idx);
 		}
 		if (++w == EBB_RUN_WORDS)
 			return NULL;

@@ -45,11 +45,14 @@ enum { RUN_DIRTY = 0, RUN_PURGED = 1 };
 #define EBB_RUN_LISTS (EBB_SB_PAGES + 1)
 #define EBB_RUN_WORDS ((EBB_RUN_LISTS + 63) / 64)
 
+/* The ~16 KiB of list heads come last, the longest runs' first (run_head
+ * in page_heap.c): a heap's set-up and passes touch its first page only,
+ * and so does a fresh superblock's run as it is split; the heads of short
+ * runs' lists are a page or two further on. */
 typedef struct page_heap {
 	ebb_lock_t lock;
 	unsigned index;
 	bool purging;                              /* a purge/release pass has runs out */
-	span_t *runs[2][EBB_RUN_LISTS];            /* free runs by kind and page count */
 	uint64_t nonempty[2][EBB_RUN_WORDS];       /* bit i: runs[k][i] is not empty */
 	span_t *lru_head, *lru_tail;               /* dirty runs, newest at the head */
 	superblock_t *superblocks;                 /* normal superblocks of this heap */
@@ -64,6 +67,7 @@ typedef struct page_heap {
 	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
 	/* counters */
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
+	span_t *runs[EBB_RUN_LISTS][2];            /* free runs by page count (reversed) and kind */
 } EBB_ALIGNED(EBB_CACHELINE) page_heap_t;
 
 typedef struct page_heap_stats {
