@@ -22,9 +22,16 @@
 #include "core/runtime/options.h"
 #include "os/os.h"
 
-/* In .lbss: 1 MiB among the small globals would spread them over more
+/* Each heap on pages of its own, from the first byte of one: its first page
+ * is all that its set-up, its passes and a fresh superblock's run touch
+ * (page_heap.h), never two for a heap whose fields cross a page boundary.
+ * In .lbss: over 1 MiB among the small globals would spread them over more
  * pages; a process touches only the heaps it uses. */
-static page_heap_t page_heaps[EBB_MAX_HEAPS] EBB_BIG_ZERO;
+typedef union heap_slot {
+	page_heap_t heap;
+	char pages[(sizeof(page_heap_t) + EBB_PAGE_SIZE - 1) & ~(EBB_PAGE_SIZE - 1)];
+} EBB_ALIGNED(EBB_PAGE_SIZE) heap_slot_t;
+static heap_slot_t page_heaps[EBB_MAX_HEAPS] EBB_BIG_ZERO;
 static unsigned page_heaps_n = 1;
 /* Heap i of the table is set up (written) once page_heaps_ready[i] is 1, by
  * the first page_heap_get(i): a process on few of many possible CPUs pays
@@ -64,7 +71,7 @@ static uint64_t decay_interval_ns(void)
 static bool heap_in_table(const page_heap_t *h)
 {
 	uintptr_t off = (uintptr_t)h - (uintptr_t)page_heaps;
-	return off < sizeof page_heaps && off % sizeof(page_heap_t) == 0;
+	return off < sizeof page_heaps && off % sizeof(heap_slot_t) == 0;
 }
 
 static inline bool heap_ready(unsigned index)
@@ -78,7 +85,7 @@ static inline bool heap_ready(unsigned index)
 static bool heap_known(const page_heap_t *h)
 {
 	if (EBB_LIKELY(heap_in_table(h)))
-		return heap_ready((unsigned)(((uintptr_t)h - (uintptr_t)page_heaps) / sizeof *h));
+		return heap_ready((unsigned)(((uintptr_t)h - (uintptr_t)page_heaps) / sizeof(heap_slot_t)));
 	for (unsigned i = 0; i < OTHER_HEAPS; i++)
 		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
 			return true;
@@ -125,7 +132,7 @@ static EBB_COLD EBB_NOINLINE void heap_setup_first(unsigned index)
 {
 	lock_acquire(&page_heaps_setup_lock);
 	if (atomic_load_u8(&page_heaps_ready[index]) == 0) {
-		heap_setup(&page_heaps[index], index, os_now_ns(), true);
+		heap_setup(&page_heaps[index].heap, index, os_now_ns(), true);
 		atomic_store_u8_release(&page_heaps_ready[index], 1);
 	}
 	lock_release(&page_heaps_setup_lock);
@@ -135,12 +142,12 @@ page_heap_t *page_heap_get(unsigned index)
 {
 	if (EBB_UNLIKELY(!heap_ready(index)))
 		heap_setup_first(index);
-	return &page_heaps[index];
+	return &page_heaps[index].heap;
 }
 
 page_heap_t *page_heap_peek(unsigned index)
 {
-	return heap_ready(index) ? &page_heaps[index] : NULL;
+	return heap_ready(index) ? &page_heaps[index].heap : NULL;
 }
 
 void page_heap_setup_fence(void)
@@ -1019,7 +1026,7 @@ void page_heap_prefork(void)
 	for (unsigned i = 0; i < page_heaps_n; i++) {
 		/* The child would never get back runs a pass has out. */
 		if (page_heap_peek(i) != NULL)
-			page_heap_lock_idle(&page_heaps[i]);
+			page_heap_lock_idle(&page_heaps[i].heap);
 	}
 	lock_bulk_leave();
 }
@@ -1028,7 +1035,7 @@ void page_heap_postfork_parent(void)
 {
 	for (unsigned i = page_heaps_n; i-- > 0;)
 		if (page_heap_peek(i) != NULL)
-			lock_release(&page_heaps[i].lock);
+			lock_release(&page_heaps[i].heap.lock);
 	lock_release(&page_heaps_setup_lock);
 }
 
@@ -1036,6 +1043,6 @@ void page_heap_postfork_child(void)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++)
 		if (page_heap_peek(i) != NULL)
-			lock_init(&page_heaps[i].lock);
+			lock_init(&page_heaps[i].heap.lock);
 	lock_init(&page_heaps_setup_lock);
 }
