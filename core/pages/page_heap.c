@@ -94,8 +94,7 @@ static bool heap_known(const page_heap_t *h)
 
 /* zeroed: h is known to be all zero (a heap of the static table, never
  * written before its set-up), so the run lists need no clearing: a heap
- * then costs the page or two its first fields are on, not its ~16 KiB of
- * list heads, until it holds runs. */
+ * then costs its first page, not its ~16 KiB of list heads. */
 static void heap_setup(page_heap_t *h, unsigned index, uint64_t now, bool zeroed)
 {
 	if (!heap_in_table(h) && !heap_known(h)) {
