@@ -2,11 +2,15 @@
 // coalescing, dirty-before-purged reuse, decay, superblock release, failures.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include <sys/mman.h>
 
 #include "core/pages/page_heap.h"
+#include "core/process/background.h"
+#include "tests/api/child_util.h"
 #include "tests/support/unit.h"
 
 namespace {
@@ -675,4 +679,159 @@ TEST_CASE_METHOD(climb_fixture, "a climb below the mark or by small blocks or in
 		REQUIRE(heap.dirty_pages == 120);
 	}
 	REQUIRE(os_fake_counts().purges == before.purges);
+}
+
+// The heaps of the table are set up at their first use (page_heap.c:
+// page_heaps_ready): a process on few of many possible CPUs touches only
+// the pages of the heaps it uses. Passes over every heap (the background
+// thread's ticks, ebb_trim's, stats, a change of decay_ms) must neither set
+// up nor lock the others.
+namespace {
+
+// The table's heaps that nothing has used yet in this process (all of them
+// when the case runs alone, as ctest runs it).
+std::vector<unsigned> unused_heaps()
+{
+	std::vector<unsigned> v;
+	for (unsigned i = 0; i < page_heap_count(); i++)
+		if (page_heap_peek(i) == nullptr)
+			v.push_back(i);
+	return v;
+}
+
+uint64_t decay_ns_of(long long ms)
+{
+	return ms < 0 ? UINT64_MAX : (uint64_t)ms * MS;
+}
+
+} // namespace
+
+TEST_CASE("a heap of the table is set up at its first use, and passes over every heap set none up", "[page_heap]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "700");
+	std::vector<unsigned> unused = unused_heaps();
+	REQUIRE(page_heap_count() > 1);
+	if (unused.size() < 2) {
+		WARN("heaps used by earlier cases of this process; run the case alone");
+		return;
+	}
+	page_heap_stats_t st{};
+	page_heap_stats_add(&st);
+	background_tick(os_fake_now(), false);
+	background_tick(os_fake_now(), true); // what ebb_trim does
+	unit_option("decay_ms", "900");
+	init_option_changed(OPT_DECAY_MS); // as ebb_option_set does
+	REQUIRE(unused_heaps() == unused);
+
+	unsigned u = unused[0];
+	os_fake_set_cpu(u);
+	page_heap_t *h = page_heap_for_cpu(os_cpu_id());
+	REQUIRE(h == page_heap_get(u));
+	REQUIRE(page_heap_peek(u) == h);
+	CHECK(h->index == u);
+	CHECK(h->decay.interval_ns == decay_ns_of(900));
+	span_t *s = page_heap_alloc(h, 3, 1, SPAN_LARGE);
+	REQUIRE(s != nullptr);
+	superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+	std::vector<unsigned> rest(unused.begin() + 1, unused.end());
+	CHECK(unused_heaps() == rest);
+	page_heap_stats_t mid{};
+	page_heap_stats_add(&mid);
+	CHECK(mid.large_pages == st.large_pages + 3);
+	page_heap_free(s);
+	CHECK(background_tick(os_fake_now(), true) > 0); // purged and unmapped
+	CHECK(h->dirty_pages == 0);
+	CHECK(unused_heaps() == rest);
+	os_fake_set_cpu(0);
+}
+
+// First uses of every heap from several threads at once, against the
+// background thread's passes, ebb_trim's, stats and decay_ms changes. Each
+// round runs in a forked child of this (single-threaded) process, so that
+// every round starts with the heaps this process has not used; the child's
+// exit status names the check that failed. Under TSan too.
+TEST_CASE("first uses of the heaps race the passes over every heap, ebb_trim and decay_ms changes", "[page_heap]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "1000");
+	std::vector<unsigned> unused = unused_heaps();
+	if (unused.size() < 2) {
+		WARN("heaps used by earlier cases of this process; run the case alone");
+		return;
+	}
+	const unsigned n = page_heap_count();
+	for (int round = 0; round < 12; round++) {
+		auto r = apitest::run_child([n, round] {
+			const unsigned users = 4;
+			std::atomic<unsigned> go{0}, users_done{0};
+			std::atomic<int> bad{0};
+			std::vector<std::thread> th;
+			for (unsigned t = 0; t < users; t++)
+				th.emplace_back([&, t] {
+					go.fetch_add(1);
+					while (go.load() < users + 2) {
+					}
+					for (unsigned k = 0; k < n; k++) {
+						unsigned i = (t + k + (unsigned)round) % n;
+						page_heap_t *h = page_heap_get(i);
+						if (h != page_heap_peek(i) || h->index != i)
+							bad.store(1);
+						span_t *s = page_heap_alloc(h, 1 + t, 1, SPAN_LARGE);
+						if (s == nullptr) {
+							bad.store(2);
+							continue;
+						}
+						superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+						page_heap_free(s);
+					}
+					users_done.fetch_add(1);
+				});
+			th.emplace_back([&] { // the background thread's passes and ebb_trim's
+				go.fetch_add(1);
+				while (go.load() < users + 2) {
+				}
+				for (unsigned i = 0; users_done.load() < users; i++) {
+					background_tick(os_fake_now(), i % 2 == 1);
+					page_heap_stats_t st{};
+					page_heap_stats_add(&st);
+				}
+			});
+			th.emplace_back([&] { // decay_ms changes, the last one while heaps are set up
+				go.fetch_add(1);
+				while (go.load() < users + 2) {
+				}
+				for (int i = 0; i <= 40; i++) { // as ebb_option_set does
+					unit_option("decay_ms", i == 40 ? "1500" : i % 2 ? "2000" : "3000");
+					init_option_changed(OPT_DECAY_MS);
+				}
+			});
+			for (std::thread &x : th)
+				x.join();
+			if (bad.load() != 0)
+				return 10 + bad.load();
+			page_heap_stats_t st{};
+			page_heap_stats_add(&st);
+			if (st.large_pages != 0 || st.central_pages != 0)
+				return 20;
+			for (unsigned i = 0; i < n; i++) {
+				page_heap_t *h = page_heap_peek(i);
+				if (h == nullptr)
+					return 30;
+				if (h->decay.interval_ns != decay_ns_of(1500))
+					return 31; // set up with the interval of before the last change
+				lock_acquire(&h->lock); // free, and usable
+				lock_release(&h->lock);
+			}
+			background_tick(os_fake_now(), true);
+			for (unsigned i = 0; i < n; i++)
+				if (page_heap_peek(i)->dirty_pages != 0 || page_heap_peek(i)->superblocks_count != 0)
+					return 40;
+			return 0;
+		});
+		INFO("round " << round << ": " << r.err);
+		REQUIRE(r.exited);
+		REQUIRE(r.code == 0);
+	}
+	CHECK(unused_heaps() == unused); // the children's heaps were theirs
 }

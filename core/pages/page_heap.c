@@ -22,8 +22,26 @@
 #include "core/runtime/options.h"
 #include "os/os.h"
 
-static page_heap_t page_heaps[EBB_MAX_HEAPS];
+/* Each heap on pages of its own, from the first byte of one: its first page
+ * is all that its set-up, its passes and a fresh superblock's run touch
+ * (page_heap.h), never two for a heap whose fields cross a page boundary.
+ * In .lbss: over 1 MiB among the small globals would spread them over more
+ * pages; a process touches only the heaps it uses. */
+typedef union heap_slot {
+	page_heap_t heap;
+	char pages[(sizeof(page_heap_t) + EBB_PAGE_SIZE - 1) & ~(EBB_PAGE_SIZE - 1)];
+} EBB_ALIGNED(EBB_PAGE_SIZE) heap_slot_t;
+static heap_slot_t page_heaps[EBB_MAX_HEAPS] EBB_BIG_ZERO;
 static unsigned page_heaps_n = 1;
+/* Heap i of the table is set up (written) once page_heaps_ready[i] is 1, by
+ * the first page_heap_get(i): a process on few of many possible CPUs pays
+ * for the heaps it uses, not one or two pages of each of EBB_MAX_HEAPS.
+ * The flag is set under page_heaps_setup_lock, so that the fork handlers,
+ * holding it, see a fixed set of heaps; passes over every heap (decay,
+ * release, stats) look only at ready ones (page_heap_peek), without a lock:
+ * a heap not ready holds nothing. */
+static uint8_t page_heaps_ready[EBB_MAX_HEAPS];
+static ebb_lock_t page_heaps_setup_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_PAGE_HEAP);
 
 /* Heaps set up outside the table (unit tests make their own on the stack),
  * so that the header check below accepts their superblocks: the last few
@@ -53,24 +71,30 @@ static uint64_t decay_interval_ns(void)
 static bool heap_in_table(const page_heap_t *h)
 {
 	uintptr_t off = (uintptr_t)h - (uintptr_t)page_heaps;
-	return off < sizeof page_heaps && off % sizeof(page_heap_t) == 0;
+	return off < sizeof page_heaps && off % sizeof(heap_slot_t) == 0;
+}
+
+static inline bool heap_ready(unsigned index)
+{
+	return atomic_load_u8_acquire(&page_heaps_ready[index]) != 0;
 }
 
 /* Whether h is one of our page heaps: the owner pointer of a superblock
- * header is checked against this before anything locks through it. */
+ * header is checked against this before anything locks through it. A heap
+ * of the table not set up owns no superblock. */
 static bool heap_known(const page_heap_t *h)
 {
 	if (EBB_LIKELY(heap_in_table(h)))
-		return true;
+		return heap_ready((unsigned)(((uintptr_t)h - (uintptr_t)page_heaps) / sizeof(heap_slot_t)));
 	for (unsigned i = 0; i < OTHER_HEAPS; i++)
 		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
 			return true;
 	return false;
 }
 
-/* zeroed: h is known to be all zero (the static table at start-up), so the
- * run lists need no clearing: a heap then costs the page or two its first
- * fields are on, not its ~16 KiB of list heads, until it is used. */
+/* zeroed: h is known to be all zero (a heap of the static table, never
+ * written before its set-up), so the run lists need no clearing: a heap
+ * then costs its first page, not its ~16 KiB of list heads. */
 static void heap_setup(page_heap_t *h, unsigned index, uint64_t now, bool zeroed)
 {
 	if (!heap_in_table(h) && !heap_known(h)) {
@@ -90,14 +114,12 @@ void page_heap_init(page_heap_t *h, unsigned index, uint64_t now)
 	heap_setup(h, index, now, false);
 }
 
-void page_heap_init_all(uint64_t now)
+void page_heap_init_all(void)
 {
+	/* Once per process; the heaps are set up at their first use (a fork
+	 * child keeps the parent's). */
 	unsigned n = os_cpu_count();
 	page_heaps_n = n < EBB_MAX_HEAPS ? n : EBB_MAX_HEAPS;
-	/* Once per process, on the static (zero) table; a fork child keeps
-	 * the parent's heaps. */
-	for (unsigned i = 0; i < page_heaps_n; i++)
-		heap_setup(&page_heaps[i], i, now, true);
 }
 
 unsigned page_heap_count(void)
@@ -105,16 +127,45 @@ unsigned page_heap_count(void)
 	return page_heaps_n;
 }
 
+static EBB_COLD EBB_NOINLINE void heap_setup_first(unsigned index)
+{
+	lock_acquire(&page_heaps_setup_lock);
+	if (atomic_load_u8(&page_heaps_ready[index]) == 0) {
+		heap_setup(&page_heaps[index].heap, index, os_now_ns(), true);
+		atomic_store_u8_release(&page_heaps_ready[index], 1);
+	}
+	lock_release(&page_heaps_setup_lock);
+}
+
 page_heap_t *page_heap_get(unsigned index)
 {
-	return &page_heaps[index];
+	if (EBB_UNLIKELY(!heap_ready(index)))
+		heap_setup_first(index);
+	return &page_heaps[index].heap;
+}
+
+page_heap_t *page_heap_peek(unsigned index)
+{
+	return heap_ready(index) ? &page_heaps[index].heap : NULL;
+}
+
+void page_heap_setup_fence(void)
+{
+	lock_acquire(&page_heaps_setup_lock);
+	lock_release(&page_heaps_setup_lock);
 }
 
 void page_heap_decay_interval_changed(uint64_t now)
 {
 	uint64_t interval = decay_interval_ns();
+	/* A set-up under way when the option changed may have read the old
+	 * interval: it ends (its heap ready) before this, and one after it
+	 * reads the new one. */
+	page_heap_setup_fence();
 	for (unsigned i = 0; i < page_heaps_n; i++) {
-		page_heap_t *h = &page_heaps[i];
+		page_heap_t *h = page_heap_peek(i);
+		if (h == NULL)
+			continue;
 		lock_acquire(&h->lock);
 		decay_set_interval(&h->decay, interval, now);
 		lock_release(&h->lock);
@@ -416,14 +467,22 @@ static unsigned list_index(size_t npages)
 	return npages >= EBB_SB_PAGES ? EBB_SB_PAGES : (unsigned)npages;
 }
 
+/* The head of the list of kind k for list index i. Longest runs first in
+ * memory: their heads share the heap's first page with its other fields
+ * (page_heap.h). */
+static span_t **run_head(page_heap_t *h, unsigned k, unsigned i)
+{
+	return &h->runs[EBB_SB_PAGES - i][k];
+}
+
 static void list_insert(page_heap_t *h, span_t *s)
 {
 	unsigned k = run_kind(s), i = list_index(s->npages);
 	s->prev = NULL;
-	s->next = h->runs[k][i];
+	s->next = *run_head(h, k, i);
 	if (s->next)
 		s->next->prev = s;
-	h->runs[k][i] = s;
+	*run_head(h, k, i) = s;
 	h->nonempty[k][i >> 6] |= 1ull << (i & 63);
 }
 
@@ -433,10 +492,10 @@ static void list_remove(page_heap_t *h, span_t *s)
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		h->runs[k][i] = s->next;
+		*run_head(h, k, i) = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	if (h->runs[k][i] == NULL)
+	if (*run_head(h, k, i) == NULL)
 		h->nonempty[k][i >> 6] &= ~(1ull << (i & 63));
 }
 
@@ -465,7 +524,7 @@ static span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size
 			continue;
 		}
 		i += (unsigned)__builtin_ctzll(bits);
-		for (span_t *s = h->runs[k][i]; s != NULL && budget > 0; s = s->next, budget--)
+		for (span_t *s = *run_head(h, k, i); s != NULL && budget > 0; s = s->next, budget--)
 			if (run_fits_aligned(s, npages, align_pages))
 				return s;
 	}
@@ -485,7 +544,7 @@ static span_t *list_find(page_heap_t *h, unsigned k, size_t need)
 			unsigned idx = (w << 6) + (unsigned)__builtin_ctzll(bits);
 			/* The last list mixes sizes >= EBB_SB_PAGES; none is that big in a
 			 * normal superblock, so every run there fits. */
-			return h->runs[k][idx];
+			return *run_head(h, k, idx);
 		}
 		if (++w == EBB_RUN_WORDS)
 			return NULL;
@@ -645,10 +704,12 @@ static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
 
 static bool grow(page_heap_t *h)
 {
-	/* Huge blocks live in heap 0 (large.c); a test's own heap has its own. */
+	/* Huge blocks live in heap 0 (large.c); a test's own heap has its own.
+	 * Heap 0 not set up has none cached: h's own (empty) cache then. */
 	bool dirty;
 	uint64_t now = os_now_ns(), freed = now;
-	superblock_t *sb = page_heap_huge_carve(h, heap_in_table(h) ? &page_heaps[0] : h, &dirty, &freed);
+	page_heap_t *cache = heap_in_table(h) ? page_heap_peek(0) : h;
+	superblock_t *sb = page_heap_huge_carve(h, cache != NULL ? cache : h, &dirty, &freed);
 	if (sb == NULL)
 		return false;
 	lock_acquire(&h->lock);
@@ -690,7 +751,9 @@ static page_heap_t *dirty_elsewhere(page_heap_t *h, size_t need, size_t npages, 
 	if (dirty_run_pages() < npages)
 		return NULL;
 	for (unsigned i = 1; i < page_heaps_n; i++) {
-		page_heap_t *o = &page_heaps[(h->index + i) % page_heaps_n];
+		page_heap_t *o = page_heap_peek((h->index + i) % page_heaps_n);
+		if (o == NULL)
+			continue;
 		lock_acquire(&o->lock);
 		*s = dirty_fit(o, need, npages, align_pages);
 		if (*s != NULL)
@@ -742,9 +805,14 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		 * pages that fit (a span remembers its superblock's heap, so it goes
 		 * back there). errno stays ENOMEM from grow. */
 		refused = true;
-		if (visited++ >= page_heaps_n)
-			return NULL;
-		h = &page_heaps[(h->index + 1) % page_heaps_n];
+		page_heap_t *o = NULL;
+		for (unsigned i = h->index; o == NULL;) {
+			if (visited++ >= page_heaps_n)
+				return NULL;
+			i = (i + 1) % page_heaps_n;
+			o = page_heap_peek(i); /* one not set up has no pages */
+		}
+		h = o;
 		lock_acquire(&h->lock);
 	}
 
@@ -928,7 +996,9 @@ void page_heap_lock_idle(page_heap_t *h)
 void page_heap_stats_add(page_heap_stats_t *acc)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++) {
-		page_heap_t *h = &page_heaps[i];
+		page_heap_t *h = page_heap_peek(i);
+		if (h == NULL)
+			continue;
 		lock_acquire(&h->lock);
 		acc->central_pages += h->central_pages;
 		acc->large_pages += h->large_pages;
@@ -949,9 +1019,13 @@ void page_heap_stats_add(page_heap_stats_t *acc)
 void page_heap_prefork(void)
 {
 	lock_bulk_enter();
+	/* Held until the fork is done: no heap becomes ready meanwhile, so the
+	 * postfork handlers see the set of heaps this one locked. */
+	lock_acquire(&page_heaps_setup_lock);
 	for (unsigned i = 0; i < page_heaps_n; i++) {
 		/* The child would never get back runs a pass has out. */
-		page_heap_lock_idle(&page_heaps[i]);
+		if (page_heap_peek(i) != NULL)
+			page_heap_lock_idle(&page_heaps[i].heap);
 	}
 	lock_bulk_leave();
 }
@@ -959,11 +1033,15 @@ void page_heap_prefork(void)
 void page_heap_postfork_parent(void)
 {
 	for (unsigned i = page_heaps_n; i-- > 0;)
-		lock_release(&page_heaps[i].lock);
+		if (page_heap_peek(i) != NULL)
+			lock_release(&page_heaps[i].heap.lock);
+	lock_release(&page_heaps_setup_lock);
 }
 
 void page_heap_postfork_child(void)
 {
 	for (unsigned i = 0; i < page_heaps_n; i++)
-		lock_init(&page_heaps[i].lock);
+		if (page_heap_peek(i) != NULL)
+			lock_init(&page_heaps[i].heap.lock);
+	lock_init(&page_heaps_setup_lock);
 }

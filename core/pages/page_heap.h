@@ -1,7 +1,8 @@
 /* page_heap.h: page runs inside superblocks: hand them out, take them back
  * and coalesce them, give idle ones back to the kernel.
  *
- * There is one page heap per CPU (up to EBB_MAX_HEAPS; CPUs beyond share).
+ * There is one page heap per CPU (up to EBB_MAX_HEAPS; CPUs beyond share),
+ * set up when a thread on that CPU first needs pages.
  * A superblock belongs to one heap for its whole life, so a freed span always
  * goes back to the heap it came from; spans for small blocks and large blocks
  * are taken from the heap of the CPU the thread runs on, so on 64 cores the
@@ -44,11 +45,14 @@ enum { RUN_DIRTY = 0, RUN_PURGED = 1 };
 #define EBB_RUN_LISTS (EBB_SB_PAGES + 1)
 #define EBB_RUN_WORDS ((EBB_RUN_LISTS + 63) / 64)
 
+/* The ~16 KiB of list heads come last, the longest runs' first (run_head
+ * in page_heap.c): a heap's set-up and passes touch its first page only,
+ * and so does a fresh superblock's run as it is split; the heads of short
+ * runs' lists are a page or two further on. */
 typedef struct page_heap {
 	ebb_lock_t lock;
 	unsigned index;
 	bool purging;                              /* a purge/release pass has runs out */
-	span_t *runs[2][EBB_RUN_LISTS];            /* free runs by kind and page count */
 	uint64_t nonempty[2][EBB_RUN_WORDS];       /* bit i: runs[k][i] is not empty */
 	span_t *lru_head, *lru_tail;               /* dirty runs, newest at the head */
 	superblock_t *superblocks;                 /* normal superblocks of this heap */
@@ -63,6 +67,7 @@ typedef struct page_heap {
 	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
 	/* counters */
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
+	span_t *runs[EBB_RUN_LISTS][2];            /* free runs by page count (reversed) and kind */
 } EBB_ALIGNED(EBB_CACHELINE) page_heap_t;
 
 typedef struct page_heap_stats {
@@ -72,12 +77,22 @@ typedef struct page_heap_stats {
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
 } page_heap_stats_t;
 
-/* ---- set-up ------------------------------------------------------------ */
-void page_heap_init_all(uint64_t now);
-/* Sets up one heap (page_heap_init_all does every CPU's; tests make their own). */
+/* ---- set-up ------------------------------------------------------------
+ * The table's heaps are set up at their first use: page_heap_get (and so
+ * page_heap_for_cpu) sets heap `index` up if it is not yet, an acquire load
+ * and a branch otherwise; page_heap_peek is for passes over every heap,
+ * which skip (NULL) those never used: they hold nothing. Any thread. */
+/* Sizes the table (once, at start-up); sets up no heap. */
+void page_heap_init_all(void);
+/* Sets up one heap outside the table (tests make their own). */
 void page_heap_init(page_heap_t *h, unsigned index, uint64_t now);
 unsigned page_heap_count(void);
 page_heap_t *page_heap_get(unsigned index);
+page_heap_t *page_heap_peek(unsigned index);
+/* Waits for a set-up under way: each set-up then either happened before
+ * (its heap is seen ready by the caller's next peeks) or happens after
+ * whatever the caller did before this call. */
+void page_heap_setup_fence(void);
 EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
 {
 	return page_heap_get(cpu % page_heap_count());

@@ -319,7 +319,7 @@ void page_heap_purge_owed(page_heap_t *h, uint64_t now)
 	unsigned n = page_heap_count(), tried = 0;
 	bool table = false;
 	for (unsigned i = 0; i < n; i++)
-		table |= page_heap_get(i) == h;
+		table |= page_heap_peek(i) == h;
 	for (;;) {
 		size_t owed = page_heap_owed_pages();
 		if (owed == 0)
@@ -330,9 +330,13 @@ void page_heap_purge_owed(page_heap_t *h, uint64_t now)
 			lock_release(&h->lock);
 		else
 			purge_oldest(h, want, now, true);
-		if (!table || ++tried >= n)
-			return;
-		h = page_heap_get((h->index + 1) % n);
+		unsigned i = h->index;
+		do {
+			if (!table || ++tried >= n)
+				return;
+			i = (i + 1) % n;
+			h = page_heap_peek(i); /* NULL: never used, nothing dirty */
+		} while (h == NULL);
 	}
 }
 

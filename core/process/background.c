@@ -55,8 +55,12 @@ size_t background_tick(uint64_t now, bool all)
 {
 	size_t work = 0;
 	unsigned n = page_heap_count();
-	for (unsigned i = 0; i < n; i++)
-		work += page_heap_decay(page_heap_get(i), now, all);
+	/* Heaps never used (page_heap_peek: NULL) hold nothing. */
+	for (unsigned i = 0; i < n; i++) {
+		page_heap_t *h = page_heap_peek(i);
+		if (h != NULL)
+			work += page_heap_decay(h, now, all);
+	}
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
@@ -76,11 +80,17 @@ size_t background_tick(uint64_t now, bool all)
 		}
 		/* Blocks drained from central lists may have emptied spans. */
 		if (all)
-			for (unsigned i = 0; i < n; i++)
-				work += page_heap_decay(page_heap_get(i), now, true);
+			for (unsigned i = 0; i < n; i++) {
+				page_heap_t *h = page_heap_peek(i);
+				if (h != NULL)
+					work += page_heap_decay(h, now, true);
+			}
 	}
-	for (unsigned i = 0; i < n; i++)
-		work += page_heap_release(page_heap_get(i), now, all);
+	for (unsigned i = 0; i < n; i++) {
+		page_heap_t *h = page_heap_peek(i);
+		if (h != NULL)
+			work += page_heap_release(h, now, all);
+	}
 	return work;
 }
 
@@ -89,7 +99,8 @@ static uint64_t next_wait(uint64_t now)
 	uint64_t wait = TICK_MAX_NS;
 	unsigned n = page_heap_count();
 	for (unsigned i = 0; i < n; i++) {
-		uint64_t d = page_heap_next_due(page_heap_get(i), now);
+		page_heap_t *h = page_heap_peek(i);
+		uint64_t d = h != NULL ? page_heap_next_due(h, now) : UINT64_MAX;
 		if (d < wait)
 			wait = d;
 	}
@@ -124,20 +135,28 @@ static bool bg_quiet(void)
  * its lock (page_heap_next_due). Either that look comes after the free's
  * critical section and sees the dirty pages (the thread goes back to
  * RUNNING), or the free's section comes after the look, so after the store
- * of OFF, and the free sees OFF and starts a new thread. */
+ * of OFF, and the free sees OFF and starts a new thread. A heap the look
+ * skips as never used was set up after the fence of page_heap_setup_fence,
+ * so after the store of OFF, and so were the frees into it. */
 static bool bg_retire(uint64_t now)
 {
 	bool kept;
 	if (central_drain(true, &kept) != 0 || kept || !bg_quiet())
 		return false;
 	unsigned n = page_heap_count();
-	for (unsigned i = 0; i < n; i++)
-		page_heap_release(page_heap_get(i), now, true);
+	for (unsigned i = 0; i < n; i++) {
+		page_heap_t *h = page_heap_peek(i);
+		if (h != NULL)
+			page_heap_release(h, now, true);
+	}
 	atomic_store_u32(&bg_state, BG_OFF);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	page_heap_setup_fence();
 	bool work = !bg_quiet();
-	for (unsigned i = 0; i < n && !work; i++)
-		work = page_heap_next_due(page_heap_get(i), now) != UINT64_MAX;
+	for (unsigned i = 0; i < n && !work; i++) {
+		page_heap_t *h = page_heap_peek(i);
+		work = h != NULL && page_heap_next_due(h, now) != UINT64_MAX;
+	}
 	if (work && options_get(OPT_BACKGROUND_THREAD) && atomic_cas_u32(&bg_state, BG_OFF, BG_RUNNING))
 		return false;
 	return true;

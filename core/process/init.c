@@ -37,7 +37,7 @@ static bool init_run(void)
 		freelist_mark = ~freelist_secret; /* even, so neither 0 nor the secret */
 	size_class_init();
 	os_event_init();
-	page_heap_init_all(os_now_ns());
+	page_heap_init_all();
 	return central_init_all();
 }
 

@@ -108,7 +108,7 @@ uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block could be resized in place");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
-uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
+uint8_t prof_kept_filter[1u << PROF_KEPT_BITS] EBB_BIG_ZERO;
 
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
  * prof_lock. At most PROF_KEEP blocks are kept: a
@@ -774,7 +774,7 @@ int prof_dump(const char *path)
 	int fd = os_prof_file_open(path);
 	if (fd < 0)
 		return -1;
-	static prof_out_t out; /* 4 KiB: not on a thread's stack; the lock orders its users */
+	static prof_out_t out EBB_BIG_ZERO; /* 4 KiB: not on a thread's stack; the lock orders its users */
 	uint64_t live_n = 0, live_bytes = 0, alloc_n = 0, alloc_bytes = 0;
 	prof_lock();
 	for (prof_site_t *s = prof_all; s; s = s->all) {

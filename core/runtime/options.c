@@ -30,7 +30,7 @@ long long options_values[OPT_COUNT] = {
 
 /* Texts of the OPT_STRING options; options_values holds their lengths. The
  * lock makes a reader's copy whole when another thread sets the option. */
-static char options_strings[OPT_COUNT][OPTIONS_STRING_MAX];
+static char options_strings[OPT_COUNT][OPTIONS_STRING_MAX] EBB_BIG_ZERO;
 static ebb_lock_t options_strings_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_OPTIONS);
 
 size_t options_get_string(enum option_id id, char *buf, size_t cap)
