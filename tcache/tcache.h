@@ -218,7 +218,7 @@ EBB_INLINE void tcache_free(void *p)
 		 * can take sb's register (else a mov to keep sb). */
 		if (EBB_CHECKS)
 			__asm__("" : "+r"(off), "+r"(sb));
-		uintptr_t cls = sb->page_class[page];
+		uintptr_t cls = atomic_peek_u8(&sb->page_class[page]);
 		/* The block test first, then the bin. EBB_OPAQUE(cls) between
 		 * the groups of bin fields keeps gcc from forming &tc->top[cls]
 		 * in a register of its own (an lea) for its five uses: each is

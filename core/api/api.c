@@ -68,7 +68,7 @@ EBB_INLINE bool block_info(const void *p, const char *func, block_info_t *out)
 	 * saw it) is found inline, realloc of a long string asks this. */
 	superblock_t *sb;
 	span_t *s = registry_get(p) == REG_HEADER ? superblock_span_in(p, &sb) : superblock_span_lookup(p, &sb);
-	if (s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s)) {
+	if (s != NULL && span_load_state(s) == SPAN_LARGE && p == span_start_seen(sb, s)) {
 		out->usable = large_usable(s);
 		out->large = s;
 		out->cls = 0;
@@ -349,7 +349,8 @@ EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || registry_get(p) != REG_HEADER)
 		return 0;
 	span_t *s = superblock_span_in(p, &sb);
-	if (s == NULL || s->state != SPAN_LARGE || s->huge || p != superblock_page_addr(sb, s->page))
+	if (s == NULL || atomic_peek_u8(&s->state) != SPAN_LARGE || atomic_peek_u8(&s->huge) ||
+	    p != superblock_page_addr(sb, atomic_peek_u16(&s->page)))
 		return 0;
 	size_t usable = large_usable(s);
 	return size <= usable && size >= usable / 2 ? usable : 0;

@@ -38,6 +38,7 @@
 #include "core/base/config.h"
 #include "core/blocks/size_class.h"
 #include "core/pages/superblock.h"
+#include "core/runtime/atomic.h"
 #include "core/base/util.h"
 
 EBB_BEGIN_DECLS
@@ -46,7 +47,7 @@ EBB_BEGIN_DECLS
  * (EBB_SB_SIZE - 1): the free fast path has in_sb already (its page index). */
 EBB_INLINE uint64_t block_offset_in(const superblock_t *sb, unsigned page, uintptr_t in_sb)
 {
-	return in_sb - ((uint64_t)sb->pagemap[page] << EBB_PAGE_SHIFT);
+	return in_sb - ((uint64_t)atomic_peek_u16(&sb->pagemap[page]) << EBB_PAGE_SHIFT);
 }
 
 /* Offset of p from the first page of its span (p on page `page` of sb, a
@@ -77,17 +78,18 @@ EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **
 		return 0;
 	superblock_t *sb = superblock_of(p);
 	unsigned page = superblock_page_index(p);
-	unsigned cls = sb->page_class[page];
+	unsigned cls = atomic_peek_u8(&sb->page_class[page]);
 	if (cls == 0)
 		return 0;
 	const size_class_t *k = &size_classes[cls];
-	uint64_t off = block_offset(sb, page, p);
+	unsigned first = atomic_peek_u16(&sb->pagemap[page]); /* read once: off and the span agree */
+	uint64_t off = ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)first << EBB_PAGE_SHIFT);
 	if (!block_offset_ok(off, k->block_mul, k->block_limit))
 		*why = off * k->div_magic >= k->div_magic ? "not the start of a block"
 							  : "not a block (the unused tail of a span)";
 	if (*why)
 		return 0;
-	*span_out = superblock_span_at(sb, sb->pagemap[page]);
+	*span_out = superblock_span_at(sb, first);
 	return cls;
 }
 

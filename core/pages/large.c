@@ -90,18 +90,21 @@ const char *large_why_bad(const void *p, bool freeing)
 			return "not an allocated block (already freed, or not a block start)";
 		}
 	}
-	if (s->state == SPAN_ARENA || s->state == SPAN_POOL) {
+	/* Relaxed loads (core/pages/span_check.h): p may be a stale pointer
+	 * into a run the page heap is merging or purging right now. */
+	unsigned state = span_load_state(s);
+	if (state == SPAN_ARENA || state == SPAN_POOL) {
 		large_span_reason_t why = __atomic_load_n(&large_ext_reason, __ATOMIC_ACQUIRE);
 		return why != NULL ? why(p, s)
 				   : "a block of an ebb_arena or ebb_pool, not a malloc block";
 	}
-	if (s->state == SPAN_CENTRAL || (s->state == SPAN_LARGE && p != span_start(sb, s)))
+	if (state == SPAN_CENTRAL || (state == SPAN_LARGE && p != span_start_seen(sb, s)))
 		return "not the start of a block";
-	if (s->state == SPAN_LARGE)
+	if (state == SPAN_LARGE)
 		return NULL;
 	/* A free run that starts here: the block's pages, freed and not yet
 	 * reused (a merge with a free neighbour left of it loses this). */
-	if (p != span_start(sb, s))
+	if (p != span_start_seen(sb, s))
 		return "not an allocated block (already freed, or not a block start)";
 	return freeing ? "double free (the block is already free)" : "the block was freed";
 }
@@ -117,7 +120,7 @@ void large_free_checked(void *p, const char *func)
 {
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
-	if (EBB_UNLIKELY(s == NULL || s->state != SPAN_LARGE || p != span_start(sb, s))) {
+	if (EBB_UNLIKELY(s == NULL || span_load_state(s) != SPAN_LARGE || p != span_start_seen(sb, s))) {
 		const char *why = large_why_bad(p, true);
 		report_bad_pointer(func, p, why ? why : "not an allocated block");
 		return;

@@ -10,7 +10,7 @@
 
 #include "core/base/config.h"
 #include "core/base/util.h"
-#include "core/pages/span.h"
+#include "core/pages/span_check.h"
 
 EBB_BEGIN_DECLS
 
@@ -41,7 +41,7 @@ void large_set_free_hook(large_free_hook_t hook);
  * at every append. */
 EBB_INLINE size_t large_usable(const span_t *s)
 {
-	return (size_t)s->npages << EBB_PAGE_SHIFT;
+	return (size_t)atomic_peek_u32(&s->npages) << EBB_PAGE_SHIFT; /* block_info: maybe a stale pointer */
 }
 /* Resizes the large block p (span s) to hold `size` bytes without moving it,
  * if it can: shrinking, growing into free pages right of it, or remapping a

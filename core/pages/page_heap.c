@@ -643,8 +643,8 @@ void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
 
 static void run_tags(superblock_t *sb, const span_t *s)
 {
-	sb->pagemap[s->page] = s->page;
-	sb->pagemap[s->page + s->npages - 1] = s->page;
+	atomic_store_u16(&sb->pagemap[s->page], s->page);
+	atomic_store_u16(&sb->pagemap[s->page + s->npages - 1], s->page);
 }
 
 /* Makes [page, page+n) of sb a free run of `state`, merged with free
@@ -676,10 +676,10 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 		}
 	}
 	SPAN_SET_STATE(self, state, &h->lock);
-	self->page = (uint16_t)page;
-	self->npages = (uint32_t)n;
+	span_set_page(self, page);
+	span_set_npages(self, n);
 	self->zeroed = zeroed;
-	self->huge = 0;
+	span_set_huge(self, 0);
 	if (state == SPAN_FREE_DIRTY)
 		self->u.free.freed_ns = now;
 	run_tags(sb, self);
@@ -833,7 +833,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	list_remove(h, s);
 	span_t *lru_pos = NULL;
 	if (front) {
-		s->npages = front;
+		span_set_npages(s, front);
 		run_tags(sb, s);
 		list_insert(h, s);
 		lru_pos = s;
@@ -844,10 +844,10 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	if (back) {
 		span_t *b = run_desc(h, sb, a + (unsigned)npages);
 		SPAN_SET_STATE(b, kind_state, &h->lock);
-		b->page = (uint16_t)(a + npages);
-		b->npages = back;
+		span_set_page(b, a + (unsigned)npages);
+		span_set_npages(b, back);
 		b->zeroed = zeroed;
-		b->huge = 0;
+		span_set_huge(b, 0);
 		b->u.free.freed_ns = freed;
 		run_tags(sb, b);
 		list_insert(h, b);
@@ -866,10 +866,18 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	sb->empty_since_ns = 0;
 
 	span_t *t = run_desc(h, sb, a);
-	memset(t, 0, sizeof *t);
+	/* Zeroed but for the fields a lookup reads (span_check.h), which get
+	 * relaxed stores. */
+	memset(t, 0, offsetof(span_t, npages));
+	t->used = 0;
+	t->cls = 0;
+	t->in_partial = 0;
+	t->purge_ok = 0;
+	span_set_huge(t, 0);
+	atomic_store_u8(&t->state, SPAN_NONE); /* as the memset was: the checker's from-state */
 	SPAN_SET_STATE(t, state, &h->lock);
-	t->page = (uint16_t)a;
-	t->npages = (uint32_t)npages;
+	span_set_page(t, a);
+	span_set_npages(t, npages);
 	t->zeroed = kind_state == SPAN_FREE_PURGED ? zeroed : 0;
 	run_tags(sb, t);
 	if (state == SPAN_CENTRAL) {
@@ -924,7 +932,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 	lock_acquire_sb(h, sb);
 	if (new_npages < old) {
 		size_t cut = old - new_npages;
-		s->npages = (uint32_t)new_npages;
+		span_set_npages(s, new_npages);
 		run_tags(sb, s);
 		sb->free_pages += (uint32_t)cut;
 		h->large_pages -= cut;
@@ -948,10 +956,10 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 				 * the LRU (a slight under-estimate of its age). */
 				span_t *b = run_desc(h, sb, right + (unsigned)extra);
 				SPAN_SET_STATE(b, rstate, &h->lock);
-				b->page = (uint16_t)(right + extra);
-				b->npages = (uint32_t)rest;
+				span_set_page(b, right + (unsigned)extra);
+				span_set_npages(b, rest);
 				b->zeroed = rzeroed;
-				b->huge = 0;
+				span_set_huge(b, 0);
 				b->u.free.freed_ns = freed;
 				run_tags(sb, b);
 				page_heap_run_list(h, b, NULL);
@@ -960,7 +968,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 				decay_note_removed(&h->decay, extra);
 				page_heap_reuse_add(extra);
 			}
-			s->npages = (uint32_t)new_npages;
+			span_set_npages(s, new_npages);
 			s->zeroed = 0;
 			sb->free_pages -= (uint32_t)extra;
 			sb->empty_since_ns = 0;

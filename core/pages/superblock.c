@@ -123,10 +123,16 @@ static const char *header_why_bad(const superblock_t *sb, bool huge)
 			return "sizes differ from what was mapped";
 		return NULL;
 	}
+	/* A huge block's size changes while it is mapped (huge_give_tail,
+	 * huge_resize, under its owner), and a lookup of a stale pointer may
+	 * check the header meanwhile: relaxed loads of what changes. The rest
+	 * is written before the registry entry that published it (release,
+	 * read with acquire) and never again while mapped. */
 	const span_t *s = &sb->spans[0];
-	if (sb->first_page != EBB_SB_PAGES || sb->usable_pages != 0 || !s->huge ||
-	    s->page != EBB_SB_PAGES || s->npages == 0 ||
-	    sb->map_size != header_bytes() + ((size_t)s->npages << EBB_PAGE_SHIFT))
+	size_t npages = span_load_npages(s);
+	if (sb->first_page != EBB_SB_PAGES || sb->usable_pages != 0 || !span_load_huge(s) ||
+	    span_load_page(s) != EBB_SB_PAGES || npages == 0 ||
+	    atomic_load_u64(&sb->map_size) != header_bytes() + (npages << EBB_PAGE_SHIFT))
 		return "sizes differ from what was mapped";
 	return NULL;
 }
@@ -149,10 +155,12 @@ span_t *superblock_desc(superblock_t *sb, unsigned page)
 void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls)
 {
 	EBB_ASSERT(page + n <= EBB_SB_PAGES);
+	/* Relaxed stores: the block test (core/blocks/block.h) of a stale
+	 * pointer reads these entries with no lock. */
 	for (unsigned i = 1; i + 1 < n; i++)
-		sb->pagemap[page + i] = (uint16_t)page;
+		atomic_store_u16(&sb->pagemap[page + i], (uint16_t)page);
 	for (unsigned i = 0; i < n; i++)
-		sb->page_class[page + i] = (uint8_t)cls;
+		atomic_store_u8(&sb->page_class[page + i], (uint8_t)cls);
 }
 
 /* ---------------------------------------------------------------------------
@@ -247,15 +255,15 @@ static void huge_init_header(superblock_t *sb, struct page_heap *heap, size_t pa
 {
 	sb->magic = EBB_SB_MAGIC;
 	sb->heap = heap;
-	sb->map_size = header_bytes() + (pages << EBB_PAGE_SHIFT);
+	atomic_store_u64(&sb->map_size, header_bytes() + (pages << EBB_PAGE_SHIFT)); /* header_why_bad */
 	sb->first_page = EBB_SB_PAGES; /* no usable pages inside the header slot */
 	sb->usable_pages = 0;
 	sb->huge = 1;
 	sb->desc_touched = 1;
 	span_t *s = &sb->spans[0];
-	s->npages = (uint32_t)pages;
-	s->page = EBB_SB_PAGES;
-	s->huge = 1;
+	span_set_npages(s, pages);
+	span_set_page(s, EBB_SB_PAGES);
+	span_set_huge(s, 1);
 	SPAN_SET_STATE(s, SPAN_LARGE, NULL);
 	s->zeroed = 1;
 }
@@ -318,8 +326,8 @@ bool huge_give_tail(superblock_t *sb, size_t pages, void *to)
 		totals_sub(header_bytes(), header_bytes());
 		return true;
 	}
-	sb->map_size = header_bytes() + (old_data - give);
-	s->npages = (uint32_t)((old_data - give) >> EBB_PAGE_SHIFT);
+	atomic_store_u64(&sb->map_size, header_bytes() + (old_data - give));
+	span_set_npages(s, (old_data - give) >> EBB_PAGE_SHIFT);
 	return true;
 }
 
@@ -362,8 +370,8 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 		if (new_data > old_data)
 			registry_set((uintptr_t)data, new_data, REG_HUGE, REG_HUGE_CONT);
 		atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data); /* wraps for shrink */
-		sb->map_size = header_bytes() + new_data;
-		s->npages = (uint32_t)pages;
+		atomic_store_u64(&sb->map_size, header_bytes() + new_data);
+		span_set_npages(s, pages);
 		return sb;
 	}
 	if (new_data < old_data) {

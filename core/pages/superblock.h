@@ -20,7 +20,22 @@
  * published (inserted into a page heap under its lock) and cleared by
  * superblock_destroy after it has been taken out of every list; pagemap,
  * page_class and spans[] follow the span ownership table (span.h); the page
- * heap fields are under the owning heap's lock. */
+ * heap fields are under the owning heap's lock. The lock-free lookup below
+ * may read pagemap, page_class and a descriptor's state, page, npages and
+ * huge (and a huge header's map_size) while their writer changes them: those
+ * are written with relaxed stores and read with relaxed loads
+ * (core/pages/span_check.h).
+ *
+ * What a lookup follows, and what keeps it mapped: the registry byte (read
+ * first) says the slot is ours; for a pointer the program legitimately
+ * holds, its block keeps the superblock (or huge block) mapped, so every
+ * later read is of live memory. For a forged or stale pointer nothing does:
+ * between the registry read and the header reads another thread may unmap
+ * the superblock (page_heap_release, a huge block freed out of the cache),
+ * and the lookup then faults instead of reporting. Within a mapped
+ * superblock a stale value is still one the allocator wrote (a pagemap
+ * entry is 0 or a usable page index, a page class a valid class), so it
+ * names another descriptor of the same header, never memory outside it. */
 #ifndef EBB_CORE_SUPERBLOCK_H
 #define EBB_CORE_SUPERBLOCK_H
 
@@ -28,6 +43,7 @@
 
 #include "core/base/config.h"
 #include "core/pages/span.h"
+#include "core/pages/span_check.h"
 #include "core/base/util.h"
 
 EBB_BEGIN_DECLS
@@ -171,12 +187,22 @@ EBB_INLINE span_t *superblock_span_at(superblock_t *sb, size_t page)
 	return &sb->spans[page - EBB_SB_HEADER_PAGES];
 }
 
-/* Address of a span's first byte. */
+/* Address of a span's first byte. For whoever owns s or holds its heap's
+ * lock (plain loads: the refill path asks it per batch). */
 EBB_INLINE void *span_start(const superblock_t *sb, const span_t *s)
 {
 	if (EBB_UNLIKELY(s->huge))
 		return (char *)sb + EBB_SB_SIZE;
 	return superblock_page_addr(sb, s->page);
+}
+
+/* The same for a lock-free lookup, which may read s while its owner
+ * rewrites it (relaxed loads, core/pages/span_check.h). */
+EBB_INLINE void *span_start_seen(const superblock_t *sb, const span_t *s)
+{
+	if (EBB_UNLIKELY(span_load_huge(s)))
+		return (char *)sb + EBB_SB_SIZE;
+	return superblock_page_addr(sb, span_load_page(s));
 }
 
 EBB_INLINE superblock_t *span_superblock(const span_t *s)
@@ -200,11 +226,13 @@ EBB_INLINE span_t *superblock_span_in(const void *p, superblock_t **sb_out)
 	unsigned page = superblock_page_index(p);
 	if (page < EBB_SB_HEADER_PAGES)
 		return NULL;
-	unsigned first = sb->pagemap[page];
+	/* Relaxed loads, each read once (core/runtime/atomic.h's peek): the
+	 * owner of the span p names may be rewriting these right now. */
+	unsigned first = atomic_peek_u16(&sb->pagemap[page]);
 	if (first < EBB_SB_HEADER_PAGES || first > page)
 		return NULL;
 	span_t *s = superblock_span_at(sb, first);
-	if (s->state == SPAN_NONE || page >= first + s->npages)
+	if (atomic_peek_u8(&s->state) == SPAN_NONE || page >= first + atomic_peek_u32(&s->npages))
 		return NULL;
 	*sb_out = sb;
 	return s;

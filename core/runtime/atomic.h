@@ -103,6 +103,12 @@ static inline bool atomic_cas_u64_value(uint64_t *p, uint64_t *expect, uint64_t 
 	return __atomic_compare_exchange_n(p, expect, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 static inline uint8_t atomic_load_u8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void atomic_store_u8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint16_t atomic_load_u16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void atomic_store_u16(uint16_t *p, uint16_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint8_t atomic_peek_u8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint16_t atomic_peek_u16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint32_t atomic_peek_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void atomic_store_u8_release(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint8_t atomic_load_u8_acquire(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void *atomic_load_ptr_acquire(void *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -155,6 +161,13 @@ static inline bool atomic_cas_u64_value(uint64_t *p, uint64_t *expect, uint64_t 
 	return ck_pr_cas_64_value(p, *expect, desired, expect); /* full barrier on x86 */
 }
 static inline uint8_t atomic_load_u8(const uint8_t *p) { return ck_pr_load_8(p); }
+static inline void atomic_store_u8(uint8_t *p, uint8_t v) { ck_pr_store_8(p, v); }
+static inline uint16_t atomic_load_u16(const uint16_t *p) { return ck_pr_load_16(p); }
+static inline void atomic_store_u16(uint16_t *p, uint16_t v) { ck_pr_store_16(p, v); }
+/* The plain load, on purpose: see atomic_peek_u8 below. */
+static inline uint8_t atomic_peek_u8(const uint8_t *p) { return *p; }
+static inline uint16_t atomic_peek_u16(const uint16_t *p) { return *p; }
+static inline uint32_t atomic_peek_u32(const uint32_t *p) { return *p; }
 static inline void atomic_store_u8_release(uint8_t *p, uint8_t v)
 {
 	ck_pr_fence_release();
@@ -180,6 +193,21 @@ static inline void atomic_store_ptr_release(void **p, void *v)
 static inline void atomic_spin_pause(void) { ck_pr_stall(); }
 
 #endif
+
+/* atomic_peek_u8/u16/u32: the relaxed load of a page-table entry
+ * (superblock.h's page_class and pagemap) or a span field on the fast paths
+ * that look a pointer up: free's, the one block test (core/blocks/block.h),
+ * superblock_span_in (the pool's free, realloc of a page run), which a
+ * lookup of a forged or stale pointer makes while the span's owner rewrites
+ * the field with atomic_store_u8/u16/u32. Under TSan it is the relaxed builtin, as the
+ * registry byte is (superblock.h). Elsewhere it is the plain load: on
+ * x86-64 an aligned byte or halfword load is single-copy atomic, and a
+ * relaxed load is the same mov, but gcc 12 -O2 folds neither the relaxed
+ * builtin nor CK's asm load into its use (cmpb $1,(mem) becomes movzbl +
+ * cmpb, the pagemap index gets an lea of its own: checked on a copy of
+ * tcache_free), and the free fast path is counted by the instruction.
+ * Each caller uses the value it read once (no second load to disagree
+ * with the first). Everywhere off the fast paths: atomic_load_u8/u16. */
 
 #define EBB_LOCK_INITIALIZER EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_NONE)
 
