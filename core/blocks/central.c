@@ -664,17 +664,19 @@ static inline bool used_sub_reaches(uint32_t *used, uint64_t n)
 }
 
 /* Puts the run of n blocks that release_blocks_in chained (head: the last one
- * of them, its chain ending in s's old free_head) on s, and takes them off
- * home->used_blocks (one subtraction in memory: a count kept in a register
- * until the lock changes hands costs the same and a register the loop
- * lacks). Caller holds s's home's lock, `home`. A run of more blocks than s has
+ * of them, its chain ending in s's old free_head) on s. The home's
+ * used_blocks is not touched here: release_fast takes every block it chained
+ * off it at once when it returns (the blocks `at` passed), and
+ * release_blocks_in each block it chains itself, so a flush in random order,
+ * where nearly every block is a run of its own, pays one subtraction in
+ * memory per call instead of one per run (bench/fastpath random batch: one
+ * instruction a pair). Caller holds s's home's lock. A run of more blocks than s has
  * out is a double free (each block in it kept its bin mark, so none is in
  * it twice): its blocks past the count are reported and dropped here, by
  * the borrow of the run's one subtraction from `used` (no load and compare
  * per block). */
-static inline bool run_close_reaches(central_t *home, span_t *s, void *head, uint64_t n)
+static inline bool run_close_reaches(span_t *s, void *head, uint64_t n)
 {
-	home->used_blocks -= n;
 	s->u.central.free_head = head;
 	s->u.central.free_count += (uint32_t)n;
 	return used_sub_reaches(&s->used, n);
@@ -717,7 +719,7 @@ static void run_close_rest(central_t *home, span_t *s, void *head, uint32_t n, b
 
 static inline void run_close(central_t *home, span_t *s, void *head, uint32_t n, span_t **empties)
 {
-	run_close_rest(home, s, head, n, run_close_reaches(home, s, head, n), empties);
+	run_close_rest(home, s, head, n, run_close_reaches(s, head, n), empties);
 }
 
 /* The span of b, a block of class cls flushed from a bin, after the tests of
@@ -784,10 +786,11 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 					    uint64_t mul, uint64_t limit, uint64_t bound)
 {
 	void *const *at = st->at, *const *const end = st->end;
+	void *const *const from = at;
 	span_t *s = st->s;
 	const char *lo = st->lo;
 	void *head = st->head;
-	uint64_t n = st->n; /* 64 bits: used_blocks takes it with no widening */
+	uint64_t n = st->n; /* 64 bits: used_sub_reaches takes it with no widening */
 	central_t *const locked = st->locked;
 	const uintptr_t sb_seen = st->sb_seen;
 	enum release_stop why = RELEASE_END;
@@ -797,7 +800,7 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 		if (EBB_UNLIKELY(off >= bound)) {
 			/* run_close, but for a run of more blocks than its span
 			 * had out, which needs run_overfreed's call. */
-			if (EBB_UNLIKELY(run_close_reaches(locked, s, head, n))) {
+			if (EBB_UNLIKELY(run_close_reaches(s, head, n))) {
 				if (n != 0) {
 					if (EBB_UNLIKELY(s->used != 0)) {
 						st->reached = true;
@@ -841,7 +844,20 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			why = RELEASE_END;
 			s = ns;
 			lo = nlo;
-			head = s->u.central.free_head;
+			/* The run's first block, chained here with n = 1 rather
+			 * than through the n++ below after n = 0: one instruction
+			 * a run, and in a random flush nearly every block opens
+			 * one. */
+			if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {
+				head = s->u.central.free_head;
+				why = RELEASE_LOST;
+				break;
+			}
+			*(void **)b = s->u.central.free_head;
+			freelist_flip_mark(b);
+			head = b;
+			n = 1;
+			continue;
 		} else if (!one_page && EBB_UNLIKELY(!block_offset_ok(off, mul, limit))) {
 			why = RELEASE_BAD;
 			break;
@@ -855,6 +871,8 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 		head = b;
 		n++;
 	}
+	/* Every block `at` passed is chained (on a span of `locked`). */
+	locked->used_blocks -= (uint64_t)(at - from);
 	st->at = at;
 	st->s = s;
 	st->lo = lo;
@@ -999,6 +1017,7 @@ EBB_INLINE void release_blocks_in(unsigned cls, void *const *blocks, unsigned co
 				freelist_flip_mark(b);
 				st.head = b;
 				st.n = 1;
+				st.locked->used_blocks--;
 				continue;
 			}
 			why = RELEASE_LOST;
