@@ -714,6 +714,11 @@ static void run_close_rest(central_t *home, span_t *s, void *head, uint32_t n, b
 		s->u.central.free_count -= over;
 		home->used_blocks += over;
 		s->used = 0;
+		/* None was out before this run: the span emptied at an earlier
+		 * close (a window's end, then a block of it freed twice) and
+		 * was retired then, or is being purged: not again. */
+		if (over == n)
+			return;
 	}
 	if (!s->u.central.purging) { /* else the purge pass retires it */
 		central_span_retire(home, s);
