@@ -871,3 +871,54 @@ TEST_CASE("a CPU slot's lists are set up by its first use, once, while passes ru
 	central_drain(false, nullptr);
 	CHECK(class_stats(cls).transfer_blocks == 0);
 }
+
+// release_to_spans walks a flush in windows of at most 64 blocks, each ended
+// by a sentinel written in place of the block after it (put back after the
+// window) and the flush's last block in a window of its own. Bad addresses
+// at the edges of the windows (the sentinel's place, the block before it,
+// the last block) are reported and skipped as anywhere else, every good
+// block comes home, and the caller's array is left as it was.
+TEST_CASE("a flush of several windows: bad blocks at their edges are reported, the array is left whole",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32), other = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 9;
+	central_drain(false, nullptr);
+	std::vector<void *> good;
+	while (good.size() < 200) {
+		std::vector<void *> got = refill(cpu, cls, k.batch, false);
+		REQUIRE(!got.empty());
+		good.insert(good.end(), got.begin(), got.end());
+	}
+	// Fill the list's transfer stack, so that the flush goes to the spans.
+	std::vector<void *> fill;
+	while (fill.size() < (size_t)k.transfer_cap * k.batch) {
+		std::vector<void *> got = refill(cpu, cls, k.batch, false);
+		REQUIRE(!got.empty());
+		fill.insert(fill.end(), got.begin(), got.end());
+	}
+	for (size_t i = 0; i < fill.size(); i += k.batch)
+		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
+	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+	std::vector<void *> w = refill(cpu, other, 1, false);
+	REQUIRE(w.size() == 1);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	std::vector<void *> v(good);
+	v.insert(v.begin() + 63, w[0]);  // the first window's last block
+	v.insert(v.begin() + 128, w[0]); // the second window's sentinel place
+	v.push_back(good[0]);            // the last block: freed twice
+	const std::vector<void *> before(v);
+	flush(cpu, cls, v);
+	CHECK(v == before);
+	CHECK(report_count() == reports + 3);
+	CHECK(class_stats(cls).used_blocks == used - good.size());
+	CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+	flush(cpu, other, w);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
