@@ -28,7 +28,8 @@ std::vector<void *> refill(unsigned cpu, unsigned cls, unsigned want, bool use_t
 	return v;
 }
 
-void flush(unsigned cpu, unsigned cls, const std::vector<void *> &v)
+/* central_flush borrows the array's slots while it runs (central.h): a copy. */
+void flush(unsigned cpu, unsigned cls, std::vector<void *> v)
 {
 	central_flush(cpu, cls, v.data(), (unsigned)v.size());
 }

@@ -1023,7 +1023,7 @@ EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, 
  * when it is closed, under the home's lock, which guards `used`): either is
  * reported and the block dropped, as a block-by-block return would (the
  * same blocks, named by address). */
-EBB_INLINE void release_blocks_in(unsigned cls, void *const *blocks, unsigned count, span_t **empties,
+EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, span_t **empties,
 				  bool one_page)
 {
 	const uint64_t key = freelist_mark;
@@ -1061,7 +1061,7 @@ EBB_INLINE void release_blocks_in(unsigned cls, void *const *blocks, unsigned co
 	 * The lock is dropped and taken again between windows (the last
 	 * block's window joins the one before it: at most RELEASE_CHUNK + 1
 	 * blocks under one hold). */
-	void **const slots = (void **)blocks; /* the caller's: a bin's slots, a local batch */
+	void **const slots = blocks; /* the caller's: a bin's slots, a local batch; it lends them */
 	void *last[2] = { end[-1], RELEASE_SENTINEL };
 	for (void **next = slots + (st.at - blocks);;) {
 		void **stop = slots + count - 1;
@@ -1095,18 +1095,18 @@ EBB_INLINE void release_blocks_in(unsigned cls, void *const *blocks, unsigned co
 	*empties = st.empties;
 }
 
-static EBB_NOINLINE void release_blocks_page(unsigned cls, void *const *blocks, unsigned count, span_t **empties)
+static EBB_NOINLINE void release_blocks_page(unsigned cls, void **blocks, unsigned count, span_t **empties)
 {
 	release_blocks_in(cls, blocks, count, empties, true);
 }
 
-static EBB_NOINLINE void release_blocks_pages(unsigned cls, void *const *blocks, unsigned count,
+static EBB_NOINLINE void release_blocks_pages(unsigned cls, void **blocks, unsigned count,
 					      span_t **empties)
 {
 	release_blocks_in(cls, blocks, count, empties, false);
 }
 
-static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
+static void release_to_spans(unsigned cls, void **blocks, unsigned count)
 {
 	span_t *empties = NULL;
 	if (size_classes[cls].pages == 1)
@@ -1123,7 +1123,7 @@ static void release_to_spans(unsigned cls, void *const *blocks, unsigned count)
 	}
 }
 
-void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count)
+void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count)
 {
 	const size_class_t *k = &size_classes[cls];
 	central_t *c = central_get(cpu, cls);

@@ -105,8 +105,10 @@ bool central_init_all(void);
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
 /* Takes back `count` free blocks of class cls (addresses in blocks[], each
  * checked by free as a block start of a page of class cls, and carrying its
- * bin mark; the array is the allocator's, never the program's). Any thread. */
-void central_flush(unsigned cpu, unsigned cls, void *const *blocks, unsigned count);
+ * bin mark; the array is the allocator's, never the program's). The array
+ * is lent: its slots are written while the call runs (the return to spans'
+ * window sentinel) and hold what they held when it returns. Any thread. */
+void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count);
 /* Returns the transfer batches of the lists of every CPU to their spans;
  * with only_idle, just of lists unused since the previous idle call. Returns
  * the blocks moved; *kept (if not NULL) tells whether a list in use kept
