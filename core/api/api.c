@@ -294,9 +294,14 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	if (b.large != NULL && size > EBB_SMALL_MAX) {
 		/* Grown into free pages right of it (with headroom if they are
 		 * there), shrunk in place, or a huge block remapped: no copy. */
+		/* A huge block may move (mremap) without passing the free
+		 * hook: a sample goes along (prof_resize_begin). */
+		void *sample = prof && b.large->huge ? prof_resize_begin(p) : NULL;
 		void *q = large_resize(p, b.large, want);
 		if (q == NULL && want > size)
 			q = large_resize(p, b.large, size);
+		if (sample != NULL)
+			prof_resize_end(sample, q != NULL ? q : p);
 		if (q)
 			return realloc_done(p, &b, q, size);
 	}

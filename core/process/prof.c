@@ -691,6 +691,25 @@ static bool prof_free_hook(void *p, span_t *span)
 	return false;
 }
 
+void *prof_resize_begin(void *p)
+{
+	if (!prof_may_hold(p))
+		return NULL;
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	prof_sample_t *s = at != NULL && (*at)->count != NULL ? prof_unlink(at) : NULL;
+	prof_unlock();
+	return s;
+}
+
+void prof_resize_end(void *entry, void *q)
+{
+	prof_sample_t *s = entry;
+	prof_lock();
+	prof_relist(s, q, s->count, s->size, s->class_usable);
+	prof_unlock();
+}
+
 bool prof_holds(const void *p)
 {
 	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))

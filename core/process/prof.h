@@ -166,6 +166,14 @@ void prof_realloc_check(void *p);
  * sample of one (p page-aligned and prof_may_hold), else 0 (its page run is
  * what it holds). Takes the profiler's lock. */
 size_t prof_class_usable(const void *p);
+/* Around a resize of p that may move it without a free (a huge block,
+ * mremap: core/api/api.c, realloc_slow_at): begin takes p's sample out of
+ * the table if p is a live sampled block (NULL if not), end lists it again
+ * at q, where the block is now (p if it stayed or the resize failed), with
+ * its stack and size. Out of the table in between, so that a block mapped
+ * at p's old address meanwhile by another thread is never taken for it. */
+void *prof_resize_begin(void *p);
+void prof_resize_end(void *entry, void *q);
 /* Whether p is a live sampled block. */
 bool prof_holds(const void *p);
 
