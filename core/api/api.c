@@ -309,9 +309,10 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	/* The move allocates: a sampled one moves into a sample block (if
 	 * that fails, unsampled). p, if sampled, leaves its sample in its
 	 * free (large_free_checked's hook). */
+	bool mapped = want >= REALLOC_MAPPED_MIN && size > b.usable;
 	if (prof && prof_tick(size) && prof_should_sample(size))
-		q = prof_alloc_moved(size, want, ret);
-	if (q == NULL && want >= REALLOC_MAPPED_MIN && size > b.usable)
+		q = prof_alloc_moved(size, want, mapped, ret);
+	if (q == NULL && mapped)
 		q = large_alloc_mapped(want);
 	if (q == NULL)
 		q = tcache_alloc(want);
