@@ -294,9 +294,14 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	if (b.large != NULL && size > EBB_SMALL_MAX) {
 		/* Grown into free pages right of it (with headroom if they are
 		 * there), shrunk in place, or a huge block remapped: no copy. */
+		/* A huge block may move (mremap) without passing the free
+		 * hook: a sample goes along (prof_resize_begin). */
+		void *sample = prof && b.large->huge ? prof_resize_begin(p) : NULL;
 		void *q = large_resize(p, b.large, want);
 		if (q == NULL && want > size)
 			q = large_resize(p, b.large, size);
+		if (sample != NULL)
+			prof_resize_end(sample, q != NULL ? q : p);
 		if (q)
 			return realloc_done(p, &b, q, size);
 	}
@@ -304,9 +309,10 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	/* The move allocates: a sampled one moves into a sample block (if
 	 * that fails, unsampled). p, if sampled, leaves its sample in its
 	 * free (large_free_checked's hook). */
+	bool mapped = want >= REALLOC_MAPPED_MIN && size > b.usable;
 	if (prof && prof_tick(size) && prof_should_sample(size))
-		q = prof_alloc_moved(size, want, ret);
-	if (q == NULL && want >= REALLOC_MAPPED_MIN && size > b.usable)
+		q = prof_alloc_moved(size, want, mapped, ret);
+	if (q == NULL && mapped)
 		q = large_alloc_mapped(want);
 	if (q == NULL)
 		q = tcache_alloc(want);

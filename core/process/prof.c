@@ -559,15 +559,16 @@ static void prof_kept_again(prof_sample_t **at, const char *func)
 	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
 }
 
-/* prof_alloc, with a block of `bytes` >= size (a realloc's headroom). */
-EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zero, void *ret)
+/* prof_alloc, with a block of `bytes` >= size (a realloc's headroom), a
+ * mapping of its own if `mapped` (prof_alloc_moved). */
+EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zero, bool mapped, void *ret)
 {
 	prof_busy = true; /* the unwinder may allocate (libunwind, once a thread) */
 	prof_stack_t st;
 	prof_stack_take(&st, ret);
 	void *p = NULL;
 	size_t pages = (bytes + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT;
-	bool keepable = align <= EBB_PAGE_SIZE && pages <= PROF_KEEP_PAGES;
+	bool keepable = !mapped && align <= EBB_PAGE_SIZE && pages <= PROF_KEEP_PAGES;
 	if (keepable)
 		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
@@ -605,7 +606,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (zero)
 			memset(p, 0, size);
 	} else {
-		p = large_alloc(pages << EBB_PAGE_SHIFT, align, false);
+		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(pages << EBB_PAGE_SHIFT, align, false);
 		if (p != NULL && zero)
 			memset(p, 0, size);
 		if (p != NULL && c != NULL) {
@@ -622,12 +623,12 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 
 void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 {
-	return prof_alloc_at(size, size, align, zero, ret);
+	return prof_alloc_at(size, size, align, zero, false, ret);
 }
 
-void *prof_alloc_moved(size_t size, size_t bytes, void *ret)
+void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret)
 {
-	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, ret);
+	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, ret);
 }
 
 size_t prof_class_usable(const void *p)
@@ -689,6 +690,25 @@ static bool prof_free_hook(void *p, span_t *span)
 	prof_unlist(at);
 	prof_unlock();
 	return false;
+}
+
+void *prof_resize_begin(void *p)
+{
+	if (!prof_may_hold(p))
+		return NULL;
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	prof_sample_t *s = at != NULL && (*at)->count != NULL ? prof_unlink(at) : NULL;
+	prof_unlock();
+	return s;
+}
+
+void prof_resize_end(void *entry, void *q)
+{
+	prof_sample_t *s = entry;
+	prof_lock();
+	prof_relist(s, q, s->count, s->size, s->class_usable);
+	prof_unlock();
 }
 
 bool prof_holds(const void *p)

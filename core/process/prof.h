@@ -144,8 +144,11 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
 /* prof_alloc for a realloc that moves a block to `size` bytes: the block
  * has `bytes` >= size (the headroom realloc gives a growing block, so that
  * a sampled string is not moved again at its next few growths); the sample
- * records size. */
-EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, void *ret);
+ * records size. mapped: the block is a mapping of its own
+ * (large_alloc_mapped), as the same move unsampled gets, so that its next
+ * growths are mremaps too (a page run cost bench realloc vector ~2 400
+ * minor faults more with prof=1). */
+EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret);
 /* Before a realloc of p, a page-aligned block that prof_may_be_kept: if p
  * is a kept sample block (freed already), reports it (a double free, as
  * realloc's) and lets go of it. A live sample p stays listed whatever the
@@ -166,6 +169,14 @@ void prof_realloc_check(void *p);
  * sample of one (p page-aligned and prof_may_hold), else 0 (its page run is
  * what it holds). Takes the profiler's lock. */
 size_t prof_class_usable(const void *p);
+/* Around a resize of p that may move it without a free (a huge block,
+ * mremap: core/api/api.c, realloc_slow_at): begin takes p's sample out of
+ * the table if p is a live sampled block (NULL if not), end lists it again
+ * at q, where the block is now (p if it stayed or the resize failed), with
+ * its stack and size. Out of the table in between, so that a block mapped
+ * at p's old address meanwhile by another thread is never taken for it. */
+void *prof_resize_begin(void *p);
+void prof_resize_end(void *entry, void *q);
 /* Whether p is a live sampled block. */
 bool prof_holds(const void *p);
 

@@ -17,6 +17,7 @@ and checks what they say against the truth the program knows.
   check_profile.py realloc_kept PROG     the same, the second free a realloc: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
+  check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py reload PROG A B       stacks through a library loaded where a closed one was
@@ -169,6 +170,34 @@ def free_paths(prog, tmp):
         fail("%d blocks live after allocating 56 (every one sampled)" % (l1 - l0))
     if l2 != l0:
         fail("%d sampled blocks still live after every one was freed" % (l2 - l0))
+
+
+def live_bytes(path):
+    with open(path) as f:
+        m = re.match(r"heap profile: (\d+): (\d+) \[", f.readline())
+    if m is None:
+        fail("%s: no heap profile header" % path)
+    return int(m.group(1)), int(m.group(2))
+
+
+def huge_moved(prog, tmp):
+    """Every allocation sampled (prof_sample=1): a huge block grown by
+    realloc until mremap moved it is live once in the second profile, and
+    gone from the third after its free and the free of blocks of another
+    site made at its old addresses."""
+    out = os.path.join(tmp, "moved.heap")
+    r = run([prog, "huge_moved", out], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"}, check=False)
+    if r.returncode == 77:
+        skip("realloc never moved the huge block")
+    if r.returncode != 0:
+        fail("prof_sites huge_moved exited %d: %s" % (r.returncode, r.stderr))
+    (n0, b0), (n1, b1), (n2, b2) = (live_bytes(out + ".%d" % i) for i in range(3))
+    print("  live sampled objects/bytes: %d/%d before, %d/%d with the block, %d/%d after" %
+          (n0, b0, n1, b1, n2, b2))
+    if n1 - n0 != 1:
+        fail("%d blocks live with one moved block live" % (n1 - n0))
+    if (n2, b2) != (n0, b0):
+        fail("%d sampled blocks (%d bytes) still live after every one was freed" % (n2 - n0, b2 - b0))
 
 
 def go_units(v, unit):
@@ -434,6 +463,8 @@ def main():
             kept_sizes(sys.argv[2], tmp)
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
+        elif mode == "huge_moved":
+            huge_moved(sys.argv[2], tmp)
         elif mode == "threads":
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":

@@ -25,6 +25,10 @@
  *                              through every freeing one (run with
  *                              prof_sample=1): profiles OUT.0 before, OUT.1
  *                              with them live, OUT.2 after they were freed
+ *   prof_sites huge_moved OUT  (run with prof_sample=1) a huge block grown by
+ *                              realloc until it moves, freed, then blocks of
+ *                              another site made and freed at its old address:
+ *                              OUT.0 before, OUT.1 with it live, OUT.2 after
  *
  * Built with -O2 -fomit-frame-pointer on purpose: the stacks must come out
  * through DWARF call-frame information, as for distro binaries. Allocates
@@ -234,6 +238,60 @@ NOINLINE int free_paths(const char *out)
 	return dump(path);
 }
 
+#define MiB ((size_t)1 << 20)
+
+/* A sampled huge block that realloc moves (mremap to a new address, no
+ * free between) must take its sample along: else its old address stays
+ * listed, live for good, and a later block there is taken for it. Nothing
+ * here prints between the dumps. */
+NOINLINE void *huge_grow_site(size_t n)
+{
+	return T_MALLOC(n);
+}
+
+NOINLINE void *huge_other_site(size_t n)
+{
+	return T_MALLOC(n);
+}
+
+NOINLINE int huge_moved(const char *out)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s.0", out);
+	if (dump(path))
+		return 1;
+	size_t n = 3 * MiB;
+	char *p = checked(huge_grow_site(n));
+	p[0] = 1;
+	int moves = 0;
+	for (int i = 0; i < 64 && moves < 3; i++) {
+		char *q = checked(T_REALLOC(p, n + MiB));
+		if (q[0] != 1)
+			return 1;
+		if (q != p)
+			moves++;
+		p = q;
+		n += MiB;
+	}
+	if (moves == 0) {
+		fprintf(stderr, "the block never moved\n");
+		return 77;
+	}
+	snprintf(path, sizeof path, "%s.1", out);
+	if (dump(path))
+		return 1;
+	T_FREE(p);
+	/* Blocks of another site at and around the old addresses, freed: one
+	 * taken for the moved sample would leave the other listed. */
+	void *o[16];
+	for (int i = 0; i < 16; i++)
+		o[i] = checked(huge_other_site(n - (size_t)(i % 4) * MiB));
+	for (int i = 0; i < 16; i++)
+		T_FREE(o[i]);
+	snprintf(path, sizeof path, "%s.2", out);
+	return dump(path);
+}
+
 static void free_all(keep_t *k)
 {
 	for (size_t i = 0; i < k->n; i++)
@@ -396,6 +454,8 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 3 && strcmp(argv[1], "free_paths") == 0)
 		return free_paths(argv[2]);
-	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|realloc_kept|leak|fork|threads|free_paths [OUT]\n");
+	if (argc >= 3 && strcmp(argv[1], "huge_moved") == 0)
+		return huge_moved(argv[2]);
+	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|realloc_kept|leak|fork|threads|free_paths|huge_moved [OUT]\n");
 	return 2;
 }
