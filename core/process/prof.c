@@ -606,8 +606,12 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (zero)
 			memset(p, 0, size);
 	} else {
-		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(pages << EBB_PAGE_SHIFT, align, false);
-		if (p != NULL && zero)
+		/* A big calloc's pages are zeroed by large_alloc, which knows
+		 * which read as zero already (a memset would fault them all in);
+		 * a kept-size run only needs the bytes asked for. */
+		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT)
+			   : large_alloc(pages << EBB_PAGE_SHIFT, align, zero && !keepable);
+		if (p != NULL && zero && keepable)
 			memset(p, 0, size);
 		if (p != NULL && c != NULL) {
 			prof_lock();

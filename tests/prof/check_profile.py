@@ -17,6 +17,7 @@ and checks what they say against the truth the program knows.
   check_profile.py realloc_kept PROG     the same, the second free a realloc: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
+  check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
@@ -150,6 +151,16 @@ def kept_sizes(prog, tmp):
     """Every allocation sampled (prof_sample=1): freed sample blocks serve
     later samples of every size up to 32 KiB, without the page heap."""
     r = run([prog, "kept_sizes"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"})
+    print("  " + r.stdout.strip().splitlines()[-1])
+
+
+def big_calloc(prog, tmp):
+    """Every allocation sampled (prof_sample=1): a calloc of 256 MiB reads
+    zero and makes resident little more than the pages it reads."""
+    r = run([prog, "big_calloc"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"}, check=False)
+    if r.returncode != 0:
+        fail("prof_sites big_calloc exited %d (1: not zero, 2: the whole block made resident, 3: NULL): %s %s" %
+             (r.returncode, r.stdout.strip(), r.stderr.strip()))
     print("  " + r.stdout.strip().splitlines()[-1])
 
 
@@ -461,6 +472,8 @@ def main():
             double_free(sys.argv[2], tmp, "realloc_kept")
         elif mode == "kept_sizes":
             kept_sizes(sys.argv[2], tmp)
+        elif mode == "big_calloc":
+            big_calloc(sys.argv[2], tmp)
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
         elif mode == "huge_moved":

@@ -141,9 +141,24 @@ NOINLINE void child_site(keep_t *k, size_t bytes)
 
 #if PROF_TEST_OVERRIDE
 #define T_REALLOC realloc
+#define T_CALLOC calloc
 #else
 #define T_REALLOC ebb_realloc
+#define T_CALLOC ebb_calloc
 #endif
+
+/* Resident pages of this process (/proc/self/statm's second field). */
+static long statm_resident_pages(void)
+{
+	long size = 0, resident = -1;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+			resident = -1;
+		fclose(f);
+	}
+	return resident;
+}
 
 /* Blocks of 64 KiB reached by doubling from 1 KiB: every step moves (a new
  * size class, then a page run), so each is an allocation of its new size. */
@@ -398,6 +413,24 @@ int main(int argc, char **argv)
 		printf("large_allocs before %llu after %llu\n", (unsigned long long)before,
 		       (unsigned long long)st.large_allocs);
 		return st.large_allocs == before ? 0 : 1;
+	}
+	if (argc >= 2 && strcmp(argv[1], "big_calloc") == 0) {
+		/* A sampled calloc of 256 MiB reads zero and costs only the
+		 * pages read here, not all of them: the sample's zeroing must
+		 * leave pages that read as zero alone (a memset of the whole
+		 * block would fault every one in). */
+		size_t size = (size_t)256 << 20;
+		long before = statm_resident_pages();
+		unsigned char *p = T_CALLOC(1, size); /* not checked(): it writes */
+		if (p == NULL)
+			return 3;
+		for (size_t off = 0; off < size; off += (size_t)1 << 20)
+			if (p[off] != 0 || p[off + 4095] != 0)
+				return 1;
+		long grew = statm_resident_pages() - before;
+		printf("resident pages grew by %ld for a 256 MiB calloc\n", grew);
+		T_FREE(p);
+		return grew < 16384 ? 0 : 2; /* under 64 MiB of 256 */
 	}
 	if (argc >= 2 && strcmp(argv[1], "realloc_kept") == 0) {
 		/* The same with realloc as the second free, to a size the block
