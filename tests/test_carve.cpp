@@ -64,20 +64,30 @@ span_t *lazy_span(unsigned cpu, unsigned cls, std::vector<void *> *held)
 	return nullptr;
 }
 
+// Every test here: no background thread or decay to move pages under it,
+// the 8 KiB class (16-page spans of 8 blocks), refilled on CPU slot 3,
+// which no other test refills from; the transfer batches back in their
+// spans first.
+const unsigned cpu = 3;
+
+unsigned carve_setup()
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	return size_class_of(8192);
+}
+
 } // namespace
 
 TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without class, carved a batch at a time",
 	  "[central]")
 {
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	unsigned cls = carve_setup();
 	unit_option("on_error", "warn");
-	unsigned cls = size_class_of(8192);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.size == 8192);
 	REQUIRE(k.blocks == 8);
 	REQUIRE(k.pages == 16);
-	const unsigned cpu = 3; // its own list slot: no other test refills there
 	central_drain(false, nullptr);
 	std::vector<void *> held;
 	uint64_t out0 = pages_out();
@@ -142,12 +152,9 @@ TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without 
 TEST_CASE("a forged free of a block the lazy carve has not carved is reported and the block handed out once",
 	  "[central]")
 {
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	unsigned cls = carve_setup();
 	unit_option("on_error", "warn");
-	unsigned cls = size_class_of(8192);
 	const size_class_t &k = size_classes[cls];
-	const unsigned cpu = 3; // its own list slot: no other test refills there
 	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
@@ -196,11 +203,8 @@ TEST_CASE("a forged free of a block the lazy carve has not carved is reported an
 // block at once, as before.
 TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
 {
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
-	unsigned cls = size_class_of(8192);
+	unsigned cls = carve_setup();
 	const size_class_t &k = size_classes[cls];
-	const unsigned cpu = 3; // its own list slot: no other test refills there
 	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
