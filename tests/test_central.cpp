@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 #include <set>
@@ -186,6 +187,54 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	central_drain(false, nullptr);
 	REQUIRE(class_stats(cls).used_blocks == 0);
 	REQUIRE(class_stats(cls).spans == 0);
+}
+
+// Oversubscription (issue 13): a thread that holds a list's span lock may be
+// preempted for a whole time slice. The transfer path takes no lock
+// (central.h): a consumer's flush of a whole batch and a producer's refill
+// that takes it must both finish while another thread holds the list's lock.
+// If either waited for it, the holder would give it up only after its 10 s
+// timeout, and the test fails on that (rather than hanging).
+TEST_CASE("a flushed batch reaches a refill while another thread holds the list's lock", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(160);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 2;
+	std::vector<void *> batch = refill(cpu, cls, k.batch, false);
+	REQUIRE(batch.size() == k.batch);
+	// The carve's other batches back to their spans: the stack has room.
+	central_drain(false, nullptr);
+	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	central_t *c = central_list_at((cpu % os_cpu_count()) * EBB_NUM_CLASSES + cls);
+	REQUIRE(c != nullptr);
+	std::atomic<int> stage{0}; // 1: lock held; 2: the main thread is done
+	std::atomic<bool> timed_out{false};
+	std::thread holder([&] {
+		lock_acquire(&c->lock);
+		stage.store(1);
+		auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+		while (stage.load() != 2) {
+			if (std::chrono::steady_clock::now() > until) {
+				timed_out.store(true);
+				break;
+			}
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+		}
+		lock_release(&c->lock);
+	});
+	while (stage.load() != 1)
+		std::this_thread::yield();
+	flush(cpu, cls, batch);
+	std::vector<void *> again = refill(cpu, cls, k.batch, true);
+	stage.store(2);
+	holder.join();
+	REQUIRE_FALSE(timed_out.load());
+	REQUIRE(again == batch);
+	flush(cpu, cls, again);
+	central_drain(false, nullptr);
+	REQUIRE(class_stats(cls).used_blocks == 0);
 }
 
 // Only a class of several pages: release_blocks_in makes the block-start test

@@ -155,24 +155,34 @@ static void *alloc_aligned(size_t align, size_t size)
 	return p;
 }
 
-static void *calloc_impl(size_t count, size_t size)
+/* calloc of more than EBB_SMALL_MAX bytes, or of a product that overflows
+ * (total is then SIZE_MAX, which no allocation holds). */
+static EBB_COLD void *calloc_large(size_t total)
 {
-	size_t total;
-	if (__builtin_mul_overflow(count, size, &total)) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	if (total <= EBB_SMALL_MAX) {
-		void *p = tcache_alloc(total);
-		if (p)
-			memset(p, 0, total);
-		return p;
-	}
-	if (EBB_UNLIKELY(!init_ensure())) {
+	if (total > EBB_MAX_REQUEST || EBB_UNLIKELY(!init_ensure())) {
 		errno = ENOMEM;
 		return NULL;
 	}
 	return large_alloc(total, EBB_MIN_ALIGN, true);
+}
+
+/* The small path is kept compact: a program calls calloc far less often
+ * than malloc, so its code is mostly out of the instruction cache when
+ * called (python3 with PYTHONMALLOC=malloc, cachegrind: its first line
+ * missed at 97% of the calls). The large path is out of line and memset
+ * is a tail call. */
+static void *calloc_impl(size_t count, size_t size)
+{
+	size_t total;
+	if (EBB_UNLIKELY(__builtin_mul_overflow(count, size, &total)))
+		total = SIZE_MAX;
+	if (EBB_LIKELY(total <= EBB_SMALL_MAX)) {
+		void *p = tcache_alloc(total);
+		if (EBB_UNLIKELY(p == NULL))
+			return NULL;
+		return memset(p, 0, total);
+	}
+	return calloc_large(total);
 }
 
 /* The end of a realloc of p (b) to `size` that returns q, for memcheck: q
@@ -503,7 +513,9 @@ static EBB_NOINLINE void free_plain(void *p)
 bool api_cxx_prof_redirect(void);
 #endif
 
-static EBB_NOINLINE void *calloc_plain(size_t count, size_t size)
+/* Aligned to a cache line: its small path (calloc_impl) then takes two
+ * lines of code instead of three. */
+static EBB_NOINLINE __attribute__((aligned(64))) void *calloc_plain(size_t count, size_t size)
 {
 	TRACK_QUIET_BEGIN();
 	void *p = calloc_impl(count, size);
