@@ -332,11 +332,11 @@ static EBB_NOINLINE void unw_check_from(void *const *own, unsigned n, unsigned m
 }
 #endif
 
-unsigned os_unwind_from(void **out, unsigned max, void *pc, uintptr_t cfa, uintptr_t rbp)
+unsigned os_unwind_from(void **out, unsigned max, void *pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec)
 {
 	if (!__atomic_load_n(&unw_own, __ATOMIC_ACQUIRE))
 		return 0;
-	unsigned n = os_unwind_own(out, max, (uintptr_t)pc, cfa, rbp);
+	unsigned n = os_unwind_own(out, max, (uintptr_t)pc, cfa, rbp, rec);
 #ifdef EBB_UNWIND_CHECK
 	if (n != 0)
 		unw_check_from(out, n, max);
@@ -352,7 +352,7 @@ EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 		 * caller's stack pointer before the call is fp + 2. */
 		uintptr_t *fp = __builtin_frame_address(0);
 		if (fp[1] == (uintptr_t)__builtin_return_address(0)) {
-			unsigned n = os_unwind_own(out, max, fp[1], (uintptr_t)(fp + 2), fp[0]);
+			unsigned n = os_unwind_own(out, max, fp[1], (uintptr_t)(fp + 2), fp[0], NULL);
 #ifdef EBB_UNWIND_CHECK
 			unw_check(out, n, max);
 #endif

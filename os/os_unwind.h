@@ -27,6 +27,7 @@
 #define EBB_OS_OS_UNWIND_H
 
 #include "core/base/config.h"
+#include "os/os_prof.h"
 
 EBB_BEGIN_DECLS
 
@@ -39,7 +40,7 @@ bool os_unwind_own_load(void);
  * `cfa` and in which rbp held `rbp`: stores pc and the return addresses
  * outwards into out, at most max, innermost first. Returns how many, or 0
  * when it gave up (the caller takes the stack another way). */
-unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp);
+unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec);
 
 EBB_END_DECLS
 
