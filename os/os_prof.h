@@ -38,7 +38,8 @@ unsigned os_plt_redirect(const char *name, void *from, void *to);
 /* Loads the unwinders. `which` 0 (auto): the own walker (os_unwind.h,
  * x86-64 with glibc 2.35 or later; about 250 instructions a stack once its
  * rule cache is warm) with libgcc_s's _Unwind_Backtrace for the stacks it
- * gives up on. `which` 1: libunwind's unw_backtrace alone (libunwind.so.8,
+ * gives up on (dlopen'ed by os_unwind the first time, from the sampling
+ * thread: the caller must not sample its allocations). `which` 1: libunwind's unw_backtrace alone (libunwind.so.8,
  * which caches each frame's unwinding rule per thread, about 650
  * instructions a stack). `which` 2: libgcc's alone (each frame's DWARF
  * rules read anew, 9 000-13 000 instructions a stack). Without the own
