@@ -7,6 +7,7 @@
 #define EBB_OS_OS_PROF_H
 
 #include "core/base/config.h"
+#include "os/os_unwind.h" /* os_unwind_rec_t, os_unwind_replay */
 
 EBB_BEGIN_DECLS
 
@@ -64,28 +65,7 @@ unsigned os_unwind(void **out, unsigned max);
  * own walker does this (the frames inside the allocator are then never
  * walked): 0 without it or when it gives up, and the caller takes the
  * stack with os_unwind. */
-/* What a walk of os_unwind_from read, so that the same stack can be known
- * again without walking it (os_unwind_replay): the walk is a function of
- * its start (pc, cfa, and rbp if used) and of the stack words it read (the
- * return addresses and saved rbp values), with rules cached per return
- * address that never change for the objects that are never unloaded.
- * n == OS_UNWIND_REC_NONE: not replayable (a rule of an object that could
- * be unloaded, more reads than fit). */
-#define OS_UNWIND_REC_MAX 32
-#define OS_UNWIND_REC_NONE 0xffffffffu
-typedef struct os_unwind_rec {
-	uintptr_t top; /* the stack's top (all reads are below it) */
-	uintptr_t rbp; /* the start's rbp, if rbp_used */
-	bool rbp_used;
-	unsigned n;
-	uintptr_t at[OS_UNWIND_REC_MAX], val[OS_UNWIND_REC_MAX];
-} os_unwind_rec_t;
-
 unsigned os_unwind_from(void **out, unsigned max, void *pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec);
-/* Whether a walk from (the same pc and) cfa, rbp would read what rec says
- * a former one read, on the calling thread's stack: it would then give
- * the same frames. */
-bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa, uintptr_t rbp);
 
 /* "name+0xoff (object)" of the code at `addr` into buf (NUL-terminated),
  * from the dynamic symbol tables (dladdr: only exported names, else the
