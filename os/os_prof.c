@@ -3,6 +3,7 @@
 #include "os/os_prof.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #ifdef EBB_UNWIND_CHECK
 #include <stdio.h>
 #endif
@@ -51,6 +52,121 @@ bool os_code_redirect(void *from, void *to)
 	(void)from;
 	(void)to;
 	return false;
+#endif
+}
+
+#if defined(__x86_64__)
+struct plt_job {
+	const char *name;
+	uintptr_t from, to;
+	unsigned written;
+};
+
+/* Whether a lies in one of info's loaded segments (exec: executable ones
+ * alone). */
+static bool plt_inside(const struct dl_phdr_info *info, uintptr_t a, bool exec)
+{
+	for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || (exec && !(ph->p_flags & PF_X)))
+			continue;
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+		if (a >= lo && a - lo < ph->p_memsz)
+			return true;
+	}
+	return false;
+}
+
+/* A slot of a read-only page (RELRO, bound at load time) is made writable
+ * for the store. */
+static bool plt_store(uintptr_t *slot, uintptr_t v, uintptr_t relro, uintptr_t relro_end)
+{
+	if ((uintptr_t)slot < relro || (uintptr_t)slot >= relro_end) {
+		*slot = v;
+		return true;
+	}
+	uintptr_t page = (uintptr_t)slot & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
+	if (mprotect((void *)page, EBB_PAGE_SIZE, PROT_READ | PROT_WRITE) != 0)
+		return false;
+	*slot = v;
+	mprotect((void *)page, EBB_PAGE_SIZE, PROT_READ);
+	return true;
+}
+
+static int plt_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	struct plt_job *j = arg;
+	(void)size;
+	uintptr_t base = info->dlpi_addr, relro = 0, relro_end = 0;
+	const ElfW(Dyn) *dyn = NULL;
+	if (plt_inside(info, j->from, false))
+		return 0; /* this library: its own calls are not through a PLT slot of name */
+	for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_DYNAMIC)
+			dyn = (const ElfW(Dyn) *)(base + ph->p_vaddr);
+		else if (ph->p_type == PT_GNU_RELRO) {
+			relro = (base + ph->p_vaddr) & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
+			relro_end = base + ph->p_vaddr + ph->p_memsz;
+		}
+	}
+	if (dyn == NULL)
+		return 0;
+	uintptr_t jmprel = 0, pltsz = 0, pltrel = 0, symtab = 0, strtab = 0, strsz = 0;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		switch (dyn->d_tag) {
+		case DT_JMPREL: jmprel = dyn->d_un.d_ptr; break;
+		case DT_PLTRELSZ: pltsz = dyn->d_un.d_val; break;
+		case DT_PLTREL: pltrel = dyn->d_un.d_val; break;
+		case DT_SYMTAB: symtab = dyn->d_un.d_ptr; break;
+		case DT_STRTAB: strtab = dyn->d_un.d_ptr; break;
+		case DT_STRSZ: strsz = dyn->d_un.d_val; break;
+		}
+	}
+	if (jmprel == 0 || symtab == 0 || strtab == 0 || pltrel != DT_RELA)
+		return 0;
+	/* ld.so relocates these addresses in place where the dynamic section
+	 * is writable, and leaves them offsets where it is not (the vdso). */
+	if (jmprel < base)
+		jmprel += base;
+	if (symtab < base)
+		symtab += base;
+	if (strtab < base)
+		strtab += base;
+	size_t len = strlen(j->name);
+	const ElfW(Rela) *rel = (const ElfW(Rela) *)jmprel;
+	const ElfW(Sym) *sym = (const ElfW(Sym) *)symtab;
+	for (size_t i = 0; i < pltsz / sizeof *rel; i++) {
+		if (ELF64_R_TYPE(rel[i].r_info) != R_X86_64_JUMP_SLOT)
+			continue;
+		size_t name = sym[ELF64_R_SYM(rel[i].r_info)].st_name;
+		if (name + len >= strsz || memcmp((const char *)strtab + name, j->name, len + 1) != 0)
+			continue;
+		uintptr_t *slot = (uintptr_t *)(base + rel[i].r_offset);
+		uintptr_t now = *slot;
+		/* Bound to name's definition already, or to be bound at the
+		 * first call (the object's PLT stub): anything else was bound
+		 * elsewhere on purpose (RTLD_DEEPBIND, a local definition). */
+		if ((now == j->from || plt_inside(info, now, true)) && plt_store(slot, j->to, relro, relro_end))
+			j->written++;
+	}
+	return 0;
+}
+#endif
+
+unsigned os_plt_redirect(const char *name, void *from, void *to)
+{
+#if defined(__x86_64__)
+	if (dlsym(RTLD_DEFAULT, name) != from)
+		return 0;
+	struct plt_job j = {name, (uintptr_t)from, (uintptr_t)to, 0};
+	dl_iterate_phdr(plt_object, &j);
+	return j.written;
+#else
+	(void)name;
+	(void)from;
+	(void)to;
+	return 0;
 #endif
 }
 
@@ -110,19 +226,37 @@ static __thread unsigned unw_stacks __attribute__((tls_model("initial-exec")));
  * stacks the walker gives up on, and libunwind is not loaded. */
 static bool unw_own;
 
+/* libgcc_s's _Unwind_Backtrace (with the own walker: loaded the first
+ * time a stack needs it, unw_gcc_tried). */
+static uint32_t unw_gcc_tried;
+
+static unw_backtrace_fn unw_gcc_load(void)
+{
+	void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE);
+	unw_getip_fn getip = h ? (unw_getip_fn)dlsym(h, "_Unwind_GetIP") : NULL;
+	unw_backtrace_fn bt = h ? (unw_backtrace_fn)dlsym(h, "_Unwind_Backtrace") : NULL;
+	if (getip == NULL || bt == NULL)
+		return NULL;
+	__atomic_store_n(&unw_getip, getip, __ATOMIC_RELAXED);
+	__atomic_store_n(&unw_backtrace, bt, __ATOMIC_RELEASE);
+	return bt;
+}
+
 const char *os_unwind_load(unsigned which)
 {
 	const char *name = NULL;
 	if (which == 0 && os_unwind_own_load()) {
-		void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE);
-		unw_getip_fn getip = h ? (unw_getip_fn)dlsym(h, "_Unwind_GetIP") : NULL;
-		unw_backtrace_fn bt = h ? (unw_backtrace_fn)dlsym(h, "_Unwind_Backtrace") : NULL;
-		if (getip != NULL && bt != NULL) {
-			__atomic_store_n(&unw_getip, getip, __ATOMIC_RELAXED);
-			__atomic_store_n(&unw_backtrace, bt, __ATOMIC_RELEASE);
-		}
+		/* libgcc_s is loaded when the walker first gives up on a stack
+		 * (os_unwind), not here: most programs never need it, and its
+		 * dlopen cost every process about 82 000 instructions and a
+		 * millisecond at start-up (bench churn 16B-32K: 0.16% of the
+		 * run). A check build compares every stack with libgcc's. */
+#ifdef EBB_UNWIND_CHECK
+		__atomic_store_n(&unw_gcc_tried, 1, __ATOMIC_RELAXED);
+		unw_gcc_load();
+#endif
 		__atomic_store_n(&unw_own, true, __ATOMIC_RELEASE);
-		return bt != NULL ? "own, libgcc for the rest" : "own";
+		return "own, libgcc for the rest";
 	}
 	/* Under a sanitizer auto skips libunwind: its thread-exit destructor
 	 * locks a mutex after TSan has torn the thread down (it crashes
@@ -197,7 +331,36 @@ static EBB_NOINLINE void unw_check(void *const *own, unsigned n, unsigned max)
 	if ((stacks & (stacks - 1)) == 0)
 		dprintf(2, "unwind check: %lu stacks, %lu differ, %lu given up\n", stacks, diffs, gaveup);
 }
+
+/* The same for os_unwind_from: libgcc's stack from own[0] on. */
+static EBB_NOINLINE void unw_check_from(void *const *own, unsigned n, unsigned max)
+{
+	void *gcc[80];
+	struct unw_walk w = {gcc, 0, 80, unw_getip};
+	unw_backtrace(unw_frame, &w);
+	unsigned k = 0;
+	while (k < w.n && gcc[k] != own[0])
+		k++;
+	bool same = k + n == w.n || (n == max && w.n >= k + n);
+	for (unsigned i = 0; same && i < n; i++)
+		same = own[i] == gcc[k + i];
+	if (!same)
+		dprintf(2, "unwind check (from a frame): differ (own %u, libgcc %u frames from the first)\n", n,
+			w.n - k);
+}
 #endif
+
+unsigned os_unwind_from(void **out, unsigned max, void *pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec)
+{
+	if (!__atomic_load_n(&unw_own, __ATOMIC_ACQUIRE))
+		return 0;
+	unsigned n = os_unwind_own(out, max, (uintptr_t)pc, cfa, rbp, rec);
+#ifdef EBB_UNWIND_CHECK
+	if (n != 0)
+		unw_check_from(out, n, max);
+#endif
+	return n;
+}
 
 EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 {
@@ -207,7 +370,7 @@ EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 		 * caller's stack pointer before the call is fp + 2. */
 		uintptr_t *fp = __builtin_frame_address(0);
 		if (fp[1] == (uintptr_t)__builtin_return_address(0)) {
-			unsigned n = os_unwind_own(out, max, fp[1], (uintptr_t)(fp + 2), fp[0]);
+			unsigned n = os_unwind_own(out, max, fp[1], (uintptr_t)(fp + 2), fp[0], NULL);
 #ifdef EBB_UNWIND_CHECK
 			unw_check(out, n, max);
 #endif
@@ -217,6 +380,12 @@ EBB_NOINLINE unsigned os_unwind(void **out, unsigned max)
 	}
 	unw_trace_fn t = __atomic_load_n(&unw_trace, __ATOMIC_ACQUIRE);
 	unw_backtrace_fn bt = __atomic_load_n(&unw_backtrace, __ATOMIC_ACQUIRE);
+	/* The own walker gave up: libgcc's, loaded by the first thread that
+	 * gets here (the caller samples nothing meanwhile: dlopen allocates);
+	 * another thread at the same moment goes without this once. */
+	if (bt == NULL && __atomic_load_n(&unw_own, __ATOMIC_ACQUIRE) &&
+	    __atomic_exchange_n(&unw_gcc_tried, 1, __ATOMIC_ACQ_REL) == 0)
+		bt = unw_gcc_load();
 	/* A tail call (unw_backtrace returns a count, never below 0): this
 	 * frame is not on the stack libunwind walks. */
 	if (t != NULL && (bt == NULL || unw_stacks >= UNW_SWITCH))

@@ -7,6 +7,7 @@
 #define EBB_OS_OS_PROF_H
 
 #include "core/base/config.h"
+#include "os/os_unwind.h" /* os_unwind_rec_t, os_unwind_replay */
 
 EBB_BEGIN_DECLS
 
@@ -25,10 +26,21 @@ bool os_code_redirect(void *from, void *to);
  * to the code). */
 bool os_tls_patch(void *insn, int32_t placeholder, void *var);
 
+/* Points the PLT slots (R_X86_64_JUMP_SLOT) of `name` in the objects
+ * loaded now, other than this library, at `to`, where `from` is what name
+ * resolves to (it is checked: a program that defines name itself is left
+ * alone) and each slot holds `from` or its object's own lazy-binding stub.
+ * Their calls then skip the jump os_code_redirect wrote over from's entry
+ * (one instruction a call); objects loaded later, calls through other
+ * slots and function pointers still take it. Start-up only, like
+ * os_code_redirect. Returns the slots written. */
+unsigned os_plt_redirect(const char *name, void *from, void *to);
+
 /* Loads the unwinders. `which` 0 (auto): the own walker (os_unwind.h,
  * x86-64 with glibc 2.35 or later; about 250 instructions a stack once its
  * rule cache is warm) with libgcc_s's _Unwind_Backtrace for the stacks it
- * gives up on. `which` 1: libunwind's unw_backtrace alone (libunwind.so.8,
+ * gives up on (dlopen'ed by os_unwind the first time, from the sampling
+ * thread: the caller must not sample its allocations). `which` 1: libunwind's unw_backtrace alone (libunwind.so.8,
  * which caches each frame's unwinding rule per thread, about 650
  * instructions a stack). `which` 2: libgcc's alone (each frame's DWARF
  * rules read anew, 9 000-13 000 instructions a stack). Without the own
@@ -47,6 +59,13 @@ const char *os_unwind_load(unsigned which);
  * call calloc once per thread, which the caller must not sample. 0 before
  * os_unwind_load succeeded. */
 unsigned os_unwind(void **out, unsigned max);
+/* The same from a frame the caller names: the frame whose return address
+ * is `pc`, whose CFA (the stack pointer once pc is returned to) is `cfa`,
+ * with rbp holding `rbp` there; pc is the first address stored. Only the
+ * own walker does this (the frames inside the allocator are then never
+ * walked): 0 without it or when it gives up, and the caller takes the
+ * stack with os_unwind. */
+unsigned os_unwind_from(void **out, unsigned max, void *pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec);
 
 /* "name+0xoff (object)" of the code at `addr` into buf (NUL-terminated),
  * from the dynamic symbol tables (dladdr: only exported names, else the

@@ -528,8 +528,20 @@ static unsigned long long unw_generation(void)
 	return subs;
 }
 
+/* Notes in rec (if any) the read of the stack word at `at`, valued v. */
+EBB_INLINE void rec_read(os_unwind_rec_t *rec, uintptr_t at, uintptr_t v)
+{
+	if (rec != NULL && rec->n < OS_UNWIND_REC_MAX) {
+		rec->at[rec->n] = at;
+		rec->val[rec->n++] = v;
+	} else if (rec != NULL) {
+		rec->n = OS_UNWIND_REC_NONE;
+	}
+}
+
 __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc,
-									  uintptr_t cfa, uintptr_t rbp)
+									  uintptr_t cfa, uintptr_t rbp,
+									  os_unwind_rec_t *rec)
 {
 	if (__atomic_load_n(&find_object, __ATOMIC_ACQUIRE) == NULL)
 		return 0;
@@ -538,6 +550,18 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 		return 0;
 	uint64_t gen = 4; /* not read yet */
 	unsigned n = 0;
+	bool rbp_start = true; /* rbp still holds the start's value */
+	/* rec's entry of the read that rbp holds now (rbp_start false), its
+	 * address tagged with bit 0 until a rule uses rbp: an rbp read that no
+	 * CFA came from does not change the walk, and is left out of rec at
+	 * the end (churn 16B-32K: 5 words to compare in a replay, then 3). */
+	unsigned rbp_at = OS_UNWIND_REC_MAX;
+	if (rec != NULL) {
+		rec->top = top;
+		rec->rbp = rbp;
+		rec->rbp_used = false;
+		rec->n = 0;
+	}
 	while (n < max && pc != 0) {
 		out[n++] = (void *)pc;
 		uint64_t *slot = &unw_cache[cache_slot(pc)];
@@ -562,11 +586,17 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 				__atomic_store_n(slot, w | (gen & 3) << RULE_GEN_SHIFT | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT,
 						 __ATOMIC_RELAXED);
 		}
+		if (rec != NULL && !(w & RULE_PERM))
+			rec->n = OS_UNWIND_REC_NONE; /* its rule may change (dlclose) */
 		if (w & RULE_END)
 			break;
 		uintptr_t next = sp + RULE_CFA_OFF(w);
 		if (w & RULE_CFA_RBP) {
 			next = rbp + RULE_CFA_OFF(w);
+			if (rec != NULL && rbp_start)
+				rec->rbp_used = true;
+			if (rec != NULL && !rbp_start && rbp_at < rec->n)
+				rec->at[rbp_at] &= ~(uintptr_t)1;
 			/* Aligned: rbp may hold anything (sp is aligned, and so
 			 * is every offset of a rule). */
 			if ((next & 7) != 0)
@@ -584,22 +614,66 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 			if (at < sp)
 				return 0;
 			rbp = *(const uintptr_t *)at;
+			rbp_at = rec != NULL ? rec->n : 0;
+			rec_read(rec, at | 1, rbp);
+			rbp_start = false;
 		}
 		pc = *(const uintptr_t *)(next - 8);
+		rec_read(rec, next - 8, pc);
 		sp = next;
+	}
+	if (rec != NULL && rec->n != OS_UNWIND_REC_NONE) {
+		unsigned k = 0;
+		for (unsigned i = 0; i < rec->n; i++) {
+			if (rec->at[i] & 1)
+				continue;
+			rec->at[k] = rec->at[i];
+			rec->val[k++] = rec->val[i];
+		}
+		rec->n = k;
 	}
 	return n;
 }
 
+__attribute__((no_sanitize("address", "thread"))) bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa,
+									       uintptr_t rbp)
+{
+	if (rec->n == OS_UNWIND_REC_NONE || (rec->rbp_used && rec->rbp != rbp))
+		return false;
+	/* The top of this thread's stack is the walk's (a thread's own: the
+	 * thread pointer, tested first; else the main thread's): every word
+	 * the walk read, at or above the same cfa and below top, is inside
+	 * this thread's stack now, whoever walked it (a thread's stack is
+	 * reused for the next one). */
+	uintptr_t tp;
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	if (rec->top != tp && stack_top(cfa) != rec->top)
+		return false;
+	for (unsigned i = 0; i < rec->n; i++)
+		if (*(const uintptr_t *)rec->at[i] != rec->val[i])
+			return false;
+	return true;
+}
+
 #else /* !UNW_OWN */
+
+bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa, uintptr_t rbp)
+{
+	(void)rec;
+	(void)cfa;
+	(void)rbp;
+	return false;
+}
+
 
 bool os_unwind_own_load(void)
 {
 	return false;
 }
 
-unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp)
+unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec)
 {
+	(void)rec;
 	(void)out;
 	(void)max;
 	(void)pc;

@@ -30,6 +30,23 @@
 
 EBB_BEGIN_DECLS
 
+/* What a walk of os_unwind_from read, so that the same stack can be known
+ * again without walking it (os_unwind_replay): the walk is a function of
+ * its start (pc, cfa, and rbp if used) and of the stack words it read (the
+ * return addresses and saved rbp values), with rules cached per return
+ * address that never change for the objects that are never unloaded.
+ * n == OS_UNWIND_REC_NONE: not replayable (a rule of an object that could
+ * be unloaded, more reads than fit). */
+#define OS_UNWIND_REC_MAX 32
+#define OS_UNWIND_REC_NONE 0xffffffffu
+typedef struct os_unwind_rec {
+	uintptr_t top; /* the stack's top (all reads are below it) */
+	uintptr_t rbp; /* the start's rbp, if rbp_used */
+	bool rbp_used;
+	unsigned n;
+	uintptr_t at[OS_UNWIND_REC_MAX], val[OS_UNWIND_REC_MAX];
+} os_unwind_rec_t;
+
 /* Makes the walker usable: false if it cannot run here (not x86-64, a libc
  * without _dl_find_object). Call once, where dlsym may allocate. */
 bool os_unwind_own_load(void);
@@ -39,7 +56,11 @@ bool os_unwind_own_load(void);
  * `cfa` and in which rbp held `rbp`: stores pc and the return addresses
  * outwards into out, at most max, innermost first. Returns how many, or 0
  * when it gave up (the caller takes the stack another way). */
-unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp);
+unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec);
+/* Whether a walk from (the same pc and) cfa, rbp would read what rec says
+ * a former one read, on the calling thread's stack: it would then give
+ * the same frames. */
+bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa, uintptr_t rbp);
 
 EBB_END_DECLS
 

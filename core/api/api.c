@@ -767,6 +767,11 @@ static void api_prof_redirect(void)
 		  os_code_redirect((void *)realloc_slow, (void *)realloc_slow_prof) && api_cxx_prof_redirect();
 	if (!ok)
 		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
+	else {
+		/* The programs' PLT calls then skip the jump (os_plt_redirect). */
+		os_plt_redirect("malloc", (void *)malloc_plain, (void *)prof_malloc);
+		os_plt_redirect("calloc", (void *)calloc_plain, (void *)prof_calloc);
+	}
 #endif
 }
 

@@ -19,7 +19,9 @@
  * Off (the default) none of this runs: core/api/api.c's standard names
  * (malloc, calloc, realloc, operator new) are their plain code, and only
  * when prof=1 does the library constructor write a jump to their prof
- * variants over their entries (os_code_redirect), so the fast paths are
+ * variants over their entries (os_code_redirect), and point the PLT slots
+ * of malloc and calloc in the objects loaded then at the variants
+ * (os_plt_redirect: a program's call skips the jump), so the fast paths are
  * today's, instruction for instruction. The prefixed API tests prof_on.
  *
  * Locking: one lock over both tables, a leaf (nothing is called under it

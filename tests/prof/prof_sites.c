@@ -36,6 +36,7 @@
  * ebb_malloc/ebb_free (the sanitizer builds). */
 #include <pthread.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,48 @@ NOINLINE void site_b(keep_t *k, size_t bytes)
 }
 
 /* Allocates and frees at once: sampled in the totals, never live. */
+/* same_leaf: one allocating function reached from two callers whose
+ * frames are alike, so that the allocation's return address and stack
+ * pointer are the same from either: only the frames further out tell the
+ * two stacks apart (the profiler's replayed stacks must look at them). */
+NOINLINE void same_leaf(keep_t *k, size_t n, int tag)
+{
+	char *p = checked(T_MALLOC(n));
+	p[0] = (char)tag;
+	keep_push(k, p);
+}
+
+static volatile int leaf_calls; /* after the call: no tail call, a frame each */
+
+NOINLINE void leaf_via_a(keep_t *k, size_t n)
+{
+	same_leaf(k, n, 'a');
+	leaf_calls++;
+}
+
+NOINLINE void leaf_via_b(keep_t *k, size_t n)
+{
+	same_leaf(k, n, 'b');
+	leaf_calls++;
+}
+
+/* in_signal: allocations made in a signal handler, whose stacks pass
+ * through the kernel's signal frame, which the own walker leaves to
+ * libgcc's unwinder (loaded then, the first time one is needed). */
+static keep_t signal_keep;
+
+NOINLINE void signal_site(void)
+{
+	keep_push(&signal_keep, checked(T_MALLOC(5000)));
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	signal_site();
+	leaf_calls++;
+}
+
 NOINLINE void churn(size_t bytes)
 {
 	for (size_t done = 0; done < bytes;) {
@@ -356,6 +399,23 @@ int main(int argc, char **argv)
 		churn(50 * MiB);
 		return dump(argv[2]);
 	}
+	if (argc >= 3 && strcmp(argv[1], "same_leaf") == 0) {
+		/* 3 000 blocks of 1 000 bytes through a, 1 000 through b, in turns. */
+		for (int i = 0; i < 4000; i++) {
+			if (i % 4 != 3)
+				leaf_via_a(&a, 1000);
+			else
+				leaf_via_b(&a, 1000);
+		}
+		return dump(argv[2]);
+	}
+	if (argc >= 3 && strcmp(argv[1], "in_signal") == 0) {
+		/* 200 blocks of 5 000 bytes from the handler. */
+		signal(SIGUSR1, on_signal);
+		for (int i = 0; i < 200; i++)
+			raise(SIGUSR1);
+		return dump(argv[2]);
+	}
 	if (argc >= 3 && strcmp(argv[1], "realloc") == 0) {
 		keep_t c = {0};
 		grow_site(&a, 30 * MiB);
@@ -489,6 +549,6 @@ int main(int argc, char **argv)
 		return free_paths(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "huge_moved") == 0)
 		return huge_moved(argv[2]);
-	fprintf(stderr, "usage: prof_sites two_sites|realloc|double_free|realloc_kept|leak|fork|threads|free_paths|huge_moved [OUT]\n");
+	fprintf(stderr, "usage: prof_sites two_sites|same_leaf|in_signal|realloc|double_free|realloc_kept|leak|fork|threads|free_paths|huge_moved [OUT]\n");
 	return 2;
 }
