@@ -219,42 +219,6 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs, purged runs coalesce an
 	unit_option("decay_ms", "-1");
 }
 
-// Idle means idle: runs freed while a burst of frees goes on (one every
-// 2.5 ms, under the 6.25 ms decay epoch) are not purged during it; when the
-// frees stop, what the curve asks for goes in one pass. A burst that goes on
-// longer than decay_ms decays anyway.
-TEST_CASE_METHOD(heap_fixture, "decay holds while a burst of frees goes on, and purges in one pass when it stops",
-		 "[page_heap]")
-{
-	unit_option("decay_ms", "100");
-	page_heap_init(&heap, 0, os_fake_now());
-	std::vector<span_t *> spans;
-	for (int i = 0; i < 80; i++)
-		spans.push_back(alloc(8));
-	size_t purged = 0;
-	os_fake_counts_t before = os_fake_counts();
-	for (int i = 0; i < 36; i++) {
-		page_heap_free(spans[i]);
-		os_fake_advance(MS * 5 / 2);
-		purged += page_heap_decay(&heap, os_fake_now(), false);
-	}
-	CHECK(purged == 0);
-	CHECK(os_fake_counts().purges == before.purges);
-	os_fake_advance(10 * MS);
-	purged = page_heap_decay(&heap, os_fake_now(), false);
-	CHECK(purged > 0);
-	CHECK(heap.purges == 1);
-	// Frees every 2.5 ms for 1.5 x decay_ms: the curve resumes.
-	purged = 0;
-	for (int i = 36; i < 80; i++) {
-		page_heap_free(spans[i]);
-		os_fake_advance(MS * 5 / 2);
-		purged += page_heap_decay(&heap, os_fake_now(), false);
-	}
-	CHECK(purged > 0);
-	unit_option("decay_ms", "-1");
-}
-
 TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superblock it purged, however many",
 		 "[page_heap]")
 {

@@ -59,7 +59,6 @@ typedef struct page_heap {
 	superblock_t *huge_cache;                  /* freed huge blocks kept for reuse */
 	decay_t decay;
 	uint64_t last_decay_ns;
-	uint64_t held_since_ns;   /* decay held for a burst of frees since then; 0: not held */
 	/* page counts (identity above) */
 	size_t central_pages, large_pages, huge_pages, dirty_pages, purged_pages;
 	size_t huge_slack_pages;  /* pages of live huge blocks beyond what was asked */

@@ -26,31 +26,6 @@
  * retaken (and allocating threads get their turn) every 64 MiB. */
 #define PURGE_BATCH_PAGES ((size_t)16384)
 
-/* A pass made for the dirty budget purges at least this much more than the
- * excess, so that a burst of frees over the budget makes a few passes of
- * 16 MiB and more, not one small one per free (measured, bench/memreturn b
- * with decay_ms=-1: 2 228 passes and 4 906 ranges in the frees). */
-#define EXCESS_SLACK_PAGES ((size_t)4096)
-
-/* Whether h is in a burst of frees: a run became dirty within the last
- * decay epoch. Decay then holds the curve (idle means idle: what a burst
- * frees is not purged while it goes on, and whatever the curve asks for
- * meanwhile it gets in one pass when the frees stop), for at most decay_ms,
- * so that a program that frees all the time still decays. Caller holds the
- * lock. */
-static bool freeing(page_heap_t *h, uint64_t now)
-{
-	uint64_t epoch = h->decay.epoch_ns;
-	span_t *newest = h->lru_head;
-	if (epoch == UINT64_MAX || newest == NULL || util_elapsed(now, newest->u.free.freed_ns) >= epoch) {
-		h->held_since_ns = 0;
-		return false;
-	}
-	if (h->held_since_ns == 0)
-		h->held_since_ns = now;
-	return util_elapsed(now, h->held_since_ns) < h->decay.interval_ns;
-}
-
 
 /* Set once by the process layer at start-up (page_heap_set_dirty_hook); the
  * page heap never calls up into the background thread by name. */
@@ -245,8 +220,7 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	 * backlog has aged meanwhile) then purges them. And while it loops over
 	 * its pool (page_heap_looping), none of the pool is idle: the curve
 	 * waits until the loop stops, the dirty budget still holds. */
-	bool burst = !all && freeing(h, now);
-	if (!all && want > 0 && (burst || page_heap_looping()))
+	if (!all && want > 0 && page_heap_looping())
 		want = 0;
 	if (!all && want > 0) {
 		size_t swing = page_heap_swing_pages(), dirty = page_heap_dirty_total();
@@ -255,8 +229,6 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 			want = above;
 	}
 	size_t excess = page_heap_dirty_excess_pages();
-	if (excess > 0)
-		excess += EXCESS_SLACK_PAGES;
 	if (excess > want)
 		want = excess < h->dirty_pages ? excess : h->dirty_pages;
 	if (want == 0) {
