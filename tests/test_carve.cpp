@@ -8,6 +8,8 @@
 #include <set>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "core/blocks/block.h"
 #include "core/blocks/central.h"
 #include "core/blocks/freelist.h"
@@ -238,6 +240,37 @@ TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
 	}
 	rest.push_back(v[0]);
 	for (void *b : rest)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
+}
+
+// A refill that carves pages given back (here: never touched) faults each
+// block's page in once: its first touch is a write. Reading the block first
+// (the check that it still reads zero) mapped the kernel's shared zero page,
+// and writing the link then faulted a second time to replace it.
+TEST_CASE("a refill faults the pages it carves lazily in once, not twice", "[central]")
+{
+	unsigned cls = carve_setup();
+	const size_class_t &k = size_classes[cls];
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	held.reserve(16);
+	span_t *s = lazy_span(cpu, cls, &held);
+	REQUIRE(s->u.central.withheld == k.blocks - 1u);
+	void *got[8];
+	unsigned n = 0;
+	struct rusage before, after;
+	getrusage(RUSAGE_THREAD, &before);
+	// One block (its first of two pages touched) per refill.
+	for (unsigned i = 1; i < k.blocks; i++)
+		n += central_refill(cpu, cls, 1, false, got + n);
+	getrusage(RUSAGE_THREAD, &after);
+	REQUIRE(n == k.blocks - 1u);
+	long faults = after.ru_minflt - before.ru_minflt;
+	INFO("page faults: " << faults);
+	CHECK(faults <= (long)k.blocks - 1 + 2);
+	held.insert(held.end(), got, got + n);
+	for (void *b : held)
 		central_flush(cpu, cls, &b, 1);
 	central_drain(false, nullptr);
 }
