@@ -1117,9 +1117,7 @@ static void release_to_spans(unsigned cls, void **blocks, unsigned count)
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {
 		next = e->next;
-		central_purge_forget(e);
-		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
-		page_heap_free(e);
+		central_purge_free_span(e);
 	}
 }
 

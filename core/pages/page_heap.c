@@ -899,11 +899,40 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 
 void page_heap_free(span_t *s)
 {
+	page_heap_free_given_back(s, 0, 0);
+}
+
+/* The pages of s as runs of one kind each, left to right: each run merges
+ * with the free neighbour of its kind (the one left of it is the run just
+ * made, of the other kind, or a run outside s), so no two runs of one kind
+ * end up side by side. The first run's descriptor is s's; the others'
+ * are NONE (pages inside a span) until their run is made. */
+static void free_pieces(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t gone, uint64_t zero,
+			uint64_t now)
+{
+	unsigned n = s->npages;
+	for (unsigned i = 0, j; i < n; i = j) {
+		uint64_t out = (gone >> i) & 1;
+		for (j = i + 1; j < n && ((gone >> j) & 1) == out; j++)
+			;
+		uint64_t piece = (j >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << j) - 1) & ~(((uint64_t)1 << i) - 1);
+		page_heap_run_free_coalesced(h, sb, s->page + i, j - i, out ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY,
+					     out && (zero & piece) == piece, now);
+	}
+}
+
+void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero)
+{
 	superblock_t *sb = span_superblock(s);
 	page_heap_t *h = page_heap_owner(sb, false);
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
 	lock_acquire_sb(h, sb);
+	/* Only a CENTRAL span of at most 64 pages has given-back pages (bit i:
+	 * page i); a bit past its pages would free a page not its own. */
+	if (s->state != SPAN_CENTRAL || n > 64 || (n < 64 && (gone >> n) != 0))
+		gone = 0;
+	zero &= gone;
 	if (s->state == SPAN_CENTRAL) {
 		h->central_pages -= n;
 		atomic_sub_u64(&inuse_total_pages, n);
@@ -912,7 +941,10 @@ void page_heap_free(span_t *s)
 		page_heap_inuse_sub(n);
 	}
 	sb->free_pages += (uint32_t)n;
-	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	if (gone == 0)
+		page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	else
+		free_pieces(h, sb, s, gone, zero, now);
 	if (sb->free_pages == sb->usable_pages)
 		sb->empty_since_ns = now;
 	PAGE_HEAP_CHECK(h, sb);

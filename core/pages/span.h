@@ -23,7 +23,8 @@
  * | FREE_PURGED  | page heap, under its lock             | heap size list (purged)        | alloc -> CENTRAL/LARGE; merged -> NONE;     |
  * |              |                                       |                                | superblock unmapped                         |
  * | CENTRAL      | its home central list, under the      | home's partial list while it   | last block back -> page_heap_free           |
- * |              | home's lock, for its whole life       | has free or withheld blocks    | (FREE_DIRTY); while purging, only the       |
+ * |              | home's lock, for its whole life       | has free or withheld blocks    | (FREE_DIRTY; its given-back pages           |
+ * |              |                                       |                                | FREE_PURGED); while purging, only the       |
  * |              |                                       |                                | purge pass retires it (central_purge.c)     |
  * | LARGE        | the program, from malloc to free      | nowhere (pagemap only)         | free -> FREE_DIRTY                          |
  * | ARENA        | its ebb_arena (u.arena.arena), under  | the arena's chunk or block     | reset/destroy, ebb_arena_free of a block    |
