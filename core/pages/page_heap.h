@@ -102,7 +102,9 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
 
 /* A span of npages pages whose first byte is aligned to align_pages pages (a
  * power of two), in state CENTRAL or LARGE. Its descriptor fields state,
- * npages, page and zeroed are set, and pagemap at its first and last page;
+ * npages, page and zeroed are set (zeroed: its pages read as zero; for a
+ * CENTRAL span 1 + the first page from which on they do, 0 if none), and
+ * pagemap at its first and last page;
  * the caller fills the rest of pagemap/page_class before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);

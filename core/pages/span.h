@@ -119,7 +119,8 @@ typedef struct span {
 	uint16_t page;     /* index of the first page in the superblock (1024 for huge) */
 	uint8_t state;     /* enum span_state */
 	uint8_t cls;       /* CENTRAL: size class */
-	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero */
+	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero; CENTRAL, at
+			    * its carve: 1 + the first page from which on they do */
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */
