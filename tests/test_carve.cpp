@@ -274,3 +274,145 @@ TEST_CASE("a refill faults the pages it carves lazily in once, not twice", "[cen
 		central_flush(cpu, cls, &b, 1);
 	central_drain(false, nullptr);
 }
+
+namespace {
+
+page_heap_stats_t heap_stats()
+{
+	page_heap_stats_t st{};
+	page_heap_stats_add(&st);
+	return st;
+}
+
+// The free run of sb whose last page is `last` (its boundary tag).
+const span_t *run_ending_at(superblock_t *sb, unsigned last)
+{
+	return superblock_span_at(sb, sb->pagemap[last]);
+}
+
+} // namespace
+
+// A lazily carved span that empties before its later pages were carved:
+// those pages go back to the page heap purged and reading as zero (they
+// were never touched), not dirty; the stats count them as not resident
+// before and after, and the pages read zero when a span is carved on them
+// again.
+TEST_CASE("an emptied lazy span gives its never-carved pages back as purged pages that read zero",
+	  "[central]")
+{
+	unsigned cls = carve_setup();
+	const size_class_t &k = size_classes[cls];
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	span_t *s = lazy_span(cpu, cls, &held);
+	superblock_t *sb = span_superblock(s);
+	unsigned page = s->page;
+	char *base = (char *)span_start(sb, s);
+	REQUIRE(s->u.central.given_back == (low_bits(16) & ~low_bits(2)));
+	// The others lazy_span took first back (they are in other spans).
+	void *first = held.back();
+	held.pop_back();
+	for (void *b : held)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
+
+	page_heap_stats_t before = heap_stats();
+	uint64_t out0 = pages_out();
+	central_flush(cpu, cls, &first, 1); // s empties and is retired
+	page_heap_stats_t after = heap_stats();
+	CHECK(sb->page_class[page] == 0);
+	CHECK(before.central_pages - after.central_pages == 16);
+	CHECK(after.dirty_pages - before.dirty_pages == 2);
+	CHECK(after.purged_pages - before.purged_pages == 14);
+	CHECK(out0 - pages_out() == 14);
+	// Resident (central - given back inside spans + dirty) did not change.
+	CHECK((before.central_pages - out0 + before.dirty_pages) ==
+	      (after.central_pages - pages_out() + after.dirty_pages));
+	// Pages 0-1 (block 0, written) a dirty run, 2-15 a purged one that
+	// reads zero; no two runs of one kind side by side.
+	const span_t *d = run_ending_at(sb, page + 1);
+	CHECK(d->state == SPAN_FREE_DIRTY);
+	CHECK(d->page + d->npages == page + 2);
+	const span_t *p = superblock_span_at(sb, page + 2);
+	CHECK(p->state == SPAN_FREE_PURGED);
+	CHECK(p->page == page + 2);
+	CHECK(p->npages >= 14);
+	CHECK(p->zeroed == 1);
+	for (size_t i = 2 * EBB_PAGE_SIZE; i < 16 * EBB_PAGE_SIZE; i += sizeof(uint64_t))
+		REQUIRE(*(const uint64_t *)(base + i) == 0);
+
+	// The next span of the class takes the same pages (the newest dirty
+	// run and the purged one right of it): the dirty pages carved, the
+	// others left to the lazy carve again; every block of those reads zero
+	// past the two words the allocator writes.
+	std::vector<void *> again = take(cpu, cls, 1);
+	REQUIRE(again.size() == 1);
+	CHECK(again[0] == base);
+	span_t *n = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(again[0], &n, &why) == cls);
+	CHECK(n->page == page);
+	CHECK(n->u.central.given_back == (low_bits(16) & ~low_bits(2)));
+	CHECK(n->u.central.withheld == k.blocks - 1u);
+	CHECK(sb->page_class[page + 2] == 0);
+	std::vector<void *> v = take(cpu, cls, k.blocks - 1);
+	again.insert(again.end(), v.begin(), v.end());
+	for (void *b : v) {
+		if ((char *)b < base || (char *)b >= base + 16 * EBB_PAGE_SIZE)
+			continue;
+		for (size_t i = 16; i < k.size; i += sizeof(uint64_t))
+			REQUIRE(*(const uint64_t *)((char *)b + i) == 0);
+	}
+	for (void *b : again)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
+}
+
+// Pages the purge pass gave back from inside a span held blocks of the
+// program before: when the span empties they go back purged (not
+// resident), but not as reading zero, so that a carve or a calloc on them
+// writes them whole.
+TEST_CASE("an emptied span's pages given back by the purge pass go back purged, not as zero", "[central]")
+{
+	unsigned cls = carve_setup();
+	const size_class_t &k = size_classes[cls];
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	span_t *s = lazy_span(cpu, cls, &held);
+	superblock_t *sb = span_superblock(s);
+	unsigned page = s->page;
+	void *first = held.back();
+	held.pop_back();
+	for (void *b : held)
+		central_flush(cpu, cls, &b, 1);
+	std::vector<void *> v = take(cpu, cls, k.blocks);
+	std::vector<void *> mine, rest;
+	for (void *b : v) {
+		span_t *t = nullptr;
+		const char *why;
+		(block_lookup(b, &t, &why) == cls && t == s ? mine : rest).push_back(b);
+	}
+	REQUIRE(mine.size() == k.blocks - 1u);
+	REQUIRE(s->u.central.given_back == 0);
+	for (void *b : rest)
+		central_flush(cpu, cls, &b, 1);
+	// Blocks 1-7 free (written by the program), block 0 out: the pass
+	// gives back pages 2-15.
+	for (void *b : mine) {
+		memset((char *)b + 16, 0x5a, k.size - 16); // word 1 holds its bin mark
+		central_flush(cpu, cls, &b, 1);
+	}
+	central_drain(false, nullptr);
+	central_purge_tick(true);
+	REQUIRE(s->u.central.given_back == (low_bits(16) & ~low_bits(2)));
+	page_heap_stats_t before = heap_stats();
+	central_flush(cpu, cls, &first, 1);
+	page_heap_stats_t after = heap_stats();
+	CHECK(after.dirty_pages - before.dirty_pages == 2);
+	CHECK(after.purged_pages - before.purged_pages == 14);
+	const span_t *p = superblock_span_at(sb, page + 2);
+	CHECK(p->state == SPAN_FREE_PURGED);
+	CHECK(p->page == page + 2);
+	CHECK(p->zeroed == 0);
+	central_drain(false, nullptr);
+}

@@ -307,8 +307,15 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	/* A span of several pages that reads as zero is carved lazily: blocks
 	 * [0, end) now, the pages of the rest given back from the start
 	 * (central_carve_withhold), so they stay untouched until a refill
-	 * needs them. A dirty span's pages are resident anyway. */
-	unsigned end = k->pages >= 2 && s->zeroed ? central_carve_cut(c->cls, n) : k->blocks;
+	 * needs them. A dirty span's pages are resident anyway; one whose
+	 * zeroed says its pages read zero from page zeroed - 1 on (a straddle,
+	 * page_heap.c) is carved up to there at least. */
+	unsigned end = k->blocks;
+	if (k->pages >= 2 && s->zeroed) {
+		size_t dirty = (size_t)(s->zeroed - 1u) << EBB_PAGE_SHIFT;
+		unsigned m = (unsigned)((dirty + k->size - 1) / k->size); /* first block from there */
+		end = central_carve_cut(c->cls, n > m ? n : m);
+	}
 	/* Nodes for whole batches of the rest, while the list's full stack has
 	 * room (as a flush would look). */
 	unsigned nodes = 0;
@@ -1117,9 +1124,7 @@ static void release_to_spans(unsigned cls, void **blocks, unsigned count)
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {
 		next = e->next;
-		central_purge_forget(e);
-		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
-		page_heap_free(e);
+		central_purge_free_span(e);
 	}
 }
 

@@ -156,9 +156,11 @@ unsigned central_carve_cut(unsigned cls, unsigned n);
  * first pages get the class now; the rest keep none, so that free()
  * rejects a block start there until a refill carves it. */
 unsigned central_carve_withhold(span_t *s, unsigned m);
-/* s leaves CENTRAL, all its blocks free: its given-back pages stop counting
- * as given back from inside a span. */
-void central_purge_forget(const span_t *s);
+/* s leaves CENTRAL, all its blocks free, no central lock held and nobody
+ * else able to reach it: its pages lose their class and go back to the
+ * page heap, its given-back pages as purged runs (those a lazy carve never
+ * carved as reading zero), the rest dirty. */
+void central_purge_free_span(span_t *s);
 /* Pages given back from inside CENTRAL spans now; madvise calls and bytes
  * given back since start. */
 void central_purge_stats(uint64_t *pages_out, uint64_t *madvise_calls, uint64_t *bytes);

@@ -322,9 +322,7 @@ static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
 	 * else can reach them. */
 	for (span_t *e = empties, *next; e; e = next) {
 		next = e->next;
-		central_purge_forget(e);
-		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
-		page_heap_free(e);
+		central_purge_free_span(e);
 	}
 	return pages;
 }
@@ -495,11 +493,26 @@ bool central_purge_relink(span_t *s, unsigned want)
 	return true;
 }
 
-void central_purge_forget(const span_t *s)
+void central_purge_free_span(span_t *s)
 {
-	uint64_t gone = s->u.central.given_back;
+	superblock_t *sb = span_superblock(s);
+	uint64_t gone = s->u.central.given_back, zero = 0;
+	/* A given-back page without class is a lazy carve's that no refill
+	 * carved: nothing of ours wrote it and no block on it was ever handed
+	 * out (a carved block never reaches it: central_carve_withhold,
+	 * carve_cut_at), so it reads as zero as when the span was carved from
+	 * zeroed pages. One with a class was given back by the pass: not
+	 * resident (MADV_FREE's pages as the page heap's own lazy purges), but
+	 * it held blocks before and may not read zero. */
+	for (uint64_t m = gone; m; m &= m - 1) {
+		unsigned p = (unsigned)__builtin_ctzll(m);
+		if (sb->page_class[s->page + p] == 0)
+			zero |= (uint64_t)1 << p;
+	}
 	if (gone)
 		atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
+	superblock_map_span(sb, s->page, s->npages, 0);
+	page_heap_free_given_back(s, gone, zero);
 }
 
 void central_purge_stats(uint64_t *pages_out, uint64_t *madvise_calls, uint64_t *bytes)

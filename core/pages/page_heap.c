@@ -763,6 +763,105 @@ static page_heap_t *dirty_elsewhere(page_heap_t *h, size_t need, size_t npages, 
 	return NULL;
 }
 
+/* The span [a, a+npages) of sb, just taken off the free runs (h->lock held,
+ * sb->free_pages and the run counts done): its descriptor set up as
+ * page_heap_alloc promises, the pages counted in use. The lock is released
+ * here; from_purged: some of its pages were purged (resident_climb). */
+static span_t *alloc_finish(page_heap_t *h, superblock_t *sb, unsigned a, size_t npages, uint8_t state,
+			    uint8_t zeroed, bool from_purged)
+{
+	span_t *t = run_desc(h, sb, a);
+	/* Zeroed but for the fields a lookup reads (span_check.h), which get
+	 * relaxed stores. */
+	memset(t, 0, offsetof(span_t, npages));
+	t->used = 0;
+	t->cls = 0;
+	t->in_partial = 0;
+	t->purge_ok = 0;
+	span_set_huge(t, 0);
+	atomic_store_u8(&t->state, SPAN_NONE); /* as the memset was: the checker's from-state */
+	SPAN_SET_STATE(t, state, &h->lock);
+	span_set_page(t, a);
+	span_set_npages(t, npages);
+	t->zeroed = zeroed;
+	run_tags(sb, t);
+	if (state == SPAN_CENTRAL) {
+		h->central_pages += npages;
+		atomic_add_u64(&inuse_total_pages, npages);
+	} else {
+		h->large_pages += npages;
+		h->large_allocs++;
+		page_heap_inuse_add(npages);
+	}
+	bool owe = from_purged && resident_climb(state == SPAN_LARGE);
+	PAGE_HEAP_CHECK(h, sb);
+	lock_release(&h->lock);
+	/* Before the caller touches the fresh pages (see resident_climb). */
+	if (EBB_UNLIKELY(owe))
+		page_heap_purge_owed(h, os_now_ns());
+	return t;
+}
+
+/* How many of the newest dirty runs a span of central blocks looks at for
+ * a straddle (straddle_find) before it takes a purged run. */
+#define STRADDLE_LOOK 4
+
+/* A dirty run of h too short for npages whose right neighbour is a purged
+ * run long enough for the rest, among the newest few: what a span leaves
+ * when it empties with only its first pages carved (page_heap_free_given_back:
+ * a dirty prefix, then its never-carved pages purged). A span of central
+ * blocks taken across the two reuses the resident pages, which alone fit
+ * no such span (they would wait for decay while fresh pages are faulted
+ * in), and its purged pages still read as zero for a lazy carve. NULL if
+ * none. */
+static span_t *straddle_find(page_heap_t *h, size_t npages)
+{
+	span_t *l = h->lru_head;
+	for (unsigned i = 0; l != NULL && i < STRADDLE_LOOK; i++, l = l->u.free.lru_next) {
+		if (l->huge)
+			continue;
+		superblock_t *sb = span_superblock(l);
+		unsigned right = l->page + l->npages;
+		if (right >= (unsigned)sb->first_page + sb->usable_pages)
+			continue;
+		span_t *r = superblock_span_at(sb, right);
+		if (r->state == SPAN_FREE_PURGED && r->page == right && l->npages + (size_t)r->npages >= npages)
+			return l;
+	}
+	return NULL;
+}
+
+/* Takes a CENTRAL span of npages from all of dirty run l and the front of
+ * the purged run right of it (straddle_find). Its zeroed is 1 + the first
+ * page that reads as zero when the purged run did, else 0. Releases the
+ * lock. */
+static span_t *alloc_straddle(page_heap_t *h, span_t *l, size_t npages)
+{
+	superblock_t *sb = span_superblock(l);
+	page_heap_check_locked(h, sb, false);
+	unsigned page = l->page, d = l->npages;
+	span_t *r = superblock_span_at(sb, page + d);
+	uint8_t rzeroed = r->zeroed;
+	size_t rest = r->npages - (npages - d);
+	page_heap_run_unlist(h, l);
+	page_heap_run_unlist(h, r);
+	SPAN_SET_STATE(r, SPAN_NONE, &h->lock);
+	if (rest) {
+		span_t *b = run_desc(h, sb, page + (unsigned)npages);
+		SPAN_SET_STATE(b, SPAN_FREE_PURGED, &h->lock);
+		span_set_page(b, page + (unsigned)npages);
+		span_set_npages(b, rest);
+		b->zeroed = rzeroed;
+		span_set_huge(b, 0);
+		run_tags(sb, b);
+		page_heap_run_list(h, b, NULL);
+	}
+	decay_note_removed(&h->decay, d);
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+	return alloc_finish(h, sb, page, npages, SPAN_CENTRAL, rzeroed ? (uint8_t)(d + 1) : 0, true);
+}
+
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
 {
 	size_t need = npages + align_pages - 1;
@@ -789,6 +888,11 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 			}
 			lock_acquire(&h->lock);
 			continue; /* its dirty runs may have changed meanwhile */
+		}
+		if (s == NULL && state == SPAN_CENTRAL && align_pages == 1) {
+			span_t *l = straddle_find(h, npages);
+			if (l != NULL)
+				return alloc_straddle(h, l, npages);
 		}
 		if (s == NULL)
 			s = list_find(h, RUN_PURGED, need);
@@ -865,45 +969,46 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	sb->free_pages -= (uint32_t)npages;
 	sb->empty_since_ns = 0;
 
-	span_t *t = run_desc(h, sb, a);
-	/* Zeroed but for the fields a lookup reads (span_check.h), which get
-	 * relaxed stores. */
-	memset(t, 0, offsetof(span_t, npages));
-	t->used = 0;
-	t->cls = 0;
-	t->in_partial = 0;
-	t->purge_ok = 0;
-	span_set_huge(t, 0);
-	atomic_store_u8(&t->state, SPAN_NONE); /* as the memset was: the checker's from-state */
-	SPAN_SET_STATE(t, state, &h->lock);
-	span_set_page(t, a);
-	span_set_npages(t, npages);
-	t->zeroed = kind_state == SPAN_FREE_PURGED ? zeroed : 0;
-	run_tags(sb, t);
-	if (state == SPAN_CENTRAL) {
-		h->central_pages += npages;
-		atomic_add_u64(&inuse_total_pages, npages);
-	} else {
-		h->large_pages += npages;
-		h->large_allocs++;
-		page_heap_inuse_add(npages);
-	}
-	bool owe = kind_state == SPAN_FREE_PURGED && resident_climb(state == SPAN_LARGE);
-	PAGE_HEAP_CHECK(h, sb);
-	lock_release(&h->lock);
-	/* Before the caller touches the fresh pages (see resident_climb). */
-	if (EBB_UNLIKELY(owe))
-		page_heap_purge_owed(h, os_now_ns());
-	return t;
+	return alloc_finish(h, sb, a, npages, state, kind_state == SPAN_FREE_PURGED ? zeroed : 0,
+			    kind_state == SPAN_FREE_PURGED);
 }
 
 void page_heap_free(span_t *s)
+{
+	page_heap_free_given_back(s, 0, 0);
+}
+
+/* The pages of s as runs of one kind each, left to right: each run merges
+ * with the free neighbour of its kind (the one left of it is the run just
+ * made, of the other kind, or a run outside s), so no two runs of one kind
+ * end up side by side. The first run's descriptor is s's; the others'
+ * are NONE (pages inside a span) until their run is made. */
+static void free_pieces(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t gone, uint64_t zero,
+			uint64_t now)
+{
+	unsigned n = s->npages;
+	for (unsigned i = 0, j; i < n; i = j) {
+		uint64_t out = (gone >> i) & 1;
+		for (j = i + 1; j < n && ((gone >> j) & 1) == out; j++)
+			;
+		uint64_t piece = (j >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << j) - 1) & ~(((uint64_t)1 << i) - 1);
+		page_heap_run_free_coalesced(h, sb, s->page + i, j - i, out ? SPAN_FREE_PURGED : SPAN_FREE_DIRTY,
+					     out && (zero & piece) == piece, now);
+	}
+}
+
+void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero)
 {
 	superblock_t *sb = span_superblock(s);
 	page_heap_t *h = page_heap_owner(sb, false);
 	uint64_t now = os_now_ns();
 	size_t n = s->npages;
 	lock_acquire_sb(h, sb);
+	/* Only a CENTRAL span of at most 64 pages has given-back pages (bit i:
+	 * page i); a bit past its pages would free a page not its own. */
+	if (s->state != SPAN_CENTRAL || n > 64 || (n < 64 && (gone >> n) != 0))
+		gone = 0;
+	zero &= gone;
 	if (s->state == SPAN_CENTRAL) {
 		h->central_pages -= n;
 		atomic_sub_u64(&inuse_total_pages, n);
@@ -912,7 +1017,10 @@ void page_heap_free(span_t *s)
 		page_heap_inuse_sub(n);
 	}
 	sb->free_pages += (uint32_t)n;
-	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	if (gone == 0)
+		page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
+	else
+		free_pieces(h, sb, s, gone, zero, now);
 	if (sb->free_pages == sb->usable_pages)
 		sb->empty_since_ns = now;
 	PAGE_HEAP_CHECK(h, sb);

@@ -102,13 +102,25 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
 
 /* A span of npages pages whose first byte is aligned to align_pages pages (a
  * power of two), in state CENTRAL or LARGE. Its descriptor fields state,
- * npages, page and zeroed are set, and pagemap at its first and last page;
+ * npages, page and zeroed are set (zeroed: its pages read as zero; for a
+ * CENTRAL span 1 + the first page from which on they do, 0 if none), and
+ * pagemap at its first and last page;
  * the caller fills the rest of pagemap/page_class before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
 /* Takes back a CENTRAL span (page_class already cleared by the caller) or a
  * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
 void page_heap_free(span_t *s);
+/* page_heap_free of a CENTRAL span (at most 64 pages) some of whose pages
+ * the central layer gave back (bit i of `gone`: page i of s): those go back
+ * as purged runs, the others as dirty ones, so that the resident count
+ * stays true and decay does not give them back a second time. The purged
+ * runs read as zero where every page of theirs is in `zero` (a subset of
+ * gone), else not (a later carve or calloc writes them whole). The caller
+ * vouches for both: no page of `gone` was written since it was given back
+ * (madvise) or mapped, and no page of `zero` was written, or handed to the
+ * program, since it last read as zero. */
+void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero);
 /* Resizes a LARGE span in place: shrinking always works; growing works when
  * the run right of it is free and large enough. */
 bool page_heap_resize(span_t *s, size_t new_npages);

@@ -23,7 +23,8 @@
  * | FREE_PURGED  | page heap, under its lock             | heap size list (purged)        | alloc -> CENTRAL/LARGE; merged -> NONE;     |
  * |              |                                       |                                | superblock unmapped                         |
  * | CENTRAL      | its home central list, under the      | home's partial list while it   | last block back -> page_heap_free           |
- * |              | home's lock, for its whole life       | has free or withheld blocks    | (FREE_DIRTY); while purging, only the       |
+ * |              | home's lock, for its whole life       | has free or withheld blocks    | (FREE_DIRTY; its given-back pages           |
+ * |              |                                       |                                | FREE_PURGED); while purging, only the       |
  * |              |                                       |                                | purge pass retires it (central_purge.c)     |
  * | LARGE        | the program, from malloc to free      | nowhere (pagemap only)         | free -> FREE_DIRTY                          |
  * | ARENA        | its ebb_arena (u.arena.arena), under  | the arena's chunk or block     | reset/destroy, ebb_arena_free of a block    |
@@ -118,7 +119,8 @@ typedef struct span {
 	uint16_t page;     /* index of the first page in the superblock (1024 for huge) */
 	uint8_t state;     /* enum span_state */
 	uint8_t cls;       /* CENTRAL: size class */
-	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero */
+	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero; CENTRAL, at
+			    * its carve: 1 + the first page from which on they do */
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */

@@ -15,6 +15,8 @@
  *   BUSY        -> FREE_PURGED, FREE_DIRTY (madvise failed), NONE (given
  *                  back straight into a free neighbour)
  *   CENTRAL, POOL -> FREE_DIRTY (freed), NONE (freed into a free neighbour)
+ *   CENTRAL     -> FREE_PURGED (freed with its first page given back,
+ *                  page_heap_free_given_back)
  *   LARGE       -> FREE_DIRTY, NONE, ARENA (a huge arena block), LARGE (a
  *                  new huge superblock is LARGE, then handed out),
  *                  FREE_PURGED (a cached huge block taken out, put back
@@ -38,7 +40,7 @@ static const unsigned span_next_states[] = {
 	[SPAN_FREE_PURGED] = S(SPAN_CENTRAL) | S(SPAN_LARGE) | S(SPAN_ARENA) | S(SPAN_POOL) |
 			     S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_BUSY),
 	[SPAN_BUSY] = S(SPAN_FREE_PURGED) | S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
-	[SPAN_CENTRAL] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
+	[SPAN_CENTRAL] = S(SPAN_FREE_DIRTY) | S(SPAN_FREE_PURGED) | S(SPAN_NONE),
 	[SPAN_LARGE] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE) | S(SPAN_ARENA) | S(SPAN_LARGE) |
 		       S(SPAN_FREE_PURGED),
 	[SPAN_ARENA] = S(SPAN_FREE_DIRTY) | S(SPAN_NONE),
