@@ -84,38 +84,6 @@ TEST_CASE_METHOD(heap_fixture, "a fresh superblock is one purged run, allocation
 	page_heap_free(b);
 }
 
-// A span of small blocks takes the front of a purged run (page_heap_alloc):
-// the first spans of a fresh superblock and the rest of its run have their
-// descriptors on header page 0, next to the maps, so a process that makes
-// one allocation writes one header page, not also the last one.
-TEST_CASE_METHOD(heap_fixture, "small-block spans take the front of a fresh superblock, its header one page", "[page_heap]")
-{
-	span_t *a = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
-	REQUIRE(a != nullptr);
-	superblock_t *sb = span_superblock(a);
-	unsigned first = sb->first_page, usable = sb->usable_pages;
-	CHECK(a->page == first);
-	CHECK(a->zeroed == 1);
-	span_t *b = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
-	REQUIRE(b != nullptr);
-	CHECK(b->page == first + 1);
-	// The two spans and the rest of the run are described on header page
-	// 0 alone.
-	CHECK(sb->desc_touched == 1);
-	CHECK((char *)superblock_span_at(sb, first + 3) + sizeof(span_t) <= (char *)sb + EBB_PAGE_SIZE);
-	// A large span still takes the end.
-	span_t *l = alloc(3);
-	CHECK(l->page == first + usable - 3);
-	std::vector<run_view> expect = {{first, 1, SPAN_CENTRAL}, {first + 1, 2, SPAN_CENTRAL},
-					{first + 3, usable - 6, SPAN_FREE_PURGED}, {l->page, 3, SPAN_LARGE}};
-	REQUIRE(runs_of(sb) == expect);
-	page_heap_free(l);
-	CHECK(heap.central_pages == 3);
-	page_heap_free(b);
-	page_heap_free(a);
-	CHECK(heap.central_pages == 0);
-}
-
 TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left, right and both", "[page_heap]")
 {
 	span_t *a = alloc(4), *b = alloc(4), *c = alloc(4), *d = alloc(4);

@@ -823,21 +823,10 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	uint8_t kind_state = s->state, zeroed = s->zeroed;
 	uint64_t freed = s->u.free.freed_ns;
 	/* Take the end of the run so the front keeps its descriptor and its
-	 * place in the LRU; with alignment, the aligned start nearest the end.
-	 * But a span of small blocks from a purged run (on no LRU) takes its
-	 * front: a fresh superblock's first spans and the rest of its run then
-	 * have their descriptors on header page 0 with the maps, where the end
-	 * would write one on the header's last page too (a process that makes
-	 * one allocation: a page fault fewer). Large spans keep the end. */
-	uintptr_t a_addr;
-	if (kind_state == SPAN_FREE_DIRTY || state != SPAN_CENTRAL) {
-		uintptr_t tail = (uintptr_t)superblock_page_addr(sb, start + (unsigned)(total - npages));
-		a_addr = util_align_down(tail, align_pages << EBB_PAGE_SHIFT);
-	} else {
-		a_addr = util_align_up((uintptr_t)superblock_page_addr(sb, start), align_pages << EBB_PAGE_SHIFT);
-	}
-	unsigned a = (unsigned)((a_addr - (uintptr_t)sb) >> EBB_PAGE_SHIFT);
-	EBB_ASSERT(a >= start && a + npages <= start + total);
+	 * place in the LRU; with alignment, the aligned start nearest the end. */
+	uintptr_t tail = (uintptr_t)superblock_page_addr(sb, start + (unsigned)(total - npages));
+	unsigned a = (unsigned)((util_align_down(tail, align_pages << EBB_PAGE_SHIFT) -
+				 (uintptr_t)sb) >> EBB_PAGE_SHIFT);
 	unsigned front = a - start;
 	unsigned back = start + (unsigned)total - (a + (unsigned)npages);
 
