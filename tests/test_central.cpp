@@ -840,13 +840,14 @@ TEST_CASE("a bad address in the middle of a run is reported and the run goes on"
 	unit_option("on_error", "abort");
 }
 
-// A CPU slot's lists are written the first time a refill or flush uses the
-// slot, not at start-up. Run alone (one ctest per case), the slots start
-// unused: threads of the same slot race to set it up, each with a whole
-// batch to hand out, while another thread runs the passes over every list
-// (drain, stats, purge, the fork handlers), which must see a slot either
-// unused (NULL: no lock taken) or whole, never half set up.
-TEST_CASE("a CPU slot's lists are set up by its first use, once, while passes run", "[central]")
+// A list (one class of one CPU slot) is written the first time a refill or
+// flush uses it, not at start-up and not with the other classes of its slot.
+// Run alone (one ctest per case), the lists start unused: threads of the
+// same slot race to set up the same list, each with a whole batch to hand
+// out, while another thread runs the passes over every list (drain, stats,
+// purge, the fork handlers), which must see a list either unused (NULL: no
+// lock taken) or whole, never half set up.
+TEST_CASE("a central list is set up by its first use, once, while passes run", "[central]")
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
@@ -897,14 +898,26 @@ TEST_CASE("a CPU slot's lists are set up by its first use, once, while passes ru
 		all.insert(got[t].begin(), got[t].end());
 	}
 	CHECK(all.size() == total);
-	// The slots used are set up, every class of them, with their own lists.
-	for (unsigned s = 0; s < (slots < 2 ? slots : 2); s++)
-		for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
-			central_t *l = central_list_at(s * EBB_NUM_CLASSES + c);
-			REQUIRE(l != nullptr);
-			CHECK(l->cls == c);
-			CHECK((c == 0 || l->nodes != nullptr));
-		}
+	// The lists used are set up, with their class and their own nodes; the
+	// other classes of their slots are not (no test here used the largest
+	// class).
+	for (unsigned s = 0; s < (slots < 2 ? slots : 2); s++) {
+		central_t *l = central_list_at(s * EBB_NUM_CLASSES + cls);
+		REQUIRE(l != nullptr);
+		CHECK(l->cls == cls);
+		CHECK(l->nodes != nullptr);
+		CHECK(central_list_at(s * EBB_NUM_CLASSES + EBB_NUM_CLASSES - 1) == nullptr);
+	}
+	// Each class's nodes are its own: a list of the next class, set up
+	// later by a flush, starts where this class's transfer_cap nodes end.
+	{
+		std::vector<void *> one = refill(0, cls + 1, 1, false);
+		REQUIRE(one.size() == 1);
+		central_t *next = central_list_at(cls + 1);
+		REQUIRE(next != nullptr);
+		CHECK(next->nodes == central_list_at(cls)->nodes + (size_t)k.transfer_cap * central_list_at(cls)->node_size);
+		flush(0, cls + 1, one);
+	}
 	// Lists of different slots never share transfer nodes.
 	if (slots >= 2)
 		CHECK(central_list_at(cls)->nodes != central_list_at(EBB_NUM_CLASSES + cls)->nodes);

@@ -484,3 +484,31 @@ TEST_CASE("a bin whose bound grew past four batches is refilled with half of it,
 		free_all(held);
 	});
 }
+
+// A cache and its bins' slots are one piece of metadata (tcache.c,
+// tcache_create): the cache page aligned, on as few pages as its size
+// allows, and the slots right after it, so that class 0's slot (written at
+// creation) shares the cache's last page. A thread that allocates once then
+// writes three pages of its cache: the cache's two and its bin's. A cache
+// recycled from an exited thread keeps its slots.
+TEST_CASE("a thread cache and its slots are one page-aligned piece, class 0's slot on the cache's last page",
+	  "[tcache]")
+{
+	setup("262144");
+	for (int round = 0; round < 2; round++) // the second thread may get the first's cache back
+		in_new_thread([] {
+			void *p = tcache_alloc(24);
+			REQUIRE(p != nullptr);
+			tcache_free(p);
+			tcache_t *tc = tcache_self();
+			uintptr_t at = (uintptr_t)tc;
+			CHECK(at % EBB_PAGE_SIZE == 0);
+			CHECK(tc->slots == (void **)(tc + 1));
+			CHECK((uintptr_t)tc->slots / EBB_PAGE_SIZE == (at + sizeof(tcache_t) - 1) / EBB_PAGE_SIZE);
+			CHECK(sizeof(tcache_t) <= 2 * EBB_PAGE_SIZE);
+			// Class 0's bin is always empty and full, on that slot.
+			CHECK(tc->top[0] == tc->slots);
+			CHECK(tc->full[0] == tc->slots);
+			CHECK(*tc->slots == TCACHE_SENTINEL(*tc));
+		});
+}

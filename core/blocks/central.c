@@ -15,11 +15,34 @@
 
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
-/* Slot s's lists are set up (written) once central_ready[s] is 1: a process
- * pays for the slots of the CPUs it runs on, not for every possible CPU
- * (78 lists of 128 bytes each, 624 KiB of lists on 64 CPUs). Code that
- * visits every list skips the slots not set up: they hold nothing. */
-static uint8_t central_ready[EBB_MAX_CPUS];
+/* List i ([cpu slot][class]) is set up (written) once its ready bit is set,
+ * by its first refill or flush: a process pays for the lists it uses, not
+ * for every class of every possible CPU (78 lists of 128 bytes, 3 pages, per
+ * slot; 624 KiB of lists on 64 CPUs). A program that makes one allocation
+ * writes one list (1 page) where whole-slot set-up wrote three. Code that
+ * visits every list skips those not set up: they hold nothing.
+ * The bits of the first READY_LOW_SLOTS slots (1 KiB) are in .bss, on pages
+ * that start-up writes anyway: read first on a page of their own, they would
+ * cost two faults (the zero page mapped, then copied at the set-up). Those
+ * of higher slots are in .lbss, untouched unless such a CPU runs. */
+#define READY_WORDS ((EBB_NUM_CLASSES + 63) / 64)
+#define READY_LOW_SLOTS 64u
+static uint64_t central_ready_low[READY_LOW_SLOTS][READY_WORDS];
+static uint64_t central_ready_high[EBB_MAX_CPUS > READY_LOW_SLOTS ? EBB_MAX_CPUS - READY_LOW_SLOTS : 1]
+				 [READY_WORDS] EBB_BIG_ZERO;
+
+static uint64_t *ready_word(size_t i)
+{
+	size_t slot = i / EBB_NUM_CLASSES, cls = i % EBB_NUM_CLASSES;
+	uint64_t *w = slot < READY_LOW_SLOTS ? central_ready_low[slot] : central_ready_high[slot - READY_LOW_SLOTS];
+	return &w[cls / 64];
+}
+
+static inline bool list_ready(size_t i)
+{
+	return (atomic_load_u64_acquire(ready_word(i)) >> (i % EBB_NUM_CLASSES % 64) & 1) != 0;
+}
+
 static ebb_lock_t central_setup_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_CENTRAL);
 static char *central_nodes; /* [cpu slot] central_nodes_per_slot bytes */
 static size_t central_nodes_per_slot;
@@ -87,8 +110,8 @@ bool central_init_all(void)
 {
 	unsigned n = os_cpu_count();
 	central_slots = n < EBB_MAX_CPUS ? n : EBB_MAX_CPUS;
-	/* Both mappings stay untouched here: a slot's lists are written by
-	 * slot_setup when the slot is first used, its nodes when a list first
+	/* Both mappings stay untouched here: a list is written by list_setup
+	 * when it is first used, its nodes when it first
 	 * keeps a batch. */
 	central_lists = meta_alloc((size_t)central_slots * EBB_NUM_CLASSES * sizeof(central_t),
 				   EBB_CACHELINE);
@@ -106,51 +129,48 @@ bool central_init_all(void)
 	return central_nodes != NULL;
 }
 
-/* Writes the lists of one slot, once (the slot's ready flag says so;
- * setting it under central_setup_lock keeps the fork handlers' set of
- * ready slots fixed while they hold that lock). */
-static EBB_COLD EBB_NOINLINE void slot_setup(unsigned slot)
+/* Writes list i ([slot][class]), once (its ready bit says so; setting it
+ * under central_setup_lock keeps the fork handlers' set of ready lists fixed
+ * while they hold that lock). Its transfer nodes are its slot's, at the
+ * class's place among them (the classes before it, in order). */
+static EBB_COLD EBB_NOINLINE void list_setup(size_t i)
 {
 	lock_acquire(&central_setup_lock);
-	if (atomic_load_u8(&central_ready[slot]) == 0) {
-		char *nodes = central_nodes + (size_t)slot * central_nodes_per_slot;
-		for (unsigned cls = 0; cls < EBB_NUM_CLASSES; cls++) {
-			central_t *c = &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
-			lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
-			c->cls = (uint16_t)cls;
-			if (cls != 0) {
-				c->nodes = nodes;
-				c->node_size = (uint32_t)node_size(cls);
-				nodes += size_classes[cls].transfer_cap * node_size(cls);
-			}
+	if (!list_ready(i)) {
+		unsigned slot = (unsigned)(i / EBB_NUM_CLASSES), cls = (unsigned)(i % EBB_NUM_CLASSES);
+		central_t *c = &central_lists[i];
+		lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
+		c->cls = (uint16_t)cls;
+		if (cls != 0) {
+			char *nodes = central_nodes + (size_t)slot * central_nodes_per_slot;
+			for (unsigned k = 1; k < cls; k++)
+				nodes += size_classes[k].transfer_cap * node_size(k);
+			c->nodes = nodes;
+			c->node_size = (uint32_t)node_size(cls);
 		}
-		atomic_store_u8_release(&central_ready[slot], 1);
+		__atomic_fetch_or(ready_word(i), (uint64_t)1 << (cls % 64), __ATOMIC_RELEASE);
 	}
 	lock_release(&central_setup_lock);
 }
 
-static inline bool slot_ready(unsigned slot)
-{
-	return atomic_load_u8_acquire(&central_ready[slot]) != 0;
-}
-
-/* The list of (cpu, cls) for a refill or flush on cpu: sets its slot up the
- * first time (one load and a branch taken once per slot). */
+/* The list of (cpu, cls) for a refill or flush on cpu: sets it up the first
+ * time (one load and a branch taken once per list). */
 static central_t *central_get(unsigned cpu, unsigned cls)
 {
-	unsigned slot = cpu % central_slots;
-	if (EBB_UNLIKELY(!slot_ready(slot)))
-		slot_setup(slot);
-	return &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
+	size_t i = (size_t)(cpu % central_slots) * EBB_NUM_CLASSES + cls;
+	if (EBB_UNLIKELY(!list_ready(i)))
+		list_setup(i);
+	return &central_lists[i];
 }
 
-/* The list of (slot, cls) if its slot is set up, else NULL: for looking at
- * other CPUs' lists, which an unused slot has nothing in. */
+/* The list of (slot, cls) if it is set up, else NULL: for looking at other
+ * CPUs' lists, and a list not set up has nothing in it. */
 static central_t *central_peek(unsigned slot, unsigned cls)
 {
-	if (!slot_ready(slot))
+	size_t i = (size_t)slot * EBB_NUM_CLASSES + cls;
+	if (!list_ready(i))
 		return NULL;
-	return &central_lists[(size_t)slot * EBB_NUM_CLASSES + cls];
+	return &central_lists[i];
 }
 
 unsigned central_list_count(void)
@@ -1230,8 +1250,8 @@ void central_stats(central_class_stats_t out[EBB_NUM_CLASSES], uint64_t *carved,
 void central_prefork(void)
 {
 	lock_bulk_enter();
-	/* Held until the fork is done: no slot becomes ready meanwhile, so the
-	 * postfork handlers see the set of slots this one locked. */
+	/* Held until the fork is done: no list becomes ready meanwhile, so the
+	 * postfork handlers see the set of lists this one locked. */
 	lock_acquire(&central_setup_lock);
 	for (unsigned i = 0; i < central_slots * EBB_NUM_CLASSES; i++)
 		if (central_list_at(i) != NULL)

@@ -93,8 +93,8 @@ typedef struct central_class_stats {
 	uint64_t transfer_blocks; /* of those, blocks on transfer stacks */
 } central_class_stats_t;
 
-/* Maps the lists of every possible CPU; a CPU slot's lists are written the
- * first time a refill or flush uses the slot. false: no memory. */
+/* Maps the lists of every possible CPU; a list (one class of one CPU slot)
+ * is written the first time a refill or flush uses it. false: no memory. */
 bool central_init_all(void);
 
 /* Up to `want` blocks of class cls for the calling thread, written to

@@ -207,10 +207,15 @@ void timeline_finish(void)
 	if (!atomic_load_u32_acquire(&tl_enabled) || atomic_load_u32(&tl_done))
 		return;
 	/* Bounded: the holder may be blocked in the kernel, or be the frame a
-	 * signal handler that called exit() interrupted. Then no last row. */
-	uint64_t start = os_now_ns();
+	 * signal handler that called exit() interrupted. Then no last row.
+	 * The clock is read only once the lock is found taken: a process
+	 * that never read it pays three page faults for the first read
+	 * (libc's code, the vDSO's data pages), at every exit. */
+	uint64_t start = 0;
 	while (!lock_try(&tl_lock)) {
-		if (util_elapsed(os_now_ns(), start) >= TL_FINISH_WAIT_NS) {
+		if (start == 0)
+			start = os_now_ns();
+		else if (util_elapsed(os_now_ns(), start) >= TL_FINISH_WAIT_NS) {
 			atomic_store_u32(&tl_done, 1);
 			return;
 		}
