@@ -20,9 +20,10 @@ program takes the same path every run. Two things would make it wander:
   one at a time anyway, so the pin changes nothing else.
 - Timers: decay and the background thread act on wall-clock time, which
   under valgrind passes some 50 times faster per instruction than natively.
-  With the pin they did not show in the counts (5 runs of each batch
-  scenario agreed within 0.03 per pair); if they ever do, this is where to
-  look.
+  With the pin they did not show in the counts on a quiet machine (5 runs
+  of each batch scenario agreed within 0.03 per pair); on a heavily loaded
+  one they did (a batch row 5-6% over, once), so a count over its limit is
+  measured again and the lowest of at most three runs kept.
 
 Usage: fastpath_guard.py --lib libebbmalloc.so --bench bench_fastpath
                          [--expected bench/fastpath.expected]
@@ -41,6 +42,7 @@ import tempfile
 # 100 000 blocks, after the program's own warm-up round.
 N1, N2 = 100000, 200000
 TOLERANCE = 1.05
+RETRIES = 2
 
 
 def pin_one_cpu():
@@ -110,11 +112,25 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ebb-fastpath-") as tmp:
         for name, expected, goal, args in read_expected(a.expected):
             null = per_pair(a.bench, args + ["--null=1"], base, tmp)
-            got = per_pair(a.bench, args, env, tmp)
+            limit = expected * TOLERANCE
+            # A count over the limit is measured again (at most RETRIES
+            # times) and the lowest kept: the timers named above can only
+            # add work to a run, never take any away, so the lowest run is
+            # the one they disturbed least. Seen on a machine loaded 10-25
+            # times over its CPUs: a batch row 5-6% over in one ctest run,
+            # at its expected count again alone.
+            for attempt in range(1 + RETRIES):
+                got = per_pair(a.bench, args, env, tmp)
+                if attempt == 0 or got["pair"] < best["pair"]:
+                    best = got
+                if best["pair"] - null["pair"] <= limit:
+                    break
+                print("fastpath %-11s %7.2f over the limit, measured again"
+                      % (name, got["pair"] - null["pair"]))
+            got = best
             pair = got["pair"] - null["pair"]
             m = got.get("malloc", 0) - null.get("malloc", 0)
             fr = got.get("free", 0) - null.get("free", 0)
-            limit = expected * TOLERANCE
             verdict = "ok" if pair <= limit else "OVER BUDGET"
             if pair <= expected - 1:
                 verdict += " (below the expected count: lower it in %s)" % os.path.basename(a.expected)
