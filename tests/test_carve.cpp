@@ -20,6 +20,18 @@
 #include "tcache/tcache.h"
 #include "tests/support/unit.h"
 
+// A sanitizer's shadow memory faults in beside the allocator's pages.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
 namespace {
 
 std::vector<void *> take(unsigned cpu, unsigned cls, unsigned want)
@@ -268,7 +280,12 @@ TEST_CASE("a refill faults the pages it carves lazily in once, not twice", "[cen
 	REQUIRE(n == k.blocks - 1u);
 	long faults = after.ru_minflt - before.ru_minflt;
 	INFO("page faults: " << faults);
-	CHECK(faults <= (long)k.blocks - 1 + 2);
+	// Under a sanitizer the first writes to a block fault in its shadow
+	// pages too (TSan: 21 faults here), which says nothing of the pages'.
+	if (!SANITIZED)
+		CHECK(faults <= (long)k.blocks - 1 + 2);
+	else
+		WARN("sanitizer build: " << faults << " faults with the shadow's, not checked");
 	held.insert(held.end(), got, got + n);
 	for (void *b : held)
 		central_flush(cpu, cls, &b, 1);
