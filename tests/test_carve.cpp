@@ -88,6 +88,7 @@ unsigned carve_setup()
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
+	central_drain(false, nullptr);
 	return size_class_of(8192);
 }
 
@@ -102,7 +103,6 @@ TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without 
 	REQUIRE(k.size == 8192);
 	REQUIRE(k.blocks == 8);
 	REQUIRE(k.pages == 16);
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	uint64_t out0 = pages_out();
 	span_t *s = lazy_span(cpu, cls, &held);
@@ -169,7 +169,6 @@ TEST_CASE("a forged free of a block the lazy carve has not carved is reported an
 	unsigned cls = carve_setup();
 	unit_option("on_error", "warn");
 	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
 	char *base = (char *)span_start(span_superblock(s), s);
@@ -219,7 +218,6 @@ TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
 {
 	unsigned cls = carve_setup();
 	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
 	std::vector<void *> v = take(cpu, cls, 8);
@@ -264,7 +262,6 @@ TEST_CASE("a refill faults the pages it carves lazily in once, not twice", "[cen
 {
 	unsigned cls = carve_setup();
 	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	held.reserve(16);
 	span_t *s = lazy_span(cpu, cls, &held);
@@ -319,7 +316,6 @@ TEST_CASE("an emptied lazy span gives its never-carved pages back as purged page
 {
 	unsigned cls = carve_setup();
 	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
 	superblock_t *sb = span_superblock(s);
@@ -393,7 +389,6 @@ TEST_CASE("an emptied span's pages given back by the purge pass go back purged, 
 {
 	unsigned cls = carve_setup();
 	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
 	std::vector<void *> held;
 	span_t *s = lazy_span(cpu, cls, &held);
 	superblock_t *sb = span_superblock(s);

@@ -647,6 +647,23 @@ static void run_tags(superblock_t *sb, const span_t *s)
 	atomic_store_u16(&sb->pagemap[s->page + s->npages - 1], s->page);
 }
 
+/* Describes [page, page+n) of sb, the part of a free run left over when
+ * the front of it was taken (h->lock held): a run of its own, of the same
+ * kind, zeroed and age, its tags written. The caller lists it. */
+static span_t *run_rest(page_heap_t *h, superblock_t *sb, unsigned page, size_t n, uint8_t state, uint8_t zeroed,
+			uint64_t freed_ns)
+{
+	span_t *b = run_desc(h, sb, page);
+	SPAN_SET_STATE(b, state, &h->lock);
+	span_set_page(b, page);
+	span_set_npages(b, n);
+	b->zeroed = zeroed;
+	span_set_huge(b, 0);
+	b->u.free.freed_ns = freed_ns;
+	run_tags(sb, b);
+	return b;
+}
+
 /* Makes [page, page+n) of sb a free run of `state`, merged with free
  * neighbours of the same state, and lists it. */
 void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,
@@ -842,20 +859,14 @@ static span_t *alloc_straddle(page_heap_t *h, span_t *l, size_t npages)
 	unsigned page = l->page, d = l->npages;
 	span_t *r = superblock_span_at(sb, page + d);
 	uint8_t rzeroed = r->zeroed;
+	uint64_t rfreed = r->u.free.freed_ns;
 	size_t rest = r->npages - (npages - d);
 	page_heap_run_unlist(h, l);
 	page_heap_run_unlist(h, r);
 	SPAN_SET_STATE(r, SPAN_NONE, &h->lock);
-	if (rest) {
-		span_t *b = run_desc(h, sb, page + (unsigned)npages);
-		SPAN_SET_STATE(b, SPAN_FREE_PURGED, &h->lock);
-		span_set_page(b, page + (unsigned)npages);
-		span_set_npages(b, rest);
-		b->zeroed = rzeroed;
-		span_set_huge(b, 0);
-		run_tags(sb, b);
-		page_heap_run_list(h, b, NULL);
-	}
+	if (rest)
+		page_heap_run_list(h, run_rest(h, sb, page + (unsigned)npages, rest, SPAN_FREE_PURGED, rzeroed, rfreed),
+				   NULL);
 	decay_note_removed(&h->decay, d);
 	sb->free_pages -= (uint32_t)npages;
 	sb->empty_since_ns = 0;
@@ -946,14 +957,7 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 		lru_remove(h, s);
 	}
 	if (back) {
-		span_t *b = run_desc(h, sb, a + (unsigned)npages);
-		SPAN_SET_STATE(b, kind_state, &h->lock);
-		span_set_page(b, a + (unsigned)npages);
-		span_set_npages(b, back);
-		b->zeroed = zeroed;
-		span_set_huge(b, 0);
-		b->u.free.freed_ns = freed;
-		run_tags(sb, b);
+		span_t *b = run_rest(h, sb, a + (unsigned)npages, back, kind_state, zeroed, freed);
 		list_insert(h, b);
 		if (kind_state == SPAN_FREE_DIRTY)
 			lru_insert_after(h, lru_pos, b);
@@ -1062,14 +1066,7 @@ bool page_heap_resize(span_t *s, size_t new_npages)
 			if (rest) {
 				/* The remainder gets a new descriptor; it counts as fresh in
 				 * the LRU (a slight under-estimate of its age). */
-				span_t *b = run_desc(h, sb, right + (unsigned)extra);
-				SPAN_SET_STATE(b, rstate, &h->lock);
-				span_set_page(b, right + (unsigned)extra);
-				span_set_npages(b, rest);
-				b->zeroed = rzeroed;
-				span_set_huge(b, 0);
-				b->u.free.freed_ns = freed;
-				run_tags(sb, b);
+				span_t *b = run_rest(h, sb, right + (unsigned)extra, rest, rstate, rzeroed, freed);
 				page_heap_run_list(h, b, NULL);
 			}
 			if (rstate == SPAN_FREE_DIRTY) {
