@@ -231,7 +231,8 @@ static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 }
 
 /* Trims one bin: under `all`, empties it; otherwise, if it has not missed
- * since its last trim (its stock outlived its use), gives back half of its
+ * (or been flushed full, slow_event) since its last trim (its stock outlived
+ * its use), gives back half of its
  * blocks and lowers its bound by a quarter, down to one batch. */
 static void bin_trim(tcache_t *tc, unsigned cls, bool all)
 {
@@ -275,6 +276,16 @@ static void trim_all(tcache_t *tc, bool all, unsigned keep)
  * miss is halved again and again. */
 static void slow_event(tcache_t *tc, unsigned cls)
 {
+	/* A flush of a full bin counts as a miss for the trim (a refill's miss
+	 * is counted already): a bin that only frees (a consumer thread) never
+	 * misses, so every sweep halved it although it overflowed between two
+	 * sweeps, sending (count + 1) / 2 blocks, less than a batch, to their
+	 * spans, from which producers then took them back through the spans.
+	 * bench/xmalloc, 1M blocks, callgrind, instructions in malloc + free
+	 * per block: t=2 78.7 -> 74.7, t=32 87.8 -> 81.9. An idle bin is still
+	 * halved at the first sweep after the one that found it used. */
+	if (tc->misses[cls] == 0)
+		tc->misses[cls] = 1;
 	uint64_t epoch = background_trim_epoch();
 	if (EBB_UNLIKELY(epoch != tc->trim_epoch)) {
 		bool idle = epoch - tc->trim_epoch >= 2;

@@ -77,7 +77,7 @@ typedef struct tcache {
 	void **slots;                       /* the bins' slot arrays (kept when recycled) */
 	void *idle_slot;                    /* holds the sentinel: top/empty/full of every bin never used */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
-	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim */
+	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim; 1 on a full flush */
 	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
 	uint64_t budget;                    /* sum of max * size over bins */
 	uint32_t events;                    /* refills + flushes, drives incremental trim */

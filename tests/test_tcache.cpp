@@ -441,6 +441,57 @@ TEST_CASE("a bin that missed since its last trim keeps its blocks and its bound"
 	});
 }
 
+// A consumer thread frees blocks that others allocated and never allocates
+// them: its bin never misses, but it overflows (a flush of a full bin) again
+// and again. That counts as use: the trim keeps the bin after a sweep that
+// found a flush since the last one, and halves it only after a sweep
+// without one. (Halving a bin in use sent less than a batch to the spans at
+// every sweep, which producers then took back from the spans.)
+TEST_CASE("a bin that only receives frees and was flushed full since its last trim keeps its "
+	  "blocks, a trim without a flush since halves it",
+	  "[tcache]")
+{
+	setup("1M");
+	const size_t A = 256, B = 16;
+	const unsigned a = size_class_of(A);
+	const uint32_t batch = size_classes[a].batch;
+	std::vector<void *> others;
+	for (unsigned i = 0; i < 2u * batch + 16; i++)
+		others.push_back(tcache_alloc(A));
+	in_new_thread([&] {
+		std::vector<void *> keep;
+		force_refill(B, keep); // the cache exists: the frees below go to it
+		tcache_t *tc = tcache_self();
+		uint64_t flushes = tc->flushes;
+		while (tc->flushes == flushes) {
+			REQUIRE(!others.empty());
+			tcache_free(others.back());
+			others.pop_back();
+		}
+		for (int i = 0; i < 5; i++) {
+			tcache_free(others.back());
+			others.pop_back();
+		}
+		const uint32_t count = bin(a).count;
+		REQUIRE(count >= 2);
+		REQUIRE(bin(a).max == batch);
+		CHECK(tc->misses[a] != 0);
+
+		next_trim_epoch();
+		force_refill(B, keep); // trims every bin: A was flushed full since
+		CHECK(bin(a).count == count);
+		CHECK(bin(a).max == batch);
+		CHECK(tc->misses[a] == 0);
+
+		next_trim_epoch();
+		force_refill(B, keep); // no flush of A since: half of it goes back
+		CHECK(bin(a).count == count - (count + 1) / 2);
+		CHECK(bin(a).max == batch);
+		free_all(keep);
+	});
+	free_all(others);
+}
+
 TEST_CASE("a bin whose bound grew past four batches is refilled with half of it, at most 4 KiB "
 	  "of blocks (tcache.c, REFILL_MAX_BYTES)",
 	  "[tcache]")
