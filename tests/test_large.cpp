@@ -518,3 +518,89 @@ TEST_CASE_METHOD(large_fixture, "large blocks (page runs) resized in place on se
 	page_heap_stats_add(&end);
 	CHECK(end.large_pages == base.large_pages);
 }
+
+TEST_CASE_METHOD(large_fixture, "sizes near SIZE_MAX: large_alloc_mapped gives ENOMEM, large_resize leaves the block",
+		 "[large]")
+{
+	// util_pages wraps past SIZE_MAX - PAGE + 1 (to 0 pages): unchecked,
+	// a mapped block of a few pages, or a block "resized" to nothing.
+	void *run = alloc(20 * PAGE);
+	void *huge = alloc(9 * MiB);
+	std::memset(run, 0x11, 20 * PAGE);
+	std::memset(huge, 0x22, 9 * MiB);
+	span_t *rs = span_of(run), *hs = span_of(huge);
+	size_t run_pages = rs->npages, huge_pages = hs->npages;
+	auto before = os_fake_counts().maps;
+	for (size_t size : {SIZE_MAX, SIZE_MAX - PAGE + 1, SIZE_MAX - PAGE, EBB_MAX_REQUEST + 1}) {
+		INFO("size " << size);
+		errno = 0;
+		CHECK(large_alloc_mapped(size) == nullptr);
+		CHECK(errno == ENOMEM);
+		CHECK(large_resize(run, rs, size) == nullptr);
+		CHECK(large_resize(huge, hs, size) == nullptr);
+		CHECK(rs->npages == run_pages);
+		CHECK(hs->npages == huge_pages);
+		CHECK(rs->state == SPAN_LARGE);
+		CHECK(hs->state == SPAN_LARGE);
+	}
+	CHECK(os_fake_counts().maps == before);
+	CHECK(((unsigned char *)run)[20 * PAGE - 1] == 0x11);
+	CHECK(((unsigned char *)huge)[9 * MiB - 1] == 0x22);
+	free(run);
+	free(huge);
+}
+
+TEST_CASE_METHOD(large_fixture, "cached huge blocks are handed out once: live blocks never overlap, contents stay",
+		 "[large]")
+{
+	// Freed huge blocks stay cached (dirty); the next requests take one
+	// whole, split one, or are made of the pages of several (huge.c). Each
+	// round frees some blocks and asks for others of other sizes; every
+	// live block is filled with its own byte and must keep it, and no two
+	// live blocks may share a page.
+	struct blk {
+		unsigned char *p;
+		size_t size;
+		unsigned char tag;
+	};
+	std::vector<blk> live;
+	unsigned char tag = 1;
+	uint64_t x = 12345;
+	auto next = [&x] {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		return x >> 33;
+	};
+	auto take = [&](size_t size) {
+		unsigned char *p = (unsigned char *)alloc(size);
+		std::memset(p, tag, size);
+		live.push_back({p, size, tag});
+		tag = tag == 255 ? 1 : tag + 1;
+	};
+	for (size_t mib : {5, 9, 13, 7, 21, 6})
+		take(mib * MiB);
+	for (int round = 0; round < 12; round++) {
+		INFO("round " << round);
+		// free about half, in a scrambled order
+		for (size_t i = live.size(); i-- > 0;)
+			if (next() % 2 == 0) {
+				free(live[i].p);
+				live.erase(live.begin() + (long)i);
+			}
+		for (int k = 0; k < 3; k++)
+			take((size_t)(4 * MiB + (next() % (24 * MiB))));
+		std::vector<blk> sorted = live;
+		std::sort(sorted.begin(), sorted.end(), [](const blk &a, const blk &b) { return a.p < b.p; });
+		for (size_t i = 0; i + 1 < sorted.size(); i++)
+			CHECK(sorted[i].p + sorted[i].size <= sorted[i + 1].p);
+		for (const blk &b : live) {
+			size_t bad = 0;
+			for (size_t j = 0; j < b.size; j += PAGE / 2)
+				bad += b.p[j] != b.tag;
+			bad += b.p[b.size - 1] != b.tag;
+			CHECK(bad == 0);
+		}
+	}
+	for (const blk &b : live)
+		free(b.p);
+	page_heap_release(page_heap_get(0), os_fake_now(), true);
+}

@@ -138,6 +138,11 @@ void large_free_checked(void *p, const char *func)
 
 void *large_resize(void *p, span_t *s, size_t size)
 {
+	/* util_pages wraps near SIZE_MAX (to 0 pages): such a size would
+	 * shrink the block instead of failing. realloc checks it first; this
+	 * holds for every caller. */
+	if (size > EBB_MAX_REQUEST)
+		return NULL;
 	size_t pages = util_pages(size);
 	if (s->huge) {
 		span_t *ns = page_heap_huge_resize(s, pages);
@@ -155,7 +160,13 @@ void *large_resize(void *p, span_t *s, size_t size)
 
 void *large_alloc_mapped(size_t size)
 {
-	/* Heap 0, as every huge block (large_alloc says why). */
+	/* Heap 0, as every huge block (large_alloc says why). The bound, as
+	 * in large_alloc: past it util_pages wraps, and a request near
+	 * SIZE_MAX would get a block of a few pages. */
+	if (size > EBB_MAX_REQUEST) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	size_t pages = util_pages(size);
 	span_t *s = page_heap_huge_alloc(page_heap_get(0), pages, EBB_SB_SIZE, pages);
 	if (s == NULL) {

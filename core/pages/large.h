@@ -46,11 +46,13 @@ EBB_INLINE size_t large_usable(const span_t *s)
 /* Resizes the large block p (span s) to hold `size` bytes without moving it,
  * if it can: shrinking, growing into free pages right of it, or remapping a
  * huge block. Returns p (or the huge block's new address, contents kept) or
- * NULL if the caller must allocate, copy and free. */
+ * NULL if the caller must allocate, copy and free (always for a size above
+ * EBB_MAX_REQUEST, p untouched). */
 void *large_resize(void *p, span_t *s, size_t size);
 /* A huge block (a mapping of its own, huge.c) of at least `size` bytes
  * (<= EBB_MAX_REQUEST), also below the huge size: for realloc, so that the
- * block's later growth is an mremap. NULL with errno ENOMEM. Any thread. */
+ * block's later growth is an mremap. NULL with errno ENOMEM (also for a
+ * size above EBB_MAX_REQUEST, without trying). Any thread. */
 void *large_alloc_mapped(size_t size);
 
 EBB_END_DECLS
