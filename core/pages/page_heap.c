@@ -886,7 +886,8 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	}
 	span_t *s;
 	bool refused = false; /* the kernel would not map a new superblock */
-	bool looked_elsewhere = !heap_in_table(h) || page_heaps_n == 1;
+	bool looked_elsewhere = (state != SPAN_LARGE && state != SPAN_CENTRAL) || !heap_in_table(h) ||
+			       page_heaps_n == 1;
 	unsigned visited = 1;
 	if (state != SPAN_CENTRAL)
 		page_heap_asked_add(npages);
