@@ -149,6 +149,40 @@ TEST_CASE_METHOD(large_fixture, "a thread moved to another CPU takes the dirty r
 	CHECK(h0->dirty_pages == h0_dirty);
 }
 
+TEST_CASE_METHOD(large_fixture, "a span of small blocks on another CPU takes the dirty run a large block left",
+		 "[large]")
+{
+	// page_heap.c, dirty_elsewhere, for small blocks' spans too: a
+	// single-threaded program that the scheduler moves reuses the pages it
+	// freed on the last CPU for any size class instead of faulting in fresh
+	// ones while they wait for decay (issue 14, peak RSS).
+	page_heap_t *h0 = page_heap_get(0), *h1 = page_heap_get(1);
+	REQUIRE(page_heap_count() > 1);
+	const size_t size = MAX_PAGES * PAGE;
+	void *p = alloc(size);
+	REQUIRE(span_superblock(span_of(p))->heap == h0);
+	std::memset(p, 0xcd, size);
+	bool h1_has_one = false;
+	for (superblock_t *sb = h1->superblocks; sb != nullptr; sb = sb->next)
+		h1_has_one |= sb->free_pages == sb->usable_pages;
+	free(p);
+	os_fake_set_cpu(1);
+	size_t h1_superblocks = h1->superblocks_count, h0_dirty = h0->dirty_pages;
+	span_t *s = page_heap_alloc(h1, MAX_PAGES, 1, SPAN_CENTRAL);
+	os_fake_set_cpu(0);
+	REQUIRE(s != nullptr);
+	CHECK(h1->superblocks_count == h1_superblocks);
+	if (!h1_has_one) {
+		CHECK(span_superblock(s)->heap == h0);
+		CHECK(h0->dirty_pages == h0_dirty - MAX_PAGES);
+		unsigned char *q = static_cast<unsigned char *>(superblock_page_addr(span_superblock(s), s->page));
+		CHECK(q == p);
+		CHECK(q[size - 1] == 0xcd); // resident pages reused, not fresh ones
+	}
+	page_heap_free(s);
+	CHECK(h0->dirty_pages == h0_dirty);
+}
+
 TEST_CASE_METHOD(large_fixture, "alignments: page-aligned at least, and the asked power of two", "[large]")
 {
 	for (size_t align : {(size_t)16, (size_t)4096, 8 * KiB, 64 * KiB, 1 * MiB, 2 * MiB}) {
