@@ -851,7 +851,12 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	 * leaves every run and every superblock (RELEASE_LOOKUP). */
 	for (;; at++) {
 		void *b = *at;
-		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
+		/* With one_page, any block of the run's page will do as the
+		 * reference, so head serves (lo is not kept: a move less a
+		 * run). When the run has no block yet, head is s's free_head:
+		 * a block of s's one page, or EBB_LIST_END, which is in no
+		 * page (the block then takes the lookup, as a new run). */
+		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)head) : (uint64_t)((const char *)b - lo);
 		if (EBB_UNLIKELY(off >= bound)) {
 			/* run_close, but for a run of more blocks than its span
 			 * had out, which needs run_overfreed's call. */
@@ -887,7 +892,13 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, (unsigned)first);
 			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
 				break;
-			span_t *ns = superblock_span_at(sb, first);
+			/* superblock_span_at(sb, first), as a shift and one lea
+			 * (gcc makes an add, a shift and an add of it); the
+			 * empty asm keeps gcc from folding the offset back in. */
+			uintptr_t desc = first * sizeof(span_t);
+			__asm__("" : "+r"(desc));
+			span_t *ns = (span_t *)((char *)sb + desc +
+						(offsetof(superblock_t, spans) - EBB_SB_HEADER_PAGES * sizeof(span_t)));
 			/* Else gcc forms the descriptor's address twice. */
 			__asm__("" : "+r"(ns));
 			/* The home is stable while we hold one of the span's
@@ -897,7 +908,8 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			if (EBB_UNLIKELY(ns->u.central.home != locked))
 				break;
 			s = ns;
-			lo = nlo;
+			if (!one_page)
+				lo = nlo;
 			/* The run's first block, chained here with n = 1 rather
 			 * than through the n++ below after n = 0: one instruction
 			 * a run, and in a random flush nearly every block opens
@@ -929,7 +941,8 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	locked->used_blocks -= (uint64_t)(at - from);
 	st->at = at;
 	st->s = s;
-	st->lo = lo;
+	if (!one_page)
+		st->lo = lo;
 	st->head = head;
 	st->n = n;
 	return why;
