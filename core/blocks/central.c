@@ -851,12 +851,7 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	 * leaves every run and every superblock (RELEASE_LOOKUP). */
 	for (;; at++) {
 		void *b = *at;
-		/* With one_page, any block of the run's page will do as the
-		 * reference, so head serves (lo is not kept: a move less a
-		 * run). When the run has no block yet, head is s's free_head:
-		 * a block of s's one page, or EBB_LIST_END, which is in no
-		 * page (the block then takes the lookup, as a new run). */
-		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)head) : (uint64_t)((const char *)b - lo);
+		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
 		if (EBB_UNLIKELY(off >= bound)) {
 			/* run_close, but for a run of more blocks than its span
 			 * had out, which needs run_overfreed's call. */
@@ -908,8 +903,7 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			if (EBB_UNLIKELY(ns->u.central.home != locked))
 				break;
 			s = ns;
-			if (!one_page)
-				lo = nlo;
+			lo = nlo;
 			/* The run's first block, chained here with n = 1 rather
 			 * than through the n++ below after n = 0: one instruction
 			 * a run, and in a random flush nearly every block opens
@@ -941,8 +935,7 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	locked->used_blocks -= (uint64_t)(at - from);
 	st->at = at;
 	st->s = s;
-	if (!one_page)
-		st->lo = lo;
+	st->lo = lo;
 	st->head = head;
 	st->n = n;
 	return why;
