@@ -768,6 +768,48 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 	}
 }
 
+// One-page class, a span with every block out (its free list empty): a
+// flush whose block there lost its mark (a write after free) is reported
+// and dropped, and the window's end after it is an end, not a block of the
+// run (release_fast tests a block's page against the run's; a reference
+// taken from the span's empty list once made the window's end look like
+// one, and read address 8: api.attack item 2, found in work on issue 13).
+TEST_CASE("a one-page span with every block out: a flushed block without its mark is reported, nothing read past it",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	REQUIRE(size_classes[cls].pages == 1);
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	std::vector<void *> mine = one_span_out(0, cls, &held);
+	span_t *s = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(mine.back(), &s, &why) == cls);
+	REQUIRE(s->u.central.free_count == 0);
+	uint64_t reports = report_count();
+	void *x = mine.back();
+	((uint64_t *)x)[1] = 0x4141414141414141ull; // its bin mark overwritten
+	flush(0, cls, std::vector<void *>{x});
+	REQUIRE(report_count() == reports + 1);
+	CHECK(s->u.central.free_count == 0);
+	// Two blocks: the bad one last, then the window's end.
+	void *y = mine.front();
+	((uint64_t *)y)[1] = 0x4141414141414141ull;
+	flush(0, cls, std::vector<void *>{mine[1], y});
+	REQUIRE(report_count() == reports + 2);
+	CHECK(s->u.central.free_count == 1);
+	std::vector<void *> rest;
+	for (void *b : held)
+		if (b != x && b != y && b != mine[1])
+			rest.push_back(b);
+	flush_to_spans(cls, rest);
+	REQUIRE(report_count() == reports + 2);
+	unit_option("on_error", "abort");
+}
+
 // A block that fails the lookup in the middle of a span's run (a block of
 // another class; an address inside a block for a class of several pages)
 // is reported and skipped; the run goes on, and the span's other blocks

@@ -887,7 +887,13 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, (unsigned)first);
 			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
 				break;
-			span_t *ns = superblock_span_at(sb, first);
+			/* superblock_span_at(sb, first), as a shift and one lea
+			 * (gcc makes an add, a shift and an add of it); the
+			 * empty asm keeps gcc from folding the offset back in. */
+			uintptr_t desc = first * sizeof(span_t);
+			__asm__("" : "+r"(desc));
+			span_t *ns = (span_t *)((char *)sb + desc +
+						(offsetof(superblock_t, spans) - EBB_SB_HEADER_PAGES * sizeof(span_t)));
 			/* Else gcc forms the descriptor's address twice. */
 			__asm__("" : "+r"(ns));
 			/* The home is stable while we hold one of the span's
