@@ -366,6 +366,135 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 	unit_option("on_error", "abort");
 }
 
+// Power-of-two classes in one-page spans take their blocks in
+// central.c's span_take_aligned (the link and mark tests share one xor,
+// unrolled by two): a bad link or a lost mark at every position of the
+// unrolled loop (first and second of a pair, odd and even counts, the last
+// link) is reported, the blocks before it handed out, nothing after it.
+TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any position is reported, not followed",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	for (size_t size : { (size_t)16, (size_t)32, (size_t)64 }) {
+		unsigned cls = size_class_of(size);
+		const size_class_t &k = size_classes[cls];
+		REQUIRE(k.pages == 1);
+		REQUIRE(k.blocks * k.size == EBB_PAGE_SIZE);
+		for (int mode = 0; mode < 4; mode++) {
+			for (unsigned j = 0; j < 4; j++) {
+				for (unsigned extra = 0; extra < 3; extra++) {
+					// One at a time until the head of the partial list
+					// holds j + 4 or more blocks.
+					std::vector<void *> v;
+					span_t *s = nullptr;
+					const char *why;
+					for (int i = 0; i < 2000; i++) {
+						std::vector<void *> one = refill(5, cls, 1, false);
+						REQUIRE(one.size() == 1);
+						v.push_back(one[0]);
+						REQUIRE(block_lookup(one[0], &s, &why) == cls);
+						if (s->u.central.free_count >= j + 4 && s->u.central.home->partial == s)
+							break;
+					}
+					REQUIRE(s->u.central.free_count >= j + 4);
+					char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
+					std::vector<void *> list;
+					void *b = s->u.central.free_head;
+					for (unsigned i = 0; i <= j; i++) {
+						list.push_back(b);
+						b = ((void **)b)[0];
+					}
+					void *at = list[j];
+					unsigned want = j + 1 + extra; // extra 0: at's link is the last one read
+					unsigned expect = j + 1;
+					if (mode == 3) {
+						((uint64_t *)at)[1] = 0; // the mark lost: at is not handed out
+						expect = j;
+					} else {
+						// A link to a non-block start (given a span mark:
+						// only the link test is left), past the page,
+						// below it.
+						void *forged = mode == 0 ? (void *)((char *)at + k.size / 2)
+							     : mode == 1 ? (void *)(base + EBB_PAGE_SIZE)
+									 : (void *)(base - k.size);
+						if (mode == 0 && k.size >= 32) // inside at
+							((uint64_t *)forged)[1] = freelist_span_mark_of(forged, freelist_mark);
+						((void **)at)[0] = forged;
+					}
+					uint64_t reports = report_count();
+					std::vector<void *> got = refill(5, cls, want, false);
+					CHECK(report_count() == reports + 1);
+					// The refill goes on to other spans (or a new one) for
+					// the rest: none of s's.
+					REQUIRE(got.size() >= expect);
+					for (unsigned i = 0; i < got.size(); i++) {
+						span_t *g = nullptr;
+						REQUIRE(block_lookup(got[i], &g, &why) == cls);
+						if (i < expect)
+							CHECK(got[i] == list[i]);
+						else
+							CHECK(g != s);
+						CHECK(((void **)got[i])[0] == nullptr);
+						CHECK(((uint64_t *)got[i])[1] == freelist_mark_of(got[i], freelist_mark));
+					}
+					CHECK(s->u.central.free_count == 0); // the rest dropped (leaked)
+					v.insert(v.end(), got.begin(), got.end());
+					flush(5, cls, v);
+				}
+			}
+		}
+	}
+	unit_option("on_error", "abort");
+}
+
+// The same loop on intact lists: every count from 1 to 9 (or the list's
+// length) takes the list's blocks in order, each with its bin mark and no
+// link, and leaves the rest as it was.
+TEST_CASE("a power-of-two class's span list hands out its blocks in order, any count", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	for (unsigned want = 1; want <= 9; want++) {
+		std::vector<void *> v;
+		span_t *s = nullptr;
+		const char *why;
+		for (int i = 0; i < 2000; i++) {
+			std::vector<void *> one = refill(5, cls, 1, false);
+			REQUIRE(one.size() == 1);
+			v.push_back(one[0]);
+			REQUIRE(block_lookup(one[0], &s, &why) == cls);
+			if (s->u.central.free_count >= 2 && s->u.central.free_count <= 40 && s->u.central.home->partial == s)
+				break;
+		}
+		uint32_t avail = s->u.central.free_count;
+		std::vector<void *> list;
+		for (void *b = s->u.central.free_head; b != EBB_LIST_END; b = ((void **)b)[0])
+			list.push_back(b);
+		REQUIRE(list.size() == avail);
+		unsigned n = want < avail ? want : avail;
+		uint32_t used = s->used;
+		std::vector<void *> got(want);
+		// Straight from this span: refill_from may go on to the next one.
+		unsigned m = central_refill(5, cls, n, false, got.data());
+		REQUIRE(m == n);
+		for (unsigned i = 0; i < n; i++) {
+			CHECK(got[i] == list[i]);
+			CHECK(((void **)got[i])[0] == nullptr);
+			CHECK(((uint64_t *)got[i])[1] == freelist_mark_of(got[i], freelist_mark));
+		}
+		CHECK(s->u.central.free_count == avail - n);
+		CHECK(s->used == used + n);
+		if (n < avail)
+			CHECK(s->u.central.free_head == list[n]);
+		got.resize(n);
+		v.insert(v.end(), got.begin(), got.end());
+		flush(5, cls, v);
+	}
+}
+
 TEST_CASE("refilled blocks carry their bin mark and no link, a block flushed twice is reported once",
 	  "[central]")
 {
