@@ -204,7 +204,7 @@ EBB_INLINE void tcache_free(void *p)
 {
 	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
 		/* The same values as superblock_of, superblock_page_index and
-		 * block_offset, derived from each other: sb from the registry
+		 * block_offset_in, derived from each other: sb from the registry
 		 * index (p >> 22 << 22), page and the block offset from p's
 		 * offset in its superblock (2 instructions fewer). */
 		uintptr_t in_sb = (uintptr_t)p & (EBB_SB_SIZE - 1);
@@ -213,12 +213,15 @@ EBB_INLINE void tcache_free(void *p)
 		superblock_t *sb = (superblock_t *)(slot << EBB_SB_SHIFT);
 		unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
 		tcache_t *tc = tcache_self();
-		uint64_t off = block_offset_in(sb, page, in_sb);
-		/* The pagemap entry is loaded before the page class, so the class
-		 * can take sb's register (else a mov to keep sb). */
-		if (EBB_CHECKS)
-			__asm__("" : "+r"(off), "+r"(sb));
-		uintptr_t cls = atomic_peek_u8(&sb->page_class[page]);
+		/* One load of p's pmap entry: class and span offset together.
+		 * The offset is formed in in_sb's register (sub, then add):
+		 * else gcc builds it from cls in a register of its own (a mov
+		 * more). */
+		uint32_t e = pmap_peek(sb, page);
+		uintptr_t cls = pmap_class(e);
+		in_sb -= e;
+		EBB_OPAQUE(in_sb);
+		uint64_t off = in_sb + cls;
 		/* The block test first, then the bin. EBB_OPAQUE(cls) between
 		 * the groups of bin fields keeps gcc from forming &tc->top[cls]
 		 * in a register of its own (an lea) for its five uses: each is

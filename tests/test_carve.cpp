@@ -113,7 +113,7 @@ TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without 
 	CHECK(s->u.central.free_count == 0);
 	CHECK(pages_out() == out0 + 14);
 	for (unsigned i = 0; i < 16; i++)
-		CHECK(sb->page_class[s->page + i] == (i < 2 ? cls : 0));
+		CHECK(pmap_class(pmap_load(sb, s->page + i)) == (i < 2 ? cls : 0));
 	span_t *t;
 	const char *why;
 	for (unsigned i = 1; i < 8; i++)
@@ -127,8 +127,8 @@ TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without 
 	CHECK(s->u.central.given_back == (low_bits(16) & ~low_bits(4)));
 	CHECK(s->u.central.withheld == 6);
 	CHECK(pages_out() == out0 + 12);
-	CHECK(sb->page_class[s->page + 3] == cls);
-	CHECK(sb->page_class[s->page + 4] == 0);
+	CHECK(pmap_class(pmap_load(sb, s->page + 3)) == cls);
+	CHECK(pmap_class(pmap_load(sb, s->page + 4)) == 0);
 
 	// A wild write into a block not carved yet: reported when its pages
 	// are carved, and the block never handed out.
@@ -235,7 +235,7 @@ TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
 		else
 			rest.push_back(b);
 	}
-	REQUIRE(sb->page_class[page] == 0);
+	REQUIRE(pmap_class(pmap_load(sb, page)) == 0);
 	// The next carve may take those pages again (the newest dirty run):
 	// if it does, the span is carved whole.
 	v = take(cpu, cls, 1);
@@ -301,7 +301,7 @@ page_heap_stats_t heap_stats()
 // The free run of sb whose last page is `last` (its boundary tag).
 const span_t *run_ending_at(superblock_t *sb, unsigned last)
 {
-	return superblock_span_at(sb, sb->pagemap[last]);
+	return superblock_span_at(sb, pmap_first(pmap_load(sb, last)));
 }
 
 } // namespace
@@ -333,7 +333,7 @@ TEST_CASE("an emptied lazy span gives its never-carved pages back as purged page
 	uint64_t out0 = pages_out();
 	central_flush(cpu, cls, &first, 1); // s empties and is retired
 	page_heap_stats_t after = heap_stats();
-	CHECK(sb->page_class[page] == 0);
+	CHECK(pmap_class(pmap_load(sb, page)) == 0);
 	CHECK(before.central_pages - after.central_pages == 16);
 	CHECK(after.dirty_pages - before.dirty_pages == 2);
 	CHECK(after.purged_pages - before.purged_pages == 14);
@@ -367,7 +367,7 @@ TEST_CASE("an emptied lazy span gives its never-carved pages back as purged page
 	CHECK(n->page == page);
 	CHECK(n->u.central.given_back == (low_bits(16) & ~low_bits(2)));
 	CHECK(n->u.central.withheld == k.blocks - 1u);
-	CHECK(sb->page_class[page + 2] == 0);
+	CHECK(pmap_class(pmap_load(sb, page + 2)) == 0);
 	std::vector<void *> v = take(cpu, cls, k.blocks - 1);
 	again.insert(again.end(), v.begin(), v.end());
 	for (void *b : v) {

@@ -59,11 +59,71 @@ TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[ce
 	REQUIRE(distinct.size() == n);
 	for (void *b : v) {
 		REQUIRE(((uintptr_t)b & 15) == 0);
-		REQUIRE(superblock_of(b)->page_class[superblock_page_index(b)] == cls);
+		REQUIRE(pmap_class(pmap_load(superblock_of(b), superblock_page_index(b))) == cls);
 	}
 	REQUIRE(class_stats(cls).used_blocks >= n);
 	flush(0, cls, v);
 	central_drain(false, nullptr);
+}
+
+// The page map holds a page's class and its span's first page in one word,
+// written whole (superblock.h): every page of a carved span names the span's
+// first page, its boundary tags included (rewritten by the owner with its
+// class), the pages with carved blocks carry the class and the block test
+// finds the span from that one word; once the span is back in the page heap,
+// none of its pages has a class, and every free run's tags name the run with
+// class 0.
+TEST_CASE("a span's pmap words name its first page and class, and no class once it is free", "[central]")
+{
+	unit_option("decay_ms", "-1");
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages >= 2);
+	os_fake_set_cpu(0);
+	std::vector<void *> v = refill(0, cls, 1, false);
+	REQUIRE(v.size() == 1);
+	superblock_t *sb = superblock_of(v[0]);
+	span_t *s = nullptr;
+	const char *why = nullptr;
+	REQUIRE(block_lookup(v[0], &s, &why) == cls);
+	unsigned first = s->page, n = s->npages;
+	REQUIRE(pmap_load(sb, superblock_page_index(v[0])) == pmap_entry(first, cls));
+	REQUIRE(pmap_load(sb, first) == pmap_entry(first, cls));
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t e = pmap_load(sb, first + i);
+		CHECK(pmap_first(e) == first);
+		CHECK((pmap_class(e) == cls || pmap_class(e) == 0));
+		CHECK(pmap_span_offset(e) == (uint32_t)first << EBB_PAGE_SHIFT);
+	}
+	flush(0, cls, v);
+	central_drain(false, nullptr);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(pmap_class(pmap_load(sb, first + i)) == 0);
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		span_t *r = superblock_span_at(sb, page);
+		REQUIRE(r->npages >= 1);
+		if (r->state == SPAN_FREE_DIRTY || r->state == SPAN_FREE_PURGED) {
+			CHECK(pmap_load(sb, page) == pmap_entry(page, 0));
+			CHECK(pmap_load(sb, page + r->npages - 1) == pmap_entry(page, 0));
+		}
+		page += r->npages;
+	}
+}
+
+// The fast path's offset (in_sb - e + class) is the exact one, in_sb minus
+// the span's first byte, for every class byte and first page.
+TEST_CASE("the offset from a pmap word is p's offset from its span's first page", "[central]")
+{
+	for (unsigned cls = 0; cls <= EBB_PMAP_CLASS_MASK; cls++)
+		for (unsigned first = EBB_SB_HEADER_PAGES; first < EBB_SB_PAGES; first += 7) {
+			uint32_t e = pmap_entry(first, cls);
+			REQUIRE(pmap_class(e) == cls);
+			REQUIRE(pmap_first(e) == first);
+			uintptr_t in_sb = ((uintptr_t)first << EBB_PAGE_SHIFT) + cls * 4099u % EBB_PAGE_SIZE;
+			REQUIRE(block_offset_in(e, cls, in_sb) == in_sb - ((uintptr_t)first << EBB_PAGE_SHIFT));
+		}
 }
 
 TEST_CASE("flushed batches come back from the transfer stack, newest first", "[central]")
@@ -292,7 +352,7 @@ TEST_CASE("a flushed address whose page has left the class is reported, not writ
 	for (void *b : mine)
 		central_flush(2, cls, &b, 1);
 	void *stale = mine[0];
-	REQUIRE(superblock_of(stale)->page_class[superblock_page_index(stale)] != cls);
+	REQUIRE(pmap_class(pmap_load(superblock_of(stale), superblock_page_index(stale))) != cls);
 	// The stale copy, with the bin mark a forger would give it.
 	((uint64_t *)stale)[1] = freelist_mark_of(stale, freelist_mark);
 	((void **)stale)[0] = nullptr;
@@ -806,10 +866,10 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 	}
 	// Every block came from that one span.
 	superblock_t *sb = superblock_of(all[0]);
-	unsigned first = sb->pagemap[superblock_page_index(all[0])];
+	unsigned first = pmap_first(pmap_load(sb, superblock_page_index(all[0])));
 	for (void *b : all) {
 		REQUIRE(superblock_of(b) == sb);
-		REQUIRE(sb->pagemap[superblock_page_index(b)] == first);
+		REQUIRE(pmap_first(pmap_load(sb, superblock_page_index(b))) == first);
 	}
 	CHECK(class_stats(cls).transfer_blocks == 0);
 	CHECK(class_stats(cls).spans == spans0 + 1);

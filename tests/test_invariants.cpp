@@ -160,7 +160,7 @@ TEST_CASE("invariants: a page of a central span without class that is not given 
 		unsigned page = s->page;
 		if (s->u.central.given_back & 1)
 			return 4;
-		sb->page_class[page] = 0; // page 0 holds the block out: not given back
+		pmap_set_class(sb, page, 0); // page 0 holds the block out: not given back
 		central_check(home, true);
 		return 1;
 	});

@@ -111,8 +111,8 @@ TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left,
 	REQUIRE(superblock_span_at(sb, sb->first_page)->state == SPAN_FREE_PURGED);
 	REQUIRE(heap.dirty_pages == 16);
 	// Boundary tags name the first page at both ends.
-	REQUIRE(sb->pagemap[pd] == pd);
-	REQUIRE(sb->pagemap[pd + 15] == pd);
+	REQUIRE(pmap_load(sb, pd) == pmap_entry(pd, 0));
+	REQUIRE(pmap_load(sb, pd + 15) == pmap_entry(pd, 0));
 }
 
 TEST_CASE_METHOD(heap_fixture, "a dirty run merges with a left neighbour freed later", "[page_heap]")
@@ -189,7 +189,7 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs, purged runs coalesce an
 	std::vector<span_t *> many;
 	for (int i = 0; i < 200; i++)
 		many.push_back(alloc(1));
-	REQUIRE(span_superblock(a)->desc_touched != 1);
+	REQUIRE(span_superblock(a)->desc_touched != EBB_SB_FIXED_MASK);
 	for (span_t *m : many)
 		page_heap_free(m);
 	char *pa = (char *)span_start(span_superblock(a), a);
@@ -213,9 +213,9 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs, purged runs coalesce an
 	std::vector<run_view> expect = {{sb->first_page, sb->usable_pages, SPAN_FREE_PURGED}};
 	REQUIRE(runs_of(sb) == expect);
 	REQUIRE(superblock_span_at(sb, sb->first_page)->zeroed == 1);
-	// ... and its header is back to the one page that maps and describes it.
-	REQUIRE(sb->desc_touched == 1);
-	REQUIRE(heap.meta_pages == 1);
+	// ... and its header is back to the fixed pages that map and describe it.
+	REQUIRE(sb->desc_touched == EBB_SB_FIXED_MASK);
+	REQUIRE(heap.meta_pages == EBB_SB_FIXED_PAGES);
 	unit_option("decay_ms", "-1");
 }
 
@@ -232,7 +232,7 @@ TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superb
 	for (int i = 0; i < n; i++) {
 		span_t *last = alloc(1);
 		superblock_t *sb = span_superblock(last);
-		REQUIRE(sb->desc_touched != 1);
+		REQUIRE(sb->desc_touched != EBB_SB_FIXED_MASK);
 		spans.push_back(last);
 		spans.push_back(alloc(sb->usable_pages - 1));
 		REQUIRE(span_superblock(spans.back()) == sb);
@@ -243,8 +243,8 @@ TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superb
 	os_fake_advance(120 * MS);
 	REQUIRE(page_heap_decay(&heap, os_fake_now(), false) == (size_t)n * sbs[0]->usable_pages);
 	for (superblock_t *sb : sbs)
-		REQUIRE(sb->desc_touched == 1);
-	REQUIRE(heap.meta_pages == (size_t)n);
+		REQUIRE(sb->desc_touched == EBB_SB_FIXED_MASK);
+	REQUIRE(heap.meta_pages == (size_t)n * EBB_SB_FIXED_PAGES);
 	unit_option("decay_ms", "-1");
 }
 

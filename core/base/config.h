@@ -93,7 +93,7 @@
 #endif
 
 #ifndef __cplusplus
-_Static_assert(EBB_SB_PAGES == 1024, "pagemap entries are 16-bit page indexes");
+_Static_assert(EBB_SB_PAGES == 1024, "a pmap entry holds the first page in bits 12-21 (superblock.h)");
 _Static_assert(EBB_SMALL_MAX % EBB_MIN_ALIGN == 0, "small sizes are 16-byte multiples");
 _Static_assert((EBB_SMALL_MAX >> 4) < 4096, "the class lookup table stays small");
 #endif

@@ -8,7 +8,8 @@
  *   1. p < 2^47 and its registry slot holds a superblock header (an address
  *      above the user address space, e.g. a tagged pointer, is not ours);
  *   2. the page of p has a class c != 0 (only pages of CENTRAL spans do);
- *   3. off = p - (first page of its span, from the pagemap) is a multiple of
+ *   3. off = p - (first page of its span, from the same pmap entry as the
+ *      class: one load, superblock.h) is a multiple of
  *      the block size and below blocks x size (not in the span's unused
  *      tail). One multiply and one compare test both: with
  *      M = ceil(2^64 / size) + 1 and e = size * M mod 2^64 (size <= e <
@@ -43,18 +44,16 @@
 
 EBB_BEGIN_DECLS
 
-/* block_offset (below) from p's offset in its superblock, in_sb = p &
- * (EBB_SB_SIZE - 1): the free fast path has in_sb already (its page index). */
-EBB_INLINE uint64_t block_offset_in(const superblock_t *sb, unsigned page, uintptr_t in_sb)
+/* Offset of p from the first page of its span, from p's offset in its
+ * superblock, in_sb = p & (EBB_SB_SIZE - 1), and the pmap entry e of p's
+ * page (of class cls = pmap_class(e)): in_sb - (e - cls), e holding the
+ * span's byte offset above the class. Written as in_sb - e + cls, it is a
+ * sub and an add after the load and the movzbl the class needs anyway: the
+ * free fast path's shl of the old halfword page index is gone, and the
+ * mask the exact form would cost (a copy and an and) never appears. */
+EBB_INLINE uint64_t block_offset_in(uint32_t e, uintptr_t cls, uintptr_t in_sb)
 {
-	return in_sb - ((uint64_t)atomic_peek_u16(&sb->pagemap[page]) << EBB_PAGE_SHIFT);
-}
-
-/* Offset of p from the first page of its span (p on page `page` of sb, a
- * page of a CENTRAL span, whose every pagemap entry names its first page). */
-EBB_INLINE uint64_t block_offset(const superblock_t *sb, unsigned page, const void *p)
-{
-	return block_offset_in(sb, page, (uintptr_t)p & (EBB_SB_SIZE - 1));
+	return in_sb - e + cls;
 }
 
 /* Rule 3, given the class's block_mul and block_limit. */
@@ -78,12 +77,14 @@ EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **
 		return 0;
 	superblock_t *sb = superblock_of(p);
 	unsigned page = superblock_page_index(p);
-	unsigned cls = atomic_peek_u8(&sb->page_class[page]);
+	/* Read once: class, offset and span come from one entry. */
+	uint32_t e = pmap_peek(sb, page);
+	unsigned cls = pmap_class(e);
 	if (cls == 0)
 		return 0;
 	const size_class_t *k = &size_classes[cls];
-	unsigned first = atomic_peek_u16(&sb->pagemap[page]); /* read once: off and the span agree */
-	uint64_t off = ((uintptr_t)p & (EBB_SB_SIZE - 1)) - ((uint64_t)first << EBB_PAGE_SHIFT);
+	unsigned first = pmap_first(e);
+	uint64_t off = block_offset_in(e, cls, (uintptr_t)p & (EBB_SB_SIZE - 1));
 	if (!block_offset_ok(off, k->block_mul, k->block_limit))
 		*why = off * k->div_magic >= k->div_magic ? "not the start of a block"
 							  : "not a block (the unused tail of a span)";

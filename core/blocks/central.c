@@ -424,7 +424,8 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	} else {
 		unsigned classed = central_carve_withhold(s, end);
 		superblock_map_span(sb, s->page, s->npages, 0);
-		memset(&sb->page_class[s->page], (int)c->cls, classed);
+		for (unsigned i = 0; i < classed; i++)
+			pmap_set_class(sb, s->page + i, c->cls);
 	}
 	return s;
 }
@@ -918,10 +919,11 @@ EBB_INLINE span_t *release_span_of(const void *b, unsigned cls, uintptr_t *sb_se
 		*sb_seen = (uintptr_t)sb;
 	}
 	unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
-	if (EBB_UNLIKELY(sb->page_class[page] != cls))
+	uint32_t e = pmap_peek(sb, page);
+	if (EBB_UNLIKELY(pmap_class(e) != cls))
 		return NULL;
 	/* A page of a one-page class is its span's first page. */
-	unsigned first = one_page ? page : sb->pagemap[page];
+	unsigned first = one_page ? page : pmap_first(e);
 	*lo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, first);
 	if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - *lo), mul, limit)))
 		return NULL;
@@ -1006,9 +1008,10 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 				break;
 			superblock_t *sb = (superblock_t *)sb_seen;
 			uintptr_t page = in_sb >> EBB_PAGE_SHIFT;
-			if (EBB_UNLIKELY(sb->page_class[page] != (uint8_t)cls))
+			uint32_t e = pmap_peek(sb, page);
+			if (EBB_UNLIKELY((uint8_t)pmap_class(e) != (uint8_t)cls))
 				break;
-			uintptr_t first = one_page ? page : sb->pagemap[page];
+			uintptr_t first = one_page ? page : pmap_first(e);
 			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, (unsigned)first);
 			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
 				break;

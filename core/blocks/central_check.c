@@ -142,7 +142,7 @@ void central_check(const central_t *c, bool walk)
 		 * blocks are withheld, not on the list and not out. */
 		const superblock_t *sb = span_superblock(s);
 		for (unsigned i = 0; i < s->npages && i < 64; i++)
-			if (sb->page_class[s->page + i] == 0 && !((gone >> i) & 1))
+			if (pmap_class(pmap_load(sb, s->page + i)) == 0 && !((gone >> i) & 1))
 				central_check_fail(c, s, "a page without class is not given back", i, gone);
 		uint64_t sum = (uint64_t)s->used + s->u.central.free_count + s->u.central.withheld;
 		if (sum > k->blocks || (sum != k->blocks && report_count() == 0))

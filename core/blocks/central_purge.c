@@ -441,7 +441,7 @@ bool central_purge_relink(span_t *s, unsigned want)
 		unsigned p = (unsigned)__builtin_ctzll(left);
 		back |= (uint64_t)1 << p;
 		left &= left - 1;
-		if (left && sb->page_class[s->page + p] == 0 &&
+		if (left && pmap_class(pmap_load(sb, s->page + p)) == 0 &&
 		    !carve_cut_at(k, (size_t)(p + 1) << EBB_PAGE_SHIFT))
 			continue;
 		take = held & ~blocks_touching(k, left);
@@ -453,9 +453,9 @@ bool central_purge_relink(span_t *s, unsigned want)
 	 * the pages without one are written: a page the purge pass gave back
 	 * kept its class. */
 	for (uint64_t m = back; m; m &= m - 1) {
-		uint8_t *pc = &sb->page_class[s->page + (unsigned)__builtin_ctzll(m)];
-		if (*pc == 0)
-			*pc = (uint8_t)s->cls;
+		unsigned page = s->page + (unsigned)__builtin_ctzll(m);
+		if (pmap_class(pmap_load(sb, page)) == 0)
+			pmap_set_class(sb, page, s->cls);
 	}
 	void *head = s->u.central.free_head;
 	uint32_t n = 0;
@@ -506,7 +506,7 @@ void central_purge_free_span(span_t *s)
 	 * it held blocks before and may not read zero. */
 	for (uint64_t m = gone; m; m &= m - 1) {
 		unsigned p = (unsigned)__builtin_ctzll(m);
-		if (sb->page_class[s->page + p] == 0)
+		if (pmap_class(pmap_load(sb, s->page + p)) == 0)
 			zero |= (uint64_t)1 << p;
 	}
 	if (gone)

@@ -163,7 +163,7 @@ static size_t huge_fill(page_heap_t *h, char *to, huge_donor_t *d, unsigned n)
 	decay_note_removed(&h->decay, moved);
 	page_heap_reuse_add(moved);
 	h->huge_count -= gone;
-	h->meta_pages -= gone;
+	h->meta_pages -= gone * EBB_SB_FIXED_PAGES;
 	lock_release(&h->lock);
 	return moved;
 }
@@ -186,7 +186,7 @@ static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t
 	lock_acquire(&h->lock);
 	s->zeroed = moved == 0;
 	h->huge_count++;
-	h->meta_pages += 1;
+	h->meta_pages += EBB_SB_FIXED_PAGES;
 	huge_take(h, s, asked);
 	lock_release(&h->lock);
 	return s;
@@ -210,7 +210,7 @@ static void huge_cache_dirty(page_heap_t *h, span_t *s, uint64_t now)
 static void huge_cache_new(page_heap_t *h, span_t *s, bool dirty, uint64_t now)
 {
 	h->huge_count++;
-	h->meta_pages += 1;
+	h->meta_pages += EBB_SB_FIXED_PAGES;
 	if (dirty) {
 		huge_cache_dirty(h, s, now);
 		return;
@@ -341,7 +341,7 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	s = &sb->spans[0];
 	lock_acquire(&h->lock);
 	h->huge_count++;
-	h->meta_pages += 1;
+	h->meta_pages += EBB_SB_FIXED_PAGES;
 	huge_take(h, s, asked_pages);
 	lock_release(&h->lock);
 	return s;
@@ -372,7 +372,7 @@ superblock_t *page_heap_huge_carve(page_heap_t *h, page_heap_t *cache, bool *dir
 	lock_acquire(&cache->lock);
 	if (*dirty && whole) {
 		cache->huge_count--;
-		cache->meta_pages--;
+		cache->meta_pages -= EBB_SB_FIXED_PAGES;
 	} else {
 		SPAN_SET_STATE(donor, SPAN_FREE_DIRTY, &cache->lock);
 		page_heap_run_list(cache, donor, NULL);

@@ -641,10 +641,12 @@ void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos)
 	}
 }
 
+/* Class 0: the heap writes tags only on pages it owns, or hands out before
+ * the owner maps them, and none of those has a class (pmap_set). */
 static void run_tags(superblock_t *sb, const span_t *s)
 {
-	atomic_store_u16(&sb->pagemap[s->page], s->page);
-	atomic_store_u16(&sb->pagemap[s->page + s->npages - 1], s->page);
+	pmap_set(sb, s->page, s->page, 0);
+	pmap_set(sb, s->page + s->npages - 1, s->page, 0);
 }
 
 /* Describes [page, page+n) of sb, the part of a free run left over when
@@ -671,8 +673,9 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 {
 	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
 	span_t *self = run_desc(h, sb, page);
-	if (page > first && sb->pagemap[page - 1] >= first) {
-		span_t *l = superblock_span_at(sb, sb->pagemap[page - 1]);
+	unsigned left = page > first ? pmap_first(pmap_load(sb, page - 1)) : 0;
+	if (left >= first) {
+		span_t *l = superblock_span_at(sb, left);
 		if (l->state == state && l->page + l->npages == page) {
 			page_heap_run_unlist(h, l);
 			SPAN_SET_STATE(self, SPAN_NONE, &h->lock);
@@ -732,7 +735,7 @@ static bool grow(page_heap_t *h)
 	lock_acquire(&h->lock);
 	page_heap_sb_push(&h->superblocks, sb);
 	h->superblocks_count++;
-	h->meta_pages += 1;
+	h->meta_pages += EBB_SB_FIXED_PAGES;
 	sb->free_pages = sb->usable_pages;
 	sb->empty_since_ns = now;
 	page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,

@@ -16,7 +16,7 @@
  * recently freed first (LIFO per size), from the end of the run so that the
  * rest keeps its descriptor and its place in the LRU.
  *
- * Coalescing is O(1): a free run's first and last pagemap entries name its
+ * Coalescing is O(1): a free run's first and last pmap entries name its
  * first page (boundary tags), so a freed span looks at the descriptor just
  * left and just right of it.
  *
@@ -104,11 +104,11 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
  * power of two), in state CENTRAL or LARGE. Its descriptor fields state,
  * npages, page and zeroed are set (zeroed: its pages read as zero; for a
  * CENTRAL span 1 + the first page from which on they do, 0 if none), and
- * pagemap at its first and last page;
- * the caller fills the rest of pagemap/page_class before publishing it.
+ * its pmap tags (first and last page, class 0);
+ * the caller fills every pmap entry (superblock_map_span) before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
-/* Takes back a CENTRAL span (page_class already cleared by the caller) or a
+/* Takes back a CENTRAL span (its pmap classes already cleared by the caller) or a
  * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
 void page_heap_free(span_t *s);
 /* page_heap_free of a CENTRAL span (at most 64 pages) some of whose pages

@@ -5,7 +5,7 @@
  *   each span's descriptor names its own first page and has npages >= 1,
  *     and the spans tile [first_page, first_page + usable_pages)
  *   each free run (FREE_DIRTY, FREE_PURGED, BUSY) has boundary tags:
- *     pagemap[first] == pagemap[last] == first
+ *     pmap[first] == pmap[last] == pmap_entry(first, class 0)
  *   no two adjacent free runs of one state (FREE_DIRTY or FREE_PURGED):
  *     coalescing is complete (runs of different states stay apart)
  *   the free runs' pages sum to free_pages
@@ -53,8 +53,10 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 			ph_fail(h, s, "span descriptor does not name its run", s->page, page);
 		unsigned last = page + s->npages - 1;
 		if (is_free(s->state)) {
-			if (sb->pagemap[page] != page || sb->pagemap[last] != page)
-				ph_fail(h, s, "free run's boundary tags do not name it", sb->pagemap[last], page);
+			uint32_t tag = pmap_load(sb, page), end_tag = pmap_load(sb, last);
+			if (tag != pmap_entry(page, 0) || end_tag != pmap_entry(page, 0))
+				ph_fail(h, s, "free run's boundary tags do not name it (or carry a class)", end_tag,
+					tag);
 			if (s->state == prev_state && s->state != SPAN_BUSY)
 				ph_fail(h, s, "two adjacent free runs of one state (coalescing incomplete)", page,
 					s->state);

@@ -78,14 +78,15 @@ static void *run_addr(span_t *s)
 	return span_start(span_superblock(s), s);
 }
 
-/* Header pages 1.. of sb that hold descriptors (desc_touched) but only
- * SPAN_NONE ones: what the pages they describe need of them is in page 0
- * (the maps) or in other run heads. Caller holds the lock. */
+/* Header pages of sb past the fixed ones (EBB_SB_FIXED_PAGES) that hold
+ * descriptors (desc_touched) but only SPAN_NONE ones: what the pages they
+ * describe need of them is in the map or in other run heads. Caller holds
+ * the lock. */
 static uint32_t idle_desc_pages(const superblock_t *sb)
 {
 	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
 	uint32_t idle = 0;
-	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+	for (unsigned b = EBB_SB_FIXED_PAGES; b < EBB_SB_HEADER_PAGES; b++) {
 		if (!(sb->desc_touched & (1u << b)))
 			continue;
 		size_t i = (b * EBB_PAGE_SIZE - base) / sizeof(span_t);
@@ -140,7 +141,7 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	lock_release(&h->lock);
 	bool ok = true;
 	size_t calls = 0;
-	for (unsigned b = 1; b < EBB_SB_HEADER_PAGES; b++) {
+	for (unsigned b = EBB_SB_FIXED_PAGES; b < EBB_SB_HEADER_PAGES; b++) {
 		if (!(idle & (1u << b)))
 			continue;
 		unsigned n = 1;
@@ -276,7 +277,7 @@ static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_
 					page_heap_run_list(h, s, NULL);
 				} else {
 					page_heap_run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_PURGED, !lazy, now);
-					if (!sb->trim_queued && sb->desc_touched != 1) {
+					if (!sb->trim_queued && sb->desc_touched != EBB_SB_FIXED_MASK) {
 						sb->trim_queued = 1;
 						sb->trim_next = touched;
 						touched = sb;

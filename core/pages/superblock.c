@@ -155,12 +155,11 @@ span_t *superblock_desc(superblock_t *sb, unsigned page)
 void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls)
 {
 	EBB_ASSERT(page + n <= EBB_SB_PAGES);
-	/* Relaxed stores: the block test (core/blocks/block.h) of a stale
-	 * pointer reads these entries with no lock. */
-	for (unsigned i = 1; i + 1 < n; i++)
-		atomic_store_u16(&sb->pagemap[page + i], (uint16_t)page);
+	EBB_ASSERT(pmap_first(pmap_load(sb, page)) == page && pmap_first(pmap_load(sb, page + n - 1)) == page);
+	/* Whole entries, one store each (pmap_set): the block test
+	 * (core/blocks/block.h) of a stale pointer reads them with no lock. */
 	for (unsigned i = 0; i < n; i++)
-		atomic_store_u8(&sb->page_class[page + i], (uint8_t)cls);
+		pmap_set(sb, page + i, page, cls);
 }
 
 /* ---------------------------------------------------------------------------
@@ -176,7 +175,7 @@ static superblock_t *superblock_init(superblock_t *sb, struct page_heap *heap)
 	sb->map_size = EBB_SB_SIZE;
 	sb->first_page = EBB_SB_HEADER_PAGES;
 	sb->usable_pages = (uint16_t)(EBB_SB_PAGES - EBB_SB_HEADER_PAGES);
-	sb->desc_touched = 1; /* the page holding the fixed fields and maps */
+	sb->desc_touched = EBB_SB_FIXED_MASK; /* the pages holding the fixed fields and the map */
 	totals_add(EBB_SB_SIZE, header_bytes());
 	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
 	return sb;
@@ -259,7 +258,7 @@ static void huge_init_header(superblock_t *sb, struct page_heap *heap, size_t pa
 	sb->first_page = EBB_SB_PAGES; /* no usable pages inside the header slot */
 	sb->usable_pages = 0;
 	sb->huge = 1;
-	sb->desc_touched = 1;
+	sb->desc_touched = EBB_SB_FIXED_MASK;
 	span_t *s = &sb->spans[0];
 	span_set_npages(s, pages);
 	span_set_page(s, EBB_SB_PAGES);

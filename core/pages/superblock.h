@@ -5,9 +5,9 @@
  *
  * Pointer to span in O(1), no lock:
  *   registry[p >> 22] == REG_HEADER -> sb = p & ~(4 MiB - 1)
- *   i = sb->pagemap[(p - sb) >> 12]  -> span = superblock_span_at(sb, i)
- * and for the free fast path, sb->page_class[(p - sb) >> 12] is the size
- * class of a small block (0 for anything else).
+ *   e = sb->pmap[(p - sb) >> 12]     -> span = superblock_span_at(sb, pmap_first(e))
+ * and for the free fast path, pmap_class(e) is the size class of a small
+ * block (0 for anything else): one word, one line of the header per free.
  *
  * Layout of a normal superblock: [header: 17 pages][1007 usable pages].
  * Layout of a huge block: [header pages][unmapped hole to 4 MiB][data ...]:
@@ -18,13 +18,12 @@
  * Who writes what: the registry entries, size, kind and owner heap are
  * written once by superblock_create/huge_create before the superblock is
  * published (inserted into a page heap under its lock) and cleared by
- * superblock_destroy after it has been taken out of every list; pagemap,
- * page_class and spans[] follow the span ownership table (span.h); the page
- * heap fields are under the owning heap's lock. The lock-free lookup below
- * may read pagemap, page_class and a descriptor's state, page, npages and
- * huge (and a huge header's map_size) while their writer changes them: those
- * are written with relaxed stores and read with relaxed loads
- * (core/pages/span_check.h).
+ * superblock_destroy after it has been taken out of every list; pmap and
+ * spans[] follow the span ownership table (span.h); the page heap fields are
+ * under the owning heap's lock. The lock-free lookup below may read pmap and
+ * a descriptor's state, page, npages and huge (and a huge header's map_size)
+ * while their writer changes them: those are written with relaxed stores and
+ * read with relaxed loads (core/pages/span_check.h).
  *
  * What a lookup follows, and what keeps it mapped: the registry byte (read
  * first) says the slot is ours; for a pointer the program legitimately
@@ -33,9 +32,10 @@
  * between the registry read and the header reads another thread may unmap
  * the superblock (page_heap_release, a huge block freed out of the cache),
  * and the lookup then faults instead of reporting. Within a mapped
- * superblock a stale value is still one the allocator wrote (a pagemap
- * entry is 0 or a usable page index, a page class a valid class), so it
- * names another descriptor of the same header, never memory outside it. */
+ * superblock a stale value is still one the allocator wrote (a pmap entry's
+ * first page is 0 or a usable page index, its class a valid class, both
+ * from one store), so it names another descriptor of the same header, never
+ * memory outside it. */
 #ifndef EBB_CORE_SUPERBLOCK_H
 #define EBB_CORE_SUPERBLOCK_H
 
@@ -72,8 +72,8 @@ enum registry_kind {
  * an mprotect per superblock and splits each mapping into two VMAs (adjacent
  * superblocks now merge into one, and vm.max_map_count is 65530 by default),
  * for no more than the red zone catches. The red zone costs nothing: it sits
- * on header page 0, which is resident anyway; the fast paths read page_class
- * and pagemap at constant offsets as before. What an overflow past the
+ * on header page 0, which is resident anyway; the fast paths read pmap at a
+ * constant offset as before. What an overflow past the
  * checked part can still do is in docs/reliability.md. */
 #define EBB_SB_GUARD 64
 
@@ -96,16 +96,19 @@ typedef struct superblock {
 	struct superblock *next, *prev; /* heap's list of superblocks (or of cached huge blocks) */
 	uint32_t desc_touched;        /* bitmask: descriptor pages written (resident metadata) */
 	struct superblock *trim_next; /* decay pass's list of superblocks to trim */
-	/* Lookup tables, written by a span's owner before its blocks are
-	 * published. pagemap is valid on every page of CENTRAL and LARGE spans and
-	 * on the first and last page of free runs (boundary tags). */
-	uint8_t page_class[EBB_SB_PAGES];
-	uint16_t pagemap[EBB_SB_PAGES];
+	/* The page map: one entry per page (pmap_entry, below), written by a
+	 * span's owner before its blocks are published. Its first page is valid
+	 * on every page of CENTRAL, LARGE, ARENA and POOL spans and on the first
+	 * and last page of free runs (boundary tags); its class is 0 on every
+	 * page but those of CENTRAL spans that hold carved blocks. Own lines:
+	 * the fields above are written under the heap lock, these are read by
+	 * every free. */
+	uint32_t pmap[EBB_SB_PAGES] EBB_ALIGNED(64);
 	/* Descriptors of the usable pages: spans[page - EBB_SB_HEADER_PAGES]
-	 * (superblock_span_at). The first ones share header page 0 with the maps,
-	 * so an entirely free superblock (one run) needs only that page resident;
-	 * the rest of the header is purged with its last dirty run. A huge block
-	 * uses spans[0] only. */
+	 * (superblock_span_at). The first ones share header page 1 with the end
+	 * of the map, so an entirely free superblock (one run) needs only the
+	 * EBB_SB_FIXED_PAGES resident; the rest of the header is purged with its
+	 * last dirty run. A huge block uses spans[0] only. */
 	span_t spans[EBB_SB_PAGES - 17];
 } superblock_t;
 
@@ -113,11 +116,89 @@ typedef struct superblock {
 #define EBB_SB_HEADER_PAGES 17
 #define EBB_SB_USABLE_PAGES (EBB_SB_PAGES - EBB_SB_HEADER_PAGES)
 
+/* Header pages 0 .. EBB_SB_FIXED_PAGES-1 hold the fixed fields and the page
+ * map (and the first descriptors): written when the superblock is made,
+ * resident while it is mapped, never trimmed (page_heap_purge.c). */
+#define EBB_SB_FIXED_PAGES 2
+#define EBB_SB_FIXED_MASK ((1u << EBB_SB_FIXED_PAGES) - 1)
+
 #ifndef __cplusplus
 _Static_assert(sizeof(superblock_t) <= EBB_SB_HEADER_PAGES * EBB_PAGE_SIZE, "header fits its pages");
-_Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_PAGE_SIZE,
-	       "the first descriptor shares page 0 with the maps");
+_Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PAGES * EBB_PAGE_SIZE &&
+	       offsetof(superblock_t, spans) > (EBB_SB_FIXED_PAGES - 1) * EBB_PAGE_SIZE,
+	       "the map ends on the last fixed page, which holds the first descriptor too");
 #endif
+
+/* A page map entry: the page's class in bits 0-7 (0: no small block starts
+ * on the page), the first page of its span in bits 12-21, as that page's
+ * byte offset in the superblock (first << 12), zero elsewhere. The free fast
+ * path takes the span's byte offset as e - class: no shift.
+ *
+ * One word, so a reader without a lock (free, the block test, a span
+ * lookup) gets class and first page of the same write: every writer stores
+ * the whole entry with one relaxed 32-bit store (pmap_set), never a byte or
+ * a halfword of it, and every lock-free reader loads it once (pmap_peek) and
+ * takes both fields from that value. An aligned 32-bit store and load are
+ * single-copy atomic, so a racing reader sees the old entry or the new one,
+ * each one the allocator wrote, never the class of one and the first page of
+ * the other. Who may store: the span's owner (span.h), and the page heap
+ * under its lock for the boundary tags of free runs and of the span it hands
+ * out (class 0 there: free pages have none). The owner rewrites its tags
+ * with the first page they already hold (superblock_map_span), so a
+ * coalescing neighbour reading them under the heap lock sees the same first
+ * page either way. */
+#define EBB_PMAP_CLASS_MASK 0xffu
+
+#ifndef __cplusplus
+_Static_assert(EBB_NUM_CLASSES - 1 <= EBB_PMAP_CLASS_MASK, "a class fits the entry's byte");
+#endif
+
+EBB_INLINE uint32_t pmap_entry(unsigned first, unsigned cls)
+{
+	return ((uint32_t)first << EBB_PAGE_SHIFT) | cls;
+}
+
+EBB_INLINE unsigned pmap_first(uint32_t e)
+{
+	return e >> EBB_PAGE_SHIFT;
+}
+
+EBB_INLINE unsigned pmap_class(uint32_t e)
+{
+	return e & EBB_PMAP_CLASS_MASK;
+}
+
+/* Byte offset of the span's first page in the superblock. */
+EBB_INLINE uint32_t pmap_span_offset(uint32_t e)
+{
+	return e & ~EBB_PMAP_CLASS_MASK;
+}
+
+/* The lock-free read of the fast paths (core/runtime/atomic.h's peek). */
+EBB_INLINE uint32_t pmap_peek(const superblock_t *sb, size_t page)
+{
+	return atomic_peek_u32(&sb->pmap[page]);
+}
+
+/* The same off the fast paths (a checker, the page heap's coalescing). */
+EBB_INLINE uint32_t pmap_load(const superblock_t *sb, size_t page)
+{
+	return atomic_load_u32(&sb->pmap[page]);
+}
+
+/* The one way an entry is written: whole, one store (see above). */
+EBB_INLINE void pmap_set(superblock_t *sb, unsigned page, unsigned first, unsigned cls)
+{
+	atomic_store_u32(&sb->pmap[page], pmap_entry(first, cls));
+}
+
+/* Gives page `page` class cls and keeps its first page; caller owns the
+ * span (only its owner writes the entry then, so the load and the store
+ * are not a race). */
+EBB_INLINE void pmap_set_class(superblock_t *sb, unsigned page, unsigned cls)
+{
+	pmap_set(sb, page, pmap_first(pmap_load(sb, page)), cls);
+}
 
 /* The registry: one byte per 4 MiB slot of the 47-bit address space, in
  * .bss: 32 MiB of address space whose zero pages the kernel materializes only
@@ -217,7 +298,7 @@ span_t *superblock_desc(superblock_t *sb, unsigned page);
 /* The span of a normal superblock that contains p, or NULL; p's registry
  * slot holds REG_HEADER (the caller has read it). The bounds are constants,
  * not read from the header (an overflow from the slot before may have
- * written it); the pagemap of a huge block's header slot is all zero and
+ * written it); the pmap of a huge block's header slot is all zero and
  * names no span. Inline for the pool's free fast path; superblock_span_lookup
  * is this plus the registry read and huge blocks (declared above). */
 EBB_INLINE span_t *superblock_span_in(const void *p, superblock_t **sb_out)
@@ -228,7 +309,7 @@ EBB_INLINE span_t *superblock_span_in(const void *p, superblock_t **sb_out)
 		return NULL;
 	/* Relaxed loads, each read once (core/runtime/atomic.h's peek): the
 	 * owner of the span p names may be rewriting these right now. */
-	unsigned first = atomic_peek_u16(&sb->pagemap[page]);
+	unsigned first = pmap_first(pmap_peek(sb, page));
 	if (first < EBB_SB_HEADER_PAGES || first > page)
 		return NULL;
 	span_t *s = superblock_span_at(sb, first);
@@ -238,11 +319,12 @@ EBB_INLINE span_t *superblock_span_in(const void *p, superblock_t **sb_out)
 	return s;
 }
 
-/* Sets page_class of pages [page, page+n) to cls and pagemap of the pages
- * strictly inside the span to `page`. The first and last pagemap entries
- * (boundary tags) belong to the page heap and are written under its lock:
- * coalescing reads a neighbour's tag while the neighbour's owner may be
- * calling this. Caller owns the span. */
+/* Sets the pmap entries of pages [page, page+n) to first page `page`, class
+ * cls. The first and last entries (boundary tags) already name `page`: the
+ * page heap wrote them under its lock when it handed the span out, and
+ * coalescing may read a neighbour's tag while the neighbour's owner calls
+ * this; it rewrites them with the same first page, so that reader sees
+ * `page` before and after. Caller owns the span. */
 void superblock_map_span(superblock_t *sb, unsigned page, unsigned n, unsigned cls);
 
 /* Maps and registers a new normal superblock for `heap`. Its usable pages

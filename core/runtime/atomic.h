@@ -195,7 +195,7 @@ static inline void atomic_spin_pause(void) { ck_pr_stall(); }
 #endif
 
 /* atomic_peek_u8/u16/u32: the relaxed load of a page-table entry
- * (superblock.h's page_class and pagemap) or a span field on the fast paths
+ * (superblock.h's pmap) or a span field on the fast paths
  * that look a pointer up: free's, the one block test (core/blocks/block.h),
  * superblock_span_in (the pool's free, realloc of a page run), which a
  * lookup of a forged or stale pointer makes while the span's owner rewrites
