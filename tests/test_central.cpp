@@ -43,6 +43,25 @@ central_class_stats_t class_stats(unsigned cls)
 	return cs[cls];
 }
 
+// Takes blocks of cls on CPU 5 one at a time (into *held) until the span the
+// last one came from heads its list's partial spans with between min_free
+// and max_free free blocks on its list; returns that span.
+span_t *partial_head_with(unsigned cls, uint32_t min_free, uint32_t max_free, std::vector<void *> *held)
+{
+	span_t *s = nullptr;
+	const char *why;
+	for (int i = 0; i < 2000; i++) {
+		std::vector<void *> one = refill(5, cls, 1, false);
+		REQUIRE(one.size() == 1);
+		held->push_back(one[0]);
+		REQUIRE(block_lookup(one[0], &s, &why) == cls);
+		if (s->u.central.free_count >= min_free && s->u.central.free_count <= max_free &&
+		    s->u.central.home->partial == s)
+			break;
+	}
+	return s;
+}
+
 } // namespace
 
 TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[central]")
@@ -388,19 +407,10 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.blocks * k.size < EBB_PAGE_SIZE); // a tail to point into
 	for (int target = 0; target < 5; target++) {
-		// Blocks one at a time until the next refill takes two from
-		// one span's list (the head of the partial list).
+		// The next refill takes two from one span's list (the head
+		// of the partial list).
 		std::vector<void *> v;
-		span_t *s = nullptr;
-		const char *why;
-		for (int i = 0; i < 1000; i++) {
-			std::vector<void *> one = refill(5, cls, 1, false);
-			REQUIRE(one.size() == 1);
-			v.push_back(one[0]);
-			REQUIRE(block_lookup(one[0], &s, &why) == cls);
-			if (s->u.central.free_count >= 2 && s->u.central.home->partial == s)
-				break;
-		}
+		span_t *s = partial_head_with(cls, 2, UINT32_MAX, &v);
 		REQUIRE(s->u.central.free_count >= 2);
 		char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
 		void *b = s->u.central.free_head;
@@ -445,19 +455,10 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 		for (int mode = 0; mode < 4; mode++) {
 			for (unsigned j = 0; j < 4; j++) {
 				for (unsigned extra = 0; extra < 3; extra++) {
-					// One at a time until the head of the partial list
-					// holds j + 4 or more blocks.
+					// The head of the partial list holds j + 4 or
+					// more blocks.
 					std::vector<void *> v;
-					span_t *s = nullptr;
-					const char *why;
-					for (int i = 0; i < 2000; i++) {
-						std::vector<void *> one = refill(5, cls, 1, false);
-						REQUIRE(one.size() == 1);
-						v.push_back(one[0]);
-						REQUIRE(block_lookup(one[0], &s, &why) == cls);
-						if (s->u.central.free_count >= j + 4 && s->u.central.home->partial == s)
-							break;
-					}
+					span_t *s = partial_head_with(cls, j + 4, UINT32_MAX, &v);
 					REQUIRE(s->u.central.free_count >= j + 4);
 					char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
 					std::vector<void *> list;
@@ -491,6 +492,7 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 					REQUIRE(got.size() >= expect);
 					for (unsigned i = 0; i < got.size(); i++) {
 						span_t *g = nullptr;
+						const char *why;
 						REQUIRE(block_lookup(got[i], &g, &why) == cls);
 						if (i < expect)
 							CHECK(got[i] == list[i]);
@@ -519,16 +521,7 @@ TEST_CASE("a power-of-two class's span list hands out its blocks in order, any c
 	unsigned cls = size_class_of(32);
 	for (unsigned want = 1; want <= 9; want++) {
 		std::vector<void *> v;
-		span_t *s = nullptr;
-		const char *why;
-		for (int i = 0; i < 2000; i++) {
-			std::vector<void *> one = refill(5, cls, 1, false);
-			REQUIRE(one.size() == 1);
-			v.push_back(one[0]);
-			REQUIRE(block_lookup(one[0], &s, &why) == cls);
-			if (s->u.central.free_count >= 2 && s->u.central.free_count <= 40 && s->u.central.home->partial == s)
-				break;
-		}
+		span_t *s = partial_head_with(cls, 2, 40, &v);
 		uint32_t avail = s->u.central.free_count;
 		std::vector<void *> list;
 		for (void *b = s->u.central.free_head; b != EBB_LIST_END; b = ((void **)b)[0])
