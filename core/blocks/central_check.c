@@ -77,8 +77,12 @@ static int check_stack(const central_t *c, uint64_t head, uint32_t made, bool fu
 }
 
 /* The transfer stacks, checked against a snapshot of their heads: a fault
- * counts only if neither head moved during the walk. */
-static void central_check_transfer(const central_t *c, uint32_t made)
+ * counts only if neither head moved during the walk. The count of nodes
+ * made is read after the heads: a flush makes a node (node_get, without
+ * the list's lock) before it pushes it, so every node a snapshot can hold
+ * is counted by then; read before the heads, a node made and pushed in
+ * between looked "not made". */
+static void central_check_transfer(const central_t *c)
 {
 	if (c->cls == 0)
 		return;
@@ -87,6 +91,7 @@ static void central_check_transfer(const central_t *c, uint32_t made)
 		const char *what = NULL;
 		uint64_t a = 0;
 		uint64_t full = atomic_load_u64_acquire(&c->full), spare = atomic_load_u64_acquire(&c->spare);
+		uint32_t made = atomic_load_u32(&c->made);
 		int nf = check_stack(c, full, made, true, seen, &what, &a);
 		int ns = nf < 0 ? 0 : check_stack(c, spare, made, false, seen, &what, &a);
 		if (full != atomic_load_u64_acquire(&c->full) || spare != atomic_load_u64_acquire(&c->spare))
@@ -114,7 +119,7 @@ void central_check(const central_t *c, bool walk)
 				   c->spans * k->blocks);
 	if (!walk && ++central_check_calls % CENTRAL_CHECK_EVERY != 0)
 		return;
-	central_check_transfer(c, made);
+	central_check_transfer(c);
 	uint64_t used = 0, listed = 0;
 	const span_t *prev = NULL;
 	for (const span_t *s = c->partial; s != NULL; prev = s, s = s->next) {
