@@ -134,12 +134,21 @@ int refuse_everything(const Api *a)
 	if (thread_rc) return thread_rc;
 
 	/* Everything the mapped memory still holds can be had; then every
-	 * request of that size fails with ENOMEM. */
+	 * request of that size fails with ENOMEM. With no new mapping, at most
+	 * (mapped - allocated) / n more blocks of n bytes fit (the rest of
+	 * mapped is caches, free blocks and pages, metadata and waste): one
+	 * more means memory handed out twice. (A fixed cap of 200 000 blocks
+	 * failed a run in which the child had mapped superblocks on both CPUs'
+	 * page heaps and a span of small blocks took the other heap's dirty
+	 * runs: more than 9.6 MB free for 48-byte blocks.) */
 	unsigned seed = 1000;
 	const size_t sizes[] = {48, 1000, 9000, 70 * KiB, 500 * KiB};
 	for (size_t n : sizes) {
 		bool failed = false;
-		for (int i = 0; i < 200000 && !failed; i++) {
+		ebb_stats_t st = stats();
+		size_t most = (st.mapped - st.allocated) / n + 1;
+		if (got.size() + most > got.capacity()) return 28; /* got must not grow */
+		for (size_t i = 0; i < most && !failed; i++) {
 			errno = 0;
 			void *p = a->malloc_(n);
 			if (p == nullptr) {
