@@ -64,6 +64,14 @@ extern void *__libc_stack_end;
  * ------------------------------------------------------------------------- */
 #define UNW_CACHE_BITS 12
 static uint64_t unw_cache[1u << UNW_CACHE_BITS] EBB_BIG_ZERO;
+/* Bit i: page i of unw_cache was written (a rule stored, or the cache
+ * cleared). A lookup in a page never written is a miss without a read: its
+ * first read faulted in the zero page, and the rule's store then faulted
+ * again (bench cache-thrash t=2: 6 of the profiler's 26 page faults, 3
+ * cache pages). */
+#define UNW_CACHE_PAGE_SHIFT (EBB_PAGE_SHIFT - 3)
+_Static_assert((sizeof unw_cache >> EBB_PAGE_SHIFT) <= 32, "a bit per page");
+static uint32_t unw_cache_pages;
 
 #define RULE_VALID ((uint64_t)1)
 #define RULE_END ((uint64_t)1 << 1)
@@ -523,6 +531,7 @@ static unsigned long long unw_generation(void)
 	if (subs != __atomic_load_n(&unw_gen, __ATOMIC_ACQUIRE)) {
 		for (unsigned i = 0; i < (1u << UNW_CACHE_BITS); i++)
 			__atomic_store_n(&unw_cache[i], 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&unw_cache_pages, ~(uint32_t)0, __ATOMIC_RELAXED);
 		__atomic_store_n(&unw_gen, subs, __ATOMIC_RELEASE);
 	}
 	return subs;
@@ -564,8 +573,12 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 	}
 	while (n < max && pc != 0) {
 		out[n++] = (void *)pc;
-		uint64_t *slot = &unw_cache[cache_slot(pc)];
-		uint64_t w = __atomic_load_n(slot, __ATOMIC_RELAXED);
+		unsigned si = cache_slot(pc);
+		uint64_t *slot = &unw_cache[si];
+		uint32_t page_bit = (uint32_t)1 << (si >> UNW_CACHE_PAGE_SHIFT);
+		uint64_t w = 0;
+		if (__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & page_bit)
+			w = __atomic_load_n(slot, __ATOMIC_RELAXED);
 		if ((w >> RULE_TAG_SHIFT) == (uint64_t)(pc >> 12) && !(w & RULE_PERM)) { /* never 0 for code */
 			if (gen == 4) {
 				/* It may clear the cache: w is read again. */
@@ -582,9 +595,12 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 				gen = unw_generation() & 3;
 			if ((w = rule_compute(pc)) == 0)
 				return 0;
-			if ((pc >> 47) == 0)
+			if ((pc >> 47) == 0) {
 				__atomic_store_n(slot, w | (gen & 3) << RULE_GEN_SHIFT | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT,
 						 __ATOMIC_RELAXED);
+				if (!(__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & page_bit))
+					__atomic_fetch_or(&unw_cache_pages, page_bit, __ATOMIC_RELAXED);
+			}
 		}
 		if (rec != NULL && !(w & RULE_PERM))
 			rec->n = OS_UNWIND_REC_NONE; /* its rule may change (dlclose) */

@@ -18,17 +18,22 @@
 
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
-/* The hash tables' heads: a page each. A sample's insert and free and a
- * new count land on a page at random, so every page of a table is faulted
- * in after a few hundred samples: at 4 096 heads (8 pages) each, the
- * profiler's own code took about 48 minor faults in bench realloc string
- * (64 MB, about 300 samples), 24 since. Chains stay short where it matters:
- * live samples are 1 per prof_sample bytes held (a 1 GiB heap: about 4 per
+/* The hash tables' heads: all three in one page, written once at start-up
+ * (prof_setup). A sample's insert and free and a new count land on a page
+ * at random, so every page of a table is faulted in after a few samples:
+ * at 4 096 heads (8 pages) each, the profiler's own code took about 48
+ * minor faults in bench realloc string (64 MB, about 300 samples); at 512
+ * heads a table (3 pages), each first read of a page (the zero page) and
+ * its first write faulted apart: 6 of the 26 faults the profiler added to
+ * bench cache-thrash t=2 (105 -> 131). Chains stay short where it matters:
+ * live samples are 1 per prof_sample bytes held (a 1 GiB heap: about 8 per
  * head), and a sample looks a site up only when its stack is neither the
  * thread's last site nor replayed. */
-#define PROF_SAMPLE_BUCKETS (1u << 9)
-#define PROF_SITE_BUCKETS (1u << 9)
-#define PROF_COUNT_BUCKETS (1u << 9)
+#define PROF_SAMPLE_BUCKETS (1u << 8)
+#define PROF_SITE_BUCKETS (1u << 7)
+#define PROF_COUNT_BUCKETS (1u << 7)
+_Static_assert((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS) * sizeof(void *) <= EBB_PAGE_SIZE,
+	       "the heads fit a page");
 #define PROF_CHUNK ((size_t)64 << 10)
 
 /* An allocation site: one distinct stack. Written under prof_lock; never
@@ -121,12 +126,31 @@ static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
 uint8_t prof_kept_filter[1u << PROF_KEPT_BITS] EBB_BIG_ZERO;
 
+/* A filter counter's value, read with a write access: a compare-and-swap
+ * that sets a 0 to 1. The filters' pages are first met by these raises
+ * (the sample's page, listed), and a plain read then faulted in the zero
+ * page before the write faulted in the page itself: two minor faults a
+ * page where one does. Caller holds prof_lock (the only writer), so
+ * nothing changes *f between this and the caller's store. */
+static uint8_t prof_filter_raise_read(uint8_t *f)
+{
+	uint8_t v = 0;
+	__atomic_compare_exchange_n(f, &v, 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+	return v; /* 0: *f is 1 now */
+}
+
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
  * prof_lock. At most PROF_KEEP blocks are kept: a
  * counter never wraps. */
 static void prof_kept_count(const void *p, int d)
 {
 	uint8_t *f = &prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)];
+	if (d > 0) {
+		uint8_t v = prof_filter_raise_read(f);
+		if (v != 0)
+			__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
+		return;
+	}
 	__atomic_store_n(f, (uint8_t)(*f + d), __ATOMIC_RELAXED);
 }
 
@@ -275,11 +299,17 @@ static bool prof_setup(void)
 	if (on) {
 		prof_lock();
 		if (prof_samples == NULL) {
-			prof_samples = meta_alloc(PROF_SAMPLE_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
-			prof_sites = meta_alloc(PROF_SITE_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
-			prof_counts = meta_alloc(PROF_COUNT_BUCKETS * sizeof(void *), EBB_PAGE_SIZE);
+			void **heads = meta_alloc(EBB_PAGE_SIZE, EBB_PAGE_SIZE);
+			if (heads != NULL) {
+				/* Written now: one fault, where a first read (the
+				 * zero page) and a first write fault apart. */
+				__atomic_store_n(&heads[0], NULL, __ATOMIC_RELAXED);
+				prof_samples = (prof_sample_t **)heads;
+				prof_sites = (prof_site_t **)(heads + PROF_SAMPLE_BUCKETS);
+				prof_counts = (prof_count_t **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS);
+			}
 		}
-		on = prof_samples != NULL && prof_sites != NULL && prof_counts != NULL;
+		on = prof_samples != NULL;
 		prof_unlock();
 		/* Before prof_on: before any sample can be made (and freed). */
 		if (on)
@@ -428,8 +458,9 @@ static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size,
 	c->live_n++;
 	c->live_bytes += size;
 	uint8_t *f = &prof_filter[prof_page_slot(p, PROF_FILTER_BITS)];
-	if (*f != 255)
-		__atomic_store_n(f, (uint8_t)(*f + 1), __ATOMIC_RELAXED);
+	uint8_t v = prof_filter_raise_read(f);
+	if (v != 0 && v != 255)
+		__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
 }
 
 static prof_sample_t **prof_find(const void *p);
@@ -449,6 +480,12 @@ typedef struct prof_replay {
 	os_unwind_rec_t rec;
 } prof_replay_t;
 static prof_replay_t prof_replays[PROF_REPLAYS];
+/* Bit i: prof_replays[i] was filled. Tested before an entry is read, so
+ * that an entry's page (36 KiB in all, 7 entries a page) is first met by
+ * the write that fills it: a read first faulted in the zero page, and the
+ * write then faulted again. */
+static uint64_t prof_replay_used;
+_Static_assert(PROF_REPLAYS <= 64, "a bit per entry");
 
 static unsigned prof_replay_slot(const void *ret, uintptr_t cfa)
 {
@@ -635,6 +672,7 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 	prof_lock();
 	prof_count_t *c = prof_stack_count(&st, size);
 	if (from && c != NULL && rec.n != OS_UNWIND_REC_NONE) {
+		prof_replay_used |= (uint64_t)1 << (rp - prof_replays);
 		rp->ret = ret;
 		rp->cfa = (uintptr_t)(fp + 2);
 		rp->site = c->site;
@@ -673,9 +711,10 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	 * block, listed already. */
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
-	prof_replay_t *rp = &prof_replays[prof_replay_slot(ret, cfa)];
+	unsigned slot = prof_replay_slot(ret, cfa);
+	prof_replay_t *rp = &prof_replays[slot];
 	prof_lock();
-	if (rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+	if ((prof_replay_used >> slot & 1) && rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
 		prof_site_t *site = rp->site;
 		c = size <= (size_t)prof_rate / 16 && site->count0 != NULL ? site->count0 : prof_count_get(site, size);
 	} else {
