@@ -220,6 +220,55 @@ TEST_CASE("classes of 2 KiB and more that a thread allocates once each pin at mo
 	});
 }
 
+TEST_CASE("a class of 4 KiB or more gets no bin until its 16th slow-path use since the last trim "
+	  "(a malloc counts 2, a free 1): its first blocks go back to their spans at free",
+	  "[tcache]")
+{
+	unit_init();
+	setup("1M");
+	in_new_thread([&] {
+		const size_t big = 8192, small = 2048;
+		const unsigned b = size_class_of(big), s = size_class_of(small);
+		REQUIRE(size_classes[b].size >= 4096);
+		REQUIRE(size_classes[s].size < 4096);
+		void *first = tcache_alloc(64); // creates the cache (a first free goes uncached anyway)
+		// Below 4 KiB: a bin at the first miss, and the free is cached.
+		void *p = tcache_alloc(small);
+		CHECK(bin(s).max > 0);
+		tcache_free(p);
+		CHECK(bin(s).count >= 1);
+		// 4 KiB and more: 5 malloc + free pairs (15 uses) leave no bound
+		// and no cached block; the 6th malloc reaches 16 and grows the bin.
+		for (int i = 0; i < 5; i++) {
+			p = tcache_alloc(big);
+			REQUIRE(p != nullptr);
+			CHECK(bin(b).max == 0);
+			tcache_free(p);
+			CHECK(bin(b).max == 0);
+			CHECK(bin(b).count == 0);
+			CHECK(tcache_self()->budget <= 64u * 1024u); // nothing counted for the big class
+		}
+		p = tcache_alloc(big);
+		CHECK(bin(b).max == first_max(size_classes[b]));
+		tcache_free(p);
+		CHECK(bin(b).count >= 1); // cached from now on
+		// A trim restarts the count of a class that has no bin yet.
+		const size_t big2 = 16384;
+		const unsigned b2 = size_class_of(big2);
+		for (int i = 0; i < 5; i++)
+			tcache_free(tcache_alloc(big2));
+		CHECK(bin(b2).max == 0);
+		next_trim_epoch();
+		std::vector<void *> keep;
+		force_refill(64, keep); // a slow event: this cache trims
+		for (int i = 0; i < 5; i++)
+			tcache_free(tcache_alloc(big2));
+		CHECK(bin(b2).max == 0);
+		free_all(keep);
+		tcache_free(first);
+	});
+}
+
 TEST_CASE("a full bin gives back half its blocks, in whole batches, from its most recently freed "
 	  "end",
 	  "[tcache]")
