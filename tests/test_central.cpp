@@ -1209,3 +1209,78 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 	central_drain(false, nullptr);
 	unit_option("on_error", "abort");
 }
+
+// A flush in random order puts nearly every block in a run of its own
+// (release_fast tests a one-page class's block against its run's head):
+// blocks dealt round-robin over many pages, so that no two in a row share
+// one, with a block listed twice (its second copy, a run of one, carries
+// the span mark by then) and a block whose mark was overwritten (a run of
+// one as well) among them. Both are reported and dropped; every other
+// block comes home once, and a refill of all of them hands none out twice.
+TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are reported, the rest come home",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	const unsigned cpu = 11;
+	central_drain(false, nullptr);
+	std::vector<void *> got;
+	while (got.size() < 8u * k.blocks) {
+		std::vector<void *> b = refill(cpu, cls, k.batch, false);
+		REQUIRE(!b.empty());
+		got.insert(got.end(), b.begin(), b.end());
+	}
+	// Fill the list's transfer stack, so that the flush goes to the spans.
+	std::vector<void *> fill;
+	while (fill.size() < (size_t)k.transfer_cap * k.batch) {
+		std::vector<void *> b = refill(cpu, cls, k.batch, false);
+		REQUIRE(!b.empty());
+		fill.insert(fill.end(), b.begin(), b.end());
+	}
+	for (size_t i = 0; i < fill.size(); i += k.batch)
+		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
+	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+	// Round-robin over the pages the blocks lie on.
+	std::sort(got.begin(), got.end());
+	std::vector<std::vector<void *>> pages;
+	for (void *b : got) {
+		if (pages.empty() || ((uintptr_t)b >> EBB_PAGE_SHIFT) != ((uintptr_t)pages.back()[0] >> EBB_PAGE_SHIFT))
+			pages.emplace_back();
+		pages.back().push_back(b);
+	}
+	REQUIRE(pages.size() >= 4);
+	std::vector<void *> v;
+	for (size_t i = 0; v.size() < got.size(); i++)
+		for (auto &p : pages)
+			if (i < p.size())
+				v.push_back(p[i]);
+	void *twice = v[10], *forged = v[77];
+	REQUIRE(((uintptr_t)v[99] ^ (uintptr_t)twice) >= EBB_PAGE_SIZE);
+	REQUIRE(((uintptr_t)v[101] ^ (uintptr_t)twice) >= EBB_PAGE_SIZE);
+	v.insert(v.begin() + 100, twice); // a run of one: its page's block lies elsewhere
+	((uint64_t *)forged)[1] = 0x4141414141414141ull;
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	flush(cpu, cls, v);
+	CHECK(report_count() == reports + 2);
+	CHECK(class_stats(cls).used_blocks == used - (got.size() - 1));
+	CHECK(((uint64_t *)forged)[1] == 0x4141414141414141ull);
+	// Every block that came home is handed out once; the forged one never.
+	std::set<void *> out;
+	for (size_t want = got.size() - 1; out.size() < want;) {
+		std::vector<void *> b = refill(cpu, cls, k.batch, false);
+		REQUIRE(!b.empty());
+		for (void *p : b) {
+			REQUIRE(out.insert(p).second);
+			REQUIRE(p != forged);
+		}
+	}
+	std::vector<void *> back(out.begin(), out.end());
+	flush_to_spans(cls, back);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}

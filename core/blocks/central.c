@@ -768,9 +768,13 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 #define RELEASE_CHUNK 64
 
 /* Ends each window of blocks release_fast walks: no block, and outside every
- * run and every superblock (a superblock's address is never below
- * EBB_SB_SIZE, so NULL ^ sb_seen is not an offset in it). */
-#define RELEASE_SENTINEL NULL
+ * run and every superblock. All ones, not NULL: with one_page a run is
+ * tested against its head, which is EBB_LIST_END (1) in a run with no
+ * block yet, and NULL ^ 1 would read as an offset in its page. All ones
+ * xor EBB_LIST_END, a block's or a superblock's address (user space: below
+ * 2^63) is at least 2^63, and minus a span's first byte it is above any
+ * span's block bytes (the test of several pages). */
+#define RELEASE_SENTINEL ((void *)UINTPTR_MAX)
 
 /* b failed release_to_spans' test of a block of class cls: reports why
  * (block.h's full test words it). */
@@ -978,7 +982,12 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	 * leaves every run and every superblock (RELEASE_LOOKUP). */
 	for (;; at++) {
 		void *b = *at;
-		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)lo) : (uint64_t)((const char *)b - lo);
+		/* With one_page the run's page is also head's once the run has a
+		 * block (n != 0; before, head is s's old free_head, on s's page
+		 * or EBB_LIST_END): b ^ head tests it with no copy of each new
+		 * run's first block into lo (one instruction a run). */
+		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)head)
+					: (uint64_t)((const char *)b - lo);
 		if (EBB_UNLIKELY(off >= bound)) {
 			/* run_close, but for a run of more blocks than its span
 			 * had out, which needs run_overfreed's call. */
@@ -1031,7 +1040,8 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 			if (EBB_UNLIKELY(ns->u.central.home != locked))
 				break;
 			s = ns;
-			lo = nlo;
+			if (!one_page)
+				lo = nlo;
 			/* The run's first block, chained here with n = 1 rather
 			 * than through the n++ below after n = 0: one instruction
 			 * a run, and in a random flush nearly every block opens
@@ -1207,11 +1217,26 @@ EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, s
 		release_bad(*st.at, cls);
 	}
 	/* The first run opens at the first good block, which release_fast
-	 * then takes as a block of it. */
+	 * then takes as a block of it. With one_page it is chained here (but
+	 * for the last block of all, which has its own window below, and one
+	 * that lost its mark, left for release_fast to report): release_fast
+	 * tests a block against the run's head, which in a full span's empty
+	 * run is EBB_LIST_END, so the block would take a second lookup. */
 	st.locked = st.s->u.central.home;
 	lock_acquire(&st.locked->lock);
 	st.head = st.s->u.central.free_head;
 	st.n = 0;
+	if (one_page && st.at < end - 1) {
+		void *b = (void *)*st.at;
+		if (EBB_LIKELY(freelist_mark_kept(b, freelist_mark_of(b, key)))) {
+			*(void **)b = st.head;
+			freelist_flip_mark(b);
+			st.head = b;
+			st.n = 1;
+			st.locked->used_blocks--;
+			st.at++;
+		}
+	}
 	/* The blocks go through release_fast a window of at most RELEASE_CHUNK
 	 * at a time, with RELEASE_SENTINEL after each: its loop then needs no
 	 * test of the end (2 instructions a block). The sentinel takes the
