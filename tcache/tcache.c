@@ -254,8 +254,8 @@ static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 
 /* Trims one bin: under `all`, empties it; otherwise, if it has not missed
  * (or been flushed full, slow_event) since its last trim (its stock outlived
- * its use), gives back half of its
- * blocks and lowers its bound by a quarter, down to one batch. */
+ * its use), gives back half of its blocks and lowers its bound by a quarter,
+ * down to one batch. */
 static void bin_trim(tcache_t *tc, unsigned cls, bool all)
 {
 	const size_class_t *k = &size_classes[cls];
