@@ -202,26 +202,16 @@ EBB_INLINE void *tcache_alloc(size_t size)
  * wrong. */
 EBB_INLINE void tcache_free(void *p)
 {
-	if (EBB_LIKELY(registry_get(p) == REG_HEADER)) {
-		/* The same values as superblock_of, superblock_page_index and
-		 * block_offset_in, derived from each other: sb from the registry
-		 * index (p >> 22 << 22), page and the block offset from p's
-		 * offset in its superblock (2 instructions fewer). */
-		uintptr_t in_sb = (uintptr_t)p & (EBB_SB_SIZE - 1);
-		uintptr_t slot = (uintptr_t)p >> EBB_SB_SHIFT;
-		EBB_OPAQUE(slot); /* else gcc rewrites the shift as p & mask: one mov more */
-		superblock_t *sb = (superblock_t *)(slot << EBB_SB_SHIFT);
-		unsigned page = (unsigned)(in_sb >> EBB_PAGE_SHIFT);
+	size_t slot;
+	if (EBB_LIKELY(registry_slot(p, &slot) && registry_at(slot) == REG_HEADER)) {
 		tcache_t *tc = tcache_self();
-		/* One load of p's pmap entry: class and span offset together.
-		 * The offset is formed in in_sb's register (sub, then add):
-		 * else gcc builds it from cls in a register of its own (a mov
-		 * more). */
-		uint32_t e = pmap_peek(sb, page);
+		/* One load of p's pmap entry: class and span start together.
+		 * Its address from the registry slot and p (pmap_peek_slot), the
+		 * offset from p and the entry (block_offset_in): neither needs
+		 * sb, the page or p's offset in its superblock. */
+		uint32_t e = pmap_peek_slot(slot, p);
 		uintptr_t cls = pmap_class(e);
-		in_sb -= e;
-		EBB_OPAQUE(in_sb);
-		uint64_t off = in_sb + cls;
+		uint64_t off = block_offset_in(e, (uintptr_t)p);
 		/* The block test first, then the bin. EBB_OPAQUE(cls) between
 		 * the groups of bin fields keeps gcc from forming &tc->top[cls]
 		 * in a register of its own (an lea) for its five uses: each is

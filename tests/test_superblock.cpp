@@ -77,3 +77,43 @@ TEST_CASE("huge blocks honour alignments above 4 MiB", "[superblock]")
 	REQUIRE(superblock_span_lookup((void *)data, &out) == &sb->spans[0]);
 	REQUIRE(superblock_destroy(sb));
 }
+
+// registry_slot's range test is a signed multiply's overflow (superblock.h):
+// every user address gets p >> 22, every other one none or a slot of the
+// never-written upper half, so a tagged, non-canonical or kernel-half address
+// of a registered superblock is never ours.
+TEST_CASE("the registry slot of user, tagged, non-canonical and kernel-half addresses", "[superblock]")
+{
+	unit_option("decay_ms", "-1");
+	unit_option("background_thread", "0");
+	page_heap_t heap;
+	page_heap_init(&heap, 1, os_fake_now());
+	span_t *s = page_heap_alloc(&heap, 1, 1, SPAN_LARGE);
+	REQUIRE(s != nullptr);
+	uintptr_t p = (uintptr_t)span_start(span_superblock(s), s);
+	size_t slot = 0;
+	REQUIRE(registry_slot((void *)p, &slot));
+	REQUIRE(slot == p >> EBB_SB_SHIFT);
+	REQUIRE(registry_get((void *)p) == REG_HEADER);
+	const uintptr_t user_top = ((uintptr_t)1 << EBB_ADDR_BITS) - 1;
+	for (uintptr_t q : {(uintptr_t)0, (uintptr_t)16, user_top, user_top & ~(EBB_SB_SIZE - 1)}) {
+		REQUIRE(registry_slot((void *)q, &slot));
+		CHECK(slot == q >> EBB_SB_SHIFT);
+		CHECK(slot < EBB_REGISTRY_ENTRIES);
+	}
+	// p with its high bits changed: outside the user address space.
+	for (uintptr_t high : {(uintptr_t)1 << 47, (uintptr_t)1 << 48, (uintptr_t)1 << 56, (uintptr_t)1 << 63,
+			       (uintptr_t)0x7fff << 48, (uintptr_t)0xffff << 48, ~(uintptr_t)0 << 47,
+			       (uintptr_t)0xff << 56}) {
+		void *q = (void *)(p | high);
+		INFO("address " << q);
+		CHECK(registry_get(q) == REG_NONE);
+		if (registry_slot(q, &slot)) { // the kernel half: a slot no superblock has
+			CHECK(slot >= EBB_REGISTRY_ENTRIES);
+			CHECK(slot < EBB_REGISTRY_READ_ENTRIES);
+			CHECK(registry_at(slot) == REG_NONE);
+		}
+	}
+	page_heap_free(s);
+	page_heap_release(&heap, os_fake_now(), true);
+}

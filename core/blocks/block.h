@@ -14,7 +14,9 @@
  *      tail). One multiply and one compare test both: with
  *      M = ceil(2^64 / size) + 1 and e = size * M mod 2^64 (size <= e <
  *      2 size), off * M mod 2^64 is q * e for off = q * size, and at least M
- *      (> 2^49) otherwise, for every off < 2^22; so it is below blocks * e
+ *      (> 2^49) otherwise, for every off < 2^32 (off = q * size + r:
+ *      q * e < 2^33 and r * M <= 2^64 + e - M, whose sum stays below 2^64
+ *      as M > 2^33 + e for size <= 2^15); so it is below blocks * e
  *      exactly when off is one of the span's block starts
  *      (size_classes[c].block_mul and block_limit).
  * A block start on a page with a class is a block that exists: span_carve
@@ -44,16 +46,19 @@
 
 EBB_BEGIN_DECLS
 
-/* Offset of p from the first page of its span, from p's offset in its
- * superblock, in_sb = p & (EBB_SB_SIZE - 1), and the pmap entry e of p's
- * page (of class cls = pmap_class(e)): in_sb - (e - cls), e holding the
- * span's byte offset above the class. Written as in_sb - e + cls, it is a
- * sub and an add after the load and the movzbl the class needs anyway: the
- * free fast path's shl of the old halfword page index is gone, and the
- * mask the exact form would cost (a copy and an and) never appears. */
-EBB_INLINE uint64_t block_offset_in(uint32_t e, uintptr_t cls, uintptr_t in_sb)
+/* Offset of p from the first page of its span, given the raw pmap entry e of
+ * p's page, whose bits 12-31 are the low 32 bits of the span's first byte
+ * (superblock.h): (uint32_t)p - (e without its class), modulo 2^32. After the
+ * load, the movzbl the class needs anyway, a copy of p, a clear of the
+ * class byte and a sub: no mask to find p's offset in its superblock first.
+ * The offset is below 2^22 for a p inside the span, and below 2^32 always (a
+ * p below the span's first page, from a stale entry, wraps to 2^32 - x),
+ * where rule 3's test is still exact (see above). For an entry without
+ * address bits (pmap_entry, pmap_load) and p's offset in its superblock, the
+ * same. */
+EBB_INLINE uint64_t block_offset_in(uint32_t e, uintptr_t p)
 {
-	return in_sb - e + cls;
+	return (uint32_t)((uint32_t)p - (e & ~EBB_PMAP_CLASS_MASK));
 }
 
 /* Rule 3, given the class's block_mul and block_limit. */
@@ -84,7 +89,7 @@ EBB_INLINE unsigned block_lookup(const void *p, span_t **span_out, const char **
 		return 0;
 	const size_class_t *k = &size_classes[cls];
 	unsigned first = pmap_first(e);
-	uint64_t off = block_offset_in(e, cls, (uintptr_t)p & (EBB_SB_SIZE - 1));
+	uint64_t off = block_offset_in(e, (uintptr_t)p);
 	if (!block_offset_ok(off, k->block_mul, k->block_limit))
 		*why = off * k->div_magic >= k->div_magic ? "not the start of a block"
 							  : "not a block (the unused tail of a span)";

@@ -12,9 +12,10 @@
 #include "core/runtime/report.h"
 #include "os/os.h"
 
-/* After all of .bss (EBB_BIG_ZERO): the 32 MiB array would otherwise split
- * the small globals onto pages of their own. */
-uint8_t superblock_registry[EBB_REGISTRY_ENTRIES] EBB_BIG_ZERO;
+/* After all of .bss (EBB_BIG_ZERO): the 64 MiB array would otherwise split
+ * the small globals onto pages of their own. Its upper half is read only
+ * (superblock.h, registry_slot). */
+uint8_t superblock_registry[EBB_REGISTRY_READ_ENTRIES] EBB_BIG_ZERO;
 
 static superblock_totals_t sb_totals;
 

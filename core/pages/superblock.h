@@ -131,8 +131,14 @@ _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PA
 
 /* A page map entry: the page's class in bits 0-7 (0: no small block starts
  * on the page), the first page of its span in bits 12-21, as that page's
- * byte offset in the superblock (first << 12), zero elsewhere. The free fast
- * path takes the span's byte offset as e - class: no shift.
+ * byte offset in the superblock (first << 12), and, for an entry written by
+ * pmap_set, bits 22-31 of the superblock's own address in bits 22-31
+ * (pmap_entry_in), zero elsewhere. So bits 12-31 are the low 32 bits of the
+ * span's first byte, and the free fast path takes p's offset from it as
+ * (uint32_t)p - (e without its class) (core/blocks/block.h,
+ * block_offset_in): no mask to find p's offset in its superblock first. Only that fast path and the block
+ * test (block_lookup) use the raw word; pmap_load drops the address bits,
+ * and pmap_first and pmap_span_offset ignore them.
  *
  * One word, so a reader without a lock (free, the block test, a span
  * lookup) gets class and first page of the same write: every writer stores
@@ -148,19 +154,30 @@ _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PA
  * coalescing neighbour reading them under the heap lock sees the same first
  * page either way. */
 #define EBB_PMAP_CLASS_MASK 0xffu
+/* Bits 12-21: the span's first page. */
+#define EBB_PMAP_FIRST_MASK ((uint32_t)(EBB_SB_PAGES - 1) << EBB_PAGE_SHIFT)
 
 #ifndef __cplusplus
 _Static_assert(EBB_NUM_CLASSES - 1 <= EBB_PMAP_CLASS_MASK, "a class fits the entry's byte");
+_Static_assert(EBB_SB_SHIFT < 32, "a superblock offset fits the entry's low 32 bits");
 #endif
 
+/* The entry's fields that do not depend on where the superblock is: what
+ * pmap_load returns. */
 EBB_INLINE uint32_t pmap_entry(unsigned first, unsigned cls)
 {
 	return ((uint32_t)first << EBB_PAGE_SHIFT) | cls;
 }
 
+/* The entry as stored in sb's map: with sb's address bits. */
+EBB_INLINE uint32_t pmap_entry_in(const superblock_t *sb, unsigned first, unsigned cls)
+{
+	return (uint32_t)(uintptr_t)sb | pmap_entry(first, cls);
+}
+
 EBB_INLINE unsigned pmap_first(uint32_t e)
 {
-	return e >> EBB_PAGE_SHIFT;
+	return (e & EBB_PMAP_FIRST_MASK) >> EBB_PAGE_SHIFT;
 }
 
 EBB_INLINE unsigned pmap_class(uint32_t e)
@@ -171,25 +188,47 @@ EBB_INLINE unsigned pmap_class(uint32_t e)
 /* Byte offset of the span's first page in the superblock. */
 EBB_INLINE uint32_t pmap_span_offset(uint32_t e)
 {
-	return e & ~EBB_PMAP_CLASS_MASK;
+	return e & EBB_PMAP_FIRST_MASK;
 }
 
-/* The lock-free read of the fast paths (core/runtime/atomic.h's peek). */
+/* The lock-free read of the fast paths (core/runtime/atomic.h's peek): the
+ * raw word, address bits included. */
 EBB_INLINE uint32_t pmap_peek(const superblock_t *sb, size_t page)
 {
 	return atomic_peek_u32(&sb->pmap[page]);
 }
 
-/* The same off the fast paths (a checker, the page heap's coalescing). */
+/* The same for p, given the registry slot of its superblock (p >> 22, see
+ * registry_slot below): the word's address, sb + pmap + 4 * page, formed as
+ * slot * (4 MiB - 4 KiB) + pmap + 4 * (p >> 12), since p >> 12 is slot *
+ * 1024 + page. One multiply and a shift of a copy of p, where sb (a shift of
+ * the slot) and the page (a copy, a mask and a shift of p) take one
+ * instruction more. */
+EBB_INLINE uint32_t pmap_peek_slot(size_t slot, const void *p)
+{
+	uintptr_t base;
+#if defined(__x86_64__)
+	/* gcc would multiply with two shifts, two copies and a sub */
+	__asm__("imulq %2, %1, %0" : "=r"(base) : "r"(slot), "i"(EBB_SB_SIZE - EBB_PAGE_SIZE));
+#else
+	base = slot * (EBB_SB_SIZE - EBB_PAGE_SIZE);
+#endif
+	base += offsetof(superblock_t, pmap);
+	const uint32_t *w = (const uint32_t *)base + ((uintptr_t)p >> EBB_PAGE_SHIFT);
+	return atomic_peek_u32(w);
+}
+
+/* Off the fast paths (a checker, the page heap's coalescing): the entry
+ * without its address bits, as pmap_entry builds it. */
 EBB_INLINE uint32_t pmap_load(const superblock_t *sb, size_t page)
 {
-	return atomic_load_u32(&sb->pmap[page]);
+	return atomic_load_u32(&sb->pmap[page]) & (uint32_t)(EBB_SB_SIZE - 1);
 }
 
 /* The one way an entry is written: whole, one store (see above). */
 EBB_INLINE void pmap_set(superblock_t *sb, unsigned page, unsigned first, unsigned cls)
 {
-	atomic_store_u32(&sb->pmap[page], pmap_entry(first, cls));
+	atomic_store_u32(&sb->pmap[page], pmap_entry_in(sb, first, cls));
 }
 
 /* Gives page `page` class cls and keeps its first page; caller owns the
@@ -202,32 +241,62 @@ EBB_INLINE void pmap_set_class(superblock_t *sb, unsigned page, unsigned cls)
 
 /* The registry: one byte per 4 MiB slot of the 47-bit address space, in
  * .bss: 32 MiB of address space whose zero pages the kernel materializes only
- * where we write (one 4 KiB page covers 16 GiB of addresses). An address at or
- * above 2^47 (outside the user address space: a tagged or non-canonical
- * pointer) has no slot and is never ours; it is not masked into one, which
- * would send the caller through a pointer the CPU refuses. */
-extern uint8_t superblock_registry[EBB_REGISTRY_ENTRIES];
+ * where we write (one 4 KiB page covers 16 GiB of addresses), and as much
+ * again after it that is never written and never made resident by a write: the
+ * slots of the canonical kernel half (below). An address at or above 2^47
+ * (outside the user address space: a tagged or non-canonical pointer) is
+ * never ours; it is not masked into a slot, which would send the caller
+ * through a pointer the CPU refuses. */
+#define EBB_REGISTRY_READ_ENTRIES (2 * EBB_REGISTRY_ENTRIES)
+extern uint8_t superblock_registry[EBB_REGISTRY_READ_ENTRIES];
 
 EBB_INLINE size_t registry_index(uintptr_t p)
 {
 	return (p >> EBB_SB_SHIFT) & (EBB_REGISTRY_ENTRIES - 1);
 }
 
-/* The registry byte of p's slot, read without a lock. Writers store with
- * release, and a pointer the program got from us was published after the
- * store that registered its slot, so a plain load sees it; that load is one
- * cmpb on the free fast path (after one compare for the range). Under TSan, which must see every cross-thread
- * access as atomic, it is an acquire load (the same instruction on x86-64). */
-EBB_INLINE uint8_t registry_get(const void *p)
+/* The slot the registry is read at for p, or false if p is neither below
+ * 2^47 nor at or above 2^64 - 2^47 (no slot: never ours). One instruction
+ * tests the range and copies p: a signed multiply by 2^16 overflows exactly
+ * when p, read as a signed number, is outside [-2^47, 2^47); its product then
+ * holds p's low 48 bits on top, and shifted down to slot granularity they
+ * give p >> 22 for a user address (< 2^25) and a slot of the never-written
+ * upper half (2^25 .. 2^26 - 1) for a kernel-half address, which thus reads
+ * REG_NONE. (A compare of p >> 22 against 2^25 is a copy, a shift, a compare
+ * and a branch; this is a multiply, a branch and a shift: one instruction
+ * fewer on the free fast path.) */
+EBB_INLINE bool registry_slot(const void *p, size_t *slot)
 {
-	uintptr_t i = (uintptr_t)p >> EBB_SB_SHIFT;
-	if (EBB_UNLIKELY(i >= EBB_REGISTRY_ENTRIES))
-		return REG_NONE;
+	int64_t up;
+	if (EBB_UNLIKELY(__builtin_mul_overflow((int64_t)(uintptr_t)p, (int64_t)1 << (64 - EBB_ADDR_BITS - 1),
+						&up)))
+		return false;
+	*slot = (size_t)((uint64_t)up >> (64 - EBB_ADDR_BITS - 1 + EBB_SB_SHIFT));
+	return true;
+}
+
+/* The registry byte of slot i (from registry_slot), read without a lock.
+ * Writers store with release, and a pointer the program got from us was
+ * published after the store that registered its slot, so a plain load sees
+ * it; that load is one cmpb on the free fast path. Under TSan, which must see
+ * every cross-thread access as atomic, it is an acquire load (the same
+ * instruction on x86-64). */
+EBB_INLINE uint8_t registry_at(size_t i)
+{
 #if EBB_TSAN
 	return __atomic_load_n(&superblock_registry[i], __ATOMIC_ACQUIRE);
 #else
 	return superblock_registry[i];
 #endif
+}
+
+/* The registry byte of p's slot; REG_NONE for an address without one. */
+EBB_INLINE uint8_t registry_get(const void *p)
+{
+	size_t i;
+	if (!registry_slot(p, &i))
+		return REG_NONE;
+	return registry_at(i);
 }
 
 EBB_INLINE superblock_t *superblock_of(const void *p)
