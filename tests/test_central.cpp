@@ -62,6 +62,22 @@ span_t *partial_head_with(unsigned cls, uint32_t min_free, uint32_t max_free, st
 	return s;
 }
 
+// Fills cls's transfer stack on cpu with whole batches refilled there, so
+// that the next flush goes to the spans (the stack keeps those blocks).
+void fill_transfer_stack(unsigned cpu, unsigned cls)
+{
+	const size_class_t &k = size_classes[cls];
+	std::vector<void *> fill;
+	while (fill.size() < (size_t)k.transfer_cap * k.batch) {
+		std::vector<void *> got = refill(cpu, cls, k.batch, false);
+		REQUIRE(!got.empty());
+		fill.insert(fill.end(), got.begin(), got.end());
+	}
+	for (size_t i = 0; i < fill.size(); i += k.batch)
+		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
+	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+}
+
 } // namespace
 
 TEST_CASE("a refill is one batch of distinct, aligned blocks of the class", "[central]")
@@ -1191,16 +1207,7 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 		REQUIRE(!got.empty());
 		good.insert(good.end(), got.begin(), got.end());
 	}
-	// Fill the list's transfer stack, so that the flush goes to the spans.
-	std::vector<void *> fill;
-	while (fill.size() < (size_t)k.transfer_cap * k.batch) {
-		std::vector<void *> got = refill(cpu, cls, k.batch, false);
-		REQUIRE(!got.empty());
-		fill.insert(fill.end(), got.begin(), got.end());
-	}
-	for (size_t i = 0; i < fill.size(); i += k.batch)
-		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
-	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+	fill_transfer_stack(cpu, cls);
 	std::vector<void *> w = refill(cpu, other, 1, false);
 	REQUIRE(w.size() == 1);
 	uint64_t used = class_stats(cls).used_blocks;
@@ -1244,16 +1251,7 @@ TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are 
 		REQUIRE(!b.empty());
 		got.insert(got.end(), b.begin(), b.end());
 	}
-	// Fill the list's transfer stack, so that the flush goes to the spans.
-	std::vector<void *> fill;
-	while (fill.size() < (size_t)k.transfer_cap * k.batch) {
-		std::vector<void *> b = refill(cpu, cls, k.batch, false);
-		REQUIRE(!b.empty());
-		fill.insert(fill.end(), b.begin(), b.end());
-	}
-	for (size_t i = 0; i < fill.size(); i += k.batch)
-		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
-	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
+	fill_transfer_stack(cpu, cls);
 	// Round-robin over the pages the blocks lie on.
 	std::sort(got.begin(), got.end());
 	std::vector<std::vector<void *>> pages;
