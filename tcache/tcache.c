@@ -159,18 +159,17 @@ static uint32_t bin_first_max(const size_class_t *k)
  * CACHE_LATE_USES-th slow-path use since the bin's last trim (a malloc that
  * found the bin empty counts 2, as it also counts a miss; a free that found
  * it without a bound, 1); until then its blocks go to and come from the
- * central lists one at a time. A small program touches many big classes a
- * few times each (python3's lists grow by realloc through every class from
- * 512 B to 32 KiB; initdb's contexts), and one cached block each kept a span
- * of each of those classes from emptying, so its pages could not go back to
- * the page heap for the next class or page run (the segregated heap's high
- * water, issue 14). A class in real use passes the count within its
- * first 6 to 16 calls (each such call takes the central list's lock). Peak RSS, medians of 5 interleaved runs against the build
- * without it: python3 pymalloc one thread 35 696 -> 35 284 KiB, initdb
- * 55 120 -> 54 740 KiB; bench/churn 16 B-32 KiB ws=1K and 100K, 16 B-1 KiB
- * ws=10K, xmalloc t=4: instructions (callgrind) within +-1.5%, none higher
- * beyond the noise of 0.5%. At 64 uses churn 16 B-32 KiB ws=100K took 1.8%
- * more instructions; from 1 KiB up python3 gained no more. */
+ * central lists one at a time, each call under the list's lock. A small
+ * program touches many big classes a few times each (python3's lists grow by
+ * realloc through every class from 512 B to 32 KiB; initdb's contexts), and
+ * one cached block each kept a span of each of those classes from emptying,
+ * so its pages could not go back to the page heap for the next class or
+ * page run (the segregated heap's high water, issue 14). A class in real use
+ * passes the count within its first 6 to 16 calls. Measured (medians of 5,
+ * peak RSS): python3 one thread 35 696 -> 35 284 KiB, initdb 55 120 ->
+ * 54 740 KiB, with churn's and xmalloc's instruction counts unchanged; at 64
+ * uses churn 16 B-32 KiB ws=100K took 1.8% more instructions, and from 1 KiB
+ * up python3 gained no more. */
 #define CACHE_LATE_SIZE 4096u
 #define CACHE_LATE_USES 16u
 

@@ -55,6 +55,23 @@ struct large_fixture {
 		return p;
 	}
 	void free(void *p) { large_free_checked(p, "free"); }
+	// Leaves a dirty run of MAX_PAGES pages, every byte `fill`, on CPU 0's
+	// heap and moves the thread to CPU 1. Returns the run's address; *h1_whole
+	// says whether heap 1 already had a whole free superblock (which would
+	// serve the next request before any other heap's dirty run).
+	unsigned char *leave_dirty_run(unsigned char fill, bool *h1_whole)
+	{
+		const size_t size = MAX_PAGES * PAGE;
+		void *p = alloc(size);
+		REQUIRE(span_superblock(span_of(p))->heap == page_heap_get(0));
+		std::memset(p, fill, size);
+		*h1_whole = false;
+		for (superblock_t *sb = page_heap_get(1)->superblocks; sb != nullptr; sb = sb->next)
+			*h1_whole |= sb->free_pages == sb->usable_pages;
+		free(p);
+		os_fake_set_cpu(1);
+		return static_cast<unsigned char *>(p);
+	}
 };
 
 } // namespace
@@ -127,14 +144,8 @@ TEST_CASE_METHOD(large_fixture, "a thread moved to another CPU takes the dirty r
 	page_heap_t *h0 = page_heap_get(0), *h1 = page_heap_get(1);
 	REQUIRE(page_heap_count() > 1);
 	const size_t size = MAX_PAGES * PAGE; // no run of heap 1 but a whole free superblock's holds it
-	void *p = alloc(size);
-	REQUIRE(span_superblock(span_of(p))->heap == h0);
-	std::memset(p, 0xab, size);
-	bool h1_has_one = false;
-	for (superblock_t *sb = h1->superblocks; sb != nullptr; sb = sb->next)
-		h1_has_one |= sb->free_pages == sb->usable_pages;
-	free(p);
-	os_fake_set_cpu(1);
+	bool h1_has_one;
+	void *p = leave_dirty_run(0xab, &h1_has_one);
 	size_t h1_superblocks = h1->superblocks_count, h0_dirty = h0->dirty_pages;
 	void *q = alloc(size);
 	os_fake_set_cpu(0);
@@ -159,14 +170,8 @@ TEST_CASE_METHOD(large_fixture, "a span of small blocks on another CPU takes the
 	page_heap_t *h0 = page_heap_get(0), *h1 = page_heap_get(1);
 	REQUIRE(page_heap_count() > 1);
 	const size_t size = MAX_PAGES * PAGE;
-	void *p = alloc(size);
-	REQUIRE(span_superblock(span_of(p))->heap == h0);
-	std::memset(p, 0xcd, size);
-	bool h1_has_one = false;
-	for (superblock_t *sb = h1->superblocks; sb != nullptr; sb = sb->next)
-		h1_has_one |= sb->free_pages == sb->usable_pages;
-	free(p);
-	os_fake_set_cpu(1);
+	bool h1_has_one;
+	void *p = leave_dirty_run(0xcd, &h1_has_one);
 	size_t h1_superblocks = h1->superblocks_count, h0_dirty = h0->dirty_pages;
 	span_t *s = page_heap_alloc(h1, MAX_PAGES, 1, SPAN_CENTRAL);
 	os_fake_set_cpu(0);
