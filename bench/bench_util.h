@@ -64,6 +64,16 @@ static BU_UNUSED inline uint64_t bu_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The calling thread's CPU time: what an operation cost, unlike the wall
+ * clock not moved by time the thread waited for a CPU (rows with more
+ * threads than CPUs report it beside their rate). */
+static BU_UNUSED inline uint64_t bu_thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static BU_UNUSED void bu_sleep_ms(uint64_t ms)
 {
 	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };

@@ -30,6 +30,7 @@ static const bu_opt options[] = {
 typedef struct {
 	uint64_t iterations;
 	void *given;
+	uint64_t cpu_ns; /* CPU time of this thread's objects */
 	char pad[BU_CACHE_LINE];
 } work;
 
@@ -40,6 +41,7 @@ static void *worker(void *arg)
 	work *w = arg;
 	size_t size = (size_t)opt_size;
 	bu_gate_wait(&gate);
+	uint64_t cpu0 = bu_thread_cpu_ns();
 	free(w->given);
 	for (uint64_t i = 0; i < w->iterations; i++) {
 		volatile char *p = malloc(size);
@@ -49,6 +51,7 @@ static void *worker(void *arg)
 				p[b] = (char)(p[b] + 1);
 		free((void *)p);
 	}
+	w->cpu_ns = bu_thread_cpu_ns() - cpu0;
 	return NULL;
 }
 
@@ -73,7 +76,13 @@ int main(int argc, char **argv)
 	gate.expected = t;
 	bu_run_threads(t, worker, w, sizeof(work));
 	uint64_t t1 = bu_now_ns();
+	uint64_t cpu_ns = 0;
+	for (size_t i = 0; i < t; i++)
+		cpu_ns += w[i].cpu_ns;
 	bu_result("threads", "%" PRIu64, opt_threads);
+	/* With more threads than CPUs the rate also counts time the workers
+	 * waited for a CPU; CPU time per object does not. */
+	bu_result("cpu_ns_per_op", "%.1f", (double)cpu_ns / (double)opt_iterations);
 	bu_result_rate("cache-scratch", opt_iterations, t1 - gate.start_ns);
 	bu_result_print("cache-scratch");
 	return 0;

@@ -48,13 +48,6 @@ typedef struct {
 	char pad[BU_CACHE_LINE];
 } work;
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static bu_gate gate;
 
 /*
@@ -95,7 +88,7 @@ static void *worker(void *arg)
 		slots[k] = p;
 	}
 	phase_wait(&filled, (size_t)opt_threads);
-	uint64_t cpu0 = thread_cpu_ns();
+	uint64_t cpu0 = bu_thread_cpu_ns();
 	for (uint64_t i = 0; i < w->ops; i++) {
 		size_t k = (size_t)bu_rng_below(&rng, n);
 		free(slots[k]);
@@ -105,7 +98,7 @@ static void *worker(void *arg)
 		p[0] = p[sz - 1] = (char)i;
 		slots[k] = p;
 	}
-	w->cpu_ns = thread_cpu_ns() - cpu0;
+	w->cpu_ns = bu_thread_cpu_ns() - cpu0;
 	phase_wait(&replaced, (size_t)opt_threads);
 	for (size_t k = 0; k < n; k++)
 		free(slots[k]);

@@ -81,13 +81,6 @@ static uint64_t phase_start_ns;
 static uint64_t timed_ns;
 static atomic_uint_fast64_t loop_cpu_ns; /* CPU time of all threads' replacements */
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void step_ready(void)
 {
 	if ((atomic_fetch_add(&ready_arrivals, 1) + 1) % opt_threads == 0)
@@ -116,7 +109,7 @@ static void *worker(void *arg)
 		step_ready();
 	}
 	size_t n = (size_t)opt_slots;
-	uint64_t cpu0 = thread_cpu_ns();
+	uint64_t cpu0 = bu_thread_cpu_ns();
 	for (uint64_t i = 0; i < c->ops_per_round; i++) {
 		size_t k = (size_t)bu_rng_below(&c->rng, n);
 		free(c->slots[k]);
@@ -127,7 +120,7 @@ static void *worker(void *arg)
 		p[sz - 1] = (char)k;
 		c->slots[k] = p;
 	}
-	atomic_fetch_add(&loop_cpu_ns, thread_cpu_ns() - cpu0);
+	atomic_fetch_add(&loop_cpu_ns, bu_thread_cpu_ns() - cpu0);
 	if (!opt_time_setup)
 		step_done();
 	if (--c->rounds_left) {

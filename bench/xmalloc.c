@@ -75,16 +75,9 @@ static atomic_size_t finished_count;
 static uint64_t finished_ns;
 static atomic_uint_fast64_t threads_cpu_ns; /* every thread's CPU time from the start line to finish() */
 
-static uint64_t thread_cpu_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void finish(uint64_t cpu0)
 {
-	atomic_fetch_add(&threads_cpu_ns, thread_cpu_ns() - cpu0);
+	atomic_fetch_add(&threads_cpu_ns, bu_thread_cpu_ns() - cpu0);
 	if (atomic_fetch_add(&finished_count, 1) + 1 == 2 * opt_threads)
 		finished_ns = bu_now_ns();
 	pthread_barrier_wait(&finished);
@@ -136,7 +129,7 @@ static void *producer(void *arg)
 	pair *p = arg;
 	bu_rng rng = bu_rng_make(p->seed, 1);
 	bu_gate_wait(&gate);
-	uint64_t cpu0 = thread_cpu_ns();
+	uint64_t cpu0 = bu_thread_cpu_ns();
 	uint64_t left = p->objects;
 	while (left) {
 		size_t n = left < opt_batch ? (size_t)left : (size_t)opt_batch;
@@ -171,7 +164,7 @@ static void *consumer(void *arg)
 	 * which consumes the blocks in the same order. */
 	bu_rng rng = bu_rng_make(p->seed, 1);
 	bu_gate_wait(&gate);
-	uint64_t cpu0 = thread_cpu_ns();
+	uint64_t cpu0 = bu_thread_cpu_ns();
 	batch *b;
 	while ((b = pop(p))) {
 		for (size_t i = 0; i < b->count; i++) {
