@@ -143,6 +143,59 @@ TEST_CASE_METHOD(heap_fixture, "allocation prefers dirty runs, the most recently
 		page_heap_free(s);
 }
 
+// The summary bitmap agrees with the lists' bitmap, word by word, and each
+// bit of that with its list (page_heap.h: nonempty, nonempty_words).
+static void require_bitmaps_agree(const page_heap_t &h)
+{
+	for (unsigned k = 0; k < 2; k++) {
+		uint64_t words = 0;
+		for (unsigned w = 0; w < EBB_RUN_WORDS; w++)
+			if (h.nonempty[k][w] != 0)
+				words |= 1ull << w;
+		REQUIRE(h.nonempty_words[k] == words);
+		for (unsigned i = 0; i < EBB_RUN_LISTS; i++)
+			REQUIRE(((h.nonempty[k][i >> 6] >> (i & 63)) & 1) == (h.runs[EBB_SB_PAGES - i][k] != nullptr));
+	}
+}
+
+TEST_CASE_METHOD(heap_fixture, "a request takes the smallest dirty run that fits, in whatever bitmap word it is listed",
+		 "[page_heap]")
+{
+	// Dirty runs of 3 pages (bitmap word 0) and 200 pages (word 3), kept
+	// apart by live spans; the rest of the superblock is one purged run.
+	span_t *a = alloc(3), *g1 = alloc(1), *c = alloc(200), *g2 = alloc(1);
+	superblock_t *sb = span_superblock(a);
+	unsigned pa = a->page, pc = c->page;
+	page_heap_free(a);
+	page_heap_free(c);
+	require_bitmaps_agree(heap);
+	REQUIRE(heap.nonempty_words[RUN_DIRTY] == ((1ull << 0) | (1ull << 3)));
+
+	span_t *x = alloc(100); // past word 0's lists: the 200-page run, not the purged one
+	REQUIRE(x->page == pc + 100);
+	REQUIRE(x->zeroed == 0);
+	require_bitmaps_agree(heap);
+	REQUIRE(heap.nonempty_words[RUN_DIRTY] == ((1ull << 0) | (1ull << 1))); // 3 pages and 100 left
+	span_t *y = alloc(2); // the 3-page run in word 0
+	REQUIRE(y->page == pa + 1);
+	span_t *z = alloc(100); // the rest of the 200: its word's bit goes
+	REQUIRE(z->page == pc);
+	require_bitmaps_agree(heap);
+	REQUIRE(heap.nonempty_words[RUN_DIRTY] == 1ull); // the 1 page left of a's run
+	span_t *w = alloc(50); // no dirty run fits: the purged run
+	REQUIRE(w->zeroed == 1);
+	REQUIRE(w->page + 50 == g2->page);
+	require_bitmaps_agree(heap);
+	for (span_t *s : {x, y, z, w, g1, g2})
+		page_heap_free(s);
+	require_bitmaps_agree(heap);
+	std::vector<run_view> r = runs_of(sb); // the purged front, then one dirty run of all that was taken
+	REQUIRE(r.size() == 2);
+	REQUIRE(r[0].state == SPAN_FREE_PURGED);
+	unsigned end = sb->first_page + sb->usable_pages;
+	REQUIRE(r[1] == (run_view{w->page, end - w->page, SPAN_FREE_DIRTY}));
+}
+
 TEST_CASE_METHOD(heap_fixture, "aligned allocations start on the alignment", "[page_heap]")
 {
 	span_t *a = alloc(3, 64);

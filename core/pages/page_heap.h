@@ -54,6 +54,7 @@ typedef struct page_heap {
 	unsigned index;
 	bool purging;                              /* a purge/release pass has runs out */
 	uint64_t nonempty[2][EBB_RUN_WORDS];       /* bit i: runs[k][i] is not empty */
+	uint64_t nonempty_words[2];                /* bit w: nonempty[k][w] != 0 */
 	span_t *lru_head, *lru_tail;               /* dirty runs, newest at the head */
 	superblock_t *superblocks;                 /* normal superblocks of this heap */
 	superblock_t *huge_cache;                  /* freed huge blocks kept for reuse */

@@ -77,6 +77,29 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 	return !busy;
 }
 
+/* The two levels of run-list bitmaps agree with the lists: bit i of
+ * nonempty[k] set iff runs of kind k, index i, are listed; bit w of
+ * nonempty_words[k] iff word w of nonempty[k] is not zero (list_find
+ * skips a word whose summary bit is clear). */
+static void check_bitmaps(const page_heap_t *h)
+{
+	for (unsigned k = 0; k < 2; k++) {
+		uint64_t words = 0;
+		for (unsigned w = 0; w < EBB_RUN_WORDS; w++)
+			if (h->nonempty[k][w] != 0)
+				words |= 1ull << w;
+		if (words != h->nonempty_words[k])
+			ph_fail(h, h, "nonempty_words != the non-zero words of nonempty", h->nonempty_words[k],
+				words);
+		for (unsigned i = 0; i < EBB_RUN_LISTS; i++) {
+			bool bit = (h->nonempty[k][i >> 6] >> (i & 63)) & 1;
+			bool listed = h->runs[EBB_SB_PAGES - i][k] != NULL;
+			if (bit != listed)
+				ph_fail(h, h, "run-list bit != list not empty", bit, i);
+		}
+	}
+}
+
 void page_heap_check(page_heap_t *h, superblock_t *sb)
 {
 	if (!lock_held_by_self(&h->lock))
@@ -86,6 +109,7 @@ void page_heap_check(page_heap_t *h, superblock_t *sb)
 		check_superblock(h, sb, &dirty, &purged);
 	if (++page_heap_check_calls % PAGE_HEAP_CHECK_EVERY != 0)
 		return;
+	check_bitmaps(h);
 	bool whole = !h->purging;
 	size_t usable = 0;
 	dirty = purged = 0;
