@@ -410,11 +410,12 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 		/* Shrunk below half: moves to a smaller class, as realloc_slow
 		 * would (no headroom, no mapping, the same checks: p's block
 		 * test and mark above, q's and p's in the cache's own paths),
-		 * in realloc_shrink, without realloc_slow's second look. python3 with PYTHONMALLOC=malloc
-		 * (bench/run's python row): 91% of its reallocs are strings
-		 * built in an over-allocated buffer of 65-256 bytes and cut to
-		 * their length. The profiler's copy keeps the slow path, which
-		 * may sample the move. */
+		 * in realloc_shrink, without realloc_slow's second look.
+		 * python3 with PYTHONMALLOC=malloc (bench/run's python row):
+		 * 91% of its reallocs are strings built in an over-allocated
+		 * buffer of 65-256 bytes and cut to their length. The
+		 * profiler's copy keeps the slow path, which may sample the
+		 * move. */
 		if (!prof && size != 0 && size < usable / 2)
 			return realloc_shrink(p, size, cls);
 	} else if (why == NULL) {
