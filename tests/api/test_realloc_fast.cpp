@@ -205,6 +205,78 @@ TEST_CASE("realloc's one test for small blocks and page runs lets nothing else t
 	}
 }
 
+/* A string that outgrows a class near the largest moves, with headroom, to
+ * a page run while it is still below the largest class; from there on it
+ * stays where it is up to the run's end (bench realloc string: 1 realloc in
+ * 10 was such a call, kept in place by the slow path; now by the fast one).
+ * A small block shrunk below half its class moves to the smaller class with
+ * its first bytes, and its old block is free (a second free of it is
+ * reported, as a double free). */
+TEST_CASE("a string past the largest class's headroom stays in its page run from below that class up",
+	  "[realloc_fast]")
+{
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		std::vector<size_t> classes = class_sizes(a);
+		REQUIRE(classes.size() >= 3);
+		size_t top = classes.back();             /* the largest class */
+		size_t below = classes[classes.size() - 2]; /* the one under it */
+		auto *p = static_cast<unsigned char *>(a->malloc_(below));
+		REQUIRE(p != nullptr);
+		put(p, 0, below, 3);
+		/* One byte past the class: a move, with headroom past the
+		 * largest class (half the class more) if the class is large
+		 * enough for that. */
+		auto *q = static_cast<unsigned char *>(a->realloc_(p, opaque(below + 1)));
+		REQUIRE(q != nullptr);
+		put(q, below, below + 1, 3);
+		CHECK(bad_at(q, below + 1, 3) == below + 1);
+		size_t u = a->usable_(q);
+		INFO("moved to a block of " << u << " bytes");
+		size_t len = below + 1;
+		if (u > top) {
+			CHECK((uintptr_t)q % 4096 == 0);
+			/* Grown a few bytes at a time up to all of its pages:
+			 * never moved, also below the largest class. */
+			size_t steps = 0, moved = 0;
+			for (size_t n = len + 7; n <= u; n += 7 + (n % 61)) {
+				void *r = a->realloc_(q, opaque(n));
+				steps++;
+				if (r != q) moved++;
+				q = static_cast<unsigned char *>(r);
+				put(q, len, n, 3);
+				len = n;
+			}
+			CHECK(steps > 100);
+			CHECK(moved == 0);
+			CHECK(bad_at(q, len, 3) == len);
+		}
+		/* Shrunk below half: moved to a small class, first bytes kept. */
+		auto *s = static_cast<unsigned char *>(a->realloc_(q, opaque(40)));
+		REQUIRE(s != nullptr);
+		CHECK(s != q);
+		CHECK(a->usable_(s) < 128);
+		CHECK(bad_at(s, 40, 3) == 40);
+		/* A small block shrunk below half of its class, by the fast path. */
+		auto *m = static_cast<unsigned char *>(a->malloc_(1000));
+		REQUIRE(m != nullptr);
+		put(m, 0, 1000, 4);
+		auto *m2 = static_cast<unsigned char *>(a->realloc_(m, opaque(100)));
+		REQUIRE(m2 != nullptr);
+		CHECK(m2 != m);
+		CHECK(a->usable_(m2) < 500);
+		CHECK(bad_at(m2, 100, 4) == 100);
+		ChildResult r = run_child([=] {
+			a->free_(m);
+			return 1;
+		});
+		CHECK(r.signal == SIGABRT);
+		CHECK(r.err.find("double free") != std::string::npos);
+		a->free_(m2);
+		a->free_(s);
+	}
+}
+
 TEST_CASE("strings grown a few bytes at a time keep every byte through all classes and into page runs",
 	  "[realloc_fast]")
 {
@@ -367,6 +439,33 @@ TEST_CASE("realloc of a freed or interior pointer is reported with its address, 
 		std::string head = bad_pointer_line("realloc", big, "");
 		head.pop_back(); /* the reason depends on what the free run merged with */
 		CHECK(r.err.compare(0, head.size(), head) == 0);
+		/* The same, realloc'd to a small size that a live run of its
+		 * pages would hold (a page run is kept in place on the fast
+		 * path also at or below the largest class). */
+		r = run_child([=] {
+			a->free_(big);
+			void *q = a->realloc_(big, 30 * KiB);
+			return q == big ? 1 : 2;
+		});
+		CHECK(r.signal == SIGABRT);
+		CHECK(r.err.compare(0, head.size(), head) == 0);
+		/* A live run's second page, at such a size. */
+		r = run_child([=] {
+			void *q = a->realloc_(big + 4096, 30 * KiB);
+			return q == big + 4096 ? 1 : 2;
+		});
+		CHECK(r.signal == SIGABRT);
+		CHECK(r.err == bad_pointer_line("realloc", big + 4096, "not the start of a block"));
+		/* A small block freed, then shrunk below half its class (the
+		 * move to a smaller class, realloc_shrink, comes after the
+		 * mark's test). */
+		r = run_child([=] {
+			a->free_(p);
+			void *q = a->realloc_(p, 16);
+			return q == nullptr ? 1 : 2;
+		});
+		CHECK(r.signal == SIGABRT);
+		CHECK(r.err == bad_pointer_line("realloc", p, "the block was freed (it carries the free mark)"));
 		a->free_(big);
 		a->free_(p);
 		a->free_(keep);
