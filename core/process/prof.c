@@ -135,10 +135,9 @@ uint8_t *prof_kept_filter; /* PROF_KEPT_BITS counters in the heads' page */
 
 /* A prof_filter counter's value, read with a write access: a
  * compare-and-swap that sets a 0 to 1. The filter's pages are first met by
- * these raises
- * (the sample's page, listed), and a plain read then faulted in the zero
- * page before the write faulted in the page itself: two minor faults a
- * page where one does. Caller holds prof_lock (the only writer), so
+ * these raises (the sample's page, listed), and a plain read then faulted
+ * in the zero page before the write faulted in the page itself: two minor
+ * faults a page where one does. Caller holds prof_lock (the only writer), so
  * nothing changes *f between this and the caller's store. */
 static uint8_t prof_filter_raise_read(uint8_t *f)
 {
@@ -761,11 +760,11 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		prof_busy = true; /* nothing below is sampled, should it allocate */
 		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT)
 			   : large_alloc(pages << EBB_PAGE_SHIFT, align, zero && !keepable);
-		/* A kept-size run's first page, written now if the program
-		 * will not: a program that reads its new block before it
-		 * writes it (bench cache-thrash) faulted the shared zero page
-		 * in first and then the page itself, where the small block
-		 * unsampled was on a resident page. */
+		/* A fresh kept-size run's first page is written here: a
+		 * program that reads its new block before it writes it (bench
+		 * cache-thrash) faulted in the shared zero page and then the
+		 * page itself, two faults where the small block it stands for
+		 * would have been on a resident page. */
 		if (p != NULL && keepable && zero)
 			memset(p, 0, size);
 		else if (p != NULL && keepable)
