@@ -18,21 +18,27 @@
 
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
-/* The hash tables' heads: all three in one page, written once at start-up
- * (prof_setup). A sample's insert and free and a new count land on a page
- * at random, so every page of a table is faulted in after a few samples:
- * at 4 096 heads (8 pages) each, the profiler's own code took about 48
- * minor faults in bench realloc string (64 MB, about 300 samples); at 512
- * heads a table (3 pages), each first read of a page (the zero page) and
- * its first write faulted apart: 6 of the 26 faults the profiler added to
- * bench cache-thrash t=2 (105 -> 131). Chains stay short where it matters:
- * live samples are 1 per prof_sample bytes held (a 1 GiB heap: about 8 per
- * head), and a sample looks a site up only when its stack is neither the
- * thread's last site nor replayed. */
+/* The hash tables' heads, the replay slots (prof_replays) and the kept
+ * filter (prof.h): all in one page, written once at start-up (prof_setup).
+ * A sample's insert and free and a new count land on a page at random, so
+ * every page of a table is faulted in after a few samples: at 4 096 heads
+ * (8 pages) each, the profiler's own code took about 48 minor faults in
+ * bench realloc string (64 MB, about 300 samples); at 512 heads a table (3
+ * pages), each first read of a page (the zero page) and its first write
+ * faulted apart. The replay entries (36 KiB) and the kept filter (4 KiB)
+ * had pages of their own too: 3 of the profiler's 15 faults in bench
+ * cache-thrash t=2. Chains stay short where it matters: live samples are 1
+ * per prof_sample bytes held (a 1 GiB heap: about 8 per head), and a
+ * sample looks a site up only when its stack is neither the thread's last
+ * site nor replayed, a count only for a site's first sample of a size key
+ * (prof_count_get). */
 #define PROF_SAMPLE_BUCKETS (1u << 8)
-#define PROF_SITE_BUCKETS (1u << 7)
-#define PROF_COUNT_BUCKETS (1u << 7)
-_Static_assert((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS) * sizeof(void *) <= EBB_PAGE_SIZE,
+#define PROF_SITE_BUCKETS (1u << 6)
+#define PROF_COUNT_BUCKETS (1u << 6)
+#define PROF_REPLAYS 64
+_Static_assert((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS + PROF_REPLAYS) * sizeof(void *) +
+			       (1u << PROF_KEPT_BITS) <=
+		       EBB_PAGE_SIZE,
 	       "the heads fit a page");
 #define PROF_CHUNK ((size_t)64 << 10)
 
@@ -95,6 +101,7 @@ static uint32_t prof_lock_word;
 static prof_sample_t **prof_samples; /* PROF_SAMPLE_BUCKETS heads */
 static prof_site_t **prof_sites;     /* PROF_SITE_BUCKETS heads */
 static prof_count_t **prof_counts;   /* PROF_COUNT_BUCKETS heads */
+static struct prof_replay **prof_replays; /* PROF_REPLAYS slots, NULL until filled */
 static prof_site_t *prof_all;
 static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
@@ -124,13 +131,13 @@ uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block could be resized in place");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
-uint8_t prof_kept_filter[1u << PROF_KEPT_BITS] EBB_BIG_ZERO;
+uint8_t *prof_kept_filter; /* PROF_KEPT_BITS counters in the heads' page */
 
-/* A filter counter's value, read with a write access: a compare-and-swap
- * that sets a 0 to 1. The filters' pages are first met by these raises
- * (the sample's page, listed), and a plain read then faulted in the zero
- * page before the write faulted in the page itself: two minor faults a
- * page where one does. Caller holds prof_lock (the only writer), so
+/* A prof_filter counter's value, read with a write access: a
+ * compare-and-swap that sets a 0 to 1. The filter's pages are first met by
+ * these raises (the sample's page, listed), and a plain read then faulted
+ * in the zero page before the write faulted in the page itself: two minor
+ * faults a page where one does. Caller holds prof_lock (the only writer), so
  * nothing changes *f between this and the caller's store. */
 static uint8_t prof_filter_raise_read(uint8_t *f)
 {
@@ -140,17 +147,12 @@ static uint8_t prof_filter_raise_read(uint8_t *f)
 }
 
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
- * prof_lock. At most PROF_KEEP blocks are kept: a
- * counter never wraps. */
+ * prof_lock (the only writer). At most PROF_KEEP blocks are kept: a
+ * counter never wraps. Its page was written at start-up: a plain read is
+ * no fault of its own. */
 static void prof_kept_count(const void *p, int d)
 {
 	uint8_t *f = &prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)];
-	if (d > 0) {
-		uint8_t v = prof_filter_raise_read(f);
-		if (v != 0)
-			__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
-		return;
-	}
 	__atomic_store_n(f, (uint8_t)(*f + d), __ATOMIC_RELAXED);
 }
 
@@ -305,8 +307,15 @@ static bool prof_setup(void)
 				 * zero page) and a first write fault apart. */
 				__atomic_store_n(&heads[0], NULL, __ATOMIC_RELAXED);
 				prof_samples = (prof_sample_t **)heads;
-				prof_sites = (prof_site_t **)(heads + PROF_SAMPLE_BUCKETS);
-				prof_counts = (prof_count_t **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS);
+				heads += PROF_SAMPLE_BUCKETS;
+				prof_sites = (prof_site_t **)heads;
+				heads += PROF_SITE_BUCKETS;
+				prof_counts = (prof_count_t **)heads;
+				heads += PROF_COUNT_BUCKETS;
+				prof_replays = (struct prof_replay **)heads;
+				heads += PROF_REPLAYS;
+				/* Before prof_on, the readers' test (prof.h). */
+				__atomic_store_n(&prof_kept_filter, (uint8_t *)heads, __ATOMIC_RELEASE);
 			}
 		}
 		on = prof_samples != NULL;
@@ -466,26 +475,21 @@ static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size,
 static prof_sample_t **prof_find(const void *p);
 static void prof_unlist(prof_sample_t **at);
 
-/* Stacks known again without a walk (os_unwind_replay): an entry per
+/* Stacks known again without a walk (os_unwind_replay): a slot per
  * (entry point's caller's return address, its CFA) hash, holding what the
  * last walk from there read and the site it found. A sample that starts
  * where an earlier one did, on a stack that reads the same, is that site's
  * (churn 16B-32K: about 150 instructions of walking and 50 of site lookup
- * a sample become about 30). Under prof_lock. */
-#define PROF_REPLAYS 64
+ * a sample become about 30). Under prof_lock. An entry (560 bytes) is
+ * carved at its slot's first fill, beside the sites and samples (never
+ * freed, at most PROF_REPLAYS of them): a table of all 64 was 9 pages of
+ * its own, 2 of them faulted in bench cache-thrash t=2. */
 typedef struct prof_replay {
 	void *ret;
 	uintptr_t cfa;
 	prof_site_t *site;
 	os_unwind_rec_t rec;
 } prof_replay_t;
-static prof_replay_t prof_replays[PROF_REPLAYS];
-/* Bit i: prof_replays[i] was filled. Tested before an entry is read, so
- * that an entry's page (36 KiB in all, 7 entries a page) is first met by
- * the write that fills it: a read first faulted in the zero page, and the
- * write then faulted again. */
-static uint64_t prof_replay_used;
-_Static_assert(PROF_REPLAYS <= 64, "a bit per entry");
 
 static unsigned prof_replay_slot(const void *ret, uintptr_t cfa)
 {
@@ -658,7 +662,7 @@ static void prof_kept_again(prof_sample_t **at, const char *func)
  * can be replayed. Out of line: the frames and the record are 1 KiB of
  * stack that the replayed samples do not need. Called and returns with
  * prof_lock held. */
-static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const uintptr_t *fp, prof_replay_t *rp)
+static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const uintptr_t *fp, unsigned slot)
 {
 	prof_unlock();
 	prof_stack_t st;
@@ -671,8 +675,16 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 	prof_busy = false;
 	prof_lock();
 	prof_count_t *c = prof_stack_count(&st, size);
-	if (from && c != NULL && rec.n != OS_UNWIND_REC_NONE) {
-		prof_replay_used |= (uint64_t)1 << (rp - prof_replays);
+	prof_replay_t *rp = NULL;
+	if (from && c != NULL && rec.n != OS_UNWIND_REC_NONE && (rp = prof_replays[slot]) == NULL) {
+		/* prof_carve may drop the lock: another walk may fill the
+		 * slot meanwhile, and its entry is then the one reused (this
+		 * one is left unused). Listed below, once written. */
+		rp = prof_carve(sizeof *rp);
+		if (prof_replays[slot] != NULL)
+			rp = prof_replays[slot];
+	}
+	if (rp != NULL) {
 		rp->ret = ret;
 		rp->cfa = (uintptr_t)(fp + 2);
 		rp->site = c->site;
@@ -682,6 +694,7 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 		rp->rec.n = rec.n;
 		memcpy(rp->rec.at, rec.at, rec.n * sizeof rec.at[0]);
 		memcpy(rp->rec.val, rec.val, rec.n * sizeof rec.val[0]);
+		prof_replays[slot] = rp;
 	}
 	return c;
 }
@@ -712,13 +725,13 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
 	unsigned slot = prof_replay_slot(ret, cfa);
-	prof_replay_t *rp = &prof_replays[slot];
 	prof_lock();
-	if ((prof_replay_used >> slot & 1) && rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+	prof_replay_t *rp = prof_replays[slot];
+	if (rp != NULL && rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
 		prof_site_t *site = rp->site;
 		c = size <= (size_t)prof_rate / 16 && site->count0 != NULL ? site->count0 : prof_count_get(site, size);
 	} else {
-		c = prof_stack_walk(size, ret, fp, rp);
+		c = prof_stack_walk(size, ret, fp, slot);
 	}
 	if (keepable && prof_kept_n > 0) {
 		prof_sample_t *e = prof_kept[--prof_kept_n];
@@ -747,8 +760,15 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		prof_busy = true; /* nothing below is sampled, should it allocate */
 		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT)
 			   : large_alloc(pages << EBB_PAGE_SHIFT, align, zero && !keepable);
-		if (p != NULL && zero && keepable)
+		/* A fresh kept-size run's first page is written here: a
+		 * program that reads its new block before it writes it (bench
+		 * cache-thrash) faulted in the shared zero page and then the
+		 * page itself, two faults where the small block it stands for
+		 * would have been on a resident page. */
+		if (p != NULL && keepable && zero)
 			memset(p, 0, size);
+		else if (p != NULL && keepable)
+			*(volatile char *)p = 0;
 		if (p != NULL && c != NULL) {
 			prof_lock();
 			c->alloc_n++;

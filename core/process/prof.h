@@ -73,9 +73,13 @@ EBB_INLINE bool prof_may_hold(const void *p)
 
 /* The same for the kept blocks alone (freed sample blocks the profiler
  * keeps for the next samples, prof.c): only a kept block needs
- * realloc_slow_prof's look (prof_realloc_check). */
-#define PROF_KEPT_BITS 12
-extern uint8_t prof_kept_filter[1u << PROF_KEPT_BITS];
+ * realloc_slow_prof's look (prof_realloc_check). At most 16 blocks are
+ * kept, so 512 counters answer a page run that is not kept no for 97% of
+ * them; they live in the page of the profiler's hash heads, written at
+ * start-up (prof.c, prof_setup), where a table of their own was one more
+ * page fault per process. Read only with prof on (set before prof_on). */
+#define PROF_KEPT_BITS 9
+extern uint8_t *prof_kept_filter;
 
 /* Exactly whether p is a kept sample block (takes the profiler's lock). */
 bool prof_is_kept(const void *p);
@@ -88,7 +92,8 @@ bool prof_is_kept(const void *p);
  * migrations, under TSan one in five). */
 EBB_INLINE bool prof_may_be_kept(const void *p)
 {
-	return __atomic_load_n(&prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)], __ATOMIC_RELAXED) != 0 &&
+	return __atomic_load_n(&__atomic_load_n(&prof_kept_filter, __ATOMIC_RELAXED)[prof_page_slot(p, PROF_KEPT_BITS)],
+			       __ATOMIC_RELAXED) != 0 &&
 	       prof_is_kept(p);
 }
 

@@ -19,6 +19,8 @@ and checks what they say against the truth the program knows.
   check_profile.py realloc_kept PROG     the same, the second free a realloc: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
+  check_profile.py own_faults PROG       the profiler adds at most 18 minor page faults to a small
+                                         2-thread program (medians of 5 runs, prof=1 against prof=0)
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
@@ -199,6 +201,37 @@ def big_calloc(prog, tmp):
         fail("prof_sites big_calloc exited %d (1: not zero, 2: the whole block made resident, 3: NULL): %s %s" %
              (r.returncode, r.stdout.strip(), r.stderr.strip()))
     print("  " + r.stdout.strip().splitlines()[-1])
+
+
+def own_faults(prog, tmp):
+    """The profiler's own pages are a constant per process, which shows as
+    a ratio on a small program's faults (bench cache-thrash t=2: about 105).
+    Measured with `perf record -e page-faults -d` (docs/profiler-overhead.md):
+    12-14 on this program (heads, code pages written at start-up, the rule
+    cache, libc's unwind tables, the carving chunk, the filter, each
+    thread's first sample run), 16-18 before the replay entries and the kept
+    filter moved into pages used anyway, about 26 before the tables shared a
+    page. The bound (18) leaves room for the sample points and catches a
+    table with pages of its own again. Decay off on both sides, so that
+    only the sample points differ."""
+    def faults(opts):
+        env = dict(os.environ)
+        env["EBB_OPTIONS"] = opts + ",decay_ms=-1,background_thread=0"
+        p = subprocess.Popen([prog, "small"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        if status != 0:
+            fail("prof_sites small exited with status %d" % status)
+        return ru.ru_minflt
+    off, on = [], []
+    for _ in range(5):
+        off.append(faults("prof=0"))
+        on.append(faults("prof=1"))
+    off.sort()
+    on.sort()
+    extra = on[2] - off[2]
+    print("  minor faults, medians of 5: prof=0 %d, prof=1 %d (+%d); runs %s / %s" % (off[2], on[2], extra, off, on))
+    if extra > 18:
+        fail("the profiler added %d minor faults to a small program (at most 18)" % extra)
 
 
 def free_paths(prog, tmp):
@@ -515,6 +548,8 @@ def main():
             kept_sizes(sys.argv[2], tmp)
         elif mode == "big_calloc":
             big_calloc(sys.argv[2], tmp)
+        elif mode == "own_faults":
+            own_faults(sys.argv[2], tmp)
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
         elif mode == "huge_moved":

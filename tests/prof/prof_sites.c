@@ -25,6 +25,11 @@
  *                              through every freeing one (run with
  *                              prof_sample=1): profiles OUT.0 before, OUT.1
  *                              with them live, OUT.2 after they were freed
+ *   prof_sites small           2 threads each allocate, read, write and free
+ *                              4 MiB in 64-byte blocks, one at a time (about 8
+ *                              samples a thread at the default rate): the
+ *                              profiler's own page faults (check_profile.py
+ *                              own_faults compares prof=1 with prof=0)
  *   prof_sites huge_moved OUT  (run with prof_sample=1) a huge block grown by
  *                              realloc until it moves, freed, then blocks of
  *                              another site made and freed at its old address:
@@ -389,6 +394,22 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* One block at a time, read before it is written (as bench cache-thrash
+ * does), so that a sample block's first page is met by a read. */
+static NOINLINE void *small_worker(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 65536; i++) {
+		volatile char *p = T_MALLOC(64);
+		if (p == NULL)
+			abort();
+		char c = p[0];
+		p[0] = (char)(c + 1);
+		T_FREE((void *)p);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	keep_t a = {0}, b = {0};
@@ -422,6 +443,15 @@ int main(int argc, char **argv)
 		shrink_site(&c, 20 * MiB);
 		site_b(&b, 10 * MiB);
 		return dump(argv[2]);
+	}
+	if (argc >= 2 && strcmp(argv[1], "small") == 0) {
+		pthread_t t[2];
+		for (int i = 0; i < 2; i++)
+			if (pthread_create(&t[i], NULL, small_worker, NULL) != 0)
+				return 1;
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "double_free") == 0) {
 		/* The first free keeps the block for the next sample: the second
@@ -549,6 +579,6 @@ int main(int argc, char **argv)
 		return free_paths(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "huge_moved") == 0)
 		return huge_moved(argv[2]);
-	fprintf(stderr, "usage: prof_sites two_sites|same_leaf|in_signal|realloc|double_free|realloc_kept|leak|fork|threads|free_paths|huge_moved [OUT]\n");
+	fprintf(stderr, "usage: prof_sites two_sites|same_leaf|in_signal|realloc|small|double_free|realloc_kept|leak|fork|threads|free_paths|huge_moved [OUT]\n");
 	return 2;
 }
