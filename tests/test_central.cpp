@@ -1292,3 +1292,71 @@ TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are 
 	central_drain(false, nullptr);
 	unit_option("on_error", "abort");
 }
+
+// A refill of fewer blocks than a batch (a big class's bin before it grows,
+// or no thread cache) never pops a transfer batch whole: a carve for it must
+// not fill transfer nodes from the new span, or those blocks would wait
+// there, the span never emptying (python3's 16-30 KiB classes at its peak:
+// spans all free, every block in a batch).
+TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the transfer stack", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(16384);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks >= 2u * k.batch); // the old carve filled a node here
+	const unsigned cpu = 12;
+	central_drain(false, nullptr);
+	central_class_stats_t s0 = class_stats(cls);
+	std::vector<void *> v = refill(cpu, cls, 1, false);
+	REQUIRE(v.size() == 1);
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans + 1);
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	CHECK(s1.used_blocks == s0.used_blocks + 1);
+	// The one block back: the span is all free and leaves.
+	central_flush(cpu, cls, v.data(), 1);
+	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
+}
+
+// Blocks that wait in a transfer batch serve a refill of fewer than a batch
+// before a new span is carved: one of the batch's blocks is handed out (with
+// its bin mark), the rest go back to their span.
+TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks == k.batch); // one batch empties a span: no partial span left
+	const unsigned cpu = 13;
+	central_drain(false, nullptr);
+	central_class_stats_t s0 = class_stats(cls);
+	std::vector<void *> all = refill(cpu, cls, k.batch, true);
+	REQUIRE(all.size() == k.batch);
+	REQUIRE(class_stats(cls).spans == s0.spans + 1);
+	flush(cpu, cls, all); // onto the transfer stack, whole
+	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
+	uint64_t reports = report_count();
+	std::vector<void *> w = refill(cpu, cls, 1, false);
+	REQUIRE(w.size() == 1);
+	CHECK(std::find(all.begin(), all.end(), w[0]) != all.end());
+	CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans + 1); // no new span
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	CHECK(s1.used_blocks == s0.used_blocks + 1);
+	CHECK(report_count() == reports);
+	// The others are on the span's list: a second single refill takes one of
+	// them, and both back empty the span.
+	std::vector<void *> w2 = refill(cpu, cls, 1, false);
+	REQUIRE(w2.size() == 1);
+	CHECK(w2[0] != w[0]);
+	CHECK(std::find(all.begin(), all.end(), w2[0]) != all.end());
+	CHECK(class_stats(cls).spans == s0.spans + 1);
+	central_flush(cpu, cls, w.data(), 1);
+	central_flush(cpu, cls, w2.data(), 1);
+	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
+}
