@@ -7,8 +7,8 @@
 
 /* The idle clock: idle time = wall time - clock_lag. clock_lag only grows,
  * at ticks (by what of each busy window was no idle time); clock_wall,
- * clock_cpu and clock_preempted are the last tick's readings, written by the ticking thread
- * only. Relaxed atomics: a reader between ticks sees the lag of the last
+ * clock_cpu and clock_preempted are the last tick's readings, written by
+ * the ticking thread only. Relaxed atomics: a reader between ticks sees the lag of the last
  * tick, so idle time may step back a little at a busy tick, which the curve
  * tolerates (an epoch that seems not yet due waits). */
 static uint64_t clock_lag;
@@ -64,6 +64,11 @@ uint64_t decay_clock_now(uint64_t wall)
 bool decay_clock_busy(void)
 {
 	return LOAD(clock_busy) != 0;
+}
+
+void decay_clock_close(void)
+{
+	STORE(clock_open, 0u);
 }
 
 void decay_clock_reset(void)

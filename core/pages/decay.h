@@ -87,6 +87,9 @@ void decay_clock_tick(uint64_t wall, uint64_t cpu_ns, uint64_t preempted, bool c
 uint64_t decay_clock_now(uint64_t wall);
 /* The window up to the last tick was busy. */
 bool decay_clock_busy(void);
+/* The next tick opens a window and judges none: a new ticking thread's
+ * readings (its own CPU time is left out) do not continue the last one's. */
+void decay_clock_close(void);
 /* Back to the wall clock, with no window open (tests). */
 void decay_clock_reset(void);
 

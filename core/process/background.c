@@ -180,6 +180,7 @@ static void *background_main(void *arg)
 	atomic_store_u32(&bg_tid, me);
 	uint64_t alone_checked_ns = 0;
 	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
+	decay_clock_close();
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
 		atomic_store_u32(&bg_kicked, 0);
 		uint64_t now = os_now_ns();
