@@ -71,6 +71,16 @@ unsigned os_cpu_count(void);
 unsigned os_cpu_id(void);
 /* Monotonic clock in nanoseconds. */
 uint64_t os_now_ns(void);
+/* What the process (every thread, ended ones too) or the calling thread alone
+ * has used of the CPUs so far: CPU time, and how often a thread was
+ * preempted (it was running and wanted to go on: a busy thread on a loaded
+ * machine, never one that sleeps). Zeros if unknown. A real system call: for
+ * the background thread's tick only, never a fast path. */
+typedef struct os_cpu_use {
+	uint64_t cpu_ns;
+	uint64_t preempted;
+} os_cpu_use_t;
+os_cpu_use_t os_cpu_use(bool thread_only);
 /* Threads in this process, from /proc/self/stat; 0 if unknown. */
 unsigned os_thread_count(void);
 /* A random 64-bit value from the kernel (getrandom), or a mix of the clock and

@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -376,6 +377,19 @@ uint64_t os_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+os_cpu_use_t os_cpu_use(bool thread_only)
+{
+	os_cpu_use_t u = { 0, 0 };
+	struct rusage ru;
+	if (getrusage(thread_only ? RUSAGE_THREAD : RUSAGE_SELF, &ru) != 0)
+		return u;
+	uint64_t us = (uint64_t)ru.ru_utime.tv_sec * 1000000ull + (uint64_t)ru.ru_utime.tv_usec +
+		      (uint64_t)ru.ru_stime.tv_sec * 1000000ull + (uint64_t)ru.ru_stime.tv_usec;
+	u.cpu_ns = us * 1000ull;
+	u.preempted = (uint64_t)ru.ru_nivcsw;
+	return u;
 }
 
 unsigned os_thread_count(void)

@@ -89,3 +89,98 @@ TEST_CASE("next due is the end of the running epoch while pages are dirty", "[de
 	REQUIRE(decay_next_due(&d, 0, 0) == UINT64_MAX);
 	REQUIRE(decay_next_due(&d, 3 * MS, 10) == 7 * MS);
 }
+
+// The idle clock (decay.h): the background thread ticks it every `step` with
+// the CPU time and preemptions of the program's other threads so far. Runs
+// the curve over `wall` ns of such ticks from `t` (purging what it asks, as
+// a decay pass does) and returns the pages still dirty.
+namespace {
+struct idle_run {
+	decay_t d;
+	uint64_t t = 1000 * MS, cpu = 0, preempted = 0;
+	size_t dirty;
+
+	explicit idle_run(size_t pages, uint64_t interval = 500 * MS) : dirty(pages)
+	{
+		decay_clock_reset();
+		decay_init(&d, interval, t);
+		decay_clock_tick(t, cpu, preempted, true);
+	}
+	~idle_run() { decay_clock_reset(); }
+
+	// cpu_per_step: CPU time the program uses per step; preempt: one
+	// preemption per step.
+	size_t run(uint64_t wall, uint64_t step, uint64_t cpu_per_step, bool preempt, bool cycling = true)
+	{
+		for (uint64_t end = t + wall; t < end;) {
+			t += step;
+			cpu += cpu_per_step;
+			preempted += preempt;
+			decay_clock_tick(t, cpu, preempted, cycling);
+			size_t p = decay_pages_to_purge(&d, t, dirty);
+			REQUIRE(p <= dirty);
+			dirty -= p;
+			decay_note_removed(&d, p);
+		}
+		return dirty;
+	}
+};
+} // namespace
+
+TEST_CASE("a parked program's pages go back within decay_ms, as on the wall clock", "[decay]")
+{
+	idle_run r(1000);
+	// No CPU time, no preemption: idle, whatever the program did before.
+	REQUIRE(r.run(500 * MS + 40 * MS, 10 * MS, 0, false) == 0);
+	REQUIRE(decay_clock_now(r.t) == r.t);
+}
+
+TEST_CASE("a window the program spends working does not age the runs it freed just before", "[decay]")
+{
+	idle_run r(1000);
+	// 1 s of wall time at 5% of a CPU (a loaded machine), no allocation:
+	// 125 ms of idle time (1/8 of the wall), so the curve keeps most.
+	size_t left = r.run(1000 * MS, 10 * MS, MS / 2, false);
+	REQUIRE(left >= 750);
+	REQUIRE(decay_clock_busy());
+	REQUIRE(decay_clock_now(r.t) == r.t - 875 * MS);
+	// Parked from here on: the rest of one decay_ms of idle time returns all.
+	REQUIRE(r.run(375 * MS + 40 * MS, 10 * MS, 0, false) == 0);
+}
+
+TEST_CASE("a starved program that waits for a CPU through whole windows is still working", "[decay]")
+{
+	idle_run r(1000);
+	// Preempted every 100 ms, no CPU time in between: each preemption holds
+	// the windows after it busy for EBB_DECAY_BUSY_HOLD_NS.
+	for (int i = 0; i < 10; i++) {
+		r.run(10 * MS, 10 * MS, 0, true);
+		r.run(90 * MS, 10 * MS, 0, false);
+	}
+	REQUIRE(r.dirty >= 750);
+	REQUIRE(decay_clock_now(r.t) == r.t - 875 * MS);
+}
+
+TEST_CASE("a program with a CPU to spare, or not cycling, ages its runs on the wall clock", "[decay]")
+{
+	{
+		idle_run r(1000);
+		REQUIRE(r.run(540 * MS, 10 * MS, 10 * MS, false) == 0);
+		REQUIRE(decay_clock_now(r.t) == r.t);
+	}
+	{
+		idle_run r(1000);
+		REQUIRE(r.run(540 * MS, 10 * MS, MS / 2, true, false) == 0);
+		REQUIRE(!decay_clock_busy());
+	}
+}
+
+TEST_CASE("a program that keeps working without allocating gets its pages back within the bound", "[decay]")
+{
+	const uint64_t interval = 500 * MS;
+	idle_run r(1000, interval);
+	// The least idle time a busy window counts is 1/EBB_DECAY_BUSY_SLOW of it.
+	REQUIRE(r.run(EBB_DECAY_BUSY_SLOW * (interval + 40 * MS), 10 * MS, MS / 2, false) == 0);
+	// The background thread sleeps that much longer between ticks meanwhile.
+	REQUIRE(decay_next_due(&r.d, r.t, 10) <= EBB_DECAY_BUSY_SLOW * (interval / EBB_DECAY_EPOCHS));
+}

@@ -5,6 +5,83 @@
 
 #define N EBB_DECAY_EPOCHS
 
+/* The idle clock: idle time = wall time - clock_lag. clock_lag only grows,
+ * at ticks (by what of each busy window was no idle time); clock_wall,
+ * clock_cpu and clock_preempted are the last tick's readings, written by
+ * the ticking thread only. Relaxed atomics: a reader between ticks sees the lag of the last
+ * tick, so idle time may step back a little at a busy tick, which the curve
+ * tolerates (an epoch that seems not yet due waits). */
+static uint64_t clock_lag;
+static uint64_t clock_wall;
+static uint64_t clock_cpu;
+static uint64_t clock_preempted;
+static uint64_t clock_worked; /* the last tick whose window saw a preemption; 0: none */
+static uint32_t clock_open; /* a window is open: clock_wall/clock_cpu are set */
+static uint32_t clock_busy;
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+void decay_clock_tick(uint64_t wall, uint64_t cpu_ns, uint64_t preempted, bool cycling)
+{
+	bool open = LOAD(clock_open);
+	uint64_t last = LOAD(clock_wall), last_cpu = LOAD(clock_cpu), last_pre = LOAD(clock_preempted);
+	STORE(clock_wall, wall);
+	STORE(clock_cpu, cpu_ns);
+	STORE(clock_preempted, preempted);
+	STORE(clock_open, 1u);
+	if (!open || wall <= last)
+		return;
+	uint64_t w = wall - last;
+	/* A forked child's counts start again from zero: nothing seen. */
+	uint64_t used = cpu_ns > last_cpu ? cpu_ns - last_cpu : 0;
+	bool was_preempted = preempted > last_pre;
+	bool worked = used >= w / EBB_DECAY_BUSY_SHARE || was_preempted;
+	/* A thread preempted may then wait for a CPU through whole windows (360
+	 * ms seen with a load of 13 on 2 CPUs): no CPU time, no new preemption,
+	 * and still not parked. Without preemption (a machine with CPUs to
+	 * spare) a window without CPU time is idle at once. */
+	if (was_preempted)
+		STORE(clock_worked, wall);
+	bool held = LOAD(clock_worked) != 0 && wall - LOAD(clock_worked) <= EBB_DECAY_BUSY_HOLD_NS;
+	bool busy = cycling && w <= EBB_DECAY_BUSY_MAX_WINDOW_NS && (worked || held);
+	STORE(clock_busy, (uint32_t)busy);
+	if (!busy)
+		return;
+	/* A working program's idle time is the CPU time it used, between
+	 * 1/EBB_DECAY_BUSY_SLOW of the window (starved) and all of it (on a
+	 * machine with a CPU to spare: the wall clock, as without the rule). */
+	uint64_t idle = used < w / EBB_DECAY_BUSY_SLOW ? w / EBB_DECAY_BUSY_SLOW : used < w ? used : w;
+	STORE(clock_lag, LOAD(clock_lag) + (w - idle));
+}
+
+uint64_t decay_clock_now(uint64_t wall)
+{
+	uint64_t lag = LOAD(clock_lag);
+	return wall > lag ? wall - lag : 0;
+}
+
+bool decay_clock_busy(void)
+{
+	return LOAD(clock_busy) != 0;
+}
+
+void decay_clock_close(void)
+{
+	STORE(clock_open, 0u);
+}
+
+void decay_clock_reset(void)
+{
+	STORE(clock_lag, 0);
+	STORE(clock_wall, 0);
+	STORE(clock_cpu, 0);
+	STORE(clock_preempted, 0);
+	STORE(clock_worked, 0);
+	STORE(clock_open, 0u);
+	STORE(clock_busy, 0u);
+}
+
 /* Weight of the backlog entry that is `age` complete epochs old (0 = the
  * newest complete epoch), scaled by N^3: 1 - smoothstep((age + 1) / N). */
 static uint64_t weight(unsigned age)
@@ -25,6 +102,7 @@ static void set_interval(decay_t *d, uint64_t interval_ns)
 
 void decay_init(decay_t *d, uint64_t interval_ns, uint64_t now)
 {
+	now = decay_clock_now(now);
 	memset(d, 0, sizeof *d);
 	set_interval(d, interval_ns);
 	d->epoch_start = now;
@@ -33,7 +111,7 @@ void decay_init(decay_t *d, uint64_t interval_ns, uint64_t now)
 void decay_set_interval(decay_t *d, uint64_t interval_ns, uint64_t now)
 {
 	set_interval(d, interval_ns);
-	d->epoch_start = now;
+	d->epoch_start = decay_clock_now(now);
 }
 
 /* Moves complete epochs into the backlog. */
@@ -63,6 +141,7 @@ size_t decay_pages_to_purge(decay_t *d, uint64_t now, size_t dirty_pages)
 		return dirty_pages;
 	if (d->interval_ns == UINT64_MAX)
 		return 0;
+	now = decay_clock_now(now);
 	advance(d, now, dirty_pages);
 	uint64_t n3 = (uint64_t)N * N * N;
 	unsigned __int128 limit = 0;
@@ -86,6 +165,11 @@ uint64_t decay_next_due(const decay_t *d, uint64_t now, size_t dirty_pages)
 		return UINT64_MAX;
 	if (d->interval_ns == 0)
 		return 0;
+	now = decay_clock_now(now);
 	uint64_t end = d->epoch_start + d->epoch_ns;
-	return end > now ? end - now : 0;
+	uint64_t left = end > now ? end - now : 0;
+	/* In wall time: idle time runs slow while the program is busy. */
+	if (decay_clock_busy() && left <= UINT64_MAX / EBB_DECAY_BUSY_SLOW)
+		left *= EBB_DECAY_BUSY_SLOW;
+	return left;
 }

@@ -13,7 +13,31 @@
  * and everything above it should be purged, oldest first. So a burst of frees
  * is given back gradually over one interval (no latency spike, little
  * re-faulting if the memory is wanted again soon), and all of it is back once
- * the interval has passed. */
+ * the interval has passed.
+ *
+ * Time here is the idle clock (decay_clock_now), not the wall clock: every
+ * `now` passed in is a wall time, translated. Idle means idle, not freed a
+ * moment ago while the program kept working: a program that loops over large
+ * blocks may write one for more than decay_ms of wall time on a loaded
+ * machine without calling the allocator, and that is no idle time for the
+ * runs it freed just before (they are what its next turn asks for). The
+ * background thread ticks the clock (decay_clock_tick) with what the
+ * process's other threads used of the CPUs since its last tick. A window
+ * between two ticks is *busy* when they used at least 1/EBB_DECAY_BUSY_SHARE
+ * of one CPU in it or were preempted in it (on a loaded machine a working
+ * program may get less than that, but it is preempted; a parked one is not),
+ * or ended at most EBB_DECAY_BUSY_HOLD_NS after one with a preemption, and
+ * the program is cycling (it took dirty pages back for large blocks within
+ * the last half to whole decay_ms: page_heap_reuse_pages). A busy window
+ * counts as idle time the CPU time the program used in it (a program that
+ * gets a tenth of a CPU takes ten times the wall time for a turn of its
+ * loop), at least 1/EBB_DECAY_BUSY_SLOW and at most all of its wall time;
+ * every other window (a parked program uses no CPU; a burst's frees take no
+ * dirty pages back) counts in full. So a parked program gets its memory back
+ * as before, and so does one with a whole CPU; one that keeps computing
+ * without allocating stops cycling after at most decay_ms of idle time, at
+ * most EBB_DECAY_BUSY_SLOW x decay_ms of wall time, and its pages are back
+ * by then. Without a background thread the clock never ticks: wall time. */
 #ifndef EBB_CORE_DECAY_H
 #define EBB_CORE_DECAY_H
 
@@ -22,6 +46,16 @@
 EBB_BEGIN_DECLS
 
 #define EBB_DECAY_EPOCHS 16
+/* A busy window counts the CPU time the program used in it, at least 1/N of
+ * its wall time. */
+#define EBB_DECAY_BUSY_SLOW 8
+/* Busy: the other threads used at least 1/N of one CPU over the window. */
+#define EBB_DECAY_BUSY_SHARE 32
+/* A window with no sign of work this soon after one with a preemption is
+ * busy too (a preempted thread waiting for a CPU all along shows none). */
+#define EBB_DECAY_BUSY_HOLD_NS 500000000ull
+/* A longer window (the thread slept or was away) is never counted busy. */
+#define EBB_DECAY_BUSY_MAX_WINDOW_NS 1000000000ull
 
 typedef struct decay {
 	uint64_t interval_ns;  /* 0: purge at once; UINT64_MAX: never */
@@ -42,6 +76,22 @@ void decay_note_removed(decay_t *d, size_t pages);
 /* When the next call could purge something if nothing else changes, as a
  * delay from now in ns (UINT64_MAX: nothing will come due). */
 uint64_t decay_next_due(const decay_t *d, uint64_t now, size_t dirty_pages);
+
+/* The idle clock (see the top): one per process. Ticked by one thread at a
+ * time (the background thread); read by any, under any heap lock. cpu_ns and
+ * preempted are the CPU time and the preemptions so far of the process's
+ * threads other than the ticking one (os_cpu_use); cycling says the program
+ * is cycling through large blocks now. */
+void decay_clock_tick(uint64_t wall, uint64_t cpu_ns, uint64_t preempted, bool cycling);
+/* The idle time at wall time `wall`. */
+uint64_t decay_clock_now(uint64_t wall);
+/* The window up to the last tick was busy. */
+bool decay_clock_busy(void);
+/* The next tick opens a window and judges none: a new ticking thread's
+ * readings (its own CPU time is left out) do not continue the last one's. */
+void decay_clock_close(void);
+/* Back to the wall clock, with no window open (tests). */
+void decay_clock_reset(void);
 
 EBB_END_DECLS
 

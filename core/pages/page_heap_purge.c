@@ -208,7 +208,8 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	else
 		lock_acquire(&h->lock);
 	__atomic_store_n(&h->last_decay_ns, now, __ATOMIC_RELAXED);
-	page_heap_inuse_window(now);
+	/* The swing's and the loop's windows are idle time too (decay.h). */
+	page_heap_inuse_window(decay_clock_now(now));
 	if (h->purging) {
 		lock_release(&h->lock);
 		return 0;

@@ -180,9 +180,15 @@ static void *background_main(void *arg)
 	atomic_store_u32(&bg_tid, me);
 	uint64_t alone_checked_ns = 0;
 	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
+	decay_clock_close();
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
 		atomic_store_u32(&bg_kicked, 0);
 		uint64_t now = os_now_ns();
+		/* The other threads' CPU time: this thread's own purges are no
+		 * sign that the program is working. */
+		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
+		decay_clock_tick(now, util_elapsed(all.cpu_ns, self.cpu_ns), util_elapsed(all.preempted, self.preempted),
+				 page_heap_reuse_pages() > 0);
 		size_t work = background_tick(now, false);
 		timeline_poll(os_now_ns());
 		if (work != 0 || !bg_quiet())
