@@ -184,3 +184,49 @@ TEST_CASE("a program that keeps working without allocating gets its pages back w
 	// The background thread sleeps that much longer between ticks meanwhile.
 	REQUIRE(decay_next_due(&r.d, r.t, 10) <= EBB_DECAY_BUSY_SLOW * (interval / EBB_DECAY_EPOCHS));
 }
+
+// A dirty budget overrun found during a burst of frees (background.c,
+// bg_hold_overrun): the thread polls the rule every millisecond, and purges
+// when it says to stop waiting. Frees arrive every `gap` until `burst_end`;
+// returns when the purge starts, on a virtual clock from the overrun.
+#include "core/process/background.h"
+
+static uint64_t overrun_purge_at(uint64_t gap, uint64_t burst_end, size_t excess, size_t dirty)
+{
+	uint64_t last_free = 0;
+	for (uint64_t t = 0;; t += MS) {
+		while (last_free + gap <= t && last_free + gap <= burst_end)
+			last_free += gap;
+		if (!background_overrun_waits(t, t - last_free, excess, dirty))
+			return t;
+	}
+}
+
+TEST_CASE("an overrun during a run of frees is purged when the frees stop, within the cap", "[decay][background]")
+{
+	const size_t budget = 32768, dirty = budget + budget / 2; // 1.5 x the budget
+	// Frees every 0.2 ms for 40 ms: purged 2 ms after the last one, not before.
+	uint64_t at = overrun_purge_at(MS / 5, 40 * MS, dirty - budget, dirty);
+	REQUIRE(at >= 40 * MS);
+	REQUIRE(at <= 43 * MS);
+	// Frees that never stop: purged at the cap (100 ms), not later.
+	at = overrun_purge_at(MS / 5, UINT64_MAX / 2, dirty - budget, dirty);
+	REQUIRE(at == 100 * MS);
+	// No free after the overrun: purged within the quiet time.
+	REQUIRE(overrun_purge_at(MS, 0, dirty - budget, dirty) <= 2 * MS);
+}
+
+TEST_CASE("a large overrun is purged at once, and no overrun waits for nothing", "[decay][background]")
+{
+	const size_t budget = 32768;
+	// Dirty pages at 4 x the budget: no wait, frees or not.
+	REQUIRE(!background_overrun_waits(0, 0, 3 * budget, 4 * budget));
+	REQUIRE(!background_overrun_waits(0, 0, 10 * budget, 11 * budget));
+	REQUIRE(overrun_purge_at(MS / 5, 40 * MS, 3 * budget, 4 * budget) == 0);
+	// Just under it: waits for the burst.
+	REQUIRE(background_overrun_waits(0, 0, 3 * budget - 1, 4 * budget - 1));
+	// No excess, or nonsense gauges (a budget of 0): nothing to wait for.
+	REQUIRE(!background_overrun_waits(0, 0, 0, budget));
+	REQUIRE(!background_overrun_waits(0, 0, budget, budget));
+	REQUIRE(!background_overrun_waits(0, 0, 2 * budget, budget));
+}

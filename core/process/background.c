@@ -25,6 +25,8 @@ static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
 static uint32_t bg_drain_kept;    /* the last drain left batches in lists in use (atomic:
 				   * ebb_trim ticks too) */
 static uint64_t bg_trim_epoch;
+static uint64_t bg_frees;         /* dirty hook calls while the thread runs (a free into a
+				   * page heap); a change tells a burst of frees goes on */
 
 /* Bounds of the sleep between ticks. */
 #define TICK_MIN_NS 1000000ull       /* 1 ms */
@@ -40,6 +42,54 @@ static uint64_t bg_trim_epoch;
 #define RETIRE_IDLE_NS 1000000000ull
 /* How long turning the option off waits for the thread to be gone. */
 #define STOP_WAIT_NS 2000000000ull
+
+/* An overrun of the dirty budget found during a burst of frees waits for
+ * the burst to end (see background_overrun_waits); these bound the wait. */
+#define OVERRUN_QUIET_NS 2000000ull  /* 2 ms without a free: the burst is over */
+#define OVERRUN_CAP_NS 100000000ull  /* 100 ms: purged then, burst or not */
+#define OVERRUN_HARD_FACTOR 4        /* dirty pages >= 4 x the budget: purged at once */
+
+bool background_overrun_waits(uint64_t held_ns, uint64_t quiet_ns, size_t excess, size_t dirty)
+{
+	if (excess == 0 || excess > dirty)
+		return false;
+	/* budget = dirty - excess; dirty >= HARD x budget, written without a
+	 * product that could overflow. */
+	size_t budget = dirty - excess;
+	if (budget == 0 || dirty / OVERRUN_HARD_FACTOR >= budget)
+		return false;
+	return held_ns < OVERRUN_CAP_NS && quiet_ns < OVERRUN_QUIET_NS;
+}
+
+/* The dirty budget is overrun: while frees into the page heaps keep coming
+ * (a program freeing a large structure), the purge waits until they stop,
+ * so that it neither takes a CPU from the freeing threads nor interrupts
+ * them with the TLB shootdowns of each madvise, and then purges the whole
+ * excess in one pass, in the fewest calls. Bounded by
+ * background_overrun_waits: the program's memory still goes back within
+ * OVERRUN_CAP_NS of the overrun. bg_kicked stays set meanwhile, so that the
+ * freeing threads do not signal the event on every free. Returns the time. */
+static uint64_t bg_hold_overrun(uint64_t now)
+{
+	if (page_heap_dirty_excess_pages() == 0 || options_get(OPT_DECAY_MS) < 0)
+		return now;
+	atomic_store_u32(&bg_kicked, 1);
+	uint64_t start = now, quiet_since = now;
+	uint64_t seen = atomic_load_u64(&bg_frees);
+	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
+		uint64_t frees = atomic_load_u64(&bg_frees);
+		if (frees != seen) {
+			seen = frees;
+			quiet_since = now;
+		}
+		if (!background_overrun_waits(util_elapsed(now, start), util_elapsed(now, quiet_since),
+					      page_heap_dirty_excess_pages(), page_heap_dirty_total()))
+			break;
+		os_event_wait(OVERRUN_QUIET_NS / 2);
+		now = os_now_ns();
+	}
+	return now;
+}
 
 bool background_running(void)
 {
@@ -182,8 +232,8 @@ static void *background_main(void *arg)
 	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
 	decay_clock_close();
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
+		uint64_t now = bg_hold_overrun(os_now_ns());
 		atomic_store_u32(&bg_kicked, 0);
-		uint64_t now = os_now_ns();
 		/* The other threads' CPU time: this thread's own purges are no
 		 * sign that the program is working. */
 		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
@@ -230,6 +280,9 @@ bool background_on_dirty(void)
 	background_maybe_start();
 	if (!background_running())
 		return false;
+	/* Lossy on a race between two freeing threads, and that is fine: the
+	 * count still changes, which is all the thread looks at. */
+	atomic_store_u64(&bg_frees, atomic_load_u64(&bg_frees) + 1);
 	if (page_heap_dirty_excess_pages() > 0)
 		background_kick();
 	return true;

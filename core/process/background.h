@@ -5,7 +5,9 @@
  * their spans, asks thread caches to trim, and unmaps superblocks that have
  * been empty for unmap_delay_ms. It sleeps until the next heap has work due
  * (at most a second), until the next row of the stats timeline is due
- * (timeline.h), or until a free overruns the dirty budget and kicks it.
+ * (timeline.h), or until a free overruns the dirty budget and kicks it; an
+ * overrun during a burst of frees is purged once the burst ends (at most
+ * 100 ms later; at once if the dirty pages reach 4 times the budget).
  *
  * Start-up: never from the first malloc (which may run under a lock that
  * pthread_create needs, e.g. inside the dynamic loader or pthread_create
@@ -45,6 +47,13 @@ bool background_on_dirty(void);
 void background_enable(void);
 /* Wakes the thread now (a free overran the dirty budget). */
 void background_kick(void);
+/* The rule for a dirty budget overrun (background.c, bg_hold_overrun):
+ * true while the purge of `excess` (of `dirty` pages) keeps waiting for a
+ * burst of frees to end, `held_ns` after the overrun was found and
+ * `quiet_ns` after the last free into a page heap. It waits while frees
+ * come at least every 2 ms, for at most 100 ms, and not at all once the
+ * dirty pages are 4 times the budget. */
+bool background_overrun_waits(uint64_t held_ns, uint64_t quiet_ns, size_t excess, size_t dirty);
 /* Runs one tick's work on the calling thread (ebb_trim, tests). */
 size_t background_tick(uint64_t now, bool all);
 /* Raised about once a second while the thread runs (and by ebb_trim): each
