@@ -50,6 +50,11 @@ unsigned stats_classes(stats_class_row_t rows[EBB_NUM_CLASSES])
 	return n;
 }
 
+static size_t sub_or_zero(uint64_t a, uint64_t b)
+{
+	return a > b ? (size_t)(a - b) : 0;
+}
+
 /* stats_collect, also handing back the page-heap figures it used. */
 static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_stats_t *ph_out)
 {
@@ -85,7 +90,12 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	out->metadata = sb.header_bytes + meta;
 	out->tcache = tc->bytes;
 	out->central = transfer_bytes + span_free_bytes;
-	out->allocated = used_bytes - transfer_bytes - tc->bytes +
+	/* The lists are read one after another without a common lock, and other
+	 * threads' cache bytes are as of their last slow-path event, so while
+	 * blocks move (the background thread draining transfer batches, say)
+	 * the small-block part can come out below zero for a moment (seen once
+	 * at the end of memreturn b: 2^64 bytes printed). It reads zero then. */
+	out->allocated = sub_or_zero(used_bytes, transfer_bytes + tc->bytes) +
 			 ((ph.large_pages + ph.huge_pages - ph.huge_slack_pages) << EBB_PAGE_SHIFT);
 	out->waste = tail_bytes + (ph.huge_slack_pages << EBB_PAGE_SHIFT);
 	out->rounding_max = rounding_max;
@@ -118,11 +128,6 @@ void stats_collect(struct ebb_stats *out, const stats_tcache_t *tc)
 {
 	page_heap_stats_t ph;
 	collect(out, tc, &ph);
-}
-
-static size_t sub_or_zero(uint64_t a, uint64_t b)
-{
-	return a > b ? (size_t)(a - b) : 0;
 }
 
 /* glibc's fields (docs/usage.md, "mallinfo"): what it keeps in its sbrk
