@@ -676,15 +676,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			lock_release(&c->lock);
-			/* Whole batches of the new span go to transfer nodes only
-			 * for a caller that takes batches (want >= batch): a
-			 * refill of single blocks (a thread cache's bin of a big
-			 * class before it grows, tcache.c) never pops them, so
-			 * they would keep the span from emptying (at python3's
-			 * peak, the spans of its 16, 20 and 30 KiB classes had no
-			 * block out: a few of their blocks on the span's list,
-			 * the rest in transfer batches, 0.36 MiB in all). */
-			unsigned given, nodes = want - got >= size_classes[c->cls].batch ? CARVE_NODES_MAX - nheld : 0;
+			unsigned given, nodes = CARVE_NODES_MAX - nheld;
 			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
@@ -717,21 +709,6 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 	return got;
 }
 
-static void release_to_spans(unsigned cls, void **blocks, unsigned count);
-
-/* Up to want (< batch) blocks from one of c's transfer batches, the rest of
- * the batch back to its spans; 0 if c has none. */
-static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, void **out)
-{
-	const unsigned batch = size_classes[c->cls].batch;
-	void *tmp[TRANSFER_BATCH_MAX];
-	if (want >= batch || TRANSFER_TOP(atomic_load_u64(&c->full)) == 0 || !transfer_take(c, tmp))
-		return 0;
-	memcpy(out, tmp, want * sizeof(void *));
-	release_to_spans(c->cls, tmp + want, batch - want);
-	return want;
-}
-
 /* How many other CPUs' transfer stacks a refill looks at before it carves a
  * new span: enough to pair each producer CPU with its consumers on a small
  * machine; bounded so that on 64+ cores a refill that finds nothing costs a
@@ -761,12 +738,6 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 				return k->batch;
 		}
 	}
-	/* A caller of fewer than a batch (a big class's bin before it grows)
-	 * cannot take a batch whole: before a new span is carved, one of c's
-	 * serves it, its other blocks back to their spans. Else the class
-	 * would grow while its free blocks wait in batches. */
-	if (!use_transfer && (got = refill_split_batch(c, want, out)) != 0)
-		return got;
 	got = refill_from(c, cpu, want, true, out);
 	if (EBB_LIKELY(got != 0))
 		return got;

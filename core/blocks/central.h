@@ -13,10 +13,7 @@
  * few CPUs' lists (what consumers there flushed), and only then carves a new
  * span from the page heap (the batch asked for goes to the caller, further
  * whole batches of the new span into spare transfer nodes, the rest onto its
- * free list). A refill of fewer blocks than a batch pops no batch whole: it
- * gathers from partial spans, then splits one of the list's batches (the
- * rest back to their spans), and its carve fills no transfer node, so that a
- * class's free blocks never wait in batches while its span count grows. A flush pushes whole batches while the list has a spare node;
+ * free list). A flush pushes whole batches while the list has a spare node;
  * the rest goes back to the blocks' own spans, under the home list's lock:
  * each block validated (its page's class and its bin mark; the block-start
  * test only for classes of several pages, release_blocks_in says why) and
