@@ -272,6 +272,37 @@ TEST_CASE_METHOD(heap_fixture, "decay purges dirty runs, purged runs coalesce an
 	unit_option("decay_ms", "-1");
 }
 
+// A few dirty pages and no large request at all is no loop over a pool
+// (page_heap_looping): with fewer than 8 dirty pages, "asked for an eighth
+// of them" read as "asked for at least 0 pages", the curve purged nothing
+// and the background thread, kept awake by the pages, never retired.
+TEST_CASE_METHOD(heap_fixture, "decay purges the last few dirty pages when nothing asks for pages", "[page_heap]")
+{
+	unit_option("decay_ms", "100");
+	page_heap_init(&heap, 0, os_fake_now());
+	// Let the windows of earlier cases' requests run out.
+	for (int i = 0; i < 6; i++) {
+		os_fake_advance(60 * MS);
+		page_heap_decay(&heap, os_fake_now(), false);
+	}
+	span_t *keep = page_heap_alloc(&heap, 4, 1, SPAN_CENTRAL);
+	span_t *few = page_heap_alloc(&heap, 3, 1, SPAN_CENTRAL);
+	REQUIRE(keep != nullptr);
+	REQUIRE(few != nullptr);
+	page_heap_free(few);
+	REQUIRE(heap.dirty_pages == 3);
+	REQUIRE_FALSE(page_heap_looping());
+	size_t purged = 0;
+	for (int i = 0; i < 8 && heap.dirty_pages > 0; i++) {
+		os_fake_advance(60 * MS);
+		purged += page_heap_decay(&heap, os_fake_now(), false);
+	}
+	CHECK(purged == 3);
+	CHECK(heap.dirty_pages == 0);
+	page_heap_free(keep);
+	unit_option("decay_ms", "-1");
+}
+
 TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superblock it purged, however many",
 		 "[page_heap]")
 {

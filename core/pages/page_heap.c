@@ -290,7 +290,10 @@ size_t page_heap_reuse_pages(void)
 bool page_heap_looping(void)
 {
 	uint64_t dirty = atomic_load_u64(&dirty_total_pages);
-	return dirty > 0 && win_recent(WIN_ASKED) >= dirty / 8;
+	uint64_t asked = win_recent(WIN_ASKED);
+	/* asked > 0: with fewer than 8 dirty pages, dirty / 8 is 0, and a heap
+	 * nobody asks anything of would read as a loop forever. */
+	return dirty > 0 && asked > 0 && asked >= dirty / 8;
 }
 
 void page_heap_inuse_window(uint64_t now)
