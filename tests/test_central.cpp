@@ -15,7 +15,9 @@
 #include "core/blocks/freelist.h"
 #include "core/runtime/report.h"
 #include "core/blocks/size_class.h"
+#include "core/pages/page_heap.h"
 #include "core/pages/superblock.h"
+#include "core/process/background.h"
 #include "tests/support/unit.h"
 
 namespace {
@@ -1291,4 +1293,149 @@ TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are 
 	flush_to_spans(cls, back);
 	central_drain(false, nullptr);
 	unit_option("on_error", "abort");
+}
+
+// A refill of fewer blocks than a batch (a big class's bin before it grows,
+// or no thread cache) never pops a transfer batch whole: a carve for it must
+// not fill transfer nodes from the new span, or those blocks would wait
+// there, the span never emptying (python3's 16-30 KiB classes at its peak:
+// spans all free, every block in a batch).
+TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the transfer stack", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(16384);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks >= 2u * k.batch); // the old carve filled a node here
+	const unsigned cpu = 12;
+	central_drain(false, nullptr);
+	central_class_stats_t s0 = class_stats(cls);
+	std::vector<void *> v = refill(cpu, cls, 1, false);
+	REQUIRE(v.size() == 1);
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans + 1);
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	CHECK(s1.used_blocks == s0.used_blocks + 1);
+	// The one block back: the span is all free and leaves.
+	central_flush(cpu, cls, v.data(), 1);
+	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
+}
+
+// Blocks that wait in a transfer batch serve a refill of fewer than a batch
+// before a new span is carved: one of the batch's blocks is handed out (with
+// its bin mark), the rest go back to their span.
+TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(8192);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks == k.batch); // one batch empties a span: no partial span left
+	const unsigned cpu = 13;
+	central_drain(false, nullptr);
+	central_class_stats_t s0 = class_stats(cls);
+	std::vector<void *> all = refill(cpu, cls, k.batch, true);
+	REQUIRE(all.size() == k.batch);
+	REQUIRE(class_stats(cls).spans == s0.spans + 1);
+	flush(cpu, cls, all); // onto the transfer stack, whole
+	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
+	uint64_t reports = report_count();
+	std::vector<void *> w = refill(cpu, cls, 1, false);
+	REQUIRE(w.size() == 1);
+	CHECK(std::find(all.begin(), all.end(), w[0]) != all.end());
+	CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans + 1); // no new span
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	CHECK(s1.used_blocks == s0.used_blocks + 1);
+	CHECK(report_count() == reports);
+	// The others are on the span's list: a second single refill takes one of
+	// them, and both back empty the span.
+	std::vector<void *> w2 = refill(cpu, cls, 1, false);
+	REQUIRE(w2.size() == 1);
+	CHECK(w2[0] != w[0]);
+	CHECK(std::find(all.begin(), all.end(), w2[0]) != all.end());
+	CHECK(class_stats(cls).spans == s0.spans + 1);
+	central_flush(cpu, cls, w.data(), 1);
+	central_flush(cpu, cls, w2.data(), 1);
+	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
+}
+
+namespace {
+std::atomic<unsigned> dirty_hook_calls{0};
+bool counting_dirty_hook()
+{
+	dirty_hook_calls++;
+	return true; // as if a background thread decays: nothing in line
+}
+} // namespace
+
+// The page heap's dirty hook may start the background thread, and
+// pthread_create allocates on the calling thread (glibc: the new thread's
+// DTV). A refill writes into the caller's bin before the bin knows it holds
+// the blocks (tcache_refill), so a nested malloc there refilled the same
+// slots and one block was handed out twice (larson t=32, preloaded: always a
+// 288-byte block, glibc's DTV). So a refill that splits a batch and gives a
+// whole span back to the page heap must do it without the hook; a flush
+// afterwards calls it as before.
+TEST_CASE("a refill that splits a batch and empties a span calls no page-heap hook", "[central]")
+{
+	unit_init();
+	unsigned cls = size_class_of(256);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(2u * k.blocks == k.batch); // a batch: two whole spans
+	const unsigned cpu = 3;
+	central_drain(false, nullptr);
+	// No partial span on the list, so that the refill below splits the batch:
+	// take what partial spans hold (given back at the end).
+	std::vector<void *> held;
+	for (central_t *c = central_list_at(cpu * EBB_NUM_CLASSES + cls); c != nullptr && c->partial != nullptr;) {
+		unsigned n = c->partial->u.central.free_count;
+		REQUIRE(n > 0);
+		std::vector<void *> v = refill(cpu, cls, n, false);
+		REQUIRE(v.size() == n);
+		held.insert(held.end(), v.begin(), v.end());
+	}
+	std::vector<void *> all = refill(cpu, cls, k.batch, true); // two new spans
+	REQUIRE(all.size() == k.batch);
+	span_t *first = nullptr;
+	const char *why;
+	std::vector<void *> batch, second;
+	for (void *b : all) {
+		span_t *s = nullptr;
+		REQUIRE(block_lookup(b, &s, &why) == cls);
+		if (first == nullptr)
+			first = s;
+		(s == first ? batch : second).push_back(b);
+	}
+	REQUIRE(batch.size() == k.blocks);
+	REQUIRE(second.size() == k.blocks);
+	batch.insert(batch.end(), second.begin(), second.end()); // the first span's blocks, then the second's
+	central_class_stats_t s0 = class_stats(cls);
+	flush(cpu, cls, batch); // onto the transfer stack, whole
+	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
+
+	page_heap_set_dirty_hook(counting_dirty_hook);
+	dirty_hook_calls = 0;
+	uint64_t reports = report_count();
+	// A bin's first refill (fewer than a batch): the first span's blocks out,
+	// the second span's back home, where it empties and leaves.
+	std::vector<void *> w = refill(cpu, cls, k.blocks, true);
+	CHECK(dirty_hook_calls == 0);
+	REQUIRE(w.size() == k.blocks);
+	CHECK(std::equal(w.begin(), w.end(), batch.begin()));
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans - 1);
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	// Outside a refill the hook is called: the first span empties here.
+	central_flush(cpu, cls, w.data(), (unsigned)w.size());
+	CHECK(dirty_hook_calls == 1);
+	CHECK(class_stats(cls).spans == s0.spans - 2);
+	CHECK(report_count() == reports);
+	page_heap_set_dirty_hook(background_on_dirty);
+	if (!held.empty())
+		central_flush(cpu, cls, held.data(), (unsigned)held.size());
 }

@@ -676,7 +676,15 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			lock_release(&c->lock);
-			unsigned given, nodes = CARVE_NODES_MAX - nheld;
+			/* Whole batches of the new span go to transfer nodes only
+			 * for a caller that takes batches (want >= batch): a
+			 * refill of single blocks (a thread cache's bin of a big
+			 * class before it grows, tcache.c) never pops them, so
+			 * they would keep the span from emptying (at python3's
+			 * peak, the spans of its 16, 20 and 30 KiB classes had no
+			 * block out: a few of their blocks on the span's list,
+			 * the rest in transfer batches, 0.36 MiB in all). */
+			unsigned given, nodes = want - got >= size_classes[c->cls].batch ? CARVE_NODES_MAX - nheld : 0;
 			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
@@ -709,6 +717,35 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 	return got;
 }
 
+static void release_to_spans(unsigned cls, void **blocks, unsigned count);
+
+/* Up to want (< batch) blocks from one of c's transfer batches, the rest of
+ * the batch back to its spans; 0 if c has none.
+ *
+ * The only refill path that can give a span back to the page heap (the rest
+ * may complete a span), and it does so with the page heap's dirty hook held
+ * (page_heap_hold_hook): the hook may start the background thread, and
+ * pthread_create allocates on this thread (glibc: the new thread's DTV, a
+ * calloc of about 288 bytes) while our caller's bin is half filled
+ * (tcache_refill: blocks written into its slots, its top not yet moved).
+ * That nested malloc found the bin empty, refilled it into the same slots
+ * and handed one block out; the outer refill then published the slots with
+ * that block in them, and it was handed out twice (larson t=32, preloaded:
+ * a double-free report at malloc in 8 of 60 runs, always a 288-byte block;
+ * never with background_thread=0 or decay_ms=-1, which start no thread). */
+static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, void **out)
+{
+	const unsigned batch = size_classes[c->cls].batch;
+	void *tmp[TRANSFER_BATCH_MAX];
+	if (want >= batch || TRANSFER_TOP(atomic_load_u64(&c->full)) == 0 || !transfer_take(c, tmp))
+		return 0;
+	memcpy(out, tmp, want * sizeof(void *));
+	page_heap_hold_hook(true);
+	release_to_spans(c->cls, tmp + want, batch - want);
+	page_heap_hold_hook(false);
+	return want;
+}
+
 /* How many other CPUs' transfer stacks a refill looks at before it carves a
  * new span: enough to pair each producer CPU with its consumers on a small
  * machine; bounded so that on 64+ cores a refill that finds nothing costs a
@@ -738,6 +775,12 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 				return k->batch;
 		}
 	}
+	/* A caller of fewer than a batch (a big class's bin before it grows)
+	 * cannot take a batch whole: before a new span is carved, one of c's
+	 * serves it, its other blocks back to their spans. Else the class
+	 * would grow while its free blocks wait in batches. */
+	if (!use_transfer && (got = refill_split_batch(c, want, out)) != 0)
+		return got;
 	got = refill_from(c, cpu, want, true, out);
 	if (EBB_LIKELY(got != 0))
 		return got;

@@ -13,7 +13,10 @@
  * few CPUs' lists (what consumers there flushed), and only then carves a new
  * span from the page heap (the batch asked for goes to the caller, further
  * whole batches of the new span into spare transfer nodes, the rest onto its
- * free list). A flush pushes whole batches while the list has a spare node;
+ * free list). A refill of fewer blocks than a batch pops no batch whole: it
+ * gathers from partial spans, then splits one of the list's batches (the
+ * rest back to their spans), and its carve fills no transfer node, so that a
+ * class's free blocks never wait in batches while its span count grows. A flush pushes whole batches while the list has a spare node;
  * the rest goes back to the blocks' own spans, under the home list's lock:
  * each block validated (its page's class and its bin mark; the block-start
  * test only for classes of several pages, release_blocks_in says why) and
@@ -101,7 +104,10 @@ bool central_init_all(void);
  * out[0 .. n); a whole transfer batch if one is ready, use_transfer is set
  * and want >= batch. Every block carries its bin mark (freelist.h), which
  * the taker checks and clears as it hands each out. Returns n; 0 means the
- * kernel refused memory (errno ENOMEM). Any thread. */
+ * kernel refused memory (errno ENOMEM). Any thread. out[] may be the slots
+ * of the caller's bin, half filled until this returns: nothing in here may
+ * allocate on the calling thread (so no page-heap dirty hook, which may
+ * start a thread: refill_split_batch holds it). */
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
 /* Takes back `count` free blocks of class cls (addresses in blocks[], each
  * checked by free as a block start of a page of class cls, and carrying its

@@ -153,6 +153,15 @@ void page_heap_decay_interval_changed(uint64_t now);
  * hook (before start-up ends): in line. Any thread; set once. */
 typedef bool (*page_heap_dirty_hook_t)(void);
 void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook);
+/* Holds (hold true) or lets go the calling thread's frees' call of the hook,
+ * nested. While held, a free into a page heap on this thread calls no hook
+ * and decays nothing in line: the caller is inside work that an allocation
+ * on this thread would find half done (central_refill with the caller's bin
+ * half filled), and the hook may start the background thread, whose
+ * pthread_create allocates on the calling thread (glibc: the new thread's
+ * DTV). The next free without the hold, or a slow path's start, does what
+ * was skipped. */
+void page_heap_hold_hook(bool hold);
 
 /* Dirty pages of all heaps together, and pages in use by spans (the base of
  * a percentage dirty budget); relaxed atomics. */

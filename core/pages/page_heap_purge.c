@@ -36,10 +36,23 @@ void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook)
 	__atomic_store_n(&page_heap_dirty_hook, hook, __ATOMIC_RELEASE);
 }
 
+/* Per thread: how many holds of page_heap_hold_hook are open. */
+static __thread unsigned page_heap_hook_held __attribute__((tls_model("initial-exec")));
+
+void page_heap_hold_hook(bool hold)
+{
+	if (hold)
+		page_heap_hook_held++;
+	else
+		page_heap_hook_held--;
+}
+
 /* Called after a free: with no background thread, decay runs here, at most
  * once per epoch; with one, only a dirty budget overrun wakes it early. */
 void page_heap_maybe_decay(page_heap_t *h, uint64_t now)
 {
+	if (page_heap_hook_held != 0)
+		return;
 	page_heap_dirty_hook_t hook = __atomic_load_n(&page_heap_dirty_hook, __ATOMIC_ACQUIRE);
 	if (hook != NULL && hook())
 		return;
