@@ -221,38 +221,45 @@ static double prof_exp_neg(double x)
 	return sum * scale;
 }
 
-/* log2(1 + (i + 1/2) / 2^PROF_LOG2_BITS): the logarithm of a number by
- * its leading bit and the PROF_LOG2_BITS bits after it (prof_draw), filled
- * by prof_setup (about 6 000 instructions). Each value is the one at the
- * middle of the numbers that share those bits, so that its error (a
- * draw's distance off by at most 0.4% of prof_sample) averages out: the
- * mean distance is prof_sample to about 4e-6 (20 million draws: 0.99992,
- * as with the exact logarithm). The series prof_ln, with a division, cost
- * about 68 instructions a sample, this 48 with the PRNG. */
+/* log2(1 + (i + 1/2) / 2^PROF_LOG2_BITS) in 32.32 fixed point: the
+ * logarithm of a number by its leading bit and the PROF_LOG2_BITS bits
+ * after it (prof_draw), filled by prof_setup (about 6 000 instructions).
+ * Each value is the one at the middle of the numbers that share those
+ * bits, so that its error (a draw's distance off by at most 0.4% of
+ * prof_sample) averages out: the mean distance is prof_sample to about
+ * 4e-6 (20 million draws: 0.99992, as with the exact logarithm). The
+ * series prof_ln, with a division, cost about 68 instructions a sample; a
+ * float table with the conversions and clamps in double 45; integers
+ * alone (one 128-bit multiply) about 27. */
 #define PROF_LOG2_BITS 7
-static float prof_log2_tab[1u << PROF_LOG2_BITS];
+static uint32_t prof_log2_tab[1u << PROF_LOG2_BITS];
+/* prof_rate * ln 2 * 2^24 (below 2^64 for every prof_sample up to its
+ * maximum, 2^40): a draw's distance is -log2(u) (32.32) times this, over
+ * 2^56. Set before prof_on. */
+static uint64_t prof_draw_scale;
+#define PROF_DRAW_SCALE_BITS 24
 
 static void prof_log2_fill(void)
 {
 	for (unsigned i = 0; i < (1u << PROF_LOG2_BITS); i++)
-		prof_log2_tab[i] = (float)(prof_ln(1 + (i + 0.5) / (1u << PROF_LOG2_BITS)) / PROF_LN2);
+		prof_log2_tab[i] =
+			(uint32_t)(prof_ln(1 + (i + 0.5) / (1u << PROF_LOG2_BITS)) / PROF_LN2 * 4294967296.0);
+	prof_draw_scale = (uint64_t)((double)prof_rate * PROF_LN2 * (double)(1u << PROF_DRAW_SCALE_BITS));
 }
 
 /* Bytes to the next sample: exponential with mean prof_rate, -ln(u) *
- * prof_rate for u uniform in (0, 1], here u = r / 2^53. */
-static int64_t prof_draw(void)
+ * prof_rate for u uniform in (0, 1], here u = r / 2^53. With r = 2^(63-z)
+ * (1 + f), -log2(u) = z - 10 - log2(1 + f). At least 1. */
+EBB_INLINE int64_t prof_draw(void)
 {
 	uint64_t r = (rng_next() >> 11) + 1; /* 1 .. 2^53 */
-	int e = 63 - __builtin_clzll(r);      /* r = 2^e (1 + f) */
-	unsigned f = (unsigned)(e >= PROF_LOG2_BITS ? r >> (e - PROF_LOG2_BITS) : r << (PROF_LOG2_BITS - e)) &
-		     ((1u << PROF_LOG2_BITS) - 1);
-	double log2_u = (double)(e - 53) + prof_log2_tab[f];
-	double d = -log2_u * (PROF_LN2 * (double)prof_rate);
-	if (d < 1)
-		return 1;
-	if (d > 4e18)
-		return (int64_t)4e18;
-	return (int64_t)d;
+	unsigned z = (unsigned)__builtin_clzll(r);
+	unsigned f = (unsigned)((r << z) >> (63 - PROF_LOG2_BITS)) & ((1u << PROF_LOG2_BITS) - 1);
+	int64_t l = (int64_t)((uint64_t)(z - 10) << 32) - (int64_t)prof_log2_tab[f];
+	if (EBB_UNLIKELY(l <= 0))
+		return 1; /* r = 2^53 alone: u = 1 */
+	uint64_t d = (uint64_t)(((unsigned __int128)(uint64_t)l * prof_draw_scale) >> (32 + PROF_DRAW_SCALE_BITS));
+	return d > 0 ? (int64_t)d : 1;
 }
 
 /* pprof's unsampling (heap_v2): a sampled object of `size` bytes stands
@@ -374,6 +381,13 @@ bool prof_start(void)
  * ------------------------------------------------------------------------- */
 bool prof_should_sample(size_t size)
 {
+	/* A seeded thread that is not inside the profiler: prof_setup said
+	 * on before the seed (prof_rng is 0 until then, and again in a
+	 * forked child), so this is every sample but a thread's first. */
+	if (EBB_LIKELY(prof_rng != 0 && !prof_busy)) {
+		prof_left = prof_draw();
+		return true;
+	}
 	if (prof_busy) {
 		prof_left += (int64_t)size; /* not counted: the profiler's own */
 		return false;
