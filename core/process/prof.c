@@ -78,10 +78,12 @@ typedef struct prof_sample {
 	void *addr;
 	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
-	/* The usable size of the small block the allocation would have had
-	 * unsampled (its class), 0 if none (above EBB_SMALL_MAX, or aligned):
-	 * what realloc treats the block as (prof_class_usable). */
-	uint32_t class_usable;
+	/* The bytes asked for of an allocation that would have been a small
+	 * block unsampled, 0 if none (above EBB_SMALL_MAX, or aligned): its
+	 * class's usable size is what realloc treats the block as, looked up
+	 * by prof_class_usable (a realloc of a sample is rarer than a sample:
+	 * about 12 instructions a sample less). */
+	uint32_t class_bytes;
 } prof_sample_t;
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
@@ -129,6 +131,9 @@ uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
  * above EBB_SMALL_MAX that the block holds) never answers a kept block, so
  * that only realloc_slow, where the profiler looks, can meet one. */
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block could be resized in place");
+/* And a kept-size run holds every small class (prof_alloc_at's
+ * class_bytes, untested for those). */
+_Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE >= EBB_SMALL_MAX, "a kept run holds every small class");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
 uint8_t *prof_kept_filter; /* PROF_KEPT_BITS counters in the heads' page */
@@ -454,27 +459,27 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 	return c;
 }
 
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable);
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes);
 
-/* Lists p as a live sample of c, of `size` bytes (class_usable: its
+/* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
-static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_usable)
+static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (s != NULL)
 		prof_free_samples = s->next;
 	else if ((s = prof_carve(sizeof *s)) == NULL)
 		return;
-	prof_relist(s, p, c, size, class_usable);
+	prof_relist(s, p, c, size, class_bytes);
 }
 
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable)
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	s->addr = p;
 	s->count = c;
 	s->size = size;
-	s->class_usable = class_usable;
+	s->class_bytes = class_bytes;
 	unsigned b = sample_bucket(p);
 	s->next = prof_samples[b];
 	prof_samples[b] = s;
@@ -725,14 +730,11 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
 	 * from there (prof_class_usable), in place up to all of it, so the
-	 * pages must hold it. They do: such a block is a run of
-	 * PROF_KEEP_PAGES pages, EBB_SMALL_MAX bytes; the test is for a
-	 * configuration that would break that. */
-	uint32_t class_usable = 0;
-	if (bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN)
-		class_usable = size_classes[size_class_of(bytes)].size;
-	if (class_usable > pages << EBB_PAGE_SHIFT)
-		class_usable = 0;
+	 * pages must hold it. A kept-size run does (PROF_KEEP_PAGES pages,
+	 * EBB_SMALL_MAX bytes); a mapping of its own is tested. */
+	uint32_t class_bytes = bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN ? (uint32_t)bytes : 0;
+	if (class_bytes != 0 && !keepable && size_classes[size_class_of(bytes)].size > pages << EBB_PAGE_SHIFT)
+		class_bytes = 0;
 	/* One lock round when a kept block serves and the stack is known
 	 * again: the count first (the lock may be dropped there), then the
 	 * block, listed already. */
@@ -754,7 +756,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (c != NULL) {
 			e->count = c;
 			e->size = size;
-			e->class_usable = class_usable;
+			e->class_bytes = class_bytes;
 			c->live_n++;
 			c->live_bytes += size;
 			c->alloc_n++;
@@ -787,7 +789,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			prof_lock();
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_insert(p, c, size, class_usable);
+			prof_insert(p, c, size, class_bytes);
 			prof_unlock();
 		}
 		prof_busy = false;
@@ -809,9 +811,9 @@ size_t prof_class_usable(const void *p)
 {
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
-	size_t usable = at != NULL && (*at)->count != NULL ? (*at)->class_usable : 0;
+	size_t bytes = at != NULL && (*at)->count != NULL ? (*at)->class_bytes : 0;
 	prof_unlock();
-	return usable;
+	return bytes != 0 ? size_classes[size_class_of(bytes)].size : 0;
 }
 
 bool prof_is_kept(const void *p)
@@ -881,7 +883,7 @@ void prof_resize_end(void *entry, void *q)
 {
 	prof_sample_t *s = entry;
 	prof_lock();
-	prof_relist(s, q, s->count, s->size, s->class_usable);
+	prof_relist(s, q, s->count, s->size, s->class_bytes);
 	prof_unlock();
 }
 
