@@ -419,7 +419,10 @@ def preload(lib, tmp):
     code = ("import ctypes\n"
             "x = [bytes(1000 + i %% 7) for i in range(60000)]\n"
             "assert ctypes.CDLL(None).ebb_prof_dump(%r.encode()) == 0\n" % live)
-    r = run([py, "-c", code], {"LD_PRELOAD": lib, "EBB_OPTIONS": "prof=1,prof_file=" + at_exit})
+    # prof_sample=64 KiB: about 940 samples of the 60 MiB, so the total is
+    # within 50-90 MiB by 5 standard deviations; at the default rate (about
+    # 117 samples, 9%) 1 run in 25-40 read below 50 (45.6 MiB).
+    r = run([py, "-c", code], {"LD_PRELOAD": lib, "EBB_OPTIONS": "prof=1,prof_sample=65536,prof_file=" + at_exit})
     if r.stderr.strip():
         fail("python3 under LD_PRELOAD wrote to stderr:\n" + r.stderr)
     files = [f for f in os.listdir(tmp) if f.startswith("py.") and f.endswith(".heap")]
