@@ -78,10 +78,12 @@ typedef struct prof_sample {
 	void *addr;
 	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
-	/* The usable size of the small block the allocation would have had
-	 * unsampled (its class), 0 if none (above EBB_SMALL_MAX, or aligned):
-	 * what realloc treats the block as (prof_class_usable). */
-	uint32_t class_usable;
+	/* The bytes asked for of an allocation that would have been a small
+	 * block unsampled, 0 if none (above EBB_SMALL_MAX, or aligned): its
+	 * class's usable size is what realloc treats the block as, looked up
+	 * by prof_class_usable (a realloc of a sample is rarer than a sample:
+	 * about 12 instructions a sample less). */
+	uint32_t class_bytes;
 } prof_sample_t;
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
@@ -129,6 +131,9 @@ uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
  * above EBB_SMALL_MAX that the block holds) never answers a kept block, so
  * that only realloc_slow, where the profiler looks, can meet one. */
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block could be resized in place");
+/* And a kept-size run holds every small class (prof_alloc_at's
+ * class_bytes, untested for those). */
+_Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE >= EBB_SMALL_MAX, "a kept run holds every small class");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
 uint8_t *prof_kept_filter; /* PROF_KEPT_BITS counters in the heads' page */
@@ -221,38 +226,45 @@ static double prof_exp_neg(double x)
 	return sum * scale;
 }
 
-/* log2(1 + (i + 1/2) / 2^PROF_LOG2_BITS): the logarithm of a number by
- * its leading bit and the PROF_LOG2_BITS bits after it (prof_draw), filled
- * by prof_setup (about 6 000 instructions). Each value is the one at the
- * middle of the numbers that share those bits, so that its error (a
- * draw's distance off by at most 0.4% of prof_sample) averages out: the
- * mean distance is prof_sample to about 4e-6 (20 million draws: 0.99992,
- * as with the exact logarithm). The series prof_ln, with a division, cost
- * about 68 instructions a sample, this 48 with the PRNG. */
+/* log2(1 + (i + 1/2) / 2^PROF_LOG2_BITS) in 32.32 fixed point: the
+ * logarithm of a number by its leading bit and the PROF_LOG2_BITS bits
+ * after it (prof_draw), filled by prof_setup (about 6 000 instructions).
+ * Each value is the one at the middle of the numbers that share those
+ * bits, so that its error (a draw's distance off by at most 0.4% of
+ * prof_sample) averages out: the mean distance is prof_sample to about
+ * 4e-6 (20 million draws: 0.99992, as with the exact logarithm). The
+ * series prof_ln, with a division, cost about 68 instructions a sample; a
+ * float table with the conversions and clamps in double 45; integers
+ * alone (one 128-bit multiply) about 27. */
 #define PROF_LOG2_BITS 7
-static float prof_log2_tab[1u << PROF_LOG2_BITS];
+static uint32_t prof_log2_tab[1u << PROF_LOG2_BITS];
+/* prof_rate * ln 2 * 2^24 (below 2^64 for every prof_sample up to its
+ * maximum, 2^40): a draw's distance is -log2(u) (32.32) times this, over
+ * 2^56. Set before prof_on. */
+static uint64_t prof_draw_scale;
+#define PROF_DRAW_SCALE_BITS 24
 
 static void prof_log2_fill(void)
 {
 	for (unsigned i = 0; i < (1u << PROF_LOG2_BITS); i++)
-		prof_log2_tab[i] = (float)(prof_ln(1 + (i + 0.5) / (1u << PROF_LOG2_BITS)) / PROF_LN2);
+		prof_log2_tab[i] =
+			(uint32_t)(prof_ln(1 + (i + 0.5) / (1u << PROF_LOG2_BITS)) / PROF_LN2 * 4294967296.0);
+	prof_draw_scale = (uint64_t)((double)prof_rate * PROF_LN2 * (double)(1u << PROF_DRAW_SCALE_BITS));
 }
 
 /* Bytes to the next sample: exponential with mean prof_rate, -ln(u) *
- * prof_rate for u uniform in (0, 1], here u = r / 2^53. */
-static int64_t prof_draw(void)
+ * prof_rate for u uniform in (0, 1], here u = r / 2^53. With r = 2^(63-z)
+ * (1 + f), -log2(u) = z - 10 - log2(1 + f). At least 1. */
+EBB_INLINE int64_t prof_draw(void)
 {
 	uint64_t r = (rng_next() >> 11) + 1; /* 1 .. 2^53 */
-	int e = 63 - __builtin_clzll(r);      /* r = 2^e (1 + f) */
-	unsigned f = (unsigned)(e >= PROF_LOG2_BITS ? r >> (e - PROF_LOG2_BITS) : r << (PROF_LOG2_BITS - e)) &
-		     ((1u << PROF_LOG2_BITS) - 1);
-	double log2_u = (double)(e - 53) + prof_log2_tab[f];
-	double d = -log2_u * (PROF_LN2 * (double)prof_rate);
-	if (d < 1)
-		return 1;
-	if (d > 4e18)
-		return (int64_t)4e18;
-	return (int64_t)d;
+	unsigned z = (unsigned)__builtin_clzll(r);
+	unsigned f = (unsigned)((r << z) >> (63 - PROF_LOG2_BITS)) & ((1u << PROF_LOG2_BITS) - 1);
+	int64_t l = (int64_t)((uint64_t)(z - 10) << 32) - (int64_t)prof_log2_tab[f];
+	if (EBB_UNLIKELY(l <= 0))
+		return 1; /* r = 2^53 alone: u = 1 */
+	uint64_t d = (uint64_t)(((unsigned __int128)(uint64_t)l * prof_draw_scale) >> (32 + PROF_DRAW_SCALE_BITS));
+	return d > 0 ? (int64_t)d : 1;
 }
 
 /* pprof's unsampling (heap_v2): a sampled object of `size` bytes stands
@@ -374,6 +386,13 @@ bool prof_start(void)
  * ------------------------------------------------------------------------- */
 bool prof_should_sample(size_t size)
 {
+	/* A seeded thread that is not inside the profiler: prof_setup said
+	 * on before the seed (prof_rng is 0 until then, and again in a
+	 * forked child), so this is every sample but a thread's first. */
+	if (EBB_LIKELY(prof_rng != 0 && !prof_busy)) {
+		prof_left = prof_draw();
+		return true;
+	}
 	if (prof_busy) {
 		prof_left += (int64_t)size; /* not counted: the profiler's own */
 		return false;
@@ -440,27 +459,27 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 	return c;
 }
 
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable);
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes);
 
-/* Lists p as a live sample of c, of `size` bytes (class_usable: its
+/* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
-static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_usable)
+static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (s != NULL)
 		prof_free_samples = s->next;
 	else if ((s = prof_carve(sizeof *s)) == NULL)
 		return;
-	prof_relist(s, p, c, size, class_usable);
+	prof_relist(s, p, c, size, class_bytes);
 }
 
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_usable)
+static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	s->addr = p;
 	s->count = c;
 	s->size = size;
-	s->class_usable = class_usable;
+	s->class_bytes = class_bytes;
 	unsigned b = sample_bucket(p);
 	s->next = prof_samples[b];
 	prof_samples[b] = s;
@@ -711,14 +730,11 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
 	 * from there (prof_class_usable), in place up to all of it, so the
-	 * pages must hold it. They do: such a block is a run of
-	 * PROF_KEEP_PAGES pages, EBB_SMALL_MAX bytes; the test is for a
-	 * configuration that would break that. */
-	uint32_t class_usable = 0;
-	if (bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN)
-		class_usable = size_classes[size_class_of(bytes)].size;
-	if (class_usable > pages << EBB_PAGE_SHIFT)
-		class_usable = 0;
+	 * pages must hold it. A kept-size run does (PROF_KEEP_PAGES pages,
+	 * EBB_SMALL_MAX bytes); a mapping of its own is tested. */
+	uint32_t class_bytes = bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN ? (uint32_t)bytes : 0;
+	if (class_bytes != 0 && !keepable && size_classes[size_class_of(bytes)].size > pages << EBB_PAGE_SHIFT)
+		class_bytes = 0;
 	/* One lock round when a kept block serves and the stack is known
 	 * again: the count first (the lock may be dropped there), then the
 	 * block, listed already. */
@@ -740,7 +756,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (c != NULL) {
 			e->count = c;
 			e->size = size;
-			e->class_usable = class_usable;
+			e->class_bytes = class_bytes;
 			c->live_n++;
 			c->live_bytes += size;
 			c->alloc_n++;
@@ -773,7 +789,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			prof_lock();
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_insert(p, c, size, class_usable);
+			prof_insert(p, c, size, class_bytes);
 			prof_unlock();
 		}
 		prof_busy = false;
@@ -795,9 +811,9 @@ size_t prof_class_usable(const void *p)
 {
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
-	size_t usable = at != NULL && (*at)->count != NULL ? (*at)->class_usable : 0;
+	size_t bytes = at != NULL && (*at)->count != NULL ? (*at)->class_bytes : 0;
 	prof_unlock();
-	return usable;
+	return bytes != 0 ? size_classes[size_class_of(bytes)].size : 0;
 }
 
 bool prof_is_kept(const void *p)
@@ -867,7 +883,7 @@ void prof_resize_end(void *entry, void *q)
 {
 	prof_sample_t *s = entry;
 	prof_lock();
-	prof_relist(s, q, s->count, s->size, s->class_usable);
+	prof_relist(s, q, s->count, s->size, s->class_bytes);
 	prof_unlock();
 }
 

@@ -31,6 +31,7 @@ and checks what they say against the truth the program knows.
 
 Exit status: 0 pass, 1 fail, 77 a tool is missing (ctest SKIP_RETURN_CODE).
 """
+import math
 import os
 import re
 import shutil
@@ -184,6 +185,26 @@ def live_objects(path):
     if m is None:
         fail("%s: no heap profile header" % path)
     return int(m.group(1)), int(m.group(3))
+
+
+def rate(prog, tmp):
+    """The draws are exponential with mean prof_sample: an allocation of s
+    bytes is sampled with probability 1 - exp(-s / prof_sample), whatever
+    came before it (pprof's unsampling assumes exactly that). Small blocks
+    test the mean (256 B at 4 KiB: p = 0.0606), big ones the shape (64 KiB
+    at 64 KiB: p = 0.632, where a draw of the right mean but another
+    distribution is off). Tolerances are about 5 standard deviations."""
+    for size, count, sample, tol in ((256, 2000000, 4096, 0.015), (65536, 20000, 65536, 0.03)):
+        path = os.path.join(tmp, "rate.heap")
+        run([prog, "rate", str(size), str(count), path],
+            {"EBB_OPTIONS": "prof=1,prof_sample=%d,background_thread=0" % sample})
+        got = live_objects(path)[1]
+        want = count * (1 - math.exp(-size / sample))
+        print("  %d x %d B at prof_sample=%d: %d sampled, %.0f expected (%.4f)" %
+              (count, size, sample, got, want, got / want))
+        if abs(got / want - 1) > tol:
+            fail("%d samples of %d blocks of %d B at prof_sample=%d, expected %.0f (within %.1f%%)" %
+                 (got, count, size, sample, want, tol * 100))
 
 
 def kept_sizes(prog, tmp):
@@ -398,7 +419,10 @@ def preload(lib, tmp):
     code = ("import ctypes\n"
             "x = [bytes(1000 + i %% 7) for i in range(60000)]\n"
             "assert ctypes.CDLL(None).ebb_prof_dump(%r.encode()) == 0\n" % live)
-    r = run([py, "-c", code], {"LD_PRELOAD": lib, "EBB_OPTIONS": "prof=1,prof_file=" + at_exit})
+    # prof_sample=64 KiB: about 940 samples of the 60 MiB, so the total is
+    # within 50-90 MiB by 5 standard deviations; at the default rate (about
+    # 117 samples, 9%) 1 run in 25-40 read below 50 (45.6 MiB).
+    r = run([py, "-c", code], {"LD_PRELOAD": lib, "EBB_OPTIONS": "prof=1,prof_sample=65536,prof_file=" + at_exit})
     if r.stderr.strip():
         fail("python3 under LD_PRELOAD wrote to stderr:\n" + r.stderr)
     files = [f for f in os.listdir(tmp) if f.startswith("py.") and f.endswith(".heap")]
@@ -548,6 +572,8 @@ def main():
             double_free(sys.argv[2], tmp)
         elif mode == "realloc_kept":
             double_free(sys.argv[2], tmp, "realloc_kept")
+        elif mode == "rate":
+            rate(sys.argv[2], tmp)
         elif mode == "kept_sizes":
             kept_sizes(sys.argv[2], tmp)
         elif mode == "big_calloc":

@@ -444,6 +444,18 @@ int main(int argc, char **argv)
 		site_b(&b, 10 * MiB);
 		return dump(argv[2]);
 	}
+	if (argc >= 5 && strcmp(argv[1], "rate") == 0) {
+		/* COUNT blocks of SIZE bytes, each freed at once: the profile's
+		 * sampled-since-start count is what the draws made of them. */
+		size_t size = strtoul(argv[2], NULL, 0);
+		long count = strtol(argv[3], NULL, 0);
+		for (long i = 0; i < count; i++) {
+			char *p = checked(T_MALLOC(size));
+			p[0] = (char)i;
+			T_FREE(p);
+		}
+		return dump(argv[4]);
+	}
 	if (argc >= 2 && strcmp(argv[1], "small") == 0) {
 		pthread_t t[2];
 		for (int i = 0; i < 2; i++)
