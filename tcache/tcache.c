@@ -23,6 +23,7 @@
 		.top = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                                 \
 		.empty = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                               \
 		.full = { [0 ... EBB_NUM_CLASSES - 1] = &(slot) },                                \
+		.sentinel_word = 1,                                                               \
 	}
 static void *tcache_empty_slot = TCACHE_SENTINEL(tcache_empty);
 tcache_t tcache_empty = TCACHE_STATIC(tcache_empty, tcache_empty_slot);
@@ -437,6 +438,7 @@ static tcache_t *tcache_create(void)
 	for (size_t size = 0; size <= TCACHE_DIRECT_MAX; size++)
 		tc->class_of[size] = (uint8_t)size_class_of(size);
 	tc->mark = freelist_mark;
+	tc->sentinel_word = tc->mark | 1; /* never 0 nor the sentinel's mark (tcache.h) */
 	tc->trim_epoch = background_trim_epoch();
 	lock_acquire(&tcache_list_lock);
 	tc->next = tcache_live;

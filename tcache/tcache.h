@@ -17,10 +17,15 @@
  * slot page is resident only once a bin reached it). The bin holds the
  * blocks [top, empty); it may hold up to its bound max, at `full` = empty -
  * max. The slot at `empty` is the bin's sentinel: it holds the address
- * 8 bytes below the cache's `mark` field, a "block" whose mark word is the
- * key itself and so never its mark (key ^ address, address != 0). The
- * malloc fast path therefore needs no test for an empty bin: popping the
- * sentinel fails the mark test, and the slow path sees top == empty.
+ * 8 bytes below the cache's `sentinel_word` field, a "block" whose mark
+ * word is never its mark M = mark ^ address: it starts as mark | 1 (1 in
+ * tcache_empty, whose mark is 0), which is neither M (address != 0, and
+ * address & 1 == 0) nor 0, and a pop that fails xors M into it and back
+ * (freelist_take_mark), so it only ever holds W or W ^ M, neither of which
+ * is M or 0 -- also while threads without a cache race on tcache_empty's,
+ * each of them xoring the same M. The malloc fast path therefore needs no
+ * test for an empty bin: popping the sentinel fails the mark test, and the
+ * slow path sees top == empty.
  * tcache_empty has one such slot, shared by all its
  * bins; so does every bin of a cache until it is first given a bound
  * (idle_slot): writing each bin's own sentinel at creation would make a
@@ -76,6 +81,7 @@ typedef struct tcache {
 	/* --- cold: slow paths --- */
 	void **slots;                       /* the bins' slot arrays (kept when recycled) */
 	void *idle_slot;                    /* holds the sentinel: top/empty/full of every bin never used */
+	uint64_t sentinel_word;             /* the sentinel's mark word (see above) */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim; 1 on a full flush */
 	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
@@ -90,7 +96,7 @@ typedef struct tcache {
 /* Class 0 ("not a small block") has a bin that is always empty and full. */
 
 /* The sentinel of tc's bins: the value of the slot at each bin's `empty`. */
-#define TCACHE_SENTINEL(tc) ((void *)((char *)&(tc).mark - sizeof(uint64_t)))
+#define TCACHE_SENTINEL(tc) ((void *)((char *)&(tc).sentinel_word - sizeof(uint64_t)))
 
 extern tcache_t tcache_empty;
 extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
@@ -138,7 +144,8 @@ EBB_NOINLINE void *tcache_alloc_mid(size_t size);
  * free mark; NULL otherwise (an empty bin, whose top is its sentinel, fails
  * the mark test too). A block without its mark was freed twice and one copy
  * is already out, or written after free: the slow path reports it. The mark
- * is cleared as the block goes.
+ * is tested and cleared in one xor (freelist_take_mark: one instruction
+ * fewer than a compare and a store), undone when the test fails.
  *
  * The block the bin hands out next (the slot under this one: readable,
  * top < empty here, at worst the sentinel, and most often in the line just
@@ -158,16 +165,19 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 	EBB_RESULT_REG(block);
 	/* Without checks no mark is tested, and the sentinel must be caught
 	 * by its place. */
-	if (EBB_LIKELY((EBB_CHECKS || top != tc->empty[cls]) &&
-		       freelist_mark_kept(block, freelist_mark_of(block, tc->mark)))) {
+	uint64_t mark = freelist_mark_of(block, tc->mark);
+	if (EBB_LIKELY((EBB_CHECKS || top != tc->empty[cls]) && freelist_take_mark(block, mark))) {
 		if (EBB_CHECKS) /* without checks no pop reads the block */
 			__builtin_prefetch(top[1], 1);
 		TCACHE_TOP_MOVE(tc->top[cls], 1);
-		freelist_clear_mark(block);
 		if (block == NULL) /* never (a bin holds block addresses): spares the caller's test */
 			__builtin_unreachable();
 		return block;
 	}
+	/* The slow path finds the word as it was: the block is reported by
+	 * bin_pop, the sentinel stays W. */
+	if (EBB_CHECKS)
+		freelist_untake_mark(block, mark);
 	return NULL;
 }
 

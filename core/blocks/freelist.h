@@ -110,6 +110,41 @@ EBB_INLINE void freelist_clear_mark(void *block)
 		((uint64_t *)block)[1] = 0;
 }
 
+/* The test and the clear of a pop in one instruction where it can be:
+ * xors `mark` into `block`'s mark word, which leaves it zero (cleared, true)
+ * exactly when it held the mark. When false the word holds its old value
+ * xor mark until freelist_untake_mark(block, mark) puts it back, which the
+ * caller does before anything else reads the block. x86-64 without TSan
+ * (which sees no write inside asm); elsewhere the test and the clear. */
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__) && EBB_CHECKS
+#define FREELIST_TAKE_XOR 1
+#else
+#define FREELIST_TAKE_XOR 0
+#endif
+EBB_INLINE bool freelist_take_mark(void *block, uint64_t mark)
+{
+#if FREELIST_TAKE_XOR
+	bool zero;
+	__asm__("xorq %2, %1" : "=@ccz"(zero), "+m"(((uint64_t *)block)[1]) : "r"(mark));
+	return zero;
+#else
+	if (!freelist_mark_kept(block, mark))
+		return false;
+	freelist_clear_mark(block);
+	return true;
+#endif
+}
+
+EBB_INLINE void freelist_untake_mark(void *block, uint64_t mark)
+{
+#if FREELIST_TAKE_XOR
+	__asm__("xorq %1, %0" : "+m"(((uint64_t *)block)[1]) : "r"(mark));
+#else
+	(void)block;
+	(void)mark;
+#endif
+}
+
 /* Span free lists: word 0 of a block on one holds the next block (plain,
  * EBB_LIST_END at the end); central.c checks it before following it. */
 EBB_INLINE void *freelist_span_next(const void *block)

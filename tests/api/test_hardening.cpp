@@ -322,6 +322,52 @@ TEST_CASE("double free of a small block still in the freeing thread's cache", "[
 	}
 }
 
+TEST_CASE("a double free caught by the malloc fast path leaves the block as the program wrote it",
+	  "[hardening]")
+{
+	/* The fast path tests and clears the mark with one xor and undoes the
+	 * xor when the test fails (freelist_take_mark): the block is reported
+	 * and, under warn, dropped with its words as they were, never with a
+	 * word derived from the key in it. */
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		void **shared = static_cast<void **>(
+			mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+		REQUIRE(shared != MAP_FAILED);
+		ChildResult r[2];
+		for (int warn = 0; warn < 2; warn++) {
+			r[warn] = run_child([=] {
+				if (warn && ebb_option_set("on_error", "warn") != 0) return 90;
+				void *keep = a->malloc_(64); /* the span stays in use */
+				void *p = a->malloc_(64), *q = a->malloc_(64);
+				shared[warn] = p;
+				a->free_(p);
+				a->free_(q);
+				a->free_(p); /* not the block freed last: the free fast path takes it */
+				if (a->malloc_(64) != p) return 91;
+				const uint64_t w0 = 0x0123456789abcdefull, w1 = 0x1122334455667788ull;
+				static_cast<volatile uint64_t *>(p)[0] = w0;
+				static_cast<volatile uint64_t *>(p)[1] = w1;
+				if (a->malloc_(64) != q) return 92;
+				if (a->malloc_(64) == p) return 93; /* reported here */
+				if (static_cast<volatile uint64_t *>(p)[0] != w0) return 94;
+				if (static_cast<volatile uint64_t *>(p)[1] != w1) return 95;
+				for (int i = 0; i < 1000; i++)
+					if (a->malloc_(64) == p) return 96;
+				(void)keep;
+				return warn ? workout(a) : 0;
+			});
+		}
+		for (int warn = 0; warn < 2; warn++) {
+			const ChildResult &c = r[warn];
+			INFO((warn ? "warn" : "abort") << " run stderr: " << c.err << " code " << c.code);
+			CHECK(abort_and_warn_ok(c, warn));
+			CHECK(c.err == bad_pointer_line("malloc", shared[warn], kLostMark));
+		}
+		munmap(shared, 4096);
+	}
+}
+
 TEST_CASE("double free of a small block that went back to its span", "[hardening]")
 {
 	for (const Api *a : all_apis()) {
