@@ -1404,3 +1404,88 @@ TEST_CASE("a bad block met by either copy of the unrolled return, in a run or op
 	central_drain(false, nullptr);
 	unit_option("on_error", "abort");
 }
+
+// A flush over a large working set meets another superblock at nearly every
+// block; a one-page class's return reads the new one's registry slot inside
+// its fast loop (release_fast_in). Blocks of two superblocks alternating,
+// with an address in no superblock of ours (a static array) and a block
+// whose mark was overwritten right after a switch: both reported, every
+// other block comes home once (the counts balance), and a refill of them
+// all hands none out twice.
+TEST_CASE("a flush alternating between superblocks reads each one's registry slot, and reports an address in none",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(512);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	const unsigned cpu = 14;
+	central_drain(false, nullptr);
+	std::vector<void *> got;
+	std::vector<std::vector<void *>> by_sb;
+	std::vector<uintptr_t> sbs;
+	while (sbs.size() < 2 || by_sb[0].size() < 40 || by_sb[1].size() < 40) {
+		REQUIRE(got.size() < 100000);
+		std::vector<void *> b = refill(cpu, cls, k.batch, false);
+		REQUIRE(!b.empty());
+		for (void *p : b) {
+			got.push_back(p);
+			uintptr_t sb = (uintptr_t)superblock_of(p);
+			size_t i = std::find(sbs.begin(), sbs.end(), sb) - sbs.begin();
+			if (i == sbs.size()) {
+				sbs.push_back(sb);
+				by_sb.emplace_back();
+			}
+			by_sb[i].push_back(p);
+		}
+	}
+	static uint64_t foreign[8] __attribute__((aligned(64)));
+	std::vector<void *> v;
+	for (size_t i = 0; i < 20; i++) {
+		v.push_back(by_sb[0][i]);
+		v.push_back(by_sb[1][i]);
+	}
+	void *lost = v[7]; /* right after a switch */
+	((uint64_t *)lost)[1] = 0x4141414141414141ull;
+	v.insert(v.begin() + 12, (void *)foreign);
+	REQUIRE(v.size() < k.batch * 2u);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	/* In parts below a batch: straight to the spans. */
+	for (size_t i = 0; i < v.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(v.begin() + i, v.begin() + std::min(v.size(), i + k.batch - 1)));
+	CHECK(report_count() == reports + 2);
+	CHECK(class_stats(cls).used_blocks == used - 39);
+	CHECK(foreign[0] == 0);
+	CHECK(foreign[1] == 0);
+	// The rest of the blocks home, then all of them out again: none twice,
+	// the lost one never.
+	std::vector<void *> rest;
+	for (void *p : got)
+		if (std::find(v.begin(), v.end(), p) == v.end())
+			rest.push_back(p);
+	for (size_t i = 0; i < rest.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1)));
+	CHECK(class_stats(cls).used_blocks == used - (got.size() - 1));
+	std::set<void *> out;
+	size_t want = got.size() - 1;
+	while (out.size() < want) {
+		std::vector<void *> b = refill(cpu, cls, (unsigned)std::min<size_t>(k.batch, want - out.size()), false);
+		REQUIRE(!b.empty());
+		for (void *p : b) {
+			REQUIRE(out.insert(p).second);
+			REQUIRE(p != lost);
+		}
+	}
+	((uint64_t *)lost)[1] = freelist_mark_of(lost, freelist_mark);
+	std::vector<void *> back(out.begin(), out.end());
+	back.push_back(lost);
+	for (size_t i = 0; i < back.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(back.begin() + i, back.begin() + std::min(back.size(), i + k.batch - 1)));
+	CHECK(report_count() == reports + 2);
+	CHECK(class_stats(cls).used_blocks == used - got.size());
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}

@@ -1005,8 +1005,19 @@ typedef struct release_state {
 			 * first) tests it and gives the offset. Not with several                             \
 			 * pages, whose loop has no register left for -sb_seen. */                            \
 			uintptr_t in_sb_ = one_page ? (uintptr_t)b + sb_neg : (uintptr_t)b ^ (uintptr_t)sb;   \
-			if (EBB_UNLIKELY(in_sb_ >= EBB_SB_SIZE))                                              \
-				goto stop;                                                                    \
+			if (EBB_UNLIKELY(in_sb_ >= EBB_SB_SIZE)) {                                            \
+				/* Another superblock: with one_page its registry                             \
+				 * slot is read here (release_span_of's test), not                            \
+				 * after a stop: a flush over a large working set                             \
+				 * meets a new one at nearly every block. The                                 \
+				 * sentinel, in no slot of ours, stops. */                                    \
+				if (!one_page || registry_get(b) != REG_HEADER)                               \
+					goto stop;                                                            \
+				sb = superblock_of(b);                                                        \
+				sb_neg = 0 - (uintptr_t)sb;                                                   \
+				__asm__("" : "+r"(sb_neg));                                                   \
+				in_sb_ = (uintptr_t)b + sb_neg;                                               \
+			}                                                                                     \
 			uintptr_t page_ = in_sb_ >> EBB_PAGE_SHIFT;                                           \
 			uint32_t e_ = pmap_peek(sb, page_);                                                   \
 			if (EBB_UNLIKELY((uint8_t)pmap_class(e_) != (uint8_t)cls))                            \
@@ -1082,7 +1093,7 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	void *h0 = st->head, *h1, *head;
 	uint64_t n = st->n; /* 64 bits: used_sub_reaches takes it with no widening */
 	central_t *const locked = st->locked;
-	superblock_t *const sb = (superblock_t *)st->sb_seen;
+	superblock_t *sb = (superblock_t *)st->sb_seen;
 	uintptr_t sb_neg = 0 - st->sb_seen;
 	__asm__("" : "+r"(sb_neg)); /* else gcc folds b + sb_neg back into a copy and a subtraction */
 	enum release_stop why;
@@ -1102,6 +1113,7 @@ stop:
 	st->lo = lo;
 	st->head = head;
 	st->n = n;
+	st->sb_seen = (uintptr_t)sb;
 	return why;
 }
 #undef RELEASE_STEP
