@@ -1443,3 +1443,200 @@ TEST_CASE("a refill that splits a batch and empties a span calls no page-heap ho
 	if (!held.empty())
 		central_flush(cpu, cls, held.data(), (unsigned)held.size());
 }
+
+// release_fast_in walks a flush two blocks a step (RELEASE_STEP made twice,
+// the block and its run's head trading registers): a bad block must be
+// reported and the run left whole whichever of the two copies meets it, and
+// whether it would extend a run (blocks in address order) or open one
+// (blocks dealt over their spans, as a random flush is), in a one-page class
+// and in one of several pages. Each case flushes a part below a batch
+// (straight to the spans) with one bad block at position pos: its mark
+// overwritten, the same block listed twice in a row, or a block of another
+// class. Every other block comes home once, the forged one never, and a
+// refill of them all hands none out twice.
+TEST_CASE("a bad block met by either copy of the unrolled return, in a run or opening one, is reported, the rest come home once",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned pages_cls = 0;
+	for (unsigned c = 1; c < EBB_NUM_CLASSES && pages_cls == 0; c++)
+		if (size_classes[c].pages >= 2 && size_classes[c].batch >= 8 && size_classes[c].blocks >= 8)
+			pages_cls = c;
+	REQUIRE(pages_cls != 0);
+	const unsigned cpu = 13;
+	std::vector<void *> w = refill(cpu, size_class_of(16), 1, false);
+	REQUIRE(w.size() == 1);
+	for (unsigned cls : { size_class_of(32), pages_cls }) {
+		const size_class_t &k = size_classes[cls];
+		const unsigned part = k.batch - 2; /* with a copy added: still below a batch */
+		for (int order = 0; order < 2; order++) {
+			for (unsigned pos = 0; pos < 6; pos++) {
+				for (int kind = 0; kind < 3; kind++) {
+					central_drain(false, nullptr);
+					std::vector<void *> got;
+					while (got.size() < 4u * k.blocks + part) {
+						std::vector<void *> b = refill(cpu, cls, k.batch, false);
+						REQUIRE(!b.empty());
+						got.insert(got.end(), b.begin(), b.end());
+					}
+					std::sort(got.begin(), got.end());
+					std::vector<void *> v;
+					if (order == 0) {
+						v = got;
+					} else {
+						std::vector<std::vector<void *>> spans;
+						span_t *last = nullptr;
+						for (void *b : got) {
+							span_t *s = nullptr;
+							const char *why = nullptr;
+							REQUIRE(block_lookup(b, &s, &why) == cls);
+							if (s != last)
+								spans.emplace_back();
+							last = s;
+							spans.back().push_back(b);
+						}
+						REQUIRE(spans.size() >= 4);
+						for (size_t i = 0; v.size() < got.size(); i++)
+							for (auto &sp : spans)
+								if (i < sp.size())
+									v.push_back(sp[i]);
+					}
+					std::vector<void *> head(v.begin(), v.begin() + part), rest(v.begin() + part, v.end());
+					void *bad = head[pos];
+					if (kind == 0)
+						((uint64_t *)bad)[1] = 0x4141414141414141ull;
+					else if (kind == 1)
+						head.insert(head.begin() + pos + 1, bad);
+					else
+						head.insert(head.begin() + pos, w[0]);
+					uint64_t used = class_stats(cls).used_blocks;
+					uint64_t reports = report_count();
+					flush(cpu, cls, head);
+					INFO("class " << cls << " order " << order << " pos " << pos << " kind " << kind);
+					CHECK(report_count() == reports + 1);
+					CHECK(class_stats(cls).used_blocks == used - (part - (kind == 0)));
+					for (size_t i = 0; i < rest.size(); i += part)
+						flush(cpu, cls, std::vector<void *>(rest.begin() + i,
+										     rest.begin() + std::min(rest.size(), i + part)));
+					CHECK(report_count() == reports + 1);
+					CHECK(class_stats(cls).used_blocks == used - (got.size() - (kind == 0)));
+					CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+					// Every block that came home is handed out once; the forged
+					// one never.
+					std::set<void *> out;
+					size_t want = got.size() - (kind == 0);
+					while (out.size() < want) {
+						std::vector<void *> b =
+							refill(cpu, cls, (unsigned)std::min<size_t>(k.batch, want - out.size()), false);
+						REQUIRE(!b.empty());
+						for (void *p : b) {
+							REQUIRE(out.insert(p).second);
+							REQUIRE((kind != 0 || p != bad));
+						}
+					}
+					CHECK(out.size() == want);
+					std::vector<void *> back(out.begin(), out.end());
+					if (kind == 0) {
+						((uint64_t *)bad)[1] = freelist_mark_of(bad, freelist_mark);
+						back.push_back(bad);
+					}
+					for (size_t i = 0; i < back.size(); i += part)
+						flush(cpu, cls, std::vector<void *>(back.begin() + i,
+										     back.begin() + std::min(back.size(), i + part)));
+					CHECK(report_count() == reports + 1);
+					CHECK(class_stats(cls).used_blocks == used - got.size());
+				}
+			}
+		}
+	}
+	flush(cpu, size_class_of(16), w);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
+// A flush over a large working set meets another superblock at nearly every
+// block; a one-page class's return reads the new one's registry slot inside
+// its fast loop (release_fast_in). Blocks of two superblocks alternating,
+// with an address in no superblock of ours (a static array) and a block
+// whose mark was overwritten right after a switch: both reported, every
+// other block comes home once (the counts balance), and a refill of them
+// all hands none out twice.
+TEST_CASE("a flush alternating between superblocks reads each one's registry slot, and reports an address in none",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(512);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	const unsigned cpu = 14;
+	central_drain(false, nullptr);
+	std::vector<void *> got;
+	std::vector<std::vector<void *>> by_sb;
+	std::vector<uintptr_t> sbs;
+	while (sbs.size() < 2 || by_sb[0].size() < 40 || by_sb[1].size() < 40) {
+		REQUIRE(got.size() < 100000);
+		std::vector<void *> b = refill(cpu, cls, k.batch, false);
+		REQUIRE(!b.empty());
+		for (void *p : b) {
+			got.push_back(p);
+			uintptr_t sb = (uintptr_t)superblock_of(p);
+			size_t i = std::find(sbs.begin(), sbs.end(), sb) - sbs.begin();
+			if (i == sbs.size()) {
+				sbs.push_back(sb);
+				by_sb.emplace_back();
+			}
+			by_sb[i].push_back(p);
+		}
+	}
+	static uint64_t foreign[8] __attribute__((aligned(64)));
+	std::vector<void *> v;
+	for (size_t i = 0; i < 20; i++) {
+		v.push_back(by_sb[0][i]);
+		v.push_back(by_sb[1][i]);
+	}
+	void *lost = v[7]; /* right after a switch */
+	((uint64_t *)lost)[1] = 0x4141414141414141ull;
+	v.insert(v.begin() + 12, (void *)foreign);
+	REQUIRE(v.size() < k.batch * 2u);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	/* In parts below a batch: straight to the spans. */
+	for (size_t i = 0; i < v.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(v.begin() + i, v.begin() + std::min(v.size(), i + k.batch - 1)));
+	CHECK(report_count() == reports + 2);
+	CHECK(class_stats(cls).used_blocks == used - 39);
+	CHECK(foreign[0] == 0);
+	CHECK(foreign[1] == 0);
+	// The rest of the blocks home, then all of them out again: none twice,
+	// the lost one never.
+	std::vector<void *> rest;
+	for (void *p : got)
+		if (std::find(v.begin(), v.end(), p) == v.end())
+			rest.push_back(p);
+	for (size_t i = 0; i < rest.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1)));
+	CHECK(class_stats(cls).used_blocks == used - (got.size() - 1));
+	std::set<void *> out;
+	size_t want = got.size() - 1;
+	while (out.size() < want) {
+		std::vector<void *> b = refill(cpu, cls, (unsigned)std::min<size_t>(k.batch, want - out.size()), false);
+		REQUIRE(!b.empty());
+		for (void *p : b) {
+			REQUIRE(out.insert(p).second);
+			REQUIRE(p != lost);
+		}
+	}
+	((uint64_t *)lost)[1] = freelist_mark_of(lost, freelist_mark);
+	std::vector<void *> back(out.begin(), out.end());
+	back.push_back(lost);
+	for (size_t i = 0; i < back.size(); i += k.batch - 1)
+		flush(cpu, cls, std::vector<void *>(back.begin() + i, back.begin() + std::min(back.size(), i + k.batch - 1)));
+	CHECK(report_count() == reports + 2);
+	CHECK(class_stats(cls).used_blocks == used - got.size());
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}

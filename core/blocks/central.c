@@ -1003,12 +1003,130 @@ typedef struct release_state {
 	span_t *empties;   /* spans all of whose blocks are back */
 } release_state_t;
 
+/* One block of release_fast_in, loaded into b, with h the run's head (the
+ * last block chained, or s's old free_head while n is 0): it joins the run,
+ * or closes it and opens one of its own, or stops the loop (`why`, the
+ * head for st, then `stop`). Made twice in the loop with b and h trading
+ * places: the block just chained is the next one's head without a copy,
+ * and the loop's end is taken once every two blocks. */
+#define RELEASE_STEP(b, h, i, stop)                                                                           \
+	do {                                                                                                  \
+		b = at[i];                                                                                    \
+		/* With one_page the run's page is also h's once the run has a                                \
+		 * block (n != 0; before, h is s's old free_head, on s's page                                 \
+		 * or EBB_LIST_END): b ^ h tests it with no copy of each new                                  \
+		 * run's first block into lo (one instruction a run). */                                      \
+		uint64_t off_ = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)h)                            \
+					 : (uint64_t)((const char *)b - lo);                                  \
+		if (EBB_UNLIKELY(off_ >= bound)) {                                                            \
+			/* run_close, but for a run of more blocks than its span                              \
+			 * had out, which needs run_overfreed's call. */                                      \
+			if (EBB_UNLIKELY(run_close_reaches(s, h, n))) {                                       \
+				if (n != 0) {                                                                 \
+					if (EBB_UNLIKELY(s->used != 0)) {                                     \
+						st->reached = true;                                           \
+						why = RELEASE_CLOSE;                                          \
+						head = h;                                                     \
+						goto stop;                                                    \
+					}                                                                     \
+					if (!s->u.central.purging) {                                          \
+						central_span_retire(locked, s);                               \
+						s->next = st->empties;                                        \
+						st->empties = s;                                              \
+					}                                                                     \
+				}                                                                             \
+			} else if (EBB_UNLIKELY(!s->in_partial) && n != 0) {                                  \
+				partial_push_head(locked, s);                                                 \
+			}                                                                                     \
+			n = 0;                                                                                \
+			why = RELEASE_LOOKUP;                                                                 \
+			head = h;                                                                             \
+			/* In the superblock whose registry slot was read, b's                                \
+			 * offset in it is b - sb_seen (below EBB_SB_SIZE), and                               \
+			 * in no other (an address below it wraps above): one add                             \
+			 * of -sb_seen (an lea, where b ^ sb_seen needs a copy                                \
+			 * first) tests it and gives the offset. Not with several                             \
+			 * pages, whose loop has no register left for -sb_seen. */                            \
+			uintptr_t in_sb_ = one_page ? (uintptr_t)b + sb_neg : (uintptr_t)b ^ (uintptr_t)sb;   \
+			if (EBB_UNLIKELY(in_sb_ >= EBB_SB_SIZE)) {                                            \
+				/* Another superblock: with one_page its registry                             \
+				 * slot is read here (release_span_of's test), not                            \
+				 * after a stop: a flush over a large working set                             \
+				 * meets a new one at nearly every block. The                                 \
+				 * sentinel, in no slot of ours, stops. */                                    \
+				if (!one_page || registry_get(b) != REG_HEADER)                               \
+					goto stop;                                                            \
+				sb = superblock_of(b);                                                        \
+				sb_neg = 0 - (uintptr_t)sb;                                                   \
+				__asm__("" : "+r"(sb_neg));                                                   \
+				in_sb_ = (uintptr_t)b + sb_neg;                                               \
+			}                                                                                     \
+			uintptr_t page_ = in_sb_ >> EBB_PAGE_SHIFT;                                           \
+			uint32_t e_ = pmap_peek(sb, page_);                                                   \
+			if (EBB_UNLIKELY((uint8_t)pmap_class(e_) != (uint8_t)cls))                            \
+				goto stop;                                                                    \
+			uintptr_t first_ = one_page ? page_ : pmap_first(e_);                                 \
+			const char *nlo_ = one_page ? (const char *)b                                         \
+						    : (const char *)superblock_page_addr(sb, (unsigned)first_); \
+			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo_), mul, limit))) \
+				goto stop;                                                                    \
+			/* superblock_span_at(sb, first), as a shift and one lea                              \
+			 * (gcc makes an add, a shift and an add of it); the                                  \
+			 * empty asm keeps gcc from folding the offset back in. */                            \
+			uintptr_t desc_ = first_ * sizeof(span_t);                                            \
+			__asm__("" : "+r"(desc_));                                                            \
+			span_t *ns_ = (span_t *)((char *)sb + desc_ +                                         \
+						 (offsetof(superblock_t, spans) - EBB_SB_HEADER_PAGES * sizeof(span_t))); \
+			/* Else gcc forms the descriptor's address twice. */                                  \
+			__asm__("" : "+r"(ns_));                                                              \
+			/* The home is stable while we hold one of the span's                                 \
+			 * blocks: the span cannot empty, so it stays CENTRAL. (A                             \
+			 * block freed twice may read a stale home; its mark or                               \
+			 * `used` catches it, under whichever lock.) */                                       \
+			if (EBB_UNLIKELY(ns_->u.central.home != locked))                                      \
+				goto stop;                                                                    \
+			s = ns_;                                                                              \
+			if (!one_page)                                                                        \
+				lo = nlo_;                                                                    \
+			/* The run's first block, chained here with n = 1 rather                              \
+			 * than through the n++ below after n = 0: one instruction                            \
+			 * a run, and in a random flush nearly every block opens                              \
+			 * one. */                                                                            \
+			if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {                 \
+				head = s->u.central.free_head;                                                \
+				why = RELEASE_LOST;                                                           \
+				goto stop;                                                                    \
+			}                                                                                     \
+			*(void **)b = s->u.central.free_head;                                                 \
+			freelist_flip_mark(b);                                                                \
+			n = 1;                                                                                \
+		} else {                                                                                      \
+			if (!one_page && EBB_UNLIKELY(!block_offset_ok(off_, mul, limit))) {                  \
+				why = RELEASE_BAD;                                                            \
+				head = h;                                                                     \
+				goto stop;                                                                    \
+			}                                                                                     \
+			if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {                 \
+				why = RELEASE_LOST;                                                           \
+				head = h;                                                                     \
+				goto stop;                                                                    \
+			}                                                                                     \
+			*(void **)b = h;                                                                      \
+			freelist_flip_mark(b);                                                                \
+			n++;                                                                                  \
+		}                                                                                             \
+	} while (0)
+
 /* The blocks of the run, and new runs that need no registry read, no other
  * lock and no report; stops at anything else (enum release_stop). It calls
  * nothing, so gcc keeps all of it in registers: with the reports and the
  * relock in the same loop, it kept the class and the superblock on the
  * stack and moved the run's registers around at every new run (bench/fastpath's
- * random batch: 46 instructions a block that opens a run, 39 here). */
+ * random batch: 46 instructions a block that opens a run, 39 here).
+ * Unrolled once (RELEASE_STEP), the superblock offset formed by an lea:
+ * bench/fastpath's random batch 34.0 -> 32.2 instructions a pair in
+ * release_fast_page (a block that opens a run: 31 or 33 by the copy); a
+ * block that extends a run 14 -> 12 or 14. */
 EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, uint64_t key, bool one_page,
 					    uint64_t mul, uint64_t limit, uint64_t bound)
 {
@@ -1016,102 +1134,22 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	void *const *const from = at;
 	span_t *s = st->s;
 	const char *lo = st->lo;
-	void *head = st->head;
+	void *h0 = st->head, *h1, *head;
 	uint64_t n = st->n; /* 64 bits: used_sub_reaches takes it with no widening */
 	central_t *const locked = st->locked;
-	const uintptr_t sb_seen = st->sb_seen;
+	superblock_t *sb = (superblock_t *)st->sb_seen;
+	uintptr_t sb_neg = 0 - st->sb_seen;
+	__asm__("" : "+r"(sb_neg)); /* else gcc folds b + sb_neg back into a copy and a subtraction */
 	enum release_stop why;
 	/* No test of the end: the window ends in RELEASE_SENTINEL, which
 	 * leaves every run and every superblock (RELEASE_LOOKUP). */
-	for (;; at++) {
-		void *b = *at;
-		/* With one_page the run's page is also head's once the run has a
-		 * block (n != 0; before, head is s's old free_head, on s's page
-		 * or EBB_LIST_END): b ^ head tests it with no copy of each new
-		 * run's first block into lo (one instruction a run). */
-		uint64_t off = one_page ? (uint64_t)((uintptr_t)b ^ (uintptr_t)head)
-					: (uint64_t)((const char *)b - lo);
-		if (EBB_UNLIKELY(off >= bound)) {
-			/* run_close, but for a run of more blocks than its span
-			 * had out, which needs run_overfreed's call. */
-			if (EBB_UNLIKELY(run_close_reaches(s, head, n))) {
-				if (n != 0) {
-					if (EBB_UNLIKELY(s->used != 0)) {
-						st->reached = true;
-						why = RELEASE_CLOSE;
-						break;
-					}
-					if (!s->u.central.purging) {
-						central_span_retire(locked, s);
-						s->next = st->empties;
-						st->empties = s;
-					}
-				}
-			} else if (EBB_UNLIKELY(!s->in_partial) && n != 0) {
-				partial_push_head(locked, s);
-			}
-			n = 0;
-			why = RELEASE_LOOKUP;
-			/* In the superblock whose registry slot was read, b's
-			 * offset in it is b ^ sb_seen (below EBB_SB_SIZE), and
-			 * in no other: one xor tests it and gives the offset. */
-			uintptr_t in_sb = (uintptr_t)b ^ sb_seen;
-			if (EBB_UNLIKELY(in_sb >= EBB_SB_SIZE))
-				break;
-			superblock_t *sb = (superblock_t *)sb_seen;
-			uintptr_t page = in_sb >> EBB_PAGE_SHIFT;
-			uint32_t e = pmap_peek(sb, page);
-			if (EBB_UNLIKELY((uint8_t)pmap_class(e) != (uint8_t)cls))
-				break;
-			uintptr_t first = one_page ? page : pmap_first(e);
-			const char *nlo = one_page ? (const char *)b : (const char *)superblock_page_addr(sb, (unsigned)first);
-			if (!one_page && EBB_UNLIKELY(!block_offset_ok((uint64_t)((const char *)b - nlo), mul, limit)))
-				break;
-			/* superblock_span_at(sb, first), as a shift and one lea
-			 * (gcc makes an add, a shift and an add of it); the
-			 * empty asm keeps gcc from folding the offset back in. */
-			uintptr_t desc = first * sizeof(span_t);
-			__asm__("" : "+r"(desc));
-			span_t *ns = (span_t *)((char *)sb + desc +
-						(offsetof(superblock_t, spans) - EBB_SB_HEADER_PAGES * sizeof(span_t)));
-			/* Else gcc forms the descriptor's address twice. */
-			__asm__("" : "+r"(ns));
-			/* The home is stable while we hold one of the span's
-			 * blocks: the span cannot empty, so it stays CENTRAL. (A
-			 * block freed twice may read a stale home; its mark or
-			 * `used` catches it, under whichever lock.) */
-			if (EBB_UNLIKELY(ns->u.central.home != locked))
-				break;
-			s = ns;
-			if (!one_page)
-				lo = nlo;
-			/* The run's first block, chained here with n = 1 rather
-			 * than through the n++ below after n = 0: one instruction
-			 * a run, and in a random flush nearly every block opens
-			 * one. */
-			if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {
-				head = s->u.central.free_head;
-				why = RELEASE_LOST;
-				break;
-			}
-			*(void **)b = s->u.central.free_head;
-			freelist_flip_mark(b);
-			head = b;
-			n = 1;
-			continue;
-		} else if (!one_page && EBB_UNLIKELY(!block_offset_ok(off, mul, limit))) {
-			why = RELEASE_BAD;
-			break;
-		}
-		if (EBB_UNLIKELY(!freelist_mark_kept(b, freelist_mark_of(b, key)))) {
-			why = RELEASE_LOST;
-			break;
-		}
-		*(void **)b = head;
-		freelist_flip_mark(b);
-		head = b;
-		n++;
+	for (;; at += 2) {
+		RELEASE_STEP(h1, h0, 0, stop);
+		RELEASE_STEP(h0, h1, 1, stop1);
 	}
+stop1:
+	at++;
+stop:
 	/* Every block `at` passed is chained (on a span of `locked`). */
 	locked->used_blocks -= (uint64_t)(at - from);
 	st->at = at;
@@ -1119,8 +1157,10 @@ EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, 
 	st->lo = lo;
 	st->head = head;
 	st->n = n;
+	st->sb_seen = (uintptr_t)sb;
 	return why;
 }
+#undef RELEASE_STEP
 
 static EBB_NOINLINE enum release_stop release_fast_page(release_state_t *st, unsigned cls, uint64_t key)
 {
