@@ -594,6 +594,14 @@ static void free_small_slow(void *p, unsigned cls)
 			tc->was_full[cls] = 1;
 			slow_event(tc, cls);
 			TCACHE_CHECK(tc, cls);
+			/* The flush and the slow event may call back into this
+			 * thread's malloc and free (a span that empties starts the
+			 * background thread, and pthread_create allocates): frees of
+			 * this class there may have filled the bin again. */
+			if (EBB_UNLIKELY(bin_avail(tc, cls) == 0)) {
+				free_uncached(p, cls);
+				return;
+			}
 		}
 	}
 	freelist_set_mark(p, tc->mark);
