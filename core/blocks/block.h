@@ -47,26 +47,18 @@
 EBB_BEGIN_DECLS
 
 /* Offset of p from the first page of its span, given the raw pmap entry e of
- * p's page, whose bits 8-31 are minus the low 32 bits of the span's first
- * byte (superblock.h): (uint32_t)p + (e without its class), modulo 2^32.
- * After the load, the movzbl the class needs anyway, a clear of the class
- * byte and an add into the entry's register: no mask to find p's offset in
- * its superblock first, and no copy of p. The offset is below 2^22 for a p
- * inside the span, and below 2^32 always (a p below the span's first page,
- * from a stale entry, wraps to 2^32 - x), where rule 3's test is still
- * exact (see above). Only for the raw entry (pmap_peek, pmap_peek_slot):
- * pmap_load's is negated modulo 4 MiB. */
+ * p's page, whose bits 12-31 are the low 32 bits of the span's first byte
+ * (superblock.h): (uint32_t)p - (e without its class), modulo 2^32. After the
+ * load, the movzbl the class needs anyway, a copy of p, a clear of the
+ * class byte and a sub: no mask to find p's offset in its superblock first.
+ * The offset is below 2^22 for a p inside the span, and below 2^32 always (a
+ * p below the span's first page, from a stale entry, wraps to 2^32 - x),
+ * where rule 3's test is still exact (see above). For an entry without
+ * address bits (pmap_entry, pmap_load) and p's offset in its superblock, the
+ * same. */
 EBB_INLINE uint64_t block_offset_in(uint32_t e, uintptr_t p)
 {
-#if defined(__x86_64__)
-	/* A 32-bit add clears the upper half; gcc would zero-extend its result
-	 * once more (a mov, measured). */
-	uint64_t off = e & ~EBB_PMAP_CLASS_MASK;
-	__asm__("addl %k1, %k0" : "+r"(off) : "r"(p));
-	return off;
-#else
-	return (uint32_t)((e & ~EBB_PMAP_CLASS_MASK) + (uint32_t)p);
-#endif
+	return (uint32_t)((uint32_t)p - (e & ~EBB_PMAP_CLASS_MASK));
 }
 
 /* Rule 3, given the class's block_mul and block_limit. */

@@ -133,16 +133,12 @@ _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PA
  * on the page), the first page of its span in bits 12-21, as that page's
  * byte offset in the superblock (first << 12), and, for an entry written by
  * pmap_set, bits 22-31 of the superblock's own address in bits 22-31
- * (pmap_entry_in), zero elsewhere -- all of it negated: bits 8-31 hold
- * -(the span's first byte) modulo 2^32 (bits 8-11 zero, as the first byte
- * is page-aligned), and bits 12-21 -(first << 12) modulo 4 MiB. So the free
- * fast path takes p's offset from it as (uint32_t)p + (e without its class)
- * (core/blocks/block.h, block_offset_in): no mask to find p's offset in its
- * superblock first, and, as an add takes its operands in either order, no
- * copy of p either (a sub would need one: measured, one instruction per
- * free). Only that fast path and the block test (block_lookup) use the raw
- * word; pmap_load drops the address bits, and pmap_first and
- * pmap_span_offset ignore them.
+ * (pmap_entry_in), zero elsewhere. So bits 12-31 are the low 32 bits of the
+ * span's first byte, and the free fast path takes p's offset from it as
+ * (uint32_t)p - (e without its class) (core/blocks/block.h,
+ * block_offset_in): no mask to find p's offset in its superblock first. Only that fast path and the block
+ * test (block_lookup) use the raw word; pmap_load drops the address bits,
+ * and pmap_first and pmap_span_offset ignore them.
  *
  * One word, so a reader without a lock (free, the block test, a span
  * lookup) gets class and first page of the same write: every writer stores
@@ -170,20 +166,18 @@ _Static_assert(EBB_SB_SHIFT < 32, "a superblock offset fits the entry's low 32 b
  * pmap_load returns. */
 EBB_INLINE uint32_t pmap_entry(unsigned first, unsigned cls)
 {
-	return ((0u - ((uint32_t)first << EBB_PAGE_SHIFT)) & (uint32_t)(EBB_SB_SIZE - 1)) | cls;
+	return ((uint32_t)first << EBB_PAGE_SHIFT) | cls;
 }
 
 /* The entry as stored in sb's map: with sb's address bits. */
 EBB_INLINE uint32_t pmap_entry_in(const superblock_t *sb, unsigned first, unsigned cls)
 {
-	return (0u - ((uint32_t)(uintptr_t)sb + ((uint32_t)first << EBB_PAGE_SHIFT))) | cls;
+	return (uint32_t)(uintptr_t)sb | pmap_entry(first, cls);
 }
 
-/* Bits 8-11 of a negated entry are zero, so minus its bits 12-31 are the
- * span's: one neg more than a plain field. */
 EBB_INLINE unsigned pmap_first(uint32_t e)
 {
-	return (0u - (e >> EBB_PAGE_SHIFT)) & (EBB_SB_PAGES - 1);
+	return (e & EBB_PMAP_FIRST_MASK) >> EBB_PAGE_SHIFT;
 }
 
 EBB_INLINE unsigned pmap_class(uint32_t e)
@@ -194,7 +188,7 @@ EBB_INLINE unsigned pmap_class(uint32_t e)
 /* Byte offset of the span's first page in the superblock. */
 EBB_INLINE uint32_t pmap_span_offset(uint32_t e)
 {
-	return (uint32_t)pmap_first(e) << EBB_PAGE_SHIFT;
+	return e & EBB_PMAP_FIRST_MASK;
 }
 
 /* The lock-free read of the fast paths (core/runtime/atomic.h's peek): the
