@@ -29,6 +29,7 @@ static uint64_t opt_batch = 64;
 static uint64_t opt_queue = 32;
 static uint64_t opt_seed = 42;
 static uint64_t opt_time_setup = 0;
+static uint64_t opt_pages = 0;
 
 static const bu_opt options[] = {
 	{ "threads", BU_COUNT, &opt_threads, "producer threads (as many consumers)" },
@@ -39,6 +40,9 @@ static const bu_opt options[] = {
 	{ "queue", BU_COUNT, &opt_queue, "batches a producer may have in flight" },
 	{ "seed", BU_COUNT, &opt_seed, "PRNG seed" },
 	{ "time-setup", BU_COUNT, &opt_time_setup, "1: time thread exits too (0: until the last free)" },
+	{ "pages", BU_COUNT, &opt_pages,
+	  "1: report the distinct 4 KiB pages of each 2048 blocks a consumer reads (a locality figure: "
+	  "the counting slows the run, its times mean nothing then)" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -74,6 +78,30 @@ static pthread_barrier_t finished;
 static atomic_size_t finished_count;
 static uint64_t finished_ns;
 static atomic_uint_fast64_t threads_cpu_ns; /* every thread's CPU time from the start line to finish() */
+
+/* --pages: how many distinct pages a consumer's reads touch, per window of
+ * PAGE_WINDOW blocks (each consumer's windows, summed over consumers). The
+ * blocks an allocator hands one producer in a row may come from few pages
+ * or from many: the consumer's reads (and the producer's writes) then miss
+ * the TLB and the cache that much more, which no instruction count shows. */
+#define PAGE_WINDOW 2048
+static atomic_uint_fast64_t pages_sum, pages_windows;
+
+static int cmp_page(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void count_pages(uintptr_t *win)
+{
+	qsort(win, PAGE_WINDOW, sizeof *win, cmp_page);
+	uint64_t distinct = 1;
+	for (size_t k = 1; k < PAGE_WINDOW; k++)
+		distinct += win[k] != win[k - 1];
+	atomic_fetch_add(&pages_sum, distinct);
+	atomic_fetch_add(&pages_windows, 1);
+}
 
 static void finish(uint64_t cpu0)
 {
@@ -165,6 +193,8 @@ static void *consumer(void *arg)
 	bu_rng rng = bu_rng_make(p->seed, 1);
 	bu_gate_wait(&gate);
 	uint64_t cpu0 = bu_thread_cpu_ns();
+	uintptr_t *win = opt_pages ? bu_map(PAGE_WINDOW * sizeof *win) : NULL;
+	size_t wn = 0;
 	batch *b;
 	while ((b = pop(p))) {
 		for (size_t i = 0; i < b->count; i++) {
@@ -172,6 +202,13 @@ static void *consumer(void *arg)
 			unsigned char *blk = b->blocks[i];
 			if (blk[0] != (unsigned char)sz || blk[sz - 1] != (unsigned char)(sz >> 3))
 				p->bad++;
+			if (win) {
+				win[wn++] = (uintptr_t)blk >> 12;
+				if (wn == PAGE_WINDOW) {
+					count_pages(win);
+					wn = 0;
+				}
+			}
 			free(blk);
 		}
 		free(b);
@@ -237,6 +274,9 @@ int main(int argc, char **argv)
 	 * unlike the rate, not affected by time the threads slept or that other
 	 * processes took from them. */
 	bu_result("cpu_ns_per_op", "%.1f", (double)atomic_load(&threads_cpu_ns) / (double)opt_objects);
+	if (opt_pages && atomic_load(&pages_windows) != 0)
+		bu_result("pages_per_2k_blocks", "%.1f",
+			  (double)atomic_load(&pages_sum) / (double)atomic_load(&pages_windows));
 	bu_result_rate("xmalloc", opt_objects, t1 - t0);
 	bu_result_print("xmalloc");
 	return 0;
