@@ -42,10 +42,11 @@ extern void *__libc_stack_end;
  * overwrite each other. A return address pc lives in slot
  * (pc ^ mix(pc >> 12)) mod 2^12; the slot and the tag pc >> 12 give pc back,
  * so a tag match is an exact match. Bits: 0 valid, 1 end (no caller), 2 CFA
- * from rbp (else rsp), 3-15 with the three below as 0 the CFA offset (a
- * multiple of 8 below 2^16), 16-26 the same way the distance below the CFA
- * at which rbp is saved (0: rbp unchanged; bit 16, below that field's
- * lowest, says the rule's object is never unloaded), 27-28 the generation
+ * from rbp (else rsp), 3-14 with the three below as 0 the CFA offset (a
+ * multiple of 8 below 2^15; a larger frame is libgcc's), 19-26 the same way
+ * the distance below the CFA at which rbp is saved (0: rbp unchanged), 16
+ * the rule's object is never unloaded, 15, 17 and 18 the page of the slot
+ * (rule_home: a word in a home slot, cache_put), 27-28 the generation
  * mod 4, 29-63 the tag (user addresses below 2^47). Both fields are read
  * with a mask alone.
  *
@@ -63,7 +64,7 @@ extern void *__libc_stack_end;
  * alone does not read it.
  * ------------------------------------------------------------------------- */
 #define UNW_CACHE_BITS 12
-static uint64_t unw_cache[1u << UNW_CACHE_BITS] EBB_BIG_ZERO;
+static uint64_t unw_cache[1u << UNW_CACHE_BITS] EBB_BIG_ZERO __attribute__((aligned(4096)));
 /* Bit i: page i of unw_cache was written (a rule stored, or the cache
  * cleared). A lookup in a page never written is a miss without a read: its
  * first read faulted in the zero page, and the rule's store then faulted
@@ -72,15 +73,32 @@ static uint64_t unw_cache[1u << UNW_CACHE_BITS] EBB_BIG_ZERO;
 #define UNW_CACHE_PAGE_SHIFT (EBB_PAGE_SHIFT - 3)
 _Static_assert((sizeof unw_cache >> EBB_PAGE_SHIFT) <= 32, "a bit per page");
 static uint32_t unw_cache_pages;
+/* A rule goes first to its home slot in page 0 (slot mod 512), and only
+ * when that one holds another rule to its own slot: the few rules of a
+ * small program (a walk of 5-10 frames) then all sit in one page, where
+ * slots spread over the 8 pages took 3 page faults in bench cache-thrash
+ * t=2 (2 more than one page). A lookup reads the home slot, then its own
+ * slot when that differs. */
+#define UNW_CACHE_HOME ((unsigned)(EBB_PAGE_SIZE / sizeof(uint64_t)))
 
 #define RULE_VALID ((uint64_t)1)
 #define RULE_END ((uint64_t)1 << 1)
 #define RULE_CFA_RBP ((uint64_t)1 << 2)
-#define RULE_CFA_OFF(w) ((uint32_t)(w) & 0xfff8)
+#define RULE_CFA_OFF(w) ((uint32_t)(w) & 0x7ff8)
 #define RULE_RBP_BELOW(w) ((uint32_t)((w) >> 16) & 0x7f8)
 #define RULE_PERM ((uint64_t)1 << 16)
 #define RULE_GEN_SHIFT 27
 #define RULE_TAG_SHIFT 29
+#define RULE_TAG_MASK (~(uint64_t)0 << RULE_TAG_SHIFT)
+/* Slot si >> 9 (which page its own slot is in) in bits 15, 17 and 18 of
+ * every word stored: a word in a home slot (cache_put) names its pc exactly
+ * with them. */
+#define RULE_HOME_MASK ((uint64_t)1 << 15 | (uint64_t)3 << 17)
+EBB_INLINE uint64_t rule_home(unsigned si)
+{
+	unsigned h = si >> UNW_CACHE_PAGE_SHIFT;
+	return (uint64_t)(h & 1) << 15 | (uint64_t)(h >> 1) << 17;
+}
 /* The dlpi_subs the cache was last cleared for. */
 static unsigned long long unw_gen;
 
@@ -88,6 +106,34 @@ static unsigned cache_slot(uintptr_t pc)
 {
 	uint32_t mix = (uint32_t)(pc >> 12) * 0x9E3779B1u >> (32 - UNW_CACHE_BITS);
 	return (unsigned)(pc ^ mix) & ((1u << UNW_CACHE_BITS) - 1);
+}
+
+/* pc's rule word (slot si: cache_slot), or one whose tag is not pc's. */
+static uint64_t cache_get(uintptr_t pc, unsigned si)
+{
+	uint32_t pages = __atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED);
+	if (pages & 1) {
+		uint64_t w = __atomic_load_n(&unw_cache[si % UNW_CACHE_HOME], __ATOMIC_RELAXED);
+		if ((w & (RULE_TAG_MASK | RULE_HOME_MASK)) == ((uint64_t)(pc >> 12) << RULE_TAG_SHIFT | rule_home(si)))
+			return w;
+	}
+	if (si >= UNW_CACHE_HOME && (pages & (uint32_t)1 << (si >> UNW_CACHE_PAGE_SHIFT)))
+		return __atomic_load_n(&unw_cache[si], __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* Stores rule word w of slot si: in its home slot if that is empty, else
+ * in si (two threads may overwrite each other: a word is whole). */
+static void cache_put(unsigned si, uint64_t w)
+{
+	unsigned at = si % UNW_CACHE_HOME;
+	if ((__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & 1) &&
+	    __atomic_load_n(&unw_cache[at], __ATOMIC_RELAXED) != 0)
+		at = si;
+	__atomic_store_n(&unw_cache[at], w, __ATOMIC_RELAXED);
+	uint32_t page_bit = (uint32_t)1 << (at >> UNW_CACHE_PAGE_SHIFT);
+	if (!(__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & page_bit))
+		__atomic_fetch_or(&unw_cache_pages, page_bit, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------------------
@@ -454,7 +500,7 @@ static uint64_t rule_compute(uintptr_t pc)
 	uint64_t flags = RULE_VALID | (perm ? RULE_PERM : 0);
 	if (s.ra_how == HOW_UNDEF)
 		return flags | RULE_END;
-	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0xffff ||
+	if ((s.cfa_reg != DW_RSP && s.cfa_reg != DW_RBP) || s.cfa_off < 8 || s.cfa_off > 0x7fff ||
 	    (s.cfa_off & 7) != 0 || s.ra_how != HOW_OFFSET || s.ra_off != -8)
 		return 0;
 	uint64_t w = flags | (uint64_t)s.cfa_off;
@@ -478,11 +524,11 @@ bool os_unwind_own_load(void)
 	find_object_fn f = (find_object_fn)dlsym(RTLD_DEFAULT, "_dl_find_object");
 	if (f == NULL)
 		return false;
-	/* The program's link map from dlinfo; ld.so's, libc's and this
-	 * library's from an address inside each. */
-	void *self = dlopen(NULL, RTLD_NOW), *map = NULL;
-	if (self != NULL && dlinfo(self, RTLD_DI_LINKMAP, &map) == 0)
-		unw_perm[0] = map;
+	/* The program's link map: the first of ld.so's list (dlopen(NULL)
+	 * and dlinfo read a page of libc's not otherwise read, a page fault
+	 * of every process with prof on); ld.so's, libc's and this library's
+	 * from an address inside each. */
+	unw_perm[0] = _r_debug.r_map;
 	void *inside[UNW_PERM_OBJECTS - 1] = {(void *)f, (void *)dl_iterate_phdr, (void *)os_unwind_own_load};
 	for (unsigned i = 0; i < UNW_PERM_OBJECTS - 1; i++) {
 		struct dl_find_object fo;
@@ -574,16 +620,12 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 	while (n < max && pc != 0) {
 		out[n++] = (void *)pc;
 		unsigned si = cache_slot(pc);
-		uint64_t *slot = &unw_cache[si];
-		uint32_t page_bit = (uint32_t)1 << (si >> UNW_CACHE_PAGE_SHIFT);
-		uint64_t w = 0;
-		if (__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & page_bit)
-			w = __atomic_load_n(slot, __ATOMIC_RELAXED);
+		uint64_t w = cache_get(pc, si);
 		if ((w >> RULE_TAG_SHIFT) == (uint64_t)(pc >> 12) && !(w & RULE_PERM)) { /* never 0 for code */
 			if (gen == 4) {
 				/* It may clear the cache: w is read again. */
 				gen = unw_generation() & 3;
-				w = __atomic_load_n(slot, __ATOMIC_RELAXED);
+				w = cache_get(pc, si);
 			}
 			if ((w >> RULE_GEN_SHIFT & 3) != gen)
 				w = 0;
@@ -595,12 +637,9 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 				gen = unw_generation() & 3;
 			if ((w = rule_compute(pc)) == 0)
 				return 0;
-			if ((pc >> 47) == 0) {
-				__atomic_store_n(slot, w | (gen & 3) << RULE_GEN_SHIFT | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT,
-						 __ATOMIC_RELAXED);
-				if (!(__atomic_load_n(&unw_cache_pages, __ATOMIC_RELAXED) & page_bit))
-					__atomic_fetch_or(&unw_cache_pages, page_bit, __ATOMIC_RELAXED);
-			}
+			if ((pc >> 47) == 0)
+				cache_put(si, w | (gen & 3) << RULE_GEN_SHIFT | (uint64_t)(pc >> 12) << RULE_TAG_SHIFT |
+						      rule_home(si));
 		}
 		if (rec != NULL && !(w & RULE_PERM))
 			rec->n = OS_UNWIND_REC_NONE; /* its rule may change (dlclose) */

@@ -333,9 +333,11 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	return realloc_done(p, &b, q, size);
 }
 
+PROF_PATCHED_ALIGN; /* before the first PROF_PATCHED function */
+
 /* With prof on, api_prof_redirect writes a jump to realloc_slow_prof over
  * its entry (noclone: every call reaches this copy). */
-static EBB_NOINLINE __attribute__((noclone)) void *realloc_slow(void *p, size_t size, unsigned cls)
+static EBB_NOINLINE __attribute__((noclone)) PROF_PATCHED void *realloc_slow(void *p, size_t size, unsigned cls)
 {
 	return realloc_slow_at(p, size, cls, false, NULL);
 }
@@ -495,7 +497,7 @@ static EBB_NOINLINE void *realloc_prof(void *p, size_t size)
 }
 
 #if EBB_OVERRIDE && !EBB_VALGRIND /* the valgrind build has no profiler */
-static void *prof_malloc(size_t size)
+static PROF_PATCHED void *prof_malloc(size_t size)
 {
 	return prof_malloc_at(size, true);
 }
@@ -512,7 +514,7 @@ static void *prof_calloc(size_t count, size_t size)
 /* The plain bodies of the standard names (their code with prof off). Not
  * inlined anywhere: api_prof_redirect writes over their entries. */
 #if EBB_OVERRIDE
-static EBB_NOINLINE void *malloc_plain(size_t size)
+static EBB_NOINLINE PROF_PATCHED void *malloc_plain(size_t size)
 {
 	return api_malloc(size);
 }
@@ -528,7 +530,7 @@ bool api_cxx_prof_redirect(void);
 
 /* Aligned to a cache line: its small path (calloc_impl) then takes two
  * lines of code instead of three. */
-static EBB_NOINLINE __attribute__((aligned(64))) void *calloc_plain(size_t count, size_t size)
+static EBB_NOINLINE __attribute__((aligned(64))) PROF_PATCHED void *calloc_plain(size_t count, size_t size)
 {
 	TRACK_QUIET_BEGIN();
 	void *p = calloc_impl(count, size);

@@ -138,18 +138,18 @@ inline void *new_fast_nothrow(std::size_t n) noexcept
 // prof on, api_cxx_prof_redirect makes new and new nothrow jump to their
 // prof variants.
 extern "C" {
-[[gnu::noinline]] static void *cxx_new_plain(std::size_t n) { return new_fast(n); }
-[[gnu::noinline]] static void *cxx_new_nothrow_plain(std::size_t n) noexcept { return new_fast_nothrow(n); }
+[[gnu::noinline]] static PROF_PATCHED void *cxx_new_plain(std::size_t n) { return new_fast(n); }
+[[gnu::noinline]] static PROF_PATCHED void *cxx_new_nothrow_plain(std::size_t n) noexcept { return new_fast_nothrow(n); }
 [[gnu::noinline]] static void cxx_delete_plain(void *p) noexcept { cxx_free(p); }
 
-static void *cxx_new_prof(std::size_t n)
+static PROF_PATCHED void *cxx_new_prof(std::size_t n)
 {
 	if (prof_tick_patched(n))
 		return new_prof_slow(n, false);
 	return new_fast(n);
 }
 
-static void *cxx_new_nothrow_prof(std::size_t n) noexcept
+static PROF_PATCHED void *cxx_new_nothrow_prof(std::size_t n) noexcept
 {
 	if (prof_tick_patched(n))
 		return new_prof_slow(n, true);

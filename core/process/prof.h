@@ -139,6 +139,21 @@ sample:
 #define prof_tick_patched prof_tick
 #endif
 
+/* The code prof=1 writes into at start-up (os_code_redirect's entries,
+ * prof_tick_patched's subtractions), gathered in one page: each code page
+ * written is a copy-on-write fault of the process (3 when these were spread
+ * over .text). The linker's default script gathers ".text.hot.*" from every
+ * object (api.c's, then cxx_new.cpp's, about 2.6 KiB), and api.c aligns
+ * the section to a page (PROF_PATCHED_ALIGN). */
+#if defined(__x86_64__) /* the only target that writes code (os_prof.c) */
+#define PROF_PATCHED __attribute__((section(".text.hot.ebb_prof_patched")))
+#define PROF_PATCHED_ALIGN                                                                                 \
+	__asm__(".pushsection .text.hot.ebb_prof_patched,\"ax\",@progbits\n\t.balign 4096\n\t.popsection")
+#else
+#define PROF_PATCHED
+#define PROF_PATCHED_ALIGN _Static_assert(1, "")
+#endif
+
 /* After prof_tick said true: whether this allocation is sampled (false for
  * a thread's first count, inside the profiler, or with prof off); draws the
  * next distance. */
