@@ -61,6 +61,12 @@ bool os_remap_inplace(void *p, size_t old_size, size_t new_size);
  * reserved with os_map_aligned; no copying. false on failure (nothing moved). */
 bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to);
 
+/* Whether the kernel backs any anonymous mapping with transparent huge
+ * pages at its first touch (THP "always", or unknown): then a range that
+ * must stay small once touched (a header) cannot share a 2 MiB-aligned
+ * stretch of one mapping with untouched address space. Read once. */
+bool os_thp_always(void);
+
 /* ---- machine ------------------------------------------------------------ */
 
 size_t os_page_size(void);

@@ -325,6 +325,23 @@ static ssize_t os_read_small_file(const char *path, char *buf, size_t cap)
 	return n;
 }
 
+bool os_thp_always(void)
+{
+	/* 0 not read yet, 1 always (or unknown), -1 madvise or never. Racing
+	 * readers store the same answer. */
+	static int cached;
+	int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+	if (v == 0) {
+		char buf[128];
+		int saved = errno;
+		ssize_t n = os_read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf);
+		errno = saved;
+		v = n > 0 && strstr(buf, "[always]") == NULL ? -1 : 1;
+		__atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+	}
+	return v > 0;
+}
+
 unsigned os_cpu_count(void)
 {
 	static unsigned cached;

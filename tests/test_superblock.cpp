@@ -1,5 +1,6 @@
 // Superblocks, the registry and pointer lookup; huge blocks.
 #include <catch2/catch.hpp>
+#include <sys/mman.h>
 
 #include "core/pages/page_heap.h"
 #include "core/pages/superblock.h"
@@ -116,4 +117,106 @@ TEST_CASE("the registry slot of user, tagged, non-canonical and kernel-half addr
 	}
 	page_heap_free(s);
 	page_heap_release(&heap, os_fake_now(), true);
+}
+
+// Whether the page at p is mapped (mincore fails with ENOMEM on a hole).
+static bool page_mapped(const void *p)
+{
+	unsigned char v;
+	return mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, &v) == 0;
+}
+
+TEST_CASE("a huge block's header slot stays mapped whole, and goes with the block", "[superblock]")
+{
+	// huge_map keeps the slot past the header pages mapped (no munmap of
+	// that hole per mapping); so every path that lets a block's header
+	// go must unmap the whole slot, else 4 MiB of address space leak per
+	// huge block: destroy, a donor that gives all its pages, and a moving
+	// resize.
+	page_heap_t heap;
+	page_heap_init(&heap, 4, os_fake_now());
+	const size_t P = 512; // 2 MiB
+	superblock_t *a = huge_create(&heap, 2 * P, EBB_SB_SIZE);
+	superblock_t *b = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(a != nullptr);
+	REQUIRE(b != nullptr);
+	char *as = (char *)a, *bs = (char *)b;
+	REQUIRE(page_mapped(as + EBB_SB_SIZE / 2));
+	REQUIRE(page_mapped(as + EBB_SB_SIZE - 4096));
+	std::memset(bs + EBB_SB_SIZE, 0x3c, P * 4096);
+
+	// b gives all its pages to a's second half: b's slot is gone whole.
+	REQUIRE(huge_give_tail(b, P, as + EBB_SB_SIZE + P * 4096));
+	CHECK(!page_mapped(bs));
+	CHECK(!page_mapped(bs + EBB_SB_SIZE / 2));
+	CHECK(!page_mapped(bs + EBB_SB_SIZE - 4096));
+	CHECK(!page_mapped(bs + EBB_SB_SIZE));
+	CHECK(as[EBB_SB_SIZE + P * 4096] == 0x3c);
+
+	// A resize that cannot grow a in place moves it (or, where the kernel
+	// cannot move two mappings at once, fails and leaves it): either way
+	// no slot is left behind.
+	superblock_t *c = huge_create(&heap, P, EBB_SB_SIZE); // likely right above or below a
+	REQUIRE(c != nullptr);
+	superblock_t *n = huge_resize(a, 8 * P);
+	if (n != nullptr && n != a) {
+		CHECK(!page_mapped(as));
+		CHECK(!page_mapped(as + EBB_SB_SIZE / 2));
+		a = n;
+		as = (char *)n;
+	}
+	REQUIRE(page_mapped(as + EBB_SB_SIZE / 2));
+	char *cs = (char *)c;
+	REQUIRE(superblock_destroy(c));
+	CHECK(!page_mapped(cs));
+	CHECK(!page_mapped(cs + EBB_SB_SIZE / 2));
+	CHECK(!page_mapped(cs + EBB_SB_SIZE));
+	size_t npages = a->spans[0].npages;
+	REQUIRE(superblock_destroy(a));
+	CHECK(!page_mapped(as));
+	CHECK(!page_mapped(as + EBB_SB_SIZE / 2));
+	CHECK(!page_mapped(as + EBB_SB_SIZE + (npages - 1) * 4096));
+}
+
+TEST_CASE("where THP backs first touches, a huge block's slot keeps no hole, and its unmaps spare a mapping placed there",
+	  "[superblock]")
+{
+	// With THP "always" huge_map gives back the slot past the header
+	// pages (the header's first write would make a 2 MiB page resident),
+	// and the kernel may place any mapping there: the unmaps of the
+	// header (destroy, a donor giving all, a moving resize) must not take
+	// it along.
+	os_fake_set_thp_always(1);
+	page_heap_t heap;
+	page_heap_init(&heap, 5, os_fake_now());
+	const size_t P = 512;
+	superblock_t *a = huge_create(&heap, P, EBB_SB_SIZE);
+	superblock_t *b = huge_create(&heap, P, EBB_SB_SIZE);
+	superblock_t *c = huge_create(&heap, 2 * P, EBB_SB_SIZE);
+	REQUIRE(a != nullptr);
+	REQUIRE(b != nullptr);
+	REQUIRE(c != nullptr);
+	char *slots[2] = { (char *)a, (char *)b };
+	char *foreign[2];
+	for (int i = 0; i < 2; i++) {
+		char *at = slots[i] + EBB_SB_SIZE / 2;
+		REQUIRE(page_mapped(slots[i]));
+		REQUIRE(!page_mapped(at));
+		void *m = mmap(at, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			       -1, 0);
+		REQUIRE(m == (void *)at);
+		foreign[i] = at;
+		foreign[i][0] = (char)(0x70 + i);
+	}
+	// b gives all its pages to c's second half; a is destroyed.
+	REQUIRE(huge_give_tail(b, P, (char *)c + EBB_SB_SIZE + P * 4096));
+	REQUIRE(superblock_destroy(a));
+	for (int i = 0; i < 2; i++) {
+		CHECK(!page_mapped(slots[i]));
+		REQUIRE(page_mapped(foreign[i]));
+		CHECK(foreign[i][0] == (char)(0x70 + i));
+		munmap(foreign[i], 4096);
+	}
+	REQUIRE(superblock_destroy(c));
+	os_fake_set_thp_always(0);
 }

@@ -137,6 +137,10 @@ bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
 	return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, to) != MAP_FAILED;
 }
 
+static int fake_thp_always;
+void os_fake_set_thp_always(int on) { __atomic_store_n(&fake_thp_always, on, __ATOMIC_RELAXED); }
+bool os_thp_always(void) { return __atomic_load_n(&fake_thp_always, __ATOMIC_RELAXED) != 0; }
+
 size_t os_page_size(void) { return 4096; }
 unsigned os_cpu_count(void) { return FAKE_CPUS; }
 unsigned os_cpu_id(void) { return __atomic_load_n(&fake_cpu, __ATOMIC_RELAXED) % FAKE_CPUS; }

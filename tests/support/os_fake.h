@@ -21,6 +21,8 @@ void os_fake_advance(uint64_t ns);
 uint64_t os_fake_now(void);
 void os_fake_set_cpu(unsigned cpu);
 os_fake_counts_t os_fake_counts(void);
+/* What os_thp_always answers (default 0: the machine's setting is not read). */
+void os_fake_set_thp_always(int on);
 /* Whether the pages at p read back as zero and are not resident (mincore). */
 int os_fake_resident(const void *p);
 
