@@ -59,21 +59,44 @@ static uint32_t bin_avail(const tcache_t *tc, unsigned cls)
 	return (uint32_t)(tc->top[cls] - tc->full[cls]);
 }
 
-/* Moves bin cls (empty, never bounded: on tc's idle slot) to its own slots,
- * with its sentinel at their end: the first time it is given a bound. */
-static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls)
+/* The slots of a bin's first region: two batches, the bound a class keeps
+ * unless the budget lets it grow further (bin_grow). */
+static uint32_t bin_first_cap(const size_class_t *k)
 {
-	void **empty = tc->slots;
-	for (unsigned c = 1; c <= cls; c++)
-		empty += size_classes[c].bin_cap + 1;
+	return 2u * k->batch; /* <= bin_cap (size_class.c) */
+}
+
+/* Gives bin cls a region of `cap` slots at the slot array's next free place,
+ * its sentinel right after them, and moves the bin's blocks there (in order).
+ * Regions are handed out in the order bins need them, not by class: a bin
+ * uses the end of its region (top grows down from `empty`), so with regions
+ * of bin_cap slots (4 KiB up to 512 B) at fixed places each class in use
+ * made a slot page of its own resident, 31-35 pages (124-140 KiB) per thread
+ * with xmalloc's 64 classes. A bin starts with two batches' slots and moves,
+ * once, to bin_cap slots if its bound grows past them (a malloc that found
+ * the bin empty, so nothing to copy in practice); the region it leaves is
+ * never reused, so a flush still reading from it (central_flush may re-enter
+ * malloc and free) reads what it was given. Each class takes at most one
+ * region of each size: tcache_slot_count counts both. */
+static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls, uint32_t cap)
+{
+	uint32_t n = bin_count(tc, cls);
+	void **empty = tc->slots + tc->slot_next + cap;
+	tc->slot_next += cap + 1u;
 	*empty = TCACHE_SENTINEL(*tc);
-	tc->top[cls] = tc->empty[cls] = tc->full[cls] = empty;
+	if (n != 0)
+		memcpy(empty - n, tc->top[cls], n * sizeof(void *));
+	tc->top[cls] = empty - n;
+	tc->empty[cls] = tc->full[cls] = empty;
+	tc->cap[cls] = (uint16_t)cap;
 }
 
 static void bin_set_max(tcache_t *tc, unsigned cls, uint32_t max)
 {
-	if (max != 0 && tc->empty[cls] == &tc->idle_slot)
-		bin_place(tc, cls);
+	if (max > tc->cap[cls]) {
+		const size_class_t *k = &size_classes[cls];
+		bin_place(tc, cls, tc->cap[cls] == 0 && max <= bin_first_cap(k) ? bin_first_cap(k) : k->bin_cap);
+	}
 	tc->max[cls] = max;
 	tc->full[cls] = tc->empty[cls] - max;
 }
@@ -385,14 +408,15 @@ static bool tcache_hook_ready(void)
 	return s == 2;
 }
 
-/* Slots of all bins of one cache: class 0's sentinel, then per class
- * bin_cap addresses and the bin's sentinel (at `empty`, tcache.h). Both
- * fast paths read the slot at `top` when the bin is empty. */
+/* Slots of all bins of one cache: class 0's sentinel, then room for each
+ * class's two regions (bin_place), each followed by its sentinel (at
+ * `empty`, tcache.h). Both fast paths read the slot at `top` when the bin
+ * is empty. */
 static size_t tcache_slot_count(void)
 {
 	size_t n = 1;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		n += size_classes[c].bin_cap + 1u;
+		n += size_classes[c].bin_cap + 1u + bin_first_cap(&size_classes[c]) + 1u;
 	return n;
 }
 
@@ -428,6 +452,7 @@ static tcache_t *tcache_create(void)
 	 * slot until bin_place gives it its own (only the slot pages of bins
 	 * in use become resident). */
 	*slots = TCACHE_SENTINEL(*tc);
+	tc->slot_next = 1;
 	tc->idle_slot = TCACHE_SENTINEL(*tc);
 	for (unsigned c = 0; c < EBB_NUM_CLASSES; c++) {
 		void **at = c == 0 ? slots : &tc->idle_slot;

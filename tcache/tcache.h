@@ -12,7 +12,7 @@
  * points at `tcache_empty` again, and a thread-local flag (tcache.c) tells the
  * slow path to work directly on the central lists instead of creating a cache.
  *
- * A bin lives out of band: its slots are an array of bin_cap addresses in
+ * A bin lives out of band: its slots are an array of up to bin_cap addresses in
  * the cache's own metadata memory (tcache.c maps them with the cache; a
  * slot page is resident only once a bin reached it). The bin holds the
  * blocks [top, empty); it may hold up to its bound max, at `full` = empty -
@@ -85,6 +85,8 @@ typedef struct tcache {
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim; 1 on a full flush */
 	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
+	uint16_t cap[EBB_NUM_CLASSES];      /* slots of the bin's region (0: on the idle slot); max <= cap */
+	uint32_t slot_next;                 /* first slot no region holds yet (bin_place) */
 	uint64_t budget;                    /* sum of max * size over bins */
 	uint32_t events;                    /* refills + flushes, drives incremental trim */
 	uint32_t trim_cursor;

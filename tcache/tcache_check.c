@@ -1,15 +1,14 @@
 /* tcache_check.c: the identities of a thread cache (tcache.h), checked on
  * its own thread's slow paths in the EBB_INVARIANTS build.
  *
- * Per bin c (slots [empty - bin_cap, empty), blocks [top, empty)):
- *   empty[c] == slots + (bin_cap[1] + 1) + ... + (bin_cap[c] + 1) (the bins
- *     tile the slot array in class order, each followed by its sentinel
- *     slot, after class 0's), and the slot at empty[c] holds the sentinel.
+ * Per bin c (slots [empty - cap, empty), blocks [top, empty)):
+ *   the region lies in the slot array after class 0's slot, below
+ *     slot_next, and the slot at empty[c] holds the sentinel (bin_place).
  *     A cache built by hand without sentinels (slots[0] is not one: the
- *     unit tests' fixture) is checked as tiling with no slot between bins.
+ *     unit tests' fixture) is not checked for where its regions are.
  *     Or, for a bin never bounded: top == empty == full == &idle_slot,
  *     max 0, and the idle slot holds the sentinel.
- *   full[c] == empty[c] - max[c], max[c] <= bin_cap[c]
+ *   full[c] == empty[c] - max[c], max[c] <= cap[c] <= bin_cap[c]
  *   full[c] <= top[c] <= empty[c]: count = empty - top <= max, and the
  *     free fast path's room, avail = top - full, is max - count
  *   each slot in [top, empty) holds a 16-byte aligned address (the marks
@@ -44,7 +43,7 @@ static unsigned bin_gap(const tcache_t *tc)
 	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? 1u : 0u;
 }
 
-static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
+static void bin_check(const tcache_t *tc, unsigned cls)
 {
 	const size_class_t *k = &size_classes[cls];
 	if (tc->empty[cls] == &tc->idle_slot) { /* never bounded: on the idle slot */
@@ -56,14 +55,19 @@ static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
 					  (uint64_t)(uintptr_t)tc->idle_slot, (uint64_t)(uintptr_t)TCACHE_SENTINEL(*tc));
 		return;
 	}
-	if (tc->empty[cls] != empty)
-		tcache_check_fail(tc, cls, "empty is not where the bins' slots put it",
-				  (uint64_t)(tc->empty[cls] - tc->slots), (uint64_t)(empty - tc->slots));
-	if (bin_gap(tc) && *empty != TCACHE_SENTINEL(*tc))
-		tcache_check_fail(tc, cls, "the slot at empty is not the bin's sentinel",
-				  (uint64_t)(uintptr_t)*empty, (uint64_t)(uintptr_t)TCACHE_SENTINEL(*tc));
-	if (tc->max[cls] > k->bin_cap)
-		tcache_check_fail(tc, cls, "max > bin_cap", tc->max[cls], k->bin_cap);
+	void **empty = tc->empty[cls];
+	if (bin_gap(tc)) {
+		if (empty - tc->cap[cls] < tc->slots + 1 || empty >= tc->slots + tc->slot_next)
+			tcache_check_fail(tc, cls, "the bin's region is outside the slots handed out",
+					  (uint64_t)(empty - tc->slots), tc->slot_next);
+		if (*empty != TCACHE_SENTINEL(*tc))
+			tcache_check_fail(tc, cls, "the slot at empty is not the bin's sentinel",
+					  (uint64_t)(uintptr_t)*empty, (uint64_t)(uintptr_t)TCACHE_SENTINEL(*tc));
+	}
+	if (tc->cap[cls] > k->bin_cap)
+		tcache_check_fail(tc, cls, "cap > bin_cap", tc->cap[cls], k->bin_cap);
+	if (tc->max[cls] > tc->cap[cls])
+		tcache_check_fail(tc, cls, "max > the bin's slots", tc->max[cls], tc->cap[cls]);
 	if (tc->full[cls] != tc->empty[cls] - tc->max[cls])
 		tcache_check_fail(tc, cls, "full != empty - max", (uint64_t)(tc->empty[cls] - tc->full[cls]),
 				  tc->max[cls]);
@@ -75,10 +79,7 @@ static void bin_check(const tcache_t *tc, unsigned cls, void **empty)
 void tcache_check(const tcache_t *tc, unsigned cls)
 {
 	if (cls != 0) {
-		void **empty = tc->slots;
-		for (unsigned c = 1; c <= cls; c++)
-			empty += size_classes[c].bin_cap + bin_gap(tc);
-		bin_check(tc, cls, empty);
+		bin_check(tc, cls);
 		for (void **b = tc->top[cls]; b < tc->empty[cls]; b++) {
 			if (((uintptr_t)*b & (EBB_MIN_ALIGN - 1)) != 0 || *b == NULL)
 				tcache_check_fail(tc, cls, "slot in the bin holds no block address",
@@ -88,10 +89,8 @@ void tcache_check(const tcache_t *tc, unsigned cls)
 			return;
 	}
 	uint64_t budget = 0;
-	void **empty = tc->slots;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
-		empty += size_classes[c].bin_cap + bin_gap(tc);
-		bin_check(tc, c, empty);
+		bin_check(tc, c);
 		budget += (uint64_t)tc->max[c] * size_classes[c].size;
 	}
 	if (tc->budget != budget)

@@ -5,6 +5,8 @@
 // tcache_self() (tcache_t is in tcache.h).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <exception>
 #include <thread>
 #include <vector>
@@ -611,4 +613,63 @@ TEST_CASE("a thread cache and its slots are one page-aligned piece, class 0's sl
 			CHECK(tc->full[0] == tc->slots);
 			CHECK(*tc->slots == TCACHE_SENTINEL(*tc));
 		});
+}
+
+// Bins take their slot regions in the order they first get a bound, two
+// batches' worth first (tcache.c, bin_place), so a thread's slot pages are
+// as many as its bins use, not one per class in use: every class up to 1 KiB
+// used once fits in the first-region slots of those classes. A bin whose
+// bound grows past two batches moves once to a region of bin_cap slots, and
+// keeps handing out and taking back every block.
+TEST_CASE("bins take packed slot regions in order of use, and move once when they grow past two batches",
+	  "[tcache]")
+{
+	setup("262144");
+	in_new_thread([] {
+		size_t first_caps = 1;
+		for (size_t size = 16; size <= 1024; size += 16) {
+			void *p = tcache_alloc(size);
+			REQUIRE(p != nullptr);
+			tcache_free(p);
+		}
+		tcache_t *tc = tcache_self();
+		for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+			if (tc->empty[c] == &tc->idle_slot)
+				continue;
+			const size_class_t &k = size_classes[c];
+			first_caps += 2u * k.batch + 1u;
+			CHECK(tc->cap[c] == 2u * k.batch);
+			CHECK(tc->max[c] <= tc->cap[c]);
+			CHECK(tc->empty[c] - tc->cap[c] >= tc->slots + 1);
+			CHECK(*tc->empty[c] == TCACHE_SENTINEL(*tc));
+			for (unsigned d = c + 1; d < EBB_NUM_CLASSES; d++) // regions do not overlap
+				if (tc->empty[d] != &tc->idle_slot)
+					CHECK((tc->empty[d] < tc->empty[c] - tc->cap[c] ||
+					       tc->empty[d] - tc->cap[d] > tc->empty[c]));
+		}
+		CHECK(tc->slot_next == first_caps);
+
+		unsigned cls = size_class_of(32);
+		const size_class_t &k = size_classes[cls];
+		std::vector<void *> held;
+		for (int round = 0; round < 3; round++) {
+			for (unsigned i = 0; i < 8u * k.batch; i++) {
+				void *p = tcache_alloc(32);
+				REQUIRE(p != nullptr);
+				std::memset(p, 0xab, 32);
+				held.push_back(p);
+			}
+			std::vector<void *> sorted = held;
+			std::sort(sorted.begin(), sorted.end());
+			CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+			for (void *p : held)
+				tcache_free(p);
+			held.clear();
+		}
+		CHECK(tc->max[cls] > 2u * k.batch);
+		CHECK(tc->cap[cls] == k.bin_cap);
+		CHECK(tc->max[cls] <= tc->cap[cls]);
+		CHECK(*tc->empty[cls] == TCACHE_SENTINEL(*tc));
+		CHECK(tc->slot_next == first_caps + k.bin_cap + 1u);
+	});
 }
