@@ -191,6 +191,33 @@ TEST_CASE("flushed batches come back from the transfer stack, newest first", "[c
 	central_drain(false, nullptr);
 }
 
+TEST_CASE("a refill of several batches takes as many ready batches as it asks for, and no more", "[central]")
+{
+	unit_option("background_thread", "0");
+	unsigned cls = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	std::vector<void *> blocks = refill(7, cls, 5 * k.batch, false);
+	REQUIRE(blocks.size() == 5 * k.batch);
+	central_drain(false, nullptr); // the carve's batches back to their spans
+	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	std::vector<void *> three(blocks.begin(), blocks.begin() + 3 * k.batch);
+	flush(7, cls, three);
+	REQUIRE(class_stats(cls).transfer_blocks == 3 * k.batch);
+	// Asks for four: gets the three ready, all of them, each once.
+	std::vector<void *> got = refill(7, cls, 4 * k.batch, true);
+	REQUIRE(got.size() == 3 * k.batch);
+	REQUIRE(std::set<void *>(got.begin(), got.end()) == std::set<void *>(three.begin(), three.end()));
+	REQUIRE(class_stats(cls).transfer_blocks == 0);
+	// Five ready, two asked for (and a part of a batch): two, three stay.
+	flush(7, cls, blocks);
+	REQUIRE(class_stats(cls).transfer_blocks == 5 * k.batch);
+	std::vector<void *> two = refill(7, cls, 2 * k.batch + k.batch / 2, true);
+	REQUIRE(two.size() == 2 * k.batch);
+	REQUIRE(class_stats(cls).transfer_blocks == 3 * k.batch);
+	flush(7, cls, two);
+	central_drain(false, nullptr);
+}
+
 TEST_CASE("when every block is back, the span goes back to the page heap", "[central]")
 {
 	unit_option("background_thread", "0");
@@ -958,7 +985,12 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 			REQUIRE(got.size() == k.batch);
 			others.insert(others.end(), got.begin(), got.end());
 		}
-		REQUIRE(class_stats(cls).transfer_blocks == 0);
+		// The last carve may have left batches of its span on the stack.
+		while (class_stats(cls).transfer_blocks != 0) {
+			std::vector<void *> got = refill(cpu, cls, k.batch, true);
+			REQUIRE(got.size() == k.batch);
+			others.insert(others.end(), got.begin(), got.end());
+		}
 		for (unsigned i = 0; i < k.transfer_cap; i++)
 			flush(cpu, cls, std::vector<void *>(others.begin() + i * k.batch,
 							    others.begin() + (i + 1) * k.batch));

@@ -14,14 +14,21 @@ uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
 /* A thread cache bin holds at most 512 blocks or 256 KiB. */
 #define BIN_CAP_BLOCKS 512u
 #define BIN_CAP_BYTES (256u * 1024u)
-/* A central list keeps at most 256 KiB (and 2..64 batches) ready to hand
- * out. When consumers' flushes arrive in bursts (xmalloc at 32 threads), a
- * smaller stack spilled about 20% of freed blocks to their spans one by one
- * and emptied spans only to carve them again; at this size xmalloc t=32 used
- * about 5% less CPU per operation with a peak RSS no higher. Idle lists are
- * drained back to their spans by the purge pass (central_purge.c). */
+/* A central list keeps at most 256 KiB (and 2..255 batches: the transfer
+ * head's 8-bit count, central.c) ready to hand out. When consumers' flushes
+ * arrive in bursts (xmalloc at 32 threads), a smaller stack spilled about
+ * 20% of freed blocks to their spans one by one and emptied spans only to
+ * carve them again; at this size xmalloc t=32 used about 5% less CPU per
+ * operation with a peak RSS no higher. Idle lists are drained back to their
+ * spans by the purge pass (central_purge.c). The classes below 128 B were
+ * held to 64 batches (64 KiB at 32 B, 32 KiB at 16 B) until the count's
+ * limit moved to 255: a block through a batch costs about 3 instructions,
+ * through its span about 45 (the return and the refill's take), and
+ * bench/fastpath's random batch of 32 B went 102.5 -> 100.3 a pair,
+ * reverse 87.3 -> 86.2 (callgrind), with xmalloc t=1/t=4, larson t=1/t=2
+ * and churn's peak RSS within their run-to-run noise (7 interleaved runs). */
 #define TRANSFER_BYTES (256u * 1024u)
-#define TRANSFER_MAX 64u
+#define TRANSFER_MAX 255u
 
 static unsigned clampu(unsigned v, unsigned lo, unsigned hi)
 {
