@@ -65,7 +65,7 @@ static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls)
 {
 	void **empty = tc->slots;
 	for (unsigned c = 1; c <= cls; c++)
-		empty += size_classes[c].bin_cap + 1;
+		empty += size_classes[c].bin_cap + TCACHE_BIN_GAP;
 	*empty = TCACHE_SENTINEL(*tc);
 	tc->top[cls] = tc->empty[cls] = tc->full[cls] = empty;
 }
@@ -386,13 +386,14 @@ static bool tcache_hook_ready(void)
 }
 
 /* Slots of all bins of one cache: class 0's sentinel, then per class
- * bin_cap addresses and the bin's sentinel (at `empty`, tcache.h). Both
+ * TCACHE_BIN_GAP - 1 unused, bin_cap addresses and the bin's sentinel (at
+ * `empty`, tcache.h). Both
  * fast paths read the slot at `top` when the bin is empty. */
 static size_t tcache_slot_count(void)
 {
 	size_t n = 1;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		n += size_classes[c].bin_cap + 1u;
+		n += size_classes[c].bin_cap + TCACHE_BIN_GAP;
 	return n;
 }
 

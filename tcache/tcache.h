@@ -98,6 +98,18 @@ typedef struct tcache {
 /* The sentinel of tc's bins: the value of the slot at each bin's `empty`. */
 #define TCACHE_SENTINEL(tc) ((void *)((char *)&(tc).sentinel_word - sizeof(uint64_t)))
 
+/* Slots from one bin's sentinel (at its `empty`) to the next bin's first
+ * slot: the sentinel and 16 never used. Without the 16, a bin of 512 slots
+ * and its sentinel are 4104 bytes, so the live ends of consecutive bins sit
+ * 8 bytes apart modulo 4 KiB: the bins of the 24 classes up to 512 B all
+ * map to the same 3-4 sets of a 64-set L1 (32 KiB 8-way, 48 KiB 12-way) and
+ * evict each other and the blocks. With the gap they step 136 bytes (two
+ * lines and a slot), each on sets of its own. Measured with callgrind's
+ * cache model (48 KiB 12-way), bench_arena --mode=malloc, 2 M pairs: D1
+ * misses in malloc + free 522 K -> 136 K, the whole program 1.14 M -> 438 K
+ * (tcmalloc 395 K); instructions unchanged. */
+#define TCACHE_BIN_GAP 17u
+
 extern tcache_t tcache_empty;
 extern __thread tcache_t *tcache_tls __attribute__((tls_model("initial-exec")));
 

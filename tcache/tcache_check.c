@@ -2,9 +2,9 @@
  * its own thread's slow paths in the EBB_INVARIANTS build.
  *
  * Per bin c (slots [empty - bin_cap, empty), blocks [top, empty)):
- *   empty[c] == slots + (bin_cap[1] + 1) + ... + (bin_cap[c] + 1) (the bins
- *     tile the slot array in class order, each followed by its sentinel
- *     slot, after class 0's), and the slot at empty[c] holds the sentinel.
+ *   empty[c] == slots + (bin_cap[1] + G) + ... + (bin_cap[c] + G), G =
+ *     TCACHE_BIN_GAP (the bins tile the slot array in class order, each
+ *     followed by its sentinel slot and G - 1 unused, after class 0's), and the slot at empty[c] holds the sentinel.
  *     A cache built by hand without sentinels (slots[0] is not one: the
  *     unit tests' fixture) is checked as tiling with no slot between bins.
  *     Or, for a bin never bounded: top == empty == full == &idle_slot,
@@ -37,11 +37,11 @@ static EBB_NORETURN void tcache_check_fail(const tcache_t *tc, unsigned cls, con
 	report_fatal(msg);
 }
 
-/* Slots between two bins' regions: 1 (a sentinel) in a cache tcache_create
- * laid out. */
+/* Slots between two bins' regions: TCACHE_BIN_GAP (a sentinel and unused
+ * slots) in a cache tcache_create laid out. */
 static unsigned bin_gap(const tcache_t *tc)
 {
-	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? 1u : 0u;
+	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? TCACHE_BIN_GAP : 0u;
 }
 
 static void bin_check(const tcache_t *tc, unsigned cls, void **empty)

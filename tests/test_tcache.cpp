@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <exception>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -611,4 +612,29 @@ TEST_CASE("a thread cache and its slots are one page-aligned piece, class 0's sl
 			CHECK(tc->full[0] == tc->slots);
 			CHECK(*tc->slots == TCACHE_SENTINEL(*tc));
 		});
+}
+
+// The live ends of the bins (their `empty` slots, where a bin of a few blocks
+// works) must not share L1 sets: with one sentinel slot between bins of 512
+// slots they stepped 8 bytes modulo 4 KiB, and the bins of every class up to
+// 512 B fell on the same 3-4 sets of the cache (TCACHE_BIN_GAP, tcache.h).
+// With the gap, each of those classes' `empty` slot is on a set of its own.
+TEST_CASE("the live ends of the bins of classes up to 512 B fall on distinct L1 cache sets", "[tcache]")
+{
+	setup("262144");
+	in_new_thread([] {
+		unsigned last = size_class_of(512);
+		std::vector<void *> held;
+		for (unsigned c = 1; c <= last; c++)
+			held.push_back(tcache_alloc(size_classes[c].size)); // gives every bin its slots
+		tcache_t *tc = tcache_self();
+		std::set<uintptr_t> sets;
+		for (unsigned c = 1; c <= last; c++) {
+			REQUIRE(tc->empty[c] != &tc->idle_slot);
+			sets.insert(((uintptr_t)tc->empty[c] >> 6) & 63); // 64-byte lines, 4 KiB per way
+		}
+		CHECK(sets.size() == last);
+		for (void *p : held)
+			tcache_free(p);
+	});
 }
