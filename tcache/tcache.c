@@ -82,7 +82,7 @@ static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls, uint32_t cap)
 {
 	uint32_t n = bin_count(tc, cls);
 	void **empty = tc->slots + tc->slot_next + cap;
-	tc->slot_next += cap + 1u;
+	tc->slot_next += cap + TCACHE_BIN_GAP;
 	*empty = TCACHE_SENTINEL(*tc);
 	if (n != 0)
 		memcpy(empty - n, tc->top[cls], n * sizeof(void *));
@@ -410,13 +410,13 @@ static bool tcache_hook_ready(void)
 
 /* Slots of all bins of one cache: class 0's sentinel, then room for each
  * class's two regions (bin_place), each followed by its sentinel (at
- * `empty`, tcache.h). Both fast paths read the slot at `top` when the bin
+ * `empty`, tcache.h) and TCACHE_BIN_GAP - 1 unused slots. Both fast paths read the slot at `top` when the bin
  * is empty. */
 static size_t tcache_slot_count(void)
 {
 	size_t n = 1;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		n += size_classes[c].bin_cap + 1u + bin_first_cap(&size_classes[c]) + 1u;
+		n += size_classes[c].bin_cap + bin_first_cap(&size_classes[c]) + 2u * TCACHE_BIN_GAP;
 	return n;
 }
 

@@ -3,7 +3,7 @@
  *
  * Per bin c (slots [empty - cap, empty), blocks [top, empty)):
  *   the region lies in the slot array after class 0's slot, below
- *     slot_next, and the slot at empty[c] holds the sentinel (bin_place).
+ *     slot_next (regions are TCACHE_BIN_GAP slots apart: a sentinel and unused), and the slot at empty[c] holds the sentinel (bin_place).
  *     A cache built by hand without sentinels (slots[0] is not one: the
  *     unit tests' fixture) is not checked for where its regions are.
  *     Or, for a bin never bounded: top == empty == full == &idle_slot,
@@ -36,11 +36,11 @@ static EBB_NORETURN void tcache_check_fail(const tcache_t *tc, unsigned cls, con
 	report_fatal(msg);
 }
 
-/* Slots between two bins' regions: 1 (a sentinel) in a cache tcache_create
- * laid out. */
+/* Slots between two bins' regions: TCACHE_BIN_GAP (a sentinel and unused
+ * slots) in a cache tcache_create laid out. */
 static unsigned bin_gap(const tcache_t *tc)
 {
-	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? 1u : 0u;
+	return tc->slots[0] == TCACHE_SENTINEL(*tc) ? TCACHE_BIN_GAP : 0u;
 }
 
 static void bin_check(const tcache_t *tc, unsigned cls)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <exception>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -637,7 +638,7 @@ TEST_CASE("bins take packed slot regions in order of use, and move once when the
 			if (tc->empty[c] == &tc->idle_slot)
 				continue;
 			const size_class_t &k = size_classes[c];
-			first_caps += 2u * k.batch + 1u;
+			first_caps += 2u * k.batch + TCACHE_BIN_GAP;
 			CHECK(tc->cap[c] == 2u * k.batch);
 			CHECK(tc->max[c] <= tc->cap[c]);
 			CHECK(tc->empty[c] - tc->cap[c] >= tc->slots + 1);
@@ -670,6 +671,32 @@ TEST_CASE("bins take packed slot regions in order of use, and move once when the
 		CHECK(tc->cap[cls] == k.bin_cap);
 		CHECK(tc->max[cls] <= tc->cap[cls]);
 		CHECK(*tc->empty[cls] == TCACHE_SENTINEL(*tc));
-		CHECK(tc->slot_next == first_caps + k.bin_cap + 1u);
+		CHECK(tc->slot_next == first_caps + k.bin_cap + TCACHE_BIN_GAP);
+	});
+}
+
+// The live ends of the bins (their `empty` slots, where a bin of a few blocks
+// works) must not share L1 sets: with one sentinel slot between bins of 512
+// slots they stepped 8 bytes modulo 4 KiB, and the bins of every class up to
+// 512 B fell on the same 3-4 sets of the cache (TCACHE_BIN_GAP, tcache.h).
+// With the gap, regions step an odd number of lines, and each of those
+// classes' `empty` slot is on a set of its own.
+TEST_CASE("the live ends of the bins of classes up to 512 B fall on distinct L1 cache sets", "[tcache]")
+{
+	setup("262144");
+	in_new_thread([] {
+		unsigned last = size_class_of(512);
+		std::vector<void *> held;
+		for (unsigned c = 1; c <= last; c++)
+			held.push_back(tcache_alloc(size_classes[c].size)); // gives every bin its slots
+		tcache_t *tc = tcache_self();
+		std::set<uintptr_t> sets;
+		for (unsigned c = 1; c <= last; c++) {
+			REQUIRE(tc->empty[c] != &tc->idle_slot);
+			sets.insert(((uintptr_t)tc->empty[c] >> 6) & 63); // 64-byte lines, 4 KiB per way
+		}
+		CHECK(sets.size() == last);
+		for (void *p : held)
+			tcache_free(p);
 	});
 }

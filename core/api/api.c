@@ -640,13 +640,38 @@ EBB_API void *ebb_pvalloc(size_t size)
 	return alloc_aligned(EBB_PAGE_SIZE, rounded);
 }
 
-EBB_API size_t ebb_malloc_usable_size(const void *p)
+static EBB_NOINLINE size_t usable_size_slow(const void *p)
 {
 	block_info_t b;
 	TRACK_QUIET_BEGIN();
 	bool ok = p != NULL && block_info(p, "malloc_usable_size", &b);
 	TRACK_QUIET_END();
 	return ok ? b.usable : 0;
+}
+
+/* Programs that count their memory ask this for every block they allocate
+ * and free (Redis: two calls per malloc/free pair, 609 K calls in a 60 K
+ * request run). A small block that passes the free fast path's test
+ * (registry byte, one pmap load, rule 3 of core/blocks/block.h) and carries
+ * no free mark is answered without a stack frame; all else, with its report,
+ * is usable_size_slow's. callgrind, redis-server under redis_bench's load
+ * (647 K calls): 46.0 -> 35.0 instructions a call (tcmalloc 27). The
+ * valgrind build keeps the slow path: memcheck must not see the mark read of
+ * a freed block. */
+EBB_API size_t ebb_malloc_usable_size(const void *p)
+{
+#if !EBB_VALGRIND
+	size_t slot;
+	if (EBB_LIKELY(registry_slot(p, &slot) && registry_at(slot) == REG_HEADER)) {
+		uint32_t e = pmap_peek_slot(slot, p);
+		const size_class_t *k = &size_classes[pmap_class(e)];
+		if (EBB_LIKELY(pmap_class(e) != 0 &&
+			       block_offset_ok(block_offset_in(e, (uintptr_t)p), k->block_mul, k->block_limit) &&
+			       !freelist_marked(p, freelist_mark)))
+			return k->size;
+	}
+#endif
+	return usable_size_slow(p);
 }
 
 EBB_API void ebb_free_sized(void *p, size_t size)
