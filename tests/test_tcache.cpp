@@ -123,9 +123,9 @@ static void miss(size_t size, std::vector<void *> &held)
 	held.push_back(tcache_alloc(size));
 }
 
-TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget, takes a second "
-	  "batch if the budget allows or once a free found it full, then grows by one batch per miss "
-	  "while the byte budget allows",
+TEST_CASE("a bin starts small, grows by its first bound per miss to one batch whatever the "
+	  "budget, takes a second batch if the budget allows or once a free found it full, then "
+	  "grows by one batch per miss while the byte budget allows",
 	  "[tcache]")
 {
 	unit_init();
@@ -149,7 +149,7 @@ TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget
 		CHECK(bin(a).max == first_max(ka));
 		CHECK(bin(a).count < first_max(ka)); // a refill brings at most the bound's worth
 		CHECK(tc->budget == (uint64_t)first_max(ka) * ka.size);
-		miss(A, held); // second miss: doubled, one batch
+		miss(A, held); // second miss: 4 KiB more, one batch
 		CHECK(bin(a).max == ka.batch);
 		CHECK(tc->budget == (uint64_t)ka.batch * ka.size);
 		miss(A, held); // third: the second batch
@@ -160,11 +160,11 @@ TEST_CASE("a bin starts small, doubles per miss to one batch whatever the budget
 		CHECK(tc->budget == limit);
 		// A class that comes into use after the budget is spent still
 		// reaches one batch (counted against the budget), not one block
-		// at a time from the central lists: 4, 8, 16, 32 blocks. While it
-		// only misses (a burst of mallocs), no more.
+		// at a time from the central lists: 4, 8, 12, ... 32 blocks. While
+		// it only misses (a burst of mallocs), no more.
 		held.push_back(tcache_alloc(C));
 		CHECK(bin(c).max == first_max(kc));
-		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want *= 2) {
+		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want += first_max(kc)) {
 			miss(C, held);
 			CHECK(bin(c).max == want);
 		}
@@ -328,7 +328,7 @@ TEST_CASE("a bin of two batches is left half full by a refill and by a flush, a 
 		others.push_back(tcache_alloc(D));
 	in_new_thread([&] {
 		std::vector<void *> held, freed;
-		for (int i = 0; i < 8 && bin(c).max < 2u * batch; i++)
+		for (int i = 0; i < 16 && bin(c).max < 2u * batch; i++)
 			miss(C, held);
 		REQUIRE(bin(c).max == 2u * batch);
 		// The miss that gave the second batch refilled one batch.
@@ -349,7 +349,7 @@ TEST_CASE("a bin of two batches is left half full by a refill and by a flush, a 
 		CHECK(bin(c).count == batch + 1);
 		CHECK(tc->top[c][0] == extra);
 
-		// D: only frees. Its bound doubles at each full free up to one batch
+		// D: only frees. Its bound grows at each full free up to one batch
 		// and stays there; each flush then gives back the whole batch.
 		std::vector<void *> dfreed;
 		while (!others.empty()) {
