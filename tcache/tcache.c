@@ -200,10 +200,11 @@ static uint32_t bin_first_max(const size_class_t *k)
 #define CACHE_LATE_USES 16u
 
 /* Raises the bin's bound: from 0 to its first bound (for a big class, at
- * its CACHE_LATE_USES-th use), by a first bound's worth from there up
- * to one batch (it doubled until 2026-12-05: a class of 2 KiB reached its
- * 64 KiB batch at its fourth miss, now its sixteenth), then to two batches, and beyond by one batch at a time if
- * the cache's byte budget allows. Bounds up to one batch are granted
+ * its CACHE_LATE_USES-th use), by a first bound's worth from there up to
+ * one batch (doubling, a class of 2 KiB reached its 64 KiB batch at its
+ * fourth miss and kept a burst's worth in its bin; now at its sixteenth),
+ * then to two batches, and beyond by one batch at a time if the cache's
+ * byte budget allows. Bounds up to one batch are granted
  * whatever the budget says, and so is the second batch of a bin that a free
  * once found full (they still count against the budget):
  * - without a batch, a class that comes into use after the budget is spent
@@ -415,8 +416,8 @@ static bool tcache_hook_ready(void)
 
 /* Slots of all bins of one cache: class 0's sentinel, then room for each
  * class's two regions (bin_place), each followed by its sentinel (at
- * `empty`, tcache.h) and TCACHE_BIN_GAP - 1 unused slots. Both fast paths read the slot at `top` when the bin
- * is empty. */
+ * `empty`, tcache.h) and TCACHE_BIN_GAP - 1 unused slots. Both fast paths
+ * read the slot at `top` when the bin is empty. */
 static size_t tcache_slot_count(void)
 {
 	size_t n = 1;
