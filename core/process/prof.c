@@ -19,27 +19,33 @@
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
 /* The hash tables' heads, the replay slots (prof_replays) and the kept
- * filter (prof.h): all in one page, written once at start-up (prof_setup).
- * A sample's insert and free and a new count land on a page at random, so
+ * filter (prof.h): PROF_HEADS_BYTES at the start of the first carving chunk
+ * (prof_tables_make), made at the first sample, so that a process that
+ * takes none pays no page for them (bench cache-thrash t=2: most runs take
+ * none), and the first sample's site, count, entry and replay record (about
+ * 750 bytes for a short stack) are carved from the rest of the heads' page:
+ * one page where the heads (written at start-up) and the chunk were two.
+ * A sample's insert and free and a new count land on a head at random, so
  * every page of a table is faulted in after a few samples: at 4 096 heads
  * (8 pages) each, the profiler's own code took about 48 minor faults in
  * bench realloc string (64 MB, about 300 samples); at 512 heads a table (3
  * pages), each first read of a page (the zero page) and its first write
  * faulted apart. The replay entries (36 KiB) and the kept filter (4 KiB)
- * had pages of their own too: 3 of the profiler's 15 faults in bench
- * cache-thrash t=2. Chains stay short where it matters: live samples are 1
- * per prof_sample bytes held (a 1 GiB heap: about 8 per head), and a
- * sample looks a site up only when its stack is neither the thread's last
- * site nor replayed, a count only for a site's first sample of a size key
+ * had pages of their own too. Chains stay short where it matters: live
+ * samples are 1 per prof_sample bytes held (a 1 GiB heap: about 16 per
+ * sample head; a sample's free walks half a chain), and a sample looks a
+ * site up only when its stack is neither the thread's last site nor
+ * replayed, a count only for a site's first sample of a size key
  * (prof_count_get). */
-#define PROF_SAMPLE_BUCKETS (1u << 8)
+#define PROF_SAMPLE_BUCKETS (1u << 7)
 #define PROF_SITE_BUCKETS (1u << 6)
 #define PROF_COUNT_BUCKETS (1u << 6)
 #define PROF_REPLAYS 64
-_Static_assert((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS + PROF_REPLAYS) * sizeof(void *) +
-			       (1u << PROF_KEPT_BITS) <=
-		       EBB_PAGE_SIZE,
-	       "the heads fit a page");
+#define PROF_HEADS_BYTES                                                                                   \
+	((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS + PROF_REPLAYS) * sizeof(void *) +   \
+	 (1u << PROF_KEPT_BITS))
+_Static_assert(PROF_HEADS_BYTES + 1024 <= EBB_PAGE_SIZE, "the heads leave a KiB of their page to carve");
+_Static_assert(PROF_HEADS_BYTES % 16 == 0, "carving after the heads stays aligned");
 #define PROF_CHUNK ((size_t)64 << 10)
 
 /* An allocation site: one distinct stack. Written under prof_lock; never
@@ -136,7 +142,11 @@ _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block c
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE >= EBB_SMALL_MAX, "a kept run holds every small class");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
 static unsigned prof_kept_n;
-uint8_t *prof_kept_filter; /* PROF_KEPT_BITS counters in the heads' page */
+/* PROF_KEPT_BITS counters in the heads' page; until the first sample made
+ * the tables, prof_kept_none (nothing is kept before a sample), so that
+ * prof.h's readers need no test of their own. */
+static const uint8_t prof_kept_none[1u << PROF_KEPT_BITS];
+uint8_t *prof_kept_filter;
 
 /* A prof_filter counter's value, read with a write access: a
  * compare-and-swap that sets a 0 to 1. The filter's pages are first met by
@@ -153,8 +163,8 @@ static uint8_t prof_filter_raise_read(uint8_t *f)
 
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
  * prof_lock (the only writer). At most PROF_KEEP blocks are kept: a
- * counter never wraps. Its page was written at start-up: a plain read is
- * no fault of its own. */
+ * counter never wraps. Its page was written when the tables were made: a
+ * plain read is no fault of its own. */
 static void prof_kept_count(const void *p, int d)
 {
 	uint8_t *f = &prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)];
@@ -301,6 +311,40 @@ static void *prof_carve(size_t size)
 
 static bool prof_free_hook(void *p, span_t *span);
 
+/* The tables, made by the first sample of the process (prof_samples is
+ * NULL until then; set last, with release, so that a thread that reads it
+ * set finds the others set). Their heads start the first carving chunk,
+ * which then carves from the rest of their page (PROF_HEADS_BYTES). Takes
+ * no lock while it maps (meta_alloc), prof_lock to publish. false if out
+ * of memory: the sample is then served unrecorded. */
+static EBB_NOINLINE bool prof_tables_make(void)
+{
+	char *c = meta_alloc(PROF_CHUNK, EBB_PAGE_SIZE);
+	if (c == NULL)
+		return false;
+	prof_lock();
+	if (prof_samples == NULL) {
+		/* Fresh metadata reads as zero: every head is empty. Written
+		 * now (the carving that follows writes the same page). */
+		void **heads = (void **)c;
+		__atomic_store_n(&heads[0], NULL, __ATOMIC_RELAXED);
+		prof_sites = (prof_site_t **)(heads + PROF_SAMPLE_BUCKETS);
+		prof_counts = (prof_count_t **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS);
+		prof_replays = (struct prof_replay **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS +
+							PROF_COUNT_BUCKETS);
+		__atomic_store_n(&prof_kept_filter,
+				 (uint8_t *)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS +
+					     PROF_REPLAYS),
+				 __ATOMIC_RELEASE);
+		/* No carving before the tables: the chunk is the first. */
+		prof_chunk = c + PROF_HEADS_BYTES;
+		prof_chunk_end = c + PROF_CHUNK;
+		__atomic_store_n(&prof_samples, (prof_sample_t **)heads, __ATOMIC_RELEASE);
+	} /* else another thread made them meanwhile: c is left unused */
+	prof_unlock();
+	return true;
+}
+
 /* Reads the options once; true if sampling is on. */
 static bool prof_setup(void)
 {
@@ -311,30 +355,12 @@ static bool prof_setup(void)
 		return false;
 	bool on = options_get(OPT_PROF) != 0;
 	if (on) {
-		prof_lock();
-		if (prof_samples == NULL) {
-			void **heads = meta_alloc(EBB_PAGE_SIZE, EBB_PAGE_SIZE);
-			if (heads != NULL) {
-				/* Written now: one fault, where a first read (the
-				 * zero page) and a first write fault apart. */
-				__atomic_store_n(&heads[0], NULL, __ATOMIC_RELAXED);
-				prof_samples = (prof_sample_t **)heads;
-				heads += PROF_SAMPLE_BUCKETS;
-				prof_sites = (prof_site_t **)heads;
-				heads += PROF_SITE_BUCKETS;
-				prof_counts = (prof_count_t **)heads;
-				heads += PROF_COUNT_BUCKETS;
-				prof_replays = (struct prof_replay **)heads;
-				heads += PROF_REPLAYS;
-				/* Before prof_on, the readers' test (prof.h). */
-				__atomic_store_n(&prof_kept_filter, (uint8_t *)heads, __ATOMIC_RELEASE);
-			}
-		}
-		on = prof_samples != NULL;
-		prof_unlock();
+		/* Before prof_on, the readers' test (prof.h). Nothing here
+		 * touches a page of the profiler's own: the tables are made at
+		 * the first sample (prof_tables_make). */
+		__atomic_store_n(&prof_kept_filter, (uint8_t *)prof_kept_none, __ATOMIC_RELEASE);
 		/* Before prof_on: before any sample can be made (and freed). */
-		if (on)
-			large_set_free_hook(prof_free_hook);
+		large_set_free_hook(prof_free_hook);
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
@@ -622,6 +648,8 @@ static bool prof_is_large(const void *p)
 /* The sample's entry of p, or NULL. Caller holds prof_lock. */
 static prof_sample_t **prof_find(const void *p)
 {
+	if (EBB_UNLIKELY(prof_samples == NULL))
+		return NULL; /* no sample yet (the filters read 0: a caller came anyway) */
 	prof_sample_t **at = &prof_samples[sample_bucket(p)];
 	while (*at && (*at)->addr != p)
 		at = &(*at)->next;
@@ -741,12 +769,15 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
 	unsigned slot = prof_replay_slot(ret, cfa);
+	/* Without the tables (out of memory) the block is served unrecorded,
+	 * as when a count cannot be made; nothing is kept without them. */
+	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
 	prof_lock();
-	prof_replay_t *rp = prof_replays[slot];
+	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
 	if (rp != NULL && rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
 		prof_site_t *site = rp->site;
 		c = size <= (size_t)prof_rate / 16 && site->count0 != NULL ? site->count0 : prof_count_get(site, size);
-	} else {
+	} else if (tables) {
 		c = prof_stack_walk(size, ret, fp, slot);
 	}
 	if (keepable && prof_kept_n > 0) {

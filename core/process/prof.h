@@ -75,9 +75,10 @@ EBB_INLINE bool prof_may_hold(const void *p)
  * keeps for the next samples, prof.c): only a kept block needs
  * realloc_slow_prof's look (prof_realloc_check). At most 16 blocks are
  * kept, so 512 counters answer a page run that is not kept no for 97% of
- * them; they live in the page of the profiler's hash heads, written at
- * start-up (prof.c, prof_setup), where a table of their own was one more
- * page fault per process. Read only with prof on (set before prof_on). */
+ * them; they live in the page of the profiler's hash heads, made at the
+ * first sample (prof.c, prof_tables_make), where a table of their own was
+ * one more page fault per process; a zero table of its own before then.
+ * Read only with prof on (set before prof_on). */
 #define PROF_KEPT_BITS 9
 extern uint8_t *prof_kept_filter;
 

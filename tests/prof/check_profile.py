@@ -24,6 +24,7 @@ and checks what they say against the truth the program knows.
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
+  check_profile.py before_tables PROG    nothing sampled: huge_moved and free_paths run before the tables exist
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py reload PROG A B       stacks through a library loaded where a closed one was
   check_profile.py preload LIB           python3 under LD_PRELOAD writes prof_file at exit
@@ -228,9 +229,11 @@ def own_faults(prog, tmp):
     """The profiler's own pages are a constant per process, which shows as
     a ratio on a small program's faults (bench cache-thrash t=2: about 105).
     Measured with `perf record -e page-faults -d` (docs/profiler-overhead.md):
-    8 on this program (the heads, the one code page written at start-up,
-    the rule cache's home page, libc's unwind tables (2), the carving chunk,
-    the filter, the first sample run), 12-14 before the patched code shared
+    7 in a process that samples (the one code page written at start-up,
+    the tables' page (made at the first sample, the first carving beside
+    the heads), the rule cache's home page, libc's unwind tables (2), the
+    filter, the first sample run), 8 before the heads and the carving
+    chunk shared a page, 12-14 before the patched code shared
     a page, the rule cache filled one page first and the program's link
     map was read without dlinfo, 16-18 before the replay entries and the
     kept filter moved into pages used anyway, about 26 before the tables
@@ -306,6 +309,28 @@ def huge_moved(prog, tmp):
         fail("%d blocks live with one moved block live" % (n1 - n0))
     if (n2, b2) != (n0, b0):
         fail("%d sampled blocks (%d bytes) still live after every one was freed" % (n2 - n0, b2 - b0))
+
+
+def before_tables(prog, tmp):
+    """prof on, nothing sampled (prof_sample=1T): the tables are made at
+    the first sample (prof.c, prof_tables_make), so every path that reads
+    them runs before they exist: page runs and a huge block freed (the free
+    hook), grown and moved by realloc (prof_resize_begin, the kept filter's
+    zero table), blocks of every entry point freed every way, and profiles
+    written with no site. Each must run and write a profile with no
+    sample."""
+    opts = {"EBB_OPTIONS": "prof=1,prof_sample=1T,background_thread=0"}
+    for mode in ("huge_moved", "free_paths"):
+        out = os.path.join(tmp, mode + ".heap")
+        r = run([prog, mode, out], opts, check=False)
+        if r.returncode not in (0, 77):
+            fail("prof_sites %s with nothing sampled exited %d: %s" % (mode, r.returncode, r.stderr[-2000:]))
+        for i in range(3):
+            with open(out + ".%d" % i) as f:
+                head = f.readline().strip()
+            if not head.startswith("heap profile: 0: 0 [0: 0] @ heap_v2/"):
+                fail("%s.%d: %r, where nothing was sampled" % (mode, i, head))
+        print("  %s: exit %d, 3 empty profiles" % (mode, r.returncode))
 
 
 def go_units(v, unit):
@@ -586,6 +611,8 @@ def main():
             free_paths(sys.argv[2], tmp)
         elif mode == "huge_moved":
             huge_moved(sys.argv[2], tmp)
+        elif mode == "before_tables":
+            before_tables(sys.argv[2], tmp)
         elif mode == "threads":
             threads(sys.argv[2], tmp)
         elif mode == "dlopen":
