@@ -955,21 +955,24 @@ static std::vector<void *> one_span_out(unsigned cpu, unsigned cls, std::vector<
 	return {};
 }
 
-// A flush goes home under a home's lock held for at most 64 blocks: a run
-// longer than that (a whole span of 32-byte blocks, 128, flushed in one
-// piece while the transfer stack is full) is closed at the chunk's end,
-// the lock dropped and taken again, and the run opened again on the same
-// span; every block comes home once and the span, all back, leaves.
+// A flush goes home under a home's lock held for at most 128 blocks
+// (RELEASE_CHUNK): a run longer than that (a whole span of 16-byte blocks,
+// 256, flushed in one piece while the transfer stack is full) is closed at
+// the chunk's end, the lock dropped and taken again, and the run opened
+// again on the same span; every block comes home once and the span, all
+// back, leaves. A span of 32-byte blocks (128) goes home in one hold, its
+// last block in a window of its own.
 TEST_CASE("a run longer than one hold of the lock comes home whole, in either order", "[central]")
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
-	unsigned cls = size_class_of(32);
-	const size_class_t &k = size_classes[cls];
-	REQUIRE(k.pages == 1);
-	REQUIRE(k.blocks > 64);
-	const unsigned cpu = 7;
+	for (size_t size : { (size_t)16, (size_t)32 })
 	for (int reverse = 0; reverse < 2; reverse++) {
+		unsigned cls = size_class_of(size);
+		const size_class_t &k = size_classes[cls];
+		REQUIRE(k.pages == 1);
+		REQUIRE(k.blocks >= 128);
+		const unsigned cpu = 7;
 		central_drain(false, nullptr);
 		REQUIRE(class_stats(cls).transfer_blocks == 0);
 		std::vector<void *> held;
@@ -1219,7 +1222,7 @@ TEST_CASE("a central list is set up by its first use, once, while passes run", "
 	CHECK(class_stats(cls).transfer_blocks == 0);
 }
 
-// release_to_spans walks a flush in windows of at most 64 blocks, each ended
+// release_to_spans walks a flush in windows of at most 128 blocks, each ended
 // by a sentinel written in place of the block after it (put back after the
 // window) and the flush's last block in a window of its own. Bad addresses
 // at the edges of the windows (the sentinel's place, the block before it,
@@ -1236,7 +1239,7 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 	const unsigned cpu = 9;
 	central_drain(false, nullptr);
 	std::vector<void *> good;
-	while (good.size() < 200) {
+	while (good.size() < 400) {
 		std::vector<void *> got = refill(cpu, cls, k.batch, false);
 		REQUIRE(!got.empty());
 		good.insert(good.end(), got.begin(), got.end());
@@ -1247,8 +1250,10 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 	uint64_t used = class_stats(cls).used_blocks;
 	uint64_t reports = report_count();
 	std::vector<void *> v(good);
-	v.insert(v.begin() + 63, w[0]);  // the first window's last block
-	v.insert(v.begin() + 128, w[0]); // the second window's sentinel place
+	// v[0] opens the first run before any window: the first window is
+	// v[1..128], its sentinel in v[129]'s place.
+	v.insert(v.begin() + 128, w[0]); // the first window's last block
+	v.insert(v.begin() + 257, w[0]); // the second window's sentinel place
 	v.push_back(good[0]);            // the last block: freed twice
 	const std::vector<void *> before(v);
 	flush(cpu, cls, v);
