@@ -145,13 +145,19 @@ TEST_CASE("a huge block's header slot stays mapped whole, and goes with the bloc
 	REQUIRE(page_mapped(as + EBB_SB_SIZE - 4096));
 	std::memset(bs + EBB_SB_SIZE, 0x3c, P * 4096);
 
-	// b gives all its pages to a's second half: b's slot is gone whole.
+	// b gives all its pages to a's second half: b's slot is kept whole as
+	// a spare (not ours to look up), and the drain unmaps it whole.
+	huge_spare_drain();
 	REQUIRE(huge_give_tail(b, P, as + EBB_SB_SIZE + P * 4096));
+	CHECK(page_mapped(bs));
+	CHECK(superblock_registry[registry_index((uintptr_t)bs)] == REG_NONE);
+	CHECK(!page_mapped(bs + EBB_SB_SIZE));
+	CHECK(as[EBB_SB_SIZE + P * 4096] == 0x3c);
+	huge_spare_drain();
 	CHECK(!page_mapped(bs));
 	CHECK(!page_mapped(bs + EBB_SB_SIZE / 2));
 	CHECK(!page_mapped(bs + EBB_SB_SIZE - 4096));
 	CHECK(!page_mapped(bs + EBB_SB_SIZE));
-	CHECK(as[EBB_SB_SIZE + P * 4096] == 0x3c);
 
 	// A resize that cannot grow a in place moves it (or, where the kernel
 	// cannot move two mappings at once, fails and leaves it): either way
@@ -160,6 +166,7 @@ TEST_CASE("a huge block's header slot stays mapped whole, and goes with the bloc
 	REQUIRE(c != nullptr);
 	superblock_t *n = huge_resize(a, 8 * P);
 	if (n != nullptr && n != a) {
+		huge_spare_drain(); // a's slot was kept spare
 		CHECK(!page_mapped(as));
 		CHECK(!page_mapped(as + EBB_SB_SIZE / 2));
 		a = n;
@@ -176,6 +183,79 @@ TEST_CASE("a huge block's header slot stays mapped whole, and goes with the bloc
 	CHECK(!page_mapped(as));
 	CHECK(!page_mapped(as + EBB_SB_SIZE / 2));
 	CHECK(!page_mapped(as + EBB_SB_SIZE + (npages - 1) * 4096));
+}
+
+TEST_CASE("a slot whose block gave all its pages grows into the next huge block in place, or goes", "[superblock]")
+{
+	page_heap_t heap;
+	page_heap_init(&heap, 6, os_fake_now());
+	const size_t P = 512; // 2 MiB
+	huge_spare_drain();
+	REQUIRE(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr); // none spare
+
+	superblock_t *to = huge_create(&heap, 4 * P, EBB_SB_SIZE);
+	superblock_t *b = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(to != nullptr);
+	REQUIRE(b != nullptr);
+	char *bs = (char *)b;
+	b->next = (superblock_t *)0x1234; // a stale header field the reuse must not keep
+	std::memset(bs + EBB_SB_SIZE, 0x5a, P * 4096);
+	REQUIRE(huge_give_tail(b, P, (char *)to + EBB_SB_SIZE));
+	CHECK(((char *)to)[EBB_SB_SIZE] == 0x5a);
+	// While spare, b's old pointers are nobody's: a free of them is
+	// reported as foreign.
+	superblock_t *none;
+	CHECK(superblock_span_lookup(bs + EBB_SB_SIZE, &none) == nullptr);
+	CHECK(registry_get(bs + EBB_SB_SIZE) == REG_NONE);
+	CHECK(registry_get(bs) == REG_NONE);
+
+	// Reused where b's data was: one mapping at the same place, a fresh
+	// header, registered, its pages zero (not b's).
+	superblock_t *r = huge_create_spare(&heap, P, EBB_SB_SIZE);
+	REQUIRE(r == b);
+	CHECK(r->next == nullptr);
+	CHECK(r->huge == 1);
+	CHECK(r->spans[0].npages == P);
+	CHECK(r->spans[0].state == SPAN_LARGE);
+	CHECK(r->map_size == (size_t)EBB_SB_HEADER_PAGES * 4096 + P * 4096);
+	char *rd = bs + EBB_SB_SIZE;
+	CHECK(superblock_registry[registry_index((uintptr_t)bs)] == REG_HEADER);
+	CHECK(superblock_registry[registry_index((uintptr_t)rd)] == REG_HUGE);
+	superblock_t *out;
+	CHECK(superblock_span_lookup(rd, &out) == &r->spans[0]);
+	CHECK(rd[0] == 0);
+	CHECK(rd[P * 4096 - 1] == 0);
+	REQUIRE(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr); // taken once
+
+	// A slot whose old data's place is taken by another mapping cannot
+	// grow: it is unmapped, the other mapping stays, nothing is made.
+	superblock_t *c = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(c != nullptr);
+	char *cs = (char *)c;
+	REQUIRE(huge_give_tail(c, P, (char *)to + EBB_SB_SIZE + P * 4096));
+	char *at = cs + EBB_SB_SIZE;
+	void *m = mmap(at, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(m == (void *)at);
+	at[0] = 0x61;
+	CHECK(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr);
+	CHECK(!page_mapped(cs));
+	CHECK(page_mapped(at));
+	CHECK(at[0] == 0x61);
+	munmap(at, 4096);
+
+	// Alignment: a slot whose data would not be aligned as asked stays.
+	superblock_t *d = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(d != nullptr);
+	char *ds = (char *)d;
+	REQUIRE(huge_give_tail(d, P, (char *)to + EBB_SB_SIZE + 2 * P * 4096));
+	size_t big = (size_t)1 << 40; // no slot's data is aligned to 1 TiB here
+	if (((uintptr_t)ds + EBB_SB_SIZE) % big != 0)
+		CHECK(huge_create_spare(&heap, P, big) == nullptr);
+	CHECK(page_mapped(ds));
+	huge_spare_drain();
+	CHECK(!page_mapped(ds));
+	REQUIRE(superblock_destroy(r));
+	REQUIRE(superblock_destroy(to));
 }
 
 TEST_CASE("where THP backs first touches, a huge block's slot keeps no hole, and its unmaps spare a mapping placed there",

@@ -62,6 +62,11 @@ static size_t huge_round(size_t pages)
  * slack. */
 static superblock_t *huge_map_new(page_heap_t *h, size_t npages, size_t align)
 {
+	/* A spare header slot grows into the block exactly: one call, and no
+	 * 2 MiB unit to trim (its place is given). */
+	superblock_t *spare = huge_create_spare(h, npages, align);
+	if (spare != NULL)
+		return spare;
 	size_t whole = (size_t)util_align_up(npages, (size_t)EBB_SB_SIZE >> EBB_PAGE_SHIFT);
 	if (whole == npages)
 		return huge_create(h, npages, align);

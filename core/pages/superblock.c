@@ -301,6 +301,78 @@ superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align)
 	return sb;
 }
 
+/* Header slots of huge blocks whose data moved away whole (a cached block
+ * that gave all its pages to another, huge_give_tail; a block moved to grow,
+ * huge_resize), kept mapped for the next huge block: the address space right
+ * after a slot is where its data was, free as long as the kernel has not
+ * placed another mapping there, so one mremap grows the slot in place into
+ * a new block, where unmapping it and mapping a new one took three calls
+ * (munmap, mmap, the trim of huge_map_new in huge.c). A slot holds its
+ * EBB_SB_FIXED_PAGES header pages resident (they are zeroed at its reuse)
+ * and is counted nowhere while spare. At most HUGE_SPARE_SLOTS; a slot
+ * finds its place, and is taken, by one compare-and-swap: no lock, so
+ * nothing can be held across a fork. */
+#define HUGE_SPARE_SLOTS 4
+static uint64_t huge_spare[HUGE_SPARE_SLOTS];
+
+/* sb's slot, its data gone, registry entries cleared and totals taken off:
+ * kept spare, or unmapped. Only a slot mapped whole (huge_map) adjoins its
+ * data's address space. */
+static void huge_slot_retire(superblock_t *sb)
+{
+	if (huge_slot_bytes() == EBB_SB_SIZE && sb->desc_touched == EBB_SB_FIXED_MASK) {
+		for (unsigned i = 0; i < HUGE_SPARE_SLOTS; i++) {
+			uint64_t expect = 0;
+			if (atomic_cas_u64_value(&huge_spare[i], &expect, (uintptr_t)sb))
+				return;
+		}
+	}
+	os_unmap(sb, huge_slot_bytes());
+}
+
+void huge_spare_drain(void)
+{
+	for (unsigned i = 0; i < HUGE_SPARE_SLOTS; i++) {
+		uint64_t v = atomic_load_u64(&huge_spare[i]);
+		if (v != 0 && atomic_cas_u64_value(&huge_spare[i], &v, 0))
+			os_unmap((void *)(uintptr_t)v, EBB_SB_SIZE);
+	}
+}
+
+superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t align)
+{
+	size_t data = pages << EBB_PAGE_SHIFT;
+	if (align < EBB_SB_SIZE)
+		align = EBB_SB_SIZE;
+	if (pages == 0 || data > EBB_MAX_REQUEST)
+		return NULL;
+	for (unsigned i = 0; i < HUGE_SPARE_SLOTS; i++) {
+		uint64_t v = atomic_load_u64(&huge_spare[i]);
+		if (v == 0 || ((v + EBB_SB_SIZE) & (align - 1)) != 0 ||
+		    !atomic_cas_u64_value(&huge_spare[i], &v, 0))
+			continue;
+		superblock_t *sb = (superblock_t *)(uintptr_t)v;
+		/* Refused (the space after it is taken, or an injected fault):
+		 * the slot goes, and the caller maps a new block. */
+		int saved = errno;
+		if (!os_remap_inplace(sb, EBB_SB_SIZE, EBB_SB_SIZE + data)) {
+			os_unmap(sb, EBB_SB_SIZE);
+			errno = saved;
+			return NULL;
+		}
+		/* The old block's header: only its fixed pages were written
+		 * (huge_slot_retire keeps no other), and a new header reads as
+		 * zero before it is set up. */
+		memset(sb, 0, (size_t)EBB_SB_FIXED_PAGES << EBB_PAGE_SHIFT);
+		huge_init_header(sb, heap, pages);
+		totals_add(sb->map_size, header_bytes());
+		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+		registry_set((uintptr_t)sb + EBB_SB_SIZE, data, REG_HUGE, REG_HUGE_CONT);
+		return sb;
+	}
+	return NULL;
+}
+
 /* Sets the registry entries of the slots that data of `from` bytes covers
  * and data of `to` bytes (0 < to < from) does not. */
 static void registry_set_tail(char *data, size_t to, size_t from, uint8_t kind)
@@ -340,8 +412,8 @@ bool huge_give_tail(superblock_t *sb, size_t pages, void *to)
 	 * was reserved: only the donor's share goes from the totals. */
 	atomic_sub_u64(&sb_totals.mapped_bytes, give);
 	if (give == old_data) {
-		os_unmap(sb, huge_slot_bytes());
 		totals_sub(header_bytes(), header_bytes());
+		huge_slot_retire(sb);
 		return true;
 	}
 	atomic_store_u64(&sb->map_size, header_bytes() + (old_data - give));
@@ -422,6 +494,6 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 	atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data);
 	atomic_add_u64(&sb_totals.mapped_total, 1);
 	atomic_add_u64(&sb_totals.unmapped_total, 1);
-	os_unmap(sb, huge_slot_bytes());
+	huge_slot_retire(sb);
 	return nsb;
 }

@@ -407,6 +407,13 @@ bool superblock_destroy(superblock_t *sb);
  * covers `pages` pages starting at sb + 4 MiB (aligned to `align` if that is
  * larger than 4 MiB). NULL with ENOMEM on failure. */
 superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align);
+/* The same from a spare header slot (one whose block's data moved away
+ * whole, superblock.c says when) whose data would be aligned to `align`,
+ * grown in place by one mremap; NULL if there is none or it could not grow
+ * (errno untouched: the caller maps a new block). */
+superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t align);
+/* Unmaps every spare header slot (tests start from none). */
+void huge_spare_drain(void);
 /* Resizes a huge block in place (mremap) or by moving its pages to a new
  * mapping without copying; returns the (possibly new) superblock or NULL if
  * neither worked (the old block is untouched). */
