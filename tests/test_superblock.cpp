@@ -300,3 +300,27 @@ TEST_CASE("where THP backs first touches, a huge block's slot keeps no hole, and
 	REQUIRE(superblock_destroy(c));
 	os_fake_set_thp_always(0);
 }
+
+TEST_CASE("spare huge slots stay through a release pass that lets no huge block go, and go at a trim of all", "[superblock]")
+{
+	page_heap_t heap;
+	page_heap_init(&heap, 6, os_fake_now());
+	const size_t P = 512; // 2 MiB
+	huge_spare_drain();
+	superblock_t *to = huge_create(&heap, 2 * P, EBB_SB_SIZE);
+	superblock_t *b = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(to != nullptr);
+	REQUIRE(b != nullptr);
+	char *bs = (char *)b;
+	REQUIRE(huge_give_tail(b, P, (char *)to + EBB_SB_SIZE));
+	REQUIRE(page_mapped(bs)); // kept spare
+
+	// A pass that releases nothing: a huge block may still come soon.
+	page_heap_release(&heap, os_fake_now(), false);
+	CHECK(page_mapped(bs));
+	// A trim of everything (ebb_trim, the idle purge of all): the spare goes.
+	page_heap_release(&heap, os_fake_now(), true);
+	CHECK(!page_mapped(bs));
+	CHECK(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr);
+	REQUIRE(superblock_destroy(to));
+}

@@ -414,13 +414,14 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	}
 	lock_release(&h->lock);
 
-	size_t released = 0;
+	size_t released = 0, huge_released = 0;
 	for (superblock_t *sb = victims, *next; sb; sb = next) {
 		next = sb->next;
 		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
 		bool huge = sb->huge, purged = sb->all_purged;
 		if (superblock_destroy(sb)) {
 			released++;
+			huge_released += huge;
 			lock_acquire(&h->lock);
 			h->meta_pages -= meta;
 			lock_release(&h->lock);
@@ -444,8 +445,16 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	}
 	lock_acquire(&h->lock);
 	h->purging = false;
+	bool huge_idle = h->huge_count == 0;
 	lock_depth_leave();
 	lock_release(&h->lock);
+	/* The spare header slots of huge blocks (superblock.c) serve huge
+	 * blocks mapped soon after others went; once this heap has released
+	 * its cached huge blocks by age (or a trim asked for all), no huge
+	 * block is coming soon, and the spares' address space and header
+	 * pages go too. */
+	if (all || (huge_idle && huge_released > 0))
+		huge_spare_drain();
 	return released;
 }
 

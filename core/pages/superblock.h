@@ -412,7 +412,9 @@ superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align);
  * grown in place by one mremap; NULL if there is none or it could not grow
  * (errno untouched: the caller maps a new block). */
 superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t align);
-/* Unmaps every spare header slot (tests start from none). */
+/* Unmaps every spare header slot: when a page heap's release pass has let
+ * its last cached huge block go by age, at a trim of everything, and in
+ * tests (which start from none). */
 void huge_spare_drain(void);
 /* Resizes a huge block in place (mremap) or by moving its pages to a new
  * mapping without copying; returns the (possibly new) superblock or NULL if
