@@ -124,7 +124,7 @@ static void miss(size_t size, std::vector<void *> &held)
 }
 
 TEST_CASE("a bin starts small, grows by its first bound per miss to one batch whatever the "
-	  "budget, takes a second batch if the budget allows or once a free found it full, then "
+	  "budget (past 4 KiB from its fourth miss once the budget is spent), takes a second batch if the budget allows or once a free found it full, then "
 	  "grows by one batch per miss while the byte budget allows",
 	  "[tcache]")
 {
@@ -160,10 +160,16 @@ TEST_CASE("a bin starts small, grows by its first bound per miss to one batch wh
 		CHECK(tc->budget == limit);
 		// A class that comes into use after the budget is spent still
 		// reaches one batch (counted against the budget), not one block
-		// at a time from the central lists: 4, 8, 12, ... 32 blocks. While
-		// it only misses (a burst of mallocs), no more.
+		// at a time from the central lists, but only from its fourth miss
+		// since its last trim (tcache.c, GROW_OVER_BUDGET_MISSES): a class
+		// used in a short burst keeps 4 KiB. Then 8, 12, ... 32 blocks.
+		// While it only misses (a burst of mallocs), no more.
 		held.push_back(tcache_alloc(C));
 		CHECK(bin(c).max == first_max(kc));
+		miss(C, held);
+		miss(C, held);
+		CHECK(bin(c).max == first_max(kc));
+		CHECK(tc->misses[c] == 3);
 		for (uint32_t want = 2 * first_max(kc); want <= kc.batch; want += first_max(kc)) {
 			miss(C, held);
 			CHECK(bin(c).max == want);
