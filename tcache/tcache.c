@@ -207,8 +207,9 @@ static uint32_t bin_first_max(const size_class_t *k)
  * bin that only receives frees (a consumer thread) never misses: held at
  * 4 KiB, its flushes would stay below the central lists' transfer unit (one
  * batch) and go to the spans one block at a time. Measured (interleaved, medians of 10,
- * max RSS): bench/py_alloc.py --threads=1 --rounds=4 35 356 -> 35 228 KiB
- * (spreads 35 348-35 596 and 35 212-35 320, 5 runs); initdb unchanged
+ * max RSS): PYTHONMALLOC=malloc bench/py_alloc.py --threads=1 --rounds=4
+ * 35 356 -> 35 228 KiB (spreads 35 348-35 596 and 35 212-35 320, 5 runs;
+ * glibc about 38 200; with pymalloc no change seen); initdb unchanged
  * within its noise (14 pairs, 55.3-57.7 MiB either way); callgrind,
  * bench_churn 16 B-32 KiB 2M ops: ws=1000 +0.06%, ws=100 000 -1.9%
  * instructions, xmalloc t=2 unchanged. At 2
