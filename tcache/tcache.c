@@ -206,9 +206,10 @@ static uint32_t bin_first_max(const size_class_t *k)
  * use misses that often between two trims and still reaches its batch. A
  * bin that only receives frees (a consumer thread) never misses: held at
  * 4 KiB, its flushes would stay below the central lists' transfer unit (one
- * batch) and go to the spans one block at a time. Measured (interleaved, medians of 10,
- * max RSS): PYTHONMALLOC=malloc bench/py_alloc.py --threads=1 --rounds=4
- * 35 356 -> 35 228 KiB (spreads 35 348-35 596 and 35 212-35 320, 5 runs;
+ * batch) and go to the spans one block at a time. Measured (max RSS,
+ * medians of 5 interleaved pairs): PYTHONMALLOC=malloc bench/py_alloc.py
+ * --threads=1 --rounds=4 35 356 -> 35 228 KiB (spreads 35 348-35 596 and
+ * 35 212-35 320;
  * glibc about 38 200; with pymalloc no change seen); initdb unchanged
  * within its noise (14 pairs, 55.3-57.7 MiB either way); callgrind,
  * bench_churn 16 B-32 KiB 2M ops: ws=1000 +0.06%, ws=100 000 -1.9%
