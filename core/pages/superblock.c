@@ -200,6 +200,14 @@ static size_t huge_slot_bytes(void)
 	return os_thp_always() ? header_bytes() : EBB_SB_SIZE;
 }
 
+/* The registry entries of huge block sb: its header slot, then its data
+ * (`data` bytes from sb + 4 MiB). */
+static void huge_register(superblock_t *sb, size_t data)
+{
+	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+	registry_set((uintptr_t)sb + EBB_SB_SIZE, data, REG_HUGE, REG_HUGE_CONT);
+}
+
 static void registry_clear_huge(superblock_t *sb)
 {
 	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_NONE, REG_NONE);
@@ -217,8 +225,7 @@ bool superblock_destroy(superblock_t *sb)
 		 * call. */
 		bool whole = huge_slot_bytes() == EBB_SB_SIZE;
 		if (!os_unmap(whole ? (void *)sb : data_start, whole ? EBB_SB_SIZE + data : data)) {
-			registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-			registry_set((uintptr_t)data_start, data, REG_HUGE, REG_HUGE_CONT);
+			huge_register(sb, data);
 			return false;
 		}
 		/* The data is gone; the header pages cannot fail to go in any way
@@ -286,6 +293,15 @@ static void huge_init_header(superblock_t *sb, struct page_heap *heap, size_t pa
 	s->zeroed = 1;
 }
 
+/* A newly mapped huge block of `pages` pages at sb: its header, the totals,
+ * the registry (last: a lookup finds it only once its header is set). */
+static void huge_publish(superblock_t *sb, struct page_heap *heap, size_t pages)
+{
+	huge_init_header(sb, heap, pages);
+	totals_add(sb->map_size, header_bytes());
+	huge_register(sb, pages << EBB_PAGE_SHIFT);
+}
+
 superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align)
 {
 	if (align < EBB_SB_SIZE)
@@ -294,10 +310,7 @@ superblock_t *huge_create(struct page_heap *heap, size_t pages, size_t align)
 	superblock_t *sb = huge_map(data, align);
 	if (sb == NULL)
 		return NULL;
-	huge_init_header(sb, heap, pages);
-	totals_add(sb->map_size, header_bytes());
-	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-	registry_set((uintptr_t)sb + EBB_SB_SIZE, data, REG_HUGE, REG_HUGE_CONT);
+	huge_publish(sb, heap, pages);
 	return sb;
 }
 
@@ -364,10 +377,7 @@ superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t ali
 		 * (huge_slot_retire keeps no other), and a new header reads as
 		 * zero before it is set up. */
 		memset(sb, 0, (size_t)EBB_SB_FIXED_PAGES << EBB_PAGE_SHIFT);
-		huge_init_header(sb, heap, pages);
-		totals_add(sb->map_size, header_bytes());
-		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-		registry_set((uintptr_t)sb + EBB_SB_SIZE, data, REG_HUGE, REG_HUGE_CONT);
+		huge_publish(sb, heap, pages);
 		return sb;
 	}
 	return NULL;
@@ -401,8 +411,7 @@ bool huge_give_tail(superblock_t *sb, size_t pages, void *to)
 		registry_set_tail(data, old_data - give, old_data, REG_NONE);
 	if (!os_remap_to(data + (old_data - give), give, give, to)) {
 		if (give == old_data) {
-			registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-			registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
+			huge_register(sb, old_data);
 		} else {
 			registry_set_tail(data, old_data - give, old_data, REG_HUGE_CONT);
 		}
@@ -481,16 +490,14 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 	char *ndata = (char *)nsb + EBB_SB_SIZE;
 	registry_clear_huge(sb);
 	if (!os_remap_to(data, old_data, old_data, ndata)) {
-		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-		registry_set((uintptr_t)data, old_data, REG_HUGE, REG_HUGE_CONT);
+		huge_register(sb, old_data);
 		os_unmap(nsb, huge_slot_bytes());
 		os_unmap(ndata, new_data);
 		return NULL;
 	}
 	huge_init_header(nsb, sb->heap, pages);
 	nsb->spans[0].zeroed = s->zeroed;
-	registry_set((uintptr_t)nsb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
-	registry_set((uintptr_t)ndata, new_data, REG_HUGE, REG_HUGE_CONT);
+	huge_register(nsb, new_data);
 	atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data);
 	atomic_add_u64(&sb_totals.mapped_total, 1);
 	atomic_add_u64(&sb_totals.unmapped_total, 1);
