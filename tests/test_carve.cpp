@@ -110,7 +110,7 @@ TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without 
 	char *base = (char *)span_start(sb, s);
 	// Block 0 (pages 0 and 1) is out; pages 2..15 were never touched.
 	CHECK(s->u.central.given_back == (low_bits(16) & ~low_bits(2)));
-	CHECK(s->u.central.free_count == 0);
+	CHECK(span_free_count(s) == 0);
 	CHECK(pages_out() == out0 + 14);
 	for (unsigned i = 0; i < 16; i++)
 		CHECK(pmap_class(pmap_load(sb, s->page + i)) == (i < 2 ? cls : 0));
@@ -246,7 +246,7 @@ TEST_CASE("a span carved from dirty pages is carved whole", "[central]")
 	if (n->page == page && span_superblock(n) == sb) {
 		CHECK(n->u.central.withheld == 0);
 		CHECK(n->u.central.given_back == 0);
-		CHECK(n->u.central.free_count == k.blocks - 1u);
+		CHECK(span_free_count(n) == k.blocks - 1u);
 	}
 	rest.push_back(v[0]);
 	for (void *b : rest)

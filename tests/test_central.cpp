@@ -57,7 +57,7 @@ span_t *partial_head_with(unsigned cls, uint32_t min_free, uint32_t max_free, st
 		REQUIRE(one.size() == 1);
 		held->push_back(one[0]);
 		REQUIRE(block_lookup(one[0], &s, &why) == cls);
-		if (s->u.central.free_count >= min_free && s->u.central.free_count <= max_free &&
+		if (span_free_count(s) >= min_free && span_free_count(s) <= max_free &&
 		    s->u.central.home->partial == s)
 			break;
 	}
@@ -466,7 +466,7 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 		// of the partial list).
 		std::vector<void *> v;
 		span_t *s = partial_head_with(cls, 2, UINT32_MAX, &v);
-		REQUIRE(s->u.central.free_count >= 2);
+		REQUIRE(span_free_count(s) >= 2);
 		char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
 		void *b = s->u.central.free_head;
 		void *forged[5] = { (char *)b + 16, base + (size_t)k.blocks * k.size, base - k.size,
@@ -484,7 +484,7 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 		REQUIRE(got.size() == 1);
 		CHECK(got[0] == b);
 		// The list was dropped (leaked): the span has nothing to give.
-		CHECK(s->u.central.free_count == 0);
+		CHECK(span_free_count(s) == 0);
 		v.push_back(got[0]);
 		flush(5, cls, v);
 	}
@@ -514,7 +514,7 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 					// more blocks.
 					std::vector<void *> v;
 					span_t *s = partial_head_with(cls, j + 4, UINT32_MAX, &v);
-					REQUIRE(s->u.central.free_count >= j + 4);
+					REQUIRE(span_free_count(s) >= j + 4);
 					char *base = (char *)superblock_of(s) + ((size_t)s->page << EBB_PAGE_SHIFT);
 					std::vector<void *> list;
 					void *b = s->u.central.free_head;
@@ -556,7 +556,7 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 						CHECK(((void **)got[i])[0] == nullptr);
 						CHECK(((uint64_t *)got[i])[1] == freelist_mark_of(got[i], freelist_mark));
 					}
-					CHECK(s->u.central.free_count == 0); // the rest dropped (leaked)
+					CHECK(span_free_count(s) == 0); // the rest dropped (leaked)
 					v.insert(v.end(), got.begin(), got.end());
 					flush(5, cls, v);
 				}
@@ -577,7 +577,7 @@ TEST_CASE("a power-of-two class's span list hands out its blocks in order, any c
 	for (unsigned want = 1; want <= 9; want++) {
 		std::vector<void *> v;
 		span_t *s = partial_head_with(cls, 2, 40, &v);
-		uint32_t avail = s->u.central.free_count;
+		uint32_t avail = span_free_count(s);
 		std::vector<void *> list;
 		for (void *b = s->u.central.free_head; b != EBB_LIST_END; b = ((void **)b)[0])
 			list.push_back(b);
@@ -593,7 +593,7 @@ TEST_CASE("a power-of-two class's span list hands out its blocks in order, any c
 			CHECK(((void **)got[i])[0] == nullptr);
 			CHECK(((uint64_t *)got[i])[1] == freelist_mark_of(got[i], freelist_mark));
 		}
-		CHECK(s->u.central.free_count == avail - n);
+		CHECK(span_free_count(s) == avail - n);
 		CHECK(s->used == used + n);
 		if (n < avail)
 			CHECK(s->u.central.free_head == list[n]);
@@ -733,7 +733,7 @@ TEST_CASE("a run whose blocks all lost their mark leaves a full span off the par
 	flush(0, cls, run);
 	REQUIRE(report_count() == reports + 1);
 	CHECK(!s->in_partial);
-	CHECK(s->u.central.free_count == 0);
+	CHECK(span_free_count(s) == 0);
 	CHECK(s->used == k.blocks);
 	// Everything else goes home; x stays dropped (its span keeps it out).
 	std::vector<void *> rest;
@@ -1038,19 +1038,19 @@ TEST_CASE("a one-page span with every block out: a flushed block without its mar
 	span_t *s = nullptr;
 	const char *why;
 	REQUIRE(block_lookup(mine.back(), &s, &why) == cls);
-	REQUIRE(s->u.central.free_count == 0);
+	REQUIRE(span_free_count(s) == 0);
 	uint64_t reports = report_count();
 	void *x = mine.back();
 	((uint64_t *)x)[1] = 0x4141414141414141ull; // its bin mark overwritten
 	flush(0, cls, std::vector<void *>{x});
 	REQUIRE(report_count() == reports + 1);
-	CHECK(s->u.central.free_count == 0);
+	CHECK(span_free_count(s) == 0);
 	// Two blocks: the bad one last, then the window's end.
 	void *y = mine.front();
 	((uint64_t *)y)[1] = 0x4141414141414141ull;
 	flush(0, cls, std::vector<void *>{mine[1], y});
 	REQUIRE(report_count() == reports + 2);
-	CHECK(s->u.central.free_count == 1);
+	CHECK(span_free_count(s) == 1);
 	std::vector<void *> rest;
 	for (void *b : held)
 		if (b != x && b != y && b != mine[1])
@@ -1435,7 +1435,7 @@ TEST_CASE("a refill that splits a batch and empties a span calls no page-heap ho
 	// take what partial spans hold (given back at the end).
 	std::vector<void *> held;
 	for (central_t *c = central_list_at(cpu * EBB_NUM_CLASSES + cls); c != nullptr && c->partial != nullptr;) {
-		unsigned n = c->partial->u.central.free_count;
+		unsigned n = span_free_count(c->partial);
 		REQUIRE(n > 0);
 		std::vector<void *> v = refill(cpu, cls, n, false);
 		REQUIRE(v.size() == n);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/blocks/central.h"
+#include "core/blocks/freelist.h"
 #include "core/blocks/size_class.h"
 #include "core/pages/page_heap.h"
 #include "core/pages/span_check.h"
@@ -167,7 +168,7 @@ TEST_CASE("invariants: a page of a central span without class that is not given 
 	CHECK(died_saying(r, "a page without class is not given back"));
 }
 
-TEST_CASE("invariants: a span's used + free_count off aborts, the check wants the lock", "[invariants]")
+TEST_CASE("invariants: a span's free list off its counts aborts, the check wants the lock", "[invariants]")
 {
 	unit_option("background_thread", "0");
 	unsigned cls = size_class_of(128);
@@ -180,11 +181,14 @@ TEST_CASE("invariants: a span's used + free_count off aborts, the check wants th
 		lock_acquire(&home->lock);
 		if (home->partial == nullptr)
 			return 3;
-		home->partial->u.central.free_count--; // a block lost from the span's list
+		// A block dropped from the span's list with no count moved: the
+		// list is one shorter than blocks - used - withheld - lost.
+		span_t *s = home->partial;
+		s->u.central.free_head = freelist_span_next(s->u.central.free_head);
 		central_check(home, true);
 		return 1;
 	});
-	CHECK(died_saying(r, "used + free_count + withheld != blocks per span"));
+	CHECK(died_saying(r, "free list's length != blocks - used - withheld - lost per span"));
 	auto r2 = run_child([cls] {
 		void *b[1];
 		if (central_refill(0, cls, 1, false, b) != 1)

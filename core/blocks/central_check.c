@@ -13,12 +13,15 @@
  *     their home's used_blocks, and may sit in any CPU's list: no identity
  *     ties one list's batches to its own counters)
  *   every span on the partial list: CENTRAL, homed here, of c's class,
- *     in_partial set, links consistent (next->prev == s), free_count > 0
- *     or withheld > 0, withheld == 0 iff given_back == 0, given_back only
- *     pages of the span, every page of it without class (a lazy carve's)
- *     in given_back, used + free_count + withheld == blocks (<= after a
- *     reported corruption, which drops the rest of a span's free list:
- *     those blocks are leaked)
+ *     in_partial set, links consistent (next->prev == s), free blocks on
+ *     its list or withheld, withheld == 0 iff given_back == 0, given_back
+ *     only pages of the span, every page of it without class (a lazy
+ *     carve's) in given_back, used + withheld + lost <= blocks, lost == 0
+ *     but after a reported corruption (which drops the rest of a span's
+ *     free list: those blocks are leaked), and the free list, walked (at
+ *     most CHECK_LINKS links a call, block starts of the span), as long as
+ *     blocks - used - withheld - lost: the count the code derives
+ *     (span_free_count) rather than stores
  *   used_blocks == sum of used over the partial spans + blocks for each
  *     homed span not on it (a span off the list is full), with no report
  *     made (a dropped free list makes a span "full" with fewer out).
@@ -26,6 +29,7 @@
 #include "core/blocks/central.h"
 
 #include "core/blocks/block.h"
+#include "core/blocks/freelist.h"
 #include "core/blocks/size_class.h"
 #include "core/pages/superblock.h"
 #include "core/runtime/report.h"
@@ -33,6 +37,9 @@
 #if EBB_INVARIANTS
 
 #define CENTRAL_CHECK_EVERY 64
+/* Most free-list links one check follows, over all its spans: the spans
+ * past that get the counts' checks only. */
+#define CHECK_LINKS 4096
 
 static __thread unsigned central_check_calls;
 
@@ -120,7 +127,7 @@ void central_check(const central_t *c, bool walk)
 	if (!walk && ++central_check_calls % CENTRAL_CHECK_EVERY != 0)
 		return;
 	central_check_transfer(c);
-	uint64_t used = 0, listed = 0;
+	uint64_t used = 0, listed = 0, links = 0;
 	const span_t *prev = NULL;
 	for (const span_t *s = c->partial; s != NULL; prev = s, s = s->next) {
 		if (++listed > c->spans)
@@ -136,7 +143,7 @@ void central_check(const central_t *c, bool walk)
 			central_check_fail(c, s, "span on the partial list has in_partial clear", 0, 1);
 		if (s->prev != prev)
 			central_check_fail(c, s, "partial list links: prev is not the span before", 0, 0);
-		if (s->u.central.free_count == 0 && s->u.central.withheld == 0)
+		if (span_free_count(s) == 0 && s->u.central.withheld == 0)
 			central_check_fail(c, s, "span without free blocks on the partial list", 0, 0);
 		uint64_t gone = s->u.central.given_back;
 		if ((s->u.central.withheld == 0) != (gone == 0) ||
@@ -149,10 +156,28 @@ void central_check(const central_t *c, bool walk)
 		for (unsigned i = 0; i < s->npages && i < 64; i++)
 			if (pmap_class(pmap_load(sb, s->page + i)) == 0 && !((gone >> i) & 1))
 				central_check_fail(c, s, "a page without class is not given back", i, gone);
-		uint64_t sum = (uint64_t)s->used + s->u.central.free_count + s->u.central.withheld;
-		if (sum > k->blocks || (sum != k->blocks && report_count() == 0))
-			central_check_fail(c, s, "used + free_count + withheld != blocks per span", sum,
-					   k->blocks);
+		uint64_t sum = (uint64_t)s->used + s->u.central.withheld + s->u.central.lost;
+		if (sum > k->blocks)
+			central_check_fail(c, s, "used + withheld + lost > blocks per span", sum, k->blocks);
+		if (s->u.central.lost != 0 && report_count() == 0)
+			central_check_fail(c, s, "blocks lost from a free list with no report", s->u.central.lost, 0);
+		/* The list's length against the count the code derives. A link
+		 * that is not a block start of s (a write into a freed block,
+		 * which a refill reports) ends the walk with no verdict. */
+		if (links + k->blocks <= CHECK_LINKS) {
+			const char *base = span_start(sb, s);
+			const void *b = s->u.central.free_head;
+			uint64_t n = 0;
+			while (b != EBB_LIST_END && n <= k->blocks && (const char *)b >= base &&
+			       block_offset_ok((uint64_t)((const char *)b - base), k->block_mul, k->block_limit)) {
+				n++;
+				b = freelist_span_next(b);
+			}
+			links += n;
+			if (b == EBB_LIST_END && n != span_free_count(s) && report_count() == 0)
+				central_check_fail(c, s, "free list's length != blocks - used - withheld - lost per span",
+						   n, span_free_count(s));
+		}
 		used += s->used;
 	}
 	uint64_t full = c->spans - listed;

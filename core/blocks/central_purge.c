@@ -12,7 +12,7 @@
  *   its free list, checked as span_take checks them, and those withheld
  *   already) and that were not given back yet. The free blocks that touch
  *   them leave the free list and count as withheld (span.h: used +
- *   free_count + withheld == blocks); their first 16 bytes are zeroed; the
+ *   |free list| + withheld + lost == blocks); their first 16 bytes are zeroed; the
  *   pages join given_back and the span is marked purging;
  *   without the lock: madvise of those pages (os_purge);
  *   under the lock again: purging clears; a span whose blocks all came back
@@ -135,7 +135,7 @@ static bool free_mask(const span_t *s, const size_class_t *k, const char *base, 
 {
 	uint64_t m = 0;
 	const void *b = s->u.central.free_head;
-	for (uint32_t n = 0; n < s->u.central.free_count; n++) {
+	for (uint32_t n = 0, count = span_free_count(s); n < count; n++) {
 		if ((const char *)b < base)
 			return false;
 		uint64_t off = (uint64_t)((const char *)b - base);
@@ -160,10 +160,10 @@ static bool free_mask(const span_t *s, const size_class_t *k, const char *base, 
 static uint64_t span_prepare(span_t *s, uint64_t key)
 {
 	const size_class_t *k = &size_classes[s->cls];
-	if (s->u.central.purging || (uint64_t)s->u.central.free_count * k->size < EBB_PAGE_SIZE)
-		return 0;
-	if ((uint64_t)s->used + s->u.central.free_count + s->u.central.withheld != k->blocks)
+	if (s->u.central.lost != 0)
 		return 0; /* after a report dropped part of a list: leave it */
+	if (s->u.central.purging || (uint64_t)span_free_count(s) * k->size < EBB_PAGE_SIZE)
+		return 0;
 	char *base = span_start(span_superblock(s), s);
 	uint64_t freed;
 	if (!free_mask(s, k, base, key, &freed))
@@ -183,9 +183,9 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	if (fresh == 0)
 		return 0;
 	uint64_t take = blocks_touching(k, fresh) & freed;
-	/* The rest of the free list, relinked in address order. */
+	/* The rest of the free list, relinked in address order (its count
+	 * follows: the `take` blocks move to withheld). */
 	void *head = EBB_LIST_END;
-	uint32_t left = 0;
 	for (unsigned i = k->blocks; i-- > 0;) {
 		if (!((freed >> i) & 1))
 			continue;
@@ -196,10 +196,8 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 		}
 		freelist_span_link(b, head, key);
 		head = b;
-		left++;
 	}
 	s->u.central.free_head = head;
-	s->u.central.free_count = left;
 	s->u.central.withheld = (uint16_t)(s->u.central.withheld + __builtin_popcountll(take));
 	s->u.central.given_back = gone | fresh;
 	s->u.central.purging = 1;
@@ -486,9 +484,12 @@ bool central_purge_relink(span_t *s, unsigned want)
 		n++;
 	}
 	s->u.central.free_head = head;
-	s->u.central.free_count += n;
 	s->u.central.given_back = left;
-	s->u.central.withheld = (uint16_t)__builtin_popcountll(blocks_touching(k, left));
+	/* The blocks that leave withheld are on the list (n) or, written
+	 * after they were freed, lost: the list's count follows (span.h). */
+	uint16_t withheld = (uint16_t)__builtin_popcountll(blocks_touching(k, left));
+	s->u.central.lost += (uint32_t)(s->u.central.withheld - withheld) - n;
+	s->u.central.withheld = withheld;
 	atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(back));
 	return true;
 }

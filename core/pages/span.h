@@ -47,12 +47,14 @@
  * owns it alone.
  *
  * Block identities for a CENTRAL span:
- *   used + free_count + withheld == blocks (span_carve accounts for every
- *           block at once; withheld blocks are free blocks whose pages were
- *           given back, or never touched by a lazy carve,
+ *   used + |free list| + withheld + lost == blocks (span_carve accounts for
+ *           every block at once; withheld blocks are free blocks whose pages
+ *           were given back, or never touched by a lazy carve,
  *           core/blocks/central_purge.c: a refill that finds the free list
  *           empty relinks those of the lowest such pages; withheld == 0 iff
- *           given_back == 0)
+ *           given_back == 0; lost is 0 but after a reported corruption).
+ *           The list's length is not stored: it is what the identity
+ *           leaves (span_free_count)
  *   used == blocks held by the program + blocks in thread caches + blocks in
  *           central transfer batches (those may sit in any CPU's list).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.
@@ -95,7 +97,11 @@ typedef struct span {
 		struct { /* CENTRAL */
 			void *free_head;        /* freed blocks, plain links checked before use, EBB_LIST_END */
 			struct central *home;   /* immutable while CENTRAL */
-			uint32_t free_count;    /* blocks on free_head */
+			uint32_t lost;          /* free blocks a report dropped from the list
+						 * (leaked until the span empties); the blocks
+						 * on free_head are blocks - used - withheld -
+						 * lost (span_free_count, central.h), so a
+						 * block's return writes no count of its own */
 			uint16_t withheld;      /* free blocks off the list: they touch a page in
 						 * given_back (core/blocks/central_purge.c) */
 			uint8_t purging;        /* given_back's newest pages are being given back,
