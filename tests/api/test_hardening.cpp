@@ -243,10 +243,10 @@ TEST_CASE("interior and misaligned pointers into small blocks", "[hardening]")
 }
 
 /* free() of an interior or misaligned small pointer: the free fast path
- * (tcache/tcache.h, tcache_free) takes any address of a small-block page
- * without checking that it starts a block, so these are not caught yet
- * (reported to the owner of tcache/; registered as a disabled ctest until
- * the fast path checks the block start). */
+ * (tcache/tcache.h, tcache_free) catches it with the block test
+ * (core/blocks/block.h, rule 3: p's offset in its span from the page map
+ * word, one multiply and compare) and its slow path reports it. Offsets
+ * inside one page and inside a multi-page span's later page. */
 TEST_CASE("free() of interior and misaligned pointers into small blocks", "[hardening_fastpath]")
 {
 	for (const Api *a : all_apis()) {
