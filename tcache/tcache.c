@@ -578,7 +578,7 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 	return true;
 }
 
-void *tcache_alloc_mid(size_t size)
+EBB_HOT_TEXT void *tcache_alloc_mid(size_t size)
 {
 	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
 		void *block = tcache_pop(tcache_self(), size_class_of(size));
@@ -588,7 +588,7 @@ void *tcache_alloc_mid(size_t size)
 	return tcache_alloc_slow(size);
 }
 
-void *tcache_alloc_slow(size_t size)
+EBB_HOT_TEXT void *tcache_alloc_slow(size_t size)
 {
 	if (EBB_UNLIKELY(!init_ensure())) {
 		errno = ENOMEM;
@@ -677,7 +677,7 @@ static void free_small_slow(void *p, unsigned cls)
 	*--tc->top[cls] = p;
 }
 
-void tcache_free_slow(void *p)
+EBB_HOT_TEXT void tcache_free_slow(void *p)
 {
 	if (p == NULL)
 		return;

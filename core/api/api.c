@@ -378,7 +378,7 @@ EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
  * (its comment says when and why). Out of line: inlined, its calls made
  * realloc_impl save and restore six registers on every call, also when p
  * stays (bench realloc string: 14 of its 58 instructions). */
-static EBB_NOINLINE void *realloc_shrink(void *p, size_t size, unsigned cls)
+static EBB_NOINLINE EBB_HOT_TEXT void *realloc_shrink(void *p, size_t size, unsigned cls)
 {
 	void *q = tcache_alloc(size);
 	if (EBB_UNLIKELY(q == NULL))
@@ -519,7 +519,7 @@ static EBB_NOINLINE PROF_PATCHED void *malloc_plain(size_t size)
 	return api_malloc(size);
 }
 
-static EBB_NOINLINE void free_plain(void *p)
+static EBB_NOINLINE EBB_HOT_TEXT void free_plain(void *p)
 {
 	api_free(p);
 }
@@ -539,7 +539,7 @@ static EBB_NOINLINE __attribute__((aligned(64))) PROF_PATCHED void *calloc_plain
 	return p;
 }
 
-static EBB_NOINLINE void *realloc_plain(void *p, size_t size)
+static EBB_NOINLINE EBB_HOT_TEXT void *realloc_plain(void *p, size_t size)
 {
 	TRACK_QUIET_BEGIN();
 	void *q = realloc_impl(p, size);

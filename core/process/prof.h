@@ -144,8 +144,9 @@ sample:
  * prof_tick_patched's subtractions), gathered in one page: each code page
  * written is a copy-on-write fault of the process (3 when these were spread
  * over .text). The linker's default script gathers ".text.hot.*" from every
- * object (api.c's, then cxx_new.cpp's, about 2.6 KiB), and api.c aligns
- * the section to a page (PROF_PATCHED_ALIGN). */
+ * object (api.c's, then cxx_new.cpp's, about 2.6 KiB, with api.c's
+ * EBB_HOT_TEXT functions among them, about 0.9 KiB more: core/base/util.h),
+ * and api.c aligns the section to a page (PROF_PATCHED_ALIGN). */
 #if defined(__x86_64__) /* the only target that writes code (os_prof.c) */
 #define PROF_PATCHED __attribute__((section(".text.hot.ebb_prof_patched")))
 #define PROF_PATCHED_ALIGN                                                                                 \
