@@ -197,8 +197,9 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 }
 
 /* tcache_alloc of a size up to TCACHE_DIRECT_MAX from tc, this thread's
- * cache (tcache_self(), or the heap profiler's variant of malloc, which
- * loads the pointer its own way: core/api/api.c, API_PROF_TCACHE). */
+ * cache (tcache_self(), or the heap profiler's variants of malloc and
+ * operator new, which load the pointer their own way: prof_tcache_patched,
+ * core/process/prof.h). */
 EBB_INLINE void *tcache_alloc_direct(tcache_t *tc, size_t size)
 {
 	void *block = tcache_pop(tc, tc->class_of[size]);

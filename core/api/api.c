@@ -463,29 +463,10 @@ static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 	return tcache_alloc(size);
 }
 
-/* The redirect's variant of malloc loads this thread's cache pointer
- * (tcache_tls) the way prof_tick_patched subtracts from prof_left: with
- * its offset from the thread pointer written into the load at start-up
- * (api_prof_patch; the section ebb_prof_tcache lists the loads), one
- * instruction where tcache_self() takes two (the GOT load of the offset,
- * then the load from fs). That pays for half of the tick: malloc with
- * prof=1 is one instruction more than with prof=0 instead of two
- * (bench_fastpath same slot, callgrind: 52 -> 53 per pair, was 54), the
- * plain malloc is untouched. Never run unpatched, as prof_tick_patched. */
-#define API_PROF_TCACHE_DISP 0x7e5a1f08
+/* prof_tcache_patched's cache pointer, tcache_self() where nothing is
+ * patched. */
 #if defined(__x86_64__)
-EBB_INLINE tcache_t *api_prof_tcache(void)
-{
-	tcache_t *tc;
-	__asm__("1: movq %%fs:%c1, %0\n\t"
-		".pushsection ebb_prof_tcache, \"aw\"\n\t"
-		".balign 8\n\t"
-		".quad 1b\n\t"
-		".popsection"
-		: "=r"(tc)
-		: "i"(API_PROF_TCACHE_DISP));
-	return tc;
-}
+#define api_prof_tcache() ((tcache_t *)prof_tcache_patched())
 #else
 #define api_prof_tcache tcache_self
 #endif
@@ -812,7 +793,7 @@ static const char *api_ext_span_reason(const void *p, const span_t *s)
 extern void *const __start_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
 extern void *const __stop_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
 
-/* And every api_prof_tcache's load. */
+/* And every prof_tcache_patched's load. */
 extern void *const __start_ebb_prof_tcache[] __attribute__((weak, visibility("hidden")));
 extern void *const __stop_ebb_prof_tcache[] __attribute__((weak, visibility("hidden")));
 
@@ -824,7 +805,7 @@ static bool api_prof_patch(void)
 		if (!os_tls_patch(*at, PROF_TICK_DISP, &prof_left))
 			return false;
 	for (void *const *at = __start_ebb_prof_tcache; at < __stop_ebb_prof_tcache; at++)
-		if (!os_tls_patch(*at, API_PROF_TCACHE_DISP, &tcache_tls))
+		if (!os_tls_patch(*at, PROF_TCACHE_DISP, &tcache_tls))
 			return false;
 	return true;
 }
