@@ -176,9 +176,11 @@ bool os_tls_patch(void *insn, int32_t placeholder, void *var)
 	unsigned char *c = insn;
 	int32_t disp;
 	memcpy(&disp, c + 5, 4);
-	/* fs prefix, REX.W, SUB r/m64 r64, ModRM mod 00 r/m 100 (SIB), SIB
-	 * with neither base nor index: an absolute disp32 from fs. */
-	if (c[0] != 0x64 || (c[1] & 0xf8) != 0x48 || c[2] != 0x29 || (c[3] & 0xc7) != 0x04 || c[4] != 0x25 ||
+	/* fs prefix, REX.W, SUB r/m64 r64 or MOV r64 r/m64, ModRM mod 00 r/m
+	 * 100 (SIB), SIB with neither base nor index: an absolute disp32 from
+	 * fs. */
+	if (c[0] != 0x64 || (c[1] & 0xf8) != 0x48 || (c[2] != 0x29 && c[2] != 0x8b) || (c[3] & 0xc7) != 0x04 ||
+	    c[4] != 0x25 ||
 	    disp != placeholder)
 		return false;
 	uintptr_t tp;

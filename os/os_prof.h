@@ -17,10 +17,11 @@ EBB_BEGIN_DECLS
  * x86-64, too far, the kernel refused write access to the code). */
 bool os_code_redirect(void *from, void *to);
 
-/* Writes into the instruction at `insn`, `subq %reg, %fs:disp32` whose
- * disp32 is `placeholder`, the offset of the calling thread's `var` (an
- * initial-exec TLS variable of this library) from the thread pointer, so
- * that it subtracts from every thread's var. The offset is the same in
+/* Writes into the instruction at `insn`, `subq %reg, %fs:disp32` or
+ * `movq %fs:disp32, %reg` whose disp32 is `placeholder`, the offset of the
+ * calling thread's `var` (an initial-exec TLS variable of this library)
+ * from the thread pointer, so that it subtracts from or loads every
+ * thread's var. The offset is the same in
  * every thread. Only while no thread can run the instruction (start-up);
  * false if it cannot (not that instruction, not x86-64, no write access
  * to the code). */

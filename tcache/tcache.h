@@ -196,6 +196,18 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
 	return NULL;
 }
 
+/* tcache_alloc of a size up to TCACHE_DIRECT_MAX from tc, this thread's
+ * cache (tcache_self(), or the heap profiler's variants of malloc and
+ * operator new, which load the pointer their own way: prof_tcache_patched,
+ * core/process/prof.h). */
+EBB_INLINE void *tcache_alloc_direct(tcache_t *tc, size_t size)
+{
+	void *block = tcache_pop(tc, tc->class_of[size]);
+	if (EBB_LIKELY(block != NULL))
+		return block;
+	return tcache_alloc_slow(size);
+}
+
 /* Fast path of malloc. Stays here when the size is at most
  * TCACHE_DIRECT_MAX and this thread's bin of its class holds a block: a TLS
  * load, a table load, a pop. No lock, no atomic, no call, no stack frame
@@ -203,13 +215,8 @@ EBB_INLINE void *tcache_pop(tcache_t *tc, uintptr_t cls)
  * tcache_alloc_mid() (larger sizes) or tcache_alloc_slow(). */
 EBB_INLINE void *tcache_alloc(size_t size)
 {
-	if (EBB_LIKELY(size <= TCACHE_DIRECT_MAX)) {
-		tcache_t *tc = tcache_self();
-		void *block = tcache_pop(tc, tc->class_of[size]);
-		if (EBB_LIKELY(block != NULL))
-			return block;
-		return tcache_alloc_slow(size);
-	}
+	if (EBB_LIKELY(size <= TCACHE_DIRECT_MAX))
+		return tcache_alloc_direct(tcache_self(), size);
 	return tcache_alloc_mid(size);
 }
 

@@ -463,12 +463,25 @@ static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 	return tcache_alloc(size);
 }
 
-/* patched: the redirect's variant (prof_tick_patched), else ebb_malloc. */
+/* prof_tcache_patched's cache pointer, tcache_self() where nothing is
+ * patched. */
+#if defined(__x86_64__)
+#define api_prof_tcache() ((tcache_t *)prof_tcache_patched())
+#else
+#define api_prof_tcache tcache_self
+#endif
+
+/* patched: the redirect's variant (prof_tick_patched, api_prof_tcache),
+ * else ebb_malloc. */
 EBB_INLINE void *prof_malloc_at(size_t size, bool patched)
 {
 	if (patched ? prof_tick_patched(size) : prof_tick(size))
 		return prof_malloc_slow(size);
-	return tcache_alloc(size);
+	if (!patched)
+		return tcache_alloc(size);
+	if (EBB_LIKELY(size <= TCACHE_DIRECT_MAX))
+		return tcache_alloc_direct(api_prof_tcache(), size);
+	return tcache_alloc_mid(size);
 }
 
 static void *prof_calloc_at(size_t count, size_t size, void *ret)
@@ -780,12 +793,19 @@ static const char *api_ext_span_reason(const void *p, const span_t *s)
 extern void *const __start_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
 extern void *const __stop_ebb_prof_ticks[] __attribute__((weak, visibility("hidden")));
 
-/* Writes prof_left's TLS offset into each: before the redirect, so none
- * runs unpatched. */
+/* And every prof_tcache_patched's load. */
+extern void *const __start_ebb_prof_tcache[] __attribute__((weak, visibility("hidden")));
+extern void *const __stop_ebb_prof_tcache[] __attribute__((weak, visibility("hidden")));
+
+/* Writes prof_left's TLS offset into each tick and tcache_tls's into each
+ * load: before the redirect, so none runs unpatched. */
 static bool api_prof_patch(void)
 {
 	for (void *const *at = __start_ebb_prof_ticks; at < __stop_ebb_prof_ticks; at++)
 		if (!os_tls_patch(*at, PROF_TICK_DISP, &prof_left))
+			return false;
+	for (void *const *at = __start_ebb_prof_tcache; at < __stop_ebb_prof_tcache; at++)
+		if (!os_tls_patch(*at, PROF_TCACHE_DISP, &tcache_tls))
 			return false;
 	return true;
 }

@@ -43,9 +43,18 @@ namespace {
 
 // The fast paths, or (in the valgrind build) the entry points that tell
 // memcheck about each block (core/base/track.h).
-inline void *cxx_alloc(std::size_t n)
+// patched: the prof variants' (their cache pointer from
+// prof_tcache_patched, core/process/prof.h).
+inline void *cxx_alloc(std::size_t n, bool patched = false)
 {
-	return EBB_VALGRIND ? ebb_malloc(n) : tcache_alloc(n);
+	if (EBB_VALGRIND)
+		return ebb_malloc(n);
+#if defined(__x86_64__)
+	if (patched)
+		return n <= TCACHE_DIRECT_MAX ? tcache_alloc_direct(static_cast<tcache_t *>(prof_tcache_patched()), n)
+					      : tcache_alloc_mid(n);
+#endif
+	return tcache_alloc(n);
 }
 
 inline void cxx_free(void *p) noexcept
@@ -100,17 +109,17 @@ void *new_retry(Alloc alloc, bool nothrow)
 	return new_retry([n, a] { return ebb_aligned_alloc(a, n); }, nothrow);
 }
 
-inline void *new_fast(std::size_t n)
+inline void *new_fast(std::size_t n, bool patched = false)
 {
-	void *p = cxx_alloc(n);
+	void *p = cxx_alloc(n, patched);
 	if (EBB_LIKELY(p != nullptr))
 		return p;
 	return new_slow(n, false);
 }
 
-inline void *new_fast_nothrow(std::size_t n) noexcept
+inline void *new_fast_nothrow(std::size_t n, bool patched = false) noexcept
 {
-	void *p = cxx_alloc(n);
+	void *p = cxx_alloc(n, patched);
 	if (EBB_LIKELY(p != nullptr))
 		return p;
 	return new_slow(n, true);
@@ -146,14 +155,14 @@ static PROF_PATCHED void *cxx_new_prof(std::size_t n)
 {
 	if (prof_tick_patched(n))
 		return new_prof_slow(n, false);
-	return new_fast(n);
+	return new_fast(n, true);
 }
 
 static PROF_PATCHED void *cxx_new_nothrow_prof(std::size_t n) noexcept
 {
 	if (prof_tick_patched(n))
 		return new_prof_slow(n, true);
-	return new_fast_nothrow(n);
+	return new_fast_nothrow(n, true);
 }
 
 // delete has no variant: a sampled block is a page run, which the free
