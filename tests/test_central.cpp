@@ -1346,7 +1346,9 @@ TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the tr
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
-	unsigned cls = size_class_of(16384);
+	// 17 KiB (the class just above 16 KiB): 8 blocks, batches of 3 (16 KiB
+	// spans hold 4 blocks, one batch, since size_class.c's SPAN_FEW_BLOCKS).
+	unsigned cls = size_class_of(17000);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.blocks >= 2u * k.batch); // the old carve filled a node here
 	const unsigned cpu = 12;
