@@ -580,12 +580,7 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 
 EBB_HOT_TEXT void *tcache_alloc_mid(size_t size)
 {
-	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
-		void *block = tcache_pop(tcache_self(), size_class_of(size));
-		if (EBB_LIKELY(block != NULL))
-			return block;
-	}
-	return tcache_alloc_slow(size);
+	return tcache_alloc_mid_from(tcache_self(), size);
 }
 
 EBB_HOT_TEXT void *tcache_alloc_slow(size_t size)

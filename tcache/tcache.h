@@ -208,6 +208,18 @@ EBB_INLINE void *tcache_alloc_direct(tcache_t *tc, size_t size)
 	return tcache_alloc_slow(size);
 }
 
+/* tcache_alloc_mid's pop from tc, this thread's cache (tcache_self(), or
+ * the heap profiler's variants' patched load, as tcache_alloc_direct). */
+EBB_INLINE void *tcache_alloc_mid_from(tcache_t *tc, size_t size)
+{
+	if (EBB_LIKELY(size <= EBB_SMALL_MAX)) {
+		void *block = tcache_pop(tc, size_class_of(size));
+		if (EBB_LIKELY(block != NULL))
+			return block;
+	}
+	return tcache_alloc_slow(size);
+}
+
 /* Fast path of malloc. Stays here when the size is at most
  * TCACHE_DIRECT_MAX and this thread's bin of its class holds a block: a TLS
  * load, a table load, a pop. No lock, no atomic, no call, no stack frame

@@ -471,6 +471,20 @@ static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 #define api_prof_tcache tcache_self
 #endif
 
+/* tcache_alloc_mid for the patched variants (malloc's, calloc's and
+ * operator new's, core/api/cxx_new.cpp): sizes above TCACHE_DIRECT_MAX
+ * with the cache pointer loaded the patched way, one instruction fewer
+ * than tcache_alloc_mid's tcache_self(). One copy for all of them, beside
+ * them in the patched page. Never run unpatched (as prof_tcache_patched). */
+#if defined(__x86_64__)
+EBB_NOINLINE PROF_PATCHED void *api_prof_alloc_mid(size_t size)
+{
+	return tcache_alloc_mid_from(api_prof_tcache(), size);
+}
+#else
+#define api_prof_alloc_mid tcache_alloc_mid
+#endif
+
 /* patched: the redirect's variant (prof_tick_patched, api_prof_tcache),
  * else ebb_malloc. */
 EBB_INLINE void *prof_malloc_at(size_t size, bool patched)
@@ -479,18 +493,47 @@ EBB_INLINE void *prof_malloc_at(size_t size, bool patched)
 		return prof_malloc_slow(size);
 	if (!patched)
 		return tcache_alloc(size);
+	/* The mid sizes out of line: inlined here they saved the jump, but gcc
+	 * then shared the pop's tail between the two sizes' paths and the
+	 * direct one took 2 register moves more. */
 	if (EBB_LIKELY(size <= TCACHE_DIRECT_MAX))
 		return tcache_alloc_direct(api_prof_tcache(), size);
-	return tcache_alloc_mid(size);
+	return api_prof_alloc_mid(size);
 }
 
-static void *prof_calloc_at(size_t count, size_t size, void *ret)
+/* calloc's prof_malloc_slow: for a small total whose tick said true, and
+ * for every larger one (counted here: the fast path's test of the size is
+ * then the one calloc_impl makes anyway), SIZE_MAX for a product that
+ * overflows (calloc_impl fails it). Reached by a tail call, so that the
+ * return address is the variant's caller. */
+static EBB_NOINLINE void *prof_calloc_slow(size_t total)
+{
+	if (total <= EBB_MAX_REQUEST && (total <= EBB_SMALL_MAX || prof_tick(total)) && prof_should_sample(total))
+		return prof_alloc(total, EBB_MIN_ALIGN, true, __builtin_return_address(0));
+	return calloc_impl(1, total);
+}
+
+/* calloc_impl with the tick; patched: the redirect's variant (as
+ * prof_malloc_at's), else ebb_calloc. */
+EBB_INLINE void *prof_calloc_at(size_t count, size_t size, bool patched)
 {
 	size_t total;
-	if (!__builtin_mul_overflow(count, size, &total) && total <= EBB_MAX_REQUEST && prof_tick(total) &&
-	    prof_should_sample(total))
-		return prof_alloc(total, EBB_MIN_ALIGN, true, ret);
-	return calloc_impl(count, size);
+	if (EBB_UNLIKELY(__builtin_mul_overflow(count, size, &total)))
+		total = SIZE_MAX;
+	if (EBB_UNLIKELY(total > EBB_SMALL_MAX))
+		return prof_calloc_slow(total);
+	if (patched ? prof_tick_patched(total) : prof_tick(total))
+		return prof_calloc_slow(total);
+	void *p;
+	if (!patched)
+		p = tcache_alloc(total);
+	else if (EBB_LIKELY(total <= TCACHE_DIRECT_MAX))
+		p = tcache_alloc_direct(api_prof_tcache(), total);
+	else
+		p = api_prof_alloc_mid(total);
+	if (EBB_UNLIKELY(p == NULL))
+		return NULL;
+	return memset(p, 0, total);
 }
 
 /* realloc has no variant of its own: a realloc is counted only when it
@@ -515,9 +558,9 @@ static PROF_PATCHED void *prof_malloc(size_t size)
 	return prof_malloc_at(size, true);
 }
 
-static void *prof_calloc(size_t count, size_t size)
+static PROF_PATCHED void *prof_calloc(size_t count, size_t size)
 {
-	return prof_calloc_at(count, size, __builtin_return_address(0));
+	return prof_calloc_at(count, size, true);
 }
 #endif
 
@@ -575,7 +618,7 @@ EBB_API void ebb_free(void *p)
 EBB_API void *ebb_calloc(size_t count, size_t size)
 {
 	if (EBB_UNLIKELY(API_PROF_ON()))
-		return prof_calloc_at(count, size, __builtin_return_address(0));
+		return prof_calloc_at(count, size, false);
 	return calloc_plain(count, size);
 }
 

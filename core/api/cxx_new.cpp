@@ -39,6 +39,11 @@ asm(".weak _ZSt15get_new_handlerv\n"
 // tested: the compiler assumes std::get_new_handler itself is never null.
 extern "C" void *ebb_cxx_runtime_probe() __asm__("_ZSt15get_new_handlerv") __attribute__((weak));
 
+#if defined(__x86_64__)
+// Sizes above TCACHE_DIRECT_MAX for the prof variants (core/api/api.c).
+extern "C" void *api_prof_alloc_mid(std::size_t size);
+#endif
+
 namespace {
 
 // The fast paths, or (in the valgrind build) the entry points that tell
@@ -52,7 +57,7 @@ inline void *cxx_alloc(std::size_t n, bool patched = false)
 #if defined(__x86_64__)
 	if (patched)
 		return n <= TCACHE_DIRECT_MAX ? tcache_alloc_direct(static_cast<tcache_t *>(prof_tcache_patched()), n)
-					      : tcache_alloc_mid(n);
+					      : api_prof_alloc_mid(n);
 #endif
 	return tcache_alloc(n);
 }

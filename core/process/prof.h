@@ -148,7 +148,8 @@ sample:
  * then the load from fs). That pays for half of the tick: malloc with
  * prof=1 is one instruction more than with prof=0 instead of two
  * (bench_fastpath same slot, callgrind: 52 -> 53 per pair, was 54); the
- * plain entry points are untouched. Never run unpatched, as
+ * plain entry points are untouched. calloc's variant and the sizes above
+ * TCACHE_DIRECT_MAX (api_prof_alloc_mid, core/api/api.c) too. Never run unpatched, as
  * prof_tick_patched. x86-64 only (the callers use tcache_self()
  * elsewhere). */
 #define PROF_TCACHE_DISP 0x7e5a1f08
@@ -171,9 +172,12 @@ EBB_INLINE void *prof_tcache_patched(void)
  * prof_tick_patched's subtractions), gathered in one page: each code page
  * written is a copy-on-write fault of the process (3 when these were spread
  * over .text). The linker's default script gathers ".text.hot.*" from every
- * object (api.c's, then cxx_new.cpp's, about 2.6 KiB, with api.c's
+ * object (api.c's, then cxx_new.cpp's, about 2.9 KiB, with api.c's
  * EBB_HOT_TEXT functions among them, about 0.9 KiB more: core/base/util.h),
- * and api.c aligns the section to a page (PROF_PATCHED_ALIGN). */
+ * and api.c aligns the section to a page (PROF_PATCHED_ALIGN). 3.8 KiB of
+ * the page's 4 are taken since calloc's variant and api_prof_alloc_mid
+ * joined them: code that grows past it costs each process one fault more
+ * (prof.own_faults' bound leaves room for it). */
 #if defined(__x86_64__) /* the only target that writes code (os_prof.c) */
 #define PROF_PATCHED __attribute__((section(".text.hot.ebb_prof_patched")))
 #define PROF_PATCHED_ALIGN                                                                                 \

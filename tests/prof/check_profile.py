@@ -22,6 +22,7 @@ and checks what they say against the truth the program knows.
   check_profile.py own_faults PROG       the profiler adds at most 12 minor page faults to a small
                                          2-thread program (fewest of 7 runs each, prof=1 against prof=0)
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
+  check_profile.py patched PROG          malloc and calloc of 24 B-32 KiB in 4 threads: blocks of their own, calloc zero
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
   check_profile.py before_tables PROG    nothing sampled: huge_moved and free_paths run before the tables exist
@@ -221,6 +222,18 @@ def big_calloc(prog, tmp):
     r = run([prog, "big_calloc"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"}, check=False)
     if r.returncode != 0:
         fail("prof_sites big_calloc exited %d (1: not zero, 2: the whole block made resident, 3: NULL): %s %s" %
+             (r.returncode, r.stdout.strip(), r.stderr.strip()))
+    print("  " + r.stdout.strip().splitlines()[-1])
+
+
+def patched(prog, tmp):
+    """The patched variants (core/process/prof.h: the countdown and the
+    cache pointer loaded with their TLS offsets written in) of malloc and
+    calloc, mid sizes included, in 4 threads, sampling now and then: each
+    thread gets blocks of its own, and calloc's read zero."""
+    r = run([prog, "patched"], {"EBB_OPTIONS": "prof=1,prof_sample=256K"}, check=False)
+    if r.returncode != 0:
+        fail("prof_sites patched exited %d (1: a calloc not zero, 2: a held block overwritten): %s %s" %
              (r.returncode, r.stdout.strip(), r.stderr.strip()))
     print("  " + r.stdout.strip().splitlines()[-1])
 
@@ -605,6 +618,8 @@ def main():
             kept_sizes(sys.argv[2], tmp)
         elif mode == "big_calloc":
             big_calloc(sys.argv[2], tmp)
+        elif mode == "patched":
+            patched(sys.argv[2], tmp)
         elif mode == "own_faults":
             own_faults(sys.argv[2], tmp)
         elif mode == "free_paths":

@@ -30,6 +30,12 @@
  *                              samples a thread at the default rate): the
  *                              profiler's own page faults (check_profile.py
  *                              own_faults compares prof=1 with prof=0)
+ *   prof_sites patched         4 threads malloc and calloc blocks of 24 B to
+ *                              32 KiB (the sizes above 1 KiB take the
+ *                              variants' mid path): each calloc'ed block reads
+ *                              zero, and each block keeps its thread's bytes
+ *                              until freed (a patched load with another
+ *                              thread's cache would share blocks)
  *   prof_sites huge_moved OUT  (run with prof_sample=1) a huge block grown by
  *                              realloc until it moves, freed, then blocks of
  *                              another site made and freed at its old address:
@@ -394,6 +400,42 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* prof_sites patched: exit status 1 if a calloc'ed block was not zero, 2 if
+ * a block lost its thread's bytes while held. */
+static void *patched_worker(void *arg)
+{
+	static const size_t sizes[] = {24, 1000, 1025, 2048, 5000, 8192, 20000, 32768};
+	unsigned char tag = (unsigned char)(uintptr_t)arg;
+	struct {
+		unsigned char *p;
+		size_t n;
+	} held[64] = {{0}};
+	uintptr_t bad = 0;
+	for (int i = 0; i < 40000 && bad == 0; i++) {
+		int h = i % 64;
+		if (held[h].p != NULL) {
+			for (size_t k = 0; k < held[h].n; k += 97)
+				if (held[h].p[k] != tag)
+					bad = 2;
+			T_FREE(held[h].p);
+		}
+		size_t n = sizes[(i * 7 + tag) % 8];
+		unsigned char *p = (i & 1) ? T_CALLOC(1, n) : T_MALLOC(n);
+		if (p == NULL)
+			abort();
+		if (i & 1)
+			for (size_t k = 0; k < n; k++)
+				if (p[k] != 0)
+					bad = 1;
+		memset(p, tag, n);
+		held[h].p = p;
+		held[h].n = n;
+	}
+	for (int h = 0; h < 64; h++)
+		T_FREE(held[h].p);
+	return (void *)bad;
+}
+
 /* One block at a time, read before it is written (as bench cache-thrash
  * does), so that a sample block's first page is met by a read. */
 static NOINLINE void *small_worker(void *arg)
@@ -515,6 +557,22 @@ int main(int argc, char **argv)
 		printf("large_allocs before %llu after %llu\n", (unsigned long long)before,
 		       (unsigned long long)st.large_allocs);
 		return st.large_allocs == before ? 0 : 1;
+	}
+	if (argc >= 2 && strcmp(argv[1], "patched") == 0) {
+		pthread_t t[4];
+		for (uintptr_t i = 0; i < 4; i++)
+			if (pthread_create(&t[i], NULL, patched_worker, (void *)(i + 1)) != 0)
+				abort();
+		uintptr_t worst = 0;
+		for (int i = 0; i < 4; i++) {
+			void *r;
+			pthread_join(t[i], &r);
+			if ((uintptr_t)r > worst)
+				worst = (uintptr_t)r;
+		}
+		printf("4 threads, 160 000 blocks of 24 B-32 KiB: %s\n",
+		       worst == 0 ? "every calloc zero, no block shared" : "FAILED");
+		return (int)worst;
 	}
 	if (argc >= 2 && strcmp(argv[1], "big_calloc") == 0) {
 		/* A sampled calloc of 256 MiB reads zero and costs only the
