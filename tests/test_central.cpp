@@ -1119,6 +1119,51 @@ TEST_CASE("a one-page span with every block out: a flushed block without its mar
 	unit_option("on_error", "abort");
 }
 
+// A run with more blocks than its span had out that ends at a window's end
+// (release_window closes it at the sentinel, RELEASE_CLOSE) is closed once:
+// the next window opens with no run, so it neither takes the run from
+// `used` again nor reports the run's blocks, which are home by then.
+TEST_CASE("an overfreed run that ends at a window's end is closed once", "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks == 128); // a window's worth of blocks (RELEASE_CHUNK)
+	const unsigned cpu = 10;
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	std::vector<void *> mine = one_span_out(cpu, cls, &held);
+	span_t *s = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(mine[0], &s, &why) == cls);
+	std::vector<void *> t = refill(cpu, cls, 2, false); // of other spans: s is full
+	REQUIRE(t.size() == 2);
+	fill_transfer_stack(cpu, cls); // the flush below goes to the spans whole
+	flush(cpu, cls, std::vector<void *>{mine[0]});
+	((uint64_t *)mine[0])[1] = freelist_mark_of(mine[0], freelist_mark); // freed again, forged
+	// t[0] opens the first run before any window; the window is v[1..128]:
+	// s's 127 blocks out, then mine[0]; t[1] is the last block's window.
+	std::vector<void *> v{t[0]};
+	v.insert(v.end(), mine.begin() + 1, mine.end());
+	v.push_back(mine[0]);
+	v.push_back(t[1]);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	flush(cpu, cls, v);
+	CHECK(report_count() == reports + 1);
+	CHECK(class_stats(cls).used_blocks == used - (k.blocks + 1));
+	CHECK(((uint64_t *)mine[0])[1] == freelist_mark_of(mine[0], freelist_mark));
+	CHECK(((void **)mine[0])[0] == nullptr);
+	CHECK(s->state != SPAN_CENTRAL); // all its blocks home: retired
+	flush_to_spans(cls, blocks_not_in(held, mine));
+	central_drain(false, nullptr);
+	CHECK(report_count() == reports + 1);
+	unit_option("on_error", "abort");
+}
+
 // A block that fails the lookup in the middle of a span's run (a block of
 // another class; an address inside a block for a class of several pages)
 // is reported and skipped; the run goes on, and the span's other blocks
