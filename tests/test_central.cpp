@@ -646,13 +646,20 @@ static void flush_to_spans(unsigned cls, const std::vector<void *> &blocks)
 // flush of a span's blocks goes straight to the span), and one span of it
 // with every block out here: refills whole spans' worth until one is.
 // *held gets every block refilled, *span that span; returns its blocks.
-// Sets on_error=warn (the callers' bad runs are reported, then looked at)
-// and turns off the background thread and decay, which could move the span.
-static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
+// on_error=warn (a case's bad runs are reported, then looked at), and no
+// background thread or decay, which could move its spans.
+static void warn_without_timers()
 {
 	unit_option("on_error", "warn");
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
+}
+
+// Sets on_error=warn (the callers' bad runs are reported, then looked at)
+// and turns off the background thread and decay, which could move the span.
+static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
+{
+	warn_without_timers();
 	unsigned cls = 0;
 	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
 		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
@@ -1125,9 +1132,7 @@ TEST_CASE("a one-page span with every block out: a flushed block without its mar
 // `used` again nor reports the run's blocks, which are home by then.
 TEST_CASE("an overfreed run that ends at a window's end is closed once", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(32);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.pages == 1);
