@@ -594,7 +594,10 @@ TEST_CASE("a power-of-two class's span list hands out its blocks in order, any c
 			CHECK(((uint64_t *)got[i])[1] == freelist_mark_of(got[i], freelist_mark));
 		}
 		CHECK(span_free_count(s) == avail - n);
-		CHECK(s->used == used + n);
+		// A span left without free or withheld blocks is off the
+		// partial list, and marked so in `used`.
+		CHECK(s->used == ((used + n) | (span_free_count(s) == 0 && s->u.central.withheld == 0
+						       ? CENTRAL_USED_FULL : 0u)));
 		if (n < avail)
 			CHECK(s->u.central.free_head == list[n]);
 		got.resize(n);
@@ -643,13 +646,20 @@ static void flush_to_spans(unsigned cls, const std::vector<void *> &blocks)
 // flush of a span's blocks goes straight to the span), and one span of it
 // with every block out here: refills whole spans' worth until one is.
 // *held gets every block refilled, *span that span; returns its blocks.
-// Sets on_error=warn (the callers' bad runs are reported, then looked at)
-// and turns off the background thread and decay, which could move the span.
-static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
+// on_error=warn (a case's bad runs are reported, then looked at), and no
+// background thread or decay, which could move its spans.
+static void warn_without_timers()
 {
 	unit_option("on_error", "warn");
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
+}
+
+// Sets on_error=warn (the callers' bad runs are reported, then looked at)
+// and turns off the background thread and decay, which could move the span.
+static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
+{
+	warn_without_timers();
 	unsigned cls = 0;
 	for (unsigned c = EBB_NUM_CLASSES - 1; c > 0 && cls == 0; c--)
 		if (size_classes[c].blocks >= 3 && size_classes[c].blocks < size_classes[c].batch)
@@ -669,13 +679,23 @@ static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *
 		for (void *b : *held)
 			if (block_lookup(b, &t, &why) == cls && t == s)
 				in.push_back(b);
-		if (in.size() == k.blocks && s->used == k.blocks) {
+		if (in.size() == k.blocks && s->used == (k.blocks | CENTRAL_USED_FULL)) {
 			mine = in;
 			*span = s;
 		}
 	}
 	REQUIRE(mine.size() == k.blocks);
 	return mine;
+}
+
+// The blocks of `held` that are not in `mine`.
+static std::vector<void *> blocks_not_in(const std::vector<void *> &held, const std::vector<void *> &mine)
+{
+	std::vector<void *> rest;
+	for (void *b : held)
+		if (std::find(mine.begin(), mine.end(), b) == mine.end())
+			rest.push_back(b);
+	return rest;
 }
 
 // A run of blocks of one span that holds more than the span has out (a
@@ -689,10 +709,7 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 	span_t *s = nullptr;
 	std::vector<void *> mine = span_all_out(&cls, &held, &s);
 	const size_class_t &k = size_classes[cls];
-	std::vector<void *> others;
-	for (void *b : held)
-		if (std::find(mine.begin(), mine.end(), b) == mine.end())
-			others.push_back(b);
+	std::vector<void *> others = blocks_not_in(held, mine);
 	uint64_t used = class_stats(cls).used_blocks;
 	uint64_t reports = report_count();
 	void *x = mine.back();
@@ -711,6 +728,55 @@ TEST_CASE("a run of more blocks than its span has out: the block past the count 
 	REQUIRE(((void **)y)[0] == nullptr);
 	flush_to_spans(cls, others);
 	REQUIRE(report_count() == reports + 1);
+	unit_option("on_error", "abort");
+}
+
+// A span full with fewer blocks out than it has (a corrupt link dropped the
+// rest of its list: lost) carries CENTRAL_USED_FULL in `used`; a run of more
+// blocks than it has out (the dropped ones freed again with a forged bin
+// mark) must still be caught by the one signed test of the run's close, its
+// blocks past the count reported and dropped, and the span retired.
+TEST_CASE("a run of more blocks than a full span has out: the blocks past the count are dropped", "[central]")
+{
+	unsigned cls;
+	std::vector<void *> held;
+	span_t *s = nullptr;
+	std::vector<void *> mine = span_all_out(&cls, &held, &s);
+	const size_class_t &k = size_classes[cls];
+	const unsigned B = k.blocks;
+	std::vector<void *> others = blocks_not_in(held, mine);
+	uint64_t reports = report_count();
+	std::vector<void *> back(mine.begin(), mine.end() - 1);
+	flush(0, cls, back); // mine[B - 2] heads the list, linked to mine[B - 3]
+	REQUIRE(s->in_partial);
+	REQUIRE(s->used == 1);
+	((void **)mine[B - 2])[0] = (void *)(uintptr_t)0x10; // a write after free
+	std::vector<void *> got = refill(0, cls, 1, false);
+	REQUIRE(got.size() == 1);
+	REQUIRE(got[0] == mine[B - 2]);
+	REQUIRE(report_count() == reports + 1);
+	// The rest of the list dropped (lost): full, with 2 blocks out.
+	REQUIRE(!s->in_partial);
+	REQUIRE(s->u.central.lost == B - 2);
+	REQUIRE(span_free_count(s) == 0);
+	REQUIRE(s->used == (2u | CENTRAL_USED_FULL));
+	central_class_stats_t before = class_stats(cls);
+	std::vector<void *> run{mine[B - 1], mine[B - 2]};
+	for (unsigned i = 0; i + 2 < B; i++) {
+		((uint64_t *)mine[i])[1] = freelist_mark_of(mine[i], freelist_mark);
+		run.push_back(mine[i]);
+	}
+	flush(0, cls, run);
+	REQUIRE(report_count() == reports + 1 + (B - 2));
+	for (unsigned i = 0; i + 2 < B; i++) {
+		CHECK(((uint64_t *)mine[i])[1] == freelist_mark_of(mine[i], freelist_mark));
+		CHECK(((void **)mine[i])[0] == nullptr);
+	}
+	central_class_stats_t after = class_stats(cls);
+	CHECK(after.used_blocks == before.used_blocks - 2);
+	CHECK(after.spans == before.spans - 1);
+	flush_to_spans(cls, others);
+	REQUIRE(report_count() == reports + 1 + (B - 2));
 	unit_option("on_error", "abort");
 }
 
@@ -734,7 +800,7 @@ TEST_CASE("a run whose blocks all lost their mark leaves a full span off the par
 	REQUIRE(report_count() == reports + 1);
 	CHECK(!s->in_partial);
 	CHECK(span_free_count(s) == 0);
-	CHECK(s->used == k.blocks);
+	CHECK(s->used == (k.blocks | CENTRAL_USED_FULL));
 	// Everything else goes home; x stays dropped (its span keeps it out).
 	std::vector<void *> rest;
 	for (void *b : held)
@@ -1057,6 +1123,49 @@ TEST_CASE("a one-page span with every block out: a flushed block without its mar
 			rest.push_back(b);
 	flush_to_spans(cls, rest);
 	REQUIRE(report_count() == reports + 2);
+	unit_option("on_error", "abort");
+}
+
+// A run with more blocks than its span had out that ends at a window's end
+// (release_window closes it at the sentinel, RELEASE_CLOSE) is closed once:
+// the next window opens with no run, so it neither takes the run from
+// `used` again nor reports the run's blocks, which are home by then.
+TEST_CASE("an overfreed run that ends at a window's end is closed once", "[central]")
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks == 128); // a window's worth of blocks (RELEASE_CHUNK)
+	const unsigned cpu = 10;
+	central_drain(false, nullptr);
+	std::vector<void *> held;
+	std::vector<void *> mine = one_span_out(cpu, cls, &held);
+	span_t *s = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(mine[0], &s, &why) == cls);
+	std::vector<void *> t = refill(cpu, cls, 2, false); // of other spans: s is full
+	REQUIRE(t.size() == 2);
+	fill_transfer_stack(cpu, cls); // the flush below goes to the spans whole
+	flush(cpu, cls, std::vector<void *>{mine[0]});
+	((uint64_t *)mine[0])[1] = freelist_mark_of(mine[0], freelist_mark); // freed again, forged
+	// t[0] opens the first run before any window; the window is v[1..128]:
+	// s's 127 blocks out, then mine[0]; t[1] is the last block's window.
+	std::vector<void *> v{t[0]};
+	v.insert(v.end(), mine.begin() + 1, mine.end());
+	v.push_back(mine[0]);
+	v.push_back(t[1]);
+	uint64_t used = class_stats(cls).used_blocks;
+	uint64_t reports = report_count();
+	flush(cpu, cls, v);
+	CHECK(report_count() == reports + 1);
+	CHECK(class_stats(cls).used_blocks == used - (k.blocks + 1));
+	CHECK(((uint64_t *)mine[0])[1] == freelist_mark_of(mine[0], freelist_mark));
+	CHECK(((void **)mine[0])[0] == nullptr);
+	CHECK(s->state != SPAN_CENTRAL); // all its blocks home: retired
+	flush_to_spans(cls, blocks_not_in(held, mine));
+	central_drain(false, nullptr);
+	CHECK(report_count() == reports + 1);
 	unit_option("on_error", "abort");
 }
 

@@ -729,13 +729,17 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			c->used_blocks += s->used;
 			if (!span_full(s))
 				partial_push_head(c, s);
+			else
+				s->used |= CENTRAL_USED_FULL;
 			continue;
 		}
 		unsigned n = span_take(s, want - got, out + got);
 		got += n;
 		c->used_blocks += n;
-		if (span_full(s))
+		if (span_full(s)) {
 			partial_remove(c, s);
+			s->used |= CENTRAL_USED_FULL;
+		}
 	}
 	CENTRAL_CHECK(c);
 	lock_release(&c->lock);
@@ -910,24 +914,26 @@ static EBB_COLD EBB_NOINLINE void *run_overfreed(void *head, uint32_t over)
 	return head;
 }
 
-/* *used -= n; whether *used was at most n before (the span is now free,
- * or more came back than were out, and *used wrapped). On x86-64 that is
- * one subtraction in memory and a branch on its flags (borrow or zero),
- * as cheap as the plain decrement it replaces; gcc makes a load, a
- * subtraction, a store and a compare of the C form. The C form under TSan,
- * which sees no write inside asm. */
+/* *used -= n; whether *used was at most n before as a signed 32-bit count:
+ * the span is now free, or more came back than were out (*used wrapped),
+ * or it was full (CENTRAL_USED_FULL: negative). On x86-64 that is one
+ * subtraction in memory and a branch on its flags (`le`: zero, or sign
+ * unlike overflow, which compares the true signed values even when a full
+ * span's count minus n overflows), as cheap as the plain decrement it
+ * replaces; gcc makes a load, a subtraction, a store and a compare of the
+ * C form. The C form under TSan, which sees no write inside asm. */
 static inline bool used_sub_reaches(uint32_t *used, uint64_t n)
 {
 #if defined(__x86_64__) && defined(__GCC_ASM_FLAG_OUTPUTS__) && !defined(__SANITIZE_THREAD__)
 	/* n (at most RELEASE_CHUNK) in a 64-bit register, its low half
 	 * named (%k2): no copy to a 32-bit one. */
 	bool reaches;
-	__asm__("subl %k2, %0" : "+m"(*used), "=@ccbe"(reaches) : "r"(n));
+	__asm__("subl %k2, %0" : "+m"(*used), "=@ccle"(reaches) : "r"(n));
 	return reaches;
 #else
 	uint32_t out = *used;
 	*used = out - (uint32_t)n;
-	return out <= n;
+	return (int64_t)(int32_t)out <= (int64_t)n;
 #endif
 }
 
@@ -944,8 +950,9 @@ static inline bool used_sub_reaches(uint32_t *used, uint64_t n)
  * home's lock. A run of more blocks than s has
  * out is a double free (each block in it kept its bin mark, so none is in
  * it twice): its blocks past the count are reported and dropped here, by
- * the borrow of the run's one subtraction from `used` (no load and compare
- * per block). */
+ * the signed result of the run's one subtraction from `used` (no load and
+ * compare per block), which also catches a span that was full
+ * (CENTRAL_USED_FULL) and must rejoin the partial list. */
 static inline bool run_close_reaches(span_t *s, void *head, uint64_t n)
 {
 	s->u.central.free_head = head;
@@ -956,23 +963,32 @@ static inline bool run_close_reaches(span_t *s, void *head, uint64_t n)
  * run rarely needs (release_fast leaves the overfreed case to this). */
 static void run_close_rest(central_t *home, span_t *s, void *head, uint32_t n, bool reached, span_t **empties)
 {
-	if (EBB_LIKELY(!reached)) {
-		/* Just got its first blocks back: nearly full spans are handed
-		 * out first, so that emptier ones (drifting to the end of the
-		 * list) can drain completely and go back to the page heap.
-		 * n is 0 when every block of the run had lost its mark
-		 * (reported and dropped, on_error=warn): nothing came back, and
-		 * a span with no free block must not join the partial list. */
-		if (!s->in_partial && n != 0)
-			partial_push_head(home, s);
+	/* Not reached: s had more than n out and no CENTRAL_USED_FULL, so it
+	 * is on the partial list already. */
+	if (EBB_LIKELY(!reached))
 		return;
-	}
-	/* Nothing came back (every block of the run lost its mark, or the run
-	 * was closed once already and opened again after a bad block): a span
-	 * already empty stays as it is (it is retired already, or being
+	/* Nothing came back (every block of the run lost its mark, reported
+	 * and dropped under on_error=warn, or the run was closed once already
+	 * and opened again after a bad block): a full span stays full and off
+	 * the list, one already empty as it is (retired already, or being
 	 * purged). */
 	if (EBB_UNLIKELY(n == 0))
 		return;
+	uint32_t was = s->used + n;
+	if (was & CENTRAL_USED_FULL) {
+		/* Full until now: its count without the mark, less the run. */
+		was &= ~CENTRAL_USED_FULL;
+		s->used = was - n;
+		if (was > n) {
+			/* Just got its first blocks back: nearly full spans are
+			 * handed out first, so that emptier ones (drifting to
+			 * the end of the list) can drain completely and go back
+			 * to the page heap. */
+			partial_push_head(home, s);
+			return;
+		}
+		/* Emptied by this run, or given more than it had out: below. */
+	}
 	if (EBB_UNLIKELY(s->used != 0)) { /* wrapped: n - over were out */
 		uint32_t over = 0u - s->used;
 		s->u.central.free_head = run_overfreed(head, over);
@@ -1069,21 +1085,32 @@ typedef struct release_state {
 			/* run_close, but for a run of more blocks than its span                              \
 			 * had out, which needs run_overfreed's call. */                                      \
 			if (EBB_UNLIKELY(run_close_reaches(s, h, n))) {                                       \
+				/* Else gcc tests n first, then the flags kept in a                           \
+				 * register (4 instructions where this is 1). */                              \
+				__asm__ volatile("");                                                         \
 				if (n != 0) {                                                                 \
-					if (EBB_UNLIKELY(s->used != 0)) {                                     \
+					/* Full until now with at least n out: the mark off,                  \
+					 * and back on the partial list unless empty. Else                    \
+					 * empty, or given more than it had out (the                          \
+					 * subtraction wrapped, from a full span's count or                   \
+					 * another's: run_overfreed's call). */                               \
+					uint32_t u_ = s->used, left_ = u_ - CENTRAL_USED_FULL;                \
+					if (left_ < CENTRAL_USED_FULL / 2) {                                  \
+						s->used = u_ = left_;                                         \
+						if (left_ != 0)                                               \
+							partial_push_head(locked, s);                         \
+					} else if (EBB_UNLIKELY(u_ != 0)) {                                   \
 						st->reached = true;                                           \
 						why = RELEASE_CLOSE;                                          \
 						head = h;                                                     \
 						goto stop;                                                    \
 					}                                                                     \
-					if (!s->u.central.purging) {                                          \
+					if (u_ == 0 && !s->u.central.purging) {                               \
 						central_span_retire(locked, s);                               \
 						s->next = st->empties;                                        \
 						st->empties = s;                                              \
 					}                                                                     \
 				}                                                                             \
-			} else if (EBB_UNLIKELY(!s->in_partial) && n != 0) {                                  \
-				partial_push_head(locked, s);                                                 \
 			}                                                                                     \
 			n = 0;                                                                                \
 			why = RELEASE_LOOKUP;                                                                 \
@@ -1237,16 +1264,18 @@ EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, 
 	for (;;) {
 		enum release_stop why = one_page ? release_fast_page(st, cls, key)
 						 : release_fast_pages(st, cls, key, mul, limit, bound);
-		if (why == RELEASE_CLOSE)
-			run_close_rest(st->locked, st->s, st->head, (uint32_t)st->n, st->reached, &st->empties);
-		if (st->at == st->end) /* the sentinel: the run is closed */
-			break;
-		void *b = *st->at++;
 		if (why == RELEASE_CLOSE) {
+			run_close_rest(st->locked, st->s, st->head, (uint32_t)st->n, st->reached, &st->empties);
+			/* Closed: the next window must not subtract the run from
+			 * `used` again (a full span's close stops here, not only
+			 * an overfreed one's). */
 			st->head = st->s->u.central.free_head; /* run_overfreed may have moved it */
 			st->n = 0;
 			why = RELEASE_LOOKUP;
 		}
+		if (st->at == st->end) /* the sentinel: the run is closed */
+			break;
+		void *b = *st->at++;
 		if (why == RELEASE_LOOKUP) {
 			const char *nlo;
 			span_t *ns = release_span_of(b, cls, &st->sb_seen, &nlo, one_page, mul, limit);

@@ -97,6 +97,18 @@ typedef struct central_class_stats {
 	uint64_t transfer_blocks; /* of those, blocks on transfer stacks */
 } central_class_stats_t;
 
+/* Bit 31 of a CENTRAL span's `used`: set exactly while the span is off its
+ * home's partial list with no free and no withheld block (full), clear on
+ * the list; the low bits count its blocks out either way. A run's return
+ * subtracts its n blocks from `used` and branches once on the signed result
+ * (used_sub_reaches: old <= n as int32): that one branch catches a span now
+ * empty, one given more than it had out (the subtraction wrapped), and one
+ * that was full (negative), which must join the partial list; the branch
+ * not taken needs no test of in_partial. Every reader of `used` of a span
+ * that may be full masks the bit (span_free_count); a span on the partial
+ * list, the only kind a refill takes from, never has it. */
+#define CENTRAL_USED_FULL 0x80000000u
+
 /* The blocks on s's free list (s CENTRAL; its home's lock held, or s the
  * caller's alone): what span.h's identity leaves. Not stored, so that a
  * block's return to its span writes no count but `used` (bench/fastpath's
@@ -104,7 +116,8 @@ typedef struct central_class_stats {
  * one instruction a block). */
 static inline uint32_t span_free_count(const span_t *s)
 {
-	return (uint32_t)size_classes[s->cls].blocks - s->used - s->u.central.withheld - s->u.central.lost;
+	return (uint32_t)size_classes[s->cls].blocks - (s->used & ~CENTRAL_USED_FULL) - s->u.central.withheld -
+	       s->u.central.lost;
 }
 
 /* Maps the lists of every possible CPU; a list (one class of one CPU slot)

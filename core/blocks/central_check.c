@@ -13,8 +13,9 @@
  *     their home's used_blocks, and may sit in any CPU's list: no identity
  *     ties one list's batches to its own counters)
  *   every span on the partial list: CENTRAL, homed here, of c's class,
- *     in_partial set, links consistent (next->prev == s), free blocks on
- *     its list or withheld, withheld == 0 iff given_back == 0, given_back
+ *     in_partial set, CENTRAL_USED_FULL clear, links consistent
+ *     (next->prev == s), free blocks on its list or withheld,
+ *     withheld == 0 iff given_back == 0, given_back
  *     only pages of the span, every page of it without class (a lazy
  *     carve's) in given_back, used + withheld + lost <= blocks, lost == 0
  *     but after a reported corruption (which drops the rest of a span's
@@ -141,6 +142,8 @@ void central_check(const central_t *c, bool walk)
 					   s->cls, c->cls);
 		if (!s->in_partial)
 			central_check_fail(c, s, "span on the partial list has in_partial clear", 0, 1);
+		if (s->used & CENTRAL_USED_FULL)
+			central_check_fail(c, s, "span on the partial list is marked full", s->used, 0);
 		if (s->prev != prev)
 			central_check_fail(c, s, "partial list links: prev is not the span before", 0, 0);
 		if (span_free_count(s) == 0 && s->u.central.withheld == 0)

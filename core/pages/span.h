@@ -56,7 +56,9 @@
  *           The list's length is not stored: it is what the identity
  *           leaves (span_free_count)
  *   used == blocks held by the program + blocks in thread caches + blocks in
- *           central transfer batches (those may sit in any CPU's list).
+ *           central transfer batches (those may sit in any CPU's list), in
+ *           its low 31 bits; bit 31 set iff the span is off its home's
+ *           partial list and not empty (CENTRAL_USED_FULL, central.h).
  * For a POOL span: used + |free list| + (per span - bump) == objects per span.
  * ARENA and POOL pages are counted by the page heap with the LARGE ones
  * (large_pages), so the stats count them as allocated, whole, from the moment
@@ -120,8 +122,10 @@ typedef struct span {
 		} pool;
 	} u;
 	uint32_t npages;
-	uint32_t used;     /* CENTRAL: blocks out of the span (see identities); POOL:
-			    * objects out; huge LARGE/ARENA: pages asked for */
+	uint32_t used;     /* CENTRAL: blocks out of the span (see identities), bit 31
+			    * set while it is full and off the partial list
+			    * (CENTRAL_USED_FULL, central.h); POOL: objects out;
+			    * huge LARGE/ARENA: pages asked for */
 	uint16_t page;     /* index of the first page in the superblock (1024 for huge) */
 	uint8_t state;     /* enum span_state */
 	uint8_t cls;       /* CENTRAL: size class */
