@@ -147,7 +147,8 @@ sample:
  * instruction where tcache_self() takes two (the GOT load of the offset,
  * then the load from fs). That pays for half of the tick: malloc with
  * prof=1 is one instruction more than with prof=0 instead of two
- * (bench_fastpath same slot, callgrind: 52 -> 53 per pair, was 54); the
+ * (bench_fastpath same slot, callgrind, measured at 908dfe7 where prof=0
+ * was 52: 53 per pair, was 54); the
  * plain entry points are untouched. calloc's variant and the sizes above
  * TCACHE_DIRECT_MAX (api_prof_alloc_mid, core/api/api.c) too. Never run unpatched, as
  * prof_tick_patched. x86-64 only (the callers use tcache_self()
