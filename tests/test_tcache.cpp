@@ -626,9 +626,12 @@ TEST_CASE("a thread cache and its slots are one page-aligned piece, class 0's sl
 // batches' worth first (tcache.c, bin_place), so a thread's slot pages are
 // as many as its bins use, not one per class in use: every class up to 1 KiB
 // used once fits in the first-region slots of those classes. A bin whose
-// bound grows past two batches moves once to a region of bin_cap slots, and
-// keeps handing out and taking back every block.
-TEST_CASE("bins take packed slot regions in order of use, and move once when they grow past two batches",
+// bound grows past two batches moves to a region twice as large each time
+// its bound outgrows its slots (bin_next_cap), not at once to bin_cap slots
+// (of which a producer's bin used the last hundred or so, one page per
+// class), and keeps handing out and taking back every block.
+TEST_CASE("bins take packed slot regions in order of use, and move to regions twice as large as they grow "
+	  "past two batches",
 	  "[tcache]")
 {
 	setup("262144");
@@ -673,11 +676,19 @@ TEST_CASE("bins take packed slot regions in order of use, and move once when the
 				tcache_free(p);
 			held.clear();
 		}
-		CHECK(tc->max[cls] > 2u * k.batch);
-		CHECK(tc->cap[cls] == k.bin_cap);
-		CHECK(tc->max[cls] <= tc->cap[cls]);
+		uint32_t max = tc->max[cls], cap = tc->cap[cls];
+		CHECK(max > 2u * k.batch);
+		REQUIRE(max <= k.bin_cap / 2); // else bin_cap would be the right region
+		CHECK(cap >= max);
+		CHECK(cap / 2 < max); // the region before it would not hold the bound
+		CHECK(cap < k.bin_cap);
 		CHECK(*tc->empty[cls] == TCACHE_SENTINEL(*tc));
-		CHECK(tc->slot_next == first_caps + k.bin_cap + TCACHE_BIN_GAP);
+		// The bound grew a batch at a time, so the bin took every region of
+		// the sequence 4, 8, ... batches up to its own, each once.
+		size_t moved = 0;
+		for (uint32_t c = 4u * k.batch; c <= cap; c *= 2)
+			moved += c + TCACHE_BIN_GAP;
+		CHECK(tc->slot_next == first_caps + moved);
 	});
 }
 
