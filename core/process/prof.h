@@ -61,11 +61,11 @@ extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
  * aligned to 2 MiB on 64 of the 32 768 counters (bench aligned 64B-2M,
  * samples of every alignment up to 2 MiB live: 2 450 of its 9 000 page-run
  * frees took the lock for nothing, about 44 instructions each); the fold
- * spreads them by their 2 MiB unit and keeps neighbouring pages on
- * neighbouring counters (a live sample's counter page: one page fault, the
- * samples of a heap of a few MiB sharing it). 2 instructions more than the
- * low bits; a multiplicative hash spread the counters over every page of
- * the filter. */
+ * spreads them by their 2 MiB unit and keeps the 512 pages of a unit on
+ * one block of 512 counters (samples near each other share a page of the
+ * filter: one page fault for them; tests/test_prof_patch.cpp). 2
+ * instructions more than the low bits; a multiplicative hash would spread
+ * neighbouring samples over every page of the filter. */
 EBB_INLINE unsigned prof_page_slot(const void *p, unsigned bits)
 {
 	uintptr_t a = (uintptr_t)p;
