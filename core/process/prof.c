@@ -867,13 +867,13 @@ void prof_realloc_check(void *p)
 	prof_unlock();
 }
 
-/* large_free_checked's hook (core/pages/large.h): every free of a page
- * run or huge block comes here, and nothing else (a sample block is a page
- * run: the small-block fast path never sees one). */
-static bool prof_free_hook(void *p, span_t *span)
+/* prof_free_hook's work for a p the filter did not rule out. Out of line:
+ * with it inlined, gcc saved and restored five registers around the
+ * filter's test too, which is all most page-run frees need (about 20
+ * instructions where 6 do; bench aligned 64B-2M frees about 9 000 page
+ * runs in 15 000 operations). */
+static EBB_NOINLINE bool prof_free_listed(void *p, span_t *span)
 {
-	if (!prof_may_hold(p))
-		return false;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at == NULL) {
@@ -897,6 +897,14 @@ static bool prof_free_hook(void *p, span_t *span)
 	prof_unlist(at);
 	prof_unlock();
 	return false;
+}
+
+/* large_free_checked's hook (core/pages/large.h): every free of a page
+ * run or huge block comes here, and nothing else (a sample block is a page
+ * run: the small-block fast path never sees one). */
+static bool prof_free_hook(void *p, span_t *span)
+{
+	return prof_may_hold(p) && prof_free_listed(p, span);
 }
 
 void *prof_resize_begin(void *p)
