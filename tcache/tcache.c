@@ -331,7 +331,8 @@ static void bin_flush(tcache_t *tc, unsigned cls, uint32_t n)
 	void **top = tc->top[cls];
 	tc->top[cls] = top + n;
 	atomic_store_u64(&tc->flushes, tc->flushes + 1); /* read by ebb_stats_get */
-	central_flush(os_cpu_id(), cls, top, n);
+	/* top[n] is the bin's next block or its sentinel: a slot to lend. */
+	central_flush_spare(os_cpu_id(), cls, top, n);
 }
 
 /* Trims one bin: under `all`, empties it; otherwise, if it has not missed

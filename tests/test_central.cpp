@@ -1380,6 +1380,64 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 	unit_option("on_error", "abort");
 }
 
+// central_flush_spare (a thread cache's bin flush) lends the slot after the
+// blocks as well, so the flush's last block ends a window like any other
+// instead of going through one of its own. Counts at and around the window
+// size (RELEASE_CHUNK, 128) end there or one past; the lent slot and the
+// array hold what they held, every block comes home once, and a last block
+// freed twice or not of the class, right before the lent slot, is reported
+// and dropped.
+TEST_CASE("a flush that lends the slot after its blocks: every count, bad last blocks, the slot left as it was",
+	  "[central]")
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(32), other = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 10;
+	central_drain(false, nullptr);
+	fill_transfer_stack(cpu, cls);
+	std::vector<void *> w = refill(cpu, other, 1, false);
+	REQUIRE(w.size() == 1);
+	void *const lent = (void *)&w; // what a bin's next slot holds: not a block of the flush
+	for (unsigned n : { 1u, 2u, 127u, 128u, 129u, 130u, 256u, 257u, 300u })
+	for (int bad = 0; bad < 3; bad++) {
+		if (bad && n < 2)
+			continue;
+		std::vector<void *> good;
+		while (good.size() < n) {
+			std::vector<void *> got = refill(cpu, cls, std::min<unsigned>(k.batch, n - (unsigned)good.size()), false);
+			REQUIRE(!got.empty());
+			good.insert(good.end(), got.begin(), got.end());
+		}
+		uint64_t used = class_stats(cls).used_blocks;
+		uint64_t reports = report_count();
+		std::vector<void *> v(good);
+		if (bad == 1)
+			v.back() = good[0]; // good[0] freed twice, the last copy last
+		else if (bad == 2)
+			v.back() = w[0]; // a block of another class
+		// Every other block by pages, so runs open and close throughout.
+		std::stable_partition(v.begin(), v.end() - 1, [&](void *b) { return ((uintptr_t)b >> 12) & 1; });
+		v.push_back(lent);
+		const std::vector<void *> before(v);
+		central_flush_spare(cpu, cls, v.data(), n);
+		CHECK(v == before);
+		CHECK(report_count() == reports + (bad ? 1 : 0));
+		CHECK(class_stats(cls).used_blocks == used - (bad ? n - 1 : n));
+		if (bad == 2)
+			CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
+		if (bad) { // good[n - 1] was left out: it goes home now
+			flush(cpu, cls, { good[n - 1] });
+			CHECK(class_stats(cls).used_blocks == used - n);
+		}
+	}
+	flush(cpu, other, w);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
 // A flush in random order puts nearly every block in a run of its own
 // (release_fast tests a one-page class's block against its run's head):
 // blocks dealt round-robin over many pages, so that no two in a row share

@@ -751,7 +751,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 	return got;
 }
 
-static void release_to_spans(unsigned cls, void **blocks, unsigned count);
+static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare);
 
 /* Up to want (< batch) blocks from one of c's transfer batches, the rest of
  * the batch back to its spans; 0 if c has none.
@@ -775,7 +775,7 @@ static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, voi
 		return 0;
 	memcpy(out, tmp, want * sizeof(void *));
 	page_heap_hold_hook(true);
-	release_to_spans(c->cls, tmp + want, batch - want);
+	release_to_spans(c->cls, tmp + want, batch - want, false);
 	page_heap_hold_hook(false);
 	return want;
 }
@@ -1361,7 +1361,7 @@ EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, 
  * when it is closed, under the home's lock, which guards `used`): either is
  * reported and the block dropped, as a block-by-block return would (the
  * same blocks, named by address). */
-EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, span_t **empties,
+EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, bool spare, span_t **empties,
 				  bool one_page)
 {
 	const uint64_t key = freelist_mark;
@@ -1408,19 +1408,24 @@ EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, s
 	 * at a time, with RELEASE_SENTINEL after each: its loop then needs no
 	 * test of the end (2 instructions a block). The sentinel takes the
 	 * place of the block after the window, put back after it; the last
-	 * block of all, after which the caller's array may have no slot, goes
-	 * through a window of its own here. Copying each window instead cost
+	 * block of all, after which the caller's array may have no slot (unless
+	 * it lends one: spare), goes through a window of its own here. Copying each window instead cost
 	 * as much as it saved (a memcpy of 64 addresses: 77 instructions).
 	 * The lock is dropped and taken again between windows (the last
 	 * block's window joins the one before it: at most RELEASE_CHUNK + 1
 	 * blocks under one hold). */
 	void **const slots = blocks; /* the caller's: a bin's slots, a local batch; it lends them */
 	void *last[2] = { end[-1], RELEASE_SENTINEL };
+	/* With `spare` the caller lends blocks[count] too (a bin's next slot:
+	 * its next block or its sentinel), so the last block ends a window like
+	 * any other: no window of its own (its call and run reopened cost about
+	 * 80 instructions a flush). */
+	void **const lim = spare ? slots + count : slots + count - 1;
 	for (void **next = slots + (st.at - blocks);;) {
-		void **stop = slots + count - 1;
+		void **stop = lim;
 		if (stop - next > RELEASE_CHUNK)
 			stop = next + RELEASE_CHUNK;
-		if (next == stop) { /* the last block */
+		if (next == stop) { /* the last block (never with spare) */
 			st.at = last;
 			st.end = last + 1;
 			release_window(&st, cls, key, one_page, mul, limit, bound);
@@ -1433,8 +1438,11 @@ EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, s
 		release_window(&st, cls, key, one_page, mul, limit, bound);
 		*stop = kept;
 		next = stop;
-		if (next == slots + count - 1)
+		if (next == lim) {
+			if (spare)
+				break; /* every block passed */
 			continue; /* the last block, under the same hold */
+		}
 		/* release_fast closed the run at the sentinel: reopen it on the
 		 * same span, whose list a refill may take from meanwhile. */
 		CENTRAL_CHECK(st.locked);
@@ -1448,24 +1456,26 @@ EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, s
 	*empties = st.empties;
 }
 
-static EBB_NOINLINE void release_blocks_page(unsigned cls, void **blocks, unsigned count, span_t **empties)
+static EBB_NOINLINE void release_blocks_page(unsigned cls, void **blocks, unsigned count, bool spare,
+					     span_t **empties)
 {
-	release_blocks_in(cls, blocks, count, empties, true);
+	release_blocks_in(cls, blocks, count, spare, empties, true);
 }
 
-static EBB_NOINLINE void release_blocks_pages(unsigned cls, void **blocks, unsigned count,
+static EBB_NOINLINE void release_blocks_pages(unsigned cls, void **blocks, unsigned count, bool spare,
 					      span_t **empties)
 {
-	release_blocks_in(cls, blocks, count, empties, false);
+	release_blocks_in(cls, blocks, count, spare, empties, false);
 }
 
-static void release_to_spans(unsigned cls, void **blocks, unsigned count)
+/* spare: blocks[count] is lent as well (central_flush_spare). */
+static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare)
 {
 	span_t *empties = NULL;
 	if (size_classes[cls].pages == 1)
-		release_blocks_page(cls, blocks, count, &empties);
+		release_blocks_page(cls, blocks, count, spare, &empties);
 	else
-		release_blocks_pages(cls, blocks, count, &empties);
+		release_blocks_pages(cls, blocks, count, spare, &empties);
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. */
 	for (span_t *e = empties, *next; e; e = next) {
@@ -1474,7 +1484,7 @@ static void release_to_spans(unsigned cls, void **blocks, unsigned count)
 	}
 }
 
-void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count)
+static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, bool spare)
 {
 	const size_class_t *k = &size_classes[cls];
 	central_t *c = central_get(cpu, cls);
@@ -1495,7 +1505,17 @@ void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count)
 		}
 	}
 	if (pushed < count)
-		release_to_spans(cls, blocks + pushed, count - pushed);
+		release_to_spans(cls, blocks + pushed, count - pushed, spare);
+}
+
+void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count)
+{
+	flush_in(cpu, cls, blocks, count, false);
+}
+
+void central_flush_spare(unsigned cpu, unsigned cls, void **blocks, unsigned count)
+{
+	flush_in(cpu, cls, blocks, count, true);
 }
 
 size_t central_drain(bool only_idle, bool *kept)
@@ -1512,7 +1532,7 @@ size_t central_drain(bool only_idle, bool *kept)
 			/* Bounded: batches flushed meanwhile wait for the next call. */
 			for (unsigned left = size_classes[c->cls].transfer_cap; left > 0 && transfer_take(c, out); left--) {
 				moved += batch;
-				release_to_spans(c->cls, out, batch);
+				release_to_spans(c->cls, out, batch, false);
 			}
 		}
 		any_kept |= TRANSFER_COUNT(atomic_load_u64(&c->full)) != 0;

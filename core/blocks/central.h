@@ -139,6 +139,11 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
  * is lent: its slots are written while the call runs (the return to spans'
  * window sentinel) and hold what they held when it returns. Any thread. */
 void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count);
+/* central_flush with blocks[count] lent as well (written while the call
+ * runs, as it was when it returns), which spares the return to spans a
+ * window for the last block: a thread cache's bin lends its next slot (a
+ * block or its sentinel). */
+void central_flush_spare(unsigned cpu, unsigned cls, void **blocks, unsigned count);
 /* Returns the transfer batches of the lists of every CPU to their spans;
  * with only_idle, just of lists unused since the previous idle call. Returns
  * the blocks moved; *kept (if not NULL) tells whether a list in use kept
