@@ -418,6 +418,7 @@ static void tcache_thread_exit(void *arg)
 	tc->next = tcache_pool;
 	tcache_pool = tc;
 	lock_release(&tcache_list_lock);
+	background_thread_exited(os_now_ns());
 }
 
 /* The thread-exit hook is registered by the first cache created (once per
