@@ -435,9 +435,11 @@ static void tcache_thread_exit(void *arg)
 	tcache_live_count--;
 	tcache_exited_refills += tc->refills;
 	tcache_exited_flushes += tc->flushes;
+	uint64_t left = tcache_live_count;
 	tc->next = tcache_pool;
 	tcache_pool = tc;
 	lock_release(&tcache_list_lock);
+	background_thread_exited(os_now_ns(), left);
 }
 
 /* The thread-exit hook is registered by the first cache created (once per

@@ -374,6 +374,12 @@ size_t page_heap_owed_pages(void)
 	return (size_t)(owed < dirty ? owed : dirty);
 }
 
+bool page_heap_wound_down(void)
+{
+	uint64_t inuse = atomic_load_u64(&inuse_total_pages);
+	return inuse <= atomic_load_u64(&resident_high_pages) / 8 && dirty_run_pages() > 0;
+}
+
 void page_heap_climb_reset(void)
 {
 	atomic_store_u64(&resident_high_pages, 0);

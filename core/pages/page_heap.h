@@ -189,6 +189,11 @@ bool page_heap_looping(void);
  * it touches the fresh pages, and any purge pays them off. Relaxed atomics;
  * any thread. */
 size_t page_heap_owed_pages(void);
+/* Whether the pages in use (spans and large blocks) are now at most an
+ * eighth of the most the heaps ever held resident at once (that mark: in use
+ * plus dirty), with dirty runs to give back: the program has let go of
+ * nearly everything it used. Relaxed atomics; any thread. */
+bool page_heap_wound_down(void);
 /* Forgets the mark those climbs are measured from and what is owed, as in a
  * new process (unit tests, which run many heaps in one process). */
 void page_heap_climb_reset(void);

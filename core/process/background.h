@@ -56,6 +56,12 @@ void background_kick(void);
 bool background_overrun_waits(uint64_t held_ns, uint64_t quiet_ns, size_t excess, size_t dirty);
 /* Runs one tick's work on the calling thread (ebb_trim, tests). */
 size_t background_tick(uint64_t now, bool all);
+/* A thread cache was given back by an exiting thread (tcache.c), which
+ * leaves threads_left caches in use. When that is at most one, and no exit
+ * did this in the last 100 ms: sends every transfer batch to its spans and,
+ * if that leaves the heaps wound down (page_heap_wound_down) and decay_ms is
+ * not -1, purges every dirty run at once. Call with no allocator lock held. */
+void background_thread_exited(uint64_t now, uint64_t threads_left);
 /* Raised about once a second while the thread runs (and by ebb_trim): each
  * thread cache trims its bins at its next slow path when it sees a new value. */
 uint64_t background_trim_epoch(void);
