@@ -91,6 +91,11 @@ typedef struct tcache {
 	uint32_t events;                    /* refills + flushes, drives incremental trim */
 	uint32_t trim_cursor;
 	uint64_t trim_epoch;                /* last background trim request seen */
+	uint16_t used_at[EBB_NUM_CLASSES];  /* large_clock at the bin's last refill, full flush or release */
+	uint16_t large_clock;               /* this thread's large allocations, mod 2^16 (big_bins_release) */
+	uint8_t idle_shift[EBB_NUM_CLASSES]; /* the bin's idle window is BIG_IDLE_LARGE << idle_shift */
+	uint8_t released[EBB_NUM_CLASSES];  /* emptied by big_bins_release, no slow event since */
+	uint64_t big_bins;                  /* bit c - first class of 4 KiB: bin c has a bound */
 	uint64_t refills, flushes;
 	uint64_t published;                 /* cached bytes as of the last slow event (atomic) */
 	struct tcache *next, *prev;         /* list of live tcaches (tcache_list_lock) */

@@ -278,6 +278,112 @@ TEST_CASE("a class of 4 KiB or more gets no bin until its 16th slow-path use sin
 	});
 }
 
+// Bytes in the thread caches as the stats report them (ebb_stats_get's
+// tcache: the calling thread's bins exactly, other threads' as published).
+static uint64_t cached_bytes()
+{
+	uint64_t bytes, threads, refills, flushes;
+	tcache_stats(&bytes, &threads, &refills, &flushes);
+	return bytes;
+}
+
+TEST_CASE("a bin of 4 KiB or more with no refill or flush during the last 3 large allocations of its "
+	  "thread is emptied at the next look (every 4th), a bin used meanwhile and the bins of small classes "
+	  "are kept, and a bin used again within its window after a release gets a window twice as long",
+	  "[tcache]")
+{
+	unit_init();
+	setup("1M");
+	in_new_thread([&] {
+		const size_t idle = 8192, used = 16384, small = 2048, large = 64 * 1024;
+		const unsigned bi = size_class_of(idle), bu = size_class_of(used), bs = size_class_of(small);
+		REQUIRE(size_classes[bi].size >= 4096);
+		REQUIRE(size_classes[bu].size >= 4096);
+		REQUIRE(size_classes[bs].size < 4096);
+		void *first = tcache_alloc(64); // creates the cache (a first free goes uncached anyway)
+		// 8 malloc + free pairs give a big class its bin (16 uses).
+		for (size_t size : {idle, used})
+			for (int i = 0; i < 8; i++)
+				tcache_free(tcache_alloc(size));
+		std::vector<void *> held_i, held_u, held_s, freed;
+		grow_to(idle, 4, held_i);
+		grow_to(used, 2, held_u);
+		grow_to(small, 4, held_s);
+		// Enough 16 KiB blocks to fill their bin and free one more into it
+		// (each miss may raise the bound, up to the bin's cap).
+		while (held_u.size() <= bin(bu).max)
+			held_u.push_back(tcache_alloc(used));
+		void *extra = held_u.back(); // freed into the full bin later
+		held_u.pop_back();
+		fill(bu, held_u, freed);
+		for (auto *held : {&held_i, &held_s}) {
+			unsigned cls = held == &held_i ? bi : bs;
+			while (!held->empty() && bin(cls).count < bin(cls).max) {
+				freed.push_back(held->back());
+				held->pop_back();
+				tcache_free(freed.back());
+			}
+		}
+		const uint32_t n_idle = bin(bi).count, n_small = bin(bs).count;
+		REQUIRE(n_idle >= 2);
+		REQUIRE(n_small >= 2);
+
+		std::vector<void *> big;
+		big.push_back(tcache_alloc(large));
+		big.push_back(tcache_alloc(large));
+		// A free into the full 16 KiB bin: a flush, its slow event after
+		// the second large allocation.
+		uint32_t before_flush = bin(bu).count;
+		tcache_free(extra);
+		REQUIRE(bin(bu).count < before_flush); // flushed, then the block pushed
+		const uint32_t n_used = bin(bu).count;
+		REQUIRE(n_used >= 1);
+		big.push_back(tcache_alloc(large));
+		CHECK(bin(bi).count == n_idle); // idle over 3 large allocations: kept
+		uint64_t bytes = cached_bytes();
+		uint64_t flushes = tcache_self()->flushes;
+		big.push_back(tcache_alloc(large)); // the 4th: the 8 KiB bin was idle over 3
+		CHECK(bin(bi).count == 0);
+		CHECK(bin(bi).max > 0); // only the blocks go: the bound stays
+		CHECK(bin(bu).count == n_used);
+		CHECK(bin(bs).count == n_small);
+		CHECK(cached_bytes() == bytes - (uint64_t)n_idle * size_classes[bi].size);
+		// In pieces under a batch: to the spans, not into a transfer batch.
+		uint32_t piece = size_classes[bi].batch - 1u;
+		CHECK(tcache_self()->flushes - flushes == (n_idle + piece - 1) / piece);
+		// The 8 KiB class in use again right after its release (a refill,
+		// then its bin refilled by frees): its window doubles to 6.
+		void *again = tcache_alloc(idle);
+		CHECK(tcache_self()->idle_shift[bi] == 1);
+		tcache_free(again);
+		const uint32_t n_again = bin(bi).count;
+		REQUIRE(n_again >= 1);
+		// The 16 KiB bin goes once it too has been idle over 3, at the next
+		// look (every 4th large allocation: the 8th); the 8 KiB one, idle
+		// over 4 there, stays until the 12th.
+		for (int i = 5; i <= 7; i++) {
+			big.push_back(tcache_alloc(large));
+			CHECK(bin(bu).count == n_used);
+		}
+		big.push_back(tcache_alloc(large));
+		CHECK(bin(bu).count == 0);
+		CHECK(bin(bi).count == n_again);
+		CHECK(cached_bytes() == bytes - (uint64_t)n_idle * size_classes[bi].size +
+						   (uint64_t)n_again * size_classes[bi].size -
+						   (uint64_t)n_used * size_classes[bu].size);
+		for (int i = 9; i <= 11; i++)
+			big.push_back(tcache_alloc(large));
+		CHECK(bin(bi).count == n_again);
+		big.push_back(tcache_alloc(large));
+		CHECK(bin(bi).count == 0);
+		free_all(big);
+		free_all(held_i);
+		free_all(held_u);
+		free_all(held_s);
+		tcache_free(first);
+	});
+}
+
 TEST_CASE("a full bin gives back half its blocks, in whole batches, from its most recently freed "
 	  "end",
 	  "[tcache]")
