@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/blocks/central.h"
 #include "core/pages/superblock.h"
 
 #define MAX_CLASSES 128
@@ -101,7 +102,8 @@ static void walk_superblocks(FILE *f)
 					c_spans[sp->cls]++;
 					c_pages[sp->cls] += n;
 					c_res[sp->cls] += r;
-					c_used[sp->cls] += sp->used;
+					/* bit 31 marks a full span (CENTRAL_USED_FULL), not a count */
+					c_used[sp->cls] += sp->used & ~CENTRAL_USED_FULL;
 				}
 				pg += n;
 			}
