@@ -695,6 +695,15 @@ static EBB_NOINLINE void big_bins_release(tcache_t *tc)
 		publish(tc);
 }
 
+void tcache_large_ahead(void)
+{
+	tcache_t *own = tcache_self();
+	/* Every BIG_SCAN_EVERY-th large allocation: the windows are counted in
+	 * all of them. */
+	if (own != &tcache_empty && ++own->large_clock % BIG_SCAN_EVERY == 0)
+		big_bins_release(own);
+}
+
 EBB_HOT_TEXT void *tcache_alloc_mid(size_t size)
 {
 	return tcache_alloc_mid_from(tcache_self(), size);
@@ -707,11 +716,7 @@ EBB_HOT_TEXT void *tcache_alloc_slow(size_t size)
 		return NULL;
 	}
 	if (size > EBB_SMALL_MAX) {
-		tcache_t *own = tcache_self();
-		/* Every BIG_SCAN_EVERY-th large allocation: the windows are
-		 * counted in all of them. */
-		if (own != &tcache_empty && ++own->large_clock % BIG_SCAN_EVERY == 0)
-			big_bins_release(own);
+		tcache_large_ahead();
 		return large_alloc(size, EBB_MIN_ALIGN, false);
 	}
 	unsigned cls = size_class_of(size);
