@@ -64,6 +64,16 @@ span_t *partial_head_with(unsigned cls, uint32_t min_free, uint32_t max_free, st
 	return s;
 }
 
+// on_error=warn (a case's bad blocks are reported, then looked at; a case
+// sets it back), and no background thread or decay, which could move its
+// blocks, spans or pages.
+void warn_without_timers()
+{
+	unit_option("on_error", "warn");
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+}
+
 // Fills cls's transfer stack on cpu with whole batches refilled there, so
 // that the next flush goes to the spans (the stack keeps those blocks).
 void fill_transfer_stack(unsigned cpu, unsigned cls)
@@ -397,9 +407,7 @@ TEST_CASE("a pointer into the middle of a block is reported, not freed", "[centr
 // class, is reported by its page class and never written.
 TEST_CASE("a flushed address whose page has left the class is reported, not written", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(64), other = size_class_of(48);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.pages == 1);
@@ -455,9 +463,7 @@ TEST_CASE("a flushed address whose page has left the class is reported, not writ
 // it, and never followed; the block holding it is handed out (it is free).
 TEST_CASE("a free-list link that is not a block start of its span is reported, not followed", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(48);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.blocks * k.size < EBB_PAGE_SIZE); // a tail to point into
@@ -499,9 +505,7 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any position is reported, not followed",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	for (size_t size : { (size_t)16, (size_t)32, (size_t)64 }) {
 		unsigned cls = size_class_of(size);
 		const size_class_t &k = size_classes[cls];
@@ -646,17 +650,7 @@ static void flush_to_spans(unsigned cls, const std::vector<void *> &blocks)
 // flush of a span's blocks goes straight to the span), and one span of it
 // with every block out here: refills whole spans' worth until one is.
 // *held gets every block refilled, *span that span; returns its blocks.
-// on_error=warn (a case's bad runs are reported, then looked at), and no
-// background thread or decay, which could move its spans.
-static void warn_without_timers()
-{
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
-}
-
-// Sets on_error=warn (the callers' bad runs are reported, then looked at)
-// and turns off the background thread and decay, which could move the span.
+// Sets on_error=warn and turns off the timers (warn_without_timers).
 static std::vector<void *> span_all_out(unsigned *cls_out, std::vector<void *> *held, span_t **span)
 {
 	warn_without_timers();
@@ -1093,9 +1087,7 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 TEST_CASE("a one-page span with every block out: a flushed block without its mark is reported, nothing read past it",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(32);
 	REQUIRE(size_classes[cls].pages == 1);
 	central_drain(false, nullptr);
@@ -1175,9 +1167,7 @@ TEST_CASE("an overfreed run that ends at a window's end is closed once", "[centr
 // come home (the span, all of them back, leaves), the bad one untouched.
 TEST_CASE("a bad address in the middle of a run is reported and the run goes on", "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	SECTION("a block of another class, one-page class")
 	{
 		unsigned cls = size_class_of(32), other = size_class_of(48);
@@ -1345,9 +1335,7 @@ TEST_CASE("a central list is set up by its first use, once, while passes run", "
 TEST_CASE("a flush of several windows: bad blocks at their edges are reported, the array is left whole",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(32), other = size_class_of(48);
 	const size_class_t &k = size_classes[cls];
 	const unsigned cpu = 9;
@@ -1390,9 +1378,7 @@ TEST_CASE("a flush of several windows: bad blocks at their edges are reported, t
 TEST_CASE("a flush that lends the slot after its blocks: every count, bad last blocks, the slot left as it was",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(32), other = size_class_of(48);
 	const size_class_t &k = size_classes[cls];
 	const unsigned cpu = 10;
@@ -1448,9 +1434,7 @@ TEST_CASE("a flush that lends the slot after its blocks: every count, bad last b
 TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are reported, the rest come home",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(32);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.pages == 1);
@@ -1664,9 +1648,7 @@ TEST_CASE("a refill that splits a batch and empties a span calls no page-heap ho
 TEST_CASE("a bad block met by either copy of the unrolled return, in a run or opening one, is reported, the rest come home once",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned pages_cls = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES && pages_cls == 0; c++)
 		if (size_classes[c].pages >= 2 && size_classes[c].batch >= 8 && size_classes[c].blocks >= 8)
@@ -1773,9 +1755,7 @@ TEST_CASE("a bad block met by either copy of the unrolled return, in a run or op
 TEST_CASE("a flush alternating between superblocks reads each one's registry slot, and reports an address in none",
 	  "[central]")
 {
-	unit_option("on_error", "warn");
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
+	warn_without_timers();
 	unsigned cls = size_class_of(512);
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.pages == 1);
