@@ -158,6 +158,56 @@ static void require_bitmaps_agree(const page_heap_t &h)
 	}
 }
 
+// The newest dirty run takes in a span freed right of it without leaving
+// the LRU head (page_heap_run_free_coalesced's `kept`): the dirty count
+// grows by the span's pages only, the run's age is the free's, the size
+// lists and their bitmaps follow, and a run merged that is not the newest
+// goes through the LRU as before.
+TEST_CASE_METHOD(heap_fixture, "the newest dirty run grows in place by a span freed right of it", "[page_heap]")
+{
+	span_t *a = alloc(2), *b = alloc(2), *c = alloc(2), *g1 = alloc(1), *x = alloc(3), *g2 = alloc(1);
+	superblock_t *sb = span_superblock(a);
+	unsigned pa = a->page, pb = b->page, pc = c->page, px = x->page;
+	REQUIRE(pc + 2 == pb);
+	REQUIRE(pb + 2 == pa);
+	page_heap_free(a);
+	page_heap_free(c);
+	REQUIRE(heap.lru_head == superblock_span_at(sb, pc));
+	os_fake_advance(5 * MS);
+	uint64_t t = os_fake_now();
+	page_heap_free(b); // left c is the newest run: kept; right a merges too
+	span_t *run = superblock_span_at(sb, pc);
+	REQUIRE(run->state == SPAN_FREE_DIRTY);
+	REQUIRE(run->npages == 6);
+	REQUIRE(run->u.free.freed_ns == t);
+	REQUIRE(superblock_span_at(sb, pb)->state == SPAN_NONE);
+	REQUIRE(superblock_span_at(sb, pa)->state == SPAN_NONE);
+	REQUIRE(heap.dirty_pages == 6);
+	REQUIRE(heap.lru_head == run);
+	REQUIRE(heap.lru_tail == run);
+	REQUIRE(run->u.free.lru_prev == nullptr);
+	REQUIRE(run->u.free.lru_next == nullptr);
+	require_bitmaps_agree(heap);
+
+	// Now the run is not the newest: a span freed right of it merges
+	// through the LRU, and the merged run becomes the newest again.
+	span_t *d = alloc(2); // the end of the run: pages pa..pa+1
+	REQUIRE(d->page == pa);
+	REQUIRE(heap.dirty_pages == 4);
+	page_heap_free(x);
+	REQUIRE(heap.lru_head == superblock_span_at(sb, px));
+	page_heap_free(d);
+	REQUIRE(run->npages == 6);
+	REQUIRE(heap.dirty_pages == 9);
+	REQUIRE(heap.lru_head == run);
+	REQUIRE(heap.lru_tail == superblock_span_at(sb, px));
+	require_bitmaps_agree(heap);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 9);
+	REQUIRE(heap.dirty_pages == 0);
+	page_heap_free(g1);
+	page_heap_free(g2);
+}
+
 TEST_CASE_METHOD(heap_fixture, "a request takes the smallest dirty run that fits, in whatever bitmap word it is listed",
 		 "[page_heap]")
 {

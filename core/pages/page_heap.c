@@ -229,12 +229,17 @@ size_t page_heap_dirty_excess_pages(void)
 {
 	uint64_t inuse_pages = atomic_load_u64(&inuse_total_pages);
 	size_t budget = options_dirty_max_bytes(inuse_pages << EBB_PAGE_SHIFT) >> EBB_PAGE_SHIFT;
+	size_t dirty = page_heap_dirty_total();
+	/* The budget is at least dirty_max: within it there is no excess,
+	 * whatever the swing and reuse, which every free of a span asks
+	 * (background_on_dirty) and which cost more than the rest together. */
+	if (dirty <= budget)
+		return 0;
 	size_t swing = page_heap_swing_pages(), reuse = page_heap_reuse_pages();
 	if (swing > budget)
 		budget = swing;
 	if (reuse > budget)
 		budget = reuse;
-	size_t dirty = page_heap_dirty_total();
 	return dirty > budget ? dirty - budget : 0;
 }
 
@@ -699,10 +704,21 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
 	span_t *self = run_desc(h, sb, page);
 	unsigned left = page > first ? pmap_first(pmap_load(sb, page - 1)) : 0;
+	/* Pages the merged run had in the LRU and dirty count before (its left
+	 * part) when that part stays there: the newest dirty run merged with
+	 * a span freed right of it, which is how spans come back when a class
+	 * empties them in reverse order (issue 13). It keeps its place at the
+	 * LRU head, newest still, and only the pages added are counted. */
+	size_t kept = 0;
 	if (left >= first) {
 		span_t *l = superblock_span_at(sb, left);
 		if (l->state == state && l->page + l->npages == page) {
-			page_heap_run_unlist(h, l);
+			if (state == SPAN_FREE_DIRTY && l == h->lru_head && !l->huge) {
+				list_remove(h, l);
+				kept = l->npages;
+			} else {
+				page_heap_run_unlist(h, l);
+			}
 			SPAN_SET_STATE(self, SPAN_NONE, &h->lock);
 			n += l->npages;
 			page = l->page;
@@ -728,7 +744,12 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 	if (state == SPAN_FREE_DIRTY)
 		self->u.free.freed_ns = now;
 	run_tags(sb, self);
-	page_heap_run_list(h, self, NULL);
+	if (kept != 0) {
+		list_insert(h, self);
+		page_heap_dirty_add(h, n - kept);
+	} else {
+		page_heap_run_list(h, self, NULL);
+	}
 }
 
 /* ---------------------------------------------------------------------------
