@@ -159,12 +159,6 @@ EBB_NOINLINE void *tcache_alloc_slow(size_t size);
 EBB_NOINLINE void tcache_free_slow(void *p);
 /* Sizes above TCACHE_DIRECT_MAX: the same pop, class by size_class_of. */
 EBB_NOINLINE void *tcache_alloc_mid(size_t size);
-/* The calling thread is about to take a large block (above EBB_SMALL_MAX)
- * from the page heap: counts it in the cache's clock of large allocations,
- * which may return idle bins of big classes to their spans first
- * (big_bins_release). Every path to large_alloc calls it: malloc's, calloc's
- * and the aligned allocators'. */
-void tcache_large_ahead(void);
 
 /* Pops the next block of bin cls of tc if there is one and it carries its
  * free mark; NULL otherwise (an empty bin, whose top is its sentinel, fails

@@ -294,43 +294,6 @@ TEST_CASE("ebb_trim gives memory back at once, without the background thread", "
 	CHECK(st.dirty == 0);
 }
 
-TEST_CASE("large blocks from calloc and the aligned allocators count in the clock that empties idle big bins",
-	  "[memory]")
-{
-	// tcache.c's big_bins_release: every 4th large allocation of a thread
-	// sends its idle bins of 4 KiB blocks and more back to their spans, in
-	// pieces (flushes). initdb's contexts use malloc; every path to the page
-	// heap for a large block is the same cue. Counted by the flushes.
-	without_decay quiet;
-	std::thread worker([] {
-		const size_t idle = 8192, large = 64 * 1024;
-		for (int i = 0; i < 16; i++)
-			ebb_free(ebb_malloc(idle)); // the class gets a bin
-		void *kept[4];
-		for (void *&p : kept)
-			p = ebb_malloc(idle);
-		for (void *p : kept)
-			ebb_free(p); // the last one at least stays in the bin
-		ebb_stats_t st;
-		ebb_stats_get(&st);
-		uint64_t flushes = st.tcache_flushes;
-		void *big[4];
-		big[0] = ebb_calloc(1, large);
-		big[1] = ebb_aligned_alloc(4096, large);
-		big[2] = ebb_memalign(8192, large);
-		ebb_stats_get(&st);
-		CHECK(st.tcache_flushes == flushes); // not looked at yet
-		big[3] = ebb_calloc(large, 1); // the 4th: the bin was idle over 3
-		ebb_stats_get(&st);
-		CHECK(st.tcache_flushes > flushes);
-		for (void *p : big) {
-			REQUIRE(p != nullptr);
-			ebb_free(p);
-		}
-	});
-	worker.join();
-}
-
 TEST_CASE("a thread that frees what it used and exits gives it back at its exit", "[memory]")
 {
 	// bench/latency's end: a worker frees its working set of small blocks

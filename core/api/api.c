@@ -136,7 +136,6 @@ static void *alloc_aligned_impl(size_t align, size_t size)
 	unsigned cls = size_class_aligned(size, align);
 	if (cls)
 		return tcache_alloc(size_classes[cls].size);
-	tcache_large_ahead();
 	return large_alloc(size, align, false);
 }
 
@@ -164,7 +163,6 @@ static EBB_COLD void *calloc_large(size_t total)
 		errno = ENOMEM;
 		return NULL;
 	}
-	tcache_large_ahead();
 	return large_alloc(total, EBB_MIN_ALIGN, true);
 }
 
