@@ -101,16 +101,25 @@ uint64_t background_trim_epoch(void)
 	return atomic_load_u64(&bg_trim_epoch);
 }
 
-size_t background_tick(uint64_t now, bool all)
+/* Decay of every heap in use (page_heap_decay); under `all` every dirty run
+ * goes, whatever its age (ebb_trim, a thread's exit when the heaps are wound
+ * down). Heaps never used (page_heap_peek: NULL) hold nothing. */
+static size_t decay_heaps(uint64_t now, bool all)
 {
 	size_t work = 0;
 	unsigned n = page_heap_count();
-	/* Heaps never used (page_heap_peek: NULL) hold nothing. */
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
 		if (h != NULL)
 			work += page_heap_decay(h, now, all);
 	}
+	return work;
+}
+
+size_t background_tick(uint64_t now, bool all)
+{
+	size_t work = decay_heaps(now, all);
+	unsigned n = page_heap_count();
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
@@ -130,11 +139,7 @@ size_t background_tick(uint64_t now, bool all)
 		}
 		/* Blocks drained from central lists may have emptied spans. */
 		if (all)
-			for (unsigned i = 0; i < n; i++) {
-				page_heap_t *h = page_heap_peek(i);
-				if (h != NULL)
-					work += page_heap_decay(h, now, true);
-			}
+			work += decay_heaps(now, true);
 	}
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
@@ -171,19 +176,13 @@ void background_thread_exited(uint64_t now, uint64_t threads_left)
 	if (threads_left > 1)
 		return;
 	uint64_t last = atomic_load_u64(&bg_last_exit_ns);
-	if (last != 0 && now - last < EXIT_WIND_DOWN_NS)
+	if (last != 0 && util_elapsed(now, last) < EXIT_WIND_DOWN_NS)
 		return;
 	if (!atomic_cas_u64_value(&bg_last_exit_ns, &last, now))
 		return;
 	central_drain(false, NULL);
-	if (options_get(OPT_DECAY_MS) < 0 || !page_heap_wound_down())
-		return;
-	unsigned n = page_heap_count();
-	for (unsigned i = 0; i < n; i++) {
-		page_heap_t *h = page_heap_peek(i);
-		if (h != NULL)
-			page_heap_decay(h, now, true);
-	}
+	if (options_get(OPT_DECAY_MS) >= 0 && page_heap_wound_down())
+		decay_heaps(now, true);
 }
 
 static uint64_t next_wait(uint64_t now)
