@@ -498,10 +498,13 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 }
 
 // Power-of-two classes in one-page spans take their blocks in
-// central.c's span_take_aligned (the link and mark tests share one xor,
-// unrolled by two): a bad link or a lost mark at every position of the
-// unrolled loop (first and second of a pair, odd and even counts, the last
-// link) is reported, the blocks before it handed out, nothing after it.
+// central.c's span_take_aligned (the link and mark tests share one
+// difference from the span's start, unrolled by four): a bad link or a lost
+// mark at every position of the unrolled loop (each of a four, odd and even
+// counts, the last link) is reported, the blocks before it handed out,
+// nothing after it. The links below the span (a block's size and a whole
+// span below, the latter with every bit under the span's bytes right, and
+// NULL) are rejected by the difference's wrap alone.
 TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any position is reported, not followed",
 	  "[central]")
 {
@@ -511,7 +514,7 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 		const size_class_t &k = size_classes[cls];
 		REQUIRE(k.pages == 1);
 		REQUIRE(k.blocks * k.size == EBB_PAGE_SIZE);
-		for (int mode = 0; mode < 4; mode++) {
+		for (int mode = 0; mode < 6; mode++) {
 			for (unsigned j = 0; j < 4; j++) {
 				for (unsigned extra = 0; extra < 3; extra++) {
 					// The head of the partial list holds j + 4 or
@@ -535,10 +538,12 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 					} else {
 						// A link to a non-block start (given a span mark:
 						// only the link test is left), past the page,
-						// below it.
-						void *forged = mode == 0 ? (void *)((char *)at + k.size / 2)
+						// below it, the same offset a page below, NULL.
+						void *forged = mode == 0   ? (void *)((char *)at + k.size / 2)
 							     : mode == 1 ? (void *)(base + EBB_PAGE_SIZE)
-									 : (void *)(base - k.size);
+							     : mode == 2 ? (void *)(base - k.size)
+							     : mode == 4 ? (void *)((char *)at - EBB_PAGE_SIZE)
+									 : nullptr;
 						if (mode == 0 && k.size >= 32) // inside at
 							((uint64_t *)forged)[1] = freelist_span_mark_of(forged, freelist_mark);
 						((void **)at)[0] = forged;
