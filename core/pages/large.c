@@ -110,10 +110,13 @@ const char *large_why_bad(const void *p, bool freeing)
 }
 
 static large_free_hook_t large_free_hook;
+static const uint8_t *large_free_filter;
 
-void large_set_free_hook(large_free_hook_t hook)
+void large_set_free_hook(large_free_hook_t hook, const uint8_t *filter)
 {
-	__atomic_store_n(&large_free_hook, hook, __ATOMIC_RELAXED);
+	/* The hook first: a free that sees the filter calls it. */
+	__atomic_store_n(&large_free_hook, hook, __ATOMIC_RELEASE);
+	__atomic_store_n(&large_free_filter, filter, __ATOMIC_RELEASE);
 }
 
 void large_free_checked(void *p, const char *func)
@@ -126,9 +129,12 @@ void large_free_checked(void *p, const char *func)
 		return;
 	}
 	/* Set before the first sample is made, which happens before its free:
-	 * a relaxed load sees it. */
-	large_free_hook_t hook = __atomic_load_n(&large_free_hook, __ATOMIC_RELAXED);
-	if (EBB_UNLIKELY(hook != NULL) && hook(p, s))
+	 * a relaxed load sees it (and the hook, stored before it). A counter
+	 * is raised before its sample reaches the program. */
+	const uint8_t *filter = __atomic_load_n(&large_free_filter, __ATOMIC_RELAXED);
+	if (EBB_UNLIKELY(filter != NULL) &&
+	    EBB_UNLIKELY(__atomic_load_n(&filter[large_page_slot(p, LARGE_HOOK_FILTER_BITS)], __ATOMIC_RELAXED) != 0) &&
+	    __atomic_load_n(&large_free_hook, __ATOMIC_RELAXED)(p, s))
 		return;
 	if (s->huge)
 		page_heap_huge_free(s);

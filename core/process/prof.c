@@ -360,7 +360,7 @@ static bool prof_setup(void)
 		 * the first sample (prof_tables_make). */
 		__atomic_store_n(&prof_kept_filter, (uint8_t *)prof_kept_none, __ATOMIC_RELEASE);
 		/* Before prof_on: before any sample can be made (and freed). */
-		large_set_free_hook(prof_free_hook);
+		large_set_free_hook(prof_free_hook, prof_filter);
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
@@ -763,9 +763,21 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	uint32_t class_bytes = bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN ? (uint32_t)bytes : 0;
 	if (class_bytes != 0 && !keepable && size_classes[size_class_of(bytes)].size > pages << EBB_PAGE_SHIFT)
 		class_bytes = 0;
-	/* One lock round when a kept block serves and the stack is known
-	 * again: the count first (the lock may be dropped there), then the
-	 * block, listed already. */
+	/* One lock round when the stack is known again: a block that no kept
+	 * one can serve is made first, then counted and listed in the round;
+	 * a kept-size one is counted first (the lock may be dropped there),
+	 * then a kept block serves it, listed already, or a fresh one is made
+	 * and listed in a second round. */
+	if (!keepable) {
+		/* A big calloc's pages are zeroed by large_alloc, which knows
+		 * which read as zero already (a memset would fault them all
+		 * in). */
+		prof_busy = true; /* nothing below is sampled, should it allocate */
+		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(pages << EBB_PAGE_SHIFT, align, zero);
+		prof_busy = false;
+		if (p == NULL)
+			return NULL;
+	}
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
 	unsigned slot = prof_replay_slot(ret, cfa);
@@ -780,7 +792,16 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	} else if (tables) {
 		c = prof_stack_walk(size, ret, fp, slot);
 	}
-	if (keepable && prof_kept_n > 0) {
+	if (!keepable) {
+		if (c != NULL) {
+			c->alloc_n++;
+			c->alloc_bytes += size;
+			prof_insert(p, c, size, class_bytes);
+		}
+		prof_unlock();
+		return p;
+	}
+	if (prof_kept_n > 0) {
 		prof_sample_t *e = prof_kept[--prof_kept_n];
 		p = e->addr;
 		prof_kept_count(p, -1);
@@ -801,20 +822,17 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (zero)
 			memset(p, 0, size);
 	} else {
-		/* A big calloc's pages are zeroed by large_alloc, which knows
-		 * which read as zero already (a memset would fault them all in);
-		 * a kept-size run only needs the bytes asked for. */
+		/* A kept-size run only needs the bytes asked for zeroed. */
 		prof_busy = true; /* nothing below is sampled, should it allocate */
-		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT)
-			   : large_alloc(pages << EBB_PAGE_SHIFT, align, zero && !keepable);
+		p = large_alloc(pages << EBB_PAGE_SHIFT, align, false);
 		/* A fresh kept-size run's first page is written here: a
 		 * program that reads its new block before it writes it (bench
 		 * cache-thrash) faulted in the shared zero page and then the
 		 * page itself, two faults where the small block it stands for
 		 * would have been on a resident page. */
-		if (p != NULL && keepable && zero)
+		if (p != NULL && zero)
 			memset(p, 0, size);
-		else if (p != NULL && keepable)
+		else if (p != NULL)
 			*(volatile char *)p = 0;
 		if (p != NULL && c != NULL) {
 			prof_lock();
@@ -867,12 +885,11 @@ void prof_realloc_check(void *p)
 	prof_unlock();
 }
 
-/* prof_free_hook's work for a p the filter did not rule out. Out of line:
- * with it inlined, gcc saved and restored five registers around the
- * filter's test too, which is all most page-run frees need (about 20
- * instructions where 6 do; bench aligned 64B-2M frees about 9 000 page
- * runs in 15 000 operations). */
-static EBB_NOINLINE bool prof_free_listed(void *p, span_t *span)
+/* large_free_checked's hook (core/pages/large.h): the frees of page runs
+ * and huge blocks whose counter in prof_filter (the hook's filter) is not
+ * 0, and nothing else (a sample block is a page run: the small-block fast
+ * path never sees one). */
+static bool prof_free_hook(void *p, span_t *span)
 {
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
@@ -899,13 +916,6 @@ static EBB_NOINLINE bool prof_free_listed(void *p, span_t *span)
 	return false;
 }
 
-/* large_free_checked's hook (core/pages/large.h): every free of a page
- * run or huge block comes here, and nothing else (a sample block is a page
- * run: the small-block fast path never sees one). */
-static bool prof_free_hook(void *p, span_t *span)
-{
-	return prof_may_hold(p) && prof_free_listed(p, span);
-}
 
 void *prof_resize_begin(void *p)
 {

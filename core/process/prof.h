@@ -35,6 +35,7 @@
 
 #include "core/base/config.h"
 #include "core/base/util.h"
+#include "core/pages/large.h"
 
 EBB_BEGIN_DECLS
 
@@ -53,23 +54,14 @@ extern bool prof_on;
  * run that is not sampled (most of them) costs a hash and a load instead of
  * the span lookup and the lock. Readers may read it without a lock: a block
  * reaches the program after its sample was counted here. */
-#define PROF_FILTER_BITS 15
+#define PROF_FILTER_BITS LARGE_HOOK_FILTER_BITS
 extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
-/* Page p's counter in a filter of 2^bits: the page number's low bits, xored
- * with the bits above a 2 MiB unit. The low bits alone put every block
- * aligned to 2 MiB on 64 of the 32 768 counters (bench aligned 64B-2M,
- * samples of every alignment up to 2 MiB live: 2 450 of its 9 000 page-run
- * frees took the lock for nothing, about 44 instructions each); the fold
- * spreads them by their 2 MiB unit and keeps the 512 pages of a unit on
- * one block of 512 counters (samples near each other share a page of the
- * filter: one page fault for them; tests/test_prof_patch.cpp). 2
- * instructions more than the low bits; a multiplicative hash would spread
- * neighbouring samples over every page of the filter. */
+/* Page p's counter in a filter of 2^bits (large_page_slot: the free hook's
+ * filter is prof_filter). */
 EBB_INLINE unsigned prof_page_slot(const void *p, unsigned bits)
 {
-	uintptr_t a = (uintptr_t)p;
-	return (unsigned)((a >> EBB_PAGE_SHIFT) ^ (a >> 21)) & ((1u << bits) - 1);
+	return large_page_slot(p, bits);
 }
 
 /* false: p is not a live sampled block. */
