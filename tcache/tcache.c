@@ -726,6 +726,25 @@ EBB_HOT_TEXT void *tcache_alloc_mid(size_t size)
 	return tcache_alloc_mid_from(tcache_self(), size);
 }
 
+/* A large allocation of this thread's: every BIG_SCAN_EVERY-th runs
+ * big_bins_release (the windows are counted in all of them). */
+EBB_INLINE void large_tick(void)
+{
+	tcache_t *own = tcache_self();
+	if (own != &tcache_empty && ++own->large_clock % BIG_SCAN_EVERY == 0)
+		big_bins_release(own);
+}
+
+/* A page run the heap profiler makes in malloc's or realloc's place (a
+ * sample) counts as the large allocation it stands in for: skipped, with
+ * prof=1 big_bins_release ran at other moments than without, and the
+ * spans it keeps or gives back sat elsewhere (bench realloc vector copied
+ * 2.2% more with prof=1 over 12 seeded runs, 0.5% with samples counted). */
+void tcache_large_tick(void)
+{
+	large_tick();
+}
+
 EBB_HOT_TEXT void *tcache_alloc_slow(size_t size)
 {
 	if (EBB_UNLIKELY(!init_ensure())) {
@@ -733,11 +752,7 @@ EBB_HOT_TEXT void *tcache_alloc_slow(size_t size)
 		return NULL;
 	}
 	if (size > EBB_SMALL_MAX) {
-		tcache_t *own = tcache_self();
-		/* Every BIG_SCAN_EVERY-th large allocation: the windows are
-		 * counted in all of them. */
-		if (own != &tcache_empty && ++own->large_clock % BIG_SCAN_EVERY == 0)
-			big_bins_release(own);
+		large_tick();
 		return large_alloc(size, EBB_MIN_ALIGN, false);
 	}
 	unsigned cls = size_class_of(size);

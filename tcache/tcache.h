@@ -156,6 +156,10 @@ EBB_INLINE tcache_t *tcache_self(void)
 
 /* Slow paths: init, refill, large blocks, flush, bad pointers. */
 EBB_NOINLINE void *tcache_alloc_slow(size_t size);
+/* Counts a large allocation made around the cache (a heap profile sample
+ * of malloc or realloc above EBB_SMALL_MAX), as tcache_alloc_slow counts
+ * its own. */
+void tcache_large_tick(void);
 EBB_NOINLINE void tcache_free_slow(void *p);
 /* Sizes above TCACHE_DIRECT_MAX: the same pop, class by size_class_of. */
 EBB_NOINLINE void *tcache_alloc_mid(size_t size);

@@ -224,8 +224,11 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	 * allocates a block: from NULL, or moving. One that resizes in place
 	 * allocates nothing, as in tcmalloc, and a sampled block resized in
 	 * place stays sampled as it was (its stack and size). */
-	if (prof && p == NULL && prof_tick(size) && prof_should_sample(size))
+	if (prof && p == NULL && prof_tick(size) && prof_should_sample(size)) {
+		if (size > EBB_SMALL_MAX)
+			tcache_large_tick(); /* as malloc's own would count */
 		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
+	}
 	/* prof: p is a sampled block standing in for a small block of this
 	 * usable size (prof_class_usable), resized below as that block. */
 	size_t class_usable = 0;
@@ -320,8 +323,11 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	 * that fails, unsampled). p, if sampled, leaves its sample in its
 	 * free (large_free_checked's hook). */
 	bool mapped = want >= REALLOC_MAPPED_MIN && size > b.usable;
-	if (prof && prof_tick(size) && prof_should_sample(size))
+	if (prof && prof_tick(size) && prof_should_sample(size)) {
+		if (!mapped && want > EBB_SMALL_MAX)
+			tcache_large_tick(); /* as tcache_alloc(want) would count */
 		q = prof_alloc_moved(size, want, mapped, ret);
+	}
 	if (q == NULL && mapped)
 		q = large_alloc_mapped(want);
 	if (q == NULL)
@@ -458,8 +464,11 @@ static void *realloc_impl(void *p, size_t size)
  * instead costs the fast path an instruction: gcc hoists the read. */
 static EBB_NOINLINE void *prof_malloc_slow(size_t size)
 {
-	if (prof_should_sample(size))
+	if (prof_should_sample(size)) {
+		if (size > EBB_SMALL_MAX)
+			tcache_large_tick(); /* as tcache_alloc would count */
 		return prof_alloc(size, EBB_MIN_ALIGN, false, __builtin_return_address(0));
+	}
 	return tcache_alloc(size);
 }
 

@@ -136,6 +136,8 @@ inline void *new_fast_nothrow(std::size_t n, bool patched = false) noexcept
 [[gnu::noinline]] void *new_prof_slow(std::size_t n, bool nothrow)
 {
 	if (prof_should_sample(n)) {
+		if (n > EBB_SMALL_MAX)
+			tcache_large_tick(); // as the unsampled operator's would count
 		void *p = prof_alloc(n, EBB_MIN_ALIGN, false, __builtin_return_address(0));
 		if (p != nullptr)
 			return p;

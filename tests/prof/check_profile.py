@@ -22,6 +22,7 @@ and checks what they say against the truth the program knows.
   check_profile.py own_faults PROG       the profiler adds at most 12 minor page faults to a small
                                          2-thread program (fewest of 7 runs each, prof=1 against prof=0)
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
+  check_profile.py large_clock PROG      sampled large blocks count in the release of idle big bins
   check_profile.py patched PROG          malloc and calloc of 24 B-32 KiB in 4 threads: blocks of their own, calloc zero
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
@@ -222,6 +223,16 @@ def big_calloc(prog, tmp):
     r = run([prog, "big_calloc"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"}, check=False)
     if r.returncode != 0:
         fail("prof_sites big_calloc exited %d (1: not zero, 2: the whole block made resident, 3: NULL): %s %s" %
+             (r.returncode, r.stdout.strip(), r.stderr.strip()))
+    print("  " + r.stdout.strip().splitlines()[-1])
+
+
+def large_clock(prog, tmp):
+    """Sampled large blocks count as the thread's large allocations: a bin
+    of 8 KiB blocks idle over them is given back (big_bins_release)."""
+    r = run([prog, "large_clock"], {"EBB_OPTIONS": "prof=1,background_thread=0"}, check=False)
+    if r.returncode != 0:
+        fail("prof_sites large_clock exited %d (1: the idle bin was kept, 2: nothing cached to start with): %s %s" %
              (r.returncode, r.stdout.strip(), r.stderr.strip()))
     print("  " + r.stdout.strip().splitlines()[-1])
 
@@ -620,6 +631,8 @@ def main():
             big_calloc(sys.argv[2], tmp)
         elif mode == "patched":
             patched(sys.argv[2], tmp)
+        elif mode == "large_clock":
+            large_clock(sys.argv[2], tmp)
         elif mode == "own_faults":
             own_faults(sys.argv[2], tmp)
         elif mode == "free_paths":

@@ -574,6 +574,37 @@ int main(int argc, char **argv)
 		       worst == 0 ? "every calloc zero, no block shared" : "FAILED");
 		return (int)worst;
 	}
+	if (argc >= 2 && strcmp(argv[1], "large_clock") == 0) {
+		/* Large blocks that are all sampled (8 MiB at the default rate:
+		 * sampled but for a chance of e^-16) still count as the
+		 * thread's large allocations (tcache.c big_bins_release): a bin
+		 * of 8 KiB blocks left idle over them goes back to its spans,
+		 * as it does without the profiler. */
+		enum { N = 24 };
+		void *b[N];
+		for (int round = 0; round < 8; round++) /* the class earns its bin */
+			T_FREE(checked(T_MALLOC(8192)));
+		ebb_stats_t st;
+		ebb_stats_get(&st);
+		uint64_t before = st.tcache;
+		for (int i = 0; i < N; i++)
+			b[i] = checked(T_MALLOC(8192));
+		for (int i = 0; i < N; i++)
+			T_FREE(b[i]);
+		ebb_stats_get(&st);
+		uint64_t cached = st.tcache;
+		for (int i = 0; i < 8; i++) /* two looks (every 4th), idle over 3 */
+			T_FREE(T_MALLOC((size_t)8 << 20));
+		ebb_stats_get(&st);
+		printf("8 KiB blocks cached: %llu bytes after their frees, %llu more than before them; "
+		       "%llu after 8 large allocations\n",
+		       (unsigned long long)cached, (unsigned long long)(cached - before),
+		       (unsigned long long)st.tcache);
+		/* The frees cached at least two blocks; all of them went. */
+		if (cached < before + 2 * 8192)
+			return 2;
+		return st.tcache <= before ? 0 : 1;
+	}
 	if (argc >= 2 && strcmp(argv[1], "big_calloc") == 0) {
 		/* A sampled calloc of 256 MiB reads zero and costs only the
 		 * pages read here, not all of them: the sample's zeroing must
