@@ -89,6 +89,10 @@ typedef struct os_cpu_use {
 os_cpu_use_t os_cpu_use(bool thread_only);
 /* Threads in this process, from /proc/self/stat; 0 if unknown. */
 unsigned os_thread_count(void);
+/* The process has never had a second thread (glibc's __libc_single_threaded:
+ * false from the first pthread_create on, for good). A load, no system call;
+ * false where the C library does not say. */
+bool os_single_threaded(void);
 /* A random 64-bit value from the kernel (getrandom), or a mix of the clock and
  * addresses if that fails. */
 uint64_t os_random(void);

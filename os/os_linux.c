@@ -12,6 +12,10 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/auxv.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#include <sys/single_threaded.h>
+#define OS_HAVE_SINGLE_THREADED 1
+#endif
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -407,6 +411,15 @@ os_cpu_use_t os_cpu_use(bool thread_only)
 	u.cpu_ns = us * 1000ull;
 	u.preempted = (uint64_t)ru.ru_nivcsw;
 	return u;
+}
+
+bool os_single_threaded(void)
+{
+#ifdef OS_HAVE_SINGLE_THREADED
+	return __atomic_load_n(&__libc_single_threaded, __ATOMIC_RELAXED) != 0;
+#else
+	return false;
+#endif
 }
 
 unsigned os_thread_count(void)

@@ -230,3 +230,16 @@ TEST_CASE("a large overrun is purged at once, and no overrun waits for nothing",
 	REQUIRE(!background_overrun_waits(0, 0, budget, budget));
 	REQUIRE(!background_overrun_waits(0, 0, 2 * budget, budget));
 }
+
+TEST_CASE("a program of one thread gets the thread only past the dirty bound, a threaded one at once",
+	  "[decay][background]")
+{
+	const size_t bound = (4u << 20) / EBB_PAGE_SIZE; // BG_SOLO_DIRTY_PAGES, 4 MiB
+	REQUIRE(!background_solo_wants_thread(true, 1));
+	REQUIRE(!background_solo_wants_thread(true, bound - 1));
+	REQUIRE(background_solo_wants_thread(true, bound));
+	REQUIRE(background_solo_wants_thread(true, 100 * bound));
+	// A threaded program (or one the C library cannot say of): every dirty page.
+	REQUIRE(background_solo_wants_thread(false, 1));
+	REQUIRE(background_solo_wants_thread(false, bound - 1));
+}

@@ -91,6 +91,25 @@ static uint64_t bg_hold_overrun(uint64_t now)
 	return now;
 }
 
+/* A program that has never had a second thread keeps its single thread
+ * while it holds few dirty pages: its frees decay them in line
+ * (page_heap_maybe_decay, once per epoch), as with background_thread=0. A
+ * thread of ours would make it multi-threaded for good: glibc then takes a
+ * lock in every stdio call (postgres --single reads its script with getc),
+ * each purge from our thread interrupts the program's CPU to flush its TLB,
+ * and the process pays the thread's creation and wake-ups. Every process
+ * of postgres initdb started one (postgres -V on a buffer freed as glibc
+ * read its locale aliases), none reaches 4 MiB dirty, and initdb's CPU time
+ * was 1.08 of background_thread=0's. Past
+ * BG_SOLO_DIRTY_PAGES the thread starts as before, so what a quiet program
+ * may keep is bounded by that (memory-return.md, "The timer"). */
+#define BG_SOLO_DIRTY_PAGES ((size_t)(4u << 20) >> EBB_PAGE_SHIFT) /* 4 MiB */
+
+bool background_solo_wants_thread(bool single_threaded, size_t dirty_pages)
+{
+	return !single_threaded || dirty_pages >= BG_SOLO_DIRTY_PAGES;
+}
+
 bool background_running(void)
 {
 	return atomic_load_u32(&bg_state) == BG_RUNNING;
@@ -345,6 +364,8 @@ void background_maybe_start(void)
 	 * to write. A program that never frees never gets a thread, and one
 	 * whose thread retired gets it back when pages turn dirty again. */
 	if ((page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline_enabled())
+		return;
+	if (!timeline_enabled() && !background_solo_wants_thread(os_single_threaded(), page_heap_dirty_total()))
 		return;
 	uint64_t now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);

@@ -13,13 +13,17 @@
  * pthread_create needs, e.g. inside the dynamic loader or pthread_create
  * itself), but from a later slow path that holds no allocator lock and only
  * when there is work: pages turned dirty (a span back to the page heap), or
- * a timeline. A program that never frees memory never gets the thread.
+ * a timeline. A program that never frees memory never gets the thread, nor
+ * does one that has never had a second thread while its dirty pages are few
+ * (background_solo_wants_thread).
  *
  * Retirement: the thread ends after RETIRE_IDLE_NS (1 s) with nothing to do
  * and nothing left to give back (no dirty pages for decay, no transfer batch
  * kept, no timeline), after unmapping every entirely free superblock at
- * once, so a quiet program is single-threaded again (unshare(CLONE_NEWUSER)
- * works, glibc's single-thread fast paths return). The next free that makes
+ * once, so a quiet program is single-threaded again for the kernel
+ * (unshare(CLONE_NEWUSER) works; glibc's fast paths do not come back: its
+ * __libc_single_threaded stays false after the first thread, which is why
+ * background_solo_wants_thread waits before the first one). The next free that makes
  * pages dirty starts a new one (see bg_retire for why none is missed).
  *
  * It is re-created lazily in a forked child, can be turned off
@@ -35,6 +39,11 @@
 EBB_BEGIN_DECLS
 
 bool background_running(void);
+/* Whether a free that left dirty_pages dirty may start the thread, as far as
+ * the process's threads go: always once it has had a second thread; while
+ * it has one (single_threaded), only past a bound of dirty pages, below
+ * which its frees decay in line. */
+bool background_solo_wants_thread(bool single_threaded, size_t dirty_pages);
 /* Starts the thread if the option asks for it and it is not running; cheap
  * when there is nothing to do. Call with no allocator lock held. */
 void background_maybe_start(void);

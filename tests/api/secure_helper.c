@@ -6,21 +6,138 @@
  *                             allocates and frees for a while (a timeline row
  *                             would be due), exits 0
  *   secure_helper doublefree  frees a block twice (on_error=abort kills it)
+ *   secure_helper solo        a program of one thread (api.safety.background_idle):
+ *                             see solo() for its steps and exit codes
  *
  * Exit 77: the kernel did not set AT_SECURE although the test expected it. */
 #include <ebbmalloc.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <time.h>
+#include <unistd.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#include <sys/single_threaded.h>
+#define HELPER_SINGLE_THREADED() (__libc_single_threaded != 0)
+#else
+#define HELPER_SINGLE_THREADED() 1
+#endif
 
 static long long option(const char *name)
 {
 	long long v = -1;
 	ebb_option_get(name, &v);
 	return v;
+}
+
+static long long now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&t, NULL);
+}
+
+/* Threads named ebb-background, the allocator's. */
+static int allocator_threads(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	if (d == NULL)
+		return -1;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = { 0 };
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t got = read(fd, comm, sizeof comm - 1);
+		close(fd);
+		if (got > 0 && strncmp(comm, "ebb-background", 14) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static size_t dirty_bytes(void)
+{
+	ebb_stats_t s;
+	ebb_stats_get(&s);
+	return (size_t)s.dirty;
+}
+
+/* A fresh process, never threaded: 3 MiB of large blocks freed leave pages
+ * dirty (exit 3 if none: the case would test nothing), but under the 4 MiB
+ * bound no allocator thread starts and the process stays single-threaded
+ * (exit 4); its frees decay those pages in line once they are older than
+ * decay_ms (exit 5 if they stay); 64 MiB freed, past the bound, start the
+ * thread (exit 6 if it never comes). Run with a short decay_ms. */
+static int solo(void)
+{
+	enum { N = 12, BIG = 256 * 1024 };
+	void *p[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = ebb_malloc(BIG);
+		if (p[i] == NULL)
+			return 2;
+		memset(p[i], 1, BIG);
+	}
+	for (int i = 0; i < N; i++)
+		ebb_free(p[i]);
+	size_t dirty = dirty_bytes();
+	printf("dirty after the frees: %zu\n", dirty);
+	if (dirty == 0)
+		return 3;
+	sleep_ms(300);
+	int ours = allocator_threads();
+	printf("allocator threads: %d, single-threaded: %d\n", ours, (int)HELPER_SINGLE_THREADED());
+	if (ours != 0 || !HELPER_SINGLE_THREADED())
+		return 4;
+	/* Older than decay_ms now: the next frees purge them. */
+	long long t0 = now_ms();
+	size_t left = dirty;
+	while (now_ms() - t0 < 3000 && (left = dirty_bytes()) > dirty / 2) {
+		void *q = ebb_malloc(64 * 1024);
+		memset(q, 2, 64 * 1024);
+		ebb_free(q);
+		sleep_ms(5);
+	}
+	printf("dirty after frees in line: %zu\n", left);
+	if (left > dirty / 2)
+		return 5;
+	size_t total = 0, cap = 64u << 20, n = 0;
+	void **v = (void **)ebb_malloc(cap / 1024 * sizeof(void *));
+	if (v == NULL)
+		return 2;
+	for (size_t k = 1; total < cap; k = k % 64 + 1) {
+		void *q = ebb_malloc(k * 1024);
+		if (q == NULL)
+			return 2;
+		memset(q, 3, k * 1024);
+		v[n++] = q;
+		total += k * 1024;
+	}
+	for (size_t i = 0; i < n; i++)
+		ebb_free(v[i]);
+	ebb_free(v);
+	t0 = now_ms();
+	while (allocator_threads() == 0 && now_ms() - t0 < 5000)
+		sleep_ms(20);
+	ours = allocator_threads();
+	printf("allocator threads after 64 MiB: %d\n", ours);
+	return ours > 0 ? 0 : 6;
 }
 
 int main(int argc, char **argv)
@@ -47,6 +164,8 @@ int main(int argc, char **argv)
 		} while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 100);
 		return 0;
 	}
+	if (strcmp(argv[1], "solo") == 0)
+		return solo();
 	if (strcmp(argv[1], "doublefree") == 0) {
 		void *p = ebb_malloc(64);
 		ebb_free(p);

@@ -147,6 +147,7 @@ unsigned os_cpu_id(void) { return __atomic_load_n(&fake_cpu, __ATOMIC_RELAXED) %
 uint64_t os_now_ns(void) { return os_fake_now(); }
 os_cpu_use_t os_cpu_use(bool thread_only) { (void)thread_only; return (os_cpu_use_t){ 0, 0 }; }
 unsigned os_thread_count(void) { return 2; }
+bool os_single_threaded(void) { return false; } /* the rules of a threaded program */
 /* Deterministic, but a new value each call (splitmix64 of a counter). */
 uint64_t os_random(void)
 {
