@@ -92,6 +92,38 @@ unsigned carve_setup()
 	return size_class_of(8192);
 }
 
+// free() of p, a block start of class cls that is not out: reported, and
+// whatever malloc then hands out of the class (returned) is not p. The
+// thread cache refills from another CPU slot than the tests' own.
+std::vector<void *> forged_free_refused(unsigned cls, void *p)
+{
+	const size_class_t &k = size_classes[cls];
+	os_fake_set_cpu(0);
+	uint64_t reports = report_count();
+	tcache_free(p);
+	CHECK(report_count() == reports + 1);
+	std::vector<void *> mine;
+	for (unsigned i = 0; i < 2 * k.blocks; i++) {
+		void *q = tcache_alloc(k.size);
+		REQUIRE(q != nullptr);
+		CHECK(q != p);
+		mine.push_back(q);
+	}
+	return mine;
+}
+
+// Gives back what a test took: `held` straight to the spans of cls on the
+// tests' CPU slot, `mine` through the thread cache.
+void give_back(unsigned cls, const std::vector<void *> &held, const std::vector<void *> &mine)
+{
+	for (void *b : held)
+		central_flush(cpu, cls, (void **)&b, 1);
+	for (void *q : mine)
+		tcache_free(q);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
 } // namespace
 
 TEST_CASE("a lazy carve leaves a fresh span's other pages untouched and without class, carved a batch at a time",
@@ -176,18 +208,8 @@ TEST_CASE("a forged free of a block the lazy carve has not carved is reported an
 	REQUIRE(((uint64_t *)p)[0] == 0);
 	REQUIRE(((uint64_t *)p)[1] == 0);
 
-	os_fake_set_cpu(0); // the thread cache refills from another slot
 	uint64_t reports = report_count();
-	tcache_free(p);
-	CHECK(report_count() == reports + 1);
-	// Whatever malloc hands out of the class now, it is not p.
-	std::vector<void *> mine;
-	for (unsigned i = 0; i < 2 * k.blocks; i++) {
-		void *q = tcache_alloc(k.size);
-		REQUIRE(q != nullptr);
-		CHECK(q != p);
-		mine.push_back(q);
-	}
+	std::vector<void *> mine = forged_free_refused(cls, p);
 	// A flush of p with the bin mark a forger would write: rejected,
 	// nothing linked through it.
 	((uint64_t *)p)[1] = freelist_mark_of(p, freelist_mark);
@@ -204,12 +226,7 @@ TEST_CASE("a forged free of a block the lazy carve has not carved is reported an
 	std::set<void *> distinct(held.begin(), held.end());
 	CHECK(distinct.size() == held.size());
 	CHECK(report_count() == reports + 2);
-	for (void *b : held)
-		central_flush(cpu, cls, &b, 1);
-	for (void *q : mine)
-		tcache_free(q);
-	central_drain(false, nullptr);
-	unit_option("on_error", "abort");
+	give_back(cls, held, mine);
 }
 
 // Dirty pages are resident anyway: a span carved from them lists every
@@ -427,4 +444,73 @@ TEST_CASE("an emptied span's pages given back by the purge pass go back purged, 
 	CHECK(p->page == page + 2);
 	CHECK(p->zeroed == 0);
 	central_drain(false, nullptr);
+}
+
+// A class whose blocks rarely start on a page boundary (2192 bytes: 13
+// blocks on 7 pages, none but block 0 at a page start) is carved lazily
+// too, up to the page boundary after the blocks wanted: the block across
+// that boundary stays withheld, but starts on a page that has its class.
+// It carries the span mark with a zero link, so a forged free of it is
+// reported as a double free (were it taken into a bin, it would be handed
+// out, read zero again and be relinked as well), and the refill that
+// carves its pages takes it as untouched. Each refill faults in only the
+// pages its blocks need, and every block comes out once.
+TEST_CASE("a lazy carve of a class whose blocks cross page boundaries withholds the block across the cut",
+	  "[central]")
+{
+	carve_setup();
+	unsigned cls = size_class_of(2192);
+	unit_option("on_error", "warn");
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.size == 2192);
+	REQUIRE(k.pages == 7);
+	REQUIRE(k.blocks == 13);
+	std::vector<void *> held;
+	uint64_t out0 = pages_out();
+	span_t *s = lazy_span(cpu, cls, &held);
+	superblock_t *sb = span_superblock(s);
+	char *base = (char *)span_start(sb, s);
+	// Block 0 is out; block 1 (pages 0-1) and the rest withheld, pages 1-6
+	// never touched and without class.
+	CHECK(s->u.central.given_back == (low_bits(7) & ~low_bits(1)));
+	CHECK(s->u.central.withheld == 12);
+	CHECK(span_free_count(s) == 0);
+	CHECK(pages_out() == out0 + 6);
+	CHECK(pmap_class(pmap_load(sb, s->page)) == cls);
+	for (unsigned i = 1; i < 7; i++)
+		CHECK(pmap_class(pmap_load(sb, s->page + i)) == 0);
+	char *across = base + k.size; // block 1: starts on page 0
+	CHECK(((uint64_t *)across)[0] == 0);
+	CHECK(((uint64_t *)across)[1] == freelist_span_mark_of(across, freelist_mark));
+
+	uint64_t reports = report_count();
+	std::vector<void *> mine = forged_free_refused(cls, across);
+
+	// The next refill carves page 1: block 1 out, block 2 (page 1 only)
+	// listed, block 3 (pages 1-2) the next one across a cut, marked.
+	std::vector<void *> v = take(cpu, cls, 1);
+	REQUIRE(v.size() == 1);
+	CHECK(v[0] == across);
+	held.push_back(v[0]);
+	CHECK(s->u.central.given_back == (low_bits(7) & ~low_bits(2)));
+	CHECK(s->u.central.withheld == 10);
+	CHECK(span_free_count(s) == 1);
+	CHECK(pmap_class(pmap_load(sb, s->page + 1)) == cls);
+	CHECK(pmap_class(pmap_load(sb, s->page + 2)) == 0);
+	char *next = base + 3 * k.size;
+	CHECK(((uint64_t *)next)[1] == freelist_span_mark_of(next, freelist_mark));
+
+	// The rest: every block distinct, none of them handed out twice.
+	v = take(cpu, cls, k.blocks);
+	REQUIRE(v.size() == 11);
+	held.insert(held.end(), v.begin(), v.end());
+	CHECK(s->u.central.given_back == 0);
+	CHECK(s->u.central.withheld == 0);
+	CHECK(pages_out() == out0);
+	CHECK(report_count() == reports + 1);
+	std::set<void *> distinct(held.begin(), held.end());
+	CHECK(distinct.size() == held.size());
+	for (void *q : mine)
+		CHECK(distinct.count(q) == 0);
+	give_back(cls, held, mine);
 }

@@ -349,7 +349,7 @@ EBB_INLINE char *carve_out(char *b, size_t size, uint64_t key, void **out, unsig
  * No lock held; the span is the caller's alone until it links it, and the
  * nodes are the caller's until it pushes them. */
 static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out, unsigned *given,
-			  unsigned *held, unsigned *nnodes)
+			  unsigned *held, unsigned *nnodes, bool sole)
 {
 	const size_class_t *k = &size_classes[c->cls];
 	span_t *s = page_heap_alloc(page_heap_for_cpu(cpu), k->pages, 1, SPAN_CENTRAL);
@@ -373,7 +373,7 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	if (k->pages >= 2 && s->zeroed) {
 		size_t dirty = (size_t)(s->zeroed - 1u) << EBB_PAGE_SHIFT;
 		unsigned m = (unsigned)((dirty + k->size - 1) / k->size); /* first block from there */
-		end = central_carve_cut(c->cls, n > m ? n : m);
+		end = central_carve_cut(c->cls, n > m ? n : m, sole);
 	}
 	/* Nodes for whole batches of the rest, while the list's full stack has
 	 * room (as a flush would look). */
@@ -719,6 +719,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * may span several spans (a one-page span of 256-byte blocks
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
+			bool sole = c->spans == 0; /* central_carve_cut */
 			lock_release(&c->lock);
 			/* Whole batches of the new span go to transfer nodes only
 			 * for a caller that takes batches (want >= batch): a
@@ -729,7 +730,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * block out: a few of their blocks on the span's list,
 			 * the rest in transfer batches, 0.36 MiB in all). */
 			unsigned given, nodes = want - got >= size_classes[c->cls].batch ? CARVE_NODES_MAX - nheld : 0;
-			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes);
+			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes, sole);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
 				if (got == 0) /* else a short batch beats none */
