@@ -115,6 +115,44 @@ TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left,
 	REQUIRE(pmap_load(sb, pd + 15) == pmap_entry(pd, 0));
 }
 
+// page_heap_free_spans frees a flush's emptied spans in one call: each goes
+// back to its own heap (the lock it holds changes with the heap), merged and
+// counted as page_heap_free would, and the list is walked to its end although
+// each free relinks the span it frees (its `next` is a free run's list link).
+TEST_CASE_METHOD(heap_fixture, "a list of emptied spans goes back to their heaps in one call", "[page_heap]")
+{
+	page_heap_t other;
+	page_heap_init(&other, 1, os_fake_now());
+	span_t *a = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL), *b = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	span_t *guard = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *c = page_heap_alloc(&other, 3, 1, SPAN_CENTRAL), *d = page_heap_alloc(&heap, 5, 1, SPAN_CENTRAL);
+	REQUIRE((a && b && guard && c && d));
+	REQUIRE(span_superblock(c) != span_superblock(a));
+	unsigned pb = b->page;
+	REQUIRE(pb + 2 == a->page);
+	REQUIRE(heap.central_pages == 10);
+	REQUIRE(other.central_pages == 3);
+	// a, then the other heap, then back: b merges with a, d is a run of its own.
+	a->next = c;
+	c->next = b;
+	b->next = d;
+	d->next = nullptr;
+	page_heap_free_spans(a);
+	superblock_t *sb = span_superblock(b);
+	REQUIRE(superblock_span_at(sb, pb)->state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pb)->npages == 4);
+	REQUIRE(d->state == SPAN_FREE_DIRTY);
+	REQUIRE(c->state == SPAN_FREE_DIRTY);
+	CHECK(heap.central_pages == 1);
+	CHECK(heap.dirty_pages == 9);
+	CHECK(other.central_pages == 0);
+	CHECK(other.dirty_pages == 3);
+	CHECK(span_superblock(c)->free_pages == span_superblock(c)->usable_pages);
+	page_heap_free(guard);
+	page_heap_release(&other, os_fake_now(), true);
+	CHECK(other.superblocks_count == 0);
+}
+
 TEST_CASE_METHOD(heap_fixture, "a dirty run merges with a left neighbour freed later", "[page_heap]")
 {
 	span_t *a = alloc(3), *b = alloc(3), *guard = alloc(1);

@@ -122,6 +122,10 @@ void page_heap_free(span_t *s);
  * (madvise) or mapped, and no page of `zero` was written, or handed to the
  * program, since it last read as zero. */
 void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero);
+/* page_heap_free of each CENTRAL span of `list` (linked through `next`; no
+ * page given back, pmap classes cleared), in list order, as one call: the
+ * spans a flush emptied. */
+void page_heap_free_spans(span_t *list);
 /* Resizes a LARGE span in place: shrinking always works; growing works when
  * the run right of it is free and large enough. */
 bool page_heap_resize(span_t *s, size_t new_npages);
