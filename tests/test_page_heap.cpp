@@ -115,6 +115,152 @@ TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left,
 	REQUIRE(pmap_load(sb, pd + 15) == pmap_entry(pd, 0));
 }
 
+// page_heap_free_spans frees a flush's emptied spans in one call: each goes
+// back to its own heap (the lock it holds changes with the heap), merged and
+// counted as page_heap_free would, and the list is walked to its end although
+// each free relinks the span it frees (its `next` is a free run's list link).
+TEST_CASE_METHOD(heap_fixture, "a list of emptied spans goes back to their heaps in one call", "[page_heap]")
+{
+	page_heap_t other;
+	page_heap_init(&other, 1, os_fake_now());
+	span_t *a = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL), *b = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	span_t *guard = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *c = page_heap_alloc(&other, 3, 1, SPAN_CENTRAL), *d = page_heap_alloc(&heap, 5, 1, SPAN_CENTRAL);
+	REQUIRE((a && b && guard && c && d));
+	REQUIRE(span_superblock(c) != span_superblock(a));
+	unsigned pb = b->page;
+	REQUIRE(pb + 2 == a->page);
+	REQUIRE(heap.central_pages == 10);
+	REQUIRE(other.central_pages == 3);
+	// a, then the other heap, then back: b merges with a, d is a run of its own.
+	a->next = c;
+	c->next = b;
+	b->next = d;
+	d->next = nullptr;
+	page_heap_free_spans(a);
+	// Freed whole, so pending (page_heap.c), each on its own heap's stack.
+	REQUIRE(heap.pending == d);
+	REQUIRE(d->next == b);
+	REQUIRE(b->next == a);
+	REQUIRE(other.pending == c);
+	REQUIRE(c->next == nullptr);
+	REQUIRE(d->state == SPAN_FREE_DIRTY);
+	REQUIRE(c->state == SPAN_FREE_DIRTY);
+	CHECK(heap.central_pages == 1);
+	CHECK(heap.dirty_pages == 9);
+	CHECK(other.central_pages == 0);
+	CHECK(other.dirty_pages == 3);
+	lock_acquire(&heap.lock);
+	page_heap_pending_drain(&heap, 0);
+	lock_release(&heap.lock);
+	superblock_t *sb = span_superblock(b);
+	REQUIRE(superblock_span_at(sb, pb)->state == SPAN_FREE_DIRTY);
+	REQUIRE(superblock_span_at(sb, pb)->npages == 4);
+	CHECK(heap.dirty_pages == 9);
+	CHECK(span_superblock(c)->free_pages == span_superblock(c)->usable_pages);
+	page_heap_free(guard);
+	page_heap_release(&other, os_fake_now(), true);
+	CHECK(other.superblocks_count == 0);
+}
+
+// A CENTRAL span freed whole waits pending (page_heap.c): what it must never
+// do is serve a request of another page count or kind as it is, be handed
+// out twice, or hide its pages from a request, a resize, decay or trim.
+TEST_CASE_METHOD(heap_fixture, "a pending span serves only the next carve of its page count", "[page_heap]")
+{
+	span_t *guard = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *a = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL), *b = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	REQUIRE((guard && a && b));
+	superblock_t *sb = span_superblock(a);
+	unsigned pa = a->page, pb = b->page, free_before = sb->free_pages;
+	REQUIRE(pb + 2 == pa);
+	page_heap_free(a);
+	page_heap_free(b); // left of a: pending, the two not merged
+	REQUIRE(heap.pending == b);
+	CHECK(heap.pending_pages == 4);
+	CHECK(a->state == SPAN_FREE_DIRTY);
+	CHECK(b->npages == 2);
+	CHECK(heap.dirty_pages == 4); // counted dirty and free as any run
+	CHECK(sb->free_pages == free_before + 4);
+	CHECK(heap.central_pages == 1);
+
+	SECTION("the same page count takes the newest, once")
+	{
+		span_t *t = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+		REQUIRE(t == b);
+		CHECK(t->state == SPAN_CENTRAL);
+		CHECK(heap.pending == a);
+		span_t *u = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+		REQUIRE(u == a);
+		CHECK(heap.pending == nullptr);
+		span_t *v = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+		REQUIRE(v != nullptr);
+		CHECK(v->page != pa);
+		CHECK(v->page != pb);
+		CHECK(heap.dirty_pages == 0);
+		page_heap_free(v);
+		page_heap_free(u);
+		page_heap_free(t);
+	}
+	for (bool large : {false, true})
+	SECTION(large ? "a large block merges them first" : "another page count merges them first")
+	{
+		span_t *t = page_heap_alloc(&heap, 4, 1, large ? SPAN_LARGE : SPAN_CENTRAL);
+		REQUIRE(t != nullptr);
+		CHECK(heap.pending == nullptr);
+		CHECK(heap.pending_pages == 0);
+		CHECK(t->page == pb); // the merged run of b and a, not fresh pages
+		CHECK(t->npages == 4);
+		CHECK(heap.dirty_pages == 0);
+		if (large)
+			superblock_map_span(sb, t->page, t->npages, 0);
+		page_heap_free(t);
+	}
+	SECTION("a large block left of them grows into them")
+	{
+		span_t *c = page_heap_alloc(&heap, 4, 1, SPAN_LARGE); // takes b and a merged
+		REQUIRE(c->page == pb);
+		superblock_map_span(sb, c->page, c->npages, 0);
+		span_t *d = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+		REQUIRE(d->page + 1u == pb);
+		span_t *e = page_heap_alloc(&heap, 1, 1, SPAN_LARGE);
+		REQUIRE(e->page + 1 == d->page);
+		superblock_map_span(sb, e->page, e->npages, 0);
+		page_heap_free(d); // pending, between e and c
+		REQUIRE(heap.pending == d);
+		page_heap_free(c); // a LARGE span is merged at once: not with d
+		REQUIRE(heap.pending == d);
+		REQUIRE(c->npages == 4);
+		REQUIRE(page_heap_resize(e, 6)); // d merged with the run right of it first
+		CHECK(heap.pending == nullptr);
+		CHECK(e->npages == 6);
+		CHECK(heap.dirty_pages == 0);
+		page_heap_free(e);
+	}
+	SECTION("decay and trim give them back")
+	{
+		REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 4);
+		CHECK(heap.pending == nullptr);
+		CHECK(heap.dirty_pages == 0);
+		page_heap_free(guard);
+		guard = nullptr;
+		CHECK(page_heap_release(&heap, os_fake_now(), true) == 1);
+		CHECK(heap.superblocks_count == 0);
+	}
+	SECTION("a release pass that unmaps their superblock merges them first")
+	{
+		page_heap_free(guard);
+		guard = nullptr;
+		REQUIRE(heap.pending != nullptr);
+		CHECK(page_heap_release(&heap, os_fake_now(), true) == 1);
+		CHECK(heap.pending == nullptr);
+		CHECK(heap.superblocks_count == 0);
+		CHECK(heap.dirty_pages == 0);
+	}
+	if (guard != nullptr)
+		page_heap_free(guard);
+}
+
 TEST_CASE_METHOD(heap_fixture, "a dirty run merges with a left neighbour freed later", "[page_heap]")
 {
 	span_t *a = alloc(3), *b = alloc(3), *guard = alloc(1);

@@ -1492,11 +1492,23 @@ static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool s
 	else
 		release_blocks_pages(cls, blocks, count, spare, &empties);
 	/* No central lock held: hand the empty spans to the page heap. Nobody
-	 * else can reach them: all their blocks are back. */
+	 * else can reach them: all their blocks are back. Those with no page
+	 * given back (nearly all) go in one call, in the order they emptied;
+	 * the others through the purge pass's accounting. */
+	span_t *whole = NULL, **tail = &whole;
 	for (span_t *e = empties, *next; e; e = next) {
 		next = e->next;
-		central_purge_free_span(e);
+		if (EBB_UNLIKELY(e->u.central.given_back != 0)) {
+			central_purge_free_span(e);
+			continue;
+		}
+		superblock_map_span(span_superblock(e), e->page, e->npages, 0);
+		*tail = e;
+		tail = &e->next;
 	}
+	*tail = NULL;
+	if (whole != NULL)
+		page_heap_free_spans(whole);
 }
 
 static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, bool spare)

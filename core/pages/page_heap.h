@@ -56,6 +56,8 @@ typedef struct page_heap {
 	uint64_t nonempty[2][EBB_RUN_WORDS];       /* bit i: runs[k][i] is not empty */
 	uint64_t nonempty_words[2];                /* bit w: nonempty[k][w] != 0 */
 	span_t *lru_head, *lru_tail;               /* dirty runs, newest at the head */
+	span_t *pending;                           /* CENTRAL spans freed, not yet merged (page_heap.c) */
+	size_t pending_pages;                      /* their pages (of dirty_pages) */
 	superblock_t *superblocks;                 /* normal superblocks of this heap */
 	superblock_t *huge_cache;                  /* freed huge blocks kept for reuse */
 	decay_t decay;
@@ -122,6 +124,10 @@ void page_heap_free(span_t *s);
  * (madvise) or mapped, and no page of `zero` was written, or handed to the
  * program, since it last read as zero. */
 void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero);
+/* page_heap_free of each CENTRAL span of `list` (linked through `next`; no
+ * page given back, pmap classes cleared), in list order, as one call: the
+ * spans a flush emptied. */
+void page_heap_free_spans(span_t *list);
 /* Resizes a LARGE span in place: shrinking always works; growing works when
  * the run right of it is free and large enough. */
 bool page_heap_resize(span_t *s, size_t new_npages);
@@ -279,6 +285,15 @@ void page_heap_inuse_sub(size_t pages);
  * freed): resident pages the program just gave back serve the small blocks
  * it asks for now. Otherwise fresh (superblock_create). huge.c. */
 superblock_t *page_heap_huge_carve(page_heap_t *h, page_heap_t *cache, bool *dirty, uint64_t *freed_ns);
+/* A dirty run is pending (on h->pending, in no list, merged with nothing)
+ * while its LRU links point at itself. */
+EBB_INLINE bool page_heap_run_pending(const span_t *s)
+{
+	return s->state == SPAN_FREE_DIRTY && s->u.free.lru_prev == s;
+}
+/* Merges and lists pending spans of h, oldest first, until at most `keep`
+ * pages are pending: with 0, before anything looks at h's runs. */
+void page_heap_pending_drain(page_heap_t *h, size_t keep);
 /* Takes h->lock (not held before) once no purge or release pass has runs out. */
 void page_heap_lock_idle(page_heap_t *h);
 /* After a free, lock not held: decays here unless the dirty hook says a

@@ -46,6 +46,7 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 	unsigned first = sb->first_page, end = (unsigned)sb->first_page + sb->usable_pages;
 	uint64_t free_pages = 0;
 	unsigned prev_state = SPAN_NONE;
+	const span_t *prev = NULL;
 	bool busy = false;
 	for (unsigned page = first; page < end;) {
 		const span_t *s = superblock_span_at(sb, page);
@@ -57,7 +58,9 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 			if (tag != pmap_entry(page, 0) || end_tag != pmap_entry(page, 0))
 				ph_fail(h, s, "free run's boundary tags do not name it (or carry a class)", end_tag,
 					tag);
-			if (s->state == prev_state && s->state != SPAN_BUSY)
+			/* A pending span merges with no neighbour (page_heap.c). */
+			if (s->state == prev_state && s->state != SPAN_BUSY && !page_heap_run_pending(s) &&
+			    !(prev != NULL && page_heap_run_pending(prev)))
 				ph_fail(h, s, "two adjacent free runs of one state (coalescing incomplete)", page,
 					s->state);
 			free_pages += s->npages;
@@ -70,6 +73,7 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 			ph_fail(h, s, "a run starts at a page whose descriptor is NONE", page, 0);
 		}
 		prev_state = s->state;
+		prev = s;
 		page += s->npages;
 	}
 	if (free_pages != sb->free_pages)

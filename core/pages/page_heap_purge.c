@@ -250,6 +250,10 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 		lock_release(&h->lock);
 		return 0;
 	}
+	/* Pending spans count in dirty_pages but are the newest: only a purge
+	 * that reaches past the listed runs needs them listed. */
+	if (want > h->dirty_pages - h->pending_pages)
+		page_heap_pending_drain(h, h->dirty_pages - want);
 	return purge_oldest(h, want, now, false);
 }
 
@@ -340,6 +344,7 @@ void page_heap_purge_owed(page_heap_t *h, uint64_t now)
 		if (owed == 0)
 			return;
 		lock_acquire(&h->lock);
+		page_heap_pending_drain(h, 0); /* the oldest dirty runs are the LRU's */
 		size_t want = owed < h->dirty_pages ? owed : h->dirty_pages;
 		if (h->purging || want == 0)
 			lock_release(&h->lock);
@@ -393,6 +398,8 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
 		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
 			continue;
+		/* Its free runs are unlisted below: a pending one must be listed. */
+		page_heap_pending_drain(h, 0);
 		page_heap_sb_unlink(&h->superblocks, sb);
 		sb->all_purged = unlist_superblock_runs(h, sb);
 		h->superblocks_count--;
