@@ -144,7 +144,14 @@ def main():
     # initdb and what it starts run under the allocator.
     cmd = ["env"]
     if args.alloc_lib not in ("glibc", "none", ""):
-        cmd.append("LD_PRELOAD=" + args.alloc_lib)
+        # Absolute: the dynamic loader resolves a relative LD_PRELOAD in
+        # each process's own directory, so initdb's postgres children (run
+        # elsewhere) would silently fall back to glibc's malloc.
+        lib = os.path.abspath(args.alloc_lib)
+        if not os.path.exists(lib):
+            print("error: --alloc-lib %s: no such file" % args.alloc_lib, file=sys.stderr)
+            sys.exit(2)
+        cmd.append("LD_PRELOAD=" + lib)
     cmd += [initdb, "-D", data, "-N", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions",
             "-U", "postgres"]
     if os.geteuid() == 0:
