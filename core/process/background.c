@@ -348,6 +348,25 @@ bool background_on_dirty(void)
 	return true;
 }
 
+/* The thread's rounds for a process the solo rule keeps without one, run
+ * by the program's own thread from here (no allocator lock is held) at
+ * most once in DRAIN_INTERVAL_NS: the frees decay the page heaps in line
+ * already, but without this nothing would send transfer batches home,
+ * give back the free pages inside spans of lists left unchanged for
+ * decay_ms, move the trim epoch or unmap empty superblocks. The last
+ * tick's time is claimed first, so a tick that frees (and comes back here)
+ * does not run another. */
+static uint64_t bg_solo_tick_ns;
+
+static void solo_tick(void)
+{
+	uint64_t now = os_now_ns();
+	uint64_t last = atomic_load_u64(&bg_solo_tick_ns);
+	if (util_elapsed(now, last) < DRAIN_INTERVAL_NS || !atomic_cas_u64_value(&bg_solo_tick_ns, &last, now))
+		return;
+	background_tick(now, false);
+}
+
 void background_maybe_start(void)
 {
 	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
@@ -365,8 +384,10 @@ void background_maybe_start(void)
 	 * whose thread retired gets it back when pages turn dirty again. */
 	if ((page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline_enabled())
 		return;
-	if (!timeline_enabled() && !background_solo_wants_thread(os_single_threaded(), page_heap_dirty_total()))
+	if (!timeline_enabled() && !background_solo_wants_thread(os_single_threaded(), page_heap_dirty_total())) {
+		solo_tick();
 		return;
+	}
 	uint64_t now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);
 	if (failed && util_elapsed(now, failed) < TICK_MAX_NS)

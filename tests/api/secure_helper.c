@@ -78,12 +78,22 @@ static size_t dirty_bytes(void)
 	return (size_t)s.dirty;
 }
 
+static size_t central_bytes(void)
+{
+	ebb_stats_t s;
+	ebb_stats_get(&s);
+	return (size_t)s.central;
+}
+
 /* A fresh process, never threaded: 3 MiB of large blocks freed leave pages
  * dirty (exit 3 if none: the case would test nothing), but under the 4 MiB
  * bound no allocator thread starts and the process stays single-threaded
  * (exit 4); its frees decay those pages in line once they are older than
- * decay_ms (exit 5 if they stay); 64 MiB freed, past the bound, start the
- * thread (exit 6 if it never comes). Run with a short decay_ms. */
+ * decay_ms (exit 5 if they stay); the transfer batches 20 000 small blocks
+ * leave in the central lists go home by its frees once a drain interval has
+ * passed, still with no thread (exit 7 if they stay, 8 if a thread did it);
+ * 64 MiB freed, past the bound, start the thread (exit 6 if it never
+ * comes). Run with a short decay_ms. */
 static int solo(void)
 {
 	enum { N = 12, BIG = 256 * 1024 };
@@ -117,6 +127,35 @@ static int solo(void)
 	printf("dirty after frees in line: %zu\n", left);
 	if (left > dirty / 2)
 		return 5;
+	/* The thread's other rounds run in line as well (background.c,
+	 * solo_tick): 20 000 blocks of 64 B freed leave batches in the central
+	 * lists, which pin their spans, and the program's frees send them home
+	 * once a drain interval has passed. */
+	enum { M = 20000 };
+	void **b = (void **)ebb_malloc(M * sizeof(void *));
+	if (b == NULL)
+		return 2;
+	for (int i = 0; i < M; i++)
+		if ((b[i] = ebb_malloc(64)) == NULL)
+			return 2;
+	for (int i = 0; i < M; i += 2)
+		ebb_free(b[i]);
+	for (int i = 1; i < M; i += 2)
+		ebb_free(b[i]);
+	ebb_free(b);
+	size_t central = central_bytes(), now_central = central;
+	t0 = now_ms();
+	while (now_ms() - t0 < 3000 && (now_central = central_bytes()) > central / 4) {
+		void *q = ebb_malloc(64 * 1024);
+		memset(q, 4, 64 * 1024);
+		ebb_free(q);
+		sleep_ms(20);
+	}
+	printf("central after 20 000 frees: %zu, after frees in line: %zu\n", central, now_central);
+	if (now_central > central / 4)
+		return 7;
+	if (allocator_threads() != 0)
+		return 8;
 	size_t total = 0, cap = 64u << 20, n = 0;
 	void **v = (void **)ebb_malloc(cap / 1024 * sizeof(void *));
 	if (v == NULL)
