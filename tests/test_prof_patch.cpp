@@ -92,7 +92,7 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 }
 #endif
 
-// prof_page_slot (core/process/prof.h): the sample filter's counter of a
+// large_page_slot (core/pages/large.h): the sample filter's counter of a
 // page. With the page number's low bits alone, every block aligned to 2 MiB
 // fell on 64 of the 32 768 counters, so one live sample aligned to 2 MiB
 // made the free of every such block that shared its counter take the
@@ -100,14 +100,14 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 // Consecutive 2 MiB units must take counters of their own, and the pages of
 // one unit must stay on one block of 512 counters (one page of the filter:
 // a process's samples near each other fault in one filter page, not many).
-TEST_CASE("prof_page_slot spreads 2 MiB-aligned blocks and keeps a unit's pages together", "[prof]")
+TEST_CASE("large_page_slot spreads 2 MiB-aligned blocks and keeps a unit's pages together", "[prof]")
 {
 	const uintptr_t unit = uintptr_t{1} << 21;
 	const uintptr_t base = uintptr_t{0x7f3a} << 32; // a typical mmap address, 2 MiB aligned
 	std::vector<bool> seen(1u << PROF_FILTER_BITS);
 	unsigned distinct = 0;
 	for (uintptr_t k = 0; k < 4096; k++) {
-		unsigned s = prof_page_slot(reinterpret_cast<void *>(base + k * unit), PROF_FILTER_BITS);
+		unsigned s = large_page_slot(reinterpret_cast<void *>(base + k * unit), PROF_FILTER_BITS);
 		REQUIRE(s < seen.size());
 		distinct += !seen[s];
 		seen[s] = true;
@@ -116,9 +116,9 @@ TEST_CASE("prof_page_slot spreads 2 MiB-aligned blocks and keeps a unit's pages 
 
 	for (uintptr_t k : { uintptr_t{0}, uintptr_t{1}, uintptr_t{77} }) {
 		std::vector<bool> in_unit(1u << PROF_FILTER_BITS);
-		unsigned first = prof_page_slot(reinterpret_cast<void *>(base + k * unit), PROF_FILTER_BITS);
+		unsigned first = large_page_slot(reinterpret_cast<void *>(base + k * unit), PROF_FILTER_BITS);
 		for (uintptr_t pg = 0; pg < unit / EBB_PAGE_SIZE; pg++) {
-			unsigned s = prof_page_slot(reinterpret_cast<void *>(base + k * unit + pg * EBB_PAGE_SIZE),
+			unsigned s = large_page_slot(reinterpret_cast<void *>(base + k * unit + pg * EBB_PAGE_SIZE),
 						    PROF_FILTER_BITS);
 			CHECK(s / 512 == first / 512);
 			CHECK_FALSE(in_unit[s]);

@@ -382,9 +382,11 @@ void background_maybe_start(void)
 	/* Only when there is work for it: pages for decay to purge, or rows
 	 * to write. A program that never frees never gets a thread, and one
 	 * whose thread retired gets it back when pages turn dirty again. */
-	if ((page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline_enabled())
+	size_t dirty = page_heap_dirty_total();
+	bool timeline = timeline_enabled();
+	if ((dirty == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline)
 		return;
-	if (!timeline_enabled() && !background_solo_wants_thread(os_single_threaded(), page_heap_dirty_total())) {
+	if (!timeline && !background_solo_wants_thread(os_single_threaded(), dirty)) {
 		solo_tick();
 		return;
 	}

@@ -167,7 +167,7 @@ static uint8_t prof_filter_raise_read(uint8_t *f)
  * plain read is no fault of its own. */
 static void prof_kept_count(const void *p, int d)
 {
-	uint8_t *f = &prof_kept_filter[prof_page_slot(p, PROF_KEPT_BITS)];
+	uint8_t *f = &prof_kept_filter[large_page_slot(p, PROF_KEPT_BITS)];
 	__atomic_store_n(f, (uint8_t)(*f + d), __ATOMIC_RELAXED);
 }
 
@@ -511,7 +511,7 @@ static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size,
 	prof_samples[b] = s;
 	c->live_n++;
 	c->live_bytes += size;
-	uint8_t *f = &prof_filter[prof_page_slot(p, PROF_FILTER_BITS)];
+	uint8_t *f = &prof_filter[large_page_slot(p, PROF_FILTER_BITS)];
 	uint8_t v = prof_filter_raise_read(f);
 	if (v != 0 && v != 255)
 		__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
@@ -662,7 +662,7 @@ static prof_sample_t *prof_unlink(prof_sample_t **at)
 {
 	prof_sample_t *s = *at;
 	*at = s->next;
-	uint8_t *f = &prof_filter[prof_page_slot(s->addr, PROF_FILTER_BITS)];
+	uint8_t *f = &prof_filter[large_page_slot(s->addr, PROF_FILTER_BITS)];
 	if (*f != 255)
 		__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
 	if (s->count != NULL) {

@@ -48,7 +48,8 @@ extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 extern bool prof_on;
 
 /* A filter of the live sampled blocks, lock-free to read: a counter per
- * hash of a page address (prof_page_slot), raised and lowered under the
+ * hash of a page address (large_page_slot, core/pages/large.h: this is the
+ * page-run free hook's filter), raised and lowered under the
  * profiler's lock as samples come and go; one that reaches 255 stays there.
  * 0 means no live sample starts on that page: a realloc or free of a page
  * run that is not sampled (most of them) costs a hash and a load instead of
@@ -57,17 +58,10 @@ extern bool prof_on;
 #define PROF_FILTER_BITS LARGE_HOOK_FILTER_BITS
 extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
-/* Page p's counter in a filter of 2^bits (large_page_slot: the free hook's
- * filter is prof_filter). */
-EBB_INLINE unsigned prof_page_slot(const void *p, unsigned bits)
-{
-	return large_page_slot(p, bits);
-}
-
 /* false: p is not a live sampled block. */
 EBB_INLINE bool prof_may_hold(const void *p)
 {
-	return __atomic_load_n(&prof_filter[prof_page_slot(p, PROF_FILTER_BITS)], __ATOMIC_RELAXED) != 0;
+	return __atomic_load_n(&prof_filter[large_page_slot(p, PROF_FILTER_BITS)], __ATOMIC_RELAXED) != 0;
 }
 
 /* The same for the kept blocks alone (freed sample blocks the profiler
@@ -92,7 +86,7 @@ bool prof_is_kept(const void *p);
  * migrations, under TSan one in five). */
 EBB_INLINE bool prof_may_be_kept(const void *p)
 {
-	return __atomic_load_n(&__atomic_load_n(&prof_kept_filter, __ATOMIC_RELAXED)[prof_page_slot(p, PROF_KEPT_BITS)],
+	return __atomic_load_n(&__atomic_load_n(&prof_kept_filter, __ATOMIC_RELAXED)[large_page_slot(p, PROF_KEPT_BITS)],
 			       __ATOMIC_RELAXED) != 0 &&
 	       prof_is_kept(p);
 }
