@@ -189,6 +189,20 @@ TEST_CASE_METHOD(heap_fixture, "a pending span serves only the next carve of its
 		span_t *t = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
 		REQUIRE(t == b);
 		CHECK(t->state == SPAN_CENTRAL);
+		// Taken as it waited (pending_take rewrites neither its place nor
+		// its tags): they must be a fresh span's, with no pending link left.
+		CHECK(t->page == pb);
+		CHECK(t->npages == 2);
+		CHECK(t->huge == 0);
+		CHECK(pmap_load(sb, pb) == pmap_entry(pb, 0));
+		CHECK(pmap_load(sb, pb + 1) == pmap_entry(pb, 0));
+		CHECK(t->next == nullptr);
+		CHECK(t->prev == nullptr);
+		CHECK(t->u.central.free_head == nullptr);
+		CHECK((t->used | t->cls | t->in_partial | t->zeroed) == 0);
+		CHECK(heap.central_pages == 3);
+		CHECK(heap.dirty_pages == 2);
+		CHECK(sb->free_pages == free_before + 2);
 		CHECK(heap.pending == a);
 		span_t *u = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
 		REQUIRE(u == a);
