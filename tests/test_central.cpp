@@ -1429,6 +1429,29 @@ TEST_CASE("a flush that lends the slot after its blocks: every count, bad last b
 	unit_option("on_error", "abort");
 }
 
+// Sets on_error=warn without timers (which sets the allocator up), drains
+// the lists, and refills eight spans' worth of 32-byte blocks (a one-page
+// class) on cpu, a batch at a time, or one block less with below_batch;
+// then fills cpu's transfer stack (flushes go to the spans). Returns the
+// blocks in address order.
+static std::vector<void *> refill_eight_spans_of_32(unsigned cpu, bool below_batch)
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(32);
+	REQUIRE(size_classes[cls].pages == 1);
+	const unsigned want = size_classes[cls].batch - (below_batch ? 1 : 0);
+	central_drain(false, nullptr);
+	std::vector<void *> got;
+	while (got.size() < 8u * size_classes[cls].blocks) {
+		std::vector<void *> b = refill(cpu, cls, want, false);
+		REQUIRE(!b.empty());
+		got.insert(got.end(), b.begin(), b.end());
+	}
+	fill_transfer_stack(cpu, cls);
+	std::sort(got.begin(), got.end());
+	return got;
+}
+
 // A flush in random order puts nearly every block in a run of its own
 // (release_fast tests a one-page class's block against its run's head):
 // blocks dealt round-robin over many pages, so that no two in a row share
@@ -1439,21 +1462,11 @@ TEST_CASE("a flush that lends the slot after its blocks: every count, bad last b
 TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are reported, the rest come home",
 	  "[central]")
 {
-	warn_without_timers();
+	const unsigned cpu = 11;
+	std::vector<void *> got = refill_eight_spans_of_32(cpu, false);
 	unsigned cls = size_class_of(32);
 	const size_class_t &k = size_classes[cls];
-	REQUIRE(k.pages == 1);
-	const unsigned cpu = 11;
-	central_drain(false, nullptr);
-	std::vector<void *> got;
-	while (got.size() < 8u * k.blocks) {
-		std::vector<void *> b = refill(cpu, cls, k.batch, false);
-		REQUIRE(!b.empty());
-		got.insert(got.end(), b.begin(), b.end());
-	}
-	fill_transfer_stack(cpu, cls);
 	// Round-robin over the pages the blocks lie on.
-	std::sort(got.begin(), got.end());
 	std::vector<std::vector<void *>> pages;
 	for (void *b : got) {
 		if (pages.empty() || ((uintptr_t)b >> EBB_PAGE_SHIFT) != ((uintptr_t)pages.back()[0] >> EBB_PAGE_SHIFT))
@@ -1489,6 +1502,77 @@ TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are 
 	}
 	std::vector<void *> back(out.begin(), out.end());
 	flush_to_spans(cls, back);
+	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
+// release_window takes a one-page class's window whose first blocks lie on
+// four pages in a row block by block (release_fast_in's scatter form), which
+// closes the run at every block and opens it again, on the same span too.
+// Blocks of several full spans: flushed dealt over the spans (the scatter
+// form is chosen) with whole stretches of one span's blocks in a row after
+// them, in windows of the flush, every span's blocks but one; then a flush
+// whose window opens scattered, with each span's last block and, after its
+// span's last, a block already home given a forged bin mark (a double free
+// that kept its mark). Every block comes home once (the counts balance, the
+// spans all go back to the page heap), the forged one is reported and
+// dropped with its bin mark and no link, and nothing else is reported.
+TEST_CASE("a flush taken block by block, runs within it: every block home once, an overfreed one dropped",
+	  "[central]")
+{
+	const unsigned cpu = 14;
+	// Below a batch: a carve then puts none of its span on the transfer
+	// stack, so the spans end up with every block out.
+	std::vector<void *> got = refill_eight_spans_of_32(cpu, true);
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	std::vector<std::vector<void *>> pages, partial;
+	for (size_t i = 0; i < got.size();) {
+		size_t j = i;
+		while (j < got.size() && ((uintptr_t)got[j] >> EBB_PAGE_SHIFT) == ((uintptr_t)got[i] >> EBB_PAGE_SHIFT))
+			j++;
+		(j - i == k.blocks ? pages : partial).emplace_back(got.begin() + i, got.begin() + j);
+		i = j;
+	}
+	REQUIRE(pages.size() >= 5);
+	std::vector<void *> all, last;
+	for (auto &p : pages) {
+		last.push_back(p.back());
+		p.pop_back();
+		all.insert(all.end(), p.begin(), p.end());
+	}
+	// The first half of every span's blocks dealt over the spans, then the
+	// rest span by span, in address order.
+	std::vector<void *> v;
+	for (size_t i = 0; i < k.blocks / 2; i++)
+		for (auto &p : pages)
+			v.push_back(p[i]);
+	for (auto &p : pages)
+		v.insert(v.end(), p.begin() + k.blocks / 2, p.end());
+	REQUIRE(v.size() == all.size());
+	const uint64_t spans = class_stats(cls).spans;
+	const uint64_t used = class_stats(cls).used_blocks;
+	const uint64_t reports = report_count();
+	flush(cpu, cls, v);
+	CHECK(report_count() == reports);
+	CHECK(class_stats(cls).used_blocks == used - v.size());
+	CHECK(class_stats(cls).spans == spans);
+	// y is home on the first span's list; its bin mark is forged. The window
+	// after the flush's first block: last[1], y, last[2], last[3] (four
+	// pages in a row); y comes after its span's last block.
+	void *y = pages[0][3];
+	((uint64_t *)y)[1] = freelist_mark_of(y, freelist_mark);
+	std::vector<void *> w{ last[0], last[1], y };
+	w.insert(w.end(), last.begin() + 2, last.end());
+	REQUIRE(w.size() < k.batch);
+	flush(cpu, cls, w);
+	CHECK(report_count() == reports + 1);
+	CHECK(class_stats(cls).used_blocks == used - v.size() - last.size());
+	CHECK(class_stats(cls).spans == spans - pages.size());
+	CHECK(((uint64_t *)y)[1] == freelist_mark_of(y, freelist_mark));
+	CHECK(((void **)y)[0] == nullptr);
+	for (auto &p : partial)
+		flush_to_spans(cls, p);
 	central_drain(false, nullptr);
 	unit_option("on_error", "abort");
 }
