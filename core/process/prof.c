@@ -66,9 +66,9 @@ typedef struct prof_site {
  * then off by at most x^2/12 of its bytes, x = s/rate of its largest size
  * (s / (1 - exp(-x)) = rate (1 + x/2 + x^2/12 ...), and the first two terms
  * add up the same mixed or not). So sizes up to rate/16 share one line per
- * site (off by 0.03% at most); larger sizes get a line each. (A line per
- * size made bench churn 16B-32K's profile hold thousands of lines, and
- * fault 400 pages more to count them.) */
+ * site (off by 0.03% at most); larger sizes share a line per key
+ * (prof_key). (A line per size made bench churn 16B-32K's profile hold
+ * thousands of lines, and fault 400 pages more to count them.) */
 typedef struct prof_count {
 	struct prof_count *next;      /* in its hash chain */
 	struct prof_count *site_next; /* the site's counts */
@@ -270,10 +270,11 @@ EBB_INLINE int64_t prof_draw(void)
 	uint64_t r = (rng_next() >> 11) + 1; /* 1 .. 2^53 */
 	unsigned z = (unsigned)__builtin_clzll(r);
 	unsigned f = (unsigned)((r << z) >> (63 - PROF_LOG2_BITS)) & ((1u << PROF_LOG2_BITS) - 1);
-	int64_t l = (int64_t)((uint64_t)(z - 10) << 32) - (int64_t)prof_log2_tab[f];
-	if (EBB_UNLIKELY(l <= 0))
+	if (EBB_UNLIKELY(z == 10))
 		return 1; /* r = 2^53 alone: u = 1 */
-	uint64_t d = (uint64_t)(((unsigned __int128)(uint64_t)l * prof_draw_scale) >> (32 + PROF_DRAW_SCALE_BITS));
+	/* z > 10: l > 0 (a table value is below 2^32). */
+	uint64_t l = ((uint64_t)(z - 10) << 32) - prof_log2_tab[f];
+	uint64_t d = (uint64_t)(((unsigned __int128)l * prof_draw_scale) >> (32 + PROF_DRAW_SCALE_BITS));
 	return d > 0 ? (int64_t)d : 1;
 }
 
@@ -289,8 +290,11 @@ static double prof_scale(size_t size)
  * Start-up
  * ------------------------------------------------------------------------- */
 /* Memory for samples and sites, carved from metadata chunks. Caller holds
- * prof_lock; drops it around meta_alloc. NULL if none. */
-static void *prof_carve(size_t size)
+ * prof_lock; drops it around meta_alloc. NULL if none. Out of line: its
+ * callers are the rare cases (a new site, count, entry or replay), and
+ * inlined its lock round made each of them save six registers (prof_insert:
+ * about 15 instructions a sample). */
+static EBB_NOINLINE void *prof_carve(size_t size)
 {
 	size = util_align_up(size, 16);
 	while (prof_chunk == NULL || prof_chunk + size > prof_chunk_end) {
@@ -410,15 +414,11 @@ bool prof_start(void)
 /* ---------------------------------------------------------------------------
  * Sampling
  * ------------------------------------------------------------------------- */
-bool prof_should_sample(size_t size)
+/* prof_should_sample's rare cases: inside the profiler, a thread's first
+ * count, prof off. Out of line, so that the common case saves no register
+ * (about 5 instructions a sample). */
+static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 {
-	/* A seeded thread that is not inside the profiler: prof_setup said
-	 * on before the seed (prof_rng is 0 until then, and again in a
-	 * forked child), so this is every sample but a thread's first. */
-	if (EBB_LIKELY(prof_rng != 0 && !prof_busy)) {
-		prof_left = prof_draw();
-		return true;
-	}
 	if (prof_busy) {
 		prof_left += (int64_t)size; /* not counted: the profiler's own */
 		return false;
@@ -439,6 +439,18 @@ bool prof_should_sample(size_t size)
 	return true;
 }
 
+bool prof_should_sample(size_t size)
+{
+	/* A seeded thread that is not inside the profiler: prof_setup said
+	 * on before the seed (prof_rng is 0 until then, and again in a
+	 * forked child), so this is every sample but a thread's first. */
+	if (EBB_LIKELY(prof_rng != 0 && !prof_busy)) {
+		prof_left = prof_draw();
+		return true;
+	}
+	return prof_should_sample_rare(size);
+}
+
 static uint64_t stack_hash(void *const *frames, unsigned n)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
@@ -456,11 +468,31 @@ static unsigned sample_bucket(const void *p)
 	       (PROF_SAMPLE_BUCKETS - 1);
 }
 
+/* A count's size key (prof_count_t): 0 up to prof_rate / 16, else the
+ * size with all but its PROF_KEY_BITS bits after the leading one cleared,
+ * so that a line holds sizes at most 1 + 2^-PROF_KEY_BITS apart. Scaled by
+ * its mean size, such a line is off by at most 3.3e-5 of its bytes (the
+ * worst, near 2.5 prof_sample; numerically, sizes spread evenly over the
+ * key). A key per size made a count, and a line, of nearly every sample
+ * of bench aligned 64B-2M (random sizes up to 64 KiB, most samples above
+ * prof_sample / 16): about 1 000 counts on PROF_COUNT_BUCKETS heads, each
+ * sample's lookup a miss that walked a chain of 16 and carved a count. */
+#define PROF_KEY_BITS 4
+static size_t prof_key(size_t size)
+{
+	if (size <= (size_t)prof_rate / 16)
+		return 0;
+	unsigned top = 63u - (unsigned)__builtin_clzll((unsigned long long)size);
+	if (top <= PROF_KEY_BITS)
+		return size;
+	return size & ~(((size_t)1 << (top - PROF_KEY_BITS)) - 1);
+}
+
 /* The count of (site, size), made if new. Caller holds prof_lock (which
  * prof_carve may drop for a while). NULL if out of memory. */
 static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 {
-	size_t key = size > (size_t)prof_rate / 16 ? size : 0;
+	size_t key = prof_key(size);
 	if (key == 0 && site->count0 != NULL)
 		return site->count0;
 	unsigned cb = (unsigned)(((uintptr_t)site ^ key * 0x9E3779B97F4A7C15ull) * 0xff51afd7ed558ccdull >> 40) &
@@ -489,13 +521,23 @@ static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size,
 
 /* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
+static EBB_NOINLINE void prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+{
+	prof_sample_t *s = prof_carve(sizeof *s);
+	if (s != NULL)
+		prof_relist(s, p, c, size, class_bytes);
+}
+
+/* The entry from the free list, else (prof_insert_new, out of line: it
+ * made every insert save registers) a new one. */
 static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_free_samples;
-	if (s != NULL)
-		prof_free_samples = s->next;
-	else if ((s = prof_carve(sizeof *s)) == NULL)
+	if (EBB_UNLIKELY(s == NULL)) {
+		prof_insert_new(p, c, size, class_bytes);
 		return;
+	}
+	prof_free_samples = s->next;
 	prof_relist(s, p, c, size, class_bytes);
 }
 
@@ -531,6 +573,7 @@ static void prof_unlist(prof_sample_t **at);
  * its own, 2 of them faulted in bench cache-thrash t=2. */
 typedef struct prof_replay {
 	void *ret;
+	void *pc; /* where the walk started: ret, or the entry point's return address into it */
 	uintptr_t cfa;
 	prof_site_t *site;
 	os_unwind_rec_t rec;
@@ -551,20 +594,32 @@ typedef struct prof_stack {
 /* Takes the stack. Inlined into its callers (prof_alloc, prof_alloc_moved),
  * whose frame pointer fp is (__builtin_frame_address: fp[0] the caller's
  * rbp, fp[1] the return address, fp + 2 the caller's stack pointer once it
- * is returned to). When that return address is ret, the entry point
- * reached here by tail calls alone, and the walk starts at ret: the
- * allocator's own frames (the unwinder's, this one, the entry point's) are
- * not walked nor searched for ret (churn 16B-32K: 3 frames walked where
- * there were 6, about 100 instructions less a sample). Else, or when the
- * own walker gives up, os_unwind takes the whole stack and the frames
- * inside the allocator are cut off at ret: each frame costs the unwinder a
- * lookup (libunwind about 80 instructions, libgcc about 1 400). No lock is
- * held. */
+ * is returned to). The walk starts at that return address: the allocator's
+ * own frames below it (the unwinder's, this one) are not walked (churn
+ * 16B-32K: 3 frames walked where there were 6, about 100 instructions less
+ * a sample). When it is ret, the entry point reached here by tail calls
+ * alone; else (posix_memalign, which stores the block after the call) the
+ * entry points' frames up to ret, at most PROF_FROM_SKIP of them, are
+ * walked and cut off, so that this stack can be replayed too
+ * (prof_replays: bench aligned 64B-2M walked about 230 stacks of its 1 200
+ * samples, the whole stack each). When the own walker gives up, or ret is
+ * not among the first frames, os_unwind takes the whole stack and the
+ * frames inside the allocator are cut off at ret: each frame costs the
+ * unwinder a lookup (libunwind about 80 instructions, libgcc about 1 400).
+ * No lock is held. */
+#define PROF_FROM_SKIP 4
 EBB_INLINE bool prof_stack_take(prof_stack_t *st, void *ret, const uintptr_t *fp, os_unwind_rec_t *rec)
 {
 	unsigned n = 0, start = 0;
-	if ((void *)fp[1] == ret && ret != NULL)
-		n = os_unwind_from(st->frames, PROF_DEPTH, ret, (uintptr_t)(fp + 2), fp[0], rec);
+	void *pc = (void *)fp[1];
+	if (ret != NULL) {
+		n = os_unwind_from(st->frames, pc == ret ? PROF_DEPTH : PROF_DEPTH + PROF_FROM_SKIP, pc,
+				   (uintptr_t)(fp + 2), fp[0], rec);
+		while (start < n && start < PROF_FROM_SKIP && st->frames[start] != ret)
+			start++;
+		if (start == n || start == PROF_FROM_SKIP)
+			n = start = 0;
+	}
 	bool from = n != 0;
 	if (n == 0) {
 		n = os_unwind(st->frames, PROF_DEPTH + 8);
@@ -733,6 +788,7 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 	}
 	if (rp != NULL) {
 		rp->ret = ret;
+		rp->pc = (void *)fp[1];
 		rp->cfa = (uintptr_t)(fp + 2);
 		rp->site = c->site;
 		rp->rec.top = rec.top;
@@ -786,7 +842,8 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
 	prof_lock();
 	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
-	if (rp != NULL && rp->ret == ret && (void *)fp[1] == ret && rp->cfa == cfa && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+	if (rp != NULL && rp->ret == ret && rp->pc == (void *)fp[1] && rp->cfa == cfa &&
+	    os_unwind_replay(&rp->rec, cfa, fp[0])) {
 		prof_site_t *site = rp->site;
 		c = size <= (size_t)prof_rate / 16 && site->count0 != NULL ? site->count0 : prof_count_get(site, size);
 	} else if (tables) {

@@ -21,6 +21,8 @@ and checks what they say against the truth the program knows.
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
   check_profile.py own_faults PROG       the profiler adds at most 12 minor page faults to a small
                                          2-thread program (fewest of 7 runs each, prof=1 against prof=0)
+  check_profile.py size_keys PROG       sizes above prof_sample/16 a line per key of 4 bits after the leading one
+  check_profile.py same_leaf_memalign PROG  same_leaf through posix_memalign (its frame cut off)
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
   check_profile.py large_clock PROG      sampled large blocks count in the release of idle big bins
   check_profile.py patched PROG          malloc and calloc of 24 B-32 KiB in 4 threads: blocks of their own, calloc zero
@@ -114,7 +116,7 @@ def two_sites(prog, tmp, unwind="auto"):
         print("  --svg not tried (no graphviz dot)")
 
 
-def same_leaf(prog, tmp):
+def same_leaf(prog, tmp, how=()):
     """Two stacks that differ only past their first frames (same return
     address and stack pointer in the allocating function): each keeps its
     own bytes, 3 000 000 through leaf_via_a, 1 000 000 through leaf_via_b.
@@ -123,7 +125,7 @@ def same_leaf(prog, tmp):
     the other's would be off by all of it."""
     tool = need_pprof()
     out = os.path.join(tmp, "leaf.heap")
-    run([prog, "same_leaf", out], {"EBB_OPTIONS": "prof=1,prof_sample=1"})
+    run([prog, "same_leaf", out] + list(how), {"EBB_OPTIONS": "prof=1,prof_sample=1"})
     r = run([tool, "--text", "--cum", prog, out])
     cum = {}
     for line in r.stdout.splitlines():
@@ -208,6 +210,28 @@ def rate(prog, tmp):
         if abs(got / want - 1) > tol:
             fail("%d samples of %d blocks of %d B at prof_sample=%d, expected %.0f (within %.1f%%)" %
                  (got, count, size, sample, want, tol * 100))
+
+
+def size_keys(prog, tmp):
+    """Sizes above prof_sample / 16 share a line of their site when they
+    agree in their leading bit and the 4 bits after it (prof_key): pprof
+    scales a line by its mean size, off by at most 3.3e-5 of its bytes for
+    such a spread. 600 000, 600 001 and 610 000 share a line (their key is
+    589 824); 630 000 (key 622 592) has one of its own. Every block is
+    sampled (prof_sample=1) and live at the dump."""
+    path = os.path.join(tmp, "sizes.heap")
+    run([prog, "sizes", path, "600000", "600001", "610000", "630000"],
+        {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"})
+    lines = set()
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*(\d+): (\d+) \[", line)
+            if m and not line.startswith("heap profile"):
+                lines.add((int(m.group(1)), int(m.group(2))))
+    print("  lines (live n, live bytes):", sorted(l for l in lines if l[1] >= 600000))
+    for want in ((3, 600000 + 600001 + 610000), (1, 630000)):
+        if want not in lines:
+            fail("no profile line of %d live blocks, %d bytes (lines: %s)" % (want[0], want[1], sorted(lines)))
 
 
 def kept_sizes(prog, tmp):
@@ -615,6 +639,8 @@ def main():
             fork(sys.argv[2], tmp)
         elif mode == "same_leaf":
             same_leaf(sys.argv[2], tmp)
+        elif mode == "same_leaf_memalign":
+            same_leaf(sys.argv[2], tmp, ["memalign"])
         elif mode == "in_signal":
             in_signal(sys.argv[2], tmp)
         elif mode == "realloc":
@@ -625,6 +651,8 @@ def main():
             double_free(sys.argv[2], tmp, "realloc_kept")
         elif mode == "rate":
             rate(sys.argv[2], tmp)
+        elif mode == "size_keys":
+            size_keys(sys.argv[2], tmp)
         elif mode == "kept_sizes":
             kept_sizes(sys.argv[2], tmp)
         elif mode == "big_calloc":

@@ -63,6 +63,11 @@
 #define T_MALLOC ebb_malloc
 #define T_FREE ebb_free
 #endif
+#if PROF_TEST_OVERRIDE
+#define T_POSIX_MEMALIGN posix_memalign
+#else
+#define T_POSIX_MEMALIGN ebb_posix_memalign
+#endif
 
 #define NOINLINE __attribute__((noinline, used)) /* exported too (-rdynamic): dladdr names them */
 
@@ -128,9 +133,16 @@ NOINLINE void site_b(keep_t *k, size_t bytes)
  * frames are alike, so that the allocation's return address and stack
  * pointer are the same from either: only the frames further out tell the
  * two stacks apart (the profiler's replayed stacks must look at them). */
+/* same_leaf through posix_memalign, which stores the block after its call
+ * of the profiler: its frame is walked and cut off (prof_stack_take). */
+static int leaf_memalign;
+
 NOINLINE void same_leaf(keep_t *k, size_t n, int tag)
 {
-	char *p = checked(T_MALLOC(n));
+	void *q = NULL;
+	if (leaf_memalign && T_POSIX_MEMALIGN(&q, 64, n) != 0)
+		abort();
+	char *p = checked(leaf_memalign ? q : T_MALLOC(n));
 	p[0] = (char)tag;
 	keep_push(k, p);
 }
@@ -463,7 +475,9 @@ int main(int argc, char **argv)
 		return dump(argv[2]);
 	}
 	if (argc >= 3 && strcmp(argv[1], "same_leaf") == 0) {
-		/* 3 000 blocks of 1 000 bytes through a, 1 000 through b, in turns. */
+		/* 3 000 blocks of 1 000 bytes through a, 1 000 through b, in turns;
+		 * with a third argument, by posix_memalign. */
+		leaf_memalign = argc >= 4;
 		for (int i = 0; i < 4000; i++) {
 			if (i % 4 != 3)
 				leaf_via_a(&a, 1000);
@@ -497,6 +511,14 @@ int main(int argc, char **argv)
 			T_FREE(p);
 		}
 		return dump(argv[4]);
+	}
+	if (argc >= 4 && strcmp(argv[1], "sizes") == 0) {
+		/* A block of each SIZE, from one site, all live at the dump. */
+		for (int i = 3; i < argc; i++) {
+			char *p = checked(T_MALLOC(strtoul(argv[i], NULL, 0)));
+			p[0] = (char)i;
+		}
+		return dump(argv[2]);
 	}
 	if (argc >= 2 && strcmp(argv[1], "small") == 0) {
 		pthread_t t[2];
