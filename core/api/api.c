@@ -356,17 +356,12 @@ static EBB_NOINLINE void *realloc_slow_prof(void *p, size_t size, unsigned cls)
 	return realloc_slow_at(p, size, cls, true, __builtin_return_address(0));
 }
 
-/* Most reallocs of a program that grows strings a few bytes at a time keep
- * the block's class: p is a small block (the free fast path's test,
- * core/blocks/block.h, with no lock and no load beyond its superblock's page
- * tables), not free (its mark), and the class holds size at no more than
- * twice: p stays, without a stack frame. Everything else is realloc_slow,
- * which reuses the class found here instead of looking p up again. */
 /* The usable size of p if it is a page-run block (not huge) that stays at
  * least half used at `size` bytes (realloc_slow then keeps it in place),
  * else 0. A string past the largest class grows a few bytes per realloc:
- * this answers those calls without the slow path's second lookup. The
- * tests are block_info's for a page run: p starts a LARGE span. */
+ * this answers those calls, for runs longer than their pmap entry can
+ * name (realloc_impl_at), without the slow path's second lookup. The tests
+ * are block_info's for a page run: p starts a LARGE span. */
 EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 {
 	superblock_t *sb;
@@ -396,49 +391,77 @@ static EBB_NOINLINE EBB_HOT_TEXT void *realloc_shrink(void *p, size_t size, unsi
 	return realloc_done(p, &b, q, size);
 }
 
-/* prof (a constant): the prefixed API's copy for the heap profiler
+/* Most reallocs of a program that grows strings a few bytes at a time keep
+ * the block where it is: p is a small block (the free fast path's test,
+ * core/blocks/block.h, with no lock and no load beyond its superblock's page
+ * tables) or a short page run, not free (its mark; a freed run's entry has
+ * no size), and the block holds size at no more than twice: p stays,
+ * without a stack frame. Everything else is realloc_slow, which reuses the
+ * class found here instead of looking p up again.
+ *
+ * prof (a constant): the prefixed API's copy for the heap profiler
  * (realloc_prof): the same but for the slow path it reaches. (A kept sample
  * block is never resized in place here: it is at most EBB_SMALL_MAX bytes,
  * core/process/prof.c.) */
 EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 {
-	span_t *span;
-	const char *why;
-	unsigned cls = block_lookup(p, &span, &why);
-	if (EBB_LIKELY(cls != 0)) {
-		if (EBB_UNLIKELY(freelist_marked(p, freelist_mark)))
-			return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0); /* reports it */
-		size_t usable = size_classes[cls].size;
-		/* usable / 2 >= 8: size 0 (free) goes on */
-		if (EBB_LIKELY(size <= usable && size >= usable / 2)) {
-			block_info_t b = { usable, NULL, cls };
-			TRACK_FREE(p);
-			return realloc_done(p, &b, p, size);
-		}
-		/* Shrunk below half: moves to a smaller class, as realloc_slow
-		 * would (no headroom, no mapping, the same checks: p's block
-		 * test and mark above, q's and p's in the cache's own paths),
-		 * in realloc_shrink, without realloc_slow's second look.
-		 * python3 with PYTHONMALLOC=malloc (bench/run's python row):
-		 * 91% of its reallocs are strings built in an over-allocated
-		 * buffer of 65-256 bytes and cut to their length. The
-		 * profiler's copy keeps the slow path, which may sample the
-		 * move. */
-		if (!prof && size != 0 && size < usable / 2)
-			return realloc_shrink(p, size, cls);
-	} else if (why == NULL) {
-		/* Also at or below EBB_SMALL_MAX: a block that grew past the
-		 * largest class with headroom is a page run while the string
-		 * is still below it (bench realloc string: 1 realloc in 10
-		 * reached realloc_slow this way, to stay in place there). */
-		size_t usable = realloc_run_stays(p, size);
-		if (usable != 0) {
-			block_info_t b = { usable, NULL, 0 };
-			TRACK_FREE(p);
-			return realloc_done(p, &b, p, size);
+	/* One pmap load answers both kinds that stay: a small block (the
+	 * free fast path's test, core/blocks/block.h; never class 0, whose
+	 * limit is 0) and a page run of at most EBB_PMAP_RUN_MAX pages (the
+	 * entry's run bits, core/pages/superblock.h: p is then the first byte
+	 * of its first page, class 0). usable is the class's size or the
+	 * run's, never both (a class entry has no run bits, a run's class 0
+	 * has size 0). Without a branch between the kinds: strings crossing 32
+	 * KiB made it unpredictable (bench realloc string, cachegrind: 0.30
+	 * mispredicts per realloc, 3 reallocs in 10 on page runs). */
+	size_t slot;
+	if (EBB_LIKELY(registry_slot(p, &slot) && registry_at(slot) == REG_HEADER)) {
+		uint32_t e = pmap_peek_slot(slot, p);
+		unsigned cls = pmap_class(e);
+		const size_class_t *k = &size_classes[cls];
+		unsigned small = block_offset_ok(block_offset_in(e, (uintptr_t)p), k->block_mul, k->block_limit);
+		unsigned run = (((uint32_t)(uintptr_t)p ^ (e & ~EBB_PMAP_RUN_MASK)) | cls) == 0;
+		size_t usable = k->size + ((size_t)(e & EBB_PMAP_RUN_MASK) << (EBB_PAGE_SHIFT - EBB_PMAP_RUN_SHIFT));
+		/* Kept from gcc, which would test the two one after the other:
+		 * the branch this removes. */
+		__asm__("" : "+r"(run));
+		if (EBB_LIKELY(small | run)) {
+			/* A run's first words are the program's: a match is a
+			 * 2^-64 chance, and the slow path then looks again. */
+			if (EBB_UNLIKELY(freelist_marked(p, freelist_mark)))
+				return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0); /* reports it */
+			/* size - 1 < usable: size 0 (free) goes on, also for a
+			 * run whose entry has no size (usable 0). */
+			if (EBB_LIKELY(size - 1 < usable && size >= usable / 2)) {
+				block_info_t b = { usable, NULL, cls };
+				TRACK_FREE(p);
+				return realloc_done(p, &b, p, size);
+			}
+			/* Shrunk below half: moves to a smaller class, as realloc_slow
+			 * would (no headroom, no mapping, the same checks: p's block
+			 * test and mark above, q's and p's in the cache's own paths),
+			 * in realloc_shrink, without realloc_slow's second look.
+			 * python3 with PYTHONMALLOC=malloc (bench/run's python row):
+			 * 91% of its reallocs are strings built in an over-allocated
+			 * buffer of 65-256 bytes and cut to their length. The
+			 * profiler's copy keeps the slow path, which may sample the
+			 * move. */
+			if (!prof && cls != 0 && size != 0 && size < usable / 2)
+				return realloc_shrink(p, size, cls);
+			if (cls != 0)
+				return prof ? realloc_slow_prof(p, size, cls) : realloc_slow(p, size, cls);
+			/* A run too long for its entry to hold its size (a string
+			 * past 60 KiB grows a few bytes per realloc) stays here
+			 * too, after a look at its span. */
+			usable = realloc_run_stays(p, size);
+			if (usable != 0) {
+				block_info_t b = { usable, NULL, 0 };
+				TRACK_FREE(p);
+				return realloc_done(p, &b, p, size);
+			}
 		}
 	}
-	return prof ? realloc_slow_prof(p, size, cls) : realloc_slow(p, size, cls);
+	return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0);
 }
 
 static void *realloc_impl(void *p, size_t size)

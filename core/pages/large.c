@@ -47,8 +47,10 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		if (s == NULL)
 			return NULL;
 		superblock_t *sb = span_superblock(s);
-		/* Every page names the first, so interior pointers are recognized. */
+		/* Every page names the first, so interior pointers are recognized;
+		 * the first names the run's size for realloc (pmap_set_run). */
 		superblock_map_span(sb, s->page, s->npages, 0);
+		pmap_set_run(sb, s->page, s->npages);
 		p = span_start(sb, s);
 	} else {
 		/* Every huge block lives in heap 0, whatever CPU asks: with a cache
@@ -128,6 +130,11 @@ void large_free_checked(void *p, const char *func)
 		report_bad_pointer(func, p, why ? why : "not an allocated block");
 		return;
 	}
+	/* Before the block leaves the program (to the page heap, or kept by
+	 * the hook): realloc's fast path must not find the size of a freed
+	 * run, which, merged into a free neighbour, no tag write would clear. */
+	if (!s->huge)
+		pmap_set_run(sb, s->page, 0);
 	/* Set before the first sample is made, which happens before its free:
 	 * a relaxed load sees it (and the hook, stored before it). A counter
 	 * is raised before its sample reaches the program. */
@@ -159,8 +166,10 @@ void *large_resize(void *p, span_t *s, size_t size)
 	size_t old = s->npages;
 	if (!page_heap_resize(s, pages))
 		return NULL;
+	superblock_t *sb = span_superblock(s);
 	if (pages > old)
-		superblock_map_span(span_superblock(s), s->page, s->npages, 0);
+		superblock_map_span(sb, s->page, s->npages, 0);
+	pmap_set_run(sb, s->page, s->npages);
 	return p;
 }
 

@@ -154,6 +154,17 @@ _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PA
  * coalescing neighbour reading them under the heap lock sees the same first
  * page either way. */
 #define EBB_PMAP_CLASS_MASK 0xffu
+/* Bits 8-11: on the first page of a page-run block (a LARGE span, not
+ * huge) of at most EBB_PMAP_RUN_MAX pages, its size in pages; 0 on every
+ * other entry, and on that one once the block is freed (large.c writes and
+ * clears them, pmap_set_run). The class there is 0, so the free fast path
+ * and the block test ignore them; realloc reads them to keep a page run in
+ * place with the same one load as a small block (api.c, realloc_impl_at),
+ * instead of a branch between the two kinds that strings crossing 32 KiB
+ * take unpredictably. */
+#define EBB_PMAP_RUN_SHIFT 8
+#define EBB_PMAP_RUN_MASK (0xfu << EBB_PMAP_RUN_SHIFT)
+#define EBB_PMAP_RUN_MAX 15u
 /* Bits 12-21: the span's first page. */
 #define EBB_PMAP_FIRST_MASK ((uint32_t)(EBB_SB_PAGES - 1) << EBB_PAGE_SHIFT)
 
@@ -229,6 +240,15 @@ EBB_INLINE uint32_t pmap_load(const superblock_t *sb, size_t page)
 EBB_INLINE void pmap_set(superblock_t *sb, unsigned page, unsigned first, unsigned cls)
 {
 	atomic_store_u32(&sb->pmap[page], pmap_entry_in(sb, first, cls));
+}
+
+/* The first entry of the page-run block s starting at `page` (class 0):
+ * with its size in pages if it has at most EBB_PMAP_RUN_MAX, else without;
+ * npages 0 clears it. Written by the block's owner only (large.c). */
+EBB_INLINE void pmap_set_run(superblock_t *sb, unsigned page, size_t npages)
+{
+	uint32_t run = npages <= EBB_PMAP_RUN_MAX ? (uint32_t)npages << EBB_PMAP_RUN_SHIFT : 0;
+	atomic_store_u32(&sb->pmap[page], pmap_entry_in(sb, page, 0) | run);
 }
 
 /* Gives page `page` class cls and keeps its first page; caller owns the

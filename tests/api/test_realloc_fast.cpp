@@ -241,6 +241,86 @@ TEST_CASE("realloc's one test for small blocks and page runs lets nothing else t
 	}
 }
 
+/* A page run of at most 15 pages carries its size in its first page's map
+ * entry, which realloc's fast path trusts (core/pages/superblock.h,
+ * EBB_PMAP_RUN_SHIFT): the entry must follow the run. Freed, also when it
+ * merges into a free run left of it (its first page is then inside that
+ * run, and no boundary tag is written there), realloc must report it.
+ * Shrunk in place to 10 pages, realloc must not keep it at a size over the
+ * pages it gave up, which the next blocks may hold. */
+TEST_CASE("a short page run's size in the page map follows its free and its resizes", "[realloc_fast]")
+{
+	for (const Api *a : all_apis()) {
+		INFO("api " << a->name);
+		/* 10-page runs, freed: alone, and the upper of two side by side
+		 * after the lower one (it then merges into it). Made in the
+		 * child, where the runs that neighbour each other are found. */
+		for (bool merged : {false, true}) {
+			INFO("freed after its left neighbour: " << merged);
+			ChildResult r = run_child([=] {
+				unsigned char *v[16];
+				for (auto &b : v)
+					if ((b = static_cast<unsigned char *>(a->malloc_(40 * KiB))) == nullptr)
+						return 3;
+				unsigned char *lo = nullptr, *hi = nullptr;
+				for (auto *b : v)
+					for (auto *c : v)
+						if (c == b + 40 * KiB)
+							lo = b, hi = c;
+				if (hi == nullptr)
+					return 4; /* no neighbours: the test cannot be made */
+				if (merged)
+					a->free_(lo);
+				a->free_(hi);
+				fprintf(stderr, "%p\n", static_cast<void *>(hi));
+				void *q = a->realloc_(hi, opaque(40 * KiB - 100));
+				return q == hi ? 1 : 2;
+			});
+			CHECK(r.signal == SIGABRT);
+			/* The run's address, then the report about it. */
+			size_t nl = r.err.find('\n');
+			REQUIRE(nl != std::string::npos);
+			void *hi = nullptr;
+			REQUIRE(sscanf(r.err.c_str(), "%p", &hi) == 1);
+			std::string head = bad_pointer_line("realloc", hi, "");
+			head.pop_back(); /* the reason depends on what the free run merged with */
+			CHECK(r.err.compare(nl + 1, head.size(), head) == 0);
+		}
+
+		/* 25 pages (no size in the entry) shrunk in place to 10 (now
+		 * with one), its tail then taken by other runs: realloc up to
+		 * 11 pages must move it or grow it into free pages, never keep
+		 * it over what the others hold. */
+		auto *p = static_cast<unsigned char *>(a->malloc_(100 * KiB));
+		REQUIRE(p != nullptr);
+		put(p, 0, 100 * KiB, 3);
+		void *q = a->realloc_(p, opaque(40 * KiB));
+		CHECK(q == p);
+		CHECK(a->usable_(p) == 40 * KiB);
+		std::vector<unsigned char *> others;
+		for (int i = 0; i < 4; i++) {
+			auto *o = static_cast<unsigned char *>(a->malloc_(36 * KiB + 1));
+			REQUIRE(o != nullptr);
+			put(o, 0, 36 * KiB + 1, 7);
+			others.push_back(o);
+		}
+		auto *g = static_cast<unsigned char *>(a->realloc_(p, opaque(44 * KiB)));
+		REQUIRE(g != nullptr);
+		CHECK(a->usable_(g) >= 44 * KiB);
+		CHECK(bad_at(g, 40 * KiB, 3) == 40 * KiB);
+		put(g, 0, 44 * KiB, 4);
+		for (unsigned char *o : others) {
+			CHECK(bad_at(o, 36 * KiB + 1, 7) == 36 * KiB + 1);
+			a->free_(o);
+		}
+		/* The run, grown in place or moved, at its new size: a realloc
+		 * to all of it stays. */
+		void *h = a->realloc_(g, opaque(a->usable_(g)));
+		CHECK(h == g);
+		a->free_(g);
+	}
+}
+
 /* A string that outgrows a class near the largest moves, with headroom, to
  * a page run while it is still below the largest class; from there on it
  * stays where it is up to the run's end (bench realloc string: 1 realloc in
