@@ -75,6 +75,10 @@ unsigned os_cpu_count(void);
 /* The CPU this thread ran on a moment ago (rseq-backed sched_getcpu). Only a
  * hint: the thread may migrate right after. Always < os_cpu_count(). */
 unsigned os_cpu_id(void);
+/* Gives the calling thread a CPU slot (slot < os_cpu_count()): os_cpu_id
+ * returns it wherever the thread runs; -1 takes it back. Which thread gets
+ * which slot is the thread caches' rule (tcache.c, tcache_shared_enter). */
+void os_cpu_slot_set(int slot);
 /* Monotonic clock in nanoseconds. */
 uint64_t os_now_ns(void);
 /* What the process (every thread, ended ones too) or the calling thread alone

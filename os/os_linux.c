@@ -384,8 +384,19 @@ unsigned os_cpu_count(void)
 	return n;
 }
 
+/* The calling thread's slot + 1 (0: none). */
+static __thread unsigned os_cpu_slot __attribute__((tls_model("initial-exec")));
+
+void os_cpu_slot_set(int slot)
+{
+	os_cpu_slot = slot < 0 ? 0u : (unsigned)slot + 1u;
+}
+
 unsigned os_cpu_id(void)
 {
+	unsigned slot = os_cpu_slot;
+	if (slot != 0)
+		return slot - 1;
 	int cpu = sched_getcpu();
 	if (EBB_UNLIKELY(cpu < 0))
 		return 0;

@@ -99,6 +99,9 @@ typedef struct tcache {
 	uint64_t refills, flushes;
 	uint64_t published;                 /* cached bytes as of the last slow event (atomic) */
 	struct tcache *next, *prev;         /* list of live tcaches (tcache_list_lock) */
+	bool shared;                        /* on the shared CPU slot (tcache_shared_enter) */
+	bool in_shared;                     /* inside a slow path counted in tcache_shared_busy */
+	uint32_t conflicts;                 /* slow paths that met another cache's there */
 } tcache_t;
 /* Class 0 ("not a small block") has a bin that is always empty and full. */
 

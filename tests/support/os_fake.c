@@ -144,6 +144,8 @@ bool os_thp_always(void) { return __atomic_load_n(&fake_thp_always, __ATOMIC_REL
 size_t os_page_size(void) { return 4096; }
 unsigned os_cpu_count(void) { return FAKE_CPUS; }
 unsigned os_cpu_id(void) { return __atomic_load_n(&fake_cpu, __ATOMIC_RELAXED) % FAKE_CPUS; }
+/* The tests set the CPU themselves (fake_cpu): a thread's slot is ignored. */
+void os_cpu_slot_set(int slot) { (void)slot; }
 uint64_t os_now_ns(void) { return os_fake_now(); }
 os_cpu_use_t os_cpu_use(bool thread_only) { (void)thread_only; return (os_cpu_use_t){ 0, 0 }; }
 unsigned os_thread_count(void) { return 2; }
