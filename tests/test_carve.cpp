@@ -16,6 +16,7 @@
 #include "core/blocks/size_class.h"
 #include "core/pages/page_heap.h"
 #include "core/pages/superblock.h"
+#include "core/process/background.h"
 #include "core/runtime/report.h"
 #include "tcache/tcache.h"
 #include "tests/support/unit.h"
@@ -513,4 +514,68 @@ TEST_CASE("a lazy carve of a class whose blocks cross page boundaries withholds 
 	for (void *q : mine)
 		CHECK(distinct.count(q) == 0);
 	give_back(cls, held, mine);
+}
+
+// Scattered survivors whose freed blocks wait in transfer batches when the
+// program goes idle (memreturn d): the background ticks send the batches
+// home (central_drain, once the list has been idle a whole interval) and
+// give back the free pages inside the spans decay_ms after the frees. The
+// drain's own change of the list is no use by the program: before the look
+// ahead of it (central_purge_observe) the wait started again at the drain,
+// and the pages went back two drain intervals later (at 1 s here, not 500 ms).
+TEST_CASE("the free pages inside spans go back decay_ms after the frees, the drain of their batches "
+	  "restarting no wait",
+	  "[central]")
+{
+	const uint64_t ms = 1000000;
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "500");
+	central_drain(false, nullptr);
+	unsigned cls = size_class_of(2048);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages >= 2);
+	REQUIRE(k.blocks <= 64);
+	// Earlier changes seen and settled.
+	for (int i = 0; i < 8; i++) {
+		os_fake_advance(250 * ms);
+		background_tick(os_fake_now(), false);
+	}
+	std::vector<void *> kept, freed;
+	for (unsigned i = 0; kept.size() + freed.size() < 16u * k.blocks; i++) {
+		std::vector<void *> v = take(cpu, cls, k.batch);
+		REQUIRE(!v.empty());
+		for (void *b : v)
+			((kept.size() + freed.size()) % 8 == 7 ? kept : freed).push_back(b);
+	}
+	// Freed a batch at a time: whole batches wait on the transfer stack.
+	for (size_t i = 0; i + k.batch <= freed.size(); i += k.batch)
+		central_flush(cpu, cls, freed.data() + i, k.batch);
+	for (size_t i = freed.size() - freed.size() % k.batch; i < freed.size(); i++)
+		central_flush(cpu, cls, &freed[i], 1);
+	auto waiting = [&] {
+		central_class_stats_t st[EBB_NUM_CLASSES] = {};
+		uint64_t carved = 0, returned = 0;
+		central_stats(st, &carved, &returned);
+		return st[cls].transfer_blocks;
+	};
+	REQUIRE(waiting() > 0);
+	uint64_t out0 = pages_out();
+	// The frees' change seen; the list was busy, its batches stay.
+	os_fake_advance(250 * ms);
+	background_tick(os_fake_now(), false);
+	CHECK(pages_out() == out0);
+	// Idle a whole interval: the batches go home; 250 ms is not decay_ms.
+	os_fake_advance(250 * ms);
+	background_tick(os_fake_now(), false);
+	CHECK(waiting() == 0);
+	CHECK(pages_out() == out0);
+	// decay_ms after the frees: the pages that only freed blocks touch
+	// (three of every four pages of a 2 KiB class's span that keeps every
+	// eighth block) go back.
+	os_fake_advance(250 * ms);
+	background_tick(os_fake_now(), false);
+	CHECK(pages_out() - out0 >= 16u * k.pages / 2);
+	for (void *b : kept)
+		central_flush(cpu, cls, &b, 1);
+	central_drain(false, nullptr);
 }

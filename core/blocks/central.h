@@ -172,6 +172,11 @@ void central_span_retire(central_t *c, span_t *s);
  * changed for decay_ms (at least one interval), or every list if `all`.
  * No lock held. Returns the pages given back. */
 size_t central_purge_tick(bool all);
+/* Looks at every list: notes the program's changes (at each tick, and
+ * right before a drain tick's central_drain, so that the pass after it,
+ * central_purge_tick, tells the drain's change of a list from the
+ * program's). No lock held. */
+void central_purge_observe(void);
 /* Whether the last pass left a list waiting to be idle long enough: the
  * caller should pass again within a drain interval. Any thread. */
 bool central_purge_pending(void);

@@ -50,10 +50,19 @@
  *
  * When: once per drain interval (250 ms, later while the thread is busy
  * purging the page heaps) the background thread looks at every list; one
- * whose spans have not changed (no block taken from or given back to them,
- * no span carved or returned) since a pass at least decay_ms ago is purged,
- * and then not again until its spans change and settle again: a list in
- * use never pays page faults for this.
+ * whose spans the program has not changed (no block taken from or given
+ * back to them, no span carved or returned) since a look at least decay_ms
+ * ago is purged, and then not again until its spans change and settle
+ * again: a list in use never pays page faults for this. The thread looks
+ * twice per tick, before and after its drain sends idle lists' transfer
+ * batches home (central_purge_observe, central_purge_tick): the change the
+ * drain makes in between is no use by the program and does not restart the
+ * list's wait, so the batches a burst's frees left are purged with their
+ * spans decay_ms after the burst, not decay_ms after the drain (which
+ * comes one to two intervals later, and later still while a long purge of
+ * the page heaps holds the thread: bench memreturn d's pages inside spans
+ * went back 1.5-2.1 s after its frees on the loaded machine, since
+ * 1.2-1.5 s).
  * ebb_trim purges every list at once. One pass at a time (the background
  * thread, ebb_trim). */
 #include "core/blocks/central.h"
@@ -84,11 +93,14 @@ typedef struct purge_item {
 static uint32_t purge_busy;
 static purge_item_t purge_inflight[PURGE_BATCH];
 static unsigned purge_inflight_n;
-/* Per list: its fingerprint (list_fingerprint) at the last pass and at
- * its last purge, and when a pass first saw it as it is now. */
+/* Per list: its fingerprint (list_fingerprint) at the last look and at
+ * its last purge, and when a look first saw the program change it.
+ * `observed`: central_purge_observe looked at it this tick, so that a
+ * change the pass finds after it is the drain's, not the program's. */
 typedef struct purge_list {
 	uint64_t seen, purged;
 	uint64_t since_ns;
+	uint32_t observed;
 } purge_list_t;
 static purge_list_t *purge_lists;
 /* Some list has changed since its last purge and holds at least
@@ -335,6 +347,30 @@ static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
 /* ---------------------------------------------------------------------------
  * central.h
  * ------------------------------------------------------------------------- */
+void central_purge_observe(void)
+{
+	uint32_t idle = 0;
+	if (purge_lists == NULL ||
+	    !__atomic_compare_exchange_n(&purge_busy, &idle, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return; /* before the first pass, or during ebb_trim's: the pass looks alone */
+	uint64_t now_ns = os_now_ns();
+	for (unsigned i = 0, count = central_list_count(); i < count; i++) {
+		central_t *c = central_list_at(i);
+		if (c == NULL || c->cls == 0 || !class_purgeable(&size_classes[c->cls]))
+			continue;
+		purge_list_t *l = &purge_lists[i];
+		lock_acquire(&c->lock);
+		uint64_t f = list_fingerprint(c);
+		lock_release(&c->lock);
+		if (f != l->seen) {
+			l->seen = f;
+			l->since_ns = now_ns;
+		}
+		l->observed = 1;
+	}
+	__atomic_store_n(&purge_busy, 0, __ATOMIC_RELEASE);
+}
+
 size_t central_purge_tick(bool all)
 {
 	/* One pass at a time. The background thread leaves it to a pass in
@@ -368,15 +404,26 @@ size_t central_purge_tick(bool all)
 		uint64_t f = list_fingerprint(c);
 		uint64_t free_bytes = (c->spans * k->blocks - c->used_blocks) * k->size;
 		lock_release(&c->lock);
+		bool observed = l->observed != 0;
+		l->observed = 0;
 		if (!all) {
 			bool worth = f != l->purged && free_bytes >= PURGE_PENDING_BYTES;
 			pending |= worth;
 			if (f != l->seen) {
 				l->seen = f;
-				l->since_ns = now_ns;
-				continue;
+				/* Changed since the look of this tick: by the drain,
+				 * which only moves batches of a list the program left
+				 * alone for an interval (or by the program in the moment
+				 * between, which then meets a list purged as it comes
+				 * back, as it does when it comes back just after a
+				 * pass). */
+				if (!observed) {
+					l->since_ns = now_ns;
+					continue;
+				}
 			}
-			/* Unchanged since since_ns (one pass ago at least). */
+			/* Unchanged by the program since since_ns (one look ago at
+			 * least). */
 			if (decay < 0 || !worth || util_elapsed(now_ns, l->since_ns) < (uint64_t)decay * 1000000u)
 				continue;
 		}

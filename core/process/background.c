@@ -22,6 +22,7 @@ static uint32_t bg_left_tid;      /* kernel id of the last thread that left (bg_
 static uint64_t bg_failed_ns;     /* last failed start; retried a second later */
 static uint64_t bg_last_drain_ns; /* last central drain */
 static uint64_t bg_last_trim_ns;  /* last trim request to the thread caches */
+static uint64_t bg_last_look_ns;  /* last look at the central lists before decay */
 static uint32_t bg_drain_kept;    /* the last drain left batches in lists in use (atomic:
 				   * ebb_trim ticks too) */
 static uint64_t bg_trim_epoch;
@@ -36,6 +37,9 @@ static uint64_t bg_frees;         /* dirty hook calls while the thread runs (a f
  * caches are asked to trim once per trim interval. */
 #define DRAIN_INTERVAL_NS 250000000ull
 #define TRIM_INTERVAL_NS 1000000000ull
+/* The central lists are looked at for use by the program (central_purge.c,
+ * "When") at most this often outside a drain tick. */
+#define LOOK_INTERVAL_NS 50000000ull
 /* The thread retires after this long with nothing to do and nothing left
  * to give back (bg_quiet). Long enough that a program working in bursts a
  * few hundred ms apart keeps one thread instead of creating one per burst. */
@@ -137,6 +141,15 @@ static size_t decay_heaps(uint64_t now, bool all)
 
 size_t background_tick(uint64_t now, bool all)
 {
+	/* A look at the central lists before decay, whose purge of a burst's
+	 * pages may hold this thread for a second on a loaded machine: the
+	 * lists the burst's frees changed count as idle from here, not from
+	 * the drain tick after that purge. At most every LOOK_INTERVAL_NS
+	 * (it takes each list's lock; decay ticks come every few ms). */
+	if (!all && util_elapsed(now, atomic_load_u64(&bg_last_look_ns)) >= LOOK_INTERVAL_NS) {
+		atomic_store_u64(&bg_last_look_ns, now);
+		central_purge_observe();
+	}
 	size_t work = decay_heaps(now, all);
 	unsigned n = page_heap_count();
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
@@ -145,12 +158,14 @@ size_t background_tick(uint64_t now, bool all)
 		bool kept;
 		/* Free pages inside spans that keep a live block: of lists whose
 		 * spans sat unchanged for decay_ms, or, for ebb_trim, of every
-		 * list once its batches are back in its spans. */
+		 * list. After the drain in both cases, which the look just before
+		 * it keeps from counting as use of the lists (central_purge.c,
+		 * "When"): the pages of the batches it sends home go back with
+		 * their spans'. */
 		if (!all)
-			work += central_purge_tick(false);
+			central_purge_observe();
 		work += central_drain(!all, &kept);
-		if (all)
-			work += central_purge_tick(true);
+		work += central_purge_tick(all);
 		atomic_store_u32(&bg_drain_kept, kept);
 		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
 			atomic_store_u64(&bg_last_trim_ns, now);
@@ -215,9 +230,16 @@ static uint64_t next_wait(uint64_t now)
 			wait = d;
 	}
 	/* Batches kept by lists in use are drained once those go idle; lists
-	 * whose spans hold free pages are purged once they have been idle. */
-	if ((atomic_load_u32(&bg_drain_kept) || central_purge_pending()) && wait > DRAIN_INTERVAL_NS)
-		wait = DRAIN_INTERVAL_NS;
+	 * whose spans hold free pages are purged once they have been idle.
+	 * Both wait for the next drain tick, due one interval after the last
+	 * one, not after this tick: a tick for decay in between would push it
+	 * back by up to a whole interval. */
+	if (atomic_load_u32(&bg_drain_kept) || central_purge_pending()) {
+		uint64_t since = util_elapsed(now, atomic_load_u64(&bg_last_drain_ns));
+		uint64_t due = since >= DRAIN_INTERVAL_NS ? 0 : DRAIN_INTERVAL_NS - since;
+		if (wait > due)
+			wait = due;
+	}
 	return wait < TICK_MIN_NS ? TICK_MIN_NS : wait;
 }
 
