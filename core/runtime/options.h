@@ -57,7 +57,10 @@ enum option_kind {
 	X(PROF_LEAKS, prof_leaks, OPT_BOOL, 0, 0, 1, NULL,                                        \
 	  "with prof: at exit, report the sampled blocks still live, by stack, on stderr")          \
 	X(PROF_UNWIND, prof_unwind, OPT_CHOICE, 0, 0, 2, "auto|libunwind|libgcc",                 \
-	  "with prof: the stack unwinder (auto: libunwind.so.8 if installed, else libgcc_s)")
+	  "with prof: the stack unwinder (auto: libunwind.so.8 if installed, else libgcc_s)")      \
+	X(PROF_SEED, prof_seed, OPT_INT, 0, 0, (1LL << 62), NULL,                                 \
+	  "with prof: 0 seeds each thread's sampling at random; N fixes the seeds (the same "      \
+	  "sample points every run, for measuring)")
 
 enum option_id {
 #define EBB_OPTION_ENUM_(id, name, kind, def, min, max, choices, doc) OPT_##id,
