@@ -22,7 +22,7 @@
 #define EBB_BIG_ZERO __attribute__((section(".lbss")))
 /* The code that every malloc, free and realloc of a busy program runs (the
  * API's free and realloc bodies, realloc's move to a smaller class, the
- * thread cache's slow paths), gathered by the linker's ".text.hot.*" rule
+ * thread cache's slow paths), gathered by core/api/layout.ld's ".text.hot.*" rule
  * (next to malloc and calloc, core/process/prof.h's PROF_PATCHED) instead of
  * spread over .text by link order. Spread, free, realloc and realloc_shrink
  * fell on the same sets of a 32 KiB 8-way instruction cache (the sets are

@@ -1167,7 +1167,7 @@ static void fmt_bytes(char *buf, size_t cap, double v)
 #define PROF_LEAK_SITES 10
 #define PROF_LEAK_FRAMES 12
 
-static void prof_leak_report(void)
+static EBB_COLD void prof_leak_report(void)
 {
 	char line[512], sym[320], sz[32];
 	prof_site_t *top[PROF_LEAK_SITES];
@@ -1242,7 +1242,7 @@ static void prof_leak_report(void)
 }
 
 /* prof_file's path with %p replaced by the process id, %% by %. */
-static void prof_file_path(char *buf, size_t cap)
+static EBB_COLD void prof_file_path(char *buf, size_t cap)
 {
 	char pattern[OPTIONS_STRING_MAX];
 	options_get_string(OPT_PROF_FILE, pattern, sizeof pattern);

@@ -165,13 +165,13 @@ EBB_INLINE void *prof_tcache_patched(void)
 /* The code prof=1 writes into at start-up (os_code_redirect's entries,
  * prof_tick_patched's subtractions), gathered in one page: each code page
  * written is a copy-on-write fault of the process (3 when these were spread
- * over .text). The linker's default script gathers ".text.hot.*" from every
- * object (api.c's, then cxx_new.cpp's, about 2.9 KiB, with api.c's
- * EBB_HOT_TEXT functions among them, about 0.9 KiB more: core/base/util.h),
- * and api.c aligns the section to a page (PROF_PATCHED_ALIGN). 3.8 KiB of
+ * over .text). core/api/layout.ld puts these sections of every object
+ * first (api.c's, then cxx_new.cpp's, about 2.9 KiB), then the EBB_HOT_TEXT
+ * functions (core/base/util.h), and api.c aligns the section to a page
+ * (PROF_PATCHED_ALIGN). 2.9 KiB of
  * the page's 4 are taken since calloc's variant and api_prof_alloc_mid
- * joined them: code that grows past it costs each process one fault more
- * (prof.own_faults' bound leaves room for it). */
+ * joined them: patched code that grows past it costs each process one
+ * fault more (prof.own_faults' bound leaves room for it). */
 #if defined(__x86_64__) /* the only target that writes code (os_prof.c) */
 #define PROF_PATCHED __attribute__((section(".text.hot.ebb_prof_patched")))
 #define PROF_PATCHED_ALIGN                                                                                 \
