@@ -1935,7 +1935,9 @@ TEST_CASE("a flush alternating between superblocks reads each one's registry slo
 // A block listed twice (after the span, or in place of the next block) or
 // one with a forged mark cuts the fast form: the blocks before it go home
 // as a run, the bad one is reported and dropped, the rest come home, and no
-// block is handed out twice (the forged one never).
+// block is handed out twice (the forged one never). A span not all out (a
+// block of it home already, listed again) takes the run form: the same
+// blocks come home and the same one is reported.
 TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed twice or forged is reported",
 	  "[central]")
 {
@@ -1945,7 +1947,7 @@ TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed
 	REQUIRE(k.pages == 1);
 	REQUIRE(k.blocks == 128); // one window's worth (RELEASE_CHUNK)
 	const unsigned cpu = 12;
-	for (int mode = 0; mode < 4; mode++) {
+	for (int mode = 0; mode < 5; mode++) {
 		std::vector<void *> held, t;
 		span_t *s = nullptr;
 		std::vector<void *> mine = span_out_before_flush(cpu, cls, 1, &held, &s, &t);
@@ -1961,6 +1963,10 @@ TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed
 		} else if (mode == 3) { // mine[100]'s bin mark forged
 			bad = mine[100];
 			((uint64_t *)bad)[1] = 0x4141414141414141ull;
+		} else if (mode == 4) { // mine[5] home already: s is not all out
+			bad = mine[5];
+			flush(cpu, cls, std::vector<void *>{bad});
+			REQUIRE(span_free_count(s) == 1);
 		}
 		v.push_back(t[0]); // the last block: a window of its own
 		uint64_t used = class_stats(cls).used_blocks;
@@ -1969,9 +1975,11 @@ TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed
 		CHECK(report_count() == reports + (mode != 0));
 		uint64_t home = k.blocks + 1 - (mode >= 2);
 		CHECK(class_stats(cls).used_blocks == used - home);
-		if (mode <= 1) {
+		if (mode <= 1 || mode == 4) {
 			CHECK(s->state != SPAN_CENTRAL); // all home: retired
-			CHECK(((void **)mine[7])[0] == nullptr); // no link written
+			// No link written, but where the span was not all out
+			// (the blocks went home as runs).
+			CHECK((((void **)mine[7])[0] == nullptr) == (mode != 4));
 			CHECK(((uint64_t *)mine[7])[1] == freelist_span_mark_of(mine[7], freelist_mark));
 		} else {
 			REQUIRE(s->state == SPAN_CENTRAL);
