@@ -1025,6 +1025,23 @@ static std::vector<void *> one_span_out(unsigned cpu, unsigned cls, std::vector<
 	return {};
 }
 
+// After a drain: one span of cls with every block out on cpu (its blocks,
+// in address order, returned; *s the span; *held every block refilled),
+// `others` blocks of other spans out in *t (s is full), and the transfer
+// stack full, so that the next flush goes to the spans whole.
+static std::vector<void *> span_out_before_flush(unsigned cpu, unsigned cls, unsigned others,
+						  std::vector<void *> *held, span_t **s, std::vector<void *> *t)
+{
+	central_drain(false, nullptr);
+	std::vector<void *> mine = one_span_out(cpu, cls, held);
+	const char *why;
+	REQUIRE(block_lookup(mine[0], s, &why) == cls);
+	*t = refill(cpu, cls, others, false);
+	REQUIRE(t->size() == others);
+	fill_transfer_stack(cpu, cls);
+	return mine;
+}
+
 // A flush goes home under a home's lock held for at most 128 blocks
 // (RELEASE_CHUNK): a run longer than that (a whole span of 16-byte blocks,
 // 256, flushed in one piece while the transfer stack is full) is closed at
@@ -1135,15 +1152,9 @@ TEST_CASE("an overfreed run that ends at a window's end is closed once", "[centr
 	REQUIRE(k.pages == 1);
 	REQUIRE(k.blocks == 128); // a window's worth of blocks (RELEASE_CHUNK)
 	const unsigned cpu = 10;
-	central_drain(false, nullptr);
-	std::vector<void *> held;
-	std::vector<void *> mine = one_span_out(cpu, cls, &held);
+	std::vector<void *> held, t;
 	span_t *s = nullptr;
-	const char *why;
-	REQUIRE(block_lookup(mine[0], &s, &why) == cls);
-	std::vector<void *> t = refill(cpu, cls, 2, false); // of other spans: s is full
-	REQUIRE(t.size() == 2);
-	fill_transfer_stack(cpu, cls); // the flush below goes to the spans whole
+	std::vector<void *> mine = span_out_before_flush(cpu, cls, 2, &held, &s, &t);
 	flush(cpu, cls, std::vector<void *>{mine[0]});
 	((uint64_t *)mine[0])[1] = freelist_mark_of(mine[0], freelist_mark); // freed again, forged
 	// t[0] opens the first run before any window; the window is v[1..128]:
@@ -1649,7 +1660,7 @@ TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it
 
 namespace {
 std::atomic<unsigned> dirty_hook_calls{0};
-bool counting_dirty_hook()
+bool counting_dirty_hook(uint64_t)
 {
 	dirty_hook_calls++;
 	return true; // as if a background thread decays: nothing in line
@@ -1914,5 +1925,92 @@ TEST_CASE("a flush alternating between superblocks reads each one's registry slo
 	CHECK(report_count() == reports + 2);
 	CHECK(class_stats(cls).used_blocks == used - got.size());
 	central_drain(false, nullptr);
+	unit_option("on_error", "abort");
+}
+
+// A window that opens with a whole one-page span in address order, every
+// block of it out (a reverse-order flush of a batch carved in order), is
+// taken without a link written (release_whole_span): each block's mark is
+// tested and turned into its span mark once, and the span leaves at once.
+// A block listed twice (after the span, or in place of the next block) or
+// one with a forged mark cuts the fast form: the blocks before it go home
+// as a run, the bad one is reported and dropped, the rest come home, and no
+// block is handed out twice (the forged one never). A span not all out (a
+// block of it home already, listed again) takes the run form: the same
+// blocks come home and the same one is reported.
+TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed twice or forged is reported",
+	  "[central]")
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(32);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks == 128); // one window's worth (RELEASE_CHUNK)
+	const unsigned cpu = 12;
+	for (int mode = 0; mode < 5; mode++) {
+		std::vector<void *> held, t;
+		span_t *s = nullptr;
+		std::vector<void *> mine = span_out_before_flush(cpu, cls, 1, &held, &s, &t);
+		std::vector<void *> v = mine;
+		void *bad = nullptr, *missing = nullptr;
+		if (mode == 1) { // mine[5] listed again after the span
+			bad = mine[5];
+			v.push_back(bad);
+		} else if (mode == 2) { // mine[63] in place of mine[64], which stays out
+			bad = mine[63];
+			missing = mine[64];
+			v[64] = bad;
+		} else if (mode == 3) { // mine[100]'s bin mark forged
+			bad = mine[100];
+			((uint64_t *)bad)[1] = 0x4141414141414141ull;
+		} else if (mode == 4) { // mine[5] home already: s is not all out
+			bad = mine[5];
+			flush(cpu, cls, std::vector<void *>{bad});
+			REQUIRE(span_free_count(s) == 1);
+		}
+		v.push_back(t[0]); // the last block: a window of its own
+		uint64_t used = class_stats(cls).used_blocks;
+		uint64_t reports = report_count();
+		flush(cpu, cls, v);
+		CHECK(report_count() == reports + (mode != 0));
+		uint64_t home = k.blocks + 1 - (mode >= 2);
+		CHECK(class_stats(cls).used_blocks == used - home);
+		if (mode <= 1 || mode == 4) {
+			CHECK(s->state != SPAN_CENTRAL); // all home: retired
+			// No link written, but where the span was not all out
+			// (the blocks went home as runs).
+			CHECK((((void **)mine[7])[0] == nullptr) == (mode != 4));
+			CHECK(((uint64_t *)mine[7])[1] == freelist_span_mark_of(mine[7], freelist_mark));
+		} else {
+			REQUIRE(s->state == SPAN_CENTRAL);
+			const size_t back_n = (size_t)k.blocks - 1;
+			CHECK(span_free_count(s) == back_n);
+			if (mode == 3)
+				CHECK(((uint64_t *)bad)[1] == 0x4141414141414141ull);
+			// Every block on s's list is handed out once; the forged
+			// one and the one still out never.
+			std::set<void *> out;
+			while (out.size() < back_n) {
+				std::vector<void *> b = refill(cpu, cls, 1, false);
+				REQUIRE(b.size() == 1);
+				REQUIRE(out.insert(b[0]).second);
+				REQUIRE(b[0] != missing);
+				if (mode == 3)
+					REQUIRE(b[0] != bad);
+			}
+			CHECK(span_free_count(s) == 0);
+			std::vector<void *> back(out.begin(), out.end());
+			if (missing)
+				back.push_back(missing);
+			flush_to_spans(cls, back);
+			if (mode == 2)
+				CHECK(s->state != SPAN_CENTRAL); // all home
+			else
+				CHECK(s->used == 1); // the forged block, dropped, stays counted out
+		}
+		CHECK(report_count() == reports + (mode != 0));
+		flush_to_spans(cls, blocks_not_in(held, mine));
+		central_drain(false, nullptr);
+	}
 	unit_option("on_error", "abort");
 }

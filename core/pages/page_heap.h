@@ -153,11 +153,13 @@ uint64_t page_heap_next_due(page_heap_t *h, uint64_t now);
 void page_heap_decay_interval_changed(uint64_t now);
 
 /* Who decays dirty pages after a free. The process layer above registers its
- * background thread's hook at start-up; the hook returns true when a
+ * background thread's hook at start-up; it gets the caller's clock reading
+ * (os_now_ns, taken for the free), so that it need not read the clock
+ * again. The hook returns true when a
  * background thread runs and will decay (it wakes it early if the dirty
  * budget is overrun), false when the freeing thread must decay in line. No
  * hook (before start-up ends): in line. Any thread; set once. */
-typedef bool (*page_heap_dirty_hook_t)(void);
+typedef bool (*page_heap_dirty_hook_t)(uint64_t now);
 void page_heap_set_dirty_hook(page_heap_dirty_hook_t hook);
 /* Holds (hold true) or lets go the calling thread's frees' call of the hook,
  * nested. While held, a free into a page heap on this thread calls no hook

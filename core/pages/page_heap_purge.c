@@ -54,7 +54,7 @@ void page_heap_maybe_decay(page_heap_t *h, uint64_t now)
 	if (page_heap_hook_held != 0)
 		return;
 	page_heap_dirty_hook_t hook = __atomic_load_n(&page_heap_dirty_hook, __ATOMIC_ACQUIRE);
-	if (hook != NULL && hook())
+	if (hook != NULL && hook(now))
 		return;
 	long long ms = options_get(OPT_DECAY_MS);
 	uint64_t epoch = ms < 0 ? UINT64_MAX : (uint64_t)ms * (1000000ull / EBB_DECAY_EPOCHS);

@@ -357,9 +357,11 @@ void background_enable(void)
 	atomic_store_u32_release(&bg_enabled, 1);
 }
 
-bool background_on_dirty(void)
+static void maybe_start_at(uint64_t now);
+
+bool background_on_dirty(uint64_t now)
 {
-	background_maybe_start();
+	maybe_start_at(now);
 	if (!background_running())
 		return false;
 	/* Lossy on a race between two freeing threads, and that is fine: the
@@ -380,16 +382,19 @@ bool background_on_dirty(void)
  * does not run another. */
 static uint64_t bg_solo_tick_ns;
 
-static void solo_tick(void)
+static void solo_tick(uint64_t now)
 {
-	uint64_t now = os_now_ns();
 	uint64_t last = atomic_load_u64(&bg_solo_tick_ns);
 	if (util_elapsed(now, last) < DRAIN_INTERVAL_NS || !atomic_cas_u64_value(&bg_solo_tick_ns, &last, now))
 		return;
 	background_tick(now, false);
 }
 
-void background_maybe_start(void)
+/* now: the caller's os_now_ns reading, or 0 if it has none (read here when
+ * needed). The page heap's hook has one: a flush that empties spans gives
+ * them back with one clock read, not two (bench/fastpath's reverse batch,
+ * single-threaded, reaches solo_tick at every span list freed). */
+static void maybe_start_at(uint64_t now)
 {
 	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
 		return;
@@ -398,7 +403,7 @@ void background_maybe_start(void)
 	/* No background thread (turned off, or not started yet): timeline rows
 	 * come from here, the slow paths' hook. */
 	if (timeline_enabled())
-		timeline_poll(os_now_ns());
+		timeline_poll(now != 0 ? now : (now = os_now_ns()));
 	if (!options_get(OPT_BACKGROUND_THREAD))
 		return;
 	/* Only when there is work for it: pages for decay to purge, or rows
@@ -409,10 +414,11 @@ void background_maybe_start(void)
 	if ((dirty == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline)
 		return;
 	if (!timeline && !background_solo_wants_thread(os_single_threaded(), dirty)) {
-		solo_tick();
+		solo_tick(now != 0 ? now : os_now_ns());
 		return;
 	}
-	uint64_t now = os_now_ns();
+	if (now == 0)
+		now = os_now_ns();
 	uint64_t failed = atomic_load_u64(&bg_failed_ns);
 	if (failed && util_elapsed(now, failed) < TICK_MAX_NS)
 		return;
@@ -426,6 +432,11 @@ void background_maybe_start(void)
 		atomic_store_u64(&bg_failed_ns, now);
 		atomic_store_u32(&bg_state, BG_OFF);
 	}
+}
+
+void background_maybe_start(void)
+{
+	maybe_start_at(0);
 }
 
 void background_kick(void)

@@ -47,10 +47,11 @@ bool background_solo_wants_thread(bool single_threaded, size_t dirty_pages);
 /* Starts the thread if the option asks for it and it is not running; cheap
  * when there is nothing to do. Call with no allocator lock held. */
 void background_maybe_start(void);
-/* The page heap's dirty hook (page_heap_set_dirty_hook): starts the thread
+/* The page heap's dirty hook (page_heap_set_dirty_hook; now: the caller's
+ * os_now_ns reading): starts the thread
  * if there is work for it; true if it runs (and was kicked if the dirty
  * budget is overrun), false if the caller must decay in line. */
-bool background_on_dirty(void);
+bool background_on_dirty(uint64_t now);
 /* Called once by start-up after the allocator works: until then no thread is
  * started and no timeline row is written from the slow paths. */
 void background_enable(void);
