@@ -1445,6 +1445,18 @@ TEST_CASE("a flush that lends the slot after its blocks: every count, bad last b
 // class) on cpu, a batch at a time, or one block less with below_batch;
 // then fills cpu's transfer stack (flushes go to the spans). Returns the
 // blocks in address order.
+// got cut where the page changes: each run of blocks in a row on one page.
+static std::vector<std::vector<void *>> runs_by_page(const std::vector<void *> &got)
+{
+	std::vector<std::vector<void *>> runs;
+	for (void *b : got) {
+		if (runs.empty() || ((uintptr_t)b >> EBB_PAGE_SHIFT) != ((uintptr_t)runs.back()[0] >> EBB_PAGE_SHIFT))
+			runs.emplace_back();
+		runs.back().push_back(b);
+	}
+	return runs;
+}
+
 static std::vector<void *> refill_eight_spans_of_32(unsigned cpu, bool below_batch)
 {
 	warn_without_timers();
@@ -1478,12 +1490,7 @@ TEST_CASE("a flush of one-block runs: a block listed twice and a forged one are 
 	unsigned cls = size_class_of(32);
 	const size_class_t &k = size_classes[cls];
 	// Round-robin over the pages the blocks lie on.
-	std::vector<std::vector<void *>> pages;
-	for (void *b : got) {
-		if (pages.empty() || ((uintptr_t)b >> EBB_PAGE_SHIFT) != ((uintptr_t)pages.back()[0] >> EBB_PAGE_SHIFT))
-			pages.emplace_back();
-		pages.back().push_back(b);
-	}
+	std::vector<std::vector<void *>> pages = runs_by_page(got);
 	REQUIRE(pages.size() >= 4);
 	std::vector<void *> v;
 	for (size_t i = 0; v.size() < got.size(); i++)
@@ -1538,13 +1545,8 @@ TEST_CASE("a flush taken block by block, runs within it: every block home once, 
 	unsigned cls = size_class_of(32);
 	const size_class_t &k = size_classes[cls];
 	std::vector<std::vector<void *>> pages, partial;
-	for (size_t i = 0; i < got.size();) {
-		size_t j = i;
-		while (j < got.size() && ((uintptr_t)got[j] >> EBB_PAGE_SHIFT) == ((uintptr_t)got[i] >> EBB_PAGE_SHIFT))
-			j++;
-		(j - i == k.blocks ? pages : partial).emplace_back(got.begin() + i, got.begin() + j);
-		i = j;
-	}
+	for (auto &run : runs_by_page(got))
+		(run.size() == k.blocks ? pages : partial).push_back(run);
 	REQUIRE(pages.size() >= 5);
 	std::vector<void *> all, last;
 	for (auto &p : pages) {
