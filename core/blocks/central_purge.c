@@ -350,11 +350,12 @@ static size_t list_purge(central_t *c, bool lazy, uint64_t *seen)
 void central_purge_observe(void)
 {
 	uint32_t idle = 0;
-	if (purge_lists == NULL ||
-	    !__atomic_compare_exchange_n(&purge_busy, &idle, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-		return; /* before the first pass, or during ebb_trim's: the pass looks alone */
+	if (!__atomic_compare_exchange_n(&purge_busy, &idle, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+		return; /* during a pass (ebb_trim's): the pass looks alone */
+	/* Read with purge_busy held: the first pass sets it up under the same
+	 * flag (before it, there is nothing to look at). */
 	uint64_t now_ns = os_now_ns();
-	for (unsigned i = 0, count = central_list_count(); i < count; i++) {
+	for (unsigned i = 0, count = purge_lists != NULL ? central_list_count() : 0; i < count; i++) {
 		central_t *c = central_list_at(i);
 		if (c == NULL || c->cls == 0 || !class_purgeable(&size_classes[c->cls]))
 			continue;
