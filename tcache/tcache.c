@@ -384,7 +384,7 @@ static void publish(tcache_t *tc)
 {
 	uint64_t bytes = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
-		bytes += (uint64_t)bin_count(tc, c) * size_classes[c].size;
+		bytes += (uint64_t)bin_count(tc, c) * tc->size[c];
 	atomic_store_u64(&tc->published, bytes);
 }
 
@@ -600,7 +600,7 @@ static tcache_t *tcache_create(void)
 	lock_release(&tcache_list_lock);
 	void **slots = tc ? tc->slots : NULL;
 	if (tc == NULL) {
-		/* One mapping, the cache first (page aligned: its 4.8 KiB on two
+		/* One mapping, the cache first (page aligned: its 5.5 KiB on two
 		 * pages, not three) and the slots right after it, so that class
 		 * 0's slot, written here, and the first bins' slots share the
 		 * cache's second page (a process that allocates once touches 3
@@ -626,6 +626,7 @@ static tcache_t *tcache_create(void)
 		tc->top[c] = tc->empty[c] = tc->full[c] = at;
 		tc->mul[c] = size_classes[c].block_mul;
 		tc->limit[c] = size_classes[c].block_limit;
+		tc->size[c] = size_classes[c].size;
 	}
 	for (size_t size = 0; size <= TCACHE_DIRECT_MAX; size++)
 		tc->class_of[size] = (uint8_t)size_class_of(size);

@@ -83,6 +83,7 @@ typedef struct tcache {
 	void *idle_slot;                    /* holds the sentinel: top/empty/full of every bin never used */
 	uint64_t sentinel_word;             /* the sentinel's mark word (see above) */
 	uint32_t max[EBB_NUM_CLASSES];      /* current bound */
+	uint32_t size[EBB_NUM_CLASSES];     /* size_classes[c].size: publish's sum reads 5 lines, not 45 */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim; 1 on a full flush */
 	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
 	uint16_t cap[EBB_NUM_CLASSES];      /* slots of the bin's region (0: on the idle slot); max <= cap */
