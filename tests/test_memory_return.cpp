@@ -334,6 +334,56 @@ TEST_CASE("a thread that frees what it used and exits gives it back at its exit"
 	CHECK(after <= rss0 + 2 * MiB);
 }
 
+TEST_CASE("an exit that winds the heaps down leaves their purge to the background thread, which does it at once",
+	  "[memory]")
+{
+	// bench/large's end: its worker frees 140 MiB of large blocks and exits,
+	// and the join, inside the timer, waited for the exit to purge them
+	// (10-60 ms). With the background thread running the exit hands the
+	// purge to it instead. Handed over, it must not be lost: decay_ms is a
+	// minute here, so only that purge can give the pages back within a
+	// second.
+	REQUIRE(ebb_option_set("decay_ms", "60000") == 0);
+	REQUIRE(ebb_option_set("dirty_max", "1G") == 0);
+	ebb_trim();
+	// At most one exit in 100 ms acts (background.c).
+	std::this_thread::sleep_for(std::chrono::milliseconds(120));
+	ebb_stats_t st;
+	ebb_stats_get(&st);
+	uint64_t purged0 = st.bytes_purged;
+	size_t rss0 = rss_bytes(), during = 0;
+	std::thread worker([&] {
+		std::vector<void *> v;
+		for (int i = 0; i < 32; i++) {
+			v.push_back(ebb_malloc(MiB + (size_t)i * 8192));
+			REQUIRE(v.back() != nullptr);
+			memset(v.back(), 3, MiB);
+		}
+		during = rss_bytes();
+		for (void *p : v)
+			ebb_free(p);
+	});
+	worker.join();
+	// The thread counts its purge once the kernel has returned: poll both.
+	size_t last = 0;
+	double t0 = now_ms(), took = -1;
+	do {
+		last = rss_bytes();
+		ebb_stats_get(&st);
+		if (last <= rss0 + 4 * MiB && st.bytes_purged >= purged0 + 24 * MiB) {
+			took = now_ms() - t0;
+			break;
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	} while (now_ms() - t0 < 1000);
+	WARN("RSS " << rss0 / 1024 << " KiB, " << during / 1024 << " KiB with the blocks, " << last / 1024
+		    << " KiB " << took << " ms after the join");
+	ebb_option_set("decay_ms", "500");
+	ebb_option_set("dirty_max", "25%");
+	CHECK(during > rss0 + 24 * MiB);
+	CHECK(took >= 0);
+}
+
 TEST_CASE("a thread that exits while the program holds its data purges nothing", "[memory]")
 {
 	// The other side of the rule: a thread's exit sends its transfer batches

@@ -28,6 +28,7 @@ static uint32_t bg_drain_kept;    /* the last drain left batches in lists in use
 static uint64_t bg_trim_epoch;
 static uint64_t bg_frees;         /* dirty hook calls while the thread runs (a free into a
 				   * page heap); a change tells a burst of frees goes on */
+static uint32_t bg_wind_down;     /* an exit found the heaps wound down: purge them all */
 
 /* Bounds of the sleep between ticks. */
 #define TICK_MIN_NS 1000000ull       /* 1 ms */
@@ -215,8 +216,32 @@ void background_thread_exited(uint64_t now, uint64_t threads_left)
 	if (!atomic_cas_u64_value(&bg_last_exit_ns, &last, now))
 		return;
 	central_drain(false, NULL);
-	if (options_get(OPT_DECAY_MS) >= 0 && page_heap_wound_down())
-		decay_heaps(now, true);
+	if (options_get(OPT_DECAY_MS) < 0 || !page_heap_wound_down())
+		return;
+	/* The purge (10-60 ms for bench/large's 140 MiB) goes to the thread
+	 * when one runs, so that the exiting thread, which a join waits for,
+	 * does not pay it; the pages come back as soon as the thread wakes,
+	 * before a program that goes on after the join touches much. A program
+	 * that exits right after the join leaves them to the kernel, as
+	 * tcmalloc does with all of its pages. Without the thread the exit
+	 * purges them itself. */
+	if (background_running()) {
+		atomic_store_u32(&bg_wind_down, 1);
+		background_kick();
+		return;
+	}
+	decay_heaps(now, true);
+}
+
+/* The purge an exit handed over (background_thread_exited), if the heaps are
+ * still wound down: a program that allocated again in between keeps them. */
+static size_t bg_wind_down_purge(uint64_t now)
+{
+	if (atomic_load_u32(&bg_wind_down) == 0 || !atomic_cas_u32(&bg_wind_down, 1, 0))
+		return 0;
+	if (options_get(OPT_DECAY_MS) < 0 || !page_heap_wound_down())
+		return 0;
+	return decay_heaps(now, true);
 }
 
 static uint64_t next_wait(uint64_t now)
@@ -321,7 +346,8 @@ static void *background_main(void *arg)
 		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
 		decay_clock_tick(now, util_elapsed(all.cpu_ns, self.cpu_ns), util_elapsed(all.preempted, self.preempted),
 				 page_heap_reuse_pages() > 0);
-		size_t work = background_tick(now, false);
+		size_t work = bg_wind_down_purge(now);
+		work += background_tick(now, false);
 		timeline_poll(os_now_ns());
 		if (work != 0 || !bg_quiet())
 			busy_ns = now;
@@ -492,6 +518,7 @@ void background_postfork_child(void)
 	os_event_init();
 	atomic_store_u32(&bg_state, BG_OFF);
 	atomic_store_u32(&bg_kicked, 0);
+	atomic_store_u32(&bg_wind_down, 0);
 	atomic_store_u32(&bg_tid, 0);
 	atomic_store_u32(&bg_left_tid, 0);
 	atomic_store_u64(&bg_failed_ns, 0);

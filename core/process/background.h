@@ -70,7 +70,9 @@ size_t background_tick(uint64_t now, bool all);
  * leaves threads_left caches in use. When that is at most one, and no exit
  * did this in the last 100 ms: sends every transfer batch to its spans and,
  * if that leaves the heaps wound down (page_heap_wound_down) and decay_ms is
- * not -1, purges every dirty run at once. Call with no allocator lock held. */
+ * not -1, has every dirty run purged at once: by the background thread when
+ * it runs (woken for it; it purges if the heaps are still wound down), else
+ * here. Call with no allocator lock held. */
 void background_thread_exited(uint64_t now, uint64_t threads_left);
 /* Raised about once a second while the thread runs (and by ebb_trim): each
  * thread cache trims its bins at its next slow path when it sees a new value. */
