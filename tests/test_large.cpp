@@ -643,3 +643,63 @@ TEST_CASE_METHOD(large_fixture, "cached huge blocks are handed out once: live bl
 		free(b.p);
 	page_heap_release(page_heap_get(0), os_fake_now(), true);
 }
+
+namespace {
+std::atomic<int> mark_hook_calls;
+void *mark_hook_p;
+bool mark_hook_keep;
+bool mark_hook(void *p, span_t *)
+{
+	mark_hook_calls++;
+	mark_hook_p = p;
+	return mark_hook_keep;
+}
+} // namespace
+
+// The heap profiler's sampled mark (span.h: u.large.sampled), which
+// large_free_checked tests before it calls the profiler's hook: a page run
+// comes out of the page heap unmarked, a free of an unmarked run never
+// calls the hook, a marked one's does (and a hook that takes the block
+// leaves it allocated), and a pointer into a marked block that is not its
+// start is reported before the mark is looked at.
+TEST_CASE_METHOD(large_fixture, "the sampled mark: only a marked page run's free reaches the free hook", "[large]")
+{
+	mark_hook_calls = 0;
+	large_set_free_hook(mark_hook);
+	char *a = (char *)alloc(8 * PAGE);
+	char *b = (char *)alloc(8 * PAGE);
+	CHECK(span_of(a)->u.large.sampled == 0);
+	CHECK(span_of(b)->u.large.sampled == 0);
+	free(b);
+	CHECK(mark_hook_calls == 0);
+
+	span_of(a)->u.large.sampled = 1;
+	auto forged = apitest::run_child([a] {
+		large_free_checked(a + PAGE, "free"); // on_error=abort: reported before the hook
+		return mark_hook_calls.load() == 0 ? 3 : 4;
+	});
+	CHECK(forged.signal == SIGABRT);
+	CHECK(forged.err == apitest::bad_pointer_line("free", a + PAGE, "not the start of a block"));
+
+	mark_hook_keep = true; // the hook takes it: the run stays allocated
+	free(a);
+	CHECK(mark_hook_calls == 1);
+	CHECK(mark_hook_p == a);
+	CHECK(large_why_bad(a, true) == nullptr);
+
+	mark_hook_keep = false; // the hook lets go (and clears the mark, as prof_unlink does)
+	span_of(a)->u.large.sampled = 0;
+	free(a);
+	CHECK(mark_hook_calls == 1);
+	CHECK(large_why_bad(a, true) != nullptr);
+
+	// The same pages handed out again: unmarked (alloc_count zeroes the union).
+	b = (char *)alloc(8 * PAGE); // b's or a's run, freed above
+	char *c = (char *)alloc(8 * PAGE);
+	CHECK(span_of(b)->u.large.sampled == 0);
+	CHECK(span_of(c)->u.large.sampled == 0);
+	free(b);
+	free(c);
+	CHECK(mark_hook_calls == 1);
+	large_set_free_hook(nullptr);
+}

@@ -34,18 +34,15 @@ void large_set_ext_reason(large_span_reason_t reason);
  * to give back (p starts the LARGE span s; checked already): true if the
  * profiler took p (a sample block it keeps, or reported), and free must
  * leave it. Registered at start-up only with prof on (core/process/prof.c,
- * above this file): otherwise the free of a page run pays one load. It
- * comes with its filter of 2^LARGE_HOOK_FILTER_BITS counters, one per
- * large_page_slot: large_free_checked calls the hook only for a p whose
- * counter is not 0 (no live sample starts on a page of that slot), so that
- * the free of a page run that is not sampled (most of them) pays a hash and
- * a load in line, not a call through the pointer (bench aligned 64B-2M,
- * 9 000 page-run frees in 15 000 operations: about 17 instructions a free
- * with the test in the hook, where gcc also saved registers around the
- * call). */
+ * above this file); it is called only for a span whose sampled mark (span.h: u.large.sampled,
+ * set and cleared by the profiler) is set, so that the free of a page run
+ * that is not sampled (most of them) tests a byte of the descriptor it
+ * loaded already (bench aligned 64B-2M, 9 000 page-run frees in 15 000
+ * operations: about 17 instructions a free with the test in the hook,
+ * where gcc also saved registers around the call; 9 with a hashed filter
+ * of counters; 2 with the mark). */
 typedef bool (*large_free_hook_t)(void *p, span_t *s);
-#define LARGE_HOOK_FILTER_BITS 15
-void large_set_free_hook(large_free_hook_t hook, const uint8_t *filter);
+void large_set_free_hook(large_free_hook_t hook);
 
 /* Page p's counter in a filter of 2^bits: the page number's low bits, xored
  * with the bits above a 2 MiB unit. The low bits alone put every block

@@ -115,6 +115,20 @@ typedef struct span {
 			struct ebb_arena *arena; /* immutable while ARENA */
 			uint8_t block;           /* one block of its own, not a bump chunk */
 		} arena;
+		struct { /* LARGE */
+			/* u.free's words, as the page heap left them: never
+			 * read as LARGE. sampled sits past them, where only
+			 * u.central.given_back (and alloc_count's zeroing of
+			 * the union) writes, so a page run comes out of the
+			 * page heap with it 0. */
+			uint64_t stale[3];
+			uint8_t sampled; /* listed in the heap profiler's sample table
+					  * (core/process/prof.c): large_free_checked's
+					  * test. Written by the block's owner under the
+					  * profiler's lock, read by free with no lock;
+					  * a stray 1 (a huge block cut from a run that
+					  * was CENTRAL) only costs the hook's lookup */
+		} large;
 		struct { /* POOL */
 			void *free_head;         /* freed objects, encoded links, EBB_LIST_END */
 			struct ebb_pool *pool;   /* immutable while POOL */
@@ -139,6 +153,10 @@ typedef struct span {
 #ifndef __cplusplus
 _Static_assert(sizeof(span_t) == 64, "one descriptor per cache line: spans owned by "
 	       "different CPUs never share a line");
+_Static_assert(offsetof(span_t, u.large.sampled) >= sizeof(((span_t *)0)->u.free) + offsetof(span_t, u) &&
+		       offsetof(span_t, u.large.sampled) >= offsetof(span_t, u.pool.bump) + sizeof(uint32_t) &&
+		       offsetof(span_t, u.large.sampled) > offsetof(span_t, u.arena.block),
+	       "a LARGE span's sampled mark shares no byte with a free, arena or pool span's fields");
 #endif
 
 /* End of the lists linked through free blocks (span free lists, pool free

@@ -364,7 +364,7 @@ static bool prof_setup(void)
 		 * the first sample (prof_tables_make). */
 		__atomic_store_n(&prof_kept_filter, (uint8_t *)prof_kept_none, __ATOMIC_RELEASE);
 		/* Before prof_on: before any sample can be made (and freed). */
-		large_set_free_hook(prof_free_hook, prof_filter);
+		large_set_free_hook(prof_free_hook);
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
@@ -544,6 +544,26 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 
 static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes);
 
+/* Sets or clears the sampled mark (span.h) of the page run or huge block
+ * p starts; span: its descriptor, or NULL to look it up. The mark is set
+ * exactly while p is listed (a live or a kept sample): free calls the hook
+ * only then. Caller holds prof_lock and owns p (nobody frees it
+ * meanwhile). */
+static void prof_mark(const void *p, span_t *span, uint8_t on)
+{
+	/* p is a block start the profiler trusts (from large_alloc, or its
+	 * table), not a pointer from the program: its descriptor is found
+	 * without superblock_span_lookup's checks (a huge block's header check
+	 * was most of the lookup: about 60 instructions a sample in bench
+	 * aligned 64B-2M, where most samples are huge blocks). */
+	if (span == NULL) {
+		superblock_t *sb = superblock_of(p);
+		span = registry_get(p) == REG_HUGE ? &((superblock_t *)((uintptr_t)sb - EBB_SB_SIZE))->spans[0]
+						   : superblock_span_at(sb, superblock_page_index(p));
+	}
+	__atomic_store_n(&span->u.large.sampled, on, __ATOMIC_RELAXED);
+}
+
 /* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
 static EBB_NOINLINE void prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
@@ -582,10 +602,11 @@ static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size,
 	uint8_t v = prof_filter_raise_read(f);
 	if (v != 0 && v != 255)
 		__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
+	prof_mark(p, NULL, 1);
 }
 
 static prof_sample_t **prof_find(const void *p);
-static void prof_unlist(prof_sample_t **at);
+EBB_INLINE void prof_unlist(prof_sample_t **at, span_t *span);
 
 /* Stacks known again without a walk (os_unwind_replay): a slot per
  * (entry point's caller's return address, its CFA) hash, holding what the
@@ -737,11 +758,13 @@ static prof_sample_t **prof_find(const void *p)
 }
 
 /* Takes the entry *at out of the table, and returns it; the caller
- * relists it or puts it on the free list. Caller holds prof_lock. */
-static prof_sample_t *prof_unlink(prof_sample_t **at)
+ * relists it or puts it on the free list. span: the block's descriptor, or
+ * NULL (prof_mark). Caller holds prof_lock. */
+EBB_INLINE prof_sample_t *prof_unlink(prof_sample_t **at, span_t *span)
 {
 	prof_sample_t *s = *at;
 	*at = s->next;
+	prof_mark(s->addr, span, 0);
 	uint8_t *f = &prof_filter[large_page_slot(s->addr, PROF_FILTER_BITS)];
 	if (*f != 255)
 		__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
@@ -753,9 +776,9 @@ static prof_sample_t *prof_unlink(prof_sample_t **at)
 }
 
 /* Takes the entry *at out of the table for good. */
-static void prof_unlist(prof_sample_t **at)
+EBB_INLINE void prof_unlist(prof_sample_t **at, span_t *span)
 {
-	prof_sample_t *s = prof_unlink(at);
+	prof_sample_t *s = prof_unlink(at, span);
 	s->next = prof_free_samples;
 	prof_free_samples = s;
 }
@@ -775,11 +798,11 @@ static void prof_unkeep(void *p)
 /* p, sampled and freed already, is freed or reallocated again: reported;
  * if on_error=warn returns, the profiler lets go of p (keeps it no more),
  * so that whatever the caller does next, p is not handed out twice. */
-static void prof_kept_again(prof_sample_t **at, const char *func)
+static void prof_kept_again(prof_sample_t **at, span_t *span, const char *func)
 {
 	void *p = (*at)->addr;
 	prof_unkeep(p);
-	prof_unlist(at);
+	prof_unlist(at, span);
 	prof_unlock();
 	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
 }
@@ -896,7 +919,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			c->alloc_n++;
 			c->alloc_bytes += size;
 		} else {
-			prof_unlist(prof_find(p)); /* a plain page run now, unsampled */
+			prof_unlist(prof_find(p), NULL); /* a plain page run now, unsampled */
 		}
 	}
 	prof_unlock();
@@ -961,15 +984,14 @@ void prof_realloc_check(void *p)
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at != NULL && (*at)->count == NULL) {
-		prof_kept_again(at, "realloc");
+		prof_kept_again(at, NULL, "realloc");
 		return;
 	}
 	prof_unlock();
 }
 
 /* large_free_checked's hook (core/pages/large.h): the frees of page runs
- * and huge blocks whose counter in prof_filter (the hook's filter) is not
- * 0, and nothing else (a sample block is a page run: the small-block fast
+ * and huge blocks whose span has the sampled mark, and nothing else (a sample block is a page run: the small-block fast
  * path never sees one). */
 static bool prof_free_hook(void *p, span_t *span)
 {
@@ -981,7 +1003,7 @@ static bool prof_free_hook(void *p, span_t *span)
 	}
 	prof_count_t *c = (*at)->count;
 	if (c == NULL) {
-		prof_kept_again(at, "free");
+		prof_kept_again(at, span, "free");
 		return true; /* on_error=warn: p is left alone */
 	}
 	if (!span->huge && span->npages == PROF_KEEP_PAGES && prof_kept_n < PROF_KEEP) {
@@ -993,7 +1015,7 @@ static bool prof_free_hook(void *p, span_t *span)
 		prof_unlock();
 		return true;
 	}
-	prof_unlist(at);
+	prof_unlist(at, span);
 	prof_unlock();
 	return false;
 }
@@ -1005,7 +1027,7 @@ void *prof_resize_begin(void *p)
 		return NULL;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
-	prof_sample_t *s = at != NULL && (*at)->count != NULL ? prof_unlink(at) : NULL;
+	prof_sample_t *s = at != NULL && (*at)->count != NULL ? prof_unlink(at, NULL) : NULL;
 	prof_unlock();
 	return s;
 }

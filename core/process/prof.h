@@ -48,14 +48,16 @@ extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 extern bool prof_on;
 
 /* A filter of the live sampled blocks, lock-free to read: a counter per
- * hash of a page address (large_page_slot, core/pages/large.h: this is the
- * page-run free hook's filter), raised and lowered under the
- * profiler's lock as samples come and go; one that reaches 255 stays there.
- * 0 means no live sample starts on that page: a realloc or free of a page
- * run that is not sampled (most of them) costs a hash and a load instead of
- * the span lookup and the lock. Readers may read it without a lock: a block
- * reaches the program after its sample was counted here. */
-#define PROF_FILTER_BITS LARGE_HOOK_FILTER_BITS
+ * hash of a page address (large_page_slot, core/pages/large.h), raised and
+ * lowered under the profiler's lock as samples come and go; one that
+ * reaches 255 stays there. 0 means no live sample starts on that page: a
+ * realloc of a page run that is not sampled (most of them) costs a hash
+ * and a load instead of the span lookup and the lock. Readers may read it
+ * without a lock: a block reaches the program after its sample was counted
+ * here. (Free tests the span's sampled mark instead, span.h: it has the
+ * descriptor loaded already; both are kept by prof_relist and
+ * prof_unlink.) */
+#define PROF_FILTER_BITS 15
 extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
 
 /* false: p is not a live sampled block. */
