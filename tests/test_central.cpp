@@ -1025,6 +1025,20 @@ static std::vector<void *> one_span_out(unsigned cpu, unsigned cls, std::vector<
 	return {};
 }
 
+// Refills one block at a time until n are out: none twice, never `a` or `b`.
+static std::vector<void *> refill_each_once(unsigned cpu, unsigned cls, size_t n, const void *a, const void *b)
+{
+	std::set<void *> out;
+	while (out.size() < n) {
+		std::vector<void *> got = refill(cpu, cls, 1, false);
+		REQUIRE(got.size() == 1);
+		REQUIRE(out.insert(got[0]).second);
+		REQUIRE(got[0] != a);
+		REQUIRE(got[0] != b);
+	}
+	return std::vector<void *>(out.begin(), out.end());
+}
+
 // After a drain: one span of cls with every block out on cpu (its blocks,
 // in address order, returned; *s the span; *held every block refilled),
 // `others` blocks of other spans out in *t (s is full), and the transfer
@@ -1848,86 +1862,93 @@ TEST_CASE("a bad block met by either copy of the unrolled return, in a run or op
 }
 
 // A flush over a large working set meets another superblock at nearly every
-// block; a one-page class's return reads the new one's registry slot inside
-// its fast loop (release_fast_in). Blocks of two superblocks alternating,
-// with an address in no superblock of ours (a static array) and a block
-// whose mark was overwritten right after a switch: both reported, every
-// other block comes home once (the counts balance), and a refill of them
-// all hands none out twice.
+// block; the return reads the new one's registry slot inside its fast loop
+// (release_fast_in), for a one-page class and one of several pages alike.
+// Blocks of two superblocks alternating one by one (the scatter form: four
+// blocks of four spans open the window) or two by two (the run form), with
+// an address in no superblock of ours (a static array) and a block whose
+// mark was overwritten right after a switch: both reported, every other
+// block comes home once (the counts balance), and a refill of them all
+// hands none out twice.
 TEST_CASE("a flush alternating between superblocks reads each one's registry slot, and reports an address in none",
 	  "[central]")
 {
-	warn_without_timers();
-	unsigned cls = size_class_of(512);
-	const size_class_t &k = size_classes[cls];
-	REQUIRE(k.pages == 1);
-	const unsigned cpu = 14;
-	central_drain(false, nullptr);
-	std::vector<void *> got;
-	std::vector<std::vector<void *>> by_sb;
-	std::vector<uintptr_t> sbs;
-	while (sbs.size() < 2 || by_sb[0].size() < 40 || by_sb[1].size() < 40) {
-		REQUIRE(got.size() < 100000);
-		std::vector<void *> b = refill(cpu, cls, k.batch, false);
-		REQUIRE(!b.empty());
-		for (void *p : b) {
-			got.push_back(p);
-			uintptr_t sb = (uintptr_t)superblock_of(p);
-			size_t i = std::find(sbs.begin(), sbs.end(), sb) - sbs.begin();
-			if (i == sbs.size()) {
-				sbs.push_back(sb);
-				by_sb.emplace_back();
+	for (size_t size : { (size_t)512, (size_t)1024 })
+	for (int pairs = 1; pairs <= 2; pairs++) {
+		warn_without_timers();
+		unsigned cls = size_class_of(size);
+		const size_class_t &k = size_classes[cls];
+		REQUIRE(k.pages == (size == 512 ? 1 : 2));
+		REQUIRE(k.batch >= 16);
+		const unsigned cpu = 14;
+		central_drain(false, nullptr);
+		std::vector<void *> got;
+		std::vector<std::vector<void *>> by_sb;
+		std::vector<uintptr_t> sbs;
+		while (sbs.size() < 2 || by_sb[0].size() < 40 || by_sb[1].size() < 40) {
+			REQUIRE(got.size() < 100000);
+			std::vector<void *> b = refill(cpu, cls, k.batch, false);
+			REQUIRE(!b.empty());
+			for (void *p : b) {
+				got.push_back(p);
+				uintptr_t sb = (uintptr_t)superblock_of(p);
+				size_t i = std::find(sbs.begin(), sbs.end(), sb) - sbs.begin();
+				if (i == sbs.size()) {
+					sbs.push_back(sb);
+					by_sb.emplace_back();
+				}
+				by_sb[i].push_back(p);
 			}
-			by_sb[i].push_back(p);
 		}
-	}
-	static uint64_t foreign[8] __attribute__((aligned(64)));
-	std::vector<void *> v;
-	for (size_t i = 0; i < 20; i++) {
-		v.push_back(by_sb[0][i]);
-		v.push_back(by_sb[1][i]);
-	}
-	void *lost = v[7]; /* right after a switch */
-	((uint64_t *)lost)[1] = 0x4141414141414141ull;
-	v.insert(v.begin() + 12, (void *)foreign);
-	REQUIRE(v.size() < k.batch * 2u);
-	uint64_t used = class_stats(cls).used_blocks;
-	uint64_t reports = report_count();
-	/* In parts below a batch: straight to the spans. */
-	for (size_t i = 0; i < v.size(); i += k.batch - 1)
-		flush(cpu, cls, std::vector<void *>(v.begin() + i, v.begin() + std::min(v.size(), i + k.batch - 1)));
-	CHECK(report_count() == reports + 2);
-	CHECK(class_stats(cls).used_blocks == used - 39);
-	CHECK(foreign[0] == 0);
-	CHECK(foreign[1] == 0);
-	// The rest of the blocks home, then all of them out again: none twice,
-	// the lost one never.
-	std::vector<void *> rest;
-	for (void *p : got)
-		if (std::find(v.begin(), v.end(), p) == v.end())
-			rest.push_back(p);
-	for (size_t i = 0; i < rest.size(); i += k.batch - 1)
-		flush(cpu, cls, std::vector<void *>(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1)));
-	CHECK(class_stats(cls).used_blocks == used - (got.size() - 1));
-	std::set<void *> out;
-	size_t want = got.size() - 1;
-	while (out.size() < want) {
-		std::vector<void *> b = refill(cpu, cls, (unsigned)std::min<size_t>(k.batch, want - out.size()), false);
-		REQUIRE(!b.empty());
-		for (void *p : b) {
-			REQUIRE(out.insert(p).second);
-			REQUIRE(p != lost);
+		static uint64_t foreign[8] __attribute__((aligned(64)));
+		std::vector<void *> v;
+		for (size_t i = 0; i < 20; i += pairs)
+			for (size_t sb = 0; sb < 2; sb++)
+				for (int j = 0; j < pairs; j++)
+					v.push_back(by_sb[sb][i + j]);
+		void *lost = v[pairs == 1 ? 7 : 8]; /* right after a switch */
+		REQUIRE(superblock_of(lost) != superblock_of(v[pairs == 1 ? 6 : 7]));
+		((uint64_t *)lost)[1] = 0x4141414141414141ull;
+		v.insert(v.begin() + 12, (void *)foreign);
+		REQUIRE(v.size() < k.batch * 2u);
+		uint64_t used = class_stats(cls).used_blocks;
+		uint64_t reports = report_count();
+		/* In parts below a batch: straight to the spans. */
+		for (size_t i = 0; i < v.size(); i += k.batch - 1)
+			flush(cpu, cls, std::vector<void *>(v.begin() + i, v.begin() + std::min(v.size(), i + k.batch - 1)));
+		CHECK(report_count() == reports + 2);
+		CHECK(class_stats(cls).used_blocks == used - 39);
+		CHECK(foreign[0] == 0);
+		CHECK(foreign[1] == 0);
+		// The rest of the blocks home, then all of them out again: none twice,
+		// the lost one never.
+		std::vector<void *> rest;
+		for (void *p : got)
+			if (std::find(v.begin(), v.end(), p) == v.end())
+				rest.push_back(p);
+		for (size_t i = 0; i < rest.size(); i += k.batch - 1)
+			flush(cpu, cls, std::vector<void *>(rest.begin() + i, rest.begin() + std::min(rest.size(), i + k.batch - 1)));
+		CHECK(class_stats(cls).used_blocks == used - (got.size() - 1));
+		std::set<void *> out;
+		size_t want = got.size() - 1;
+		while (out.size() < want) {
+			std::vector<void *> b = refill(cpu, cls, (unsigned)std::min<size_t>(k.batch, want - out.size()), false);
+			REQUIRE(!b.empty());
+			for (void *p : b) {
+				REQUIRE(out.insert(p).second);
+				REQUIRE(p != lost);
+			}
 		}
+		((uint64_t *)lost)[1] = freelist_mark_of(lost, freelist_mark);
+		std::vector<void *> back(out.begin(), out.end());
+		back.push_back(lost);
+		for (size_t i = 0; i < back.size(); i += k.batch - 1)
+			flush(cpu, cls, std::vector<void *>(back.begin() + i, back.begin() + std::min(back.size(), i + k.batch - 1)));
+		CHECK(report_count() == reports + 2);
+		CHECK(class_stats(cls).used_blocks == used - got.size());
+		central_drain(false, nullptr);
+		unit_option("on_error", "abort");
 	}
-	((uint64_t *)lost)[1] = freelist_mark_of(lost, freelist_mark);
-	std::vector<void *> back(out.begin(), out.end());
-	back.push_back(lost);
-	for (size_t i = 0; i < back.size(); i += k.batch - 1)
-		flush(cpu, cls, std::vector<void *>(back.begin() + i, back.begin() + std::min(back.size(), i + k.batch - 1)));
-	CHECK(report_count() == reports + 2);
-	CHECK(class_stats(cls).used_blocks == used - got.size());
-	central_drain(false, nullptr);
-	unit_option("on_error", "abort");
 }
 
 // A window that opens with a whole one-page span in address order, every
@@ -1991,17 +2012,8 @@ TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed
 				CHECK(((uint64_t *)bad)[1] == 0x4141414141414141ull);
 			// Every block on s's list is handed out once; the forged
 			// one and the one still out never.
-			std::set<void *> out;
-			while (out.size() < back_n) {
-				std::vector<void *> b = refill(cpu, cls, 1, false);
-				REQUIRE(b.size() == 1);
-				REQUIRE(out.insert(b[0]).second);
-				REQUIRE(b[0] != missing);
-				if (mode == 3)
-					REQUIRE(b[0] != bad);
-			}
+			std::vector<void *> back = refill_each_once(cpu, cls, back_n, missing, mode == 3 ? bad : nullptr);
 			CHECK(span_free_count(s) == 0);
-			std::vector<void *> back(out.begin(), out.end());
 			if (missing)
 				back.push_back(missing);
 			flush_to_spans(cls, back);
@@ -2011,6 +2023,72 @@ TEST_CASE("a whole span flushed in address order leaves unlinked, a block listed
 				CHECK(s->used == 1); // the forged block, dropped, stays counted out
 		}
 		CHECK(report_count() == reports + (mode != 0));
+		flush_to_spans(cls, blocks_not_in(held, mine));
+		central_drain(false, nullptr);
+	}
+	unit_option("on_error", "abort");
+}
+
+// A window holds two whole one-page spans of 64-byte blocks (64 each, the
+// window 128): release_whole_span takes the second after the first in the
+// same call, both retired with no link written. A forged bin mark in the
+// second cuts its fast form there: the blocks before it go home as a run,
+// the forged one is reported and dropped with its mark as it was, the rest
+// come home, and a refill of the second span's blocks hands each out once
+// and the forged one never.
+TEST_CASE("two whole spans in one window both leave unlinked, a forged block in the second is reported",
+	  "[central]")
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(64);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks == 64); // two spans a window (RELEASE_CHUNK)
+	const unsigned cpu = 13;
+	for (int mode = 0; mode < 2; mode++) {
+		central_drain(false, nullptr);
+		std::vector<void *> held;
+		std::vector<void *> a = one_span_out(cpu, cls, &held);
+		std::vector<void *> b = one_span_out(cpu, cls, &held);
+		span_t *sa = nullptr, *sb = nullptr;
+		const char *why;
+		REQUIRE(block_lookup(a[0], &sa, &why) == cls);
+		REQUIRE(block_lookup(b[0], &sb, &why) == cls);
+		REQUIRE(sa != sb);
+		std::vector<void *> t = refill(cpu, cls, 1, false);
+		REQUIRE(t.size() == 1);
+		fill_transfer_stack(cpu, cls);
+		std::vector<void *> v = a;
+		v.insert(v.end(), b.begin(), b.end());
+		void *forged = b[40];
+		if (mode == 1)
+			((uint64_t *)forged)[1] = 0x4141414141414141ull;
+		v.push_back(t[0]); // the last block: a window of its own
+		uint64_t used = class_stats(cls).used_blocks;
+		uint64_t reports = report_count();
+		flush(cpu, cls, v);
+		CHECK(report_count() == reports + mode);
+		CHECK(class_stats(cls).used_blocks == used - (2 * k.blocks + 1 - mode));
+		CHECK(sa->state != SPAN_CENTRAL);
+		CHECK(((void **)a[7])[0] == nullptr);
+		CHECK(((uint64_t *)a[7])[1] == freelist_span_mark_of(a[7], freelist_mark));
+		if (mode == 0) {
+			CHECK(sb->state != SPAN_CENTRAL);
+			CHECK(((void **)b[7])[0] == nullptr);
+			CHECK(((uint64_t *)b[50])[1] == freelist_span_mark_of(b[50], freelist_mark));
+		} else {
+			REQUIRE(sb->state == SPAN_CENTRAL);
+			const size_t back_n = (size_t)k.blocks - 1;
+			CHECK(span_free_count(sb) == back_n);
+			CHECK(((uint64_t *)forged)[1] == 0x4141414141414141ull);
+			std::vector<void *> out = refill_each_once(cpu, cls, back_n, forged, nullptr);
+			CHECK(span_free_count(sb) == 0);
+			flush_to_spans(cls, out);
+			CHECK(sb->used == 1); // the forged block, dropped, stays counted out
+		}
+		CHECK(report_count() == reports + mode);
+		std::vector<void *> mine = a;
+		mine.insert(mine.end(), b.begin(), b.end());
 		flush_to_spans(cls, blocks_not_in(held, mine));
 		central_drain(false, nullptr);
 	}

@@ -1137,20 +1137,27 @@ typedef struct release_state {
 			 * in no other (an address below it wraps above): one add                             \
 			 * of -sb_seen (an lea, where b ^ sb_seen needs a copy                                \
 			 * first) tests it and gives the offset. Not with several                             \
-			 * pages, whose loop has no register left for -sb_seen. */                            \
+			 * pages, whose loop has no register left for -sb_seen:                                \
+			 * b ^ sb there. */                                                                    \
 			uintptr_t in_sb_ = one_page ? (uintptr_t)b + sb_neg : (uintptr_t)b ^ (uintptr_t)sb;   \
 			if (EBB_UNLIKELY(in_sb_ >= EBB_SB_SIZE)) {                                            \
-				/* Another superblock: with one_page its registry                             \
-				 * slot is read here (release_span_of's test), not                            \
-				 * after a stop: a flush over a large working set                             \
-				 * meets a new one at nearly every block. The                                 \
-				 * sentinel, in no slot of ours, stops. */                                    \
-				if (!one_page || registry_get(b) != REG_HEADER)                               \
+				/* Another superblock: its registry slot is read                              \
+				 * here (release_span_of's test), not after a stop:                           \
+				 * a flush over a large working set meets a new one                           \
+				 * at nearly every block (several pages, 1 KiB                                \
+				 * random batch: 127 -> 62 a pair with the stop's                             \
+				 * call and lookup gone). The sentinel, in no slot                            \
+				 * of ours, stops. */                                                         \
+				if (registry_get(b) != REG_HEADER)                                            \
 					goto stop;                                                            \
 				sb = superblock_of(b);                                                        \
-				sb_neg = 0 - (uintptr_t)sb;                                                   \
-				__asm__("" : "+r"(sb_neg));                                                   \
-				in_sb_ = (uintptr_t)b + sb_neg;                                               \
+				if (one_page) {                                                               \
+					sb_neg = 0 - (uintptr_t)sb;                                           \
+					__asm__("" : "+r"(sb_neg));                                           \
+					in_sb_ = (uintptr_t)b + sb_neg;                                       \
+				} else {                                                                      \
+					in_sb_ = (uintptr_t)b ^ (uintptr_t)sb;                                \
+				}                                                                             \
 			}                                                                                     \
 			uintptr_t page_ = in_sb_ >> EBB_PAGE_SHIFT;                                           \
 			uint32_t e_ = pmap_peek(sb, page_);                                                   \
@@ -1223,10 +1230,10 @@ typedef struct release_state {
  * two: the loop's add and jump once every four blocks (random and reverse
  * batches 0.44 and 0.56 a pair less).
  *
- * `scatter` (one_page only, release_window chooses it): every block is
- * taken as one that opens a run, with no test of its page against the
- * run's. A block of the run's own span then closes the run and opens it
- * again on the same span (the list head it reads is the one the close just
+ * `scatter` (release_window chooses it): every block is taken as one
+ * that opens a run, with no test of its page (its span's bytes, with
+ * several pages) against the run's. A block of the run's own span then
+ * closes the run and opens it again on the same span (the list head it reads is the one the close just
  * wrote): the same blocks, counts and reports, some 10 instructions dearer
  * than an extension, but a block that opens a run is 6 cheaper (no test
  * against the run, no jump back into the unrolled loop, which had the
@@ -1235,7 +1242,8 @@ typedef struct release_state {
  * the loop, closes the run st holds, of any length). The asm that keeps gcc
  * from folding the descriptor's address costs two copies here. random
  * batch (bench/fastpath, callgrind): release_fast_page 26.5 -> 20.1 a
- * pair; perf.fastpath 93.5 -> 87.3. */
+ * pair; perf.fastpath 93.5 -> 87.3. With several pages (--size=1024):
+ * release_fast_pages 61.5 -> release_scatter_pages 49.4 a pair. */
 EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, uint64_t key, bool one_page,
 					    bool scatter, uint64_t mul, uint64_t limit, uint64_t bound)
 {
@@ -1304,6 +1312,19 @@ static EBB_NOINLINE enum release_stop release_fast_pages(release_state_t *st, un
 	return release_fast_in(st, cls, key, false, false, mul, limit, bound);
 }
 
+static EBB_NOINLINE enum release_stop release_scatter_pages(release_state_t *st, unsigned cls, uint64_t key,
+							    uint64_t mul, uint64_t limit, uint64_t bound)
+{
+	return release_fast_in(st, cls, key, false, true, mul, limit, bound);
+}
+
+/* Whether blocks at a and b are at least `bound` apart (either way): then
+ * not of one span, whose block bytes are `bound`. */
+EBB_INLINE bool release_apart(uintptr_t a, uintptr_t b, uint64_t bound)
+{
+	return (uint64_t)(a - b) + (bound - 1) >= 2 * bound - 1;
+}
+
 /* Whether the blocks from `at` may be a whole span of a one-page class, all
  * of its blocks in address order (a flush in reverse order of a batch
  * carved in address order): the first is a page's first byte and the
@@ -1337,6 +1358,7 @@ static EBB_NOINLINE void release_whole_span(release_state_t *st, unsigned cls, u
 	const size_class_t *k = &size_classes[cls];
 	const uint64_t blocks = k->blocks;
 	const size_t size = k->size;
+next_span:;
 	char *const base = (char *)*st->at;
 	const char *lo;
 	span_t *s = release_span_of(base, cls, &st->sb_seen, &lo, true, 0, 0);
@@ -1352,7 +1374,8 @@ static EBB_NOINLINE void release_whole_span(release_state_t *st, unsigned cls, u
 	if ((s->used & ~CENTRAL_USED_FULL) != blocks || s->u.central.purging)
 		return;
 	/* Four blocks a loop, the odd ones first (a 48-byte class has 85):
-	 * 8.75 instructions a block, 10 with gcc's own loop. */
+	 * 8.75 instructions a block. One running pointer b (the empty asm):
+	 * else gcc keeps one per step of the four and adds to each (9.25). */
 	void *const *at = st->at, *const *const at_end = at + blocks;
 	char *b = base;
 #define WHOLE_STEP(j, cut)                                                                           \
@@ -1361,6 +1384,7 @@ static EBB_NOINLINE void release_whole_span(release_state_t *st, unsigned cls, u
 			goto cut;                                                                    \
 		freelist_flip_mark(b);                                                               \
 		b += size;                                                                           \
+		__asm__("" : "+r"(b));                                                               \
 	} while (0)
 	for (; (at_end - at) & 3; at++)
 		WHOLE_STEP(0, cut);
@@ -1379,6 +1403,10 @@ static EBB_NOINLINE void release_whole_span(release_state_t *st, unsigned cls, u
 	s->next = st->empties;
 	st->empties = s;
 	st->at += blocks;
+	/* Whole spans in a row (a window holds two of a 64-byte class), each
+	 * while the one before it was retired. */
+	if (release_whole_candidate(st->at, st->end, blocks, size))
+		goto next_span;
 	return;
 cut3:
 	at++;
@@ -1407,26 +1435,33 @@ cut:;
  * blocks release_fast leaves, one at a time; returns with the run closed
  * at the sentinel. The lock held may change (another home).
  *
- * A one-page class's window whose first four blocks lie on four pages in a
- * row (a flush in random order: a bin of blocks spread over more pages
- * than it holds) goes through release_fast_in's scatter form, which is
- * cheaper for blocks that each open a run and dearer for runs; either form
- * gives back the same blocks. Reverse batch (whole pages in a row): the
+ * A window whose first four blocks lie in four spans in a row (a flush in
+ * random order: a bin of blocks spread over more spans than it holds; for
+ * one page, four pages, and for several, blocks at least a span's block
+ * bytes apart, which no two of one span are) goes through release_fast_in's
+ * scatter form, which is cheaper for blocks that each open a run and
+ * dearer for runs; either form gives back the same blocks, so the test
+ * need only be a fair guess. Reverse batch (whole pages in a row): the
  * sample costs 0.05 a pair. */
 EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, bool one_page, uint64_t mul,
 			       uint64_t limit, uint64_t bound)
 {
 	bool scatter = false;
-	if (one_page && st->end - st->at >= 4) {
+	if (st->end - st->at >= 4) {
 		uintptr_t a0 = (uintptr_t)st->at[0], a1 = (uintptr_t)st->at[1];
 		uintptr_t a2 = (uintptr_t)st->at[2], a3 = (uintptr_t)st->at[3];
-		scatter = (a0 ^ a1) >= EBB_PAGE_SIZE && (a1 ^ a2) >= EBB_PAGE_SIZE && (a2 ^ a3) >= EBB_PAGE_SIZE;
-		if (!scatter && st->n == 0 &&
+		if (!one_page)
+			scatter = release_apart(a0, a1, bound) && release_apart(a1, a2, bound) &&
+				  release_apart(a2, a3, bound);
+		else
+			scatter = (a0 ^ a1) >= EBB_PAGE_SIZE && (a1 ^ a2) >= EBB_PAGE_SIZE && (a2 ^ a3) >= EBB_PAGE_SIZE;
+		if (one_page && !scatter && st->n == 0 &&
 		    release_whole_candidate(st->at, st->end, size_classes[cls].blocks, size_classes[cls].size))
 			release_whole_span(st, cls, key);
 	}
 	for (;;) {
-		enum release_stop why = !one_page ? release_fast_pages(st, cls, key, mul, limit, bound)
+		enum release_stop why = !one_page ? (scatter ? release_scatter_pages(st, cls, key, mul, limit, bound)
+							     : release_fast_pages(st, cls, key, mul, limit, bound))
 					: scatter ? release_scatter_page(st, cls, key)
 						  : release_fast_page(st, cls, key);
 		if (why == RELEASE_CLOSE) {
