@@ -15,8 +15,9 @@ it measures (a scan of every 4 MiB slot of the 64 MiB registry in .lbss made
 1.1 MiB of it resident in initdb's backend).
 
 The offsets below are those of core/pages/superblock.h and span.h on x86-64
-(superblock_t: magic at 64, first_page at 88, huge at 92, pmap at 192, spans
-at 4288; span_t: npages at 48, used at 52, page at 56, state at 58, cls at 59);
+(superblock_t: magic at 64, first_page at 88, huge at 92, cold_n at 144,
+cold_page at 146, cold_npages at 162, pmap at 192, spans at 4288; span_t:
+npages at 48, used at 52, page at 56, state at 58, cls at 59);
 a walk that does not tile a superblock exactly is reported as 'layout?'.
 
 Usage: sb_resident.py PID
@@ -32,6 +33,7 @@ HEADER_PAGES = 17
 MAGIC = struct.pack("<Q", 0x6562625F73625F31)  # "ebb_sb_1"
 SPANS_OFF = 4288
 SPAN_SIZE = 64
+COLD_N_OFF, COLD_PAGE_OFF, COLD_NPAGES_OFF = 144, 146, 162
 STATES = {1: "dirty", 2: "purged", 3: "busy", 5: "large", 6: "arena", 7: "pool"}
 
 
@@ -88,10 +90,18 @@ def analyze(pid):
                     continue
                 bits = present_bits(pagemap, sb, SB_PAGES) if sb + SB <= hi else \
                     present_bits(pagemap, sb, (hi - sb) // PAGE) + [0] * ((sb + SB - hi) // PAGE)
+                # Cold runs: purged runs whose descriptor page was given back;
+                # their first page and size are in the header's table.
+                cold = {}
+                for i in range(hdr[COLD_N_OFF]):
+                    at = struct.unpack_from("<H", hdr, COLD_PAGE_OFF + 2 * i)[0]
+                    cold[at] = struct.unpack_from("<H", hdr, COLD_NPAGES_OFF + 2 * i)[0]
                 page = first_page
                 while page < SB_PAGES:
                     off = SPANS_OFF + (page - HEADER_PAGES) * SPAN_SIZE
                     npages, _used, at, state, cls = struct.unpack_from("<IIHBB", hdr, off + 48)
+                    if page in cold:
+                        npages, at, state = cold[page], page, 2
                     if npages == 0 or at != page or page + npages > SB_PAGES:
                         resident["layout?"] += 1
                         break

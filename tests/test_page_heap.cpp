@@ -542,6 +542,127 @@ TEST_CASE_METHOD(heap_fixture, "one decay pass trims the headers of every superb
 	unit_option("decay_ms", "-1");
 }
 
+// Header page 2 holds the descriptors of pages 78..141. Lays sb out as a
+// large span [17, 100) (its first descriptor on fixed page 1), a free run
+// [100, 150) and a large span [150, 1024) (descriptor on page 3): page 2
+// then describes only the inside of the first span and the run, and holds
+// no descriptor but the run's. Returns the three in order.
+static std::vector<span_t *> cold_layout(heap_fixture &f)
+{
+	span_t *b = f.alloc(874), *r = f.alloc(50), *a = f.alloc(83);
+	superblock_t *sb = span_superblock(a);
+	REQUIRE(span_superblock(b) == sb);
+	REQUIRE(span_superblock(r) == sb);
+	REQUIRE(a->page == 17);
+	REQUIRE(r->page == 100);
+	REQUIRE(b->page == 150);
+	REQUIRE((((uintptr_t)superblock_span_at(sb, 100) - (uintptr_t)sb) >> 12) == 2);
+	REQUIRE((((uintptr_t)superblock_span_at(sb, 78) - (uintptr_t)sb) >> 12) == 2);
+	REQUIRE((((uintptr_t)superblock_span_at(sb, 142) - (uintptr_t)sb) >> 12) == 3);
+	return {a, r, b};
+}
+
+TEST_CASE_METHOD(heap_fixture, "a header page left with only a purged run's descriptor is given back, the run "
+			       "goes cold and is carved again whole", "[page_heap]")
+{
+	std::vector<span_t *> v = cold_layout(*this);
+	superblock_t *sb = span_superblock(v[0]);
+	char *hdr2 = (char *)sb + 2 * 4096;
+	REQUIRE((sb->desc_touched & 4u) != 0);
+	REQUIRE(os_fake_resident(hdr2) == 1);
+	char *run = (char *)superblock_page_addr(sb, 100);
+	memset(run, 0x5a, 50 * 4096);
+	page_heap_free(v[1]);
+	size_t meta = heap.meta_pages, maps = os_fake_counts().maps;
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 50);
+	// The page went back: the run's size is in the table, not on it.
+	CHECK(os_fake_resident(hdr2) == 0);
+	CHECK((sb->desc_touched & 4u) == 0);
+	CHECK(heap.meta_pages == meta - 1);
+	REQUIRE(sb->cold_n == 1);
+	CHECK(sb->cold_page[0] == 100);
+	CHECK(sb->cold_npages[0] == 50);
+	CHECK(heap.cold_runs == 1);
+	CHECK(heap.purged_pages == 50); // still counted as purged pages
+	CHECK(superblock_span_at(sb, 100)->state == SPAN_NONE);
+	// A pointer into it, forged or stale, is no span of ours (free reports
+	// it): the first page, the inside and the last page.
+	superblock_t *out = nullptr;
+	CHECK(superblock_span_lookup(run, &out) == nullptr);
+	CHECK(superblock_span_lookup(run + 20 * 4096 + 16, &out) == nullptr);
+	CHECK(superblock_span_lookup(run + 49 * 4096, &out) == nullptr);
+	// Nothing else is free: a request of its size is carved from it, not
+	// from a new superblock, its descriptor written fresh, its pages zero.
+	span_t *again = alloc(50);
+	CHECK(os_fake_counts().maps == maps);
+	REQUIRE(span_superblock(again) == sb);
+	CHECK(again->page == 100);
+	CHECK(again->npages == 50);
+	CHECK(again->zeroed == 1);
+	CHECK(sb->cold_n == 0);
+	CHECK(heap.cold_runs == 0);
+	CHECK(heap.purged_pages == 0);
+	CHECK(os_fake_resident(hdr2) == 1);
+	CHECK((sb->desc_touched & 4u) != 0);
+	CHECK(heap.meta_pages == meta);
+	char *p = (char *)span_start(sb, again);
+	CHECK(p == run);
+	for (size_t i = 0; i < 50 * 4096; i += 512)
+		REQUIRE(p[i] == 0);
+	memset(p, 0x33, 50 * 4096); // usable
+	CHECK(superblock_span_lookup(p + 20 * 4096, &out) == again);
+	// And the layout is as before the trim.
+	std::vector<run_view> expect = {{17, 83, SPAN_LARGE}, {100, 50, SPAN_LARGE}, {150, 874, SPAN_LARGE}};
+	CHECK(runs_of(sb) == expect);
+	for (span_t *s : {v[0], again, v[2]})
+		page_heap_free(s);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a cold run is a run again before a neighbour's free merges beside it", "[page_heap]")
+{
+	std::vector<span_t *> v = cold_layout(*this);
+	superblock_t *sb = span_superblock(v[0]);
+	page_heap_free(v[1]);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 50);
+	REQUIRE(sb->cold_n == 1);
+	// The span left of it comes back dirty: the cold run is listed again
+	// first, purged, and the two stay apart (different kinds).
+	page_heap_free(v[0]);
+	CHECK(sb->cold_n == 0);
+	std::vector<run_view> expect = {{17, 83, SPAN_FREE_DIRTY}, {100, 50, SPAN_FREE_PURGED}, {150, 874, SPAN_LARGE}};
+	CHECK(runs_of(sb) == expect);
+	// Purged (all at once, as ebb_trim: the drop of large pages is a swing
+	// to decay), all three merge into one run once the last span is back.
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 83);
+	page_heap_free(v[2]);
+	page_heap_decay(&heap, os_fake_now(), true);
+	expect = {{17, 1007, SPAN_FREE_PURGED}};
+	CHECK(runs_of(sb) == expect);
+	CHECK(sb->cold_n == 0);
+	CHECK(heap.cold_runs == 0);
+}
+
+TEST_CASE_METHOD(heap_fixture, "a header page the kernel would not give back leaves its run listed", "[page_heap]")
+{
+	std::vector<span_t *> v = cold_layout(*this);
+	superblock_t *sb = span_superblock(v[0]);
+	page_heap_free(v[1]);
+	// The run's purge is call 1, the header page's call 2.
+	os_fault_set(OS_FAULT_PURGE, 2, 0);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 50);
+	os_fault_set(OS_FAULT_PURGE, 0, 0);
+	CHECK(sb->cold_n == 0);
+	CHECK(heap.cold_runs == 0);
+	CHECK((sb->desc_touched & 4u) != 0);
+	std::vector<run_view> expect = {{17, 83, SPAN_LARGE}, {100, 50, SPAN_FREE_PURGED}, {150, 874, SPAN_LARGE}};
+	CHECK(runs_of(sb) == expect);
+	CHECK(heap.purged_pages == 50);
+	span_t *again = alloc(50);
+	CHECK(again->page == 100);
+	for (span_t *s : {v[0], again, v[2]})
+		page_heap_free(s);
+}
+
 TEST_CASE_METHOD(heap_fixture, "an entirely free superblock is unmapped after the unmap delay", "[page_heap]")
 {
 	span_t *a = alloc(16);

@@ -456,7 +456,8 @@ void page_heap_check_locked(page_heap_t *h, superblock_t *sb, bool huge)
 {
 	if (EBB_UNLIKELY(page_heap_owner(sb, huge) != h))
 		superblock_report_overwritten(sb, "it names another page heap than the one that lists it");
-	if (EBB_UNLIKELY(sb->free_pages > sb->usable_pages || (sb->all_purged | sb->hdr_purging | sb->trim_queued) > 1))
+	if (EBB_UNLIKELY(sb->free_pages > sb->usable_pages || (sb->all_purged | sb->hdr_purging | sb->trim_queued) > 1 ||
+			 sb->cold_n > EBB_SB_COLD))
 		superblock_report_overwritten(sb, "its page counts or flags are out of range");
 }
 
@@ -752,13 +753,49 @@ void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned pag
 	}
 }
 
+/* Cold (off the free path's code, and not inlined into lock_acquire_sb,
+ * which must stay small enough to inline: api.text_rss). */
+EBB_COLD void page_heap_warm(page_heap_t *h, superblock_t *sb)
+{
+	unsigned n = sb->cold_n;
+	sb->cold_n = 0;
+	h->cold_runs -= n;
+	/* Each merges with no cold neighbour: two purged runs side by side were
+	 * one when they went cold, and nothing of sb was freed since. The
+	 * descriptor it gets reads as zero (its page faults in on the write). */
+	for (unsigned i = 0; i < n; i++) {
+		h->purged_pages -= sb->cold_npages[i]; /* listed again below */
+		page_heap_run_free_coalesced(h, sb, sb->cold_page[i], sb->cold_npages[i], SPAN_FREE_PURGED,
+					     (sb->cold_zeroed >> i) & 1, 0);
+	}
+	sb->cold_zeroed = 0;
+}
+
+/* Warms the cold runs of every superblock of h whose header no trim has out:
+ * before h maps a new superblock, the address space it already has comes
+ * first. Returns whether it warmed any. */
+static bool warm_all(page_heap_t *h)
+{
+	bool any = false;
+	for (superblock_t *sb = h->superblocks; sb != NULL && h->cold_runs != 0; sb = sb->next) {
+		page_heap_check_listed(h, sb, false);
+		if (sb->cold_n != 0 && !sb->hdr_purging) {
+			page_heap_warm(h, sb);
+			any = true;
+		}
+	}
+	return any;
+}
+
 /* ---------------------------------------------------------------------------
  * Allocation and free
  * ------------------------------------------------------------------------- */
 
 /* Takes the lock of sb's heap, for an operation that may write descriptors
- * of sb: waits while trim_descriptors has some of its header pages out. */
-static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
+ * of sb: waits while trim_descriptors has some of its header pages out, and
+ * makes its cold runs runs again (the operation may free a neighbour of
+ * one, or walk the runs). */
+EBB_INLINE void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
 {
 	lock_acquire(&h->lock);
 	while (EBB_UNLIKELY(sb->hdr_purging)) {
@@ -766,6 +803,8 @@ static void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
 		os_yield();
 		lock_acquire(&h->lock);
 	}
+	if (EBB_UNLIKELY(sb->cold_n != 0))
+		page_heap_warm(h, sb);
 }
 
 static bool grow(page_heap_t *h)
@@ -1078,6 +1117,8 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 			s = list_find_aligned(h, RUN_PURGED, npages, align_pages, ALIGNED_SEARCH_RUNS);
 		if (s != NULL)
 			break;
+		if (EBB_UNLIKELY(h->cold_runs != 0) && warm_all(h))
+			continue;
 		lock_release(&h->lock);
 		if (!refused && grow(h)) {
 			lock_acquire(&h->lock);
@@ -1247,7 +1288,7 @@ void page_heap_free_spans(span_t *list)
 				}
 				h = o;
 				lock_acquire_sb(h, sb);
-			} else if (EBB_UNLIKELY(sb->hdr_purging)) {
+			} else if (EBB_UNLIKELY(sb->hdr_purging | sb->cold_n)) {
 				lock_release(&h->lock);
 				lock_acquire_sb(h, sb);
 			}

@@ -66,6 +66,7 @@ typedef struct page_heap {
 	size_t central_pages, large_pages, huge_pages, dirty_pages, purged_pages;
 	size_t huge_slack_pages;  /* pages of live huge blocks beyond what was asked */
 	size_t meta_pages;        /* header pages touched (resident metadata) */
+	size_t cold_runs;         /* cold runs in its superblocks (superblock.h) */
 	size_t superblocks_count, huge_count, huge_cached;
 	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
 	/* counters */
@@ -253,6 +254,10 @@ EBB_INLINE void page_heap_sb_unlink(superblock_t **head, superblock_t *sb)
 	if (sb->next)
 		sb->next->prev = sb->prev;
 }
+
+/* Makes sb's cold runs (superblock.h) runs again: descriptors written
+ * fresh, merged with free neighbours, listed. sb's hdr_purging is clear. */
+void page_heap_warm(page_heap_t *h, superblock_t *sb);
 
 /* The owner of sb once its header is checked (superblock_check, then the
  * owner pointer against the heaps we know); aborts on a forged one. No lock. */

@@ -9,6 +9,8 @@
  *   no two adjacent free runs of one state (FREE_DIRTY or FREE_PURGED):
  *     coalescing is complete (runs of different states stay apart)
  *   the free runs' pages sum to free_pages
+ *   cold runs (superblock.h) are walked by their size in sb's table, and
+ *   have their boundary tags too
  * Per heap, when no purge pass has runs out (h->purging clear), over its
  * superblocks and its cache of huge blocks:
  *   dirty_pages == dirty runs + cached dirty huge blocks
@@ -49,6 +51,22 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 	const span_t *prev = NULL;
 	bool busy = false;
 	for (unsigned page = first; page < end;) {
+		int cold = superblock_cold_find(sb, page);
+		if (cold >= 0) {
+			/* Its descriptor reads as zero: the table has its size. */
+			unsigned n = sb->cold_npages[cold];
+			if (n == 0 || page + n > end || pmap_load(sb, page) != pmap_entry(page, 0) ||
+			    pmap_load(sb, page + n - 1) != pmap_entry(page, 0))
+				ph_fail(h, sb, "cold run's size or boundary tags are wrong", page, n);
+			if (prev_state == SPAN_FREE_PURGED)
+				ph_fail(h, sb, "a cold run next to a purged run (coalescing incomplete)", page, n);
+			free_pages += n;
+			*purged += n;
+			prev_state = SPAN_FREE_PURGED;
+			prev = NULL;
+			page += n;
+			continue;
+		}
 		const span_t *s = superblock_span_at(sb, page);
 		if (s->page != page || s->npages == 0 || page + s->npages > end)
 			ph_fail(h, s, "span descriptor does not name its run", s->page, page);
@@ -76,6 +94,7 @@ static bool check_superblock(const page_heap_t *h, superblock_t *sb, size_t *dir
 		prev = s;
 		page += s->npages;
 	}
+	busy |= sb->hdr_purging; /* its cold runs are not counted in purged_pages yet */
 	if (free_pages != sb->free_pages)
 		ph_fail(h, sb, "free runs' pages != the superblock's free_pages", free_pages, sb->free_pages);
 	return !busy;

@@ -92,13 +92,16 @@ static void *run_addr(span_t *s)
 }
 
 /* Header pages of sb past the fixed ones (EBB_SB_FIXED_PAGES) that hold
- * descriptors (desc_touched) but only SPAN_NONE ones: what the pages they
- * describe need of them is in the map or in other run heads. Caller holds
- * the lock. */
+ * descriptors (desc_touched) but none of a span or of a dirty run: only
+ * SPAN_NONE ones, and the first descriptors of purged runs as long as sb's
+ * table of cold runs (superblock.h) has room for them. What the pages they
+ * describe need of them is in the map, in other run heads or in that
+ * table. Caller holds the lock; sb has no cold run yet. */
 static uint32_t idle_desc_pages(const superblock_t *sb)
 {
 	const size_t base = offsetof(superblock_t, spans); /* a multiple of 64 */
 	uint32_t idle = 0;
+	unsigned room = EBB_SB_COLD;
 	for (unsigned b = EBB_SB_FIXED_PAGES; b < EBB_SB_HEADER_PAGES; b++) {
 		if (!(sb->desc_touched & (1u << b)))
 			continue;
@@ -106,18 +109,40 @@ static uint32_t idle_desc_pages(const superblock_t *sb)
 		size_t end = ((b + 1) * EBB_PAGE_SIZE - base) / sizeof(span_t);
 		if (end > EBB_SB_USABLE_PAGES)
 			end = EBB_SB_USABLE_PAGES;
-		while (i < end && sb->spans[i].state == SPAN_NONE)
-			i++;
-		if (i == end)
+		unsigned heads = 0;
+		for (; i < end; i++) {
+			uint8_t st = sb->spans[i].state;
+			if (st == SPAN_FREE_PURGED && heads < room)
+				heads++;
+			else if (st != SPAN_NONE)
+				break;
+		}
+		if (i == end) {
 			idle |= 1u << b;
+			room -= heads;
+		}
 	}
 	return idle;
 }
 
+/* The header page of sb that holds the descriptor of page `page`. */
+static unsigned desc_page_of(const superblock_t *sb, unsigned page)
+{
+	(void)sb;
+	return (unsigned)((offsetof(superblock_t, spans) + (page - EBB_SB_HEADER_PAGES) * sizeof(span_t)) >>
+			  EBB_PAGE_SHIFT);
+}
+
 /* Gives back the header pages of sb that describe nothing any more (a burst's
  * spans come and go, and each left its descriptor page resident: 17 pages of
- * a superblock's header, 1.6% of what a burst mapped). Zeroed pages read back
- * as SPAN_NONE descriptors, so a page needed again later simply faults in.
+ * a superblock's header, 1.6% of what a burst mapped), and those whose only
+ * use left is the first descriptor of a purged run or two (scattered
+ * survivors keep a span here and there, and the purged runs between them
+ * kept one page of 64 descriptors each: 92 of the 2 900 header pages
+ * memreturn d held at idle). Zeroed pages read back as SPAN_NONE
+ * descriptors, so a page needed again later simply faults in; a purged run
+ * whose descriptor went with its page becomes a cold run (superblock.h),
+ * and page_heap_warm writes its descriptor afresh before any use of it.
  *
  * Nobody may write a descriptor on those pages while madvise runs with the
  * lock dropped. The writers are the page heap's own operations on sb:
@@ -126,9 +151,19 @@ static uint32_t idle_desc_pages(const superblock_t *sb)
  * release are this pass (h->purging). Span owners write only non-NONE
  * descriptors, which are not on these pages. Only superblocks whose free runs
  * are all purged qualify: dirty runs are purged first, by decay.
+ *
+ * Nothing reads a cold run's descriptor for what it held: the page heap
+ * finds its runs through the lists (a cold run is in none), the boundary
+ * tags (a neighbour's free or resize warms sb's cold runs first,
+ * lock_acquire_sb) and walks of sb (which warm it, or read the table); a
+ * lock-free lookup (free, the block test, of a pointer into a cold run,
+ * forged or stale) reads SPAN_NONE there and reports the pointer as not
+ * ours, as before its page went.
  * Caller holds the lock and the purging flag. */
 static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 {
+	if (sb->cold_n != 0)
+		page_heap_warm(h, sb); /* its runs as runs: the walks below read them */
 	uint32_t idle = idle_desc_pages(sb);
 	if (idle == 0)
 		return;
@@ -139,6 +174,9 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 			return;
 		page += s->npages;
 	}
+	/* The purged runs out as BUSY: those whose descriptor stays on a
+	 * resident page linked through `next`, the rest (whose descriptor goes)
+	 * in the table of cold runs, which outlives their descriptors. */
 	span_t *busy = NULL;
 	for (unsigned page = sb->first_page; page < end;) {
 		span_t *s = superblock_span_at(sb, page);
@@ -147,8 +185,15 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 			continue;
 		page_heap_run_unlist(h, s);
 		SPAN_SET_STATE(s, SPAN_BUSY, &h->lock);
-		s->next = busy;
-		busy = s;
+		if (idle & (1u << desc_page_of(sb, s->page))) {
+			unsigned i = sb->cold_n++;
+			sb->cold_page[i] = s->page;
+			sb->cold_npages[i] = (uint16_t)s->npages;
+			sb->cold_zeroed |= (uint8_t)((s->zeroed & 1u) << i);
+		} else {
+			s->next = busy;
+			busy = s;
+		}
 	}
 	sb->hdr_purging = 1;
 	lock_release(&h->lock);
@@ -175,6 +220,28 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
 		page_heap_run_list(h, s, NULL);
 	}
+	/* The cold runs whose descriptor page the kernel kept are runs again,
+	 * with the descriptor they had (BUSY); the others count as purged
+	 * pages, in no list. */
+	unsigned kept = 0;
+	uint8_t zeroed = 0;
+	for (unsigned i = 0; i < sb->cold_n; i++) {
+		unsigned page = sb->cold_page[i];
+		if (idle & (1u << desc_page_of(sb, page))) {
+			sb->cold_page[kept] = (uint16_t)page;
+			sb->cold_npages[kept] = sb->cold_npages[i];
+			zeroed |= (uint8_t)(((sb->cold_zeroed >> i) & 1u) << kept);
+			h->purged_pages += sb->cold_npages[i];
+			kept++;
+			continue;
+		}
+		span_t *s = superblock_span_at(sb, page);
+		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
+		page_heap_run_list(h, s, NULL);
+	}
+	sb->cold_n = (uint8_t)kept;
+	sb->cold_zeroed = zeroed;
+	h->cold_runs += kept;
 	sb->hdr_purging = 0;
 	h->madvise_calls += calls;
 	sb->desc_touched &= ~idle;
@@ -398,8 +465,11 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
 		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
 			continue;
-		/* Its free runs are unlisted below: a pending one must be listed. */
+		/* Its free runs are unlisted below: a pending one must be listed,
+		 * a cold one too (none is: the free that emptied sb warmed them). */
 		page_heap_pending_drain(h, 0);
+		if (sb->cold_n != 0)
+			page_heap_warm(h, sb);
 		page_heap_sb_unlink(&h->superblocks, sb);
 		sb->all_purged = unlist_superblock_runs(h, sb);
 		h->superblocks_count--;

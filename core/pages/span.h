@@ -38,7 +38,12 @@
  * back into a free neighbour), NONE -> a kind (a span cut from the end of a
  * run), LARGE -> LARGE (a cached huge block handed out again) and LARGE ->
  * FREE_PURGED (a cached huge block that could not be grown goes back to the
- * cache). In the EBB_INVARIANTS build every state write goes through
+ * cache). A purged run whose descriptor's header page a trim gave back is a
+ * cold run (superblock.h): its descriptor reads as zero (NONE, by the
+ * kernel, not by a state write) and the page heap keeps its size in the
+ * superblock's table until page_heap_warm writes it afresh (NONE ->
+ * FREE_PURGED); nobody reads a cold run's descriptor for what it held.
+ * In the EBB_INVARIANTS build every state write goes through
  * SPAN_SET_STATE, and span_check_transition (span_check.c) aborts on any step
  * this comment does not name, or on a writer without the lock it names.
  *

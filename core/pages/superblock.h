@@ -77,6 +77,10 @@ enum registry_kind {
  * checked part can still do is in docs/reliability.md. */
 #define EBB_SB_GUARD 64
 
+/* At most this many cold runs per superblock (superblock_t's cold_*): they
+ * fill the room left on header page 0 before the page map. */
+#define EBB_SB_COLD 8
+
 typedef struct superblock {
 	uint8_t guard[EBB_SB_GUARD]; /* red zone: zero, never written */
 	/* immutable while mapped */
@@ -96,6 +100,17 @@ typedef struct superblock {
 	struct superblock *next, *prev; /* heap's list of superblocks (or of cached huge blocks) */
 	uint32_t desc_touched;        /* bitmask: descriptor pages written (resident metadata) */
 	struct superblock *trim_next; /* decay pass's list of superblocks to trim */
+	/* under heap->lock: the cold runs, purged runs whose first descriptor's
+	 * header page was given back (page_heap_purge.c, trim_descriptors): it
+	 * reads as zero (SPAN_NONE), so their page, size and zeroed flag are
+	 * kept here instead. They are in no run list (no allocation finds
+	 * them) but count in free_pages and the heap's purged_pages; the page
+	 * heap makes them runs again (page_heap_warm) before anything of sb
+	 * could merge with or walk them. */
+	uint8_t cold_n;
+	uint8_t cold_zeroed; /* bit i: cold run i reads as zero */
+	uint16_t cold_page[EBB_SB_COLD];
+	uint16_t cold_npages[EBB_SB_COLD];
 	/* The page map: one entry per page (pmap_entry, below), written by a
 	 * span's owner before its blocks are published. Its first page is valid
 	 * on every page of CENTRAL, LARGE, ARENA and POOL spans and on the first
@@ -124,6 +139,8 @@ typedef struct superblock {
 
 #ifndef __cplusplus
 _Static_assert(sizeof(superblock_t) <= EBB_SB_HEADER_PAGES * EBB_PAGE_SIZE, "header fits its pages");
+_Static_assert(offsetof(superblock_t, pmap) == 192, "the cold runs' table leaves the map where it was "
+	       "(bench/sb_resident.py reads it there)");
 _Static_assert(offsetof(superblock_t, spans) + sizeof(span_t) <= EBB_SB_FIXED_PAGES * EBB_PAGE_SIZE &&
 	       offsetof(superblock_t, spans) > (EBB_SB_FIXED_PAGES - 1) * EBB_PAGE_SIZE,
 	       "the map ends on the last fixed page, which holds the first descriptor too");
@@ -350,6 +367,16 @@ span_t *superblock_span_lookup(const void *p, superblock_t **sb_out);
 void superblock_check(const superblock_t *sb, bool huge);
 /* The report of superblock_check, for the checks other modules make. */
 EBB_NORETURN void superblock_report_overwritten(const superblock_t *sb, const char *why);
+
+/* Index of sb's cold run that starts at `page`, or -1. Caller holds the
+ * heap lock. */
+EBB_INLINE int superblock_cold_find(const superblock_t *sb, unsigned page)
+{
+	for (unsigned i = 0; i < sb->cold_n; i++)
+		if (sb->cold_page[i] == page)
+			return (int)i;
+	return -1;
+}
 
 /* Descriptor of the span or run that starts at usable page `page`. */
 EBB_INLINE span_t *superblock_span_at(superblock_t *sb, size_t page)
