@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -991,6 +992,83 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 	central_drain(false, nullptr);
 	CHECK(class_stats(cls).used_blocks == used0);
 	CHECK(class_stats(cls).spans == spans0);
+}
+
+// A carve hands the first blocks of a new span straight to the refill
+// (central.c carve_out: an odd one alone, then two at a time, their
+// addresses and marks formed as one vector on x86-64): each block once, in
+// address order from the span's start, its link word cleared and its bin
+// mark set, though the span's pages held another life's words; the rest of
+// the span goes to the next refills, none of them twice.
+TEST_CASE("a carve hands out each block of a recycled span once, its link cleared and its mark set",
+	  "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	const unsigned cpu = 15;
+	for (size_t bytes : { (size_t)32, (size_t)48, (size_t)256 }) {
+		unsigned cls = size_class_of(bytes);
+		const size_class_t &k = size_classes[cls];
+		for (unsigned want : { 1u, 2u, 3u, 4u, 5u, 7u, 16u, 31u }) {
+			if (want > k.blocks)
+				continue;
+			central_drain(false, nullptr);
+			// Old words in every block of the spans the carves below
+			// may take again: all-ones, but for the bin mark a flush
+			// checks (as a bin's blocks carry it).
+			std::vector<void *> old = refill(cpu, cls, k.blocks, false);
+			for (void *b : old) {
+				memset(b, 0xff, k.size);
+				((uint64_t *)b)[1] = freelist_mark_of(b, freelist_mark);
+			}
+			for (void *b : old)
+				central_flush(cpu, cls, &b, 1);
+			// Refills of `want` until one carves (the partial spans
+			// emptied first: a refill that carves takes nothing else).
+			std::vector<void *> held, v;
+			uint64_t carved0 = 0, carved = 0, returned = 0;
+			central_class_stats_t cs[EBB_NUM_CLASSES];
+			central_stats(cs, &carved0, &returned);
+			for (;;) {
+				v = refill(cpu, cls, want, false);
+				REQUIRE(v.size() == want);
+				central_stats(cs, &carved, &returned);
+				if (carved != carved0)
+					break;
+				held.insert(held.end(), v.begin(), v.end());
+			}
+			span_t *s = nullptr;
+			const char *why;
+			REQUIRE(block_lookup(v[0], &s, &why) == cls);
+			REQUIRE(v[0] == span_start(span_superblock(s), s));
+			std::set<void *> seen;
+			for (unsigned i = 0; i < want; i++) {
+				span_t *t = nullptr;
+				REQUIRE(v[i] == (char *)v[0] + (size_t)i * k.size);
+				REQUIRE(block_lookup(v[i], &t, &why) == cls);
+				REQUIRE(t == s);
+				REQUIRE(((void **)v[i])[0] == nullptr);
+				REQUIRE(((uint64_t *)v[i])[1] == freelist_mark_of(v[i], freelist_mark));
+				REQUIRE(seen.insert(v[i]).second);
+			}
+			// The span's other blocks, from its list: each once.
+			held.insert(held.end(), v.begin(), v.end());
+			while (seen.size() < k.blocks) {
+				std::vector<void *> r = refill(cpu, cls, 1, false);
+				REQUIRE(r.size() == 1);
+				held.push_back(r[0]);
+				span_t *t = nullptr;
+				REQUIRE(block_lookup(r[0], &t, &why) == cls);
+				if (t != s)
+					break; // s is out whole: a new span serves
+				REQUIRE(seen.insert(r[0]).second);
+			}
+			CHECK(seen.size() == k.blocks);
+			for (void *b : held)
+				central_flush(cpu, cls, &b, 1);
+		}
+	}
+	central_drain(false, nullptr);
 }
 
 // Refills whole batches of class cls on cpu until one span has every block
