@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -993,6 +994,83 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 	CHECK(class_stats(cls).spans == spans0);
 }
 
+// A carve hands the first blocks of a new span straight to the refill
+// (central.c carve_out: an odd one alone, then two at a time, their
+// addresses and marks formed as one vector on x86-64): each block once, in
+// address order from the span's start, its link word cleared and its bin
+// mark set, though the span's pages held another life's words; the rest of
+// the span goes to the next refills, none of them twice.
+TEST_CASE("a carve hands out each block of a recycled span once, its link cleared and its mark set",
+	  "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	const unsigned cpu = 15;
+	for (size_t bytes : { (size_t)32, (size_t)48, (size_t)256 }) {
+		unsigned cls = size_class_of(bytes);
+		const size_class_t &k = size_classes[cls];
+		for (unsigned want : { 1u, 2u, 3u, 4u, 5u, 7u, 16u, 31u }) {
+			if (want > k.blocks)
+				continue;
+			central_drain(false, nullptr);
+			// Old words in every block of the spans the carves below
+			// may take again: all-ones, but for the bin mark a flush
+			// checks (as a bin's blocks carry it).
+			std::vector<void *> old = refill(cpu, cls, k.blocks, false);
+			for (void *b : old) {
+				memset(b, 0xff, k.size);
+				((uint64_t *)b)[1] = freelist_mark_of(b, freelist_mark);
+			}
+			for (void *b : old)
+				central_flush(cpu, cls, &b, 1);
+			// Refills of `want` until one carves (the partial spans
+			// emptied first: a refill that carves takes nothing else).
+			std::vector<void *> held, v;
+			uint64_t carved0 = 0, carved = 0, returned = 0;
+			central_class_stats_t cs[EBB_NUM_CLASSES];
+			central_stats(cs, &carved0, &returned);
+			for (;;) {
+				v = refill(cpu, cls, want, false);
+				REQUIRE(v.size() == want);
+				central_stats(cs, &carved, &returned);
+				if (carved != carved0)
+					break;
+				held.insert(held.end(), v.begin(), v.end());
+			}
+			span_t *s = nullptr;
+			const char *why;
+			REQUIRE(block_lookup(v[0], &s, &why) == cls);
+			REQUIRE(v[0] == span_start(span_superblock(s), s));
+			std::set<void *> seen;
+			for (unsigned i = 0; i < want; i++) {
+				span_t *t = nullptr;
+				REQUIRE(v[i] == (char *)v[0] + (size_t)i * k.size);
+				REQUIRE(block_lookup(v[i], &t, &why) == cls);
+				REQUIRE(t == s);
+				REQUIRE(((void **)v[i])[0] == nullptr);
+				REQUIRE(((uint64_t *)v[i])[1] == freelist_mark_of(v[i], freelist_mark));
+				REQUIRE(seen.insert(v[i]).second);
+			}
+			// The span's other blocks, from its list: each once.
+			held.insert(held.end(), v.begin(), v.end());
+			while (seen.size() < k.blocks) {
+				std::vector<void *> r = refill(cpu, cls, 1, false);
+				REQUIRE(r.size() == 1);
+				held.push_back(r[0]);
+				span_t *t = nullptr;
+				REQUIRE(block_lookup(r[0], &t, &why) == cls);
+				if (t != s)
+					break; // s is out whole: a new span serves
+				REQUIRE(seen.insert(r[0]).second);
+			}
+			CHECK(seen.size() == k.blocks);
+			for (void *b : held)
+				central_flush(cpu, cls, &b, 1);
+		}
+	}
+	central_drain(false, nullptr);
+}
+
 // Refills whole batches of class cls on cpu until one span has every block
 // out in *held (a one-page class of more blocks than a batch: its carve and
 // the batches it leaves on the transfer stack); returns that span's blocks
@@ -1636,16 +1714,26 @@ TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the tr
 // Blocks that wait in a transfer batch serve a refill of fewer than a batch
 // before a new span is carved: one of the batch's blocks is handed out (with
 // its bin mark), the rest go back to their span.
-TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
+// A class of one batch a span (8 KiB), no background work, every batch
+// drained to its span; *s0 gets the class's counts then.
+static unsigned one_batch_class(central_class_stats_t *s0)
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
 	unsigned cls = size_class_of(8192);
-	const size_class_t &k = size_classes[cls];
-	REQUIRE(k.blocks == k.batch); // one batch empties a span: no partial span left
-	const unsigned cpu = 13;
+	// One batch empties a span: no partial span left.
+	REQUIRE(size_classes[cls].blocks == size_classes[cls].batch);
 	central_drain(false, nullptr);
-	central_class_stats_t s0 = class_stats(cls);
+	*s0 = class_stats(cls);
+	return cls;
+}
+
+TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
+{
+	central_class_stats_t s0;
+	unsigned cls = one_batch_class(&s0);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 13;
 	std::vector<void *> all = refill(cpu, cls, k.batch, true);
 	REQUIRE(all.size() == k.batch);
 	REQUIRE(class_stats(cls).spans == s0.spans + 1);
@@ -1670,6 +1758,45 @@ TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it
 	CHECK(class_stats(cls).spans == s0.spans + 1);
 	central_flush(cpu, cls, w.data(), 1);
 	central_flush(cpu, cls, w2.data(), 1);
+	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
+}
+
+// A refill whose list has no span with a free block looks at the next
+// CPUs' transfer stacks (in the window where c's lock is down for the
+// carve, central.c refill_from) and takes a batch waiting there before it
+// carves; with none anywhere it carves a span of its own. Each block once.
+TEST_CASE("a refill with no free block on its list takes another CPU's waiting batch before it carves", "[central]")
+{
+	central_class_stats_t s0;
+	unsigned cls = one_batch_class(&s0);
+	const size_class_t &k = size_classes[cls];
+	const unsigned cpu = 8, next = 9; // next: the first CPU cpu's refill looks at
+	std::vector<void *> all = refill(next, cls, k.batch, true);
+	REQUIRE(all.size() == k.batch);
+	REQUIRE(class_stats(cls).spans == s0.spans + 1);
+	flush(next, cls, all); // onto next's transfer stack, whole
+	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
+	uint64_t reports = report_count();
+	std::vector<void *> w = refill(cpu, cls, k.batch, true);
+	REQUIRE(w.size() == k.batch);
+	CHECK(std::set<void *>(w.begin(), w.end()) == std::set<void *>(all.begin(), all.end()));
+	for (void *b : w)
+		CHECK(((uint64_t *)b)[1] == freelist_mark_of(b, freelist_mark));
+	central_class_stats_t s1 = class_stats(cls);
+	CHECK(s1.spans == s0.spans + 1); // no new span
+	CHECK(s1.transfer_blocks == s0.transfer_blocks);
+	// Nothing waits anywhere now: the next refill carves, other blocks.
+	std::vector<void *> w2 = refill(cpu, cls, k.batch, true);
+	REQUIRE(w2.size() == k.batch);
+	CHECK(class_stats(cls).spans == s0.spans + 2);
+	std::set<void *> seen(w.begin(), w.end());
+	for (void *b : w2)
+		CHECK(seen.insert(b).second);
+	CHECK(report_count() == reports);
+	flush(cpu, cls, w);
+	flush(cpu, cls, w2);
+	central_drain(false, nullptr);
 	CHECK(class_stats(cls).spans == s0.spans);
 	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
 }
