@@ -1714,26 +1714,16 @@ TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the tr
 // Blocks that wait in a transfer batch serve a refill of fewer than a batch
 // before a new span is carved: one of the batch's blocks is handed out (with
 // its bin mark), the rest go back to their span.
-// A class of one batch a span (8 KiB), no background work, every batch
-// drained to its span; *s0 gets the class's counts then.
-static unsigned one_batch_class(central_class_stats_t *s0)
+TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
 	unsigned cls = size_class_of(8192);
-	// One batch empties a span: no partial span left.
-	REQUIRE(size_classes[cls].blocks == size_classes[cls].batch);
-	central_drain(false, nullptr);
-	*s0 = class_stats(cls);
-	return cls;
-}
-
-TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it carves a span", "[central]")
-{
-	central_class_stats_t s0;
-	unsigned cls = one_batch_class(&s0);
 	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.blocks == k.batch); // one batch empties a span: no partial span left
 	const unsigned cpu = 13;
+	central_drain(false, nullptr);
+	central_class_stats_t s0 = class_stats(cls);
 	std::vector<void *> all = refill(cpu, cls, k.batch, true);
 	REQUIRE(all.size() == k.batch);
 	REQUIRE(class_stats(cls).spans == s0.spans + 1);
@@ -1758,45 +1748,6 @@ TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it
 	CHECK(class_stats(cls).spans == s0.spans + 1);
 	central_flush(cpu, cls, w.data(), 1);
 	central_flush(cpu, cls, w2.data(), 1);
-	CHECK(class_stats(cls).spans == s0.spans);
-	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
-}
-
-// A refill whose list has no span with a free block looks at the next
-// CPUs' transfer stacks (in the window where c's lock is down for the
-// carve, central.c refill_from) and takes a batch waiting there before it
-// carves; with none anywhere it carves a span of its own. Each block once.
-TEST_CASE("a refill with no free block on its list takes another CPU's waiting batch before it carves", "[central]")
-{
-	central_class_stats_t s0;
-	unsigned cls = one_batch_class(&s0);
-	const size_class_t &k = size_classes[cls];
-	const unsigned cpu = 8, next = 9; // next: the first CPU cpu's refill looks at
-	std::vector<void *> all = refill(next, cls, k.batch, true);
-	REQUIRE(all.size() == k.batch);
-	REQUIRE(class_stats(cls).spans == s0.spans + 1);
-	flush(next, cls, all); // onto next's transfer stack, whole
-	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
-	uint64_t reports = report_count();
-	std::vector<void *> w = refill(cpu, cls, k.batch, true);
-	REQUIRE(w.size() == k.batch);
-	CHECK(std::set<void *>(w.begin(), w.end()) == std::set<void *>(all.begin(), all.end()));
-	for (void *b : w)
-		CHECK(((uint64_t *)b)[1] == freelist_mark_of(b, freelist_mark));
-	central_class_stats_t s1 = class_stats(cls);
-	CHECK(s1.spans == s0.spans + 1); // no new span
-	CHECK(s1.transfer_blocks == s0.transfer_blocks);
-	// Nothing waits anywhere now: the next refill carves, other blocks.
-	std::vector<void *> w2 = refill(cpu, cls, k.batch, true);
-	REQUIRE(w2.size() == k.batch);
-	CHECK(class_stats(cls).spans == s0.spans + 2);
-	std::set<void *> seen(w.begin(), w.end());
-	for (void *b : w2)
-		CHECK(seen.insert(b).second);
-	CHECK(report_count() == reports);
-	flush(cpu, cls, w);
-	flush(cpu, cls, w2);
-	central_drain(false, nullptr);
 	CHECK(class_stats(cls).spans == s0.spans);
 	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
 }

@@ -740,53 +740,12 @@ static bool span_full(const span_t *s)
 /* ---------------------------------------------------------------------------
  * Refill
  * ------------------------------------------------------------------------- */
-static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, void **out);
-
-/* How many other CPUs' transfer stacks a refill looks at before it carves a
- * new span: enough to pair each producer CPU with its consumers on a small
- * machine; bounded so that on 64+ cores a refill that finds nothing costs a
- * few cache-line reads, not one per CPU. */
-#define STEAL_PROBES 8
-
-/* What central_refill takes when c's spans have nothing, before it carves
- * (refill_from, c unlocked): a batch another CPU's threads flushed, or, for
- * a caller of fewer than a batch, one of c's batches split; 0 if neither. */
-EBB_INLINE unsigned refill_steal(central_t *c, unsigned cpu, unsigned want, bool use_transfer, void **out)
-{
-	/* Whole batches that another CPU's threads flushed (the consumer side
-	 * of a producer/consumer pair) are cheaper to take than a new span and
-	 * keep memory bounded: look at the next few CPUs' counts (one read of
-	 * each head) and pop only where there seems to be one. */
-	if (use_transfer) {
-		unsigned probes = central_slots - 1 < STEAL_PROBES ? central_slots - 1 : STEAL_PROBES;
-		for (unsigned i = 1; i <= probes; i++) {
-			central_t *o = central_peek((cpu + i) % central_slots, c->cls);
-			if (o != NULL && TRANSFER_TOP(atomic_load_u64(&o->full)) != 0 && transfer_take(o, out))
-				return size_classes[c->cls].batch;
-		}
-		return 0;
-	}
-	/* A caller of fewer than a batch (a big class's bin before it grows)
-	 * cannot take a batch whole: before a new span is carved, one of c's
-	 * serves it, its other blocks back to their spans. Else the class
-	 * would grow while its free blocks wait in batches. */
-	return refill_split_batch(c, want, out);
-}
-
-/* Refill from c's spans. If `carve` and they have nothing, from another
- * CPU's transfer batch or a batch of c split (refill_steal), else from new
- * spans; spans that run out after giving some blocks end the refill short
- * (a short batch beats a carve). Both in the window the carve opens anyway:
- * c's lock is taken once for an empty list, where a look first and a
- * second refill_from to carve took it twice (bench/fastpath reverse batch,
- * whose refills all carve, callgrind: central_refill and refill_from 0.28
- * a pair less, some 36 instructions a refill of 128 blocks). */
-static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carve, bool use_transfer, void **out)
+/* Refill from c's spans, carving new ones if `carve`. */
+static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carve, void **out)
 {
 	unsigned got = 0;
 	unsigned held[CARVE_NODES_MAX]; /* nodes filled by span_carve, for c's full stack */
 	unsigned nheld = 0;
-	bool carving = false;
 
 	lock_acquire(&c->lock);
 	while (got < want) {
@@ -795,7 +754,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 		 * central_purge.c relinks unless their pages are going back now. */
 		if (s != NULL && s->u.central.free_head == EBB_LIST_END && !central_purge_relink(s, want - got))
 			s = NULL;
-		if (s == NULL && (!carve || (got != 0 && !carving)))
+		if (s == NULL && !carve)
 			break;
 		if (s == NULL) {
 			/* Grow without the lock: the page heap may map memory. A batch
@@ -804,13 +763,6 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			CENTRAL_CHECK(c);
 			bool sole = c->spans == 0; /* central_carve_cut */
 			lock_release(&c->lock);
-			if (!carving) {
-				/* got == 0, nheld == 0: nothing of c's is held yet */
-				carving = true;
-				unsigned n = refill_steal(c, cpu, want, use_transfer, out);
-				if (n != 0)
-					return n;
-			}
 			/* Whole batches of the new span go to transfer nodes only
 			 * for a caller that takes batches (want >= batch): a
 			 * refill of single blocks (a thread cache's bin of a big
@@ -885,6 +837,12 @@ static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, voi
 	return want;
 }
 
+/* How many other CPUs' transfer stacks a refill looks at before it carves a
+ * new span: enough to pair each producer CPU with its consumers on a small
+ * machine; bounded so that on 64+ cores a refill that finds nothing costs a
+ * few cache-line reads, not one per CPU. */
+#define STEAL_PROBES 8
+
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out)
 {
 	const size_class_t *k = &size_classes[cls];
@@ -904,7 +862,28 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 			got += k->batch;
 		return got;
 	}
-	unsigned got = refill_from(c, cpu, want, true, use_transfer, out);
+	unsigned got = refill_from(c, cpu, want, false, out);
+	if (EBB_LIKELY(got != 0))
+		return got;
+	/* Nothing here. Whole batches that another CPU's threads flushed (the
+	 * consumer side of a producer/consumer pair) are cheaper to take than a
+	 * new span and keep memory bounded: look at the next few CPUs' counts
+	 * (one read of each head) and pop only where there seems to be one. */
+	if (use_transfer) {
+		unsigned probes = central_slots - 1 < STEAL_PROBES ? central_slots - 1 : STEAL_PROBES;
+		for (unsigned i = 1; i <= probes; i++) {
+			central_t *o = central_peek((cpu + i) % central_slots, cls);
+			if (o != NULL && TRANSFER_TOP(atomic_load_u64(&o->full)) != 0 && transfer_take(o, out))
+				return k->batch;
+		}
+	}
+	/* A caller of fewer than a batch (a big class's bin before it grows)
+	 * cannot take a batch whole: before a new span is carved, one of c's
+	 * serves it, its other blocks back to their spans. Else the class
+	 * would grow while its free blocks wait in batches. */
+	if (!use_transfer && (got = refill_split_batch(c, want, out)) != 0)
+		return got;
+	got = refill_from(c, cpu, want, true, out);
 	if (EBB_LIKELY(got != 0))
 		return got;
 	/* The kernel refused new memory: free blocks of this class that wait in
@@ -916,7 +895,7 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 			continue;
 		if (use_transfer && transfer_take(o, out))
 			return k->batch;
-		got = refill_from(o, other, want, false, false, out);
+		got = refill_from(o, other, want, false, out);
 		if (got != 0)
 			return got;
 	}
