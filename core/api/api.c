@@ -145,8 +145,11 @@ static void *alloc_aligned_impl(size_t align, size_t size)
 
 static void *alloc_aligned(size_t align, size_t size)
 {
-	if (EBB_UNLIKELY(API_PROF_ON()) && size <= EBB_MAX_REQUEST && prof_tick(size) &&
-	    prof_should_sample(size))
+	/* No test of the size before the tick (3 instructions a call fewer
+	 * with prof on, bench aligned): prof_should_sample undoes the tick of
+	 * a request no block holds, and prof_tick's borrow keeps one of 2^63
+	 * bytes or more from stopping the sampling. */
+	if (EBB_UNLIKELY(API_PROF_ON()) && prof_tick(size) && prof_should_sample(size))
 		return prof_alloc(size, align, false, __builtin_return_address(0));
 	TRACK_QUIET_BEGIN();
 	void *p = alloc_aligned_impl(align, size);

@@ -444,8 +444,12 @@ static uint64_t prof_seed_next(void)
  * (about 5 instructions a sample). */
 static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 {
-	if (prof_busy) {
-		prof_left += (int64_t)size; /* not counted: the profiler's own */
+	/* A request no block holds (which the caller then fails with ENOMEM)
+	 * is not counted: prof_alloc would round it past SIZE_MAX. */
+	if (prof_busy || size > EBB_MAX_REQUEST) {
+		/* Not counted (the tick undone, modulo 2^64 as it was made,
+		 * prof_tick). */
+		prof_left = (int64_t)((uint64_t)prof_left + size);
 		return false;
 	}
 	if (!prof_setup()) {
@@ -456,9 +460,13 @@ static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 		/* The thread's first allocation: seed, and count it against a
 		 * fresh distance like any other. */
 		prof_rng = prof_seed_next();
-		prof_left = prof_draw() - (int64_t)size;
-		if (prof_left >= 0)
+		uint64_t left;
+		/* The borrow, as prof_tick's: a first request of 2^63 bytes or
+		 * more must not leave a huge distance. */
+		if (!__builtin_sub_overflow((uint64_t)prof_draw(), (uint64_t)size, &left)) {
+			prof_left = (int64_t)left;
 			return false;
+		}
 	}
 	prof_left = prof_draw();
 	return true;
@@ -469,7 +477,7 @@ bool prof_should_sample(size_t size)
 	/* A seeded thread that is not inside the profiler: prof_setup said
 	 * on before the seed (prof_rng is 0 until then, and again in a
 	 * forked child), so this is every sample but a thread's first. */
-	if (EBB_LIKELY(prof_rng != 0 && !prof_busy)) {
+	if (EBB_LIKELY(prof_rng != 0 && !prof_busy && size <= EBB_MAX_REQUEST)) {
 		prof_left = prof_draw();
 		return true;
 	}

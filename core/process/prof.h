@@ -97,9 +97,32 @@ EBB_INLINE bool prof_may_be_kept(const void *p)
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */
 EBB_INLINE bool prof_tick(size_t size)
 {
-	int64_t left = prof_left - (int64_t)size;
-	prof_left = left;
-	return EBB_UNLIKELY(left < 0);
+	/* True on the borrow (size > prof_left), not on a negative result:
+	 * prof_left is >= 0 whenever a tick starts (each true tick is followed
+	 * by prof_should_sample, which draws again, or is undone), so the two
+	 * agree for every size up to 2^63, and a request of 2^63 bytes or more
+	 * (which fails) ticks true too instead of wrapping prof_left to a
+	 * huge positive distance that would stop this thread's sampling. So
+	 * a caller needs no test of the size before the tick. */
+#if defined(__x86_64__)
+	/* gcc 12 makes the C below a load, subtraction, store and jump after
+	 * the TLS offset's load; here the subtraction is from memory (as
+	 * prof_tick_patched's) and the jump goes to the common case. */
+	__asm__ goto("subq %1, %0\n\t"
+		     "jae %l[counted]"
+		     : /* no output: gcc 12 mislinks asm goto outputs here */
+		     : "m"(prof_left), "r"(size)
+		     : "cc", "memory"
+		     : counted);
+	return true;
+counted:
+	return false;
+#else
+	uint64_t left;
+	bool borrow = __builtin_sub_overflow((uint64_t)prof_left, (uint64_t)size, &left);
+	prof_left = (int64_t)left;
+	return EBB_UNLIKELY(borrow);
+#endif
 }
 
 /* prof_tick for the variants that api_prof_redirect makes the standard
@@ -121,7 +144,7 @@ EBB_INLINE bool prof_tick_patched(size_t size)
 		     ".balign 8\n\t"
 		     ".quad 1b\n\t"
 		     ".popsection\n\t"
-		     "js %l[sample]"
+		     "jb %l[sample]" /* the borrow, as prof_tick's */
 		     :
 		     : "r"(size), "i"(PROF_TICK_DISP)
 		     : "cc", "memory"
@@ -185,7 +208,8 @@ EBB_INLINE void *prof_tcache_patched(void)
 
 /* After prof_tick said true: whether this allocation is sampled (false for
  * a thread's first count, inside the profiler, or with prof off); draws the
- * next distance. */
+ * next distance. False, with the tick undone, for a size above
+ * EBB_MAX_REQUEST: the caller's own path fails it with ENOMEM. */
 EBB_NOINLINE bool prof_should_sample(size_t size);
 /* A sampled block: a page run of at least `size` bytes aligned to `align`,
  * zeroed if `zero`, recorded with the stack from the frame whose return

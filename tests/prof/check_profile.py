@@ -28,6 +28,7 @@ and checks what they say against the truth the program knows.
   check_profile.py patched PROG          malloc and calloc of 24 B-32 KiB in 4 threads: blocks of their own, calloc zero
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
+  check_profile.py huge PROG             requests of 2^63 bytes and more fail, sampling goes on
   check_profile.py before_tables PROG    nothing sampled: huge_moved and free_paths run before the tables exist
   check_profile.py dlopen PROG LIB       libebbmalloc.so dlopen'ed, ebb_malloc sampled
   check_profile.py reload PROG A B       stacks through a library loaded where a closed one was
@@ -210,6 +211,27 @@ def rate(prog, tmp):
         if abs(got / want - 1) > tol:
             fail("%d samples of %d blocks of %d B at prof_sample=%d, expected %.0f (within %.1f%%)" %
                  (got, count, size, sample, want, tol * 100))
+
+
+def huge(prog, tmp):
+    """Requests no block holds (2^46 + 1 bytes up to SIZE_MAX) fail with
+    ENOMEM through malloc, posix_memalign, aligned_alloc, memalign and
+    calloc, and sampling goes on after each: the tick counts down on the
+    borrow, so a size of 2^63 or more does not wrap the distance to a huge
+    positive one (core/process/prof.h, prof_tick). 20 000 blocks of 256 B
+    at prof_sample=4096 are about 1 212 samples; fewer than 600 fails."""
+    path = os.path.join(tmp, "huge.heap")
+    r = run([prog, "huge", path], {"EBB_OPTIONS": "prof=1,prof_sample=4096,background_thread=0"}, check=False)
+    if r.returncode != 0:
+        fail("prof_sites huge exited %d (2: a request did not fail with ENOMEM): %s %s" %
+             (r.returncode, r.stdout.strip(), r.stderr.strip()))
+    before = 0
+    for i in range(20):
+        got = live_objects("%s.%d" % (path, i))[1]
+        if got - before < 600:
+            fail("round %d: %d samples after the huge request, expected about 1 212" % (i, got - before))
+        before = got
+    print("  20 huge requests failed with ENOMEM; %d samples of 256 B after them" % before)
 
 
 def seed(prog, tmp):
@@ -672,6 +694,8 @@ def main():
             double_free(sys.argv[2], tmp)
         elif mode == "realloc_kept":
             double_free(sys.argv[2], tmp, "realloc_kept")
+        elif mode == "huge":
+            huge(sys.argv[2], tmp)
         elif mode == "rate":
             rate(sys.argv[2], tmp)
         elif mode == "seed":

@@ -45,6 +45,7 @@
  * through DWARF call-frame information, as for distro binaries. Allocates
  * through malloc/free when the library overrides them, else through
  * ebb_malloc/ebb_free (the sanitizer builds). */
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <signal.h>
@@ -511,6 +512,44 @@ int main(int argc, char **argv)
 			T_FREE(p);
 		}
 		return dump(argv[4]);
+	}
+	if (argc >= 3 && strcmp(argv[1], "huge") == 0) {
+		/* Requests of sizes no block holds, 2^63 bytes and more among
+		 * them (which wrap a signed countdown), through each entry point
+		 * that ticks; each must fail with ENOMEM, and 20 000 blocks of
+		 * 256 B after each are sampled as usual: a dump per round
+		 * (PATH.0 ..), the checker compares their counts. */
+		static const size_t sizes[] = {SIZE_MAX, ((size_t)3 << 62), (size_t)1 << 63, ((size_t)1 << 46) + 1};
+		char path[4096];
+		int round = 0;
+		for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+			for (int how = 0; how < 5; how++) {
+				size_t n = sizes[i];
+				void *q = NULL;
+				errno = 0;
+				int rc = 0;
+				switch (how) {
+				case 0: q = T_MALLOC(n); break;
+				case 1: rc = T_POSIX_MEMALIGN(&q, 4096, n); break;
+				case 2: q = ebb_aligned_alloc(64, n); break;
+				case 3: q = ebb_memalign(1 << 20, n); break;
+				case 4: q = T_CALLOC(1, n); break;
+				}
+				if (q != NULL || (how == 1 ? rc : errno) != ENOMEM) {
+					fprintf(stderr, "size %zu entry %d: %p, error %d\n", n, how, q,
+						how == 1 ? rc : errno);
+					return 2;
+				}
+				for (int k = 0; k < 20000; k++) {
+					char *b = checked(T_MALLOC(256));
+					b[0] = (char)k;
+					T_FREE(b);
+				}
+				snprintf(path, sizeof path, "%s.%d", argv[2], round++);
+				if (dump(path) != 0)
+					return 1;
+			}
+		return 0;
 	}
 	if (argc >= 4 && strcmp(argv[1], "sizes") == 0) {
 		/* A block of each SIZE, from one site, all live at the dump. */
