@@ -8,6 +8,9 @@
  * - RSS and the Anonymous pages of /proc/self/smaps_rollup (the heap's part;
  *   shared memory and file pages are not in it), and the largest Anonymous
  *   seen so far;
+ * - one "map" line per mapping with resident pages (/proc/self/smaps: its
+ *   Rss in KiB and its maps line), to tell superblocks (4 MiB, aligned),
+ *   metadata chunks, thread stacks and the library's own pages apart;
  * - under ebbmalloc: every normal superblock's pages by span state, resident
  *   or not (mincore), the resident header pages, and per size class the
  *   resident pages of its spans against the blocks out of them (program and
@@ -17,6 +20,9 @@
  * The walk reads superblock headers without their locks while the program
  * runs: a figure may be off by a span in flight. The probe's own thread
  * adds a thread cache and a few pages (small against a peak of megabytes).
+ * Each snapshot is written to peak.<pid>.tmp and renamed over peak.<pid>: a
+ * process that exits during a write (a benchmark of a fraction of a second
+ * peaks at its end) leaves the previous whole snapshot, not an empty file.
  *
  * Build (from the repository root):
  *   gcc -shared -fPIC -O2 -I. -Iinclude -o /tmp/peak_probe.so bench/peak_probe/peak_probe.c -lpthread -ldl
@@ -121,13 +127,37 @@ static void walk_superblocks(FILE *f)
 			fprintf(f, "class %3d %4ld %5ld %5ld %6ld\n", c, c_spans[c], c_pages[c], c_res[c], c_used[c]);
 }
 
+/* A maps line starts with the mapping's address range; smaps' field lines
+ * start with a field name. */
+static bool maps_line(const char *l)
+{
+	return (l[0] >= '0' && l[0] <= '9') || (l[0] >= 'a' && l[0] <= 'f');
+}
+
+static void walk_mappings(FILE *f)
+{
+	FILE *sm = fopen("/proc/self/smaps", "r");
+	char line[512], map[512] = "";
+	while (sm && fgets(line, sizeof line, sm)) {
+		if (maps_line(line))
+			snprintf(map, sizeof map, "%s", line);
+		else if (strncmp(line, "Rss:", 4) == 0 && atol(line + 4) > 0)
+			fprintf(f, "map %6ld %s", atol(line + 4), map);
+	}
+	if (sm)
+		fclose(sm);
+}
+
 static void snapshot(long rss, long anon)
 {
 	void (*ebb_print)(FILE *) = (void (*)(FILE *))dlsym(RTLD_DEFAULT, "ebb_stats_print");
-	FILE *f = fopen(out_path, "w");
+	char tmp_path[sizeof out_path + 4];
+	snprintf(tmp_path, sizeof tmp_path, "%s.tmp", out_path);
+	FILE *f = fopen(tmp_path, "w");
 	if (f == NULL)
 		return;
 	fprintf(f, "rss_kib %ld anon_kib %ld max_anon_kib %ld\n", rss, anon, max_anon_kib);
+	walk_mappings(f);
 	if (ebb_print) {
 		walk_superblocks(f);
 		ebb_print(f);
@@ -136,7 +166,8 @@ static void snapshot(long rss, long anon)
 		fprintf(f, "glibc arena %zu mmapped %zu in_use %zu free %zu top %zu\n", mi.arena, mi.hblkhd,
 			mi.uordblks, mi.fordblks, mi.keepcost);
 	}
-	fclose(f);
+	if (fclose(f) == 0)
+		rename(tmp_path, out_path);
 }
 
 static void *probe(void *arg)
