@@ -663,6 +663,112 @@ TEST_CASE_METHOD(heap_fixture, "a header page the kernel would not give back lea
 		page_heap_free(s);
 }
 
+// Header pages 2 and 3 (descriptors of pages 78..205) and 5 (270..333) with
+// nothing left on them but NONE descriptors and a purged run's first, page 4
+// (206..269) with a live span's: the trim gives back the two stretches [2, 4)
+// and [5, 6), one call each, and a stretch the kernel refuses stays resident
+// and counted, with the runs it describes listed (not cold).
+TEST_CASE_METHOD(heap_fixture, "the header pages go back one call a stretch, and a refused stretch stays with its runs",
+		 "[page_heap]")
+{
+	// refuse: which purge call of the decay pass fails (0: none). Calls 1 and
+	// 2 are the two dirty runs, 3 the stretch [2, 4), 4 the stretch [5, 6).
+	for (unsigned refuse : {0u, 3u, 4u}) {
+		CAPTURE(refuse);
+		span_t *x = alloc(724), *y = alloc(70), *z = alloc(80), *w = alloc(50);
+		superblock_t *sb = span_superblock(x);
+		REQUIRE(x->page == 300);
+		REQUIRE(y->page == 230);
+		REQUIRE(z->page == 150);
+		REQUIRE(w->page == 100);
+		const uint32_t touched = EBB_SB_FIXED_MASK | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5;
+		REQUIRE(sb->desc_touched == touched);
+		page_heap_free(w);
+		page_heap_free(z);
+		page_heap_free(x);
+		size_t meta = heap.meta_pages;
+		os_fake_counts_t before = os_fake_counts();
+		os_fault_set(OS_FAULT_PURGE, refuse, 0);
+		REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == 130 + 724);
+		os_fault_set(OS_FAULT_PURGE, 0, 0);
+		os_fake_counts_t after = os_fake_counts();
+		CHECK(after.purges - before.purges == (refuse ? 3u : 4u));
+		CHECK(after.failed - before.failed == (refuse ? 1u : 0u));
+		bool out23 = refuse != 3, out5 = refuse != 4;
+		for (unsigned b : {2u, 3u})
+			CHECK(os_fake_resident((char *)sb + b * 4096) == !out23);
+		CHECK(os_fake_resident((char *)sb + 4 * 4096) == 1);
+		CHECK(os_fake_resident((char *)sb + 5 * 4096) == !out5);
+		uint32_t gone = (out23 ? 1u << 2 | 1u << 3 : 0) | (out5 ? 1u << 5 : 0);
+		CHECK(sb->desc_touched == (touched & ~gone));
+		CHECK(heap.meta_pages == meta - (size_t)__builtin_popcount(gone));
+		CHECK(heap.purged_pages == 213 + 724);
+		// The run [300, 1024) is cold while its descriptor's page is out,
+		// else listed.
+		CHECK(sb->cold_n == (out5 ? 1 : 0));
+		CHECK(heap.cold_runs == (out5 ? 1u : 0u));
+		if (out5) {
+			CHECK(sb->cold_page[0] == 300);
+			CHECK(sb->cold_npages[0] == 724);
+		} else {
+			std::vector<run_view> expect = {
+				{17, 213, SPAN_FREE_PURGED}, {230, 70, SPAN_LARGE}, {300, 724, SPAN_FREE_PURGED}};
+			CHECK(runs_of(sb) == expect);
+		}
+		// Either way the run serves a request of its size, from the same
+		// superblock, zeroed.
+		size_t maps = os_fake_counts().maps;
+		span_t *again = alloc(724);
+		CHECK(os_fake_counts().maps == maps);
+		CHECK(span_superblock(again) == sb);
+		CHECK(again->page == 300);
+		CHECK(again->zeroed == 1);
+		CHECK(sb->cold_n == 0);
+		CHECK(heap.cold_runs == 0);
+		page_heap_free(again);
+		page_heap_free(y);
+		page_heap_release(&heap, os_fake_now(), true);
+		REQUIRE(heap.superblocks_count == 0);
+	}
+}
+
+TEST_CASE_METHOD(heap_fixture, "a superblock and a huge block munmap refuses stay, as one free run each", "[page_heap]")
+{
+	span_t *a = alloc(16);
+	superblock_t *sb = span_superblock(a);
+	size_t pages = 2048;
+	span_t *h = page_heap_huge_alloc(&heap, pages, EBB_SB_SIZE, pages);
+	REQUIRE(h != nullptr);
+	superblock_t *hsb = span_superblock(h);
+	page_heap_free(a);
+	page_heap_huge_free(h);
+	REQUIRE(heap.huge_count == 1);
+	os_fake_advance(2000 * MS);
+	// Both unmaps refused (the release unmaps the huge block first: it
+	// takes the victims in reverse order of its walk).
+	os_fault_set(OS_FAULT_UNMAP, 1, 1000000);
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 0);
+	os_fault_set(OS_FAULT_UNMAP, 0, 0);
+	CHECK(superblock_registry[registry_index((uintptr_t)sb)] == REG_HEADER);
+	CHECK(heap.superblocks_count == 1);
+	CHECK(heap.superblocks == sb);
+	std::vector<run_view> expect = {{17, 1007, SPAN_FREE_DIRTY}};
+	CHECK(runs_of(sb) == expect);
+	CHECK(heap.huge_count == 1);
+	CHECK(heap.huge_cache == hsb);
+	CHECK(hsb->spans[0].state == SPAN_FREE_DIRTY);
+	CHECK(heap.dirty_pages == 1007 + pages);
+	// Both serve requests again, and go at the next release.
+	span_t *b = alloc(16);
+	CHECK(span_superblock(b) == sb);
+	page_heap_free(b);
+	os_fake_advance(2000 * MS);
+	CHECK(page_heap_release(&heap, os_fake_now(), false) == 2);
+	CHECK(heap.superblocks_count == 0);
+	CHECK(heap.huge_count == 0);
+	CHECK(heap.dirty_pages == 0);
+}
+
 TEST_CASE_METHOD(heap_fixture, "an entirely free superblock is unmapped after the unmap delay", "[page_heap]")
 {
 	span_t *a = alloc(16);

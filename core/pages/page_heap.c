@@ -87,6 +87,19 @@ static inline bool heap_ready(unsigned index)
 	return atomic_load_u8_acquire(&page_heaps_ready[index]) != 0;
 }
 
+/* Whether h is one of the heaps outside the table (a test's own). Out of
+ * the many inlined copies of heap_known, and not cold: a call to a cold
+ * function moves the block that makes it to its caller's cold part
+ * (.text.unlikely.NAME), and layout.ld keeps some of those in the first
+ * text window (they warm cold runs, which python3 meets). */
+static EBB_NOINLINE bool heap_known_other(const page_heap_t *h)
+{
+	for (unsigned i = 0; i < OTHER_HEAPS; i++)
+		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
+			return true;
+	return false;
+}
+
 /* Whether h is one of our page heaps: the owner pointer of a superblock
  * header is checked against this before anything locks through it. A heap
  * of the table not set up owns no superblock. */
@@ -94,10 +107,7 @@ static bool heap_known(const page_heap_t *h)
 {
 	if (EBB_LIKELY(heap_in_table(h)))
 		return heap_ready((unsigned)(((uintptr_t)h - (uintptr_t)page_heaps) / sizeof(heap_slot_t)));
-	for (unsigned i = 0; i < OTHER_HEAPS; i++)
-		if (__atomic_load_n(&other_heaps[i], __ATOMIC_RELAXED) == h && h != NULL)
-			return true;
-	return false;
+	return heap_known_other(h);
 }
 
 /* zeroed: h is known to be all zero (a heap of the static table, never
@@ -541,8 +551,8 @@ static bool run_fits_aligned(const span_t *s, size_t npages, size_t align_pages)
  * `budget` runs. For big alignments a run that fits is often much shorter
  * than npages + align_pages - 1: a superblock has only one 2 MiB-aligned
  * page, and without this search every such request mapped a superblock. */
-static span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size_t align_pages,
-				 unsigned budget)
+static EBB_NOINLINE span_t *list_find_aligned(page_heap_t *h, unsigned k, size_t npages, size_t align_pages,
+					      unsigned budget)
 {
 	for (unsigned i = (unsigned)npages; i <= EBB_SB_PAGES && budget > 0; i++) {
 		uint64_t bits = h->nonempty[k][i >> 6] >> (i & 63);
@@ -774,7 +784,7 @@ EBB_COLD void page_heap_warm(page_heap_t *h, superblock_t *sb)
 /* Warms the cold runs of every superblock of h whose header no trim has out:
  * before h maps a new superblock, the address space it already has comes
  * first. Returns whether it warmed any. */
-static bool warm_all(page_heap_t *h)
+static EBB_COLD bool warm_all(page_heap_t *h)
 {
 	bool any = false;
 	for (superblock_t *sb = h->superblocks; sb != NULL && h->cold_runs != 0; sb = sb->next) {
@@ -791,6 +801,18 @@ static bool warm_all(page_heap_t *h)
  * Allocation and free
  * ------------------------------------------------------------------------- */
 
+/* lock_acquire_sb's wait (h->lock held, and again on return) while
+ * trim_descriptors has some of sb's header pages out. Not cold, as
+ * heap_known_other. */
+static EBB_NOINLINE void wait_header(page_heap_t *h, superblock_t *sb)
+{
+	while (sb->hdr_purging) {
+		lock_release(&h->lock);
+		os_yield();
+		lock_acquire(&h->lock);
+	}
+}
+
 /* Takes the lock of sb's heap, for an operation that may write descriptors
  * of sb: waits while trim_descriptors has some of its header pages out, and
  * makes its cold runs runs again (the operation may free a neighbour of
@@ -798,11 +820,8 @@ static bool warm_all(page_heap_t *h)
 EBB_INLINE void lock_acquire_sb(page_heap_t *h, superblock_t *sb)
 {
 	lock_acquire(&h->lock);
-	while (EBB_UNLIKELY(sb->hdr_purging)) {
-		lock_release(&h->lock);
-		os_yield();
-		lock_acquire(&h->lock);
-	}
+	if (EBB_UNLIKELY(sb->hdr_purging))
+		wait_header(h, sb);
 	if (EBB_UNLIKELY(sb->cold_n != 0))
 		page_heap_warm(h, sb);
 }
@@ -1070,18 +1089,42 @@ static span_t *alloc_straddle(page_heap_t *h, span_t *l, size_t npages)
 	return alloc_finish(h, sb, page, npages, SPAN_CENTRAL, rzeroed ? (uint8_t)(d + 1) : 0, true);
 }
 
+/* alloc_search's refusal of a request no superblock holds. */
+static EBB_COLD span_t *alloc_too_big(page_heap_t *h, bool locked)
+{
+	if (locked)
+		lock_release(&h->lock);
+	errno = ENOMEM;
+	return NULL;
+}
+
+/* Out of memory for heap h (the kernel would not map a superblock for it):
+ * the next heap after h, in index order, that another CPU set up, which may
+ * have free pages that fit (a span remembers its superblock's heap, so it
+ * goes back there); NULL once *visited reaches every heap. */
+static EBB_COLD page_heap_t *next_heap_for_oom(const page_heap_t *h, unsigned *visited)
+{
+	page_heap_t *o = NULL;
+	for (unsigned i = h->index; o == NULL;) {
+		if ((*visited)++ >= page_heaps_n)
+			return NULL;
+		i = (i + 1) % page_heaps_n;
+		o = page_heap_peek(i); /* one not set up has no pages */
+	}
+	return o;
+}
+
 /* page_heap_alloc but for the pending top: `locked` says whether h->lock is
- * held already (a CENTRAL request the top did not fit). */
+ * held already (a CENTRAL request the top did not fit). Its rare branches
+ * (too big, aligned, cold runs, out of memory) call out, so that what a
+ * common search runs is all of its code in the first text window
+ * (layout.ld). */
 static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state,
 					 bool locked)
 {
 	size_t need = npages + align_pages - 1;
-	if (need > (size_t)EBB_SB_PAGES - EBB_SB_HEADER_PAGES) {
-		if (locked)
-			lock_release(&h->lock);
-		errno = ENOMEM;
-		return NULL;
-	}
+	if (need > (size_t)EBB_SB_PAGES - EBB_SB_HEADER_PAGES)
+		return alloc_too_big(h, locked);
 	span_t *s;
 	bool refused = false; /* the kernel would not map a new superblock */
 	bool looked_elsewhere = (state != SPAN_LARGE && state != SPAN_CENTRAL) || !heap_in_table(h) ||
@@ -1124,18 +1167,11 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 			lock_acquire(&h->lock);
 			continue;
 		}
-		/* Out of memory for this heap: another CPU's heap may have free
-		 * pages that fit (a span remembers its superblock's heap, so it goes
-		 * back there). errno stays ENOMEM from grow. */
+		/* errno stays ENOMEM from grow. */
 		refused = true;
-		page_heap_t *o = NULL;
-		for (unsigned i = h->index; o == NULL;) {
-			if (visited++ >= page_heaps_n)
-				return NULL;
-			i = (i + 1) % page_heaps_n;
-			o = page_heap_peek(i); /* one not set up has no pages */
-		}
-		h = o;
+		h = next_heap_for_oom(h, &visited);
+		if (h == NULL)
+			return NULL;
 		lock_acquire(&h->lock);
 	}
 

@@ -133,6 +133,33 @@ static unsigned desc_page_of(const superblock_t *sb, unsigned page)
 			  EBB_PAGE_SHIFT);
 }
 
+/* trim_descriptors' end when the kernel refused some header pages (idle
+ * without them): the cold runs whose descriptor page stayed are runs again,
+ * with the descriptor they had (BUSY); the others stay cold, their pages
+ * counted purged, in no list. */
+static EBB_COLD void trim_refused(page_heap_t *h, superblock_t *sb, uint32_t idle)
+{
+	unsigned kept = 0;
+	uint8_t zeroed = 0;
+	for (unsigned i = 0; i < sb->cold_n; i++) {
+		unsigned page = sb->cold_page[i];
+		if (idle & (1u << desc_page_of(sb, page))) {
+			sb->cold_page[kept] = (uint16_t)page;
+			sb->cold_npages[kept] = sb->cold_npages[i];
+			zeroed |= (uint8_t)(((sb->cold_zeroed >> i) & 1u) << kept);
+			h->purged_pages += sb->cold_npages[i];
+			kept++;
+			continue;
+		}
+		span_t *s = superblock_span_at(sb, page);
+		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
+		page_heap_run_list(h, s, NULL);
+	}
+	sb->cold_n = (uint8_t)kept;
+	sb->cold_zeroed = zeroed;
+	h->cold_runs += kept;
+}
+
 /* Gives back the header pages of sb that describe nothing any more (a burst's
  * spans come and go, and each left its descriptor page resident: 17 pages of
  * a superblock's header, 1.6% of what a burst mapped), and those whose only
@@ -178,6 +205,7 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	 * resident page linked through `next`, the rest (whose descriptor goes)
 	 * in the table of cold runs, which outlives their descriptors. */
 	span_t *busy = NULL;
+	size_t cold_pages = 0;
 	for (unsigned page = sb->first_page; page < end;) {
 		span_t *s = superblock_span_at(sb, page);
 		page += s->npages;
@@ -190,6 +218,7 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 			sb->cold_page[i] = s->page;
 			sb->cold_npages[i] = (uint16_t)s->npages;
 			sb->cold_zeroed |= (uint8_t)((s->zeroed & 1u) << i);
+			cold_pages += s->npages;
 		} else {
 			s->next = busy;
 			busy = s;
@@ -199,20 +228,21 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 	lock_release(&h->lock);
 	bool ok = true;
 	size_t calls = 0;
-	for (unsigned b = EBB_SB_FIXED_PAGES; b < EBB_SB_HEADER_PAGES; b++) {
-		if (!(idle & (1u << b)))
-			continue;
-		unsigned n = 1;
-		while (b + n < EBB_SB_HEADER_PAGES && (idle & (1u << (b + n))))
-			n++;
+	/* One call a stretch of adjacent idle pages (a bit loop: the page loop
+	 * the compiler unrolls over the 17 header pages was 650 bytes of code
+	 * in the first text window, layout.ld). */
+	for (uint32_t left = idle; left != 0;) {
+		unsigned b = (unsigned)__builtin_ctz(left);
+		unsigned n = (unsigned)__builtin_ctz(~(left >> b)); /* < 32: bit 31 is no header page */
+		uint32_t stretch = ((1u << n) - 1) << b;
+		left &= ~stretch;
 		calls++;
 		if (!os_purge((char *)sb + b * EBB_PAGE_SIZE, n * EBB_PAGE_SIZE, false)) {
 			/* Nothing lost: a page madvise refused is still resident and
 			 * still counted. */
-			idle &= ~(((1u << n) - 1) << b);
+			idle &= ~stretch;
 			ok = false;
 		}
-		b += n - 1;
 	}
 	lock_acquire(&h->lock);
 	for (span_t *s = busy, *next; s; s = next) {
@@ -220,33 +250,18 @@ static void trim_descriptors(page_heap_t *h, superblock_t *sb)
 		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
 		page_heap_run_list(h, s, NULL);
 	}
-	/* The cold runs whose descriptor page the kernel kept are runs again,
-	 * with the descriptor they had (BUSY); the others count as purged
-	 * pages, in no list. */
-	unsigned kept = 0;
-	uint8_t zeroed = 0;
-	for (unsigned i = 0; i < sb->cold_n; i++) {
-		unsigned page = sb->cold_page[i];
-		if (idle & (1u << desc_page_of(sb, page))) {
-			sb->cold_page[kept] = (uint16_t)page;
-			sb->cold_npages[kept] = sb->cold_npages[i];
-			zeroed |= (uint8_t)(((sb->cold_zeroed >> i) & 1u) << kept);
-			h->purged_pages += sb->cold_npages[i];
-			kept++;
-			continue;
-		}
-		span_t *s = superblock_span_at(sb, page);
-		SPAN_SET_STATE(s, SPAN_FREE_PURGED, &h->lock);
-		page_heap_run_list(h, s, NULL);
+	/* Every page out: every cold run stays cold, its pages counted purged
+	 * (in no list). */
+	if (EBB_LIKELY(ok)) {
+		h->purged_pages += cold_pages;
+		h->cold_runs += sb->cold_n;
+	} else {
+		trim_refused(h, sb, idle);
 	}
-	sb->cold_n = (uint8_t)kept;
-	sb->cold_zeroed = zeroed;
-	h->cold_runs += kept;
 	sb->hdr_purging = 0;
 	h->madvise_calls += calls;
 	sb->desc_touched &= ~idle;
 	h->meta_pages -= (size_t)__builtin_popcount(idle);
-	(void)ok;
 }
 
 /* Gives back the runs of `list` (BUSY, no lock held) and sets each one's
@@ -324,6 +339,17 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	return purge_oldest(h, want, now, false);
 }
 
+/* The kernel refused to purge run s (BUSY, h->lock held): its pages stay
+ * resident and it is listed dirty again, with its age. */
+static EBB_COLD void purge_refused(page_heap_t *h, superblock_t *sb, span_t *s)
+{
+	SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
+	if (s->huge)
+		page_heap_run_list(h, s, h->lru_tail);
+	else
+		page_heap_run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0, s->u.free.freed_ns);
+}
+
 /* Purges up to `want` pages of h's oldest dirty runs. Caller holds the lock,
  * and no pass of h runs; the lock is released on return. Returns the pages
  * purged. */
@@ -369,15 +395,8 @@ static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_
 					}
 				}
 			} else {
-				/* The kernel refused: the pages stay resident and are listed
-				 * dirty again (with their age), and this pass stops. */
-				SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
-				failed = true;
-				if (s->huge)
-					page_heap_run_list(h, s, h->lru_tail);
-				else
-					page_heap_run_free_coalesced(h, sb, s->page, s->npages, SPAN_FREE_DIRTY, 0,
-								     s->u.free.freed_ns);
+				purge_refused(h, sb, s);
+				failed = true; /* this pass stops */
 			}
 		}
 		decay_note_removed(&h->decay, purged);
@@ -445,60 +464,51 @@ static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
 	return all_purged;
 }
 
-size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+/* Takes sb, an entirely free superblock of h's list whose time is up, out
+ * of the list onto *victims, its runs out of the lists (h->lock held). Out
+ * of page_heap_release's loop, as the victims' loop below: a pass that
+ * unmaps is rare, and a pass that does not stays in the first text window
+ * (layout.ld). */
+static EBB_COLD void release_take(page_heap_t *h, superblock_t *sb, superblock_t **victims)
 {
-	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
-	superblock_t *victims = NULL;
-	if (all)
-		page_heap_lock_idle(h);
-	else
-		lock_acquire(&h->lock);
-	if (h->purging) {
-		lock_release(&h->lock);
-		return 0;
-	}
-	h->purging = true;
-	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
-	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
-		page_heap_check_listed(h, sb, false);
-		next = sb->next;
-		if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 ||
-		    (!all && util_elapsed(now, sb->empty_since_ns) < delay))
-			continue;
-		/* Its free runs are unlisted below: a pending one must be listed,
-		 * a cold one too (none is: the free that emptied sb warmed them). */
-		page_heap_pending_drain(h, 0);
-		if (sb->cold_n != 0)
-			page_heap_warm(h, sb);
-		page_heap_sb_unlink(&h->superblocks, sb);
-		sb->all_purged = unlist_superblock_runs(h, sb);
-		h->superblocks_count--;
-		sb->next = victims;
-		victims = sb;
-	}
-	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
-		page_heap_check_listed(h, sb, true);
-		next = sb->next;
-		if (!all && util_elapsed(now, sb->empty_since_ns) < delay)
-			continue;
-		if (sb->spans[0].state == SPAN_FREE_DIRTY)
-			decay_note_removed(&h->decay, sb->spans[0].npages);
-		sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
-		page_heap_run_unlist(h, &sb->spans[0]);
-		h->huge_count--;
-		sb->next = victims;
-		victims = sb;
-	}
-	lock_release(&h->lock);
+	/* Its free runs are unlisted below: a pending one must be listed, a
+	 * cold one too (none is: the free that emptied sb warmed them). */
+	page_heap_pending_drain(h, 0);
+	if (sb->cold_n != 0)
+		page_heap_warm(h, sb);
+	page_heap_sb_unlink(&h->superblocks, sb);
+	sb->all_purged = unlist_superblock_runs(h, sb);
+	h->superblocks_count--;
+	sb->next = *victims;
+	*victims = sb;
+}
 
-	size_t released = 0, huge_released = 0;
+/* As release_take, for sb of h's cache of huge blocks. */
+static EBB_COLD void release_take_huge(page_heap_t *h, superblock_t *sb, superblock_t **victims)
+{
+	if (sb->spans[0].state == SPAN_FREE_DIRTY)
+		decay_note_removed(&h->decay, sb->spans[0].npages);
+	sb->all_purged = sb->spans[0].state == SPAN_FREE_PURGED;
+	page_heap_run_unlist(h, &sb->spans[0]);
+	h->huge_count--;
+	sb->next = *victims;
+	*victims = sb;
+}
+
+/* Unmaps the superblocks of `victims` (no lock held); one that munmap
+ * refuses is kept, as one free run. Returns how many went, and in
+ * *huge_released how many of them were huge blocks. */
+static EBB_COLD size_t release_victims(page_heap_t *h, superblock_t *victims, uint64_t now,
+				       size_t *huge_released)
+{
+	size_t released = 0;
 	for (superblock_t *sb = victims, *next; sb; sb = next) {
 		next = sb->next;
 		size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
 		bool huge = sb->huge, purged = sb->all_purged;
 		if (superblock_destroy(sb)) {
 			released++;
-			huge_released += huge;
+			*huge_released += huge;
 			lock_acquire(&h->lock);
 			h->meta_pages -= meta;
 			lock_release(&h->lock);
@@ -520,6 +530,41 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		}
 		lock_release(&h->lock);
 	}
+	return released;
+}
+
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+{
+	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
+	superblock_t *victims = NULL;
+	if (all)
+		page_heap_lock_idle(h);
+	else
+		lock_acquire(&h->lock);
+	if (h->purging) {
+		lock_release(&h->lock);
+		return 0;
+	}
+	h->purging = true;
+	lock_depth_enter(); /* the pass is a lock this thread holds (core/api/fork.c) */
+	for (superblock_t *sb = h->superblocks, *next; sb; sb = next) {
+		page_heap_check_listed(h, sb, false);
+		next = sb->next;
+		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns != 0 &&
+		    (all || util_elapsed(now, sb->empty_since_ns) >= delay))
+			release_take(h, sb, &victims);
+	}
+	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+		page_heap_check_listed(h, sb, true);
+		next = sb->next;
+		if (all || util_elapsed(now, sb->empty_since_ns) >= delay)
+			release_take_huge(h, sb, &victims);
+	}
+	lock_release(&h->lock);
+
+	size_t released = 0, huge_released = 0;
+	if (victims != NULL)
+		released = release_victims(h, victims, now, &huge_released);
 	lock_acquire(&h->lock);
 	h->purging = false;
 	bool huge_idle = h->huge_count == 0;
