@@ -1942,8 +1942,8 @@ TEST_CASE("a bad block met by either copy of the unrolled return, in a run or op
 // A flush over a large working set meets another superblock at nearly every
 // block; the return reads the new one's registry slot inside its fast loop
 // (release_fast_in), for a one-page class and one of several pages alike.
-// Blocks of two superblocks alternating one by one (for a one-page class the
-// scatter form: four blocks of four pages open the window) or two by two, with
+// Blocks of two superblocks alternating one by one (the scatter form: four
+// blocks of four spans open the window) or two by two (the run form), with
 // an address in no superblock of ours (a static array) and a block whose
 // mark was overwritten right after a switch: both reported, every other
 // block comes home once (the counts balance), and a refill of them all

@@ -1272,9 +1272,9 @@ typedef struct release_state {
  * two: the loop's add and jump once every four blocks (random and reverse
  * batches 0.44 and 0.56 a pair less).
  *
- * `scatter` (one_page only, release_window chooses it): every block is
- * taken as one that opens a run, with no test of its page against the
- * run's. A block of the run's own span then
+ * `scatter` (release_window chooses it): every block is taken as one
+ * that opens a run, with no test of its page (its span's bytes, with
+ * several pages) against the run's. A block of the run's own span then
  * closes the run and opens it again on the same span (the list head it reads is the one the close just
  * wrote): the same blocks, counts and reports, some 10 instructions dearer
  * than an extension, but a block that opens a run is 6 cheaper (no test
@@ -1284,7 +1284,8 @@ typedef struct release_state {
  * the loop, closes the run st holds, of any length). The asm that keeps gcc
  * from folding the descriptor's address costs two copies here. random
  * batch (bench/fastpath, callgrind): release_fast_page 26.5 -> 20.1 a
- * pair; perf.fastpath 93.5 -> 87.3. */
+ * pair; perf.fastpath 93.5 -> 87.3. With several pages (--size=1024):
+ * release_fast_pages 61.5 -> release_scatter_pages 49.4 a pair. */
 EBB_INLINE enum release_stop release_fast_in(release_state_t *st, unsigned cls, uint64_t key, bool one_page,
 					    bool scatter, uint64_t mul, uint64_t limit, uint64_t bound)
 {
@@ -1351,6 +1352,19 @@ static EBB_NOINLINE enum release_stop release_fast_pages(release_state_t *st, un
 							 uint64_t mul, uint64_t limit, uint64_t bound)
 {
 	return release_fast_in(st, cls, key, false, false, mul, limit, bound);
+}
+
+static EBB_NOINLINE enum release_stop release_scatter_pages(release_state_t *st, unsigned cls, uint64_t key,
+							    uint64_t mul, uint64_t limit, uint64_t bound)
+{
+	return release_fast_in(st, cls, key, false, true, mul, limit, bound);
+}
+
+/* Whether blocks at a and b are at least `bound` apart (either way): then
+ * not of one span, whose block bytes are `bound`. */
+EBB_INLINE bool release_apart(uintptr_t a, uintptr_t b, uint64_t bound)
+{
+	return (uint64_t)(a - b) + (bound - 1) >= 2 * bound - 1;
 }
 
 /* Whether the blocks from `at` may be a whole span of a one-page class, all
@@ -1463,15 +1477,13 @@ cut:;
  * blocks release_fast leaves, one at a time; returns with the run closed
  * at the sentinel. The lock held may change (another home).
  *
- * A one-page class's window whose first four blocks lie on four pages in a
- * row (a flush in random order: a bin of blocks spread over more pages
- * than it holds) goes through release_fast_in's scatter form, which is
- * cheaper for blocks that each open a run and dearer for runs; either form
- * gives back the same blocks, so the test need only be a fair guess. Not
- * for several-page classes: their scatter form (release_fast_pages 61.5 ->
- * 49.4 a pair in a random batch of 1 KiB blocks) is 2.4 KiB more code on
- * the paths a small program runs, which then no longer fit the first
- * 64 KiB of the library's text (core/api/layout.ld, api.text_rss). Reverse batch (whole pages in a row): the
+ * A window whose first four blocks lie in four spans in a row (a flush in
+ * random order: a bin of blocks spread over more spans than it holds; for
+ * one page, four pages, and for several, blocks at least a span's block
+ * bytes apart, which no two of one span are) goes through release_fast_in's
+ * scatter form, which is cheaper for blocks that each open a run and
+ * dearer for runs; either form gives back the same blocks, so the test
+ * need only be a fair guess. Reverse batch (whole pages in a row): the
  * sample costs 0.05 a pair. */
 EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, bool one_page, uint64_t mul,
 			       uint64_t limit, uint64_t bound)
@@ -1480,14 +1492,18 @@ EBB_INLINE void release_window(release_state_t *st, unsigned cls, uint64_t key, 
 	if (st->end - st->at >= 4) {
 		uintptr_t a0 = (uintptr_t)st->at[0], a1 = (uintptr_t)st->at[1];
 		uintptr_t a2 = (uintptr_t)st->at[2], a3 = (uintptr_t)st->at[3];
-		scatter = one_page && (a0 ^ a1) >= EBB_PAGE_SIZE && (a1 ^ a2) >= EBB_PAGE_SIZE &&
-			  (a2 ^ a3) >= EBB_PAGE_SIZE;
+		if (!one_page)
+			scatter = release_apart(a0, a1, bound) && release_apart(a1, a2, bound) &&
+				  release_apart(a2, a3, bound);
+		else
+			scatter = (a0 ^ a1) >= EBB_PAGE_SIZE && (a1 ^ a2) >= EBB_PAGE_SIZE && (a2 ^ a3) >= EBB_PAGE_SIZE;
 		if (one_page && !scatter && st->n == 0 &&
 		    release_whole_candidate(st->at, st->end, size_classes[cls].blocks, size_classes[cls].size))
 			release_whole_span(st, cls, key);
 	}
 	for (;;) {
-		enum release_stop why = !one_page ? release_fast_pages(st, cls, key, mul, limit, bound)
+		enum release_stop why = !one_page ? (scatter ? release_scatter_pages(st, cls, key, mul, limit, bound)
+							     : release_fast_pages(st, cls, key, mul, limit, bound))
 					: scatter ? release_scatter_page(st, cls, key)
 						  : release_fast_page(st, cls, key);
 		if (why == RELEASE_CLOSE) {
