@@ -30,6 +30,7 @@ static uint64_t opt_queue = 32;
 static uint64_t opt_seed = 42;
 static uint64_t opt_time_setup = 0;
 static uint64_t opt_pages = 0;
+static uint64_t opt_floor = 0;
 
 static const bu_opt options[] = {
 	{ "threads", BU_COUNT, &opt_threads, "producer threads (as many consumers)" },
@@ -43,6 +44,10 @@ static const bu_opt options[] = {
 	{ "pages", BU_COUNT, &opt_pages,
 	  "1: report the distinct 4 KiB pages of each 2048 blocks a consumer reads (a locality figure: "
 	  "the counting slows the run, its times mean nothing then)" },
+	{ "floor", BU_SIZE, &opt_floor,
+	  "BYTES > 0: no allocator at all: each pair carves its blocks in turn from a ring of BYTES and "
+	  "the consumer's frees, in the same order, give them back (a floor: what the program's own "
+	  "hand-over, scheduling and memory traffic cost, with perfect locality and no allocator code)" },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -52,6 +57,14 @@ typedef struct {
 	size_t count;
 	void *blocks[];
 } batch;
+
+/* --floor: a side's place in its pair's ring: bytes made (or given back)
+ * so far, and where in the ring the next block goes. Blocks never wrap: one
+ * that would is put at the start, the bytes skipped counted as used. */
+typedef struct {
+	uint64_t total;
+	size_t pos;
+} floor_at;
 
 /*
  * One producer-consumer pair: a bounded ring of batch pointers. A sleeping
@@ -68,6 +81,13 @@ typedef struct {
 	uint64_t objects;
 	uint64_t seed;
 	uint64_t bad;
+	/* --floor: the ring, the producer's running offset and the consumer's
+	 * (published once per batch). Both sides replay the same sequence of
+	 * sizes, so the consumer knows each block's offset without reading it. */
+	unsigned char *ring_mem;
+	floor_at made;
+	_Atomic uint64_t gone;
+	uint64_t floor_waits;
 	char pad[BU_CACHE_LINE];
 } pair;
 
@@ -152,6 +172,35 @@ static batch *pop(pair *p)
 	return b;
 }
 
+/* Steps over a block of sz bytes; returns its offset in the ring. */
+static size_t floor_step(floor_at *a, size_t sz)
+{
+	sz = (sz + 15) & ~(size_t)15;
+	if (a->pos + sz > opt_floor) {
+		a->total += opt_floor - a->pos;
+		a->pos = 0;
+	}
+	size_t at = a->pos;
+	a->pos += sz;
+	a->total += sz;
+	return at;
+}
+
+static void *floor_make(pair *p, size_t sz)
+{
+	size_t at = floor_step(&p->made, sz);
+	while (p->made.total - atomic_load_explicit(&p->gone, memory_order_acquire) > opt_floor) {
+		p->floor_waits++;
+		sched_yield();
+	}
+	return p->ring_mem + at;
+}
+
+static void *bench_malloc(pair *p, size_t sz)
+{
+	return opt_floor ? floor_make(p, sz) : malloc(sz);
+}
+
 static void *producer(void *arg)
 {
 	pair *p = arg;
@@ -161,12 +210,12 @@ static void *producer(void *arg)
 	uint64_t left = p->objects;
 	while (left) {
 		size_t n = left < opt_batch ? (size_t)left : (size_t)opt_batch;
-		batch *b = malloc(sizeof(batch) + n * sizeof(void *));
+		batch *b = bench_malloc(p, sizeof(batch) + n * sizeof(void *));
 		BU_CHECK(b, "malloc of a batch failed");
 		b->count = n;
 		for (size_t i = 0; i < n; i++) {
 			size_t sz = bu_rng_size_log(&rng, opt_min, opt_max);
-			unsigned char *blk = malloc(sz);
+			unsigned char *blk = bench_malloc(p, sz);
 			BU_CHECK(blk, "malloc(%zu) failed", sz);
 			/* The consumer checks these, so a block handed out twice or
 			 * overwritten by allocator metadata shows up as an error. */
@@ -196,7 +245,10 @@ static void *consumer(void *arg)
 	uintptr_t *win = opt_pages ? bu_map(PAGE_WINDOW * sizeof *win) : NULL;
 	size_t wn = 0;
 	batch *b;
+	floor_at gone = { 0, 0 };
 	while ((b = pop(p))) {
+		if (opt_floor)
+			floor_step(&gone, sizeof(batch) + b->count * sizeof(void *));
 		for (size_t i = 0; i < b->count; i++) {
 			size_t sz = bu_rng_size_log(&rng, opt_min, opt_max);
 			unsigned char *blk = b->blocks[i];
@@ -209,9 +261,15 @@ static void *consumer(void *arg)
 					wn = 0;
 				}
 			}
-			free(blk);
+			if (opt_floor)
+				floor_step(&gone, sz);
+			else
+				free(blk);
 		}
-		free(b);
+		if (opt_floor)
+			atomic_store_explicit(&p->gone, gone.total, memory_order_release);
+		else
+			free(b);
 	}
 	finish(cpu0);
 	return NULL;
@@ -238,6 +296,10 @@ int main(int argc, char **argv)
 	BU_CHECK(opt_threads >= 1 && opt_threads <= 2048, "--threads must be 1..2048");
 	BU_CHECK(opt_min >= 2 && opt_min <= opt_max, "need 2 <= --min-size <= --max-size");
 	BU_CHECK(opt_batch >= 1 && opt_queue >= 1, "--batch and --queue must be >= 1");
+	/* A ring that cannot hold two whole batches would leave the producer
+	 * waiting for space the consumer frees only after the batch is pushed. */
+	BU_CHECK(opt_floor == 0 || opt_floor >= 2 * (32 + opt_batch * (sizeof(void *) + opt_max + 16)),
+		 "--floor must hold two whole batches");
 
 	size_t n = (size_t)opt_threads;
 	pair *pairs = bu_map(n * sizeof(pair));
@@ -249,6 +311,8 @@ int main(int argc, char **argv)
 		pthread_cond_init(&p->not_full, NULL);
 		p->cap = (size_t)opt_queue;
 		p->ring = bu_map(p->cap * sizeof(batch *));
+		if (opt_floor)
+			p->ring_mem = bu_map((size_t)opt_floor);
 		p->objects = opt_objects / n + (i < opt_objects % n ? 1 : 0);
 		p->seed = opt_seed * 1000003u + i;
 		roles[2 * i] = (role){ p, 0 };
@@ -267,6 +331,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		bad += pairs[i].bad;
 	BU_CHECK(bad == 0, "%" PRIu64 " blocks came back corrupted", bad);
+	uint64_t floor_waits = 0;
+	for (size_t i = 0; i < n; i++)
+		floor_waits += pairs[i].floor_waits;
 
 	bu_result("threads", "%" PRIu64, opt_threads);
 	bu_result("timed", "%s", opt_time_setup ? "all" : "steady");
@@ -274,6 +341,8 @@ int main(int argc, char **argv)
 	 * unlike the rate, not affected by time the threads slept or that other
 	 * processes took from them. */
 	bu_result("cpu_ns_per_op", "%.1f", (double)atomic_load(&threads_cpu_ns) / (double)opt_objects);
+	if (opt_floor)
+		bu_result("floor_waits", "%" PRIu64, floor_waits);
 	if (opt_pages && atomic_load(&pages_windows) != 0)
 		bu_result("pages_per_2k_blocks", "%.1f",
 			  (double)atomic_load(&pages_sum) / (double)atomic_load(&pages_windows));

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <poll.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/auxv.h>
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
 #include <sys/single_threaded.h>
@@ -471,6 +472,17 @@ uint64_t os_random(void)
 void os_yield(void)
 {
 	sched_yield();
+}
+
+/* Raw system calls: glibc's futex wrappers are cancellation points. */
+void os_wait_u32(const uint32_t *word, uint32_t expect)
+{
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
+}
+
+void os_wake_one(const uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)

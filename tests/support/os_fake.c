@@ -8,7 +8,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tests/support/os_fake.h"
@@ -160,6 +162,12 @@ uint64_t os_random(void)
 	return z ^ (z >> 31);
 }
 void os_yield(void) { sched_yield(); }
+/* The real futex: tests of the lock measure what a waiter costs. */
+void os_wait_u32(const uint32_t *word, uint32_t expect)
+{
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
+}
+void os_wake_one(const uint32_t *word) { syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)
 {
