@@ -106,7 +106,7 @@ uint64_t os_random(void);
 void os_yield(void);
 /* Sleeps while *word reads expect (a futex wait, private to the process):
  * returns at once if it reads otherwise, when os_wake_one wakes it, or for no
- * reason; the caller tests again. Not a cancellation point. */
+ * reason; the caller tests again. Not a cancellation point; errno is kept. */
 void os_wait_u32(const uint32_t *word, uint32_t expect);
 /* Wakes one thread sleeping in os_wait_u32 on word, if there is one. */
 void os_wake_one(const uint32_t *word);

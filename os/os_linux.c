@@ -474,15 +474,22 @@ void os_yield(void)
 	sched_yield();
 }
 
-/* Raw system calls: glibc's futex wrappers are cancellation points. */
+/* Raw system calls: glibc's futex wrappers are cancellation points. Both keep
+ * errno: a wait that finds the word changed fails with EAGAIN (or EINTR), and
+ * a lock taken inside free() must not change what the program reads in errno
+ * (glibc promises free keeps it). */
 void os_wait_u32(const uint32_t *word, uint32_t expect)
 {
+	int saved = errno;
 	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
+	errno = saved;
 }
 
 void os_wake_one(const uint32_t *word)
 {
+	int saved = errno;
 	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	errno = saved;
 }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)

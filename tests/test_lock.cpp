@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <ctime>
 #include <thread>
 #include <vector>
@@ -72,9 +73,14 @@ TEST_CASE("lock: exclusive under sleeping waiters", "[lock]")
 	static ebb_lock_t l = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_OPTIONS);
 	constexpr int kThreads = 4, kRounds = 4000;
 	uint64_t counter = 0; // plain: only the lock orders the increments
+	std::atomic<int> errno_changed{0}; // Catch2's CHECK is not for other threads
 	std::vector<std::thread> ts;
 	for (int t = 0; t < kThreads; t++)
 		ts.emplace_back([&, t] {
+			// A sleeper's futex wait fails with EAGAIN when the word
+			// changed before it slept: the lock must not leave that in
+			// errno (free() keeps errno).
+			errno = 4242 + t;
 			for (int i = 0; i < kRounds; i++) {
 				lock_acquire(&l);
 				uint64_t v = counter;
@@ -85,10 +91,13 @@ TEST_CASE("lock: exclusive under sleeping waiters", "[lock]")
 				counter = v + 1;
 				lock_release(&l);
 			}
+			if (errno != 4242 + t)
+				errno_changed++;
 		});
 	for (auto &t : ts)
 		t.join();
 	CHECK(counter == static_cast<uint64_t>(kThreads) * kRounds);
+	CHECK(errno_changed.load() == 0);
 	CHECK_FALSE(lock_is_held(&l));
 	// lock_try takes a free lock and refuses a held one.
 	REQUIRE(lock_try(&l));

@@ -4,6 +4,7 @@
 // the vector at the range it hits.
 #include <catch2/catch.hpp>
 
+#include <cerrno>
 #include <cstring>
 
 #include "os/os.h"
@@ -112,4 +113,18 @@ TEST_CASE("os_purge_vec stops at the range the kernel refuses", "[os]")
 	CHECK(page_is(p + 25 * page, page, 26));
 	REQUIRE(os_unmap(p, 20 * page));
 	REQUIRE(os_unmap(p + 21 * page, (kPages - 21) * page));
+}
+
+// The lock's futex wait and wake run inside malloc and free, and free must
+// keep errno (glibc promises it; its tst-free-errno checks). A wait on a word
+// that already reads otherwise fails at once with EAGAIN: errno must still
+// read what the program left there.
+TEST_CASE("os_wait_u32 and os_wake_one keep errno", "[os]")
+{
+	uint32_t word = 1;
+	errno = 4242;
+	os_wait_u32(&word, 2); // the word is not 2: the kernel says EAGAIN
+	CHECK(errno == 4242);
+	os_wake_one(&word); // nobody sleeps there: wakes none
+	CHECK(errno == 4242);
 }

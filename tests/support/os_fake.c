@@ -165,9 +165,16 @@ void os_yield(void) { sched_yield(); }
 /* The real futex: tests of the lock measure what a waiter costs. */
 void os_wait_u32(const uint32_t *word, uint32_t expect)
 {
+	int saved = errno; /* as os_linux.c: the lock keeps errno */
 	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
+	errno = saved;
 }
-void os_wake_one(const uint32_t *word) { syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
+void os_wake_one(const uint32_t *word)
+{
+	int saved = errno;
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	errno = saved;
+}
 
 bool os_thread_start(void *(*fn)(void *), void *arg)
 {
