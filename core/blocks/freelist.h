@@ -94,11 +94,26 @@ EBB_INLINE bool freelist_mark_kept(const void *block, uint64_t mark)
 	return !EBB_CHECKS || ((const uint64_t *)block)[1] == mark;
 }
 
+/* The word that holds `block`'s mark while it is free. */
+EBB_INLINE const uint64_t *freelist_mark_word(const void *block)
+{
+	return (const uint64_t *)block + 1;
+}
+
+/* Whether w, the word read at `block`'s mark, is either of its marks: they
+ * differ in bit 0 alone, so w xor the bin mark is 0 or 1 exactly then (one
+ * compare instead of two, realloc's fast path); always false without
+ * checks. */
+EBB_INLINE bool freelist_is_mark(uint64_t w, const void *block, uint64_t key)
+{
+	return EBB_CHECKS && (w ^ freelist_mark_of(block, key)) <= 1;
+}
+
 /* Whether `block` is free already, in a bin, a batch or its span (double
  * free, realloc of a freed block); always false without checks. */
 EBB_INLINE bool freelist_marked(const void *block, uint64_t key)
 {
-	uint64_t w = ((const uint64_t *)block)[1];
+	uint64_t w = *freelist_mark_word(block);
 	return EBB_CHECKS && (w == freelist_mark_of(block, key) || w == freelist_span_mark_of(block, key));
 }
 
