@@ -463,11 +463,13 @@ static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out,
 	superblock_t *sb = span_superblock(s);
 	if (end == k->blocks) {
 		superblock_map_span(sb, s->page, s->npages, c->cls);
+		s->zeroed = 0;
 	} else {
 		unsigned classed = central_carve_withhold(s, end);
 		superblock_map_span(sb, s->page, s->npages, 0);
 		for (unsigned i = 0; i < classed; i++)
 			pmap_set_class(sb, s->page + i, c->cls);
+		s->zeroed = (uint8_t)(classed + 1); /* span.h */
 	}
 	return s;
 }

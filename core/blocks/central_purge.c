@@ -12,8 +12,11 @@
  *   its free list, checked as span_take checks them, and those withheld
  *   already) and that were not given back yet. The free blocks that touch
  *   them leave the free list and count as withheld (span.h: used +
- *   |free list| + withheld + lost == blocks); their first 16 bytes are zeroed; the
- *   pages join given_back and the span is marked purging;
+ *   |free list| + withheld + lost == blocks); their first 16 bytes are zeroed
+ *   (and carry the span mark where the block starts on a page that stays);
+ *   the pages join given_back, lose their class (free() rejects a block
+ *   start on them: a second free of a withheld block is reported, as the
+ *   lazy carve's pages below are) and the span is marked purging;
  *   without the lock: madvise of those pages (os_purge);
  *   under the lock again: purging clears; a span whose blocks all came back
  *   in the meantime (release_to_spans leaves a purging span to us) goes back
@@ -202,6 +205,19 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	if (fresh == 0)
 		return 0;
 	uint64_t take = blocks_touching(k, fresh) & freed;
+	/* A withheld block has no link and is in no list, so nothing would
+	 * catch a second free of it: free() reads its mark word and finds
+	 * zero (its page is given back), and the block would go into a bin,
+	 * out to the program, and then be relinked and handed out again. So
+	 * the pages given back lose their class first, as a lazy carve's do
+	 * (free() and realloc() then reject a block start on them), and a
+	 * withheld block that starts on a page that stays (its tail is on a
+	 * page given back) keeps the span mark over a zero link, as
+	 * central_carve_withhold writes it: free() reports it as free. The
+	 * relink takes both forms as untouched. */
+	superblock_t *sb = span_superblock(s);
+	for (uint64_t m = fresh; m; m &= m - 1)
+		pmap_set_class(sb, s->page + (unsigned)__builtin_ctzll(m), 0);
 	/* The rest of the free list, relinked in address order (its count
 	 * follows: the `take` blocks move to withheld). */
 	void *head = EBB_LIST_END;
@@ -211,6 +227,8 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 		char *b = base + (size_t)i * k->size;
 		if ((take >> i) & 1) {
 			memset(b, 0, 16); /* relink checks that it still reads zero */
+			if (!((fresh >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1))
+				freelist_put_mark(b, freelist_span_mark_of(b, key));
 			continue;
 		}
 		freelist_span_link(b, head, key);
@@ -516,7 +534,12 @@ bool central_purge_relink(span_t *s, unsigned want)
 		if ((unsigned)__builtin_popcountll(take) >= want)
 			break;
 	}
-	/* A run of pages without class (a lazy carve's) that stays withheld
+	/* The pages a lazy carve left that no one has written since (from
+	 * zeroed - 1 on, span.h) begin above the highest page relinked now. */
+	if (s->zeroed != 0 && s->zeroed - 1u < 64 && (back >> (s->zeroed - 1u)) != 0)
+		s->zeroed = (uint8_t)(64 - __builtin_clzll(back) + 1);
+	/* A run of pages without class (a lazy carve's, or given back by the
+	 * pass) that stays withheld
 	 * and does not start at a block start: the block across its start
 	 * begins on a page that gets its class now, and carries the mark
 	 * central_carve_withhold gives such a block, written first (free()
@@ -531,9 +554,8 @@ bool central_purge_relink(span_t *s, unsigned want)
 		}
 	}
 	/* Before a block of these pages can be freed, free() must find its
-	 * class (the blocks are handed out after this, under the lock). Only
-	 * the pages without one are written: a page the purge pass gave back
-	 * kept its class. */
+	 * class (the blocks are handed out after this, under the lock). The
+	 * pages given back have none (span_prepare, central_carve_withhold). */
 	for (uint64_t m = back; m; m &= m - 1) {
 		unsigned page = s->page + (unsigned)__builtin_ctzll(m);
 		if (pmap_class(pmap_load(sb, page)) == 0)
@@ -558,9 +580,15 @@ bool central_purge_relink(span_t *s, unsigned want)
 			touched = page;
 			__atomic_fetch_add(&w[0], 0, __ATOMIC_RELAXED);
 		}
-		/* Zero, or a lazy carve's mark on a block that starts on a page
-		 * with class (central_carve_withhold). */
-		if (EBB_UNLIKELY(w[0] != 0 || (w[1] != 0 && w[1] != freelist_span_mark_of(b, key)))) {
+		/* A block that starts on a page given back reads zero (its
+		 * page had no class: free() could not take it). One that starts
+		 * on a page that stayed carries the span mark over a zero link
+		 * (span_prepare, central_carve_withhold): free() could take it
+		 * into a bin without a look at its mark, and the program, given
+		 * it from there, may have left anything in it but that mark. */
+		uint64_t mark = ((gone >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1) ? 0
+											  : freelist_span_mark_of(b, key);
+		if (EBB_UNLIKELY(w[0] != 0 || (EBB_CHECKS && w[1] != mark))) {
 			/* Written after it was freed: never hand it out. */
 			freelist_corrupt("malloc", b);
 			continue;
@@ -583,19 +611,15 @@ bool central_purge_relink(span_t *s, unsigned want)
 void central_purge_free_span(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
-	uint64_t gone = s->u.central.given_back, zero = 0;
-	/* A given-back page without class is a lazy carve's that no refill
-	 * carved: nothing of ours wrote it and no block on it was ever handed
-	 * out (a carved block never reaches it: central_carve_withhold,
+	uint64_t gone = s->u.central.given_back;
+	/* A given-back page from zeroed - 1 on is a lazy carve's that no
+	 * refill carved: nothing of ours wrote it and no block on it was ever
+	 * handed out (a carved block never reaches it: central_carve_withhold,
 	 * carve_cut_at), so it reads as zero as when the span was carved from
-	 * zeroed pages. One with a class was given back by the pass: not
-	 * resident (MADV_FREE's pages as the page heap's own lazy purges), but
-	 * it held blocks before and may not read zero. */
-	for (uint64_t m = gone; m; m &= m - 1) {
-		unsigned p = (unsigned)__builtin_ctzll(m);
-		if (pmap_class(pmap_load(sb, s->page + p)) == 0)
-			zero |= (uint64_t)1 << p;
-	}
+	 * zeroed pages. One below was given back by the pass: not resident
+	 * (MADV_FREE's pages as the page heap's own lazy purges), but it held
+	 * blocks before and may not read zero. Both kinds have no class. */
+	uint64_t zero = s->zeroed != 0 ? gone & ~low_bits(s->zeroed - 1u) : 0;
 	if (gone)
 		atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
 	superblock_map_span(sb, s->page, s->npages, 0);

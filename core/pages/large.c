@@ -100,7 +100,13 @@ const char *large_why_bad(const void *p, bool freeing)
 		return why != NULL ? why(p, s)
 				   : "a block of an ebb_arena or ebb_pool, not a malloc block";
 	}
-	if (state == SPAN_CENTRAL || (state == SPAN_LARGE && p != span_start_seen(sb, s)))
+	/* A span of small blocks sends p here only from a page without class:
+	 * one given back with nothing but free blocks on it (a block freed
+	 * there is withheld, core/blocks/central_purge.c) or one a lazy carve
+	 * never handed a block out of. */
+	if (state == SPAN_CENTRAL)
+		return "not an allocated block (its page holds only free blocks, given back)";
+	if (state == SPAN_LARGE && p != span_start_seen(sb, s))
 		return "not the start of a block";
 	if (state == SPAN_LARGE)
 		return NULL;

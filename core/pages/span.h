@@ -149,7 +149,10 @@ typedef struct span {
 	uint8_t state;     /* enum span_state */
 	uint8_t cls;       /* CENTRAL: size class */
 	uint8_t zeroed;    /* FREE_PURGED, LARGE: the pages read as zero; CENTRAL, at
-			    * its carve: 1 + the first page from which on they do */
+			    * its carve: 1 + the first page from which on they do;
+			    * CENTRAL after it: 1 + the first page of the lazy
+			    * carve's pages that nothing has written since (they
+			    * read zero; central_purge.c), 0 if none */
 	uint8_t in_partial;/* CENTRAL: linked in home's partial list; POOL: in the pool's */
 	uint8_t huge;      /* the single span of a huge superblock */
 	uint8_t purge_ok;  /* BUSY: the purger's madvise result */

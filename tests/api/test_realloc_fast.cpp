@@ -15,6 +15,7 @@
  *    back where it started. */
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -733,7 +734,6 @@ TEST_CASE("realloc of a freed small block that its class would keep is reported 
 				 * realloc does not catch it yet: it returns the
 				 * block, which a later refill relinks and hands out
 				 * again. */
-				if (w == FreedIn::SpanList && size >= 4 * KiB) continue;
 				INFO("api " << a->name << ", " << size << " bytes, freed into " << freed_in_name(w));
 				for (int warn = 0; warn < 2; warn++) {
 					shared[0] = nullptr;
@@ -744,13 +744,84 @@ TEST_CASE("realloc of a freed small block that its class would keep is reported 
 					INFO((warn ? "warn" : "abort") << " run: " << r.err << " code " << r.code);
 					REQUIRE(shared[0] != nullptr);
 					CHECK(abort_and_warn_ok(r, warn));
+					/* A block of 4 KiB or more alone on its span's
+					 * list covers a page of its own, which the
+					 * trim's purge gives back: the block is withheld
+					 * (no mark, reads zero) and its page loses its
+					 * class (central_purge.c), so realloc finds no
+					 * block there. */
+					bool given_back = w == FreedIn::SpanList && size >= 4 * KiB;
 					CHECK(r.err == bad_pointer_line("realloc", shared[0],
-									"the block was freed (it carries the free mark)"));
+									given_back ? "not an allocated block (its page holds only free blocks, given back)"
+										   : "the block was freed (it carries the free mark)"));
 				}
 			}
 		}
 	}
 	munmap(shared, 4096);
+}
+
+/* A second free of blocks whose pages the purge pass gave back. A freed
+ * block on such a page is withheld: off every list, reading zero, with no
+ * mark (central_purge.c). Nothing caught its second free: it went into a
+ * bin, out to the program, and a refill relinked it later and handed it out
+ * again (on a5108a8, 1 KiB blocks below: 236 addresses handed out twice and
+ * 32 blocks the program still held handed out). Now the pages given back
+ * lose their class, so free() reports a block that starts on one, and the
+ * relink wants a block that starts on a page that stayed to carry the span
+ * mark the pass wrote. Blocks of classes with spans of several pages, most
+ * freed and one in `every` kept, then a trim, then every freed block freed
+ * again, under on_error=warn: nothing allocated after is a kept block or
+ * handed out twice, and every second free is reported at the free.
+ * Classes of whole pages only: with smaller blocks (1 KiB, 3 KiB) an
+ * address is still handed out twice now and then (1 KiB: in this test's
+ * process, not alone; 3 KiB: a block that starts on a page a kept block
+ * holds and ends on one given back, whose second free the fast path takes
+ * into a bin without a look at its mark, and which can then go back into
+ * its span's list while withheld). Open: see docs/architecture.md. */
+TEST_CASE("a second free of a block whose page the purge gave back is reported, and the block is not handed out twice",
+	  "[realloc_fast]")
+{
+	for (const Api *a : all_apis()) {
+		for (size_t size : {8 * KiB, 16 * KiB, 32 * KiB}) {
+			INFO("api " << a->name << ", " << size << " bytes");
+			constexpr size_t kBlocks = 1024, kEvery = 7;
+			ChildResult r = run_child([=] {
+				if (ebb_option_set("on_error", "warn") != 0) return 90;
+				pin_to_one_cpu();
+				std::vector<char *> v;
+				for (size_t i = 0; i < kBlocks; i++) {
+					char *b = static_cast<char *>(a->malloc_(size));
+					if (b == nullptr) return 3;
+					memset(b, 0x5a, size);
+					v.push_back(b);
+				}
+				std::vector<char *> kept, freed;
+				for (size_t i = 0; i < kBlocks; i++)
+					(i % kEvery == 0 ? kept : freed).push_back(v[i]);
+				for (char *b : freed) a->free_(b);
+				ebb_trim();
+				for (char *b : freed) a->free_(b); /* each one a double free */
+				fputs("-- second frees done\n", stderr);
+				std::vector<char *> got;
+				for (size_t i = 0; i < 2 * kBlocks; i++)
+					got.push_back(static_cast<char *>(a->malloc_(size)));
+				std::sort(got.begin(), got.end());
+				if (std::adjacent_find(got.begin(), got.end()) != got.end()) return 4;
+				for (char *k : kept)
+					if (std::binary_search(got.begin(), got.end(), k)) return 5;
+				return 0;
+			});
+			CHECK(r.exited);
+			CHECK(r.code == 0); /* 4: an address handed out twice, 5: a kept block handed out */
+			std::string at_free = r.err.substr(0, r.err.find("-- second frees done"));
+			size_t reports = 0;
+			for (size_t at = 0; (at = at_free.find("ebbmalloc: free(): invalid pointer", at)) != std::string::npos;
+			     at++)
+				reports++;
+			CHECK(reports == kBlocks - (kBlocks + kEvery - 1) / kEvery);
+		}
+	}
 }
 
 /* ---------------------------------------------------------------------------
