@@ -16,6 +16,16 @@
 #include "os/os.h"
 #include "os/os_prof.h"
 
+/* A count's pairs of counters (live_n and live_bytes, alloc_n and
+ * alloc_bytes) change side by side, and gcc 12's SLP vectorizer made each
+ * pair's update a vector load, add and store, with the vector of (1, size)
+ * built at the function's entry and spilled: bench aligned 64B-2M, about
+ * 11 instructions a sample more than adds to memory (prof_alloc, prof_insert,
+ * the free hook). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-tree-slp-vectorize")
+#endif
+
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
 /* The hash tables' heads, the replay slots (prof_replays) and the kept
@@ -198,27 +208,6 @@ static uint64_t rng_next(void)
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
-/* ln(x) for x > 0 (normal): x = 2^e m with m in [sqrt(1/2), sqrt(2)),
- * ln m = 2 atanh(t), t = (m-1)/(m+1), |t| < 0.172: six terms of the series
- * leave an error below 2e-11 (the next is 2 t^13/13). Fills
- * prof_log2_tab. */
-static double prof_ln(double x)
-{
-	uint64_t bits;
-	memcpy(&bits, &x, sizeof bits);
-	int e = (int)((bits >> 52) & 0x7ff) - 1023;
-	bits = (bits & ((1ull << 52) - 1)) | (1023ull << 52);
-	double m;
-	memcpy(&m, &bits, sizeof m);
-	if (m > 1.4142135623730951) {
-		m *= 0.5;
-		e++;
-	}
-	double t = (m - 1) / (m + 1), t2 = t * t;
-	double series = 1 + t2 * (1.0 / 3 + t2 * (1.0 / 5 + t2 * (1.0 / 7 + t2 * (1.0 / 9 + t2 * (1.0 / 11)))));
-	return e * PROF_LN2 + 2 * t * series;
-}
-
 /* exp(-x) for x >= 0. */
 static double prof_exp_neg(double x)
 {
@@ -238,27 +227,49 @@ static double prof_exp_neg(double x)
 
 /* log2(1 + (i + 1/2) / 2^PROF_LOG2_BITS) in 32.32 fixed point: the
  * logarithm of a number by its leading bit and the PROF_LOG2_BITS bits
- * after it (prof_draw), filled by prof_setup (about 6 000 instructions).
+ * after it (prof_draw); a constant (each value is Python's
+ * int(math.log2(1 + (i + 0.5) / 128) * 2**32)): filled at start-up by a
+ * series it cost every prof=1 process about 6 000 instructions.
  * Each value is the one at the middle of the numbers that share those
  * bits, so that its error (a draw's distance off by at most 0.4% of
  * prof_sample) averages out: the mean distance is prof_sample to about
  * 4e-6 (20 million draws: 0.99992, as with the exact logarithm). The
- * series prof_ln, with a division, cost about 68 instructions a sample; a
+ * series for the logarithm, with a division, cost about 68 instructions a sample; a
  * float table with the conversions and clamps in double 45; integers
  * alone (one 128-bit multiply) about 27. */
 #define PROF_LOG2_BITS 7
-static uint32_t prof_log2_tab[1u << PROF_LOG2_BITS];
+static const uint32_t prof_log2_tab[1u << PROF_LOG2_BITS] = {
+	0x01709c46, 0x044d8c45, 0x0724d8ee, 0x09f6984a, 0x0cc2dfe1, 0x0f89c4c1,
+	0x124b5b7e, 0x1507b836, 0x17beee96, 0x1a7111df, 0x1d1e34e3, 0x1fc66a0f,
+	0x2269c369, 0x25085296, 0x27a228db, 0x2a375720, 0x2cc7edf5, 0x2f53fd8f,
+	0x31db95d0, 0x345ec646, 0x36dd9e2e, 0x39582c78, 0x3bce7fc7, 0x3e40a672,
+	0x40aeae89, 0x4318a5d5, 0x457e99da, 0x47e097db, 0x4a3eacd6, 0x4c98e58d,
+	0x4eef4e82, 0x5141f3fb, 0x5390e203, 0x55dc246c, 0x5823c6d0, 0x5a67d492,
+	0x5ca858df, 0x5ee55eb1, 0x611ef0cf, 0x635519ce, 0x6587e414, 0x67b759d6,
+	0x69e3851b, 0x6c0c6fbf, 0x6e32236f, 0x7054a9b0, 0x72740bdb, 0x74905320,
+	0x76a98888, 0x78bfb4f4, 0x7ad2e11f, 0x7ce3159e, 0x7ef05ae4, 0x80fab93b,
+	0x830238cf, 0x8506e1a7, 0x8708bbaa, 0x8907ce9c, 0x8b042224, 0x8cfdbdc7,
+	0x8ef4a8ec, 0x90e8eadd, 0x92da8ac5, 0x94c98fb3, 0x96b6009a, 0x989fe450,
+	0x9a874192, 0x9c6c1f01, 0x9e4e8324, 0xa02e7469, 0xa20bf926, 0xa3e71796,
+	0xa5bfd5df, 0xa7963a0d, 0xa96a4a17, 0xab3c0bdc, 0xad0b8525, 0xaed8bba8,
+	0xb0a3b501, 0xb26c76bb, 0xb433064b, 0xb5f76912, 0xb7b9a45e, 0xb979bd68,
+	0xbb37b959, 0xbcf39d44, 0xbead6e2d, 0xc0653103, 0xc21aeaa6, 0xc3ce9fe3,
+	0xc5805578, 0xc7301011, 0xc8ddd448, 0xca89a6ac, 0xcc338bb6, 0xcddb87d5,
+	0xcf819f66, 0xd125d6b7, 0xd2c83208, 0xd468b58b, 0xd6076564, 0xd7a445a8,
+	0xd93f5a5f, 0xdad8a784, 0xdc703104, 0xde05fabf, 0xdf9a088a, 0xe12c5e2b,
+	0xe2bcff5d, 0xe44befd0, 0xe5d93326, 0xe764ccf6, 0xe8eec0cd, 0xea77122b,
+	0xebfdc484, 0xed82db45, 0xef0659cb, 0xf088436d, 0xf2089b75, 0xf3876523,
+	0xf504a3af, 0xf6805a44, 0xf7fa8c05, 0xf9733c0b, 0xfaea6d67, 0xfc60231e,
+	0xfdd4602e, 0xff47278a
+};
 /* prof_rate * ln 2 * 2^24 (below 2^64 for every prof_sample up to its
  * maximum, 2^40): a draw's distance is -log2(u) (32.32) times this, over
  * 2^56. Set before prof_on. */
 static uint64_t prof_draw_scale;
 #define PROF_DRAW_SCALE_BITS 24
 
-static void prof_log2_fill(void)
+static void prof_draw_scale_set(void)
 {
-	for (unsigned i = 0; i < (1u << PROF_LOG2_BITS); i++)
-		prof_log2_tab[i] =
-			(uint32_t)(prof_ln(1 + (i + 0.5) / (1u << PROF_LOG2_BITS)) / PROF_LN2 * 4294967296.0);
 	prof_draw_scale = (uint64_t)((double)prof_rate * PROF_LN2 * (double)(1u << PROF_DRAW_SCALE_BITS));
 }
 
@@ -369,7 +380,7 @@ static bool prof_setup(void)
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
 	if (on)
-		prof_log2_fill(); /* before prof_on: before any draw */
+		prof_draw_scale_set(); /* before prof_on: before any draw */
 	__atomic_store_n(&prof_on, on, __ATOMIC_RELAXED);
 	atomic_store_u32_release(&prof_state, on ? 2 : 1);
 	return on;
@@ -477,11 +488,16 @@ bool prof_should_sample(size_t size)
 	/* A seeded thread that is not inside the profiler: prof_setup said
 	 * on before the seed (prof_rng is 0 until then, and again in a
 	 * forked child), so this is every sample but a thread's first. */
-	if (EBB_LIKELY(prof_rng != 0 && !prof_busy && size <= EBB_MAX_REQUEST)) {
-		prof_left = prof_draw();
-		return true;
-	}
-	return prof_should_sample_rare(size);
+	/* Three branches: gcc made the three tests one, with flags and ands
+	 * (about 4 instructions a sample more). */
+	if (EBB_UNLIKELY(prof_rng == 0))
+		return prof_should_sample_rare(size);
+	if (EBB_UNLIKELY(prof_busy))
+		return prof_should_sample_rare(size);
+	if (EBB_UNLIKELY(size > EBB_MAX_REQUEST))
+		return prof_should_sample_rare(size);
+	prof_left = prof_draw();
+	return true;
 }
 
 static uint64_t stack_hash(void *const *frames, unsigned n)
@@ -621,21 +637,52 @@ EBB_INLINE void prof_unlist(prof_sample_t **at, span_t *span);
  * last walk from there read and the site it found. A sample that starts
  * where an earlier one did, on a stack that reads the same, is that site's
  * (churn 16B-32K: about 150 instructions of walking and 50 of site lookup
- * a sample become about 30). Under prof_lock. An entry (560 bytes) is
+ * a sample become about 30). Under prof_lock. An entry (688 bytes) is
  * carved at its slot's first fill, beside the sites and samples (never
  * freed, at most PROF_REPLAYS of them): a table of all 64 was 9 pages of
  * its own, 2 of them faulted in bench cache-thrash t=2. */
+#define PROF_REPLAY_COUNTS 16
 typedef struct prof_replay {
 	void *ret;
 	void *pc; /* where the walk started: ret, or the entry point's return address into it */
 	uintptr_t cfa;
 	prof_site_t *site;
+	/* Counts of site met by the replays of this slot, by a hash of their
+	 * size key (prof_replay_count): most keep to a few sizes, and each
+	 * sample of a size above prof_sample / 16 looked its count up in the
+	 * shared table (bench aligned 64B-2M: about 45 instructions a sample).
+	 * Checked before use (the count's site and key), cleared when the
+	 * slot takes another site. */
+	prof_count_t *counts[PROF_REPLAY_COUNTS];
 	os_unwind_rec_t rec;
 } prof_replay_t;
 
-static unsigned prof_replay_slot(const void *ret, uintptr_t cfa)
+/* Two slots a (ret, cfa) may use, both from one hash: its first, else its
+ * second when the first holds another stack's record. With one slot, two
+ * call sites that shared it took turns overwriting it, and each sample of
+ * either walked its stack again: bench aligned 64B-2M's aligned_alloc and
+ * memalign calls (one function, 0xd9 bytes apart) did, 147 walks of about
+ * 700 instructions in its 1 219 samples (callgrind, prof_seed=1). */
+static uint64_t prof_replay_hash(const void *ret, uintptr_t cfa)
 {
-	return (unsigned)((((uintptr_t)ret ^ cfa >> 4) * 0x9E3779B97F4A7C15ull) >> 58) & (PROF_REPLAYS - 1);
+	return ((uintptr_t)ret ^ cfa >> 4) * 0x9E3779B97F4A7C15ull;
+}
+
+static unsigned prof_replay_first(uint64_t h)
+{
+	return (unsigned)(h >> 58) & (PROF_REPLAYS - 1);
+}
+
+static unsigned prof_replay_second(uint64_t h)
+{
+	return (unsigned)(h >> 52) & (PROF_REPLAYS - 1);
+}
+
+/* Whether rp is the record of a walk from this entry point's frame fp
+ * (prof_alloc_at's) with caller ret. */
+EBB_INLINE bool prof_replay_is(const prof_replay_t *rp, const void *ret, const uintptr_t *fp)
+{
+	return rp->ret == ret && rp->pc == (void *)fp[1] && rp->cfa == (uintptr_t)(fp + 2);
 }
 
 /* The stack of a sample, from the entry point's caller outwards. */
@@ -846,6 +893,8 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 		rp->ret = ret;
 		rp->pc = (void *)fp[1];
 		rp->cfa = (uintptr_t)(fp + 2);
+		if (rp->site != c->site)
+			memset(rp->counts, 0, sizeof rp->counts);
 		rp->site = c->site;
 		rp->rec.top = rec.top;
 		rp->rec.rbp = rec.rbp;
@@ -855,6 +904,27 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 		memcpy(rp->rec.val, rec.val, rec.n * sizeof rec.val[0]);
 		prof_replays[slot] = rp;
 	}
+	return c;
+}
+
+/* The count of rp's site and `size`, through rp's counts. Caller holds
+ * prof_lock (prof_count_get may drop it: rp may take another site
+ * meanwhile, and the count is then not kept in rp). NULL if out of
+ * memory. */
+EBB_INLINE prof_count_t *prof_replay_count(prof_replay_t *rp, size_t size)
+{
+	prof_site_t *site = rp->site;
+	size_t key = prof_key(size);
+	if (key == 0 && site->count0 != NULL)
+		return site->count0;
+	_Static_assert(PROF_REPLAY_COUNTS == 1u << 4, "the hash below takes 4 bits");
+	prof_count_t **at = &rp->counts[(key * 0x9E3779B97F4A7C15ull) >> 60];
+	prof_count_t *c = *at;
+	if (c != NULL && c->site == site && c->key == key)
+		return c;
+	c = prof_count_get(site, size);
+	if (c != NULL && rp->site == site)
+		*at = c;
 	return c;
 }
 
@@ -892,16 +962,25 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	}
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
-	unsigned slot = prof_replay_slot(ret, cfa);
+	uint64_t h = prof_replay_hash(ret, cfa);
+	unsigned slot = prof_replay_first(h);
 	/* Without the tables (out of memory) the block is served unrecorded,
 	 * as when a count cannot be made; nothing is kept without them. */
 	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
 	prof_lock();
 	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
-	if (rp != NULL && rp->ret == ret && rp->pc == (void *)fp[1] && rp->cfa == cfa &&
-	    os_unwind_replay(&rp->rec, cfa, fp[0])) {
-		prof_site_t *site = rp->site;
-		c = size <= (size_t)prof_rate / 16 && site->count0 != NULL ? site->count0 : prof_count_get(site, size);
+	if (rp != NULL && !prof_replay_is(rp, ret, fp)) {
+		/* The first slot is another stack's: this one's record is in
+		 * the second, or a walk fills it there if it is free (else
+		 * the first is overwritten). */
+		prof_replay_t *rq = prof_replays[prof_replay_second(h)];
+		if (rq == NULL || prof_replay_is(rq, ret, fp)) {
+			slot = prof_replay_second(h);
+			rp = rq;
+		}
+	}
+	if (rp != NULL && prof_replay_is(rp, ret, fp) && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+		c = prof_replay_count(rp, size);
 	} else if (tables) {
 		c = prof_stack_walk(size, ret, fp, slot);
 	}
