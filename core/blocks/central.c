@@ -1724,12 +1724,13 @@ static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool s
 		release_blocks_pages(cls, blocks, count, spare, &empties);
 	/* No central lock held: hand the empty spans to the page heap. Nobody
 	 * else can reach them: all their blocks are back. Those with no page
-	 * given back (nearly all) go in one call, in the order they emptied;
-	 * the others through the purge pass's accounting. */
+	 * given back and no block lost (nearly all) go in one call, in the
+	 * order they emptied; the others through the purge pass's accounting,
+	 * which first checks that every block is back. */
 	span_t *whole = NULL, **tail = &whole;
 	for (span_t *e = empties, *next; e; e = next) {
 		next = e->next;
-		if (EBB_UNLIKELY(e->u.central.given_back != 0)) {
+		if (EBB_UNLIKELY((e->u.central.given_back | e->u.central.lost) != 0)) {
 			central_purge_free_span(e);
 			continue;
 		}

@@ -80,6 +80,7 @@
 #include "core/pages/superblock.h"
 #include "core/runtime/meta.h"
 #include "core/runtime/options.h"
+#include "core/runtime/report.h"
 #include "os/os.h"
 
 /* Spans prepared in one hold of a list's lock, then given back in one go. */
@@ -539,16 +540,21 @@ bool central_purge_relink(span_t *s, unsigned want)
 	if (s->zeroed != 0 && s->zeroed - 1u < 64 && (back >> (s->zeroed - 1u)) != 0)
 		s->zeroed = (uint8_t)(64 - __builtin_clzll(back) + 1);
 	/* A run of pages without class (a lazy carve's, or given back by the
-	 * pass) that stays withheld
-	 * and does not start at a block start: the block across its start
-	 * begins on a page that gets its class now, and carries the mark
-	 * central_carve_withhold gives such a block, written first (free()
-	 * may look at the page once it has its class). */
+	 * pass) that stays withheld and does not start at a block start: the
+	 * block across its start, if it begins on a page that gets its class
+	 * now, carries the mark central_carve_withhold gives such a block,
+	 * written first (free() may look at the page once it has its class).
+	 * One that begins on a page that never lost its class carries that
+	 * mark already (span_prepare, central_carve_withhold), and must not
+	 * get it again: a second free may have sent it out to the program,
+	 * and the mark written over what the program holds would let the
+	 * relink that takes it hand it out once more. */
 	if (left) {
 		size_t at = (size_t)__builtin_ctzll(left) << EBB_PAGE_SHIFT;
+		size_t start = size_class_div(s->cls, at) * k->size;
 		if (pmap_class(pmap_load(sb, s->page + (unsigned)(at >> EBB_PAGE_SHIFT))) == 0 &&
-		    !carve_cut_at(k, at)) {
-			char *b = base + size_class_div(s->cls, at) * k->size;
+		    !carve_cut_at(k, at) && ((back >> (start >> EBB_PAGE_SHIFT)) & 1)) {
+			char *b = base + start;
 			TRACK_CARVED(b);
 			freelist_put_mark(b, freelist_span_mark_of(b, key));
 		}
@@ -608,10 +614,45 @@ bool central_purge_relink(span_t *s, unsigned want)
 	return true;
 }
 
+/* Whether s, a span with pages given back or blocks lost that its counts
+ * call empty, really has every block back: nothing lost (a lost block was
+ * reported, written after it was freed: a double free's other copy may be
+ * the program's now), and its free list, walked as the pass walks it,
+ * holds exactly the blocks that are not withheld, and none of them is
+ * withheld. A withheld block that starts on a page that stayed can
+ * be freed a second time (the free fast path reads no mark) and flushed
+ * back into its span: it is then on the list and withheld at once, and the
+ * span's `used` one short, so the span empties while a block of it is
+ * still out (bench t2 of stop 28: a held block handed out again). Under
+ * the home's lock: a block of s may still come back meanwhile, when the
+ * counts are off. */
+static bool span_all_back(span_t *s, uint64_t gone)
+{
+	const size_class_t *k = &size_classes[s->cls];
+	central_t *home = s->u.central.home;
+	uint64_t freed;
+	lock_acquire(&home->lock);
+	bool ok = s->used == 0 && s->u.central.lost == 0 &&
+		  free_mask(s, k, span_start(span_superblock(s), s), freelist_mark, &freed) &&
+		  (freed & blocks_touching(k, gone)) == 0;
+	lock_release(&home->lock);
+	return ok;
+}
+
 void central_purge_free_span(span_t *s)
 {
 	superblock_t *sb = span_superblock(s);
 	uint64_t gone = s->u.central.given_back;
+	if (EBB_UNLIKELY(!span_all_back(s, gone))) {
+		/* Its pages stay out of the page heap for good (leaked), and
+		 * lose their class: a later free of a block of s is reported,
+		 * never taken back into it. */
+		superblock_map_span(sb, s->page, s->npages, 0);
+		report_bad_pointer("free", span_start(sb, s),
+				   "double free or write after free in this span (its counts and free list "
+				   "disagree, or a block was lost: the span is left unused)");
+		return;
+	}
 	/* A given-back page from zeroed - 1 on is a lazy carve's that no
 	 * refill carved: nothing of ours wrote it and no block on it was ever
 	 * handed out (a carved block never reaches it: central_carve_withhold,

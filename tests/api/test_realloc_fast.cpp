@@ -772,18 +772,19 @@ TEST_CASE("realloc of a freed small block that its class would keep is reported 
  * mark the pass wrote. Blocks of classes with spans of several pages, most
  * freed and one in `every` kept, then a trim, then every freed block freed
  * again, under on_error=warn: nothing allocated after is a kept block or
- * handed out twice, and every second free is reported at the free.
- * Classes of whole pages only: with smaller blocks (1 KiB, 3 KiB) an
- * address is still handed out twice now and then (1 KiB: in this test's
- * process, not alone; 3 KiB: a block that starts on a page a kept block
- * holds and ends on one given back, whose second free the fast path takes
- * into a bin without a look at its mark, and which can then go back into
- * its span's list while withheld). Open: see docs/architecture.md. */
+ * handed out twice, and for classes of whole pages every second free is
+ * reported at the free. Blocks that straddle pages (3 KiB, 5 KiB, 6 KiB):
+ * one that starts on a page a kept block holds and ends on one given back
+ * keeps the span mark; its second free goes into a bin unseen (the fast
+ * path reads no mark), and the relink then finds the mark gone and drops
+ * it. Before that relink wrote the mark again over such a block when the
+ * page after it stayed withheld, and took it (3 KiB: one address handed
+ * out twice here). */
 TEST_CASE("a second free of a block whose page the purge gave back is reported, and the block is not handed out twice",
 	  "[realloc_fast]")
 {
 	for (const Api *a : all_apis()) {
-		for (size_t size : {8 * KiB, 16 * KiB, 32 * KiB}) {
+		for (size_t size : {(size_t)1008, (size_t)3072, (size_t)5120, (size_t)6144, 8 * KiB, 16 * KiB, 32 * KiB}) {
 			INFO("api " << a->name << ", " << size << " bytes");
 			constexpr size_t kBlocks = 1024, kEvery = 7;
 			ChildResult r = run_child([=] {
@@ -819,7 +820,8 @@ TEST_CASE("a second free of a block whose page the purge gave back is reported, 
 			for (size_t at = 0; (at = at_free.find("ebbmalloc: free(): invalid pointer", at)) != std::string::npos;
 			     at++)
 				reports++;
-			CHECK(reports == kBlocks - (kBlocks + kEvery - 1) / kEvery);
+			if (size % (4 * KiB) == 0)
+				CHECK(reports == kBlocks - (kBlocks + kEvery - 1) / kEvery);
 		}
 	}
 }
