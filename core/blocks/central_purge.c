@@ -219,6 +219,19 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	superblock_t *sb = span_superblock(s);
 	for (uint64_t m = fresh; m; m &= m - 1)
 		pmap_set_class(sb, s->page + (unsigned)__builtin_ctzll(m), 0);
+	/* A block withheld before, whose start page goes now, carries the
+	 * span mark (it started on a page that stayed); the relink wants
+	 * zero there now. One without the mark was written after it was
+	 * freed (a second free sent it out): left as it is, the relink
+	 * reports it. */
+	for (uint64_t m = held; m; m &= m - 1) {
+		unsigned i = (unsigned)__builtin_ctzll(m);
+		if (!((fresh >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1))
+			continue;
+		uint64_t *w = (uint64_t *)(void *)(base + (size_t)i * k->size);
+		if (w[0] == 0 && w[1] == freelist_span_mark_of(w, key))
+			w[1] = 0;
+	}
 	/* The rest of the free list, relinked in address order (its count
 	 * follows: the `take` blocks move to withheld). */
 	void *head = EBB_LIST_END;
@@ -646,11 +659,13 @@ void central_purge_free_span(span_t *s)
 	if (EBB_UNLIKELY(!span_all_back(s, gone))) {
 		/* Its pages stay out of the page heap for good (leaked), and
 		 * lose their class: a later free of a block of s is reported,
-		 * never taken back into it. */
+		 * never taken back into it. A lost block was reported when it
+		 * was lost. */
 		superblock_map_span(sb, s->page, s->npages, 0);
-		report_bad_pointer("free", span_start(sb, s),
-				   "double free or write after free in this span (its counts and free list "
-				   "disagree, or a block was lost: the span is left unused)");
+		if (s->u.central.lost == 0)
+			report_bad_pointer("free", span_start(sb, s),
+					   "double free in this span after its pages were given back (its counts "
+					   "and free list disagree: the span is left unused)");
 		return;
 	}
 	/* A given-back page from zeroed - 1 on is a lazy carve's that no
