@@ -2,6 +2,7 @@
  * that makes system calls, includes <sys/mman.h> or uses pthreads. */
 #define _GNU_SOURCE
 #include "os/os.h"
+#include "os/os_futex.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <stdlib.h>
 #include <poll.h>
 #include <string.h>
-#include <linux/futex.h>
 #include <sys/auxv.h>
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
 #include <sys/single_threaded.h>
@@ -474,22 +474,14 @@ void os_yield(void)
 	sched_yield();
 }
 
-/* Raw system calls: glibc's futex wrappers are cancellation points. Both keep
- * errno: a wait that finds the word changed fails with EAGAIN (or EINTR), and
- * a lock taken inside free() must not change what the program reads in errno
- * (glibc promises free keeps it). */
 void os_wait_u32(const uint32_t *word, uint32_t expect)
 {
-	int saved = errno;
-	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
-	errno = saved;
+	os_futex_call(word, FUTEX_WAIT_PRIVATE, expect);
 }
 
 void os_wake_one(const uint32_t *word)
 {
-	int saved = errno;
-	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-	errno = saved;
+	os_futex_call(word, FUTEX_WAKE_PRIVATE, 1);
 }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)

@@ -3,6 +3,7 @@
  * 2-core machine. */
 #define _GNU_SOURCE
 #include "os/os.h"
+#include "os/os_futex.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -163,18 +164,8 @@ uint64_t os_random(void)
 }
 void os_yield(void) { sched_yield(); }
 /* The real futex: tests of the lock measure what a waiter costs. */
-void os_wait_u32(const uint32_t *word, uint32_t expect)
-{
-	int saved = errno; /* as os_linux.c: the lock keeps errno */
-	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, NULL, NULL, 0);
-	errno = saved;
-}
-void os_wake_one(const uint32_t *word)
-{
-	int saved = errno;
-	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-	errno = saved;
-}
+void os_wait_u32(const uint32_t *word, uint32_t expect) { os_futex_call(word, FUTEX_WAIT_PRIVATE, expect); }
+void os_wake_one(const uint32_t *word) { os_futex_call(word, FUTEX_WAKE_PRIVATE, 1); }
 
 bool os_thread_start(void *(*fn)(void *), void *arg)
 {
