@@ -124,11 +124,17 @@ static uint64_t low_bits(unsigned n)
 	return n >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << n) - 1;
 }
 
+/* The page (of its span) block i of class k starts on. */
+static unsigned block_start_page(const size_class_t *k, unsigned i)
+{
+	return (unsigned)(((size_t)i * k->size) >> EBB_PAGE_SHIFT);
+}
+
 /* The pages block i of class k touches, as a mask. */
 static uint64_t block_pages(const size_class_t *k, unsigned i)
 {
 	size_t start = (size_t)i * k->size;
-	unsigned first = (unsigned)(start >> EBB_PAGE_SHIFT);
+	unsigned first = block_start_page(k, i);
 	unsigned last = (unsigned)((start + k->size - 1) >> EBB_PAGE_SHIFT);
 	return low_bits(last + 1) & ~low_bits(first);
 }
@@ -226,7 +232,7 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 	 * reports it. */
 	for (uint64_t m = held; m; m &= m - 1) {
 		unsigned i = (unsigned)__builtin_ctzll(m);
-		if (!((fresh >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1))
+		if (!((fresh >> block_start_page(k, i)) & 1))
 			continue;
 		uint64_t *w = (uint64_t *)(void *)(base + (size_t)i * k->size);
 		if (w[0] == 0 && w[1] == freelist_span_mark_of(w, key))
@@ -241,7 +247,7 @@ static uint64_t span_prepare(span_t *s, uint64_t key)
 		char *b = base + (size_t)i * k->size;
 		if ((take >> i) & 1) {
 			memset(b, 0, 16); /* relink checks that it still reads zero */
-			if (!((fresh >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1))
+			if (!((fresh >> block_start_page(k, i)) & 1))
 				freelist_put_mark(b, freelist_span_mark_of(b, key));
 			continue;
 		}
@@ -605,8 +611,7 @@ bool central_purge_relink(span_t *s, unsigned want)
 		 * (span_prepare, central_carve_withhold): free() could take it
 		 * into a bin without a look at its mark, and the program, given
 		 * it from there, may have left anything in it but that mark. */
-		uint64_t mark = ((gone >> (((size_t)i * k->size) >> EBB_PAGE_SHIFT)) & 1) ? 0
-											  : freelist_span_mark_of(b, key);
+		uint64_t mark = ((gone >> block_start_page(k, i)) & 1) ? 0 : freelist_span_mark_of(b, key);
 		if (EBB_UNLIKELY(w[0] != 0 || (EBB_CHECKS && w[1] != mark))) {
 			/* Written after it was freed: never hand it out. */
 			freelist_corrupt("malloc", b);
@@ -636,7 +641,8 @@ bool central_purge_relink(span_t *s, unsigned want)
  * be freed a second time (the free fast path reads no mark) and flushed
  * back into its span: it is then on the list and withheld at once, and the
  * span's `used` one short, so the span empties while a block of it is
- * still out (bench t2 of stop 28: a held block handed out again). Under
+ * still out (tests/api/test_realloc_fast.cpp, "a second free of a block
+ * whose page the purge gave back": a held block was handed out again). Under
  * the home's lock: a block of s may still come back meanwhile, when the
  * counts are off. */
 static bool span_all_back(span_t *s, uint64_t gone)
