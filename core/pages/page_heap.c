@@ -1230,7 +1230,6 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 	return alloc_take(h, sb, s, a, npages, state);
 }
 
-
 /* The pending top first, with no more than the lock (bench/fastpath's
  * reverse batch takes nearly every span so): alloc_search's set-up and its
  * frame cost some 30 instructions a span. */
@@ -1244,16 +1243,17 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	return alloc_search(h, npages, align_pages, state, true);
 }
 
-/* How many dirty runs page_heap_alloc_aside looks at for one with a
- * neighbour that does not grow left of it. */
+/* How many free runs of each kind page_heap_alloc_aside looks at for one
+ * whose left neighbour does not grow. */
 #define ASIDE_LOOK 32
 
 /* Whether a block of npages placed at the front of free run s would be in
  * no large block's way: a page-run block grows in place only into the
  * free run right of it (page_heap_resize), so the front of a run is what
- * the block left of it grows into. Quiet when nothing there grows: the
- * superblock's header, a span of small blocks, a free run of the other
- * kind, or a sampled run of at most npages (another aside block). */
+ * the block left of it grows into. Quiet when that is no page-run block
+ * (the superblock's header, a span of small blocks, a free run of the
+ * other kind) or a sampled run of at most npages (another aside block,
+ * which grows in place no further than its pages). */
 static bool aside_quiet(superblock_t *sb, const span_t *s, size_t npages)
 {
 	if (s->page <= sb->first_page)
