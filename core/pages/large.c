@@ -28,6 +28,18 @@
  * default). Past it, such blocks are page runs again. */
 #define LARGE_HUGE_ALIGN_MAX_LIVE 1024
 
+/* The start of LARGE span s, fresh from the page heap, once its pmap
+ * entries are written: every page names the first, so interior pointers
+ * are recognized; the first names the run's size for realloc
+ * (pmap_set_run). */
+EBB_INLINE void *large_publish(span_t *s)
+{
+	superblock_t *sb = span_superblock(s);
+	superblock_map_span(sb, s->page, s->npages, 0);
+	pmap_set_run(sb, s->page, s->npages);
+	return span_start(sb, s);
+}
+
 void *large_alloc(size_t size, size_t align, bool zero)
 {
 	if (size > EBB_MAX_REQUEST || align > EBB_MAX_REQUEST) {
@@ -46,12 +58,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		s = page_heap_alloc(h, pages, align_pages, SPAN_LARGE);
 		if (s == NULL)
 			return NULL;
-		superblock_t *sb = span_superblock(s);
-		/* Every page names the first, so interior pointers are recognized;
-		 * the first names the run's size for realloc (pmap_set_run). */
-		superblock_map_span(sb, s->page, s->npages, 0);
-		pmap_set_run(sb, s->page, s->npages);
-		p = span_start(sb, s);
+		p = large_publish(s);
 	} else {
 		/* Every huge block lives in heap 0, whatever CPU asks: with a cache
 		 * per CPU, a thread that migrates frees into one cache and allocates
@@ -193,4 +200,10 @@ void *large_alloc_mapped(size_t size)
 		return NULL;
 	}
 	return span_start(span_superblock(s), s);
+}
+
+void *large_alloc_aside(size_t size)
+{
+	span_t *s = page_heap_alloc_aside(page_heap_for_cpu(os_cpu_id()), util_pages(size));
+	return s != NULL ? large_publish(s) : NULL;
 }

@@ -18,6 +18,10 @@ EBB_BEGIN_DECLS
  * zero-filled if `zero` (skipping the memset when the pages are known to be
  * fresh or purged). NULL with errno ENOMEM. Any thread. */
 void *large_alloc(size_t size, size_t align, bool zero);
+/* large_alloc of a page run that will never grow in place and should sit
+ * where no other page run grows (page_heap_alloc_aside): the heap
+ * profiler's sample runs of small blocks. Not zeroed. */
+void *large_alloc_aside(size_t size);
 /* free() of p, which is not a small block: checks that p starts a LARGE
  * span, reports it (naming `func`) if not, and frees it. */
 void large_free_checked(void *p, const char *func);

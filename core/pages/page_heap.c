@@ -1114,6 +1114,51 @@ static EBB_COLD page_heap_t *next_heap_for_oom(const page_heap_t *h, unsigned *v
 	return o;
 }
 
+/* Takes [a, a+npages) out of free run s of sb (h->lock held; released):
+ * what is left of s either side stays a free run of its kind, the part
+ * before a with s's descriptor and place in the LRU. */
+EBB_INLINE span_t *alloc_take(page_heap_t *h, superblock_t *sb, span_t *s, unsigned a, size_t npages,
+			      uint8_t state)
+{
+	unsigned start = s->page;
+	size_t total = s->npages;
+	uint8_t kind_state = s->state, zeroed = s->zeroed;
+	uint64_t freed = s->u.free.freed_ns;
+	unsigned front = a - start;
+	unsigned back = start + (unsigned)total - (a + (unsigned)npages);
+
+	list_remove(h, s);
+	span_t *lru_pos = NULL;
+	if (front) {
+		span_set_npages(s, front);
+		run_tags(sb, s);
+		list_insert(h, s);
+		lru_pos = s;
+	} else if (kind_state == SPAN_FREE_DIRTY) {
+		lru_pos = s->u.free.lru_prev;
+		lru_remove(h, s);
+	}
+	if (back) {
+		span_t *b = run_rest(h, sb, a + (unsigned)npages, back, kind_state, zeroed, freed);
+		list_insert(h, b);
+		if (kind_state == SPAN_FREE_DIRTY)
+			lru_insert_after(h, lru_pos, b);
+	}
+	if (kind_state == SPAN_FREE_DIRTY) {
+		page_heap_dirty_sub(h, npages);
+		decay_note_removed(&h->decay, npages);
+		if (state != SPAN_CENTRAL)
+			page_heap_reuse_add(npages);
+	} else {
+		h->purged_pages -= npages;
+	}
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+
+	return alloc_finish(h, sb, a, npages, state, kind_state == SPAN_FREE_PURGED ? zeroed : 0,
+			    kind_state == SPAN_FREE_PURGED);
+}
+
 /* page_heap_alloc but for the pending top: `locked` says whether h->lock is
  * held already (a CENTRAL request the top did not fit). Its rare branches
  * (too big, aligned, cold runs, out of memory) call out, so that what a
@@ -1177,48 +1222,12 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 
 	superblock_t *sb = span_superblock(s);
 	page_heap_check_locked(h, sb, false);
-	unsigned start = s->page;
-	size_t total = s->npages;
-	uint8_t kind_state = s->state, zeroed = s->zeroed;
-	uint64_t freed = s->u.free.freed_ns;
 	/* Take the end of the run so the front keeps its descriptor and its
 	 * place in the LRU; with alignment, the aligned start nearest the end. */
-	uintptr_t tail = (uintptr_t)superblock_page_addr(sb, start + (unsigned)(total - npages));
+	uintptr_t tail = (uintptr_t)superblock_page_addr(sb, s->page + (unsigned)(s->npages - npages));
 	unsigned a = (unsigned)((util_align_down(tail, align_pages << EBB_PAGE_SHIFT) -
 				 (uintptr_t)sb) >> EBB_PAGE_SHIFT);
-	unsigned front = a - start;
-	unsigned back = start + (unsigned)total - (a + (unsigned)npages);
-
-	list_remove(h, s);
-	span_t *lru_pos = NULL;
-	if (front) {
-		span_set_npages(s, front);
-		run_tags(sb, s);
-		list_insert(h, s);
-		lru_pos = s;
-	} else if (kind_state == SPAN_FREE_DIRTY) {
-		lru_pos = s->u.free.lru_prev;
-		lru_remove(h, s);
-	}
-	if (back) {
-		span_t *b = run_rest(h, sb, a + (unsigned)npages, back, kind_state, zeroed, freed);
-		list_insert(h, b);
-		if (kind_state == SPAN_FREE_DIRTY)
-			lru_insert_after(h, lru_pos, b);
-	}
-	if (kind_state == SPAN_FREE_DIRTY) {
-		page_heap_dirty_sub(h, npages);
-		decay_note_removed(&h->decay, npages);
-		if (state != SPAN_CENTRAL)
-			page_heap_reuse_add(npages);
-	} else {
-		h->purged_pages -= npages;
-	}
-	sb->free_pages -= (uint32_t)npages;
-	sb->empty_since_ns = 0;
-
-	return alloc_finish(h, sb, a, npages, state, kind_state == SPAN_FREE_PURGED ? zeroed : 0,
-			    kind_state == SPAN_FREE_PURGED);
+	return alloc_take(h, sb, s, a, npages, state);
 }
 
 /* The pending top first, with no more than the lock (bench/fastpath's
@@ -1232,6 +1241,60 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	if (h->pending != NULL && h->pending->npages == npages)
 		return pending_take(h);
 	return alloc_search(h, npages, align_pages, state, true);
+}
+
+/* How many free runs of each kind page_heap_alloc_aside looks at for one
+ * whose left neighbour does not grow. */
+#define ASIDE_LOOK 32
+
+/* Whether a block of npages placed at the front of free run s would be in
+ * no large block's way: a page-run block grows in place only into the
+ * free run right of it (page_heap_resize), so the front of a run is what
+ * the block left of it grows into. Quiet when that is no page-run block
+ * (the superblock's header, a span of small blocks, a free run of the
+ * other kind) or a sampled run of at most npages (another aside block,
+ * which grows in place no further than its pages). */
+static bool aside_quiet(superblock_t *sb, const span_t *s, size_t npages)
+{
+	if (s->page <= sb->first_page)
+		return true;
+	const span_t *l = superblock_span_at(sb, pmap_first(pmap_load(sb, s->page - 1u)));
+	if (l->state != SPAN_LARGE)
+		return true;
+	return __atomic_load_n(&l->u.large.sampled, __ATOMIC_RELAXED) != 0 && l->npages <= npages;
+}
+
+span_t *page_heap_alloc_aside(page_heap_t *h, size_t npages)
+{
+	page_heap_asked_add(npages);
+	lock_acquire(&h->lock);
+	page_heap_pending_drain(h, 0);
+	/* Dirty runs first (resident pages, as page_heap_alloc takes), then
+	 * purged ones: a page faulted in once where a dirty run would have
+	 * served is cheaper than a vector copied at its next growth. */
+	for (unsigned k = RUN_DIRTY;; k = RUN_PURGED) {
+		unsigned budget = ASIDE_LOOK;
+		for (unsigned i = (unsigned)npages; i < EBB_SB_PAGES && budget > 0; i++) {
+			uint64_t bits = h->nonempty[k][i >> 6] >> (i & 63);
+			if (bits == 0) {
+				i |= 63; /* on to the next word of the bitmap */
+				continue;
+			}
+			i += (unsigned)__builtin_ctzll(bits);
+			if (i >= EBB_SB_PAGES)
+				break;
+			for (span_t *s = *run_head(h, k, i); s != NULL && budget > 0; s = s->next, budget--) {
+				superblock_t *sb = span_superblock(s);
+				if (!s->huge && aside_quiet(sb, s, npages)) {
+					page_heap_check_locked(h, sb, false);
+					return alloc_take(h, sb, s, s->page, npages, SPAN_LARGE);
+				}
+			}
+		}
+		if (k == RUN_PURGED)
+			break;
+	}
+	return alloc_search(h, npages, 1, SPAN_LARGE, true);
 }
 
 void page_heap_free(span_t *s)

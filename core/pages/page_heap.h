@@ -112,6 +112,12 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
  * the caller fills every pmap entry (superblock_map_span) before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
+/* page_heap_alloc of a LARGE span of npages that no page-run block will
+ * want to grow into (the heap profiler's sample runs, which stand in for
+ * small blocks and never grow past their pages): the front of a dirty run
+ * whose left neighbour does not grow, if one is among the first few looked
+ * at, else where page_heap_alloc would put it. */
+span_t *page_heap_alloc_aside(page_heap_t *h, size_t npages);
 /* Takes back a CENTRAL span (its pmap classes already cleared by the caller) or a
  * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
 void page_heap_free(span_t *s);

@@ -1016,7 +1016,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	} else {
 		/* A kept-size run only needs the bytes asked for zeroed. */
 		prof_busy = true; /* nothing below is sampled, should it allocate */
-		p = large_alloc(pages << EBB_PAGE_SHIFT, align, false);
+		p = large_alloc_aside(pages << EBB_PAGE_SHIFT);
 		/* A fresh kept-size run's first page is written here: a
 		 * program that reads its new block before it writes it (bench
 		 * cache-thrash) faulted in the shared zero page and then the

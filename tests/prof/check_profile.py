@@ -25,6 +25,7 @@ and checks what they say against the truth the program knows.
   check_profile.py same_leaf_memalign PROG  same_leaf through posix_memalign (its frame cut off)
   check_profile.py big_calloc PROG       a sampled calloc of 256 MiB reads zero without making every page resident
   check_profile.py large_clock PROG      sampled large blocks count in the release of idle big bins
+  check_profile.py sample_aside PROG     a fresh small sample run leaves a page-run block room to grow
   check_profile.py patched PROG          malloc and calloc of 24 B-32 KiB in 4 threads: blocks of their own, calloc zero
   check_profile.py huge_moved PROG       a sampled huge block moved by realloc leaves the profile when freed
                                          through every freeing entry point
@@ -303,6 +304,18 @@ def large_clock(prog, tmp):
     if r.returncode != 0:
         fail("prof_sites large_clock exited %d (1: the idle bin was kept, 2: nothing cached to start with): %s %s" %
              (r.returncode, r.stdout.strip(), r.stderr.strip()))
+    print("  " + r.stdout.strip().splitlines()[-1])
+
+
+def sample_aside(prog, tmp):
+    """Every allocation sampled (prof_sample=1): a fresh sample run of a
+    small block does not take the free pages right of a page-run block, so
+    that block still grows in place (page_heap_alloc_aside)."""
+    r = run([prog, "sample_aside"], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0,decay_ms=-1"},
+            check=False)
+    if r.returncode != 0:
+        fail("prof_sites sample_aside exited %d (1: the block moved, 2: runs not placed as the test needs, "
+             "3: contents lost): %s %s" % (r.returncode, r.stdout.strip(), r.stderr.strip()))
     print("  " + r.stdout.strip().splitlines()[-1])
 
 
@@ -710,6 +723,8 @@ def main():
             patched(sys.argv[2], tmp)
         elif mode == "large_clock":
             large_clock(sys.argv[2], tmp)
+        elif mode == "sample_aside":
+            sample_aside(sys.argv[2], tmp)
         elif mode == "own_faults":
             own_faults(sys.argv[2], tmp)
         elif mode == "free_paths":

@@ -17,6 +17,9 @@
  *                              report naming the address it printed
  *   prof_sites threads OUT     4 threads allocate and free at random, while
  *                              the main thread writes profiles (TSan)
+ *   prof_sites sample_aside    (run with prof_sample=1) a fresh sample run of a
+ *                              small block leaves a page-run block the free
+ *                              pages right of it: the block grows in place
  *   prof_sites kept_sizes      (run with prof_sample=1) sample blocks freed at
  *                              one size serve samples of every other size up
  *                              to 32 KiB without the page heap (stats
@@ -45,8 +48,10 @@
  * through DWARF call-frame information, as for distro binaries. Allocates
  * through malloc/free when the library overrides them, else through
  * ebb_malloc/ebb_free (the sanitizer builds). */
+#define _GNU_SOURCE /* sched_getcpu, sched_setaffinity (sample_aside) */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
@@ -665,6 +670,46 @@ int main(int argc, char **argv)
 		if (cached < before + 2 * 8192)
 			return 2;
 		return st.tcache <= before ? 0 : 1;
+	}
+	if (argc >= 2 && strcmp(argv[1], "sample_aside") == 0) {
+		/* Every block sampled: a small block's sample is a fresh page run
+		 * of 8 pages (32 KiB) once no freed one is kept. It must not take
+		 * the free pages right of a page-run block, which that block grows
+		 * into: here a hole of 9 pages right of a, where the page heap
+		 * took the end of the smallest free run that fits (the hole) and
+		 * left a 1 page to grow into, so that a moved and was copied. One
+		 * CPU: the page heaps are per CPU. */
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(sched_getcpu(), &set);
+		sched_setaffinity(0, sizeof set, &set);
+		enum { LIVE = 20 }; /* more than the profiler keeps (PROF_KEEP) */
+		void *live[LIVE];
+		for (int i = 0; i < LIVE; i++)
+			live[i] = checked(T_MALLOC(100));
+		/* Each run takes the end of the free run it comes from: a, the
+		 * hole and c left to right. */
+		char *c = checked(T_MALLOC(64 << 10));
+		char *hole = checked(T_MALLOC(36 << 10));
+		char *a = checked(T_MALLOC(64 << 10));
+		int placed = a + (64 << 10) == hole && hole + (36 << 10) == c;
+		T_FREE(hole);
+		char *s = checked(T_MALLOC(100));
+		memset(a, 7, 64 << 10);
+		char *a2 = T_REALLOC(a, 72 << 10);
+		int moved = a2 != a;
+		printf("runs placed a, hole, c: %s; sample %p (hole %p); a grown to 72 KiB %s\n", placed ? "yes" : "no",
+		       (void *)s, (void *)hole, moved ? "MOVED" : "in place");
+		if (a2 == NULL || a2[0] != 7 || a2[(64 << 10) - 1] != 7)
+			return 3;
+		T_FREE(a2);
+		T_FREE(c);
+		T_FREE(s);
+		for (int i = 0; i < LIVE; i++)
+			T_FREE(live[i]);
+		if (!placed)
+			return 2;
+		return moved ? 1 : 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "big_calloc") == 0) {
 		/* A sampled calloc of 256 MiB reads zero and costs only the
