@@ -8,7 +8,8 @@
  * tcache whose bins are all empty and full at once (top == empty == full,
  * all NULL), so a thread that has not allocated yet takes the slow path
  * without a test of its own; the slow path creates the real tcache (in memory mapped by meta.c)
- * and points TLS at it. After the thread-exit hook has flushed the cache, TLS
+ * and points TLS at it. After the thread-exit hook has flushed the cache (or
+ * left it warm in the pool, tcache.c), TLS
  * points at `tcache_empty` again, and a thread-local flag (tcache.c) tells the
  * slow path to work directly on the central lists instead of creating a cache.
  *
@@ -38,7 +39,8 @@
  * Ownership: a tcache is read and written only by its thread; the only
  * exception is ebb_stats_get(), which reads other threads' `published` bytes
  * (written with an atomic store at the thread's slow-path events). The
- * background thread never drains another thread's bins: it advances a trim
+ * background thread never drains a live thread's bins (only caches of exited
+ * threads left warm in the pool, which no thread owns: tcache.c): it advances a trim
  * epoch, and each thread trims its own bins at its next slow path (all of
  * them but the one it serves, if a whole epoch passed without one). So a
  * thread that parks keeps its cache until it runs again: reclaiming it from
@@ -103,6 +105,7 @@ typedef struct tcache {
 	bool shared;                        /* on the shared CPU slot (tcache_shared_enter) */
 	bool in_shared;                     /* inside a slow path counted in tcache_shared_busy */
 	uint32_t conflicts;                 /* slow paths that met another cache's there */
+	bool warm;                          /* in the pool with its bins' blocks (tcache.c, "The pool") */
 } tcache_t;
 /* Class 0 ("not a small block") has a bin that is always empty and full. */
 

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
@@ -822,4 +824,113 @@ TEST_CASE("the live ends of the bins of classes up to 512 B fall on distinct L1 
 		for (void *p : held)
 			tcache_free(p);
 	});
+}
+
+namespace {
+
+// A thread with a cache that stays alive (holding one block) until released:
+// while it and the test's thread have caches, an exiting thread leaves its
+// cache warm (tcache.c, "The pool").
+struct Bystander {
+	std::mutex m;
+	std::condition_variable cv;
+	bool ready = false, go = false;
+	std::thread t;
+	Bystander()
+	{
+		t = std::thread([this] {
+			void *p = tcache_alloc(32);
+			std::unique_lock<std::mutex> g(m);
+			ready = true;
+			cv.notify_all();
+			cv.wait(g, [this] { return go; });
+			g.unlock();
+			tcache_free(p);
+		});
+		std::unique_lock<std::mutex> g(m);
+		cv.wait(g, [this] { return ready; });
+	}
+	void leave()
+	{
+		{
+			std::lock_guard<std::mutex> g(m);
+			go = true;
+		}
+		cv.notify_all();
+		t.join();
+	}
+};
+
+// In a new thread: frees `n` blocks of `size` into its cache and returns the
+// cache and the blocks its bin holds at the exit.
+tcache_t *exit_with_blocks(size_t size, unsigned n, std::set<void *> &in_bin)
+{
+	tcache_t *tc = nullptr;
+	in_new_thread([&] {
+		std::vector<void *> held;
+		for (unsigned i = 0; i < n + 1; i++)
+			held.push_back(tcache_alloc(size));
+		free_all(held); // the first free goes to its span, the rest to the bin
+		tc = tcache_self();
+		unsigned cls = size_class_of(size);
+		for (void **b = tc->top[cls]; b != tc->empty[cls]; b++)
+			in_bin.insert(*b);
+	});
+	return tc;
+}
+
+} // namespace
+
+TEST_CASE("a thread that exits while two others have caches leaves its cache warm: the next thread "
+	  "takes it over with its blocks, and two trim epochs later it is flushed",
+	  "[tcache]")
+{
+	setup("1M");
+	void *mine = tcache_alloc(32); // the test's thread has a cache
+	Bystander other;
+	const size_t size = 64;
+	const unsigned cls = size_class_of(size);
+	const uint64_t before = cached_bytes();
+	std::set<void *> in_bin;
+	tcache_t *warm = exit_with_blocks(size, 20, in_bin);
+	REQUIRE(in_bin.size() >= 20);
+	CHECK(cached_bytes() >= before + in_bin.size() * size_classes[cls].size); // counted while pooled
+	in_new_thread([&] {
+		void *p = tcache_alloc(size);
+		CHECK(tcache_self() == warm);
+		CHECK(in_bin.count(p) == 1); // a block the exited thread cached, handed out once
+		CHECK(bin(cls).count == in_bin.size() - 1);
+		tcache_free(p);
+	});
+	// Still warm; the next trim epoch leaves it (its thread saw the last
+	// one), the second flushes it.
+	next_trim_epoch();
+	CHECK(warm->warm);
+	next_trim_epoch();
+	CHECK(!warm->warm);
+	in_new_thread([&] {
+		void *p = tcache_alloc(16);
+		CHECK(tcache_self() == warm); // back in the pool, cold
+		CHECK(bin(cls).count == 0);
+		tcache_free(p);
+	});
+	other.leave();
+	tcache_free(mine);
+}
+
+TEST_CASE("the exit that leaves one thread with a cache flushes its own and every warm cache", "[tcache]")
+{
+	setup("1M");
+	void *mine = tcache_alloc(32);
+	Bystander other;
+	std::set<void *> in_bin;
+	tcache_t *warm = exit_with_blocks(64, 20, in_bin);
+	REQUIRE(warm->warm);
+	other.leave(); // leaves the test's thread only
+	CHECK(!warm->warm);
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++)
+		CHECK(warm->top[c] == warm->empty[c]);
+	tcache_t *self = tcache_self();
+	CHECK(cached_bytes() == self->published);
+	tcache_free(mine);
 }

@@ -125,6 +125,13 @@ uint64_t background_trim_epoch(void)
 	return atomic_load_u64(&bg_trim_epoch);
 }
 
+static void (*bg_epoch_hook)(bool all);
+
+void background_set_epoch_hook(void (*fn)(bool all))
+{
+	__atomic_store_n(&bg_epoch_hook, fn, __ATOMIC_RELEASE);
+}
+
 /* Decay of every heap in use (page_heap_decay); under `all` every dirty run
  * goes, whatever its age (ebb_trim, a thread's exit when the heaps are wound
  * down). Heaps never used (page_heap_peek: NULL) hold nothing. */
@@ -171,6 +178,9 @@ size_t background_tick(uint64_t now, bool all)
 		if (all || util_elapsed(now, atomic_load_u64(&bg_last_trim_ns)) >= TRIM_INTERVAL_NS) {
 			atomic_store_u64(&bg_last_trim_ns, now);
 			atomic_add_u64(&bg_trim_epoch, 1);
+			void (*hook)(bool) = __atomic_load_n(&bg_epoch_hook, __ATOMIC_ACQUIRE);
+			if (hook != NULL)
+				hook(all);
 		}
 		/* Blocks drained from central lists may have emptied spans. */
 		if (all)
@@ -383,11 +393,11 @@ void background_enable(void)
 	atomic_store_u32_release(&bg_enabled, 1);
 }
 
-static void maybe_start_at(uint64_t now);
+static void maybe_start_at(uint64_t now, bool wanted);
 
 bool background_on_dirty(uint64_t now)
 {
-	maybe_start_at(now);
+	maybe_start_at(now, false);
 	if (!background_running())
 		return false;
 	/* Lossy on a race between two freeing threads, and that is fine: the
@@ -420,7 +430,8 @@ static void solo_tick(uint64_t now)
  * needed). The page heap's hook has one: a flush that empties spans gives
  * them back with one clock read, not two (bench/fastpath's reverse batch,
  * single-threaded, reaches solo_tick at every span list freed). */
-static void maybe_start_at(uint64_t now)
+/* wanted: start it even without dirty pages (background_start_for_pool). */
+static void maybe_start_at(uint64_t now, bool wanted)
 {
 	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
 		return;
@@ -437,7 +448,7 @@ static void maybe_start_at(uint64_t now)
 	 * whose thread retired gets it back when pages turn dirty again. */
 	size_t dirty = page_heap_dirty_total();
 	bool timeline = timeline_enabled();
-	if ((dirty == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline)
+	if ((dirty == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline && !wanted)
 		return;
 	if (!timeline && !background_solo_wants_thread(os_single_threaded(), dirty)) {
 		solo_tick(now != 0 ? now : os_now_ns());
@@ -462,7 +473,12 @@ static void maybe_start_at(uint64_t now)
 
 void background_maybe_start(void)
 {
-	maybe_start_at(0);
+	maybe_start_at(0, false);
+}
+
+void background_start_for_pool(void)
+{
+	maybe_start_at(0, true);
 }
 
 void background_kick(void)

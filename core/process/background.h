@@ -47,6 +47,14 @@ bool background_solo_wants_thread(bool single_threaded, size_t dirty_pages);
 /* Starts the thread if the option asks for it and it is not running; cheap
  * when there is nothing to do. Call with no allocator lock held. */
 void background_maybe_start(void);
+/* The same, whether or not pages are dirty: a thread cache just went warm
+ * into the pool (tcache.c), which only the thread's epoch hook flushes. From
+ * a thread's exit, a safe place to create a thread: the exit's flush used to
+ * start it there, and without it the first dirty page came in some later
+ * free, one of them glibc's, made inside pthread_create with its stack-cache
+ * lock held, so that starting the thread there deadlocked
+ * (stress.larson_preload hung about once in 70 runs). */
+void background_start_for_pool(void);
 /* The page heap's dirty hook (page_heap_set_dirty_hook; now: the caller's
  * os_now_ns reading): starts the thread
  * if there is work for it; true if it runs (and was kicked if the dirty
@@ -77,6 +85,10 @@ void background_thread_exited(uint64_t now, uint64_t threads_left);
 /* Raised about once a second while the thread runs (and by ebb_trim): each
  * thread cache trims its bins at its next slow path when it sees a new value. */
 uint64_t background_trim_epoch(void);
+/* Called by background_tick right after it raised the trim epoch, with its
+ * `all` (ebb_trim): the thread caches flush the caches of exited threads
+ * they keep warm (tcache.c, "The pool"). Set once, by the first cache. */
+void background_set_epoch_hook(void (*fn)(bool all));
 void background_option_changed(void);
 
 void background_prefork(void);

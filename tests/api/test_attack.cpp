@@ -11,9 +11,11 @@
 
 #include <cstring>
 #include <pthread.h>
+#include <atomic>
 #include <sched.h>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace apitest;
@@ -448,4 +450,74 @@ TEST_CASE("item 9: a double free of a block on a transfer batch is caught every 
 		rounds++;
 	}
 	CHECK(rounds == 50);
+}
+
+TEST_CASE("a block freed twice while the cache of the thread that freed it waits warm in the pool is "
+	  "reported, never handed out twice",
+	  "[attack]")
+{
+	/* In a child under on_error=warn: with the main thread and a bystander
+	 * holding caches, a thread fills a bin and exits, leaving its cache
+	 * warm in the pool (tcache.c, "The pool"); the main thread frees each
+	 * of those blocks again (into its own bin: the free fast path does not
+	 * read the block). A new thread takes the warm cache over and
+	 * allocates, then the main thread does: each block must reach the
+	 * program once, its second copy reported where it is popped. */
+	ChildResult r = run_quiet([] {
+		if (ebb_option_set("on_error", "warn") != 0) return 90;
+		ebb_free(ebb_malloc(64)); /* the main thread has a cache */
+		std::atomic<int> stage{0};
+		std::thread bystander([&] {
+			void *p = ebb_malloc(32);
+			stage = 1;
+			while (stage != 2) sched_yield();
+			ebb_free(p);
+		});
+		while (stage != 1) sched_yield();
+		std::vector<void *> v;
+		v.reserve(40);
+		std::thread([&] {
+			for (int i = 0; i < 40; i++)
+				v.push_back(ebb_malloc(64));
+			for (void *p : v)
+				ebb_free(p);
+		}).join();
+		for (void *p : v)
+			ebb_free(p);
+		std::set<void *> live;
+		int code = 0;
+		auto take = [&](int n) {
+			for (int i = 0; i < n; i++) {
+				void *q = ebb_malloc(64);
+				if (q == nullptr) code = 91;
+				else if (!live.insert(q).second) code = 92; /* handed out twice */
+			}
+		};
+		std::thread([&] { take(200); }).join(); /* kept live */
+		take(200);
+		for (void *q : live)
+			ebb_free(q);
+		ebb_trim();
+		stage = 2;
+		bystander.join();
+		for (void *p : v)
+			fprintf(stderr, "freed: %p\n", p);
+		return code;
+	});
+	INFO("stderr (start): " << r.err.substr(0, 600) << " code " << r.code << " signal " << r.signal);
+	CHECK(r.exited);
+	CHECK(r.code == 0);
+	size_t end = r.err.find("freed: ");
+	REQUIRE(end != std::string::npos);
+	std::vector<uintptr_t> a = reported(r.err.substr(0, end));
+	std::set<uintptr_t> distinct(a.begin(), a.end()), freed;
+	for (size_t at = r.err.find("freed: ", end); at != std::string::npos; at = r.err.find("freed: ", at + 1))
+		freed.insert((uintptr_t)strtoull(r.err.c_str() + at + 7, nullptr, 16));
+	REQUIRE(freed.size() == 40);
+	/* The copies the main thread popped after the new thread handed the
+	 * cached blocks out: all but the one block the exited thread's first
+	 * free sent to its span. */
+	CHECK(distinct.size() >= 39);
+	for (uintptr_t x : distinct)
+		CHECK(freed.count(x) == 1);
 }

@@ -7,11 +7,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <pthread.h>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -306,4 +308,100 @@ TEST_CASE("blocks passed between live threads are freed remotely", "[threads]")
 		}
 	CHECK(errors == 0);
 	CHECK(freed == (size_t)nthreads * per_thread);
+}
+
+/* Thread churn (larson's pattern, tcache.c "The pool"): chains of short-lived
+ * threads, each freeing what its predecessor allocated and handing its own
+ * blocks on, so that caches left warm by exited threads are taken over by new
+ * ones while other chains run. Every block a malloc returns is checked to be
+ * distinct from every block held (a cache handed out twice, or a warm cache's
+ * block handed out by two threads, would show as a duplicate or a broken
+ * pattern), and the memory the caches hold stays bounded: after the chains
+ * end and one thread is left, no cache of an exited thread keeps blocks. */
+TEST_CASE("thousands of short-lived threads, each freeing its predecessor's blocks, share no block and "
+	  "leave nothing in caches nobody runs", "[threads]")
+{
+	const int chains = 4, generations = 600, slots = 64, ops = 96;
+	struct Slot {
+		void *p;
+		size_t n;
+		unsigned seed;
+	};
+	std::vector<std::vector<Slot>> held(chains, std::vector<Slot>(slots, Slot{nullptr, 0, 0}));
+	std::atomic<size_t> errors{0};
+	std::mutex live_lock;
+	std::set<void *> live; /* every block held by any chain */
+	ebb_free(ebb_malloc(16)); /* the main thread has a cache: exits then leave two or more */
+	const uint64_t main_cached = stats().tcache; /* its bins, filled before this case */
+	auto take = [&](Slot &s, Rng &rng, unsigned seed) {
+		if (s.p) {
+			if (first_mismatch(s.p, s.n, s.seed) != s.n) errors++;
+			{
+				std::lock_guard<std::mutex> g(live_lock);
+				if (live.erase(s.p) != 1) errors++;
+			}
+			ebb_free(s.p);
+		}
+		s.n = 16 + rng.below(1024);
+		s.p = ebb_malloc(s.n);
+		if (!s.p) {
+			errors++;
+			s.n = 0;
+			return;
+		}
+		s.seed = seed;
+		{
+			std::lock_guard<std::mutex> g(live_lock);
+			if (!live.insert(s.p).second) errors++; /* handed out while another holds it */
+		}
+		fill(s.p, s.n, seed);
+	};
+	uint64_t most_cached = 0;
+	std::atomic<uint64_t> cached_sum{0}, cached_samples{0};
+	{
+		std::vector<std::thread> t;
+		for (int c = 0; c < chains; c++)
+			t.emplace_back([&, c] {
+				for (int g = 0; g < generations; g++) {
+					std::thread gen([&, c, g] {
+						Rng rng((uint64_t)(c * generations + g + 1));
+						for (int i = 0; i < ops; i++) {
+							Slot &s = held[(size_t)c][rng.below(slots)];
+							take(s, rng, (unsigned)(c * 1000000 + g * 1000 + i));
+						}
+						if (g % 50 == 0) {
+							cached_sum += stats().tcache;
+							cached_samples++;
+						}
+					});
+					gen.join();
+				}
+			});
+		for (auto &th : t) th.join();
+	}
+	CHECK(errors == 0);
+	/* While the chains ran: the caches of at most chains + 1 live threads,
+	 * plus the warm pool's bound (8 MiB): far below what 2 400 caches kept
+	 * would hold. */
+	most_cached = cached_sum / std::max<uint64_t>(cached_samples, 1);
+	INFO("mean cached while running " << most_cached);
+	CHECK(most_cached < 16 * MiB);
+	/* The chains' last threads have exited, leaving the main thread and at
+	 * most the chains' drivers, which allocated nothing: the last exit that
+	 * left one cache flushed every warm one. */
+	ebb_stats_t after = stats();
+	INFO(stats_str(after));
+	CHECK(after.threads == 1);
+	CHECK(after.tcache <= main_cached + 64 * KiB); /* the main thread's own bins */
+	for (auto &chain : held)
+		for (Slot &s : chain) {
+			if (!s.p) continue;
+			CHECK(first_mismatch(s.p, s.n, s.seed) == s.n);
+			ebb_free(s.p);
+		}
+	CHECK(errors == 0);
+	ebb_trim();
+	ebb_stats_t s = settled_stats();
+	INFO(stats_str(s));
+	CHECK(s.mapped == stats_parts(s));
 }
