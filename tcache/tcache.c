@@ -571,6 +571,7 @@ static void tcache_pool_cool(bool all)
 			at = &c->next;
 		}
 	}
+	background_note_warm((uint32_t)tcache_warm_count);
 	lock_release(&tcache_list_lock);
 	while (take != NULL) {
 		tcache_t *c = take;
@@ -611,6 +612,7 @@ static void tcache_thread_exit(void *arg)
 	if (warm) { /* room reserved: the cache's bins do not change from here */
 		tcache_warm_count++;
 		tcache_warm_bytes += bytes;
+		background_note_warm((uint32_t)tcache_warm_count);
 	}
 	lock_release(&tcache_list_lock);
 	if (!warm)
@@ -723,6 +725,7 @@ static tcache_t *tcache_create(void)
 		tcache_pool_warm = tc->next;
 		tcache_warm_count--;
 		tcache_warm_bytes -= tc->published;
+		background_note_warm((uint32_t)tcache_warm_count);
 		tc->warm = false;
 		tc->refills = tc->flushes = 0; /* counted in tcache_exited_* */
 		tc->in_shared = false;

@@ -282,11 +282,23 @@ static uint64_t next_wait(uint64_t now)
  * tell: no dirty page that decay will purge, no transfer batch kept by a
  * busy list at the last drain, no list whose spans' free pages wait to be
  * purged, no timeline to write, no kick pending. */
+/* How many thread caches of exited threads the pool keeps warm (tcache.c,
+ * "The pool"), as tcache.c last set it under its list lock. Only this
+ * thread's epoch hook flushes them, so it does not retire while one is
+ * left: a retired thread would leave their blocks cached until some other
+ * thread starts or exits. */
+static uint32_t bg_warm_caches;
+
+void background_note_warm(uint32_t caches)
+{
+	atomic_store_u32(&bg_warm_caches, caches);
+}
+
 static bool bg_quiet(void)
 {
 	return (page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) &&
 	       !atomic_load_u32(&bg_drain_kept) && !central_purge_pending() && !timeline_enabled() &&
-	       !atomic_load_u32(&bg_kicked);
+	       !atomic_load_u32(&bg_kicked) && atomic_load_u32(&bg_warm_caches) == 0;
 }
 
 /* The thread has been quiet for RETIRE_IDLE_NS: give back what only waited
@@ -478,6 +490,12 @@ void background_maybe_start(void)
 
 void background_start_for_pool(void)
 {
+	/* No lost wake-up against bg_retire: its store of OFF, a full fence,
+	 * then bg_quiet's read of bg_warm_caches; here the count's store (by
+	 * the caller), a full fence, then maybe_start_at's read of bg_state.
+	 * Either the retiring thread sees the warm cache and stays, or this
+	 * sees OFF and starts a thread. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	maybe_start_at(0, true);
 }
 

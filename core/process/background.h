@@ -55,6 +55,9 @@ void background_maybe_start(void);
  * lock held, so that starting the thread there deadlocked
  * (stress.larson_preload hung about once in 70 runs). */
 void background_start_for_pool(void);
+/* The pool's count of warm caches, set by tcache.c under its list lock at
+ * each change: the thread does not retire while it is not 0 (bg_quiet). */
+void background_note_warm(uint32_t caches);
 /* The page heap's dirty hook (page_heap_set_dirty_hook; now: the caller's
  * os_now_ns reading): starts the thread
  * if there is work for it; true if it runs (and was kicked if the dirty

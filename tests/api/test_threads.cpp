@@ -405,3 +405,56 @@ TEST_CASE("thousands of short-lived threads, each freeing its predecessor's bloc
 	INFO(stats_str(s));
 	CHECK(s.mapped == stats_parts(s));
 }
+
+/* A cache left warm in the pool is flushed by the background thread's epoch
+ * hook only, so that thread must not retire while one is there: here nothing
+ * else is left for it to do (no dirty pages to speak of), and the warm
+ * cache's blocks must still leave the caches within a few trim intervals
+ * (tcache.c, "The pool"; background.c, bg_quiet). */
+TEST_CASE("a cache an exited thread left warm is flushed within seconds while the process idles", "[threads]")
+{
+	ebb_free(ebb_malloc(16)); /* the main thread has a cache */
+	std::mutex m;
+	std::condition_variable cv;
+	bool ready = false, go = false;
+	std::thread bystander([&] { /* a second live cache, so that an exit leaves its cache warm */
+		void *p = ebb_malloc(32);
+		std::unique_lock<std::mutex> g(m);
+		ready = true;
+		cv.notify_all();
+		cv.wait(g, [&] { return go; });
+		g.unlock();
+		ebb_free(p);
+	});
+	{
+		std::unique_lock<std::mutex> g(m);
+		cv.wait(g, [&] { return ready; });
+	}
+	const uint64_t before = stats().tcache;
+	const size_t n = 200, size = 96;
+	std::thread worker([&] {
+		std::vector<void *> held;
+		for (size_t i = 0; i < n; i++) held.push_back(ebb_malloc(size));
+		for (void *p : held) ebb_free(p);
+	});
+	worker.join();
+	const uint64_t warm = stats().tcache;
+	INFO("cached before " << before << ", after the worker's exit " << warm);
+	/* Whether it was left warm depends on the pool's bounds and the epoch;
+	 * when it was, its blocks must go. */
+	if (warm > before + 32 * size) {
+		uint64_t now = warm;
+		for (int i = 0; i < 100 && now > before + 32 * size; i++) {
+			std::this_thread::sleep_for(std::chrono::milliseconds(100));
+			now = stats().tcache;
+		}
+		INFO("cached 10 s later " << now);
+		CHECK(now <= before + 32 * size);
+	}
+	{
+		std::lock_guard<std::mutex> g(m);
+		go = true;
+	}
+	cv.notify_all();
+	bystander.join();
+}
