@@ -125,6 +125,21 @@ uint64_t background_trim_epoch(void)
 	return atomic_load_u64(&bg_trim_epoch);
 }
 
+/* How many thread caches of exited threads the pool keeps warm (tcache.c,
+ * "The pool"), as tcache.c last set it under its list lock. Only this
+ * thread's epoch hook flushes them, so the thread does not retire while
+ * one is left (bg_quiet): retired, it would leave their blocks cached until
+ * some other thread starts or exits. The tick calls the hook only while one
+ * is left (or under `all`): a process that never had one never runs the
+ * pool's code, which lies past the text window its start-up faults in
+ * (layout.ld; api.text_rss). */
+static uint32_t bg_warm_caches;
+
+void background_note_warm(uint32_t caches)
+{
+	atomic_store_u32(&bg_warm_caches, caches);
+}
+
 static void (*bg_epoch_hook)(bool all);
 
 void background_set_epoch_hook(void (*fn)(bool all))
@@ -179,7 +194,7 @@ size_t background_tick(uint64_t now, bool all)
 			atomic_store_u64(&bg_last_trim_ns, now);
 			atomic_add_u64(&bg_trim_epoch, 1);
 			void (*hook)(bool) = __atomic_load_n(&bg_epoch_hook, __ATOMIC_ACQUIRE);
-			if (hook != NULL)
+			if (hook != NULL && (all || atomic_load_u32(&bg_warm_caches) != 0))
 				hook(all);
 		}
 		/* Blocks drained from central lists may have emptied spans. */
@@ -282,18 +297,6 @@ static uint64_t next_wait(uint64_t now)
  * tell: no dirty page that decay will purge, no transfer batch kept by a
  * busy list at the last drain, no list whose spans' free pages wait to be
  * purged, no timeline to write, no kick pending. */
-/* How many thread caches of exited threads the pool keeps warm (tcache.c,
- * "The pool"), as tcache.c last set it under its list lock. Only this
- * thread's epoch hook flushes them, so it does not retire while one is
- * left: a retired thread would leave their blocks cached until some other
- * thread starts or exits. */
-static uint32_t bg_warm_caches;
-
-void background_note_warm(uint32_t caches)
-{
-	atomic_store_u32(&bg_warm_caches, caches);
-}
-
 static bool bg_quiet(void)
 {
 	return (page_heap_dirty_total() == 0 || options_get(OPT_DECAY_MS) < 0) &&
@@ -402,6 +405,13 @@ static void *background_main(void *arg)
 
 void background_enable(void)
 {
+	/* The first trim epoch comes a trim interval after start-up, not at the
+	 * first tick: an epoch makes every thread cache trim all its bins at
+	 * its next refill or flush (tcache.c, slow_event), and a cache a few
+	 * milliseconds old has had no time to be idle. (A short process, such
+	 * as python3 started for a moment, trimmed its bins and ran the trim's
+	 * code, outside the text window it faults in: api.text_rss.) */
+	atomic_store_u64(&bg_last_trim_ns, os_now_ns());
 	atomic_store_u32_release(&bg_enabled, 1);
 }
 
