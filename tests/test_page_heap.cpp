@@ -1356,3 +1356,38 @@ TEST_CASE("first uses of the heaps race the passes over every heap, ebb_trim and
 	}
 	CHECK(unused_heaps() == unused); // the children's heaps were theirs
 }
+
+// The heap profiler's sample runs come from a heap of their own
+// (page_heap_prof), so that the CPUs' heaps hold what they would with prof
+// off: it is none of theirs, its runs free back to it, and no CPU's heap
+// takes its dirty runs; its dirty pages are resident like any (in the
+// dirty total), and the passes over every heap (stats) cover it.
+TEST_CASE("the profiler's heap is its own", "[page_heap]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	page_heap_t *p = page_heap_prof();
+	REQUIRE(page_heap_count_all() == page_heap_count() + 1);
+	CHECK(p == page_heap_peek(page_heap_count()));
+	for (unsigned cpu = 0; cpu < 2 * page_heap_count(); cpu++)
+		CHECK(page_heap_for_cpu(cpu) != p);
+	size_t dirty = page_heap_dirty_total();
+	span_t *s = page_heap_alloc(p, 8, 1, SPAN_LARGE);
+	REQUIRE(s != nullptr);
+	superblock_t *sb = span_superblock(s);
+	CHECK(sb->heap == p);
+	superblock_map_span(sb, s->page, s->npages, 0);
+	page_heap_free(s);
+	CHECK(p->dirty_pages >= 8);
+	CHECK(page_heap_dirty_total() == dirty + 8);
+	// A CPU's heap takes no free run of the profiler's.
+	page_heap_t *h = page_heap_for_cpu(0);
+	span_t *t = page_heap_alloc(h, 8, 1, SPAN_LARGE);
+	REQUIRE(t != nullptr);
+	CHECK(span_superblock(t)->heap != p);
+	superblock_map_span(span_superblock(t), t->page, t->npages, 0);
+	page_heap_free(t);
+	page_heap_stats_t st{};
+	page_heap_stats_add(&st);
+	CHECK(st.dirty_pages >= p->dirty_pages); // stats cover it
+}

@@ -375,7 +375,9 @@ EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 	    p != superblock_page_addr(sb, atomic_peek_u16(&s->page)))
 		return 0;
 	size_t usable = large_usable(s);
-	return size <= usable && size >= usable / 2 ? usable : 0;
+	/* A sample (its entry has no size: large_alloc_aside) is resized in
+	 * realloc_slow_prof, as the small block it stands for. */
+	return size <= usable && size >= usable / 2 && !atomic_peek_u8(&s->u.large.sampled) ? usable : 0;
 }
 
 /* realloc_impl's move of the small block p (class cls) to a smaller class
@@ -421,9 +423,10 @@ EBB_INLINE const uint64_t *realloc_mark_word(const void *p, unsigned small)
  * class found here instead of looking p up again.
  *
  * prof (a constant): the prefixed API's copy for the heap profiler
- * (realloc_prof): the same but for the slow path it reaches. (A kept sample
- * block is never resized in place here: it is at most EBB_SMALL_MAX bytes,
- * core/process/prof.c.) */
+ * (realloc_prof): the same but for the slow path it reaches, and for a
+ * page run that may be a sample (prof_may_hold), which goes there too: a
+ * live one is resized as the small block it stands for, a kept one is
+ * reported. */
 EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 {
 	/* One pmap load answers both kinds that stay: a small block (the
@@ -459,6 +462,12 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 		if (EBB_LIKELY(small | run)) {
 			if (EBB_UNLIKELY(freelist_is_mark(*realloc_mark_word(p, small), p, freelist_mark)))
 				return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0); /* reports it */
+			/* A live sample stands in for a small block, resized as
+			 * that block (prof_class_usable), not as its page run:
+			 * one that would move unsampled moves here too, so that
+			 * the heaps hold what they would with prof=0. */
+			if (prof && run && prof_may_hold(p))
+				return realloc_slow_prof(p, size, 0);
 			/* size - 1 < usable: size 0 (free) goes on, also for a
 			 * run whose entry has no size (usable 0). */
 			if (EBB_LIKELY(size - 1 < usable && size >= usable / 2)) {
@@ -939,12 +948,25 @@ static void api_prof_redirect(void)
 #endif
 }
 
+/* The profiler's shadow blocks (prof_set_small): plain tcache calls, never
+ * sampled. */
+static void *api_small_alloc(size_t size)
+{
+	return tcache_alloc(size);
+}
+
+static void api_small_free(void *p)
+{
+	tcache_free(p);
+}
+
 __attribute__((constructor)) static void api_constructor(void)
 {
 	large_set_ext_reason(api_ext_span_reason);
 	/* For core/ readers of the stats (the timeline), which cannot call up
 	 * into tcache/. */
 	stats_set_tcache_source(tcache_stats);
+	prof_set_small(api_small_alloc, api_small_free);
 	if (init_ensure()) {
 		fork_register(tcache_prefork, tcache_postfork_parent, tcache_postfork_child);
 		/* After fork_register: the profiler's fork handler runs first. */

@@ -204,6 +204,21 @@ void *large_alloc_mapped(size_t size)
 
 void *large_alloc_aside(size_t size)
 {
-	span_t *s = page_heap_alloc_aside(page_heap_for_cpu(os_cpu_id()), util_pages(size));
-	return s != NULL ? large_publish(s) : NULL;
+	span_t *s = page_heap_alloc(page_heap_prof(), util_pages(size), 1, SPAN_LARGE);
+	if (s == NULL)
+		return NULL;
+	/* Its first pmap entry without the run's size, which would have
+	 * realloc's fast path (core/api/api.c) keep it in place as a page
+	 * run: a sample is resized as the small block it stands for, in the
+	 * slow path, so that what moves with prof=0 moves with prof=1. */
+	page_heap_inuse_sub(s->npages); /* page_heap_inuse_recount */
+	superblock_t *sb = span_superblock(s);
+	superblock_map_span(sb, s->page, s->npages, 0);
+	return span_start(sb, s);
+}
+
+void large_aside_recount(const span_t *s)
+{
+	if (span_superblock(s)->heap == page_heap_prof())
+		page_heap_inuse_recount(s->npages);
 }

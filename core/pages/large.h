@@ -18,10 +18,14 @@ EBB_BEGIN_DECLS
  * zero-filled if `zero` (skipping the memset when the pages are known to be
  * fresh or purged). NULL with errno ENOMEM. Any thread. */
 void *large_alloc(size_t size, size_t align, bool zero);
-/* large_alloc of a page run that will never grow in place and should sit
- * where no other page run grows (page_heap_alloc_aside): the heap
- * profiler's sample runs of small blocks. Not zeroed. */
+/* large_alloc of a page run from the heap profiler's own page heap
+ * (page_heap_prof): its sample runs of small blocks, kept out of the
+ * CPUs' heaps so that these hold what they would with prof=0. Not zeroed. */
 void *large_alloc_aside(size_t size);
+/* Before a run of large_alloc_aside's is freed or handed out as a plain
+ * block (prof.c): its pages counted in use again (page_heap_inuse_recount);
+ * nothing for a page run of another heap. */
+void large_aside_recount(const span_t *s);
 /* free() of p, which is not a small block: checks that p starts a LARGE
  * span, reports it (naming `func`) if not, and frees it. */
 void large_free_checked(void *p, const char *func);

@@ -90,7 +90,16 @@ typedef struct page_heap_stats {
 void page_heap_init_all(void);
 /* Sets up one heap outside the table (tests make their own). */
 void page_heap_init(page_heap_t *h, unsigned index, uint64_t now);
+/* The CPUs' heaps (page_heap_for_cpu's); page_heap_count_all counts the
+ * profiler's too, last (index page_heap_count()): passes over every heap
+ * (decay, purge, release) go up to that. */
 unsigned page_heap_count(void);
+unsigned page_heap_count_all(void);
+/* The heap profiler's own heap (set up at its first use): its sample runs
+ * of small blocks come from there, so that the CPUs' heaps hold what they
+ * would with prof=0 (docs/profiler-overhead.md). Superblocks of its own,
+ * never taken from or lent to another heap. */
+page_heap_t *page_heap_prof(void);
 page_heap_t *page_heap_get(unsigned index);
 page_heap_t *page_heap_peek(unsigned index);
 /* Waits for a set-up under way: each set-up then either happened before
@@ -112,12 +121,6 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
  * the caller fills every pmap entry (superblock_map_span) before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
-/* page_heap_alloc of a LARGE span of npages that no page-run block will
- * want to grow into (the heap profiler's sample runs, which stand in for
- * small blocks and never grow past their pages): the front of a dirty run
- * whose left neighbour does not grow, if one is among the first few looked
- * at, else where page_heap_alloc would put it. */
-span_t *page_heap_alloc_aside(page_heap_t *h, size_t npages);
 /* Takes back a CENTRAL span (its pmap classes already cleared by the caller) or a
  * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
 void page_heap_free(span_t *s);
@@ -292,6 +295,13 @@ void page_heap_asked_add(size_t pages);
 /* Pages handed out, all heaps (relaxed atomic; no lock needed). */
 void page_heap_inuse_add(size_t pages);
 void page_heap_inuse_sub(size_t pages);
+/* page_heap_inuse_add without the peak: a sample run of the profiler's
+ * heap is left out of the pages in use (large_alloc_aside takes its pages
+ * back out as it is made, prof.c puts them back just before it is freed
+ * or stops being a sample), as the small block it stands for is in a span
+ * counted already; counted, the CPUs' heaps owed purges at other moments
+ * than with prof=0, and their later blocks went elsewhere. */
+void page_heap_inuse_recount(size_t pages);
 /* A new superblock for h (lock not held). Its usable pages are, when a
  * dirty block of at least 4 MiB waits in cache's huge cache, that block's
  * last 4 MiB moved in by the kernel (*dirty set, *freed_ns when they were

@@ -153,7 +153,7 @@ void background_set_epoch_hook(void (*fn)(bool all))
 static size_t decay_heaps(uint64_t now, bool all)
 {
 	size_t work = 0;
-	unsigned n = page_heap_count();
+	unsigned n = page_heap_count_all();
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
 		if (h != NULL)
@@ -174,7 +174,7 @@ size_t background_tick(uint64_t now, bool all)
 		central_purge_observe();
 	}
 	size_t work = decay_heaps(now, all);
-	unsigned n = page_heap_count();
+	unsigned n = page_heap_count_all();
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
 		atomic_store_u64(&bg_last_drain_ns, now);
@@ -272,7 +272,7 @@ static size_t bg_wind_down_purge(uint64_t now)
 static uint64_t next_wait(uint64_t now)
 {
 	uint64_t wait = TICK_MAX_NS;
-	unsigned n = page_heap_count();
+	unsigned n = page_heap_count_all();
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
 		uint64_t d = h != NULL ? page_heap_next_due(h, now) : UINT64_MAX;
@@ -325,7 +325,7 @@ static bool bg_retire(uint64_t now)
 	bool kept;
 	if (central_drain(true, &kept) != 0 || kept || !bg_quiet())
 		return false;
-	unsigned n = page_heap_count();
+	unsigned n = page_heap_count_all();
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
 		if (h != NULL)

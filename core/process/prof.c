@@ -100,7 +100,22 @@ typedef struct prof_sample {
 	 * by prof_class_usable (a realloc of a sample is rarer than a sample:
 	 * about 12 instructions a sample less). */
 	uint32_t class_bytes;
+	/* The small block the sample stands for (class_bytes != 0), taken
+	 * from its class when the sample is made and freed with it, so that
+	 * the spans of small blocks see what prof=0 does; NULL if none. */
+	void *shadow;
 } prof_sample_t;
+
+/* tcache/'s malloc and free of small blocks, for the shadows above (set
+ * by core/api, which prof.c may not call up into); NULL before. */
+static void *(*prof_small_alloc)(size_t size);
+static void (*prof_small_free)(void *p);
+
+void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p))
+{
+	__atomic_store_n(&prof_small_free, free_fn, __ATOMIC_RELAXED);
+	__atomic_store_n(&prof_small_alloc, alloc, __ATOMIC_RELEASE);
+}
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
@@ -590,24 +605,24 @@ static void prof_mark(const void *p, span_t *span, uint8_t on)
 
 /* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
-static EBB_NOINLINE void prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+static EBB_NOINLINE prof_sample_t *prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_carve(sizeof *s);
 	if (s != NULL)
 		prof_relist(s, p, c, size, class_bytes);
+	return s;
 }
 
 /* The entry from the free list, else (prof_insert_new, out of line: it
  * made every insert save registers) a new one. */
-static void prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+static prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_free_samples;
-	if (EBB_UNLIKELY(s == NULL)) {
-		prof_insert_new(p, c, size, class_bytes);
-		return;
-	}
+	if (EBB_UNLIKELY(s == NULL))
+		return prof_insert_new(p, c, size, class_bytes);
 	prof_free_samples = s->next;
 	prof_relist(s, p, c, size, class_bytes);
+	return s;
 }
 
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
@@ -928,6 +943,14 @@ EBB_INLINE prof_count_t *prof_replay_count(prof_replay_t *rp, size_t size)
 	return c;
 }
 
+/* Frees a sample's shadow (NULL: none), with prof_lock not held: the free
+ * may flush the thread's cache to the central lists. */
+static void prof_shadow_free(void *shadow)
+{
+	if (shadow != NULL)
+		prof_small_free(shadow);
+}
+
 /* prof_alloc, with a block of `bytes` >= size (a realloc's headroom), a
  * mapping of its own if `mapped` (prof_alloc_moved). */
 EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zero, bool mapped, void *ret,
@@ -945,6 +968,13 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	uint32_t class_bytes = bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN ? (uint32_t)bytes : 0;
 	if (class_bytes != 0 && !keepable && size_classes[size_class_of(bytes)].size > pages << EBB_PAGE_SHIFT)
 		class_bytes = 0;
+	void *(*small_alloc)(size_t) = __atomic_load_n(&prof_small_alloc, __ATOMIC_ACQUIRE);
+	void *shadow = NULL;
+	if (class_bytes != 0 && small_alloc != NULL) {
+		prof_busy = true;
+		shadow = small_alloc(bytes);
+		prof_busy = false;
+	}
 	/* One lock round when the stack is known again: a block that no kept
 	 * one can serve is made first, then counted and listed in the round;
 	 * a kept-size one is counted first (the lock may be dropped there),
@@ -957,8 +987,10 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		prof_busy = true; /* nothing below is sampled, should it allocate */
 		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(pages << EBB_PAGE_SHIFT, align, zero);
 		prof_busy = false;
-		if (p == NULL)
+		if (p == NULL) {
+			prof_shadow_free(shadow);
 			return NULL;
+		}
 	}
 	prof_count_t *c = NULL;
 	uintptr_t cfa = (uintptr_t)(fp + 2);
@@ -988,9 +1020,14 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (c != NULL) {
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_insert(p, c, size, class_bytes);
+			prof_sample_t *e = prof_insert(p, c, size, class_bytes);
+			if (e != NULL) {
+				e->shadow = shadow;
+				shadow = NULL;
+			}
 		}
 		prof_unlock();
+		prof_shadow_free(shadow);
 		return p;
 	}
 	if (prof_kept_n > 0) {
@@ -1001,12 +1038,16 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			e->count = c;
 			e->size = size;
 			e->class_bytes = class_bytes;
+			e->shadow = shadow;
+			shadow = NULL;
 			c->live_n++;
 			c->live_bytes += size;
 			c->alloc_n++;
 			c->alloc_bytes += size;
 		} else {
 			prof_unlist(prof_find(p), NULL); /* a plain page run now, unsampled */
+			superblock_t *sb;
+			large_aside_recount(superblock_span_in(p, &sb));
 		}
 	}
 	prof_unlock();
@@ -1030,11 +1071,16 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			prof_lock();
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_insert(p, c, size, class_bytes);
+			prof_sample_t *e = prof_insert(p, c, size, class_bytes);
+			if (e != NULL) {
+				e->shadow = shadow;
+				shadow = NULL;
+			}
 			prof_unlock();
 		}
 		prof_busy = false;
 	}
+	prof_shadow_free(shadow); /* no sample holds it */
 	return p;
 }
 
@@ -1093,6 +1139,8 @@ static bool prof_free_hook(void *p, span_t *span)
 		prof_kept_again(at, span, "free");
 		return true; /* on_error=warn: p is left alone */
 	}
+	void *shadow = (*at)->shadow;
+	(*at)->shadow = NULL;
 	if (!span->huge && span->npages == PROF_KEEP_PAGES && prof_kept_n < PROF_KEEP) {
 		c->live_n--;
 		c->live_bytes -= (*at)->size;
@@ -1100,10 +1148,14 @@ static bool prof_free_hook(void *p, span_t *span)
 		prof_kept[prof_kept_n++] = *at;
 		prof_kept_count(p, 1);
 		prof_unlock();
+		prof_shadow_free(shadow);
 		return true;
 	}
 	prof_unlist(at, span);
 	prof_unlock();
+	prof_shadow_free(shadow);
+	if (!span->huge && span->npages == PROF_KEEP_PAGES)
+		large_aside_recount(span); /* the caller frees it */
 	return false;
 }
 

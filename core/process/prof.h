@@ -79,6 +79,9 @@ extern uint8_t *prof_kept_filter;
 
 /* Exactly whether p is a kept sample block (takes the profiler's lock). */
 bool prof_is_kept(const void *p);
+/* The small-block malloc and free (tcache/'s) that a sample of a small
+ * allocation takes and frees the block it stands for with (prof.c). */
+void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p));
 
 /* Whether p is a kept sample block: the filter answers no for most p, a
  * hit is looked up. Not the filter alone: a live sample whose page shares

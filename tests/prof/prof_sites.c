@@ -20,6 +20,10 @@
  *   prof_sites sample_aside    (run with prof_sample=1) a fresh sample run of a
  *                              small block leaves a page-run block the free
  *                              pages right of it: the block grows in place
+ *   prof_sites sample_realloc  (run with prof_sample=1) a sampled small block
+ *                              moves on a realloc past its class's size, as
+ *                              the small block would, though its page run
+ *                              holds the new size
  *   prof_sites kept_sizes      (run with prof_sample=1) sample blocks freed at
  *                              one size serve samples of every other size up
  *                              to 32 KiB without the page heap (stats
@@ -710,6 +714,25 @@ int main(int argc, char **argv)
 		if (!placed)
 			return 2;
 		return moved ? 1 : 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "sample_realloc") == 0) {
+		/* Every block sampled: a sample of a small block is a page run
+		 * of 32 KiB, resized as the small block it stands for (its
+		 * class: 8295 bytes are a block of 8704), so realloc moves it
+		 * where the small block would move, also when its run would
+		 * hold the size (realloc's fast path answers page runs from
+		 * their pmap entry): with prof=0 the heaps see those moves. */
+		char *p = checked(T_MALLOC(8295));
+		memset(p, 5, 8295);
+		char *q = T_REALLOC(p, 12442); /* past 8704: moves */
+		int first = q != p;
+		char *r = q != NULL ? T_REALLOC(q, 18663) : NULL; /* past its class (13 312): moves */
+		int second = r != q;
+		printf("8295 -> 12442 %s, -> 18663 %s\n", first ? "moved" : "IN PLACE", second ? "moved" : "IN PLACE");
+		if (r == NULL || r[0] != 5 || r[8294] != 5)
+			return 3;
+		T_FREE(r);
+		return first && second ? 0 : 1;
 	}
 	if (argc >= 2 && strcmp(argv[1], "big_calloc") == 0) {
 		/* A sampled calloc of 256 MiB reads zero and costs only the
