@@ -147,6 +147,16 @@ ebb_stats_t settled_stats()
 	return s;
 }
 
+/* After ebb_trim, a snapshot of the stats adds up (every mapped byte is in
+ * one of the parts). */
+void check_trimmed_stats_add_up()
+{
+	ebb_trim();
+	ebb_stats_t s = settled_stats();
+	INFO(stats_str(s));
+	CHECK(s.mapped == stats_parts(s));
+}
+
 } // namespace
 
 TEST_CASE("a thread's first allocation inside a thread_local destructor works", "[threads]")
@@ -242,10 +252,7 @@ TEST_CASE("blocks of threads that have exited are freed and reallocated by other
 		for (auto &th : t) th.join();
 	}
 	CHECK(errors == 0);
-	ebb_trim();
-	ebb_stats_t s = settled_stats();
-	INFO(stats_str(s));
-	CHECK(s.mapped == stats_parts(s));
+	check_trimmed_stats_add_up();
 }
 
 TEST_CASE("blocks passed between live threads are freed remotely", "[threads]")
@@ -400,10 +407,7 @@ TEST_CASE("thousands of short-lived threads, each freeing its predecessor's bloc
 			ebb_free(s.p);
 		}
 	CHECK(errors == 0);
-	ebb_trim();
-	ebb_stats_t s = settled_stats();
-	INFO(stats_str(s));
-	CHECK(s.mapped == stats_parts(s));
+	check_trimmed_stats_add_up();
 }
 
 /* A cache left warm in the pool is flushed by the background thread's epoch
