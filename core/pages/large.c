@@ -30,13 +30,14 @@
 
 /* The start of LARGE span s, fresh from the page heap, once its pmap
  * entries are written: every page names the first, so interior pointers
- * are recognized; the first names the run's size for realloc
- * (pmap_set_run). */
-EBB_INLINE void *large_publish(span_t *s)
+ * are recognized; if `sized`, the first names the run's size for realloc's
+ * fast path (pmap_set_run). */
+EBB_INLINE void *large_publish(span_t *s, bool sized)
 {
 	superblock_t *sb = span_superblock(s);
 	superblock_map_span(sb, s->page, s->npages, 0);
-	pmap_set_run(sb, s->page, s->npages);
+	if (sized)
+		pmap_set_run(sb, s->page, s->npages);
 	return span_start(sb, s);
 }
 
@@ -58,7 +59,7 @@ void *large_alloc(size_t size, size_t align, bool zero)
 		s = page_heap_alloc(h, pages, align_pages, SPAN_LARGE);
 		if (s == NULL)
 			return NULL;
-		p = large_publish(s);
+		p = large_publish(s, true);
 	} else {
 		/* Every huge block lives in heap 0, whatever CPU asks: with a cache
 		 * per CPU, a thread that migrates frees into one cache and allocates
@@ -212,9 +213,7 @@ void *large_alloc_aside(size_t size)
 	 * run: a sample is resized as the small block it stands for, in the
 	 * slow path, so that what moves with prof=0 moves with prof=1. */
 	page_heap_inuse_sub(s->npages); /* page_heap_inuse_recount */
-	superblock_t *sb = span_superblock(s);
-	superblock_map_span(sb, s->page, s->npages, 0);
-	return span_start(sb, s);
+	return large_publish(s, false);
 }
 
 void large_aside_recount(const span_t *s)
