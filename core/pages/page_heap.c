@@ -375,7 +375,11 @@ void page_heap_inuse_recount(size_t pages)
  * far, as many of the oldest dirty runs as the climb are owed to a purge,
  * which the allocating thread makes before it touches the fresh pages
  * (page_heap_purge_owed): the kernel records its peak at each madvise, so a
- * purge after the faults would lower nothing. Below the mark nothing is
+ * purge after the faults would lower nothing. That purge leaves the runs
+ * freed in the last few ms (PAGE_HEAP_OWED_MIN_AGE_NS, page_heap.h): a program
+ * that cycles through its blocks takes them again at once, and purging
+ * them made every later reuse a fault and a climb of its own (bench/realloc
+ * string: half its page faults). Below the mark nothing is
  * owed: the peak is already that high, and the dirty pages are what a
  * program that comes back asks for.
  *

@@ -64,9 +64,10 @@ void page_heap_maybe_decay(page_heap_t *h, uint64_t now)
 }
 
 /* Takes up to `want` pages of the oldest dirty runs out as BUSY, linked
- * through `next`; runs_only: no cached huge block (see page_heap_purge_owed).
- * Caller holds the lock. */
-static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken, bool runs_only)
+ * through `next`; runs_only: a climb's purge (page_heap_purge_owed): no
+ * cached huge block, and none freed after `young` (it stops at the first,
+ * the LRU being oldest first). Caller holds the lock. */
+static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken, bool runs_only, uint64_t young)
 {
 	span_t *list = NULL;
 	span_t *next = h->lru_tail;
@@ -76,6 +77,8 @@ static span_t *take_oldest(page_heap_t *h, size_t want, size_t *taken, bool runs
 		next = s->u.free.lru_prev;
 		if (runs_only && s->huge)
 			continue;
+		if (runs_only && s->u.free.freed_ns > young)
+			break;
 		page_heap_run_unlist(h, s);
 		page_heap_dirty_add(h, s->npages); /* still resident until madvise returns */
 		SPAN_SET_STATE(s, SPAN_BUSY, &h->lock);
@@ -366,7 +369,7 @@ static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_
 	while (done < want && !failed) {
 		size_t batch = want - done < PURGE_BATCH_PAGES ? want - done : PURGE_BATCH_PAGES;
 		size_t taken;
-		span_t *list = take_oldest(h, batch, &taken, runs_only);
+		span_t *list = take_oldest(h, batch, &taken, runs_only, now > PAGE_HEAP_OWED_MIN_AGE_NS ? now - PAGE_HEAP_OWED_MIN_AGE_NS : 0);
 		if (list == NULL)
 			break;
 		lock_release(&h->lock);
