@@ -690,33 +690,17 @@ __attribute__((no_sanitize("address", "thread"))) unsigned os_unwind_own(void **
 	return n;
 }
 
-__attribute__((no_sanitize("address", "thread"))) bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa,
-									       uintptr_t rbp)
+bool os_unwind_replay_other(const os_unwind_rec_t *rec, uintptr_t cfa)
 {
-	if (rec->n == OS_UNWIND_REC_NONE || (rec->rbp_used && rec->rbp != rbp))
-		return false;
-	/* The top of this thread's stack is the walk's (a thread's own: the
-	 * thread pointer, tested first; else the main thread's): every word
-	 * the walk read, at or above the same cfa and below top, is inside
-	 * this thread's stack now, whoever walked it (a thread's stack is
-	 * reused for the next one). */
-	uintptr_t tp;
-	__asm__("mov %%fs:0, %0" : "=r"(tp));
-	if (rec->top != tp && stack_top(cfa) != rec->top)
-		return false;
-	for (unsigned i = 0; i < rec->n; i++)
-		if (*(const uintptr_t *)rec->at[i] != rec->val[i])
-			return false;
-	return true;
+	return stack_top(cfa) == rec->top && os_unwind_rec_reads_same(rec);
 }
 
 #else /* !UNW_OWN */
 
-bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa, uintptr_t rbp)
+bool os_unwind_replay_other(const os_unwind_rec_t *rec, uintptr_t cfa)
 {
 	(void)rec;
 	(void)cfa;
-	(void)rbp;
 	return false;
 }
 

@@ -57,10 +57,51 @@ bool os_unwind_own_load(void);
  * outwards into out, at most max, innermost first. Returns how many, or 0
  * when it gave up (the caller takes the stack another way). */
 unsigned os_unwind_own(void **out, unsigned max, uintptr_t pc, uintptr_t cfa, uintptr_t rbp, os_unwind_rec_t *rec);
+/* os_unwind_replay's reads: whether every stack word rec names still holds
+ * what the walk read. Outside the sanitizers' view (the words are other
+ * frames' saved registers and return addresses). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define OS_UNWIND_NO_SANITIZE __attribute__((no_sanitize("address", "thread")))
+#else
+#define OS_UNWIND_NO_SANITIZE
+#endif
+static inline OS_UNWIND_NO_SANITIZE bool os_unwind_rec_reads_same(const os_unwind_rec_t *rec)
+{
+	for (unsigned i = 0; i < rec->n; i++)
+		if (*(const uintptr_t *)rec->at[i] != rec->val[i])
+			return false;
+	return true;
+}
+
+/* os_unwind_replay for a record whose stack top is not the calling
+ * thread's pointer (the main thread's stack, another thread's record). */
+bool os_unwind_replay_other(const os_unwind_rec_t *rec, uintptr_t cfa);
+
 /* Whether a walk from (the same pc and) cfa, rbp would read what rec says
  * a former one read, on the calling thread's stack: it would then give
- * the same frames. */
-bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa, uintptr_t rbp);
+ * the same frames. The top of this thread's stack is the walk's (a
+ * thread's own: the thread pointer, tested first; else the main
+ * thread's): every word the walk read, at or above the same cfa and below
+ * top, is inside this thread's stack now, whoever walked it (a thread's
+ * stack is reused for the next one). In line (the profiler's every
+ * replayed sample: about 6 instructions of call and saved registers). A
+ * record exists only where the own walker ran (os_unwind_own). */
+static inline OS_UNWIND_NO_SANITIZE bool os_unwind_replay(const os_unwind_rec_t *rec, uintptr_t cfa,
+							   uintptr_t rbp)
+{
+	if (rec->n == OS_UNWIND_REC_NONE || (rec->rbp_used && rec->rbp != rbp))
+		return false;
+#if defined(__x86_64__)
+	uintptr_t tp;
+	__asm__("mov %%fs:0, %0" : "=r"(tp));
+	if (rec->top != tp)
+		return os_unwind_replay_other(rec, cfa);
+	return os_unwind_rec_reads_same(rec);
+#else
+	(void)cfa;
+	return false;
+#endif
+}
 
 EBB_END_DECLS
 

@@ -92,9 +92,11 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 }
 #endif
 
-// large_page_slot (core/pages/large.h): the sample filter's counter of a
-// page. With the page number's low bits alone, every block aligned to 2 MiB
-// fell on 64 of the 32 768 counters, so one live sample aligned to 2 MiB
+// large_page_slot (core/pages/large.h): a filter's counter of a page (the
+// kept filter's, PROF_KEPT_BITS; tested at 15 bits, the size of the live
+// sample filter it was made for, which the span's sampled mark replaced).
+// With the page number's low bits alone, every block aligned to 2 MiB fell
+// on 64 of the 32 768 counters, so one live sample aligned to 2 MiB
 // made the free of every such block that shared its counter take the
 // profiler's lock (bench aligned 64B-2M: 2 450 of 9 000 page-run frees).
 // Consecutive 2 MiB units must take counters of their own, and the pages of
@@ -102,6 +104,7 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 // a process's samples near each other fault in one filter page, not many).
 TEST_CASE("large_page_slot spreads 2 MiB-aligned blocks and keeps a unit's pages together", "[prof]")
 {
+	const unsigned PROF_FILTER_BITS = 15;
 	const uintptr_t unit = uintptr_t{1} << 21;
 	const uintptr_t base = uintptr_t{0x7f3a} << 32; // a typical mmap address, 2 MiB aligned
 	std::vector<bool> seen(1u << PROF_FILTER_BITS);

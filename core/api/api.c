@@ -146,9 +146,9 @@ static void *alloc_aligned_impl(size_t align, size_t size)
 static void *alloc_aligned(size_t align, size_t size)
 {
 	/* No test of the size before the tick (3 instructions a call fewer
-	 * with prof on, bench aligned): prof_should_sample undoes the tick of
-	 * a request no block holds, and prof_tick's borrow keeps one of 2^63
-	 * bytes or more from stopping the sampling. */
+	 * with prof on, bench aligned): prof_alloc fails a request no block
+	 * holds (ENOMEM), and prof_tick's borrow keeps one of 2^63 bytes or
+	 * more from stopping the sampling. */
 	if (EBB_UNLIKELY(API_PROF_ON()) && prof_tick(size) && prof_should_sample(size))
 		return prof_alloc(size, align, false, __builtin_return_address(0));
 	TRACK_QUIET_BEGIN();
@@ -214,6 +214,8 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
  * 1 MiB a mapping (whole 2 MiB units) is at least half used. */
 #define REALLOC_MAPPED_MIN ((size_t)1 << 20)
 
+EBB_INLINE const span_t *realloc_run_span(const void *p);
+EBB_INLINE size_t realloc_span_stays(const span_t *s, size_t size);
 EBB_INLINE size_t realloc_run_stays(const void *p, size_t size);
 
 /* Every realloc but the one realloc_impl answers itself. cls: p's class if
@@ -243,16 +245,18 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		 * answered as realloc_impl answers those above EBB_SMALL_MAX. A
 		 * sampled string grown a few bytes at a time comes here at
 		 * every call. */
+		const span_t *run = NULL;
 		if (prof_may_be_kept(p)) {
 			prof_realloc_check(p);
-		} else if (prof_may_hold(p) && (class_usable = prof_class_usable(p)) != 0) {
+		} else if ((run = realloc_run_span(p)) != NULL && atomic_peek_u8(&run->u.large.sampled) &&
+			   (class_usable = prof_class_usable(p)) != 0) {
 			if (size <= class_usable && size >= class_usable / 2) {
 				block_info_t b = { class_usable, NULL, 0 };
 				TRACK_FREE(p);
 				return realloc_done(p, &b, p, size);
 			}
-		} else {
-			size_t usable = realloc_run_stays(p, size);
+		} else if (run != NULL) {
+			size_t usable = realloc_span_stays(run, size);
 			if (usable != 0) {
 				block_info_t b = { usable, NULL, 0 };
 				TRACK_FREE(p);
@@ -312,7 +316,7 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		 * there), shrunk in place, or a huge block remapped: no copy. */
 		/* A huge block may move (mremap) without passing the free
 		 * hook: a sample goes along (prof_resize_begin). */
-		void *sample = prof && b.large->huge ? prof_resize_begin(p) : NULL;
+		void *sample = prof && b.large->huge ? prof_resize_begin(p, b.large) : NULL;
 		void *q = large_resize(p, b.large, want);
 		if (q == NULL && want > size)
 			q = large_resize(p, b.large, size);
@@ -367,13 +371,27 @@ static EBB_NOINLINE void *realloc_slow_prof(void *p, size_t size, unsigned cls)
  * are block_info's for a page run: p starts a LARGE span. */
 EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 {
+	const span_t *s = realloc_run_span(p);
+	return s != NULL ? realloc_span_stays(s, size) : 0;
+}
+
+/* realloc_run_stays' look: the descriptor of the page run (not huge) p
+ * starts, else NULL. */
+EBB_INLINE const span_t *realloc_run_span(const void *p)
+{
 	superblock_t *sb;
 	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || registry_get(p) != REG_HEADER)
-		return 0;
+		return NULL;
 	span_t *s = superblock_span_in(p, &sb);
 	if (s == NULL || atomic_peek_u8(&s->state) != SPAN_LARGE || atomic_peek_u8(&s->huge) ||
 	    p != superblock_page_addr(sb, atomic_peek_u16(&s->page)))
-		return 0;
+		return NULL;
+	return s;
+}
+
+/* realloc_run_stays' answer for the page run s. */
+EBB_INLINE size_t realloc_span_stays(const span_t *s, size_t size)
+{
 	size_t usable = large_usable(s);
 	/* A sample (its entry has no size: large_alloc_aside) is resized in
 	 * realloc_slow_prof, as the small block it stands for. */
@@ -424,7 +442,7 @@ EBB_INLINE const uint64_t *realloc_mark_word(const void *p, unsigned small)
  *
  * prof (a constant): the prefixed API's copy for the heap profiler
  * (realloc_prof): the same but for the slow path it reaches, and for a
- * page run that may be a sample (prof_may_hold), which goes there too: a
+ * page run that is a sample (its sampled mark), which goes there too: a
  * live one is resized as the small block it stands for, a kept one is
  * reported. */
 EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
@@ -465,9 +483,12 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 			/* A live sample stands in for a small block, resized as
 			 * that block (prof_class_usable), not as its page run:
 			 * one that would move unsampled moves here too, so that
-			 * the heaps hold what they would with prof=0. */
-			if (prof && run && prof_may_hold(p))
-				return realloc_slow_prof(p, size, 0);
+			 * the heaps hold what they would with prof=0. It needs
+			 * no test here: a sample of a small block is a run
+			 * whose entry has no size (large_alloc_aside), which
+			 * realloc_run_stays below turns down for its sampled
+			 * mark, as it does every sample, so they all reach
+			 * realloc_slow_prof. */
 			/* size - 1 < usable: size 0 (free) goes on, also for a
 			 * run whose entry has no size (usable 0). */
 			if (EBB_LIKELY(size - 1 < usable && size >= usable / 2)) {

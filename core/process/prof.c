@@ -8,6 +8,7 @@
 #include "core/blocks/size_class.h"
 #include "core/process/init.h"
 #include "core/pages/large.h"
+#include "core/pages/page_heap.h"
 #include "core/runtime/atomic.h"
 #include "core/runtime/meta.h"
 #include "core/runtime/options.h"
@@ -95,7 +96,8 @@ typedef struct prof_sample {
 	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
 	/* The bytes asked for of an allocation that would have been a small
-	 * block unsampled, 0 if none (above EBB_SMALL_MAX, or aligned): its
+	 * block unsampled (of an aligned one, its class's size), 0 if none
+	 * (above EBB_SMALL_MAX, or aligned with no class that fits): its
 	 * class's usable size is what realloc treats the block as, looked up
 	 * by prof_class_usable (a realloc of a sample is rarer than a sample:
 	 * about 12 instructions a sample less). */
@@ -118,14 +120,21 @@ void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p))
 }
 
 __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
-static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
-static __thread bool prof_busy __attribute__((tls_model("initial-exec")));
+/* This thread's sampling state, one TLS block so that one load of its
+ * offset serves both (prof_should_sample tests both at every sample).
+ * rng: the PRNG's state, 0 until seeded; busy: inside the profiler, whose
+ * own allocations are not sampled. */
+static __thread struct prof_thread {
+	uint64_t rng;
+	bool busy;
+} prof_thread __attribute__((tls_model("initial-exec")));
 /* The site of this thread's last sample (sites are never freed). */
 static __thread struct prof_site *prof_last_site __attribute__((tls_model("initial-exec")));
 
 bool prof_on;
 static uint32_t prof_state; /* 0 options not read yet, 1 off, 2 on */
 static int64_t prof_rate;
+static size_t prof_key_min; /* prof_rate / 16 (prof_key), set with it */
 
 /* One lock over everything below. Not an ebb_lock_t: it ranks before every
  * allocator lock (fork takes it first), a rank enum lock_rank does not
@@ -138,7 +147,6 @@ static struct prof_replay **prof_replays; /* PROF_REPLAYS slots, NULL until fill
 static prof_site_t *prof_all;
 static prof_sample_t *prof_free_samples;
 static char *prof_chunk, *prof_chunk_end; /* carving space for samples and sites */
-uint8_t prof_filter[1u << PROF_FILTER_BITS] EBB_BIG_ZERO;
 
 /* Every sample of up to PROF_KEEP_PAGES pages (32 KiB: every small size,
  * aligned to a page at most) is a run of exactly PROF_KEEP_PAGES pages, and
@@ -173,19 +181,6 @@ static unsigned prof_kept_n;
 static const uint8_t prof_kept_none[1u << PROF_KEPT_BITS];
 uint8_t *prof_kept_filter;
 
-/* A prof_filter counter's value, read with a write access: a
- * compare-and-swap that sets a 0 to 1. The filter's pages are first met by
- * these raises (the sample's page, listed), and a plain read then faulted
- * in the zero page before the write faulted in the page itself: two minor
- * faults a page where one does. Caller holds prof_lock (the only writer), so
- * nothing changes *f between this and the caller's store. */
-static uint8_t prof_filter_raise_read(uint8_t *f)
-{
-	uint8_t v = 0;
-	__atomic_compare_exchange_n(f, &v, 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-	return v; /* 0: *f is 1 now */
-}
-
 /* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
  * prof_lock (the only writer). At most PROF_KEEP blocks are kept: a
  * counter never wraps. Its page was written when the tables were made: a
@@ -196,10 +191,19 @@ static void prof_kept_count(const void *p, int d)
 	__atomic_store_n(f, (uint8_t)(*f + d), __ATOMIC_RELAXED);
 }
 
-static void prof_lock(void)
+/* The wait, out of line: in line, its loop kept registers of its own
+ * that the free hook then saved and restored at every sample's free. */
+static EBB_NOINLINE void prof_lock_wait(void)
 {
-	while (!atomic_cas_u32(&prof_lock_word, 0, 1))
+	do
 		os_yield();
+	while (!atomic_cas_u32(&prof_lock_word, 0, 1));
+}
+
+EBB_INLINE void prof_lock(void)
+{
+	if (EBB_UNLIKELY(!atomic_cas_u32(&prof_lock_word, 0, 1)))
+		prof_lock_wait();
 }
 
 static void prof_unlock(void)
@@ -215,11 +219,11 @@ static void prof_unlock(void)
 
 static uint64_t rng_next(void)
 {
-	uint64_t x = prof_rng;
+	uint64_t x = prof_thread.rng;
 	x ^= x >> 12;
 	x ^= x << 25;
 	x ^= x >> 27;
-	prof_rng = x;
+	prof_thread.rng = x;
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
@@ -394,6 +398,7 @@ static bool prof_setup(void)
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
 	__atomic_store_n(&prof_rate, rate > 0 ? rate : 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&prof_key_min, (size_t)(rate > 0 ? rate : 1) / 16, __ATOMIC_RELAXED);
 	if (on)
 		prof_draw_scale_set(); /* before prof_on: before any draw */
 	__atomic_store_n(&prof_on, on, __ATOMIC_RELAXED);
@@ -416,7 +421,7 @@ static void prof_postfork_child(void)
 	/* Only this thread exists: the tables are as the lock left them whole.
 	 * The child draws its own sample distances, not its parent's. */
 	__atomic_store_n(&prof_lock_word, 0, __ATOMIC_RELEASE);
-	prof_rng = 0;
+	prof_thread.rng = 0;
 }
 
 bool prof_start(void)
@@ -426,11 +431,11 @@ bool prof_start(void)
 	/* auto under a sanitizer still takes the own walker (os_unwind_load
 	 * leaves libunwind out there), so that the TSan runs exercise it. */
 	unsigned which = (unsigned)options_get(OPT_PROF_UNWIND);
-	prof_busy = true; /* dlopen allocates */
+	prof_thread.busy = true; /* dlopen allocates */
 	if (os_unwind_load(which) == NULL)
 		report_warn("prof: no unwinder (neither libunwind.so.8 nor libgcc_s.so.1 loads): "
 			    "stacks will be empty");
-	prof_busy = false;
+	prof_thread.busy = false;
 	/* Registered after core/api/fork.c's: runs before its prefork, so this
 	 * lock is taken before every allocator lock. */
 	os_atfork(prof_prefork, prof_postfork_parent, prof_postfork_child);
@@ -472,7 +477,7 @@ static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 {
 	/* A request no block holds (which the caller then fails with ENOMEM)
 	 * is not counted: prof_alloc would round it past SIZE_MAX. */
-	if (prof_busy || size > EBB_MAX_REQUEST) {
+	if (prof_thread.busy || size > EBB_MAX_REQUEST) {
 		/* Not counted (the tick undone, modulo 2^64 as it was made,
 		 * prof_tick). */
 		prof_left = (int64_t)((uint64_t)prof_left + size);
@@ -482,10 +487,10 @@ static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 		prof_left = INT64_MAX;
 		return false;
 	}
-	if (EBB_UNLIKELY(prof_rng == 0)) {
+	if (EBB_UNLIKELY(prof_thread.rng == 0)) {
 		/* The thread's first allocation: seed, and count it against a
 		 * fresh distance like any other. */
-		prof_rng = prof_seed_next();
+		prof_thread.rng = prof_seed_next();
 		uint64_t left;
 		/* The borrow, as prof_tick's: a first request of 2^63 bytes or
 		 * more must not leave a huge distance. */
@@ -501,15 +506,17 @@ static EBB_NOINLINE bool prof_should_sample_rare(size_t size)
 bool prof_should_sample(size_t size)
 {
 	/* A seeded thread that is not inside the profiler: prof_setup said
-	 * on before the seed (prof_rng is 0 until then, and again in a
+	 * on before the seed (prof_thread.rng is 0 until then, and again in a
 	 * forked child), so this is every sample but a thread's first. */
-	/* Three branches: gcc made the three tests one, with flags and ands
-	 * (about 4 instructions a sample more). */
-	if (EBB_UNLIKELY(prof_rng == 0))
+	/* Two branches: gcc made the tests one, with flags and ands (about 4
+	 * instructions a sample more). A size above EBB_MAX_REQUEST is not
+	 * turned down here (3 instructions a sample): prof_alloc fails it with
+	 * ENOMEM, as the caller's own path would, and the fresh distance drawn
+	 * for it is as good as the one it would have kept (the exponential
+	 * has no memory). */
+	if (EBB_UNLIKELY(prof_thread.rng == 0))
 		return prof_should_sample_rare(size);
-	if (EBB_UNLIKELY(prof_busy))
-		return prof_should_sample_rare(size);
-	if (EBB_UNLIKELY(size > EBB_MAX_REQUEST))
+	if (EBB_UNLIKELY(prof_thread.busy))
 		return prof_should_sample_rare(size);
 	prof_left = prof_draw();
 	return true;
@@ -544,7 +551,7 @@ static unsigned sample_bucket(const void *p)
 #define PROF_KEY_BITS 4
 static size_t prof_key(size_t size)
 {
-	if (size <= (size_t)prof_rate / 16)
+	if (size <= prof_key_min)
 		return 0;
 	unsigned top = 63u - (unsigned)__builtin_clzll((unsigned long long)size);
 	if (top <= PROF_KEY_BITS)
@@ -581,7 +588,6 @@ static prof_count_t *prof_count_get(prof_site_t *site, size_t size)
 	return c;
 }
 
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes);
 
 /* Sets or clears the sampled mark (span.h) of the page run or huge block
  * p starts; span: its descriptor, or NULL to look it up. The mark is set
@@ -594,13 +600,34 @@ static void prof_mark(const void *p, span_t *span, uint8_t on)
 	 * table), not a pointer from the program: its descriptor is found
 	 * without superblock_span_lookup's checks (a huge block's header check
 	 * was most of the lookup: about 60 instructions a sample in bench
-	 * aligned 64B-2M, where most samples are huge blocks). */
+	 * aligned 64B-2M, where most samples are huge blocks). A huge block
+	 * is told by its start alone, the only kind of block that starts a
+	 * 4 MiB slot (superblock.h: a superblock's first pages are its
+	 * header), where the registry's byte was 4 instructions more a
+	 * sample. */
+	_Static_assert(EBB_SB_HEADER_PAGES > 0, "no page run starts a superblock");
 	if (span == NULL) {
 		superblock_t *sb = superblock_of(p);
-		span = registry_get(p) == REG_HUGE ? &((superblock_t *)((uintptr_t)sb - EBB_SB_SIZE))->spans[0]
-						   : superblock_span_at(sb, superblock_page_index(p));
+		span = ((uintptr_t)p & (EBB_SB_SIZE - 1)) == 0
+			       ? &((superblock_t *)((uintptr_t)sb - EBB_SB_SIZE))->spans[0]
+			       : superblock_span_at(sb, superblock_page_index(p));
 	}
 	__atomic_store_n(&span->u.large.sampled, on, __ATOMIC_RELAXED);
+}
+
+/* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
+EBB_INLINE void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+{
+	s->addr = p;
+	s->count = c;
+	s->size = size;
+	s->class_bytes = class_bytes;
+	unsigned b = sample_bucket(p);
+	s->next = prof_samples[b];
+	prof_samples[b] = s;
+	c->live_n++;
+	c->live_bytes += size;
+	prof_mark(p, NULL, 1);
 }
 
 /* Lists p as a live sample of c, of `size` bytes (class_bytes: its
@@ -614,8 +641,10 @@ static EBB_NOINLINE prof_sample_t *prof_insert_new(void *p, prof_count_t *c, siz
 }
 
 /* The entry from the free list, else (prof_insert_new, out of line: it
- * made every insert save registers) a new one. */
-static prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+ * made every insert save registers) a new one. Inlined into prof_alloc_at
+ * (gcc called it: about 7 instructions a sample of call, return and
+ * argument moves). */
+EBB_INLINE prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (EBB_UNLIKELY(s == NULL))
@@ -625,24 +654,6 @@ static prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_
 	return s;
 }
 
-/* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
-static void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
-{
-	s->addr = p;
-	s->count = c;
-	s->size = size;
-	s->class_bytes = class_bytes;
-	unsigned b = sample_bucket(p);
-	s->next = prof_samples[b];
-	prof_samples[b] = s;
-	c->live_n++;
-	c->live_bytes += size;
-	uint8_t *f = &prof_filter[large_page_slot(p, PROF_FILTER_BITS)];
-	uint8_t v = prof_filter_raise_read(f);
-	if (v != 0 && v != 255)
-		__atomic_store_n(f, (uint8_t)(v + 1), __ATOMIC_RELAXED);
-	prof_mark(p, NULL, 1);
-}
 
 static prof_sample_t **prof_find(const void *p);
 EBB_INLINE void prof_unlist(prof_sample_t **at, span_t *span);
@@ -799,28 +810,22 @@ static prof_count_t *prof_stack_count(const prof_stack_t *st, size_t size)
 	return prof_count_get(site, size);
 }
 
-/* The pages of the page-run block p starts (a huge one counts as more
- * than PROF_KEEP_PAGES); 0 if p starts none: only those can be sampled.
- * Reads the span without a lock, as free does. */
-static size_t prof_run_pages(const void *p)
+/* Whether p starts a page run or huge block with the sampled mark (only
+ * those can be live samples). Reads the span without a lock, as free
+ * does. */
+static bool prof_is_marked(const void *p)
 {
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
-	if (s == NULL || s->state != SPAN_LARGE || p != span_start(sb, s))
-		return 0;
-	return s->huge ? SIZE_MAX : s->npages;
-}
-
-static bool prof_is_large(const void *p)
-{
-	return prof_run_pages(p) != 0;
+	return s != NULL && s->state == SPAN_LARGE && p == span_start(sb, s) &&
+	       __atomic_load_n(&s->u.large.sampled, __ATOMIC_RELAXED) != 0;
 }
 
 /* The sample's entry of p, or NULL. Caller holds prof_lock. */
 static prof_sample_t **prof_find(const void *p)
 {
 	if (EBB_UNLIKELY(prof_samples == NULL))
-		return NULL; /* no sample yet (the filters read 0: a caller came anyway) */
+		return NULL; /* no sample yet (a stray sampled mark, span.h, brought the caller) */
 	prof_sample_t **at = &prof_samples[sample_bucket(p)];
 	while (*at && (*at)->addr != p)
 		at = &(*at)->next;
@@ -833,14 +838,14 @@ static prof_sample_t **prof_find(const void *p)
 EBB_INLINE prof_sample_t *prof_unlink(prof_sample_t **at, span_t *span)
 {
 	prof_sample_t *s = *at;
+	/* Read before the stores below: a caller that tested it already
+	 * (the free hook) then has its test reused. */
+	prof_count_t *c = s->count;
 	*at = s->next;
 	prof_mark(s->addr, span, 0);
-	uint8_t *f = &prof_filter[large_page_slot(s->addr, PROF_FILTER_BITS)];
-	if (*f != 255)
-		__atomic_store_n(f, (uint8_t)(*f - 1), __ATOMIC_RELAXED);
-	if (s->count != NULL) {
-		s->count->live_n--;
-		s->count->live_bytes -= s->size;
+	if (c != NULL) {
+		c->live_n--;
+		c->live_bytes -= s->size;
 	}
 	return s;
 }
@@ -890,9 +895,9 @@ static EBB_NOINLINE prof_count_t *prof_stack_walk(size_t size, void *ret, const 
 	/* The unwinder may allocate (libunwind, once a thread): not sampled.
 	 * Nothing else here does (the blocks are page runs, the tables
 	 * metadata). */
-	prof_busy = true;
+	prof_thread.busy = true;
 	bool from = prof_stack_take(&st, ret, fp, &rec);
-	prof_busy = false;
+	prof_thread.busy = false;
 	prof_lock();
 	prof_count_t *c = prof_stack_count(&st, size);
 	prof_replay_t *rp = NULL;
@@ -952,28 +957,34 @@ static void prof_shadow_free(void *shadow)
 }
 
 /* prof_alloc, with a block of `bytes` >= size (a realloc's headroom), a
- * mapping of its own if `mapped` (prof_alloc_moved). */
-EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zero, bool mapped, void *ret,
-				const uintptr_t *fp)
+ * mapping of its own if `mapped` (prof_alloc_moved). big (a constant):
+ * the caller found that it stands for no small block (aligned to more
+ * than a page, more than PROF_KEEP_PAGES pages, or aligned with no class
+ * that fits), so that no kept block serves it (class_bytes 0, no shadow):
+ * it is the page run large_alloc gives it unsampled. aligned_bytes:
+ * for an alignment above EBB_MIN_ALIGN, the size of the class an
+ * unsampled block would have (size_class_aligned), 0 if none. */
+EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zero, bool mapped, bool big,
+				uint32_t aligned_bytes, void *ret, const uintptr_t *fp)
 {
 	void *p = NULL;
 	size_t pages = (bytes + EBB_PAGE_SIZE - 1) >> EBB_PAGE_SHIFT;
-	bool keepable = !mapped && align <= EBB_PAGE_SIZE && pages <= PROF_KEEP_PAGES;
+	bool keepable = !big && !mapped && align <= EBB_PAGE_SIZE && pages <= PROF_KEEP_PAGES;
 	if (keepable)
 		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
 	 * from there (prof_class_usable), in place up to all of it, so the
 	 * pages must hold it. A kept-size run does (PROF_KEEP_PAGES pages,
 	 * EBB_SMALL_MAX bytes); a mapping of its own is tested. */
-	uint32_t class_bytes = bytes <= EBB_SMALL_MAX && align <= EBB_MIN_ALIGN ? (uint32_t)bytes : 0;
+	uint32_t class_bytes = big ? 0 : align > EBB_MIN_ALIGN ? aligned_bytes : bytes <= EBB_SMALL_MAX ? (uint32_t)bytes : 0;
 	if (class_bytes != 0 && !keepable && size_classes[size_class_of(bytes)].size > pages << EBB_PAGE_SHIFT)
 		class_bytes = 0;
-	void *(*small_alloc)(size_t) = __atomic_load_n(&prof_small_alloc, __ATOMIC_ACQUIRE);
 	void *shadow = NULL;
-	if (class_bytes != 0 && small_alloc != NULL) {
-		prof_busy = true;
-		shadow = small_alloc(bytes);
-		prof_busy = false;
+	void *(*small_alloc)(size_t) = class_bytes != 0 ? __atomic_load_n(&prof_small_alloc, __ATOMIC_ACQUIRE) : NULL;
+	if (small_alloc != NULL) {
+		prof_thread.busy = true;
+		shadow = small_alloc(class_bytes); /* bytes, or the aligned class's size */
+		prof_thread.busy = false;
 	}
 	/* One lock round when the stack is known again: a block that no kept
 	 * one can serve is made first, then counted and listed in the round;
@@ -983,10 +994,13 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	if (!keepable) {
 		/* A big calloc's pages are zeroed by large_alloc, which knows
 		 * which read as zero already (a memset would fault them all
-		 * in). */
-		prof_busy = true; /* nothing below is sampled, should it allocate */
-		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(pages << EBB_PAGE_SHIFT, align, zero);
-		prof_busy = false;
+		 * in). No busy mark (prof_thread) around it: the page heap calls no entry
+		 * point (nothing there can be sampled), and its two stores
+		 * and the TLS offset's load were 3 instructions a sample. */
+		/* size itself, not pages: a request above EBB_MAX_REQUEST
+		 * (prof_should_sample lets it through) would wrap pages, and
+		 * large_alloc fails it with ENOMEM; it takes the same pages. */
+		p = mapped ? large_alloc_mapped(pages << EBB_PAGE_SHIFT) : large_alloc(bytes, align, zero);
 		if (p == NULL) {
 			prof_shadow_free(shadow);
 			return NULL;
@@ -1001,7 +1015,11 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
 	prof_lock();
 	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
-	if (rp != NULL && !prof_replay_is(rp, ret, fp)) {
+	/* Each slot's record is compared once (gcc compared the first's
+	 * twice when the test was written as one condition after the
+	 * other). */
+	bool known = rp != NULL && prof_replay_is(rp, ret, fp);
+	if (rp != NULL && !known) {
 		/* The first slot is another stack's: this one's record is in
 		 * the second, or a walk fills it there if it is free (else
 		 * the first is overwritten). */
@@ -1009,9 +1027,10 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		if (rq == NULL || prof_replay_is(rq, ret, fp)) {
 			slot = prof_replay_second(h);
 			rp = rq;
+			known = rq != NULL;
 		}
 	}
-	if (rp != NULL && prof_replay_is(rp, ret, fp) && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+	if (known && os_unwind_replay(&rp->rec, cfa, fp[0])) {
 		c = prof_replay_count(rp, size);
 	} else if (tables) {
 		c = prof_stack_walk(size, ret, fp, slot);
@@ -1056,7 +1075,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			memset(p, 0, size);
 	} else {
 		/* A kept-size run only needs the bytes asked for zeroed. */
-		prof_busy = true; /* nothing below is sampled, should it allocate */
+		prof_thread.busy = true; /* nothing below is sampled, should it allocate */
 		p = large_alloc_aside(pages << EBB_PAGE_SHIFT);
 		/* A fresh kept-size run's first page is written here: a
 		 * program that reads its new block before it writes it (bench
@@ -1078,7 +1097,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			}
 			prof_unlock();
 		}
-		prof_busy = false;
+		prof_thread.busy = false;
 	}
 	prof_shadow_free(shadow); /* no sample holds it */
 	return p;
@@ -1086,12 +1105,35 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 
 void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 {
-	return prof_alloc_at(size, size, align, zero, false, ret, __builtin_frame_address(0));
+	/* Two copies: the big samples' (most of bench aligned 64B-2M's, and
+	 * every one above 32 KiB) keeps nothing of a kept-size sample's
+	 * state in registers or on the stack (its flag, pages, shadow and
+	 * class bytes: about 10 instructions a sample). The test is
+	 * keepable's, made first. */
+	const uintptr_t *fp = __builtin_frame_address(0);
+	if (align > EBB_PAGE_SIZE || size > PROF_KEEP_PAGES * EBB_PAGE_SIZE)
+		return prof_alloc_at(size, size, align, zero, false, true, 0, ret, fp);
+	/* An aligned request that unsampled is a small block of the class
+	 * size_class_aligned gives (core/api/api.c, alloc_aligned_impl)
+	 * takes that block as its shadow and is resized as it; one that
+	 * unsampled is a page run (no class fits) is that page run, from the
+	 * same heap: no kept-size run from the profiler's heap where prof=0
+	 * has none. Before, an aligned sample took no shadow and every
+	 * aligned one a kept-size run: the page heaps and spans then saw
+	 * other requests than with prof=0, and their searches followed
+	 * (bench aligned 64B-2M, seed 3: list_find_aligned +29 K). */
+	if (align > EBB_MIN_ALIGN) {
+		unsigned cls = size_class_aligned(size, align);
+		if (cls == 0)
+			return prof_alloc_at(size, size, align, zero, false, true, 0, ret, fp);
+		return prof_alloc_at(size, size, align, zero, false, false, size_classes[cls].size, ret, fp);
+	}
+	return prof_alloc_at(size, size, align, zero, false, false, 0, ret, fp);
 }
 
 void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret)
 {
-	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, ret, __builtin_frame_address(0));
+	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, false, 0, ret, __builtin_frame_address(0));
 }
 
 size_t prof_class_usable(const void *p)
@@ -1126,22 +1168,22 @@ void prof_realloc_check(void *p)
 /* large_free_checked's hook (core/pages/large.h): the frees of page runs
  * and huge blocks whose span has the sampled mark, and nothing else (a sample block is a page run: the small-block fast
  * path never sees one). */
-static bool prof_free_hook(void *p, span_t *span)
+/* prof_free_hook's sample *at of a kept-size run (PROF_KEEP_PAGES pages,
+ * not huge: the only samples with a shadow, prof_alloc_at): kept for the
+ * next samples if there is room and it is the profiler's heap's
+ * (large_alloc_aside; true: the caller leaves it alone), else let go. A
+ * run of that size from a CPU's heap (a big sample's: aligned to more
+ * than a page, or with no class that fits) goes back there as it would
+ * unsampled: kept, it was taken out of the CPU's heap for good (bench
+ * aligned 64B-2M: list_find_aligned's searches differed from prof=0's). Out of line: the hook of the other samples saved registers for
+ * it and tested the shadow (bench aligned 64B-2M, most of whose samples
+ * are larger). Called with prof_lock held; returns with it dropped. */
+static EBB_NOINLINE bool prof_free_kept_size(prof_sample_t **at, void *p, span_t *span)
 {
-	prof_lock();
-	prof_sample_t **at = prof_find(p);
-	if (at == NULL) {
-		prof_unlock();
-		return false;
-	}
 	prof_count_t *c = (*at)->count;
-	if (c == NULL) {
-		prof_kept_again(at, span, "free");
-		return true; /* on_error=warn: p is left alone */
-	}
 	void *shadow = (*at)->shadow;
 	(*at)->shadow = NULL;
-	if (!span->huge && span->npages == PROF_KEEP_PAGES && prof_kept_n < PROF_KEEP) {
+	if (prof_kept_n < PROF_KEEP && span_superblock(span)->heap == page_heap_prof()) {
 		c->live_n--;
 		c->live_bytes -= (*at)->size;
 		(*at)->count = NULL;
@@ -1154,15 +1196,33 @@ static bool prof_free_hook(void *p, span_t *span)
 	prof_unlist(at, span);
 	prof_unlock();
 	prof_shadow_free(shadow);
+	large_aside_recount(span); /* the caller frees it */
+	return false;
+}
+
+static bool prof_free_hook(void *p, span_t *span)
+{
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	if (at == NULL) {
+		prof_unlock();
+		return false;
+	}
+	if ((*at)->count == NULL) {
+		prof_kept_again(at, span, "free");
+		return true; /* on_error=warn: p is left alone */
+	}
 	if (!span->huge && span->npages == PROF_KEEP_PAGES)
-		large_aside_recount(span); /* the caller frees it */
+		return prof_free_kept_size(at, p, span);
+	prof_unlist(at, span);
+	prof_unlock();
 	return false;
 }
 
 
-void *prof_resize_begin(void *p)
+void *prof_resize_begin(void *p, span_t *span)
 {
-	if (!prof_may_hold(p))
+	if (__atomic_load_n(&span->u.large.sampled, __ATOMIC_RELAXED) == 0)
 		return NULL;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
@@ -1181,7 +1241,7 @@ void prof_resize_end(void *entry, void *q)
 
 bool prof_holds(const void *p)
 {
-	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_may_hold(p) || !prof_is_large(p))
+	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_is_marked(p))
 		return false;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
@@ -1426,7 +1486,7 @@ void prof_at_exit(void)
 {
 	if (atomic_load_u32_acquire(&prof_state) != 2)
 		return;
-	prof_busy = true;
+	prof_thread.busy = true;
 	if (options_get(OPT_PROF_LEAKS))
 		prof_leak_report();
 	if (options_get(OPT_PROF_FILE) > 0) {
@@ -1435,5 +1495,5 @@ void prof_at_exit(void)
 		if (prof_dump(path) != 0)
 			report_warn("prof_file: cannot write the profile to %s (errno %d)", path, errno);
 	}
-	prof_busy = false;
+	prof_thread.busy = false;
 }

@@ -47,27 +47,17 @@ extern __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
  * test. */
 extern bool prof_on;
 
-/* A filter of the live sampled blocks, lock-free to read: a counter per
- * hash of a page address (large_page_slot, core/pages/large.h), raised and
- * lowered under the profiler's lock as samples come and go; one that
- * reaches 255 stays there. 0 means no live sample starts on that page: a
- * realloc of a page run that is not sampled (most of them) costs a hash
- * and a load instead of the span lookup and the lock. Readers may read it
- * without a lock: a block reaches the program after its sample was counted
- * here. (Free tests the span's sampled mark instead, span.h: it has the
- * descriptor loaded already; both are kept by prof_relist and
- * prof_unlink.) */
-#define PROF_FILTER_BITS 15
-extern uint8_t prof_filter[1u << PROF_FILTER_BITS];
+/* Whether a page run or huge block is a live sampled block is its span's
+ * sampled mark (span.h: u.large.sampled), set while the block is listed
+ * (a live or a kept sample) and read with no lock by free
+ * (large_free_checked) and realloc (core/api/api.c), which have the
+ * descriptor loaded; a stray 1 only costs a look in the table. (A filter
+ * of counters by a hash of the page, raised and lowered with each sample,
+ * answered realloc before: about 15 instructions a sample to keep, a page
+ * of its own, and the mark says the same where the span is at hand.) */
 
-/* false: p is not a live sampled block. */
-EBB_INLINE bool prof_may_hold(const void *p)
-{
-	return __atomic_load_n(&prof_filter[large_page_slot(p, PROF_FILTER_BITS)], __ATOMIC_RELAXED) != 0;
-}
-
-/* The same for the kept blocks alone (freed sample blocks the profiler
- * keeps for the next samples, prof.c): only a kept block needs
+/* A filter of the kept blocks (freed sample blocks the profiler keeps
+ * for the next samples, prof.c), lock-free to read: only a kept block needs
  * realloc_slow_prof's look (prof_realloc_check). At most 16 blocks are
  * kept, so 512 counters answer a page run that is not kept no for 97% of
  * them; they live in the page of the profiler's hash heads, made at the
@@ -211,8 +201,9 @@ EBB_INLINE void *prof_tcache_patched(void)
 
 /* After prof_tick said true: whether this allocation is sampled (false for
  * a thread's first count, inside the profiler, or with prof off); draws the
- * next distance. False, with the tick undone, for a size above
- * EBB_MAX_REQUEST: the caller's own path fails it with ENOMEM. */
+ * next distance. A size above EBB_MAX_REQUEST may be sampled: prof_alloc
+ * then fails it with ENOMEM, as the caller's own path would (the tick of a
+ * thread's first count or inside the profiler is undone instead). */
 EBB_NOINLINE bool prof_should_sample(size_t size);
 /* A sampled block: a page run of at least `size` bytes aligned to `align`,
  * zeroed if `zero`, recorded with the stack from the frame whose return
@@ -244,7 +235,7 @@ void prof_realloc_check(void *p);
  * classes nothing else used: bench realloc string, 64 MB, medians of 9,
  * 3 480 page faults and 89 purges a run against 1 800 and 19 with prof
  * off; 2 330 and 39 since. Returns that class's usable size if p is a live
- * sample of one (p page-aligned and prof_may_hold), else 0 (its page run is
+ * sample of one (p page-aligned, its span marked sampled), else 0 (its page run is
  * what it holds). Takes the profiler's lock. */
 size_t prof_class_usable(const void *p);
 /* Around a resize of p that may move it without a free (a huge block,
@@ -252,8 +243,9 @@ size_t prof_class_usable(const void *p);
  * the table if p is a live sampled block (NULL if not), end lists it again
  * at q, where the block is now (p if it stayed or the resize failed), with
  * its stack and size. Out of the table in between, so that a block mapped
- * at p's old address meanwhile by another thread is never taken for it. */
-void *prof_resize_begin(void *p);
+ * at p's old address meanwhile by another thread is never taken for it.
+ * span: p's descriptor, whose sampled mark says whether to look. */
+void *prof_resize_begin(void *p, span_t *span);
 void prof_resize_end(void *entry, void *q);
 /* Whether p is a live sampled block. */
 bool prof_holds(const void *p);

@@ -352,7 +352,8 @@ def own_faults(prog, tmp):
     7 in a process that samples (the one code page written at start-up,
     the tables' page (made at the first sample, the first carving beside
     the heads), the rule cache's home page, libc's unwind tables (2), the
-    filter, the first sample run), 8 before the heads and the carving
+    filter (gone since: the span's sampled mark answers realloc), the
+    first sample run), 8 before the heads and the carving
     chunk shared a page, 12-14 before the patched code shared
     a page, the rule cache filled one page first and the program's link
     map was read without dlinfo, 16-18 before the replay entries and the
