@@ -19,6 +19,8 @@ static uint32_t bg_state;
  * the event with no tick (bg_park); whoever brings it work swaps it to 0 and
  * signals the event (bg_wake_parked). */
 static uint32_t bg_parked;
+/* 1 once a free has turned pages dirty (background_on_dirty), for good. */
+static uint32_t bg_ever_dirty;
 static void bg_wake_parked(void);
 static void maybe_start_at(uint64_t now, bool wanted, bool create);
 static uint32_t bg_enabled;       /* start-up is over (background_enable) */
@@ -473,6 +475,8 @@ void background_enable(void)
 
 bool background_on_dirty(uint64_t now)
 {
+	if (EBB_UNLIKELY(!atomic_load_u32(&bg_ever_dirty)))
+		atomic_store_u32(&bg_ever_dirty, 1);
 	maybe_start_at(now, false, false);
 	if (!background_running())
 		return false;
@@ -548,12 +552,18 @@ static void maybe_start_at(uint64_t now, bool wanted, bool create)
 	if (!options_get(OPT_BACKGROUND_THREAD))
 		return;
 	/* Only when there is work for it: a program that never frees never
-	 * gets a thread. */
+	 * gets a thread. A threaded one whose frees have turned pages dirty
+	 * gets it at the next place that may create it even if those pages
+	 * are gone by then (decayed in line): its next burst of frees, which
+	 * cannot create it, may be followed by no malloc at all (workers that
+	 * free their data and wait), and it then finds the thread to wake. */
 	size_t dirty = page_heap_dirty_total();
+	bool single = os_single_threaded();
+	if (create && !single && atomic_load_u32(&bg_ever_dirty))
+		wanted = true;
 	if (!bg_has_work(wanted, dirty))
 		return;
 	bool timeline = timeline_enabled();
-	bool single = os_single_threaded();
 	if ((!create && !single) || (!timeline && !background_solo_wants_thread(single, dirty))) {
 		solo_tick(now != 0 ? now : os_now_ns());
 		return;
