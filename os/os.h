@@ -10,8 +10,8 @@
  *
  * Cancellation: none of them is a pthread cancellation point (file and
  * stderr I/O are raw system calls), so a thread that pthread_cancel()
- * targets never ends inside the allocator with one of its locks held. The
- * one exception is os_event_wait, which only the background thread calls. */
+ * targets never ends inside the allocator with one of its locks held
+ * (os_event_wait, a raw futex wait, is none either). */
 #ifndef EBB_OS_OS_H
 #define EBB_OS_OS_H
 
@@ -127,7 +127,11 @@ bool os_thread_exit_set(void *value);
 bool os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void));
 
 /* A wake-up event for the background thread: wait sleeps until signalled or
- * until timeout_ns passes. One waiter. Re-initialized in a forked child. */
+ * until timeout_ns passes (UINT64_MAX: no bound), or for no reason; a signal
+ * sent while nobody waits makes the next wait return at once. One waiter.
+ * signal is one atomic exchange, plus one futex wake if the waiter sleeps:
+ * no lock and no pthread call, so any free may call it. Re-initialized in a
+ * forked child. */
 void os_event_init(void);
 void os_event_wait(uint64_t timeout_ns);
 void os_event_signal(void);

@@ -14,12 +14,22 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static inline void os_futex_call(const uint32_t *word, int op, uint32_t val)
 {
 	int saved = errno;
 	syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+	errno = saved;
+}
+
+/* A wait on *word while it reads expect, for at most *timeout (relative, on
+ * the monotonic clock; NULL: no bound). The same errno rule. */
+static inline void os_futex_wait_rel(const uint32_t *word, uint32_t expect, const struct timespec *timeout)
+{
+	int saved = errno;
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expect, timeout, NULL, 0);
 	errno = saved;
 }
 

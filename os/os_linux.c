@@ -536,43 +536,35 @@ bool os_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void))
 	return pthread_atfork(prepare, parent, child) == 0;
 }
 
-static pthread_mutex_t os_event_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t os_event_cond;
-static bool os_event_flag;
+/* The event is one futex word, not a mutex and condition variable: a free
+ * that wakes the parked background thread makes one atomic exchange and, only
+ * if the thread sleeps, one FUTEX_WAKE; no pthread call and no lock that a
+ * forked child would have to set up again. States: 0 nothing pending, 1
+ * signalled, 2 the waiter sleeps (or is about to). One waiter. */
+static uint32_t os_event_word;
 
 void os_event_init(void)
 {
-	pthread_condattr_t attr;
-	pthread_mutex_init(&os_event_mutex, NULL);
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&os_event_cond, &attr);
-	pthread_condattr_destroy(&attr);
-	os_event_flag = false;
+	__atomic_store_n(&os_event_word, 0, __ATOMIC_RELAXED);
 }
 
 void os_event_wait(uint64_t timeout_ns)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + timeout_ns % 1000000000ull;
-	ts.tv_sec += (time_t)(timeout_ns / 1000000000ull + ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
-	pthread_mutex_lock(&os_event_mutex);
-	while (!os_event_flag) {
-		if (pthread_cond_timedwait(&os_event_cond, &os_event_mutex, &ts) != 0)
-			break;
+	uint32_t idle = 0;
+	/* A signal that came first is consumed here (the CAS fails on 1). One
+	 * that comes between the CAS and the futex call changes the word to 1,
+	 * and the kernel then returns at once (the word no longer reads 2). */
+	if (__atomic_compare_exchange_n(&os_event_word, &idle, 2, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		struct timespec ts = {(time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull)};
+		os_futex_wait_rel(&os_event_word, 2, timeout_ns == UINT64_MAX ? NULL : &ts);
 	}
-	os_event_flag = false;
-	pthread_mutex_unlock(&os_event_mutex);
+	__atomic_exchange_n(&os_event_word, 0, __ATOMIC_ACQ_REL);
 }
 
 void os_event_signal(void)
 {
-	pthread_mutex_lock(&os_event_mutex);
-	os_event_flag = true;
-	pthread_cond_signal(&os_event_cond);
-	pthread_mutex_unlock(&os_event_mutex);
+	if (__atomic_exchange_n(&os_event_word, 1, __ATOMIC_ACQ_REL) == 2)
+		os_futex_call(&os_event_word, FUTEX_WAKE_PRIVATE, 1);
 }
 
 /* glibc exports these (GLIBC_2.2.5, GLIBC_2.32) though no header declares

@@ -475,14 +475,20 @@ static EBB_NOINLINE void trim_epoch_moved(tcache_t *tc, uint64_t epoch, unsigned
 	trim_all(tc, idle, cls);
 }
 
-static EBB_NOINLINE void trim_some(tcache_t *tc)
+/* refill: called on a malloc's slow path, where the background thread may
+ * be created; a flush is a free's, which may run inside glibc holding a lock
+ * that pthread_create takes (background.c, maybe_start_at). */
+static EBB_NOINLINE void trim_some(tcache_t *tc, bool refill)
 {
 	for (unsigned i = 0; i < TRIM_BINS; i++) {
 		tc->trim_cursor = tc->trim_cursor % (EBB_NUM_CLASSES - 1) + 1;
 		bin_trim(tc, tc->trim_cursor, false);
 	}
 	publish(tc);
-	background_maybe_start();
+	if (refill)
+		background_maybe_start();
+	else
+		background_poll();
 }
 
 /* Called at every refill and flush of bin cls: the cache's clock for
@@ -493,7 +499,7 @@ static EBB_NOINLINE void trim_some(tcache_t *tc)
  * bin being served. A thread that goes from a burst to light use thus keeps
  * its burst's stock for one to two intervals, not until a bin that did not
  * miss is halved again and again. */
-static void slow_event(tcache_t *tc, unsigned cls)
+static void slow_event(tcache_t *tc, unsigned cls, bool refill)
 {
 	/* A flush of a full bin counts as a miss for the trim (a refill's miss
 	 * is counted already): a bin that only frees (a consumer thread) never
@@ -512,7 +518,7 @@ static void slow_event(tcache_t *tc, unsigned cls)
 	if (EBB_UNLIKELY(epoch != tc->trim_epoch))
 		trim_epoch_moved(tc, epoch, cls);
 	else if (EBB_UNLIKELY(++tc->events % TRIM_EVENTS == 0))
-		trim_some(tc);
+		trim_some(tc, refill);
 }
 
 /* ---------------------------------------------------------------------------
@@ -844,7 +850,7 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 		memmove(tc->empty[cls] - n, at, n * sizeof(void *));
 	tc->top[cls] = tc->empty[cls] - n;
 	atomic_store_u64(&tc->refills, tc->refills + 1); /* read by ebb_stats_get */
-	slow_event(tc, cls);
+	slow_event(tc, cls, true);
 	TCACHE_CHECK(tc, cls);
 	return true;
 }
@@ -1002,7 +1008,7 @@ static void free_small_slow(void *p, unsigned cls)
 			uint32_t n = (count / 2 + batch - 1) / batch * batch;
 			bin_flush(tc, cls, n < count ? n : count);
 			tc->was_full[cls] = 1;
-			slow_event(tc, cls);
+			slow_event(tc, cls, false);
 			TCACHE_CHECK(tc, cls);
 			/* The flush and the slow event may call back into this
 			 * thread's malloc and free (a span that empties starts the

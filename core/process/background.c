@@ -11,10 +11,18 @@
 enum { BG_OFF = 0, BG_STARTING = 1, BG_RUNNING = 2 };
 
 /* OFF -> STARTING (a starter won the CAS) -> RUNNING (before the thread
- * exists) -> OFF (the thread leaves: option off, alone, or retired). A
- * retiring thread may go back OFF -> RUNNING with a CAS (work came in while
- * it was leaving); if a starter won instead, it leaves to the new thread. */
+ * exists) -> OFF (the thread leaves: option off, or alone in the process).
+ * Idle, the thread does not leave: it parks (bg_parked), so that no later
+ * free has to create a thread (see maybe_start_at for where one is created). */
 static uint32_t bg_state;
+/* 1: the running thread found nothing to do for PARK_IDLE_NS and waits on
+ * the event with no tick (bg_park); whoever brings it work swaps it to 0 and
+ * signals the event (bg_wake_parked). */
+static uint32_t bg_parked;
+/* 1 once a free has turned pages dirty (background_on_dirty), for good. */
+static uint32_t bg_ever_dirty;
+static void bg_wake_parked(void);
+static void maybe_start_at(uint64_t now, bool wanted, bool create);
 static uint32_t bg_enabled;       /* start-up is over (background_enable) */
 static uint32_t bg_kicked;
 static uint32_t bg_tid;           /* kernel id of the last thread started; 0: none */
@@ -41,10 +49,16 @@ static uint32_t bg_wind_down;     /* an exit found the heaps wound down: purge t
 /* The central lists are looked at for use by the program (central_purge.c,
  * "When") at most this often outside a drain tick. */
 #define LOOK_INTERVAL_NS 50000000ull
-/* The thread retires after this long with nothing to do and nothing left
- * to give back (bg_quiet). Long enough that a program working in bursts a
- * few hundred ms apart keeps one thread instead of creating one per burst. */
-#define RETIRE_IDLE_NS 1000000000ull
+/* The thread parks after this long with nothing to do and nothing left to
+ * give back (bg_quiet): it gives back what only waited for time and then
+ * sleeps until work comes, without the once-a-second tick. */
+#define PARK_IDLE_NS 1000000000ull
+/* A parked thread still wakes now and then to see whether it is the last
+ * thread of the process (background_main): first after PARK_CHECK_MIN_NS,
+ * then twice as long each time, up to PARK_CHECK_MAX_NS. An exit that
+ * leaves few threads wakes it at once (background_thread_exited). */
+#define PARK_CHECK_MIN_NS 4000000000ull  /* 4 s */
+#define PARK_CHECK_MAX_NS 32000000000ull /* 32 s */
 /* How long turning the option off waits for the thread to be gone. */
 #define STOP_WAIT_NS 2000000000ull
 
@@ -127,10 +141,10 @@ uint64_t background_trim_epoch(void)
 
 /* How many thread caches of exited threads the pool keeps warm (tcache.c,
  * "The pool"), as tcache.c last set it under its list lock. Only this
- * thread's epoch hook flushes them, so the thread does not retire while
- * one is left (bg_quiet): retired, it would leave their blocks cached until
- * some other thread starts or exits. The tick calls the hook only while one
- * is left (or under `all`): a process that never had one never runs the
+ * thread's epoch hook flushes them, so the thread does not park while one
+ * is left (bg_quiet): parked, it would leave their blocks cached until some
+ * other thread starts or exits. The tick calls the hook only while one is
+ * left (or under `all`): a process that never had one never runs the
  * pool's code, which lies past the text window its start-up faults in
  * (layout.ld; api.text_rss). */
 static uint32_t bg_warm_caches;
@@ -233,6 +247,13 @@ static uint64_t bg_last_exit_ns;       /* last exit that drained */
 
 void background_thread_exited(uint64_t now, uint64_t threads_left)
 {
+	/* A thread's end runs outside glibc's locks: a place to create the
+	 * thread that frees before it could not (maybe_start_at). An end that
+	 * leaves few threads wakes a parked thread, which then looks within a
+	 * second whether it is the last one (a main that called pthread_exit). */
+	maybe_start_at(now, false, true);
+	if (threads_left <= 2)
+		bg_wake_parked();
 	if (threads_left > 1)
 		return;
 	uint64_t last = atomic_load_u64(&bg_last_exit_ns);
@@ -304,23 +325,25 @@ static bool bg_quiet(void)
 	       !atomic_load_u32(&bg_kicked) && atomic_load_u32(&bg_warm_caches) == 0;
 }
 
-/* The thread has been quiet for RETIRE_IDLE_NS: give back what only waited
+/* The thread has been quiet for PARK_IDLE_NS: give back what only waited
  * for time (transfer batches of idle lists; superblocks and cached huge
  * blocks entirely free, whose pages decay has already purged, are unmapped
- * now rather than after unmap_delay_ms, since no thread will be there to do
- * it), then leave. Returns false if work came in meanwhile and the thread
- * stays.
+ * now rather than after unmap_delay_ms, since the thread will not tick to do
+ * it), then mark it parked. Returns false if work came in meanwhile and the
+ * thread goes on ticking.
  *
  * No lost wake-up: a free that makes pages dirty does so under its page
- * heap's lock, then (maybe_decay) reads bg_state and starts a thread if it
- * is OFF. Here bg_state goes OFF first, then every heap is looked at under
- * its lock (page_heap_next_due). Either that look comes after the free's
- * critical section and sees the dirty pages (the thread goes back to
- * RUNNING), or the free's section comes after the look, so after the store
- * of OFF, and the free sees OFF and starts a new thread. A heap the look
- * skips as never used was set up after the fence of page_heap_setup_fence,
- * so after the store of OFF, and so were the frees into it. */
-static bool bg_retire(uint64_t now)
+ * heap's lock, then (background_on_dirty) reads bg_parked and wakes the
+ * thread if it is 1. Here bg_parked goes to 1 first, then every heap is
+ * looked at under its lock (page_heap_next_due). Either that look comes
+ * after the free's critical section and sees the dirty pages (the thread
+ * unparks itself), or the free's section comes after the look, so after the
+ * store of 1, and the free sees it and signals the event, which the wait
+ * then finds set. A heap the look skips as never used was set up after the
+ * fence of page_heap_setup_fence, so after the store, and so were the frees
+ * into it. A waker that swapped bg_parked to 0 first has signalled: the
+ * next wait returns at once, one tick early. */
+static bool bg_park(uint64_t now)
 {
 	bool kept;
 	if (central_drain(true, &kept) != 0 || kept || !bg_quiet())
@@ -331,7 +354,7 @@ static bool bg_retire(uint64_t now)
 		if (h != NULL)
 			page_heap_release(h, now, true);
 	}
-	atomic_store_u32(&bg_state, BG_OFF);
+	atomic_store_u32(&bg_parked, 1);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	page_heap_setup_fence();
 	bool work = !bg_quiet();
@@ -339,15 +362,46 @@ static bool bg_retire(uint64_t now)
 		page_heap_t *h = page_heap_peek(i);
 		work = h != NULL && page_heap_next_due(h, now) != UINT64_MAX;
 	}
-	if (work && options_get(OPT_BACKGROUND_THREAD) && atomic_cas_u32(&bg_state, BG_OFF, BG_RUNNING))
+	if (work) {
+		atomic_store_u32(&bg_parked, 0);
 		return false;
+	}
 	return true;
 }
 
+/* Parked: sleeps until bg_wake_parked (work), the option's change or a stop
+ * (both signal the event), or the next check whether this is the last
+ * thread of the process. Returns false if it is: the thread ends. */
+static bool bg_park_wait(void)
+{
+	uint64_t wait = PARK_CHECK_MIN_NS;
+	while (atomic_load_u32(&bg_parked) && options_get(OPT_BACKGROUND_THREAD) &&
+	       atomic_load_u32(&bg_state) == BG_RUNNING) {
+		os_event_wait(wait);
+		if (!atomic_load_u32(&bg_parked))
+			break;
+		if (os_thread_count() == 1) {
+			atomic_store_u32(&bg_parked, 0);
+			return false;
+		}
+		wait = wait >= PARK_CHECK_MAX_NS / 2 ? PARK_CHECK_MAX_NS : wait * 2;
+	}
+	atomic_store_u32(&bg_parked, 0);
+	return true;
+}
+
+/* Whoever brings a parked thread work (a free that left pages dirty, a warm
+ * cache, the exit that may leave it alone) takes it out of its park: one
+ * swap, and one futex wake (os_event_signal), safe on any free. */
+static void bg_wake_parked(void)
+{
+	if (atomic_load_u32(&bg_parked) && atomic_cas_u32(&bg_parked, 1, 0))
+		os_event_signal();
+}
+
 /* The thread's last touch of shared state: a release that background_stop
- * acquires, so that everything the thread did (waits on the event's mutex
- * included) happens before what the stopper does next, such as a fork whose
- * child sets that mutex up again. */
+ * acquires, so that everything the thread did happens before what the
+ * stopper does next, such as a fork whose child sets the event up again. */
 static void *bg_leave(unsigned me)
 {
 	atomic_store_u32_release(&bg_left_tid, me);
@@ -374,15 +428,19 @@ static void *background_main(void *arg)
 		size_t work = bg_wind_down_purge(now);
 		work += background_tick(now, false);
 		timeline_poll(os_now_ns());
-		if (work != 0 || !bg_quiet())
+		if (work != 0 || !bg_quiet()) {
 			busy_ns = now;
-		else if (util_elapsed(now, busy_ns) >= RETIRE_IDLE_NS && bg_retire(now))
-			return bg_leave(me); /* bg_state is OFF, or a new thread's */
+		} else if (util_elapsed(now, busy_ns) >= PARK_IDLE_NS && bg_park(now)) {
+			if (!bg_park_wait())
+				break; /* the last thread of the process */
+			busy_ns = os_now_ns();
+			continue;
+		}
 		uint64_t wait = next_wait(now);
-		/* Quiet: wake when the idle time is up, to retire. */
+		/* Quiet: wake when the idle time is up, to park. */
 		uint64_t idle = util_elapsed(now, busy_ns);
-		if (idle < RETIRE_IDLE_NS && wait > RETIRE_IDLE_NS - idle && bg_quiet())
-			wait = RETIRE_IDLE_NS - idle + TICK_MIN_NS;
+		if (idle < PARK_IDLE_NS && wait > PARK_IDLE_NS - idle && bg_quiet())
+			wait = PARK_IDLE_NS - idle + TICK_MIN_NS;
 		/* No decay due within the longest tick: if this is the last thread of
 		 * the process (main called pthread_exit and every other thread has
 		 * ended), end too, so the process can exit; a timeline alone does not
@@ -415,11 +473,11 @@ void background_enable(void)
 	atomic_store_u32_release(&bg_enabled, 1);
 }
 
-static void maybe_start_at(uint64_t now, bool wanted);
-
 bool background_on_dirty(uint64_t now)
 {
-	maybe_start_at(now, false);
+	if (EBB_UNLIKELY(!atomic_load_u32(&bg_ever_dirty)))
+		atomic_store_u32(&bg_ever_dirty, 1);
+	maybe_start_at(now, false, false);
 	if (!background_running())
 		return false;
 	/* Lossy on a race between two freeing threads, and that is fine: the
@@ -448,15 +506,43 @@ static void solo_tick(uint64_t now)
 	background_tick(now, false);
 }
 
-/* now: the caller's os_now_ns reading, or 0 if it has none (read here when
+/* Whether a slow path that finds no thread has work for one: pages for
+ * decay to purge, rows to write, or what the caller wants (a warm cache). */
+static bool bg_has_work(bool wanted, size_t dirty)
+{
+	return wanted || timeline_enabled() || (dirty != 0 && options_get(OPT_DECAY_MS) >= 0);
+}
+
+/* Where the thread is created. pthread_create takes glibc's stack-cache lock
+ * (allocate_stack), and glibc frees thread TLS while it holds that lock
+ * (_dl_deallocate_tls from __nptl_deallocate_stack and __nptl_free_stacks:
+ * pthread_join, pthread_detach, a detached thread's end): a free there that
+ * created the thread waited for itself for ever (docs/reliability.md). glibc
+ * (2.36) calls malloc under none of the locks pthread_create takes (the
+ * stack-cache lock; the default-attribute lock only without attributes; the
+ * TLS lock is recursive), so a thread may be created only from `create`
+ * callers: a thread cache's refill (a malloc), a thread's exit (a key
+ * destructor, which glibc runs holding nothing), an ebb_* call. A free (the
+ * page heap's dirty hook, a flush) creates one only while the process has
+ * never had a second thread (os_single_threaded: then no thread's TLS has
+ * been freed, nor can be); otherwise, until a malloc or an exit does, the
+ * free decays in line and runs the thread's rounds itself (solo_tick), as
+ * for a single-threaded program. Once created the thread never leaves on
+ * idleness (bg_park), so after the first start no free needs a creation.
+ *
+ * now: the caller's os_now_ns reading, or 0 if it has none (read here when
  * needed). The page heap's hook has one: a flush that empties spans gives
  * them back with one clock read, not two (bench/fastpath's reverse batch,
- * single-threaded, reaches solo_tick at every span list freed). */
-/* wanted: start it even without dirty pages (background_start_for_pool). */
-static void maybe_start_at(uint64_t now, bool wanted)
+ * single-threaded, reaches solo_tick at every span list freed).
+ * wanted: start it even without dirty pages (background_start_for_pool). */
+static void maybe_start_at(uint64_t now, bool wanted, bool create)
 {
-	if (EBB_LIKELY(atomic_load_u32(&bg_state) != BG_OFF))
+	uint32_t state = atomic_load_u32(&bg_state);
+	if (EBB_LIKELY(state != BG_OFF)) {
+		if (EBB_UNLIKELY(atomic_load_u32(&bg_parked)) && bg_has_work(wanted, page_heap_dirty_total()))
+			bg_wake_parked();
 		return;
+	}
 	if (!atomic_load_u32_acquire(&bg_enabled))
 		return;
 	/* No background thread (turned off, or not started yet): timeline rows
@@ -465,14 +551,20 @@ static void maybe_start_at(uint64_t now, bool wanted)
 		timeline_poll(now != 0 ? now : (now = os_now_ns()));
 	if (!options_get(OPT_BACKGROUND_THREAD))
 		return;
-	/* Only when there is work for it: pages for decay to purge, or rows
-	 * to write. A program that never frees never gets a thread, and one
-	 * whose thread retired gets it back when pages turn dirty again. */
+	/* Only when there is work for it: a program that never frees never
+	 * gets a thread. A threaded one whose frees have turned pages dirty
+	 * gets it at the next place that may create it even if those pages
+	 * are gone by then (decayed in line): its next burst of frees, which
+	 * cannot create it, may be followed by no malloc at all (workers that
+	 * free their data and wait), and it then finds the thread to wake. */
 	size_t dirty = page_heap_dirty_total();
-	bool timeline = timeline_enabled();
-	if ((dirty == 0 || options_get(OPT_DECAY_MS) < 0) && !timeline && !wanted)
+	bool single = os_single_threaded();
+	if (create && !single && atomic_load_u32(&bg_ever_dirty))
+		wanted = true;
+	if (!bg_has_work(wanted, dirty))
 		return;
-	if (!timeline && !background_solo_wants_thread(os_single_threaded(), dirty)) {
+	bool timeline = timeline_enabled();
+	if ((!create && !single) || (!timeline && !background_solo_wants_thread(single, dirty))) {
 		solo_tick(now != 0 ? now : os_now_ns());
 		return;
 	}
@@ -486,6 +578,7 @@ static void maybe_start_at(uint64_t now, bool wanted)
 	/* RUNNING before the thread exists, so that its loop sees it; the
 	 * thread may allocate while pthread_create sets it up, and that is
 	 * fine: no allocator lock is held here. */
+	atomic_store_u32(&bg_parked, 0);
 	atomic_store_u32(&bg_state, BG_RUNNING);
 	if (!os_thread_start(background_main, NULL)) {
 		atomic_store_u64(&bg_failed_ns, now);
@@ -495,24 +588,33 @@ static void maybe_start_at(uint64_t now, bool wanted)
 
 void background_maybe_start(void)
 {
-	maybe_start_at(0, false);
+	maybe_start_at(0, false, true);
+}
+
+void background_poll(void)
+{
+	maybe_start_at(0, false, false);
 }
 
 void background_start_for_pool(void)
 {
-	/* No lost wake-up against bg_retire: its store of OFF, a full fence,
-	 * then bg_quiet's read of bg_warm_caches; here the count's store (by
-	 * the caller), a full fence, then maybe_start_at's read of bg_state.
-	 * Either the retiring thread sees the warm cache and stays, or this
-	 * sees OFF and starts a thread. */
+	/* No lost wake-up against bg_park: its store of bg_parked, a full
+	 * fence, then bg_quiet's read of bg_warm_caches; here the count's store
+	 * (by the caller), a full fence, then maybe_start_at's read of
+	 * bg_parked. Either the parking thread sees the warm cache and stays
+	 * up, or this sees it parked and wakes it. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	maybe_start_at(0, true);
+	maybe_start_at(0, true, true);
 }
 
 void background_kick(void)
 {
-	if (atomic_load_u32(&bg_kicked) == 0 && atomic_cas_u32(&bg_kicked, 0, 1))
+	if (atomic_load_u32(&bg_kicked) == 0 && atomic_cas_u32(&bg_kicked, 0, 1)) {
+		/* Out of its park too (bg_park reads bg_kicked after its store
+		 * of bg_parked: the same pairing as bg_wake_parked's). */
+		atomic_store_u32(&bg_parked, 0);
 		os_event_signal();
+	}
 }
 
 /* Turned off: the thread is gone (not only told to go) when this returns,
@@ -557,10 +659,11 @@ void background_postfork_parent(void)
 
 void background_postfork_child(void)
 {
-	/* The thread does not exist in the child; the next slow path that wants
-	 * it starts a new one. */
+	/* The thread does not exist in the child; the next slow path that may
+	 * create it and has work for it starts a new one (maybe_start_at). */
 	os_event_init();
 	atomic_store_u32(&bg_state, BG_OFF);
+	atomic_store_u32(&bg_parked, 0);
 	atomic_store_u32(&bg_kicked, 0);
 	atomic_store_u32(&bg_wind_down, 0);
 	atomic_store_u32(&bg_tid, 0);

@@ -11,20 +11,23 @@
  *
  * Start-up: never from the first malloc (which may run under a lock that
  * pthread_create needs, e.g. inside the dynamic loader or pthread_create
- * itself), but from a later slow path that holds no allocator lock and only
- * when there is work: pages turned dirty (a span back to the page heap), or
- * a timeline. A program that never frees memory never gets the thread, nor
- * does one that has never had a second thread while its dirty pages are few
- * (background_solo_wants_thread).
+ * itself), nor from any free (glibc frees thread TLS holding its stack-cache
+ * lock, which pthread_create takes), but from a later malloc slow path, a
+ * thread's exit or an ebb_* call, holding no allocator lock, and only when
+ * there is work: dirty pages, or a timeline. A program that never frees
+ * memory never gets the thread, nor does one that has never had a second
+ * thread while its dirty pages are few (background_solo_wants_thread).
  *
- * Retirement: the thread ends after RETIRE_IDLE_NS (1 s) with nothing to do
- * and nothing left to give back (no dirty pages for decay, no transfer batch
- * kept, no timeline), after unmapping every entirely free superblock at
- * once, so a quiet program is single-threaded again for the kernel
- * (unshare(CLONE_NEWUSER) works; glibc's fast paths do not come back: its
- * __libc_single_threaded stays false after the first thread, which is why
- * background_solo_wants_thread waits before the first one). The next free that makes
- * pages dirty starts a new one (see bg_retire for why none is missed).
+ * Parking: the thread does not end when idle. After PARK_IDLE_NS (1 s)
+ * with nothing to do and nothing left to give back (no dirty pages for
+ * decay, no transfer batch kept, no timeline, no warm cache) it unmaps
+ * every entirely free superblock at once and sleeps on its event without a
+ * tick; a free that leaves dirty pages wakes it with one futex wake (no
+ * pthread call; see bg_park for why none is missed). It still looks now and
+ * then (4 s, doubling to 32 s, or at once after an exit that leaves few
+ * threads) whether it is the last thread of the process. A program that
+ * must be single-threaded for the kernel (unshare(CLONE_NEWUSER)) turns the
+ * option off at run time.
  *
  * It is re-created lazily in a forked child, can be turned off
  * (background_thread=0: decay then runs on allocation slow paths; turning
@@ -44,19 +47,21 @@ bool background_running(void);
  * it has one (single_threaded), only past a bound of dirty pages, below
  * which its frees decay in line. */
 bool background_solo_wants_thread(bool single_threaded, size_t dirty_pages);
-/* Starts the thread if the option asks for it and it is not running; cheap
- * when there is nothing to do. Call with no allocator lock held. */
+/* Starts the thread if the option asks for it, there is work for it and it
+ * is not running, or wakes it from its park; cheap when there is nothing to
+ * do. Creates a thread (pthread_create), so call it only where glibc holds
+ * none of its locks: a malloc slow path, a thread's exit, an ebb_* call;
+ * never on a free (background.c, maybe_start_at). No allocator lock held. */
 void background_maybe_start(void);
-/* The same, whether or not pages are dirty: a thread cache just went warm
- * into the pool (tcache.c), which only the thread's epoch hook flushes. From
- * a thread's exit, a safe place to create a thread: the exit's flush used to
- * start it there, and without it the first dirty page came in some later
- * free, one of them glibc's, made inside pthread_create with its stack-cache
- * lock held, so that starting the thread there deadlocked
- * (stress.larson_preload hung about once in 70 runs). */
+/* The same for any slow path, frees included: never creates the thread
+ * (runs its rounds in line instead while there is none), only wakes it. */
+void background_poll(void);
+/* background_maybe_start, whether or not pages are dirty: a thread cache just
+ * went warm into the pool (tcache.c), which only the thread's epoch hook
+ * flushes. From a thread's exit. */
 void background_start_for_pool(void);
 /* The pool's count of warm caches, set by tcache.c under its list lock at
- * each change: the thread does not retire while it is not 0 (bg_quiet). */
+ * each change: the thread does not park while it is not 0 (bg_quiet). */
 void background_note_warm(uint32_t caches);
 /* The page heap's dirty hook (page_heap_set_dirty_hook; now: the caller's
  * os_now_ns reading): starts the thread
