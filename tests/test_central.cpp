@@ -75,23 +75,6 @@ void warn_without_timers()
 	unit_option("decay_ms", "-1");
 }
 
-// Keeps the list of (cpu, cls), set up, at its class's transfer_cap: a
-// spill that empties no span does not grow it, so that a case that fills the
-// stack knows where the next flush goes.
-central_t *list_of(unsigned cpu, unsigned cls)
-{
-	central_t *c = central_list_at((cpu % (central_list_count() / EBB_NUM_CLASSES)) * EBB_NUM_CLASSES + cls);
-	REQUIRE(c != nullptr);
-	return c;
-}
-
-void hold_transfer_cap(unsigned cpu, unsigned cls)
-{
-	central_t *c = list_of(cpu, cls);
-	c->grown = size_classes[cls].transfer_cap;
-	c->cap = size_classes[cls].transfer_cap;
-}
-
 // Fills cls's transfer stack on cpu with whole batches refilled there, so
 // that the next flush goes to the spans (the stack keeps those blocks).
 void fill_transfer_stack(unsigned cpu, unsigned cls)
@@ -103,7 +86,6 @@ void fill_transfer_stack(unsigned cpu, unsigned cls)
 		REQUIRE(!got.empty());
 		fill.insert(fill.end(), got.begin(), got.end());
 	}
-	hold_transfer_cap(cpu, cls);
 	for (size_t i = 0; i < fill.size(); i += k.batch)
 		flush(cpu, cls, std::vector<void *>(fill.begin() + i, fill.begin() + std::min(fill.size(), i + k.batch)));
 	REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
@@ -1191,7 +1173,6 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 			REQUIRE(got.size() == k.batch);
 			others.insert(others.end(), got.begin(), got.end());
 		}
-		hold_transfer_cap(cpu, cls);
 		for (unsigned i = 0; i < k.transfer_cap; i++)
 			flush(cpu, cls, std::vector<void *>(others.begin() + i * k.batch,
 							    others.begin() + (i + 1) * k.batch));
@@ -1427,17 +1408,13 @@ TEST_CASE("a central list is set up by its first use, once, while passes run", "
 		CHECK(central_list_at(s * EBB_NUM_CLASSES + EBB_NUM_CLASSES - 1) == nullptr);
 	}
 	// Each class's nodes are its own: a list of the next class, set up
-	// later by a flush, starts where this class's nodes (grown) end.
+	// later by a flush, starts where this class's transfer_cap nodes end.
 	{
 		std::vector<void *> one = refill(0, cls + 1, 1, false);
 		REQUIRE(one.size() == 1);
 		central_t *next = central_list_at(cls + 1);
 		REQUIRE(next != nullptr);
-		// Room for the list's cap grown (central.c, TRANSFER_GROWN_BYTES:
-		// 4 MiB of blocks, at most 4095 nodes), at least its own.
-		size_t grown = std::min<size_t>((4u << 20) / ((size_t)k.size * k.batch), 4095);
-		grown = std::max<size_t>(grown, k.transfer_cap);
-		CHECK(next->nodes == central_list_at(cls)->nodes + (size_t)grown * central_list_at(cls)->node_size);
+		CHECK(next->nodes == central_list_at(cls)->nodes + (size_t)k.transfer_cap * central_list_at(cls)->node_size);
 		flush(0, cls + 1, one);
 	}
 	// Lists of different slots never share transfer nodes.
@@ -2194,47 +2171,4 @@ TEST_CASE("two whole spans in one window both leave unlinked, a forged block in 
 		central_drain(false, nullptr);
 	}
 	unit_option("on_error", "abort");
-}
-
-// A list's transfer stack grows past its class's transfer_cap while a spill
-// of whole batches to their spans empties none (those blocks would free no
-// memory there), and is back at transfer_cap once drained.
-TEST_CASE("a transfer stack grows while its spills empty no span, and shrinks when drained", "[central]")
-{
-	const unsigned cpu = 7;
-	unit_option("background_thread", "0");
-	unit_option("decay_ms", "-1");
-	// After the options: the first sets the allocator up (size classes).
-	const unsigned cls = size_class_of(32);
-	const size_class_t &k = size_classes[cls];
-	central_drain(false, nullptr);
-	std::vector<void *> out;
-	const size_t want = (size_t)(2 * k.transfer_cap + 1) * k.batch;
-	while (out.size() < want || class_stats(cls).transfer_blocks != 0) {
-		std::vector<void *> got = refill(cpu, cls, k.batch, true);
-		REQUIRE(got.size() == k.batch);
-		out.insert(out.end(), got.begin(), got.end());
-	}
-	central_t *c = list_of(cpu, cls);
-	REQUIRE(c->cap == k.transfer_cap);
-	REQUIRE(c->grown > k.transfer_cap);
-	uint64_t spans = class_stats(cls).spans;
-	// transfer_cap batches fill the stack; the next spills to its span,
-	// which keeps the blocks of the batches before it out (on the stack).
-	size_t i = 0;
-	for (; i <= k.transfer_cap; i++)
-		flush(cpu, cls, std::vector<void *>(out.begin() + i * k.batch, out.begin() + (i + 1) * k.batch));
-	CHECK(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
-	CHECK(class_stats(cls).spans == spans);
-	CHECK(c->cap > k.transfer_cap);
-	// The grown stack takes the next batches whole.
-	for (; i < 2u * k.transfer_cap + 1; i++)
-		flush(cpu, cls, std::vector<void *>(out.begin() + i * k.batch, out.begin() + (i + 1) * k.batch));
-	CHECK(class_stats(cls).transfer_blocks == (uint64_t)(2u * k.transfer_cap) * k.batch);
-	// A drain returns every batch and the cap.
-	central_drain(false, nullptr);
-	CHECK(class_stats(cls).transfer_blocks == 0);
-	CHECK(c->cap == k.transfer_cap);
-	flush(cpu, cls, std::vector<void *>(out.begin() + i * k.batch, out.end()));
-	central_drain(false, nullptr);
 }

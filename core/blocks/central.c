@@ -99,43 +99,14 @@ EBB_INLINE bool link_test_pass(uint64_t off, bool pow2, uint64_t mask, uint64_t 
 	return pow2 ? (off & mask) == 0 : link_test_ok(off, inv, shift, blocks);
 }
 
-/* Most blocks a transfer node holds (size_class.c: batch <= 32); most
- * nodes a list may have: TRANSFER_NODES_MAX (central.h). */
+/* Most blocks a transfer node holds (size_class.c: batch <= 32), and most
+ * nodes a list may have (the head word's 8-bit index and count). */
 #define TRANSFER_BATCH_MAX 32
-
-/* A list's transfer stack starts at its class's transfer_cap batches and
- * grows while spilling to spans empties none (flush_in): blocks that go back
- * to spans which still have blocks out free no memory, and cost about 30
- * instructions a block more (the return and the refill's take) than a
- * batch's copy. It grows up to TRANSFER_GROWN_BYTES of blocks (and the
- * head's 4095 nodes), and falls back to transfer_cap when a spill empties
- * a span (the frees have reached whole spans: what goes to spans now gives
- * memory back) or the list is drained. */
-#define TRANSFER_GROWN_BYTES (4u << 20)
-/* A node holds 8 bytes of address a block (a 16-byte block's list needs
- * half its bytes again in nodes), made once and resident for good: the
- * nodes made past the classes' own caps, over all lists, stay within this
- * budget, taken first come, first served. Without it a program that frees
- * everything at its end, in no order (bench churn 16 B-1 KiB ws=1M), grew
- * every class's list and touched 5.4 MB more (peak RSS 284.6 -> 290.1 MB);
- * within it, a burst of one class up to about 4 MB of 32-byte blocks. */
-#define TRANSFER_GROWN_BUDGET (1u << 20)
-static uint64_t central_grown_bytes; /* node bytes made past transfer_cap (atomic) */
+#define TRANSFER_NODES_MAX 255
 
 static size_t node_size(unsigned cls)
 {
 	return sizeof(transfer_node_t) + (size_t)size_classes[cls].batch * sizeof(void *);
-}
-
-/* Most batches a list of class cls keeps once grown; its nodes are reserved
- * (not touched) up front. */
-static unsigned transfer_grown(unsigned cls)
-{
-	const size_class_t *k = &size_classes[cls];
-	size_t n = TRANSFER_GROWN_BYTES / ((size_t)k->size * k->batch);
-	if (n > TRANSFER_NODES_MAX)
-		n = TRANSFER_NODES_MAX;
-	return n > k->transfer_cap ? (unsigned)n : k->transfer_cap;
 }
 
 bool central_init_all(void)
@@ -154,7 +125,7 @@ bool central_init_all(void)
 		link_test_init(c);
 		EBB_CHECK(size_classes[c].batch <= TRANSFER_BATCH_MAX);
 		EBB_CHECK(size_classes[c].transfer_cap <= TRANSFER_NODES_MAX);
-		per_cpu += transfer_grown(c) * node_size(c);
+		per_cpu += size_classes[c].transfer_cap * node_size(c);
 	}
 	central_nodes = meta_alloc((size_t)central_slots * per_cpu, EBB_CACHELINE);
 	central_nodes_per_slot = per_cpu;
@@ -176,11 +147,9 @@ static EBB_COLD EBB_NOINLINE void list_setup(size_t i)
 		if (cls != 0) {
 			char *nodes = central_nodes + (size_t)slot * central_nodes_per_slot;
 			for (unsigned k = 1; k < cls; k++)
-				nodes += transfer_grown(k) * node_size(k);
+				nodes += size_classes[k].transfer_cap * node_size(k);
 			c->nodes = nodes;
 			c->node_size = (uint32_t)node_size(cls);
-			c->cap = size_classes[cls].transfer_cap;
-			c->grown = (uint16_t)transfer_grown(cls);
 		}
 		__atomic_fetch_or(ready_word(i), (uint64_t)1 << (cls % 64), __ATOMIC_RELEASE);
 	}
@@ -233,7 +202,7 @@ static void tstack_push(central_t *c, uint64_t *head, unsigned i)
 	uint64_t h = atomic_load_u64(head);
 	for (;;) {
 		atomic_store_u32(&n->next, TRANSFER_TOP(h));
-		uint64_t nh = ((h >> TRANSFER_GEN_SHIFT) + 1) << TRANSFER_GEN_SHIFT | (uint64_t)(TRANSFER_COUNT(h) + 1) << TRANSFER_COUNT_SHIFT | (i + 1);
+		uint64_t nh = ((h >> 16) + 1) << 16 | (uint64_t)(TRANSFER_COUNT(h) + 1) << 8 | (i + 1);
 		if (atomic_cas_u64_value(head, &h, nh))
 			return;
 	}
@@ -251,7 +220,7 @@ static int tstack_pop(central_t *c, uint64_t *head)
 		if (top == 0)
 			return -1;
 		uint64_t next = atomic_load_u32(&node_at(c, top - 1)->next);
-		uint64_t nh = ((h >> TRANSFER_GEN_SHIFT) + 1) << TRANSFER_GEN_SHIFT | (uint64_t)(TRANSFER_COUNT(h) - 1) << TRANSFER_COUNT_SHIFT | next;
+		uint64_t nh = ((h >> 16) + 1) << 16 | (uint64_t)(TRANSFER_COUNT(h) - 1) << 8 | next;
 		if (atomic_cas_u64_value(head, &h, nh))
 			return (int)top - 1;
 	}
@@ -264,19 +233,10 @@ static int node_get(central_t *c)
 	int i = tstack_pop(c, &c->spare);
 	if (i >= 0)
 		return i;
-	unsigned cap = atomic_load_u16(&c->cap);
-	unsigned own = size_classes[c->cls].transfer_cap;
-	for (uint32_t m = atomic_load_u32(&c->made); m < cap; m = atomic_load_u32(&c->made)) {
-		bool grown = m >= own;
-		if (grown && atomic_add_u64(&central_grown_bytes, c->node_size) + c->node_size > TRANSFER_GROWN_BUDGET) {
-			atomic_sub_u64(&central_grown_bytes, c->node_size);
-			return -1;
-		}
+	unsigned cap = size_classes[c->cls].transfer_cap;
+	for (uint32_t m = atomic_load_u32(&c->made); m < cap; m = atomic_load_u32(&c->made))
 		if (atomic_cas_u32(&c->made, m, m + 1))
 			return (int)m;
-		if (grown)
-			atomic_sub_u64(&central_grown_bytes, c->node_size);
-	}
 	return -1;
 }
 
@@ -850,7 +810,7 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 	return got;
 }
 
-static bool release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare);
+static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare);
 
 /* Up to want (< batch) blocks from one of c's transfer batches, the rest of
  * the batch back to its spans; 0 if c has none.
@@ -1754,9 +1714,8 @@ static EBB_NOINLINE void release_blocks_pages(unsigned cls, void **blocks, unsig
 	release_blocks_in(cls, blocks, count, spare, empties, false);
 }
 
-/* spare: blocks[count] is lent as well (central_flush_spare). Returns
- * whether a span emptied (went back to the page heap). */
-static bool release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare)
+/* spare: blocks[count] is lent as well (central_flush_spare). */
+static void release_to_spans(unsigned cls, void **blocks, unsigned count, bool spare)
 {
 	span_t *empties = NULL;
 	if (size_classes[cls].pages == 1)
@@ -1782,7 +1741,6 @@ static bool release_to_spans(unsigned cls, void **blocks, unsigned count, bool s
 	*tail = NULL;
 	if (whole != NULL)
 		page_heap_free_spans(whole);
-	return empties != NULL;
 }
 
 static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, bool spare)
@@ -1796,8 +1754,7 @@ static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, 
 	 * free, nothing is popped); the rest goes to the blocks' spans. */
 	if (count >= k->batch) {
 		central_touch(c);
-		unsigned cap = atomic_load_u16(&c->cap);
-		while (count - pushed >= k->batch && TRANSFER_COUNT(atomic_load_u64(&c->full)) < cap) {
+		while (count - pushed >= k->batch && TRANSFER_COUNT(atomic_load_u64(&c->full)) < k->transfer_cap) {
 			int i = node_get(c);
 			if (i < 0)
 				break;
@@ -1806,20 +1763,8 @@ static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, 
 			pushed += k->batch;
 		}
 	}
-	if (pushed < count) {
-		bool emptied = release_to_spans(cls, blocks + pushed, count - pushed, spare);
-		/* The list's cap (TRANSFER_GROWN_BYTES says why): doubled after a
-		 * spill of whole batches that emptied no span, back to the
-		 * class's own after one that did. A hint: racing flushes may
-		 * overwrite each other's change, and cap <= grown either way. */
-		unsigned cap = atomic_load_u16(&c->cap);
-		if (emptied) {
-			if (cap != k->transfer_cap)
-				atomic_store_u16(&c->cap, k->transfer_cap);
-		} else if (count - pushed >= k->batch && cap < c->grown) {
-			atomic_store_u16(&c->cap, (uint16_t)(2 * cap < c->grown ? 2 * cap : c->grown));
-		}
-	}
+	if (pushed < count)
+		release_to_spans(cls, blocks + pushed, count - pushed, spare);
 }
 
 void central_flush(unsigned cpu, unsigned cls, void **blocks, unsigned count)
@@ -1844,9 +1789,7 @@ size_t central_drain(bool only_idle, bool *kept)
 		if (!only_idle || atomic_load_u32(&c->busy) == 0) {
 			unsigned batch = size_classes[c->cls].batch;
 			/* Bounded: batches flushed meanwhile wait for the next call. */
-			/* Back to the class's cap: the next burst grows it anew. */
-			atomic_store_u16(&c->cap, size_classes[c->cls].transfer_cap);
-			for (unsigned left = c->grown; left > 0 && transfer_take(c, out); left--) {
+			for (unsigned left = size_classes[c->cls].transfer_cap; left > 0 && transfer_take(c, out); left--) {
 				moved += batch;
 				release_to_spans(c->cls, out, batch, false);
 			}

@@ -24,17 +24,15 @@
  * fields written once per such run; a span whose blocks are then all free
  * goes back to the page heap at once.
  *
- * Transfer nodes: each list owns `grown` nodes (an array in meta.c
+ * Transfer nodes: each list owns transfer_cap nodes (an array in meta.c
  * memory, resident once used, never unmapped: a stale pointer to a node
- * always reads a node), and keeps at most `cap` batches, from its class's
- * transfer_cap up to `grown` (central.c, TRANSFER_GROWN_BYTES says when it
- * grows). A node is on exactly one of the list's two stacks
+ * always reads a node). A node is on exactly one of the list's two stacks
  * (`full` or `spare`), or held by the one thread that popped it, or not yet
- * made (index >= made). So a list never keeps more than `grown` batches,
+ * made (index >= made). So a list never keeps more than transfer_cap batches,
  * and a node never moves to another list: a steal pops another list's full
  * node and pushes it back on that list's spare stack. A stack head is one
- * 64-bit word, top node index + 1 (0: empty) | node count << 12 |
- * generation << 24, so a push or pop is a single-word CAS (no CAS2), the generation
+ * 64-bit word, top node index + 1 (0: empty) | node count << 8 | generation
+ * << 16, so a push or pop is a single-word CAS (no CAS2), the generation
  * makes an ABA (pop A, pop B, push A between another thread's read and CAS)
  * fail the CAS, and the count read from the head is exact.
  *
@@ -73,12 +71,8 @@ typedef struct transfer_node {
 } transfer_node_t;
 
 /* The head word of a transfer stack (central_t.full, .spare). */
-#define TRANSFER_TOP(h) ((unsigned)((h) & 0xfffu))
-#define TRANSFER_COUNT(h) ((unsigned)(((h) >> 12) & 0xfffu))
-#define TRANSFER_COUNT_SHIFT 12
-#define TRANSFER_GEN_SHIFT 24
-/* Most nodes a list may have: the head's 12-bit index and count. */
-#define TRANSFER_NODES_MAX 4095
+#define TRANSFER_TOP(h) ((unsigned)((h) & 0xffu))
+#define TRANSFER_COUNT(h) ((unsigned)(((h) >> 8) & 0xffu))
 
 typedef struct central {
 	/* --- transfer: lock-free, one cache line --- */
@@ -89,8 +83,6 @@ typedef struct central {
 	char *nodes;          /* transfer_cap nodes of node_size bytes (meta.c) */
 	uint32_t node_size;   /* sizeof(transfer_node_t) + batch block addresses */
 	uint16_t cls;
-	uint16_t cap;         /* batches the list keeps now, transfer_cap..grown (atomic; central.c) */
-	uint16_t grown;       /* most batches it keeps, its nodes (<= 4095, the head's fields) */
 	/* --- spans: under lock --- */
 	ebb_lock_t lock EBB_ALIGNED(EBB_CACHELINE);
 	span_t *partial;      /* spans homed here with free blocks; refills take the head */

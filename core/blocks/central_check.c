@@ -95,7 +95,7 @@ static void central_check_transfer(const central_t *c)
 	if (c->cls == 0)
 		return;
 	for (int attempt = 0; attempt < 4; attempt++) {
-		uint8_t seen[TRANSFER_NODES_MAX] = {0};
+		uint8_t seen[256] = {0};
 		const char *what = NULL;
 		uint64_t a = 0;
 		uint64_t full = atomic_load_u64_acquire(&c->full), spare = atomic_load_u64_acquire(&c->spare);
@@ -120,8 +120,8 @@ void central_check(const central_t *c, bool walk)
 	if (!lock_held_by_self(&c->lock))
 		central_check_fail(c, NULL, "checked without its lock", 0, 0);
 	uint32_t made = atomic_load_u32(&c->made);
-	if (made > c->grown)
-		central_check_fail(c, NULL, "transfer nodes made > grown", made, c->grown);
+	if (made > k->transfer_cap)
+		central_check_fail(c, NULL, "transfer nodes made > transfer_cap", made, k->transfer_cap);
 	if (c->used_blocks > c->spans * k->blocks)
 		central_check_fail(c, NULL, "used_blocks > spans * blocks", c->used_blocks,
 				   c->spans * k->blocks);
