@@ -30,9 +30,8 @@ uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
 /* A thread cache bin holds at most 512 blocks or 256 KiB. */
 #define BIN_CAP_BLOCKS 512u
 #define BIN_CAP_BYTES (256u * 1024u)
-/* A central list starts out keeping at most 256 KiB (and 2..255 batches)
- * ready to hand out; its stack grows past this (to TRANSFER_NODES_MAX,
- * central.h) only while its spills to spans empty none (central.c). When consumers' flushes
+/* A central list keeps at most 256 KiB (and 2..255 batches: the transfer
+ * head's 8-bit count, central.c) ready to hand out. When consumers' flushes
  * arrive in bursts (xmalloc at 32 threads), a smaller stack spilled about
  * 20% of freed blocks to their spans one by one and emptied spans only to
  * carve them again; at this size xmalloc t=32 used about 5% less CPU per
