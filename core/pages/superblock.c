@@ -28,6 +28,11 @@ void superblock_totals_get(superblock_totals_t *out)
 	out->unmapped_total = atomic_load_u64(&sb_totals.unmapped_total);
 }
 
+uint64_t superblock_mapped_bytes(void)
+{
+	return atomic_load_u64(&sb_totals.mapped_bytes);
+}
+
 static void registry_set(uintptr_t from, size_t bytes, uint8_t first_kind, uint8_t rest_kind)
 {
 	size_t slots = (bytes + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;

@@ -492,6 +492,9 @@ typedef struct superblock_totals {
 	uint64_t unmapped_total; /* ever unmapped */
 } superblock_totals_t;
 void superblock_totals_get(superblock_totals_t *out);
+/* totals.mapped_bytes alone: one relaxed load (background.c reads it on a
+ * malloc's slow path). */
+uint64_t superblock_mapped_bytes(void);
 
 EBB_END_DECLS
 

@@ -8,12 +8,15 @@
  *   secure_helper doublefree  frees a block twice (on_error=abort kills it)
  *   secure_helper solo        a program of one thread (api.safety.background_idle):
  *                             see solo() for its steps and exit codes
+ *   secure_helper early       a threaded program that builds a large structure
+ *                             (api.safety.background_start): see early()
  *
  * Exit 77: the kernel did not set AT_SECURE although the test expected it. */
 #include <ebbmalloc.h>
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +182,77 @@ static int solo(void)
 	return ours > 0 ? 0 : 6;
 }
 
+static int early_stop;
+
+/* Threads of the process, from /proc/self/status, read without a malloc:
+ * opendir's buffer is one, and its free would turn pages dirty, after which
+ * a malloc creates the thread for that reason alone. */
+static long threads_now(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	const char *at = strstr(buf, "\nThreads:");
+	return at != NULL ? atol(at + 9) : -1;
+}
+
+static void *early_sleeper(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&early_stop, __ATOMIC_ACQUIRE))
+		sleep_ms(1);
+	return NULL;
+}
+
+/* memreturn a's shape in a fresh process (the test program's own forked
+ * children inherit its history: pages it made dirty count): with a second
+ * thread, 48 MiB of 64-byte blocks allocated and none freed. A free may not
+ * create the allocator's thread (background.c, maybe_start_at), so a first
+ * burst made of frees alone found none and purged in the freeing thread;
+ * past 32 MiB mapped a malloc now creates it, before any free (exit 4 if it
+ * does not come within 5 s). Then the burst of frees, whose pages the
+ * thread gives back (exit 5 if they stay dirty for 10 s). */
+static int early(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, early_sleeper, NULL) != 0)
+		return 2;
+	if (threads_now() != 2)
+		return 3;
+	void *head = NULL;
+	for (size_t i = 0; i < (48u << 20) / 64; i++) {
+		void **p = (void **)ebb_malloc(64);
+		if (p == NULL)
+			return 2;
+		*p = head;
+		head = p;
+	}
+	long long t0 = now_ms();
+	while (threads_now() != 3 && now_ms() - t0 < 5000)
+		sleep_ms(10);
+	long threads = threads_now();
+	printf("threads before any free: %ld (allocator's: %d)\n", threads, allocator_threads());
+	if (threads != 3)
+		return 4;
+	while (head != NULL) {
+		void *next = *(void **)head;
+		ebb_free(head);
+		head = next;
+	}
+	t0 = now_ms();
+	size_t dirty;
+	while ((dirty = dirty_bytes()) >= (4u << 20) && now_ms() - t0 < 10000)
+		sleep_ms(20);
+	printf("dirty after the frees: %zu\n", dirty);
+	__atomic_store_n(&early_stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t, NULL);
+	return dirty < (4u << 20) ? 0 : 5;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -205,6 +279,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "solo") == 0)
 		return solo();
+	if (strcmp(argv[1], "early") == 0)
+		return early();
 	if (strcmp(argv[1], "doublefree") == 0) {
 		void *p = ebb_malloc(64);
 		ebb_free(p);
