@@ -978,9 +978,10 @@ static void *api_small_alloc(size_t size)
 	return tcache_alloc(size);
 }
 
-static void api_small_free(void *p)
+static bool api_small_free(void *p)
 {
 	tcache_free(p);
+	return true;
 }
 
 __attribute__((constructor)) static void api_constructor(void)

@@ -110,9 +110,9 @@ typedef struct prof_sample {
 /* tcache/'s malloc and free of small blocks, for the shadows above (set
  * by core/api, which prof.c may not call up into); NULL before. */
 static void *(*prof_small_alloc)(size_t size);
-static void (*prof_small_free)(void *p);
+static bool (*prof_small_free)(void *p);
 
-void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p))
+void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p))
 {
 	__atomic_store_n(&prof_small_free, free_fn, __ATOMIC_RELAXED);
 	__atomic_store_n(&prof_small_alloc, alloc, __ATOMIC_RELEASE);
@@ -863,14 +863,17 @@ static void prof_unkeep(void *p)
 
 /* p, sampled and freed already, is freed or reallocated again: reported;
  * if on_error=warn returns, the profiler lets go of p (keeps it no more),
- * so that whatever the caller does next, p is not handed out twice. */
-static void prof_kept_again(prof_sample_t **at, span_t *span, const char *func)
+ * so that whatever the caller does next, p is not handed out twice.
+ * Returns true (the free hook's answer: p is left alone), for a tail
+ * call. */
+static EBB_NOINLINE bool prof_kept_again(prof_sample_t **at, span_t *span, const char *func)
 {
 	void *p = (*at)->addr;
 	prof_unkeep(p);
 	prof_unlist(at, span);
 	prof_unlock();
 	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
+	return true;
 }
 
 /* prof_alloc_at's count of a stack not known again (prof_replays): the
@@ -945,13 +948,6 @@ static void prof_shadow_free(void *shadow)
 {
 	if (shadow != NULL)
 		prof_small_free(shadow);
-}
-
-/* prof_shadow_free, then true (the hook's "kept"), for a tail call. */
-static EBB_NOINLINE bool prof_shadow_free_kept(void *shadow)
-{
-	prof_shadow_free(shadow);
-	return true;
 }
 
 /* prof_alloc, with a block of `bytes` >= size (a realloc's headroom), a
@@ -1151,6 +1147,19 @@ size_t prof_realloc_usable(void *p)
 /* large_free_checked's hook (core/pages/large.h): the frees of page runs
  * and huge blocks whose span has the sampled mark, and nothing else (a sample block is a page run: the small-block fast
  * path never sees one). */
+/* prof_free_kept_size's sample *at that is not kept: unlisted, its shadow
+ * freed; false: the caller frees the run. Out of line: the kept path
+ * saves no register then. Called with prof_lock held; returns with it
+ * dropped. */
+static EBB_NOINLINE bool prof_free_let_go(prof_sample_t **at, span_t *span, void *shadow)
+{
+	prof_unlist(at, span);
+	prof_unlock();
+	prof_shadow_free(shadow);
+	large_aside_recount(span); /* the caller frees it */
+	return false;
+}
+
 /* prof_free_hook's sample *at of a kept-size run (PROF_KEEP_PAGES pages,
  * not huge: the only samples with a shadow, prof_alloc_at): kept for the
  * next samples if there is room and it is the profiler's heap's
@@ -1166,10 +1175,12 @@ static EBB_NOINLINE bool prof_free_kept_size(prof_sample_t **at, span_t *span)
 	prof_count_t *c = (*at)->count;
 	void *shadow = (*at)->shadow;
 	(*at)->shadow = NULL;
-	/* The kept path calls nothing but its tail (prof_shadow_free_kept):
-	 * gcc then saves no register for it (the let-go path's six pushes
-	 * and pops, and page_heap_prof's call, were about 25 instructions a
-	 * kept sample's free: bench churn 16B-32K). */
+	/* The kept path calls nothing but its tail, the shadow's free (which
+	 * returns true, the hook's "kept", for that): gcc then saves no
+	 * register for it (the let-go path's six pushes and pops, and
+	 * page_heap_prof's call, were about 25 instructions a kept sample's
+	 * free: bench churn 16B-32K; a call of the free and a return of
+	 * true, 6 more). */
 	if (prof_kept_n < PROF_KEEP &&
 	    span_superblock(span)->heap == __atomic_load_n(&prof_heap, __ATOMIC_RELAXED)) {
 		c->live_n--;
@@ -1177,32 +1188,42 @@ static EBB_NOINLINE bool prof_free_kept_size(prof_sample_t **at, span_t *span)
 		(*at)->count = NULL;
 		prof_kept[prof_kept_n++] = *at;
 		prof_unlock();
-		return prof_shadow_free_kept(shadow);
+		return shadow != NULL ? prof_small_free(shadow) : true;
 	}
-	prof_unlist(at, span);
-	prof_unlock();
-	prof_shadow_free(shadow);
-	large_aside_recount(span); /* the caller frees it */
-	return false;
+	return prof_free_let_go(at, span, shadow);
 }
 
-static bool prof_free_hook(void *p, span_t *span)
+/* prof_free_hook with prof_lock taken. */
+EBB_INLINE bool prof_free_locked(void *p, span_t *span)
 {
-	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at == NULL) {
 		prof_unlock();
 		return false;
 	}
-	if ((*at)->count == NULL) {
-		prof_kept_again(at, span, "free");
-		return true; /* on_error=warn: p is left alone */
-	}
+	if ((*at)->count == NULL)
+		return prof_kept_again(at, span, "free"); /* on_error=warn: p is left alone */
 	if (!span->huge && span->npages == PROF_KEEP_PAGES)
 		return prof_free_kept_size(at, span);
 	prof_unlist(at, span);
 	prof_unlock();
 	return false;
+}
+
+/* prof_free_hook's wait for the lock, out of line: with the wait's call in
+ * the hook, gcc saved p and span in registers of its own at every
+ * sample's free (7 instructions); the hook's other calls are tail calls. */
+static EBB_NOINLINE bool prof_free_hook_wait(void *p, span_t *span)
+{
+	prof_lock_wait();
+	return prof_free_locked(p, span);
+}
+
+static bool prof_free_hook(void *p, span_t *span)
+{
+	if (EBB_UNLIKELY(!atomic_cas_u32(&prof_lock_word, 0, 1)))
+		return prof_free_hook_wait(p, span);
+	return prof_free_locked(p, span);
 }
 
 

@@ -58,8 +58,10 @@ extern bool prof_on;
  * span is at hand.) */
 
 /* The small-block malloc and free (tcache/'s) that a sample of a small
- * allocation takes and frees the block it stands for with (prof.c). */
-void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p));
+ * allocation takes and frees the block it stands for with (prof.c). The
+ * free returns true, so that the free hook can end with a tail call of
+ * it. */
+void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p));
 
 /* The prof variants' only cost on an allocation: true when this one of
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */
