@@ -92,9 +92,10 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 }
 #endif
 
-// large_page_slot (core/pages/large.h): a filter's counter of a page (the
-// kept filter's, PROF_KEPT_BITS; tested at 15 bits, the size of the live
-// sample filter it was made for, which the span's sampled mark replaced).
+// large_page_slot (core/pages/large.h): a filter's counter of a page
+// (tested at 15 bits, the size of the live sample filter it was made for;
+// the span's sampled mark replaced that filter and then the kept filter
+// too, so the library no longer calls it).
 // With the page number's low bits alone, every block aligned to 2 MiB fell
 // on 64 of the 32 768 counters, so one live sample aligned to 2 MiB
 // made the free of every such block that shared its counter take the

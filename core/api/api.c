@@ -235,21 +235,23 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
 	}
 	/* prof: p is a sampled block standing in for a small block of this
-	 * usable size (prof_class_usable), resized below as that block. */
+	 * usable size (prof_realloc_usable), resized below as that block. */
 	size_t class_usable = 0;
 	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) {
-		/* A kept sample block (freed already, core/process/prof.h) is
-		 * reported before anything is done to it. A live sample of a
+		/* A page run with the sampled mark is a live or a kept sample
+		 * (core/process/prof.h): a kept one (freed already) is reported
+		 * before anything is done to it (SIZE_MAX); a live sample of a
 		 * class stays while the class would hold size (as realloc_impl
 		 * answers a small block). Else a page run that stays is
 		 * answered as realloc_impl answers those above EBB_SMALL_MAX. A
 		 * sampled string grown a few bytes at a time comes here at
 		 * every call. */
-		const span_t *run = NULL;
-		if (prof_may_be_kept(p)) {
-			prof_realloc_check(p);
-		} else if ((run = realloc_run_span(p)) != NULL && atomic_peek_u8(&run->u.large.sampled) &&
-			   (class_usable = prof_class_usable(p)) != 0) {
+		const span_t *run = realloc_run_span(p);
+		size_t u = run != NULL && atomic_peek_u8(&run->u.large.sampled) ? prof_realloc_usable(p) : 0;
+		if (u == SIZE_MAX) {
+			/* reported; on_error=warn: a plain page run now */
+		} else if (u != 0) {
+			class_usable = u;
 			if (size <= class_usable && size >= class_usable / 2) {
 				block_info_t b = { class_usable, NULL, 0 };
 				TRACK_FREE(p);
@@ -481,7 +483,7 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 			if (EBB_UNLIKELY(freelist_is_mark(*realloc_mark_word(p, small), p, freelist_mark)))
 				return prof ? realloc_slow_prof(p, size, 0) : realloc_slow(p, size, 0); /* reports it */
 			/* A live sample stands in for a small block, resized as
-			 * that block (prof_class_usable), not as its page run:
+			 * that block (prof_realloc_usable), not as its page run:
 			 * one that would move unsampled moves here too, so that
 			 * the heaps hold what they would with prof=0. It needs
 			 * no test here: a sample of a small block is a run
@@ -976,9 +978,10 @@ static void *api_small_alloc(size_t size)
 	return tcache_alloc(size);
 }
 
-static void api_small_free(void *p)
+static bool api_small_free(void *p)
 {
 	tcache_free(p);
+	return true;
 }
 
 __attribute__((constructor)) static void api_constructor(void)

@@ -29,8 +29,8 @@
 
 /* Frames kept per stack (pprof shows the innermost ones first). */
 #define PROF_DEPTH 64
-/* The hash tables' heads, the replay slots (prof_replays) and the kept
- * filter (prof.h): PROF_HEADS_BYTES at the start of the first carving chunk
+/* The hash tables' heads and the replay slots (prof_replays):
+ * PROF_HEADS_BYTES at the start of the first carving chunk
  * (prof_tables_make), made at the first sample, so that a process that
  * takes none pays no page for them (bench cache-thrash t=2: most runs take
  * none), and the first sample's site, count, entry and replay record (about
@@ -53,8 +53,7 @@
 #define PROF_COUNT_BUCKETS (1u << 6)
 #define PROF_REPLAYS 64
 #define PROF_HEADS_BYTES                                                                                   \
-	((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS + PROF_REPLAYS) * sizeof(void *) +   \
-	 (1u << PROF_KEPT_BITS))
+	((PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS + PROF_REPLAYS) * sizeof(void *))
 _Static_assert(PROF_HEADS_BYTES + 1024 <= EBB_PAGE_SIZE, "the heads leave a KiB of their page to carve");
 _Static_assert(PROF_HEADS_BYTES % 16 == 0, "carving after the heads stays aligned");
 #define PROF_CHUNK ((size_t)64 << 10)
@@ -99,7 +98,7 @@ typedef struct prof_sample {
 	 * block unsampled (of an aligned one, its class's size), 0 if none
 	 * (above EBB_SMALL_MAX, or aligned with no class that fits): its
 	 * class's usable size is what realloc treats the block as, looked up
-	 * by prof_class_usable (a realloc of a sample is rarer than a sample:
+	 * by prof_realloc_usable (a realloc of a sample is rarer than a sample:
 	 * about 12 instructions a sample less). */
 	uint32_t class_bytes;
 	/* The small block the sample stands for (class_bytes != 0), taken
@@ -111,9 +110,9 @@ typedef struct prof_sample {
 /* tcache/'s malloc and free of small blocks, for the shadows above (set
  * by core/api, which prof.c may not call up into); NULL before. */
 static void *(*prof_small_alloc)(size_t size);
-static void (*prof_small_free)(void *p);
+static bool (*prof_small_free)(void *p);
 
-void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p))
+void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p))
 {
 	__atomic_store_n(&prof_small_free, free_fn, __ATOMIC_RELAXED);
 	__atomic_store_n(&prof_small_alloc, alloc, __ATOMIC_RELEASE);
@@ -174,22 +173,21 @@ _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE <= EBB_SMALL_MAX, "a kept block c
  * class_bytes, untested for those). */
 _Static_assert(PROF_KEEP_PAGES * EBB_PAGE_SIZE >= EBB_SMALL_MAX, "a kept run holds every small class");
 static prof_sample_t *prof_kept[PROF_KEEP]; /* their entries */
+/* page_heap_prof(), once a run of it was made (large_alloc_aside), else
+ * NULL, which no span's heap is: the free hook's test of a kept-size run's
+ * heap loads it where a call looked it up. Written before the run's
+ * sample is listed (under prof_lock), read under prof_lock after finding
+ * it: a run of that heap is never met with NULL here. */
+static page_heap_t *prof_heap;
 static unsigned prof_kept_n;
-/* PROF_KEPT_BITS counters in the heads' page; until the first sample made
- * the tables, prof_kept_none (nothing is kept before a sample), so that
- * prof.h's readers need no test of their own. */
-static const uint8_t prof_kept_none[1u << PROF_KEPT_BITS];
-uint8_t *prof_kept_filter;
-
-/* A kept block p comes (+1) or goes (-1): prof_kept_filter. Caller holds
- * prof_lock (the only writer). At most PROF_KEEP blocks are kept: a
- * counter never wraps. Its page was written when the tables were made: a
- * plain read is no fault of its own. */
-static void prof_kept_count(const void *p, int d)
-{
-	uint8_t *f = &prof_kept_filter[large_page_slot(p, PROF_KEPT_BITS)];
-	__atomic_store_n(f, (uint8_t)(*f + d), __ATOMIC_RELAXED);
-}
+/* A kept block keeps its span's sampled mark (prof_mark: set while listed),
+ * so realloc finds it by the mark as it finds a live sample
+ * (prof_realloc_usable). A filter of counters by a hash of the page (512
+ * in the heads' page), raised when a block was kept and lowered when it
+ * was taken again, answered realloc before: about 20 instructions a kept
+ * sample (bench churn 16B-32K, where nearly every sample is served by a
+ * kept block), to spare a realloc of a page-aligned block the mark's
+ * load, which realloc_run_span has at hand. */
 
 /* The wait, out of line: in line, its loop kept registers of its own
  * that the free hook then saved and restored at every sample's free. */
@@ -366,10 +364,6 @@ static EBB_NOINLINE bool prof_tables_make(void)
 		prof_counts = (prof_count_t **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS);
 		prof_replays = (struct prof_replay **)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS +
 							PROF_COUNT_BUCKETS);
-		__atomic_store_n(&prof_kept_filter,
-				 (uint8_t *)(heads + PROF_SAMPLE_BUCKETS + PROF_SITE_BUCKETS + PROF_COUNT_BUCKETS +
-					     PROF_REPLAYS),
-				 __ATOMIC_RELEASE);
 		/* No carving before the tables: the chunk is the first. */
 		prof_chunk = c + PROF_HEADS_BYTES;
 		prof_chunk_end = c + PROF_CHUNK;
@@ -389,11 +383,9 @@ static bool prof_setup(void)
 		return false;
 	bool on = options_get(OPT_PROF) != 0;
 	if (on) {
-		/* Before prof_on, the readers' test (prof.h). Nothing here
-		 * touches a page of the profiler's own: the tables are made at
-		 * the first sample (prof_tables_make). */
-		__atomic_store_n(&prof_kept_filter, (uint8_t *)prof_kept_none, __ATOMIC_RELEASE);
-		/* Before prof_on: before any sample can be made (and freed). */
+		/* Before prof_on: before any sample can be made (and freed).
+		 * Nothing here touches a page of the profiler's own: the
+		 * tables are made at the first sample (prof_tables_make). */
 		large_set_free_hook(prof_free_hook);
 	}
 	long long rate = options_get(OPT_PROF_SAMPLE);
@@ -864,7 +856,6 @@ static void prof_unkeep(void *p)
 	for (unsigned i = 0; i < prof_kept_n; i++) {
 		if (prof_kept[i]->addr == p) {
 			prof_kept[i] = prof_kept[--prof_kept_n];
-			prof_kept_count(p, -1);
 			return;
 		}
 	}
@@ -872,14 +863,17 @@ static void prof_unkeep(void *p)
 
 /* p, sampled and freed already, is freed or reallocated again: reported;
  * if on_error=warn returns, the profiler lets go of p (keeps it no more),
- * so that whatever the caller does next, p is not handed out twice. */
-static void prof_kept_again(prof_sample_t **at, span_t *span, const char *func)
+ * so that whatever the caller does next, p is not handed out twice.
+ * Returns true (the free hook's answer: p is left alone), for a tail
+ * call. */
+static EBB_NOINLINE bool prof_kept_again(prof_sample_t **at, span_t *span, const char *func)
 {
 	void *p = (*at)->addr;
 	prof_unkeep(p);
 	prof_unlist(at, span);
 	prof_unlock();
 	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
+	return true;
 }
 
 /* prof_alloc_at's count of a stack not known again (prof_replays): the
@@ -973,7 +967,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	if (keepable)
 		pages = PROF_KEEP_PAGES; /* one run size for them all (PROF_KEEP) */
 	/* What an unsampled allocation of `bytes` would hold: realloc goes on
-	 * from there (prof_class_usable), in place up to all of it, so the
+	 * from there (prof_realloc_usable), in place up to all of it, so the
 	 * pages must hold it. A kept-size run does (PROF_KEEP_PAGES pages,
 	 * EBB_SMALL_MAX bytes); a mapping of its own is tested. */
 	uint32_t class_bytes = big ? 0 : align > EBB_MIN_ALIGN ? aligned_bytes : bytes <= EBB_SMALL_MAX ? (uint32_t)bytes : 0;
@@ -1052,7 +1046,6 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	if (prof_kept_n > 0) {
 		prof_sample_t *e = prof_kept[--prof_kept_n];
 		p = e->addr;
-		prof_kept_count(p, -1);
 		if (c != NULL) {
 			e->count = c;
 			e->size = size;
@@ -1077,6 +1070,8 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		/* A kept-size run only needs the bytes asked for zeroed. */
 		prof_thread.busy = true; /* nothing below is sampled, should it allocate */
 		p = large_alloc_aside(pages << EBB_PAGE_SHIFT);
+		if (p != NULL && __atomic_load_n(&prof_heap, __ATOMIC_RELAXED) == NULL)
+			__atomic_store_n(&prof_heap, page_heap_prof(), __ATOMIC_RELAXED);
 		/* A fresh kept-size run's first page is written here: a
 		 * program that reads its new block before it writes it (bench
 		 * cache-thrash) faulted in the shared zero page and then the
@@ -1136,38 +1131,35 @@ void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret)
 	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, false, 0, ret, __builtin_frame_address(0));
 }
 
-size_t prof_class_usable(const void *p)
-{
-	prof_lock();
-	prof_sample_t **at = prof_find(p);
-	size_t bytes = at != NULL && (*at)->count != NULL ? (*at)->class_bytes : 0;
-	prof_unlock();
-	return bytes != 0 ? size_classes[size_class_of(bytes)].size : 0;
-}
-
-bool prof_is_kept(const void *p)
-{
-	prof_lock();
-	prof_sample_t **at = prof_find(p);
-	bool kept = at != NULL && (*at)->count == NULL;
-	prof_unlock();
-	return kept;
-}
-
-void prof_realloc_check(void *p)
+size_t prof_realloc_usable(void *p)
 {
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at != NULL && (*at)->count == NULL) {
 		prof_kept_again(at, NULL, "realloc");
-		return;
+		return SIZE_MAX;
 	}
+	size_t bytes = at != NULL ? (*at)->class_bytes : 0;
 	prof_unlock();
+	return bytes != 0 ? size_classes[size_class_of(bytes)].size : 0;
 }
 
 /* large_free_checked's hook (core/pages/large.h): the frees of page runs
  * and huge blocks whose span has the sampled mark, and nothing else (a sample block is a page run: the small-block fast
  * path never sees one). */
+/* prof_free_kept_size's sample *at that is not kept: unlisted, its shadow
+ * freed; false: the caller frees the run. Out of line: the kept path
+ * saves no register then. Called with prof_lock held; returns with it
+ * dropped. */
+static EBB_NOINLINE bool prof_free_let_go(prof_sample_t **at, span_t *span, void *shadow)
+{
+	prof_unlist(at, span);
+	prof_unlock();
+	prof_shadow_free(shadow);
+	large_aside_recount(span); /* the caller frees it */
+	return false;
+}
+
 /* prof_free_hook's sample *at of a kept-size run (PROF_KEEP_PAGES pages,
  * not huge: the only samples with a shadow, prof_alloc_at): kept for the
  * next samples if there is room and it is the profiler's heap's
@@ -1178,45 +1170,60 @@ void prof_realloc_check(void *p)
  * aligned 64B-2M: list_find_aligned's searches differed from prof=0's). Out of line: the hook of the other samples saved registers for
  * it and tested the shadow (bench aligned 64B-2M, most of whose samples
  * are larger). Called with prof_lock held; returns with it dropped. */
-static EBB_NOINLINE bool prof_free_kept_size(prof_sample_t **at, void *p, span_t *span)
+static EBB_NOINLINE bool prof_free_kept_size(prof_sample_t **at, span_t *span)
 {
 	prof_count_t *c = (*at)->count;
 	void *shadow = (*at)->shadow;
 	(*at)->shadow = NULL;
-	if (prof_kept_n < PROF_KEEP && span_superblock(span)->heap == page_heap_prof()) {
+	/* The kept path calls nothing but its tail, the shadow's free (which
+	 * returns true, the hook's "kept", for that): gcc then saves no
+	 * register for it (the let-go path's six pushes and pops, and
+	 * page_heap_prof's call, were about 25 instructions a kept sample's
+	 * free: bench churn 16B-32K; a call of the free and a return of
+	 * true, 6 more). */
+	if (prof_kept_n < PROF_KEEP &&
+	    span_superblock(span)->heap == __atomic_load_n(&prof_heap, __ATOMIC_RELAXED)) {
 		c->live_n--;
 		c->live_bytes -= (*at)->size;
 		(*at)->count = NULL;
 		prof_kept[prof_kept_n++] = *at;
-		prof_kept_count(p, 1);
 		prof_unlock();
-		prof_shadow_free(shadow);
-		return true;
+		return shadow != NULL ? prof_small_free(shadow) : true;
 	}
-	prof_unlist(at, span);
-	prof_unlock();
-	prof_shadow_free(shadow);
-	large_aside_recount(span); /* the caller frees it */
-	return false;
+	return prof_free_let_go(at, span, shadow);
 }
 
-static bool prof_free_hook(void *p, span_t *span)
+/* prof_free_hook with prof_lock taken. */
+EBB_INLINE bool prof_free_locked(void *p, span_t *span)
 {
-	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	if (at == NULL) {
 		prof_unlock();
 		return false;
 	}
-	if ((*at)->count == NULL) {
-		prof_kept_again(at, span, "free");
-		return true; /* on_error=warn: p is left alone */
-	}
+	if ((*at)->count == NULL)
+		return prof_kept_again(at, span, "free"); /* on_error=warn: p is left alone */
 	if (!span->huge && span->npages == PROF_KEEP_PAGES)
-		return prof_free_kept_size(at, p, span);
+		return prof_free_kept_size(at, span);
 	prof_unlist(at, span);
 	prof_unlock();
 	return false;
+}
+
+/* prof_free_hook's wait for the lock, out of line: with the wait's call in
+ * the hook, gcc saved p and span in registers of its own at every
+ * sample's free (7 instructions); the hook's other calls are tail calls. */
+static EBB_NOINLINE bool prof_free_hook_wait(void *p, span_t *span)
+{
+	prof_lock_wait();
+	return prof_free_locked(p, span);
+}
+
+static bool prof_free_hook(void *p, span_t *span)
+{
+	if (EBB_UNLIKELY(!atomic_cas_u32(&prof_lock_word, 0, 1)))
+		return prof_free_hook_wait(p, span);
+	return prof_free_locked(p, span);
 }
 
 

@@ -51,40 +51,17 @@ extern bool prof_on;
  * sampled mark (span.h: u.large.sampled), set while the block is listed
  * (a live or a kept sample) and read with no lock by free
  * (large_free_checked) and realloc (core/api/api.c), which have the
- * descriptor loaded; a stray 1 only costs a look in the table. (A filter
- * of counters by a hash of the page, raised and lowered with each sample,
- * answered realloc before: about 15 instructions a sample to keep, a page
- * of its own, and the mark says the same where the span is at hand.) */
+ * descriptor loaded; a stray 1 only costs a look in the table. (Filters
+ * of counters by a hash of the page, raised and lowered with each live
+ * sample and with each kept one, answered realloc before: about 15 and 20
+ * instructions a sample to keep, and the mark says the same where the
+ * span is at hand.) */
 
-/* A filter of the kept blocks (freed sample blocks the profiler keeps
- * for the next samples, prof.c), lock-free to read: only a kept block needs
- * realloc_slow_prof's look (prof_realloc_check). At most 16 blocks are
- * kept, so 512 counters answer a page run that is not kept no for 97% of
- * them; they live in the page of the profiler's hash heads, made at the
- * first sample (prof.c, prof_tables_make), where a table of their own was
- * one more page fault per process; a zero table of its own before then.
- * Read only with prof on (set before prof_on). */
-#define PROF_KEPT_BITS 9
-extern uint8_t *prof_kept_filter;
-
-/* Exactly whether p is a kept sample block (takes the profiler's lock). */
-bool prof_is_kept(const void *p);
 /* The small-block malloc and free (tcache/'s) that a sample of a small
- * allocation takes and frees the block it stands for with (prof.c). */
-void prof_set_small(void *(*alloc)(size_t size), void (*free_fn)(void *p));
-
-/* Whether p is a kept sample block: the filter answers no for most p, a
- * hit is looked up. Not the filter alone: a live sample whose page shares
- * a kept block's slot (pages 16 MiB apart, as the page heaps of two CPUs
- * can be) must still be resized as the small block it stands for, and
- * api.prof_realloc saw it moved as a page run instead (a run with CPU
- * migrations, under TSan one in five). */
-EBB_INLINE bool prof_may_be_kept(const void *p)
-{
-	return __atomic_load_n(&__atomic_load_n(&prof_kept_filter, __ATOMIC_RELAXED)[large_page_slot(p, PROF_KEPT_BITS)],
-			       __ATOMIC_RELAXED) != 0 &&
-	       prof_is_kept(p);
-}
+ * allocation takes and frees the block it stands for with (prof.c). The
+ * free returns true, so that the free hook can end with a tail call of
+ * it. */
+void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p));
 
 /* The prof variants' only cost on an allocation: true when this one of
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */
@@ -218,13 +195,6 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
  * growths are mremaps too (a page run cost bench realloc vector ~2 400
  * minor faults more with prof=1). */
 EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret);
-/* Before a realloc of p, a page-aligned block that prof_may_be_kept: if p
- * is a kept sample block (freed already), reports it (a double free, as
- * realloc's) and lets go of it. A live sample p stays listed whatever the
- * realloc does: resized in place it stays sampled as it was (as in
- * tcmalloc); moved or freed, its free reaches the profiler through
- * large_free_checked's hook like any other. */
-void prof_realloc_check(void *p);
 /* A sampled block stands in for the small block the allocation would have
  * had unsampled, and realloc resizes it as that block (core/api/api.c,
  * realloc_slow_at): in place while its class holds the size at no more
@@ -234,10 +204,17 @@ void prof_realloc_check(void *p);
  * classes 1.5 apart from there), which took fresh pages and spans of
  * classes nothing else used: bench realloc string, 64 MB, medians of 9,
  * 3 480 page faults and 89 purges a run against 1 800 and 19 with prof
- * off; 2 330 and 39 since. Returns that class's usable size if p is a live
- * sample of one (p page-aligned, its span marked sampled), else 0 (its page run is
- * what it holds). Takes the profiler's lock. */
-size_t prof_class_usable(const void *p);
+ * off; 2 330 and 39 since. For a realloc of p, a page run whose span has
+ * the sampled mark (a live or a kept sample, or a stray mark): that
+ * class's usable size if p is a live sample of one, 0 if not (its page
+ * run is what it holds); SIZE_MAX if p is a kept sample block (freed
+ * already), reported (a double free, as realloc's) and let go of first,
+ * a page run the realloc then goes on with if on_error=warn returns. A
+ * live sample p stays listed whatever the realloc does: resized in place
+ * it stays sampled as it was (as in tcmalloc); moved or freed, its free
+ * reaches the profiler through large_free_checked's hook like any other.
+ * Takes the profiler's lock. */
+size_t prof_realloc_usable(void *p);
 /* Around a resize of p that may move it without a free (a huge block,
  * mremap: core/api/api.c, realloc_slow_at): begin takes p's sample out of
  * the table if p is a live sampled block (NULL if not), end lists it again
