@@ -1424,3 +1424,68 @@ TEST_CASE("the profiler's heap is its own", "[page_heap]")
 	page_heap_stats_add(&st);
 	CHECK(st.dirty_pages >= p->dirty_pages); // stats cover it
 }
+
+// initdb's backend frees blocks of 0.5-2 MiB that it does not ask for again,
+// then peaks while its shared memory grows: such a block goes back to the
+// kernel in its free while the heap is small. A program that keeps asking
+// for blocks that size (more pages over half a decay_ms than it has in
+// use) is cycling through them: their pages stay dirty for the next one.
+TEST_CASE_METHOD(heap_fixture, "a small heap gives a freed block of 512 KiB back at once, unless it cycles through them",
+		 "[page_heap]")
+{
+	unit_option("decay_ms", "1000");
+	page_heap_climb_reset();
+	// Two whole windows with no request: the counts of earlier tests go.
+	for (int i = 0; i < 2; i++) {
+		os_fake_advance(600 * MS);
+		page_heap_inuse_window(decay_clock_now(os_fake_now()));
+	}
+	const size_t big = PAGE_HEAP_PROMPT_PAGES;
+	// The program's own data: small blocks' spans of 4 * big pages.
+	std::vector<span_t *> spans;
+	for (int i = 0; i < 4; i++) {
+		span_t *s = page_heap_alloc(&heap, big, 1, SPAN_CENTRAL);
+		REQUIRE(s != nullptr);
+		spans.push_back(s);
+	}
+	size_t dirty = heap.dirty_pages;
+	os_fake_counts_t before = os_fake_counts();
+
+	span_t *b = alloc(big);
+	char *p = (char *)span_start(span_superblock(b), b);
+	memset(p, 0x5a, big * 4096);
+	page_heap_free_large(b);
+	REQUIRE(os_fake_counts().purges == before.purges + 1);
+	REQUIRE(os_fake_resident(p) == 0);
+	REQUIRE(os_fake_resident(p + (big - 1) * 4096) == 0);
+	REQUIRE(heap.dirty_pages == dirty);
+
+	// One page fewer: an ordinary free, dirty until decay.
+	span_t *c = alloc(big - 1);
+	char *q = (char *)span_start(span_superblock(c), c);
+	memset(q, 0x5a, (big - 1) * 4096);
+	before = os_fake_counts();
+	page_heap_free_large(c);
+	REQUIRE(os_fake_counts().purges == before.purges);
+	REQUIRE(heap.dirty_pages == dirty + big - 1);
+
+	// Cycling: after the program asked for more such pages than it uses
+	// (4 * big in spans, 1 block at a time), the frees keep them dirty.
+	for (int i = 0; i < 5; i++) {
+		span_t *d = alloc(big);
+		memset(span_start(span_superblock(d), d), 0x5a, 4096);
+		page_heap_free_large(d);
+	}
+	before = os_fake_counts();
+	span_t *e = alloc(big);
+	char *r = (char *)span_start(span_superblock(e), e);
+	memset(r, 0x5a, big * 4096);
+	page_heap_free_large(e);
+	REQUIRE(os_fake_counts().purges == before.purges);
+	REQUIRE(os_fake_resident(r) == 1);
+	REQUIRE(heap.dirty_pages >= big);
+
+	for (span_t *s : spans)
+		page_heap_free(s);
+	unit_option("decay_ms", "-1"); /* as every other test here leaves it */
+}

@@ -158,7 +158,7 @@ void large_free_checked(void *p, const char *func)
 	if (s->huge)
 		page_heap_huge_free(s);
 	else
-		page_heap_free(s);
+		page_heap_free_large(s);
 }
 
 void *large_resize(void *p, span_t *s, size_t size)

@@ -334,6 +334,16 @@ void page_heap_maybe_decay(page_heap_t *h, uint64_t now);
  * to run spread (53.6-53.8 MiB medians of 3, 53.8 with every run owed). */
 #define PAGE_HEAP_OWED_MIN_AGE_NS (5ull * 1000000ull)
 
+/* Frees LARGE span s (not huge) like page_heap_free, except that a block of
+ * at least PAGE_HEAP_PROMPT_PAGES pages goes back to the kernel in its free,
+ * as a purged run, while the heaps are small (their mark below the dirty
+ * budget of an empty heap) and the program is not cycling through such
+ * blocks (its requests of that size over the current or last half decay_ms
+ * at most the pages in use). Why (initdb's peak), and what a loop costs, at
+ * page_heap.c's prompt_purge. */
+#define PAGE_HEAP_PROMPT_PAGES 128
+void page_heap_free_large(span_t *s);
+
 /* Lock not held: purges the owed pages (page_heap_owed_pages), the oldest
  * dirty runs of h first, then of the other heaps of the table; a heap whose
  * pass is running is skipped (its pass, or the next, pays), and so is a run
