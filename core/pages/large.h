@@ -52,21 +52,6 @@ void large_set_ext_reason(large_span_reason_t reason);
 typedef bool (*large_free_hook_t)(void *p, span_t *s);
 void large_set_free_hook(large_free_hook_t hook);
 
-/* Page p's counter in a filter of 2^bits: the page number's low bits, xored
- * with the bits above a 2 MiB unit. The low bits alone put every block
- * aligned to 2 MiB on 64 of the 32 768 counters (bench aligned 64B-2M,
- * samples of every alignment up to 2 MiB live: 2 450 of its 9 000 page-run
- * frees took the lock for nothing, about 44 instructions each); the fold
- * spreads them by their 2 MiB unit and keeps the 512 pages of a unit on
- * one block of 512 counters (samples near each other share a page of the
- * filter: one page fault for them; tests/test_prof_patch.cpp). 2
- * instructions more than the low bits; a multiplicative hash would spread
- * neighbouring samples over every page of the filter. */
-EBB_INLINE unsigned large_page_slot(const void *p, unsigned bits)
-{
-	uintptr_t a = (uintptr_t)p;
-	return (unsigned)((a >> EBB_PAGE_SHIFT) ^ (a >> 21)) & ((1u << bits) - 1);
-}
 /* Usable bytes of a LARGE span. Inline: realloc of a long string asks it
  * at every append. */
 EBB_INLINE size_t large_usable(const span_t *s)
