@@ -91,4 +91,3 @@ TEST_CASE("os_tls_patch leaves alone an instruction it does not know or another 
 	}
 }
 #endif
-
