@@ -344,7 +344,10 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	if (q == NULL)
 		return realloc_done(p, &b, NULL, size); /* p is untouched */
 	memcpy(q, p, held < size ? held : size);
-	tcache_free(p);
+	if (b.large != NULL)
+		large_free_moved(p);
+	else
+		tcache_free(p);
 	return realloc_done(p, &b, q, size);
 }
 

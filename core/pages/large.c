@@ -132,7 +132,11 @@ void large_set_free_hook(large_free_hook_t hook)
 	__atomic_store_n(&large_free_hook, hook, __ATOMIC_RELEASE);
 }
 
-void large_free_checked(void *p, const char *func)
+/* prompt: a block of PAGE_HEAP_PROMPT_PAGES or more may go back to the
+ * kernel in this free (page_heap_free_large); not for the old block of a
+ * realloc that moved: a block grown by copying is most often grown again,
+ * and its pages serve that next, larger block (bench realloc vector). */
+static void large_free_at(void *p, const char *func, bool prompt)
 {
 	superblock_t *sb;
 	span_t *s = superblock_span_lookup(p, &sb);
@@ -157,8 +161,20 @@ void large_free_checked(void *p, const char *func)
 		return;
 	if (s->huge)
 		page_heap_huge_free(s);
-	else
+	else if (prompt)
 		page_heap_free_large(s);
+	else
+		page_heap_free(s);
+}
+
+void large_free_checked(void *p, const char *func)
+{
+	large_free_at(p, func, true);
+}
+
+void large_free_moved(void *p)
+{
+	large_free_at(p, "realloc", false);
 }
 
 void *large_resize(void *p, span_t *s, size_t size)

@@ -29,6 +29,10 @@ void large_aside_recount(const span_t *s);
 /* free() of p, which is not a small block: checks that p starts a LARGE
  * span, reports it (naming `func`) if not, and frees it. */
 void large_free_checked(void *p, const char *func);
+/* large_free_checked for the old block of a realloc that moved p: its
+ * pages stay dirty for the next growth rather than going back to the
+ * kernel in the free (page_heap_free_large). */
+void large_free_moved(void *p);
 /* Why p is not the start of an allocated page-run or huge block (the reason
  * of a bad-pointer report), or NULL if it is one. `freeing`: the call frees
  * it (a free run here is then a double free). Any thread, no lock. */

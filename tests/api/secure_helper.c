@@ -10,6 +10,8 @@
  *                             see solo() for its steps and exit codes
  *   secure_helper early       a threaded program that builds a large structure
  *                             (api.safety.background_start): see early()
+ *   secure_helper bigfree     large blocks freed and moved by realloc
+ *                             (api.safety.prompt_purge): see bigfree()
  *
  * Exit 77: the kernel did not set AT_SECURE although the test expected it. */
 #include <ebbmalloc.h>
@@ -253,6 +255,63 @@ static int early(void)
 	return dirty < (4u << 20) ? 0 : 5;
 }
 
+static uint64_t purged_bytes(void)
+{
+	ebb_stats_t s;
+	ebb_stats_get(&s);
+	return s.bytes_purged;
+}
+
+/* A small heap (the program's data: 64 blocks of 64 KiB, under the
+ * prompt size) gives a freed block of 600 KiB back to the kernel in its
+ * free (page_heap_free_large: exit 3 if nothing was purged), but not the
+ * old block of a realloc that moved it (exit 5 if purged; exit 4 if the
+ * realloc grew in place, which a guard block right of it should prevent):
+ * a block grown by copying is most often grown again. Run with a long
+ * decay_ms, so that no decay purges during the steps. */
+static int bigfree(void)
+{
+	enum { DATA = 64, DATA_SIZE = 64 * 1024, BIG = 600 * 1024 };
+	void *data[DATA];
+	for (int i = 0; i < DATA; i++) {
+		if ((data[i] = ebb_malloc(DATA_SIZE)) == NULL)
+			return 2;
+		memset(data[i], 1, DATA_SIZE);
+	}
+	char *a = (char *)ebb_malloc(BIG);
+	if (a == NULL)
+		return 2;
+	memset(a, 2, BIG);
+	uint64_t purged = purged_bytes();
+	ebb_free(a);
+	uint64_t after = purged_bytes();
+	printf("a free of %d bytes purged %llu bytes\n", BIG, (unsigned long long)(after - purged));
+	if (after - purged < BIG)
+		return 3;
+	char *b = (char *)ebb_malloc(BIG);
+	void *guard = ebb_malloc(DATA_SIZE);
+	if (b == NULL || guard == NULL)
+		return 2;
+	memset(b, 3, BIG);
+	purged = purged_bytes();
+	char *c = (char *)ebb_realloc(b, 2 * BIG);
+	if (c == NULL)
+		return 2;
+	after = purged_bytes();
+	printf("a realloc (%s) purged %llu bytes\n", c == b ? "in place" : "moved", (unsigned long long)(after - purged));
+	if (c == b)
+		return 4;
+	if (c[BIG - 1] != 3)
+		return 6;
+	if (after != purged)
+		return 5;
+	ebb_free(c);
+	ebb_free(guard);
+	for (int i = 0; i < DATA; i++)
+		ebb_free(data[i]);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -281,6 +340,8 @@ int main(int argc, char **argv)
 		return solo();
 	if (strcmp(argv[1], "early") == 0)
 		return early();
+	if (strcmp(argv[1], "bigfree") == 0)
+		return bigfree();
 	if (strcmp(argv[1], "doublefree") == 0) {
 		void *p = ebb_malloc(64);
 		ebb_free(p);
