@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <malloc.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace apitest {
@@ -157,6 +158,34 @@ std::string stats_str(const ebb_stats_t &s)
 	snprintf(line, sizeof line, "(sum of parts=%llu)", (unsigned long long)stats_parts(s));
 	out += line;
 	return out;
+}
+
+int run_fresh(const char *prog, const char *mode, const char *env, std::string *text)
+{
+	int out[2];
+	REQUIRE(pipe(out) == 0);
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		close(out[0]);
+		alarm(60);
+		std::string e = env, m = mode;
+		char secure[] = "0";
+		char *argv[] = {const_cast<char *>(prog), &m[0], secure, nullptr};
+		char *envp[] = {&e[0], nullptr};
+		execve(prog, argv, envp);
+		_exit(127);
+	}
+	close(out[1]);
+	char buf[1024];
+	ssize_t n;
+	while ((n = read(out[0], buf, sizeof buf)) > 0) text->append(buf, (size_t)n);
+	close(out[0]);
+	int status = 0;
+	REQUIRE(waitpid(pid, &status, 0) == pid);
+	return status;
 }
 
 } // namespace apitest

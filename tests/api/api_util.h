@@ -110,6 +110,11 @@ std::string stats_str(const ebb_stats_t &s);
 /* What ebb_stats_print writes, as a string. */
 std::string stats_print_text();
 
+/* Runs `prog mode 0` in a fresh exec (a forked child of a test inherits its
+ * heap and its threaded state), with env as its whole environment, stdout
+ * and stderr into *text, and an alarm of 60 s; the wait status. */
+int run_fresh(const char *prog, const char *mode, const char *env, std::string *text);
+
 /* A small deterministic PRNG (xorshift64*). */
 struct Rng {
 	uint64_t s;

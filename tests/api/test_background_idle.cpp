@@ -279,30 +279,8 @@ TEST_CASE("background_thread=0 at run time: the thread is gone when ebb_option_s
 TEST_CASE("a single-threaded program with few dirty pages gets no thread, its frees decay them",
 	  "[background_idle]")
 {
-	int out[2];
-	REQUIRE(pipe(out) == 0);
-	pid_t pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		dup2(out[1], 1);
-		dup2(out[1], 2);
-		close(out[0]);
-		alarm(60);
-		char env[] = "EBB_OPTIONS=decay_ms=100";
-		char mode[] = "solo", secure[] = "0";
-		char *argv[] = {const_cast<char *>(EBB_SECURE_HELPER), mode, secure, nullptr};
-		char *envp[] = {env, nullptr};
-		execve(EBB_SECURE_HELPER, argv, envp);
-		_exit(127);
-	}
-	close(out[1]);
 	std::string text;
-	char buf[1024];
-	ssize_t n;
-	while ((n = read(out[0], buf, sizeof buf)) > 0) text.append(buf, (size_t)n);
-	close(out[0]);
-	int status = 0;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
+	int status = run_fresh(EBB_SECURE_HELPER, "solo", "EBB_OPTIONS=decay_ms=100", &text);
 	INFO("status " << status << ": " << text);
 	CHECK(WIFEXITED(status));
 	CHECK(WEXITSTATUS(status) == 0);
