@@ -1316,15 +1316,18 @@ static void free_pieces(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t go
  * lock_acquire_sb and the lock kept. Inlined: page_heap_free_spans, whose
  * spans have no page given back, keeps only the tests of a whole span
  * (its call and frame were some 25 instructions a span of the reverse
- * batch). */
-EBB_INLINE void free_locked(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t gone, uint64_t zero, uint64_t now)
+ * batch). purged (a constant false but in page_heap_free_large): every
+ * page of s was given back already, and zeroed if zero is non-zero. */
+EBB_INLINE void free_locked(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t gone, uint64_t zero, uint64_t now,
+			    bool purged)
 {
 	size_t n = s->npages;
 	/* Only a CENTRAL span of at most 64 pages has given-back pages (bit i:
 	 * page i); a bit past its pages would free a page not its own. */
 	if (s->state != SPAN_CENTRAL || n > 64 || (n < 64 && (gone >> n) != 0))
 		gone = 0;
-	zero &= gone;
+	if (!purged)
+		zero &= gone;
 	if (s->state == SPAN_CENTRAL) {
 		h->central_pages -= n;
 		atomic_sub_u64(&inuse_total_pages, n);
@@ -1332,10 +1335,12 @@ EBB_INLINE void free_locked(page_heap_t *h, superblock_t *sb, span_t *s, uint64_
 		h->large_pages -= n;
 		page_heap_inuse_sub(n);
 	}
-	bool whole = gone == 0 && s->state == SPAN_CENTRAL;
+	bool whole = gone == 0 && s->state == SPAN_CENTRAL && !purged;
 	sb->free_pages += (uint32_t)n;
 	if (whole)
 		pending_push(h, sb, s, now);
+	else if (purged)
+		page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_PURGED, zero != 0, now);
 	else if (gone == 0)
 		page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_DIRTY, 0, now);
 	else
@@ -1351,7 +1356,7 @@ void page_heap_free_given_back(span_t *s, uint64_t gone, uint64_t zero)
 	page_heap_t *h = page_heap_owner(sb, false);
 	uint64_t now = os_now_ns();
 	lock_acquire_sb(h, sb);
-	free_locked(h, sb, s, gone, zero, now);
+	free_locked(h, sb, s, gone, zero, now, false);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 }
@@ -1402,16 +1407,10 @@ void page_heap_free_large(span_t *s)
 	}
 	uint64_t now = os_now_ns();
 	lock_acquire_sb(h, sb);
-	h->large_pages -= n;
-	page_heap_inuse_sub(n);
-	sb->free_pages += (uint32_t)n;
-	page_heap_run_free_coalesced(h, sb, s->page, n, SPAN_FREE_PURGED, !lazy, now);
-	if (sb->free_pages == sb->usable_pages)
-		sb->empty_since_ns = now;
+	free_locked(h, sb, s, 0, !lazy, now, true);
 	h->madvise_calls++;
 	h->bytes_purged += (uint64_t)n << EBB_PAGE_SHIFT;
 	h->purges++;
-	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	page_heap_maybe_decay(h, now);
 }
@@ -1444,7 +1443,7 @@ void page_heap_free_spans(span_t *list)
 			}
 			seen = sb;
 		}
-		free_locked(h, sb, s, 0, 0, now);
+		free_locked(h, sb, s, 0, 0, now, false);
 	}
 	if (h != NULL) {
 		lock_release(&h->lock);
