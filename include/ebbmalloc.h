@@ -5,7 +5,8 @@
  * kernel on a timer. Built with EBB_OVERRIDE=ON (the default) the shared and
  * static libraries also define the standard names (malloc, free, calloc,
  * realloc, posix_memalign, aligned_alloc, memalign, valloc, pvalloc,
- * malloc_usable_size, malloc_trim, the glibc __libc_* aliases and the C++
+ * malloc_usable_size, malloc_trim, mallinfo2, malloc_stats, malloc_info, mallopt,
+ * the glibc __libc_* aliases and the C++
  * operators new/delete), so linking or LD_PRELOAD replaces the system
  * allocator. The ebb_* names below exist in every build, including sanitizer
  * builds in which the sanitizer owns malloc.

@@ -1014,7 +1014,6 @@ __attribute__((destructor)) static void api_destructor(void)
  * The standard names
  * ------------------------------------------------------------------------- */
 #if EBB_OVERRIDE
-#include <limits.h>
 #include <malloc.h>
 #include <stdlib.h>
 
@@ -1049,42 +1048,5 @@ EBB_API void *__libc_memalign(size_t align, size_t size) EBB_ALIAS(ebb_memalign)
 EBB_API void *__libc_valloc(size_t size) EBB_ALIAS(ebb_valloc);
 EBB_API void *__libc_pvalloc(size_t size) EBB_ALIAS(ebb_pvalloc);
 
-/* glibc's malloc_trim(pad): gives memory back; 1 if any was released. */
-EBB_API int malloc_trim(size_t pad)
-{
-	(void)pad;
-	return ebb_trim();
-}
-
-/* glibc's mallinfo2() and the older mallinfo() with int fields, which glibc
- * truncates and we clamp: ebbmalloc's figures, not glibc's empty heap. */
-EBB_API struct mallinfo2 mallinfo2(void)
-{
-	struct ebb_mallinfo m;
-	ebb_mallinfo(&m);
-	struct mallinfo2 r = {
-		.arena = m.arena, .ordblks = m.ordblks, .smblks = m.smblks, .hblks = m.hblks,
-		.hblkhd = m.hblkhd, .usmblks = m.usmblks, .fsmblks = m.fsmblks,
-		.uordblks = m.uordblks, .fordblks = m.fordblks, .keepcost = m.keepcost,
-	};
-	return r;
-}
-
-static int clamp_int(size_t v)
-{
-	return v > INT_MAX ? INT_MAX : (int)v;
-}
-
-EBB_API struct mallinfo mallinfo(void)
-{
-	struct mallinfo2 m = mallinfo2();
-	struct mallinfo r = {
-		.arena = clamp_int(m.arena), .ordblks = clamp_int(m.ordblks),
-		.smblks = clamp_int(m.smblks), .hblks = clamp_int(m.hblks),
-		.hblkhd = clamp_int(m.hblkhd), .usmblks = clamp_int(m.usmblks),
-		.fsmblks = clamp_int(m.fsmblks), .uordblks = clamp_int(m.uordblks),
-		.fordblks = clamp_int(m.fordblks), .keepcost = clamp_int(m.keepcost),
-	};
-	return r;
-}
+/* malloc_trim, mallinfo2 and the rest of <malloc.h>: glibc_ext.c. */
 #endif /* EBB_OVERRIDE */

@@ -11,10 +11,14 @@
  * thread may purge meanwhile (dirty to purged: both free), so the comparison
  * with ebb_stats_get is retried until two snapshots agree. */
 #include "api_util.h"
+#include "child_util.h"
 
 #include <catch2/catch.hpp>
 
+#include <cerrno>
 #include <climits>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <malloc.h>
 #include <thread>
@@ -143,5 +147,84 @@ TEST_CASE("mallinfo2 and mallinfo are ebbmalloc's (EBB_OVERRIDE)", "[mallinfo]")
 	for (void *p : blocks) free(p);
 	struct mallinfo2 mi3 = mallinfo2();
 	CHECK(mi3.uordblks + total <= mi2.uordblks);
+}
+
+/* malloc_info writes glibc's elements with ebbmalloc's figures: the free
+ * blocks of a class just freed show in <sizes>, and the "rest" total is
+ * mallinfo2's fordblks (glibc's would describe its own untouched arena). */
+TEST_CASE("malloc_info and malloc_stats are ebbmalloc's (EBB_OVERRIDE)", "[mallinfo]")
+{
+	std::vector<void *> blocks;
+	for (int i = 0; i < 4000; i++) blocks.push_back(malloc(700));
+	for (size_t i = 0; i < blocks.size(); i += 2) free(blocks[i]);
+	char *buf = nullptr;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	REQUIRE(f != nullptr);
+	CHECK(malloc_info(0, f) == 0);
+	fclose(f);
+	std::string xml(buf, len);
+	free(buf);
+	INFO(xml);
+	CHECK(xml.rfind("<malloc version=\"1\">", 0) == 0);
+	CHECK(xml.find("</malloc>") != std::string::npos);
+	/* a class of 700 B or a little more holds some of the 2 000 freed blocks
+	 * that did not fit in the thread cache */
+	bool found = false;
+	for (size_t at = xml.find("<size from=\""); at != std::string::npos; at = xml.find("<size from=\"", at + 1)) {
+		unsigned long long from = 0, to = 0, total = 0, count = 0;
+		if (sscanf(xml.c_str() + at, "<size from=\"%llu\" to=\"%llu\" total=\"%llu\" count=\"%llu\"", &from, &to,
+			   &total, &count) == 4 && from <= 700 && 700 <= to && count > 0 && total >= count * 700)
+			found = true;
+	}
+	CHECK(found);
+	unsigned long long rest = 0;
+	size_t at = xml.rfind("<total type=\"rest\"");
+	REQUIRE(at != std::string::npos);
+	REQUIRE(sscanf(xml.c_str() + at, "<total type=\"rest\" count=\"%*llu\" size=\"%llu\"", &rest) == 1);
+	CHECK(rest >= 1000 * 700);
+
+	errno = 0;
+	CHECK(malloc_info(1, stdout) == -1);
+	CHECK(errno == EINVAL);
+
+	ChildResult c = run_child([] {
+		malloc_stats();
+		return 0;
+	});
+	CHECK(c.exited);
+	CHECK(c.code == 0);
+	CHECK(c.err.find("in use bytes") != std::string::npos);
+	CHECK(c.err.find("ebbmalloc statistics") != std::string::npos);
+	for (size_t i = 1; i < blocks.size(); i += 2) free(blocks[i]);
+}
+
+/* mallopt accepts glibc's parameters as glibc answers them, and none of them
+ * turns the double-free report off: a program's M_CHECK_ACTION of 0 still
+ * aborts on a double free (only on_error=warn warns). */
+TEST_CASE("mallopt answers as glibc and changes no check (EBB_OVERRIDE)", "[mallinfo]")
+{
+	CHECK(mallopt(M_ARENA_MAX, 2) == 1);
+	CHECK(mallopt(M_TRIM_THRESHOLD, 128 * 1024) == 1);
+	CHECK(mallopt(M_MMAP_THRESHOLD, 64 * 1024) == 1);
+	CHECK(mallopt(M_MXFAST, 64) == 1);
+	CHECK(mallopt(M_MXFAST, 100000) == 0);
+	CHECK(mallopt(12345, 1) == 1);
+	ChildResult c = run_child([] {
+		mallopt(M_CHECK_ACTION, 0);
+		mallopt(M_PERTURB, 0);
+		void *keep = malloc(64);
+		void *p = malloc(64), *q = malloc(64);
+		free(p);
+		free(q);
+		free(opaque(p)); /* not the block freed last */
+		void *a = malloc(64), *b = malloc(64), *d = malloc(64); /* p handed out twice, or caught */
+		free(keep);
+		return a == p && b == p && d != nullptr ? 3 : 0;
+	});
+	INFO(c.err);
+	CHECK(!c.exited);
+	CHECK(c.signal == SIGABRT);
+	CHECK(c.err.find("double free") != std::string::npos);
 }
 #endif

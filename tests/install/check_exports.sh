@@ -15,7 +15,7 @@ syms=$("$nm" -D --defined-only "$lib" | awk '$2 ~ /^[TtWiVvDdBbRr]$/ {print $3}'
 [ -n "$syms" ] || { echo "no symbols exported by $lib?"; exit 1; }
 
 std="malloc free calloc realloc reallocarray posix_memalign aligned_alloc memalign valloc pvalloc
-malloc_usable_size malloc_trim cfree free_sized free_aligned_sized mallinfo mallinfo2
+malloc_usable_size malloc_trim cfree free_sized free_aligned_sized mallinfo mallinfo2 malloc_stats malloc_info mallopt
 __libc_malloc __libc_free __libc_calloc __libc_realloc __libc_memalign __libc_valloc __libc_pvalloc"
 ops="_Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t
 _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t
