@@ -33,7 +33,9 @@
  * to --csv (t_ms, rss_kib, phase) with t = 0 at the start of the burst.
  * Beside the wall time of each phase (`seconds` is the burst: allocation
  * and frees), the process's CPU time in it (every thread, an allocator's
- * own included), which time lost to other processes does not move.
+ * own included), which time lost to other processes does not move; for a,
+ * also the allocating thread's own user and system time and minor faults in
+ * the allocation phase, and the rest of the process's CPU in it.
  *
  * The blocks are chained through their first word, so the program needs no
  * pointer table whose own memory would blur the measurement (d and e free in
@@ -41,6 +43,7 @@
  * unmapped before the idle window).
  */
 #include "bench_util.h"
+#include <sys/resource.h>
 #include <dlfcn.h>
 
 /* ebbmalloc's own view of its memory, when it is the preloaded allocator:
@@ -147,10 +150,22 @@ static uint64_t cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Scenario a's allocation phase as the allocating thread alone saw it:
+ * its user and system time and its minor faults (the first touches), so the
+ * rest of the process's CPU in the phase (the sampler, an allocator's own
+ * threads) shows apart. */
+static struct rusage a_ru0, a_ru1;
+
+static double tv_s(struct timeval a, struct timeval b)
+{
+	return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_usec - a.tv_usec) / 1e6;
+}
+
 /* ---- scenario a ---- */
 
 static void burst_a(uint64_t *t_alloc_end, uint64_t *cpu_alloc_end)
 {
+	getrusage(RUSAGE_THREAD, &a_ru0);
 	size_t size = (size_t)opt_size;
 	void *head = NULL;
 	for (uint64_t i = 0; i < opt_objects; i++) {
@@ -161,6 +176,7 @@ static void burst_a(uint64_t *t_alloc_end, uint64_t *cpu_alloc_end)
 	}
 	*t_alloc_end = bu_now_ns();
 	*cpu_alloc_end = cpu_ns();
+	getrusage(RUSAGE_THREAD, &a_ru1);
 	atomic_store(&cur_phase, FREE);
 	/* Free in allocation order, the way a program tears down a structure
 	 * built front to back: reverse the chain first (it was pushed onto the
@@ -469,6 +485,13 @@ int main(int argc, char **argv)
 	bu_result("free_seconds", "%.6f", (double)(t_free_end - t_alloc_end) / 1e9);
 	bu_result("alloc_cpu_seconds", "%.6f", (double)(cpu_alloc_end - cpu0) / 1e9);
 	bu_result("free_cpu_seconds", "%.6f", (double)(cpu_free_end - cpu_alloc_end) / 1e9);
+	if (!t) {
+		double au = tv_s(a_ru0.ru_utime, a_ru1.ru_utime), as = tv_s(a_ru0.ru_stime, a_ru1.ru_stime);
+		bu_result("alloc_thread_user_seconds", "%.6f", au);
+		bu_result("alloc_thread_sys_seconds", "%.6f", as);
+		bu_result("alloc_other_cpu_seconds", "%.6f", (double)(cpu_alloc_end - cpu0) / 1e9 - au - as);
+		bu_result("alloc_minflt", "%ld", a_ru1.ru_minflt - a_ru0.ru_minflt);
+	}
 	bu_result("start_rss_kib", "%" PRIu64, start_rss);
 	bu_result("burst_peak_kib", "%" PRIu64, peak);
 	bu_result("freed_rss_kib", "%" PRIu64, rss_freed);
