@@ -498,23 +498,27 @@ TEST_CASE("a free-list link that is not a block start of its span is reported, n
 	unit_option("on_error", "abort");
 }
 
-// Power-of-two classes in one-page spans take their blocks in
-// central.c's span_take_aligned (the link and mark tests share one
-// difference from the span's start, unrolled by four): a bad link or a lost
-// mark at every position of the unrolled loop (each of a four, odd and even
-// counts, the last link) is reported, the blocks before it handed out,
-// nothing after it. The links below the span (a block's size and a whole
-// span below, the latter with every bit under the span's bytes right, and
-// NULL) are rejected by the difference's wrap alone.
-TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any position is reported, not followed",
+// Spans take their blocks in central.c's span_take_in, unrolled by four,
+// with one of two link tests: the mask for power-of-two classes in spans
+// aligned to their bytes (the link and mark tests share one difference from
+// the span's start), the multiply for the others (48, 80 and 192 bytes
+// here; one-page spans, which withhold no blocks to relink after the drop).
+// A bad link or a lost mark at every position of the
+// unrolled loop (each of a four, odd and even counts, the last link) is
+// reported, the blocks before it handed out, nothing after it. The links
+// below the span (a block's size and a page below, the latter with every
+// bit under the page right, and NULL) are rejected, with the mask by the
+// difference's wrap alone; one to the span's end is past its last block (in
+// the unused tail where the span has one).
+TEST_CASE("a span list, either link test: a bad link or a lost mark at any position is reported, not followed",
 	  "[central]")
 {
 	warn_without_timers();
-	for (size_t size : { (size_t)16, (size_t)32, (size_t)64 }) {
+	for (size_t size : { (size_t)16, (size_t)32, (size_t)64, (size_t)48, (size_t)80, (size_t)192 }) {
 		unsigned cls = size_class_of(size);
 		const size_class_t &k = size_classes[cls];
+		REQUIRE(k.size == size);
 		REQUIRE(k.pages == 1);
-		REQUIRE(k.blocks * k.size == EBB_PAGE_SIZE);
 		for (int mode = 0; mode < 6; mode++) {
 			for (unsigned j = 0; j < 4; j++) {
 				for (unsigned extra = 0; extra < 3; extra++) {
@@ -538,10 +542,11 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 						expect = j;
 					} else {
 						// A link to a non-block start (given a span mark:
-						// only the link test is left), past the page,
-						// below it, the same offset a page below, NULL.
+						// only the link test is left), the end of the
+						// span's blocks, below it, the same offset a page
+						// below, NULL.
 						void *forged = mode == 0   ? (void *)((char *)at + k.size / 2)
-							     : mode == 1 ? (void *)(base + EBB_PAGE_SIZE)
+							     : mode == 1 ? (void *)(base + (size_t)k.blocks * k.size)
 							     : mode == 2 ? (void *)(base - k.size)
 							     : mode == 4 ? (void *)((char *)at - EBB_PAGE_SIZE)
 									 : nullptr;
@@ -549,6 +554,8 @@ TEST_CASE("a power-of-two class's span list: a bad link or a lost mark at any po
 							((uint64_t *)forged)[1] = freelist_span_mark_of(forged, freelist_mark);
 						((void **)at)[0] = forged;
 					}
+					INFO("size " << size << ", mode " << mode << ", position " << j << ", extra "
+						     << extra);
 					uint64_t reports = report_count();
 					std::vector<void *> got = refill(5, cls, want, false);
 					CHECK(report_count() == reports + 1);

@@ -65,7 +65,7 @@ static size_t central_nodes_per_slot;
 static struct {
 	uint64_t inv;
 	uint64_t mask;
-	uint64_t bytes_low; /* with a mask: block bytes - 1 (span_take_aligned) */
+	uint64_t bytes_low; /* with a mask: block bytes - 1 (span_take_in, aligned) */
 	uint32_t shift;
 	uint32_t blocks;
 } link_test[EBB_NUM_CLASSES];
@@ -91,12 +91,6 @@ EBB_INLINE bool link_test_ok(uint64_t off, uint64_t inv, unsigned shift, uint64_
 {
 	uint64_t p = off * inv;
 	return ((p >> shift) | (p << ((64 - shift) & 63))) < blocks;
-}
-
-/* The link test of a class with a mask (pow2), or by multiply. */
-EBB_INLINE bool link_test_pass(uint64_t off, bool pow2, uint64_t mask, uint64_t inv, unsigned shift, uint64_t blocks)
-{
-	return pow2 ? (off & mask) == 0 : link_test_ok(off, inv, shift, blocks);
 }
 
 /* Most blocks a transfer node holds (size_class.c: batch <= 32), and most
@@ -497,143 +491,77 @@ static void span_list_drop(span_t *s)
 	s->u.central.free_head = EBB_LIST_END;
 }
 
-/* Moves up to `want` free blocks of s to out[], each with its bin mark, in
- * one pass: per block, the span mark is checked, the link read and checked
- * (a block start of s while more are counted, the end after the last), and
- * the block's two words rewritten (no link left for the program; the bin
- * mark, which is the span mark with bit 0 flipped). The span's fields are
- * written once. Caller holds s's home lock.
- *
- * The loop takes every block but the last and tests each one's link as a
- * block start of s (more are taken after it); the last block is taken after
- * the loop, and its link tested as a block start if the list keeps blocks,
- * else as the end: one loop test a block (the end of out[]), no test of
- * which kind of link, the link test (link_test: no range compare) kept in
- * registers, the mark flipped in place (bench/fastpath random batch: refill
- * 24 instructions a block before this form, about 20 with it). The loop is
- * made twice, for classes whose link test is a mask and for the others,
- * and unrolled once, so b and next trade registers instead of a copy a
- * block (15.8 -> 14.1 a pair of the random batch). */
-EBB_INLINE unsigned span_take_in(span_t *s, unsigned want, void **out, bool pow2)
-{
-	/* The span mark of b is b ^ span_key (freelist.h): formed once, out
-	 * of gcc's sight, or it xors b with the key and then with 1 per block. */
-	uint64_t span_key = freelist_span_mark_of(NULL, freelist_mark);
-	__asm__("" : "+r"(span_key));
-	const uint64_t inv = link_test[s->cls].inv, blocks = link_test[s->cls].blocks;
-	const uint64_t mask = link_test[s->cls].mask;
-	const unsigned shift = link_test[s->cls].shift;
-	const char *base = span_start(span_superblock(s), s);
-	/* next - base as next + neg_base: one lea, where the difference takes
-	 * a copy of next first (out of gcc's sight, or it subtracts again).
-	 * bench_fastpath --size=48 random batch (callgrind): refill_from 20.7
-	 * -> 19.1 a pair. */
-	uint64_t neg_base = -(uint64_t)(uintptr_t)base;
-	__asm__("" : "+r"(neg_base));
-	uint32_t avail = (uint32_t)blocks - s->used - s->u.central.withheld - s->u.central.lost;
-	unsigned n = want < avail ? want : avail;
-	if (n == 0)
-		return 0;
-	void *b = s->u.central.free_head;
-	void *next;
-	void **o = out;
-	void **const last = out + n - 1;
-	if (o < last) {
-#pragma GCC unroll 2
-		do {
-			/* b passed the link test (or span_carve or
-			 * release_to_spans put it here): it is a block of s. It
-			 * must still carry its span mark: a copy of a block freed
-			 * twice may have been handed out (clearing it), or the
-			 * program wrote into it after freeing it. */
-			if (EBB_UNLIKELY(!freelist_mark_kept(b, span_key ^ (uintptr_t)b)))
-				goto lost;
-			next = freelist_span_next(b);
-			*(void **)b = NULL; /* the link is the allocator's, not the program's */
-			freelist_flip_mark(b);
-			*o++ = b;
-			if (EBB_UNLIKELY(!link_test_pass((uintptr_t)next + neg_base, pow2, mask, inv, shift,
-							 blocks)))
-				goto corrupt;
-			b = next;
-		} while (o < last);
-	}
-	if (EBB_UNLIKELY(!freelist_mark_kept(b, span_key ^ (uintptr_t)b)))
-		goto lost;
-	next = freelist_span_next(b);
-	*(void **)b = NULL;
-	freelist_flip_mark(b);
-	*o++ = b;
-	/* The last link: a block start of s while more are counted, else the
-	 * end. */
-	if (EBB_UNLIKELY(n < avail ? !link_test_pass((uintptr_t)next + neg_base, pow2, mask, inv, shift,
-						     blocks)
-				   : next != EBB_LIST_END))
-		goto corrupt_last;
-	s->u.central.free_head = next;
-	s->used += n;
-	return n;
-corrupt:
-corrupt_last:
-	/* A write into a freed block: report it, hand b out (it is a block of
-	 * s, and free, and in out[] already), never follow its link. */
-	freelist_corrupt("malloc", b);
-	goto drop;
-lost:
-	freelist_lost_mark("malloc", b);
-drop:
-	s->used += (unsigned)(o - out);
-	span_list_drop(s);
-	return (unsigned)(o - out);
-}
-
-/* One block of span_take_aligned: tests that b is a block start of s and
- * carries its span mark, then reads its link into `next` and rewrites b's
- * two words as span_take_in does. `at` names the position for the reports. */
-#define TAKE_ALIGNED(b, next, at)                                              \
-	do {                                                                   \
-		uint64_t d_ = (uintptr_t)(b) + neg_base;                       \
-		if (EBB_UNLIKELY(d_ & mask))                                   \
-			goto corrupt_##at;                                     \
-		__asm__("" : "+r"(d_)); /* else gcc forms b ^ span_key anew */ \
-		if (EBB_UNLIKELY(!freelist_mark_kept((b), d_ ^ kb)))           \
-			goto lost_##at;                                        \
-		next = freelist_span_next(b);                                  \
-		*(void **)(b) = NULL;                                          \
-		freelist_flip_mark(b);                                         \
+/* One block of span_take_in: tests that b is a block start of s (the mask
+ * test when `aligned`, else the multiply: link_test) and carries its span
+ * mark, then reads its link into `next` and rewrites b's two words (no link
+ * left for the program; the bin mark, which is the span mark with bit 0
+ * flipped). `at` names the position for the reports. */
+#define TAKE_BLOCK(b, next, at)                                                           \
+	do {                                                                              \
+		uint64_t d_ = (uintptr_t)(b) + neg_base, m_;                              \
+		if (aligned) {                                                            \
+			if (EBB_UNLIKELY(d_ & mask))                                      \
+				goto corrupt_##at;                                        \
+			__asm__("" : "+r"(d_)); /* else gcc forms b ^ span_key anew */    \
+			m_ = d_ ^ kb;                                                     \
+		} else {                                                                  \
+			if (EBB_UNLIKELY(!link_test_ok(d_, inv, shift, blocks)))          \
+				goto corrupt_##at;                                        \
+			m_ = (uintptr_t)(b) ^ kb;                                         \
+		}                                                                         \
+		if (EBB_UNLIKELY(!freelist_mark_kept((b), m_)))                           \
+			goto lost_##at;                                                   \
+		next = freelist_span_next(b);                                             \
+		*(void **)(b) = NULL;                                                     \
+		freelist_flip_mark(b);                                                    \
 	} while (0)
 
-/* span_take_in for a span whose block bytes are a power of two and whose
- * start is aligned to them (every one-page span of such a class; a span of
- * several pages when it starts so). Then an address x is a block start of
- * s exactly when (x - base) & mask is 0 (outside the span, below or above,
- * the difference has bits of mask set), and a difference that passes
- * equals x ^ base (base has no bit below the span's bytes), so it gives x's
- * span mark as d ^ (base ^ span_key): the link test and the mark test of a
- * block share one lea, 6 instructions where span_take_in spends 8 (with
- * x ^ base, a copy and an xor: random batch refill_from 12.1 -> 11.3 a
- * pair).
- * Each address is tested before its block is read or written: the list's
- * head too (span_carve, release_to_spans and a checked link set it: tested
- * again, once a span), then every link read. Unrolled by hand so that the
- * block and its successor trade registers (no copy), and out[] is indexed
- * by a count up to 0 (one add and branch every four blocks; a span's first
- * n % 4 before the loop): 11.5 instructions a block where span_take_in's
- * pow2 loop spends 15. bench/fastpath random batch (callgrind):
- * refill_from 15.6 -> 12.9 a pair, perf.fastpath 111.8 -> 109.7 (by
- * pairs); by fours 0.27 a pair less. The same results and reports as
- * span_take_in. */
-EBB_INLINE unsigned span_take_aligned(span_t *s, unsigned want, void **out)
+/* Moves up to `want` free blocks of s to out[], each with its bin mark, in
+ * one pass. Caller holds s's home lock.
+ *
+ * Each address is tested as a block start of s before its block is read or
+ * written: the list's head too (span_carve, release_to_spans and a checked
+ * link set it: tested again, once a span), then every link read; the last
+ * link read, the new head, is tested as a block start while more are
+ * counted, else as the end. Two forms of the test:
+ * - `aligned`: a span whose block bytes are a power of two and whose start
+ *   is aligned to them (every one-page span of such a class; a span of
+ *   several pages when it starts so). Then x is a block start of s exactly
+ *   when (x - base) & mask is 0 (outside the span, below or above, the
+ *   difference has bits of mask set), and a difference that passes equals
+ *   x ^ base (base has no bit below the span's bytes), so it gives x's span
+ *   mark as d ^ (base ^ span_key): the link test and the mark test share
+ *   one lea, 6 instructions (with x ^ base, a copy and an xor: random batch
+ *   refill_from 12.1 -> 11.3 a pair).
+ * - otherwise link_test's multiply and rotation (every class: for a power
+ *   of two inv is 1).
+ * The span's fields are read into locals and written once. Unrolled by
+ * hand so that the block and its successor trade registers (no copy), and
+ * out[] is indexed by a count up to 0 (one add and branch every four
+ * blocks; a span's first n % 4 before the loop): 11.5 instructions a block
+ * with the mask where a rolled loop spent 15 (bench/fastpath random batch,
+ * callgrind: refill_from 15.6 -> 12.9 a pair, perf.fastpath 111.8 -> 109.7
+ * by pairs; by fours 0.27 a pair less); 13.5 with the multiply where the
+ * rolled loop this replaced spent about 17 (gcc unrolled it once, reloaded
+ * the class's constants from the stack and copied the link a block):
+ * bench_fastpath --size=48 random batch, callgrind, refill 19.1 -> 16.0
+ * instructions a pair; 80 bytes 22.3 -> 19.5. */
+EBB_INLINE unsigned span_take_in(span_t *s, unsigned want, void **out, bool aligned)
 {
-	const uint64_t mask = link_test[s->cls].mask;
+	const unsigned cls = s->cls;
+	const uint64_t mask = link_test[cls].mask, inv = link_test[cls].inv, blocks = link_test[cls].blocks;
+	const unsigned shift = link_test[cls].shift;
 	const uintptr_t base = (uintptr_t)span_start(span_superblock(s), s);
-	uint64_t kb = freelist_span_mark_of(NULL, freelist_mark) ^ base;
+	/* The span mark of x is x ^ span_key (freelist.h); with the mask, it
+	 * is d ^ kb for d = x - base = x ^ base. Out of gcc's sight, or it
+	 * xors x with the key and then with 1 per block. */
+	uint64_t kb = freelist_span_mark_of(NULL, freelist_mark) ^ (aligned ? base : 0);
 	__asm__("" : "+r"(kb));
 	/* x - base, formed by one lea from x (x ^ base takes a copy of base
 	 * first): out of gcc's sight, or it forms the xor again. */
 	uint64_t neg_base = -(uint64_t)base;
 	__asm__("" : "+r"(neg_base));
-	uint32_t avail = (uint32_t)link_test[s->cls].blocks - s->used - s->u.central.withheld - s->u.central.lost;
+	uint32_t avail = (uint32_t)blocks - s->used - s->u.central.withheld - s->u.central.lost;
 	unsigned n = want < avail ? want : avail;
 	if (n == 0)
 		return 0;
@@ -642,31 +570,33 @@ EBB_INLINE unsigned span_take_aligned(span_t *s, unsigned want, void **out)
 	intptr_t i = -(intptr_t)n; /* out[n + i] is the next to fill */
 	unsigned taken;
 	if (n & 1) {
-		TAKE_ALIGNED(b, c, 0);
+		TAKE_BLOCK(b, c, 0);
 		end[i++] = b;
 		b = c;
 	}
 	if (n & 2) {
-		TAKE_ALIGNED(b, c, 0);
+		TAKE_BLOCK(b, c, 0);
 		end[i] = b;
-		TAKE_ALIGNED(c, b, 1);
+		TAKE_BLOCK(c, b, 1);
 		end[i + 1] = c;
 		i += 2;
 	}
 	while (i != 0) {
-		TAKE_ALIGNED(b, c, 0);
+		TAKE_BLOCK(b, c, 0);
 		end[i] = b;
-		TAKE_ALIGNED(c, b, 1);
+		TAKE_BLOCK(c, b, 1);
 		end[i + 1] = c;
-		TAKE_ALIGNED(b, c, 2);
+		TAKE_BLOCK(b, c, 2);
 		end[i + 2] = b;
-		TAKE_ALIGNED(c, b, 3);
+		TAKE_BLOCK(c, b, 3);
 		end[i + 3] = c;
 		i += 4;
 	}
 	/* b, the last link read, is the new head: a block start of s while
 	 * more are counted, else the end. */
-	if (EBB_UNLIKELY(n < avail ? (((uintptr_t)b ^ base) & mask) != 0 : b != EBB_LIST_END)) {
+	if (EBB_UNLIKELY(n < avail ? (aligned ? (((uintptr_t)b ^ base) & mask) != 0
+					      : !link_test_ok((uintptr_t)b + neg_base, inv, shift, blocks))
+				   : b != EBB_LIST_END)) {
 		taken = n;
 		goto corrupt;
 	}
@@ -718,17 +648,24 @@ drop:
 	span_list_drop(s);
 	return taken;
 }
-#undef TAKE_ALIGNED
+#undef TAKE_BLOCK
 
-/* span_take_in with the mask test serves the power-of-two classes' spans of
- * several pages that do not start on a multiple of their bytes. */
+/* span_take_in with the multiply, out of line: inlined beside the mask's
+ * copy, its constants pushed the mask's loop to spill (bench/fastpath
+ * random-32B 87.25 -> 87.37 a pair). */
+static EBB_NOINLINE unsigned span_take_mul(span_t *s, unsigned want, void **out)
+{
+	return span_take_in(s, want, out, false);
+}
+
+/* The mask serves the power-of-two classes' spans that start on a multiple
+ * of their block bytes; the multiply the rest. */
 static unsigned span_take(span_t *s, unsigned want, void **out)
 {
-	if (link_test[s->cls].mask == 0)
-		return span_take_in(s, want, out, false);
-	if (((uintptr_t)span_start(span_superblock(s), s) & link_test[s->cls].bytes_low) == 0)
-		return span_take_aligned(s, want, out);
-	return span_take_in(s, want, out, true);
+	if (link_test[s->cls].mask != 0 &&
+	    ((uintptr_t)span_start(span_superblock(s), s) & link_test[s->cls].bytes_low) == 0)
+		return span_take_in(s, want, out, true);
+	return span_take_mul(s, want, out);
 }
 
 static bool span_full(const span_t *s)
