@@ -1292,7 +1292,21 @@ static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages)
 		return NULL;
 	superblock_t *sb = span_superblock(s);
 	page_heap_check_locked(h, sb, false);
-	return alloc_take(h, sb, s, s->page + (unsigned)(s->npages - npages), npages, SPAN_CENTRAL);
+	/* alloc_take for a purged run's tail: no back part, no LRU, and the
+	 * front keeps its first page, so only its last tag changes. */
+	size_t front = s->npages - npages;
+	unsigned a = s->page + (unsigned)front;
+	uint8_t zeroed = s->zeroed;
+	list_remove(h, s);
+	if (front) {
+		span_set_npages(s, front);
+		pmap_set(sb, a - 1, s->page, 0);
+		list_insert(h, s);
+	}
+	h->purged_pages -= npages;
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+	return alloc_finish(h, sb, a, npages, SPAN_CENTRAL, zeroed, true);
 }
 
 /* The pending top first, with no more than the lock (bench/fastpath's
