@@ -84,6 +84,64 @@ TEST_CASE_METHOD(heap_fixture, "a fresh superblock is one purged run, allocation
 	page_heap_free(b);
 }
 
+// Issue 13: while no heap has dirty pages, a span of small blocks takes the
+// tail of the smallest purged run that fits (alloc_grow_tail), as the full
+// search did: the same pages, tags, zeroed flag and counts.
+TEST_CASE_METHOD(heap_fixture, "a growing program's spans of small blocks split the smallest purged run's end",
+		 "[page_heap]")
+{
+	unit_option("decay_ms", "100");
+	page_heap_init(&heap, 0, os_fake_now());
+	span_t *a = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	REQUIRE(a != nullptr);
+	superblock_t *sb = span_superblock(a);
+	unsigned first = sb->first_page, usable = sb->usable_pages;
+	CHECK(a->page == first + usable - 1);
+	std::vector<span_t *> spans = {a};
+	for (int i = 1; i < 40; i++) {
+		span_t *s = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+		REQUIRE(s != nullptr);
+		CHECK(s->page + 1 == spans.back()->page);
+		CHECK(s->state == SPAN_CENTRAL);
+		CHECK(s->npages == 1);
+		CHECK(s->zeroed == 1);
+		CHECK(pmap_load(sb, s->page) == pmap_entry(s->page, 0));
+		spans.push_back(s);
+	}
+	CHECK(heap.central_pages == 40);
+	CHECK(heap.purged_pages == usable - 40);
+	CHECK(heap.dirty_pages == 0);
+	// The front run's last tag names its first page.
+	CHECK(pmap_load(sb, first + usable - 41) == pmap_entry(first, 0));
+
+	// A purged hole of 3 pages among the spans: the smallest run that fits
+	// a 2-page span, taken at its end, before the long run.
+	unsigned hole = spans[10]->page; // spans[10..12] are pages hole-2..hole
+	page_heap_free(spans[10]);
+	page_heap_free(spans[11]);
+	page_heap_free(spans[12]);
+	os_fake_advance(120 * MS);
+	page_heap_decay(&heap, os_fake_now(), false);
+	REQUIRE(heap.dirty_pages == 0);
+	std::vector<run_view> before = runs_of(sb);
+	span_t *t = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	REQUIRE(t != nullptr);
+	CHECK(t->page == hole - 1);
+	CHECK(t->npages == 2);
+	std::vector<run_view> after = runs_of(sb);
+	CHECK(after.size() == before.size() + 1);
+	span_t *left = superblock_span_at(sb, hole - 2);
+	CHECK(left->page == hole - 2);
+	CHECK(left->npages == 1);
+	CHECK(left->state == SPAN_FREE_PURGED);
+	CHECK(pmap_load(sb, hole - 2) == pmap_entry(hole - 2, 0));
+	CHECK(heap.purged_pages == usable - 40 + 1);
+	page_heap_free(t);
+	for (size_t i = 0; i < spans.size(); i++)
+		if (i < 10 || i > 12)
+			page_heap_free(spans[i]);
+}
+
 TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left, right and both", "[page_heap]")
 {
 	span_t *a = alloc(4), *b = alloc(4), *c = alloc(4), *d = alloc(4);

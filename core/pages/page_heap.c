@@ -1275,6 +1275,40 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 	return alloc_take(h, sb, s, a, npages, state);
 }
 
+/* A CENTRAL request (alignment 1, h->lock held) while no heap has a dirty
+ * run that could fit it: the growth of a program, where every span of small
+ * blocks is cut from the tail of h's smallest purged run that fits (issue
+ * 13: memreturn a takes one page at a time, and alloc_search's loop, with
+ * its pending, dirty, other-heap and straddle looks that all come up empty,
+ * cost ~265 instructions a span of 32 blocks). It takes what alloc_search
+ * would take then: with h->dirty_pages 0, h has no dirty run, pending span
+ * or LRU entry (so no straddle), and with fewer dirty run pages in all heaps
+ * than asked no other heap's run fits (dirty_elsewhere's own test). NULL
+ * (lock still held) if h has no purged run that fits. */
+static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages)
+{
+	span_t *s = list_find(h, RUN_PURGED, npages);
+	if (s == NULL)
+		return NULL;
+	superblock_t *sb = span_superblock(s);
+	page_heap_check_locked(h, sb, false);
+	/* alloc_take for a purged run's tail: no back part, no LRU, and the
+	 * front keeps its first page, so only its last tag changes. */
+	size_t front = s->npages - npages;
+	unsigned a = s->page + (unsigned)front;
+	uint8_t zeroed = s->zeroed;
+	list_remove(h, s);
+	if (front) {
+		span_set_npages(s, front);
+		pmap_set(sb, a - 1, s->page, 0);
+		list_insert(h, s);
+	}
+	h->purged_pages -= npages;
+	sb->free_pages -= (uint32_t)npages;
+	sb->empty_since_ns = 0;
+	return alloc_finish(h, sb, a, npages, SPAN_CENTRAL, zeroed, true);
+}
+
 /* The pending top first, with no more than the lock (bench/fastpath's
  * reverse batch takes nearly every span so): alloc_search's set-up and its
  * frame cost some 30 instructions a span. */
@@ -1285,6 +1319,11 @@ span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8
 	lock_acquire(&h->lock);
 	if (h->pending != NULL && h->pending->npages == npages)
 		return pending_take(h);
+	if (h->dirty_pages == 0 && dirty_run_pages() < npages) {
+		span_t *s = alloc_grow_tail(h, npages);
+		if (s != NULL)
+			return s;
+	}
 	return alloc_search(h, npages, align_pages, state, true);
 }
 
