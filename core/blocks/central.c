@@ -857,13 +857,20 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 #define RELEASE_CHUNK 128
 
 /* Ends each window of blocks release_fast walks: no block, and outside every
- * run and every superblock. All ones, not NULL: with one_page a run is
- * tested against its head, which is EBB_LIST_END (1) in a run with no
- * block yet, and NULL ^ 1 would read as an offset in its page. All ones
- * xor EBB_LIST_END, a block's or a superblock's address (user space: below
- * 2^63) is at least 2^63, and minus a span's first byte it is above any
- * span's block bytes (the test of several pages). */
-#define RELEASE_SENTINEL ((void *)UINTPTR_MAX)
+ * run and every superblock. 2^63, not NULL: with one_page a run is tested
+ * against its head, which is EBB_LIST_END (1) in a run with no block yet,
+ * and NULL ^ 1 would read as an offset in its page. 2^63 xor EBB_LIST_END,
+ * a block's or a superblock's address (user space: below 2^47) is at least
+ * 2^63, and minus a span's first byte it is above any span's block bytes
+ * (the test of several pages). Not all ones: 2^63 overflows
+ * registry_slot's multiply, so the stop costs that and its branch, not the
+ * registry's load (all ones, -1, passes it: bench/fastpath random and
+ * reverse batches 0.04 and 0.03 a pair less). */
+#define RELEASE_SENTINEL ((void *)((uintptr_t)1 << 63))
+/* release_state's sb_seen (and the superblock sb_other_neg names) before
+ * any: no address that passes registry_slot (below 2^47) is within a
+ * superblock of it. */
+#define RELEASE_NO_SB ((uintptr_t)1 << 63)
 
 /* b failed release_to_spans' test of a block of class cls: reports why
  * (block.h's full test words it). */
@@ -1061,6 +1068,7 @@ typedef struct release_state {
 	bool reached;      /* RELEASE_CLOSE: what run_close_reaches returned */
 	central_t *locked; /* the lock held: s's home */
 	uintptr_t sb_seen; /* the superblock whose registry slot was read */
+	uintptr_t sb_other_neg; /* minus the superblock sb_seen was before (scatter, one page) */
 	span_t *empties;   /* spans all of whose blocks are back */
 } release_state_t;
 
@@ -1129,15 +1137,38 @@ typedef struct release_state {
 				 * random batch: 127 -> 62 a pair with the stop's                             \
 				 * call and lookup gone). The sentinel, in no slot                            \
 				 * of ours, stops. */                                                         \
-				if (registry_get(b) != REG_HEADER)                                            \
+				size_t slot_;                                                                 \
+				if (EBB_UNLIKELY(!registry_slot(b, &slot_)))                                  \
 					goto stop;                                                            \
-				sb = superblock_of(b);                                                        \
-				if (one_page) {                                                               \
-					sb_neg = 0 - (uintptr_t)sb;                                           \
-					__asm__("" : "+r"(sb_neg));                                           \
-					in_sb_ = (uintptr_t)b + sb_neg;                                       \
+				/* The superblock left at the last switch: a                                  \
+				 * random flush over two or three of them switches                            \
+				 * back and forth (48 and 80-byte random batches:                             \
+				 * 0.25 and 0.50 a pair less). Its registry slot                              \
+				 * was read in this flush, and it stays live to its                           \
+				 * end: it held a block of ours then, whose span                              \
+				 * leaves (st->empties) only after the flush.                                 \
+				 * Only the scatter form: an ordered flush leaves a                           \
+				 * superblock for good. */                                                    \
+				uintptr_t oneg_ = one_page && scatter ? st->sb_other_neg : 0;                 \
+				uintptr_t in_o_ = (uintptr_t)b + oneg_;                                       \
+				if (one_page && scatter && in_o_ < EBB_SB_SIZE) {                             \
+					st->sb_other_neg = sb_neg;                                            \
+					sb_neg = oneg_;                                                       \
+					sb = (superblock_t *)(0 - oneg_);                                     \
+					in_sb_ = in_o_;                                                       \
 				} else {                                                                      \
-					in_sb_ = (uintptr_t)b ^ (uintptr_t)sb;                                \
+					if (registry_at(slot_) != REG_HEADER)                                 \
+						goto stop;                                                    \
+					sb = superblock_of(b);                                                \
+					if (one_page) {                                                       \
+						if (scatter)                                                  \
+							st->sb_other_neg = sb_neg;                            \
+						sb_neg = 0 - (uintptr_t)sb;                                   \
+						__asm__("" : "+r"(sb_neg));                                   \
+						in_sb_ = (uintptr_t)b + sb_neg;                               \
+					} else {                                                              \
+						in_sb_ = (uintptr_t)b ^ (uintptr_t)sb;                        \
+					}                                                                     \
 				}                                                                             \
 			}                                                                                     \
 			uintptr_t page_ = in_sb_ >> EBB_PAGE_SHIFT;                                           \
@@ -1555,7 +1586,9 @@ EBB_INLINE void release_blocks_in(unsigned cls, void **blocks, unsigned count, b
 	 * its page). */
 	const uint64_t bound = one_page ? EBB_PAGE_SIZE : (uint64_t)k->blocks * k->size;
 	void *const *const end = blocks + count;
-	release_state_t st = { .at = blocks, .sb_seen = 1, .empties = *empties };
+	release_state_t st = {
+		.at = blocks, .sb_seen = RELEASE_NO_SB, .sb_other_neg = 0 - RELEASE_NO_SB, .empties = *empties
+	};
 	for (;; st.at++) {
 		if (st.at == end)
 			return;
