@@ -262,7 +262,8 @@ static void partial_push_head(central_t *c, span_t *s)
 	s->next = c->partial;
 	if (s->next)
 		s->next->prev = s;
-	c->partial = s;
+	/* atomic: central_refill reads the head without the lock */
+	atomic_store_ptr_release((void **)&c->partial, s);
 	s->in_partial = 1;
 }
 
@@ -271,7 +272,7 @@ static void partial_remove(central_t *c, span_t *s)
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		c->partial = s->next;
+		atomic_store_ptr_release((void **)&c->partial, s->next); /* as above */
 	if (s->next)
 		s->next->prev = s->prev;
 	s->in_partial = 0;
@@ -801,8 +802,16 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 			got += k->batch;
 		return got;
 	}
-	unsigned got = refill_from(c, cpu, want, false, out);
-	if (EBB_LIKELY(got != 0))
+	/* A list with no partial span (a growing program: every refill ends
+	 * in a carve) is told by one load, without the lock taken and given
+	 * back for nothing (memreturn a, callgrind: 50 instructions a refill,
+	 * malloc 52.9 -> 51.2 a block of 128 B). A span pushed after the load
+	 * is not passed over for a new one: the carving refill below takes
+	 * c's partial spans before it carves; at most a batch of another
+	 * CPU's is popped first. */
+	unsigned got = 0;
+	if (atomic_load_ptr_acquire((void *const *)&c->partial) != NULL &&
+	    (got = refill_from(c, cpu, want, false, out)) != 0)
 		return got;
 	/* Nothing here. Whole batches that another CPU's threads flushed (the
 	 * consumer side of a producer/consumer pair) are cheaper to take than a

@@ -85,7 +85,9 @@ typedef struct central {
 	uint16_t cls;
 	/* --- spans: under lock --- */
 	ebb_lock_t lock EBB_ALIGNED(EBB_CACHELINE);
-	span_t *partial;      /* spans homed here with free blocks; refills take the head */
+	/* spans homed here with free blocks; refills take the head. Written
+	 * atomically: central_refill reads it without the lock. */
+	span_t *partial;
 	uint64_t spans;       /* spans homed here */
 	uint64_t used_blocks; /* sum of `used` over those spans */
 	uint64_t spans_carved, spans_returned;
