@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,20 @@ EBB_API void malloc_stats(void)
 	ebb_stats_print(stderr);
 }
 
+/* malloc_info's totals, the heap's and then the whole process's (which
+ * adds the huge blocks as glibc's mmapped chunks). Mapped bytes are
+ * mallinfo2's arena + hblkhd, as malloc_stats' "system bytes". */
+static void info_totals(FILE *fp, const struct mallinfo2 *m, size_t free_blocks, bool whole)
+{
+	size_t mapped = m->arena + m->hblkhd;
+	fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
+	fprintf(fp, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", free_blocks, m->fordblks);
+	if (whole)
+		fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", m->hblks, m->hblkhd);
+	fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n", mapped);
+	fprintf(fp, "<aspace type=\"total\" size=\"%zu\"/>\n", mapped);
+}
+
 /* glibc's malloc_info(options, fp): the same XML elements, so that a tool
  * that reads glibc's finds ebbmalloc's figures in them. One heap; <sizes>
  * lists the free blocks of each size class that has spans (from: one more
@@ -92,8 +107,6 @@ EBB_API int malloc_info(int options, FILE *fp)
 	}
 	stats_class_row_t rows[EBB_NUM_CLASSES];
 	struct mallinfo2 m = mallinfo2();
-	struct ebb_stats s;
-	ebb_stats_get(&s);
 
 	fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n");
 	size_t free_blocks = 0;
@@ -110,16 +123,9 @@ EBB_API int malloc_info(int options, FILE *fp)
 		below = r->size;
 	}
 	fprintf(fp, "</sizes>\n");
-	for (int whole = 0; whole < 2; whole++) {
-		if (whole)
-			fprintf(fp, "</heap>\n");
-		fprintf(fp, "<total type=\"fast\" count=\"0\" size=\"0\"/>\n");
-		fprintf(fp, "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n", free_blocks, m.fordblks);
-		if (whole)
-			fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", m.hblks, m.hblkhd);
-		fprintf(fp, "<system type=\"current\" size=\"%llu\"/>\n", (unsigned long long)s.mapped);
-		fprintf(fp, "<aspace type=\"total\" size=\"%llu\"/>\n", (unsigned long long)s.mapped);
-	}
+	info_totals(fp, &m, free_blocks, false);
+	fprintf(fp, "</heap>\n");
+	info_totals(fp, &m, free_blocks, true);
 	fprintf(fp, "</malloc>\n");
 	return 0;
 }
