@@ -19,6 +19,8 @@
 #include "core/pages/page_heap.h"
 #include "core/pages/superblock.h"
 #include "core/process/background.h"
+#include "core/process/stats.h"
+#include "os/os.h"
 #include "tests/support/unit.h"
 
 namespace {
@@ -44,6 +46,28 @@ central_class_stats_t class_stats(unsigned cls)
 	uint64_t carved = 0, returned = 0;
 	central_stats(cs, &carved, &returned);
 	return cs[cls];
+}
+
+// Spans in the stashes of cls's lists (central_t), read under their locks.
+uint64_t stashed(unsigned cls)
+{
+	uint64_t n = 0;
+	for (unsigned i = 0; i < central_list_count(); i++) {
+		central_t *c = central_list_at(i);
+		if (c == nullptr || c->cls != cls)
+			continue;
+		lock_acquire(&c->lock);
+		n += c->nstash;
+		lock_release(&c->lock);
+	}
+	return n;
+}
+
+// Spans of cls homed in its lists but those of the stashes: the spans
+// carved (a carve while the page heap grows may stash more).
+uint64_t carved_spans(unsigned cls)
+{
+	return class_stats(cls).spans - stashed(cls);
 }
 
 // Takes blocks of cls on CPU 5 one at a time (into *held) until the span the
@@ -235,7 +259,7 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 	unsigned cls = size_class_of(4000);
 	const size_class_t &k = size_classes[cls];
 	central_drain(false, nullptr);
-	uint64_t spans_before = class_stats(cls).spans;
+	uint64_t spans_before = carved_spans(cls);
 	// Take a whole span's worth of blocks.
 	std::vector<void *> all;
 	while (all.size() < k.blocks) {
@@ -243,11 +267,11 @@ TEST_CASE("when every block is back, the span goes back to the page heap", "[cen
 		REQUIRE(!got.empty());
 		all.insert(all.end(), got.begin(), got.end());
 	}
-	REQUIRE(class_stats(cls).spans >= spans_before + 1);
+	REQUIRE(carved_spans(cls) >= spans_before + 1);
 	// Give them back one at a time, bypassing the transfer stack.
 	for (void *b : all)
 		central_flush(2, cls, &b, 1);
-	REQUIRE(class_stats(cls).spans == spans_before);
+	REQUIRE(carved_spans(cls) == spans_before);
 	REQUIRE(class_stats(cls).used_blocks == 0);
 }
 
@@ -290,7 +314,7 @@ TEST_CASE("blocks of adjacent one-page spans flushed alternately each go home to
 			rest.push_back(p);
 	flush(4, cls, rest);
 	central_drain(false, nullptr);
-	uint64_t spans = class_stats(cls).spans;
+	uint64_t spans = carved_spans(cls);
 	uint64_t used = class_stats(cls).used_blocks;
 	REQUIRE(used == 2 * k.blocks);
 	// Pairs (A's block i + 1, B's block i): in one flush of two (below a
@@ -301,13 +325,13 @@ TEST_CASE("blocks of adjacent one-page spans flushed alternately each go home to
 		void *pair[2] = { (void *)(a + (i + 1) * (uintptr_t)k.size), (void *)(b + i * (uintptr_t)k.size) };
 		central_flush(4, cls, pair, 2);
 		REQUIRE(class_stats(cls).used_blocks == used - 2 * (i + 1));
-		REQUIRE(class_stats(cls).spans == spans);
+		REQUIRE(carved_spans(cls) == spans);
 	}
 	void *first = (void *)a, *last = (void *)(b + (k.blocks - 1) * (uintptr_t)k.size);
 	central_flush(4, cls, &first, 1);
-	REQUIRE(class_stats(cls).spans == spans - 1);
+	REQUIRE(carved_spans(cls) == spans - 1);
 	central_flush(4, cls, &last, 1);
-	REQUIRE(class_stats(cls).spans == spans - 2);
+	REQUIRE(carved_spans(cls) == spans - 2);
 	REQUIRE(class_stats(cls).used_blocks == 0);
 	REQUIRE(report_count() == reports);
 }
@@ -329,9 +353,11 @@ TEST_CASE("blocks flushed on another CPU go home to their span's list", "[centra
 	flush(3, cls, v);
 	REQUIRE(class_stats(cls).transfer_blocks == carved + k.batch);
 	// Draining returns the blocks to their home (CPU 0): the span empties.
+	// What stays homed is the stash of the cut the carve took (if the
+	// page heap was growing then): spans never carved.
 	central_drain(false, nullptr);
 	REQUIRE(class_stats(cls).used_blocks == 0);
-	REQUIRE(class_stats(cls).spans == 0);
+	REQUIRE(class_stats(cls).spans == stashed(cls));
 }
 
 // Oversubscription (issue 13): a thread that holds a list's span lock may be
@@ -831,6 +857,7 @@ TEST_CASE("concurrent flushes and refills hand no block out twice and balance th
 	const size_class_t &k = size_classes[cls];
 	central_drain(false, nullptr);
 	central_class_stats_t before = class_stats(cls);
+	uint64_t stashed_before = stashed(cls);
 	uint64_t reports = report_count();
 
 	std::mutex owners_lock;
@@ -891,7 +918,9 @@ TEST_CASE("concurrent flushes and refills hand no block out twice and balance th
 	central_class_stats_t after = class_stats(cls);
 	CHECK(after.transfer_blocks == 0);
 	CHECK(after.used_blocks == before.used_blocks);
-	CHECK(after.spans == before.spans);
+	// Every span carved went back; a carve may have left a stash (spans
+	// never carved).
+	CHECK(after.spans - stashed(cls) == before.spans - stashed_before);
 }
 
 // The transfer stacks alone, hammered: threads pop a whole batch from one
@@ -965,7 +994,7 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 	const unsigned cpu = 6;
 	central_drain(false, nullptr);
 	REQUIRE(class_stats(cls).transfer_blocks == 0);
-	uint64_t used0 = class_stats(cls).used_blocks, spans0 = class_stats(cls).spans;
+	uint64_t used0 = class_stats(cls).used_blocks, spans0 = carved_spans(cls);
 	const unsigned nodes = std::min<unsigned>((k.blocks - k.batch) / k.batch, k.transfer_cap);
 	REQUIRE(nodes >= 1);
 	std::set<void *> seen;
@@ -982,7 +1011,7 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 		if (i == 0) {
 			CHECK(class_stats(cls).transfer_blocks == (uint64_t)nodes * k.batch);
 			CHECK(class_stats(cls).used_blocks == used0 + (uint64_t)(nodes + 1) * k.batch);
-			CHECK(class_stats(cls).spans == spans0 + 1);
+			CHECK(carved_spans(cls) == spans0 + 1);
 		}
 	}
 	// Every block came from that one span.
@@ -993,12 +1022,12 @@ TEST_CASE("a carve puts the new span's other whole batches on the transfer stack
 		REQUIRE(pmap_first(pmap_load(sb, superblock_page_index(b))) == first);
 	}
 	CHECK(class_stats(cls).transfer_blocks == 0);
-	CHECK(class_stats(cls).spans == spans0 + 1);
+	CHECK(carved_spans(cls) == spans0 + 1);
 	for (size_t i = 0; i < all.size(); i += k.batch)
 		flush(cpu, cls, std::vector<void *>(all.begin() + i, all.begin() + i + k.batch));
 	central_drain(false, nullptr);
 	CHECK(class_stats(cls).used_blocks == used0);
-	CHECK(class_stats(cls).spans == spans0);
+	CHECK(carved_spans(cls) == spans0);
 }
 
 // A carve hands the first blocks of a new span straight to the refill
@@ -1184,7 +1213,7 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 			flush(cpu, cls, std::vector<void *>(others.begin() + i * k.batch,
 							    others.begin() + (i + 1) * k.batch));
 		REQUIRE(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
-		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t used = class_stats(cls).used_blocks, spans = carved_spans(cls);
 		uint64_t reports = report_count();
 		if (reverse)
 			std::reverse(mine.begin(), mine.end());
@@ -1192,7 +1221,7 @@ TEST_CASE("a run longer than one hold of the lock comes home whole, in either or
 		CHECK(report_count() == reports);
 		CHECK(class_stats(cls).transfer_blocks == (uint64_t)k.transfer_cap * k.batch);
 		CHECK(class_stats(cls).used_blocks == used - k.blocks);
-		CHECK(class_stats(cls).spans == spans - 1);
+		CHECK(carved_spans(cls) == spans - 1);
 		flush(cpu, cls, std::vector<void *>(others.begin() + k.transfer_cap * k.batch, others.end()));
 		central_drain(false, nullptr);
 		CHECK(class_stats(cls).used_blocks == 0);
@@ -1292,7 +1321,7 @@ TEST_CASE("a bad address in the middle of a run is reported and the run goes on"
 		std::vector<void *> mine = one_span_out(8, cls, &held);
 		std::vector<void *> w = refill(8, other, 1, false);
 		REQUIRE(w.size() == 1);
-		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t used = class_stats(cls).used_blocks, spans = carved_spans(cls);
 		uint64_t reports = report_count();
 		// Parts below a batch, straight to the span; w third in the first.
 		size_t part_max = k.batch - 1;
@@ -1309,7 +1338,7 @@ TEST_CASE("a bad address in the middle of a run is reported and the run goes on"
 		}
 		CHECK(report_count() == reports + 1);
 		CHECK(class_stats(cls).used_blocks == used - k.blocks);
-		CHECK(class_stats(cls).spans == spans - 1);
+		CHECK(carved_spans(cls) == spans - 1);
 		CHECK(((void **)w[0])[0] == nullptr);
 		CHECK(((uint64_t *)w[0])[1] == freelist_mark_of(w[0], freelist_mark));
 		flush(8, other, w);
@@ -1328,14 +1357,14 @@ TEST_CASE("a bad address in the middle of a run is reported and the run goes on"
 		std::vector<void *> mine = span_all_out(&cls, &held, &s);
 		const size_class_t &k = size_classes[cls];
 		REQUIRE(k.pages > 1);
-		uint64_t used = class_stats(cls).used_blocks, spans = class_stats(cls).spans;
+		uint64_t used = class_stats(cls).used_blocks, spans = carved_spans(cls);
 		uint64_t reports = report_count();
 		std::vector<void *> run(mine);
 		run.insert(run.begin() + 1, (char *)mine[0] + 16);
 		flush_to_spans(cls, run);
 		CHECK(report_count() == reports + 1);
 		CHECK(class_stats(cls).used_blocks == used - k.blocks);
-		CHECK(class_stats(cls).spans == spans - 1);
+		CHECK(carved_spans(cls) == spans - 1);
 		std::vector<void *> others;
 		for (void *b : held)
 			if (std::find(mine.begin(), mine.end(), b) == mine.end())
@@ -1662,13 +1691,13 @@ TEST_CASE("a flush taken block by block, runs within it: every block home once, 
 	for (auto &p : pages)
 		v.insert(v.end(), p.begin() + k.blocks / 2, p.end());
 	REQUIRE(v.size() == all.size());
-	const uint64_t spans = class_stats(cls).spans;
+	const uint64_t spans = carved_spans(cls);
 	const uint64_t used = class_stats(cls).used_blocks;
 	const uint64_t reports = report_count();
 	flush(cpu, cls, v);
 	CHECK(report_count() == reports);
 	CHECK(class_stats(cls).used_blocks == used - v.size());
-	CHECK(class_stats(cls).spans == spans);
+	CHECK(carved_spans(cls) == spans);
 	// y is home on the first span's list; its bin mark is forged. The window
 	// after the flush's first block: last[1], y, last[2], last[3] (four
 	// pages in a row); y comes after its span's last block.
@@ -1680,7 +1709,7 @@ TEST_CASE("a flush taken block by block, runs within it: every block home once, 
 	flush(cpu, cls, w);
 	CHECK(report_count() == reports + 1);
 	CHECK(class_stats(cls).used_blocks == used - v.size() - last.size());
-	CHECK(class_stats(cls).spans == spans - pages.size());
+	CHECK(carved_spans(cls) == spans - pages.size());
 	CHECK(((uint64_t *)y)[1] == freelist_mark_of(y, freelist_mark));
 	CHECK(((void **)y)[0] == nullptr);
 	for (auto &p : partial)
@@ -1714,7 +1743,7 @@ TEST_CASE("a carve for fewer blocks than a batch puts none of the span on the tr
 	CHECK(s1.used_blocks == s0.used_blocks + 1);
 	// The one block back: the span is all free and leaves.
 	central_flush(cpu, cls, v.data(), 1);
-	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(carved_spans(cls) == s0.spans);
 	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
 }
 
@@ -1733,7 +1762,7 @@ TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it
 	central_class_stats_t s0 = class_stats(cls);
 	std::vector<void *> all = refill(cpu, cls, k.batch, true);
 	REQUIRE(all.size() == k.batch);
-	REQUIRE(class_stats(cls).spans == s0.spans + 1);
+	REQUIRE(carved_spans(cls) == s0.spans + 1);
 	flush(cpu, cls, all); // onto the transfer stack, whole
 	REQUIRE(class_stats(cls).transfer_blocks == s0.transfer_blocks + k.batch);
 	uint64_t reports = report_count();
@@ -1752,10 +1781,10 @@ TEST_CASE("a refill of fewer blocks than a batch takes a waiting batch before it
 	REQUIRE(w2.size() == 1);
 	CHECK(w2[0] != w[0]);
 	CHECK(std::find(all.begin(), all.end(), w2[0]) != all.end());
-	CHECK(class_stats(cls).spans == s0.spans + 1);
+	CHECK(carved_spans(cls) == s0.spans + 1);
 	central_flush(cpu, cls, w.data(), 1);
 	central_flush(cpu, cls, w2.data(), 1);
-	CHECK(class_stats(cls).spans == s0.spans);
+	CHECK(carved_spans(cls) == s0.spans);
 	CHECK(class_stats(cls).used_blocks == s0.used_blocks);
 }
 
@@ -2178,4 +2207,129 @@ TEST_CASE("two whole spans in one window both leave unlinked, a forged block in 
 		central_drain(false, nullptr);
 	}
 	unit_option("on_error", "abort");
+}
+
+// Issue 13: while the program grows, a carve for a one-page class takes a
+// cut of several spans from the page heap (page_heap_alloc_n) and stashes
+// those it does not carve: homed and counted in `spans`, their blocks free,
+// their pages untouched and counted as given back (not resident), without
+// class. Refills carve them in the order single cuts would have handed them
+// out (the highest address first); the purge pass of an idle list and
+// ebb_trim give them back whole, as purged runs that read zero.
+TEST_CASE("a growing one-page class stashes its cut's other spans, carves them in order, gives them back whole",
+	  "[central]")
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(80);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	const unsigned cpu = 6;
+	auto identity = [] {
+		struct ebb_stats st;
+		stats_tcache_t none = {0, 0, 0, 0};
+		stats_collect(&st, &none);
+		CHECK(st.mapped == st.allocated + st.tcache + st.central + st.dirty + st.purged + st.metadata + st.waste);
+	};
+	auto pages_out = [] {
+		uint64_t out, calls, bytes;
+		central_purge_stats(&out, &calls, &bytes);
+		return out;
+	};
+	// ebb_trim's pass: no dirty page anywhere, no stash, so the page heaps
+	// grow from purged runs.
+	auto trim = [] { background_tick(os_now_ns(), true); };
+	trim();
+	REQUIRE(stashed(cls) == 0);
+	std::vector<void *> held;
+	const char *why;
+	// One block refilled on cpu, kept in held: its span.
+	auto take_one = [&] {
+		std::vector<void *> one = refill(cpu, cls, 1, false);
+		REQUIRE(one.size() == 1);
+		held.push_back(one[0]);
+		span_t *s = nullptr;
+		REQUIRE(block_lookup(one[0], &s, &why) == cls);
+		return s;
+	};
+	// One block at a time until a carve stashes (the list may hold partial
+	// spans from earlier cases first).
+	span_t *carved = take_one();
+	central_t *c = carved->u.central.home;
+	for (int i = 0; i < 100000 && c->nstash == 0; i++)
+		carved = take_one();
+	REQUIRE(c->nstash == 7);
+	identity();
+	uint64_t out0 = pages_out();
+	CHECK(out0 >= 7);
+	// The stash: right below the span carved, from the highest down, each
+	// homed here and untouched, its pages without class.
+	superblock_t *sb = span_superblock(carved);
+	std::vector<span_t *> stash;
+	lock_acquire(&c->lock);
+	for (span_t *s = c->stash; s != nullptr; s = s->next)
+		stash.push_back(s);
+	lock_release(&c->lock);
+	REQUIRE(stash.size() == 7);
+	for (size_t i = 0; i < stash.size(); i++) {
+		span_t *s = stash[i];
+		INFO("stashed span " << i);
+		CHECK(span_superblock(s) == sb);
+		CHECK(s->page + 1 + i == carved->page);
+		CHECK(s->state == SPAN_CENTRAL);
+		CHECK(s->u.central.home == c);
+		CHECK(s->cls == cls);
+		CHECK(s->used == 0);
+		CHECK(s->in_partial == 0);
+		CHECK(s->zeroed == 1);
+		CHECK(s->u.central.withheld == k.blocks);
+		CHECK(s->u.central.given_back == 1);
+		CHECK(pmap_class(pmap_load(sb, s->page)) == 0);
+		span_t *found;
+		CHECK(block_lookup(span_start(sb, s), &found, &why) == 0); // free() rejects it
+	}
+	// Carved in that order: each carve pops the next one.
+	for (size_t i = 0; i < 3; i++) {
+		span_t *s = nullptr;
+		for (unsigned j = 0; j < k.blocks && c->nstash == 7 - i; j++)
+			s = take_one();
+		REQUIRE(c->nstash == 6 - i);
+		CHECK(s == stash[i]);
+		CHECK(pmap_class(pmap_load(sb, s->page)) == cls);
+		CHECK(pages_out() == out0 - 1 - i);
+	}
+	identity();
+	// The purge pass of an idle list gives the rest back whole: purged runs
+	// that read zero.
+	unit_option("decay_ms", "0");
+	uint64_t spans = class_stats(cls).spans;
+	central_purge_tick(false); // the list changed since the last look
+	central_purge_tick(false); // unchanged for decay_ms (0) since
+	unit_option("decay_ms", "-1");
+	CHECK(c->nstash == 0);
+	CHECK(class_stats(cls).spans == spans - 4);
+	CHECK(pages_out() == out0 - 7);
+	for (size_t i = 3; i < stash.size(); i++) {
+		// The run that holds its page (merged with its purged neighbours).
+		span_t *run = nullptr;
+		for (unsigned p = sb->first_page; p <= stash[i]->page; p += run->npages)
+			run = superblock_span_at(sb, p);
+		INFO("stashed span " << i);
+		CHECK(run->page + run->npages > stash[i]->page);
+		CHECK(run->state == SPAN_FREE_PURGED);
+		CHECK(run->zeroed == 1);
+		CHECK(pmap_class(pmap_load(sb, stash[i]->page)) == 0);
+	}
+	identity();
+	// Filled again, ebb_trim's pass empties it as well.
+	trim();
+	for (int i = 0; i < 100000 && c->nstash == 0; i++)
+		take_one();
+	REQUIRE(c->nstash != 0);
+	identity();
+	trim();
+	CHECK(c->nstash == 0);
+	identity();
+	flush(cpu, cls, held);
+	central_drain(false, nullptr);
+	identity();
 }

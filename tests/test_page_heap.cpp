@@ -142,6 +142,86 @@ TEST_CASE_METHOD(heap_fixture, "a growing program's spans of small blocks split 
 			page_heap_free(spans[i]);
 }
 
+// Issue 13: page_heap_alloc_n cuts n spans from the run's tail at once,
+// the pages single cuts would have taken, the returned one the highest and
+// the rest linked from its `next` down, each set up and counted as a single
+// cut's; outside growth (a pending span fits) it hands out that one alone.
+TEST_CASE_METHOD(heap_fixture, "a growing program's cut of several spans is what as many single cuts take",
+		 "[page_heap]")
+{
+	page_heap_init(&heap, 0, os_fake_now());
+	span_t *first_one = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	REQUIRE(first_one != nullptr);
+	superblock_t *sb = span_superblock(first_one);
+	unsigned first = sb->first_page, usable = sb->usable_pages;
+	REQUIRE(first_one->page == first + usable - 1);
+
+	span_t *top = page_heap_alloc_n(&heap, 1, 8);
+	REQUIRE(top != nullptr);
+	span_t *rest = top->next;
+	REQUIRE(rest != nullptr);
+	CHECK(top->page == first + usable - 2);
+	std::vector<span_t *> cut = {top};
+	for (span_t *s = rest; s != nullptr; s = s->next)
+		cut.push_back(s);
+	REQUIRE(cut.size() == 8);
+	for (size_t i = 0; i < cut.size(); i++) {
+		span_t *s = cut[i];
+		INFO("span " << i);
+		CHECK(s->page + 2 + i == first + usable); // the highest first
+		CHECK(s->npages == 1);
+		CHECK(s->state == SPAN_CENTRAL);
+		CHECK(s->zeroed == 1); // fresh from mmap: reads zero
+		CHECK(s->used == 0);
+		CHECK(s->cls == 0);
+		CHECK(s->in_partial == 0);
+		CHECK(superblock_span_at(sb, s->page) == s);
+		CHECK(pmap_load(sb, s->page) == pmap_entry(s->page, 0)); // no class yet
+	}
+	CHECK(heap.central_pages == 9);
+	CHECK(heap.purged_pages == usable - 9);
+	CHECK(heap.dirty_pages == 0);
+	// The front run's last tag names its first page.
+	CHECK(pmap_load(sb, first + usable - 10) == pmap_entry(first, 0));
+	std::vector<run_view> expect = {{first, usable - 9, SPAN_FREE_PURGED}};
+	for (unsigned p = first + usable - 9; p < first + usable; p++)
+		expect.push_back({p, 1, SPAN_CENTRAL});
+	CHECK(runs_of(sb) == expect);
+
+	// Spans of two pages, four at once: eight pages from the tail on.
+	span_t *two = page_heap_alloc_n(&heap, 2, 4);
+	REQUIRE(two != nullptr);
+	span_t *rest2 = two->next;
+	CHECK(two->page == first + usable - 11);
+	CHECK(two->npages == 2);
+	unsigned n2 = 0;
+	unsigned at = two->page;
+	for (span_t *s = rest2; s != nullptr; s = s->next, n2++) {
+		CHECK(s->npages == 2);
+		CHECK(s->page + 2u == at);
+		at = s->page;
+	}
+	CHECK(n2 == 3);
+	CHECK(heap.central_pages == 17);
+
+	// A span freed whole waits on the pending stack: a cut of the same
+	// size takes it alone.
+	page_heap_free(cut[3]);
+	span_t *again = page_heap_alloc_n(&heap, 1, 8);
+	CHECK(again == cut[3]);
+	CHECK(again->next == nullptr);
+
+	page_heap_free(two);
+	for (span_t *s = rest2, *next; s != nullptr; s = next) {
+		next = s->next;
+		page_heap_free(s);
+	}
+	for (span_t *s : cut)
+		page_heap_free(s);
+	page_heap_free(first_one);
+	CHECK(heap.central_pages == 0);
+}
+
 TEST_CASE_METHOD(heap_fixture, "freed spans coalesce with dirty neighbours left, right and both", "[page_heap]")
 {
 	span_t *a = alloc(4), *b = alloc(4), *c = alloc(4), *d = alloc(4);

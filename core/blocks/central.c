@@ -12,6 +12,7 @@
 #include "core/blocks/size_class.h"
 #include "core/pages/superblock.h"
 #include "core/base/track.h"
+#include "os/os.h"
 
 static central_t *central_lists; /* [cpu slot][class] */
 static unsigned central_slots;
@@ -367,10 +368,13 @@ EBB_INLINE char *carve_out(char *b, size_t size, uint64_t key, void **out, unsig
 	return b;
 }
 
-/* Carves a new span for c from the page heap of `cpu`, and hands its first
- * `want` blocks (at most all) straight to out[] (*given of them), with
- * their bin marks, as a span_take right after the carve would: they never
- * go on the span's free list. Of the rest, whole batches go into transfer
+static span_t *carve_oom(central_t *c);
+
+/* Carves s, a new span for c from the page heap or c's stash (NULL: none
+ * could be had; then one after every stash went back, or NULL), and hands
+ * its first `want` blocks (at most all) straight to out[] (*given of them),
+ * with their bin marks, as a span_take right after the carve would: they
+ * never go on the span's free list. Of the rest, whole batches go into transfer
  * nodes that c has spare (at most *nnodes, held[]; *nnodes is set to the
  * nodes filled), also with bin marks, for the caller to push on c's full
  * stack once the span is linked; the remainder goes on the span's free
@@ -385,12 +389,11 @@ EBB_INLINE char *carve_out(char *b, size_t size, uint64_t key, void **out, unsig
  *
  * No lock held; the span is the caller's alone until it links it, and the
  * nodes are the caller's until it pushes them. */
-static span_t *span_carve(central_t *c, unsigned cpu, unsigned want, void **out, unsigned *given,
+static span_t *span_carve(central_t *c, span_t *s, unsigned want, void **out, unsigned *given,
 			  unsigned *held, unsigned *nnodes, bool sole)
 {
 	const size_class_t *k = &size_classes[c->cls];
-	span_t *s = page_heap_alloc(page_heap_for_cpu(cpu), k->pages, 1, SPAN_CENTRAL);
-	if (s == NULL)
+	if (EBB_UNLIKELY(s == NULL) && (s = carve_oom(c)) == NULL)
 		return NULL;
 	s->cls = (uint8_t)c->cls;
 	s->u.central.home = c;
@@ -678,6 +681,67 @@ static bool span_full(const span_t *s)
 }
 
 /* ---------------------------------------------------------------------------
+ * The stash (central_t)
+ * ------------------------------------------------------------------------- */
+/* Spans one page-heap call cuts for a one-page class while the program
+ * grows (page_heap_alloc_n): the one carved now and STASH_CUT - 1 for the
+ * stash. A cut of several spans costs the page heap little more than one
+ * did (bench memreturn a, 128-byte blocks: about 100 instructions a span
+ * against 395), and their pages stay untouched until carved. */
+#define STASH_CUT 8
+
+/* The rest of s's cut (page_heap_alloc_n), linked from s->next down, into
+ * c's stash, set up as central_carve_withhold(t, 0) leaves a span: their
+ * pages keep no class (the page heap's), so free() rejects a block start
+ * there. Caller holds c's lock; out of line, once a cut. */
+static EBB_NOINLINE void stash_push(central_t *c, span_t *s)
+{
+	const size_class_t *k = &size_classes[c->cls];
+	span_t *rest = s->next, *last = rest;
+	s->next = NULL;
+	unsigned n = 0;
+	for (span_t *t = rest; t != NULL; t = t->next) {
+		t->cls = (uint8_t)c->cls;
+		t->u.central.home = c;
+		t->u.central.withheld = (uint16_t)k->blocks;
+		t->u.central.given_back = ((uint64_t)1 << k->pages) - 1;
+		last = t;
+		n++;
+	}
+	central_purge_pages_out_add((uint64_t)n * k->pages);
+	last->next = c->stash;
+	c->stash = rest;
+	atomic_store_u32(&c->nstash, c->nstash + n);
+	c->spans += n;
+}
+
+/* No span for c: the pages every stash holds may serve (a program that
+ * filled its memory with blocks of one class, then asks for another). With
+ * the page heap's dirty hook held, as refill_split_batch holds it: the
+ * caller's bin is half filled. */
+static EBB_COLD span_t *carve_oom(central_t *c)
+{
+	page_heap_hold_hook(true);
+	size_t pages = central_stash_release_all();
+	page_heap_hold_hook(false);
+	if (pages == 0)
+		return NULL;
+	return page_heap_alloc(page_heap_for_cpu(os_cpu_id()), size_classes[c->cls].pages, 1, SPAN_CENTRAL);
+}
+
+/* The next span of the stash (caller holds c's lock), off it: counted as a
+ * span just cut by the page heap, not yet in `spans`. */
+static inline span_t *stash_pop(central_t *c, span_t *s)
+{
+	c->stash = s->next;
+	s->next = NULL; /* no cut of its own (stash_push) */
+	atomic_store_u32(&c->nstash, c->nstash - 1);
+	c->spans--;
+	central_purge_pages_out_sub(size_classes[c->cls].pages);
+	return s;
+}
+
+/* ---------------------------------------------------------------------------
  * Refill
  * ------------------------------------------------------------------------- */
 /* Refill from c's spans, carving new ones if `carve`. */
@@ -702,7 +766,13 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			bool sole = c->spans == 0; /* central_carve_cut */
+			s = c->stash;
+			if (s != NULL)
+				stash_pop(c, s);
 			lock_release(&c->lock);
+			if (s == NULL)
+				s = page_heap_alloc_n(page_heap_for_cpu(cpu), size_classes[c->cls].pages,
+						      size_classes[c->cls].pages == 1 ? STASH_CUT : 1);
 			/* Whole batches of the new span go to transfer nodes only
 			 * for a caller that takes batches (want >= batch): a
 			 * refill of single blocks (a thread cache's bin of a big
@@ -712,13 +782,15 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * block out: a few of their blocks on the span's list,
 			 * the rest in transfer batches, 0.36 MiB in all). */
 			unsigned given, nodes = want - got >= size_classes[c->cls].batch ? CARVE_NODES_MAX - nheld : 0;
-			s = span_carve(c, cpu, want - got, out + got, &given, held + nheld, &nodes, sole);
+			s = span_carve(c, s, want - got, out + got, &given, held + nheld, &nodes, sole);
 			lock_acquire(&c->lock);
 			if (s == NULL) {
 				if (got == 0) /* else a short batch beats none */
 					errno = ENOMEM;
 				break;
 			}
+			if (EBB_UNLIKELY(s->next != NULL))
+				stash_push(c, s);
 			nheld += nodes;
 			c->spans++;
 			c->spans_carved++;

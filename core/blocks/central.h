@@ -91,6 +91,19 @@ typedef struct central {
 	uint64_t spans;       /* spans homed here */
 	uint64_t used_blocks; /* sum of `used` over those spans */
 	uint64_t spans_carved, spans_returned;
+	/* The stash: spans of a one-page class cut with the one a carve took
+	 * (page_heap_alloc_n), not carved yet, linked through `next`, the next
+	 * to carve first (descending addresses: the order single cuts from the
+	 * run's tail would carve them). Each is CENTRAL, homed here and counted
+	 * in `spans` (not in used_blocks: its blocks count as free), with every
+	 * page untouched, without class and given back (given_back all its
+	 * pages, withheld all its blocks, counted in central_purge.c's pages
+	 * out, as central_carve_withhold(s, 0) would leave it); on no list.
+	 * A refill carves it as a fresh span; the purge pass and ebb_trim give
+	 * it back to the page heap whole, as purged runs. nstash: how many
+	 * (written under the lock, read without it by the purge pass). */
+	span_t *stash;
+	uint32_t nstash;
 } EBB_ALIGNED(EBB_CACHELINE) central_t;
 
 typedef struct central_class_stats {
@@ -209,6 +222,17 @@ unsigned central_carve_withhold(span_t *s, unsigned m);
  * page heap, its given-back pages as purged runs (those a lazy carve never
  * carved as reading zero), the rest dirty. */
 void central_purge_free_span(span_t *s);
+/* c's stash (central_t) back to the page heap, as purged runs that read as
+ * zero where the page heap said they did: the pages it held. Any thread, no
+ * central lock held. */
+size_t central_stash_release(central_t *c);
+/* Every list's stash given back (central_stash_release): the pages. */
+size_t central_stash_release_all(void);
+/* Pages of spans in a stash, counted with the pages given back from inside
+ * CENTRAL spans (central_purge_stats): added as a stash takes them,
+ * subtracted as it gives them up. */
+void central_purge_pages_out_add(uint64_t pages);
+void central_purge_pages_out_sub(uint64_t pages);
 /* Pages given back from inside CENTRAL spans now; madvise calls and bytes
  * given back since start. */
 void central_purge_stats(uint64_t *pages_out, uint64_t *madvise_calls, uint64_t *bytes);

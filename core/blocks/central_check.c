@@ -9,7 +9,7 @@
  *     on both stacks or twice; every address in a full node is a block of
  *     c's class (block_lookup; its mark is not checked: a double free the
  *     program made is reported when the block is handed out, not here)
- *   used_blocks <= spans * blocks (blocks in transfer batches count in
+ *   used_blocks <= (spans - nstash) * blocks (blocks in transfer batches count in
  *     their home's used_blocks, and may sit in any CPU's list: no identity
  *     ties one list's batches to its own counters)
  *   every span on the partial list: CENTRAL, homed here, of c's class,
@@ -23,9 +23,13 @@
  *     most CHECK_LINKS links a call, block starts of the span), as long as
  *     blocks - used - withheld - lost: the count the code derives
  *     (span_free_count) rather than stores
+ *   every span in the stash: CENTRAL, homed here, of c's class, off the
+ *     partial list, no block out, every page given back and without class,
+ *     all its blocks withheld; as many as nstash
  *   used_blocks == sum of used over the partial spans + blocks for each
- *     homed span not on it (a span off the list is full), with no report
- *     made (a dropped free list makes a span "full" with fewer out).
+ *     homed span on neither it nor the stash (a span off both is full), with
+ *     no report made (a dropped free list makes a span "full" with fewer
+ *     out).
  */
 #include "core/blocks/central.h"
 
@@ -122,7 +126,7 @@ void central_check(const central_t *c, bool walk)
 	uint32_t made = atomic_load_u32(&c->made);
 	if (made > k->transfer_cap)
 		central_check_fail(c, NULL, "transfer nodes made > transfer_cap", made, k->transfer_cap);
-	if (c->used_blocks > c->spans * k->blocks)
+	if (c->used_blocks > (c->spans - c->nstash) * k->blocks)
 		central_check_fail(c, NULL, "used_blocks > spans * blocks", c->used_blocks,
 				   c->spans * k->blocks);
 	if (!walk && ++central_check_calls % CENTRAL_CHECK_EVERY != 0)
@@ -183,7 +187,27 @@ void central_check(const central_t *c, bool walk)
 		}
 		used += s->used;
 	}
-	uint64_t full = c->spans - listed;
+	/* The stash: untouched spans, as central_carve_withhold(s, 0) leaves
+	 * one, on no list. */
+	uint64_t stashed = 0;
+	for (const span_t *s = c->stash; s != NULL; s = s->next) {
+		if (++stashed > c->nstash || listed + stashed > c->spans)
+			central_check_fail(c, s, "more spans in the stash than it counts", stashed, c->nstash);
+		if (s->state != SPAN_CENTRAL || s->u.central.home != c || s->cls != c->cls || s->in_partial ||
+		    s->used != 0)
+			central_check_fail(c, s, "stashed span is not a CENTRAL span of this list with no block out",
+					   s->state, s->used);
+		if (s->u.central.withheld != k->blocks || s->u.central.given_back != (((uint64_t)1 << s->npages) - 1))
+			central_check_fail(c, s, "stashed span has a page not given back", s->u.central.withheld,
+					   s->u.central.given_back);
+		const superblock_t *sb = span_superblock(s);
+		for (unsigned i = 0; i < s->npages; i++)
+			if (pmap_class(pmap_load(sb, s->page + i)) != 0)
+				central_check_fail(c, s, "stashed span has a page with class", i, 0);
+	}
+	if (stashed != c->nstash)
+		central_check_fail(c, NULL, "stash count != spans in the stash", c->nstash, stashed);
+	uint64_t full = c->spans - listed - stashed;
 	if (report_count() == 0 && c->used_blocks != used + full * k->blocks)
 		central_check_fail(c, NULL, "used_blocks != sum of the spans' used", c->used_blocks,
 				   used + full * k->blocks);

@@ -23,7 +23,11 @@
  *   to the page heap, as release_to_spans would have sent it.
  *
  * A one-page span is never looked at: its page holds a live block, or the
- * span is empty and back in the page heap already.
+ * span is empty and back in the page heap already. But a one-page class's
+ * stash (central_t) is: spans cut while the program grew and never carved,
+ * their pages untouched. The pass gives a list's stash back whole, with no
+ * madvise (central_stash_release), once the list has sat unchanged for
+ * decay_ms, as it purges a list's spans; ebb_trim at once.
  *
  * The lazy carve uses the same state: a span of several pages that reads
  * as zero (fresh, or purged in the page heap) is carved up to a block that
@@ -395,7 +399,8 @@ void central_purge_observe(void)
 	uint64_t now_ns = os_now_ns();
 	for (unsigned i = 0, count = purge_lists != NULL ? central_list_count() : 0; i < count; i++) {
 		central_t *c = central_list_at(i);
-		if (c == NULL || c->cls == 0 || !class_purgeable(&size_classes[c->cls]))
+		if (c == NULL || c->cls == 0 ||
+		    (!class_purgeable(&size_classes[c->cls]) && atomic_load_u32(&c->nstash) == 0))
 			continue;
 		purge_list_t *l = &purge_lists[i];
 		lock_acquire(&c->lock);
@@ -436,17 +441,21 @@ size_t central_purge_tick(bool all)
 		if (c == NULL) /* its slot never set up: nothing to purge */
 			continue;
 		const size_class_t *k = &size_classes[c->cls];
-		if (c->cls == 0 || !class_purgeable(k))
+		bool purgeable = class_purgeable(k);
+		if (c->cls == 0 || (!purgeable && atomic_load_u32(&c->nstash) == 0))
 			continue;
 		purge_list_t *l = &purge_lists[i];
 		lock_acquire(&c->lock);
 		uint64_t f = list_fingerprint(c);
 		uint64_t free_bytes = (c->spans * k->blocks - c->used_blocks) * k->size;
+		bool stashed = c->nstash != 0;
 		lock_release(&c->lock);
 		bool observed = l->observed != 0;
 		l->observed = 0;
 		if (!all) {
-			bool worth = f != l->purged && free_bytes >= PURGE_PENDING_BYTES;
+			/* A stash is given back whatever its size: its spans
+			 * serve no other list while they wait there. */
+			bool worth = f != l->purged && (free_bytes >= PURGE_PENDING_BYTES || stashed);
 			pending |= worth;
 			if (f != l->seen) {
 				l->seen = f;
@@ -466,7 +475,15 @@ size_t central_purge_tick(bool all)
 			if (decay < 0 || !worth || util_elapsed(now_ns, l->since_ns) < (uint64_t)decay * 1000000u)
 				continue;
 		}
-		pages += list_purge(c, lazy, &l->purged);
+		if (stashed)
+			pages += central_stash_release(c);
+		if (purgeable) {
+			pages += list_purge(c, lazy, &l->purged);
+		} else {
+			lock_acquire(&c->lock);
+			l->purged = list_fingerprint(c);
+			lock_release(&c->lock);
+		}
 		l->seen = l->purged;
 	}
 	if (!all)
@@ -686,6 +703,52 @@ void central_purge_free_span(span_t *s)
 		atomic_sub_u64(&purge_pages_out, (uint64_t)__builtin_popcountll(gone));
 	superblock_map_span(sb, s->page, s->npages, 0);
 	page_heap_free_given_back(s, gone, zero);
+}
+
+size_t central_stash_release(central_t *c)
+{
+	const size_class_t *k = &size_classes[c->cls];
+	lock_acquire(&c->lock);
+	span_t *s = c->stash;
+	uint32_t n = c->nstash;
+	c->stash = NULL;
+	atomic_store_u32(&c->nstash, 0);
+	c->spans -= n;
+	CENTRAL_CHECK(c);
+	lock_release(&c->lock);
+	/* Nobody else can reach them now: no page of theirs has a class and
+	 * no list holds them. */
+	for (span_t *next; s != NULL; s = next) {
+		next = s->next;
+		uint64_t gone = low_bits(s->npages);
+		/* Untouched since the page heap cut them: they read zero where
+		 * it said they did (span.h, zeroed at the cut). */
+		uint64_t zero = s->zeroed != 0 ? gone & ~low_bits(s->zeroed - 1u) : 0;
+		atomic_sub_u64(&purge_pages_out, (uint64_t)k->pages);
+		page_heap_free_given_back(s, gone, zero);
+	}
+	return (size_t)n * k->pages;
+}
+
+size_t central_stash_release_all(void)
+{
+	size_t pages = 0;
+	for (unsigned i = 0, count = central_list_count(); i < count; i++) {
+		central_t *c = central_list_at(i);
+		if (c != NULL && c->cls != 0 && atomic_load_u32(&c->nstash) != 0)
+			pages += central_stash_release(c);
+	}
+	return pages;
+}
+
+void central_purge_pages_out_add(uint64_t pages)
+{
+	atomic_add_u64(&purge_pages_out, pages);
+}
+
+void central_purge_pages_out_sub(uint64_t pages)
+{
+	atomic_sub_u64(&purge_pages_out, pages);
 }
 
 void central_purge_stats(uint64_t *pages_out, uint64_t *madvise_calls, uint64_t *bytes)

@@ -937,21 +937,41 @@ static page_heap_t *dirty_elsewhere(page_heap_t *h, size_t need, size_t npages, 
 	return NULL;
 }
 
+/* The descriptor of the span [a, a+npages) of sb, its page, page count,
+ * huge flag and tags set (h->lock held). */
+EBB_INLINE span_t *alloc_place(page_heap_t *h, superblock_t *sb, unsigned a, size_t npages)
+{
+	span_t *t = run_desc(h, sb, a);
+	span_set_huge(t, 0);
+	atomic_store_u8(&t->state, SPAN_NONE); /* the checker's from-state: t may be a run's or no span's */
+	span_set_page(t, a);
+	span_set_npages(t, npages);
+	run_tags(sb, t);
+	return t;
+}
+
+/* t's other fields as page_heap_alloc promises them (h->lock held): zeroed
+ * but for the fields a lookup reads (span_check.h), which get relaxed
+ * stores. */
+EBB_INLINE void alloc_hand_out(page_heap_t *h, span_t *t, uint8_t state, uint8_t zeroed)
+{
+	memset(t, 0, offsetof(span_t, npages));
+	t->used = 0;
+	t->cls = 0;
+	t->in_partial = 0;
+	t->purge_ok = 0;
+	(void)h; /* SPAN_SET_STATE's only, which a release build leaves out */
+	SPAN_SET_STATE(t, state, &h->lock);
+	t->zeroed = zeroed;
+}
+
 /* The end of alloc_finish for a descriptor t whose page, page count, huge
  * flag and tags are set already (h->lock held): its other fields set up as
  * page_heap_alloc promises, the pages counted in use, the lock released. */
 EBB_INLINE span_t *alloc_count(page_heap_t *h, superblock_t *sb, span_t *t, size_t npages, uint8_t state,
 			       uint8_t zeroed, bool from_purged)
 {
-	/* Zeroed but for the fields a lookup reads (span_check.h), which get
-	 * relaxed stores. */
-	memset(t, 0, offsetof(span_t, npages));
-	t->used = 0;
-	t->cls = 0;
-	t->in_partial = 0;
-	t->purge_ok = 0;
-	SPAN_SET_STATE(t, state, &h->lock);
-	t->zeroed = zeroed;
+	alloc_hand_out(h, t, state, zeroed);
 	if (state == SPAN_CENTRAL) {
 		h->central_pages += npages;
 		atomic_add_u64(&inuse_total_pages, npages);
@@ -978,12 +998,7 @@ EBB_INLINE span_t *alloc_count(page_heap_t *h, superblock_t *sb, span_t *t, size
 static span_t *alloc_finish(page_heap_t *h, superblock_t *sb, unsigned a, size_t npages, uint8_t state,
 			    uint8_t zeroed, bool from_purged)
 {
-	span_t *t = run_desc(h, sb, a);
-	span_set_huge(t, 0);
-	atomic_store_u8(&t->state, SPAN_NONE); /* the checker's from-state: t may be a run's or no span's */
-	span_set_page(t, a);
-	span_set_npages(t, npages);
-	run_tags(sb, t);
+	span_t *t = alloc_place(h, sb, a, npages);
 	return alloc_count(h, sb, t, npages, state, zeroed, from_purged);
 }
 
@@ -1283,18 +1298,23 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
  * cost ~265 instructions a span of 32 blocks). It takes what alloc_search
  * would take then: with h->dirty_pages 0, h has no dirty run, pending span
  * or LRU entry (so no straddle), and with fewer dirty run pages in all heaps
- * than asked no other heap's run fits (dirty_elsewhere's own test). NULL
- * (lock still held) if h has no purged run that fits. */
-static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages)
+ * than asked no other heap's run fits (dirty_elsewhere's own test).
+ * n spans of npages each, cut together from the tail of the smallest purged
+ * run that holds them all (what n requests would cut one after another,
+ * but for the run they come from): returns the last, the others linked
+ * from its `next` down, the order in which single cuts would have handed
+ * them out. NULL (lock still held) if h has no purged run that fits. */
+static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages, unsigned n)
 {
-	span_t *s = list_find(h, RUN_PURGED, npages);
+	size_t all = npages * n;
+	span_t *s = list_find(h, RUN_PURGED, all);
 	if (s == NULL)
 		return NULL;
 	superblock_t *sb = span_superblock(s);
 	page_heap_check_locked(h, sb, false);
 	/* alloc_take for a purged run's tail: no back part, no LRU, and the
 	 * front keeps its first page, so only its last tag changes. */
-	size_t front = s->npages - npages;
+	size_t front = s->npages - all;
 	unsigned a = s->page + (unsigned)front;
 	uint8_t zeroed = s->zeroed;
 	list_remove(h, s);
@@ -1303,28 +1323,48 @@ static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages)
 		pmap_set(sb, a - 1, s->page, 0);
 		list_insert(h, s);
 	}
-	h->purged_pages -= npages;
-	sb->free_pages -= (uint32_t)npages;
+	h->purged_pages -= all;
+	sb->free_pages -= (uint32_t)all;
 	sb->empty_since_ns = 0;
-	return alloc_finish(h, sb, a, npages, SPAN_CENTRAL, zeroed, true);
+	/* All but the last counted here, the last by alloc_finish, which checks
+	 * the heap with every descriptor set up and releases the lock. */
+	span_t *below = NULL;
+	for (unsigned i = 0; i + 1 < n; i++) {
+		span_t *t = alloc_place(h, sb, a + (unsigned)(i * npages), npages);
+		alloc_hand_out(h, t, SPAN_CENTRAL, zeroed);
+		t->next = below;
+		below = t;
+	}
+	if (n > 1) {
+		h->central_pages += all - npages;
+		atomic_add_u64(&inuse_total_pages, all - npages);
+	}
+	span_t *top = alloc_finish(h, sb, a + (unsigned)(all - npages), npages, SPAN_CENTRAL, zeroed, true);
+	top->next = below; /* the caller's alone now */
+	return top;
 }
 
-/* The pending top first, with no more than the lock (bench/fastpath's
- * reverse batch takes nearly every span so): alloc_search's set-up and its
- * frame cost some 30 instructions a span. */
-span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
+span_t *page_heap_alloc_n(page_heap_t *h, size_t npages, unsigned n)
 {
-	if (state != SPAN_CENTRAL || align_pages != 1)
-		return alloc_search(h, npages, align_pages, state, false);
+	/* The pending top first, with no more than the lock (bench/fastpath's
+	 * reverse batch takes nearly every span so): alloc_search's set-up and
+	 * its frame cost some 30 instructions a span. */
 	lock_acquire(&h->lock);
 	if (h->pending != NULL && h->pending->npages == npages)
 		return pending_take(h);
 	if (h->dirty_pages == 0 && dirty_run_pages() < npages) {
-		span_t *s = alloc_grow_tail(h, npages);
+		span_t *s = alloc_grow_tail(h, npages, n);
 		if (s != NULL)
 			return s;
 	}
-	return alloc_search(h, npages, align_pages, state, true);
+	return alloc_search(h, npages, 1, SPAN_CENTRAL, true);
+}
+
+span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state)
+{
+	if (state != SPAN_CENTRAL || align_pages != 1)
+		return alloc_search(h, npages, align_pages, state, false);
+	return page_heap_alloc_n(h, npages, 1);
 }
 
 void page_heap_free(span_t *s)

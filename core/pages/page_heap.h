@@ -121,6 +121,14 @@ EBB_INLINE page_heap_t *page_heap_for_cpu(unsigned cpu)
  * the caller fills every pmap entry (superblock_map_span) before publishing it.
  * NULL with errno ENOMEM if no superblock could be mapped. */
 span_t *page_heap_alloc(page_heap_t *h, size_t npages, size_t align_pages, uint8_t state);
+/* page_heap_alloc of a CENTRAL span of npages (alignment 1), but while the
+ * program grows (the request would be cut from the tail of a purged run) up
+ * to n such spans cut at once, under one hold of the lock: the one returned
+ * is the highest, the others linked from its `next` (NULL if none) from the
+ * highest down, each as page_heap_alloc hands one out, all counted in use,
+ * none of their pages touched. NULL with errno ENOMEM if no span could be
+ * had. */
+span_t *page_heap_alloc_n(page_heap_t *h, size_t npages, unsigned n);
 /* Takes back a CENTRAL span (its pmap classes already cleared by the caller) or a
  * LARGE span: it becomes a dirty run, merged with dirty neighbours. */
 void page_heap_free(span_t *s);
