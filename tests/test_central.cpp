@@ -2333,3 +2333,83 @@ TEST_CASE("a growing one-page class stashes its cut's other spans, carves them i
 	central_drain(false, nullptr);
 	identity();
 }
+
+// Out of memory with a stash held: a carve that the page heaps cannot serve
+// (every heap's runs taken, no mapping allowed) gives every list's stash
+// back and takes its span from those pages, wherever their heap is
+// (central.c, carve_oom), instead of failing with ENOMEM while a stash of
+// another class keeps untouched pages.
+TEST_CASE("a carve with no memory left takes its span from another class's stash", "[central]")
+{
+	warn_without_timers();
+	unsigned a_cls = size_class_of(80), b_cls = size_class_of(112);
+	REQUIRE(a_cls != b_cls);
+	REQUIRE(size_classes[a_cls].pages == 1);
+	REQUIRE(size_classes[b_cls].pages == 1);
+	const unsigned cpu = 6;
+	background_tick(os_now_ns(), true); // ebb_trim's pass: no stash anywhere
+	REQUIRE(stashed(a_cls) == 0);
+	REQUIRE(stashed(b_cls) == 0);
+	std::vector<void *> held_a, held_b;
+	const char *why;
+	auto take = [&](unsigned cls, std::vector<void *> &held) -> span_t * {
+		std::vector<void *> one = refill(cpu, cls, 1, false);
+		if (one.size() != 1)
+			return nullptr;
+		held.push_back(one[0]);
+		span_t *s = nullptr;
+		REQUIRE(block_lookup(one[0], &s, &why) == cls);
+		return s;
+	};
+	span_t *s = take(a_cls, held_a);
+	REQUIRE(s != nullptr);
+	central_t *a = s->u.central.home;
+	for (int i = 0; i < 100000 && a->nstash == 0; i++)
+		REQUIRE(take(a_cls, held_a) != nullptr);
+	REQUIRE(a->nstash == 7);
+	std::set<span_t *> stash;
+	lock_acquire(&a->lock);
+	for (span_t *t = a->stash; t != nullptr; t = t->next)
+		stash.insert(t);
+	lock_release(&a->lock);
+
+	// No new mapping from here on, and every page the heaps hold taken.
+	os_fault_set(OS_FAULT_MAP, 0, 1000000);
+	std::vector<span_t *> taken;
+	for (unsigned i = 0; i < page_heap_count(); i++) {
+		page_heap_t *h = page_heap_peek(i);
+		if (h == nullptr)
+			continue;
+		for (size_t pages = 1024; pages >= 1; pages /= 2)
+			while (span_t *t = page_heap_alloc(h, pages, 1, SPAN_LARGE))
+				taken.push_back(t);
+	}
+	REQUIRE(a->nstash == 7); // the stash is not the page heaps'
+
+	// Class b takes blocks until a carve has to find pages: its span is one
+	// of a's stash, and every stash went back.
+	span_t *got = nullptr;
+	errno = 0;
+	for (int i = 0; i < 100000 && got == nullptr; i++) {
+		span_t *t = take(b_cls, held_b);
+		REQUIRE(t != nullptr); // never ENOMEM while a stash holds pages
+		if (stash.count(t) != 0)
+			got = t;
+	}
+	os_fault_set(OS_FAULT_MAP, 0, 0);
+	REQUIRE(got != nullptr);
+	CHECK(a->nstash == 0);
+	CHECK(stashed(a_cls) == 0);
+	CHECK(got->state == SPAN_CENTRAL);
+	CHECK(got->cls == b_cls);
+
+	for (span_t *t : taken)
+		page_heap_free(t);
+	flush(cpu, a_cls, held_a);
+	flush(cpu, b_cls, held_b);
+	central_drain(false, nullptr);
+	struct ebb_stats st;
+	stats_tcache_t none = {0, 0, 0, 0};
+	stats_collect(&st, &none);
+	CHECK(st.mapped == st.allocated + st.tcache + st.central + st.dirty + st.purged + st.metadata + st.waste);
+}

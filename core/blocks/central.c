@@ -718,7 +718,10 @@ static EBB_NOINLINE void stash_push(central_t *c, span_t *s)
 /* No span for c: the pages every stash holds may serve (a program that
  * filled its memory with blocks of one class, then asks for another). With
  * the page heap's dirty hook held, as refill_split_batch holds it: the
- * caller's bin is half filled. */
+ * caller's bin is half filled. A stash's pages go back to their own
+ * superblock's heap as purged runs, which no other heap's search looks at
+ * (only dirty runs are lent, dirty_elsewhere), so every heap is asked, the
+ * caller's first. */
 static EBB_COLD span_t *carve_oom(central_t *c)
 {
 	page_heap_hold_hook(true);
@@ -726,7 +729,17 @@ static EBB_COLD span_t *carve_oom(central_t *c)
 	page_heap_hold_hook(false);
 	if (pages == 0)
 		return NULL;
-	return page_heap_alloc(page_heap_for_cpu(os_cpu_id()), size_classes[c->cls].pages, 1, SPAN_CENTRAL);
+	size_t npages = size_classes[c->cls].pages;
+	unsigned n = page_heap_count(), first = os_cpu_id() % n;
+	span_t *s = page_heap_alloc(page_heap_get(first), npages, 1, SPAN_CENTRAL);
+	for (unsigned i = 1; s == NULL && i < n; i++) {
+		page_heap_t *h = page_heap_peek((first + i) % n);
+		if (h != NULL)
+			s = page_heap_alloc(h, npages, 1, SPAN_CENTRAL);
+	}
+	if (s == NULL)
+		errno = ENOMEM;
+	return s;
 }
 
 /* The next span of the stash (caller holds c's lock), off it: counted as a
