@@ -74,6 +74,34 @@ TEST_CASE("spans hold at least 8 blocks (4 above 8 KiB) and lose at most 1/16 to
 	}
 }
 
+TEST_CASE("batches hold at most 32 blocks, 12 KiB up to 1 KiB and 64 KiB above, central lists about 256 KiB",
+	  "[size_class]")
+{
+	unit_init();
+	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
+		const size_class_t &k = size_classes[c];
+		size_t limit = k.size <= 1024 ? 12288 : 65536;
+		size_t batch_bytes = (size_t)k.batch * k.size;
+		INFO("class " << c << " size " << k.size << " batch " << k.batch);
+		REQUIRE(k.batch >= 2);
+		REQUIRE(k.batch <= 32); /* central.c's TRANSFER_BATCH_MAX */
+		/* The largest batch within the limit: one more block would
+		 * exceed it, unless the batch is at 32 blocks or at 2. */
+		REQUIRE((batch_bytes <= limit || k.batch == 2));
+		REQUIRE((k.batch == 32 || k.batch == 2 || batch_bytes + k.size > limit));
+		/* A bin's first region (two batches) fits its cap. */
+		REQUIRE(k.bin_cap >= 2 * k.batch);
+		/* The transfer stack: 2..255 batches (its head's 8-bit count),
+		 * at most 256 KiB of blocks unless two batches are more. */
+		REQUIRE(k.transfer_cap >= 2);
+		REQUIRE(k.transfer_cap <= 255);
+		REQUIRE(((size_t)k.transfer_cap * batch_bytes <= 256 * 1024 || k.transfer_cap == 2));
+	}
+	/* The 1 KiB class moves 12 blocks; 32 B still 32 (bench/fastpath). */
+	REQUIRE(size_classes[size_class_of(1024)].batch == 12);
+	REQUIRE(size_classes[size_class_of(32)].batch == 32);
+}
+
 TEST_CASE("the division by multiplication is exact for every offset in a span", "[size_class]")
 {
 	unit_init();

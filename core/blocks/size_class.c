@@ -24,8 +24,27 @@ uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
  * its noise, and churn ws=1000 took 0.9% more instructions). */
 #define SPAN_FEW_FROM 8193u
 #define SPAN_FEW_BLOCKS 4
-/* Batches: enough blocks to amortize a central-list lock, at most 64 KiB. */
+/* Batches: enough blocks to amortize a central-list lock, at most 64 KiB,
+ * and at most 12 KiB for classes up to 1 KiB (12 blocks of 1 KiB, 24 of
+ * 512 B; 32 up to 384 B as before). A thread cache keeps about one to two
+ * batches of each class it uses, and a program that churns blocks at random
+ * keeps every span part-used, so those blocks' pages stay resident per
+ * thread: the classes from 512 B to 1 KiB held 16-32 KiB a class a thread.
+ * Measured against 64 KiB (bench/runner.py's rows, 18 interleaved runs,
+ * medians of peak RSS): churn 16 B-1 KiB ws=20K/t t=8 12 498 -> 12 112 KiB,
+ * t=32 18 832 -> 18 340, ws=10K t=1..32 -0.8 to -2.1%, ws=100 -4.7% (within
+ * its spread), 16 B-32 KiB ws=1K -2.5%, ws=1M and 16 B-32 KiB ws=100K
+ * unchanged; xmalloc t=2 -7%, t=8 -10%; larson and cache-scratch t=2 within
+ * noise; CPU per operation within noise on every row. Callgrind: churn and
+ * larson within 0.05% of the instructions, but xmalloc t=2, where every
+ * block crosses the central lists, +2.5-4% (257-261 M -> 264-269 M,
+ * --fair-sched, 5 runs). 8 KiB: another 1-2% off the ws=20K/t peaks,
+ * xmalloc t=2 +3-4.5%, ws=100 bimodal; 16 KiB (only the classes above 512 B
+ * move): xmalloc within 1%, but ws=20K/t t=32 +1% and the other rows -0.4
+ * to -1.8%. */
 #define BATCH_BYTES 65536u
+#define BATCH_SMALL_BYTES 12288u
+#define BATCH_SMALL_UPTO 1024u
 #define BATCH_MAX 32u
 /* A thread cache bin holds at most 512 blocks or 256 KiB. */
 #define BIN_CAP_BLOCKS 512u
@@ -91,7 +110,7 @@ static void set_class_pages(unsigned c, uint32_t size, uint16_t pages)
 	k->size = size;
 	k->pages = pages;
 	k->blocks = (uint16_t)(((size_t)k->pages << EBB_PAGE_SHIFT) / size);
-	k->batch = (uint16_t)clampu(BATCH_BYTES / size, 2, BATCH_MAX);
+	k->batch = (uint16_t)clampu((size <= BATCH_SMALL_UPTO ? BATCH_SMALL_BYTES : BATCH_BYTES) / size, 2, BATCH_MAX);
 	k->bin_cap = (uint16_t)clampu(BIN_CAP_BYTES / size, 2u * k->batch, BIN_CAP_BLOCKS);
 	k->transfer_cap = (uint16_t)clampu(TRANSFER_BYTES / (size * k->batch), 2, TRANSFER_MAX);
 	k->div_magic = UINT64_MAX / size + 1; /* == ceil(2^64 / size) for every size > 1 */
