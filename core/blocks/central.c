@@ -779,9 +779,15 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, bool carv
 			 * holds 16, a batch 32). */
 			CENTRAL_CHECK(c);
 			bool sole = c->spans == 0; /* central_carve_cut */
+			/* The stash serves a growing program only: where a heap
+			 * holds dirty pages that fit, the page heap hands those
+			 * out again and the stash's fresh pages would be faulted
+			 * in beside them (bench request: peak RSS +7%). */
 			s = c->stash;
-			if (s != NULL)
+			if (s != NULL && page_heap_growing(size_classes[c->cls].pages))
 				stash_pop(c, s);
+			else
+				s = NULL;
 			lock_release(&c->lock);
 			if (s == NULL)
 				s = page_heap_alloc_n(page_heap_for_cpu(cpu), size_classes[c->cls].pages,

@@ -409,6 +409,11 @@ static uint64_t dirty_run_pages(void)
 	return dirty > huge ? dirty - huge : 0;
 }
 
+bool page_heap_growing(size_t npages)
+{
+	return dirty_run_pages() < npages;
+}
+
 size_t page_heap_owed_pages(void)
 {
 	uint64_t owed = atomic_load_u64(&owed_pages), dirty = dirty_run_pages();

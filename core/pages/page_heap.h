@@ -215,6 +215,11 @@ bool page_heap_looping(void);
  * it touches the fresh pages, and any purge pays them off. Relaxed atomics;
  * any thread. */
 size_t page_heap_owed_pages(void);
+/* Whether no heap has dirty pages in runs (pending spans included) that
+ * could serve a span of npages: the program grows, and a span comes from
+ * purged pages whatever asks for it. A hint: relaxed atomics, no lock; any
+ * thread. */
+bool page_heap_growing(size_t npages);
 /* Whether the pages in use (spans and large blocks) are now at most an
  * eighth of the most the heaps ever held resident at once (that mark: in use
  * plus dirty), with dirty runs to give back: the program has let go of
