@@ -27,8 +27,15 @@
  * (its bin) with the freeing tid at each free. If it exports a thread-local
  * `ebb_dbgchain`, the shim sets it to the thread's chain before the thread's
  * first call (for an oracle experiment). Without them every kind reads 0.
- * Output (stderr, at exit): LS2 and MIG lines; /tmp/hD/agg.py tabulated them
- * for issue 13 (report hD in the helpers' reports).
+ * Output (stderr, at exit): a summary line (mallocs, migrated, live-mixed,
+ * with shares), then the raw counts: `MIG kind inherited early all
+ * from-other-chain from-main live-mixed` (kind: the source above;
+ * inherited: the refill was another thread's; early: among the first 4 000
+ * mallocs) and `LS2 kind inherited freer line window count` (freer and
+ * line: whose the block's last free and the line's last block were: 0 none,
+ * 1 this thread, 2 its chain alive, 3 another chain alive, 4 its chain
+ * dead, 5 another chain dead, 6 main; window: 1 the line's last block was
+ * another thread's, 2 within the window).
  *
  *   cc -O2 -shared -fPIC -o /tmp/linemix.so bench/linemix.c -ldl -lpthread
  *   LD_PRELOAD="/tmp/linemix.so build/libebbmalloc.so" chrt -f 1 \
@@ -60,7 +67,7 @@ static __thread uint64_t nmal;
 static _Atomic uint8_t alive[TIDS];
 static _Atomic uint16_t chain_of[TIDS];
 static _Atomic unsigned next_chain = 1;
-static uint32_t *dbgtab;
+static uint32_t *dbgtab, *dbgchain;
 static void *(*rmalloc)(size_t);
 static void (*rfree)(void *);
 static int (*rcreate)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -113,18 +120,26 @@ static void resolve(void)
 	rfree = (void (*)(void *))dlsym(RTLD_NEXT, "free");
 	rcreate = dlsym(RTLD_NEXT, "pthread_create");
 	dbgtab = (uint32_t *)dlsym(RTLD_DEFAULT, "ebb_dbgtab");
+	dbgchain = (uint32_t *)dlsym(RTLD_DEFAULT, "ebb_dbgchain");
 	main_tid = (uint32_t)getpid();
 	pthread_key_create(&key, on_exit_thread);
 	rmalloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
 	resolving = 0;
 }
+/* A new thread's start record comes from a static ring, not from the
+ * allocator, and the thread makes no allocator call (nor dlsym, which may
+ * allocate) before its own code runs: a malloc or free there would give the
+ * thread a cache of its own before it waits in pthread_join, which changes
+ * the allocator's hand-over of exited threads' caches (larson t=2 then
+ * takes warm caches it otherwise never takes). */
 struct start { void *(*fn)(void *); void *arg; unsigned chain; };
+#define START_RING 4096
+static struct start start_ring[START_RING];
+static _Atomic unsigned start_next;
 static void *trampoline(void *a)
 {
 	struct start s = *(struct start *)a;
-	uint32_t *dc = (uint32_t *)dlsym(RTLD_DEFAULT, "ebb_dbgchain");
-	if (dc) *dc = s.chain;
-	rfree(a);
+	if (dbgchain) *dbgchain = s.chain;
 	uint32_t t = me();
 	atomic_store(&chain_of[t % TIDS], (uint16_t)s.chain);
 	return s.fn(s.arg);
@@ -133,7 +148,7 @@ int pthread_create(pthread_t *th, const pthread_attr_t *at, void *(*fn)(void *),
 {
 	if (rmalloc == NULL) resolve();
 	uint32_t t = me();
-	struct start *s = rmalloc(sizeof *s);
+	struct start *s = &start_ring[atomic_fetch_add(&start_next, 1) % START_RING];
 	s->fn = fn; s->arg = arg;
 	s->chain = t == main_tid ? atomic_fetch_add(&next_chain, 1) : atomic_load(&chain_of[t % TIDS]);
 	return rcreate(th, at, trampoline, s);
@@ -212,6 +227,15 @@ void *malloc(size_t n)
 }
 __attribute__((destructor)) static void report(void)
 {
+	unsigned long long all = 0, moved = 0, mixed = 0;
+	for (int k = 0; k < 8; k++) for (int i = 0; i < 2; i++) for (int h = 0; h < 2; h++) {
+		all += mig[k][i][h][0];
+		moved += mig[k][i][h][1];
+		mixed += mig[k][i][h][3];
+	}
+	if (all)
+		fprintf(stderr, "linemix: %llu mallocs, migrated %llu (%.3f%%), live-mixed %llu (%.3f%%)\n", all, moved,
+			100.0 * moved / all, mixed, 100.0 * mixed / all);
 	for (int k = 0; k < 8; k++) for (int i = 0; i < 2; i++) for (int h = 0; h < 2; h++)
 		if (mig[k][i][h][0])
 			fprintf(stderr, "MIG %d %d %d %llu %llu %llu %llu\n", k, i, h, (unsigned long long)mig[k][i][h][0],
