@@ -2211,6 +2211,46 @@ TEST_CASE("two whole spans in one window both leave unlinked, a forged block in 
 	unit_option("on_error", "abort");
 }
 
+// The stats identity (a quiescent heap: no thread cache holds anything).
+static void check_stats_identity()
+{
+	struct ebb_stats st;
+	stats_tcache_t none = {0, 0, 0, 0};
+	stats_collect(&st, &none);
+	CHECK(st.mapped == st.allocated + st.tcache + st.central + st.dirty + st.purged + st.metadata + st.waste);
+}
+
+// One block of cls refilled on cpu and kept in *held: its span, or nullptr
+// if the refill gave none.
+static span_t *take_block(unsigned cpu, unsigned cls, std::vector<void *> *held)
+{
+	std::vector<void *> one = refill(cpu, cls, 1, false);
+	if (one.size() != 1)
+		return nullptr;
+	held->push_back(one[0]);
+	span_t *s = nullptr;
+	const char *why;
+	REQUIRE(block_lookup(one[0], &s, &why) == cls);
+	return s;
+}
+
+// Blocks of a one-page class cls taken on cpu (into *held) until a carve
+// stashes its cut's other 7 spans (the list may hold partial spans from
+// earlier cases first), from a heap with no dirty page and no stash: the
+// list.
+static central_t *fill_stash(unsigned cpu, unsigned cls, std::vector<void *> *held)
+{
+	background_tick(os_now_ns(), true); // ebb_trim's pass
+	REQUIRE(stashed(cls) == 0);
+	span_t *s = take_block(cpu, cls, held);
+	REQUIRE(s != nullptr);
+	central_t *c = s->u.central.home;
+	for (int i = 0; i < 100000 && c->nstash == 0; i++)
+		REQUIRE(take_block(cpu, cls, held) != nullptr);
+	REQUIRE(c->nstash == 7);
+	return c;
+}
+
 // Issue 13: while the program grows, a carve for a one-page class takes a
 // cut of several spans from the page heap (page_heap_alloc_n) and stashes
 // those it does not carve: homed and counted in `spans`, their blocks free,
@@ -2226,12 +2266,7 @@ TEST_CASE("a growing one-page class stashes its cut's other spans, carves them i
 	const size_class_t &k = size_classes[cls];
 	REQUIRE(k.pages == 1);
 	const unsigned cpu = 6;
-	auto identity = [] {
-		struct ebb_stats st;
-		stats_tcache_t none = {0, 0, 0, 0};
-		stats_collect(&st, &none);
-		CHECK(st.mapped == st.allocated + st.tcache + st.central + st.dirty + st.purged + st.metadata + st.waste);
-	};
+	auto identity = check_stats_identity;
 	auto pages_out = [] {
 		uint64_t out, calls, bytes;
 		central_purge_stats(&out, &calls, &bytes);
@@ -2240,26 +2275,16 @@ TEST_CASE("a growing one-page class stashes its cut's other spans, carves them i
 	// ebb_trim's pass: no dirty page anywhere, no stash, so the page heaps
 	// grow from purged runs.
 	auto trim = [] { background_tick(os_now_ns(), true); };
-	trim();
-	REQUIRE(stashed(cls) == 0);
 	std::vector<void *> held;
 	const char *why;
-	// One block refilled on cpu, kept in held: its span.
 	auto take_one = [&] {
-		std::vector<void *> one = refill(cpu, cls, 1, false);
-		REQUIRE(one.size() == 1);
-		held.push_back(one[0]);
-		span_t *s = nullptr;
-		REQUIRE(block_lookup(one[0], &s, &why) == cls);
+		span_t *s = take_block(cpu, cls, &held);
+		REQUIRE(s != nullptr);
 		return s;
 	};
-	// One block at a time until a carve stashes (the list may hold partial
-	// spans from earlier cases first).
-	span_t *carved = take_one();
-	central_t *c = carved->u.central.home;
-	for (int i = 0; i < 100000 && c->nstash == 0; i++)
-		carved = take_one();
-	REQUIRE(c->nstash == 7);
+	central_t *c = fill_stash(cpu, cls, &held);
+	span_t *carved = nullptr; // the span the stashing carve took: the block taken last
+	REQUIRE(block_lookup(held.back(), &carved, &why) == cls);
 	identity();
 	uint64_t out0 = pages_out();
 	CHECK(out0 >= 7);
@@ -2349,26 +2374,9 @@ TEST_CASE("a carve with no memory left takes its span from another class's stash
 	REQUIRE(size_classes[a_cls].pages == 1);
 	REQUIRE(size_classes[b_cls].pages == 1);
 	const unsigned cpu = 6;
-	background_tick(os_now_ns(), true); // ebb_trim's pass: no stash anywhere
-	REQUIRE(stashed(a_cls) == 0);
-	REQUIRE(stashed(b_cls) == 0);
 	std::vector<void *> held_a, held_b;
-	const char *why;
-	auto take = [&](unsigned cls, std::vector<void *> &held) -> span_t * {
-		std::vector<void *> one = refill(cpu, cls, 1, false);
-		if (one.size() != 1)
-			return nullptr;
-		held.push_back(one[0]);
-		span_t *s = nullptr;
-		REQUIRE(block_lookup(one[0], &s, &why) == cls);
-		return s;
-	};
-	span_t *s = take(a_cls, held_a);
-	REQUIRE(s != nullptr);
-	central_t *a = s->u.central.home;
-	for (int i = 0; i < 100000 && a->nstash == 0; i++)
-		REQUIRE(take(a_cls, held_a) != nullptr);
-	REQUIRE(a->nstash == 7);
+	central_t *a = fill_stash(cpu, a_cls, &held_a); // and no stash elsewhere
+	REQUIRE(stashed(b_cls) == 0);
 	std::set<span_t *> stash;
 	lock_acquire(&a->lock);
 	for (span_t *t = a->stash; t != nullptr; t = t->next)
@@ -2393,7 +2401,7 @@ TEST_CASE("a carve with no memory left takes its span from another class's stash
 	span_t *got = nullptr;
 	errno = 0;
 	for (int i = 0; i < 100000 && got == nullptr; i++) {
-		span_t *t = take(b_cls, held_b);
+		span_t *t = take_block(cpu, b_cls, &held_b);
 		REQUIRE(t != nullptr); // never ENOMEM while a stash holds pages
 		if (stash.count(t) != 0)
 			got = t;
@@ -2410,10 +2418,7 @@ TEST_CASE("a carve with no memory left takes its span from another class's stash
 	flush(cpu, a_cls, held_a);
 	flush(cpu, b_cls, held_b);
 	central_drain(false, nullptr);
-	struct ebb_stats st;
-	stats_tcache_t none = {0, 0, 0, 0};
-	stats_collect(&st, &none);
-	CHECK(st.mapped == st.allocated + st.tcache + st.central + st.dirty + st.purged + st.metadata + st.waste);
+	check_stats_identity();
 }
 
 // The stash serves growth only: once a heap holds dirty pages that fit, a
@@ -2426,21 +2431,8 @@ TEST_CASE("a carve takes dirty pages before its list's stash", "[central]")
 	unsigned cls = size_class_of(80);
 	REQUIRE(size_classes[cls].pages == 1);
 	const unsigned cpu = 6;
-	background_tick(os_now_ns(), true); // no dirty page, no stash
 	std::vector<void *> held;
-	const char *why;
-	auto take = [&]() -> span_t * {
-		std::vector<void *> one = refill(cpu, cls, 1, false);
-		REQUIRE(one.size() == 1);
-		held.push_back(one[0]);
-		span_t *s = nullptr;
-		REQUIRE(block_lookup(one[0], &s, &why) == cls);
-		return s;
-	};
-	central_t *c = take()->u.central.home;
-	for (int i = 0; i < 100000 && c->nstash == 0; i++)
-		take();
-	REQUIRE(c->nstash == 7);
+	central_t *c = fill_stash(cpu, cls, &held);
 	span_t *next = c->stash;
 	REQUIRE(page_heap_growing(1));
 
@@ -2455,7 +2447,8 @@ TEST_CASE("a carve takes dirty pages before its list's stash", "[central]")
 	span_t *first = nullptr;
 	size_t before = held.size();
 	for (int i = 0; i < 100000; i++) {
-		span_t *s = take();
+		span_t *s = take_block(cpu, cls, &held);
+		REQUIRE(s != nullptr);
 		if (s->u.central.home == c && s->used == 1 && held.size() > before + 1) {
 			first = s;
 			break;
