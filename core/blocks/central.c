@@ -693,7 +693,11 @@ static bool span_full(const span_t *s)
 /* The rest of s's cut (page_heap_alloc_n), linked from s->next down, into
  * c's stash, set up as central_carve_withhold(t, 0) leaves a span: their
  * pages keep no class (the page heap's), so free() rejects a block start
- * there. Caller holds c's lock; out of line, once a cut. */
+ * there. Written out here rather than calling it for each span: for a whole
+ * untouched span its result is two constants, and its general form with an
+ * atomic add per span cost memreturn a's malloc 1.9 instructions a block
+ * (callgrind, 42.9 -> 44.9). Caller holds c's lock; out of line, once a
+ * cut. */
 static EBB_NOINLINE void stash_push(central_t *c, span_t *s)
 {
 	const size_class_t *k = &size_classes[c->cls];

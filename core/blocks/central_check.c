@@ -127,8 +127,8 @@ void central_check(const central_t *c, bool walk)
 	if (made > k->transfer_cap)
 		central_check_fail(c, NULL, "transfer nodes made > transfer_cap", made, k->transfer_cap);
 	if (c->used_blocks > (c->spans - c->nstash) * k->blocks)
-		central_check_fail(c, NULL, "used_blocks > spans * blocks", c->used_blocks,
-				   c->spans * k->blocks);
+		central_check_fail(c, NULL, "used_blocks > carved spans * blocks", c->used_blocks,
+				   (c->spans - c->nstash) * k->blocks);
 	if (!walk && ++central_check_calls % CENTRAL_CHECK_EVERY != 0)
 		return;
 	central_check_transfer(c);
