@@ -2464,3 +2464,81 @@ TEST_CASE("a carve takes dirty pages before its list's stash", "[central]")
 	flush(cpu, cls, held);
 	central_drain(false, nullptr);
 }
+
+// Issue 13 (larson t=2): a thread cache's first refills
+// (central_refill_fresh) take a new span while the page heaps hold dirty
+// pages that fit, not the blocks of the list's partial spans or transfer
+// batches, whose lines other threads' live blocks share; with no dirty page
+// (a growing heap) they take what the list holds, as central_refill does.
+TEST_CASE("a first refill takes a new span from dirty pages, else the list's batch", "[central]")
+{
+	warn_without_timers();
+	unsigned cls = size_class_of(48);
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.pages == 1);
+	REQUIRE(k.blocks > 4);
+	const unsigned cpu = 5;
+	background_tick(os_now_ns(), true); // ebb_trim's pass: no dirty page, no batch
+	std::vector<void *> held;
+	span_t *part = take_block(cpu, cls, &held);
+	REQUIRE(part != nullptr);
+	central_t *c = part->u.central.home;
+	// One batch on the list's transfer stack.
+	std::vector<void *> batch = refill(cpu, cls, k.batch, false);
+	REQUIRE(batch.size() == k.batch);
+	unsigned full0 = TRANSFER_COUNT(atomic_load_u64(&c->full));
+	flush(cpu, cls, batch);
+	REQUIRE(TRANSFER_COUNT(atomic_load_u64(&c->full)) == full0 + 1);
+	auto partial_spans = [&] {
+		std::vector<std::pair<span_t *, uint32_t>> v;
+		lock_acquire(&c->lock);
+		for (span_t *s = c->partial; s != nullptr; s = s->next)
+			v.emplace_back(s, s->used);
+		lock_release(&c->lock);
+		return v;
+	};
+	auto partial0 = partial_spans();
+	REQUIRE_FALSE(partial0.empty());
+	const char *why;
+
+	// No dirty page: the batch, as central_refill would hand it out.
+	REQUIRE(page_heap_growing(1));
+	std::vector<void *> got(k.batch);
+	REQUIRE(central_refill_fresh(cpu, cls, k.batch, got.data()) == k.batch);
+	CHECK(TRANSFER_COUNT(atomic_load_u64(&c->full)) == full0);
+	CHECK(std::set<void *>(got.begin(), got.end()) == std::set<void *>(batch.begin(), batch.end()));
+	flush(cpu, cls, got);
+	REQUIRE(TRANSFER_COUNT(atomic_load_u64(&c->full)) == full0 + 1);
+
+	// Dirty pages: a run taken and given back (dirty, not purged: decay off).
+	page_heap_t *h = page_heap_for_cpu(cpu);
+	span_t *run = page_heap_alloc(h, 4, 1, SPAN_LARGE);
+	REQUIRE(run != nullptr);
+	page_heap_free(run);
+	REQUIRE_FALSE(page_heap_growing(1));
+	std::vector<void *> fresh(4);
+	REQUIRE(central_refill_fresh(cpu, cls, 4, fresh.data()) == 4);
+	span_t *s = nullptr;
+	REQUIRE(block_lookup(fresh[0], &s, &why) == cls);
+	for (void *p : fresh) {
+		span_t *t = nullptr;
+		CHECK(block_lookup(p, &t, &why) == cls);
+		CHECK(t == s);
+	}
+	CHECK(s->used == 4); // a new span: only these blocks out
+	CHECK(s->u.central.home == c);
+	for (auto &ps : partial0)
+		CHECK(ps.first != s);
+	CHECK(TRANSFER_COUNT(atomic_load_u64(&c->full)) == full0 + 1); // the batch waits
+	// The partial spans gave nothing.
+	auto partial1 = partial_spans();
+	for (auto &ps : partial0) {
+		auto at = std::find_if(partial1.begin(), partial1.end(), [&](auto &q) { return q.first == ps.first; });
+		REQUIRE(at != partial1.end());
+		CHECK(at->second == ps.second);
+	}
+	held.insert(held.end(), fresh.begin(), fresh.end());
+	flush(cpu, cls, held);
+	central_drain(false, nullptr);
+	check_stats_identity();
+}

@@ -148,6 +148,13 @@ bool central_init_all(void);
  * allocate on the calling thread (so no page-heap dirty hook, which may
  * start a thread: refill_split_batch holds it). */
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out);
+/* central_refill(cpu, cls, want, true, out) for a thread cache's first
+ * refills: while the page heaps hold dirty pages that fit a span of the
+ * class (page_heap_growing false), the blocks come from new spans, not from
+ * partial spans or transfer batches, whose blocks sit on lines where other
+ * threads' blocks are live (central.c says why). errno ENOMEM as
+ * central_refill. */
+unsigned central_refill_fresh(unsigned cpu, unsigned cls, unsigned want, void **out);
 /* Takes back `count` free blocks of class cls (addresses in blocks[], each
  * checked by free as a block start of a page of class cls, and carrying its
  * bin mark; the array is the allocator's, never the program's). The array
