@@ -1034,6 +1034,23 @@ static void free_small_slow(void *p, unsigned cls)
 	*--tc->top[cls] = p;
 }
 
+/* realloc's move of a block (core/api/api.c, REALLOC_UNCACHED_MIN): the
+ * new block comes from the bin if it holds one (a block the program freed),
+ * else it is one block from the central lists; the bin is neither refilled
+ * nor grown, so it takes no batch that would wait there for the next block
+ * to move into the class. */
+void *tcache_alloc_moving(unsigned cls)
+{
+	void *b = bin_pop(tcache_self(), cls, "realloc");
+	return b != NULL ? b : alloc_uncached(cls);
+}
+
+/* The block realloc moved out of: back to its span, not into the bin. */
+void tcache_free_moved(void *p, unsigned cls)
+{
+	free_uncached(p, cls);
+}
+
 EBB_HOT_TEXT void tcache_free_slow(void *p)
 {
 	if (p == NULL)

@@ -168,6 +168,11 @@ EBB_NOINLINE void *tcache_alloc_slow(size_t size);
  * its own. */
 void tcache_large_tick(void);
 EBB_NOINLINE void tcache_free_slow(void *p);
+/* realloc's allocation of the block it moves to (a block of class cls) and
+ * its free of the block it leaves (of class cls), around the bin's bounds:
+ * tcache.c. */
+void *tcache_alloc_moving(unsigned cls);
+void tcache_free_moved(void *p, unsigned cls);
 /* Sizes above TCACHE_DIRECT_MAX: the same pop, class by size_class_of. */
 EBB_NOINLINE void *tcache_alloc_mid(size_t size);
 

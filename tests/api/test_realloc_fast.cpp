@@ -422,6 +422,65 @@ TEST_CASE("strings grown a few bytes at a time keep every byte through all class
 	}
 }
 
+/* core/api/api.c, REALLOC_UNCACHED_MIN: a block that a buffer built a
+ * piece at a time outgrew would wait in the thread cache (and keep its span)
+ * for another buffer to grow into its class. On a thread of its own: its
+ * cache holds only what is here, and ebb_trim empties it. */
+TEST_CASE("a block of 1 KiB or more that realloc moves up after a small step goes back to its span, and the "
+	  "block it moves to comes alone",
+	  "[realloc_fast]")
+{
+	std::thread([] {
+		/* 1500 bytes: the class of 1536; 1600 is a step of 64 bytes,
+		 * which moves it with headroom to the class of 2304. */
+		void *p = ebb_malloc(1500);
+		REQUIRE(p != nullptr);
+		fill(p, 1500, 3);
+		size_t old = ebb_malloc_usable_size(p);
+		ebb_trim();
+		ebb_stats_t s0 = stats();
+		void *q = ebb_realloc(p, 1600);
+		ebb_stats_t s1 = stats();
+		REQUIRE(q != nullptr);
+		REQUIRE(q != p);
+		CHECK(first_mismatch(q, 1500, 3) == 1500);
+		/* Neither the old block nor the rest of a refilled batch of the
+		 * new class waits in the cache; the old block is free in its span
+		 * (allocated counts the new block only). */
+		CHECK(s1.tcache == s0.tcache);
+		CHECK(s1.allocated == s0.allocated - old + ebb_malloc_usable_size(q));
+		CHECK(s1.mapped == stats_parts(s1));
+
+		/* A block of the new class that the program freed into the cache
+		 * is the one the move takes. */
+		void *r = ebb_malloc(1500);
+		REQUIRE(r != nullptr);
+		fill(r, 1500, 4);
+		void *freed = ebb_malloc(ebb_malloc_usable_size(q));
+		REQUIRE(freed != nullptr);
+		ebb_free(freed);
+		void *m = ebb_realloc(r, 1600);
+		CHECK(m == freed);
+		CHECK(first_mismatch(m, 1500, 4) == 1500);
+
+		/* Grown by a large step (a vector's), the block it leaves goes
+		 * to the cache as a free's would. */
+		void *v = ebb_malloc(1500);
+		REQUIRE(v != nullptr);
+		size_t vold = ebb_malloc_usable_size(v);
+		ebb_trim();
+		s0 = stats();
+		void *w = ebb_realloc(v, 3000);
+		s1 = stats();
+		REQUIRE(w != nullptr);
+		CHECK(w != v);
+		CHECK(s1.tcache >= s0.tcache + vold);
+		ebb_free(w);
+		ebb_free(m);
+		ebb_free(q);
+	}).join();
+}
+
 TEST_CASE("vectors grown by half and strings grown past 1 MiB keep their contents, also when shrunk",
 	  "[realloc_fast]")
 {
