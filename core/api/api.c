@@ -229,11 +229,12 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
  * thread caches and 0.4 MiB in transfer batches at its peak, with 1.2 MiB in
  * use. The central lists cost such a move some 735 instructions more
  * (span returns and carves included), paid a logarithmic number of times
- * per buffer (the headroom). A buffer grown by a large factor (a vector, by half) keeps the cache:
- * few such buffers are in one class at a time, and with these frees sent to
- * the spans nearly every move emptied a span that the next move carved
- * again (bench realloc vector: 3 423 spans carved instead of 155, 7% more
- * CPU, and its peak went from 52.5 to 55.0 MiB). Measurements:
+ * per buffer (the headroom). A buffer grown by a large factor (a vector,
+ * by half) keeps the cache: few such buffers are in one class at a time,
+ * and with these frees sent to the spans nearly every move emptied a span
+ * that the next move carved again (bench realloc vector: 3 423 spans
+ * carved instead of 155, 7% more CPU, and its peak went from 52.5 to 55.0
+ * MiB). Measurements:
  * docs/memory-return.md, "Strings grown by realloc". */
 #define REALLOC_UNCACHED_MIN ((size_t)1024)
 

@@ -761,12 +761,12 @@ static inline span_t *stash_pop(central_t *c, span_t *s)
 /* ---------------------------------------------------------------------------
  * Refill
  * ------------------------------------------------------------------------- */
-/* refill_from's `carve`: c's partial spans only (false), then new spans
- * (true), or new spans only (REFILL_NEW_SPANS, central_refill_fresh). */
-#define REFILL_NEW_SPANS 2u
+/* Where refill_from takes its blocks: c's partial spans only, those and
+ * then new spans, or new spans only (central_refill_fresh). */
+enum refill_from_mode { REFILL_PARTIAL, REFILL_PARTIAL_THEN_NEW, REFILL_NEW_ONLY };
 
-/* Refill from c's spans, carving new ones if `carve`. */
-static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, unsigned carve, void **out)
+/* Refill from c's spans, as `mode` says. */
+static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, enum refill_from_mode mode, void **out)
 {
 	unsigned got = 0;
 	unsigned held[CARVE_NODES_MAX]; /* nodes filled by span_carve, for c's full stack */
@@ -774,12 +774,12 @@ static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, unsigned 
 
 	lock_acquire(&c->lock);
 	while (got < want) {
-		span_t *s = carve == REFILL_NEW_SPANS ? NULL : c->partial;
+		span_t *s = mode == REFILL_NEW_ONLY ? NULL : c->partial;
 		/* An empty free list on the partial list: withheld blocks, which
 		 * central_purge.c relinks unless their pages are going back now. */
 		if (s != NULL && s->u.central.free_head == EBB_LIST_END && !central_purge_relink(s, want - got))
 			s = NULL;
-		if (s == NULL && !carve)
+		if (s == NULL && mode == REFILL_PARTIAL)
 			break;
 		if (s == NULL) {
 			/* Grow without the lock: the page heap may map memory. A batch
@@ -910,7 +910,7 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	 * CPU's is popped first. */
 	unsigned got = 0;
 	if (atomic_load_ptr_acquire((void *const *)&c->partial) != NULL &&
-	    (got = refill_from(c, cpu, want, false, out)) != 0)
+	    (got = refill_from(c, cpu, want, REFILL_PARTIAL, out)) != 0)
 		return got;
 	/* Nothing here. Whole batches that another CPU's threads flushed (the
 	 * consumer side of a producer/consumer pair) are cheaper to take than a
@@ -930,7 +930,7 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	 * would grow while its free blocks wait in batches. */
 	if (!use_transfer && (got = refill_split_batch(c, want, out)) != 0)
 		return got;
-	got = refill_from(c, cpu, want, true, out);
+	got = refill_from(c, cpu, want, REFILL_PARTIAL_THEN_NEW, out);
 	if (EBB_LIKELY(got != 0))
 		return got;
 	/* The kernel refused new memory: free blocks of this class that wait in
@@ -942,7 +942,7 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 			continue;
 		if (use_transfer && transfer_take(o, out))
 			return k->batch;
-		got = refill_from(o, other, want, false, out);
+		got = refill_from(o, other, want, REFILL_PARTIAL, out);
 		if (got != 0)
 			return got;
 	}
@@ -970,7 +970,7 @@ unsigned central_refill_fresh(unsigned cpu, unsigned cls, unsigned want, void **
 	if (!page_heap_growing(size_classes[cls].pages)) {
 		central_t *c = central_get(cpu, cls);
 		central_touch(c);
-		unsigned got = refill_from(c, cpu, want, REFILL_NEW_SPANS, out);
+		unsigned got = refill_from(c, cpu, want, REFILL_NEW_ONLY, out);
 		if (got != 0)
 			return got;
 	}
