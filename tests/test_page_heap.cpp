@@ -1636,6 +1636,7 @@ struct burst_looks {
 	decay_burst_t b{};
 	uint64_t t = 1000 * MS, frees = 0, inuse = 1u << 20; // 4 GiB in use
 	size_t dirty = 1u << 16;
+	uint64_t preempted = 0;
 	const uint64_t interval = 500 * MS;
 	decay_burst_verdict look(uint64_t gap, uint64_t new_frees, int64_t inuse_change)
 	{
@@ -1644,7 +1645,7 @@ struct burst_looks {
 		inuse += inuse_change;
 		if (inuse_change < 0)
 			dirty += (size_t)-inuse_change;
-		return decay_burst_look(&b, t, frees, inuse, dirty, interval);
+		return decay_burst_look(&b, t, frees, inuse, dirty, preempted, interval);
 	}
 };
 const int64_t FALL = (int64_t)EBB_BURST_FALL_PAGES;
@@ -1673,6 +1674,18 @@ TEST_CASE("the burst hold starts while frees come and the pages in use keep fall
 		REQUIRE(l.t - end <= EBB_BURST_QUIET_NS);
 	REQUIRE(v == DECAY_BURST_NONE);
 	REQUIRE(l.t - end <= EBB_BURST_QUIET_NS + EBB_BURST_LOOK_NS);
+
+	// On a loaded machine: the program's threads preempted since the last
+	// fall (a freeing thread waiting for a CPU) hold it longer.
+	l.look(EBB_BURST_QUIET_NS, 0, 0);
+	l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_HOLD);
+	l.preempted += 3;
+	end = l.t;
+	while ((v = l.look(EBB_BURST_LOOK_NS, 0, 0)) == DECAY_BURST_HOLD)
+		REQUIRE(l.t - end <= EBB_BURST_QUIET_PREEMPTED_NS);
+	REQUIRE(l.t - end > EBB_BURST_QUIET_NS + EBB_BURST_LOOK_NS);
+	REQUIRE(l.t - end <= EBB_BURST_QUIET_PREEMPTED_NS + EBB_BURST_LOOK_NS);
 }
 
 TEST_CASE("the burst hold lasts at most its cap, and holds nothing without decay", "[page_heap][decay][background]")
@@ -1701,7 +1714,7 @@ TEST_CASE("the burst hold lasts at most its cap, and holds nothing without decay
 			z.t += EBB_BURST_LOOK_NS;
 			z.frees += 50;
 			z.inuse -= 4 * FALL;
-			REQUIRE(decay_burst_look(&z.b, z.t, z.frees, z.inuse, z.dirty, interval) == DECAY_BURST_NONE);
+			REQUIRE(decay_burst_look(&z.b, z.t, z.frees, z.inuse, z.dirty, 0, interval) == DECAY_BURST_NONE);
 		}
 	}
 }

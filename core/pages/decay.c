@@ -175,7 +175,7 @@ uint64_t decay_next_due(const decay_t *d, uint64_t now, size_t dirty_pages)
 }
 
 enum decay_burst_verdict decay_burst_look(decay_burst_t *b, uint64_t now, uint64_t frees, uint64_t inuse_pages,
-					  size_t dirty_pages, uint64_t interval_ns)
+					  size_t dirty_pages, uint64_t preempted, uint64_t interval_ns)
 {
 	bool fresh = b->look_ns != 0 && now >= b->look_ns && now - b->look_ns <= EBB_BURST_STALE_NS;
 	bool came = frees != b->look_frees;
@@ -193,12 +193,14 @@ enum decay_burst_verdict decay_burst_look(decay_burst_t *b, uint64_t now, uint64
 		b->spent = false;
 		return DECAY_BURST_NONE;
 	}
+	uint64_t quiet = preempted != b->fell_preempted ? EBB_BURST_QUIET_PREEMPTED_NS : EBB_BURST_QUIET_NS;
 	if (fell) {
 		b->fell_ns = now;
 		b->low = inuse_pages;
+		b->fell_preempted = preempted;
 		if (b->since_ns == 0 && !b->spent && b->falls >= 2)
 			b->since_ns = now;
-	} else if ((b->since_ns != 0 || b->spent) && (now < b->fell_ns || now - b->fell_ns > EBB_BURST_QUIET_NS)) {
+	} else if ((b->since_ns != 0 || b->spent) && (now < b->fell_ns || now - b->fell_ns > quiet)) {
 		/* The frees paused: the burst is over, and the next may hold. */
 		b->since_ns = 0;
 		b->spent = false;

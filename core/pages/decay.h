@@ -111,7 +111,9 @@ void decay_clock_reset(void);
  * row start a hold. A steady server frees and allocates alike: its pages in
  * use do not fall, or swing about a level, and it is not held. The hold
  * lasts while looks keep seeing a fall below its lowest point so far, until
- * none did for EBB_BURST_QUIET_NS, for at most
+ * none did for EBB_BURST_QUIET_NS (EBB_BURST_QUIET_PREEMPTED_NS if the
+ * program's threads were preempted since the last fall: a freeing thread
+ * that waits for a CPU on a loaded machine frees nothing meanwhile), for at most
  * EBB_BURST_CAP_DECAYS x decay_ms (then no hold until the frees pause), and
  * never keeps more than EBB_BURST_MAX_PAGES dirty: pages a moment ago in
  * use, so the hold never lifts the process above its peak. A look after a
@@ -122,6 +124,7 @@ void decay_clock_reset(void);
 #define EBB_BURST_LOOK_NS 4000000ull    /* 4 ms: looks while a hold goes on, and a probe */
 #define EBB_BURST_STALE_NS 100000000ull /* 100 ms */
 #define EBB_BURST_QUIET_NS 50000000ull  /* 50 ms */
+#define EBB_BURST_QUIET_PREEMPTED_NS 250000000ull /* 250 ms */
 #define EBB_BURST_FALL_PAGES ((size_t)(1u << 20) >> EBB_PAGE_SHIFT) /* 1 MiB */
 #define EBB_BURST_CAP_DECAYS 8
 #define EBB_BURST_MAX_PAGES ((size_t)((uint64_t)8 << 30 >> EBB_PAGE_SHIFT)) /* 8 GiB */
@@ -133,6 +136,7 @@ typedef struct decay_burst {
 	uint64_t since_ns;   /* the hold began; 0: no hold */
 	uint64_t fell_ns;    /* last look that saw the fall go on */
 	uint64_t low;        /* pages in use at that look */
+	uint64_t fell_preempted; /* the program's preemptions then */
 	unsigned falls;      /* looks in a row that saw a fall */
 	bool spent;          /* a hold ended by its cap: none until the frees pause */
 } decay_burst_t;
@@ -144,10 +148,11 @@ enum decay_burst_verdict {
 };
 
 /* One look at time `now`: the dirty hook's count of frees, the pages in use
- * and the dirty pages of all heaps; interval_ns: decay_ms in ns (0 or
- * UINT64_MAX: no hold). Updates b. */
+ * and the dirty pages of all heaps, the preemptions so far of the process's
+ * threads other than the looking one (os_cpu_use); interval_ns: decay_ms in
+ * ns (0 or UINT64_MAX: no hold). Updates b. */
 enum decay_burst_verdict decay_burst_look(decay_burst_t *b, uint64_t now, uint64_t frees, uint64_t inuse_pages,
-					  size_t dirty_pages, uint64_t interval_ns);
+					  size_t dirty_pages, uint64_t preempted, uint64_t interval_ns);
 
 EBB_END_DECLS
 

@@ -323,8 +323,10 @@ static uint64_t bg_burst_look(uint64_t now, bool *held)
 	long long ms = options_get(OPT_DECAY_MS);
 	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
 	for (unsigned probes = 0;; probes++) {
-		enum decay_burst_verdict v = decay_burst_look(&bg_burst, now, atomic_load_u64(&bg_frees),
-							      page_heap_inuse_total(), page_heap_dirty_total(), interval);
+		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
+		enum decay_burst_verdict v =
+			decay_burst_look(&bg_burst, now, atomic_load_u64(&bg_frees), page_heap_inuse_total(),
+					 page_heap_dirty_total(), util_elapsed(all.preempted, self.preempted), interval);
 		*held = v == DECAY_BURST_HOLD;
 		if (v != DECAY_BURST_PROBE || probes == BG_BURST_PROBES)
 			break;
