@@ -1627,3 +1627,178 @@ TEST_CASE_METHOD(heap_fixture, "a small heap gives a freed block of 512 KiB back
 		page_heap_free(s);
 	unit_option("decay_ms", "-1"); /* as every other test here leaves it */
 }
+
+// The burst hold (decay.h, "The burst hold"), as the background thread
+// judges it: one look per round, every EBB_BURST_LOOK_NS while a hold may
+// start or goes on, on a virtual clock.
+namespace {
+struct burst_looks {
+	decay_burst_t b{};
+	uint64_t t = 1000 * MS, frees = 0, inuse = 1u << 20; // 4 GiB in use
+	size_t dirty = 1u << 16;
+	uint64_t preempted = 0;
+	const uint64_t interval = 500 * MS;
+	decay_burst_verdict look(uint64_t gap, uint64_t new_frees, int64_t inuse_change)
+	{
+		t += gap;
+		frees += new_frees;
+		inuse += inuse_change;
+		if (inuse_change < 0)
+			dirty += (size_t)-inuse_change;
+		return decay_burst_look(&b, t, frees, inuse, dirty, preempted, interval);
+	}
+};
+const int64_t FALL = (int64_t)EBB_BURST_FALL_PAGES;
+} // namespace
+
+TEST_CASE("the burst hold starts while frees come and the pages in use keep falling, and ends with them",
+	  "[page_heap][decay][background]")
+{
+	burst_looks l;
+	REQUIRE(l.look(0, 0, 0) == DECAY_BURST_NONE); // the first look: nothing came
+	// The burst's first look after a second's sleep cannot judge, nor can
+	// its first fall: the thread looks again before it purges.
+	REQUIRE(l.look(1000 * MS, 50, -4 * FALL) == DECAY_BURST_PROBE);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_PROBE);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_HOLD);
+	for (int i = 0; i < 200; i++) // 0.8 s of frees
+		REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_HOLD);
+	// The freeing thread off its CPU for 40 ms: still the same burst.
+	for (int i = 0; i < 10; i++)
+		REQUIRE(l.look(EBB_BURST_LOOK_NS, 0, 0) == DECAY_BURST_HOLD);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_HOLD);
+	// The frees end: held for EBB_BURST_QUIET_NS more, then the usual rules.
+	uint64_t end = l.t;
+	decay_burst_verdict v;
+	while ((v = l.look(EBB_BURST_LOOK_NS, 0, 0)) == DECAY_BURST_HOLD)
+		REQUIRE(l.t - end <= EBB_BURST_QUIET_NS);
+	REQUIRE(v == DECAY_BURST_NONE);
+	REQUIRE(l.t - end <= EBB_BURST_QUIET_NS + EBB_BURST_LOOK_NS);
+
+	// On a loaded machine: the program's threads preempted since the last
+	// fall (a freeing thread waiting for a CPU) hold it longer.
+	l.look(EBB_BURST_QUIET_NS, 0, 0);
+	l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -4 * FALL) == DECAY_BURST_HOLD);
+	l.preempted += 3;
+	end = l.t;
+	while ((v = l.look(EBB_BURST_LOOK_NS, 0, 0)) == DECAY_BURST_HOLD)
+		REQUIRE(l.t - end <= EBB_BURST_QUIET_PREEMPTED_NS);
+	REQUIRE(l.t - end > EBB_BURST_QUIET_NS + EBB_BURST_LOOK_NS);
+	REQUIRE(l.t - end <= EBB_BURST_QUIET_PREEMPTED_NS + EBB_BURST_LOOK_NS);
+}
+
+TEST_CASE("the burst hold lasts at most its cap, and holds nothing without decay", "[page_heap][decay][background]")
+{
+	burst_looks l;
+	l.look(0, 0, 0);
+	l.look(EBB_BURST_LOOK_NS, 50, -FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -FALL) == DECAY_BURST_HOLD);
+	uint64_t start = l.t;
+	decay_burst_verdict v;
+	while ((v = l.look(EBB_BURST_LOOK_NS, 50, -FALL)) == DECAY_BURST_HOLD)
+		REQUIRE(l.t - start < EBB_BURST_CAP_DECAYS * l.interval);
+	// Then none while the same burst goes on, whatever its length...
+	REQUIRE(v == DECAY_BURST_NONE);
+	for (int i = 0; i < 100; i++)
+		REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -FALL) == DECAY_BURST_NONE);
+	// ... and the next burst, after a pause, is held again.
+	l.look(EBB_BURST_QUIET_NS + MS, 0, 0);
+	l.look(EBB_BURST_LOOK_NS, 50, -FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 50, -FALL) == DECAY_BURST_HOLD);
+	// decay_ms 0 (purge at once) or -1 (never): no hold, no probe.
+	burst_looks z;
+	for (uint64_t interval : {(uint64_t)0, UINT64_MAX}) {
+		z.look(0, 0, 0);
+		for (int i = 0; i < 10; i++) {
+			z.t += EBB_BURST_LOOK_NS;
+			z.frees += 50;
+			z.inuse -= 4 * FALL;
+			REQUIRE(decay_burst_look(&z.b, z.t, z.frees, z.inuse, z.dirty, 0, interval) == DECAY_BURST_NONE);
+		}
+	}
+}
+
+TEST_CASE("a steady server that frees and allocates alike is not held", "[page_heap][decay][background]")
+{
+	burst_looks l;
+	l.look(0, 0, 0);
+	// Ticks every 31 ms (an epoch of 500 ms), frees at every one, the
+	// pages in use level, rising, or swinging by 4 MiB about a level: a
+	// look that sees the swing's fall probes, and the next sees none.
+	for (int i = 0; i < 100; i++) {
+		REQUIRE(l.look(31 * MS, 1000, 0) == DECAY_BURST_NONE);
+		REQUIRE(l.look(31 * MS, 1000, FALL / 2) == DECAY_BURST_NONE);
+		REQUIRE(l.look(31 * MS, 1000, -FALL / 2) == DECAY_BURST_NONE);
+		REQUIRE(l.look(31 * MS, 1000, 4 * FALL) == DECAY_BURST_NONE);
+		REQUIRE(l.look(31 * MS, 1000, -4 * FALL) == DECAY_BURST_PROBE);
+		REQUIRE(l.look(EBB_BURST_LOOK_NS, 1000, 4 * FALL) == DECAY_BURST_NONE);
+	}
+	// A fall without frees is no burst of frees (the count says what came).
+	l.look(31 * MS, 0, -4 * FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 0, -4 * FALL) == DECAY_BURST_NONE);
+	// Nor does a hold, once on, go on with the swing: it needs a new low.
+	l.look(31 * MS, 10, -FALL);
+	REQUIRE(l.look(EBB_BURST_LOOK_NS, 10, -FALL) == DECAY_BURST_HOLD);
+	decay_burst_verdict v = DECAY_BURST_HOLD;
+	for (int i = 0; i < 40 && v == DECAY_BURST_HOLD; i++) {
+		v = l.look(EBB_BURST_LOOK_NS, 10, 2 * FALL);
+		if (v == DECAY_BURST_HOLD)
+			v = l.look(EBB_BURST_LOOK_NS, 10, -2 * FALL);
+	}
+	REQUIRE(v == DECAY_BURST_NONE);
+}
+
+// What the thread's pass does while it holds, against what every other
+// pass does on the same heap: the decay a free runs in line (and the tests'
+// passes), ebb_trim's (all).
+TEST_CASE_METHOD(heap_fixture, "a held pass purges only above the hold's cap, and no other pass holds", "[page_heap]")
+{
+	unit_option("decay_ms", "100");
+	// Whole windows with no request: earlier tests' loops and swings go.
+	for (int i = 0; i < 4; i++) {
+		os_fake_advance(60 * MS);
+		page_heap_inuse_window(decay_clock_now(os_fake_now()));
+	}
+	page_heap_init(&heap, 0, os_fake_now());
+	// Eight runs of 64 pages, kept apart by spans in use.
+	std::vector<span_t *> spans, apart;
+	for (int i = 0; i < 8; i++) {
+		spans.push_back(alloc(64));
+		apart.push_back(alloc(1));
+	}
+	for (span_t *s : spans)
+		page_heap_free(s);
+	REQUIRE(heap.dirty_pages == 512);
+	// All of it due, and the windows past these requests (no loop, no swing).
+	for (int i = 0; i < 3; i++) {
+		os_fake_advance(60 * MS);
+		page_heap_inuse_window(decay_clock_now(os_fake_now()));
+	}
+	// The cap counts the dirty pages of every heap (other tests' too).
+	size_t others = page_heap_dirty_total() - heap.dirty_pages;
+	// Held, below the cap: nothing goes.
+	REQUIRE(page_heap_decay_held(&heap, os_fake_now(), others + 1024) == 0);
+	REQUIRE(page_heap_decay_held(&heap, os_fake_now(), others + 512) == 0);
+	REQUIRE(heap.dirty_pages == 512);
+	// Above it: the part above, the oldest runs first.
+	REQUIRE(page_heap_decay_held(&heap, os_fake_now(), others + 448) == 64);
+	REQUIRE(heap.dirty_pages == 448);
+	// The pass with no hold (the one a free runs in line without the
+	// background thread, page_heap_maybe_decay): what is due, all of it.
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), false) == 448);
+	REQUIRE(heap.dirty_pages == 0);
+	// ebb_trim's pass: everything at once.
+	std::vector<span_t *> more;
+	for (int i = 0; i < 4; i++)
+		more.push_back(alloc(64));
+	for (span_t *s : more)
+		page_heap_free(s);
+	REQUIRE(heap.dirty_pages >= 256);
+	REQUIRE(page_heap_decay_held(&heap, os_fake_now(), others + 1024) == 0);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) >= 256);
+	REQUIRE(heap.dirty_pages == 0);
+	for (span_t *s : apart)
+		page_heap_free(s);
+	unit_option("decay_ms", "-1");
+}

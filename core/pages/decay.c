@@ -173,3 +173,48 @@ uint64_t decay_next_due(const decay_t *d, uint64_t now, size_t dirty_pages)
 		left *= EBB_DECAY_BUSY_SLOW;
 	return left;
 }
+
+enum decay_burst_verdict decay_burst_look(decay_burst_t *b, uint64_t now, uint64_t frees, uint64_t inuse_pages,
+					  size_t dirty_pages, uint64_t preempted, uint64_t interval_ns)
+{
+	bool fresh = b->look_ns != 0 && now >= b->look_ns && now - b->look_ns <= EBB_BURST_STALE_NS;
+	bool came = frees != b->look_frees;
+	/* While a hold goes on, the fall is measured from its lowest point, so
+	 * that pages in use that swing about a level (a server's requests
+	 * coming and going) do not keep it on. */
+	uint64_t from = b->since_ns != 0 ? b->low : b->look_inuse;
+	bool fell = fresh && came && inuse_pages + EBB_BURST_FALL_PAGES <= from;
+	b->look_ns = now;
+	b->look_frees = frees;
+	b->look_inuse = inuse_pages;
+	b->falls = fell ? b->falls + 1 : 0;
+	if (interval_ns == 0 || interval_ns == UINT64_MAX) {
+		b->since_ns = 0;
+		b->spent = false;
+		return DECAY_BURST_NONE;
+	}
+	uint64_t quiet = preempted != b->fell_preempted ? EBB_BURST_QUIET_PREEMPTED_NS : EBB_BURST_QUIET_NS;
+	if (fell) {
+		b->fell_ns = now;
+		b->low = inuse_pages;
+		b->fell_preempted = preempted;
+		if (b->since_ns == 0 && !b->spent && b->falls >= 2)
+			b->since_ns = now;
+	} else if ((b->since_ns != 0 || b->spent) && (now < b->fell_ns || now - b->fell_ns > quiet)) {
+		/* The frees paused: the burst is over, and the next may hold. */
+		b->since_ns = 0;
+		b->spent = false;
+	}
+	uint64_t cap = interval_ns <= UINT64_MAX / EBB_BURST_CAP_DECAYS ? interval_ns * EBB_BURST_CAP_DECAYS : UINT64_MAX;
+	if (b->since_ns != 0 && now - b->since_ns >= cap) {
+		b->since_ns = 0;
+		b->spent = true;
+	}
+	if (b->since_ns != 0)
+		return DECAY_BURST_HOLD;
+	/* A purge now would go by a look that cannot judge: one after a gap
+	 * (frees came since), or the first fall, which a second in a row must
+	 * confirm. Worth a few ms' wait while there is something to purge. */
+	bool pending = (!fresh && came) || b->falls == 1;
+	return pending && dirty_pages != 0 && !b->spent ? DECAY_BURST_PROBE : DECAY_BURST_NONE;
+}

@@ -93,6 +93,67 @@ void decay_clock_close(void);
 /* Back to the wall clock, with no window open (tests). */
 void decay_clock_reset(void);
 
+/* The burst hold. A program that frees a large structure (a tree of 50
+ * million nodes, 6 GiB) turns its pages dirty over seconds, longer than
+ * decay_ms, and beyond the dirty budget within milliseconds. Purging them
+ * while the frees go on costs the freeing thread a CPU share and the TLB
+ * shootdowns of every madvise (memreturn a, 50 M blocks: 2.4 s of CPU in
+ * the frees, 1.7 s with this hold), and a burst of frees is no idle time.
+ * So while one goes on, the background thread's decay passes purge nothing
+ * (page_heap_decay_held), and once it ends the usual rules apply: the
+ * excess over the dirty budget at once, the rest along the curve.
+ *
+ * A burst is judged by counts, not by the time since the last free (a
+ * freeing thread may be off its CPU for tens of ms on a loaded machine):
+ * a look *sees a fall* when, since the last look (at most EBB_BURST_STALE_NS
+ * before), frees into the page heaps came (the dirty hook's count) and the
+ * pages in use fell by at least EBB_BURST_FALL_PAGES. Two such looks in a
+ * row start a hold. A steady server frees and allocates alike: its pages in
+ * use do not fall, or swing about a level, and it is not held. The hold
+ * lasts while looks keep seeing a fall below its lowest point so far, until
+ * none did for EBB_BURST_QUIET_NS (EBB_BURST_QUIET_PREEMPTED_NS if the
+ * program's threads were preempted since the last fall: a freeing thread
+ * that waits for a CPU on a loaded machine frees nothing meanwhile), for at most
+ * EBB_BURST_CAP_DECAYS x decay_ms (then no hold until the frees pause), and
+ * never keeps more than EBB_BURST_MAX_PAGES dirty: pages a moment ago in
+ * use, so the hold never lifts the process above its peak. A look after a
+ * long gap (or the first), or a first fall, cannot judge: the thread looks
+ * again EBB_BURST_LOOK_NS later before it purges (a probe). decay_ms 0 or
+ * -1: no hold (purge at once; never purge anyway). Pure policy, as the rest
+ * of this file: the background thread feeds it and is its only user. */
+#define EBB_BURST_LOOK_NS 4000000ull    /* 4 ms: looks while a hold goes on, and a probe */
+#define EBB_BURST_STALE_NS 100000000ull /* 100 ms */
+#define EBB_BURST_QUIET_NS 50000000ull  /* 50 ms */
+#define EBB_BURST_QUIET_PREEMPTED_NS 250000000ull /* 250 ms */
+#define EBB_BURST_FALL_PAGES ((size_t)(1u << 20) >> EBB_PAGE_SHIFT) /* 1 MiB */
+#define EBB_BURST_CAP_DECAYS 8
+#define EBB_BURST_MAX_PAGES ((size_t)((uint64_t)8 << 30 >> EBB_PAGE_SHIFT)) /* 8 GiB */
+
+typedef struct decay_burst {
+	uint64_t look_ns;    /* last look; 0: none */
+	uint64_t look_frees; /* the dirty hook's count then */
+	uint64_t look_inuse; /* pages in use then */
+	uint64_t since_ns;   /* the hold began; 0: no hold */
+	uint64_t fell_ns;    /* last look that saw the fall go on */
+	uint64_t low;        /* pages in use at that look */
+	uint64_t fell_preempted; /* the program's preemptions then */
+	unsigned falls;      /* looks in a row that saw a fall */
+	bool spent;          /* a hold ended by its cap: none until the frees pause */
+} decay_burst_t;
+
+enum decay_burst_verdict {
+	DECAY_BURST_NONE,  /* purge as the rules say */
+	DECAY_BURST_PROBE, /* no trend to judge: look again EBB_BURST_LOOK_NS later */
+	DECAY_BURST_HOLD   /* purge nothing below EBB_BURST_MAX_PAGES */
+};
+
+/* One look at time `now`: the dirty hook's count of frees, the pages in use
+ * and the dirty pages of all heaps, the preemptions so far of the process's
+ * threads other than the looking one (os_cpu_use); interval_ns: decay_ms in
+ * ns (0 or UINT64_MAX: no hold). Updates b. */
+enum decay_burst_verdict decay_burst_look(decay_burst_t *b, uint64_t now, uint64_t frees, uint64_t inuse_pages,
+					  size_t dirty_pages, uint64_t preempted, uint64_t interval_ns);
+
 EBB_END_DECLS
 
 #endif /* EBB_CORE_DECAY_H */

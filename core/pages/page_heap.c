@@ -208,6 +208,11 @@ size_t page_heap_dirty_total(void)
 	return (size_t)atomic_load_u64(&dirty_total_pages);
 }
 
+size_t page_heap_inuse_total(void)
+{
+	return (size_t)atomic_load_u64(&inuse_total_pages);
+}
+
 /* The most pages of large blocks in use at once since the current half of
  * decay_ms began ([0]) and over the half before it ([1]);
  * page_heap_inuse_window moves them on. */

@@ -162,6 +162,13 @@ span_t *page_heap_huge_resize(span_t *s, size_t npages);
 /* Purges what decay and the dirty budget ask for now (all: every dirty run).
  * Returns the pages purged. */
 size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all);
+/* The background thread's pass while a burst of frees goes on (decay.h,
+ * "The burst hold"): page_heap_decay(h, now, false) that purges only what
+ * the dirty pages of all heaps hold above hold_pages. Never for ebb_trim,
+ * nor for the decay a free runs in line. */
+size_t page_heap_decay_held(page_heap_t *h, uint64_t now, size_t hold_pages);
+/* Pages handed out as spans, of every heap (relaxed). */
+size_t page_heap_inuse_total(void);
 /* Unmaps superblocks and cached huge blocks that have been entirely free for
  * unmap_delay_ms (all: every such one now). Returns how many. */
 size_t page_heap_release(page_heap_t *h, uint64_t now, bool all);

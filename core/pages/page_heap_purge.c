@@ -299,7 +299,10 @@ static size_t purge_list(span_t *list, bool lazy)
 
 static size_t purge_oldest(page_heap_t *h, size_t want, uint64_t now, bool runs_only);
 
-size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
+/* hold_pages: 0, or the burst hold's cap (page_heap_decay_held). Inlined
+ * into both: page_heap_decay keeps its place in the first text window
+ * (layout.ld). */
+EBB_INLINE size_t decay_pass(page_heap_t *h, uint64_t now, bool all, size_t hold_pages)
 {
 	if (all)
 		page_heap_lock_idle(h);
@@ -331,6 +334,14 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	size_t excess = page_heap_dirty_excess_pages();
 	if (excess > want)
 		want = excess < h->dirty_pages ? excess : h->dirty_pages;
+	/* A burst of frees goes on (decay.h, "The burst hold"): only what lies
+	 * above the hold's cap, the oldest first as always. */
+	if (hold_pages != 0 && want > 0) {
+		size_t dirty = page_heap_dirty_total();
+		size_t over = dirty > hold_pages ? dirty - hold_pages : 0;
+		if (want > over)
+			want = over;
+	}
 	if (want == 0) {
 		lock_release(&h->lock);
 		return 0;
@@ -340,6 +351,16 @@ size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
 	if (want > h->dirty_pages - h->pending_pages)
 		page_heap_pending_drain(h, h->dirty_pages - want);
 	return purge_oldest(h, want, now, false);
+}
+
+size_t page_heap_decay(page_heap_t *h, uint64_t now, bool all)
+{
+	return decay_pass(h, now, all, 0);
+}
+
+size_t page_heap_decay_held(page_heap_t *h, uint64_t now, size_t hold_pages)
+{
+	return decay_pass(h, now, false, hold_pages != 0 ? hold_pages : 1);
 }
 
 /* The kernel refused to purge run s (BUSY, h->lock held): its pages stay

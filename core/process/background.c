@@ -38,6 +38,8 @@ static uint64_t bg_trim_epoch;
 static uint64_t bg_frees;         /* dirty hook calls while the thread runs (a free into a
 				   * page heap); a change tells a burst of frees goes on */
 static uint32_t bg_wind_down;     /* an exit found the heaps wound down: purge them all */
+/* The burst hold's looks (decay.h, "The burst hold"): the thread's own. */
+static decay_burst_t bg_burst;
 
 /* Bounds of the sleep between ticks. */
 #define TICK_MIN_NS 1000000ull       /* 1 ms */
@@ -169,20 +171,27 @@ void background_set_epoch_hook(void (*fn)(bool all))
 
 /* Decay of every heap in use (page_heap_decay); under `all` every dirty run
  * goes, whatever its age (ebb_trim, a thread's exit when the heaps are wound
- * down). Heaps never used (page_heap_peek: NULL) hold nothing. */
-static size_t decay_heaps(uint64_t now, bool all)
+ * down); under `held` (the thread's tick during a burst of frees) only the
+ * dirty pages above the hold's cap. Heaps never used (page_heap_peek: NULL)
+ * hold nothing. */
+static size_t decay_heaps(uint64_t now, bool all, bool held)
 {
 	size_t work = 0;
 	unsigned n = page_heap_count_all();
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
-		if (h != NULL)
-			work += page_heap_decay(h, now, all);
+		if (h == NULL)
+			continue;
+		work += held ? page_heap_decay_held(h, now, EBB_BURST_MAX_PAGES) : page_heap_decay(h, now, all);
 	}
 	return work;
 }
 
-size_t background_tick(uint64_t now, bool all)
+/* background_tick, and the thread's own round (held: during a burst of
+ * frees, decay_heaps).
+ * Inlined into both: background_tick keeps its place in the first text
+ * window (layout.ld). */
+EBB_INLINE size_t bg_tick(uint64_t now, bool all, bool held)
 {
 	/* A look at the central lists before decay, whose purge of a burst's
 	 * pages may hold this thread for a second on a loaded machine: the
@@ -193,7 +202,7 @@ size_t background_tick(uint64_t now, bool all)
 		atomic_store_u64(&bg_last_look_ns, now);
 		central_purge_observe();
 	}
-	size_t work = decay_heaps(now, all);
+	size_t work = decay_heaps(now, all, held && !all);
 	unsigned n = page_heap_count_all();
 	uint64_t last = atomic_load_u64(&bg_last_drain_ns);
 	if (all || util_elapsed(now, last) >= DRAIN_INTERVAL_NS) {
@@ -219,7 +228,7 @@ size_t background_tick(uint64_t now, bool all)
 		}
 		/* Blocks drained from central lists may have emptied spans. */
 		if (all)
-			work += decay_heaps(now, true);
+			work += decay_heaps(now, true, false);
 	}
 	for (unsigned i = 0; i < n; i++) {
 		page_heap_t *h = page_heap_peek(i);
@@ -227,6 +236,11 @@ size_t background_tick(uint64_t now, bool all)
 			work += page_heap_release(h, now, all);
 	}
 	return work;
+}
+
+size_t background_tick(uint64_t now, bool all)
+{
+	return bg_tick(now, all, false);
 }
 
 /* The end of a thread is often the end of a phase: workers that freed their
@@ -282,7 +296,7 @@ void background_thread_exited(uint64_t now, uint64_t threads_left)
 		background_kick();
 		return;
 	}
-	decay_heaps(now, true);
+	decay_heaps(now, true, false);
 }
 
 /* The purge an exit handed over (background_thread_exited), if the heaps are
@@ -293,7 +307,40 @@ static size_t bg_wind_down_purge(uint64_t now)
 		return 0;
 	if (options_get(OPT_DECAY_MS) < 0 || !page_heap_wound_down())
 		return 0;
-	return decay_heaps(now, true);
+	return decay_heaps(now, true, false);
+}
+
+/* The thread's look for the burst hold (decay.h, "The burst hold"), at the
+ * top of each round; a look that cannot judge (a probe) is taken again
+ * EBB_BURST_LOOK_NS later, at most BG_BURST_PROBES times. bg_kicked stays
+ * set while a hold goes on or a probe waits, so that the freeing threads do
+ * not signal the event at every free (background_on_dirty). Sets *held;
+ * returns the time. */
+#define BG_BURST_PROBES 2 /* a look after a gap, then a first fall */
+
+static uint64_t bg_burst_look(uint64_t now, bool *held)
+{
+	long long ms = options_get(OPT_DECAY_MS);
+	uint64_t interval = ms < 0 ? UINT64_MAX : (uint64_t)ms * 1000000ull;
+	for (unsigned probes = 0;; probes++) {
+		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
+		enum decay_burst_verdict v =
+			decay_burst_look(&bg_burst, now, atomic_load_u64(&bg_frees), page_heap_inuse_total(),
+					 page_heap_dirty_total(), util_elapsed(all.preempted, self.preempted), interval);
+		*held = v == DECAY_BURST_HOLD;
+		if (v != DECAY_BURST_PROBE || probes == BG_BURST_PROBES)
+			break;
+		atomic_store_u32(&bg_kicked, 1);
+		for (uint64_t start = now; util_elapsed(now, start) < EBB_BURST_LOOK_NS;) {
+			if (!options_get(OPT_BACKGROUND_THREAD) || atomic_load_u32(&bg_state) != BG_RUNNING)
+				return now;
+			os_event_wait(EBB_BURST_LOOK_NS - util_elapsed(now, start));
+			now = os_now_ns();
+		}
+	}
+	if (*held)
+		atomic_store_u32(&bg_kicked, 1);
+	return now;
 }
 
 static uint64_t next_wait(uint64_t now)
@@ -424,15 +471,19 @@ static void *background_main(void *arg)
 	uint64_t busy_ns = os_now_ns(); /* last tick with work, or not quiet */
 	decay_clock_close();
 	while (options_get(OPT_BACKGROUND_THREAD) && atomic_load_u32(&bg_state) == BG_RUNNING) {
-		uint64_t now = bg_hold_overrun(os_now_ns());
-		atomic_store_u32(&bg_kicked, 0);
+		bool held;
+		uint64_t now = bg_burst_look(os_now_ns(), &held);
+		if (!held) {
+			now = bg_hold_overrun(now);
+			atomic_store_u32(&bg_kicked, 0);
+		}
 		/* The other threads' CPU time: this thread's own purges are no
 		 * sign that the program is working. */
 		os_cpu_use_t all = os_cpu_use(false), self = os_cpu_use(true);
 		decay_clock_tick(now, util_elapsed(all.cpu_ns, self.cpu_ns), util_elapsed(all.preempted, self.preempted),
 				 page_heap_reuse_pages() > 0);
 		size_t work = bg_wind_down_purge(now);
-		work += background_tick(now, false);
+		work += bg_tick(now, false, held);
 		timeline_poll(os_now_ns());
 		if (work != 0 || !bg_quiet()) {
 			busy_ns = now;
@@ -443,6 +494,8 @@ static void *background_main(void *arg)
 			continue;
 		}
 		uint64_t wait = next_wait(now);
+		if (held && wait > EBB_BURST_LOOK_NS)
+			wait = EBB_BURST_LOOK_NS;
 		/* Quiet: wake when the idle time is up, to park. */
 		uint64_t idle = util_elapsed(now, busy_ns);
 		if (idle < PARK_IDLE_NS && wait > PARK_IDLE_NS - idle && bg_quiet())
@@ -681,4 +734,5 @@ void background_postfork_child(void)
 	atomic_store_u32(&bg_tid, 0);
 	atomic_store_u32(&bg_left_tid, 0);
 	atomic_store_u64(&bg_failed_ns, 0);
+	bg_burst = (decay_burst_t){ 0 };
 }
