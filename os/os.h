@@ -57,6 +57,11 @@ size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy);
 /* Grows or shrinks the mapping [p, p+old) to `new_size` without moving it.
  * false if the neighbouring range is not free. */
 bool os_remap_inplace(void *p, size_t old_size, size_t new_size);
+/* Fresh zero-filled read-write memory at exactly [p, p+size) (page
+ * aligned), only if nothing is mapped anywhere in it: false otherwise, and
+ * whatever is there stays. Where the range follows a mapping of the same
+ * kind the kernel merges the two into one. */
+bool os_map_at(void *p, size_t size);
 /* Moves the pages of [p, p+old) to [to, to+new_size), which the caller has
  * reserved with os_map_aligned; no copying. false on failure (nothing moved). */
 bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to);

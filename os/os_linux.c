@@ -302,6 +302,24 @@ bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
 	return true;
 }
 
+bool os_map_at(void *p, size_t size)
+{
+	if (os_fault_hit(OS_FAULT_MAP))
+		return false;
+	void *got = mmap(p, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	if (got == MAP_FAILED)
+		return false;
+	/* A kernel before 4.17 takes the address as a hint only: what it
+	 * placed elsewhere is not what was asked. */
+	if (got != p) {
+		munmap(got, size);
+		return false;
+	}
+	OS_MAPPED(p, size);
+	return true;
+}
+
 bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
 {
 	if (os_fault_hit(OS_FAULT_MAP))

@@ -403,7 +403,15 @@ TEST_CASE_METHOD(large_fixture, "huge_resize grows a block made of two mappings 
 	// c's pages replace b's second half: b is two mappings now (touched
 	// pages of different origins do not merge), c is gone.
 	REQUIRE(huge_give_tail(c, P, bd + P * PAGE));
+	// A mapping right after b, so that it cannot grow in place
+	// (huge_grow_after) and must move. (If one is there already, so much
+	// the better.)
+	unsigned char *after = bd + 2 * P * PAGE;
+	void *m = mmap(after, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	bool placed = m == (void *)after;
 	superblock_t *nb = huge_resize(b, 3 * P);
+	if (placed)
+		munmap(after, PAGE);
 	if (nb == nullptr) {
 		// The kernel moves several mappings in one mremap only from 6.17.
 		std::FILE *f = std::fopen("/proc/sys/kernel/osrelease", "r");
@@ -419,6 +427,7 @@ TEST_CASE_METHOD(large_fixture, "huge_resize grows a block made of two mappings 
 		return;
 	}
 	CHECK(nb->spans[0].npages == 3 * P);
+	CHECK((nb != b || !placed));
 	unsigned char *nd = (unsigned char *)nb + EBB_SB_SIZE;
 	CHECK(nd[0] == 0x5a);
 	CHECK(nd[P * PAGE - 1] == 0x5a);
@@ -702,4 +711,88 @@ TEST_CASE_METHOD(large_fixture, "the sampled mark: only a marked page run's free
 	free(c);
 	CHECK(mark_hook_calls == 1);
 	large_set_free_hook(nullptr);
+}
+
+TEST_CASE_METHOD(large_fixture, "a request made of cached blocks grows the largest in place where the space after it is free",
+		 "[large]")
+{
+	// huge.c, huge_assemble: the donor that gives all its pages and has
+	// free address space after it becomes the block; its pages stay where
+	// they are and only the other donors' move in after them.
+	const size_t P = 2 * MiB / PAGE;
+	page_heap_t *h = page_heap_get(0);
+	unsigned char *x = (unsigned char *)alloc(28 * MiB);
+	unsigned char *z = (unsigned char *)alloc(4 * MiB);
+	// Shrunk to 12 MiB: the 16 MiB cut off move into a cached block of
+	// their own (taken again at once), and leave the space after x free.
+	REQUIRE(large_resize(x, span_of(x), 12 * MiB) == x);
+	REQUIRE(span_of(x)->npages == 6 * P);
+	unsigned char *t = (unsigned char *)alloc(16 * MiB);
+	CHECK(span_of(t)->npages == 8 * P);
+	std::memset(x, 0x33, 12 * MiB);
+	std::memset(z, 0x22, 4 * MiB);
+	free(x);
+	free(z);
+	size_t huge_count = h->huge_count;
+
+	// 16 MiB: x gives its 12, z its 4, moved in after x's.
+	unsigned char *y = (unsigned char *)alloc(16 * MiB);
+	CHECK(y == x);
+	span_t *s = span_of(y);
+	CHECK(s->npages == 8 * P);
+	CHECK(s->state == SPAN_LARGE);
+	CHECK(y[0] == 0x33);
+	CHECK(y[12 * MiB - 1] == 0x33);
+	CHECK(y[12 * MiB] == 0x22);
+	CHECK(y[16 * MiB - 1] == 0x22);
+	CHECK(h->huge_count == huge_count - 1); // z is gone, no block was made
+	CHECK(registry_get(z) == REG_NONE);
+	CHECK(registry_get(y + 12 * MiB) == REG_HUGE_CONT);
+	CHECK(large_why_bad(y, true) == nullptr);
+	std::memset(y, 0x44, 16 * MiB);
+	free(y);
+	free(t);
+	page_heap_release(h, os_fake_now(), true);
+}
+
+TEST_CASE_METHOD(large_fixture, "a huge request with nothing cached takes the pages of an entirely free superblock",
+		 "[large]")
+{
+	// huge.c, huge_fill_sb: a superblock whose runs are all free and
+	// dirty moves whole (4 MiB, its header pages too) into the new huge
+	// block instead of fresh pages, and is no longer its heap's.
+	page_heap_t *h = page_heap_get(0);
+	page_heap_release(h, os_fake_now(), true); // no cached huge block, no free superblock
+	unsigned char *r = (unsigned char *)alloc(MAX_PAGES * PAGE);
+	superblock_t *sb = span_superblock(span_of(r));
+	REQUIRE(sb->heap == h);
+	std::memset(r, 0x77, MAX_PAGES * PAGE);
+	free(r);
+	REQUIRE(sb->free_pages == sb->usable_pages);
+	size_t count = h->superblocks_count;
+	unsigned char *sbp = (unsigned char *)sb;
+
+	unsigned char *y = (unsigned char *)alloc(8 * MiB);
+	span_t *s = span_of(y);
+	CHECK(s->zeroed == 0);
+	CHECK(h->superblocks_count == count - 1);
+	CHECK(registry_get(sbp) == REG_NONE);
+	CHECK(y[EBB_SB_HEADER_PAGES * PAGE] == 0x77);
+	CHECK(y[4 * MiB - 1] == 0x77);
+	CHECK(large_why_bad(y, true) == nullptr);
+	std::memset(y, 0x45, 8 * MiB);
+	free(y);
+
+	// The same with calloc's zero: whatever moved in reads as zero.
+	page_heap_release(h, os_fake_now(), true);
+	r = (unsigned char *)alloc(MAX_PAGES * PAGE);
+	std::memset(r, 0x78, MAX_PAGES * PAGE);
+	free(r);
+	unsigned char *z = (unsigned char *)alloc(8 * MiB, 16, true);
+	size_t bad = 0;
+	for (size_t i = 0; i < 8 * MiB; i += 512)
+		bad += z[i] != 0;
+	CHECK(bad == 0);
+	free(z);
+	page_heap_release(h, os_fake_now(), true);
 }

@@ -324,3 +324,114 @@ TEST_CASE("spare huge slots stay through a release pass that lets no huge block 
 	CHECK(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr);
 	REQUIRE(superblock_destroy(to));
 }
+
+// A heap for huge blocks and no spare slot to start from.
+struct huge_spare_fixture {
+	page_heap_t heap;
+	const size_t P = 512; // 2 MiB
+	huge_spare_fixture()
+	{
+		page_heap_init(&heap, 6, os_fake_now());
+		huge_spare_drain();
+	}
+};
+
+TEST_CASE_METHOD(huge_spare_fixture,
+		 "a spare slot whose data's place the registry knows is ours goes without a grow, and the next spare serves",
+		 "[superblock]")
+{
+	superblock_t *to = huge_create(&heap, 4 * P, EBB_SB_SIZE);
+	superblock_t *a = huge_create(&heap, P, EBB_SB_SIZE);
+	superblock_t *b = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(to != nullptr);
+	REQUIRE(a != nullptr);
+	REQUIRE(b != nullptr);
+	char *as = (char *)a, *bs = (char *)b;
+	REQUIRE(huge_give_tail(a, P, (char *)to + EBB_SB_SIZE)); // a's slot spare first
+	REQUIRE(huge_give_tail(b, P, (char *)to + EBB_SB_SIZE + P * 4096));
+	REQUIRE(page_mapped(as));
+	REQUIRE(page_mapped(bs));
+	// The registry says a's old data slot is ours (as it would be had a
+	// superblock been mapped there). The space is in fact free, so the
+	// kernel would grow a's slot: that it goes shows the registry was
+	// asked instead, and that one refused slot no longer ends the search.
+	uint8_t *e = &superblock_registry[registry_index((uintptr_t)as + EBB_SB_SIZE)];
+	REQUIRE(*e == REG_NONE);
+	*e = REG_HEADER;
+	superblock_t *r = huge_create_spare(&heap, P, EBB_SB_SIZE);
+	*e = REG_NONE;
+	CHECK(r == b);
+	CHECK(!page_mapped(as));
+	CHECK(!page_mapped(as + EBB_SB_SIZE));
+	REQUIRE(r != nullptr);
+	CHECK(r->spans[0].npages == P);
+	CHECK(registry_get(bs + EBB_SB_SIZE) == REG_HUGE);
+	CHECK(huge_create_spare(&heap, P, EBB_SB_SIZE) == nullptr); // none left
+	REQUIRE(superblock_destroy(r));
+	REQUIRE(superblock_destroy(to));
+}
+
+TEST_CASE_METHOD(huge_spare_fixture,
+		 "a huge block grows where it is into free address space, made of one mapping or several, and only there",
+		 "[superblock]")
+{
+	// b's own 16 MiB, shrunk to 4: the 12 MiB after it are free (nothing
+	// else maps in this process meanwhile).
+	superblock_t *b = huge_create(&heap, 8 * P, EBB_SB_SIZE);
+	REQUIRE(b != nullptr);
+	REQUIRE(huge_resize(b, 2 * P) == b);
+	superblock_t *c = huge_create(&heap, P, EBB_SB_SIZE);
+	REQUIRE(c != nullptr);
+	unsigned char *bd = (unsigned char *)b + EBB_SB_SIZE;
+	std::memset(bd, 0x5a, 2 * P * 4096);
+	std::memset((char *)c + EBB_SB_SIZE, 0xa5, P * 4096);
+	// c's pages replace b's second half: b is two mappings (mremap grows
+	// neither in place).
+	REQUIRE(huge_give_tail(c, P, bd + P * 4096));
+	huge_spare_drain();
+	REQUIRE(!page_mapped(bd + 2 * P * 4096));
+
+	REQUIRE(huge_grow_after(b, 6 * P));
+	CHECK(b->spans[0].npages == 6 * P);
+	CHECK(b->map_size == (size_t)EBB_SB_HEADER_PAGES * 4096 + 6 * P * 4096);
+	CHECK(bd[0] == 0x5a);
+	CHECK(bd[P * 4096 - 1] == 0x5a);
+	CHECK(bd[P * 4096] == 0xa5);
+	CHECK(bd[2 * P * 4096 - 1] == 0xa5);
+	CHECK(bd[2 * P * 4096] == 0); // fresh
+	std::memset(bd + 2 * P * 4096, 1, 4 * P * 4096);
+	CHECK(registry_get(bd) == REG_HUGE);
+	CHECK(registry_get(bd + 4 * P * 4096) == REG_HUGE_CONT);
+	CHECK(registry_get(bd + 6 * P * 4096) == REG_NONE);
+	superblock_t *out;
+	CHECK(superblock_span_lookup(bd, &out) == &b->spans[0]);
+
+	// Where the registry says the slot after it is ours: nothing mapped.
+	unsigned char *end = bd + 6 * P * 4096;
+	uint8_t *e = &superblock_registry[registry_index((uintptr_t)end)];
+	*e = REG_HEADER;
+	CHECK_FALSE(huge_grow_after(b, 8 * P));
+	*e = REG_NONE;
+	CHECK(!page_mapped(end));
+	// Where another mapping is, the kernel refuses, and it stays.
+	unsigned char *at = end + 3 * 1024 * 1024;
+	void *m = mmap(at, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	REQUIRE(m == (void *)at);
+	at[0] = 0x61;
+	CHECK_FALSE(huge_grow_after(b, 8 * P));
+	CHECK(b->spans[0].npages == 6 * P);
+	CHECK(!page_mapped(end));
+	CHECK(at[0] == 0x61);
+	munmap(at, 4096);
+	// Not smaller, nor the same.
+	CHECK_FALSE(huge_grow_after(b, 6 * P));
+	CHECK_FALSE(huge_grow_after(b, 2 * P));
+
+	REQUIRE(huge_grow_after(b, 8 * P));
+	CHECK(end[0] == 0);
+	CHECK(bd[6 * P * 4096 - 1] == 1);
+	REQUIRE(superblock_destroy(b));
+	CHECK(!page_mapped(bd));
+	CHECK(!page_mapped(end));
+	CHECK(!page_mapped(bd + 8 * P * 4096 - 4096));
+}

@@ -4,9 +4,10 @@
  * (large.c sends every huge request there), as a dirty run that decay purges
  * and release unmaps like any other (page_heap_purge.c). The next huge
  * request takes a cached block that fits closely as it is; otherwise the
- * kernel moves the pages of cached dirty blocks into a new mapping for it
- * (huge_assemble), so that resident pages serve a request of any size and
- * none is faulted in again while the program reuses them.
+ * kernel moves the pages of cached dirty blocks into a new mapping for it,
+ * or into the largest of them where it can grow in place (huge_assemble),
+ * so that resident pages serve a request of any size and none is faulted
+ * in again while the program reuses them.
  *
  * Locking: h->lock of the block's heap guards the cache list and the page
  * counts; it is dropped around huge_create, huge_resize and huge_give_tail
@@ -173,6 +174,164 @@ static size_t huge_fill(page_heap_t *h, char *to, huge_donor_t *d, unsigned n)
 	return moved;
 }
 
+/* A superblock gives its pages to a huge block only if at least this many
+ * of those are dirty: a move and the page heap's loss of a superblock cost
+ * about what 100-200 fresh page faults do. */
+#define HUGE_SB_MIN_DIRTY 256
+
+/* Superblocks of a heap looked at for one (huge_sb_take), under its lock:
+ * a heap of gigabytes of small blocks has thousands, and a huge request
+ * that finds none would hold the lock for all of them. New superblocks and
+ * those a release pass kept go to the head of the list. */
+#define HUGE_SB_LOOK 64
+
+/* Dirty pages of sb (entirely free, h's lock held) from page `from` on, or
+ * 0 if one of its runs is not a listed free run (a purge pass has it out,
+ * BUSY) or sb is being trimmed or holds cold runs. */
+static size_t huge_sb_dirty(const superblock_t *sb, unsigned from)
+{
+	if (sb->free_pages != sb->usable_pages || sb->empty_since_ns == 0 || sb->cold_n != 0 ||
+	    sb->hdr_purging || sb->trim_queued)
+		return 0;
+	size_t dirty = 0;
+	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
+	for (unsigned page = sb->first_page; page < end;) {
+		const span_t *r = &sb->spans[page - EBB_SB_HEADER_PAGES];
+		if ((r->state != SPAN_FREE_DIRTY && r->state != SPAN_FREE_PURGED) || r->npages == 0 ||
+		    r->page != page || page + r->npages > end)
+			return 0;
+		if (r->state == SPAN_FREE_DIRTY && page + r->npages > from)
+			dirty += page + r->npages - (page > from ? page : from);
+		page += r->npages;
+	}
+	return dirty;
+}
+
+/* Takes out of heap x the entirely free superblock with the most dirty
+ * pages from page `from` on (at least HUGE_SB_MIN_DIRTY) among the first
+ * HUGE_SB_LOOK of its list, as the release pass takes one it unmaps: out
+ * of the list, its runs out of theirs. Returns it, with its dirty pages in
+ * *dirty, or NULL. */
+static superblock_t *huge_sb_take(page_heap_t *x, unsigned from, size_t *dirty)
+{
+	superblock_t *best = NULL;
+	size_t most = HUGE_SB_MIN_DIRTY - 1;
+	lock_acquire(&x->lock);
+	for (int round = 0; round < 2; round++) {
+		best = NULL;
+		unsigned look = HUGE_SB_LOOK;
+		for (superblock_t *sb = x->superblocks; sb && look > 0; sb = sb->next, look--) {
+			page_heap_check_listed(x, sb, false);
+			size_t d = huge_sb_dirty(sb, from);
+			if (d > most) {
+				most = d;
+				best = sb;
+			}
+		}
+		/* A pending span (a CENTRAL span freed whole) is in no list
+		 * yet: merged first, and sb looked for again. */
+		if (best == NULL || x->pending_pages == 0)
+			break;
+		page_heap_pending_drain(x, 0);
+		most = HUGE_SB_MIN_DIRTY - 1;
+	}
+	if (best == NULL || x->pending_pages != 0) {
+		lock_release(&x->lock);
+		return NULL;
+	}
+	page_heap_sb_unlink(&x->superblocks, best);
+	x->superblocks_count--;
+	*dirty = 0;
+	unsigned end = (unsigned)best->first_page + best->usable_pages;
+	for (unsigned page = best->first_page; page < end;) {
+		span_t *r = superblock_span_at(best, page);
+		size_t n = r->npages;
+		if (r->state == SPAN_FREE_DIRTY) {
+			decay_note_removed(&x->decay, n);
+			*dirty += n;
+		}
+		page_heap_run_unlist(x, r);
+		SPAN_SET_STATE(r, SPAN_NONE, &x->lock);
+		page += (unsigned)n;
+	}
+	lock_release(&x->lock);
+	return best;
+}
+
+/* Fills [to, to + pages) of a huge block being made (its pages fresh) with
+ * those of entirely free superblocks of any page heap, moved by the kernel
+ * whole (4 MiB, 2 MiB-aligned in the block: by page-middle-directory
+ * entries) or, for the last 2 MiB, by their second half. While a program's
+ * demand climbs, the runs its medium blocks freed leave such superblocks
+ * dirty, and a huge request faulted in fresh pages beside them (bench
+ * large: 28 000 of 32 800 fresh pages could have come from them). The
+ * superblock is gone from its heap; a page heap that needs one again maps
+ * it, or takes it from a cached huge block (page_heap_huge_carve). Returns
+ * the pages filled with moved ones. Only for blocks of more than a
+ * superblock holds (not the small aligned ones of large.c). No lock held. */
+static size_t huge_fill_sb(char *to, size_t pages, size_t *moved_dirty)
+{
+	size_t done = 0;
+	*moved_dirty = 0;
+	/* The CPUs' heaps: the profiler's (page_heap_prof) keeps its own. */
+	unsigned heaps = page_heap_count();
+	for (unsigned i = 0; i < heaps && pages - done >= HUGE_UNIT_PAGES; i++) {
+		page_heap_t *x = page_heap_peek(i);
+		if (x == NULL)
+			continue;
+		while (pages - done >= HUGE_UNIT_PAGES) {
+			bool half = pages - done < EBB_SB_PAGES;
+			size_t dirty = 0;
+			superblock_t *sb = huge_sb_take(x, half ? EBB_SB_PAGES / 2 : 0, &dirty);
+			if (sb == NULL)
+				break;
+			size_t meta = (size_t)__builtin_popcount(sb->desc_touched);
+			unsigned first = sb->first_page, usable = sb->usable_pages;
+			bool gave = superblock_give(sb, to + (done << EBB_PAGE_SHIFT), half);
+			uint64_t now = os_now_ns();
+			lock_acquire(&x->lock);
+			if (gave) {
+				x->meta_pages -= meta;
+			} else { /* kept: one free run again, as the release pass keeps one */
+				page_heap_sb_push(&x->superblocks, sb);
+				x->superblocks_count++;
+				page_heap_run_free_coalesced(x, sb, first, usable, SPAN_FREE_DIRTY, 0, now);
+			}
+			lock_release(&x->lock);
+			if (!gave)
+				break;
+			page_heap_reuse_add(dirty);
+			*moved_dirty += dirty;
+			done += half ? EBB_SB_PAGES / 2 : EBB_SB_PAGES;
+		}
+	}
+	return done;
+}
+
+/* Of the donors in d[0..n) that give all their pages, the largest whose
+ * data is aligned to `align` and that grows where it is to npages
+ * (huge_grow_after: the address space after it is free); its index, or -1.
+ * Each one tried costs no call where the registry knows the space after it
+ * is ours. The lock is not held. */
+static int huge_grow_donor(const huge_donor_t *d, unsigned n, size_t npages, size_t align)
+{
+	unsigned tried = 0;
+	for (;;) {
+		int best = -1;
+		for (unsigned i = 0; i < n; i++) {
+			span_t *c = d[i].s;
+			if ((tried & (1u << i)) || d[i].take != c->npages ||
+			    (((uintptr_t)span_superblock(c) + EBB_SB_SIZE) & (align - 1)) != 0)
+				continue;
+			if (best < 0 || c->npages > d[best].s->npages)
+				best = (int)i;
+		}
+		if (best < 0 || huge_grow_after(span_superblock(d[best].s), npages))
+			return best;
+		tried |= 1u << best;
+	}
+}
+
 /* A block of npages made of the pages of the cached blocks in d[0..n) (BUSY,
  * out of the cache), moved by the kernel into a new mapping: the pages the
  * program freed a moment ago serve a request of another size without being
@@ -183,10 +342,38 @@ static size_t huge_fill(page_heap_t *h, char *to, huge_donor_t *d, unsigned n)
 static span_t *huge_assemble(page_heap_t *h, size_t npages, size_t align, size_t asked,
 			     huge_donor_t *d, unsigned n)
 {
+	/* Where the space after one of the donors is free, that donor grows
+	 * there into the block and the others' pages move in after its own:
+	 * its pages stay where they are (no move, whose cost grows with the
+	 * bytes moved: a TLB flush per 2 MiB), and no new mapping is made, no
+	 * 2 MiB unit trimmed off it, no header slot retired. */
+	int b = huge_grow_donor(d, n, npages, align);
+	if (b >= 0) {
+		span_t *s = d[b].s;
+		size_t own = d[b].take;
+		d[b] = d[--n];
+		char *data = (char *)span_superblock(s) + EBB_SB_SIZE;
+		size_t have = own + huge_fill(h, data + (own << EBB_PAGE_SHIFT), d, n), sb_dirty;
+		if (npages > have && asked > EBB_SB_USABLE_PAGES)
+			huge_fill_sb(data + (have << EBB_PAGE_SHIFT), npages - have, &sb_dirty);
+		lock_acquire(&h->lock);
+		/* BUSY goes back to a cached block's state, which a request
+		 * takes (span.h's table): no list holds it meanwhile. */
+		SPAN_SET_STATE(s, SPAN_FREE_DIRTY, &h->lock);
+		s->zeroed = 0;
+		decay_note_removed(&h->decay, own);
+		page_heap_reuse_add(own);
+		huge_take(h, s, asked);
+		lock_release(&h->lock);
+		return s;
+	}
 	superblock_t *nsb = huge_map_new(h, npages, align);
 	size_t moved = huge_fill(h, nsb ? (char *)nsb + EBB_SB_SIZE : NULL, d, n);
 	if (nsb == NULL)
 		return NULL;
+	if (npages > moved && asked > EBB_SB_USABLE_PAGES)
+		moved += huge_fill_sb((char *)nsb + EBB_SB_SIZE + (moved << EBB_PAGE_SHIFT), npages - moved,
+				      &(size_t){ 0 });
 	span_t *s = &nsb->spans[0];
 	lock_acquire(&h->lock);
 	s->zeroed = moved == 0;
@@ -344,6 +531,9 @@ span_t *page_heap_huge_alloc(page_heap_t *h, size_t npages, size_t align, size_t
 	if (sb == NULL)
 		return NULL;
 	s = &sb->spans[0];
+	size_t sb_dirty;
+	if (asked_pages > EBB_SB_USABLE_PAGES && huge_fill_sb((char *)sb + EBB_SB_SIZE, npages, &sb_dirty) > 0)
+		s->zeroed = 0;
 	lock_acquire(&h->lock);
 	h->huge_count++;
 	h->meta_pages += EBB_SB_FIXED_PAGES;
@@ -502,7 +692,11 @@ span_t *page_heap_huge_resize(span_t *s, size_t asked)
 	huge_donor_t d[HUGE_DONORS];
 	unsigned n = npages > old ? huge_pick_donors(h, npages - old, d) : 0;
 	lock_release(&h->lock);
+	size_t have = old;
 	if (n > 0)
-		huge_fill(h, (char *)nsb + EBB_SB_SIZE + (old << EBB_PAGE_SHIFT), d, n);
+		have += huge_fill(h, (char *)nsb + EBB_SB_SIZE + (old << EBB_PAGE_SHIFT), d, n);
+	size_t sb_dirty;
+	if (npages > have)
+		huge_fill_sb((char *)nsb + EBB_SB_SIZE + (have << EBB_PAGE_SHIFT), npages - have, &sb_dirty);
 	return ns;
 }

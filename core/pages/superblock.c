@@ -357,6 +357,35 @@ void huge_spare_drain(void)
 	}
 }
 
+/* Bytes from `from` (4 MiB aligned) to the first slot of [from, from +
+ * bytes) that the registry says is ours, or `bytes` if none is. A slot is
+ * ours from its start (every superblock, header slot and huge block's data
+ * starts on a slot), so an address space ours from there cannot be grown
+ * into. A hint without a lock: a slot registered or cleared meanwhile only
+ * turns a grow that would have failed into a call that fails, or the
+ * reverse into a new mapping; what the kernel does decides. */
+static size_t registry_free_bytes(uintptr_t from, size_t bytes)
+{
+	size_t slots = (bytes + EBB_SB_SIZE - 1) >> EBB_SB_SHIFT;
+	for (size_t i = 0; i < slots; i++)
+		if (atomic_load_u8_acquire(&superblock_registry[registry_index(from + (i << EBB_SB_SHIFT))]) !=
+		    REG_NONE)
+			return i << EBB_SB_SHIFT;
+	return bytes;
+}
+
+/* Whether a spare slot lies in [from, end): mapped, but not in the
+ * registry. */
+static bool huge_spare_within(uintptr_t from, uintptr_t end)
+{
+	for (unsigned i = 0; i < HUGE_SPARE_SLOTS; i++) {
+		uint64_t v = atomic_load_u64(&huge_spare[i]);
+		if (v != 0 && v < end && v + EBB_SB_SIZE > from)
+			return true;
+	}
+	return false;
+}
+
 superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t align)
 {
 	size_t data = pages << EBB_PAGE_SHIFT;
@@ -370,8 +399,17 @@ superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t ali
 		    !atomic_cas_u64_value(&huge_spare[i], &v, 0))
 			continue;
 		superblock_t *sb = (superblock_t *)(uintptr_t)v;
-		/* Refused (the space after it is taken, or an injected fault):
-		 * the slot goes, and the caller maps a new block. */
+		/* Where the registry knows the space after the slot is one of
+		 * our own mappings (bench large --mode=malloc-large: 153 of the
+		 * 159 refused grows), no call is made for it: the slot cannot
+		 * grow into a block while that mapping is there, and goes; the
+		 * next spare may do. Refused by the kernel (another mapping of
+		 * the program's is there, or an injected fault): the slot goes
+		 * too, and the caller maps a new block. */
+		if (registry_free_bytes(v + EBB_SB_SIZE, data) < data) {
+			os_unmap(sb, EBB_SB_SIZE);
+			continue;
+		}
 		int saved = errno;
 		if (!os_remap_inplace(sb, EBB_SB_SIZE, EBB_SB_SIZE + data)) {
 			os_unmap(sb, EBB_SB_SIZE);
@@ -386,6 +424,29 @@ superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t ali
 		return sb;
 	}
 	return NULL;
+}
+
+bool huge_grow_after(superblock_t *sb, size_t pages)
+{
+	span_t *s = &sb->spans[0];
+	size_t old_data = (size_t)s->npages << EBB_PAGE_SHIFT;
+	size_t new_data = pages << EBB_PAGE_SHIFT;
+	char *data = (char *)sb + EBB_SB_SIZE;
+	if (new_data <= old_data || new_data > EBB_MAX_REQUEST)
+		return false;
+	/* The slot the old data ends in is the block's own; the kernel says
+	 * whether its rest is free. The slots after it the registry knows. */
+	uintptr_t next = util_align_up((uintptr_t)data + old_data, (uintptr_t)EBB_SB_SIZE);
+	uintptr_t end = (uintptr_t)data + new_data;
+	if (end > next && (registry_free_bytes(next, end - next) < end - next || huge_spare_within(next, end)))
+		return false;
+	if (!os_map_at(data + old_data, new_data - old_data))
+		return false;
+	registry_set((uintptr_t)data, new_data, REG_HUGE, REG_HUGE_CONT);
+	atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data);
+	atomic_store_u64(&sb->map_size, header_bytes() + new_data);
+	span_set_npages(s, pages);
+	return true;
 }
 
 /* Sets the registry entries of the slots that data of `from` bytes covers
@@ -455,6 +516,26 @@ superblock_t *superblock_create_from(struct page_heap *heap, superblock_t *donor
 	return superblock_init(sb, heap);
 }
 
+bool superblock_give(superblock_t *sb, void *to, bool half)
+{
+	size_t give = half ? EBB_SB_SIZE / 2 : EBB_SB_SIZE;
+	/* Registry entries cleared before the kernel lets go of the address
+	 * space (as superblock_destroy), put back if it refuses. */
+	registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_NONE, REG_NONE);
+	if (!os_remap_to((char *)sb + (EBB_SB_SIZE - give), give, give, to)) {
+		registry_set((uintptr_t)sb, EBB_SB_SIZE, REG_HEADER, REG_HEADER);
+		return false;
+	}
+	/* The header half goes; if the kernel refuses, its 2 MiB of address
+	 * space are lost, as nothing names them now. */
+	if (half)
+		os_unmap(sb, EBB_SB_SIZE - give);
+	/* What moved backs part of `to`, counted as mapped when it was
+	 * reserved: all of sb goes from the totals. */
+	totals_sub(EBB_SB_SIZE, header_bytes());
+	return true;
+}
+
 /* Address space goes back to the kernel only after its registry entries are
  * cleared: the moment it is unmapped another thread may map it and register
  * its own superblock there, which a late clear would wipe out. The block
@@ -468,19 +549,22 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages)
 	char *data = (char *)sb + EBB_SB_SIZE;
 	if (new_data == old_data)
 		return sb;
-	if (new_data < old_data)
+	/* Grown in place only where the address space after it is free, as
+	 * the registry and the kernel say (huge_grow_after): no failed call
+	 * where the registry knows it is ours, and a block made of several
+	 * mappings (huge_assemble) grows too, which mremap refuses (EFAULT). */
+	if (new_data > old_data && huge_grow_after(sb, pages))
+		return sb;
+	if (new_data < old_data) {
 		registry_set_tail(data, new_data, old_data, REG_NONE);
-	if (os_remap_inplace(data, old_data, new_data)) {
-		if (new_data > old_data)
-			registry_set((uintptr_t)data, new_data, REG_HUGE, REG_HUGE_CONT);
-		atomic_add_u64(&sb_totals.mapped_bytes, new_data - old_data); /* wraps for shrink */
+		if (!os_remap_inplace(data, old_data, new_data)) {
+			registry_set_tail(data, new_data, old_data, REG_HUGE_CONT);
+			return NULL;
+		}
+		atomic_sub_u64(&sb_totals.mapped_bytes, old_data - new_data);
 		atomic_store_u64(&sb->map_size, header_bytes() + new_data);
 		span_set_npages(s, pages);
 		return sb;
-	}
-	if (new_data < old_data) {
-		registry_set_tail(data, new_data, old_data, REG_HUGE_CONT);
-		return NULL;
 	}
 	/* Move: reserve a new aligned home of the new size and let the kernel
 	 * move the old pages' tables over its front; no byte of data is copied,

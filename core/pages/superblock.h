@@ -463,10 +463,19 @@ superblock_t *huge_create_spare(struct page_heap *heap, size_t pages, size_t ali
  * its last cached huge block go by age, at a trim of everything, and in
  * tests (which start from none). */
 void huge_spare_drain(void);
-/* Resizes a huge block in place (mremap) or by moving its pages to a new
- * mapping without copying; returns the (possibly new) superblock or NULL if
- * neither worked (the old block is untouched). */
+/* Resizes a huge block in place (a grow: huge_grow_after; a shrink: mremap)
+ * or by moving its pages to a new mapping without copying; returns the
+ * (possibly new) superblock or NULL if neither worked (the old block is
+ * untouched). */
 superblock_t *huge_resize(superblock_t *sb, size_t pages);
+
+/* Grows huge block sb (caller owns it, out of every list) to `pages` where
+ * it is: fresh pages mapped right after its data, as one mapping with it
+ * where the kernel merges them, whatever mappings its data is made of
+ * (mremap grows only one). false, sb untouched, if the address space there
+ * is not free: the registry is asked first (no call where it is ours), then
+ * the kernel, which maps nothing over another mapping. */
+bool huge_grow_after(superblock_t *sb, size_t pages);
 
 /* Moves the last `pages` pages of the free huge block sb to `to` (inside a
  * mapping the caller reserved and owns), replacing what was mapped there:
@@ -475,6 +484,14 @@ superblock_t *huge_resize(superblock_t *sb, size_t pages);
  * of it. Caller owns sb (out of every list). false if the kernel refused
  * (nothing moved; on kernels before 6.17, when the tail spans two mappings). */
 bool huge_give_tail(superblock_t *sb, size_t pages, void *to);
+
+/* Moves the pages of sb, a normal superblock its heap let go of (out of
+ * every list, its runs too), to `to` (inside a mapping the caller reserved
+ * and owns), replacing what was mapped there: all 4 MiB, header pages
+ * included, or with `half` only its last 2 MiB (usable pages, 2 MiB
+ * aligned), the first half unmapped. Either way sb is no longer ours.
+ * false if the kernel refused (nothing moved, sb registered again). */
+bool superblock_give(superblock_t *sb, void *to, bool half);
 
 /* Like superblock_create, but with the last 4 MiB of the free huge block
  * donor (caller owns it, out of every list) moved in by the kernel: the

@@ -133,6 +133,15 @@ bool os_remap_inplace(void *p, size_t old_size, size_t new_size)
 	return mremap(p, old_size, new_size, 0) != MAP_FAILED;
 }
 
+bool os_map_at(void *p, size_t size)
+{
+	if (fault_hit(OS_FAULT_MAP))
+		return false;
+	void *got = mmap(p, size, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+	return got == p;
+}
+
 bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
 {
 	if (fault_hit(OS_FAULT_MAP))
