@@ -1802,3 +1802,44 @@ TEST_CASE_METHOD(heap_fixture, "a held pass purges only above the hold's cap, an
 		page_heap_free(s);
 	unit_option("decay_ms", "-1");
 }
+
+TEST_CASE_METHOD(heap_fixture, "after a burst entirely free purged superblocks are unmapped at once and the others wait",
+		 "[page_heap]")
+{
+	// Three superblocks: one entirely free and purged, one entirely free
+	// and dirty, one with a live span; none has waited unmap_delay_ms.
+	span_t *a = alloc(EBB_SB_USABLE_PAGES), *b = alloc(EBB_SB_USABLE_PAGES), *c = alloc(EBB_SB_USABLE_PAGES);
+	superblock_t *sa = span_superblock(a), *sb = span_superblock(b), *sc = span_superblock(c);
+	REQUIRE(sa != sb);
+	REQUIRE(sb != sc);
+	page_heap_free(a);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == EBB_SB_USABLE_PAGES);
+	page_heap_free(b);
+	REQUIRE(heap.superblocks_count == 3);
+	// The delay's rule alone unmaps nothing yet.
+	REQUIRE(page_heap_release(&heap, os_fake_now(), false) == 0);
+	os_fake_counts_t before = os_fake_counts();
+	REQUIRE(page_heap_release_purged(&heap, os_fake_now()) == 1);
+	CHECK(os_fake_counts().unmaps == before.unmaps + 1);
+	CHECK(superblock_registry[registry_index((uintptr_t)sa)] == REG_NONE);
+	CHECK(superblock_registry[registry_index((uintptr_t)sb)] == REG_HEADER);
+	CHECK(superblock_registry[registry_index((uintptr_t)sc)] == REG_HEADER);
+	CHECK(heap.superblocks_count == 2);
+	CHECK(heap.dirty_pages == EBB_SB_USABLE_PAGES);
+	CHECK(heap.purged_pages == 0);
+	// The dirty one keeps its pages for a program that comes back...
+	REQUIRE(page_heap_release_purged(&heap, os_fake_now()) == 0);
+	// ...until decay purges them.
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == EBB_SB_USABLE_PAGES);
+	REQUIRE(page_heap_release_purged(&heap, os_fake_now()) == 1);
+	CHECK(superblock_registry[registry_index((uintptr_t)sb)] == REG_NONE);
+	CHECK(heap.superblocks_count == 1);
+	// A superblock with a live span never goes; once freed and purged it does.
+	REQUIRE(page_heap_release_purged(&heap, os_fake_now()) == 0);
+	page_heap_free(c);
+	REQUIRE(page_heap_decay(&heap, os_fake_now(), true) == EBB_SB_USABLE_PAGES);
+	REQUIRE(page_heap_release_purged(&heap, os_fake_now()) == 1);
+	CHECK(heap.superblocks_count == 0);
+	CHECK(heap.dirty_pages == 0);
+	CHECK(heap.purged_pages == 0);
+}

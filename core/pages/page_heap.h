@@ -172,6 +172,14 @@ size_t page_heap_inuse_total(void);
 /* Unmaps superblocks and cached huge blocks that have been entirely free for
  * unmap_delay_ms (all: every such one now). Returns how many. */
 size_t page_heap_release(page_heap_t *h, uint64_t now, bool all);
+/* Unmaps now, whatever unmap_delay_ms says, the entirely free superblocks
+ * whose pages are all purged (one purged run: only the two fixed header
+ * pages stay resident). For the end of a burst of frees (background.c):
+ * the delay keeps a superblock whose dirty pages a program may come back
+ * for, and these have none; mapping one again costs an mmap and its two
+ * header pages' faults, against the 1007 faults its purged pages cost
+ * anyway. Cached huge blocks keep their own rule. Returns how many. */
+size_t page_heap_release_purged(page_heap_t *h, uint64_t now);
 /* ns from now until this heap has decay or release work, UINT64_MAX if none. */
 uint64_t page_heap_next_due(page_heap_t *h, uint64_t now);
 /* Re-reads decay_ms for every heap. */

@@ -557,7 +557,18 @@ static EBB_COLD size_t release_victims(page_heap_t *h, superblock_t *victims, ui
 	return released;
 }
 
-size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+/* sb, entirely free, holds no page but its fixed header pages: its one run
+ * is purged. (A purged run that covers sb has its descriptor on a fixed
+ * page, so it is never cold; cold_n is looked at all the same.) */
+static bool sb_purged_whole(superblock_t *sb)
+{
+	const span_t *s = superblock_span_at(sb, sb->first_page);
+	return sb->cold_n == 0 && s->state == SPAN_FREE_PURGED && s->npages == sb->usable_pages;
+}
+
+/* purged: page_heap_release_purged. Inlined into both: page_heap_release
+ * keeps its code and its place in the first text window (layout.ld). */
+EBB_INLINE size_t release_pass(page_heap_t *h, uint64_t now, bool all, bool purged)
 {
 	uint64_t delay = (uint64_t)options_get(OPT_UNMAP_DELAY_MS) * 1000000ull;
 	superblock_t *victims = NULL;
@@ -575,10 +586,10 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 		page_heap_check_listed(h, sb, false);
 		next = sb->next;
 		if (sb->free_pages == sb->usable_pages && sb->empty_since_ns != 0 &&
-		    (all || util_elapsed(now, sb->empty_since_ns) >= delay))
+		    (all || util_elapsed(now, sb->empty_since_ns) >= delay || (purged && sb_purged_whole(sb))))
 			release_take(h, sb, &victims);
 	}
-	for (superblock_t *sb = h->huge_cache, *next; sb; sb = next) {
+	for (superblock_t *sb = purged ? NULL : h->huge_cache, *next; sb; sb = next) {
 		page_heap_check_listed(h, sb, true);
 		next = sb->next;
 		if (all || util_elapsed(now, sb->empty_since_ns) >= delay)
@@ -602,6 +613,16 @@ size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
 	if (all || (huge_idle && huge_released > 0))
 		huge_spare_drain();
 	return released;
+}
+
+size_t page_heap_release(page_heap_t *h, uint64_t now, bool all)
+{
+	return release_pass(h, now, all, false);
+}
+
+size_t page_heap_release_purged(page_heap_t *h, uint64_t now)
+{
+	return release_pass(h, now, false, true);
 }
 
 uint64_t page_heap_next_due(page_heap_t *h, uint64_t now)
