@@ -959,23 +959,23 @@ TEST_CASE("once a cache leaves the shared CPU slot on conflicts, the others leav
 	bool still_shared[2] = { true, true };
 	/* Slow paths on both threads at once, until the slot had conflicts
 	 * enough for one of them (bounded: on one CPU they may seldom meet). */
-	auto churn = [&](int i) {
+	auto round = [] {
 		std::vector<void *> v;
-		for (int round = 0; round < 20000 && !stop.load(); round++) {
-			for (int k = 0; k < 200; k++)
-				v.push_back(tcache_alloc(48 + 16 * (size_t)(k % 8)));
-			for (void *p : v)
-				tcache_free(p);
-			v.clear();
-			tcache_flush_self(); /* the next round refills */
+		for (int k = 0; k < 200; k++)
+			v.push_back(tcache_alloc(48 + 16 * (size_t)(k % 8)));
+		for (void *p : v)
+			tcache_free(p);
+		tcache_flush_self(); /* the next round refills */
+	};
+	auto churn = [&](int i) {
+		round(); /* starts this thread's cache, in the slot */
+		for (int r = 0; r < 20000 && !stop.load(); r++) {
+			round();
 			if (!tcache_self()->shared && left.fetch_add(1) == 0)
 				stop.store(true);
 		}
-		/* One more slow path after the other left. */
-		while (left.load() == 0 && !stop.load())
-			std::this_thread::yield();
-		tcache_free(tcache_alloc(4000));
-		tcache_flush_self();
+		stop.store(true);
+		round(); /* slow paths after the other left, if it did */
 		still_shared[i] = tcache_self()->shared;
 	};
 	std::thread a(churn, 0), b(churn, 1);
