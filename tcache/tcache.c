@@ -62,6 +62,16 @@ static uint64_t tcache_exited_refills, tcache_exited_flushes;
  * larson t=1/t=2 -0.3%/-0.8%. Threads that allocate at the same time leave
  * after a few of their first slow paths, before their spans are many. */
 #define TCACHE_SHARED_CONFLICTS 8u
+/* Set in tcache_shared_busy (above any count of slow paths) by the first
+ * cache that leaves the slot on conflicts: every other cache leaves at its
+ * next slow path. Without it the last cache in the slot met no one there any
+ * more and kept CPU 0's lists for good wherever it ran: bench_xmalloc t=2 (two
+ * producer/consumer pairs, each pair on one of 2 CPUs) had one thread of the
+ * pair on CPU 1 take CPU 0's lists while its partner took CPU 1's, so the
+ * consumer's frees never reached the producer's refills (they went back to
+ * spans and the producer carved): 67-73 instead of 36-39 CPU ns an operation
+ * in the runs where that thread was the one on CPU 1. */
+#define TCACHE_SHARED_OVER (1u << 31)
 static uint32_t tcache_shared_busy EBB_ALIGNED(EBB_CACHELINE); /* its own line: every shared slow path writes it */
 
 /* Before a slow path that reaches the central lists; true if the caller
@@ -71,10 +81,14 @@ static bool tcache_shared_enter(tcache_t *tc)
 	if (!tc->shared || tc->in_shared) /* in_shared: a nested malloc (a hook's) */
 		return false;
 	tc->in_shared = true;
-	if (__atomic_fetch_add(&tcache_shared_busy, 1, __ATOMIC_RELAXED) != 0 &&
-	    ++tc->conflicts >= TCACHE_SHARED_CONFLICTS) {
+	uint32_t busy = __atomic_fetch_add(&tcache_shared_busy, 1, __ATOMIC_RELAXED);
+	if (busy & TCACHE_SHARED_OVER) {
 		tc->shared = false;
 		os_cpu_slot_set(-1);
+	} else if (busy != 0 && ++tc->conflicts >= TCACHE_SHARED_CONFLICTS) {
+		tc->shared = false;
+		os_cpu_slot_set(-1);
+		__atomic_fetch_or(&tcache_shared_busy, TCACHE_SHARED_OVER, __ATOMIC_RELAXED);
 	}
 	return true;
 }
@@ -1121,6 +1135,7 @@ void tcache_postfork_child(void)
 		tcache_live = self;
 		tcache_live_count = 1;
 	}
-	/* No other thread is inside a slow path in the child. */
+	/* No other thread is inside a slow path in the child, and none took the
+	 * slot beside it: the child's new threads may share it again. */
 	tcache_shared_busy = self != &tcache_empty && self->in_shared ? 1 : 0;
 }

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <condition_variable>
 #include <exception>
@@ -943,4 +944,57 @@ TEST_CASE("the exit that leaves one thread with a cache flushes its own and ever
 	tcache_t *self = tcache_self();
 	CHECK(cached_bytes() == self->published);
 	tcache_free(mine);
+}
+
+// The shared CPU slot (tcache_shared_enter): once one cache has left it on
+// meeting others there, every cache leaves at its next slow path. Before, the
+// last cache in the slot met no one there any more and kept CPU 0's lists
+// wherever it ran (bench_xmalloc t=2: a producer on CPU 1 refilling from
+// CPU 0's lists while its consumer flushed to CPU 1's).
+TEST_CASE("once a cache leaves the shared CPU slot on conflicts, the others leave at their next slow path", "[tcache]")
+{
+	setup("1M");
+	std::atomic<bool> stop{ false };
+	std::atomic<int> left{ 0 };
+	bool still_shared[2] = { true, true };
+	/* Slow paths on both threads at once, until the slot had conflicts
+	 * enough for one of them (bounded: on one CPU they may seldom meet). */
+	auto round = [] {
+		std::vector<void *> v;
+		for (int k = 0; k < 200; k++)
+			v.push_back(tcache_alloc(48 + 16 * (size_t)(k % 8)));
+		for (void *p : v)
+			tcache_free(p);
+		tcache_flush_self(); /* the next round refills */
+	};
+	auto churn = [&](int i) {
+		round(); /* starts this thread's cache, in the slot */
+		for (int r = 0; r < 20000 && !stop.load(); r++) {
+			round();
+			if (!tcache_self()->shared && left.fetch_add(1) == 0)
+				stop.store(true);
+		}
+		stop.store(true);
+		round(); /* slow paths after the other left, if it did */
+		still_shared[i] = tcache_self()->shared;
+	};
+	std::thread a(churn, 0), b(churn, 1);
+	a.join();
+	b.join();
+	if (left.load() == 0) {
+		WARN("the two threads' slow paths never met in the shared slot");
+		return;
+	}
+	CHECK(!still_shared[0]);
+	CHECK(!still_shared[1]);
+	bool fresh_shared = true;
+	std::thread c([&] {
+		/* Its first allocation starts its cache in the slot, and is a
+		 * slow path: alone, it would have stayed. */
+		tcache_free(tcache_alloc(64));
+		tcache_flush_self();
+		fresh_shared = tcache_self()->shared;
+	});
+	c.join();
+	CHECK(!fresh_shared);
 }
