@@ -241,19 +241,7 @@ static superblock_t *huge_sb_take(page_heap_t *x, unsigned from, size_t *dirty)
 	}
 	page_heap_sb_unlink(&x->superblocks, best);
 	x->superblocks_count--;
-	*dirty = 0;
-	unsigned end = (unsigned)best->first_page + best->usable_pages;
-	for (unsigned page = best->first_page; page < end;) {
-		span_t *r = superblock_span_at(best, page);
-		size_t n = r->npages;
-		if (r->state == SPAN_FREE_DIRTY) {
-			decay_note_removed(&x->decay, n);
-			*dirty += n;
-		}
-		page_heap_run_unlist(x, r);
-		SPAN_SET_STATE(r, SPAN_NONE, &x->lock);
-		page += (unsigned)n;
-	}
+	*dirty = page_heap_sb_unlist_runs(x, best);
 	lock_release(&x->lock);
 	return best;
 }

@@ -307,6 +307,9 @@ void page_heap_check_listed(page_heap_t *h, superblock_t *sb, bool huge);
  * lru_pos, NULL: as the newest), the page counts of its kind kept in step. */
 void page_heap_run_unlist(page_heap_t *h, span_t *s);
 void page_heap_run_list(page_heap_t *h, span_t *s, span_t *lru_pos);
+/* Takes every run of sb, entirely free, out of h's lists (h->lock held;
+ * its runs become NONE). Returns how many of its pages were dirty. */
+size_t page_heap_sb_unlist_runs(page_heap_t *h, superblock_t *sb);
 /* Makes [page, page+n) of sb a free run of `state`, merged with free
  * neighbours of the same state, and lists it. */
 void page_heap_run_free_coalesced(page_heap_t *h, superblock_t *sb, unsigned page, size_t n,

@@ -470,22 +470,21 @@ void page_heap_purge_owed(page_heap_t *h, uint64_t now)
 	}
 }
 
-/* Takes every run of an entirely free superblock out of the lists. Returns
- * true if all of them were purged (so nothing of it is resident). */
-static bool unlist_superblock_runs(page_heap_t *h, superblock_t *sb)
+size_t page_heap_sb_unlist_runs(page_heap_t *h, superblock_t *sb)
 {
-	bool all_purged = true;
+	size_t dirty = 0;
 	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
 	for (unsigned page = sb->first_page; page < end;) {
 		span_t *s = superblock_span_at(sb, page);
-		all_purged &= s->state == SPAN_FREE_PURGED;
-		if (s->state == SPAN_FREE_DIRTY)
+		if (s->state == SPAN_FREE_DIRTY) {
 			decay_note_removed(&h->decay, s->npages);
+			dirty += s->npages;
+		}
 		page_heap_run_unlist(h, s);
 		SPAN_SET_STATE(s, SPAN_NONE, &h->lock);
 		page += s->npages;
 	}
-	return all_purged;
+	return dirty;
 }
 
 /* Takes sb, an entirely free superblock of h's list whose time is up, out
@@ -501,7 +500,8 @@ static EBB_COLD void release_take(page_heap_t *h, superblock_t *sb, superblock_t
 	if (sb->cold_n != 0)
 		page_heap_warm(h, sb);
 	page_heap_sb_unlink(&h->superblocks, sb);
-	sb->all_purged = unlist_superblock_runs(h, sb);
+	/* A free run is dirty or purged: none dirty, nothing resident. */
+	sb->all_purged = page_heap_sb_unlist_runs(h, sb) == 0;
 	h->superblocks_count--;
 	sb->next = *victims;
 	*victims = sb;
