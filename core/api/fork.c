@@ -32,6 +32,20 @@
  * exported, so a program that forks while another thread is in popen can
  * still deadlock on those versions (docs/reliability.md).
  *
+ * A process that has never had a second thread (os_single_threaded) takes
+ * no lock at all: no other thread can hold one or be half-way through a
+ * structure, and this one holds none (lock_depth is 0). What the locks
+ * would buy costs a fault on each page that holds one, twice a fork: the
+ * parent's release and the child's re-initialization write pages the fork
+ * has just made copy-on-write. A shell forks for every $(...) and pipe:
+ * bash with 40 command substitutions, 10 -> 3 faults per fork in the parent
+ * and 29 -> 24 in the child (issue 14). The child still runs the handlers
+ * that forget threads and passes (thread caches, the purge pass, the
+ * background thread, the timeline's file). The flag is read as this
+ * handler runs: a prefork handler that runs after this one and starts a
+ * thread, which could then take an allocator lock before the fork, is not
+ * supported (glibc's own fork would not reset its stdio list lock either).
+ *
  * Fork from a signal handler. The handler may have interrupted this very
  * thread inside the allocator, holding a lock (or a page heap's purge pass)
  * that only the interrupted frame will give back: the prefork handler would
@@ -68,8 +82,9 @@ static void (*fork_tcache_child)(void);
 enum {
 	FORK_TOOK_LOCKS = 1u, /* every allocator lock */
 	FORK_TOOK_STDIO = 2u, /* libc's stdio list lock */
-	FORK_FRAME_BITS = 2,
-	FORK_LEVELS_MAX = 16, /* deeper nesting than this takes nothing */
+	FORK_SOLE = 4u,       /* no lock: the process has only this thread */
+	FORK_FRAME_BITS = 3,
+	FORK_LEVELS_MAX = 10, /* deeper nesting than this takes nothing (fits 32 bits) */
 };
 
 /* Level i's FORK_TOOK_* bits at bit FORK_FRAME_BITS * i; fork_level levels
@@ -111,8 +126,12 @@ static void fork_prefork(void)
 	unsigned took = 0;
 	/* lock_depth first: a fork that interrupted init_slow sees INIT_RUNNING
 	 * and takes nothing either way. */
-	if (lock_depth == 0 && fork_level < FORK_LEVELS_MAX &&
-	    atomic_load_u32_acquire(&init_state) == INIT_DONE) {
+	if (lock_depth != 0 || fork_level >= FORK_LEVELS_MAX ||
+	    atomic_load_u32_acquire(&init_state) != INIT_DONE) {
+		/* takes nothing */
+	} else if (os_single_threaded()) {
+		took |= FORK_SOLE;
+	} else {
 		if (os_stdio_list_lock())
 			took |= FORK_TOOK_STDIO;
 		background_prefork();
@@ -146,6 +165,15 @@ static void fork_postfork_parent(void)
 static void fork_postfork_child(void)
 {
 	unsigned took = fork_pop();
+	if (took & FORK_SOLE) {
+		/* Every lock is free (fork_prefork): only the state that names
+		 * threads or passes that do not exist in the child, and no page
+		 * written that holds only a lock. */
+		central_purge_postfork_child();
+		fork_tcache_child();
+		timeline_postfork_child();
+		background_postfork_child();
+	}
 	if (took & FORK_TOOK_LOCKS) {
 		meta_postfork_child();
 		page_heap_postfork_child();
