@@ -182,6 +182,24 @@ bool os_purge(void *p, size_t size, bool lazy)
 	return madvise(p, size, MADV_DONTNEED) == 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Set once a kernel rejected the advice as unknown (EINVAL before 5.14):
+ * a racing first call asks twice, which is harmless. */
+static bool os_populate_off;
+
+void os_populate(void *p, size_t size)
+{
+	if (__atomic_load_n(&os_populate_off, __ATOMIC_RELAXED) || size == 0)
+		return;
+	int saved = errno;
+	if (madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+		__atomic_store_n(&os_populate_off, true, __ATOMIC_RELAXED);
+	errno = saved;
+}
+
 /* process_madvise(2) on the calling process: the pidfd sentinel for "this
  * thread group" (Linux 6.15), so there is no descriptor to keep open, to lose
  * to a program that closes every descriptor, or to carry into a forked

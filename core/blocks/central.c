@@ -370,6 +370,36 @@ EBB_INLINE char *carve_out(char *b, size_t size, uint64_t key, void **out, unsig
 
 static span_t *carve_oom(central_t *c);
 
+/* The pages of a span (blocks of class k from base) that its carve of
+ * blocks [0, end) is about to write for the first time, from page `first`
+ * on (those below are dirty), faulted in by one call: the writes would
+ * fault them in one by one, each fault 8-20 us on the virtual machine the
+ * benchmarks run on, in the malloc that refills. The carve writes the
+ * first 16 bytes of each block, and of block `end` where a lazy carve's cut
+ * falls inside a page (central_carve_withhold): the pages those bytes lie
+ * on, no other, so the same pages become resident as without the call.
+ * Blocks of a page or more leave pages between their starts untouched:
+ * one fault a block either way, so none is asked for. bench/latency
+ * (whose p99.9 at t=4 is mostly such refills while the working set first
+ * grows), interleaved with the library before, medians: t=4 malloc p99.9
+ * 28.0 -> 20.8 us (lower in 30 pairs of 30; 32.0 -> 24.5 in 15 of 15 at
+ * load 10), malloc mean 0.85x; t=1 p99.9 8.1 -> 0.41 us on a quiet
+ * machine (jemalloc 0.59), no change at load 10. */
+static EBB_NOINLINE void carve_populate(span_t *s, unsigned end)
+{
+	const size_class_t *k = &size_classes[s->cls];
+	if (k->size >= EBB_PAGE_SIZE || end == 0)
+		return;
+	char *base = span_start(span_superblock(s), s);
+	unsigned first = s->zeroed - 1u;
+	size_t cut = (size_t)end * k->size;
+	size_t last = end < k->blocks && (cut & (EBB_PAGE_SIZE - 1)) ? cut : cut - k->size;
+	size_t hi = (last + EBB_PAGE_SIZE) & ~(size_t)(EBB_PAGE_SIZE - 1);
+	size_t lo = (size_t)first << EBB_PAGE_SHIFT;
+	if (hi > lo)
+		os_populate(base + lo, hi - lo);
+}
+
 /* Carves s, a new span for c from the page heap or c's stash (NULL: none
  * could be had; then one after every stash went back, or NULL), and hands
  * its first `want` blocks (at most all) straight to out[] (*given of them),
@@ -441,6 +471,8 @@ static span_t *span_carve(central_t *c, span_t *s, unsigned want, void **out, un
 	 * all gcc knows, and it would load the size again per block. */
 	const size_t size = k->size;
 	char *base = span_start(span_superblock(s), s);
+	if (s->zeroed != 0)
+		carve_populate(s, end);
 	void *head = EBB_LIST_END;
 	for (unsigned i = end; i-- > in_nodes;) {
 		void *b = base + (size_t)i * size;

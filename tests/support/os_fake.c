@@ -116,6 +116,14 @@ bool os_purge(void *p, size_t size, bool lazy)
 	return madvise(p, size, lazy ? MADV_FREE : MADV_DONTNEED) == 0;
 }
 
+/* As the real one: the pages read the same before and after. */
+void os_populate(void *p, size_t size)
+{
+	int saved = errno;
+	(void)madvise(p, size, 23 /* MADV_POPULATE_WRITE */);
+	errno = saved;
+}
+
 /* Counted as n calls of os_purge (the real one makes fewer system calls,
  * the ranges are what the tests count). */
 size_t os_purge_vec(const os_range_t *r, size_t n, bool lazy)
