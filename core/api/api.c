@@ -152,9 +152,13 @@ static EBB_NOINLINE bool api_prof_inner_again(const void *p, const char *func)
 	return true;
 }
 
+/* A page run's or huge block's free (page-aligned, as no inner sample
+ * is) is told apart first: bench aligned 64B-2M frees 9 000 page runs in
+ * 15 000 operations, and the lookup cost each about 15 instructions. */
 static EBB_NOINLINE void api_prof_free_slow(void *p)
 {
-	if (p != NULL && api_prof_inner(p) && (prof_free_inner(p) || api_prof_inner_again(p, "free")))
+	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 && api_prof_inner(p) &&
+	    (prof_free_inner(p) || api_prof_inner_again(p, "free")))
 		return;
 	tcache_free_slow(p);
 }
@@ -1096,7 +1100,9 @@ static EBB_NOINLINE EBB_COLD void api_prof_redirect(void)
 	if (!ok)
 		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
 	else {
-		prof_set_inner(true);
+		/* Inner samples need every fast path's block test: a build
+		 * without it (EBB_CHECKS=0) would take one for a block. */
+		prof_set_inner(EBB_CHECKS);
 		/* The programs' PLT calls then skip the jump (os_plt_redirect). */
 		os_plt_redirect("malloc", (void *)malloc_plain, (void *)prof_malloc);
 		os_plt_redirect("calloc", (void *)calloc_plain, (void *)prof_calloc);
@@ -1132,7 +1138,7 @@ __attribute__((constructor)) static void api_constructor(void)
 			api_prof_redirect();
 		/* Without the standard names every free is ebb_free's, which
 		 * asks the profiler (api_free_entry). */
-		if (!EBB_OVERRIDE && !EBB_VALGRIND)
+		if (!EBB_OVERRIDE && !EBB_VALGRIND && EBB_CHECKS)
 			prof_set_inner(true);
 	}
 }
