@@ -129,13 +129,6 @@ static bool api_prof_inner(const void *p)
 	return block_lookup(p, &s, &why) == 0 && why != NULL;
 }
 
-/* The heap profiler's free (prof on): free's fast path, whose slow path
- * asks the profiler about a pointer that fails the block test before
- * tcache_free_slow reports it (an inner sample's). With prof on, free,
- * ebb_free, free_sized, free_aligned_sized and operator delete jump here
- * (api_prof_redirect); a build without the standard names calls it from
- * ebb_free. Its fast path is free's, instruction for instruction (no
- * patched load: it also runs unpatched). */
 /* p, which api_prof_inner said lies inside a small block, is no live
  * inner sample: if its block starts PROF_INNER bytes before it and is free
  * (its mark), p was one, freed already, and is reported as that (true). A
@@ -165,6 +158,13 @@ static EBB_NOINLINE void api_prof_free_slow(void *p)
 
 PROF_PATCHED_ALIGN; /* before the first PROF_PATCHED function */
 
+/* The heap profiler's free (prof on): free's fast path, whose slow path
+ * asks the profiler about a pointer that fails the block test before
+ * tcache_free_slow reports it (an inner sample's). With prof on, free,
+ * ebb_free, free_sized, free_aligned_sized and operator delete jump here
+ * (api_prof_redirect); a build without the standard names calls it from
+ * ebb_free. Its fast path is free's, instruction for instruction (no
+ * patched load: it also runs unpatched). */
 EBB_NOINLINE PROF_PATCHED void api_prof_free(void *p)
 {
 	tcache_free_or(p, api_prof_free_slow);
@@ -1136,10 +1136,11 @@ __attribute__((constructor)) static void api_constructor(void)
 		/* After fork_register: the profiler's fork handler runs first. */
 		if (prof_start())
 			api_prof_redirect();
+#if !EBB_OVERRIDE && !EBB_VALGRIND
 		/* Without the standard names every free is ebb_free's, which
 		 * asks the profiler (api_free_entry). */
-		if (!EBB_OVERRIDE && !EBB_VALGRIND && EBB_CHECKS)
-			prof_set_inner(true);
+		prof_set_inner(EBB_CHECKS);
+#endif
 	}
 }
 
