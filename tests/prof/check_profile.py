@@ -20,6 +20,7 @@ and checks what they say against the truth the program knows.
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
   check_profile.py inner_paths PROG      sampled small blocks leave it once through realloc, another thread, ebb_free
+  check_profile.py inner_forged PROG     a pointer inside a sampled small block is reported
   check_profile.py own_faults PROG       the profiler adds at most 17 minor page faults to a small
                                          2-thread program (fewest of 7 runs each, prof=1 against prof=0)
   check_profile.py size_keys PROG       sizes above prof_sample/16 a line per key of 4 bits after the leading one
@@ -186,6 +187,22 @@ def double_free(prog, tmp, mode="double_free"):
         fail("a double free of a sampled block: want SIGABRT (-6), got %d" % r.returncode)
     if "double free" not in r.stderr or m.group(1) not in r.stderr:
         fail("the report does not name the double free of %s: %r" % (m.group(1), r.stderr))
+
+
+def inner_forged(prog, tmp):
+    """A pointer inside a sampled small block, not the one the program got,
+    is reported (not the start of a block), not taken for the sample."""
+    env = dict(os.environ)
+    env["EBB_OPTIONS"] = "prof=1,prof_sample=1"
+    r = subprocess.run([prog, "inner_forged"], env=env, capture_output=True, text=True, timeout=60)
+    m = re.search(r"block (0x[0-9a-f]+)", r.stdout)
+    print("  exit %d, stdout %r, stderr %r" % (r.returncode, r.stdout.strip(), r.stderr.strip()[-300:]))
+    if m is None:
+        fail("the program printed no address")
+    if r.returncode != -6:
+        fail("a free of a pointer inside a sampled block: want SIGABRT (-6), got %d" % r.returncode)
+    if "not the start of a block" not in r.stderr or m.group(1) not in r.stderr:
+        fail("the report does not name the bad pointer %s: %r" % (m.group(1), r.stderr))
 
 
 def live_objects(path):
@@ -746,6 +763,8 @@ def main():
             double_free(sys.argv[2], tmp)
         elif mode == "realloc_kept":
             double_free(sys.argv[2], tmp, "realloc_kept")
+        elif mode == "inner_forged":
+            inner_forged(sys.argv[2], tmp)
         elif mode == "huge":
             huge(sys.argv[2], tmp)
         elif mode == "rate":

@@ -24,6 +24,9 @@
  *                              moves on a realloc past its class's size, as
  *                              the small block would, though its page run
  *                              holds the new size
+ *   prof_sites inner_forged    (run with prof_sample=1) frees a pointer 16
+ *                              bytes into a sampled small block: must die by
+ *                              SIGABRT with a report naming it
  *   prof_sites kept_sizes      (run with prof_sample=1) sample blocks freed at
  *                              one size serve samples of every other size up
  *                              to 32 KiB without the page heap (stats
@@ -663,6 +666,18 @@ int main(int argc, char **argv)
 		T_FREE(p);
 		char *q = checked(T_MALLOC(3000)), *r = checked(T_MALLOC(3000));
 		printf("survived: %p %p\n", (void *)q, (void *)r);
+		return 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "inner_forged") == 0) {
+		/* A pointer inside a sampled small block (an inner sample's
+		 * block) that is not the sample's: reported as bad, not taken
+		 * for the sample, which stays live and is freed after. */
+		char *p = checked(T_MALLOC(3000));
+		printf("block %p\n", (void *)(p + 16));
+		fflush(stdout);
+		T_FREE(p + 16);
+		T_FREE(p);
+		printf("survived\n");
 		return 0;
 	}
 	if (argc >= 2 && strcmp(argv[1], "kept_sizes") == 0) {
