@@ -274,7 +274,11 @@ EBB_INLINE void *tcache_alloc(size_t size)
  * blocks (page class 0: bin 0 is always full), anything that fails the
  * block test and full bins tail-call tcache_free_slow(), which says what is
  * wrong. */
-EBB_INLINE void tcache_free(void *p)
+/* tcache_free with `slow` for every free its fast path does not take: the
+ * heap profiler's free (core/api/api.c, api_prof_free) tells its own slow
+ * cases apart there. A constant argument, so tcache_free's code is the
+ * same as with tcache_free_slow written in. */
+EBB_INLINE void tcache_free_or(void *p, void (*slow)(void *p))
 {
 	size_t slot;
 	if (EBB_LIKELY(registry_slot(p, &slot) && registry_at(slot) == REG_HEADER)) {
@@ -302,7 +306,12 @@ EBB_INLINE void tcache_free(void *p)
 			}
 		}
 	}
-	tcache_free_slow(p);
+	slow(p);
+}
+
+EBB_INLINE void tcache_free(void *p)
+{
+	tcache_free_or(p, tcache_free_slow);
 }
 
 /* ---- used by the rest of the allocator (tcache.c) ---------------------- */

@@ -119,6 +119,57 @@ EBB_INLINE void api_free(void *p)
 	TRACK_QUIET_END();
 }
 
+/* Whether p lies in a small-block page but starts no block there: what an
+ * inner sample of the heap profiler looks like (core/process/prof.h), and
+ * any other such pointer is reported. Only slow paths ask. */
+static bool api_prof_inner(const void *p)
+{
+	span_t *s;
+	const char *why;
+	return block_lookup(p, &s, &why) == 0 && why != NULL;
+}
+
+/* p, which api_prof_inner said lies inside a small block, is no live
+ * inner sample: if its block starts PROF_INNER bytes before it and is free
+ * (its mark), p was one, freed already, and is reported as that (true). A
+ * block handed out again since is not told apart from any other bad
+ * pointer. */
+static EBB_NOINLINE bool api_prof_inner_again(const void *p, const char *func)
+{
+	const char *block = (const char *)p - PROF_INNER;
+	span_t *s;
+	const char *why;
+	if (block_lookup(block, &s, &why) == 0 || !freelist_marked(block, freelist_mark))
+		return false;
+	report_bad_pointer(func, p, "double free (a heap profiler sample block, freed already)");
+	return true;
+}
+
+/* A page run's or huge block's free (page-aligned, as no inner sample
+ * is) is told apart first: bench aligned 64B-2M frees 9 000 page runs in
+ * 15 000 operations, and the lookup cost each about 15 instructions. */
+static EBB_NOINLINE void api_prof_free_slow(void *p)
+{
+	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 && api_prof_inner(p) &&
+	    (prof_free_inner(p) || api_prof_inner_again(p, "free")))
+		return;
+	tcache_free_slow(p);
+}
+
+PROF_PATCHED_ALIGN; /* before the first PROF_PATCHED function */
+
+/* The heap profiler's free (prof on): free's fast path, whose slow path
+ * asks the profiler about a pointer that fails the block test before
+ * tcache_free_slow reports it (an inner sample's). With prof on, free,
+ * ebb_free, free_sized, free_aligned_sized and operator delete jump here
+ * (api_prof_redirect); a build without the standard names calls it from
+ * ebb_free. Its fast path is free's, instruction for instruction (no
+ * patched load: it also runs unpatched). */
+EBB_NOINLINE PROF_PATCHED void api_prof_free(void *p)
+{
+	tcache_free_or(p, api_prof_free_slow);
+}
+
 static void *alloc_aligned_impl(size_t align, size_t size)
 {
 	if (align <= EBB_MIN_ALIGN)
@@ -259,8 +310,17 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		return prof_alloc(size, EBB_MIN_ALIGN, false, ret);
 	}
 	/* prof: p is a sampled block standing in for a small block of this
-	 * usable size (prof_realloc_usable), resized below as that block. */
-	size_t class_usable = 0;
+	 * usable size (prof_realloc_usable, prof_inner_usable), resized below
+	 * as that block. An inner sample (core/process/prof.h) fails
+	 * realloc_impl's block test and comes here with cls 0; it holds
+	 * inner_usable bytes (class_usable's less PROF_INNER at worst). */
+	size_t class_usable = 0, inner_usable = 0;
+	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 && api_prof_inner(p)) {
+		inner_usable = prof_inner_usable(p, &class_usable);
+		if (inner_usable == 0 && api_prof_inner_again(p, "realloc"))
+			return NULL;
+	}
+	bool inner = inner_usable != 0;
 	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) {
 		/* A page run with the sampled mark is a live or a kept sample
 		 * (core/process/prof.h): a kept one (freed already) is reported
@@ -297,12 +357,12 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	}
 	/* Checked before anything else, so that a bad pointer is reported as
 	 * realloc's, also when realloc would only free it. */
-	block_info_t b = { cls ? size_classes[cls].size : 0, NULL, cls };
-	if (cls == 0 && !block_info(p, "realloc", &b))
+	block_info_t b = { cls ? size_classes[cls].size : class_usable, NULL, cls };
+	if (cls == 0 && !inner && !block_info(p, "realloc", &b))
 		return NULL;
 	/* What a move copies: all p holds (its page run if sampled: the
 	 * program may have used it all, malloc_usable_size says so). */
-	size_t held = b.usable;
+	size_t held = inner ? inner_usable : b.usable;
 	if (prof && class_usable != 0) {
 		/* From here on p is the small block it stands in for: headroom
 		 * of a small block, no growth into the pages right of it. */
@@ -311,7 +371,10 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	}
 	TRACK_FREE(p); /* told again at the end if p stays */
 	if (size == 0) { /* glibc: free and return NULL */
-		tcache_free(p);
+		if (prof)
+			api_prof_free(p); /* an inner sample's free */
+		else
+			tcache_free(p);
 		return NULL;
 	}
 	if (size > EBB_MAX_REQUEST) {
@@ -335,7 +398,8 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	 * the largest class and a page run, copied each time). A huge block
 	 * keeps count of what it holds beyond the size asked (huge.c): it is
 	 * always resized. */
-	if (size <= b.usable && size >= b.usable / 2 && (b.large == NULL || !b.large->huge))
+	if (size <= b.usable && size >= b.usable / 2 && (b.large == NULL || !b.large->huge) &&
+	    (!prof || size <= held))
 		return realloc_done(p, &b, p, size);
 	if (b.large != NULL && size > EBB_SMALL_MAX) {
 		/* Grown into free pages right of it (with headroom if they are
@@ -376,12 +440,12 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		large_free_moved(p);
 	else if (built)
 		tcache_free_moved(p, b.cls);
+	else if (prof)
+		api_prof_free(p); /* an inner sample's free */
 	else
 		tcache_free(p);
 	return realloc_done(p, &b, q, size);
 }
-
-PROF_PATCHED_ALIGN; /* before the first PROF_PATCHED function */
 
 /* With prof on, api_prof_redirect writes a jump to realloc_slow_prof over
  * its entry (noclone: every call reaches this copy). */
@@ -701,10 +765,20 @@ static EBB_NOINLINE PROF_PATCHED void *malloc_plain(size_t size)
 	return api_malloc(size);
 }
 
-static EBB_NOINLINE EBB_HOT_TEXT void free_plain(void *p)
+/* In the patched page, as is operator delete's (api_prof_redirect writes
+ * over both): one copy-on-write fault for all. ebb_free and the sized
+ * frees are this function (aliases). */
+static EBB_NOINLINE PROF_PATCHED void free_plain(void *p)
 {
 	api_free(p);
 }
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wattribute-alias"
+EBB_API void ebb_free(void *p) __attribute__((alias("free_plain")));
+EBB_API void ebb_free_sized(void *p, size_t size) __attribute__((alias("free_plain")));
+EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size) __attribute__((alias("free_plain")));
+#pragma GCC diagnostic pop
 
 /* The same for operator new and delete (core/api/cxx_new.cpp). */
 bool api_cxx_prof_redirect(void);
@@ -736,10 +810,27 @@ EBB_API void *ebb_malloc(size_t size)
 	return api_malloc(size);
 }
 
+/* With the standard names, ebb_free and the sized frees are free_plain
+ * (aliases, above: the sizes are ignored, which the x86-64 and AArch64
+ * calling conventions allow), so that with prof on they jump to
+ * api_prof_free as free does; without them, they test prof_on. */
+#if !EBB_OVERRIDE
+EBB_INLINE void api_free_entry(void *p)
+{
+#if !EBB_VALGRIND
+	if (EBB_UNLIKELY(API_PROF_ON())) {
+		api_prof_free(p);
+		return;
+	}
+#endif
+	api_free(p);
+}
+
 EBB_API void ebb_free(void *p)
 {
-	api_free(p); /* a sampled block: large_free_checked's hook */
+	api_free_entry(p);
 }
+#endif
 
 EBB_API void *ebb_calloc(size_t count, size_t size)
 {
@@ -825,6 +916,11 @@ EBB_API void *ebb_pvalloc(size_t size)
 static EBB_NOINLINE size_t usable_size_slow(const void *p)
 {
 	block_info_t b;
+	if (API_PROF_ON() && p != NULL && api_prof_inner(p)) {
+		size_t u = prof_inner_usable(p, NULL); /* an inner sample's (core/process/prof.h) */
+		if (u != 0)
+			return u;
+	}
 	TRACK_QUIET_BEGIN();
 	bool ok = p != NULL && block_info(p, "malloc_usable_size", &b);
 	TRACK_QUIET_END();
@@ -856,18 +952,20 @@ EBB_API size_t ebb_malloc_usable_size(const void *p)
 	return usable_size_slow(p);
 }
 
+#if !EBB_OVERRIDE
 EBB_API void ebb_free_sized(void *p, size_t size)
 {
 	(void)size;
-	ebb_free(p);
+	api_free_entry(p);
 }
 
 EBB_API void ebb_free_aligned_sized(void *p, size_t align, size_t size)
 {
 	(void)align;
 	(void)size;
-	ebb_free(p);
+	api_free_entry(p);
 }
+#endif
 
 EBB_API int ebb_trim(void)
 {
@@ -983,23 +1081,32 @@ static bool api_prof_patch(void)
 /* With prof on, the standard names jump to their prof variants from now on
  * (os_code_redirect). Not when other threads run already (libebbmalloc.so
  * dlopen'ed by a threaded program: one may be inside malloc): then only the
- * prefixed API samples. Before this point nothing is sampled through them. */
-static void api_prof_redirect(void)
+ * prefixed API samples. Before this point nothing is sampled through them.
+ * Out of line: inlined, it made api_constructor, which every process runs
+ * from the first 64 KiB of text (core/api/layout.ld), 150 bytes longer. */
+static EBB_NOINLINE EBB_COLD void api_prof_redirect(void)
 {
 #if EBB_OVERRIDE && !EBB_VALGRIND
 	if (os_thread_count() > 1) {
 		report_warn("prof: threads already run; malloc/free are not sampled (ebb_* are)");
 		return;
 	}
-	bool ok = api_prof_patch() && os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
+	/* The frees first: a sample is inner only once every free asks the
+	 * profiler (prof_set_inner). */
+	bool ok = api_prof_patch() && os_code_redirect((void *)free_plain, (void *)api_prof_free) &&
+		  api_cxx_prof_redirect() && os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
 		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
-		  os_code_redirect((void *)realloc_slow, (void *)realloc_slow_prof) && api_cxx_prof_redirect();
+		  os_code_redirect((void *)realloc_slow, (void *)realloc_slow_prof);
 	if (!ok)
 		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
 	else {
+		/* Inner samples need every fast path's block test: a build
+		 * without it (EBB_CHECKS=0) would take one for a block. */
+		prof_set_inner(EBB_CHECKS);
 		/* The programs' PLT calls then skip the jump (os_plt_redirect). */
 		os_plt_redirect("malloc", (void *)malloc_plain, (void *)prof_malloc);
 		os_plt_redirect("calloc", (void *)calloc_plain, (void *)prof_calloc);
+		os_plt_redirect("free", (void *)free_plain, (void *)api_prof_free);
 	}
 #endif
 }
@@ -1029,6 +1136,11 @@ __attribute__((constructor)) static void api_constructor(void)
 		/* After fork_register: the profiler's fork handler runs first. */
 		if (prof_start())
 			api_prof_redirect();
+#if !EBB_OVERRIDE && !EBB_VALGRIND
+		/* Without the standard names every free is ebb_free's, which
+		 * asks the profiler (api_free_entry). */
+		prof_set_inner(EBB_CHECKS);
+#endif
 	}
 }
 

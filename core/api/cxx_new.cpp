@@ -43,6 +43,8 @@ extern "C" void *ebb_cxx_runtime_probe() __asm__("_ZSt15get_new_handlerv") __att
 // Sizes above TCACHE_DIRECT_MAX for the prof variants (core/api/api.c).
 extern "C" void *api_prof_alloc_mid(std::size_t size);
 #endif
+// free's prof variant, which delete jumps to with prof on (core/api/api.c).
+extern "C" void api_prof_free(void *p);
 
 namespace {
 
@@ -156,7 +158,7 @@ inline void *new_fast_nothrow(std::size_t n, bool patched = false) noexcept
 extern "C" {
 [[gnu::noinline]] static PROF_PATCHED void *cxx_new_plain(std::size_t n) { return new_fast(n); }
 [[gnu::noinline]] static PROF_PATCHED void *cxx_new_nothrow_plain(std::size_t n) noexcept { return new_fast_nothrow(n); }
-[[gnu::noinline]] static void cxx_delete_plain(void *p) noexcept { cxx_free(p); }
+[[gnu::noinline]] static PROF_PATCHED void cxx_delete_plain(void *p) noexcept { cxx_free(p); }
 
 static PROF_PATCHED void *cxx_new_prof(std::size_t n)
 {
@@ -172,12 +174,13 @@ static PROF_PATCHED void *cxx_new_nothrow_prof(std::size_t n) noexcept
 	return new_fast_nothrow(n, true);
 }
 
-// delete has no variant: a sampled block is a page run, which the free
-// path hands to large_free_checked, where the profiler looks (its hook).
+// delete jumps to free's prof variant (api_prof_free, core/api/api.c),
+// which finds the profiler's inner samples on its slow path.
 bool api_cxx_prof_redirect(void)
 {
 	return !EBB_VALGRIND && os_code_redirect((void *)cxx_new_plain, (void *)cxx_new_prof) &&
-	       os_code_redirect((void *)cxx_new_nothrow_plain, (void *)cxx_new_nothrow_prof);
+	       os_code_redirect((void *)cxx_new_nothrow_plain, (void *)cxx_new_nothrow_prof) &&
+	       os_code_redirect((void *)cxx_delete_plain, (void *)api_prof_free);
 }
 }
 

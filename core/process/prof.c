@@ -103,14 +103,27 @@ typedef struct prof_sample {
 	uint32_t class_bytes;
 	/* The small block the sample stands for (class_bytes != 0), taken
 	 * from its class when the sample is made and freed with it, so that
-	 * the spans of small blocks see what prof=0 does; NULL if none. */
+	 * the spans of small blocks see what prof=0 does; NULL if none. Of
+	 * an inner sample, the small block it lies in. */
 	void *shadow;
+	/* An inner sample (prof_alloc_inner): addr is PROF_INNER bytes into
+	 * the small block shadow, and no span carries a mark for it. */
+	bool inner;
 } prof_sample_t;
 
 /* tcache/'s malloc and free of small blocks, for the shadows above (set
  * by core/api, which prof.c may not call up into); NULL before. */
 static void *(*prof_small_alloc)(size_t size);
 static bool (*prof_small_free)(void *p);
+
+/* Whether a small allocation's sample may be an inner one (prof.h):
+ * every free of the process reaches api_prof_free's slow path. */
+static bool prof_inner_ok;
+
+void prof_set_inner(bool on)
+{
+	__atomic_store_n(&prof_inner_ok, on, __ATOMIC_RELAXED);
+}
 
 void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p))
 {
@@ -608,27 +621,31 @@ static void prof_mark(const void *p, span_t *span, uint8_t on)
 }
 
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
-EBB_INLINE void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+EBB_INLINE void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes,
+			     bool inner)
 {
 	s->addr = p;
 	s->count = c;
 	s->size = size;
 	s->class_bytes = class_bytes;
+	s->inner = inner;
 	unsigned b = sample_bucket(p);
 	s->next = prof_samples[b];
 	prof_samples[b] = s;
 	c->live_n++;
 	c->live_bytes += size;
-	prof_mark(p, NULL, 1);
+	if (!inner)
+		prof_mark(p, NULL, 1);
 }
 
 /* Lists p as a live sample of c, of `size` bytes (class_bytes: its
  * entry's). Caller holds prof_lock. */
-static EBB_NOINLINE prof_sample_t *prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+static EBB_NOINLINE prof_sample_t *prof_insert_new(void *p, prof_count_t *c, size_t size, uint32_t class_bytes,
+						    bool inner)
 {
 	prof_sample_t *s = prof_carve(sizeof *s);
 	if (s != NULL)
-		prof_relist(s, p, c, size, class_bytes);
+		prof_relist(s, p, c, size, class_bytes, inner);
 	return s;
 }
 
@@ -636,13 +653,13 @@ static EBB_NOINLINE prof_sample_t *prof_insert_new(void *p, prof_count_t *c, siz
  * made every insert save registers) a new one. Inlined into prof_alloc_at
  * (gcc called it: about 7 instructions a sample of call, return and
  * argument moves). */
-EBB_INLINE prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes)
+EBB_INLINE prof_sample_t *prof_insert(void *p, prof_count_t *c, size_t size, uint32_t class_bytes, bool inner)
 {
 	prof_sample_t *s = prof_free_samples;
 	if (EBB_UNLIKELY(s == NULL))
-		return prof_insert_new(p, c, size, class_bytes);
+		return prof_insert_new(p, c, size, class_bytes, inner);
 	prof_free_samples = s->next;
-	prof_relist(s, p, c, size, class_bytes);
+	prof_relist(s, p, c, size, class_bytes, inner);
 	return s;
 }
 
@@ -834,7 +851,8 @@ EBB_INLINE prof_sample_t *prof_unlink(prof_sample_t **at, span_t *span)
 	 * (the free hook) then has its test reused. */
 	prof_count_t *c = s->count;
 	*at = s->next;
-	prof_mark(s->addr, span, 0);
+	if (!s->inner)
+		prof_mark(s->addr, span, 0);
 	if (c != NULL) {
 		c->live_n--;
 		c->live_bytes -= s->size;
@@ -942,6 +960,43 @@ EBB_INLINE prof_count_t *prof_replay_count(prof_replay_t *rp, size_t size)
 	return c;
 }
 
+/* The count of this sample's stack (ret, fp: prof_alloc_at's), with
+ * prof_lock taken: it returns with the lock held. NULL when none can be
+ * made (out of memory): the sample is then not recorded. */
+EBB_INLINE prof_count_t *prof_count_locked(size_t size, void *ret, const uintptr_t *fp)
+{
+	prof_count_t *c = NULL;
+	uintptr_t cfa = (uintptr_t)(fp + 2);
+	uint64_t h = prof_replay_hash(ret, cfa);
+	unsigned slot = prof_replay_first(h);
+	/* Without the tables (out of memory) the block is served unrecorded,
+	 * as when a count cannot be made; nothing is kept without them. */
+	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
+	prof_lock();
+	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
+	/* Each slot's record is compared once (gcc compared the first's
+	 * twice when the test was written as one condition after the
+	 * other). */
+	bool known = rp != NULL && prof_replay_is(rp, ret, fp);
+	if (rp != NULL && !known) {
+		/* The first slot is another stack's: this one's record is in
+		 * the second, or a walk fills it there if it is free (else
+		 * the first is overwritten). */
+		prof_replay_t *rq = prof_replays[prof_replay_second(h)];
+		if (rq == NULL || prof_replay_is(rq, ret, fp)) {
+			slot = prof_replay_second(h);
+			rp = rq;
+			known = rq != NULL;
+		}
+	}
+	if (known && os_unwind_replay(&rp->rec, cfa, fp[0])) {
+		c = prof_replay_count(rp, size);
+	} else if (tables) {
+		c = prof_stack_walk(size, ret, fp, slot);
+	}
+	return c;
+}
+
 /* Frees a sample's shadow (NULL: none), with prof_lock not held: the free
  * may flush the thread's cache to the central lists. */
 static void prof_shadow_free(void *shadow)
@@ -1024,40 +1079,12 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			return NULL;
 		}
 	}
-	prof_count_t *c = NULL;
-	uintptr_t cfa = (uintptr_t)(fp + 2);
-	uint64_t h = prof_replay_hash(ret, cfa);
-	unsigned slot = prof_replay_first(h);
-	/* Without the tables (out of memory) the block is served unrecorded,
-	 * as when a count cannot be made; nothing is kept without them. */
-	bool tables = EBB_LIKELY(__atomic_load_n(&prof_samples, __ATOMIC_ACQUIRE) != NULL) || prof_tables_make();
-	prof_lock();
-	prof_replay_t *rp = tables ? prof_replays[slot] : NULL;
-	/* Each slot's record is compared once (gcc compared the first's
-	 * twice when the test was written as one condition after the
-	 * other). */
-	bool known = rp != NULL && prof_replay_is(rp, ret, fp);
-	if (rp != NULL && !known) {
-		/* The first slot is another stack's: this one's record is in
-		 * the second, or a walk fills it there if it is free (else
-		 * the first is overwritten). */
-		prof_replay_t *rq = prof_replays[prof_replay_second(h)];
-		if (rq == NULL || prof_replay_is(rq, ret, fp)) {
-			slot = prof_replay_second(h);
-			rp = rq;
-			known = rq != NULL;
-		}
-	}
-	if (known && os_unwind_replay(&rp->rec, cfa, fp[0])) {
-		c = prof_replay_count(rp, size);
-	} else if (tables) {
-		c = prof_stack_walk(size, ret, fp, slot);
-	}
+	prof_count_t *c = prof_count_locked(size, ret, fp);
 	if (!keepable) {
 		if (c != NULL) {
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_sample_t *e = prof_insert(p, c, size, class_bytes);
+			prof_sample_t *e = prof_insert(p, c, size, class_bytes, false);
 			if (e != NULL) {
 				e->shadow = shadow;
 				shadow = NULL;
@@ -1111,7 +1138,7 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 			prof_lock();
 			c->alloc_n++;
 			c->alloc_bytes += size;
-			prof_sample_t *e = prof_insert(p, c, size, class_bytes);
+			prof_sample_t *e = prof_insert(p, c, size, class_bytes, false);
 			if (e != NULL) {
 				e->shadow = shadow;
 				shadow = NULL;
@@ -1124,6 +1151,53 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	return p;
 }
 
+/* What an inner sample of `size` bytes asks its cache for: a block of
+ * the class an unsampled one would have, when its last PROF_INNER bytes
+ * are not needed, else of PROF_INNER bytes more than that class (realloc
+ * then resizes it in place up to all of the class). Most samples are
+ * large (a block is sampled in proportion to its size), where classes are
+ * KiBs apart: nearly all then take the unsampled block's class, so that
+ * the spans see what they see with prof=0 (PROF_INNER bytes more than the
+ * size, always, took a class of its own for most: bench churn 16B-32K
+ * faulted about 140 pages more than prof=0 for the spans of those). */
+static size_t prof_inner_bytes(size_t size)
+{
+	size_t cu = size_classes[size_class_of(size)].size;
+	return size + PROF_INNER <= cu ? cu : cu + PROF_INNER;
+}
+
+/* A small sample as an inner one (prof.h): the block is a small block of
+ * prof_inner_bytes from the thread's cache, and the program's pointer is
+ * PROF_INNER bytes into it. Only the stack and the table cost
+ * anything: no run, no page heap, and its lines are the cache's (a
+ * kept-size run per sample was about 60 ns a sample more than this in
+ * bench churn 16B-32K: its lines and TLB entries were cold where the
+ * cache's block is warm). A sample that cannot be recorded is served as
+ * the plain block. */
+EBB_INLINE void *prof_alloc_inner(size_t size, bool zero, void *ret, const uintptr_t *fp)
+{
+	void *(*small_alloc)(size_t) = __atomic_load_n(&prof_small_alloc, __ATOMIC_ACQUIRE);
+	prof_thread.busy = true;
+	char *block = small_alloc(prof_inner_bytes(size));
+	prof_thread.busy = false;
+	if (block == NULL)
+		return NULL;
+	prof_count_t *c = prof_count_locked(size, ret, fp);
+	prof_sample_t *e = NULL;
+	if (c != NULL) {
+		c->alloc_n++;
+		c->alloc_bytes += size;
+		e = prof_insert(block + PROF_INNER, c, size, 0, true);
+		if (e != NULL)
+			e->shadow = block;
+	}
+	prof_unlock();
+	void *p = e != NULL ? block + PROF_INNER : block;
+	if (zero)
+		memset(p, 0, size);
+	return p;
+}
+
 void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 {
 	/* Two copies: the big samples' (most of bench aligned 64B-2M's, and
@@ -1132,6 +1206,10 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 	 * class bytes: about 10 instructions a sample). The test is
 	 * keepable's, made first. */
 	const uintptr_t *fp = __builtin_frame_address(0);
+	if (align <= EBB_MIN_ALIGN && size <= EBB_SMALL_MAX - PROF_INNER &&
+	    prof_inner_bytes(size) <= EBB_SMALL_MAX &&
+	    __atomic_load_n(&prof_inner_ok, __ATOMIC_RELAXED))
+		return prof_alloc_inner(size, zero, ret, fp);
 	if (align > EBB_PAGE_SIZE || size > PROF_KEEP_PAGES * EBB_PAGE_SIZE)
 		return prof_alloc_at(size, size, align, zero, false, true, 0, ret, fp);
 	/* An aligned request that unsampled is a small block of the class
@@ -1268,13 +1346,45 @@ void prof_resize_end(void *entry, void *q)
 {
 	prof_sample_t *s = entry;
 	prof_lock();
-	prof_relist(s, q, s->count, s->size, s->class_bytes);
+	prof_relist(s, q, s->count, s->size, s->class_bytes, false);
 	prof_unlock();
+}
+
+bool prof_free_inner(void *p)
+{
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	if (at == NULL || !(*at)->inner) {
+		prof_unlock();
+		return false;
+	}
+	void *block = (*at)->shadow;
+	prof_unlist(at, NULL);
+	prof_unlock();
+	return prof_small_free(block);
+}
+
+size_t prof_inner_usable(const void *p, size_t *class_usable)
+{
+	prof_lock();
+	prof_sample_t **at = prof_find(p);
+	bool inner = at != NULL && (*at)->inner;
+	size_t size = inner ? (*at)->size : 0;
+	prof_unlock();
+	if (!inner)
+		return 0;
+	if (class_usable != NULL)
+		*class_usable = size_classes[size_class_of(size)].size;
+	return size_classes[size_class_of(prof_inner_bytes(size))].size - PROF_INNER;
 }
 
 bool prof_holds(const void *p)
 {
-	if (p == NULL || ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || !prof_is_marked(p))
+	if (p == NULL)
+		return false;
+	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0)
+		return prof_inner_usable(p, NULL) != 0;
+	if (!prof_is_marked(p))
 		return false;
 	prof_lock();
 	prof_sample_t **at = prof_find(p);

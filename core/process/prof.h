@@ -8,11 +8,29 @@
  * sampled with probability 1 - exp(-n / prof_sample), whatever came before
  * it, which is what pprof assumes when it scales samples back up (heap_v2).
  *
- * A sampled block is served as a page run of its own (large_alloc), so a
- * free of it never stays on the small-block fast path: the profiler looks
- * at frees only where page runs are freed (large_free_checked's hook, set
- * when prof is on), and free has no prof variant: it costs the profiler
- * nothing on the fast path. The sample table maps the live sampled blocks to their
+ * A sample of a small allocation (malloc, calloc, operator new, realloc
+ * from NULL: up to EBB_SMALL_MAX - PROF_INNER bytes, no alignment above
+ * EBB_MIN_ALIGN, up to a size whose block stays small) is an inner one: a
+ * small block from the thread's cache (the unsampled block's class when
+ * the size leaves PROF_INNER bytes of it, else the next: prof.c,
+ * prof_inner_bytes), the program's pointer PROF_INNER bytes
+ * into it. That pointer fails the block test of every fast path (free's,
+ * realloc's, malloc_usable_size's: it is no block's start), so each of
+ * them reaches its slow path with it, and only the slow paths ask the
+ * profiler (prof_free_inner, prof_inner_usable): the fast paths, prof on
+ * or off, run no instruction for it. Free's slow path is tcache_free_slow,
+ * which would report the pointer: with prof on every free goes through
+ * api_prof_free (core/api/api.c: free, ebb_free, free_sized and
+ * operator delete are redirected to it at start-up as malloc is), whose
+ * slow path asks the profiler first. Inner samples are made only when
+ * that redirect was written (prof_set_inner), else (threads ran already
+ * at start-up) every sample is a page run as below.
+ *
+ * Every other sampled block (larger, aligned, or moved by realloc) is
+ * served as a page run of its own (large_alloc), so a free of it never
+ * stays on the small-block fast path: the profiler looks at frees of
+ * those where page runs are freed (large_free_checked's hook, set when
+ * prof is on). The sample table maps the live sampled blocks to their
  * allocation sites (a stack, deduplicated); sites also keep the totals
  * sampled since start. Both live in metadata memory, never freed.
  *
@@ -62,6 +80,25 @@ extern bool prof_on;
  * free returns true, so that the free hook can end with a tail call of
  * it. */
 void prof_set_small(void *(*alloc)(size_t size), bool (*free_fn)(void *p));
+
+/* How far into its small block an inner sample's pointer is: the
+ * alignment malloc promises, and less than any class's size, so never a
+ * block start. */
+#define PROF_INNER EBB_MIN_ALIGN
+/* Inner samples may be made from now on (on): every way to free a block
+ * asks prof_free_inner on its slow path (core/api/api.c). */
+void prof_set_inner(bool on);
+/* A free of p that the small-block test turned down: true if p was a live
+ * inner sample, dropped from the table (its count's live totals) and its
+ * block freed; false if not (the caller reports p as it would have). Takes
+ * the profiler's lock, any thread. */
+bool prof_free_inner(void *p);
+/* p's usable size if p is a live inner sample (what its block holds past
+ * PROF_INNER), else 0; then *class_usable (if not NULL) is that of the
+ * small block an unsampled allocation of its size would have been, which
+ * realloc resizes it as (in place only within the usable size: the two
+ * differ by PROF_INNER bytes at most, for sizes that fill their class). */
+size_t prof_inner_usable(const void *p, size_t *class_usable);
 
 /* The prof variants' only cost on an allocation: true when this one of
  * `size` bytes crossed the sampling point (then ask prof_should_sample). */

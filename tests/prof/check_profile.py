@@ -19,6 +19,8 @@ and checks what they say against the truth the program knows.
   check_profile.py realloc_kept PROG     the same, the second free a realloc: SIGABRT, report with its address
   check_profile.py threads PROG          4 threads sampling while profiles are written
   check_profile.py free_paths PROG       sampled blocks of every entry point leave the profile
+  check_profile.py inner_paths PROG      sampled small blocks leave it once through realloc, another thread, ebb_free
+  check_profile.py inner_forged PROG     a pointer inside a sampled small block is reported
   check_profile.py own_faults PROG       the profiler adds at most 17 minor page faults to a small
                                          2-thread program (fewest of 7 runs each, prof=1 against prof=0)
   check_profile.py size_keys PROG       sizes above prof_sample/16 a line per key of 4 bits after the leading one
@@ -170,10 +172,12 @@ def realloc_sites(prog, tmp):
         fail("shrink_site: %.2f MiB live, its blocks are 16 B now" % shrunk)
 
 
-def double_free(prog, tmp, mode="double_free"):
+def double_free(prog, tmp, mode="double_free", want="double free"):
     """A freed sample block the profiler keeps for reuse is still caught
     when freed again (mode realloc_kept: by a realloc it would hold in
-    place)."""
+    place); mode inner_forged: a pointer inside a sampled small block, not
+    the one the program got, is reported as one that starts no block (want),
+    not taken for the sample."""
     env = dict(os.environ)
     env["EBB_OPTIONS"] = "prof=1,prof_sample=1"
     r = subprocess.run([prog, mode], env=env, capture_output=True, text=True, timeout=60)
@@ -182,9 +186,9 @@ def double_free(prog, tmp, mode="double_free"):
     if m is None:
         fail("the program printed no block address")
     if r.returncode != -6:
-        fail("a double free of a sampled block: want SIGABRT (-6), got %d" % r.returncode)
-    if "double free" not in r.stderr or m.group(1) not in r.stderr:
-        fail("the report does not name the double free of %s: %r" % (m.group(1), r.stderr))
+        fail("%s of a sampled block: want SIGABRT (-6), got %d" % (mode, r.returncode))
+    if want not in r.stderr or m.group(1) not in r.stderr:
+        fail("the report does not say %r of %s: %r" % (want, m.group(1), r.stderr))
 
 
 def live_objects(path):
@@ -412,6 +416,27 @@ def live_bytes(path):
     if m is None:
         fail("%s: no heap profile header" % path)
     return int(m.group(1)), int(m.group(2))
+
+
+def inner_paths(prog, tmp):
+    """Every allocation sampled (prof_sample=1): 4 x 8 small blocks (inner
+    samples) are live in the second profile (8 of them moved by realloc to
+    another sample, 8 resized in place), and gone from the third after
+    their frees (the moved ones, the kept ones, another thread's free,
+    ebb_free): each dropped exactly once, so the live count is back where
+    it was, and 40 samples were taken (the 32 and the 8 moves)."""
+    out = os.path.join(tmp, "inner.heap")
+    r = run([prog, "inner_paths", out], {"EBB_OPTIONS": "prof=1,prof_sample=1,background_thread=0"}, check=False)
+    if r.returncode != 0:
+        fail("prof_sites inner_paths exited %d: %s" % (r.returncode, r.stderr[-2000:]))
+    (l0, a0), (l1, a1), (l2, a2) = (live_objects(out + ".%d" % i) for i in range(3))
+    print("  live sampled objects: %d before, %d with the blocks, %d after; sampled %d" % (l0, l1, l2, a1 - a0))
+    if l1 - l0 != 4 * 8:
+        fail("%d blocks live with 32 live" % (l1 - l0))
+    if l2 != l0:
+        fail("%d sampled blocks still live after every one was freed" % (l2 - l0))
+    if a1 - a0 != 5 * 8:
+        fail("%d samples taken for 32 blocks and 8 moves" % (a1 - a0))
 
 
 def huge_moved(prog, tmp):
@@ -724,6 +749,8 @@ def main():
             double_free(sys.argv[2], tmp)
         elif mode == "realloc_kept":
             double_free(sys.argv[2], tmp, "realloc_kept")
+        elif mode == "inner_forged":
+            double_free(sys.argv[2], tmp, "inner_forged", "not the start of a block")
         elif mode == "huge":
             huge(sys.argv[2], tmp)
         elif mode == "rate":
@@ -748,6 +775,8 @@ def main():
             own_faults(sys.argv[2], tmp)
         elif mode == "free_paths":
             free_paths(sys.argv[2], tmp)
+        elif mode == "inner_paths":
+            inner_paths(sys.argv[2], tmp)
         elif mode == "huge_moved":
             huge_moved(sys.argv[2], tmp)
         elif mode == "before_tables":

@@ -24,6 +24,9 @@
  *                              moves on a realloc past its class's size, as
  *                              the small block would, though its page run
  *                              holds the new size
+ *   prof_sites inner_forged    (run with prof_sample=1) frees a pointer 16
+ *                              bytes into a sampled small block: must die by
+ *                              SIGABRT with a report naming it
  *   prof_sites kept_sizes      (run with prof_sample=1) sample blocks freed at
  *                              one size serve samples of every other size up
  *                              to 32 KiB without the page heap (stats
@@ -32,6 +35,13 @@
  *                              through every freeing one (run with
  *                              prof_sample=1): profiles OUT.0 before, OUT.1
  *                              with them live, OUT.2 after they were freed
+ *   prof_sites inner_paths OUT (run with prof_sample=1) sampled small blocks
+ *                              (the profiler's inner samples) left through
+ *                              a realloc that moves them, one that keeps
+ *                              them, another thread's free and ebb_free,
+ *                              each with malloc_usable_size of an unsampled
+ *                              block: profiles OUT.0 before, OUT.1 with them
+ *                              live, OUT.2 after they were freed
  *   prof_sites small           2 threads each allocate, read, write and free
  *                              4 MiB in 64-byte blocks, one at a time (about 8
  *                              samples a thread at the default rate): the
@@ -329,6 +339,75 @@ NOINLINE int free_paths(const char *out)
 	return dump(path);
 }
 
+/* inner_paths' other thread: frees the blocks whose array it reads from
+ * pipe fds[0], then writes a byte to fds[1]. Started before the first
+ * profile and joined after the last: its start's allocations in libc (its
+ * TLS), sampled too, stay out of the counts compared. */
+static int inner_fds[2][2];
+
+static void *free_all_thread(void *arg)
+{
+	(void)arg;
+	void **p;
+	if (read(inner_fds[0][0], &p, sizeof p) != sizeof p)
+		return NULL;
+	for (int i = 0; i < PATH_BLOCKS; i++)
+		T_FREE(p[i]);
+	char done = 1;
+	if (write(inner_fds[1][1], &done, 1) != 1)
+		abort();
+	return NULL;
+}
+
+/* Sampled small blocks (inner samples, core/process/prof.h) through the
+ * paths free_paths does not take: each must leave the profile exactly once
+ * (a second drop would wrap the live count). The usable size of each is
+ * at least what was asked. Nothing here prints between the dumps. */
+NOINLINE int inner_paths(const char *out)
+{
+	char path[4096];
+	void *a[PATH_BLOCKS], *b[PATH_BLOCKS], *c[PATH_BLOCKS], *d[PATH_BLOCKS];
+	pthread_t t;
+	if (pipe(inner_fds[0]) != 0 || pipe(inner_fds[1]) != 0 || pthread_create(&t, NULL, free_all_thread, NULL) != 0)
+		return 5;
+	snprintf(path, sizeof path, "%s.0", out);
+	if (dump(path))
+		return 1;
+	for (int i = 0; i < PATH_BLOCKS; i++) {
+		a[i] = checked(T_MALLOC(200 + i));
+		b[i] = checked(T_MALLOC(300 + i));
+		c[i] = checked(T_MALLOC(400 + i));
+		d[i] = checked(T_MALLOC(500 + i));
+		if (((uintptr_t)c[i] & (4096 - 1)) == 0) /* a page run, not an inner sample */
+			return 6;
+		if (ebb_malloc_usable_size(a[i]) < 200 + (size_t)i || ebb_malloc_usable_size(d[i]) < 500 + (size_t)i)
+			return 2;
+		memset(a[i], 'a', 200 + i);
+		/* Moves (past its class): the new block is another sample. */
+		a[i] = checked(T_REALLOC(a[i], 20000));
+		if (((char *)a[i])[199 + i] != 'a')
+			return 3;
+		/* Stays (its class holds it). */
+		if (T_REALLOC(b[i], 290) != b[i])
+			return 4;
+	}
+	snprintf(path, sizeof path, "%s.1", out);
+	if (dump(path))
+		return 1;
+	void **cp = c;
+	char done;
+	if (write(inner_fds[0][1], &cp, sizeof cp) != sizeof cp || read(inner_fds[1][0], &done, 1) != 1)
+		return 5;
+	for (int i = 0; i < PATH_BLOCKS; i++) {
+		T_FREE(a[i]);
+		T_FREE(b[i]);
+		ebb_free(d[i]);
+	}
+	snprintf(path, sizeof path, "%s.2", out);
+	int rc = dump(path);
+	return pthread_join(t, NULL) != 0 ? 5 : rc;
+}
+
 #define MiB ((size_t)1 << 20)
 
 /* A sampled huge block that realloc moves (mremap to a new address, no
@@ -589,19 +668,33 @@ int main(int argc, char **argv)
 		printf("survived: %p %p\n", (void *)q, (void *)r);
 		return 0;
 	}
+	if (argc >= 2 && strcmp(argv[1], "inner_forged") == 0) {
+		/* A pointer inside a sampled small block (an inner sample's
+		 * block) that is not the sample's: reported as bad, not taken
+		 * for the sample, which stays live and is freed after. */
+		char *p = checked(T_MALLOC(3000));
+		printf("block %p\n", (void *)(p + 16));
+		fflush(stdout);
+		T_FREE(p + 16);
+		T_FREE(p);
+		printf("survived\n");
+		return 0;
+	}
 	if (argc >= 2 && strcmp(argv[1], "kept_sizes") == 0) {
-		/* Every allocation is sampled: 8 live sample blocks of 16 B,
-		 * freed (kept), then rounds of 8 of other sizes up to 32 KiB.
-		 * Each round must be served by the kept runs (a sample taking
-		 * the page heap for a size not kept split its dirty runs:
-		 * prof.c), and the 8 blocks live at once must not overlap. */
-		static const size_t sizes[] = {16, 100, 3000, 5000, 9000, 17000, 25000, 32768};
+		/* Every allocation is sampled: 8 live sample blocks of 32 KiB
+		 * (page runs: above the inner samples' sizes), freed (kept),
+		 * then rounds of 8 of other sizes, runs of several sizes among
+		 * inner samples. Each round must be served by the kept runs (a
+		 * sample taking the page heap for a size not kept split its
+		 * dirty runs: prof.c), and the 8 blocks live at once must not
+		 * overlap. */
+		static const size_t sizes[] = {16, 32760, 3000, 32753, 9000, 32768, 25000, 32767};
 		enum { N = 8 };
 		char *b[N];
 		printf("kept_sizes\n"); /* stdout's buffer before the counts */
 		fflush(stdout);
 		for (int i = 0; i < N; i++)
-			b[i] = checked(T_MALLOC(16));
+			b[i] = checked(T_MALLOC(32768));
 		for (int i = 0; i < N; i++)
 			T_FREE(b[i]);
 		ebb_stats_t st;
@@ -805,6 +898,8 @@ int main(int argc, char **argv)
 			pthread_join(t[i], NULL);
 		return rc | dump(argv[2]);
 	}
+	if (argc >= 3 && strcmp(argv[1], "inner_paths") == 0)
+		return inner_paths(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "free_paths") == 0)
 		return free_paths(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "huge_moved") == 0)
