@@ -1850,3 +1850,60 @@ TEST_CASE_METHOD(heap_fixture, "after a burst entirely free purged superblocks a
 	CHECK(heap.dirty_pages == 0);
 	CHECK(heap.purged_pages == 0);
 }
+
+// A pending span waits for its own page count (page_heap.c, "Pending
+// spans"): a CENTRAL request of another page count that a listed dirty run
+// fits takes that run and leaves the pending spans as they are, and a
+// request of a pending span's page count takes it from under a newer one
+// of another count. One that no listed run fits still merges them.
+TEST_CASE_METHOD(heap_fixture, "pending spans wait for their page count while a listed run serves another",
+		 "[page_heap]")
+{
+	span_t *g0 = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *l = alloc(3); // LARGE: merged and listed when freed
+	span_t *g1 = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *a = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	span_t *g2 = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *c = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	span_t *g3 = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	REQUIRE((g0 && g1 && a && g2 && c && g3));
+	unsigned pl = l->page, pa = a->page, pc = c->page;
+	page_heap_free(l);
+	page_heap_free(a);
+	page_heap_free(c); // the pending stack: c (1 page) on a (2)
+	REQUIRE(heap.pending == c);
+	REQUIRE(heap.pending_pages == 3);
+	REQUIRE(heap.dirty_pages == 6);
+
+	span_t *t = page_heap_alloc(&heap, 3, 1, SPAN_CENTRAL);
+	REQUIRE(t != nullptr);
+	CHECK(t->page == pl); // the listed run, not a merge of the pending ones
+	CHECK(heap.pending == c);
+	CHECK(heap.pending_pages == 3);
+	CHECK(heap.dirty_pages == 3);
+
+	span_t *u = page_heap_alloc(&heap, 2, 1, SPAN_CENTRAL);
+	REQUIRE(u != nullptr);
+	CHECK(u->page == pa); // from under c
+	CHECK(u->state == SPAN_CENTRAL);
+	CHECK(u->next == nullptr);
+	CHECK(heap.pending == c);
+	CHECK(c->next == nullptr);
+	CHECK(heap.pending_pages == 1);
+	CHECK(heap.dirty_pages == 1);
+
+	// No listed dirty run fits 4 pages: the pending span is merged first and
+	// the request, finding no dirty run of 4, takes purged pages; c's page is
+	// then a listed dirty run of its own.
+	span_t *v = page_heap_alloc(&heap, 4, 1, SPAN_CENTRAL);
+	REQUIRE(v != nullptr);
+	CHECK(heap.pending == nullptr);
+	CHECK(heap.pending_pages == 0);
+	CHECK(heap.dirty_pages == 1);
+	span_t *w = page_heap_alloc(&heap, 1, 1, SPAN_CENTRAL);
+	REQUIRE(w != nullptr);
+	CHECK(w->page == pc);
+	CHECK(heap.dirty_pages == 0);
+	for (span_t *s : { w, v, u, t, g3, g2, g1, g0 })
+		page_heap_free(s);
+}

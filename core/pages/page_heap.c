@@ -1027,10 +1027,14 @@ static span_t *alloc_finish(page_heap_t *h, superblock_t *sb, unsigned a, size_t
  * neighbour merges with it (page_heap_run_pending). A CENTRAL request of the
  * top's page count takes the top as it is; which is the span a split of the
  * merged run would have handed out (the newest freed, at the run's end), so
- * spans land where they did. Anything else that looks at the runs merges and
- * lists them all first (page_heap_pending_drain): any other request, a look
- * at another heap's runs, decay (and so ebb_trim and the dirty budget),
- * release, resize: no request finds less than it did, and pending pages are
+ * spans land where they did; failing the top, the newest of its page count a
+ * little further down (pending_find). A CENTRAL request of another page
+ * count that a listed dirty run fits leaves up to PENDING_KEEP_PAGES pending
+ * (the newest); anything else that looks at the runs merges and lists them
+ * all first (page_heap_pending_drain): any other request, a CENTRAL one that
+ * no listed run fits, a look at another heap's runs, decay (and so ebb_trim
+ * and the dirty budget), release, resize: no request finds less than it
+ * did, and pending pages are
  * purged and unmapped as any dirty run: a decay pass merges as many as its
  * purge needs beyond the listed dirty runs, and a release pass that finds a
  * superblock to unmap merges them all first (not every pass merges them
@@ -1073,6 +1077,44 @@ static void pending_push(page_heap_t *h, superblock_t *sb, span_t *s, uint64_t n
 	s->next = h->pending;
 	h->pending = s;
 	h->pending_pages += s->npages;
+}
+
+/* Pending spans a CENTRAL request of another page count leaves pending
+ * while a listed dirty run fits it, and how far down the stack a CENTRAL
+ * request looks for a span of its own page count. A span that empties goes
+ * back, mostly, to the class it left (the page count picks the class among
+ * the larger ones), whose blocks sit where they sat: the pages its blocks
+ * were touched on are the pages touched again. Merged into a run and split
+ * for another page count, the same pages hold other blocks, and a block
+ * touched only at its ends (a buffer sized for the worst case) makes more
+ * of them resident: bench/run's churn 16 B-32 KiB ws=1K row (the bench
+ * writes a block's first and last byte) grew 8.6 -> 10.9 -> 14.1 MiB at 1,
+ * 10 and 100 million replacements, glibc flat at 7.5, as ever more span
+ * pages became resident (bench/peak_probe/README.md). Kept this way, 10.4-
+ * 11.0 -> 10.0-10.3 MiB at 10 million (10 interleaved pairs, CPU per
+ * operation alike; callgrind: that row, memreturn a and xmalloc t=2 within
+ * 0.4% of the instructions); left pending whatever fits elsewhere, 9.1-9.5,
+ * but then a request of another page count takes fresh pages while these
+ * wait. A request that no listed run fits still merges them all
+ * (alloc_search), so none finds fewer free pages than before. */
+#define PENDING_KEEP_PAGES 1024u
+#define PENDING_LOOK 32u
+
+/* Moves the first pending span of npages among the top PENDING_LOOK to the
+ * top; false if there is none (h->lock held). */
+static bool pending_find(page_heap_t *h, size_t npages)
+{
+	span_t **pp = &h->pending;
+	for (unsigned k = 0; *pp != NULL && k < PENDING_LOOK; k++, pp = &(*pp)->next) {
+		span_t *s = *pp;
+		if (s->npages != npages)
+			continue;
+		*pp = s->next;
+		s->next = h->pending;
+		h->pending = s;
+		return true;
+	}
+	return false;
 }
 
 void page_heap_pending_drain(page_heap_t *h, size_t keep)
@@ -1251,8 +1293,13 @@ static EBB_NOINLINE span_t *alloc_search(page_heap_t *h, size_t npages, size_t a
 		lock_acquire(&h->lock);
 	}
 	for (;;) {
-		page_heap_pending_drain(h, 0);
+		/* Only page_heap_alloc_n asks for CENTRAL spans here (alignment 1). */
+		page_heap_pending_drain(h, state == SPAN_CENTRAL ? PENDING_KEEP_PAGES : 0);
 		s = dirty_fit(h, need, npages, align_pages);
+		if (s == NULL && h->pending_pages != 0) {
+			page_heap_pending_drain(h, 0);
+			s = dirty_fit(h, need, npages, align_pages);
+		}
 		if (s == NULL && !looked_elsewhere) {
 			looked_elsewhere = true;
 			lock_release(&h->lock);
@@ -1360,7 +1407,7 @@ span_t *page_heap_alloc_n(page_heap_t *h, size_t npages, unsigned n)
 	 * reverse batch takes nearly every span so): alloc_search's set-up and
 	 * its frame cost some 30 instructions a span. */
 	lock_acquire(&h->lock);
-	if (h->pending != NULL && h->pending->npages == npages)
+	if (h->pending != NULL && (h->pending->npages == npages || pending_find(h, npages)))
 		return pending_take(h);
 	if (h->dirty_pages == 0 && dirty_run_pages() < npages) {
 		span_t *s = alloc_grow_tail(h, npages, n);
