@@ -272,12 +272,10 @@ EBB_INLINE void *tcache_alloc(size_t size)
  * and no mark written: 361 ns), and any later write into p is a walk in
  * some later call. NULL, foreign pointers, large
  * blocks (page class 0: bin 0 is always full), anything that fails the
- * block test and full bins tail-call tcache_free_slow(), which says what is
- * wrong. */
-/* tcache_free with `slow` for every free its fast path does not take: the
- * heap profiler's free (core/api/api.c, api_prof_free) tells its own slow
- * cases apart there. A constant argument, so tcache_free's code is the
- * same as with tcache_free_slow written in. */
+ * block test and full bins tail-call `slow`: tcache_free_slow(), which says
+ * what is wrong, or the heap profiler's (core/api/api.c, api_prof_free),
+ * which tells its inner samples apart first. Always a constant argument, so
+ * tcache_free's code is the same as with tcache_free_slow written in. */
 EBB_INLINE void tcache_free_or(void *p, void (*slow)(void *p))
 {
 	size_t slot;
@@ -309,6 +307,7 @@ EBB_INLINE void tcache_free_or(void *p, void (*slow)(void *p))
 	slow(p);
 }
 
+/* The fast path of free (core/api/api.c, api_free). */
 EBB_INLINE void tcache_free(void *p)
 {
 	tcache_free_or(p, tcache_free_slow);
