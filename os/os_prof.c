@@ -479,17 +479,6 @@ int os_prof_file_open(const char *path)
 	return fd;
 }
 
-bool os_prof_hugepage(void *addr, size_t len)
-{
-#ifdef MADV_HUGEPAGE
-	return madvise(addr, len, MADV_HUGEPAGE) == 0;
-#else
-	(void)addr;
-	(void)len;
-	return false;
-#endif
-}
-
 bool os_prof_file_copy(int fd, const char *src)
 {
 	char buf[4096];

@@ -81,12 +81,6 @@ int os_prof_file_open(const char *path);
  * false on any error. */
 bool os_prof_file_copy(int fd, const char *src);
 
-/* Asks for [addr, addr + len) (aligned to 2 MiB) to be backed by a
- * transparent huge page where the kernel allows it (MADV_HUGEPAGE: the
- * "madvise" mode). false if refused or not supported; nothing changes
- * then. */
-bool os_prof_hugepage(void *addr, size_t len);
-
 EBB_END_DECLS
 
 #endif /* EBB_OS_OS_PROF_H */

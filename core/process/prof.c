@@ -1005,30 +1005,6 @@ static void prof_shadow_free(void *shadow)
 		prof_small_free(shadow);
 }
 
-/* The profiler's heap's first run p (large_alloc_aside): the 2 MiB
- * around it (in its superblock, past the header's pages, which are
- * resident already and would keep it in small pages) asked for as one
- * huge page. Every kept-size sample is a run of its own in that heap, and
- * a program writes a new block's first and last bytes: in small pages the
- * sample runs of bench churn 16B-32K faulted in about 180 pages more than
- * prof=0, each fault 8-9 us of CPU on the test machine (the row's extra
- * time, measured at --ops=500k, 2m and 8m, was about 1.9 ms a run plus
- * 0.9 ns an operation: 1.11, 1.08 and 1.06 of prof=0), and the runs'
- * pages missed the TLB where the small blocks they stand for would not
- * have. One huge page holds 64 runs (samples of up to 32 KiB each, live
- * or kept): a process that keeps more has its runs past it in small pages
- * as before. Its cost is resident memory: up to 2 MiB, where the runs'
- * pages alone were about 0.7 MiB in bench churn (a run that the page heap
- * purges splits it, and the kernel gives small pages from there on). */
-#define PROF_HUGE ((uintptr_t)2 << 20)
-static EBB_NOINLINE void prof_heap_huge(void *p)
-{
-	uintptr_t sb = (uintptr_t)superblock_of(p);
-	uintptr_t a = (uintptr_t)p & ~(PROF_HUGE - 1);
-	if (a >= sb + ((uintptr_t)EBB_SB_HEADER_PAGES << EBB_PAGE_SHIFT) && a + PROF_HUGE <= sb + EBB_SB_SIZE)
-		os_prof_hugepage((void *)a, PROF_HUGE);
-}
-
 /* prof_alloc, with a block of `bytes` >= size (a realloc's headroom), a
  * mapping of its own if `mapped` (prof_alloc_moved). big (a constant):
  * the caller found that it stands for no small block (aligned to more
@@ -1121,10 +1097,15 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		/* A kept-size run only needs the bytes asked for zeroed. */
 		prof_thread.busy = true; /* nothing below is sampled, should it allocate */
 		p = large_alloc_aside(pages << EBB_PAGE_SHIFT);
-		if (p != NULL && __atomic_load_n(&prof_heap, __ATOMIC_RELAXED) == NULL) {
+		/* No huge page for these runs (hQ's MADV_HUGEPAGE on the 2 MiB
+		 * around the first, dropped): since small samples are inner
+		 * ones, only samples above the largest class less 16 bytes
+		 * and aligned ones take runs here, few and reused (prof_kept),
+		 * so the page saved at most about 70 faults (bench aligned)
+		 * and none in churn 16B-32K, and cost 1.5-2.2 MiB resident
+		 * (docs/profiler-overhead.md, hP 2026-12-07). */
+		if (p != NULL && __atomic_load_n(&prof_heap, __ATOMIC_RELAXED) == NULL)
 			__atomic_store_n(&prof_heap, page_heap_prof(), __ATOMIC_RELAXED);
-			prof_heap_huge(p); /* before the write below: its fault makes the page */
-		}
 		/* A fresh kept-size run's first page is written here: a
 		 * program that reads its new block before it writes it (bench
 		 * cache-thrash) faulted in the shared zero page and then the
