@@ -1097,13 +1097,13 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 		/* A kept-size run only needs the bytes asked for zeroed. */
 		prof_thread.busy = true; /* nothing below is sampled, should it allocate */
 		p = large_alloc_aside(pages << EBB_PAGE_SHIFT);
-		/* No huge page for these runs (hQ's MADV_HUGEPAGE on the 2 MiB
+		/* No huge page for these runs (9cc85eb's MADV_HUGEPAGE on the 2 MiB
 		 * around the first, dropped): since small samples are inner
 		 * ones, only samples above the largest class less 16 bytes
 		 * and aligned ones take runs here, few and reused (prof_kept),
 		 * so the page saved at most about 70 faults (bench aligned)
 		 * and none in churn 16B-32K, and cost 1.5-2.2 MiB resident
-		 * (docs/profiler-overhead.md, hP 2026-12-07). */
+		 * (docs/profiler-overhead.md, 2026-12-07). */
 		if (p != NULL && __atomic_load_n(&prof_heap, __ATOMIC_RELAXED) == NULL)
 			__atomic_store_n(&prof_heap, page_heap_prof(), __ATOMIC_RELAXED);
 		/* A fresh kept-size run's first page is written here: a
