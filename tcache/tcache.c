@@ -82,13 +82,12 @@ static bool tcache_shared_enter(tcache_t *tc)
 		return false;
 	tc->in_shared = true;
 	uint32_t busy = __atomic_fetch_add(&tcache_shared_busy, 1, __ATOMIC_RELAXED);
-	if (busy & TCACHE_SHARED_OVER) {
+	bool over = (busy & TCACHE_SHARED_OVER) != 0;
+	if (over || (busy != 0 && ++tc->conflicts >= TCACHE_SHARED_CONFLICTS)) {
 		tc->shared = false;
 		os_cpu_slot_set(-1);
-	} else if (busy != 0 && ++tc->conflicts >= TCACHE_SHARED_CONFLICTS) {
-		tc->shared = false;
-		os_cpu_slot_set(-1);
-		__atomic_fetch_or(&tcache_shared_busy, TCACHE_SHARED_OVER, __ATOMIC_RELAXED);
+		if (!over) /* the first to leave on conflicts */
+			__atomic_fetch_or(&tcache_shared_busy, TCACHE_SHARED_OVER, __ATOMIC_RELAXED);
 	}
 	return true;
 }

@@ -173,6 +173,17 @@ EBB_NOINLINE PROF_PATCHED void api_prof_free(void *p)
 	tcache_free_or(p, api_prof_free_slow);
 }
 
+/* realloc's free of a block it does not keep: with prof on through free's
+ * prof variant, which knows an inner sample (prof: a constant in each copy
+ * of realloc_slow_at). */
+EBB_INLINE void realloc_free(void *p, bool prof)
+{
+	if (prof)
+		api_prof_free(p);
+	else
+		tcache_free(p);
+}
+
 static void *alloc_aligned_impl(size_t align, size_t size)
 {
 	if (align <= EBB_MIN_ALIGN)
@@ -374,10 +385,7 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	}
 	TRACK_FREE(p); /* told again at the end if p stays */
 	if (size == 0) { /* glibc: free and return NULL */
-		if (prof)
-			api_prof_free(p); /* an inner sample's free */
-		else
-			tcache_free(p);
+		realloc_free(p, prof);
 		return NULL;
 	}
 	if (size > EBB_MAX_REQUEST) {
@@ -443,10 +451,8 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		large_free_moved(p);
 	else if (built)
 		tcache_free_moved(p, b.cls);
-	else if (prof)
-		api_prof_free(p); /* an inner sample's free */
 	else
-		tcache_free(p);
+		realloc_free(p, prof);
 	return realloc_done(p, &b, q, size);
 }
 
