@@ -3,7 +3,8 @@
  * A diagnostic, not part of the library or of bench/run: preloaded after the
  * allocator, it starts a thread in each process whose command line contains
  * $PEAK_PROBE_MATCH (every process when unset) that reads the process' RSS
- * every millisecond and, at each new maximum (64 KiB above the last), writes
+ * every millisecond and, at each new maximum (64 KiB above the last; see
+ * PEAK_PROBE_STEP_KIB, _MIN_KIB and _KEEP below), writes
  * $PEAK_PROBE_DIR/peak.<pid> (default /tmp) anew with:
  * - RSS and the Anonymous pages of /proc/self/smaps_rollup (the heap's part;
  *   shared memory and file pages are not in it), and the largest Anonymous
@@ -48,6 +49,18 @@
 
 static char out_path[256];
 static long max_anon_kib;
+/* $PEAK_PROBE_STEP_KIB: a new maximum this far above the last is written
+ * (default 64); a larger step walks less often, so the probe's own work
+ * moves a fast multithreaded benchmark's peak less. $PEAK_PROBE_KEEP=1
+ * keeps every snapshot as peak.<pid>.<n> besides peak.<pid>, to follow the
+ * way to the peak. $PEAK_PROBE_MIN_KIB: no snapshot below this RSS (the
+ * walk and ebb_stats_print take milliseconds and stall the program's
+ * threads on the way up; latency t=4's peak moved from 38 to 53 MiB with a
+ * snapshot every 64 KiB). */
+static long step_kib = 64;
+static long min_kib;
+static bool keep_all;
+static unsigned snap_count;
 
 static void rollup(long *rss, long *anon)
 {
@@ -166,8 +179,14 @@ static void snapshot(long rss, long anon)
 		fprintf(f, "glibc arena %zu mmapped %zu in_use %zu free %zu top %zu\n", mi.arena, mi.hblkhd,
 			mi.uordblks, mi.fordblks, mi.keepcost);
 	}
-	if (fclose(f) == 0)
-		rename(tmp_path, out_path);
+	if (fclose(f) != 0)
+		return;
+	if (keep_all) {
+		char keep_path[sizeof out_path + 16];
+		snprintf(keep_path, sizeof keep_path, "%s.%u", out_path, snap_count++);
+		link(tmp_path, keep_path);
+	}
+	rename(tmp_path, out_path);
 }
 
 static void *probe(void *arg)
@@ -180,7 +199,7 @@ static void *probe(void *arg)
 		rollup(&rss, &anon);
 		if (anon > max_anon_kib)
 			max_anon_kib = anon;
-		if (rss > max_rss + 64) {
+		if (rss > max_rss + step_kib && rss >= min_kib) {
 			max_rss = rss;
 			snapshot(rss, anon);
 		}
@@ -207,6 +226,14 @@ __attribute__((constructor)) static void peak_probe_start(void)
 		return;
 	const char *dir = getenv("PEAK_PROBE_DIR");
 	snprintf(out_path, sizeof out_path, "%s/peak.%d", dir && *dir ? dir : "/tmp", (int)getpid());
+	const char *step = getenv("PEAK_PROBE_STEP_KIB");
+	if (step && atol(step) > 0)
+		step_kib = atol(step);
+	const char *min = getenv("PEAK_PROBE_MIN_KIB");
+	if (min && atol(min) > 0)
+		min_kib = atol(min);
+	const char *keep = getenv("PEAK_PROBE_KEEP");
+	keep_all = keep && *keep == '1';
 	pthread_t t;
 	if (pthread_create(&t, NULL, probe, NULL) == 0)
 		pthread_detach(t);
