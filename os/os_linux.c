@@ -348,9 +348,15 @@ bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
 /* ---------------------------------------------------------------------------
  * Machine
  * ------------------------------------------------------------------------- */
+/* From the auxiliary vector, not sysconf: sysconf's switch reads a jump
+ * table in libc's .rodata, and that one read maps a 64 KiB fault-around
+ * window of it (16 pages) into a process that may touch no other. A program
+ * that mallocs and frees once and exits: VmHWM 1 500 -> 1 436 KiB (medians
+ * of 15 interleaved pairs, 14 lower, one equal; glibc alone 1 108). */
 size_t os_page_size(void)
 {
-	return (size_t)sysconf(_SC_PAGESIZE);
+	unsigned long page = getauxval(AT_PAGESZ);
+	return page != 0 ? (size_t)page : (size_t)sysconf(_SC_PAGESIZE);
 }
 
 /* Reads a small file into buf with plain syscalls (no stdio: it allocates). */
