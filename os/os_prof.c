@@ -25,17 +25,52 @@
  * and stay executable (the writer may run on the same page).
  * ------------------------------------------------------------------------- */
 #if defined(__x86_64__)
+/* The pages os_code_write_begin's window left writable (len 0: none).
+ * Start-up only, one thread: no lock. */
+static uintptr_t code_open_first;
+static size_t code_open_len;
+static bool code_batch;
+
 static bool code_write(void *at, const void *bytes, size_t n)
 {
 	uintptr_t first = (uintptr_t)at & ~(uintptr_t)(EBB_PAGE_SIZE - 1);
 	size_t len = util_align_up((uintptr_t)at + n - first, EBB_PAGE_SIZE);
+	if (code_open_len != 0 && first >= code_open_first && first + len <= code_open_first + code_open_len) {
+		memcpy(at, bytes, n);
+		return true;
+	}
+	if (code_open_len != 0) { /* another page than the window's */
+		mprotect((void *)code_open_first, code_open_len, PROT_READ | PROT_EXEC);
+		code_open_len = 0;
+	}
 	if (mprotect((void *)first, len, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
 		return false;
 	memcpy(at, bytes, n);
-	mprotect((void *)first, len, PROT_READ | PROT_EXEC);
+	if (code_batch) {
+		code_open_first = first;
+		code_open_len = len;
+	} else
+		mprotect((void *)first, len, PROT_READ | PROT_EXEC);
 	return true;
 }
 #endif
+
+void os_code_write_begin(void)
+{
+#if defined(__x86_64__)
+	code_batch = true;
+#endif
+}
+
+void os_code_write_end(void)
+{
+#if defined(__x86_64__)
+	if (code_open_len != 0)
+		mprotect((void *)code_open_first, code_open_len, PROT_READ | PROT_EXEC);
+	code_open_len = 0;
+	code_batch = false;
+#endif
+}
 
 /* A 5-byte `jmp rel32` over the first bytes of `from`. */
 bool os_code_redirect(void *from, void *to)

@@ -1102,10 +1102,14 @@ static EBB_NOINLINE EBB_COLD void api_prof_redirect(void)
 	}
 	/* The frees first: a sample is inner only once every free asks the
 	 * profiler (prof_set_inner). */
+	/* One writable window for all these writes (os_code_write_begin). A
+	 * failed one leaves the writes before it: as without the window. */
+	os_code_write_begin();
 	bool ok = api_prof_patch() && os_code_redirect((void *)free_plain, (void *)api_prof_free) &&
 		  api_cxx_prof_redirect() && os_code_redirect((void *)malloc_plain, (void *)prof_malloc) &&
 		  os_code_redirect((void *)calloc_plain, (void *)prof_calloc) &&
 		  os_code_redirect((void *)realloc_slow, (void *)realloc_slow_prof);
+	os_code_write_end();
 	if (!ok)
 		report_warn("prof: cannot redirect malloc/free to their sampling variants; only ebb_* sample");
 	else {

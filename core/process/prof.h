@@ -44,7 +44,9 @@
  *
  * Locking: one lock over both tables, a leaf (nothing is called under it
  * that takes another lock) taken without an allocator lock held; the
- * unwinder runs before it is taken. Fork takes it before every other
+ * unwinder runs before it is taken. realloc's look at a live page-run
+ * sample (prof_realloc_usable) reads a small cache written under the lock
+ * instead, without it (prof.c, prof_run_cache). Fork takes it before every other
  * allocator lock (its own pthread_atfork handler, registered after
  * fork.c's, so it runs first). A per-thread flag keeps the profiler from
  * sampling the allocations of its own calls (dlopen of the unwinder). */
