@@ -92,9 +92,10 @@ bool os_code_redirect(void *from, void *to)
 
 #if defined(__x86_64__)
 struct plt_job {
-	const char *name;
-	uintptr_t from, to;
-	unsigned written;
+	const struct os_plt_target *t;
+	size_t len[OS_PLT_TARGETS_MAX];
+	uint64_t first[4]; /* bit c: some name starts with byte c */
+	unsigned n, written;
 };
 
 /* Whether a lies in one of info's loaded segments (exec: executable ones
@@ -134,8 +135,9 @@ static int plt_object(struct dl_phdr_info *info, size_t size, void *arg)
 	(void)size;
 	uintptr_t base = info->dlpi_addr, relro = 0, relro_end = 0;
 	const ElfW(Dyn) *dyn = NULL;
-	if (plt_inside(info, j->from, false))
-		return 0; /* this library: its own calls are not through a PLT slot of name */
+	/* this library: its own calls are not through a PLT slot of a name */
+	if (plt_inside(info, (uintptr_t)j->t[0].from, false))
+		return 0;
 	for (unsigned i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		if (ph->p_type == PT_DYNAMIC)
@@ -168,43 +170,61 @@ static int plt_object(struct dl_phdr_info *info, size_t size, void *arg)
 		symtab += base;
 	if (strtab < base)
 		strtab += base;
-	size_t len = strlen(j->name);
 	const ElfW(Rela) *rel = (const ElfW(Rela) *)jmprel;
 	const ElfW(Sym) *sym = (const ElfW(Sym) *)symtab;
 	for (size_t i = 0; i < pltsz / sizeof *rel; i++) {
 		if (ELF64_R_TYPE(rel[i].r_info) != R_X86_64_JUMP_SLOT)
 			continue;
 		size_t name = sym[ELF64_R_SYM(rel[i].r_info)].st_name;
+		if (name >= strsz)
+			continue;
+		const char *s = (const char *)strtab + name;
 		/* The first byte before memcmp: most names differ there, and
 		 * the call for each of every object's slots was about 10 000
 		 * instructions at each prof=1 start-up. */
-		if (name + len >= strsz || ((const char *)strtab)[name] != j->name[0] ||
-		    memcmp((const char *)strtab + name, j->name, len + 1) != 0)
+		unsigned char c = (unsigned char)s[0];
+		if (!(j->first[c >> 6] >> (c & 63) & 1))
 			continue;
-		uintptr_t *slot = (uintptr_t *)(base + rel[i].r_offset);
-		uintptr_t now = *slot;
-		/* Bound to name's definition already, or to be bound at the
-		 * first call (the object's PLT stub): anything else was bound
-		 * elsewhere on purpose (RTLD_DEEPBIND, a local definition). */
-		if ((now == j->from || plt_inside(info, now, true)) && plt_store(slot, j->to, relro, relro_end))
-			j->written++;
+		for (unsigned k = 0; k < j->n; k++) {
+			const struct os_plt_target *t = &j->t[k];
+			if (s[0] != t->name[0] || name + j->len[k] >= strsz ||
+			    memcmp(s, t->name, j->len[k] + 1) != 0)
+				continue;
+			uintptr_t *slot = (uintptr_t *)(base + rel[i].r_offset);
+			uintptr_t now = *slot;
+			/* Bound to name's definition already, or to be bound at
+			 * the first call (the object's PLT stub): anything else
+			 * was bound elsewhere on purpose (RTLD_DEEPBIND, a local
+			 * definition). */
+			if ((now == (uintptr_t)t->from || plt_inside(info, now, true)) &&
+			    plt_store(slot, (uintptr_t)t->to, relro, relro_end))
+				j->written++;
+			break;
+		}
 	}
 	return 0;
 }
 #endif
 
-unsigned os_plt_redirect(const char *name, void *from, void *to)
+unsigned os_plt_redirect(const struct os_plt_target *targets, unsigned n)
 {
 #if defined(__x86_64__)
-	if (dlsym(RTLD_DEFAULT, name) != from)
-		return 0;
-	struct plt_job j = {name, (uintptr_t)from, (uintptr_t)to, 0};
-	dl_iterate_phdr(plt_object, &j);
+	struct os_plt_target kept[OS_PLT_TARGETS_MAX];
+	struct plt_job j = {kept, {0}, {0}, 0, 0};
+	for (unsigned k = 0; k < n && k < OS_PLT_TARGETS_MAX; k++) {
+		if (dlsym(RTLD_DEFAULT, targets[k].name) != targets[k].from)
+			continue;
+		unsigned char c = (unsigned char)targets[k].name[0];
+		j.first[c >> 6] |= (uint64_t)1 << (c & 63);
+		j.len[j.n] = strlen(targets[k].name);
+		kept[j.n++] = targets[k];
+	}
+	if (j.n > 0)
+		dl_iterate_phdr(plt_object, &j);
 	return j.written;
 #else
-	(void)name;
-	(void)from;
-	(void)to;
+	(void)targets;
+	(void)n;
 	return 0;
 #endif
 }

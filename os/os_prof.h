@@ -37,15 +37,24 @@ bool os_code_redirect(void *from, void *to);
  * to the code). */
 bool os_tls_patch(void *insn, int32_t placeholder, void *var);
 
-/* Points the PLT slots (R_X86_64_JUMP_SLOT) of `name` in the objects
- * loaded now, other than this library, at `to`, where `from` is what name
- * resolves to (it is checked: a program that defines name itself is left
- * alone) and each slot holds `from` or its object's own lazy-binding stub.
- * Their calls then skip the jump os_code_redirect wrote over from's entry
- * (one instruction a call); objects loaded later, calls through other
- * slots and function pointers still take it. Start-up only, like
- * os_code_redirect. Returns the slots written. */
-unsigned os_plt_redirect(const char *name, void *from, void *to);
+struct os_plt_target {
+	const char *name;
+	void *from, *to;
+};
+
+/* For each of the n targets: points the PLT slots (R_X86_64_JUMP_SLOT) of
+ * `name` in the objects loaded now, other than this library, at `to`,
+ * where `from` is what name resolves to (it is checked: a program that
+ * defines name itself is left alone) and each slot holds `from` or its
+ * object's own lazy-binding stub. Their calls then skip the jump
+ * os_code_redirect wrote over from's entry (one instruction a call);
+ * objects loaded later, calls through other slots and function pointers
+ * still take it. One pass over each object's slots for all the names (a
+ * postgres process loads about 40 libraries: a pass a name was 260 000
+ * instructions). Start-up only, like os_code_redirect. Returns the slots
+ * written. n is at most OS_PLT_TARGETS_MAX. */
+#define OS_PLT_TARGETS_MAX 4
+unsigned os_plt_redirect(const struct os_plt_target *targets, unsigned n);
 
 /* Loads the unwinders. `which` 0 (auto): the own walker (os_unwind.h,
  * x86-64 with glibc 2.35 or later; about 250 instructions a stack once its

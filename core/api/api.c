@@ -1117,9 +1117,12 @@ static EBB_NOINLINE EBB_COLD void api_prof_redirect(void)
 		 * without it (EBB_CHECKS=0) would take one for a block. */
 		prof_set_inner(EBB_CHECKS);
 		/* The programs' PLT calls then skip the jump (os_plt_redirect). */
-		os_plt_redirect("malloc", (void *)malloc_plain, (void *)prof_malloc);
-		os_plt_redirect("calloc", (void *)calloc_plain, (void *)prof_calloc);
-		os_plt_redirect("free", (void *)free_plain, (void *)api_prof_free);
+		const struct os_plt_target plt[] = {
+			{"malloc", (void *)malloc_plain, (void *)prof_malloc},
+			{"calloc", (void *)calloc_plain, (void *)prof_calloc},
+			{"free", (void *)free_plain, (void *)api_prof_free},
+		};
+		os_plt_redirect(plt, 3);
 	}
 #endif
 }
