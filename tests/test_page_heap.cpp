@@ -451,8 +451,9 @@ static void require_bitmaps_agree(const page_heap_t &h)
 			if (h.nonempty[k][w] != 0)
 				words |= 1ull << w;
 		REQUIRE(h.nonempty_words[k] == words);
-		for (unsigned i = 0; i < EBB_RUN_LISTS; i++)
-			REQUIRE(((h.nonempty[k][i >> 6] >> (i & 63)) & 1) == (h.runs[EBB_SB_PAGES - i][k] != nullptr));
+		REQUIRE((h.nonempty[k][0] & 1) == 0); // no run has 0 pages
+		for (unsigned i = 1; i < EBB_RUN_LISTS; i++)
+			REQUIRE(((h.nonempty[k][i >> 6] >> (i & 63)) & 1) == (h.runs[page_heap_run_slot(i)][k] != nullptr));
 	}
 }
 
@@ -1906,4 +1907,27 @@ TEST_CASE_METHOD(heap_fixture, "pending spans wait for their page count while a 
 	CHECK(heap.dirty_pages == 0);
 	for (span_t *s : { w, v, u, t, g3, g2, g1, g0 })
 		page_heap_free(s);
+}
+
+// Each list index 1 .. EBB_SB_PAGES has a head of its own, and the heads a
+// small process uses (short runs, and the longest: a fresh superblock's run
+// as its tail is cut) sit on the heap's first page with its fields.
+TEST_CASE("run list heads: one slot per page count, both ends on the heap's first page", "[page_heap]")
+{
+	std::vector<bool> taken(EBB_SB_PAGES, false);
+	for (unsigned i = 1; i <= EBB_SB_PAGES; i++) {
+		unsigned slot = page_heap_run_slot(i);
+		REQUIRE(slot < EBB_SB_PAGES);
+		REQUIRE(!taken[slot]);
+		taken[slot] = true;
+	}
+	auto on_first_page = [](unsigned i) {
+		return offsetof(page_heap_t, runs) + (page_heap_run_slot(i) + 1) * sizeof(((page_heap_t *)0)->runs[0]) <=
+		       EBB_PAGE_SIZE;
+	};
+	for (unsigned i = 1; i <= EBB_RUN_FIRST_SHORT; i++)
+		CHECK(on_first_page(i));
+	for (unsigned i = EBB_SB_PAGES - 127; i <= EBB_SB_PAGES; i++)
+		CHECK(on_first_page(i));
+	CHECK(!on_first_page(EBB_SB_PAGES / 2));
 }

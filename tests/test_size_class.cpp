@@ -176,3 +176,21 @@ TEST_CASE("rounding on log-uniform mixes is at most 6%, span tails included", "[
 	// SQLite's page-cache entry (bench/sqlite_bench.py) rounds by at most 3%.
 	CHECK(size_classes[size_class_of(4368)].size * 100 <= 4368 * 103);
 }
+
+// size_class_table is written out in size_class.c (so that start-up does not
+// dirty a page filling it): every 16-byte bucket must still name the smallest
+// class whose size holds the bucket's largest size, as size_class_init's
+// classes are now.
+TEST_CASE("size_class_table agrees with size_classes", "[size_class]")
+{
+	unit_init();
+	unsigned k = 1;
+	for (size_t i = 0; i <= (EBB_SMALL_MAX >> 4); i++) {
+		size_t size = i << 4;
+		while (k < EBB_NUM_CLASSES && size_classes[k].size < size)
+			k++;
+		INFO("bucket " << i << " (size " << size << ")");
+		REQUIRE(k < EBB_NUM_CLASSES);
+		CHECK(size_class_table[i] == k);
+	}
+}

@@ -2,7 +2,40 @@
 #include "core/blocks/size_class.h"
 
 size_class_t size_classes[EBB_NUM_CLASSES];
-uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
+
+/* Written out here rather than filled by size_class_init (issue 14): filled
+ * at start-up its 2 KiB of .bss pushed the library's writable data onto a
+ * fifth page that every process dirtied (.data and .bss now take four; the
+ * table's .rodata fits in the pages that segment already had). R(k, a, b):
+ * class k holds sizes a+1 .. b, so it serves the buckets of those sizes.
+ * The test "size_class_table agrees with size_classes" (tests/test_size_class.cpp)
+ * checks it against the classes size_class_init computes, so a change of
+ * class sizes that forgets this table fails there. */
+#define R(k, a, b) [((a) >> 4) + 1 ... (b) >> 4] = (k)
+const uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1] = {
+	[0] = 1,
+	R(1, 0, 16), R(2, 16, 32), R(3, 32, 48), R(4, 48, 64), R(5, 64, 80),
+	R(6, 80, 96), R(7, 96, 112), R(8, 112, 128), R(9, 128, 144), R(10, 144, 160),
+	R(11, 160, 176), R(12, 176, 192), R(13, 192, 208), R(14, 208, 224),
+	R(15, 224, 240), R(16, 240, 256), R(17, 256, 288), R(18, 288, 320),
+	R(19, 320, 352), R(20, 352, 384), R(21, 384, 416), R(22, 416, 448),
+	R(23, 448, 480), R(24, 480, 512), R(25, 512, 576), R(26, 576, 640),
+	R(27, 640, 704), R(28, 704, 768), R(29, 768, 832), R(30, 832, 896),
+	R(31, 896, 960), R(32, 960, 1024), R(33, 1024, 1088), R(34, 1088, 1152),
+	R(35, 1152, 1280), R(36, 1280, 1408), R(37, 1408, 1536), R(38, 1536, 1664),
+	R(39, 1664, 1792), R(40, 1792, 1920), R(41, 1920, 2048), R(42, 2048, 2192),
+	R(43, 2192, 2304), R(44, 2304, 2560), R(45, 2560, 2816), R(46, 2816, 3072),
+	R(47, 3072, 3328), R(48, 3328, 3584), R(49, 3584, 3840), R(50, 3840, 4096),
+	R(51, 4096, 4432), R(52, 4432, 4608), R(53, 4608, 5120), R(54, 5120, 5632),
+	R(55, 5632, 6144), R(56, 6144, 6656), R(57, 6656, 7168), R(58, 7168, 7680),
+	R(59, 7680, 8192), R(60, 8192, 8704), R(61, 8704, 9216), R(62, 9216, 10240),
+	R(63, 10240, 11264), R(64, 11264, 12288), R(65, 12288, 13312),
+	R(66, 13312, 14336), R(67, 14336, 15360), R(68, 15360, 16384),
+	R(69, 16384, 17408), R(70, 17408, 18432), R(71, 18432, 20480),
+	R(72, 20480, 22528), R(73, 22528, 24576), R(74, 24576, 26624),
+	R(75, 26624, 28672), R(76, 28672, 30720), R(77, 30720, 32768),
+};
+#undef R
 
 /* Span sizing: at least 8 blocks per span and at most 1/16 of the span lost
  * to the tail that cannot hold a block. Small classes get one-page spans, so
@@ -140,16 +173,6 @@ void size_class_init(void)
 	}
 	EBB_CHECK(c == EBB_NUM_CLASSES);
 	EBB_CHECK(size_classes[EBB_NUM_CLASSES - 1].size == EBB_SMALL_MAX);
-
-	/* Lookup by (size + 15) >> 4: every 16-byte bucket maps to the smallest
-	 * class that holds its largest size. */
-	unsigned k = 1;
-	for (size_t i = 0; i <= (EBB_SMALL_MAX >> 4); i++) {
-		size_t size = i << 4;
-		while (size_classes[k].size < size)
-			k++;
-		size_class_table[i] = (uint8_t)k;
-	}
 }
 
 unsigned size_class_aligned(size_t size, size_t align)

@@ -45,9 +45,9 @@ typedef struct size_class {
 extern size_class_t size_classes[EBB_NUM_CLASSES];
 /* (size + 15) >> 4 -> class, for size <= EBB_SMALL_MAX. Entry 0 (size 0) is
  * class 1: malloc(0) costs no extra branch. */
-extern uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
+extern const uint8_t size_class_table[(EBB_SMALL_MAX >> 4) + 1];
 
-/* Builds the tables; idempotent. */
+/* Builds size_classes (size_class_table is a constant); idempotent. */
 void size_class_init(void);
 
 /* Class of a small size; size <= EBB_SMALL_MAX. */

@@ -536,12 +536,15 @@ static unsigned list_index(size_t npages)
 	return npages >= EBB_SB_PAGES ? EBB_SB_PAGES : (unsigned)npages;
 }
 
-/* The head of the list of kind k for list index i. Longest runs first in
- * memory: their heads share the heap's first page with its other fields
+/* The head of the list of kind k for list index i: the shortest and the
+ * longest runs' heads share the heap's first page with its other fields
  * (page_heap.h). */
+_Static_assert((EBB_SB_PAGES & (EBB_SB_PAGES - 1)) == 0 && EBB_RUN_FIRST_SLOTS >= EBB_RUN_FIRST_SHORT + 128,
+	       "run slots wrap with a mask; the first page holds both ends' heads");
+
 static span_t **run_head(page_heap_t *h, unsigned k, unsigned i)
 {
-	return &h->runs[EBB_SB_PAGES - i][k];
+	return &h->runs[page_heap_run_slot(i)][k];
 }
 
 static void list_insert(page_heap_t *h, span_t *s)

@@ -45,10 +45,13 @@ enum { RUN_DIRTY = 0, RUN_PURGED = 1 };
 #define EBB_RUN_LISTS (EBB_SB_PAGES + 1)
 #define EBB_RUN_WORDS ((EBB_RUN_LISTS + 63) / 64)
 
-/* The ~16 KiB of list heads come last, the longest runs' first (run_head
- * in page_heap.c): a heap's set-up and passes touch its first page only,
- * and so does a fresh superblock's run as it is split; the heads of short
- * runs' lists are a page or two further on. */
+/* The ~16 KiB of list heads come last, in the order page_heap_run_slot
+ * gives: the heap's first page holds, after its other fields, the heads of
+ * the longest runs' lists (a fresh superblock's run as it is split) and of
+ * the shortest (the spans of small blocks, freed and merged): the two that a
+ * small process uses, so that its heap stays on one page (issue 14: the
+ * short runs' heads were 16 KiB further on, a second page per heap in
+ * use). Mid-sized runs' heads are a page or more further on. */
 typedef struct page_heap {
 	ebb_lock_t lock;
 	unsigned index;
@@ -71,8 +74,28 @@ typedef struct page_heap {
 	size_t huge_live;         /* huge blocks the program holds (mallinfo's hblks) */
 	/* counters */
 	uint64_t purges, madvise_calls, bytes_purged, large_allocs;
-	span_t *runs[EBB_RUN_LISTS][2];            /* free runs by page count (reversed) and kind */
+	span_t *runs[EBB_SB_PAGES][2];             /* free runs, [page_heap_run_slot(page count)][kind] */
 } EBB_ALIGNED(EBB_CACHELINE) page_heap_t;
+
+/* The list heads that fit the heap's first page after its other fields
+ * (210 with the fields as they are): those of runs of 1 .. EBB_RUN_FIRST_SHORT
+ * pages (freed spans of small blocks, merged, and large blocks up to
+ * 256 KiB), the rest for the longest (146: a fresh superblock's purged run
+ * relisted as its tail is cut, alloc_grow_tail, until the process has grown
+ * by some 580 KiB). Measured with 105 of each: request t=1's tail reached
+ * 919 pages, a second page. */
+#define EBB_RUN_FIRST_SLOTS ((EBB_PAGE_SIZE - offsetof(page_heap_t, runs)) / sizeof(((page_heap_t *)0)->runs[0]))
+#define EBB_RUN_FIRST_SHORT 64u
+
+/* The slot in runs of list index i (1 .. EBB_SB_PAGES; no run has 0 pages):
+ * i = EBB_RUN_FIRST_SHORT .. 1 at slots 0 .. EBB_RUN_FIRST_SHORT - 1, then
+ * i = EBB_SB_PAGES downwards, so that both ends of the page counts share
+ * the first page (the order above). One bijection onto 0 .. EBB_SB_PAGES - 1
+ * with one instruction more than the reversed index it replaces. */
+EBB_INLINE unsigned page_heap_run_slot(unsigned i)
+{
+	return (EBB_RUN_FIRST_SHORT - i) & (EBB_SB_PAGES - 1);
+}
 
 typedef struct page_heap_stats {
 	uint64_t central_pages, large_pages, huge_pages, huge_slack_pages, dirty_pages,

@@ -114,9 +114,11 @@ static void check_bitmaps(const page_heap_t *h)
 		if (words != h->nonempty_words[k])
 			ph_fail(h, h, "nonempty_words != the non-zero words of nonempty", h->nonempty_words[k],
 				words);
-		for (unsigned i = 0; i < EBB_RUN_LISTS; i++) {
+		if (h->nonempty[k][0] & 1)
+			ph_fail(h, h, "run-list bit of 0 pages set", 1, 0);
+		for (unsigned i = 1; i < EBB_RUN_LISTS; i++) {
 			bool bit = (h->nonempty[k][i >> 6] >> (i & 63)) & 1;
-			bool listed = h->runs[EBB_SB_PAGES - i][k] != NULL;
+			bool listed = h->runs[page_heap_run_slot(i)][k] != NULL;
 			if (bit != listed)
 				ph_fail(h, h, "run-list bit != list not empty", bit, i);
 		}
