@@ -303,7 +303,7 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
  * docs/memory-return.md, "Strings grown by realloc". */
 #define REALLOC_UNCACHED_MIN ((size_t)1024)
 
-EBB_INLINE const span_t *realloc_run_span(const void *p);
+EBB_INLINE span_t *realloc_run_span(const void *p);
 EBB_INLINE size_t realloc_span_stays(const span_t *s, size_t size);
 EBB_INLINE size_t realloc_run_stays(const void *p, size_t size);
 
@@ -329,13 +329,19 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	 * realloc_impl's block test and comes here with cls 0; it holds
 	 * inner_usable bytes (class_usable's less PROF_INNER at worst). */
 	size_t class_usable = 0, inner_usable = 0;
-	if (prof && cls == 0 && p != NULL && api_prof_inner(p)) {
+	bool aligned = ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0; /* no inner sample: no call */
+	if (prof && cls == 0 && p != NULL && !aligned && api_prof_inner(p)) {
 		inner_usable = prof_inner_usable(p, &class_usable);
 		if (inner_usable == 0 && api_prof_inner_again(p, "realloc"))
 			return NULL;
 	}
 	bool inner = inner_usable != 0;
-	if (prof && cls == 0 && p != NULL && ((uintptr_t)p & (EBB_PAGE_SIZE - 1)) == 0) {
+	/* prof: p's page run as realloc_run_span found it, block_info's
+	 * answer below without a second look, else NULL (also when the
+	 * profiler's cache answered without a look: block_info then looks,
+	 * only if p moves or is freed). */
+	span_t *seen = NULL;
+	if (prof && cls == 0 && p != NULL && aligned) {
 		/* A page run with the sampled mark is a live or a kept sample
 		 * (core/process/prof.h): a kept one (freed already) is reported
 		 * before anything is done to it (SIZE_MAX); a live sample of a
@@ -344,11 +350,17 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		 * answered as realloc_impl answers those above EBB_SMALL_MAX. A
 		 * sampled string grown a few bytes at a time comes here at
 		 * every call. */
-		const span_t *run = realloc_run_span(p);
-		size_t u = run != NULL && atomic_peek_u8(&run->u.large.sampled) ? prof_realloc_usable(p) : 0;
+		span_t *run = NULL;
+		size_t u = prof_realloc_cached(p);
+		if (u == 0) {
+			run = realloc_run_span(p);
+			u = run != NULL && atomic_peek_u8(&run->u.large.sampled) ? prof_realloc_usable(p) : 0;
+		}
 		if (u == SIZE_MAX) {
-			/* reported; on_error=warn: a plain page run now */
+			/* reported; on_error=warn: a plain page run now, looked
+			 * up again below */
 		} else if (u != 0) {
+			seen = run; /* NULL if the cache answered */
 			class_usable = u;
 			if (size <= class_usable && size >= class_usable / 2) {
 				block_info_t b = { class_usable, NULL, 0 };
@@ -362,6 +374,7 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 				TRACK_FREE(p);
 				return realloc_done(p, &b, p, size);
 			}
+			seen = run;
 		}
 	}
 	if (p == NULL) {
@@ -372,8 +385,15 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 	/* Checked before anything else, so that a bad pointer is reported as
 	 * realloc's, also when realloc would only free it. */
 	block_info_t b = { cls ? size_classes[cls].size : class_usable, NULL, cls };
-	if (cls == 0 && !inner && !block_info(p, "realloc", &b))
+	if (prof && seen != NULL) {
+		/* block_info's answer for a page run: realloc_run_span made its
+		 * tests (p starts a LARGE span, not huge), and the caller owns
+		 * p, so they still hold. */
+		b.usable = large_usable(seen);
+		b.large = seen;
+	} else if (cls == 0 && !inner && !block_info(p, "realloc", &b)) {
 		return NULL;
+	}
 	/* What a move copies: all p holds (its page run if sampled: the
 	 * program may have used it all, malloc_usable_size says so). */
 	size_t held = inner ? inner_usable : b.usable;
@@ -485,7 +505,7 @@ EBB_INLINE size_t realloc_run_stays(const void *p, size_t size)
 
 /* realloc_run_stays' look: the descriptor of the page run (not huge) p
  * starts, else NULL. */
-EBB_INLINE const span_t *realloc_run_span(const void *p)
+EBB_INLINE span_t *realloc_run_span(const void *p)
 {
 	superblock_t *sb;
 	if (((uintptr_t)p & (EBB_PAGE_SIZE - 1)) != 0 || registry_get(p) != REG_HEADER)

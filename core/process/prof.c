@@ -1276,12 +1276,27 @@ static EBB_NOINLINE size_t prof_realloc_usable_locked(void *p)
 	return bytes != 0 ? size_classes[size_class_of(bytes)].size : 0;
 }
 
-size_t prof_realloc_usable(void *p)
+/* The class a slot names for p (size_classes[0]: a sample of no class),
+ * NULL if no slot names p. */
+EBB_INLINE const size_class_t *prof_run_cached(const void *p)
 {
 	uint64_t w = __atomic_load_n(prof_run_slot(p), __ATOMIC_RELAXED);
 	if ((w & ~(uint64_t)(EBB_PAGE_SIZE - 1)) == (uintptr_t)p && w != (uintptr_t)p)
-		return size_classes[(w & (EBB_PAGE_SIZE - 1)) - 1].size;
-	return prof_realloc_usable_locked(p);
+		return &size_classes[(w & (EBB_PAGE_SIZE - 1)) - 1];
+	return NULL;
+}
+
+size_t prof_realloc_cached(const void *p)
+{
+	const size_class_t *k = prof_run_cached(p);
+	return k != NULL ? k->size : 0;
+}
+
+size_t prof_realloc_usable(void *p)
+{
+	/* A sample of no class is answered here too (0), without the lock. */
+	const size_class_t *k = prof_run_cached(p);
+	return k != NULL ? k->size : prof_realloc_usable_locked(p);
 }
 
 /* large_free_checked's hook (core/pages/large.h): the frees of page runs
