@@ -526,6 +526,26 @@ EBB_INLINE size_t realloc_span_stays(const span_t *s, size_t size)
 	return size <= usable && size >= usable / 2 && !atomic_peek_u8(&s->u.large.sampled) ? usable : 0;
 }
 
+/* realloc_run_stays for the profiler's copies (realloc_impl_at, prof): a
+ * live sample of a class (its sampled mark, then prof_realloc_cached: a
+ * slot names a live sample, and the caller owns p) is answered as the
+ * small block it stands for, as realloc_slow_prof would (a sampled string
+ * grown a few bytes at a time: bench realloc string entered the slow path
+ * about 6 000 times a run for these alone). No answer (a kept sample, a
+ * sample of no class, a slot taken by another run) goes on to
+ * realloc_slow_prof, which looks again. */
+EBB_INLINE size_t realloc_run_stays_prof(const void *p, size_t size)
+{
+	const span_t *s = realloc_run_span(p);
+	if (s == NULL)
+		return 0;
+	if (atomic_peek_u8(&s->u.large.sampled)) {
+		size_t u = prof_realloc_cached(p); /* 0: no answer */
+		return size <= u && size >= u / 2 ? u : 0;
+	}
+	return realloc_span_stays(s, size);
+}
+
 /* realloc_impl's move of the small block p (class cls) to a smaller class
  * (its comment says when and why). Out of line: inlined, its calls made
  * realloc_impl save and restore six registers on every call, also when p
@@ -568,12 +588,15 @@ EBB_INLINE const uint64_t *realloc_mark_word(const void *p, unsigned small)
  * without a stack frame. Everything else is realloc_slow, which reuses the
  * class found here instead of looking p up again.
  *
- * prof (a constant): the prefixed API's copy for the heap profiler
- * (realloc_prof): the same but for the slow path it reaches, and for a
- * page run that is a sample (its sampled mark), which goes there too: a
- * live one is resized as the small block it stands for, a kept one is
- * reported. */
-EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
+ * prof (a constant): the heap profiler's copies (realloc_prof,
+ * realloc_std_prof): the same but for the slow path they reach, and for a
+ * page run that is a sample (its sampled mark): a live one of a class is
+ * resized in place here as the small block it stands for, when the
+ * profiler's cache names it (realloc_run_stays_prof), else there (a kept
+ * one is reported there). shrink (a constant): a small block shrunk below
+ * half moves in realloc_shrink (the plain code and the standard name's
+ * profiler copy), else in the slow path. */
+EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof, bool shrink)
 {
 	/* One pmap load answers both kinds that stay: a small block (the
 	 * free fast path's test, core/blocks/block.h; never class 0, whose
@@ -615,8 +638,10 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 			 * no test here: a sample of a small block is a run
 			 * whose entry has no size (large_alloc_aside), which
 			 * realloc_run_stays below turns down for its sampled
-			 * mark, as it does every sample, so they all reach
-			 * realloc_slow_prof. */
+			 * mark, as it does every sample, so that the plain copy
+			 * sends them all to realloc_slow (realloc_slow_prof
+			 * once patched); the profiler's copies keep one in
+			 * place as its class would (realloc_run_stays_prof). */
 			/* size - 1 < usable: size 0 (free) goes on, also for a
 			 * run whose entry has no size (usable 0). */
 			if (EBB_LIKELY(size - 1 < usable && size >= usable / 2)) {
@@ -631,16 +656,17 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 			 * python3 with PYTHONMALLOC=malloc (bench/run's python row):
 			 * 91% of its reallocs are strings built in an over-allocated
 			 * buffer of 65-256 bytes and cut to their length. The
-			 * profiler's copy keeps the slow path, which may sample the
-			 * move. */
-			if (!prof && cls != 0 && size != 0 && size < usable / 2)
+			 * prefixed API's profiler copy keeps the slow path, which
+			 * may sample the move; the standard name's (shrink) does
+			 * as the plain code does, unsampled. */
+			if (shrink && cls != 0 && size != 0 && size < usable / 2)
 				return realloc_shrink(p, size, cls);
 			if (cls != 0)
 				return prof ? realloc_slow_prof(p, size, cls) : realloc_slow(p, size, cls);
 			/* A run too long for its entry to hold its size (a string
 			 * past 60 KiB grows a few bytes per realloc) stays here
 			 * too, after a look at its span. */
-			usable = realloc_run_stays(p, size);
+			usable = prof ? realloc_run_stays_prof(p, size) : realloc_run_stays(p, size);
 			if (usable != 0) {
 				block_info_t b = { usable, NULL, 0 };
 				TRACK_FREE(p);
@@ -653,7 +679,7 @@ EBB_INLINE void *realloc_impl_at(void *p, size_t size, bool prof)
 
 static void *realloc_impl(void *p, size_t size)
 {
-	return realloc_impl_at(p, size, false);
+	return realloc_impl_at(p, size, false, true);
 }
 
 /* ---------------------------------------------------------------------------
@@ -768,8 +794,22 @@ EBB_INLINE void *prof_calloc_at(size_t count, size_t size, bool patched)
  * is the prefixed API's copy. */
 static EBB_NOINLINE void *realloc_prof(void *p, size_t size)
 {
-	return realloc_impl_at(p, size, true);
+	return realloc_impl_at(p, size, true, false);
 }
+
+/* The standard name's copy with prof on: what the programs' PLT slots of
+ * realloc point at (api_prof_redirect, os_plt_redirect). It is realloc_plain
+ * (realloc_impl) but for realloc_run_stays_prof and the slow path it
+ * reaches (realloc_slow_prof, without realloc_slow's jump); a shrink moves
+ * as there, unsampled. Calls that still reach realloc_plain (objects loaded
+ * later, function pointers) are right too, only slower for a sample: its
+ * in-place growth goes through realloc_slow's jump to realloc_slow_prof. */
+#if EBB_OVERRIDE && !EBB_VALGRIND
+static EBB_NOINLINE void *realloc_std_prof(void *p, size_t size)
+{
+	return realloc_impl_at(p, size, true, true);
+}
+#endif
 
 #if EBB_OVERRIDE && !EBB_VALGRIND /* the valgrind build has no profiler */
 static PROF_PATCHED void *prof_malloc(size_t size)
@@ -1141,8 +1181,9 @@ static EBB_NOINLINE EBB_COLD void api_prof_redirect(void)
 			{"malloc", (void *)malloc_plain, (void *)prof_malloc},
 			{"calloc", (void *)calloc_plain, (void *)prof_calloc},
 			{"free", (void *)free_plain, (void *)api_prof_free},
+			{"realloc", (void *)realloc_plain, (void *)realloc_std_prof},
 		};
-		os_plt_redirect(plt, 3);
+		os_plt_redirect(plt, 4);
 	}
 #endif
 }

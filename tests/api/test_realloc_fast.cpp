@@ -1094,3 +1094,78 @@ TEST_CASE("a sampled block realloc'ed up and down moves where an unsampled one d
 	unlink((base + "/2.heap").c_str());
 	rmdir(dir);
 }
+
+/* A sample that a realloc moved is a page run standing in for a small
+ * block (prof_alloc_moved). realloc's profiler copies (core/api/api.c,
+ * realloc_run_stays_prof: ebb_realloc's, and with the standard names the
+ * one the program's PLT slot of realloc points at) keep it in place while
+ * its class would hold the size, as the slow path does, and move it where
+ * the class ends, never at the end of its pages; it stays the sample it
+ * was (counted once, at the size of its move). Run by api.prof_realloc
+ * (prof_sample=1: every move is sampled). */
+TEST_CASE("a moved sample grown a byte at a time stays in place up to its class and moves there, "
+	  "through realloc and ebb_realloc",
+	  "[prof_realloc]")
+{
+	char dir[] = "/tmp/ebb_prof_grow_XXXXXX";
+	REQUIRE(mkdtemp(dir) != nullptr);
+	std::string d0 = std::string(dir) + "/0.heap", d1 = std::string(dir) + "/1.heap";
+	if (ebb_prof_dump(d0.c_str()) != 0) {
+		REQUIRE(errno == ENOTSUP);
+		rmdir(dir);
+		WARN("prof is off (run with EBB_OPTIONS=prof=1,prof_sample=1): skipped");
+		return;
+	}
+	for (int entry = EBB_TEST_OVERRIDE ? 0 : 1; entry < 2; entry++) {
+		INFO("entry " << (entry == 0 ? "realloc" : "ebb_realloc")); /* before the first dump */
+		/* A direct call (not through an Api's pointer): the PLT slot. */
+		auto re = [entry](void *p, size_t n) { return entry == 0 ? realloc(p, n) : ebb_realloc(p, n); };
+		auto *small = static_cast<unsigned char *>(re(nullptr, 100));
+		REQUIRE(small != nullptr);
+		put(small, 0, 100, 7);
+		/* Read after the second dump: fopen allocates. */
+		int dumped = ebb_prof_dump(d0.c_str());
+		auto *q = static_cast<unsigned char *>(re(small, 6000)); /* a move: sampled */
+		REQUIRE(q != nullptr);
+		REQUIRE(bad_at(q, 100, 7) == 100);
+		put(q, 100, 6000, 7);
+		/* a run of its own, not an inner sample nor a small block */
+		REQUIRE((uintptr_t)q % 4096 == 0);
+		size_t n = 6000, stayed = 0;
+		unsigned char *r = q;
+		while (r == q && n < 32 * 1024) {
+			r = static_cast<unsigned char *>(re(q, ++n));
+			REQUIRE(r != nullptr);
+			if (r == q) {
+				stayed = n;
+				q[n - 1] = (unsigned char)(n * 7 + 7); /* put's byte for seed 7 is overwritten below */
+			}
+		}
+		/* The profile before anything else allocates (Catch's messages
+		 * do): counted once for the first move and once for the
+		 * second, the in-place steps allocated nothing. */
+		dumped |= ebb_prof_dump(d1.c_str());
+		INFO("stayed up to " << stayed << ", moved at " << n);
+		REQUIRE(dumped == 0);
+		ProfHead h0 = prof_head(d0), h1 = prof_head(d1);
+		REQUIRE((h0.ok && h1.ok));
+		CHECK(h1.alloc_n - h0.alloc_n == 2);
+		CHECK(h1.live_n - h0.live_n == 0); /* small's sample went, r's came */
+		/* In place through its class: from 6000 up to the class's size
+		 * (at most 8 KiB for a 6000-byte class), then moved at the next
+		 * byte, long before its run's 32 KiB. */
+		CHECK(r != q);
+		CHECK(stayed > 6000);
+		CHECK(stayed < 8 * 1024);
+		CHECK(n == stayed + 1);
+		CHECK(ebb_malloc_usable_size(r) >= n);
+		for (size_t i = 6000; i < stayed; i++)
+			if (r[i] != (unsigned char)((i + 1) * 7 + 7))
+				FAIL("byte " << i << " lost in place");
+		CHECK(bad_at(r, 6000, 7) == 6000);
+		re(r, 0);
+	}
+	unlink(d0.c_str());
+	unlink(d1.c_str());
+	rmdir(dir);
+}
