@@ -349,7 +349,9 @@ EBB_INLINE void *realloc_slow_at(void *p, size_t size, unsigned cls, bool prof, 
 		 * answers a small block). Else a page run that stays is
 		 * answered as realloc_impl answers those above EBB_SMALL_MAX. A
 		 * sampled string grown a few bytes at a time comes here at
-		 * every call. */
+		 * every call from realloc_plain (a call through the GOT), and
+		 * only past its class or with no cache answer from the
+		 * profiler's copies (realloc_run_stays_prof). */
 		span_t *run = NULL;
 		size_t u = prof_realloc_cached(p);
 		if (u == 0) {
@@ -521,8 +523,9 @@ EBB_INLINE span_t *realloc_run_span(const void *p)
 EBB_INLINE size_t realloc_span_stays(const span_t *s, size_t size)
 {
 	size_t usable = large_usable(s);
-	/* A sample (its entry has no size: large_alloc_aside) is resized in
-	 * realloc_slow_prof, as the small block it stands for. */
+	/* A sample (its entry has no size: large_alloc_aside) is resized as
+	 * the small block it stands for, in realloc_run_stays_prof or
+	 * realloc_slow_prof. */
 	return size <= usable && size >= usable / 2 && !atomic_peek_u8(&s->u.large.sampled) ? usable : 0;
 }
 

@@ -262,7 +262,9 @@ size_t prof_realloc_usable(void *p);
  * thread unlists it meanwhile); 0 if the cache does not say (then look at
  * p's span and ask prof_realloc_usable). A sampled string grown a few bytes
  * at a time asks at every realloc (bench realloc string 16M: about 5 900
- * calls), which this answers without the span's look. */
+ * calls), which this answers without the span's look; realloc's profiler
+ * copies ask it before their slow path (core/api/api.c,
+ * realloc_run_stays_prof), with the span looked at. */
 size_t prof_realloc_cached(const void *p);
 /* Around a resize of p that may move it without a free (a huge block,
  * mremap: core/api/api.c, realloc_slow_at): begin takes p's sample out of
