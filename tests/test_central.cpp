@@ -1444,18 +1444,25 @@ TEST_CASE("a central list is set up by its first use, once, while passes run", "
 		CHECK(central_list_at(s * EBB_NUM_CLASSES + EBB_NUM_CLASSES - 1) == nullptr);
 	}
 	// Each class's nodes are its own: a list of the next class, set up
-	// later by a flush, starts where this class's transfer_cap nodes end.
+	// later by a flush, has its front nodes right after this class's in
+	// each row, and its tail array where this class's ends.
 	{
 		std::vector<void *> one = refill(0, cls + 1, 1, false);
 		REQUIRE(one.size() == 1);
 		central_t *next = central_list_at(cls + 1);
 		REQUIRE(next != nullptr);
-		CHECK(next->nodes == central_list_at(cls)->nodes + (size_t)k.transfer_cap * central_list_at(cls)->node_size);
+		central_t *cur = central_list_at(cls);
+		CHECK(next->front == cur->front + cur->node_size);
+		CHECK(next->row == cur->row);
+		size_t tail = k.transfer_cap > TRANSFER_FRONT ? k.transfer_cap - TRANSFER_FRONT : 0;
+		CHECK(next->nodes == cur->nodes + tail * cur->node_size);
 		flush(0, cls + 1, one);
 	}
 	// Lists of different slots never share transfer nodes.
-	if (slots >= 2)
+	if (slots >= 2) {
 		CHECK(central_list_at(cls)->nodes != central_list_at(EBB_NUM_CLASSES + cls)->nodes);
+		CHECK(central_list_at(cls)->front != central_list_at(EBB_NUM_CLASSES + cls)->front);
+	}
 	// A slot no test used stays unset (the passes did not set it up), and
 	// a flush there sets it up like a refill.
 	if (unused != 0) {
@@ -2541,4 +2548,33 @@ TEST_CASE("a first refill takes a new span from dirty pages, else the list's bat
 	flush(cpu, cls, held);
 	central_drain(false, nullptr);
 	check_stats_identity();
+}
+
+// Transfer nodes: a list's first TRANSFER_FRONT nodes share rows with the
+// other classes' of its slot, the rest are in its own array (central.h,
+// central_node_at). No two nodes of a slot's lists overlap, whatever the
+// classes' batch sizes and caps.
+TEST_CASE("the transfer nodes of a slot's lists, front rows and tails, never overlap", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	const size_t sizes[] = { 16, 48, 256, 1024, 4096, 32768 };
+	std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+	for (size_t size : sizes) {
+		unsigned cls = size_class_of(size);
+		std::vector<void *> one = refill(0, cls, 1, false);
+		REQUIRE(one.size() == 1);
+		central_t *c = central_list_at(cls);
+		REQUIRE(c != nullptr);
+		CHECK(c->node_size == sizeof(transfer_node_t) + size_classes[cls].batch * sizeof(void *));
+		for (unsigned i = 0; i < size_classes[cls].transfer_cap; i++) {
+			uintptr_t a = (uintptr_t)central_node_at(c, i);
+			CHECK(a % alignof(transfer_node_t) == 0);
+			ranges.push_back({ a, a + c->node_size });
+		}
+		flush(0, cls, one);
+	}
+	std::sort(ranges.begin(), ranges.end());
+	for (size_t i = 1; i < ranges.size(); i++)
+		CHECK(ranges[i - 1].second <= ranges[i].first);
 }

@@ -50,15 +50,33 @@ template <class F> void in_new_thread(F f)
 		std::rethrow_exception(failed);
 }
 
+void fill(unsigned cls, std::vector<void *> &from, std::vector<void *> &freed);
+
 // Allocates until the bin of `size` has a bound of at least `blocks` and is
 // empty: every miss grows the bound (doubling to one batch, then by one
 // batch while the budget allows it, as here), and a refill may bring less
-// than its bound.
+// than its bound. Past two batches a bin grows only once a free found it
+// full (for classes of 128 B and up, bin_grow): then it frees the last
+// blocks it took (taking more first if it holds too few) until one free
+// finds the bin full.
 void grow_to(size_t size, uint32_t blocks, std::vector<void *> &held)
 {
 	unsigned cls = size_class_of(size);
-	while (bin(cls).max < blocks || bin(cls).count > 0)
+	while (bin(cls).max < blocks || bin(cls).count > 0) {
+		if (bin(cls).max >= 2u * size_classes[cls].batch && bin(cls).max < blocks &&
+		    !tcache_self()->was_full[cls]) {
+			while (held.size() + bin(cls).count < bin(cls).max + 1u)
+				held.push_back(tcache_alloc(size));
+			std::vector<void *> freed;
+			fill(cls, held, freed);
+			REQUIRE(!held.empty());
+			tcache_free(held.back());
+			held.pop_back();
+			REQUIRE(tcache_self()->was_full[cls]);
+			continue;
+		}
 		held.push_back(tcache_alloc(size));
+	}
 }
 
 // Frees blocks from `from` (taking them out of it) until the bin of cls is
@@ -704,9 +722,12 @@ TEST_CASE("a bin whose bound grew past four batches is refilled with half of it,
 			most = bin(s).count + 1 > most ? bin(s).count + 1 : most;
 		}
 		CHECK(most == 4096 / ks.size);
-		for (int i = 0; i < 64 && bin(l).max < 4u * kl.batch; i++)
+		// 256 B: a bin that only misses stops at two batches (bin_grow:
+		// its refills are one batch whatever its bound), and its refills
+		// stay one batch.
+		for (int i = 0; i < 64; i++)
 			miss(L, held);
-		REQUIRE(bin(l).max >= 4u * kl.batch);
+		CHECK(bin(l).max == 2u * kl.batch);
 		miss(L, held);
 		CHECK(bin(l).count + 1 <= kl.batch);
 		free_all(held);
@@ -997,4 +1018,37 @@ TEST_CASE("once a cache leaves the shared CPU slot on conflicts, the others leav
 	});
 	c.join();
 	CHECK(!fresh_shared);
+}
+
+TEST_CASE("a bin no free found full stops at two batches where a refill takes one (tcache.c, "
+	  "bin_grow), and grows on once a free found it full",
+	  "[tcache]")
+{
+	unit_init();
+	setup("1M");
+	const unsigned l = size_class_of(256);
+	const size_class_t &kl = size_classes[l];
+	REQUIRE(4096 / kl.size < 2u * kl.batch); // its refills are one batch
+	REQUIRE(kl.bin_cap >= 4u * kl.batch);
+	in_new_thread([&] {
+		std::vector<void *> hl;
+		for (int i = 0; i < 32; i++)
+			miss(kl.size, hl);
+		tcache_t *tc = tcache_self();
+		CHECK(tc->was_full[l] == 0);
+		CHECK(bin(l).max == 2u * kl.batch);
+		// Frees fill the bin and one more finds it full (a flush): from
+		// then on its misses grow it by a batch each.
+		std::vector<void *> freed;
+		fill(l, hl, freed);
+		REQUIRE(!hl.empty());
+		tcache_free(hl.back());
+		hl.pop_back();
+		CHECK(tc->was_full[l] == 1);
+		uint32_t before = bin(l).max;
+		for (int i = 0; i < 4; i++)
+			miss(kl.size, hl);
+		CHECK(bin(l).max > before);
+		free_all(hl);
+	});
 }

@@ -45,8 +45,10 @@ static inline bool list_ready(size_t i)
 }
 
 static ebb_lock_t central_setup_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_CENTRAL);
+/* A slot's nodes: TRANSFER_FRONT rows, row r holding node r of every class
+ * in class order (central_node_row bytes), then each class's tail array. */
 static char *central_nodes; /* [cpu slot] central_nodes_per_slot bytes */
-static size_t central_nodes_per_slot;
+static size_t central_nodes_per_slot, central_node_row;
 
 /* The link test of span free lists (span_link_in), per class: with
  * size = d << shift (d odd) and inv = d^-1 mod 2^64, an offset off (any 64
@@ -104,6 +106,14 @@ static size_t node_size(unsigned cls)
 	return sizeof(transfer_node_t) + (size_t)size_classes[cls].batch * sizeof(void *);
 }
 
+/* A list's nodes past the first TRANSFER_FRONT (central.h), in its own
+ * array. */
+static size_t node_tail(unsigned cls)
+{
+	unsigned cap = size_classes[cls].transfer_cap;
+	return cap > TRANSFER_FRONT ? cap - TRANSFER_FRONT : 0;
+}
+
 bool central_init_all(void)
 {
 	unsigned n = os_cpu_count();
@@ -115,15 +125,17 @@ bool central_init_all(void)
 				   EBB_CACHELINE);
 	if (central_lists == NULL)
 		return false;
-	size_t per_cpu = 0;
+	size_t row = 0, tails = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
 		link_test_init(c);
 		EBB_CHECK(size_classes[c].batch <= TRANSFER_BATCH_MAX);
 		EBB_CHECK(size_classes[c].transfer_cap <= TRANSFER_NODES_MAX);
-		per_cpu += size_classes[c].transfer_cap * node_size(c);
+		row += node_size(c);
+		tails += node_tail(c) * node_size(c);
 	}
-	central_nodes = meta_alloc((size_t)central_slots * per_cpu, EBB_CACHELINE);
-	central_nodes_per_slot = per_cpu;
+	central_node_row = row;
+	central_nodes_per_slot = TRANSFER_FRONT * row + tails;
+	central_nodes = meta_alloc((size_t)central_slots * central_nodes_per_slot, EBB_CACHELINE);
 	return central_nodes != NULL;
 }
 
@@ -140,10 +152,15 @@ static EBB_COLD EBB_NOINLINE void list_setup(size_t i)
 		lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
 		c->cls = (uint16_t)cls;
 		if (cls != 0) {
-			char *nodes = central_nodes + (size_t)slot * central_nodes_per_slot;
-			for (unsigned k = 1; k < cls; k++)
-				nodes += size_classes[k].transfer_cap * node_size(k);
-			c->nodes = nodes;
+			char *base = central_nodes + (size_t)slot * central_nodes_per_slot;
+			size_t front = 0, tail = TRANSFER_FRONT * central_node_row;
+			for (unsigned k = 1; k < cls; k++) {
+				front += node_size(k);
+				tail += node_tail(k) * node_size(k);
+			}
+			c->front = base + front;
+			c->row = (uint32_t)central_node_row;
+			c->nodes = base + tail;
 			c->node_size = (uint32_t)node_size(cls);
 		}
 		__atomic_fetch_or(ready_word(i), (uint64_t)1 << (cls % 64), __ATOMIC_RELEASE);
@@ -184,16 +201,12 @@ central_t *central_list_at(unsigned i)
 /* ---------------------------------------------------------------------------
  * Transfer stacks (no lock; central.h says what the head word holds)
  * ------------------------------------------------------------------------- */
-static transfer_node_t *node_at(const central_t *c, unsigned i)
-{
-	return (transfer_node_t *)(c->nodes + (size_t)i * c->node_size);
-}
 
 /* Pushes node i (which the caller holds) on `head`. The release half of the
  * CAS publishes the node's blocks to whoever pops it. */
 static void tstack_push(central_t *c, uint64_t *head, unsigned i)
 {
-	transfer_node_t *n = node_at(c, i);
+	transfer_node_t *n = central_node_at(c, i);
 	uint64_t h = atomic_load_u64(head);
 	for (;;) {
 		atomic_store_u32(&n->next, TRANSFER_TOP(h));
@@ -214,7 +227,7 @@ static int tstack_pop(central_t *c, uint64_t *head)
 		unsigned top = TRANSFER_TOP(h);
 		if (top == 0)
 			return -1;
-		uint64_t next = atomic_load_u32(&node_at(c, top - 1)->next);
+		uint64_t next = atomic_load_u32(&central_node_at(c, top - 1)->next);
 		uint64_t nh = ((h >> 16) + 1) << 16 | (uint64_t)(TRANSFER_COUNT(h) - 1) << 8 | next;
 		if (atomic_cas_u64_value(head, &h, nh))
 			return (int)top - 1;
@@ -249,7 +262,7 @@ static bool transfer_take(central_t *c, void **out)
 	int i = tstack_pop(c, &c->full);
 	if (i < 0)
 		return false;
-	memcpy(out, node_at(c, (unsigned)i)->blocks, size_classes[c->cls].batch * sizeof(void *));
+	memcpy(out, central_node_at(c, (unsigned)i)->blocks, size_classes[c->cls].batch * sizeof(void *));
 	tstack_push(c, &c->spare, (unsigned)i);
 	return true;
 }
@@ -482,7 +495,7 @@ static span_t *span_carve(central_t *c, span_t *s, unsigned want, void **out, un
 	}
 	char *b = carve_out(base, size, key, out, n);
 	for (unsigned j = 0; j < nodes; j++)
-		b = carve_out(b, size, key, node_at(c, held[j])->blocks, k->batch);
+		b = carve_out(b, size, key, central_node_at(c, held[j])->blocks, k->batch);
 	s->used = in_nodes; /* the list: end - in_nodes, the rest withheld below */
 	s->u.central.free_head = head;
 	*given = n;
@@ -1895,7 +1908,7 @@ static void flush_in(unsigned cpu, unsigned cls, void **blocks, unsigned count, 
 			int i = node_get(c);
 			if (i < 0)
 				break;
-			memcpy(node_at(c, (unsigned)i)->blocks, blocks + pushed, k->batch * sizeof(void *));
+			memcpy(central_node_at(c, (unsigned)i)->blocks, blocks + pushed, k->batch * sizeof(void *));
 			tstack_push(c, &c->full, (unsigned)i);
 			pushed += k->batch;
 		}

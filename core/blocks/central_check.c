@@ -72,7 +72,7 @@ static int check_stack(const central_t *c, uint64_t head, uint32_t made, bool fu
 			return -1;
 		}
 		seen[top - 1] = 1;
-		const transfer_node_t *node = (const transfer_node_t *)(c->nodes + (size_t)(top - 1) * c->node_size);
+		const transfer_node_t *node = central_node_at(c, top - 1);
 		for (unsigned i = 0; full && i < k->batch; i++) {
 			void *b = node->blocks[i];
 			span_t *s;
