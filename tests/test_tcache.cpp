@@ -1020,24 +1020,29 @@ TEST_CASE("once a cache leaves the shared CPU slot on conflicts, the others leav
 	CHECK(!fresh_shared);
 }
 
-TEST_CASE("a bin no free found full stops at two batches where a refill takes one (tcache.c, "
-	  "bin_grow), and grows on once a free found it full",
+TEST_CASE("a bin no free found full grows past two batches only if a refill can take two or more "
+	  "(tcache.c, bin_grow), and one a free found full grows on while the budget allows",
 	  "[tcache]")
 {
 	unit_init();
 	setup("1M");
-	const unsigned l = size_class_of(256);
-	const size_class_t &kl = size_classes[l];
-	REQUIRE(4096 / kl.size < 2u * kl.batch); // its refills are one batch
+	const size_t S = 32, L = 256;
+	const unsigned s = size_class_of(S), l = size_class_of(L);
+	const size_class_t &ks = size_classes[s], &kl = size_classes[l];
+	REQUIRE(4096 / ks.size >= 2u * ks.batch);
+	REQUIRE(4096 / kl.size < 2u * kl.batch);
 	REQUIRE(kl.bin_cap >= 4u * kl.batch);
 	in_new_thread([&] {
-		std::vector<void *> hl;
-		for (int i = 0; i < 32; i++)
-			miss(kl.size, hl);
+		std::vector<void *> hs, hl;
+		for (int i = 0; i < 32; i++) {
+			miss(S, hs);
+			miss(L, hl);
+		}
 		tcache_t *tc = tcache_self();
 		CHECK(tc->was_full[l] == 0);
+		CHECK(bin(s).max > 2u * ks.batch); // its refills take several batches
 		CHECK(bin(l).max == 2u * kl.batch);
-		// Frees fill the bin and one more finds it full (a flush): from
+		// Frees fill L's bin and one more finds it full (a flush): from
 		// then on its misses grow it by a batch each.
 		std::vector<void *> freed;
 		fill(l, hl, freed);
@@ -1047,8 +1052,9 @@ TEST_CASE("a bin no free found full stops at two batches where a refill takes on
 		CHECK(tc->was_full[l] == 1);
 		uint32_t before = bin(l).max;
 		for (int i = 0; i < 4; i++)
-			miss(kl.size, hl);
+			miss(L, hl);
 		CHECK(bin(l).max > before);
+		free_all(hs);
 		free_all(hl);
 	});
 }
