@@ -50,33 +50,15 @@ template <class F> void in_new_thread(F f)
 		std::rethrow_exception(failed);
 }
 
-void fill(unsigned cls, std::vector<void *> &from, std::vector<void *> &freed);
-
 // Allocates until the bin of `size` has a bound of at least `blocks` and is
 // empty: every miss grows the bound (doubling to one batch, then by one
 // batch while the budget allows it, as here), and a refill may bring less
-// than its bound. Past two batches a bin grows only once a free found it
-// full (for classes of 128 B and up, bin_grow): then it frees the last
-// blocks it took (taking more first if it holds too few) until one free
-// finds the bin full.
+// than its bound.
 void grow_to(size_t size, uint32_t blocks, std::vector<void *> &held)
 {
 	unsigned cls = size_class_of(size);
-	while (bin(cls).max < blocks || bin(cls).count > 0) {
-		if (bin(cls).max >= 2u * size_classes[cls].batch && bin(cls).max < blocks &&
-		    !tcache_self()->was_full[cls]) {
-			while (held.size() + bin(cls).count < bin(cls).max + 1u)
-				held.push_back(tcache_alloc(size));
-			std::vector<void *> freed;
-			fill(cls, held, freed);
-			REQUIRE(!held.empty());
-			tcache_free(held.back());
-			held.pop_back();
-			REQUIRE(tcache_self()->was_full[cls]);
-			continue;
-		}
+	while (bin(cls).max < blocks || bin(cls).count > 0)
 		held.push_back(tcache_alloc(size));
-	}
 }
 
 // Frees blocks from `from` (taking them out of it) until the bin of cls is
