@@ -308,20 +308,6 @@ static unsigned big_first_class(void)
  * either; at 16 misses (4 KiB) churn took 14-18% more instructions. */
 #define GROW_OVER_BUDGET_MISSES 4u
 
-/* A refill into a bin whose bound grew to four batches or more (a class
- * that kept missing: a bulk allocation, a producer thread) takes half the
- * bound in whole batches, as a flush of a full bin gives back half, but at
- * most this many bytes' worth: with one batch per refill, a bin that can
- * hold 512 blocks of 32 B went to the central list every 32 mallocs of a
- * bulk allocation, and each trip costs the slow path's fixed work (the cpu
- * id, the list, the trim clock: some 200 instructions). Only classes below
- * 128 B gain (one batch of 128 B is 4 KiB already), so the blocks a bulk
- * allocation leaves in a bin when it ends are under 4 KiB more per class.
- * perf.fastpath random 134.1 -> 125.1, reverse 104.0 -> 94.3 a pair (8192
- * here saved about one more, and xmalloc's peak RSS looked higher, if
- * within its noise). */
-#define REFILL_MAX_BYTES 4096u
-
 /* Raises the bin's bound: from 0 to its first bound (for a big class, at
  * its CACHE_LATE_USES-th use), by a first bound's worth from there up to
  * one batch (doubling, a class of 2 KiB reached its 64 KiB batch at its
@@ -380,13 +366,6 @@ static void bin_grow(tcache_t *tc, unsigned cls)
 		 * bench/fastpath's batches). */
 		to = max + k->batch;
 		if (to > k->bin_cap)
-			return;
-		/* A bin no free found full (a producer's) is refilled only
-		 * when empty, with one batch unless REFILL_MAX_BYTES holds two
-		 * or more: past two batches its bound then buys nothing but a
-		 * larger slot region (bin_place), whose pages become resident
-		 * as the refills write them. */
-		if (!tc->was_full[cls] && REFILL_MAX_BYTES / k->size < 2u * k->batch)
 			return;
 		limit = (uint64_t)options_get(OPT_TCACHE_MAX_BYTES);
 		if (limit == 0 || tc->budget + (uint64_t)k->batch * k->size > limit)
@@ -831,6 +810,20 @@ static tcache_t *tcache_get(void)
 /* ---------------------------------------------------------------------------
  * malloc slow path
  * ------------------------------------------------------------------------- */
+/* A refill into a bin whose bound grew to four batches or more (a class
+ * that kept missing: a bulk allocation, a producer thread) takes half the
+ * bound in whole batches, as a flush of a full bin gives back half, but at
+ * most this many bytes' worth: with one batch per refill, a bin that can
+ * hold 512 blocks of 32 B went to the central list every 32 mallocs of a
+ * bulk allocation, and each trip costs the slow path's fixed work (the cpu
+ * id, the list, the trim clock: some 200 instructions). Only classes below
+ * 128 B gain (one batch of 128 B is 4 KiB already), so the blocks a bulk
+ * allocation leaves in a bin when it ends are under 4 KiB more per class.
+ * perf.fastpath random 134.1 -> 125.1, reverse 104.0 -> 94.3 a pair (8192
+ * here saved about one more, and xmalloc's peak RSS looked higher, if
+ * within its noise). */
+#define REFILL_MAX_BYTES 4096u
+
 /* A cache's first refills (over all classes) take new spans while the page
  * heaps hold dirty pages (central_refill_fresh). A larson t=2 thread makes
  * about 60; with the first 4, 20 or every one, CPU a replacement was 0.915,
