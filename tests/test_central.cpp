@@ -253,6 +253,62 @@ TEST_CASE("a refill of several batches takes as many ready batches as it asks fo
 	central_drain(false, nullptr);
 }
 
+// A refill that must carve after a flush brought blocks of its class back
+// to the list takes a quarter of what it asked for (central_refill: a class
+// in steady use carves only for a crest of what its threads hold); the next
+// carve, with no flush between, takes a whole batch again, as every carve of
+// a class that only grows does.
+TEST_CASE("a carve after a flush to the list takes a quarter, the next carve a whole batch", "[central]")
+{
+	unit_option("background_thread", "0");
+	unit_option("decay_ms", "-1");
+	unsigned cls = size_class_of(320); // one-page spans of 12 blocks, batches of 32
+	const size_class_t &k = size_classes[cls];
+	REQUIRE(k.batch % k.blocks != 0);
+	const unsigned cpu = 15;
+	central_drain(false, nullptr); // no batch anywhere, no list marked
+	const uint64_t used0 = class_stats(cls).used_blocks;
+	std::vector<void *> held;
+	auto take = [&](unsigned want) {
+		std::vector<void *> v = refill(cpu, cls, want, true);
+		held.insert(held.end(), v.begin(), v.end());
+		return v.size();
+	};
+	// The list's partial spans used up: refills until one carves, which
+	// takes a whole batch (no flush since the drain); then the rest of its
+	// last span.
+	for (int i = 0;; i++) {
+		REQUIRE(i < 1000);
+		uint64_t spans = carved_spans(cls);
+		size_t n = take(k.batch);
+		if (carved_spans(cls) > spans) {
+			CHECK(n == k.batch);
+			break;
+		}
+	}
+	uint64_t spans = carved_spans(cls);
+	CHECK(take(k.batch) < k.batch);
+	CHECK(carved_spans(cls) == spans);
+	// A whole batch back (onto the transfer stack) and taken again.
+	std::vector<void *> one(held.end() - k.batch, held.end());
+	held.resize(held.size() - k.batch);
+	flush(cpu, cls, one);
+	CHECK(take(k.batch) == k.batch);
+	CHECK(carved_spans(cls) == spans);
+	// Nothing free: the carve takes a quarter, from one new span.
+	CHECK(take(k.batch) == (size_t)(k.batch + 3) / 4);
+	CHECK(carved_spans(cls) == spans + 1);
+	// The rest of that span, then a whole batch carved.
+	CHECK(take(k.batch) == (size_t)(k.blocks - (k.batch + 3) / 4));
+	spans = carved_spans(cls);
+	CHECK(take(k.batch) == k.batch);
+	CHECK(carved_spans(cls) > spans);
+	for (size_t i = 0; i < held.size(); i += k.batch)
+		flush(cpu, cls, std::vector<void *>(held.begin() + i, held.begin() + std::min(held.size(), i + k.batch)));
+	central_drain(false, nullptr);
+	CHECK(class_stats(cls).used_blocks == used0);
+}
+
 TEST_CASE("when every block is back, the span goes back to the page heap", "[central]")
 {
 	unit_option("background_thread", "0");

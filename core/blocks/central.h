@@ -13,7 +13,8 @@
  * few CPUs' lists (what consumers there flushed), and only then carves a new
  * span from the page heap (the batch asked for goes to the caller, further
  * whole batches of the new span into spare transfer nodes, the rest onto its
- * free list). A refill of fewer blocks than a batch pops no batch whole: it
+ * free list; a quarter of the batch if blocks came back to the list since its
+ * last carve: CENTRAL_RETURNED). A refill of fewer blocks than a batch pops no batch whole: it
  * gathers from partial spans, then splits one of the list's batches (the
  * rest back to their spans), and its carve fills no transfer node, so that a
  * class's free blocks never wait in batches while its span count grows. A flush pushes whole batches while the list has a spare node;
@@ -70,6 +71,12 @@ typedef struct transfer_node {
 	void *blocks[]; /* batch addresses */
 } transfer_node_t;
 
+/* central_t.busy once a flush of a batch or more came to the list, until
+ * central_drain clears it or a refill that carves reads it (central_refill,
+ * which then carves a quarter of what it was asked for): blocks of the
+ * class came back since the list's last carve, so it is not only growing. */
+#define CENTRAL_RETURNED 3u
+
 /* The head word of a transfer stack (central_t.full, .spare). */
 #define TRANSFER_TOP(h) ((unsigned)((h) & 0xffu))
 #define TRANSFER_COUNT(h) ((unsigned)(((h) >> 8) & 0xffu))
@@ -79,7 +86,7 @@ typedef struct central {
 	uint64_t full;        /* stack of full batch nodes (head word, above) */
 	uint64_t spare;       /* stack of empty nodes */
 	uint32_t made;        /* nodes handed out of `nodes` so far, <= transfer_cap (atomic) */
-	uint32_t busy;        /* set by a refill or flush, cleared by central_drain (atomic) */
+	uint32_t busy;        /* 1 (a refill) or CENTRAL_RETURNED (a flush) since central_drain's 0 (atomic) */
 	char *nodes;          /* nodes TRANSFER_FRONT.. (transfer_cap - TRANSFER_FRONT), node_size bytes apart */
 	uint32_t node_size;   /* sizeof(transfer_node_t) + batch block addresses */
 	uint16_t cls;
