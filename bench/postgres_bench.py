@@ -34,7 +34,9 @@ for every allocator).
 
 Prints one 'result:' line: seconds (wall of initdb), peak_rss_kib,
 tree_rss_kib, driver_rss_kib, minflt (page faults of the whole tree, from
-wait4: pages given back too early are faulted in again), and the largest
+wait4: pages given back too early are faulted in again), cpu_s (user plus
+system CPU time of the whole tree, from wait4: on a loaded machine the wall
+time moves with the load far more than this does), and the largest
 process' command (peak_proc=postgres|initdb|...).
 """
 import argparse
@@ -207,7 +209,8 @@ def main():
           % (initdb, secs, ru.ru_maxrss / 1024.0, big[0], big[1] / 1024.0, sampler.peak_sum / 1024.0,
              driver_rss / 1024.0))
     print("result: bench=postgres seconds=%.6f peak_rss_kib=%d tree_rss_kib=%d driver_rss_kib=%d minflt=%d "
-          "peak_proc=%s" % (secs, ru.ru_maxrss, sampler.peak_sum, driver_rss, ru.ru_minflt, big[0]))
+          "cpu_s=%.3f peak_proc=%s" % (secs, ru.ru_maxrss, sampler.peak_sum, driver_rss, ru.ru_minflt,
+                                       ru.ru_utime + ru.ru_stime, big[0]))
     sys.stdout.flush()
 
 

@@ -15,7 +15,11 @@ objects when shared structures are dropped, which is what a threaded Python
 server does to its allocator.
 
 The work is fixed by the arguments, and the run prints a 'result:' line with
-the elapsed seconds and the peak RSS (VmHWM of this process).
+the elapsed seconds, the peak RSS (VmHWM of this process), and the CPU time
+of the process over the same stretch (cpu_s, user plus system, all
+threads; user_s; minflt, page faults): on a loaded machine the elapsed time
+moves with the load (the threads wait for the CPU and for the GIL) far more
+than the CPU time does.
 
 The peak is not: with several threads it depends on how the GIL interleaves
 them (how many rounds' dicts are alive at once), so it moves with the
@@ -26,6 +30,7 @@ allocators' memory, run --threads=1 --rounds=4, which repeats to about 2%
 """
 import argparse
 import random
+import resource
 import sys
 import threading
 import time
@@ -84,6 +89,7 @@ def main():
         threading.Thread(target=worker, args=(args.seed + i, args.n, args.rounds, shared, lock, out, i))
         for i in range(args.threads)
     ]
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -91,11 +97,16 @@ def main():
         t.join()
     shared.clear()
     secs = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    user = ru.ru_utime - ru0.ru_utime
+    cpu = user + ru.ru_stime - ru0.ru_stime
     ops = args.threads * args.rounds * args.n
     print("# python: %d threads x %d rounds x %d entries in %.3f s, peak RSS %.1f MiB"
           % (args.threads, args.rounds, args.n, secs, peak_rss_kib() / 1024.0))
-    print("result: bench=python threads=%d ops=%d seconds=%.6f ops_per_sec=%.1f checksum=%d peak_rss_kib=%d"
-          % (args.threads, ops, secs, ops / secs if secs > 0 else 0.0, sum(out), peak_rss_kib()))
+    print("result: bench=python threads=%d ops=%d seconds=%.6f ops_per_sec=%.1f checksum=%d peak_rss_kib=%d "
+          "cpu_s=%.3f user_s=%.3f minflt=%d"
+          % (args.threads, ops, secs, ops / secs if secs > 0 else 0.0, sum(out), peak_rss_kib(), cpu, user,
+             ru.ru_minflt - ru0.ru_minflt))
     sys.stdout.flush()
 
 

@@ -91,6 +91,17 @@ def status_kib(pid, key):
     return 0
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a running process (all its threads), from
+    /proc/PID/stat: fields 14 and 15 after the command, in clock ticks."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alloc-lib", default="default",
@@ -145,6 +156,7 @@ def main():
             time.sleep(0.05)
 
         t0 = time.perf_counter()
+        cpu0 = cpu_seconds(server.pid)
         bench = subprocess.run(
             [args.redis_benchmark, "-h", "127.0.0.1", "-p", str(port), "-q", "--csv",
              "-t", args.tests, "-n", str(args.requests), "-d", str(args.data_size),
@@ -152,6 +164,10 @@ def main():
             env={k: v for k, v in env.items() if k != "LD_PRELOAD"},
             capture_output=True, text=True, timeout=args.timeout)
         wall = time.perf_counter() - t0
+        # The server's CPU time over the benchmark: on a loaded machine the
+        # requests/s figure moves with the load (the client and the server
+        # share the CPUs), the CPU the server spent on the same requests far less.
+        server_cpu = cpu_seconds(server.pid) - cpu0
         if server.poll() is not None:
             die("redis-server died during the benchmark (exit %s)" % server.returncode)
         if bench.returncode != 0:
@@ -199,7 +215,7 @@ def main():
     fields = ["bench=redis", "ops=%d" % total, "seconds=%.6f" % busy, "ops_per_sec=%.1f" % overall]
     fields += ["rps_%s=%.1f" % (t.replace(" ", "_"), rps[t]) for t in wanted]
     fields += ["malloc_from=%s" % bound, "used_memory_kib=%d" % used_kib, "rss_end_kib=%d" % rss_kib,
-               "peak_rss_kib=%d" % peak_kib]
+               "peak_rss_kib=%d" % peak_kib, "server_cpu_s=%.2f" % server_cpu]
     print("result: " + " ".join(fields))
 
 

@@ -16,8 +16,11 @@ whole table. The work is fixed by the arguments and the PRNG is SQLite's
 own, so every allocator does the same work up to the random contents.
 
 The driver is not preloaded: only sqlite3's allocator is compared. Prints one
-'result:' line: seconds (wall of sqlite3) and peak_rss_kib (sqlite3's
-ru_maxrss from wait4).
+'result:' line: seconds (wall of sqlite3), peak_rss_kib (sqlite3's
+ru_maxrss from wait4), and from the same rusage cpu_s (user plus system CPU
+time), user_s and minflt: on a loaded machine the wall time moves with the
+load far more than the CPU time does, so a gap in seconds alone can be the
+load's.
 """
 import argparse
 import os
@@ -83,8 +86,8 @@ def main():
     last = out.strip().splitlines()[-1] if out.strip() else ""
     print("# sqlite: %d rows, database %.1f MiB, %.2f s, sqlite3 peak RSS %.1f MiB (%s)"
           % (args.rows, size / 1048576.0, secs, ru.ru_maxrss / 1024.0, last))
-    print("result: bench=sqlite rows=%d seconds=%.6f db_kib=%d peak_rss_kib=%d"
-          % (args.rows, secs, size // 1024, ru.ru_maxrss))
+    print("result: bench=sqlite rows=%d seconds=%.6f db_kib=%d peak_rss_kib=%d cpu_s=%.3f user_s=%.3f minflt=%d"
+          % (args.rows, secs, size // 1024, ru.ru_maxrss, ru.ru_utime + ru.ru_stime, ru.ru_utime, ru.ru_minflt))
     sys.stdout.flush()
 
 
