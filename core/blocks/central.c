@@ -818,8 +818,11 @@ static inline span_t *stash_pop(central_t *c, span_t *s)
  * then new spans, or new spans only (central_refill_fresh). */
 enum refill_from_mode { REFILL_PARTIAL, REFILL_PARTIAL_THEN_NEW, REFILL_NEW_ONLY };
 
-/* Refill from c's spans, as `mode` says. */
-static unsigned refill_from(central_t *c, unsigned cpu, unsigned want, enum refill_from_mode mode, void **out)
+/* Refill from c's spans, as `mode` says. One copy (noclone): with the cold
+ * refill_elsewhere among its callers, gcc cloned it for REFILL_PARTIAL and
+ * then kept span_carve and span_take out of line, in the third window of
+ * core/api/layout.ld. */
+static __attribute__((noclone)) unsigned refill_from(central_t *c, unsigned cpu, unsigned want, enum refill_from_mode mode, void **out)
 {
 	unsigned got = 0;
 	unsigned held[CARVE_NODES_MAX]; /* nodes filled by span_carve, for c's full stack */
@@ -935,6 +938,27 @@ static EBB_NOINLINE unsigned refill_split_batch(central_t *c, unsigned want, voi
  * few cache-line reads, not one per CPU. */
 #define STEAL_PROBES 8
 
+/* The kernel refused new memory: free blocks of this class that wait in
+ * another CPU's list serve as well (their spans keep their home). Out of
+ * central_refill, cold: its bytes there sat in the first 64 KiB window of
+ * core/api/layout.ld, where every process faults what it holds. */
+static EBB_COLD unsigned refill_elsewhere(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out)
+{
+	for (unsigned i = 1; i < central_slots; i++) {
+		unsigned other = (cpu + i) % central_slots;
+		central_t *o = central_peek(other, cls);
+		if (o == NULL)
+			continue;
+		if (use_transfer && transfer_take(o, out))
+			return size_classes[cls].batch;
+		unsigned got = refill_from(o, other, want, REFILL_PARTIAL, out);
+		if (got != 0)
+			return got;
+	}
+	errno = ENOMEM;
+	return 0;
+}
+
 unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_transfer, void **out)
 {
 	const size_class_t *k = &size_classes[cls];
@@ -999,10 +1023,12 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	 * the mark, so a class that grows while some of its blocks come back
 	 * carves a whole batch next time; one that only grows (no flush:
 	 * memreturn a's bulk allocation) never carves a quarter. Only this
-	 * list's mark is read: the test costs few bytes of code in the first
-	 * 64 KiB window of core/api/layout.ld, which fork's child handlers end
-	 * within a few bytes of (api.text_rss.fork). A hint: a flush racing
-	 * the store is seen at the next carve. */
+	 * list's mark is read: the marks of the lists the steal loop probes
+	 * read as well (a producer's own list is never marked), with a quarter
+	 * or with one span carved, left xmalloc's peak RSS as it was (t=1 0.99
+	 * and 1.00, t=2 1.00 and 1.00 of this, 31 interleaved pairs; t=4 and
+	 * churn ws=10K t=2 the same in 25). A hint: a flush racing the store
+	 * is seen at the next carve. */
 	if (atomic_load_u32(&c->busy) == CENTRAL_RETURNED) {
 		atomic_store_u32(&c->busy, 1);
 		want = (want + 3) >> 2;
@@ -1010,21 +1036,7 @@ unsigned central_refill(unsigned cpu, unsigned cls, unsigned want, bool use_tran
 	got = refill_from(c, cpu, want, REFILL_PARTIAL_THEN_NEW, out);
 	if (EBB_LIKELY(got != 0))
 		return got;
-	/* The kernel refused new memory: free blocks of this class that wait in
-	 * another CPU's list serve as well (their spans keep their home). */
-	for (unsigned i = 1; i < central_slots; i++) {
-		unsigned other = (cpu + i) % central_slots;
-		central_t *o = central_peek(other, cls);
-		if (o == NULL)
-			continue;
-		if (use_transfer && transfer_take(o, out))
-			return k->batch;
-		got = refill_from(o, other, want, REFILL_PARTIAL, out);
-		if (got != 0)
-			return got;
-	}
-	errno = ENOMEM;
-	return 0;
+	return refill_elsewhere(cpu, cls, want, use_transfer, out);
 }
 
 /* Issue 13, larson t=2: a thread's blocks share 64-byte lines with another
