@@ -113,15 +113,15 @@ static bool plt_inside(const struct dl_phdr_info *info, uintptr_t a, bool exec)
 	return false;
 }
 
-/* A slot of a read-only page (RELRO, bound at load time) is made writable
- * for the store. */
 /* The slots of one object inside its RELRO segment (read-only once ld.so
  * relocated it), written together by plt_relro_store: one writable window
  * over the pages they span instead of one mprotect pair a slot. A pair a
  * slot was 138 mprotect calls in `postgres -V` (42 objects), and the
  * redirect about 1.4 ms of its 1.6 ms more CPU than prof=0 on the VM the
  * benchmarks run on (each call splits and merges the mapping and flushes
- * the TLB). At most one slot a name in an object. */
+ * the TLB). The pages between two slots lie in the same segment, so the
+ * window gives back read-only exactly what was read-only. At most one slot
+ * a name in an object. */
 struct plt_relro {
 	uintptr_t *slot[OS_PLT_TARGETS_MAX];
 	uintptr_t val[OS_PLT_TARGETS_MAX];
