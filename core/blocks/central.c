@@ -256,8 +256,9 @@ static inline void central_touch(central_t *c)
 		atomic_store_u32(&c->busy, 1);
 }
 
-/* central_touch for a flush: marks blocks come back (central_refill's
- * carve reads it), written once per carve that cleared it. */
+/* central_touch for a flush: also says that blocks came back to c
+ * (CENTRAL_RETURNED, read by central_refill's carve). Written only when it
+ * changes: once after each carve or drain that cleared it. */
 static inline void central_touch_returned(central_t *c)
 {
 	if (EBB_UNLIKELY(atomic_load_u32(&c->busy) != CENTRAL_RETURNED))
