@@ -124,30 +124,14 @@ static uint32_t bin_first_cap(const size_class_t *k)
 	return 2u * k->batch; /* <= bin_cap (size_class.c) */
 }
 
-/* Gives bin cls a region of `cap` slots at the slot array's next free place,
- * its sentinel right after them, and moves the bin's blocks there (in order).
- * Regions are handed out in the order bins need them, not by class: a bin
- * uses the end of its region (top grows down from `empty`), so with regions
- * of bin_cap slots (4 KiB up to 512 B) at fixed places each class in use
- * made a slot page of its own resident, 31-35 pages (124-140 KiB) per thread
- * with xmalloc's 64 classes. A bin starts with two batches' slots and moves
- * to a region twice as large each time its bound grows past its slots, up
- * to bin_cap (bin_next_cap; a malloc that found the bin empty, so nothing
- * to copy in practice); the region it leaves is never reused, so a flush
- * still reading from it (central_flush may re-enter malloc and free) reads
- * what it was given. Each class takes at most one region of each size of
- * that sequence: tcache_slot_count counts them. */
-static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls, uint32_t cap)
+/* Where the free fast path finds bin cls full: its bound, as far as its
+ * region holds it. A bin's bound and its region are apart: the bound says
+ * how many blocks the bin may hold, the region how many it has held so far
+ * (bin_fit). */
+EBB_INLINE void bin_set_full(tcache_t *tc, unsigned cls)
 {
-	uint32_t n = bin_count(tc, cls);
-	void **empty = tc->slots + tc->slot_next + cap;
-	tc->slot_next += cap + TCACHE_BIN_GAP;
-	*empty = TCACHE_SENTINEL(*tc);
-	if (n != 0)
-		memcpy(empty - n, tc->top[cls], n * sizeof(void *));
-	tc->top[cls] = empty - n;
-	tc->empty[cls] = tc->full[cls] = empty;
-	tc->cap[cls] = (uint16_t)cap;
+	uint32_t max = tc->max[cls], cap = tc->cap[cls];
+	tc->full[cls] = tc->empty[cls] - (max < cap ? max : cap);
 }
 
 /* The slots of the region after one of `cap` slots (0: none yet), for a
@@ -170,18 +154,61 @@ static uint32_t bin_next_cap(const size_class_t *k, uint32_t cap, uint32_t max)
 	return next < k->bin_cap ? next : k->bin_cap;
 }
 
+/* Gives bin cls a region of at least `want` slots (bin_next_cap's) at the
+ * slot array's next free place, its sentinel right after them, and moves
+ * the bin's blocks there (in order). Regions are handed out in the order bins need them, not by class: a bin
+ * uses the end of its region (top grows down from `empty`), so with regions
+ * of bin_cap slots (4 KiB up to 512 B) at fixed places each class in use
+ * made a slot page of its own resident, 31-35 pages (124-140 KiB) per thread
+ * with xmalloc's 64 classes. A bin starts with two batches' slots and moves
+ * to a region twice as large (or more: bin_next_cap, up to bin_cap) each
+ * time it must hold more blocks than its slots (bin_fit: a refill larger
+ * than the region, nothing to copy; or a free that finds the region full
+ * below the bound, which copies it); the region it leaves is never reused,
+ * so a flush still reading from it (central_flush may re-enter malloc and
+ * free) reads what it was given. Each class takes at most one region of each size of
+ * that sequence: tcache_slot_count counts them. */
+static EBB_NOINLINE void bin_place(tcache_t *tc, unsigned cls, uint32_t want)
+{
+	uint32_t cap = bin_next_cap(&size_classes[cls], tc->cap[cls], want);
+	uint32_t n = bin_count(tc, cls);
+	void **empty = tc->slots + tc->slot_next + cap;
+	tc->slot_next += cap + TCACHE_BIN_GAP;
+	*empty = TCACHE_SENTINEL(*tc);
+	if (n != 0)
+		memcpy(empty - n, tc->top[cls], n * sizeof(void *));
+	tc->top[cls] = empty - n;
+	tc->empty[cls] = empty;
+	tc->cap[cls] = (uint16_t)cap;
+	bin_set_full(tc, cls);
+}
+
 static unsigned big_first_class(void);
 
-static void bin_set_max(tcache_t *tc, unsigned cls, uint32_t max)
+static EBB_NOINLINE void bin_set_max(tcache_t *tc, unsigned cls, uint32_t max)
 {
 	if (cls >= big_first_class()) {
 		uint64_t bit = 1ull << (cls - big_first_class());
 		tc->big_bins = max != 0 ? tc->big_bins | bit : tc->big_bins & ~bit;
 	}
-	if (max > tc->cap[cls])
-		bin_place(tc, cls, bin_next_cap(&size_classes[cls], tc->cap[cls], max));
 	tc->max[cls] = max;
-	tc->full[cls] = tc->empty[cls] - max;
+	bin_set_full(tc, cls);
+}
+
+/* Gives bin cls a region of at least n slots (n <= bin_cap), if its own is
+ * smaller: when a refill is to write n blocks into it, or a free finds it
+ * holding as many blocks as its region has slots while its bound allows
+ * more (n: the bound). A region grows with what the bin holds, not with its
+ * bound: a producer's bin (a class it allocates and never frees) has a
+ * bound that grows at every miss while the budget allows, but a refill
+ * writes at most one batch into it for classes of 128 B and more
+ * (tcache_refill), and no free fills it; moved to a region as large as its
+ * bound, it left a trail of regions whose ends it had written, each on its
+ * own part of the slot pages. */
+EBB_INLINE void bin_fit(tcache_t *tc, unsigned cls, uint32_t n)
+{
+	if (n > tc->cap[cls])
+		bin_place(tc, cls, n);
 }
 
 /* Takes the bin's next block, or NULL when it is empty. A block without
@@ -862,7 +889,8 @@ static bool tcache_refill(tcache_t *tc, unsigned cls)
 		if (half > want)
 			want = half / want * want;
 	}
-	void **at = tc->empty[cls] - want; /* want <= max: inside the bin's slots */
+	bin_fit(tc, cls, want);
+	void **at = tc->empty[cls] - want; /* want <= cap: inside the bin's slots */
 	bool entered = tcache_shared_enter(tc);
 	unsigned n = tc->refills < TCACHE_FRESH_REFILLS ? central_refill_fresh(os_cpu_id(), cls, want, at)
 						       : central_refill(os_cpu_id(), cls, want, true, at);
@@ -1025,6 +1053,8 @@ static void free_small_slow(void *p, unsigned cls)
 			free_uncached(p, cls);
 			return;
 		}
+		if (bin_avail(tc, cls) == 0 && tc->max[cls] > tc->cap[cls])
+			bin_fit(tc, cls, tc->max[cls]); /* full to its region, not its bound */
 		if (bin_avail(tc, cls) == 0) {
 			/* Full: give back half, in whole batches where possible. */
 			uint32_t batch = size_classes[cls].batch, count = bin_count(tc, cls);

@@ -16,8 +16,9 @@
  * A bin lives out of band: its slots are an array of up to bin_cap addresses in
  * the cache's own metadata memory (tcache.c maps them with the cache; a
  * slot page is resident only once a bin reached it). The bin holds the
- * blocks [top, empty); it may hold up to its bound max, at `full` = empty -
- * max. The slot at `empty` is the bin's sentinel: it holds the address
+ * blocks [top, empty); it may hold up to its bound max, and up to its
+ * region's cap slots before the region grows (tcache.c, bin_fit): `full` =
+ * empty - min(max, cap). The slot at `empty` is the bin's sentinel: it holds the address
  * 8 bytes below the cache's `sentinel_word` field, a "block" whose mark
  * word is never its mark M = mark ^ address: it starts as mark | 1 (1 in
  * tcache_empty, whose mark is 0), which is neither M (address != 0, and
@@ -75,7 +76,7 @@ typedef struct tcache {
 	 * address is plain base + 8 * class. --- */
 	void **top[EBB_NUM_CLASSES];        /* next block to hand out */
 	void **empty[EBB_NUM_CLASSES];      /* end of the bin's slots: top == empty, no block */
-	void **full[EBB_NUM_CLASSES];       /* top == full: the bin holds max blocks (empty - max) */
+	void **full[EBB_NUM_CLASSES];       /* top == full: the bin holds min(max, cap) blocks */
 	uint64_t mark;                      /* copy of freelist_mark; also the sentinel's mark word */
 	uint64_t mul[EBB_NUM_CLASSES];      /* size_classes[c].block_mul and */
 	uint64_t limit[EBB_NUM_CLASSES];    /* .block_limit: the block test of free */
@@ -88,7 +89,7 @@ typedef struct tcache {
 	uint32_t size[EBB_NUM_CLASSES];     /* size_classes[c].size: publish's sum reads 5 lines, not 45 */
 	uint16_t misses[EBB_NUM_CLASSES];   /* refills per bin since its last trim; 1 on a full flush */
 	uint8_t was_full[EBB_NUM_CLASSES];  /* a free found the bin full once (bin_grow) */
-	uint16_t cap[EBB_NUM_CLASSES];      /* slots of the bin's region (0: on the idle slot); max <= cap */
+	uint16_t cap[EBB_NUM_CLASSES];      /* slots of the bin's region (0: on the idle slot); may be < max */
 	uint32_t slot_next;                 /* first slot no region holds yet (bin_place) */
 	uint64_t budget;                    /* sum of max * size over bins */
 	uint32_t events;                    /* refills + flushes, drives incremental trim */

@@ -6,11 +6,16 @@
  *     slot_next (regions are TCACHE_BIN_GAP slots apart: a sentinel and unused), and the slot at empty[c] holds the sentinel (bin_place).
  *     A cache built by hand without sentinels (slots[0] is not one: the
  *     unit tests' fixture) is not checked for where its regions are.
- *     Or, for a bin never bounded: top == empty == full == &idle_slot,
- *     max 0, and the idle slot holds the sentinel.
- *   full[c] == empty[c] - max[c], max[c] <= cap[c] <= bin_cap[c]
- *   full[c] <= top[c] <= empty[c]: count = empty - top <= max, and the
- *     free fast path's room, avail = top - full, is max - count
+ *     Or, for a bin never given a region: top == empty == full ==
+ *     &idle_slot, cap 0, and the idle slot holds the sentinel (its bound
+ *     may be set already: the region comes at its first refill or full
+ *     free, tcache.c's bin_fit).
+ *   full[c] == empty[c] - min(max[c], cap[c]), max[c] <= bin_cap[c],
+ *     cap[c] <= bin_cap[c] (a region grows with what the bin holds, its
+ *     bound may be larger: tcache.c, bin_fit)
+ *   full[c] <= top[c] <= empty[c]: count = empty - top <= min(max, cap),
+ *     and the free fast path's room, avail = top - full, is
+ *     min(max, cap) - count
  *   each slot in [top, empty) holds a 16-byte aligned address (the marks
  *     of the blocks are not checked here: the program may write into a
  *     freed block, which bin_pop reports by its own rule)
@@ -46,9 +51,9 @@ static unsigned bin_gap(const tcache_t *tc)
 static void bin_check(const tcache_t *tc, unsigned cls)
 {
 	const size_class_t *k = &size_classes[cls];
-	if (tc->empty[cls] == &tc->idle_slot) { /* never bounded: on the idle slot */
-		if (tc->max[cls] != 0 || tc->top[cls] != tc->empty[cls] || tc->full[cls] != tc->empty[cls])
-			tcache_check_fail(tc, cls, "a bin on the idle slot has a bound or blocks", tc->max[cls],
+	if (tc->empty[cls] == &tc->idle_slot) { /* no region yet: on the idle slot */
+		if (tc->cap[cls] != 0 || tc->top[cls] != tc->empty[cls] || tc->full[cls] != tc->empty[cls])
+			tcache_check_fail(tc, cls, "a bin on the idle slot has slots or blocks", tc->cap[cls],
 					  (uint64_t)(tc->empty[cls] - tc->top[cls]));
 		if (tc->idle_slot != TCACHE_SENTINEL(*tc))
 			tcache_check_fail(tc, cls, "the idle slot is not the sentinel",
@@ -66,11 +71,12 @@ static void bin_check(const tcache_t *tc, unsigned cls)
 	}
 	if (tc->cap[cls] > k->bin_cap)
 		tcache_check_fail(tc, cls, "cap > bin_cap", tc->cap[cls], k->bin_cap);
-	if (tc->max[cls] > tc->cap[cls])
-		tcache_check_fail(tc, cls, "max > the bin's slots", tc->max[cls], tc->cap[cls]);
-	if (tc->full[cls] != tc->empty[cls] - tc->max[cls])
-		tcache_check_fail(tc, cls, "full != empty - max", (uint64_t)(tc->empty[cls] - tc->full[cls]),
-				  tc->max[cls]);
+	if (tc->max[cls] > k->bin_cap)
+		tcache_check_fail(tc, cls, "max > bin_cap", tc->max[cls], k->bin_cap);
+	uint32_t room = tc->max[cls] < tc->cap[cls] ? tc->max[cls] : tc->cap[cls];
+	if (tc->full[cls] != tc->empty[cls] - room)
+		tcache_check_fail(tc, cls, "full != empty - min(max, cap)", (uint64_t)(tc->empty[cls] - tc->full[cls]),
+				  room);
 	if (tc->top[cls] < tc->full[cls] || tc->top[cls] > tc->empty[cls])
 		tcache_check_fail(tc, cls, "top outside [full, empty]: count > max or < 0",
 				  (uint64_t)(tc->empty[cls] - tc->top[cls]), tc->max[cls]);

@@ -1496,29 +1496,22 @@ TEST_CASE("a central list is set up by its first use, once, while passes run", "
 		central_t *l = central_list_at(s * EBB_NUM_CLASSES + cls);
 		REQUIRE(l != nullptr);
 		CHECK(l->cls == cls);
-		CHECK(l->nodes != nullptr);
+		CHECK(l->node_base != nullptr);
 		CHECK(central_list_at(s * EBB_NUM_CLASSES + EBB_NUM_CLASSES - 1) == nullptr);
 	}
-	// Each class's nodes are its own: a list of the next class, set up
-	// later by a flush, has its front nodes right after this class's in
-	// each row, and its tail array where this class's ends.
+	// The lists of a slot take their nodes from the slot's one array: a
+	// list of the next class, set up later by a refill, has the same.
 	{
 		std::vector<void *> one = refill(0, cls + 1, 1, false);
 		REQUIRE(one.size() == 1);
 		central_t *next = central_list_at(cls + 1);
 		REQUIRE(next != nullptr);
-		central_t *cur = central_list_at(cls);
-		CHECK(next->front == cur->front + cur->node_size);
-		CHECK(next->row == cur->row);
-		size_t tail = k.transfer_cap > TRANSFER_FRONT ? k.transfer_cap - TRANSFER_FRONT : 0;
-		CHECK(next->nodes == cur->nodes + tail * cur->node_size);
+		CHECK(next->node_base == central_list_at(cls)->node_base);
 		flush(0, cls + 1, one);
 	}
 	// Lists of different slots never share transfer nodes.
-	if (slots >= 2) {
-		CHECK(central_list_at(cls)->nodes != central_list_at(EBB_NUM_CLASSES + cls)->nodes);
-		CHECK(central_list_at(cls)->front != central_list_at(EBB_NUM_CLASSES + cls)->front);
-	}
+	if (slots >= 2)
+		CHECK(central_list_at(cls)->node_base != central_list_at(EBB_NUM_CLASSES + cls)->node_base);
 	// A slot no test used stays unset (the passes did not set it up), and
 	// a flush there sets it up like a refill.
 	if (unused != 0) {
@@ -2606,31 +2599,40 @@ TEST_CASE("a first refill takes a new span from dirty pages, else the list's bat
 	check_stats_identity();
 }
 
-// Transfer nodes: a list's first TRANSFER_FRONT nodes share rows with the
-// other classes' of its slot, the rest are in its own array (central.h,
-// central_node_at). No two nodes of a slot's lists overlap, whatever the
-// classes' batch sizes and caps.
-TEST_CASE("the transfer nodes of a slot's lists, front rows and tails, never overlap", "[central]")
+// Transfer nodes: the lists of a slot take each new node from the slot's
+// one array, the next one, whatever their classes' batch sizes (central.h,
+// central_node_at): nodes made by different lists are distinct and do not
+// overlap, and they lie side by side in the order they were made.
+TEST_CASE("the transfer nodes a slot's lists make are the slot's next, never shared", "[central]")
 {
 	unit_option("background_thread", "0");
 	unit_option("decay_ms", "-1");
 	const size_t sizes[] = { 16, 48, 256, 1024, 4096, 32768 };
-	std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+	std::vector<unsigned> nodes;
 	for (size_t size : sizes) {
 		unsigned cls = size_class_of(size);
-		std::vector<void *> one = refill(0, cls, 1, false);
-		REQUIRE(one.size() == 1);
+		const size_class_t &k = size_classes[cls];
+		// Three batches, flushed: each becomes a full node of the list.
+		std::vector<void *> blocks = refill(0, cls, 3u * k.batch, false);
+		REQUIRE(blocks.size() == 3u * k.batch);
 		central_t *c = central_list_at(cls);
 		REQUIRE(c != nullptr);
-		CHECK(c->node_size == sizeof(transfer_node_t) + size_classes[cls].batch * sizeof(void *));
-		for (unsigned i = 0; i < size_classes[cls].transfer_cap; i++) {
-			uintptr_t a = (uintptr_t)central_node_at(c, i);
+		flush(0, cls, blocks);
+		CHECK(TRANSFER_COUNT(atomic_load_u64(&c->full)) >= 3u);
+		for (unsigned top = TRANSFER_TOP(atomic_load_u64(&c->full)); top != 0;
+		     top = central_node_at(c, top - 1)->next) {
+			uintptr_t a = (uintptr_t)central_node_at(c, top - 1);
 			CHECK(a % alignof(transfer_node_t) == 0);
-			ranges.push_back({ a, a + c->node_size });
+			CHECK(a >= (uintptr_t)c->node_base);
+			nodes.push_back(top - 1);
 		}
-		flush(0, cls, one);
+		if (cls != size_class_of(16))
+			CHECK(c->node_base == central_list_at(size_class_of(16))->node_base);
 	}
-	std::sort(ranges.begin(), ranges.end());
-	for (size_t i = 1; i < ranges.size(); i++)
-		CHECK(ranges[i - 1].second <= ranges[i].first);
+	std::sort(nodes.begin(), nodes.end());
+	CHECK(std::adjacent_find(nodes.begin(), nodes.end()) == nodes.end());
+	// Side by side: the nodes made so far are the slot's first ones.
+	uint32_t made = *(uint32_t *)(central_list_at(size_class_of(16))->node_base - EBB_CACHELINE);
+	CHECK(nodes.back() < made);
+	central_drain(false, nullptr);
 }

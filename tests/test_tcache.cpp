@@ -811,6 +811,53 @@ TEST_CASE("bins take packed slot regions in order of use, and move to regions tw
 	});
 }
 
+// A bin's region grows with the blocks it holds, not with its bound
+// (tcache.c, bin_fit): a thread that only allocates a class of 128 B or more
+// (a producer) gets one batch per refill whatever its bound, so its bin
+// keeps its first region of two batches while the bound grows at every
+// miss; the frees that then fill the bin to that region move it to one that
+// holds the bound, and every block still goes out and comes back once.
+TEST_CASE("a bin's region grows with what the bin holds, not with its bound", "[tcache]")
+{
+	setup("1048576");
+	in_new_thread([] {
+		unsigned cls = size_class_of(512);
+		const size_class_t &k = size_classes[cls];
+		std::vector<void *> held;
+		for (unsigned i = 0; i < 16u * k.batch; i++) {
+			void *p = tcache_alloc(512);
+			REQUIRE(p != nullptr);
+			std::memset(p, 0xcd, 512);
+			held.push_back(p);
+		}
+		tcache_t *tc = tcache_self();
+		CHECK(tc->max[cls] > 2u * k.batch); // the bound grew at the misses
+		CHECK(tc->cap[cls] == 2u * k.batch); // no refill needed more slots
+		CHECK(tc->full[cls] == tc->empty[cls] - tc->cap[cls]);
+		uint32_t next = tc->slot_next;
+		std::vector<void *> sorted = held;
+		std::sort(sorted.begin(), sorted.end());
+		CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());
+		for (void *p : held)
+			tcache_free(p);
+		CHECK(tc->cap[cls] >= tc->max[cls]); // moved once the region was full
+		CHECK(tc->slot_next > next);
+		CHECK(tc->full[cls] == tc->empty[cls] - tc->max[cls]);
+		CHECK(*tc->empty[cls] == TCACHE_SENTINEL(*tc));
+		// Everything freed comes back out, once each.
+		std::vector<void *> again;
+		for (unsigned i = 0; i < 16u * k.batch; i++) {
+			void *p = tcache_alloc(512);
+			REQUIRE(p != nullptr);
+			again.push_back(p);
+		}
+		std::sort(again.begin(), again.end());
+		CHECK(std::adjacent_find(again.begin(), again.end()) == again.end());
+		for (void *p : again)
+			tcache_free(p);
+	});
+}
+
 // The live ends of the bins (their `empty` slots, where a bin of a few blocks
 // works) must not share L1 sets: with one sentinel slot between bins of 512
 // slots they stepped 8 bytes modulo 4 KiB, and the bins of every class up to

@@ -45,10 +45,11 @@ static inline bool list_ready(size_t i)
 }
 
 static ebb_lock_t central_setup_lock = EBB_LOCK_INITIALIZER_RANK(LOCK_RANK_CENTRAL);
-/* A slot's nodes: TRANSFER_FRONT rows, row r holding node r of every class
- * in class order (central_node_row bytes), then each class's tail array. */
+/* A slot's nodes (central_node_at): a cache line holding the count of nodes
+ * handed out of it (node_get), then room for every node its lists may make
+ * (the sum of the classes' transfer_cap), TRANSFER_NODE_BYTES each. */
 static char *central_nodes; /* [cpu slot] central_nodes_per_slot bytes */
-static size_t central_nodes_per_slot, central_node_row;
+static size_t central_nodes_per_slot;
 
 /* The link test of span free lists (span_link_in), per class: with
  * size = d << shift (d odd) and inv = d^-1 mod 2^64, an offset off (any 64
@@ -96,23 +97,10 @@ EBB_INLINE bool link_test_ok(uint64_t off, uint64_t inv, unsigned shift, uint64_
 	return ((p >> shift) | (p << ((64 - shift) & 63))) < blocks;
 }
 
-/* Most blocks a transfer node holds (size_class.c: batch <= 32), and most
- * nodes a list may have (the head word's 8-bit index and count). */
-#define TRANSFER_BATCH_MAX 32
+/* Most nodes a list may have (the head word's 8-bit count), and a slot (its
+ * 16-bit index + 1). */
 #define TRANSFER_NODES_MAX 255
-
-static size_t node_size(unsigned cls)
-{
-	return sizeof(transfer_node_t) + (size_t)size_classes[cls].batch * sizeof(void *);
-}
-
-/* A list's nodes past the first TRANSFER_FRONT (central.h), in its own
- * array. */
-static size_t node_tail(unsigned cls)
-{
-	unsigned cap = size_classes[cls].transfer_cap;
-	return cap > TRANSFER_FRONT ? cap - TRANSFER_FRONT : 0;
-}
+#define TRANSFER_SLOT_NODES_MAX 65535
 
 bool central_init_all(void)
 {
@@ -125,24 +113,22 @@ bool central_init_all(void)
 				   EBB_CACHELINE);
 	if (central_lists == NULL)
 		return false;
-	size_t row = 0, tails = 0;
+	size_t nodes = 0;
 	for (unsigned c = 1; c < EBB_NUM_CLASSES; c++) {
 		link_test_init(c);
 		EBB_CHECK(size_classes[c].batch <= TRANSFER_BATCH_MAX);
 		EBB_CHECK(size_classes[c].transfer_cap <= TRANSFER_NODES_MAX);
-		row += node_size(c);
-		tails += node_tail(c) * node_size(c);
+		nodes += size_classes[c].transfer_cap;
 	}
-	central_node_row = row;
-	central_nodes_per_slot = TRANSFER_FRONT * row + tails;
+	EBB_CHECK(nodes <= TRANSFER_SLOT_NODES_MAX);
+	central_nodes_per_slot = EBB_CACHELINE + nodes * TRANSFER_NODE_BYTES;
 	central_nodes = meta_alloc((size_t)central_slots * central_nodes_per_slot, EBB_CACHELINE);
 	return central_nodes != NULL;
 }
 
 /* Writes list i ([slot][class]), once (its ready bit says so; setting it
  * under central_setup_lock keeps the fork handlers' set of ready lists fixed
- * while they hold that lock). Its transfer nodes are its slot's, at the
- * class's place among them (the classes before it, in order). */
+ * while they hold that lock). Its transfer nodes are its slot's. */
 static EBB_COLD EBB_NOINLINE void list_setup(size_t i)
 {
 	lock_acquire(&central_setup_lock);
@@ -151,18 +137,8 @@ static EBB_COLD EBB_NOINLINE void list_setup(size_t i)
 		central_t *c = &central_lists[i];
 		lock_init_rank(&c->lock, LOCK_RANK_CENTRAL);
 		c->cls = (uint16_t)cls;
-		if (cls != 0) {
-			char *base = central_nodes + (size_t)slot * central_nodes_per_slot;
-			size_t front = 0, tail = TRANSFER_FRONT * central_node_row;
-			for (unsigned k = 1; k < cls; k++) {
-				front += node_size(k);
-				tail += node_tail(k) * node_size(k);
-			}
-			c->front = base + front;
-			c->row = (uint32_t)central_node_row;
-			c->nodes = base + tail;
-			c->node_size = (uint32_t)node_size(cls);
-		}
+		if (cls != 0)
+			c->node_base = central_nodes + (size_t)slot * central_nodes_per_slot + EBB_CACHELINE;
 		__atomic_fetch_or(ready_word(i), (uint64_t)1 << (cls % 64), __ATOMIC_RELEASE);
 	}
 	lock_release(&central_setup_lock);
@@ -210,7 +186,8 @@ static void tstack_push(central_t *c, uint64_t *head, unsigned i)
 	uint64_t h = atomic_load_u64(head);
 	for (;;) {
 		atomic_store_u32(&n->next, TRANSFER_TOP(h));
-		uint64_t nh = ((h >> 16) + 1) << 16 | (uint64_t)(TRANSFER_COUNT(h) + 1) << 8 | (i + 1);
+		uint64_t nh = ((h >> TRANSFER_GEN_SHIFT) + 1) << TRANSFER_GEN_SHIFT |
+			      (uint64_t)(TRANSFER_COUNT(h) + 1) << 16 | (i + 1);
 		if (atomic_cas_u64_value(head, &h, nh))
 			return;
 	}
@@ -228,14 +205,17 @@ static int tstack_pop(central_t *c, uint64_t *head)
 		if (top == 0)
 			return -1;
 		uint64_t next = atomic_load_u32(&central_node_at(c, top - 1)->next);
-		uint64_t nh = ((h >> 16) + 1) << 16 | (uint64_t)(TRANSFER_COUNT(h) - 1) << 8 | next;
+		uint64_t nh = ((h >> TRANSFER_GEN_SHIFT) + 1) << TRANSFER_GEN_SHIFT |
+			      (uint64_t)(TRANSFER_COUNT(h) - 1) << 16 | next;
 		if (atomic_cas_u64_value(head, &h, nh))
 			return (int)top - 1;
 	}
 }
 
-/* A node to fill: a spare one, or one not made yet; -1 when all
- * transfer_cap nodes hold batches (or are held): the list is full. */
+/* A node to fill: a spare one, or a new one, the slot's next (the list's
+ * count of nodes made bounds it, so the slot's count never passes the sum
+ * of its lists' caps); -1 when all transfer_cap nodes of the list hold
+ * batches (or are held): the list is full. */
 static int node_get(central_t *c)
 {
 	int i = tstack_pop(c, &c->spare);
@@ -244,7 +224,8 @@ static int node_get(central_t *c)
 	unsigned cap = size_classes[c->cls].transfer_cap;
 	for (uint32_t m = atomic_load_u32(&c->made); m < cap; m = atomic_load_u32(&c->made))
 		if (atomic_cas_u32(&c->made, m, m + 1))
-			return (int)m;
+			return (int)__atomic_fetch_add((uint32_t *)(c->node_base - EBB_CACHELINE), 1u,
+						       __ATOMIC_RELAXED);
 	return -1;
 }
 

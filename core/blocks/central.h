@@ -25,15 +25,16 @@
  * fields written once per such run; a span whose blocks are then all free
  * goes back to the page heap at once.
  *
- * Transfer nodes: each list owns transfer_cap nodes (an array in meta.c
- * memory, resident once used, never unmapped: a stale pointer to a node
- * always reads a node). A node is on exactly one of the list's two stacks
- * (`full` or `spare`), or held by the one thread that popped it, or not yet
- * made (index >= made). So a list never keeps more than transfer_cap batches,
- * and a node never moves to another list: a steal pops another list's full
- * node and pushes it back on that list's spare stack. A stack head is one
- * 64-bit word, top node index + 1 (0: empty) | node count << 8 | generation
- * << 16, so a push or pop is a single-word CAS (no CAS2), the generation
+ * Transfer nodes: each list makes up to transfer_cap nodes, each the next
+ * of its CPU slot's array (meta.c memory, resident once used, never
+ * unmapped: a stale pointer to a node always reads a node), and owns them
+ * from then on. A node is on exactly one of its list's two stacks (`full`
+ * or `spare`), or held by the one thread that popped it. So a list never
+ * keeps more than transfer_cap batches, and a node never moves to another
+ * list: a steal pops another list's full node and pushes it back on that
+ * list's spare stack. A stack head is one 64-bit word, top node index + 1
+ * in the slot (0: empty) | node count << 16 | generation << 24, so a push
+ * or pop is a single-word CAS (no CAS2), the generation
  * makes an ABA (pop A, pop B, push A between another thread's read and CAS)
  * fail the CAS, and the count read from the head is exact.
  *
@@ -77,21 +78,26 @@ typedef struct transfer_node {
  * class came back since the list's last carve, so it is not only growing. */
 #define CENTRAL_RETURNED 3u
 
-/* The head word of a transfer stack (central_t.full, .spare). */
-#define TRANSFER_TOP(h) ((unsigned)((h) & 0xffu))
-#define TRANSFER_COUNT(h) ((unsigned)(((h) >> 8) & 0xffu))
+/* The head word of a transfer stack (central_t.full, .spare): top node
+ * index + 1 in its slot (0: empty), 16 bits; node count, 8 bits;
+ * generation, the other 40. */
+#define TRANSFER_TOP(h) ((unsigned)((h) & 0xffffu))
+#define TRANSFER_COUNT(h) ((unsigned)(((h) >> 16) & 0xffu))
+#define TRANSFER_GEN_SHIFT 24
+
+/* Most blocks a transfer node holds (size_class.c: batch <= 32), and the
+ * bytes of every node, whatever its class's batch. */
+#define TRANSFER_BATCH_MAX 32
+#define TRANSFER_NODE_BYTES (sizeof(transfer_node_t) + TRANSFER_BATCH_MAX * sizeof(void *))
 
 typedef struct central {
 	/* --- transfer: lock-free, one cache line --- */
 	uint64_t full;        /* stack of full batch nodes (head word, above) */
 	uint64_t spare;       /* stack of empty nodes */
-	uint32_t made;        /* nodes handed out of `nodes` so far, <= transfer_cap (atomic) */
+	uint32_t made;        /* nodes this list made so far, <= transfer_cap (atomic) */
 	uint32_t busy;        /* 1 (a refill) or CENTRAL_RETURNED (a flush) since central_drain's 0 (atomic) */
-	char *nodes;          /* nodes TRANSFER_FRONT.. (transfer_cap - TRANSFER_FRONT), node_size bytes apart */
-	uint32_t node_size;   /* sizeof(transfer_node_t) + batch block addresses */
+	char *node_base;      /* its CPU slot's nodes (central_node_at; meta.c) */
 	uint16_t cls;
-	uint32_t row;         /* bytes between the slot's front rows */
-	char *front;          /* node 0; node i < TRANSFER_FRONT is i rows on (meta.c) */
 	/* --- spans: under lock --- */
 	ebb_lock_t lock EBB_ALIGNED(EBB_CACHELINE);
 	/* spans homed here with free blocks; refills take the head. Written
@@ -116,19 +122,22 @@ typedef struct central {
 } EBB_ALIGNED(EBB_CACHELINE) central_t;
 
 /*
- * Node i of list c. A list's first TRANSFER_FRONT nodes lie in its CPU
- * slot's front rows, row r holding node r of every class side by side; the
- * rest in an array of its own. Each list's nodes in one array made each
- * list in use touch its own page of nodes or two: bench/xmalloc t=2 (32
- * classes on 2 slots, 4-12 nodes made a list) had 76-82 node pages
- * resident for 70-100 KiB of nodes made.
+ * Node i of list c: node i of its CPU slot. A slot's lists take their nodes
+ * from one array, each new node the next one (node_get), so the nodes made
+ * lie side by side whatever their classes, and the pages of nodes resident
+ * are those the nodes made fill. All nodes have the room of the largest
+ * batch (TRANSFER_NODE_BYTES): a node's place is then its index times one
+ * constant. With nodes at fixed places per list (each list's first 8 in
+ * rows shared by the slot's classes, 7e74685, the rest in an array of the
+ * list's own), bench/xmalloc kept 39 pages of nodes resident at t=1 and 59
+ * at t=2 (two slots); side by side, the nodes made fill 16 and 35 pages
+ * (bench/peak_probe with a walk of the metadata). Peak RSS, interleaved
+ * pairs, median of the ratios: xmalloc t=1 0.988, t=2 0.993 (21 pairs
+ * each), churn 16 B-1 KiB ws=10K t=2 0.992 (15).
  */
-#define TRANSFER_FRONT 8u
 static inline transfer_node_t *central_node_at(const central_t *c, unsigned i)
 {
-	if (i < TRANSFER_FRONT)
-		return (transfer_node_t *)(c->front + (size_t)i * c->row);
-	return (transfer_node_t *)(c->nodes + (size_t)(i - TRANSFER_FRONT) * c->node_size);
+	return (transfer_node_t *)(c->node_base + (size_t)i * TRANSFER_NODE_BYTES);
 }
 
 typedef struct central_class_stats {

@@ -59,19 +59,26 @@ static EBB_NORETURN void central_check_fail(const central_t *c, const void *span
 }
 
 /* Walks one transfer stack: its node count, or -1 if the walk found a fault
- * (*what says which; a is the value found). seen[] marks the nodes met. */
-static int check_stack(const central_t *c, uint64_t head, uint32_t made, bool full, uint8_t *seen,
-		       const char **what, uint64_t *a)
+ * (*what says which; a is the value found). seen[0 .. *nseen) lists the
+ * nodes met (slot indices + 1; a list has at most `made` <= 255), slot_made
+ * is how many nodes the list's slot has handed out. */
+static int check_stack(const central_t *c, uint64_t head, uint32_t made, uint32_t slot_made, bool full,
+		       uint32_t *seen, unsigned *nseen, const char **what, uint64_t *a)
 {
 	const size_class_t *k = &size_classes[c->cls];
 	unsigned n = 0;
 	for (unsigned top = TRANSFER_TOP(head); top != 0; n++) {
-		if (top > made || seen[top - 1]) {
-			*what = top > made ? "transfer stack holds a node not made" : "transfer node on a stack twice";
+		bool twice = false;
+		for (unsigned j = 0; j < *nseen && !twice; j++)
+			twice = seen[j] == top;
+		if (top > slot_made || twice || *nseen >= made) {
+			*what = top > slot_made ? "transfer stack holds a node not made"
+				: twice	 ? "transfer node on a stack twice"
+					 : "transfer stacks hold more nodes than the list made";
 			*a = top;
 			return -1;
 		}
-		seen[top - 1] = 1;
+		seen[(*nseen)++] = top;
 		const transfer_node_t *node = central_node_at(c, top - 1);
 		for (unsigned i = 0; full && i < k->batch; i++) {
 			void *b = node->blocks[i];
@@ -99,13 +106,15 @@ static void central_check_transfer(const central_t *c)
 	if (c->cls == 0)
 		return;
 	for (int attempt = 0; attempt < 4; attempt++) {
-		uint8_t seen[256] = {0};
+		uint32_t seen[256];
+		unsigned nseen = 0;
 		const char *what = NULL;
 		uint64_t a = 0;
 		uint64_t full = atomic_load_u64_acquire(&c->full), spare = atomic_load_u64_acquire(&c->spare);
 		uint32_t made = atomic_load_u32(&c->made);
-		int nf = check_stack(c, full, made, true, seen, &what, &a);
-		int ns = nf < 0 ? 0 : check_stack(c, spare, made, false, seen, &what, &a);
+		uint32_t slot_made = __atomic_load_n((const uint32_t *)(c->node_base - EBB_CACHELINE), __ATOMIC_RELAXED);
+		int nf = check_stack(c, full, made, slot_made, true, seen, &nseen, &what, &a);
+		int ns = nf < 0 ? 0 : check_stack(c, spare, made, slot_made, false, seen, &nseen, &what, &a);
 		if (full != atomic_load_u64_acquire(&c->full) || spare != atomic_load_u64_acquire(&c->spare))
 			continue; /* raced a push or pop: look again */
 		if (what != NULL)
