@@ -95,21 +95,28 @@ typedef struct prof_sample {
 	prof_count_t *count; /* NULL: a kept block (prof_free_hook) */
 	size_t size;
 	/* The bytes asked for of an allocation that would have been a small
-	 * block unsampled (of an aligned one, its class's size), 0 if none
-	 * (above EBB_SMALL_MAX, or aligned with no class that fits): its
-	 * class's usable size is what realloc treats the block as, looked up
-	 * by prof_realloc_usable (a realloc of a sample is rarer than a sample:
-	 * about 12 instructions a sample less). */
+	 * block unsampled (of an aligned one, its class's size; of a
+	 * realloc's move, with its headroom), 0 if none (above
+	 * EBB_SMALL_MAX, or aligned with no class that fits): its class's
+	 * usable size is what realloc treats the block as, looked up by
+	 * prof_realloc_usable or, of an inner sample, prof_inner_usable (a
+	 * realloc of a sample is rarer than a sample: about 12 instructions
+	 * a sample less). */
 	uint32_t class_bytes;
 	/* The small block the sample stands for (class_bytes != 0), taken
 	 * from its class when the sample is made and freed with it, so that
 	 * the spans of small blocks see what prof=0 does; NULL if none. Of
 	 * an inner sample, the small block it lies in. */
 	void *shadow;
-	/* An inner sample (prof_alloc_inner): addr is PROF_INNER bytes into
-	 * the small block shadow, and no span carries a mark for it. */
-	bool inner;
+	/* An inner sample (prof_alloc_inner), nonzero: addr is PROF_INNER
+	 * bytes into the small block shadow, and no span carries a mark for
+	 * it; PROF_INNER_CACHED once prof_inner_cache may name it, so that
+	 * only those look at their slot when unlisted (a look at every inner
+	 * sample's free was about 12 instructions a free in bench churn
+	 * 16B-32K, whose samples are never realloc'ed). */
+	uint8_t inner;
 } prof_sample_t;
+#define PROF_INNER_CACHED 2
 
 /* tcache/'s malloc and free of small blocks, for the shadows above (set
  * by core/api, which prof.c may not call up into); NULL before. */
@@ -660,6 +667,40 @@ EBB_INLINE void prof_run_remember(const void *p, uint32_t class_bytes)
 	__atomic_store_n(prof_run_slot(p), (uintptr_t)p | (cls + 1), __ATOMIC_RELAXED);
 }
 
+/* The same for the live inner samples (prof.h), for prof_inner_usable:
+ * a string grown a few bytes at a time whose move was sampled is an inner
+ * sample, and each of its reallocs asks (realloc_slow_at). A slot is the
+ * sample's address (below 2^48) with the class of the block it stands for
+ * in bits 48-55 and that of its own block in bits 56-63, 0 if none.
+ * Written under prof_lock, read without it by the owner of p, as
+ * prof_run_cache. */
+#define PROF_INNER_CACHE 64
+#define PROF_INNER_ADDR (((uint64_t)1 << 48) - 1)
+_Static_assert(EBB_NUM_CLASSES <= 256, "a class fits in a byte of the slot");
+static uint64_t prof_inner_cache[PROF_INNER_CACHE];
+
+EBB_INLINE uint64_t *prof_inner_slot(const void *p)
+{
+	return &prof_inner_cache[(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull) >> 58];
+}
+
+/* Under prof_lock: p is a live inner sample whose block stands for one of
+ * class cls and is itself of class own. */
+EBB_INLINE void prof_inner_remember(const void *p, unsigned cls, unsigned own)
+{
+	if (((uintptr_t)p & ~PROF_INNER_ADDR) == 0)
+		__atomic_store_n(prof_inner_slot(p), (uintptr_t)p | (uint64_t)cls << 48 | (uint64_t)own << 56,
+				 __ATOMIC_RELAXED);
+}
+
+/* Under prof_lock: p is no longer a live inner sample. */
+EBB_INLINE void prof_inner_forget(const void *p)
+{
+	uint64_t *slot = prof_inner_slot(p);
+	if ((*slot & PROF_INNER_ADDR) == (uintptr_t)p)
+		__atomic_store_n(slot, 0, __ATOMIC_RELAXED);
+}
+
 /* Lists the entry s (out of every list) as p's. Caller holds prof_lock. */
 EBB_INLINE void prof_relist(prof_sample_t *s, void *p, prof_count_t *c, size_t size, uint32_t class_bytes,
 			     bool inner)
@@ -896,6 +937,8 @@ EBB_INLINE prof_sample_t *prof_unlink(prof_sample_t **at, span_t *span)
 	if (!s->inner) {
 		prof_mark(s->addr, span, 0);
 		prof_run_forget(s->addr);
+	} else if (s->inner == PROF_INNER_CACHED) {
+		prof_inner_forget(s->addr);
 	}
 	if (c != NULL) {
 		c->live_n--;
@@ -1177,22 +1220,26 @@ EBB_INLINE void *prof_alloc_at(size_t size, size_t bytes, size_t align, bool zer
 	return p;
 }
 
-/* What an inner sample of `size` bytes asks its cache for: a block of
- * the class an unsampled one would have, when its last PROF_INNER bytes
- * are not needed, else of PROF_INNER bytes more than that class (realloc
- * then resizes it in place up to all of the class). Most samples are
+/* What an inner sample of `size` bytes asks its cache for, standing for
+ * an unsampled block of `bytes` (size, but for a realloc's move, whose
+ * headroom it includes: prof_alloc_moved): a block of the class the
+ * unsampled one would have, when its last PROF_INNER bytes are not
+ * needed, else of PROF_INNER bytes more than that class (realloc then
+ * resizes it in place up to all of the class). Most samples are
  * large (a block is sampled in proportion to its size), where classes are
  * KiBs apart: nearly all then take the unsampled block's class, so that
  * the spans see what they see with prof=0 (PROF_INNER bytes more than the
  * size, always, took a class of its own for most: bench churn 16B-32K
  * faulted about 140 pages more than prof=0 for the spans of those). */
-static size_t prof_inner_bytes(size_t size)
+static size_t prof_inner_bytes(size_t size, size_t bytes)
 {
-	size_t cu = size_classes[size_class_of(size)].size;
+	size_t cu = size_classes[size_class_of(bytes)].size;
 	return size + PROF_INNER <= cu ? cu : cu + PROF_INNER;
 }
 
-/* A small sample as an inner one (prof.h): the block is a small block of
+/* A small sample as an inner one (prof.h), standing for a block of
+ * `bytes` (prof_inner_bytes; kept as the entry's class_bytes, which
+ * prof_inner_usable answers from): the block is a small block of
  * prof_inner_bytes from the thread's cache, and the program's pointer is
  * PROF_INNER bytes into it. Only the stack and the table cost
  * anything: no run, no page heap, and its lines are the cache's (a
@@ -1200,11 +1247,11 @@ static size_t prof_inner_bytes(size_t size)
  * bench churn 16B-32K: its lines and TLB entries were cold where the
  * cache's block is warm). A sample that cannot be recorded is served as
  * the plain block. */
-EBB_INLINE void *prof_alloc_inner(size_t size, bool zero, void *ret, const uintptr_t *fp)
+EBB_INLINE void *prof_alloc_inner(size_t size, size_t bytes, bool zero, void *ret, const uintptr_t *fp)
 {
 	void *(*small_alloc)(size_t) = __atomic_load_n(&prof_small_alloc, __ATOMIC_ACQUIRE);
 	prof_thread.busy = true;
-	char *block = small_alloc(prof_inner_bytes(size));
+	char *block = small_alloc(prof_inner_bytes(size, bytes));
 	prof_thread.busy = false;
 	if (block == NULL)
 		return NULL;
@@ -1213,7 +1260,7 @@ EBB_INLINE void *prof_alloc_inner(size_t size, bool zero, void *ret, const uintp
 	if (c != NULL) {
 		c->alloc_n++;
 		c->alloc_bytes += size;
-		e = prof_insert(block + PROF_INNER, c, size, 0, true);
+		e = prof_insert(block + PROF_INNER, c, size, (uint32_t)bytes, true);
 		if (e != NULL)
 			e->shadow = block;
 	}
@@ -1233,9 +1280,9 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 	 * keepable's, made first. */
 	const uintptr_t *fp = __builtin_frame_address(0);
 	if (align <= EBB_MIN_ALIGN && size <= EBB_SMALL_MAX - PROF_INNER &&
-	    prof_inner_bytes(size) <= EBB_SMALL_MAX &&
+	    prof_inner_bytes(size, size) <= EBB_SMALL_MAX &&
 	    __atomic_load_n(&prof_inner_ok, __ATOMIC_RELAXED))
-		return prof_alloc_inner(size, zero, ret, fp);
+		return prof_alloc_inner(size, size, zero, ret, fp);
 	if (align > EBB_PAGE_SIZE || size > PROF_KEEP_PAGES * EBB_PAGE_SIZE)
 		return prof_alloc_at(size, size, align, zero, false, true, 0, ret, fp);
 	/* An aligned request that unsampled is a small block of the class
@@ -1258,7 +1305,16 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 
 void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret)
 {
-	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, false, 0, ret, __builtin_frame_address(0));
+	const uintptr_t *fp = __builtin_frame_address(0);
+	/* A move to a small block: an inner sample in the class the
+	 * unsampled move takes (prof.h). A kept-size run per sample, its
+	 * pages and lines cold or never touched, cost bench realloc string
+	 * (64 MB, about 300 samples) about 40 minor faults more than prof=0,
+	 * where the class's blocks lie on the pages the other strings use. */
+	if (!mapped && bytes <= EBB_SMALL_MAX && prof_inner_bytes(size, bytes) <= EBB_SMALL_MAX &&
+	    __atomic_load_n(&prof_inner_ok, __ATOMIC_RELAXED))
+		return prof_alloc_inner(size, bytes, false, ret, fp);
+	return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, mapped, false, 0, ret, fp);
 }
 
 /* prof_realloc_usable's look in the table, when prof_run_cache does not
@@ -1416,18 +1472,37 @@ bool prof_free_inner(void *p)
 	return prof_small_free(block);
 }
 
-size_t prof_inner_usable(const void *p, size_t *class_usable)
+/* prof_inner_usable's look in the table, when prof_inner_cache does not
+ * say (out of line: the cache's answer then saves no register); it fills
+ * p's slot. */
+static EBB_NOINLINE size_t prof_inner_usable_locked(const void *p, size_t *class_usable)
 {
 	prof_lock();
 	prof_sample_t **at = prof_find(p);
 	bool inner = at != NULL && (*at)->inner;
-	size_t size = inner ? (*at)->size : 0;
+	unsigned cls = 0, own = 0;
+	if (inner) {
+		cls = size_class_of((*at)->class_bytes);
+		own = size_class_of(prof_inner_bytes((*at)->size, (*at)->class_bytes));
+		prof_inner_remember(p, cls, own);
+		(*at)->inner = PROF_INNER_CACHED;
+	}
 	prof_unlock();
 	if (!inner)
 		return 0;
 	if (class_usable != NULL)
-		*class_usable = size_classes[size_class_of(size)].size;
-	return size_classes[size_class_of(prof_inner_bytes(size))].size - PROF_INNER;
+		*class_usable = size_classes[cls].size;
+	return size_classes[own].size - PROF_INNER;
+}
+
+size_t prof_inner_usable(const void *p, size_t *class_usable)
+{
+	uint64_t w = __atomic_load_n(prof_inner_slot(p), __ATOMIC_RELAXED);
+	if (EBB_UNLIKELY((w & PROF_INNER_ADDR) != (uintptr_t)p || p == NULL))
+		return prof_inner_usable_locked(p, class_usable);
+	if (class_usable != NULL)
+		*class_usable = size_classes[(w >> 48) & 0xff].size;
+	return size_classes[w >> 56].size - PROF_INNER;
 }
 
 bool prof_holds(const void *p)

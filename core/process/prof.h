@@ -10,7 +10,8 @@
  *
  * A sample of a small allocation (malloc, calloc, operator new, realloc
  * from NULL: up to EBB_SMALL_MAX - PROF_INNER bytes, no alignment above
- * EBB_MIN_ALIGN, up to a size whose block stays small) is an inner one: a
+ * EBB_MIN_ALIGN, up to a size whose block stays small; and a realloc's move
+ * to a small block, prof_alloc_moved) is an inner one: a
  * small block from the thread's cache (the unsampled block's class when
  * the size leaves PROF_INNER bytes of it, else the next: prof.c,
  * prof_inner_bytes), the program's pointer PROF_INNER bytes
@@ -26,8 +27,9 @@
  * that redirect was written (prof_set_inner), else (threads ran already
  * at start-up) every sample is a page run as below.
  *
- * Every other sampled block (larger, aligned, or moved by realloc) is
- * served as a page run of its own (large_alloc), so a free of it never
+ * Every other sampled block (larger, aligned, or moved by realloc to a page
+ * run or a mapping) is served as a page run of its own (large_alloc), so a
+ * free of it never
  * stays on the small-block fast path: the profiler looks at frees of
  * those where page runs are freed (large_free_checked's hook, set when
  * prof is on). The sample table maps the live sampled blocks to their
@@ -97,9 +99,12 @@ void prof_set_inner(bool on);
 bool prof_free_inner(void *p);
 /* p's usable size if p is a live inner sample (what its block holds past
  * PROF_INNER), else 0; then *class_usable (if not NULL) is that of the
- * small block an unsampled allocation of its size would have been, which
- * realloc resizes it as (in place only within the usable size: the two
- * differ by PROF_INNER bytes at most, for sizes that fill their class). */
+ * small block an unsampled allocation of its size (or the unsampled move,
+ * prof_alloc_moved) would have been, which realloc resizes it as (in
+ * place only within the usable size: the two differ by PROF_INNER bytes at
+ * most, for sizes that fill their class). Answered without the lock for a
+ * sample asked about before (prof.c, prof_inner_cache): realloc asks at
+ * every call on one. */
 size_t prof_inner_usable(const void *p, size_t *class_usable);
 
 /* The prof variants' only cost on an allocation: true when this one of
@@ -229,7 +234,14 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
 /* prof_alloc for a realloc that moves a block to `size` bytes: the block
  * has `bytes` >= size (the headroom realloc gives a growing block, so that
  * a sampled string is not moved again at its next few growths); the sample
- * records size. mapped: the block is a mapping of its own
+ * records size. A move to a small block is an inner sample in a block of
+ * the class the unsampled move takes (prof.c, prof_alloc_inner), so that
+ * the string's bytes lie where they would unsampled, on lines and pages
+ * the program is using: it then holds PROF_INNER bytes less than that
+ * class when size leaves them, and moves there, PROF_INNER bytes before
+ * the unsampled block would (a kept-size run for each, as before, cost
+ * bench realloc string about 40 minor faults a run more than prof=0, and
+ * 3-4% of its CPU time). mapped: the block is a mapping of its own
  * (large_alloc_mapped), as the same move unsampled gets, so that its next
  * growths are mremaps too (a page run cost bench realloc vector ~2 400
  * minor faults more with prof=1). */

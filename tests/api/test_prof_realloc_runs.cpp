@@ -3,9 +3,12 @@
  * of a class is answered from the profiler's cache of listed samples
  * (prof_realloc_cached) without looking at its span, and an unsampled page
  * run is resized or moved with the span realloc_run_span found (no second
- * look in block_info). Run by the ctest api.prof_realloc_runs with
- * EBB_OPTIONS=prof=1,prof_sample=65536: some strings sampled, most not,
- * through both entries (realloc, patched at start-up, and ebb_realloc). */
+ * look in block_info). (A sampled move to a small block is an inner
+ * sample, not a page run: the sampled runs here are the moves past
+ * EBB_SMALL_MAX, samples of no class.) Run by the ctest
+ * api.prof_realloc_runs with EBB_OPTIONS=prof=1,prof_sample=65536: some
+ * strings sampled, most not, through both entries (realloc, patched at
+ * start-up, and ebb_realloc). */
 #include <catch2/catch.hpp>
 
 #include <cstdint>
