@@ -79,21 +79,6 @@ bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to);
  * must stay small once touched (a header) cannot share a 2 MiB-aligned
  * stretch of one mapping with untouched address space. Read once. */
 bool os_thp_always(void);
-/* Whether the kernel backs anonymous memory with transparent huge pages only
- * where the program asks (THP "madvise"), and takes os_thp_collapse's
- * request. Read once. */
-bool os_thp_on_request(void);
-/* Backs [p, p+size) (2 MiB aligned, a multiple of 2 MiB, inside one
- * mapping) with transparent huge pages now (MADV_COLLAPSE, Linux 6.1): the
- * kernel copies the range's resident pages into a new huge page and fills
- * the rest of it with zeroes, so every byte reads as before and all of the
- * range is resident afterwards. The mapping's flags are not changed (no
- * MADV_HUGEPAGE): the kernel's background collapse (khugepaged) never
- * looks at the range, and a later os_purge of part of it splits the huge
- * page for good. A hint: false if the kernel refused or the mode is not
- * "madvise" (then no call is made); a kernel without the advice is asked
- * once. errno is kept. */
-bool os_thp_collapse(void *p, size_t size);
 
 /* ---- machine ------------------------------------------------------------ */
 

@@ -190,13 +190,6 @@ bool os_purge(void *p, size_t size, bool lazy)
  * a racing first call asks twice, which is harmless. */
 static bool os_populate_off;
 
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-
-/* The same for MADV_COLLAPSE (Linux 6.1). */
-static bool os_collapse_off;
-
 void os_populate(void *p, size_t size)
 {
 	if (__atomic_load_n(&os_populate_off, __ATOMIC_RELAXED) || size == 0)
@@ -379,10 +372,10 @@ static ssize_t os_read_small_file(const char *path, char *buf, size_t cap)
 	return n;
 }
 
-/* The kernel's THP mode, read once: 1 always (or unknown), 2 madvise, 3
- * never. Racing readers store the same answer. */
-static int os_thp_mode(void)
+bool os_thp_always(void)
 {
+	/* 0 not read yet, 1 always (or unknown), -1 madvise or never. Racing
+	 * readers store the same answer. */
 	static int cached;
 	int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
 	if (v == 0) {
@@ -390,33 +383,10 @@ static int os_thp_mode(void)
 		int saved = errno;
 		ssize_t n = os_read_small_file("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof buf);
 		errno = saved;
-		v = n <= 0 || strstr(buf, "[always]") != NULL ? 1 : strstr(buf, "[madvise]") != NULL ? 2 : 3;
+		v = n > 0 && strstr(buf, "[always]") == NULL ? -1 : 1;
 		__atomic_store_n(&cached, v, __ATOMIC_RELAXED);
 	}
-	return v;
-}
-
-bool os_thp_always(void)
-{
-	return os_thp_mode() == 1;
-}
-
-bool os_thp_on_request(void)
-{
-	return os_thp_mode() == 2 && !__atomic_load_n(&os_collapse_off, __ATOMIC_RELAXED);
-}
-
-bool os_thp_collapse(void *p, size_t size)
-{
-	if (!os_thp_on_request())
-		return false;
-	int saved = errno;
-	bool ok = madvise(p, size, MADV_COLLAPSE) == 0;
-	/* EINVAL: a kernel before 6.1, which does not know the advice. */
-	if (!ok && errno == EINVAL)
-		__atomic_store_n(&os_collapse_off, true, __ATOMIC_RELAXED);
-	errno = saved;
-	return ok;
+	return v > 0;
 }
 
 unsigned os_cpu_count(void)

@@ -853,128 +853,6 @@ static EBB_COLD bool warm_all(page_heap_t *h)
 }
 
 /* ---------------------------------------------------------------------------
- * Transparent huge pages
- *
- * A program with a large heap of small blocks spends its time over other
- * allocators' in page walks, not instructions (python3 with
- * PYTHONMALLOC=malloc: the fewest instructions, more user time than
- * tcmalloc): on 4 KiB pages its working set is thousands of TLB entries.
- * A 2 MiB huge page covers one half of a superblock (region 1: pages
- * 512-1023; region 0: the header and pages 17-511) with one. But a huge
- * page is resident whole, and a small program's peak RSS must not grow, so
- * a region becomes one only once all of these hold:
- *   - the small blocks' spans of all heaps hold at least thp_min_mb (a
- *     large heap, for which a region is little);
- *   - a span was cut from a purged run at or below the region's lowest
- *     usable page: the page heap hands a superblock out from the tail of its
- *     purged run down (alloc_grow_tail, alloc_take), so the region has been
- *     handed out, and what of it the program wrote is resident already;
- *   - at most THP_THIN_PAGES of it may not be resident now: pages of purged
- *     runs, of runs being purged, of large blocks, arenas and pools (which
- *     the program need not write whole), header pages never written, pages
- *     of small blocks' spans on which no block starts (below). Large
- *     blocks counted as written gave python3 (its dicts' and lists' arrays)
- *     more huge pages, and bench churn 16B-32K ws=100K (which writes a
- *     block's first and last byte only) a peak of 267 MiB instead of 252.
- * Then the cutting thread, lock dropped, asks the kernel to collapse the
- * region (os_thp_collapse, MADV_COLLAPSE): it copies the region's pages
- * into a huge page, and only those thin pages become resident on top.
- * Each region is looked at once (thp_todo): a region found thin stays
- * 4 KiB pages. The mapping gets no MADV_HUGEPAGE: no fault makes 2 MiB
- * resident for one touched page, and the kernel's khugepaged never fills a
- * region that decay or the central layer gave pages of back. A purge of
- * part of a huge page (decay, page_heap_purge.c; given-back pages,
- * central_purge.c) splits it: RSS drops as before (the kernel frees the
- * huge page's unmapped parts when it splits it, under memory pressure at
- * the latest), and the region stays 4 KiB pages for good.
- * Only in THP "madvise" mode: with "always" the kernel backs the first
- * touch of a region with a huge page itself, and "never" means never.
- * ------------------------------------------------------------------------- */
-#define THP_REGION_PAGES (EBB_SB_PAGES / 2)
-#define THP_THIN_PAGES 32u
-
-/* The small blocks' spans hold thp_min_mb or more, times `times` (relaxed
- * atomics). */
-static bool thp_big(unsigned times)
-{
-	long long mb = options_get(OPT_THP_MIN_MB);
-	if (mb < 0)
-		return false;
-	uint64_t inuse = atomic_load_u64(&inuse_total_pages), large = atomic_load_u64(&inuse_large_pages);
-	uint64_t small = inuse > large ? inuse - large : 0;
-	return small >= ((uint64_t)mb * times << (20 - EBB_PAGE_SHIFT));
-}
-
-/* Pages of [lo, hi) of sb that may not be resident (see above): a walk of
- * sb's spans and runs (h->lock held; sb has no cold run). The descriptors
- * of CENTRAL spans are their homes', read with relaxed loads: only their
- * state and page count, which the page heap set when it handed them out
- * and its lock keeps (a span leaves CENTRAL through page_heap_free). */
-static size_t thp_thin_pages(superblock_t *sb, unsigned lo, unsigned hi)
-{
-	size_t thin = 0;
-	unsigned end = (unsigned)sb->first_page + sb->usable_pages;
-	for (unsigned page = sb->first_page; page < end && page < hi;) {
-		const span_t *s = superblock_span_at(sb, page);
-		unsigned st = span_load_state(s);
-		size_t n = span_load_npages(s);
-		if (st == SPAN_NONE || n == 0)
-			return SIZE_MAX; /* not a span's or a run's first page: no walk */
-		unsigned a = page > lo ? page : lo;
-		unsigned b = page + n < hi ? page + (unsigned)n : hi;
-		if (a < b && st == SPAN_CENTRAL) {
-			/* A page without class (a lazy carve's untouched tail,
-			 * pages given back, central_purge.c) was not written.
-			 * The rest count as written, wrongly so inside a span
-			 * of blocks larger than a page, which has the class on
-			 * every page while the program may write a block's
-			 * ends only: bench churn 16B-32K ws=100K peaked at 267
-			 * MiB with thp_min_mb=16 against 252 (30 MiB collapsed). */
-			for (unsigned p = a; p < b; p++)
-				thin += pmap_class(pmap_peek(sb, p)) == 0;
-		} else if (a < b && st != SPAN_FREE_DIRTY) {
-			thin += b - a;
-		}
-		page += (unsigned)n;
-	}
-	return thin;
-}
-
-/* The regions of sb to collapse now that a span was cut from a purged run
- * with its lowest page at `low` (h->lock held; the heap is large,
- * thp_big), as a bit mask; their bits leave thp_todo. */
-static EBB_NOINLINE EBB_COLD unsigned thp_due(superblock_t *sb, unsigned low)
-{
-	if (sb->cold_n != 0 || sb->hdr_purging)
-		return 0; /* a later cut looks again */
-	unsigned due = 0;
-	for (unsigned r = 0; r < 2; r++) {
-		/* Region 1's last pages are cut next, from the same run's tail;
-		 * region 0's may be left to the end (a request that does not fit
-		 * them maps a new superblock): only a cut of its first page. */
-		unsigned lo = r == 0 ? sb->first_page : THP_REGION_PAGES;
-		if (!(sb->thp_todo & (1u << r)) || low > (r == 0 ? lo : lo + THP_THIN_PAGES))
-			continue;
-		sb->thp_todo &= (uint8_t) ~(1u << r);
-		size_t thin = thp_thin_pages(sb, lo, (r + 1) * THP_REGION_PAGES);
-		if (r == 0 && thin != SIZE_MAX)
-			thin += EBB_SB_HEADER_PAGES - (unsigned)__builtin_popcount(sb->desc_touched);
-		if (thin <= THP_THIN_PAGES)
-			due |= 1u << r;
-	}
-	return due;
-}
-
-/* Lock not held: the regions of `due` collapsed. The caller holds a span of
- * sb, which keeps it mapped. */
-static EBB_NOINLINE EBB_COLD void thp_collapse(superblock_t *sb, unsigned due)
-{
-	for (unsigned r = 0; r < 2; r++)
-		if (due & (1u << r))
-			os_thp_collapse((char *)sb + (size_t)r * (EBB_SB_SIZE / 2), EBB_SB_SIZE / 2);
-}
-
-/* ---------------------------------------------------------------------------
  * Allocation and free
  * ------------------------------------------------------------------------- */
 
@@ -1021,9 +899,6 @@ static bool grow(page_heap_t *h)
 	h->meta_pages += EBB_SB_FIXED_PAGES;
 	sb->free_pages = sb->usable_pages;
 	sb->empty_since_ns = now;
-	/* Both regions may become huge pages (not the profiler's: its sample
-	 * runs are few and scattered). */
-	sb->thp_todo = heap_counted(h) ? 3 : 0;
 	page_heap_run_free_coalesced(h, sb, sb->first_page, sb->usable_pages,
 				     dirty ? SPAN_FREE_DIRTY : SPAN_FREE_PURGED, !dirty, dirty ? freed : now);
 	lock_release(&h->lock);
@@ -1107,7 +982,7 @@ EBB_INLINE void alloc_hand_out(page_heap_t *h, span_t *t, uint8_t state, uint8_t
  * flag and tags are set already (h->lock held): its other fields set up as
  * page_heap_alloc promises, the pages counted in use, the lock released. */
 EBB_INLINE span_t *alloc_count(page_heap_t *h, superblock_t *sb, span_t *t, size_t npages, uint8_t state,
-			       uint8_t zeroed, bool from_purged, unsigned low)
+			       uint8_t zeroed, bool from_purged)
 {
 	alloc_hand_out(h, t, state, zeroed);
 	if (state == SPAN_CENTRAL) {
@@ -1120,19 +995,12 @@ EBB_INLINE span_t *alloc_count(page_heap_t *h, superblock_t *sb, span_t *t, size
 	}
 	/* The profiler's heap owes nothing (heap_counted). */
 	bool owe = from_purged && heap_counted(h) && resident_climb(state == SPAN_LARGE);
-	/* A cut into the lower half of sb may have handed a region out whole
-	 * ("Transparent huge pages"). */
-	unsigned thp = 0;
-	if (from_purged && low <= THP_REGION_PAGES + THP_THIN_PAGES && EBB_UNLIKELY(sb->thp_todo != 0) &&
-	    thp_big(1))
-		thp = thp_due(sb, low);
+	(void)sb; /* PAGE_HEAP_CHECK's only, which a release build leaves out */
 	PAGE_HEAP_CHECK(h, sb);
 	lock_release(&h->lock);
 	/* Before the caller touches the fresh pages (see resident_climb). */
 	if (EBB_UNLIKELY(owe))
 		page_heap_purge_owed(h, os_now_ns());
-	if (EBB_UNLIKELY(thp != 0))
-		thp_collapse(sb, thp);
 	return t;
 }
 
@@ -1141,10 +1009,10 @@ EBB_INLINE span_t *alloc_count(page_heap_t *h, superblock_t *sb, span_t *t, size
  * page_heap_alloc promises, the pages counted in use. The lock is released
  * here; from_purged: some of its pages were purged (resident_climb). */
 static span_t *alloc_finish(page_heap_t *h, superblock_t *sb, unsigned a, size_t npages, uint8_t state,
-			    uint8_t zeroed, bool from_purged, unsigned low)
+			    uint8_t zeroed, bool from_purged)
 {
 	span_t *t = alloc_place(h, sb, a, npages);
-	return alloc_count(h, sb, t, npages, state, zeroed, from_purged, low);
+	return alloc_count(h, sb, t, npages, state, zeroed, from_purged);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1196,7 +1064,7 @@ static span_t *pending_take(page_heap_t *h)
 	 * pages needs them (pending_push): alloc_finish's lookup of the
 	 * descriptor and its rewrites of those are not needed (some 35
 	 * instructions a span of the reverse batch). */
-	return alloc_count(h, sb, s, n, SPAN_CENTRAL, 0, false, 0);
+	return alloc_count(h, sb, s, n, SPAN_CENTRAL, 0, false);
 }
 
 /* Puts s, a CENTRAL span freed whole (its pages counted free already), on
@@ -1333,7 +1201,7 @@ static span_t *alloc_straddle(page_heap_t *h, span_t *l, size_t npages)
 	decay_note_removed(&h->decay, d);
 	sb->free_pages -= (uint32_t)npages;
 	sb->empty_since_ns = 0;
-	return alloc_finish(h, sb, page, npages, SPAN_CENTRAL, rzeroed ? (uint8_t)(d + 1) : 0, true, page);
+	return alloc_finish(h, sb, page, npages, SPAN_CENTRAL, rzeroed ? (uint8_t)(d + 1) : 0, true);
 }
 
 /* alloc_search's refusal of a request no superblock holds. */
@@ -1403,7 +1271,7 @@ EBB_INLINE span_t *alloc_take(page_heap_t *h, superblock_t *sb, span_t *s, unsig
 	sb->empty_since_ns = 0;
 
 	return alloc_finish(h, sb, a, npages, state, kind_state == SPAN_FREE_PURGED ? zeroed : 0,
-			    kind_state == SPAN_FREE_PURGED, a);
+			    kind_state == SPAN_FREE_PURGED);
 }
 
 /* page_heap_alloc but for the pending top: `locked` says whether h->lock is
@@ -1531,7 +1399,7 @@ static EBB_NOINLINE span_t *alloc_grow_tail(page_heap_t *h, size_t npages, unsig
 		h->central_pages += all - npages;
 		atomic_add_u64(&inuse_total_pages, all - npages);
 	}
-	span_t *top = alloc_finish(h, sb, a + (unsigned)(all - npages), npages, SPAN_CENTRAL, zeroed, true, a);
+	span_t *top = alloc_finish(h, sb, a + (unsigned)(all - npages), npages, SPAN_CENTRAL, zeroed, true);
 	top->next = below; /* the caller's alone now */
 	return top;
 }

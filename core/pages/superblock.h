@@ -96,8 +96,6 @@ typedef struct superblock {
 	uint8_t trim_queued; /* under heap->lock: on a decay pass's trim list */
 	/* under heap->lock */
 	uint32_t free_pages;          /* pages in free runs (any state) */
-	uint8_t thp_todo;             /* bit r: 2 MiB region r may still become a huge
-				       * page (page_heap.c, "Transparent huge pages") */
 	uint64_t empty_since_ns;      /* when free_pages became usable_pages; 0 if not empty */
 	struct superblock *next, *prev; /* heap's list of superblocks (or of cached huge blocks) */
 	uint32_t desc_touched;        /* bitmask: descriptor pages written (resident metadata) */

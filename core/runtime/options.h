@@ -34,9 +34,6 @@ enum option_kind {
 	  "(25%, never below 128 MiB); the excess is purged at once")                               \
 	X(UNMAP_DELAY_MS, unmap_delay_ms, OPT_INT, 5000, 0, 86400000, NULL,                       \
 	  "ms a superblock stays entirely free before it is unmapped")                             \
-	X(THP_MIN_MB, thp_min_mb, OPT_INT, -1, -1, (1LL << 30), NULL,                            \
-	  "MiB of small blocks' pages in use from which on each 2 MiB of a superblock, once "      \
-	  "carved whole, becomes one transparent huge page (THP madvise mode only; -1: never)")  \
 	X(BACKGROUND_THREAD, background_thread, OPT_BOOL, 1, 0, 1, NULL,                          \
 	  "decay on a timer thread; without it decay runs on allocation slow paths only")         \
 	X(PURGE, purge, OPT_CHOICE, 0, 0, 1, "dontneed|free",                                     \

@@ -160,20 +160,6 @@ bool os_remap_to(void *p, size_t old_size, size_t new_size, void *to)
 static int fake_thp_always;
 void os_fake_set_thp_always(int on) { __atomic_store_n(&fake_thp_always, on, __ATOMIC_RELAXED); }
 bool os_thp_always(void) { return __atomic_load_n(&fake_thp_always, __ATOMIC_RELAXED) != 0; }
-/* THP "madvise" only where a test turns it on; the collapses are counted
- * (no huge page is made). */
-static int fake_thp_on_request;
-static uint64_t fake_thp_collapses;
-void os_fake_set_thp_on_request(int on) { __atomic_store_n(&fake_thp_on_request, on, __ATOMIC_RELAXED); }
-uint64_t os_fake_thp_collapses(void) { return __atomic_load_n(&fake_thp_collapses, __ATOMIC_RELAXED); }
-bool os_thp_on_request(void) { return __atomic_load_n(&fake_thp_on_request, __ATOMIC_RELAXED) != 0; }
-bool os_thp_collapse(void *p, size_t size)
-{
-	(void)p;
-	(void)size;
-	__atomic_add_fetch(&fake_thp_collapses, 1, __ATOMIC_RELAXED);
-	return false;
-}
 
 size_t os_page_size(void) { return 4096; }
 unsigned os_cpu_count(void) { return FAKE_CPUS; }

@@ -23,10 +23,6 @@ void os_fake_set_cpu(unsigned cpu);
 os_fake_counts_t os_fake_counts(void);
 /* What os_thp_always answers (default 0: the machine's setting is not read). */
 void os_fake_set_thp_always(int on);
-/* THP "madvise" mode (os_thp_on_request) on or off, and how many
- * os_thp_collapse calls were made (each returns false). */
-void os_fake_set_thp_on_request(int on);
-uint64_t os_fake_thp_collapses(void);
 /* Whether the pages at p read back as zero and are not resident (mincore). */
 int os_fake_resident(const void *p);
 
