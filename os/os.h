@@ -192,6 +192,9 @@ void os_file_close(int fd);
 /* Resident set size of the whole process in bytes as the kernel counts it
  * (/proc/self/statm: every mapping, not only the allocator's); 0 if unknown. */
 uint64_t os_rss_bytes(void);
+/* How many 4 KiB pages of [p, p + len) (page aligned) are resident (mincore), or
+ * (size_t)-1 if unknown. */
+size_t os_resident_pages(const void *p, size_t len);
 /* The calling process's id. */
 unsigned os_pid(void);
 

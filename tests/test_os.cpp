@@ -128,3 +128,17 @@ TEST_CASE("os_wait_u32 and os_wake_one keep errno", "[os]")
 	os_wake_one(&word); // nobody sleeps there: wakes none
 	CHECK(errno == 4242);
 }
+
+TEST_CASE("os_resident_pages counts the pages written, over more than one mincore piece", "[os]")
+{
+	const size_t pages = 2500;
+	char *p = (char *)os_map(pages * 4096);
+	REQUIRE(p != nullptr);
+	CHECK(os_resident_pages(p, pages * 4096) == 0);
+	p[0] = 1;
+	p[1030 * 4096] = 1;
+	p[(pages - 1) * 4096 + 5] = 1;
+	CHECK(os_resident_pages(p, pages * 4096) == 3);
+	CHECK(os_resident_pages(p + 4096, 4096) == 0);
+	REQUIRE(os_unmap(p, pages * 4096));
+}

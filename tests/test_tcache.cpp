@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "core/blocks/size_class.h"
+#include "core/runtime/meta.h"
 #include "core/process/background.h"
 #include "os/os.h"
 #include "tcache/tcache.h"
@@ -1044,4 +1047,47 @@ TEST_CASE("once a cache leaves the shared CPU slot on conflicts, the others leav
 	});
 	c.join();
 	CHECK(!fresh_shared);
+}
+
+// The stats' resident count of metadata (meta.c): what the kernel holds
+// resident of the metadata chunks, not the whole mapping, which it was (the
+// central lists and transfer nodes of every CPU and each cache's slots, a few
+// MiB, are mapped whole and written as they come into use). A new thread's
+// cache writes its first pages: the count grows by them.
+TEST_CASE("metadata counts as resident the pages written, not the whole mapping", "[tcache]")
+{
+	unit_init();
+	in_new_thread([&] { tcache_free(tcache_alloc(64)); });
+	void *base[64];
+	size_t len[64];
+	unsigned n = meta_chunk_ranges(base, len, 64);
+	REQUIRE(n > 0);
+	uint64_t mapped = 0, resident = 0;
+	for (unsigned k = 0; k < n; k++) {
+		std::vector<unsigned char> v(len[k] / EBB_PAGE_SIZE);
+		REQUIRE(mincore(base[k], len[k], v.data()) == 0);
+		for (unsigned char c : v)
+			resident += c & 1;
+		mapped += len[k];
+	}
+	INFO("mapped " << mapped << " resident pages " << resident);
+	CHECK(meta_mapped_bytes() == mapped);
+	CHECK(meta_resident_bytes() == resident * EBB_PAGE_SIZE);
+	CHECK(meta_resident_bytes() < meta_mapped_bytes() / 2);
+	// Two threads at once: the second cannot reuse the first's cache.
+	uint64_t before = meta_resident_bytes();
+	std::mutex m;
+	std::condition_variable cv;
+	int arrived = 0;
+	auto both = [&] {
+		tcache_free(tcache_alloc(64));
+		std::unique_lock<std::mutex> l(m);
+		if (++arrived == 2)
+			cv.notify_all();
+		cv.wait(l, [&] { return arrived == 2; });
+	};
+	std::thread a(both), b(both);
+	a.join();
+	b.join();
+	CHECK(meta_resident_bytes() > before);
 }

@@ -103,7 +103,7 @@ static void collect(struct ebb_stats *out, const stats_tcache_t *tc, page_heap_s
 	out->purged = ph.purged_pages << EBB_PAGE_SHIFT;
 	/* Resident: metadata pages written, every page handed out as a span
 	 * (counted from the moment it is handed out), dirty free pages. */
-	out->resident = meta + (ph.meta_pages << EBB_PAGE_SHIFT) +
+	out->resident = meta_resident_bytes() + (ph.meta_pages << EBB_PAGE_SHIFT) +
 			((ph.central_pages + ph.large_pages + ph.huge_pages + ph.dirty_pages) << EBB_PAGE_SHIFT);
 	out->threads = tc->threads;
 	out->superblocks = sb.count;

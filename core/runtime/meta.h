@@ -16,6 +16,12 @@ EBB_BEGIN_DECLS
 void *meta_alloc(size_t size, size_t align);
 /* Bytes mapped for metadata so far. */
 uint64_t meta_mapped_bytes(void);
+/* Bytes of that mapping resident in RAM, as the kernel says (a system call
+ * per chunk: for the stats, not for allocation paths). Nothing here is ever
+ * given back, so these are the pages written so far. */
+uint64_t meta_resident_bytes(void);
+/* For tests: the chunks mapped so far (up to max). */
+unsigned meta_chunk_ranges(void **base, size_t *len, unsigned max);
 
 void meta_prefork(void);
 void meta_postfork_parent(void);
