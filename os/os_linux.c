@@ -1,5 +1,7 @@
-/* os_linux.c: the Linux implementation of os.h. The only file of the allocator
- * that makes system calls, includes <sys/mman.h> or uses pthreads. */
+/* os_linux.c: the Linux implementation of os.h. Only os/ makes system calls,
+ * includes <sys/mman.h> or uses pthreads: this file, os_prof.c (the heap
+ * profiler's system side) and os_resident.c (mincore, shared with the unit
+ * tests' fake). */
 #define _GNU_SOURCE
 #include "os/os.h"
 #include "os/os_futex.h"
@@ -747,23 +749,6 @@ uint64_t os_rss_bytes(void)
 	while (*s >= '0' && *s <= '9')
 		pages = pages * 10 + (uint64_t)(*s++ - '0');
 	return pages * (uint64_t)os_page_size();
-}
-
-size_t os_resident_pages(const void *p, size_t len)
-{
-	/* In pieces of 1024 pages, so the vector stays on the stack. */
-	unsigned char v[1024];
-	size_t pages = len >> 12, n = 0;
-	const char *q = p;
-	for (size_t at = 0; at < pages;) {
-		size_t k = pages - at < sizeof v ? pages - at : sizeof v;
-		if (mincore((void *)(q + (at << 12)), k << 12, v) != 0)
-			return (size_t)-1;
-		for (size_t i = 0; i < k; i++)
-			n += v[i] & 1;
-		at += k;
-	}
-	return n;
 }
 
 unsigned os_pid(void)

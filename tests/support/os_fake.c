@@ -216,20 +216,4 @@ bool os_file_ready(int fd) { (void)fd; return true; }
 void os_file_close(int fd) { close(fd); }
 uint64_t os_rss_bytes(void) { return 0; }
 
-size_t os_resident_pages(const void *p, size_t len)
-{
-	/* In pieces of 1024 pages, so the vector stays on the stack. */
-	unsigned char v[1024];
-	size_t pages = len >> 12, n = 0;
-	const char *q = p;
-	for (size_t at = 0; at < pages;) {
-		size_t k = pages - at < sizeof v ? pages - at : sizeof v;
-		if (mincore((void *)(q + (at << 12)), k << 12, v) != 0)
-			return (size_t)-1;
-		for (size_t i = 0; i < k; i++)
-			n += v[i] & 1;
-		at += k;
-	}
-	return n;
-}
 unsigned os_pid(void) { return (unsigned)getpid(); }
