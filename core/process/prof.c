@@ -1303,9 +1303,15 @@ void *prof_alloc(size_t size, size_t align, bool zero, void *ret)
 	return prof_alloc_at(size, size, align, zero, false, false, 0, ret, fp);
 }
 
-void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret)
+void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, bool run, void *ret)
 {
 	const uintptr_t *fp = __builtin_frame_address(0);
+	/* A move the unsampled realloc gives a page run of its own (a buffer
+	 * built a piece at a time, core/api/api.c's REALLOC_RUN_MIN): the
+	 * same page run, standing for no small block, so that it grows in
+	 * place as the unsampled one does. */
+	if (run)
+		return prof_alloc_at(size, bytes, EBB_MIN_ALIGN, false, false, true, 0, ret, fp);
 	/* A move to a small block: an inner sample in the class the
 	 * unsampled move takes (prof.h). A kept-size run per sample, its
 	 * pages and lines cold or never touched, cost bench realloc string

@@ -244,8 +244,9 @@ EBB_NOINLINE void *prof_alloc(size_t size, size_t align, bool zero, void *ret);
  * 3-4% of its CPU time). mapped: the block is a mapping of its own
  * (large_alloc_mapped), as the same move unsampled gets, so that its next
  * growths are mremaps too (a page run cost bench realloc vector ~2 400
- * minor faults more with prof=1). */
-EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, void *ret);
+ * minor faults more with prof=1). run: the unsampled move takes a page
+ * run of its own (core/api/api.c, REALLOC_RUN_MIN), and so does the sample. */
+EBB_NOINLINE void *prof_alloc_moved(size_t size, size_t bytes, bool mapped, bool run, void *ret);
 /* A sampled block stands in for the small block the allocation would have
  * had unsampled, and realloc resizes it as that block (core/api/api.c,
  * realloc_slow_at): in place while its class holds the size at no more

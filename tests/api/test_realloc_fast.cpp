@@ -1075,7 +1075,7 @@ TEST_CASE("a sampled block realloc'ed up and down moves where an unsampled one d
 		 * string that grows into those 16 bytes moves there (to a block
 		 * that then holds the whole class), where the unsampled one
 		 * still fits. Its next move is the unsampled one's. */
-		size_t moves = 0, early = 0, first_diff = steps.size();
+		size_t moves = 0, early = 0, placed = 0, first_diff = steps.size();
 		for (size_t i = 0; i < steps.size(); i++) {
 			moves += steps[i].moved;
 			if (steps[i] == want[i]) continue;
@@ -1084,10 +1084,28 @@ TEST_CASE("a sampled block realloc'ed up and down moves where an unsampled one d
 				early++;
 				continue;
 			}
+			/* A string built to 8 KiB or more is a page run of its own,
+			 * sampled or not (core/api/api.c, REALLOC_RUN_MIN), and
+			 * grows into the free pages right of it where they are free:
+			 * which they are depends on what else the process has
+			 * placed (the profiler's own blocks here), so one side may
+			 * move where the other grows in place, from the same page
+			 * run size. */
+			if (steps[i].size == want[i].size && steps[i].moved != want[i].moved &&
+			    steps[i].held == want[i].held && steps[i].held >= 8192 && steps[i].held % 4096 == 0) {
+				placed++;
+				continue;
+			}
 			if (first_diff == steps.size()) first_diff = i;
 		}
 		INFO("first step that differs: " << first_diff << " of " << steps.size() << " (" << early
-						 << " moved 16 bytes early)");
+						 << " moved 16 bytes early, " << placed
+						 << " page runs moved or grown in place by their neighbours)");
+		if (first_diff < steps.size())
+			for (size_t i = first_diff >= 6 ? first_diff - 6 : 0; i <= first_diff; i++)
+				UNSCOPED_INFO("step " << i << ": sampled size " << steps[i].size << " moved " << steps[i].moved
+						      << " held " << steps[i].held << "; unsampled moved " << want[i].moved
+						      << " held " << want[i].held);
 		CHECK(first_diff == steps.size());
 		/* Climbing and shrinking moves each string several times; a
 		 * sample block kept at every step would move it only when it
