@@ -145,7 +145,12 @@ void check_rows(const std::vector<Row> &rows, uint64_t interval_ms)
 		const Row &r = rows[i];
 		INFO("row " << i << " t_ms " << r[T_MS]);
 		CHECK(r[RSS] > 0);
-		CHECK(r[RESIDENT] > 0);
+		/* Resident counts the metadata pages written (mincore), not the
+		 * whole mapping: a process whose only calls are ebb_* (a sanitizer
+		 * build: the sanitizer owns malloc) and that holds nothing after
+		 * ebb_trim has no small block, so no cache or central list
+		 * written, and reads 0. */
+		CHECK((r[RESIDENT] > 0 || r[ALLOCATED] == 0));
 		/* Gauges are read layer by layer while the program allocates: one
 		 * allocation in flight (at most 8 MiB here) may be seen half done. */
 		CHECK(r[MAPPED] + 16 * MiB >= r[ALLOCATED]);
