@@ -304,17 +304,20 @@ static void *realloc_done(void *p, const block_info_t *b, void *q, size_t size)
 #define REALLOC_UNCACHED_MIN ((size_t)1024)
 
 /* A buffer built a piece at a time (the small-step test of
- * REALLOC_UNCACHED_MIN) that moves to at least REALLOC_RUN_MIN bytes, or a
- * page run of any size that grows, moves into a page run of its own, not a
+ * REALLOC_UNCACHED_MIN), or a page run that grows, moves into a page run
+ * of its own once the move is to REALLOC_RUN_MIN bytes or more, not into a
  * size class: its next growth is then tried in place into the free pages
  * right of it (large_resize), as glibc grows a chunk into the top of its
  * heap, and when it moves or is freed its pages go back to the page heap
  * for any size at once, instead of staying in a span of 4-8 blocks of
  * 8.5-28 KiB that only that class reuses (realloc string's peak held
- * 0.3-0.4 MiB free in those spans). bench realloc string: peak RSS 4 924
- * -> 4 372 KiB (medians of 7 interleaved runs; 8 KiB: 4 464 in another
- * set; 4 KiB and 2 KiB no better), page faults 888 -> 748, instructions
- * +0.3% (callgrind, --bytes=32M). */
+ * 0.3-0.4 MiB free in those spans). bench realloc string, peak RSS
+ * (medians of 7 interleaved runs, two sets): 4 924 KiB without, 4 372 and
+ * 4 464 from 8 KiB, 4 540 from 4 KiB, 4 244 from 2 KiB; below a few pages
+ * a page run rounds the buffer up by up to a page, so 8 KiB keeps small
+ * strings in their classes. Page faults 888 -> 748, instructions +0.3%
+ * (callgrind, --bytes=32M); a sampled move takes the same page run
+ * (prof_alloc_moved). docs/memory-return.md, "Strings grown by realloc". */
 #define REALLOC_RUN_MIN ((size_t)8192)
 
 EBB_INLINE span_t *realloc_run_span(const void *p);
